@@ -1,0 +1,144 @@
+"""The graph IR: tensors with quantisation parameters, nodes in execution order.
+
+Layout conventions (fixed, used by every runtime and the C code generator):
+- activations are NHWC; a TensorSpec's shape is per sample: (H, W, C);
+- conv weights are (O, I/groups, kh, kw) as in PyTorch and the upstream files;
+- an int8 tensor carries one scale and one zero point (per tensor);
+- int8 conv weights are symmetric per output channel: `w_scales[o]`, zero point 0; biases are int32
+  in units of x_scale * w_scales[o].
+The classifier is a 1x1 conv2d on the pooled 1x1 map (attrs role="classifier").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import GraphError
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    scale: float
+    zero_point: int
+
+    def __post_init__(self):
+        if not (np.isfinite(self.scale) and self.scale > 0):
+            raise GraphError(f"quantisation scale must be finite and > 0, got {self.scale!r}")
+        if not -128 <= int(self.zero_point) <= 127:
+            raise GraphError(f"int8 zero point must lie in [-128, 127], got {self.zero_point!r}")
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    shape: tuple[int, int, int]  # (H, W, C) per sample
+    dtype: str  # "int8" or "float32"
+    quant: QuantParams | None = None
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * (1 if self.dtype == "int8" else 4)
+
+
+@dataclass
+class Node:
+    name: str
+    op: str
+    inputs: list[str]
+    output: str
+    attrs: dict = field(default_factory=dict)
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class Graph:
+    """A CNN as nodes in execution order over named tensors.
+
+    `dtype` is "int8" (a quantised graph: int8 activations, int8 weights, int32 biases) or
+    "float32" (the float model a frontend imports before quantisation).
+    """
+
+    name: str
+    dtype: str
+    input: str
+    output: str
+    tensors: dict[str, TensorSpec]
+    nodes: list[Node]
+    meta: dict = field(default_factory=dict)
+
+    # ----- lookups -------------------------------------------------------------------------------
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise GraphError(f"graph {self.name!r} has no node {name!r}")
+
+    def producer(self, tensor: str) -> Node | None:
+        for n in self.nodes:
+            if n.output == tensor:
+                return n
+        return None
+
+    def consumers(self, tensor: str) -> list[Node]:
+        return [n for n in self.nodes if tensor in n.inputs]
+
+    def convs(self) -> Iterator[Node]:
+        return (n for n in self.nodes if n.op == "conv2d")
+
+    def indexed_convs(self) -> list[Node]:
+        """Convs in execution order without the classifier: the index sparse-update schemes use."""
+        return [n for n in self.nodes if n.op == "conv2d" and n.attrs.get("role") != "classifier"]
+
+    def classifier(self) -> Node:
+        for n in self.nodes:
+            if n.op == "conv2d" and n.attrs.get("role") == "classifier":
+                return n
+        raise GraphError(f"graph {self.name!r} has no classifier node")
+
+    @property
+    def input_spec(self) -> TensorSpec:
+        return self.tensors[self.input]
+
+    @property
+    def output_spec(self) -> TensorSpec:
+        return self.tensors[self.output]
+
+    @property
+    def num_classes(self) -> int:
+        return self.output_spec.shape[-1]
+
+    @property
+    def resolution(self) -> int:
+        return self.input_spec.shape[0]
+
+    # ----- copies --------------------------------------------------------------------------------
+    def copy(self) -> "Graph":
+        """Deep copy: parameters are copied, so training a copy never touches the original."""
+        return Graph(
+            name=self.name,
+            dtype=self.dtype,
+            input=self.input,
+            output=self.output,
+            tensors={k: TensorSpec(v.name, tuple(v.shape), v.dtype, v.quant) for k, v in self.tensors.items()},
+            nodes=[
+                Node(n.name, n.op, list(n.inputs), n.output, dict(n.attrs), {k: v.copy() for k, v in n.params.items()})
+                for n in self.nodes
+            ],
+            meta=dict(self.meta),
+        )
+
+    def with_resolution(self, resolution: int) -> "Graph":
+        """The same network at another input resolution (every op here is resolution-agnostic)."""
+        from .validate import infer_shapes
+
+        g = self.copy()
+        h, w, c = g.input_spec.shape
+        g.tensors[g.input].shape = (int(resolution), int(resolution), c)
+        infer_shapes(g)
+        return g

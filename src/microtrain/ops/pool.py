@@ -1,0 +1,32 @@
+"""global_avg_pool: mean over H and W, (H, W, C) -> (1, 1, C).
+
+int8: stays in the input's quantisation domain (output scale/zero point = input's), rint(mean)
+with ties to even, computed exactly in integers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import GraphError
+from ..quant.arith import avgpool_int8
+
+OP = "global_avg_pool"
+
+
+def infer_shape(node, in_shapes):
+    if len(in_shapes) != 1:
+        raise GraphError(f"global_avg_pool {node.name!r}: needs exactly 1 input")
+    h, w, c = in_shapes[0]
+    return (1, 1, c)
+
+
+def macs(node, in_shape, out_shape) -> int:
+    return 0
+
+
+def forward_int8(node, x, qx, qy):
+    return avgpool_int8(x)
+
+
+def forward_float(node, x):
+    return x.mean(axis=(1, 2), keepdims=True, dtype=np.float32)

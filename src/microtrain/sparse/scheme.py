@@ -1,0 +1,162 @@
+"""UpdateScheme: what may learn. The classifier (head) is always trained, weights and bias.
+
+A scheme names convs by their index in execution order without the classifier (Graph.indexed_convs()):
+- n_bias: the biases of the last n indexed convs are trained;
+- weights: {conv index: ratio} trains that conv's weights for a ratio (1/8, 1/4, 1/2, 1) of its INPUT
+  channels (for a depthwise conv, input channel = output channel); which channels is decided by
+  `selection` ("norm": largest L2 norm of the weight slice, upstream's simulation; "first": first k).
+`resolve(graph)` fixes the concrete channel indices once; simulation and generated code both use
+that resolution, so they always train the same slices.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SchemeError
+from ..ir.graph import Graph, Node
+
+RATIOS = (Fraction(1, 8), Fraction(1, 4), Fraction(1, 2), Fraction(1, 1))
+SELECTIONS = ("norm", "first")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """The trained part of one conv: its bias, and/or the weight slices of `channels` (input channels)."""
+
+    node: str
+    bias: bool
+    channels: tuple[int, ...] | None  # None: weights frozen; else sorted input-channel indices trained
+
+
+@dataclass
+class UpdateScheme:
+    n_bias: int = 0
+    weights: dict[int, float] = field(default_factory=dict)
+    selection: str = "norm"
+    name: str = ""
+
+    # ----- constructors ----------------------------------------------------------------------------
+    @classmethod
+    def head_only(cls) -> "UpdateScheme":
+        return cls(0, {}, name="head-only")
+
+    @classmethod
+    def full(cls, graph: Graph) -> "UpdateScheme":
+        n = len(graph.indexed_convs())
+        return cls(n, {i: 1.0 for i in range(n)}, name="full")
+
+    @classmethod
+    def bias_only(cls, graph: Graph) -> "UpdateScheme":
+        return cls(len(graph.indexed_convs()), {}, name="bias-only")
+
+    @classmethod
+    def last_layers(cls, graph: Graph, k: int) -> "UpdateScheme":
+        """Weights and biases of the last k indexed convs."""
+        n = len(graph.indexed_convs())
+        k = max(0, min(int(k), n))
+        return cls(k, {i: 1.0 for i in range(n - k, n)}, name=f"last-{k}")
+
+    @classmethod
+    def last_blocks(cls, graph: Graph, k: int) -> "UpdateScheme":
+        """Weights and biases of every conv in the last k blocks (names 'blocks.<i>.*')."""
+        convs = graph.indexed_convs()
+        blocks = sorted({int(n.name.split(".")[1]) for n in convs if n.name.startswith("blocks.")})
+        chosen = set(blocks[-k:]) if k > 0 else set()
+        idx = [i for i, n in enumerate(convs) if n.name.startswith("blocks.") and int(n.name.split(".")[1]) in chosen]
+        if not idx:
+            return cls.head_only()
+        return cls(len(convs) - min(idx), {i: 1.0 for i in idx}, name=f"last-{k}-blocks")
+
+    # ----- checks and resolution --------------------------------------------------------------------
+    def validate(self, graph: Graph) -> "UpdateScheme":
+        n = len(graph.indexed_convs())
+        if not isinstance(self.n_bias, int) or not 0 <= self.n_bias <= n:
+            raise SchemeError(f"scheme {self.name!r}: n_bias must be an integer in [0, {n}] for {graph.name}, got {self.n_bias!r}")
+        if self.selection not in SELECTIONS:
+            raise SchemeError(f"scheme {self.name!r}: selection must be one of {SELECTIONS}, got {self.selection!r}")
+        for idx, ratio in self.weights.items():
+            if not isinstance(idx, int) or not 0 <= idx < n:
+                raise SchemeError(f"scheme {self.name!r}: conv index {idx!r} out of range [0, {n}) for {graph.name}")
+            if Fraction(ratio).limit_denominator(64) not in RATIOS:
+                raise SchemeError(f"scheme {self.name!r}: ratio {ratio!r} of conv {idx} must be one of 1/8, 1/4, 1/2, 1")
+        return self
+
+    def resolve(self, graph: Graph) -> dict[str, TrainSpec]:
+        """{node name: TrainSpec} of every trained conv, classifier included (always fully trained)."""
+        self.validate(graph)
+        convs = graph.indexed_convs()
+        n = len(convs)
+        out: dict[str, TrainSpec] = {}
+        for i, node in enumerate(convs):
+            bias = i >= n - self.n_bias
+            channels = None
+            if i in self.weights:
+                channels = select_channels(node, self.weights[i], self.selection)
+            if bias or channels is not None:
+                out[node.name] = TrainSpec(node.name, bias, channels)
+        head = graph.classifier()
+        out[head.name] = TrainSpec(head.name, True, tuple(range(head.params["weight"].shape[1])))
+        return out
+
+    # ----- (de)serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "format": "microtrain-scheme",
+            "name": self.name,
+            "n_bias": self.n_bias,
+            "weights": {str(k): _ratio_str(v) for k, v in sorted(self.weights.items())},
+            "selection": self.selection,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "scheme") -> "UpdateScheme":
+        if not isinstance(d, dict) or d.get("format") != "microtrain-scheme":
+            raise SchemeError(f"{source}: not a microtrain scheme (missing format='microtrain-scheme')")
+        try:
+            weights = {int(k): float(Fraction(str(v))) for k, v in dict(d.get("weights") or {}).items()}
+            n_bias = d.get("n_bias", 0)
+            if isinstance(n_bias, bool) or not isinstance(n_bias, int):
+                raise ValueError(f"n_bias must be an integer, got {n_bias!r}")
+            return cls(n_bias, weights, str(d.get("selection", "norm")), str(d.get("name", "")))
+        except (TypeError, ValueError, ZeroDivisionError) as e:
+            raise SchemeError(f"{source}: malformed scheme ({e})") from None
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path) -> "UpdateScheme":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SchemeError(f"{path}: cannot read scheme JSON ({e})") from None
+        return cls.from_dict(d, str(path))
+
+
+def _ratio_str(r: float) -> str:
+    f = Fraction(r).limit_denominator(64)
+    return str(f)
+
+
+def select_channels(node: Node, ratio: float, selection: str) -> tuple[int, ...]:
+    """Input channels whose weight slices are trained: k = max(1, round(ratio * C_in))."""
+    w = node.params["weight"]
+    depthwise = w.shape[1] == 1 and node.attrs.get("groups", 1) == w.shape[0] > 1
+    c_in = w.shape[0] if depthwise else w.shape[1]
+    k = max(1, int(round(float(ratio) * c_in)))
+    if selection == "first":
+        return tuple(range(k))
+    wf = w.astype(np.float64)
+    if "w_scales" in node.params:  # compare real weights, not int8 codes
+        wf = wf * node.params["w_scales"].astype(np.float64)[:, None, None, None]
+    norms = np.sqrt((wf**2).sum(axis=(1, 2, 3))) if depthwise else np.sqrt((wf**2).sum(axis=(0, 2, 3)))
+    order = np.argsort(-norms, kind="stable")[:k]
+    return tuple(sorted(int(c) for c in order))
