@@ -10,6 +10,9 @@ from __future__ import annotations
 import codecs
 import io
 import pickle
+import pickletools
+import reprlib
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -58,6 +61,22 @@ class _AllowListUnpickler(pickle.Unpickler):
         )
 
 
+def _check_memo_indices(data: bytes, path) -> None:
+    """Refuse memo indices a pickle of this size cannot need: the C unpickler allocates (and clears) a memo
+    table up to the largest index, so one LONG_BINPUT 2**31 in a 4 KB file would eat gigabytes (a hang)."""
+    try:
+        with warnings.catch_warnings():  # genops warns on bad string escapes; the loader reports those itself
+            warnings.simplefilter("ignore")
+            ops = list(pickletools.genops(data))
+        for op, arg, _pos in ops:
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= int(arg) <= len(data):
+                raise ModelFormatError(f"{path}: corrupt pickle data (memo index {arg} in a {len(data)}-byte pickle)")
+    except ModelFormatError:
+        raise
+    except Exception as e:  # genops raises ValueError and friends on garbage
+        raise ModelFormatError(f"{path}: corrupt pickle data ({type(e).__name__}: {e})") from None
+
+
 def read_model_dict(path) -> dict:
     """Unpickle an upstream model file safely and return its top-level dict."""
     path = Path(path)
@@ -75,6 +94,7 @@ def read_model_dict(path) -> dict:
         if isinstance(e, ModelFormatError):
             raise
         raise ModelFormatError(f"{path}: cannot read archive ({type(e).__name__}: {e})") from None
+    _check_memo_indices(data, path)
     try:
         obj = _AllowListUnpickler(data, str(path)).load()
     except UnsafePickleError:
@@ -102,7 +122,10 @@ def _scalar(d, key, where, kind):
         v = v.item()
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise ModelFormatError(f"{where}: {key!r} must be a number, got {type(v).__name__}")
-    v = kind(v)
+    try:  # int(nan), int(inf), float(10**400) raise bare ValueError / OverflowError
+        v = kind(v)
+    except (ValueError, OverflowError):
+        raise ModelFormatError(f"{where}: {key!r} must be a finite number, got {v}") from None
     if kind is float and not (np.isfinite(v) and v > 0):
         raise ModelFormatError(f"{where}: {key!r} must be a finite positive scale, got {v}")
     if kind is int and not -128 <= v <= 127:
@@ -139,9 +162,12 @@ class _Builder:
         cin = int(_get(entry, "in_channel", where, (int, np.integer)))
         cout = int(_get(entry, "out_channel", where, (int, np.integer)))
         ks = _get(entry, "kernel_size", where, (tuple, list, int))
-        k = (ks, ks) if isinstance(ks, int) else tuple(int(v) for v in ks)
+        try:
+            k = (ks, ks) if isinstance(ks, int) else tuple(int(v) for v in ks)
+        except (TypeError, ValueError, OverflowError):
+            raise ModelFormatError(f"{where}: kernel_size must be an int or a pair of ints, got {reprlib.repr(ks)}") from None
         if len(k) != 2 or k[0] != k[1] or k[0] < 1 or k[0] % 2 == 0:
-            raise ModelFormatError(f"{where}: kernel_size must be an odd square, got {ks!r}")
+            raise ModelFormatError(f"{where}: kernel_size must be an odd square, got {reprlib.repr(ks)}")
         stride = int(_get(entry, "stride", where, (int, np.integer)))
         groups = int(_get(entry, "groups", where, (int, np.integer)))
         if stride < 1 or groups < 1 or cin % groups or cout % groups or cin < 1 or cout < 1:
@@ -166,7 +192,7 @@ class _Builder:
         self._channels_of[out] = cout
         for key, expect in (("in_shape", "in"), ("out_shape", "out")):
             if key in entry and entry[key] is not None:
-                self.declared_hw[(layer_name, expect)] = int(entry[key])
+                self.declared_hw[(layer_name, expect)] = int(_get(entry, key, where, (int, np.integer)))
         return out
 
     def _check_input_quant(self, x: str, xq: QuantParams, where: str):

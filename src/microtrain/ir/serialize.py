@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +67,8 @@ def load_graph(path) -> Graph:
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise GraphError(f"{path}: not a readable graph JSON file ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, a 5000-digit int
+        raise GraphError(f"{path}: not a readable graph JSON file ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise GraphError(f"{path}: not a microtrain graph (missing format={FORMAT!r})")
     if doc.get("version") != VERSION:
@@ -76,8 +77,9 @@ def load_graph(path) -> Graph:
     try:
         with np.load(npz, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise GraphError(f"{npz}: cannot read the graph's arrays ({e})") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError, zlib.error) as e:
+        # NotImplementedError: unknown zip compression method; RuntimeError: encrypted member
+        raise GraphError(f"{npz}: cannot read the graph's arrays ({type(e).__name__}: {e})") from None
     try:
         tensors = {}
         for t in doc["tensors"]:
@@ -98,6 +100,6 @@ def load_graph(path) -> Graph:
             nodes.append(Node(str(n["name"]), str(n["op"]), [str(i) for i in n["inputs"]], str(n["output"]), attrs, params))
         graph = Graph(str(doc["name"]), str(doc["dtype"]), str(doc["input"]), str(doc["output"]), tensors, nodes,
                       dict(doc.get("meta") or {}))
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         raise GraphError(f"{path}: malformed graph description ({type(e).__name__}: {e})") from None
     return validate(graph)

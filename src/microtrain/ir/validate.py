@@ -1,6 +1,8 @@
 """Shape inference and validation: every error names the graph, the node and the value at fault."""
 from __future__ import annotations
 
+import reprlib
+
 import numpy as np
 
 from ..errors import GraphError
@@ -14,7 +16,14 @@ def infer_shapes(graph: Graph) -> Graph:
     """Recompute every node output's shape from the input's, in place; returns the graph."""
     for node in graph.nodes:
         in_shapes = [graph.tensors[t].shape for t in node.inputs]
-        shape = tuple(int(v) for v in op_module(node).infer_shape(node, in_shapes))
+        op = op_module(node)
+        try:
+            shape = tuple(int(v) for v in op.infer_shape(node, in_shapes))
+        except (TypeError, ValueError, OverflowError) as e:  # attrs of the wrong type/arity, e.g. from a file
+            raise GraphError(
+                f"graph {graph.name!r}, node {node.name!r}: malformed {node.op} attributes {reprlib.repr(node.attrs)} "
+                f"or inputs {reprlib.repr(in_shapes)} ({type(e).__name__}: {str(e)[:200]})"
+            ) from None
         graph.tensors[node.output].shape = shape
     return graph
 

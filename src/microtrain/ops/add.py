@@ -36,3 +36,16 @@ def forward_float(node, a, b):
 
         y = apply_activation(y, act)
     return y
+
+
+# ----- backward (float32; see docs/training-semantics.md) ---------------------------------------------
+def grad_addend(g_y, mask, scale):
+    """Gradient w.r.t. one addend: g_y * mask * scale, scale = s_addend / s_y (int8) or 1 (float).
+
+    Each addend gets its own contribution; a tensor that also feeds other ops (the skip branch)
+    sums every contribution (autodiff emits a grad_sum step): none is dropped.
+    """
+    import numpy as np
+
+    g = g_y.astype(np.float32) * np.float32(scale)
+    return np.where(mask, g, np.float32(0)).astype(np.float32, copy=False)

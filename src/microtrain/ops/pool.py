@@ -30,3 +30,11 @@ def forward_int8(node, x, qx, qy):
 
 def forward_float(node, x):
     return x.mean(axis=(1, 2), keepdims=True, dtype=np.float32)
+
+
+# ----- backward (float32) -----------------------------------------------------------------------------
+def grad_input(g_y: np.ndarray, in_shape) -> np.ndarray:
+    """Mean over H*W: every input position receives g_y / (H*W) (rint is straight-through)."""
+    h, w, c = in_shape
+    g = g_y.astype(np.float32) / np.float32(h * w)
+    return np.broadcast_to(g, (g_y.shape[0], h, w, c)).astype(np.float32)

@@ -24,7 +24,7 @@ def decode_rgb(path):
         with Image.open(path) as im:
             im.load()
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DatasetError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
 
 

@@ -123,8 +123,8 @@ class UpdateScheme:
             if isinstance(n_bias, bool) or not isinstance(n_bias, int):
                 raise ValueError(f"n_bias must be an integer, got {n_bias!r}")
             return cls(n_bias, weights, str(d.get("selection", "norm")), str(d.get("name", "")))
-        except (TypeError, ValueError, ZeroDivisionError) as e:
-            raise SchemeError(f"{source}: malformed scheme ({e})") from None
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError) as e:  # Overflow: a 400-digit ratio
+            raise SchemeError(f"{source}: malformed scheme ({str(e)[:200]})") from None
 
     def save(self, path) -> Path:
         path = Path(path)
@@ -136,8 +136,8 @@ class UpdateScheme:
         path = Path(path)
         try:
             d = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SchemeError(f"{path}: cannot read scheme JSON ({e})") from None
+        except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, a 5000-digit int
+            raise SchemeError(f"{path}: cannot read scheme JSON ({type(e).__name__}: {str(e)[:200]})") from None
         return cls.from_dict(d, str(path))
 
 
@@ -146,12 +146,29 @@ def _ratio_str(r: float) -> str:
     return str(f)
 
 
-def select_channels(node: Node, ratio: float, selection: str) -> tuple[int, ...]:
-    """Input channels whose weight slices are trained: k = max(1, round(ratio * C_in))."""
+def is_depthwise(node: Node) -> bool:
     w = node.params["weight"]
-    depthwise = w.shape[1] == 1 and node.attrs.get("groups", 1) == w.shape[0] > 1
-    c_in = w.shape[0] if depthwise else w.shape[1]
-    k = max(1, int(round(float(ratio) * c_in)))
+    return w.shape[1] == 1 and node.attrs.get("groups", 1) == w.shape[0] > 1
+
+
+def selectable_channels(node: Node) -> int:
+    """How many input channels a ratio applies to (a depthwise conv's channels are its outputs)."""
+    w = node.params["weight"]
+    return int(w.shape[0] if is_depthwise(node) else w.shape[1])
+
+
+def n_trained_channels(node: Node, ratio: float) -> int:
+    """k = max(1, round(ratio * C_in)): the one count used by resolve(), the memory model and codegen.
+    (Upstream floors; the two agree on every channel count divisible by 8, i.e. on all upstream models'
+    weight-trained convs, and rounding never trains zero channels of a 3-channel first conv.)"""
+    return max(1, int(round(float(ratio) * selectable_channels(node))))
+
+
+def select_channels(node: Node, ratio: float, selection: str) -> tuple[int, ...]:
+    """Input channels whose weight slices are trained: k = n_trained_channels(node, ratio)."""
+    w = node.params["weight"]
+    depthwise = is_depthwise(node)
+    k = n_trained_channels(node, ratio)
     if selection == "first":
         return tuple(range(k))
     wf = w.astype(np.float64)

@@ -1,0 +1,267 @@
+"""QAS experiment on ants vs bees (hymenoptera_data): does int8 training with quantization-aware
+scaling match fp32 training, and beat int8 training without it?
+
+Settings, each on every model (mcunet-5fps, mbv2-w0.35, proxyless-w0.3), new 2-class head:
+  (a) fp32     last two blocks + head, dequantised float model, float SGD
+  (b) int8     last two blocks + head, int8 weights, no QAS
+  (c) int8+QAS last two blocks + head, int8 weights, QAS
+  (d) head     head only, int8 + QAS
+Protocol (no peeking at the validation set for the learning rate):
+  1. lr selection: every setting tries the SAME lr grid (decades, LR_GRID) on a fixed 80/20 split
+     of the training folder (seed 0, --select-epochs epochs), then refines around its best decade
+     with lr/3 and 3*lr (same rule for every setting); the lr with the lowest held-out cross-entropy wins
+     (a smoother criterion than the accuracy on 49 images; ties: the first tried);
+  2. final: train on the whole training folder with the chosen lr, seeds 0, 1, 2 (EPOCHS epochs),
+     report validation accuracy mean and spread (population std, min, max).
+Every run is appended to benchmarks/results/qas_runs.json, so an interrupted experiment resumes.
+Writes benchmarks/results/qas.json and qas.md. Run: nice -n 10 python benchmarks/exp_qas.py
+(options: --models, --epochs, --quick for a smoke run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MICROTRAIN_SHARED", REPO.parent / "shared"))
+DATA = Path(os.environ.get("MICROTRAIN_DATA", SHARED / "data")) / "hymenoptera_data"
+MODELS = Path(os.environ.get("MICROTRAIN_MODELS", SHARED / "models"))
+RESULTS = REPO / "benchmarks" / "results"
+
+LR_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
+SETTINGS = {  # name: (update, fp32, qas)
+    "fp32": ("last-blocks:2", True, False),
+    "int8": ("last-blocks:2", False, False),
+    "int8+QAS": ("last-blocks:2", False, True),
+    "head-only": ("head", False, True),
+}
+SEEDS = (0, 1, 2)
+
+
+def run_key(model, setting, stage, lr, seed):
+    return f"{model}|{setting}|{stage}|{lr:g}|{seed}"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3"])
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--select-epochs", type=int, default=5)
+    ap.add_argument("--views", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--runs", default=str(RESULTS / "qas_runs.json"))
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 model, 2 epochs, 2 lrs, 1 seed")
+    ap.add_argument("--diagnostics", action="store_true",
+                    help="also: gradient/parameter norm ratios per layer, and int8+QAS with nearest rounding")
+    args = ap.parse_args(argv)
+
+    from microtrain.errors import MicrotrainError
+    from microtrain.models import load_model
+    from microtrain.runtime.datasets import load_image_folder
+    from microtrain.runtime.trainer import clear_prefix_cache, fine_tune
+    from microtrain.commands.train import parse_update
+
+    grid, seeds = LR_GRID, SEEDS
+    if args.quick:
+        args.models, args.epochs, args.select_epochs, grid, seeds = args.models[:1], 2, 1, (1e-2, 1e3), (0,)
+    runs_path = Path(args.runs)
+    runs = json.loads(runs_path.read_text()) if runs_path.exists() else {}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    t_start = time.monotonic()
+    chosen = {}
+
+    def record(key, value):
+        runs[key] = value
+        tmp = runs_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(runs, indent=1) + "\n")
+        tmp.replace(runs_path)
+
+    def train_once(graph, setting, train, val, lr, seed, epochs, rounding="stochastic"):
+        update, fp32, qas = SETTINGS[setting]
+        try:
+            r = fine_tune(graph, parse_update(update, graph), train, val, epochs=epochs, lr=lr, seed=seed,
+                          batch_size=args.batch_size, fp32=fp32, qas=qas, rounding=rounding)
+            return {"val_acc": r["val_acc"], "val_loss": r["val_loss"], "train_acc": r["train_acc"],
+                    "seconds": round(r["seconds"], 1)}
+        except MicrotrainError as e:  # divergence at a too-large lr is a result, not a crash
+            return {"val_acc": None, "error": str(e)}
+
+    for model in args.models:
+        graph = load_model(MODELS / f"{model}.pkl")
+        train = load_image_folder(DATA / "train", graph.resolution, views=args.views, seed=0)
+        val = load_image_folder(DATA / "val", graph.resolution, classes=train.classes)
+        rng = np.random.default_rng(0)
+        perm = rng.permutation(len(train))
+        cut = int(0.8 * len(train))
+        sel_train, sel_held = train.subset(np.sort(perm[:cut])), train.subset(np.sort(perm[cut:]))
+        print(f"{model}: {len(train)} train ({len(sel_train)}/{len(sel_held)} for lr selection), {len(val)} val; "
+              f"skipped {train.skipped + val.skipped}", flush=True)
+        for setting in SETTINGS:
+            best = None
+
+            def select(lr):
+                nonlocal best
+                key = run_key(model, setting, "select", lr, 0)
+                if key not in runs or "val_loss" not in runs[key]:
+                    record(key, train_once(graph, setting, sel_train, sel_held, lr, 0, args.select_epochs))
+                acc, loss = runs[key]["val_acc"], runs[key].get("val_loss")
+                print(f"  {setting:10s} select lr {lr:<8g} held-out acc {acc} loss {loss}", flush=True)
+                if loss is not None and np.isfinite(loss) and (best is None or loss < best[1]):
+                    best = (lr, loss)
+
+            for lr in grid:
+                select(lr)
+            if best is not None and not args.quick:  # refine around the best decade: x 1/3 and x 3
+                centre = best[0]
+                for lr in (centre / 3, centre * 3):
+                    select(float(f"{lr:.3g}"))
+            lr = best[0] if best else grid[0]
+            chosen[(model, setting)] = lr
+            for seed in seeds:
+                key = run_key(model, setting, "final", lr, seed)
+                if key not in runs:
+                    record(key, train_once(graph, setting, train, val, lr, seed, args.epochs))
+                print(f"  {setting:10s} final lr {lr:g} seed {seed}: val acc {runs[key]['val_acc']}", flush=True)
+        if args.diagnostics and model == "mcunet-5fps":  # ablation: round-to-nearest updates lose sub-LSB steps
+            lr = chosen[(model, "int8+QAS")]
+            for seed in seeds:
+                key = run_key(model, "int8+QAS-nearest", "final", lr, seed)
+                if key not in runs:
+                    record(key, train_once(graph, "int8+QAS", train, val, lr, seed, args.epochs, "nearest"))
+                print(f"  int8+QAS nearest rounding lr {lr:g} seed {seed}: val acc {runs[key]['val_acc']}", flush=True)
+        clear_prefix_cache()
+    table = summarise(runs, args.models, chosen, seeds)
+    if args.diagnostics:
+        lr = chosen[("mcunet-5fps", "int8+QAS")]
+        accs = [runs[run_key("mcunet-5fps", "int8+QAS-nearest", "final", lr, s)]["val_acc"] for s in seeds]
+        table["ablation_nearest_rounding"] = {"model": "mcunet-5fps", "lr": lr, "val_acc": accs,
+                                              "mean": float(np.mean(accs)), "std": float(np.std(accs))}
+        table["gradient_scales"] = gradient_scales()
+    table["protocol"] = {"lr_grid": list(grid), "select_epochs": args.select_epochs, "epochs": args.epochs,
+                         "views": args.views, "batch_size": args.batch_size, "seeds": list(seeds),
+                         "selection": "seed 0, 80/20 split of train, lowest held-out loss over the decade grid "
+                                      "then best/3 and best*3",
+                         "schedule": "1 warm-up epoch, cosine; SGD without momentum; stochastic rounding"}
+    table["wall_seconds"] = round(time.monotonic() - t_start, 1)
+    if not args.quick:
+        (RESULTS / "qas.json").write_text(json.dumps(table, indent=1) + "\n")
+        (RESULTS / "qas.md").write_text(markdown(table))
+    print(markdown(table))
+
+
+def gradient_scales(model="mcunet-5fps", views=4, batch=64):
+    """Why QAS: per trained layer, the ratio |update direction| / |parameter| that one lr multiplies.
+    fp32: |dL/dW| / |W|; int8 without QAS: |dL/dWq| / |Wq|; int8 + QAS: |dL/dWq / s_w^2| / |Wq|.
+    With QAS the int8 ratios equal the fp32 ones; without it they are off by s_w^2 (weights) and
+    (x_scale s_w)^2 (biases), by different factors per layer, so no single lr suits every layer."""
+    from microtrain.autodiff import build_training_graph
+    from microtrain.commands.train import parse_update
+    from microtrain.models import load_model
+    from microtrain.ops.conv import is_depthwise
+    from microtrain.runtime.datasets import load_image_folder
+    from microtrain.runtime.trainer import prefix_features, replace_head
+    from microtrain.runtime.training import TrainingRuntime, dequantize_graph
+
+    g = replace_head(load_model(MODELS / f"{model}.pkl"), 2)
+    data = load_image_folder(DATA / "train", g.resolution, views=views, seed=0)
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(data), batch, replace=False)
+    res = parse_update("last-blocks:2", g).resolve(g)
+    rows = {}
+    for mode, graph in (("fp32", dequantize_graph(g)), ("int8", g)):
+        tg = build_training_graph(graph, res)
+        feats = prefix_features(graph, data, tg.n_prefix, tg.numerics)
+        # the new head is all zeros, so no gradient would reach the blocks: give both modes the same
+        # random head instead (real N(0, 0.05) weights; quantised with the head's w_scale for int8)
+        head = graph.classifier()
+        w_real = np.random.default_rng(1).normal(0, 0.05, head.params["weight"].shape)
+        if mode == "int8":
+            head.params["weight"] = np.clip(np.rint(w_real / head.params["w_scales"][:, None, None, None]),
+                                            -128, 127).astype(np.int8)
+        else:
+            head.params["weight"] = w_real.astype(np.float32)
+        grads = TrainingRuntime(tg).gradients({t: a[idx, 0] for t, a in feats.items()}, data.labels[idx])
+        for name, spec in res.items():
+            q = g.node(name)  # the int8 node: scales, and which channels are dead (saturated bias)
+            alive = np.abs(q.params["bias"].astype(np.int64)) < 2**31 - 1
+            sw = q.params["w_scales"].astype(np.float64)
+            sx = g.tensors[q.inputs[0]].quant.scale
+            for param in ("weight", "bias"):
+                gk = f"grad:{name}.{param}"
+                if gk not in grads:
+                    continue
+                p = graph.node(name).params[param].astype(np.float64)
+                if param == "weight":  # the trained slice, as the gradient
+                    p = p[list(spec.channels)] if is_depthwise(q) else p[:, list(spec.channels)]
+                gr = grads[gk].astype(np.float64)
+                keep = alive if gr.shape[0] == alive.shape[0] else np.ones(gr.shape[0], bool)
+                div = sw**2 if param == "weight" else (sx * sw) ** 2
+                div = div.reshape((-1,) + (1,) * (gr.ndim - 1))[: gr.shape[0]]
+                r = rows.setdefault(f"{name}.{param}", {})
+                ratio = lambda num: float(np.linalg.norm(num[keep]) / max(np.linalg.norm(p[keep]), 1e-30))
+                if mode == "fp32":
+                    r["fp32"] = ratio(gr)
+                else:
+                    r["int8"] = ratio(gr)
+                    r["int8+QAS"] = ratio(gr / div)
+    return rows
+
+
+def summarise(runs, models, chosen, seeds):
+    out = {"models": {}, "average": {}}
+    for model in models:
+        out["models"][model] = {}
+        for setting in SETTINGS:
+            sel = {k.split("|")[3]: {"acc": v.get("val_acc"), "loss": v.get("val_loss")} for k, v in runs.items()
+                   if k.startswith(f"{model}|{setting}|select|")}
+            lr = chosen[(model, setting)]
+            finals = [runs[run_key(model, setting, "final", lr, seed)] for seed in seeds]
+            accs = [v["val_acc"] if v["val_acc"] is not None else 0.5 for v in finals]  # diverged: chance
+            out["models"][model][setting] = {
+                "lr": lr, "val_acc": accs, "mean": float(np.mean(accs)), "std": float(np.std(accs)),
+                "min": min(accs), "max": max(accs),
+                "selection": dict(sorted(sel.items(), key=lambda kv: float(kv[0])))}
+    for setting in SETTINGS:
+        out["average"][setting] = float(np.mean([out["models"][m][setting]["mean"] for m in models]))
+    return out
+
+
+def markdown(table) -> str:
+    settings = list(SETTINGS)
+    lines = ["# QAS experiment: ants vs bees (hymenoptera_data), last two blocks + new head", "",
+             "Validation top-1 % , mean ± std over seeds (chosen lr in brackets); `head-only` trains the new head only "
+             "(int8 + QAS). Produced by `benchmarks/exp_qas.py`; protocol in qas.json.", "",
+             "| model | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]
+    for model, row in table["models"].items():
+        cells = []
+        for s in settings:
+            r = row[s]
+            cells.append("n/a" if r["mean"] is None else f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} [{r['lr']:g}]")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    avg = table["average"]
+    lines.append("| **average** | " + " | ".join("n/a" if avg[s] is None else f"**{100 * avg[s]:.1f}**" for s in settings) + " |")
+    ab = table.get("ablation_nearest_rounding")
+    if ab:
+        lines += ["", f"Ablation ({ab['model']}, int8 + QAS, lr {ab['lr']:g}): round-to-nearest updates instead of "
+                  f"stochastic rounding: {100 * ab['mean']:.1f} ± {100 * ab['std']:.1f} %."]
+    gs = table.get("gradient_scales")
+    if gs:
+        lines += ["", "Why QAS (mcunet-5fps, one batch of 64, trained layers of the last two blocks + head): "
+                  "|update direction| / |parameter| per tensor. With QAS the int8 ratios equal fp32's; without it "
+                  "they are off by s_w^2 (weights) or (x_scale s_w)^2 (biases), by factors that differ from layer "
+                  "to layer, so one learning rate cannot suit all of them.", "",
+                  "| tensor | fp32 | int8 | int8+QAS |", "|---|---|---|---|"]
+        for name, r in gs.items():
+            lines.append(f"| {name} | {r.get('fp32', float('nan')):.3g} | {r.get('int8', float('nan')):.3g} | "
+                         f"{r.get('int8+QAS', float('nan')):.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+/* mt_backward_f32_fast.c: Cortex-M variants of the heaviest float32 backward kernels of ../mt_backward_f32.c,
+ * same signatures, bit-identical results.
+ *
+ * Every output element is computed by exactly the float32 operation sequence of the portable kernel (same
+ * terms, same order, separate multiply and add: built with -ffp-contract=off), so nothing changes but the
+ * loop structure, which cuts executed instructions:
+ * - input gradient of a pointwise conv: register blocking, 4 pixels x 4 input channels per pass, so each
+ *   int8 weight is converted to float once for four pixels and each gradient value loaded once for four
+ *   channels (16 accumulators in the 32 single-precision registers);
+ * - input gradient of a depthwise conv: the valid taps are found once per pixel (not per channel) and the
+ *   channel loop runs innermost, accumulating in place in tap order;
+ * - fused weight update of a pointwise conv: 4 output x 2 input channels per pass, so each (x - x_zero) and
+ *   each gradient value is loaded and converted once for several products;
+ * - the masked gradient of a conv output: one mask byte per 8 elements.
+ * Chosen at build time like the SIMD kernels (targets/cortex_m/mt_cortex_m.mk renames the portable ones). */
+#include "mt_arith.h"
+#include "mt_kernels.h"
+#include "mt_update.h"
+
+static inline int32_t chan(const int16_t *idx, int32_t j) { return idx ? idx[j] : j; }
+
+/* g = mask ? gy * eff[channel] : 0, one mask byte (8 elements) at a time. */
+void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff, int32_t n, int32_t c, float *g)
+{
+    int32_t i = 0, ch = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint32_t bits = mask[i >> 3];
+        for (int32_t b = 0; b < 8; b++, bits >>= 1) {
+            g[i + b] = (bits & 1u) ? gy[i + b] * eff[ch] : 0.0f;
+            if (++ch == c) ch = 0;
+        }
+    }
+    for (; i < n; i++) {
+        g[i] = ((mask[i >> 3] >> (i & 7)) & 1) ? gy[i] * eff[ch] : 0.0f;
+        if (++ch == c) ch = 0;
+    }
+}
+
+static inline float *grad_pixel(const mt_conv_params *p, float *gx, int32_t pix)
+{
+    int32_t oy = pix / p->out_w, ox = pix - oy * p->out_w;
+    return gx + ((oy * p->stride) * p->in_w + ox * p->stride) * p->in_c;
+}
+
+/* One weight block (O, nb) of a pointwise conv: gx[pixel, idx[j]] = sum over o of gacc[pixel, o] * w[o, j]. */
+static void grad_input_pointwise_block(const mt_conv_params *p, const float *gacc, const int8_t *wb,
+                                       const int16_t *idx, int32_t nb, float *gx)
+{
+    const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w;
+    int32_t pix = 0;
+    for (; pix + 4 <= n_pix; pix += 4) {
+        const float *g = gacc + pix * out_c;
+        float *x0 = grad_pixel(p, gx, pix), *x1 = grad_pixel(p, gx, pix + 1);
+        float *x2 = grad_pixel(p, gx, pix + 2), *x3 = grad_pixel(p, gx, pix + 3);
+        int32_t j = 0;
+        for (; j + 4 <= nb; j += 4) {
+            float a00 = 0.0f, a01 = 0.0f, a02 = 0.0f, a03 = 0.0f, a10 = 0.0f, a11 = 0.0f, a12 = 0.0f, a13 = 0.0f;
+            float a20 = 0.0f, a21 = 0.0f, a22 = 0.0f, a23 = 0.0f, a30 = 0.0f, a31 = 0.0f, a32 = 0.0f, a33 = 0.0f;
+            const int8_t *wp = wb + j;
+            const float *gp = g;
+            for (int32_t o = 0; o < out_c; o++, wp += nb, gp++) {
+                float w0 = (float)wp[0], w1 = (float)wp[1], w2 = (float)wp[2], w3 = (float)wp[3];
+                float h0 = gp[0], h1 = gp[out_c], h2 = gp[2 * out_c], h3 = gp[3 * out_c];
+                a00 += h0 * w0; a01 += h0 * w1; a02 += h0 * w2; a03 += h0 * w3;
+                a10 += h1 * w0; a11 += h1 * w1; a12 += h1 * w2; a13 += h1 * w3;
+                a20 += h2 * w0; a21 += h2 * w1; a22 += h2 * w2; a23 += h2 * w3;
+                a30 += h3 * w0; a31 += h3 * w1; a32 += h3 * w2; a33 += h3 * w3;
+            }
+            int32_t c0 = chan(idx, j), c1 = chan(idx, j + 1), c2 = chan(idx, j + 2), c3 = chan(idx, j + 3);
+            x0[c0] = a00; x0[c1] = a01; x0[c2] = a02; x0[c3] = a03;
+            x1[c0] = a10; x1[c1] = a11; x1[c2] = a12; x1[c3] = a13;
+            x2[c0] = a20; x2[c1] = a21; x2[c2] = a22; x2[c3] = a23;
+            x3[c0] = a30; x3[c1] = a31; x3[c2] = a32; x3[c3] = a33;
+        }
+        for (; j < nb; j++) {
+            float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+            for (int32_t o = 0; o < out_c; o++) {
+                float w0 = (float)wb[o * nb + j];
+                a0 += g[o] * w0;
+                a1 += g[out_c + o] * w0;
+                a2 += g[2 * out_c + o] * w0;
+                a3 += g[3 * out_c + o] * w0;
+            }
+            int32_t c = chan(idx, j);
+            x0[c] = a0; x1[c] = a1; x2[c] = a2; x3[c] = a3;
+        }
+    }
+    for (; pix < n_pix; pix++) {
+        const float *g = gacc + pix * out_c;
+        float *x0 = grad_pixel(p, gx, pix);
+        for (int32_t j = 0; j < nb; j++) {
+            float acc = 0.0f;
+            for (int32_t o = 0; o < out_c; o++) acc += g[o] * (float)wb[o * nb + j];
+            x0[chan(idx, j)] = acc;
+        }
+    }
+}
+
+void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx)
+{
+    int32_t n_in = p->in_h * p->in_w * p->in_c;
+    for (int32_t i = 0; i < n_in; i++) gx[i] = 0.0f;
+    grad_input_pointwise_block(p, gacc, w->frozen, w->frozen_idx, w->n_frozen, gx);
+    grad_input_pointwise_block(p, gacc, w->train, w->train_idx, w->n_train, gx);
+}
+
+/* gx[iy, ix, c] = sum over taps (u, v ascending) reaching output (oy, ox) of gacc[oy, ox, c] * w[u, v, c]. */
+static void dw_block_zero(float *out, const int16_t *idx, int32_t nb)
+{
+    for (int32_t j = 0; j < nb; j++) out[chan(idx, j)] = 0.0f;
+}
+
+static void dw_block_tap(float *out, const float *g, const int8_t *wt, const int16_t *idx, int32_t nb)
+{
+    if (idx) {
+        for (int32_t j = 0; j < nb; j++) {
+            int32_t c = idx[j];
+            out[c] += g[c] * (float)wt[j];
+        }
+    } else {
+        for (int32_t j = 0; j < nb; j++) out[j] += g[j] * (float)wt[j];
+    }
+}
+
+void mt_conv_grad_input_depthwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx)
+{
+    for (int32_t iy = 0; iy < p->in_h; iy++) {
+        for (int32_t ix = 0; ix < p->in_w; ix++) {
+            float *out = gx + (iy * p->in_w + ix) * p->in_c;
+            dw_block_zero(out, w->frozen_idx, w->n_frozen);
+            dw_block_zero(out, w->train_idx, w->n_train);
+            for (int32_t u = 0; u < p->kh; u++) {
+                int32_t ty = iy + p->pad - u;
+                if (ty < 0 || ty % p->stride) continue;
+                int32_t oy = ty / p->stride;
+                if (oy >= p->out_h) continue;
+                for (int32_t v = 0; v < p->kw; v++) {
+                    int32_t tx = ix + p->pad - v;
+                    if (tx < 0 || tx % p->stride) continue;
+                    int32_t ox = tx / p->stride;
+                    if (ox >= p->out_w) continue;
+                    const float *g = gacc + (oy * p->out_w + ox) * p->out_c;
+                    int32_t tap = u * p->kw + v;
+                    dw_block_tap(out, g, w->frozen + tap * w->n_frozen, w->frozen_idx, w->n_frozen);
+                    dw_block_tap(out, g, w->train + tap * w->n_train, w->train_idx, w->n_train);
+                }
+            }
+        }
+    }
+}
+
+static inline int32_t saved_chan(const mt_weight_s8 *w, int32_t x_c, int32_t j)
+{
+    return x_c == w->n_train ? j : chan(w->train_idx, j);
+}
+
+static inline void apply_update(const mt_weight_s8 *w, const mt_update_params *u, uint32_t key, float neg_lr,
+                                int32_t o, int32_t j, float g)
+{
+    uint32_t index = (uint32_t)(o * u->full_in + chan(w->train_idx, j));
+    float d = g / u->divisor[o];
+    w->train[o * w->n_train + j] = mt_update_s8(w->train[o * w->n_train + j], neg_lr * d, u->rounding, key, index);
+}
+
+void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc,
+                                         const mt_weight_s8 *w, const mt_update_params *u, const mt_train_ctx *ctx)
+{
+    uint32_t key = mt_hash_key(ctx->seed, ctx->step, u->param_id);
+    const float neg_lr = -ctx->lr, zero = (float)p->x_zero;
+    const int32_t out_c = p->out_c;
+    int32_t o = 0;
+    for (; o + 4 <= out_c; o += 4) {
+        int32_t j = 0;
+        for (; j + 2 <= w->n_train; j += 2) { /* two trained channels: each gradient value loaded once */
+            const int32_t xa = saved_chan(w, x_c, j), xb = saved_chan(w, x_c, j + 1);
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, h0 = 0.0f, h1 = 0.0f, h2 = 0.0f, h3 = 0.0f;
+            for (int32_t oy = 0; oy < p->out_h; oy++) {
+                const int8_t *xr = x + ((oy * p->stride) * p->in_w) * x_c;
+                const float *gr = gacc + (oy * p->out_w) * out_c + o;
+                for (int32_t ox = 0; ox < p->out_w; ox++, xr += p->stride * x_c, gr += out_c) {
+                    float xv = (float)xr[xa] - zero, yv = (float)xr[xb] - zero;
+                    float e0 = gr[0], e1 = gr[1], e2 = gr[2], e3 = gr[3];
+                    g0 += xv * e0;
+                    g1 += xv * e1;
+                    g2 += xv * e2;
+                    g3 += xv * e3;
+                    h0 += yv * e0;
+                    h1 += yv * e1;
+                    h2 += yv * e2;
+                    h3 += yv * e3;
+                }
+            }
+            apply_update(w, u, key, neg_lr, o, j, g0);
+            apply_update(w, u, key, neg_lr, o + 1, j, g1);
+            apply_update(w, u, key, neg_lr, o + 2, j, g2);
+            apply_update(w, u, key, neg_lr, o + 3, j, g3);
+            apply_update(w, u, key, neg_lr, o, j + 1, h0);
+            apply_update(w, u, key, neg_lr, o + 1, j + 1, h1);
+            apply_update(w, u, key, neg_lr, o + 2, j + 1, h2);
+            apply_update(w, u, key, neg_lr, o + 3, j + 1, h3);
+        }
+        for (; j < w->n_train; j++) {
+            const int32_t xc = saved_chan(w, x_c, j);
+            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f;
+            for (int32_t oy = 0; oy < p->out_h; oy++) {
+                const int8_t *xr = x + ((oy * p->stride) * p->in_w) * x_c + xc;
+                const float *gr = gacc + (oy * p->out_w) * out_c + o;
+                for (int32_t ox = 0; ox < p->out_w; ox++, xr += p->stride * x_c, gr += out_c) {
+                    float xv = (float)*xr - zero;
+                    g0 += xv * gr[0];
+                    g1 += xv * gr[1];
+                    g2 += xv * gr[2];
+                    g3 += xv * gr[3];
+                }
+            }
+            apply_update(w, u, key, neg_lr, o, j, g0);
+            apply_update(w, u, key, neg_lr, o + 1, j, g1);
+            apply_update(w, u, key, neg_lr, o + 2, j, g2);
+            apply_update(w, u, key, neg_lr, o + 3, j, g3);
+        }
+    }
+    for (; o < out_c; o++) {
+        for (int32_t j = 0; j < w->n_train; j++) {
+            const int32_t xc = saved_chan(w, x_c, j);
+            float g = 0.0f;
+            for (int32_t oy = 0; oy < p->out_h; oy++)
+                for (int32_t ox = 0; ox < p->out_w; ox++)
+                    g += ((float)x[((oy * p->stride) * p->in_w + ox * p->stride) * x_c + xc] - zero) *
+                         gacc[(oy * p->out_w + ox) * out_c + o];
+            apply_update(w, u, key, neg_lr, o, j, g);
+        }
+    }
+}

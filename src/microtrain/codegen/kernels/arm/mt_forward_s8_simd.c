@@ -1,0 +1,515 @@
+/* mt_forward_s8_simd.c: Cortex-M (ARMv7E-M DSP extension) variants of the int8 conv kernels of
+ * ../mt_forward_s8.c (pointwise, pointwise with the sparse-update weight split, depthwise, dense), with the
+ * exact signatures and results of the portable ones.
+ *
+ * Chosen at build time: the Cortex-M build (targets/cortex_m/mt_cortex_m.mk, SIMD=1) compiles the portable
+ * file with these functions renamed *_portable and links this file instead. Bit-exact by construction:
+ * the accumulator is the same exact int32 sum of (x - x_zero) * w (products of int16 lanes, summed in int32;
+ * |x - x_zero| <= 255 fits int16), and requantisation gives mt_requant_s8's result (store_out).
+ *
+ * Packing: a word of 4 int8 x0..x3 is split by SXTAB16 into int16 lanes (x0 - z, x2 - z) and, rotated by 8,
+ * (x1 - z, x3 - z); weights by SXTB16 the same way, so SMLAD does two MACs per instruction.
+ * - pointwise: two pixels x four output channels per pass (each unpacked weight word serves both pixels);
+ * - dense (first_conv) and split pointwise: each pixel's receptive field / gathered channels are expanded
+ *   once into an int16 patch, then four output channels per pass;
+ * - depthwise: four channels in four accumulators (SMLABB/SMLATT) over a per-pixel list of the valid taps.
+ * Shapes beyond the stack patch / tap list sizes call the portable kernel. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+
+#include <arm_acle.h>
+
+#include "mt_arith.h"
+#include "mt_kernels.h"
+
+static inline uint32_t load_u32(const int8_t *p)
+{
+    uint32_t v;
+    __builtin_memcpy(&v, p, 4); /* one LDR (unaligned word loads are allowed on ARMv7E-M); the builtin
+                                   because -ffreestanding would otherwise leave a call to memcpy */
+    return v;
+}
+
+/* The odd bytes (1 and 3) sign-extended into int16 lanes: SXTB16 / SXTAB16 with their ROR #8 operand.
+ * ACLE has no rotated form and gcc 12 does not fold a separate rotate into it, so one instruction of asm. */
+static inline uint32_t sxtb16_ror8(uint32_t v)
+{
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+
+static inline uint32_t sxtab16_ror8(uint32_t add, uint32_t v)
+{
+    uint32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(add), "r"(v));
+    return r;
+}
+
+/* rint(t) as an integer by VCVTR (rounding mode of FPSCR: round to nearest even after reset), saturating
+ * to the int32 range for huge |t|. */
+static inline int32_t rint_s32(float t)
+{
+    union {
+        float f;
+        int32_t i;
+    } r;
+    __asm__("vcvtr.s32.f32 %0, %1" : "=t"(r.f) : "t"(t));
+    return r.i;
+}
+
+/* mt_requant_s8 (mt_arith.h), same result and clamp mask, fewer instructions: for |t| <= MT_SAT_LIMIT the
+ * magic-number rounding there equals VCVTR's round-to-nearest-even, and rint(t) + zero is an exact small
+ * integer either way; beyond it both saturate (QADD keeps the sum from wrapping). SSAT is the int8 clamp and
+ * `v != q` means "clamped". NaN (impossible with finite scales) goes low, as there. */
+static inline void store_out(int8_t *y, uint8_t *mask, int32_t i, int32_t acc, int32_t bias, float eff,
+                             int32_t y_zero)
+{
+    float t = (float)acc + (float)bias;
+    t = t * eff;
+    int32_t v = __builtin_expect(t != t, 0) ? -(1 << 16) : __qadd(rint_s32(t), y_zero);
+    int32_t q = __ssat(v, 8);
+    y[i] = (int8_t)q;
+    if (mask) {
+        uint8_t bit = (uint8_t)(1u << (i & 7));
+        if (q == v) mask[i >> 3] = (uint8_t)(mask[i >> 3] | bit);
+        else mask[i >> 3] = (uint8_t)(mask[i >> 3] & (uint8_t)~bit);
+    }
+}
+
+/* Dot products of one input pixel (n channels) with four weight rows: each input word is unpacked once
+ * for all four (per 4 inputs: 1 + 2 unpack, then per row 1 load + 2 unpack + 2 SMLAD). */
+static inline void dot4_s8(const int8_t *x, int32_t neg_zero, const int8_t *w, int32_t n, int32_t *acc)
+{
+    const int8_t *w0 = w, *w1 = w + n, *w2 = w + 2 * n, *w3 = w + 3 * n;
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint32_t xv = load_u32(x + i);
+        int32_t x02 = (int32_t)__sxtab16((uint32_t)neg_zero, xv);
+        int32_t x13 = (int32_t)sxtab16_ror8((uint32_t)neg_zero, xv);
+        uint32_t v;
+        v = load_u32(w0 + i);
+        a0 = __smlad(x02, (int32_t)__sxtb16(v), a0);
+        a0 = __smlad(x13, (int32_t)sxtb16_ror8(v), a0);
+        v = load_u32(w1 + i);
+        a1 = __smlad(x02, (int32_t)__sxtb16(v), a1);
+        a1 = __smlad(x13, (int32_t)sxtb16_ror8(v), a1);
+        v = load_u32(w2 + i);
+        a2 = __smlad(x02, (int32_t)__sxtb16(v), a2);
+        a2 = __smlad(x13, (int32_t)sxtb16_ror8(v), a2);
+        v = load_u32(w3 + i);
+        a3 = __smlad(x02, (int32_t)__sxtb16(v), a3);
+        a3 = __smlad(x13, (int32_t)sxtb16_ror8(v), a3);
+    }
+    const int32_t x_zero = -(int16_t)(neg_zero & 0xFFFF);
+    for (; i < n; i++) {
+        int32_t xi = (int32_t)x[i] - x_zero;
+        a0 += xi * (int32_t)w0[i];
+        a1 += xi * (int32_t)w1[i];
+        a2 += xi * (int32_t)w2[i];
+        a3 += xi * (int32_t)w3[i];
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* Two pixels x four weight rows: each unpacked weight word serves both pixels (per 4 inputs: 2 x 3 to
+ * unpack x, 4 x 3 to load and unpack w, 16 SMLAD for 32 MACs). */
+static inline void dot4x2_s8(const int8_t *xa, const int8_t *xb, int32_t neg_zero, const int8_t *w, int32_t n,
+                             int32_t *acc)
+{
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0, i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint32_t xv = load_u32(xa + i), yv = load_u32(xb + i);
+        int32_t x02 = (int32_t)__sxtab16((uint32_t)neg_zero, xv);
+        int32_t x13 = (int32_t)sxtab16_ror8((uint32_t)neg_zero, xv);
+        int32_t y02 = (int32_t)__sxtab16((uint32_t)neg_zero, yv);
+        int32_t y13 = (int32_t)sxtab16_ror8((uint32_t)neg_zero, yv);
+        uint32_t v;
+        int32_t lo, hi;
+        v = load_u32(w + i);
+        lo = (int32_t)__sxtb16(v), hi = (int32_t)sxtb16_ror8(v);
+        a0 = __smlad(x13, hi, __smlad(x02, lo, a0));
+        b0 = __smlad(y13, hi, __smlad(y02, lo, b0));
+        v = load_u32(w + n + i);
+        lo = (int32_t)__sxtb16(v), hi = (int32_t)sxtb16_ror8(v);
+        a1 = __smlad(x13, hi, __smlad(x02, lo, a1));
+        b1 = __smlad(y13, hi, __smlad(y02, lo, b1));
+        v = load_u32(w + 2 * n + i);
+        lo = (int32_t)__sxtb16(v), hi = (int32_t)sxtb16_ror8(v);
+        a2 = __smlad(x13, hi, __smlad(x02, lo, a2));
+        b2 = __smlad(y13, hi, __smlad(y02, lo, b2));
+        v = load_u32(w + 3 * n + i);
+        lo = (int32_t)__sxtb16(v), hi = (int32_t)sxtb16_ror8(v);
+        a3 = __smlad(x13, hi, __smlad(x02, lo, a3));
+        b3 = __smlad(y13, hi, __smlad(y02, lo, b3));
+    }
+    const int32_t x_zero = -(int16_t)(neg_zero & 0xFFFF);
+    for (; i < n; i++) {
+        int32_t xi = (int32_t)xa[i] - x_zero, yi = (int32_t)xb[i] - x_zero;
+        a0 += xi * (int32_t)w[i];
+        a1 += xi * (int32_t)w[n + i];
+        a2 += xi * (int32_t)w[2 * n + i];
+        a3 += xi * (int32_t)w[3 * n + i];
+        b0 += yi * (int32_t)w[i];
+        b1 += yi * (int32_t)w[n + i];
+        b2 += yi * (int32_t)w[2 * n + i];
+        b3 += yi * (int32_t)w[3 * n + i];
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+    acc[4] = b0, acc[5] = b1, acc[6] = b2, acc[7] = b3;
+}
+
+/* Four weight rows (stride n) against one pixel, hand-scheduled: gcc's version of this loop spills, and
+ * post-indexed loads fold the pointer updates (per 4 inputs: 1 + 2 unpack x, per row 1 load + 2 unpack + 2 SMLAD,
+ * 2 loop = 25 instructions for 16 MACs). n4 = n rounded down to a multiple of 4 (> 0). */
+static inline void dot4_asm(const int8_t *x, int32_t neg_zero, const int8_t *w, int32_t n, int32_t n4, int32_t *acc)
+{
+    const int8_t *xp = x, *end = x + n4, *wa = w, *wb = w + 2 * n;
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    uint32_t x02, x13, v, lo;
+    __asm__ volatile(
+        "1:\n\t"
+        "ldr     %[x13], [%[xp]], #4\n\t"
+        "ldr     %[v], [%[wa], %[n]]\n\t"
+        "sxtab16 %[x02], %[nz], %[x13]\n\t"
+        "sxtab16 %[x13], %[nz], %[x13], ror #8\n\t"
+        "sxtb16  %[lo], %[v]\n\t"
+        "sxtb16  %[v], %[v], ror #8\n\t"
+        "smlad   %[a1], %[x02], %[lo], %[a1]\n\t"
+        "smlad   %[a1], %[x13], %[v], %[a1]\n\t"
+        "ldr     %[v], [%[wa]], #4\n\t"
+        "sxtb16  %[lo], %[v]\n\t"
+        "sxtb16  %[v], %[v], ror #8\n\t"
+        "smlad   %[a0], %[x02], %[lo], %[a0]\n\t"
+        "smlad   %[a0], %[x13], %[v], %[a0]\n\t"
+        "ldr     %[v], [%[wb], %[n]]\n\t"
+        "sxtb16  %[lo], %[v]\n\t"
+        "sxtb16  %[v], %[v], ror #8\n\t"
+        "smlad   %[a3], %[x02], %[lo], %[a3]\n\t"
+        "smlad   %[a3], %[x13], %[v], %[a3]\n\t"
+        "ldr     %[v], [%[wb]], #4\n\t"
+        "sxtb16  %[lo], %[v]\n\t"
+        "sxtb16  %[v], %[v], ror #8\n\t"
+        "smlad   %[a2], %[x02], %[lo], %[a2]\n\t"
+        "smlad   %[a2], %[x13], %[v], %[a2]\n\t"
+        "cmp     %[xp], %[end]\n\t"
+        "bne     1b\n\t"
+        : [xp] "+r"(xp), [wa] "+r"(wa), [wb] "+r"(wb), [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2),
+          [a3] "+r"(a3), [x02] "=&r"(x02), [x13] "=&r"(x13), [v] "=&r"(v), [lo] "=&r"(lo)
+        : [n] "r"(n), [end] "r"(end), [nz] "r"(neg_zero)
+        : "cc", "memory");
+    const int32_t x_zero = -(int16_t)(neg_zero & 0xFFFF);
+    for (int32_t i = n4; i < n; i++) {
+        int32_t xi = (int32_t)x[i] - x_zero;
+        a0 += xi * (int32_t)w[i];
+        a1 += xi * (int32_t)w[n + i];
+        a2 += xi * (int32_t)w[2 * n + i];
+        a3 += xi * (int32_t)w[3 * n + i];
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
+/* One dot product (the channels left over after the blocks of four). */
+static inline int32_t dot1_s8(const int8_t *x, int32_t neg_zero, const int8_t *w, int32_t n)
+{
+    int32_t a = 0, i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint32_t xv = load_u32(x + i), v = load_u32(w + i);
+        a = __smlad((int32_t)__sxtab16((uint32_t)neg_zero, xv), (int32_t)__sxtb16(v), a);
+        a = __smlad((int32_t)sxtab16_ror8((uint32_t)neg_zero, xv), (int32_t)sxtb16_ror8(v), a);
+    }
+    const int32_t x_zero = -(int16_t)(neg_zero & 0xFFFF);
+    for (; i < n; i++) a += ((int32_t)x[i] - x_zero) * (int32_t)w[i];
+    return a;
+}
+
+static inline int32_t pack_neg_zero(int32_t x_zero)
+{
+    /* Both int16 lanes hold -x_zero: SXTAB16 subtracts the zero point while sign-extending. */
+    return (int32_t)(((uint32_t)(uint16_t)(int16_t)-x_zero) * 0x00010001u);
+}
+
+static inline const int8_t *pixel_in(const mt_conv_params *p, const int8_t *x, int32_t pix)
+{
+    int32_t oy = pix / p->out_w, ox = pix - oy * p->out_w;
+    return x + ((oy * p->stride) * p->in_w + ox * p->stride) * p->in_c;
+}
+
+static void pointwise_pixel_pairs(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                                  const float *eff, int8_t *y, uint8_t *mask)
+{
+    const int32_t in_c = p->in_c, out_c = p->out_c, neg_zero = pack_neg_zero(p->x_zero);
+    const int32_t n_pix = p->out_h * p->out_w;
+    int32_t pix = 0;
+    for (; pix + 2 <= n_pix; pix += 2) { /* pixel pairs */
+        const int8_t *xa = pixel_in(p, x, pix), *xb = pixel_in(p, x, pix + 1);
+        int32_t base = pix * out_c, o = 0;
+        for (; o + 4 <= out_c; o += 4) {
+            int32_t acc[8];
+            dot4x2_s8(xa, xb, neg_zero, w + o * in_c, in_c, acc);
+            for (int32_t j = 0; j < 4; j++) {
+                store_out(y, mask, base + o + j, acc[j], bias[o + j], eff[o + j], p->y_zero);
+                store_out(y, mask, base + out_c + o + j, acc[4 + j], bias[o + j], eff[o + j], p->y_zero);
+            }
+        }
+        for (; o < out_c; o++) {
+            store_out(y, mask, base + o, dot1_s8(xa, neg_zero, w + o * in_c, in_c), bias[o], eff[o], p->y_zero);
+            store_out(y, mask, base + out_c + o, dot1_s8(xb, neg_zero, w + o * in_c, in_c), bias[o], eff[o],
+                      p->y_zero);
+        }
+    }
+    for (; pix < n_pix; pix++) { /* an odd last pixel */
+        const int8_t *xa = pixel_in(p, x, pix);
+        int32_t base = pix * out_c, o = 0;
+        for (; o + 4 <= out_c; o += 4) {
+            int32_t acc[4];
+            dot4_s8(xa, neg_zero, w + o * in_c, in_c, acc);
+            for (int32_t j = 0; j < 4; j++)
+                store_out(y, mask, base + o + j, acc[j], bias[o + j], eff[o + j], p->y_zero);
+        }
+        for (; o < out_c; o++)
+            store_out(y, mask, base + o, dot1_s8(xa, neg_zero, w + o * in_c, in_c), bias[o], eff[o], p->y_zero);
+    }
+}
+
+void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                          const float *eff, int8_t *y, uint8_t *mask)
+{
+    const int32_t in_c = p->in_c, out_c = p->out_c, neg_zero = pack_neg_zero(p->x_zero), n4 = in_c & ~3;
+    if (n4 == 0) {
+        pointwise_pixel_pairs(p, x, w, bias, eff, y, mask);
+        return;
+    }
+    for (int32_t pix = 0; pix < p->out_h * p->out_w; pix++) {
+        const int8_t *xa = pixel_in(p, x, pix);
+        int32_t base = pix * out_c, o = 0;
+        for (; o + 4 <= out_c; o += 4) {
+            int32_t acc[4];
+            dot4_asm(xa, neg_zero, w + o * in_c, in_c, n4, acc);
+            for (int32_t j = 0; j < 4; j++)
+                store_out(y, mask, base + o + j, acc[j], bias[o + j], eff[o + j], p->y_zero);
+        }
+        for (; o < out_c; o++)
+            store_out(y, mask, base + o, dot1_s8(xa, neg_zero, w + o * in_c, in_c), bias[o], eff[o], p->y_zero);
+    }
+}
+
+/* Slot of element k in a patch of n int16 lanes laid out for SMLAD against SXTB16-unpacked weights: in each
+ * full group of 4 the lanes are (k, k+2, k+1, k+3); the n % 4 tail stays in plain order. */
+static inline int32_t patch_slot(int32_t k, int32_t k4)
+{
+    return (k < k4) ? (k & ~3) + ((k & 1) << 1) + ((k & 2) >> 1) : k;
+}
+
+/* sum over k of patch[k] * w[k] for a patch laid out by patch_slot. */
+static inline int32_t dot_patch(const int16_t *patch, const int8_t *w, int32_t n)
+{
+    int32_t acc = 0, k = 0, k4 = n & ~3;
+    for (; k < k4; k += 4) {
+        uint32_t v = load_u32(w + k), x02, x13;
+        __builtin_memcpy(&x02, patch + k, 4);
+        __builtin_memcpy(&x13, patch + k + 2, 4);
+        acc = __smlad((int32_t)x02, (int32_t)__sxtb16(v), acc);
+        acc = __smlad((int32_t)x13, (int32_t)sxtb16_ror8(v), acc);
+    }
+    for (; k < n; k++) acc += (int32_t)patch[k] * (int32_t)w[k];
+    return acc;
+}
+
+/* Four weight rows (stride n) against one patch: each pair of patch words is loaded once for the four. */
+static inline void dot4_patch(const int16_t *patch, const int8_t *w, int32_t n, int32_t *acc)
+{
+    const int8_t *wa = w, *wb = w + 2 * n;
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, k = 0, k4 = n & ~3;
+    for (; k < k4; k += 4) {
+        uint32_t x02, x13, v;
+        __builtin_memcpy(&x02, patch + k, 4);
+        __builtin_memcpy(&x13, patch + k + 2, 4);
+        v = load_u32(wa + k);
+        a0 = __smlad((int32_t)x13, (int32_t)sxtb16_ror8(v), __smlad((int32_t)x02, (int32_t)__sxtb16(v), a0));
+        v = load_u32(wa + n + k);
+        a1 = __smlad((int32_t)x13, (int32_t)sxtb16_ror8(v), __smlad((int32_t)x02, (int32_t)__sxtb16(v), a1));
+        v = load_u32(wb + k);
+        a2 = __smlad((int32_t)x13, (int32_t)sxtb16_ror8(v), __smlad((int32_t)x02, (int32_t)__sxtb16(v), a2));
+        v = load_u32(wb + n + k);
+        a3 = __smlad((int32_t)x13, (int32_t)sxtb16_ror8(v), __smlad((int32_t)x02, (int32_t)__sxtb16(v), a3));
+    }
+    for (; k < n; k++) {
+        int32_t xk = patch[k];
+        a0 += xk * (int32_t)wa[k];
+        a1 += xk * (int32_t)wa[n + k];
+        a2 += xk * (int32_t)wb[k];
+        a3 += xk * (int32_t)wb[n + k];
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
+/* Dense conv (first_conv): each output pixel's receptive field is gathered once into int16 lanes, already
+ * shifted by -x_zero and with padding as real zero, in the order SMLAD pairs with SXTB16-unpacked weights:
+ * per group of 4 taps k..k+3 the lanes are (k, k+2, k+1, k+3); a tail of K % 4 taps follows in plain order.
+ * Patches larger than MT_SIMD_PATCH_MAX int16 (stack) use the portable kernel. */
+#ifndef MT_SIMD_PATCH_MAX
+#define MT_SIMD_PATCH_MAX 256
+#endif
+void mt_conv_s8_portable(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                         const float *eff, int8_t *y, uint8_t *mask);
+
+void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                const float *eff, int8_t *y, uint8_t *mask)
+{
+    const int32_t in_c = p->in_c, kw = p->kw, k_n = p->kh * p->kw * p->in_c, k4 = k_n & ~3;
+    int16_t patch[MT_SIMD_PATCH_MAX] __attribute__((aligned(4)));
+    if (k_n > MT_SIMD_PATCH_MAX) {
+        mt_conv_s8_portable(p, x, w, bias, eff, y, mask);
+        return;
+    }
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        for (int32_t ox = 0; ox < p->out_w; ox++) {
+            /* gather the receptive field in weight order (ky, kx, ci), padding as 0 */
+            int32_t k = 0;
+            for (int32_t ky = 0; ky < p->kh; ky++) {
+                int32_t iy = oy * p->stride - p->pad + ky;
+                for (int32_t kx = 0; kx < kw; kx++) {
+                    int32_t ix = ox * p->stride - p->pad + kx;
+                    if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
+                        for (int32_t ci = 0; ci < in_c; ci++, k++) patch[patch_slot(k, k4)] = 0;
+                    } else {
+                        const int8_t *xp = x + (iy * p->in_w + ix) * in_c;
+                        for (int32_t ci = 0; ci < in_c; ci++, k++)
+                            patch[patch_slot(k, k4)] = (int16_t)((int32_t)xp[ci] - p->x_zero);
+                    }
+                }
+            }
+            int32_t base = (oy * p->out_w + ox) * p->out_c, o = 0;
+            for (; o + 4 <= p->out_c; o += 4) {
+                int32_t acc[4];
+                dot4_patch(patch, w + o * k_n, k_n, acc);
+                for (int32_t j = 0; j < 4; j++)
+                    store_out(y, mask, base + o + j, acc[j], bias[o + j], eff[o + j], p->y_zero);
+            }
+            for (; o < p->out_c; o++)
+                store_out(y, mask, base + o, dot_patch(patch, w + o * k_n, k_n), bias[o], eff[o], p->y_zero);
+        }
+    }
+}
+
+static inline void gather_patch(const int8_t *xp, int32_t x_zero, const int16_t *idx, int32_t n, int16_t *patch)
+{
+    int32_t k4 = n & ~3;
+    for (int32_t k = 0; k < n; k++) patch[patch_slot(k, k4)] = (int16_t)((int32_t)xp[idx[k]] - x_zero);
+}
+
+void mt_conv_pointwise_split_s8_portable(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
+                                         const int16_t *frozen_idx, int32_t n_frozen, const int8_t *w_train,
+                                         const int16_t *train_idx, int32_t n_train, const int32_t *bias,
+                                         const float *eff, int8_t *y, uint8_t *mask);
+
+/* Pointwise conv with the weight split by input channel (sparse update): each pixel's frozen and trained
+ * input channels are gathered once into int16 patches (shifted by -x_zero), then every output channel is
+ * two SMLAD dot products. The integer accumulator is the same exact sum as the portable kernel's. */
+void mt_conv_pointwise_split_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
+                                const int16_t *frozen_idx, int32_t n_frozen, const int8_t *w_train,
+                                const int16_t *train_idx, int32_t n_train, const int32_t *bias,
+                                const float *eff, int8_t *y, uint8_t *mask)
+{
+    int16_t patch[MT_SIMD_PATCH_MAX + 4] __attribute__((aligned(4)));
+    /* the trained patch starts on a 4-lane boundary so its pairs stay word-aligned */
+    const int32_t train_at = (n_frozen + 3) & ~3;
+    if (train_at + n_train > MT_SIMD_PATCH_MAX) {
+        mt_conv_pointwise_split_s8_portable(p, x, w_frozen, frozen_idx, n_frozen, w_train, train_idx, n_train, bias,
+                                            eff, y, mask);
+        return;
+    }
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        for (int32_t ox = 0; ox < p->out_w; ox++) {
+            const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * p->in_c;
+            int32_t base = (oy * p->out_w + ox) * p->out_c;
+            gather_patch(xp, p->x_zero, frozen_idx, n_frozen, patch);
+            gather_patch(xp, p->x_zero, train_idx, n_train, patch + train_at);
+            int32_t o = 0;
+            for (; o + 4 <= p->out_c; o += 4) {
+                int32_t af[4], at[4];
+                dot4_patch(patch, w_frozen + o * n_frozen, n_frozen, af);
+                dot4_patch(patch + train_at, w_train + o * n_train, n_train, at);
+                for (int32_t j = 0; j < 4; j++)
+                    store_out(y, mask, base + o + j, af[j] + at[j], bias[o + j], eff[o + j], p->y_zero);
+            }
+            for (; o < p->out_c; o++) {
+                int32_t acc = dot_patch(patch, w_frozen + o * n_frozen, n_frozen) +
+                              dot_patch(patch + train_at, w_train + o * n_train, n_train);
+                store_out(y, mask, base + o, acc, bias[o], eff[o], p->y_zero);
+            }
+        }
+    }
+}
+
+/* Depthwise conv: per output pixel the valid taps are listed once as (input offset, weight offset) pairs,
+ * then every block of four channels runs one flat loop over them (no per-row bookkeeping). Kernels with
+ * more than MT_DW_MAX_TAPS taps use the portable kernel. */
+#ifndef MT_DW_MAX_TAPS
+#define MT_DW_MAX_TAPS 49
+#endif
+typedef struct {
+    int32_t x, w;
+} tap_offsets;
+
+void mt_conv_depthwise_s8_portable(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                                   const float *eff, int8_t *y, uint8_t *mask);
+
+void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                          const float *eff, int8_t *y, uint8_t *mask)
+{
+    const int32_t c_n = p->out_c, neg_zero = pack_neg_zero(p->x_zero);
+    tap_offsets taps[MT_DW_MAX_TAPS];
+    if (p->kh * p->kw > MT_DW_MAX_TAPS) {
+        mt_conv_depthwise_s8_portable(p, x, w, bias, eff, y, mask);
+        return;
+    }
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        int32_t iy0 = oy * p->stride - p->pad;
+        int32_t ky0 = iy0 < 0 ? -iy0 : 0;
+        int32_t ky1 = (iy0 + p->kh > p->in_h) ? p->in_h - iy0 : p->kh;
+        for (int32_t ox = 0; ox < p->out_w; ox++) {
+            int32_t ix0 = ox * p->stride - p->pad;
+            int32_t kx0 = ix0 < 0 ? -ix0 : 0;
+            int32_t kx1 = (ix0 + p->kw > p->in_w) ? p->in_w - ix0 : p->kw;
+            int32_t n_taps = 0;
+            for (int32_t ky = ky0; ky < ky1; ky++)
+                for (int32_t kx = kx0; kx < kx1; kx++, n_taps++) {
+                    taps[n_taps].x = ((iy0 + ky) * p->in_w + ix0 + kx) * c_n;
+                    taps[n_taps].w = (ky * p->kw + kx) * c_n;
+                }
+            int32_t base = (oy * p->out_w + ox) * c_n;
+            int32_t c = 0;
+            for (; c + 4 <= c_n; c += 4) {
+                const int8_t *xc = x + c, *wc = w + c;
+                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                for (int32_t t = 0; t < n_taps; t++) {
+                    uint32_t xv = load_u32(xc + taps[t].x), wv = load_u32(wc + taps[t].w);
+                    int32_t x02 = (int32_t)__sxtab16((uint32_t)neg_zero, xv);
+                    int32_t x13 = (int32_t)sxtab16_ror8((uint32_t)neg_zero, xv);
+                    int32_t w02 = (int32_t)__sxtb16(wv);
+                    int32_t w13 = (int32_t)sxtb16_ror8(wv);
+                    a0 = __smlabb(x02, w02, a0);
+                    a2 = __smlatt(x02, w02, a2);
+                    a1 = __smlabb(x13, w13, a1);
+                    a3 = __smlatt(x13, w13, a3);
+                }
+                store_out(y, mask, base + c, a0, bias[c], eff[c], p->y_zero);
+                store_out(y, mask, base + c + 1, a1, bias[c + 1], eff[c + 1], p->y_zero);
+                store_out(y, mask, base + c + 2, a2, bias[c + 2], eff[c + 2], p->y_zero);
+                store_out(y, mask, base + c + 3, a3, bias[c + 3], eff[c + 3], p->y_zero);
+            }
+            for (; c < c_n; c++) {
+                int32_t acc = 0;
+                for (int32_t t = 0; t < n_taps; t++)
+                    acc += ((int32_t)x[taps[t].x + c] - p->x_zero) * (int32_t)w[taps[t].w + c];
+                store_out(y, mask, base + c, acc, bias[c], eff[c], p->y_zero);
+            }
+        }
+    }
+}
+
+#endif /* __ARM_FEATURE_DSP */

@@ -1,0 +1,316 @@
+/* mt_backward_f32.c: float32 backward kernels and fused SGD updates (docs/training-semantics.md).
+ * Element-wise kernels are bit-identical to the NumPy runtime; sums (transposed convs, weight and
+ * bias gradients) accumulate sequentially in float32, an order the specification leaves free. */
+#include "mt_arith.h"
+#include "mt_kernels.h"
+#include "mt_update.h"
+
+#define MT_BIT(mask, i) (((mask)[(i) >> 3] >> ((i) & 7)) & 1)
+
+/* ---- exp and log without libm (only the loss needs them) ----------------------------------- */
+typedef union {
+    float f;
+    uint32_t u;
+} mt_f32_bits;
+
+/* exp(x) for x <= 0 (the softmax argument after subtracting the max); ~1 ulp. */
+static float mt_exp_nonpos_f32(float x) {
+    const float ln2_hi = 0.693145751953125f, ln2_lo = 1.428606765330187e-06f;
+    float n, r, p;
+    int32_t k;
+    mt_f32_bits b;
+    if (x < -103.0f) return 0.0f;
+    n = mt_rint_small_f32(x * 1.44269504088896341f); /* |x / ln2| < 150 */
+    r = (x - n * ln2_hi) - n * ln2_lo;                /* |r| <= ln2 / 2 */
+    p = 1.0f + r * (1.0f + r * (0.5f + r * (1.66666672e-01f + r * (4.16666679e-02f +
+        r * (8.33333377e-03f + r * (1.38888892e-03f + r * 1.98412701e-04f))))));
+    k = (int32_t)n;
+    if (k < -126) { /* subnormal result: scale in two steps */
+        b.u = (uint32_t)(k + 126 + 127) << 23;
+        return p * b.f * 1.17549435e-38f;
+    }
+    b.u = (uint32_t)(k + 127) << 23;
+    return p * b.f;
+}
+
+/* log(x) for finite x > 0 (here x = sum of exps >= 1); ~1 ulp. */
+static float mt_log_f32(float x) {
+    mt_f32_bits b;
+    int32_t e;
+    float m, s, s2, t;
+    b.f = x;
+    e = (int32_t)((b.u >> 23) & 0xff) - 127;
+    b.u = (b.u & 0x007fffffu) | 0x3f800000u; /* mantissa in [1, 2) */
+    m = b.f;
+    if (m > 1.41421356f) {
+        m = m * 0.5f;
+        e += 1;
+    }
+    s = (m - 1.0f) / (m + 1.0f); /* log m = 2 atanh(s), |s| < 0.1716 */
+    s2 = s * s;
+    t = s2 * (0.333333333f + s2 * (0.2f + s2 * (0.142857143f + s2 * (0.111111111f + s2 * 0.0909090909f))));
+    return (float)e * 0.693147182f + (2.0f * s + 2.0f * s * t);
+}
+
+void mt_loss_softmax_ce_s8(const int8_t *logits, int32_t k, int32_t zero, float scale, int32_t label,
+                           float *loss, float *grad) {
+    int32_t i;
+    float m, sum = 0.0f;
+    for (i = 0; i < k; i++) grad[i] = ((float)logits[i] - (float)zero) * scale; /* real logits */
+    m = grad[0];
+    for (i = 1; i < k; i++)
+        if (grad[i] > m) m = grad[i];
+    for (i = 0; i < k; i++) {
+        float z = grad[i] - m;
+        if (i == label) *loss = z;
+        grad[i] = mt_exp_nonpos_f32(z);
+        sum += grad[i];
+    }
+    *loss = -(*loss - mt_log_f32(sum));
+    for (i = 0; i < k; i++) {
+        float p = grad[i] / sum;
+        if (i == label) p = p - 1.0f;
+        grad[i] = p * scale;
+    }
+}
+
+void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff, int32_t n, int32_t c, float *g) {
+    int32_t i, ch = 0;
+    for (i = 0; i < n; i++) {
+        g[i] = MT_BIT(mask, i) ? gy[i] * eff[ch] : 0.0f;
+        if (++ch == c) ch = 0;
+    }
+}
+
+/* The weight of input channel j of block b (frozen or trained) as (pointer, stride, channel). */
+static int32_t mt_chan(const int16_t *idx, int32_t j) { return idx ? idx[j] : j; }
+
+/* gx[j] = sum over o (ascending) of g[o] * W[o, j]: the o loop is outside so the j loop runs over
+ * contiguous weights (the per-element summation order is unchanged). */
+static void mt_pw_grad_in_block(const float *g, int32_t out_c, const int8_t *wb, const int16_t *idx, int32_t nb,
+                                float *gxp) {
+    int32_t o, j;
+    if (!idx) {
+        for (j = 0; j < nb; j++) gxp[j] = 0.0f;
+        for (o = 0; o < out_c; o++) {
+            const int8_t *wr = wb + o * nb;
+            float go = g[o];
+            for (j = 0; j < nb; j++) gxp[j] += go * (float)wr[j];
+        }
+        return;
+    }
+    for (j = 0; j < nb; j++) gxp[idx[j]] = 0.0f;
+    for (o = 0; o < out_c; o++) {
+        const int8_t *wr = wb + o * nb;
+        float go = g[o];
+        for (j = 0; j < nb; j++) gxp[idx[j]] += go * (float)wr[j];
+    }
+}
+
+void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx) {
+    int32_t i, oy, ox;
+    int32_t n_in = p->in_h * p->in_w * p->in_c;
+    if (p->stride != 1)
+        for (i = 0; i < n_in; i++) gx[i] = 0.0f; /* positions no output reads */
+    for (oy = 0; oy < p->out_h; oy++) {
+        for (ox = 0; ox < p->out_w; ox++) {
+            const float *g = gacc + (oy * p->out_w + ox) * p->out_c;
+            float *gxp = gx + ((oy * p->stride) * p->in_w + ox * p->stride) * p->in_c;
+            mt_pw_grad_in_block(g, p->out_c, w->frozen, w->frozen_idx, w->n_frozen, gxp);
+            mt_pw_grad_in_block(g, p->out_c, w->train, w->train_idx, w->n_train, gxp);
+        }
+    }
+}
+
+/* Same tap order as the NumPy rule (u, v ascending), so depthwise input gradients are bit-exact. */
+static float mt_dw_grad_in(const mt_conv_params *p, const float *gacc, const int8_t *wb, int32_t wstride,
+                           int32_t c, int32_t iy, int32_t ix) {
+    float acc = 0.0f;
+    int32_t u, v;
+    for (u = 0; u < p->kh; u++) {
+        int32_t ty = iy + p->pad - u, oy;
+        if (ty < 0 || ty % p->stride) continue;
+        oy = ty / p->stride;
+        if (oy >= p->out_h) continue;
+        for (v = 0; v < p->kw; v++) {
+            int32_t tx = ix + p->pad - v, ox;
+            if (tx < 0 || tx % p->stride) continue;
+            ox = tx / p->stride;
+            if (ox >= p->out_w) continue;
+            acc += gacc[(oy * p->out_w + ox) * p->out_c + c] * (float)wb[(u * p->kw + v) * wstride];
+        }
+    }
+    return acc;
+}
+
+void mt_conv_grad_input_depthwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx) {
+    int32_t iy, ix, j;
+    for (iy = 0; iy < p->in_h; iy++) {
+        for (ix = 0; ix < p->in_w; ix++) {
+            float *out = gx + (iy * p->in_w + ix) * p->in_c;
+            for (j = 0; j < w->n_frozen; j++) {
+                int32_t c = mt_chan(w->frozen_idx, j);
+                out[c] = mt_dw_grad_in(p, gacc, w->frozen + j, w->n_frozen, c, iy, ix);
+            }
+            for (j = 0; j < w->n_train; j++) {
+                int32_t c = mt_chan(w->train_idx, j);
+                out[c] = mt_dw_grad_in(p, gacc, w->train + j, w->n_train, c, iy, ix);
+            }
+        }
+    }
+}
+
+static void mt_dense_grad_in_block(const mt_conv_params *p, const float *gacc, const int8_t *wb, const int16_t *idx,
+                                   int32_t nb, float *gx) {
+    int32_t oy, ox, o, u, v, j;
+    for (oy = 0; oy < p->out_h; oy++) {
+        for (ox = 0; ox < p->out_w; ox++) {
+            const float *g = gacc + (oy * p->out_w + ox) * p->out_c;
+            for (u = 0; u < p->kh; u++) {
+                int32_t iy = oy * p->stride - p->pad + u;
+                if (iy < 0 || iy >= p->in_h) continue;
+                for (v = 0; v < p->kw; v++) {
+                    int32_t ix = ox * p->stride - p->pad + v;
+                    float *gxp;
+                    if (ix < 0 || ix >= p->in_w) continue;
+                    gxp = gx + (iy * p->in_w + ix) * p->in_c;
+                    for (j = 0; j < nb; j++) {
+                        float acc = 0.0f;
+                        for (o = 0; o < p->out_c; o++) acc += g[o] * (float)wb[((o * p->kh + u) * p->kw + v) * nb + j];
+                        gxp[mt_chan(idx, j)] += acc;
+                    }
+                }
+            }
+        }
+    }
+}
+
+void mt_conv_grad_input_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx) {
+    int32_t i, n_in = p->in_h * p->in_w * p->in_c;
+    for (i = 0; i < n_in; i++) gx[i] = 0.0f;
+    mt_dense_grad_in_block(p, gacc, w->frozen, w->frozen_idx, w->n_frozen, gx);
+    mt_dense_grad_in_block(p, gacc, w->train, w->train_idx, w->n_train, gx);
+}
+
+/* ---- fused gradient + update ---------------------------------------------------------------- */
+static int32_t mt_saved_chan(const mt_weight_s8 *w, int32_t x_c, int32_t j) {
+    return x_c == w->n_train ? j : mt_chan(w->train_idx, j);
+}
+
+void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc,
+                                         const mt_weight_s8 *w, const mt_update_params *u, const mt_train_ctx *ctx) {
+    uint32_t key = mt_hash_key(ctx->seed, ctx->step, u->param_id);
+    float neg_lr = -ctx->lr;
+    int32_t o, j, oy, ox;
+    for (o = 0; o < p->out_c; o++) {
+        for (j = 0; j < w->n_train; j++) {
+            int32_t xc = mt_saved_chan(w, x_c, j);
+            uint32_t index = (uint32_t)(o * u->full_in + mt_chan(w->train_idx, j));
+            float g = 0.0f, d;
+            for (oy = 0; oy < p->out_h; oy++)
+                for (ox = 0; ox < p->out_w; ox++)
+                    g += ((float)x[((oy * p->stride) * p->in_w + ox * p->stride) * x_c + xc] - (float)p->x_zero) *
+                         gacc[(oy * p->out_w + ox) * p->out_c + o];
+            d = g / u->divisor[o];
+            w->train[o * w->n_train + j] = mt_update_s8(w->train[o * w->n_train + j], neg_lr * d, u->rounding, key, index);
+        }
+    }
+}
+
+void mt_conv_weight_update_depthwise_f32(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc,
+                                         const mt_weight_s8 *w, const mt_update_params *u, const mt_train_ctx *ctx) {
+    uint32_t key = mt_hash_key(ctx->seed, ctx->step, u->param_id);
+    float neg_lr = -ctx->lr;
+    int32_t j, a, b, oy, ox;
+    for (j = 0; j < w->n_train; j++) {
+        int32_t c = mt_chan(w->train_idx, j), xc = mt_saved_chan(w, x_c, j);
+        for (a = 0; a < p->kh; a++) {
+            for (b = 0; b < p->kw; b++) {
+                uint32_t index = (uint32_t)((c * p->kh + a) * p->kw + b);
+                int8_t *wp = w->train + (a * p->kw + b) * w->n_train + j;
+                float g = 0.0f, d;
+                for (oy = 0; oy < p->out_h; oy++) {
+                    int32_t iy = oy * p->stride - p->pad + a;
+                    if (iy < 0 || iy >= p->in_h) continue;
+                    for (ox = 0; ox < p->out_w; ox++) {
+                        int32_t ix = ox * p->stride - p->pad + b;
+                        if (ix < 0 || ix >= p->in_w) continue;
+                        g += ((float)x[(iy * p->in_w + ix) * x_c + xc] - (float)p->x_zero) *
+                             gacc[(oy * p->out_w + ox) * p->out_c + c];
+                    }
+                }
+                d = g / u->divisor[c];
+                *wp = mt_update_s8(*wp, neg_lr * d, u->rounding, key, index);
+            }
+        }
+    }
+}
+
+void mt_conv_weight_update_f32(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc,
+                               const mt_weight_s8 *w, const mt_update_params *u, const mt_train_ctx *ctx) {
+    uint32_t key = mt_hash_key(ctx->seed, ctx->step, u->param_id);
+    float neg_lr = -ctx->lr;
+    int32_t o, j, a, b, oy, ox;
+    for (o = 0; o < p->out_c; o++) {
+        for (a = 0; a < p->kh; a++) {
+            for (b = 0; b < p->kw; b++) {
+                for (j = 0; j < w->n_train; j++) {
+                    int32_t xc = mt_saved_chan(w, x_c, j);
+                    uint32_t index = (uint32_t)(((o * u->full_in + mt_chan(w->train_idx, j)) * p->kh + a) * p->kw + b);
+                    int8_t *wp = w->train + ((o * p->kh + a) * p->kw + b) * w->n_train + j;
+                    float g = 0.0f, d;
+                    for (oy = 0; oy < p->out_h; oy++) {
+                        int32_t iy = oy * p->stride - p->pad + a;
+                        if (iy < 0 || iy >= p->in_h) continue;
+                        for (ox = 0; ox < p->out_w; ox++) {
+                            int32_t ix = ox * p->stride - p->pad + b;
+                            if (ix < 0 || ix >= p->in_w) continue;
+                            g += ((float)x[(iy * p->in_w + ix) * x_c + xc] - (float)p->x_zero) *
+                                 gacc[(oy * p->out_w + ox) * p->out_c + o];
+                        }
+                    }
+                    d = g / u->divisor[o];
+                    *wp = mt_update_s8(*wp, neg_lr * d, u->rounding, key, index);
+                }
+            }
+        }
+    }
+}
+
+void mt_bias_update_f32(const float *gacc, int32_t hw, int32_t c, int32_t *bias, const mt_update_params *u,
+                        const mt_train_ctx *ctx) {
+    uint32_t key = mt_hash_key(ctx->seed, ctx->step, u->param_id);
+    float neg_lr = -ctx->lr;
+    int32_t o, i;
+    for (o = 0; o < c; o++) {
+        float g = 0.0f, d;
+        for (i = 0; i < hw; i++) g += gacc[i * c + o];
+        d = g / u->divisor[o];
+        bias[o] = mt_update_s32(bias[o], neg_lr * d, u->rounding, key, (uint32_t)o);
+    }
+}
+
+void mt_add_grad_f32(const float *gy, const uint8_t *mask, float scale, int32_t n, float *g) {
+    int32_t i;
+    for (i = 0; i < n; i++) g[i] = MT_BIT(mask, i) ? gy[i] * scale : 0.0f;
+}
+
+void mt_pool_grad_f32(const float *gy, int32_t hw, int32_t c, float *gx) {
+    int32_t i, ch;
+    float n = (float)hw;
+    for (ch = 0; ch < c; ch++) {
+        float v = gy[ch] / n;
+        for (i = 0; i < hw; i++) gx[i * c + ch] = v;
+    }
+}
+
+void mt_grad_sum_f32(const float *a, const float *b, int32_t n, float *out) {
+    int32_t i;
+    for (i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+void mt_slice_channels_s8(const int8_t *x, int32_t n, int32_t c, const int16_t *idx, int32_t k, int8_t *out) {
+    int32_t i, j, pixels = n / c;
+    for (i = 0; i < pixels; i++)
+        for (j = 0; j < k; j++) out[i * k + j] = x[i * c + idx[j]];
+}

@@ -1,0 +1,230 @@
+/* mt_forward_s8.c: int8 forward reference kernels (see mt_kernels.h for layouts and conventions). */
+#include "mt_arith.h"
+#include "mt_kernels.h"
+
+static inline void mt_store(int8_t *y, uint8_t *mask, int32_t i, int32_t acc, int32_t bias, float eff, int32_t y_zero) {
+    uint8_t ok;
+    if (!mask) {
+        y[i] = mt_requant_s8(acc, bias, eff, y_zero, NULL);
+        return;
+    }
+    y[i] = mt_requant_s8(acc, bias, eff, y_zero, &ok);
+    mask[i >> 3] = (uint8_t)((mask[i >> 3] & ~(1u << (i & 7))) | ((uint32_t)ok << (i & 7)));
+}
+
+static int32_t mt_dot_s8(const int8_t *x, int32_t x_zero, const int8_t *w, int32_t n) {
+    int32_t acc = 0, i;
+    for (i = 0; i < n; i++) acc += ((int32_t)x[i] - x_zero) * (int32_t)w[i];
+    return acc;
+}
+
+static int32_t mt_dot_idx_s8(const int8_t *x, int32_t x_zero, const int8_t *w, const int16_t *idx, int32_t n) {
+    int32_t acc = 0, i;
+    for (i = 0; i < n; i++) acc += ((int32_t)x[idx[i]] - x_zero) * (int32_t)w[i];
+    return acc;
+}
+
+#define MT_PW_CHUNK 64 /* output channels whose weight sums live on the stack (256 bytes) */
+
+/* sum over i of x[i] * w[i]: a plain int8 dot product, which compilers map to multiply-add SIMD */
+static inline int32_t mt_dot_raw_s8(const int8_t *x, const int8_t *w, int32_t n) {
+    int32_t acc = 0, i;
+    for (i = 0; i < n; i++) acc += (int32_t)x[i] * (int32_t)w[i];
+    return acc;
+}
+
+/* acc = sum (x - x_zero) * w = sum x * w - x_zero * sum w (exact in int32) */
+void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                          const float *eff, int8_t *y, uint8_t *mask) {
+    int32_t wsum[MT_PW_CHUNK];
+    int32_t oy, ox, o, o0, i, c = p->in_c;
+    for (o0 = 0; o0 < p->out_c; o0 += MT_PW_CHUNK) {
+        int32_t n = p->out_c - o0 < MT_PW_CHUNK ? p->out_c - o0 : MT_PW_CHUNK;
+        for (o = 0; o < n; o++) {
+            const int8_t *wr = w + (o0 + o) * c;
+            int32_t s = 0;
+            for (i = 0; i < c; i++) s += wr[i];
+            wsum[o] = s * p->x_zero;
+        }
+        for (oy = 0; oy < p->out_h; oy++) {
+            for (ox = 0; ox < p->out_w; ox++) {
+                const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * c;
+                int32_t base = (oy * p->out_w + ox) * p->out_c + o0;
+                for (o = 0; o < n; o++) {
+                    int32_t acc = mt_dot_raw_s8(xp, w + (o0 + o) * c, c) - wsum[o];
+                    mt_store(y, mask, base + o, acc, bias[o0 + o], eff[o0 + o], p->y_zero);
+                }
+            }
+        }
+    }
+}
+
+void mt_conv_pointwise_split_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
+                                const int16_t *frozen_idx, int32_t n_frozen, const int8_t *w_train,
+                                const int16_t *train_idx, int32_t n_train, const int32_t *bias,
+                                const float *eff, int8_t *y, uint8_t *mask) {
+    int32_t oy, ox, o;
+    for (oy = 0; oy < p->out_h; oy++) {
+        for (ox = 0; ox < p->out_w; ox++) {
+            const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * p->in_c;
+            int32_t base = (oy * p->out_w + ox) * p->out_c;
+            for (o = 0; o < p->out_c; o++) {
+                int32_t acc = mt_dot_idx_s8(xp, p->x_zero, w_frozen + o * n_frozen, frozen_idx, n_frozen) +
+                              mt_dot_idx_s8(xp, p->x_zero, w_train + o * n_train, train_idx, n_train);
+                mt_store(y, mask, base + o, acc, bias[o], eff[o], p->y_zero);
+            }
+        }
+    }
+}
+
+void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                const float *eff, int8_t *y, uint8_t *mask) {
+    int32_t oy, ox, o, ky, kx;
+    for (oy = 0; oy < p->out_h; oy++) {
+        for (ox = 0; ox < p->out_w; ox++) {
+            int32_t base = (oy * p->out_w + ox) * p->out_c;
+            for (o = 0; o < p->out_c; o++) {
+                int32_t acc = 0;
+                for (ky = 0; ky < p->kh; ky++) {
+                    int32_t iy = oy * p->stride - p->pad + ky;
+                    if (iy < 0 || iy >= p->in_h) continue;
+                    for (kx = 0; kx < p->kw; kx++) {
+                        int32_t ix = ox * p->stride - p->pad + kx;
+                        if (ix < 0 || ix >= p->in_w) continue;
+                        acc += mt_dot_s8(x + (iy * p->in_w + ix) * p->in_c, p->x_zero,
+                                         w + ((o * p->kh + ky) * p->kw + kx) * p->in_c, p->in_c);
+                    }
+                }
+                mt_store(y, mask, base + o, acc, bias[o], eff[o], p->y_zero);
+            }
+        }
+    }
+}
+
+void mt_conv_split_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
+                      const int16_t *frozen_idx, int32_t n_frozen, const int8_t *w_train,
+                      const int16_t *train_idx, int32_t n_train, const int32_t *bias, const float *eff,
+                      int8_t *y, uint8_t *mask) {
+    int32_t oy, ox, o, ky, kx;
+    for (oy = 0; oy < p->out_h; oy++) {
+        for (ox = 0; ox < p->out_w; ox++) {
+            int32_t base = (oy * p->out_w + ox) * p->out_c;
+            for (o = 0; o < p->out_c; o++) {
+                int32_t acc = 0;
+                for (ky = 0; ky < p->kh; ky++) {
+                    int32_t iy = oy * p->stride - p->pad + ky;
+                    if (iy < 0 || iy >= p->in_h) continue;
+                    for (kx = 0; kx < p->kw; kx++) {
+                        int32_t ix = ox * p->stride - p->pad + kx;
+                        const int8_t *xp;
+                        int32_t k;
+                        if (ix < 0 || ix >= p->in_w) continue;
+                        xp = x + (iy * p->in_w + ix) * p->in_c;
+                        k = (o * p->kh + ky) * p->kw + kx;
+                        acc += mt_dot_idx_s8(xp, p->x_zero, w_frozen + k * n_frozen, frozen_idx, n_frozen);
+                        acc += mt_dot_idx_s8(xp, p->x_zero, w_train + k * n_train, train_idx, n_train);
+                    }
+                }
+                mt_store(y, mask, base + o, acc, bias[o], eff[o], p->y_zero);
+            }
+        }
+    }
+}
+
+/* One depthwise output channel `c` whose kh*kw taps are w[tap * w_stride]. */
+static int32_t mt_dw_acc(const mt_conv_params *p, const int8_t *x, const int8_t *w, int32_t w_stride,
+                         int32_t c, int32_t oy, int32_t ox) {
+    int32_t acc = 0, ky, kx;
+    for (ky = 0; ky < p->kh; ky++) {
+        int32_t iy = oy * p->stride - p->pad + ky;
+        if (iy < 0 || iy >= p->in_h) continue;
+        for (kx = 0; kx < p->kw; kx++) {
+            int32_t ix = ox * p->stride - p->pad + kx;
+            if (ix < 0 || ix >= p->in_w) continue;
+            acc += ((int32_t)x[(iy * p->in_w + ix) * p->in_c + c] - p->x_zero) * (int32_t)w[(ky * p->kw + kx) * w_stride];
+        }
+    }
+    return acc;
+}
+
+#define MT_DW_CHUNK 64 /* channels accumulated together: a 256-byte stack array, vectorisable loops */
+
+void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                          const float *eff, int8_t *y, uint8_t *mask) {
+    int32_t acc[MT_DW_CHUNK];
+    int32_t oy, ox, c0, j, ky, kx;
+    for (oy = 0; oy < p->out_h; oy++) {
+        for (ox = 0; ox < p->out_w; ox++) {
+            int32_t base = (oy * p->out_w + ox) * p->out_c;
+            for (c0 = 0; c0 < p->out_c; c0 += MT_DW_CHUNK) {
+                int32_t n = p->out_c - c0 < MT_DW_CHUNK ? p->out_c - c0 : MT_DW_CHUNK;
+                for (j = 0; j < n; j++) acc[j] = 0;
+                for (ky = 0; ky < p->kh; ky++) {
+                    int32_t iy = oy * p->stride - p->pad + ky;
+                    if (iy < 0 || iy >= p->in_h) continue;
+                    for (kx = 0; kx < p->kw; kx++) {
+                        int32_t ix = ox * p->stride - p->pad + kx;
+                        const int8_t *xp, *wp;
+                        if (ix < 0 || ix >= p->in_w) continue;
+                        xp = x + (iy * p->in_w + ix) * p->in_c + c0;
+                        wp = w + (ky * p->kw + kx) * p->out_c + c0;
+                        for (j = 0; j < n; j++) acc[j] += ((int32_t)xp[j] - p->x_zero) * (int32_t)wp[j];
+                    }
+                }
+                for (j = 0; j < n; j++) mt_store(y, mask, base + c0 + j, acc[j], bias[c0 + j], eff[c0 + j], p->y_zero);
+            }
+        }
+    }
+}
+
+void mt_conv_depthwise_split_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
+                                const int16_t *frozen_idx, int32_t n_frozen, const int8_t *w_train,
+                                const int16_t *train_idx, int32_t n_train, const int32_t *bias,
+                                const float *eff, int8_t *y, uint8_t *mask) {
+    int32_t oy, ox, j;
+    for (oy = 0; oy < p->out_h; oy++) {
+        for (ox = 0; ox < p->out_w; ox++) {
+            int32_t base = (oy * p->out_w + ox) * p->out_c;
+            for (j = 0; j < n_frozen; j++) {
+                int32_t c = frozen_idx[j];
+                int32_t acc = mt_dw_acc(p, x, w_frozen + j, n_frozen, c, oy, ox);
+                mt_store(y, mask, base + c, acc, bias[c], eff[c], p->y_zero);
+            }
+            for (j = 0; j < n_train; j++) {
+                int32_t c = train_idx[j];
+                int32_t acc = mt_dw_acc(p, x, w_train + j, n_train, c, oy, ox);
+                mt_store(y, mask, base + c, acc, bias[c], eff[c], p->y_zero);
+            }
+        }
+    }
+}
+
+void mt_add_s8(const mt_add_params *p, const int8_t *skip, const int8_t *main_in, int8_t *y, uint8_t *mask) {
+    int32_t i;
+    for (i = 0; i < p->size; i++) {
+        uint8_t ok;
+        /* y may alias skip or main_in (in place): each element is read before it is written */
+        int8_t v = mt_add_requant_s8(skip[i], p->z1, p->s1, main_in[i], p->z2, p->s2, p->sy, p->zy, &ok);
+        y[i] = v;
+        if (mask) {
+            uint8_t bit = (uint8_t)(1u << (i & 7));
+            if (ok) mask[i >> 3] = (uint8_t)(mask[i >> 3] | bit);
+            else mask[i >> 3] = (uint8_t)(mask[i >> 3] & (uint8_t)~bit);
+        }
+    }
+}
+
+void mt_global_avg_pool_s8(const mt_pool_params *p, const int8_t *x, int8_t *y) {
+    int32_t c, i, n = p->in_h * p->in_w;
+    for (c = 0; c < p->c; c++) {
+        int32_t total = 0;
+        for (i = 0; i < n; i++) total += x[i * p->c + c];
+        y[c] = mt_sat_s8(mt_div_round_even_s32(total, n));
+    }
+}
+
+void mt_copy_s8(const int8_t *src, int8_t *dst, int32_t n) {
+    int32_t i;
+    if (src == dst) return;
+    for (i = 0; i < n; i++) dst[i] = src[i];
+}

@@ -1,0 +1,130 @@
+/* mt_kernels.h: portable C99 reference kernels of microtrain (forward int8, backward float32).
+ *
+ * Conventions (CMSIS-NN style: one function per op and shape family, explicit s8/s32/f32 names):
+ * - activations are NHWC for one sample (batch 1), int8 with a per-tensor zero point;
+ * - weight layouts are chosen by the code generator for the kernel's inner loop:
+ *     mt_conv_s8            (O, kh, kw, I)   dense conv, groups = 1, any kernel/stride/padding
+ *     mt_conv_pointwise_s8  (O, I)           1x1 conv, padding 0, any stride
+ *     mt_conv_depthwise_s8  (kh, kw, C)      depthwise conv, groups = C = O
+ * - bias is int32, eff[o] the float32 requantisation multiplier (quant/arith.conv_multipliers);
+ * - `mask` (may be NULL) receives one bit per output element, bit i of the NHWC flat index i
+ *   (mask[i >> 3] >> (i & 7) & 1): 1 where the output was not clamped (training needs it);
+ * - no kernel allocates, fails, or calls the C library; all sizes are in the params structs.
+ * Arithmetic follows mt_arith.h exactly (bit-identical to the NumPy runtime).
+ */
+#ifndef MT_KERNELS_H
+#define MT_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int32_t in_h, in_w, in_c;    /* input tensor (H, W, C) */
+    int32_t out_h, out_w, out_c; /* output tensor (H, W, C) */
+    int32_t kh, kw, stride, pad; /* pad = zeros (real value 0) on each side */
+    int32_t x_zero, y_zero;      /* zero points of input and output */
+} mt_conv_params;
+
+typedef struct {
+    int32_t size;     /* elements (H * W * C) */
+    int32_t z1, z2, zy; /* zero points: skip input, main input, output */
+    float s1, s2, sy;   /* scales: skip input, main input, output */
+} mt_add_params;
+
+typedef struct {
+    int32_t in_h, in_w, c;
+} mt_pool_params;
+
+/* ---- forward, int8 --------------------------------------------------------------------------- */
+void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                const float *eff, int8_t *y, uint8_t *mask);
+void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                          const float *eff, int8_t *y, uint8_t *mask);
+void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                          const float *eff, int8_t *y, uint8_t *mask);
+/* Pointwise conv whose weight is split by INPUT channel: w_frozen (O, n_frozen) holds the channels
+ * listed in frozen_idx, w_train (O, n_train) those in train_idx (sparse update: the trained slice
+ * lives in SRAM, the rest in flash). The integer accumulator is the same as with the whole weight. */
+void mt_conv_pointwise_split_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
+                                const int16_t *frozen_idx, int32_t n_frozen, const int8_t *w_train,
+                                const int16_t *train_idx, int32_t n_train, const int32_t *bias,
+                                const float *eff, int8_t *y, uint8_t *mask);
+/* Dense conv with the same split: w_frozen (O, kh, kw, n_frozen), w_train (O, kh, kw, n_train). */
+void mt_conv_split_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
+                      const int16_t *frozen_idx, int32_t n_frozen, const int8_t *w_train,
+                      const int16_t *train_idx, int32_t n_train, const int32_t *bias, const float *eff,
+                      int8_t *y, uint8_t *mask);
+/* Depthwise conv whose channels come from two weight blocks: w_frozen (kh, kw, n_frozen) for the
+ * channels in frozen_idx, w_train (kh, kw, n_train) for those in train_idx. */
+void mt_conv_depthwise_split_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
+                                const int16_t *frozen_idx, int32_t n_frozen, const int8_t *w_train,
+                                const int16_t *train_idx, int32_t n_train, const int32_t *bias,
+                                const float *eff, int8_t *y, uint8_t *mask);
+void mt_add_s8(const mt_add_params *p, const int8_t *skip, const int8_t *main_in, int8_t *y, uint8_t *mask);
+void mt_global_avg_pool_s8(const mt_pool_params *p, const int8_t *x, int8_t *y);
+void mt_copy_s8(const int8_t *src, int8_t *dst, int32_t n);
+
+/* ---- backward (float32) and SGD update; docs/training-semantics.md ---------------------------- */
+/* A conv weight as stored for training: the frozen input channels (flash) and the trained ones
+ * (SRAM, updated in place), each block in the family's layout with its own channel count in the
+ * last axis. frozen_idx/train_idx list the input channels of each block (NULL: 0, 1, 2, ...).
+ * A frozen conv has n_train = 0; a fully trained one n_frozen = 0. */
+typedef struct {
+    const int8_t *frozen;
+    const int16_t *frozen_idx;
+    int32_t n_frozen;
+    int8_t *train;
+    const int16_t *train_idx;
+    int32_t n_train;
+} mt_weight_s8;
+
+/* Per-parameter update constants: QAS divisor per output channel, the hash id, the rounding mode
+ * (MT_ROUND_NEAREST | MT_ROUND_STOCHASTIC), and the input-channel count of the FULL weight tensor
+ * (O, I/groups, kh, kw) so the stochastic-rounding hash sees the element's full flat index. */
+typedef struct {
+    const float *divisor;
+    uint32_t param_id;
+    int32_t rounding;
+    int32_t full_in;
+} mt_update_params;
+
+/* Mutable training state: learning rate, rounding seed, global update counter. */
+typedef struct {
+    float lr;
+    uint32_t seed;
+    uint32_t step;
+} mt_train_ctx;
+
+/* loss = softmax cross-entropy of real logits (q - zero) * scale at `label`;
+ * grad[k] = (p[k] - onehot[k]) * scale (d loss / d q, batch 1). grad also serves as scratch. */
+void mt_loss_softmax_ce_s8(const int8_t *logits, int32_t k, int32_t zero, float scale, int32_t label,
+                           float *loss, float *grad);
+/* g = mask ? gy * eff[c] : 0 over an (n / c, c) tensor; g may alias gy (in place). */
+void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff, int32_t n, int32_t c, float *g);
+/* Transposed convs: gx (in_h, in_w, in_c) = d loss / d x from gacc (out_h, out_w, out_c). */
+void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx);
+void mt_conv_grad_input_depthwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx);
+void mt_conv_grad_input_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx);
+/* Fused weight gradient + SGD update of the trained slice w->train: each gradient element is
+ * computed and applied at once, no weight-gradient tensor exists. x is the saved input with x_c
+ * channels: either the trained channels only (x_c == w->n_train, channel j = trained channel j)
+ * or the whole input (channel train_idx[j]). */
+void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc,
+                                         const mt_weight_s8 *w, const mt_update_params *u, const mt_train_ctx *ctx);
+void mt_conv_weight_update_depthwise_f32(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc,
+                                         const mt_weight_s8 *w, const mt_update_params *u, const mt_train_ctx *ctx);
+void mt_conv_weight_update_f32(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc,
+                               const mt_weight_s8 *w, const mt_update_params *u, const mt_train_ctx *ctx);
+/* Fused bias gradient (sum over positions of gacc) + SGD update of an int32 bias. */
+void mt_bias_update_f32(const float *gacc, int32_t hw, int32_t c, int32_t *bias, const mt_update_params *u,
+                        const mt_train_ctx *ctx);
+/* Residual add: g = mask ? gy * scale : 0 (one addend); g may alias gy. */
+void mt_add_grad_f32(const float *gy, const uint8_t *mask, float scale, int32_t n, float *g);
+/* Global average pool: gx[h, w, c] = gy[c] / (hw). */
+void mt_pool_grad_f32(const float *gy, int32_t hw, int32_t c, float *gx);
+/* out = a + b (elementwise, float32); out may alias a or b. */
+void mt_grad_sum_f32(const float *a, const float *b, int32_t n, float *out);
+/* Keep the listed channels of an int8 (n / c, c) tensor: out (n / c, k). */
+void mt_slice_channels_s8(const int8_t *x, int32_t n, int32_t c, const int16_t *idx, int32_t k, int8_t *out);
+
+#endif /* MT_KERNELS_H */

@@ -1,0 +1,104 @@
+"""`microtrain compile`: generate the C99 training engine of a model + update scheme.
+
+    microtrain compile mcunet-5fps --scheme mcunet-5fps-49kb --classes 2 --target host --out build/mcunet
+    microtrain compile mcunet-5fps --scheme none --target c --out build/infer      # inference only
+
+The memory plan is printed (and with --report-json written) BEFORE anything is built: arena peak,
+trainable-parameter SRAM, scratch, stack estimate, flash, and the per-tensor timeline.
+--target c writes the self-contained project (Makefile + sources) only; --target host also builds
+libmt.so with gcc (warning-free under -std=c99 -Wall -Wextra -Werror) for Python's ctypes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import MicrotrainError, SchemeError
+
+TARGETS = ("host", "c", "cortex-m7", "cortex-m4")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compile",
+        help="generate the C99 inference + training engine (memory plan, sources, host build)",
+        description="Autodiff + passes + memory plan + C99 code generation for MODEL trained with --scheme. "
+        "Prints the memory plan before any build.",
+    )
+    p.add_argument("model", help="model file or upstream model name (e.g. mcunet-5fps)")
+    p.add_argument("--scheme", required=True,
+                   help="update scheme: JSON file, shipped name (e.g. mcunet-5fps-49kb), 'full', 'bias-only', "
+                        "'head-only', or 'none' (inference only)")
+    p.add_argument("--target", choices=TARGETS, default="host",
+                   help="host: also build libmt.so with gcc (default); c: sources only; cortex-m7 / cortex-m4: "
+                        "also a firmware project (startup, linker script 256 KB SRAM / 1 MB flash, semihosting), "
+                        "linked to check the budget; run it with `microtrain run`")
+    p.add_argument("--out", required=True, help="output folder of the generated project")
+    p.add_argument("--report-json", help="write the memory plan (with the per-tensor timeline) as JSON here")
+    p.add_argument("--classes", type=int, help="replace the classifier by a new N-class head (zeros) first")
+    p.add_argument("--resolution", type=int, help="input resolution (default: the model's)")
+    p.add_argument("--lr", type=float, default=1e-3, help="compiled-in learning rate (mt_set_lr changes it; default 1e-3)")
+    p.add_argument("--seed", type=int, default=0, help="stochastic-rounding seed (default 0)")
+    p.add_argument("--rounding", choices=("stochastic", "nearest"), default="stochastic", help="update rounding")
+    p.add_argument("--no-qas", action="store_true", help="train without quantization-aware scaling")
+    p.add_argument("--timeline", type=int, default=40, help="rows of the printed per-tensor timeline (0: none)")
+    p.add_argument("--opt", default="-O3", help="optimisation flags of the host build (default -O3)")
+    p.set_defaults(func=run)
+
+
+def resolve_scheme(arg: str, graph):
+    from ..sparse.fixtures import load_scheme
+    from ..sparse.scheme import UpdateScheme
+
+    named = {"full": UpdateScheme.full, "bias-only": UpdateScheme.bias_only}
+    if arg == "none":
+        return None
+    if arg in named:
+        return named[arg](graph)
+    if arg == "head-only":
+        return UpdateScheme.head_only()
+    try:
+        return load_scheme(arg).validate(graph)
+    except SchemeError as e:
+        raise SchemeError(f"{e}; or use one of: full, bias-only, head-only, none") from None
+
+
+def run(args) -> int:
+    from ..codegen import compile_model
+    from ..models import load_model
+
+    graph = load_model(args.model)
+    if args.resolution:
+        graph = graph.with_resolution(args.resolution)
+    if args.classes:
+        from ..runtime.trainer import replace_head
+
+        graph = replace_head(graph, args.classes)
+    scheme = resolve_scheme(args.scheme, graph)
+    options = {} if scheme is None else {"lr": args.lr, "seed": args.seed, "rounding": args.rounding,
+                                         "qas": not args.no_qas}
+    planned = compile_model(graph, scheme, **options)  # the plan, before anything is written or built
+    print(planned.report.text(timeline=args.timeline > 0, max_rows=args.timeline))
+    if args.report_json:
+        Path(args.report_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report_json).write_text(planned.report.to_json() + "\n")
+        print(f"wrote {args.report_json}")
+    from ..codegen.emit import write_project
+
+    out = write_project(planned.program, planned.infer_plan, planned.train_plan, args.out, planned.report)
+    print(f"wrote {out}/ (mt_model.h, mt_model.c, kernels/, Makefile; build anywhere with `make CC=...`)")
+    if args.target == "host":
+        from ..targets.host import build_host
+
+        lib = build_host(out, opt=args.opt)
+        print(f"built {lib} (gcc -std=c99 -Wall -Wextra -Werror {args.opt})")
+    elif args.target.startswith("cortex-m"):
+        from ..targets.cortex_m.project import budget_lines, emit_firmware
+
+        build, _ = emit_firmware(out, args.target)  # LinkBudgetError when it does not fit
+        print(f"built {build.elf} (arm-none-eabi-gcc, {args.target}; firmware/, Makefile.firmware, target.json)")
+        for line in budget_lines(build, out):
+            print(line)
+    return 0
+
+
+__all__ = ["register", "run", "MicrotrainError"]

@@ -1,0 +1,36 @@
+"""`microtrain demo`: the embedded default (no network, no data files): pretrain, quantise, and adapt a
+small CNN on-device to unseen digits. See microtrain/demo/pipeline.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo", help="pretrain, quantise and adapt a small int8 CNN on-device to unseen digits (no network needed)",
+        description="Pretrains a small MCU-sized CNN on digits 0-5 (scikit-learn's bundled digits), quantises it "
+                    "to int8, searches a sparse update under a memory budget, and adapts it to digits 6-9 with "
+                    "int8 QAS, compiled to C and trained through the generated C (and under QEMU when the Arm "
+                    "toolchain is installed). Prints a report and saves PNG plots.")
+    p.add_argument("--out", type=Path, default=Path("microtrain-demo-out"), help="output folder (default: %(default)s)")
+    p.add_argument("--budget", default="6KB", help="extra training memory for the sparse update (default: %(default)s)")
+    p.add_argument("--pretrain", choices=("auto", "numpy", "torch"), default="auto",
+                   help="pretraining backend: torch when installed, else microtrain's float runtime (default: auto)")
+    p.add_argument("--fast", action="store_true", help="a shorter run (fewer epochs and analysis runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-c", action="store_true", help="skip compiling to C and training through it")
+    p.add_argument("--no-qemu", action="store_true", help="skip the Cortex-M7 run under QEMU")
+    p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..demo.pipeline import DemoConfig, run_demo
+    from ..demo.report import format_report
+
+    cfg = DemoConfig(out_dir=args.out, fast=args.fast, pretrain=args.pretrain, budget=args.budget, seed=args.seed,
+                     compile_c=not args.no_c, qemu=not args.no_qemu, plots=not args.no_plots)
+    result = run_demo(cfg, log=lambda msg: print(msg, flush=True))
+    print()
+    print(format_report(result))
+    return 0

@@ -1,0 +1,134 @@
+"""`microtrain plan`: find the sparse-update scheme that fits a memory budget (or report a scheme's memory).
+
+    microtrain plan mcunet-5fps --data DIR --budget 100KB --out scheme.json
+    microtrain plan mcunet-5fps --scheme mcunet-5fps-99kb          # memory of an existing scheme
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import BudgetError, DatasetError
+
+DEFAULT_CACHE = Path(os.environ.get("MICROTRAIN_CACHE", Path.home() / ".cache" / "microtrain")) / "contribution"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "plan",
+        help="search the sparse-update scheme that maximises accuracy under a memory budget",
+        description="Measure what each bias/weight update is worth (short fine-tunes on a held-out split of "
+        "the training images, cached), then search the scheme with the largest total gain whose extra "
+        "training memory fits --budget. With --scheme, report the memory of an existing scheme instead.",
+    )
+    p.add_argument("model", help="model file or upstream model name (e.g. mcunet-5fps)")
+    p.add_argument("--data", help="image folder: DIR/train/<class>/* (or DIR/<class>/*); only training images are used")
+    p.add_argument("--budget", help="extra-memory budget, e.g. 100KB, 49.8KB, 1MB or bytes (KB = 1024 B)")
+    p.add_argument("--out", help="write the scheme JSON here (for `microtrain train --scheme`)")
+    p.add_argument("--scheme", help="report this scheme (JSON file or shipped name) instead of searching")
+    p.add_argument("--gains", help="use this gain table (JSON) instead of running the contribution analysis")
+    p.add_argument("--save-gains", help="write the measured gain table (JSON) here")
+    p.add_argument("--cache", default=str(DEFAULT_CACHE), help=f"contribution-analysis cache folder (default {DEFAULT_CACHE})")
+    p.add_argument("--epochs", type=int, default=3, help="epochs of each analysis fine-tune (default 3)")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate of the analysis fine-tunes")
+    p.add_argument("--candidates", type=int, default=12, help="weight updates are considered for the last N convs (default 12)")
+    p.add_argument("--metric", choices=("acc", "loss"), default="acc",
+                   help="gain measured as held-out accuracy (default, as the paper) or held-out loss decrease")
+    p.add_argument("--workers", type=int, default=2, help="parallel fine-tunes (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--selection", choices=("norm", "first"), default="norm", help="trained-channel selection")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..models import load_model
+    from ..sparse.memory import MemoryModel, check_budget, format_bytes, parse_budget
+
+    graph = load_model(args.model)
+    model = MemoryModel(graph)
+    if args.scheme:
+        from ..sparse.fixtures import load_scheme
+
+        scheme = load_scheme(args.scheme).validate(graph)
+        print(memory_table(model, scheme))
+        _print_planner(graph, scheme)
+        if args.budget:
+            budget = parse_budget(args.budget)
+            fits = model.scheme_bytes(scheme) <= budget
+            print(f"{'fits' if fits else 'does NOT fit'} the {format_bytes(budget)} budget")
+            return 0 if fits else 1
+        return 0
+    if not args.budget:
+        raise BudgetError("plan needs --budget (e.g. --budget 100KB), or --scheme to report a scheme's memory")
+    budget = parse_budget(args.budget)
+    check_budget(model, budget)  # fail before any fine-tune
+    table = _gain_table(graph, args)
+    from ..sparse.search import search
+
+    result = search(table, model, budget, seed=args.seed, selection=args.selection,
+                    name=f"{graph.name}-{args.budget.strip().lower()}")
+    print(result.summary(table))
+    print(memory_table(model, result.scheme))
+    _print_planner(graph, result.scheme)
+    if args.out:
+        path = result.scheme.save(args.out)
+        print(f"wrote {path} (use: microtrain train {args.model} --scheme {path})")
+    return 0
+
+
+def _gain_table(graph, args):
+    from ..sparse.search import GainTable
+
+    if args.gains:
+        table = GainTable.load(args.gains)
+        if table.model != graph.name:
+            raise BudgetError(f"{args.gains}: gain table was measured on {table.model!r}, not {graph.name!r}")
+        return table
+    if not args.data:
+        raise DatasetError("plan needs --data DIR (the training images) to measure gains, or --gains FILE")
+    from ..sparse.contribution import AnalysisSettings, analyze
+
+    root = Path(args.data)
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    settings = AnalysisSettings(epochs=args.epochs, lr=args.lr, seed=args.seed, n_candidates=args.candidates,
+                                metric=args.metric)
+    table = analyze(graph, train_dir, settings=settings, cache_dir=args.cache, workers=args.workers,
+                    log=lambda s: print(s, flush=True))
+    if args.save_gains:
+        table.save(args.save_gains)
+    return table
+
+
+def memory_table(model, scheme) -> str:
+    from ..sparse.memory import format_bytes
+
+    rows = model.breakdown(scheme)
+    lines = [f"extra memory of {scheme.name or 'scheme'} on {model.graph_name} (upstream's analytic model, bytes):",
+             f"  {'conv':>4} {'layer':<22} {'mask':>7} {'bias':>7} {'input':>8} {'weights':>8} {'total':>8}"]
+    for r in rows:
+        idx = "head" if r.index < 0 else str(r.index)
+        lines.append(f"  {idx:>4} {r.name:<22} {r.mask / 8:7.0f} {r.bias / 8:7.0f} {r.saved_input / 8:8.0f} "
+                     f"{r.weights / 8:8.0f} {r.bytes:8.0f}")
+    total = sum(r.bits for r in rows) / 8
+    lines.append(f"  total {format_bytes(total)} ({total:.0f} B)")
+    return "\n".join(lines)
+
+
+def _print_planner(graph, scheme) -> None:
+    """The engine planner's exact figures, when the training code generator is installed."""
+    from ..errors import MicrotrainError
+    from ..sparse.memory import planner_report
+
+    try:
+        report = planner_report(graph, scheme)
+    except MicrotrainError as e:  # the analytic figure stands; say why the exact one is missing
+        print(f"engine plan: unavailable for this scheme ({e})")
+        return
+    if report is None:
+        print("engine plan: unavailable (no training code generator in this install)")
+        return
+    infer = report.infer_arena_bytes
+    print(f"engine plan (exact, {graph.num_classes}-class head): training SRAM {report.training_sram_bytes / 1024:.1f} KB "
+          f"(arena {report.arena_bytes:,} B + trainable {report.trainable_sram_bytes:,} B + scratch "
+          f"{report.scratch_bytes:,} B); inference arena {infer / 1024:.1f} KB; "
+          f"training adds {(report.training_sram_bytes - infer) / 1024:.1f} KB")

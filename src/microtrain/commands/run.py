@@ -1,0 +1,92 @@
+"""`microtrain run DIR --data FOLDER --steps N`: build a compiled project's Cortex-M firmware, run it under
+qemu-system-arm (mps2-an500 for Cortex-M7, mps2-an386 for Cortex-M4), train N steps on real images streamed
+from the host, evaluate on held-out images, and report loss, accuracy and executed instructions per step."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from ..errors import MicrotrainError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("run", help="train and evaluate a compiled model on an emulated Cortex-M (QEMU)",
+                              description=__doc__)
+    p.add_argument("project", help="project directory made by `microtrain compile ... --target cortex-m7`")
+    p.add_argument("--data", required=True, help="image folder with train/<class>/ and val/<class>/")
+    p.add_argument("--steps", type=int, default=10, help="training steps (batch 1), default 10")
+    p.add_argument("--eval", type=int, default=20, dest="n_eval",
+                   help="held-out images to evaluate after training (-1: all of val/), default 20")
+    p.add_argument("--target", choices=("cortex-m7", "cortex-m4"),
+                   help="default: the project's target.json, else cortex-m7")
+    p.add_argument("--portable", action="store_true", help="portable C kernels only (no Cortex-M SIMD)")
+    p.add_argument("--no-count", action="store_true", help="skip the instruction counter (faster)")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds before a hung guest is killed")
+    p.add_argument("--seed", type=int, default=0, help="sample order")
+    p.add_argument("--params-out", help="write the trained parameters (mt_export_params bytes) to this file")
+    p.add_argument("--top", type=int, default=10, help="ops listed in the cost report")
+    p.set_defaults(func=run)
+
+
+def model_shape(project: Path) -> tuple[int, int]:
+    """(resolution, classes) from the generated mt_model.h."""
+    header = (project / "mt_model.h").read_text()
+    defs = dict(re.findall(r"#define (MT_\w+) (-?\d+)", header))
+    if int(defs["MT_INPUT_H"]) != int(defs["MT_INPUT_W"]):
+        raise MicrotrainError(f"{project}: non-square input {defs['MT_INPUT_H']}x{defs['MT_INPUT_W']}")
+    return int(defs["MT_INPUT_H"]), int(defs["MT_NUM_CLASSES"])
+
+
+def run(args) -> int:
+    from ..targets.cortex_m.data import session_data
+    from ..targets.cortex_m.project import budget_lines, build_project, read_target
+    from ..targets.cortex_m.session import cost_report, run_session
+
+    project = Path(args.project)
+    if not (project / "mt_model.c").exists():
+        raise MicrotrainError(f"{project}: no mt_model.c; create the project with "
+                              "`microtrain compile MODEL --scheme S --classes N --target cortex-m7 --out DIR`")
+    target = read_target(project)
+    cpu = args.target or target.get("target", "cortex-m7")
+    simd = not args.portable and target.get("simd", True)
+    resolution, num_classes = model_shape(project)
+
+    build, regions = build_project(project, project / f"build-{cpu}", cpu, simd=simd,
+                                   stack_size=target.get("stack_size"))
+    print(f"firmware {build.elf} ({cpu}, {'SIMD' if simd else 'portable'} kernels)")
+    for line in budget_lines(build, project):
+        print(line)
+
+    train, evaluate, classes, skipped = session_data(args.data, resolution, num_classes, args.steps, args.n_eval,
+                                                     args.seed)
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"data: {len(train[0])} training steps, {len(evaluate[0])} held-out images, classes {', '.join(classes)}")
+
+    s = run_session(build.elf, cpu, train=train if len(train[0]) else None,
+                    evaluate=evaluate if len(evaluate[0]) else None, timeout=args.timeout,
+                    count=not args.no_count, check=False)
+    for i, loss in enumerate(s.losses):
+        print(f"step {i + 1:4d}  loss {loss:.4f}")
+    if s.losses:
+        k = max(1, len(s.losses) // 4)
+        first, last = sum(s.losses[:k]) / k, sum(s.losses[-k:]) / k
+        print(f"mean loss: first {k} steps {first:.4f} -> last {k} steps {last:.4f}")
+    if s.evaluated:
+        print(f"held-out accuracy: {s.correct}/{s.evaluated} = {s.accuracy:.1%}")
+    if s.stack_used is not None:
+        print(f"stack high-water mark: {s.stack_used} B of {build.usage.stack} B")
+    if s.instructions is not None:
+        for function in ("train", "infer"):
+            report = cost_report(s.instructions, regions, function)
+            if report:
+                print(report.text(top=args.top))
+    if args.params_out and s.params:
+        Path(args.params_out).write_bytes(s.params)
+        print(f"trained parameters: {len(s.params)} bytes -> {args.params_out}")
+    if s.status != 0:
+        errors = [ln for ln in s.stdout.splitlines() if ln.startswith("error:") or "fault" in ln]
+        print(f"firmware exited with status {s.status}" + (": " + "; ".join(errors) if errors else ""),
+              file=sys.stderr)
+    return s.status

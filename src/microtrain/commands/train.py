@@ -1,0 +1,144 @@
+"""`microtrain train MODEL --data DIR ...`: fine-tune an int8 model on an ImageFolder dataset.
+
+The classifier is replaced by a new head for the dataset's classes; the update set comes from
+`--update` or `--scheme FILE.json`; int8 training uses QAS unless `--no-qas`; `--fp32` trains the
+dequantised float model instead (the baseline). Metrics are written as JSON; `--checkpoint DIR`
+saves a checkpoint after every epoch and `--resume DIR` continues from one.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..errors import DatasetError, SchemeError
+from .info import positive_int
+
+HELP = "fine-tune a model on an image folder (int8 + QAS, int8 without QAS, or fp32)"
+UPDATE_FORMS = "last-blocks:K | last-layers:K | head | bias-only | full"
+DEFAULT_LR = {"qas": 0.01, "fp32": 0.01, "no-qas": 1e-5}
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "train", help=HELP, description=HELP + ".",
+        epilog="DIR holds train/<class>/* and val/<class>/* (JPEG/PNG; other files are reported and skipped), "
+               "or is itself the training folder (then give --val). Example: microtrain train mcunet-5fps "
+               "--data ../shared/data/hymenoptera_data --update last-blocks:2 --epochs 20 --lr 0.01. "
+               "The numerics are specified in docs/training-semantics.md.",
+    )
+    p.add_argument("model", metavar="MODEL", help="model file or upstream model name (see `microtrain info -h`)")
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder (train/ and val/ inside)")
+    p.add_argument("--val", metavar="DIR", help="validation folder (default DIR/val)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--update", default="last-blocks:2", metavar="SPEC",
+                   help=f"what to train besides the new head: {UPDATE_FORMS} (default last-blocks:2)")
+    g.add_argument("--scheme", metavar="FILE", help="an UpdateScheme JSON file (e.g. from `microtrain plan`)")
+    p.add_argument("--no-qas", action="store_true", help="int8 training without quantization-aware scaling")
+    p.add_argument("--fp32", action="store_true", help="train the dequantised float32 model (baseline)")
+    p.add_argument("--epochs", type=positive_int, default=20, metavar="N", help="epochs (default 20)")
+    p.add_argument("--lr", type=float, default=None, metavar="LR",
+                   help=f"peak learning rate (default {DEFAULT_LR['qas']} with QAS or fp32, "
+                        f"{DEFAULT_LR['no-qas']} with --no-qas)")
+    p.add_argument("--seed", type=int, default=0, help="seed of shuffling, views and stochastic rounding")
+    p.add_argument("--batch-size", type=positive_int, default=32, metavar="B", help="batch size (default 32)")
+    p.add_argument("--warmup-epochs", type=float, default=None, metavar="E",
+                   help="linear warm-up epochs before the cosine decay (default epochs // 10, at least 1)")
+    p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0: off)")
+    p.add_argument("--rounding", choices=("stochastic", "nearest"), default="stochastic",
+                   help="rounding of int8/int32 updates (default stochastic)")
+    p.add_argument("--views", type=positive_int, default=8, metavar="V",
+                   help="precomputed augmented views per training image (crop/flip; default 8)")
+    p.add_argument("--resolution", type=positive_int, default=None, metavar="R", help="input resolution")
+    p.add_argument("--metrics", default="train-metrics.json", metavar="FILE",
+                   help="where to write the metrics JSON (default train-metrics.json)")
+    p.add_argument("--checkpoint", metavar="DIR", help="save a checkpoint folder after every epoch")
+    p.add_argument("--resume", metavar="DIR", help="resume from a checkpoint folder")
+    p.add_argument("--save", metavar="FILE.json", help="write the trained graph (JSON + npz)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=run)
+
+
+def parse_update(spec: str, graph):
+    from ..sparse.scheme import UpdateScheme
+
+    kind, _, arg = spec.partition(":")
+    try:
+        if kind == "head" and not arg:
+            return UpdateScheme.head_only()
+        if kind == "bias-only" and not arg:
+            return UpdateScheme.bias_only(graph)
+        if kind == "full" and not arg:
+            return UpdateScheme.full(graph)
+        if kind == "last-blocks":
+            return UpdateScheme.last_blocks(graph, int(arg))
+        if kind == "last-layers":
+            return UpdateScheme.last_layers(graph, int(arg))
+    except ValueError:
+        pass
+    raise SchemeError(f"--update {spec!r}: expected one of {UPDATE_FORMS} (K a whole number)")
+
+
+def run(args) -> int:
+    from ..models import load_model
+    from ..runtime.datasets import load_image_folder
+    from ..runtime.trainer import fine_tune, save_trained
+    from ..sparse.scheme import UpdateScheme
+
+    t0 = time.monotonic()
+    graph = load_model(args.model)
+    if args.resolution:
+        graph = graph.with_resolution(args.resolution)
+    data = Path(args.data)
+    train_dir = data / "train" if (data / "train").is_dir() else data
+    val_dir = Path(args.val) if args.val else (data / "val" if (data / "val").is_dir() else None)
+    if args.fp32 and args.no_qas:
+        raise SchemeError("--fp32 and --no-qas exclude each other (QAS only concerns int8 training)")
+    scheme = UpdateScheme.load(args.scheme) if args.scheme else parse_update(args.update, graph)
+    mode = "fp32" if args.fp32 else ("no-qas" if args.no_qas else "qas")
+    lr = DEFAULT_LR[mode] if args.lr is None else args.lr
+    if not lr > 0:
+        raise SchemeError(f"--lr must be > 0, got {lr}")
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+
+    train = load_image_folder(train_dir, graph.resolution, views=args.views, seed=args.seed, progress=not args.quiet)
+    val = load_image_folder(val_dir, graph.resolution, classes=train.classes) if val_dir else None
+    skipped = train.skipped + (val.skipped if val else [])
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if val is None:
+        say(f"no validation folder ({data}/val missing, no --val): reporting training metrics only")
+    say(f"{graph.name}: {len(train)} training images, {len(val) if val else 0} validation images, "
+        f"classes {train.classes}; mode {mode}, lr {lr}, scheme {scheme.name or args.scheme}")
+
+    def log(rec):
+        extra = f", val acc {100 * rec['val_acc']:.2f} %" if "val_acc" in rec else ""
+        say(f"epoch {rec['epoch']}/{args.epochs}: loss {rec['train_loss']:.4f}, train acc "
+            f"{100 * rec['train_acc']:.2f} %{extra}")
+
+    result = fine_tune(graph, scheme, train, val, epochs=args.epochs, lr=lr, seed=args.seed,
+                       batch_size=args.batch_size, qas=not args.no_qas, fp32=args.fp32, rounding=args.rounding,
+                       momentum=args.momentum, warmup_epochs=args.warmup_epochs, eval_every=1 if val else 0,
+                       progress=not args.quiet, checkpoint_dir=args.checkpoint, resume=args.resume, log=log)
+    metrics = {
+        "model": graph.name, "data": str(data), "train_dir": str(train_dir), "val_dir": str(val_dir) if val_dir else None,
+        "classes": train.classes, "n_train": len(train), "n_val": len(val) if val else 0,
+        "skipped": [{"file": p, "reason": r} for p, r in skipped],
+        "mode": mode, "scheme": scheme.to_dict(), "trained_layers": sorted(result["training_graph"].trained),
+        "epochs": args.epochs, "lr": lr, "seed": args.seed, "batch_size": args.batch_size,
+        "rounding": None if args.fp32 else args.rounding, "momentum": args.momentum, "views": args.views,
+        "val_acc": result["val_acc"], "val_loss": result["val_loss"], "train_acc": result["train_acc"],
+        "history": result["history"], "seconds": round(time.monotonic() - t0, 2),
+        "command": "microtrain " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("microtrain") else None,
+    }
+    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.metrics).write_text(json.dumps(metrics, indent=1) + "\n")
+    if args.save:
+        save_trained(result, args.save)
+        say(f"trained graph written to {args.save}")
+    acc = "n/a" if result["val_acc"] is None else f"{100 * result['val_acc']:.2f} %"
+    print(f"{graph.name} ({mode}): validation accuracy {acc}; metrics in {args.metrics}")
+    if not train.skipped and not len(train):
+        raise DatasetError(f"{train_dir}: no training images")
+    return 0

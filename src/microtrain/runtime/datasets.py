@@ -1,0 +1,182 @@
+"""ImageFolder datasets (root/<class>/<image>) as int8 arrays, with precomputed augmented views.
+
+Accepted images are JPEG and PNG (by content, not by name). Any other file, and any image that does
+not decode, is reported in `skipped` with the reason and left out; it never stops loading.
+
+Augmentation is precomputed: each image gets `views` fixed crops at the model resolution:
+view 0 = the evaluation transform (runtime/images.resize_center_crop), view 1 = its mirror image,
+views 2.. = random-resized crops (area 35-100 %, aspect 3/4-4/3) with a random flip, drawn from a
+generator seeded by (seed, crc32 of the file's relative path): the same image always gets the same
+views, whatever the folder order. A fixed set of views lets the trainer cache the frozen prefix of the
+network per view (runtime/trainer.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DatasetError
+from ..quant.arith import pixels_to_int8
+from .images import resize_center_crop
+
+FORMATS = ("JPEG", "PNG")
+
+
+@dataclass
+class ImageData:
+    """views: int8 (N, V, H, W, 3) (pixel k -> k - 128); labels int64 (N,); skipped: [(path, reason)]."""
+
+    views: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    paths: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    _fingerprint: str | None = field(default=None, repr=False)
+    # a subset remembers its parent and indices: the trainer slices the parent's cached features
+    _parent: "ImageData | None" = field(default=None, repr=False)
+    _index: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def x(self) -> np.ndarray:
+        """The evaluation view (N, H, W, 3) int8."""
+        return self.views[:, 0]
+
+    @property
+    def num_views(self) -> int:
+        return self.views.shape[1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self):  # x, labels, skipped = load_image_folder(...)
+        return iter((self.x, self.labels, self.skipped))
+
+    def fingerprint(self) -> str:
+        """Content hash of the views (the key of the trainer's prefix cache)."""
+        if self._fingerprint is None:
+            h = hashlib.blake2b(digest_size=16)
+            h.update(repr(self.views.shape).encode())
+            h.update(np.ascontiguousarray(self.views).data)
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def subset(self, index) -> "ImageData":
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        root, root_index = (self._parent, self._index[index]) if self._parent is not None else (self, index)
+        return ImageData(self.views[index], self.labels[index], list(self.classes),
+                         [self.paths[i] for i in index] if self.paths else [], list(self.skipped),
+                         _parent=root, _index=root_index)
+
+
+def as_image_data(data, classes=None) -> ImageData:
+    """Accept an ImageData, or (x, labels) with x int8 (N, H, W, 3) or (N, V, H, W, 3)."""
+    if isinstance(data, ImageData):
+        return data
+    try:
+        x, labels = data[0], data[1]
+    except (TypeError, IndexError, KeyError):
+        raise DatasetError("data must be an ImageData or a pair (x, labels)") from None
+    x, labels = np.asarray(x), np.asarray(labels, dtype=np.int64)
+    if x.dtype != np.int8 or x.ndim not in (4, 5) or x.shape[-1] != 3:
+        raise DatasetError(f"images must be int8 (N, H, W, 3) or (N, V, H, W, 3), got {x.dtype} {x.shape}")
+    if x.ndim == 4:
+        x = x[:, None]
+    if len(x) != len(labels):
+        raise DatasetError(f"{len(x)} images but {len(labels)} labels")
+    n_classes = int(labels.max()) + 1 if len(labels) else 0
+    return ImageData(x, labels, list(classes) if classes else [str(i) for i in range(n_classes)])
+
+
+def decode_checked(path: Path, formats=FORMATS):
+    """(RGB PIL image, None) or (None, reason) for a file that is not a decodable accepted image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            fmt = im.format
+            if fmt not in formats:
+                return None, f"not a {'/'.join(formats)} image (format {fmt})"
+            im.load()
+            return im.convert("RGB"), None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        return None, f"cannot decode ({type(e).__name__}: {e})"
+
+
+def augmented_views(im, resolution: int, views: int, rng: np.random.Generator) -> list[np.ndarray]:
+    from PIL import Image
+
+    base = resize_center_crop(im, resolution)
+    out = [np.asarray(base, dtype=np.uint8)]
+    if views > 1:
+        out.append(np.ascontiguousarray(out[0][:, ::-1]))
+    w, h = im.size
+    for _ in range(views - 2):
+        for _attempt in range(10):
+            area = rng.uniform(0.35, 1.0) * w * h
+            aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+            cw, ch = int(round(np.sqrt(area * aspect))), int(round(np.sqrt(area / aspect)))
+            if 0 < cw <= w and 0 < ch <= h:
+                break
+        else:
+            cw = ch = min(w, h)
+        left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        crop = im.crop((left, top, left + cw, top + ch)).resize((resolution, resolution), Image.BILINEAR)
+        arr = np.asarray(crop, dtype=np.uint8)
+        if rng.random() < 0.5:
+            arr = arr[:, ::-1]
+        out.append(np.ascontiguousarray(arr))
+    return out
+
+
+def list_image_folder(root) -> tuple[list[str], list[tuple[Path, int]]]:
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder not found (expected {root}/<class>/<images>)")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DatasetError(f"{root}: no class sub-folders (expected {root}/<class>/<images>)")
+    files = [(p, i) for i, c in enumerate(classes) for p in sorted((root / c).iterdir())
+             if p.is_file() and not p.name.startswith(".")]
+    return classes, files
+
+
+def load_image_folder(root, resolution: int, views: int = 1, seed: int = 0, classes=None,
+                      progress: bool = False) -> ImageData:
+    """Load root/<class>/* as int8 views (N, V, res, res, 3). `classes` fixes the class order (use the
+    training set's for the validation set). Undecodable and non-JPEG/PNG files go to `skipped`."""
+    from ..progress import Progress
+
+    root = Path(root)
+    found, files = list_image_folder(root)
+    classes = list(classes) if classes else found
+    index = {c: i for i, c in enumerate(classes)}
+    missing = [c for c in found if c not in index]
+    if missing:
+        raise DatasetError(f"{root}: class folders {missing} are not among the classes {classes}")
+    views = max(1, int(views))
+    xs, labels, paths, skipped = [], [], [], []
+    with Progress(len(files), f"loading {root.name}", enabled=None if progress else False) as bar:
+        for path, ci in files:
+            im, reason = decode_checked(path)
+            if im is None:
+                skipped.append((str(path), reason))
+            else:
+                rel = f"{found[ci]}/{path.name}"
+                rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(rel.encode())])
+                xs.append(np.stack(augmented_views(im, resolution, views, rng)))
+                labels.append(index[found[ci]])
+                paths.append(str(path))
+            bar.update(1)
+    if not xs:
+        raise DatasetError(f"{root}: no readable JPEG/PNG images ({len(skipped)} files skipped)")
+    return ImageData(pixels_to_int8(np.stack(xs)), np.asarray(labels, np.int64), classes, paths, skipped)

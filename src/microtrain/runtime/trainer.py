@@ -1,0 +1,278 @@
+"""Fine-tuning: new head, frozen-prefix cache, epochs with warm-up + cosine schedule, evaluation,
+checkpoints and resume. The Python API other modules call is `fine_tune`.
+
+Speed: the frozen prefix (every forward step before the first trained layer) does not change during
+training, so its output (the live tensors entering the trained suffix) is computed once per image
+view and kept in a process-wide cache keyed by (numerics, data content, prefix parameters). Later
+runs, with other seeds, learning rates or schemes, reuse it; a deeper boundary is computed from a
+shallower cached one.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..autodiff import build_training_graph
+from ..errors import GraphError, MicrotrainError
+from ..ir.graph import Graph, QuantParams, TensorSpec
+from ..ir.validate import infer_shapes
+from ..progress import Progress
+from ..sparse.scheme import UpdateScheme
+from .datasets import ImageData, as_image_data
+from .training import TrainingRuntime, dequantize_graph, dequantize_input, live_tensors, run_nodes
+
+HEAD_LOGIT_SCALE = 1 / 8  # real logits in [-16, 15.875]
+
+
+# ----- the new head ---------------------------------------------------------------------------------------
+def replace_head(graph: Graph, num_classes: int) -> Graph:
+    """A copy of an int8 graph whose classifier is a new zero-initialised N-class int8 head
+    (docs/training-semantics.md section 7)."""
+    if graph.dtype != "int8":
+        raise GraphError(f"graph {graph.name!r}: replace_head needs an int8 graph, got {graph.dtype}")
+    if num_classes < 2:
+        raise GraphError(f"a classifier needs at least 2 classes, got {num_classes}")
+    g = graph.copy()
+    head = g.classifier()
+    w = head.params["weight"]
+    real_max = float(np.max(np.abs(w.astype(np.float64) * head.params["w_scales"].astype(np.float64)[:, None, None, None])))
+    w_scale = np.float32(2 * real_max / 127) if real_max > 0 else np.float32(1 / 127)
+    head.params = {
+        "weight": np.zeros((num_classes,) + w.shape[1:], np.int8),
+        "bias": np.zeros(num_classes, np.int32),
+        "w_scales": np.full(num_classes, w_scale, np.float32),
+    }
+    out = g.tensors[head.output]
+    g.tensors[head.output] = TensorSpec(out.name, (1, 1, num_classes), "int8", QuantParams(HEAD_LOGIT_SCALE, 0))
+    g.meta = dict(g.meta, head=f"new {num_classes}-class head (zeros, w_scale {float(w_scale):.6g})")
+    infer_shapes(g)
+    return g
+
+
+# ----- the frozen-prefix cache ----------------------------------------------------------------------------
+_PREFIX_CACHE: dict[tuple, dict[str, np.ndarray]] = {}
+_PREFIX_CACHE_LIMIT = 3 * 2**30  # bytes; oldest entries are dropped beyond this
+
+
+def _prefix_fingerprints(graph: Graph) -> list[str]:
+    """fp[k] identifies nodes[:k] (structure, quantisation and parameters), chained."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((graph.dtype, graph.input, graph.input_spec.shape, graph.input_spec.quant)).encode())
+    fps = [h.hexdigest()]
+    for n in graph.nodes:
+        h.update(repr((n.name, n.op, n.inputs, n.output, sorted(n.attrs.items()), graph.tensors[n.output].quant)).encode())
+        for k in sorted(n.params):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(n.params[k]).data)
+        fps.append(h.hexdigest())
+    return fps
+
+
+def prefix_features(graph: Graph, data: ImageData, stop: int, numerics: str, batch_size: int = 64,
+                    progress: bool = False) -> dict[str, np.ndarray]:
+    """{tensor: (N, V, ...)} the live tensors entering node `stop`, for every view of every image."""
+    if data._parent is not None:  # a subset: slice the parent's features (computed once for all subsets)
+        parent = prefix_features(graph, data._parent, stop, numerics, batch_size, progress)
+        return {t: a[data._index] for t, a in parent.items()}
+    fps = _prefix_fingerprints(graph)
+    key = (numerics, data.fingerprint(), fps[stop])
+    if key in _PREFIX_CACHE:
+        return _PREFIX_CACHE[key]
+    # resume from the deepest cached boundary of the same prefix, else from the input
+    start, feats = 0, None
+    for (num, dfp, fp), value in _PREFIX_CACHE.items():
+        if num == numerics and dfp == data.fingerprint() and fp in fps[: stop + 1]:
+            k = fps.index(fp)
+            if k > start or feats is None:
+                start, feats = k, value
+    n, v = data.views.shape[:2]
+    flat = n * v
+    if feats is None:
+        x = data.views.reshape((flat,) + data.views.shape[2:])
+        feats_flat = {graph.input: x}
+    else:
+        feats_flat = {t: a.reshape((flat,) + a.shape[2:]) for t, a in feats.items()}
+    out = {t: [] for t in live_tensors(graph, stop)}
+    with Progress(flat, "prefix cache", enabled=None if progress else False) as bar:
+        for b in range(0, flat, batch_size):
+            vals = {t: a[b : b + batch_size] for t, a in feats_flat.items()}
+            if graph.input in vals and numerics == "float32":
+                vals[graph.input] = dequantize_input(graph, vals[graph.input])  # the spec keeps the int8 quant
+            vals = run_nodes(graph, vals, start, stop)
+            for t in out:
+                out[t].append(vals[t])
+            bar.update(min(batch_size, flat - b))
+    result = {t: np.concatenate(a).reshape((n, v) + a[0].shape[1:]) for t, a in out.items()}
+    _PREFIX_CACHE[key] = result
+    _trim_cache()
+    return result
+
+
+def _trim_cache():
+    total = sum(a.nbytes for v in _PREFIX_CACHE.values() for a in v.values())
+    while total > _PREFIX_CACHE_LIMIT and len(_PREFIX_CACHE) > 1:
+        k = next(iter(_PREFIX_CACHE))
+        total -= sum(a.nbytes for a in _PREFIX_CACHE.pop(k).values())
+
+
+def clear_prefix_cache():
+    _PREFIX_CACHE.clear()
+
+
+# ----- schedule and evaluation -----------------------------------------------------------------------------
+def lr_at(step: int, total: int, warmup: int, lr: float) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 0 at `total`."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    span = max(total - warmup, 1)
+    return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / span))
+
+
+def evaluate(runtime: TrainingRuntime, feats: dict[str, np.ndarray], labels: np.ndarray, batch_size: int = 256):
+    """(accuracy, mean loss) on view 0 of cached boundary features."""
+    from ..ops.loss import softmax_cross_entropy
+
+    correct, losses = 0, []
+    for b in range(0, len(labels), batch_size):
+        feeds = {t: a[b : b + batch_size, 0] for t, a in feats.items()}
+        logits = runtime.logits(feeds)
+        y = labels[b : b + batch_size]
+        correct += int((logits.argmax(1) == y).sum())
+        losses.append(softmax_cross_entropy(logits, y)[0] * len(y))
+    return correct / max(len(labels), 1), float(np.sum(losses) / max(len(labels), 1))
+
+
+# ----- fine-tuning -------------------------------------------------------------------------------------------
+def fine_tune(graph: Graph, scheme, train_data, val_data, *, epochs: int, lr: float, seed: int = 0,
+              batch_size: int = 32, qas: bool = True, fp32: bool = False, rounding: str = "stochastic",
+              momentum: float = 0.0, warmup_epochs: float | None = None, eval_every: int = 0,
+              progress: bool = False, checkpoint_dir=None, resume=None, log=None) -> dict:
+    """Fine-tune `graph` (an int8 Graph, e.g. the pretrained ImageNet model) on `train_data`.
+
+    scheme: an UpdateScheme, or a resolution {node: TrainSpec} (UpdateScheme.resolve). If the graph's
+    class count differs from the data's, the classifier is replaced by a new N-class head first.
+    Data: ImageData (load_image_folder) or (x, labels) int8 arrays. fp32=True trains the dequantised
+    float graph (baseline); qas/rounding apply to int8 training. Returns dict(val_acc, val_loss,
+    train_acc, history, graph, seconds, ...). `graph` is the trained graph (float32 in fp32 mode).
+    """
+    with _single_threaded_blas():
+        return _fine_tune(graph, scheme, train_data, val_data, epochs=epochs, lr=lr, seed=seed,
+                          batch_size=batch_size, qas=qas, fp32=fp32, rounding=rounding, momentum=momentum,
+                          warmup_epochs=warmup_epochs, eval_every=eval_every, progress=progress,
+                          checkpoint_dir=checkpoint_dir, resume=resume, log=log)
+
+
+def _single_threaded_blas():
+    """The trained suffix multiplies small matrices: BLAS threads only spin (10x slower on a busy
+    2-core machine), so training runs BLAS on one thread."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(1, user_api="blas")
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def _fine_tune(graph, scheme, train_data, val_data, *, epochs, lr, seed, batch_size, qas, fp32, rounding,
+               momentum, warmup_epochs, eval_every, progress, checkpoint_dir, resume, log) -> dict:
+    t0 = time.monotonic()
+    train, val = as_image_data(train_data), as_image_data(val_data) if val_data is not None else None
+    if graph.dtype != "int8":
+        raise GraphError(f"graph {graph.name!r}: fine_tune needs an int8 graph (use fp32=True for float training)")
+    n_classes = max(train.num_classes, int(train.labels.max()) + 1)
+    g = replace_head(graph, n_classes) if graph.num_classes != n_classes else graph.copy()
+    if g.resolution != train.views.shape[2]:
+        g = g.with_resolution(train.views.shape[2])
+    resolution = scheme.resolve(g) if isinstance(scheme, UpdateScheme) else dict(scheme)
+    state = {"epoch": 0, "step": 0, "history": []}
+    arrays = {}
+    if resume is not None:
+        from .checkpoint import load_checkpoint
+
+        g_saved, state, arrays = load_checkpoint(resume)
+        if g_saved.dtype != ("float32" if fp32 else "int8"):
+            raise MicrotrainError(f"{resume}: checkpoint holds a {g_saved.dtype} graph, this run is "
+                                  f"{'fp32' if fp32 else 'int8'}")
+    gt = dequantize_graph(g) if fp32 else g
+    if resume is not None:
+        _load_params(gt, g_saved, resume)
+    tg = build_training_graph(gt, resolution, qas=qas, rounding=rounding, momentum=momentum)
+    rt = TrainingRuntime(tg, seed=seed)
+    rt.load_state_arrays(arrays)
+    numerics = tg.numerics
+    # the prefix is frozen: its features are computed before any update (or come from the cache)
+    feats = prefix_features(gt, train, tg.n_prefix, numerics, progress=progress)
+    val_feats = prefix_features(gt, val, tg.n_prefix, numerics, progress=progress) if val else None
+
+    n, n_views = len(train), train.num_views
+    steps_per_epoch = math.ceil(n / batch_size)
+    total = epochs * steps_per_epoch
+    warm = steps_per_epoch * (max(1, epochs // 10) if warmup_epochs is None else warmup_epochs)
+    warm = int(min(warm, total))
+    history = list(state["history"])
+    step = int(state["step"])
+    bar = Progress(total, f"train {graph.name}", enabled=None if progress else False)
+    bar.update(step)
+    for epoch in range(int(state["epoch"]), epochs):
+        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, epoch])
+        view = rng.integers(n_views, size=n)
+        perm = rng.permutation(n)
+        loss_sum, correct = 0.0, 0
+        for b in range(0, n, batch_size):
+            idx = perm[b : b + batch_size]
+            feeds = {t: a[idx, view[idx]] for t, a in feats.items()}
+            out = rt.train_step(feeds, train.labels[idx], lr_at(step, total, warm, lr), step)
+            loss_sum += out["loss"] * len(idx)
+            correct += int((out["logits"].argmax(1) == train.labels[idx]).sum())
+            step += 1
+            bar.update(1, postfix=f"epoch {epoch + 1} loss {out['loss']:.3f}")
+        rec = {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n,
+               "lr_end": lr_at(step - 1, total, warm, lr)}
+        if val_feats is not None and eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
+            rec["val_acc"], rec["val_loss"] = evaluate(rt, val_feats, val.labels)
+        if not np.isfinite(rec["train_loss"]):
+            raise MicrotrainError(f"training diverged at epoch {epoch + 1} (loss {rec['train_loss']}); lower the lr ({lr})")
+        history.append(rec)
+        if checkpoint_dir is not None:
+            from .checkpoint import save_checkpoint
+
+            save_checkpoint(checkpoint_dir, gt, {"epoch": epoch + 1, "step": step, "history": history,
+                                                 "args": {"epochs": epochs, "lr": lr, "seed": seed, "qas": qas,
+                                                          "fp32": fp32, "rounding": rounding,
+                                                          "batch_size": batch_size, "momentum": momentum}},
+                            rt.state_arrays())
+        if log is not None:  # after the checkpoint: a log that stops the run leaves this epoch saved
+            log(rec)
+    bar.close()
+    result = {"history": history, "graph": gt, "training_graph": tg, "steps": step,
+              "n_prefix": tg.n_prefix, "boundary": list(tg.boundary),
+              "train_acc": history[-1]["train_acc"] if history else None}
+    if val_feats is not None:
+        result["val_acc"], result["val_loss"] = evaluate(rt, val_feats, val.labels)
+    else:
+        result["val_acc"] = result["val_loss"] = None
+    result["seconds"] = time.monotonic() - t0
+    return result
+
+
+def _load_params(target: Graph, saved: Graph, source) -> None:
+    """Copy the saved parameters into `target` (same structure); refuse a checkpoint of another graph."""
+    names = [n.name for n in target.nodes]
+    if names != [n.name for n in saved.nodes]:
+        raise MicrotrainError(f"{source}: checkpoint graph has other layers than {target.name!r}")
+    for a, b in zip(target.nodes, saved.nodes):
+        if set(a.params) != set(b.params) or any(a.params[k].shape != b.params[k].shape for k in a.params):
+            raise MicrotrainError(f"{source}: layer {a.name!r} has other parameter shapes in the checkpoint")
+        a.params = {k: np.array(v, dtype=a.params[k].dtype) for k, v in b.params.items()}
+
+
+def save_trained(result: dict, path) -> Path:
+    from ..ir.serialize import save_graph
+
+    return save_graph(result["graph"], Path(path))

@@ -1,0 +1,120 @@
+"""Running firmware under qemu-system-arm with semihosting, always under a timeout, and counting executed
+instructions with the mt_icount TCG plugin (built here with the host's gcc, cached by source hash)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...errors import MicrotrainError
+from .build import INSTALL_HINT, ToolchainError, symbol_address
+
+PLUGIN_DIR = Path(__file__).resolve().parent.parent / "qemu_plugin"
+MACHINES = {"cortex-m7": "mps2-an500", "cortex-m4": "mps2-an386"}
+MAX_MARKS = 4096  # MT_MAX_MARKS in mt_semihost.h
+
+
+class FirmwareTimeoutError(MicrotrainError):
+    """The guest did not exit in time and was killed."""
+
+
+@dataclass
+class InstructionCount:
+    total: int
+    symbols: dict[str, int] = field(default_factory=dict)  # function -> self instructions
+    regions: dict[int, tuple[int, int]] = field(default_factory=dict)  # marker id -> (calls, instructions)
+
+    @classmethod
+    def parse(cls, text: str) -> "InstructionCount":
+        count = cls(total=-1)
+        for line in text.splitlines():
+            parts = line.split()
+            if parts[:1] == ["total"]:
+                count.total = int(parts[1])
+            elif parts[:1] == ["symbol"]:
+                count.symbols[" ".join(parts[1:-1])] = int(parts[-1])
+            elif parts[:1] == ["region"]:
+                count.regions[int(parts[1])] = (int(parts[2]), int(parts[3]))
+        if count.total < 0:
+            raise ToolchainError(f"instruction-count report is malformed:\n{text[:500]}")
+        return count
+
+
+@dataclass
+class RunResult:
+    status: int
+    stdout: str
+    stderr: str
+    instructions: InstructionCount | None = None
+
+
+def _plugin_cache() -> Path:
+    base = os.environ.get("MICROTRAIN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "microtrain")
+    return Path(base)
+
+
+def build_icount_plugin(cache_dir: Path | str | None = None) -> Path:
+    """The instruction-count plugin as a shared library, compiled with the host gcc when its source changed."""
+    sources = [PLUGIN_DIR / "mt_icount.c", PLUGIN_DIR / "mt_qemu_plugin_api.h"]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+    cache = Path(cache_dir) if cache_dir else _plugin_cache()
+    lib = cache / f"libmt_icount-{digest}.so"
+    if lib.exists():
+        return lib
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        raise ToolchainError("a host C compiler (gcc) is needed to build the instruction-count plugin")
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = lib.with_suffix(f".{os.getpid()}.tmp")
+    proc = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-Wall", "-fvisibility=hidden", "-o", str(tmp),
+                           str(sources[0])], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ToolchainError(f"building the QEMU plugin {sources[0]} failed:\n{proc.stderr.strip()}")
+    os.replace(tmp, lib)
+    return lib
+
+
+def run_firmware(elf: Path | str, cpu: str = "cortex-m7", *, timeout: float = 300, cwd: Path | str | None = None,
+                 count: bool = False, plugin: Path | None = None) -> RunResult:
+    """Run `elf` on the QEMU board for `cpu` until it exits (semihosting SYS_EXIT_EXTENDED gives its status).
+
+    Semihosting file paths are relative to `cwd`. stdin is closed. A guest still running after `timeout`
+    seconds is killed and FirmwareTimeoutError says so. count=True loads the instruction counter."""
+    if cpu not in MACHINES:
+        raise ToolchainError(f"unknown Cortex-M target {cpu!r}; choose one of {', '.join(MACHINES)}")
+    qemu = shutil.which("qemu-system-arm")
+    if qemu is None:
+        raise ToolchainError(f"qemu-system-arm not found on PATH; {INSTALL_HINT}")
+    elf = Path(elf).resolve()
+    cmd = [qemu, "-M", MACHINES[cpu], "-display", "none", "-monitor", "none", "-serial", "null",
+           "-semihosting-config", "enable=on,target=native", "-kernel", str(elf)]
+    with tempfile.TemporaryDirectory(prefix="mt-icount-") as tmp:
+        report = Path(tmp) / "icount.txt"
+        if count:
+            lib = plugin or build_icount_plugin()
+            args = f"{lib},out={report}"
+            marks = symbol_address(elf, "mt_marks")
+            if marks is not None:
+                args += f",marks={marks:#x},nmarks={MAX_MARKS}"
+            cmd[1:1] = ["-plugin", args]
+        try:
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  errors="replace", timeout=timeout, cwd=cwd)
+        except subprocess.TimeoutExpired as e:
+            tail = (e.stdout or b"")
+            tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+            raise FirmwareTimeoutError(
+                f"{elf.name} did not exit within {timeout:g} s on qemu-system-arm -M {MACHINES[cpu]}: "
+                f"killed (a hung or far too slow guest). Last output: {tail.strip()[-300:] or '(none)'}"
+            ) from None
+        icount = None
+        if count:
+            if not report.exists():
+                raise ToolchainError(f"the instruction-count plugin wrote no report:\n{proc.stderr.strip()[-1000:]}")
+            icount = InstructionCount.parse(report.read_text())
+    return RunResult(proc.returncode, proc.stdout, proc.stderr, icount)

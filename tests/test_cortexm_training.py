@@ -1,0 +1,84 @@
+"""On-device training of mcunet-5fps (2-class head, the 49 KB sparse-update scheme) under QEMU (Cortex-M7):
+the firmware links inside 256 KB SRAM / 1 MB flash with the planner's figures, trains on real ants/bees
+images streamed through semihosting, and ends with exactly the parameters and logits of the host build after
+the same steps; the instruction counter splits the step into forward, backward and update."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import hymenoptera, model_path
+from cortexm_util import require_arm_tools
+
+pytestmark = pytest.mark.qemu
+
+
+@pytest.fixture(scope="module")
+def firmware(tmp_path_factory):
+    require_arm_tools()
+    from microtrain.codegen import compile_model
+    from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
+    from microtrain.runtime.trainer import replace_head
+    from microtrain.sparse.fixtures import load_scheme
+    from microtrain.targets.cortex_m.project import emit_firmware
+
+    graph = replace_head(load_mcunet_pkl(model_path("mcunet-5fps")), 2)
+    out = tmp_path_factory.mktemp("mcunet-49kb-m7")
+    compiled = compile_model(graph, load_scheme("mcunet-5fps-49kb"), out_dir=out)
+    build, regions = emit_firmware(out, "cortex-m7")
+    return out, compiled, build, regions
+
+
+def test_links_within_budget_and_agrees_with_the_plan(firmware):
+    from microtrain.targets.cortex_m.project import plan_vs_link
+
+    out, compiled, build, _ = firmware
+    assert build.usage.ram <= 256 * 1024 and build.usage.flash <= 1024 * 1024
+    rows = plan_vs_link(build.elf, out)
+    assert [planned for _, planned, _ in rows] == [compiled.report.arena_bytes, compiled.report.trainable_sram_bytes]
+    for item, planned, linked in rows:
+        assert planned == linked, item
+    # what else lives in SRAM is the stack and a few hundred bytes of harness state
+    assert 0 <= build.usage.ram - compiled.report.training_sram_bytes - build.usage.stack < 512
+    assert (out / "firmware" / "mt_firmware.ld").exists() and (out / "Makefile.firmware").exists()
+
+
+def test_device_training_equals_host_build(firmware):
+    from microtrain.targets.cortex_m.data import session_data
+    from microtrain.targets.cortex_m.session import cost_report, run_session
+    from microtrain.targets.host import HostModel, build_host
+
+    out, compiled, build, regions = firmware
+    train, evaluate, classes, _ = session_data(hymenoptera(), 128, 2, steps=3, n_eval=2, seed=1)
+    assert classes == ["ants", "bees"]
+    device = run_session(build.elf, "cortex-m7", train=train, evaluate=evaluate, count=True, timeout=300)
+
+    host = HostModel(build_host(out, opt="-O1"))
+    host_losses = [host.train_step(x, int(y)) for x, y in zip(*train)]
+    assert device.params == host.export_params() and len(device.params) == compiled.report.trainable_sram_bytes
+    np.testing.assert_array_equal(device.logits, host.infer(evaluate[0]))
+    np.testing.assert_allclose(device.losses, host_losses, atol=1e-6)
+    assert device.stack_used < build.usage.stack
+
+    icount = device.instructions
+    assert sum(n for _, n in icount.regions.values()) == icount.total
+    step = cost_report(icount, regions, "train")
+    assert step.calls == 3
+    assert {"forward", "backward", "update"} <= {p for p, n in step.by_phase.items() if n > 0}
+    # the three phases are most of a step, and a step is hundreds of thousands of instructions at least
+    assert step.by_phase["forward"] + step.by_phase["backward"] + step.by_phase["update"] > 0.95 * step.per_call
+    assert step.per_call > 1e6
+
+
+def test_cli_run_trains_and_reports(firmware, capsys):
+    from microtrain.cli import main
+
+    out, _, _, _ = firmware
+    params = out / "trained.bin"
+    status = main(["run", str(out), "--data", str(hymenoptera()), "--steps", "2", "--eval", "2", "--no-count",
+                   "--params-out", str(params)])
+    text = capsys.readouterr().out
+    assert status == 0, text
+    assert "step    2  loss" in text and "held-out accuracy:" in text
+    assert "(agrees)" in text and "DIFFERS" not in text
+    assert params.exists() and params.stat().st_size > 0

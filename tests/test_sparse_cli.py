@@ -1,0 +1,42 @@
+"""`microtrain plan`: search from a gain table, report a scheme's memory, clear budget errors."""
+from __future__ import annotations
+
+from fractions import Fraction as F
+
+import pytest
+
+from microtrain.cli import main
+from microtrain.sparse.scheme import UpdateScheme
+from microtrain.sparse.search import GainTable
+
+
+def test_plan_searches_and_writes_a_scheme(mcunet, tmp_path, capsys):
+    from conftest import model_path
+
+    gains = GainTable("mcunet-5fps", 0.9, {0: 0, 6: 0.01, 12: 0.02},
+                      {(i, r): 0.01 * float(r) for i in range(30, 42) for r in (F(1, 8), F(1, 2), F(1))}, 12)
+    gains.save(tmp_path / "g.json")
+    out = tmp_path / "s.json"
+    rc = main(["plan", str(model_path("mcunet-5fps")), "--budget", "49KB", "--gains", str(tmp_path / "g.json"),
+               "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "expected gain" in text and "extra memory" in text
+    s = UpdateScheme.load(out)
+    from microtrain.sparse.memory import MemoryModel
+
+    assert MemoryModel(mcunet).scheme_bytes(s) <= 49 * 1024 and s.n_bias in (0, 6, 12)
+
+
+def test_plan_reports_a_shipped_scheme(capsys):
+    from conftest import model_path
+
+    assert main(["plan", str(model_path("mcunet-5fps")), "--scheme", "mcunet-5fps-99kb"]) == 0
+    assert "99.8 KB" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("budget,message", [("100B", "needs 160 B"), ("5GB", "unknown unit")])
+def test_plan_budget_errors(budget, message, capsys):
+    from conftest import model_path
+
+    assert main(["plan", str(model_path("mcunet-5fps")), "--budget", budget, "--data", "/nonexistent"]) == 1
+    assert message in capsys.readouterr().err
