@@ -40,7 +40,13 @@ def main(argv=None) -> int:
 
     ap.add_argument("--cache", default=str(DEFAULT_CACHE), help="contribution-analysis cache (shared with `plan`)")
     ap.add_argument("--analysis-only", action="store_true")
+    ap.add_argument("--report-only", action="store_true", help="rewrite sparse.md/png from sparse.json")
     args = ap.parse_args(argv)
+    if args.report_only:
+        record = json.loads((RESULTS / "sparse.json").read_text())
+        write_markdown(record, RESULTS / "sparse.md")
+        plot(record, RESULTS / "sparse.png")
+        return 0
 
     from microtrain.models import load_model
     from microtrain.runtime.datasets import load_image_folder
@@ -192,6 +198,18 @@ def write_markdown(record: dict, path: Path) -> None:
         g = 100 * s["predicted_gain"] if s["metric"] == "acc" else s["predicted_gain"]
         lines.append(f"- {s['budget_kb']:g} KB, {s['metric']}: n_bias {s['scheme']['n_bias']}, weights {w}; "
                      f"predicted {g:+.3f} {unit}; search {s['seconds']:.1f} s")
+    lines += ["", "Acceptance check (mean val accuracy): each searched scheme within 100 KB against the best",
+              "last-k baseline that uses at least 4x its memory:", ""]
+    lastk = [(n, r) for n, r in record["final"].items() if r["kind"] == "last-k layers"]
+    for name, r in rows:
+        if r["kind"].startswith("searched") and r["extra_kb"] <= 100:
+            bigger = [(n, b) for n, b in lastk if b["extra_kb"] >= 4 * r["extra_kb"]]
+            if not bigger:
+                continue
+            bn, b = max(bigger, key=lambda nb: nb[1]["val_acc"])
+            verdict = "at least as accurate" if r["val_acc"] >= b["val_acc"] else "LESS accurate"
+            lines.append(f"- {name} ({r['extra_kb']:.1f} KB, {100 * r['val_acc']:.1f} %) vs {bn} "
+                         f"({b['extra_kb']:.1f} KB, {100 * b['val_acc']:.1f} %): {verdict}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -201,25 +219,32 @@ def plot(record: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     styles = {"searched (acc)": ("o", "C0"), "searched (loss)": ("s", "C1"), "last-k layers": ("^", "C2"),
               "bias-only": ("D", "C3"), "head-only": ("x", "k"), "upstream scheme": ("*", "C4")}
     for kind, (marker, color) in styles.items():
-        pts = sorted((r["extra_kb"], 100 * r["val_acc"], 100 * r.get("val_acc_min", r["val_acc"]),
-                      100 * r.get("val_acc_max", r["val_acc"])) for r in record["final"].values() if r["kind"] == kind)
-        if pts:
-            xs, ys, lo, hi = (list(v) for v in zip(*pts))
-            ax.errorbar(xs, ys, yerr=[[y - a for y, a in zip(ys, lo)], [b - y for y, b in zip(ys, hi)]],
-                        marker=marker, color=color, label=kind, linestyle="-" if len(pts) > 1 else "none",
-                        capsize=3, alpha=0.85)
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlabel("extra training memory (KB, analytic)")
-    ax.set_ylabel("validation accuracy (%), mean and range over seeds")
-    ax.set_title("mcunet-5fps on hymenoptera: accuracy vs memory")
-    ax.grid(alpha=0.3)
+        rows = sorted((r for r in record["final"].values() if r["kind"] == kind), key=lambda r: r["extra_kb"])
+        if not rows:
+            continue
+        xs = [r["extra_kb"] for r in rows]
+        ys = [100 * r["val_acc"] for r in rows]
+        lo = [y - 100 * r.get("val_acc_min", r["val_acc"]) for y, r in zip(ys, rows)]
+        hi = [100 * r.get("val_acc_max", r["val_acc"]) - y for y, r in zip(ys, rows)]
+        line = "-" if len(rows) > 1 else "none"
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker=marker, color=color, label=kind, linestyle=line, capsize=3,
+                    alpha=0.85)
+        ax2.plot(xs, [r["val_loss"] for r in rows], marker=marker, color=color, label=kind, linestyle=line)
+    for a in (ax, ax2):
+        a.set_xscale("symlog", linthresh=1)
+        a.set_xlabel("extra training memory (KB, analytic)")
+        a.grid(alpha=0.3)
+    ax.set_ylabel("val accuracy (%), mean and range over seeds")
+    ax2.set_ylabel("val loss (mean over seeds)")
+    ax.set_title("mcunet-5fps on hymenoptera: accuracy")
+    ax2.set_title("val loss (lower is better)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -74,3 +74,29 @@ def test_parse_budget(text, expected):
 def test_parse_budget_rejects(bad):
     with pytest.raises(BudgetError, match="budget"):
         parse_budget(bad)
+
+
+def test_pinned_channels_survive_training_and_json(mcunet, tmp_path):
+    """A pinned scheme trains the same slices on a graph whose weight norms have moved (as after
+    training), so simulation and generated code agree; an unpinned 'norm' scheme would re-select."""
+    import numpy as np
+
+    s = load_fixture("mcunet-5fps-49kb")
+    pinned = s.pinned(mcunet)
+    assert pinned.resolve(mcunet) == s.resolve(mcunet)
+    moved = mcunet.copy()
+    conv = moved.indexed_convs()[24]
+    w = conv.params["weight"]
+    conv.params["weight"] = np.ascontiguousarray(w[:, ::-1])  # permute input channels: norms move
+    name = conv.name
+    assert s.resolve(moved)[name].channels != pinned.resolve(mcunet)[name].channels
+    again = UpdateScheme.load(pinned.save(tmp_path / "p.json"))
+    assert again.resolve(moved)[name].channels == pinned.resolve(mcunet)[name].channels
+    assert MemoryModel(mcunet).scheme_bytes(again) == MemoryModel(mcunet).scheme_bytes(s)
+
+
+def test_pinned_channels_are_checked(mcunet):
+    with pytest.raises(SchemeError, match="must be 12 distinct"):
+        UpdateScheme(20, {24: 0.25}, channels={24: (0, 1)}).resolve(mcunet)
+    with pytest.raises(SchemeError, match="not trained"):
+        UpdateScheme(20, {24: 0.25}, channels={27: (0,)}).validate(mcunet)

@@ -254,3 +254,31 @@ def test_imported_model_trains_end_to_end_int8(trained, digits):
           f"val acc {out['val_acc']:.3f}")
     assert last < first
     assert out["val_acc"] > 0.8  # chance is 0.2
+
+
+def test_ptq_follows_the_ir_int8_conventions(trained, digits):
+    from microtrain.ir.validate import validate
+
+    graph = import_torch(trained, RES, 3)
+    q8 = validate(quantize(graph, digits[0][:64]))
+    assert q8.input_spec.quant.scale == pytest.approx(2 / 255) and q8.input_spec.quant.zero_point == 0
+    for fnode, node in zip(graph.nodes, q8.nodes):
+        qy = q8.tensors[node.output].quant
+        if node.op == "global_avg_pool":
+            assert qy == q8.tensors[node.inputs[0]].quant  # pooling stays in its input's domain
+            continue
+        if fnode.attrs.get("activation") in ("relu", "relu6"):
+            assert qy.zero_point == -128  # the int8 clamp is the activation
+            if fnode.attrs["activation"] == "relu6":
+                assert qy.scale <= 6 / 255 + 1e-12
+        assert "activation" not in node.attrs
+        if node.op != "conv2d":
+            continue
+        w, ws, b = node.params["weight"], node.params["w_scales"], node.params["bias"]
+        assert w.dtype == np.int8 and b.dtype == np.int32 and ws.dtype == np.float32
+        assert np.abs(w.astype(int)).reshape(len(w), -1).max(axis=1).max() == 127  # symmetric, full range
+        xs = q8.tensors[node.inputs[0]].quant.scale
+        real_w = w.astype(np.float64) * ws.astype(np.float64)[:, None, None, None]
+        np.testing.assert_allclose(real_w, fnode.params["weight"], atol=float(ws.max()) / 2 + 1e-9)
+        np.testing.assert_allclose(b * xs * ws.astype(np.float64), fnode.params["bias"],
+                                   atol=float((xs * ws).max()) / 2 + 1e-9)

@@ -66,12 +66,12 @@ def run(args) -> int:
     from ..sparse.search import search
 
     result = search(table, model, budget, seed=args.seed, selection=args.selection,
-                    name=f"{graph.name}-{args.budget.strip().lower()}")
+                    name=f"{graph.name}-searched-{args.budget.strip().lower()}")
     print(result.summary(table))
     print(memory_table(model, result.scheme))
-    _print_planner(graph, result.scheme)
-    if args.out:
-        path = result.scheme.save(args.out)
+    _print_planner(_with_data_head(graph, args), result.scheme)
+    if args.out:  # pinned: training and code generation train exactly these channels, whatever the weights become
+        path = result.scheme.pinned(graph).save(args.out)
         print(f"wrote {path} (use: microtrain train {args.model} --scheme {path})")
     return 0
 
@@ -97,6 +97,18 @@ def _gain_table(graph, args):
     if args.save_gains:
         table.save(args.save_gains)
     return table
+
+
+def _with_data_head(graph, args):
+    """The graph with the N-class head training will give it (the planner counts the head's weights)."""
+    if not args.data:
+        return graph
+    from ..runtime.datasets import list_image_folder
+    from ..runtime.trainer import replace_head
+
+    root = Path(args.data)
+    classes, _ = list_image_folder(root / "train" if (root / "train").is_dir() else root)
+    return replace_head(graph, len(classes)) if len(classes) != graph.num_classes else graph
 
 
 def memory_table(model, scheme) -> str:

@@ -6,7 +6,9 @@ A scheme names convs by their index in execution order without the classifier (G
   channels (for a depthwise conv, input channel = output channel); which channels is decided by
   `selection` ("norm": largest L2 norm of the weight slice, upstream's simulation; "first": first k).
 `resolve(graph)` fixes the concrete channel indices once; simulation and generated code both use
-that resolution, so they always train the same slices.
+that resolution, so they always train the same slices. `pinned(graph)` stores them in the scheme
+(`channels`), so a trained graph (whose norms have moved) still resolves to the same slices;
+`microtrain plan --out` writes pinned schemes.
 """
 from __future__ import annotations
 
@@ -39,6 +41,10 @@ class UpdateScheme:
     weights: dict[int, float] = field(default_factory=dict)
     selection: str = "norm"
     name: str = ""
+    # optional pinned input channels per weight-trained conv: they override `selection`, so a scheme
+    # resolved once (pinned()) trains the same slices on any later copy of the graph, e.g. a trained one
+    # whose weight norms have moved
+    channels: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     # ----- constructors ----------------------------------------------------------------------------
     @classmethod
@@ -84,7 +90,22 @@ class UpdateScheme:
                 raise SchemeError(f"scheme {self.name!r}: conv index {idx!r} out of range [0, {n}) for {graph.name}")
             if Fraction(ratio).limit_denominator(64) not in RATIOS:
                 raise SchemeError(f"scheme {self.name!r}: ratio {ratio!r} of conv {idx} must be one of 1/8, 1/4, 1/2, 1")
+        convs = graph.indexed_convs()
+        for idx, chans in self.channels.items():
+            if idx not in self.weights:
+                raise SchemeError(f"scheme {self.name!r}: channels pinned for conv {idx}, whose weights are not trained")
+            node = convs[idx]
+            c_in, k = selectable_channels(node), n_trained_channels(node, self.weights[idx])
+            if len(set(chans)) != len(chans) or any(not 0 <= c < c_in for c in chans) or len(chans) != k:
+                raise SchemeError(f"scheme {self.name!r}: pinned channels of conv {idx} ({node.name}) must be {k} "
+                                  f"distinct indices in [0, {c_in}), got {list(chans)}")
         return self
+
+    def pinned(self, graph: Graph) -> "UpdateScheme":
+        """A copy whose trained channels are fixed to this graph's selection (see `channels`)."""
+        specs = self.resolve(graph)
+        chans = {i: specs[node.name].channels for i, node in enumerate(graph.indexed_convs()) if i in self.weights}
+        return UpdateScheme(self.n_bias, dict(self.weights), self.selection, self.name, chans)
 
     def resolve(self, graph: Graph) -> dict[str, TrainSpec]:
         """{node name: TrainSpec} of every trained conv, classifier included (always fully trained)."""
@@ -95,7 +116,9 @@ class UpdateScheme:
         for i, node in enumerate(convs):
             bias = i >= n - self.n_bias
             channels = None
-            if i in self.weights:
+            if i in self.channels:
+                channels = tuple(sorted(int(c) for c in self.channels[i]))
+            elif i in self.weights:
                 channels = select_channels(node, self.weights[i], self.selection)
             if bias or channels is not None:
                 out[node.name] = TrainSpec(node.name, bias, channels)
@@ -105,13 +128,16 @@ class UpdateScheme:
 
     # ----- (de)serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {
+        d = {
             "format": "microtrain-scheme",
             "name": self.name,
             "n_bias": self.n_bias,
             "weights": {str(k): _ratio_str(v) for k, v in sorted(self.weights.items())},
             "selection": self.selection,
         }
+        if self.channels:
+            d["channels"] = {str(k): [int(c) for c in v] for k, v in sorted(self.channels.items())}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "scheme") -> "UpdateScheme":
@@ -122,7 +148,8 @@ class UpdateScheme:
             n_bias = d.get("n_bias", 0)
             if isinstance(n_bias, bool) or not isinstance(n_bias, int):
                 raise ValueError(f"n_bias must be an integer, got {n_bias!r}")
-            return cls(n_bias, weights, str(d.get("selection", "norm")), str(d.get("name", "")))
+            channels = {int(k): tuple(int(c) for c in v) for k, v in dict(d.get("channels") or {}).items()}
+            return cls(n_bias, weights, str(d.get("selection", "norm")), str(d.get("name", "")), channels)
         except (TypeError, ValueError, ZeroDivisionError, OverflowError) as e:  # Overflow: a 400-digit ratio
             raise SchemeError(f"{source}: malformed scheme ({str(e)[:200]})") from None
 

@@ -124,8 +124,11 @@ class SearchResult:
 
 
     def describe_gain(self, table: GainTable | None) -> str:
+        if self.gain <= 0 and self.scheme.n_bias == 0 and not self.scheme.weights:
+            return ("expected gain 0: no measured update beat training the head only, so the head only it is "
+                    "(try --metric loss, more data, or more analysis epochs for a finer signal)")
         if table is not None and table.metric == "loss":
-            return f"expected gain: held-out loss {self.gain:+.4f} nats lower than training the head only"
+            return f"expected gain: held-out loss lower by {self.gain:.4f} nats than when training the head only"
         text = f"expected gain {100 * self.gain:+.2f} accuracy points over training the head only"
         if table is not None:
             # gains are assumed additive (the paper's model); their sum can overshoot, so cap at 100 %

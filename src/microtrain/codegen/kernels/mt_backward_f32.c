@@ -143,8 +143,52 @@ static float mt_dw_grad_in(const mt_conv_params *p, const float *gacc, const int
     return acc;
 }
 
+#define MT_DWG_CHUNK 64 /* channels accumulated together (256-byte stack array) */
+
+/* Whole-weight depthwise: per input pixel, taps in (u, v) order outside, channels inside (the
+ * per-element summation order is the same as mt_dw_grad_in's). */
+static void mt_dw_grad_in_dense(const mt_conv_params *p, const float *gacc, const int8_t *w, float *gx) {
+    float acc[MT_DWG_CHUNK];
+    int32_t iy, ix, c0, j, u, v;
+    for (iy = 0; iy < p->in_h; iy++) {
+        for (ix = 0; ix < p->in_w; ix++) {
+            float *out = gx + (iy * p->in_w + ix) * p->in_c;
+            for (c0 = 0; c0 < p->in_c; c0 += MT_DWG_CHUNK) {
+                int32_t n = p->in_c - c0 < MT_DWG_CHUNK ? p->in_c - c0 : MT_DWG_CHUNK;
+                for (j = 0; j < n; j++) acc[j] = 0.0f;
+                for (u = 0; u < p->kh; u++) {
+                    int32_t ty = iy + p->pad - u, oy;
+                    if (ty < 0 || ty % p->stride) continue;
+                    oy = ty / p->stride;
+                    if (oy >= p->out_h) continue;
+                    for (v = 0; v < p->kw; v++) {
+                        int32_t tx = ix + p->pad - v, ox;
+                        const float *g;
+                        const int8_t *wt;
+                        if (tx < 0 || tx % p->stride) continue;
+                        ox = tx / p->stride;
+                        if (ox >= p->out_w) continue;
+                        g = gacc + (oy * p->out_w + ox) * p->out_c + c0;
+                        wt = w + (u * p->kw + v) * p->in_c + c0;
+                        for (j = 0; j < n; j++) acc[j] += g[j] * (float)wt[j];
+                    }
+                }
+                for (j = 0; j < n; j++) out[c0 + j] = acc[j];
+            }
+        }
+    }
+}
+
 void mt_conv_grad_input_depthwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx) {
     int32_t iy, ix, j;
+    if (w->n_train == 0 && !w->frozen_idx) {
+        mt_dw_grad_in_dense(p, gacc, w->frozen, gx);
+        return;
+    }
+    if (w->n_frozen == 0 && !w->train_idx) {
+        mt_dw_grad_in_dense(p, gacc, w->train, gx);
+        return;
+    }
     for (iy = 0; iy < p->in_h; iy++) {
         for (ix = 0; ix < p->in_w; ix++) {
             float *out = gx + (iy * p->in_w + ix) * p->in_c;

@@ -77,12 +77,39 @@ void mt_conv_pointwise_split_s8(const mt_conv_params *p, const int8_t *x, const 
     }
 }
 
+#define MT_PATCH_MAX 128 /* window elements (kh * kw * in_c) gathered on the stack (256 bytes) */
+
 void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                 const float *eff, int8_t *y, uint8_t *mask) {
-    int32_t oy, ox, o, ky, kx;
+    int16_t patch[MT_PATCH_MAX];
+    int32_t oy, ox, o, ky, kx, i, k = p->kh * p->kw * p->in_c;
     for (oy = 0; oy < p->out_h; oy++) {
         for (ox = 0; ox < p->out_w; ox++) {
             int32_t base = (oy * p->out_w + ox) * p->out_c;
+            if (k <= MT_PATCH_MAX) {
+                /* small windows (e.g. the RGB stem): gather x - x_zero once, real zeros in the padding,
+                 * then each output channel is one contiguous dot product */
+                int16_t *pp = patch;
+                for (ky = 0; ky < p->kh; ky++) {
+                    int32_t iy = oy * p->stride - p->pad + ky;
+                    for (kx = 0; kx < p->kw; kx++) {
+                        int32_t ix = ox * p->stride - p->pad + kx;
+                        if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
+                            for (i = 0; i < p->in_c; i++) *pp++ = 0;
+                        } else {
+                            const int8_t *xp = x + (iy * p->in_w + ix) * p->in_c;
+                            for (i = 0; i < p->in_c; i++) *pp++ = (int16_t)(xp[i] - p->x_zero);
+                        }
+                    }
+                }
+                for (o = 0; o < p->out_c; o++) {
+                    const int8_t *wr = w + o * k;
+                    int32_t acc = 0;
+                    for (i = 0; i < k; i++) acc += (int32_t)patch[i] * (int32_t)wr[i];
+                    mt_store(y, mask, base + o, acc, bias[o], eff[o], p->y_zero);
+                }
+                continue;
+            }
             for (o = 0; o < p->out_c; o++) {
                 int32_t acc = 0;
                 for (ky = 0; ky < p->kh; ky++) {

@@ -40,9 +40,9 @@ FIRMWARE_SRCS := $(FIRMWARE_DIR)mt_startup.c $(FIRMWARE_DIR)mt_semihost.c
 # float backward) in place of their portable twins, which are compiled renamed *_portable (unused ones are
 # then dropped by --gc-sections).
 SIMD_SRCS ?=
-SIMD_KERNELS := mt_conv_pointwise_s8 mt_conv_depthwise_s8 mt_conv_s8 mt_conv_pointwise_split_s8
+SIMD_KERNELS := mt_conv_pointwise_s8 mt_conv_depthwise_s8 mt_conv_s8 mt_conv_pointwise_split_s8 mt_add_s8
 FAST_BACKWARD_KERNELS := mt_conv_grad_input_pointwise_f32 mt_conv_grad_input_depthwise_f32 \
-                         mt_conv_weight_update_pointwise_f32 mt_conv_grad_acc_f32
+                         mt_conv_weight_update_pointwise_f32 mt_conv_grad_acc_f32 mt_bias_update_f32
 ifeq ($(SIMD),1)
 ALL_SRCS := $(SRCS) $(SIMD_SRCS)
 PORTABLE_RENAMES := $(foreach k,$(SIMD_KERNELS),-D$(k)=$(k)_portable)

@@ -11,7 +11,8 @@
  *   channel loop runs innermost, accumulating in place in tap order;
  * - fused weight update of a pointwise conv: 4 output x 2 input channels per pass, so each (x - x_zero) and
  *   each gradient value is loaded and converted once for several products;
- * - the masked gradient of a conv output: one mask byte per 8 elements.
+ * - the masked gradient of a conv output: one mask byte per 8 elements;
+ * - fused bias update: four channels per pass over the positions.
  * Chosen at build time like the SIMD kernels (targets/cortex_m/mt_cortex_m.mk renames the portable ones). */
 #include "mt_arith.h"
 #include "mt_kernels.h"
@@ -99,7 +100,9 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
 void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx)
 {
     int32_t n_in = p->in_h * p->in_w * p->in_c;
-    for (int32_t i = 0; i < n_in; i++) gx[i] = 0.0f;
+    /* with stride 1 and the two blocks covering every channel, each element is assigned below */
+    if (p->stride != 1 || p->out_h != p->in_h || p->out_w != p->in_w || w->n_frozen + w->n_train != p->in_c)
+        for (int32_t i = 0; i < n_in; i++) gx[i] = 0.0f;
     grad_input_pointwise_block(p, gacc, w->frozen, w->frozen_idx, w->n_frozen, gx);
     grad_input_pointwise_block(p, gacc, w->train, w->train_idx, w->n_train, gx);
 }
@@ -229,5 +232,35 @@ void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *
                          gacc[(oy * p->out_w + ox) * out_c + o];
             apply_update(w, u, key, neg_lr, o, j, g);
         }
+    }
+}
+
+/* Fused bias gradient + update, four channels per pass over the positions (each channel's sum keeps its order). */
+void mt_bias_update_f32(const float *gacc, int32_t hw, int32_t c, int32_t *bias, const mt_update_params *u,
+                        const mt_train_ctx *ctx)
+{
+    uint32_t key = mt_hash_key(ctx->seed, ctx->step, u->param_id);
+    const float neg_lr = -ctx->lr;
+    int32_t o = 0;
+    for (; o + 4 <= c; o += 4) {
+        float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f;
+        const float *gp = gacc + o;
+        for (int32_t i = 0; i < hw; i++, gp += c) {
+            g0 += gp[0];
+            g1 += gp[1];
+            g2 += gp[2];
+            g3 += gp[3];
+        }
+        float g[4] = {g0, g1, g2, g3};
+        for (int32_t j = 0; j < 4; j++) {
+            float d = g[j] / u->divisor[o + j];
+            bias[o + j] = mt_update_s32(bias[o + j], neg_lr * d, u->rounding, key, (uint32_t)(o + j));
+        }
+    }
+    for (; o < c; o++) {
+        float g = 0.0f, d;
+        for (int32_t i = 0; i < hw; i++) g += gacc[i * c + o];
+        d = g / u->divisor[o];
+        bias[o] = mt_update_s32(bias[o], neg_lr * d, u->rounding, key, (uint32_t)o);
     }
 }

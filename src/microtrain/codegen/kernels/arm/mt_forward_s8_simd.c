@@ -512,4 +512,24 @@ void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
     }
 }
 
+/* Residual add: mt_add_requant_s8's float32 sequence, rounded and clamped like store_out (VCVTR, QADD, SSAT). */
+void mt_add_s8(const mt_add_params *p, const int8_t *skip, const int8_t *main_in, int8_t *y, uint8_t *mask)
+{
+    const float z1 = (float)p->z1, z2 = (float)p->z2, s1 = p->s1, s2 = p->s2, sy = p->sy;
+    for (int32_t i = 0; i < p->size; i++) {
+        /* y may alias skip or main_in (in place): each element is read before it is written */
+        float a = ((float)skip[i] - z1) * s1;
+        float b = ((float)main_in[i] - z2) * s2;
+        float t = (a + b) / sy;
+        int32_t v = __builtin_expect(t != t, 0) ? -(1 << 16) : __qadd(rint_s32(t), p->zy);
+        int32_t q = __ssat(v, 8);
+        y[i] = (int8_t)q;
+        if (mask) {
+            uint8_t bit = (uint8_t)(1u << (i & 7));
+            if (q == v) mask[i >> 3] = (uint8_t)(mask[i >> 3] | bit);
+            else mask[i >> 3] = (uint8_t)(mask[i >> 3] & (uint8_t)~bit);
+        }
+    }
+}
+
 #endif /* __ARM_FEATURE_DSP */

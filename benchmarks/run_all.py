@@ -1,0 +1,504 @@
+"""All benchmarks against the anchors in one command: tables, JSON and plots (`microtrain bench` runs this).
+
+    nice -n 10 python benchmarks/run_all.py [--quick] [--accuracy auto|reuse|rerun|skip] [--skip STEP ...]
+
+Steps (each result says whether it was measured now, reused from an earlier run, or skipped):
+  memory    PyTorch peak training memory at batch 1 (fresh process per configuration; bench_memory.py)
+            vs microtrain's planned and linked SRAM, full update and sparse scheme, 3 models: the ratios
+  host      training-step time of the host C build vs PyTorch CPU, batch 1 (bench_host_step.py per model)
+  cortexm   instructions per training step on the emulated Cortex-M7 (bench_cortexm.models_table) vs the
+            ~118 M cycles of upstream's engine and vs the arithmetic lower bound (MACs of the step / 2)
+  accuracy  the QAS table (exp_qas.py) and accuracy vs memory (exp_sparse.py): their result files are
+            reused when newer than the code they depend on; otherwise a reduced run is made (marked so)
+Writes benchmarks/results/bench_*.json, bench_*.png and headline.md (the README's headline table).
+--quick: fewer timed steps, no firmware link of the memory figures, mcunet-5fps only on Cortex-M.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SRC = REPO / "src" / "microtrain"
+RESULTS = HERE / "results"
+MODELS = ("mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3")
+STEPS = ("memory", "host", "cortexm", "accuracy")
+UPSTREAM_CYCLES = 118e6  # upstream engine, MCUNet-5fps sparse update, STM32F746 (paper: 546 ms at 216 MHz)
+MACS_PER_CYCLE = 2  # Cortex-M7 SMLAD: two 16-bit MACs per cycle
+PAPER_MEMORY_KB = {  # paper, peak training memory on the device: full -> sparse -> sparse + reordering
+    "mbv2-w0.35": (2939, 335, 141), "proxyless-w0.3": (2745, 326, 135), "mcunet-5fps": (3650, 560, 173)}
+PAPER_STEP_MS = {"mbv2-w0.35": 373, "proxyless-w0.3": 443, "mcunet-5fps": 546}
+# code each accuracy result depends on: a result file older than any of these is stale
+ACCURACY_DEPS = {
+    "qas": ["benchmarks/exp_qas.py", "src/microtrain/runtime", "src/microtrain/quant", "src/microtrain/autodiff.py",
+            "src/microtrain/ops"],
+    "sparse": ["benchmarks/exp_sparse.py", "src/microtrain/runtime", "src/microtrain/quant", "src/microtrain/sparse",
+               "src/microtrain/autodiff.py", "src/microtrain/ops"],
+}
+
+sys.path.insert(0, str(HERE))
+
+
+def log(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def save(name: str, doc: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    return path
+
+
+def newest_mtime(paths) -> tuple[float, str]:
+    best = (0.0, "")
+    for rel in paths:
+        p = REPO / rel
+        files = [p] if p.is_file() else list(p.rglob("*.py")) + list(p.rglob("*.c")) if p.exists() else []
+        for f in files:
+            best = max(best, (f.stat().st_mtime, str(f.relative_to(REPO))))
+    return best
+
+
+# ----- 1. memory ------------------------------------------------------------------------------------------
+def step_memory(args) -> dict:
+    import bench_memory
+
+    log("== memory: PyTorch peak training memory (batch 1, fresh process each) vs microtrain SRAM ==")
+    rows = bench_memory.measure_all(MODELS, bench_memory.CONFIGS, link=not args.quick, log=log)
+    bench_memory.print_table(rows)
+    doc = {"source": "measured now", "date": now(), "command": "benchmarks/bench_memory.py "
+           + ("--no-link" if args.quick else ""), "method": bench_memory.__doc__.split("\n\n", 2)[2].strip(),
+           "paper_device_kb": PAPER_MEMORY_KB, "results": rows}
+    log(f"wrote {save('bench_memory.json', doc)}")
+    return doc
+
+
+# ----- 2. host step time ----------------------------------------------------------------------------------
+def step_host(args) -> dict:
+    import bench_memory
+
+    log("\n== training-step time, batch 1: host C build vs PyTorch CPU (1 thread each) ==")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-host-") as tmp:
+        for model in MODELS:
+            graph = bench_memory.bench_graph(model)
+            scheme_file = bench_memory.sparse_scheme(model, graph).save(Path(tmp) / f"{model}.json")
+            out = Path(tmp) / f"{model}-step.json"
+            cmd = [sys.executable, str(HERE / "bench_host_step.py"), "--model", model, "--scheme", str(scheme_file),
+                   "--steps", str(5 if args.quick else 20), "--out", str(out)]
+            proc = _run_limited(cmd, 600)
+            if proc.returncode != 0 or not out.exists():
+                log(f"  {model}: bench_host_step.py failed (exit {proc.returncode}): {proc.stderr[-800:]}")
+                rows.append({"model": model, "error": proc.stderr[-2000:]})
+                continue
+            row = json.loads(out.read_text())
+            row["scheme"] = row.get("scheme") or scheme_file.stem
+            rows.append(row)
+            log(f"  {model} ({row['scheme']}): C {row['c_ms_wall']:.1f} ms, PyTorch {row['torch_ms_wall']:.1f} ms "
+                f"wall -> C/PyTorch {row['ratio_wall']:.2f}x wall, {row['ratio_cpu']:.2f}x CPU time")
+    doc = {"source": "measured now", "date": now(), "command": "benchmarks/bench_host_step.py --model M --scheme S "
+           f"--steps {5 if args.quick else 20} (per model)", "load_average": os.getloadavg()[0], "results": rows}
+    log(f"wrote {save('bench_host_step.json', doc)}")
+    return doc
+
+
+# ----- 3. Cortex-M instructions per step and the lower bound -----------------------------------------------
+def step_macs(model: str, scheme) -> dict:
+    """MACs of one training step, read off the lowered program: forward convs, the backward grad-input convs
+    and the weight-gradient convs of the trained slices (as many MACs as the forward on those channels)."""
+    import bench_memory
+    from microtrain.codegen import build_program
+    from microtrain.ops import op_module
+
+    graph = bench_memory.bench_graph(model)
+    prog = build_program(graph, scheme)
+    trained = scheme.resolve(graph)
+    macs = {"forward": 0, "backward": 0, "update": 0}
+    names, forward_nodes, by_op = {n.name for n in graph.nodes}, set(), {}
+    for step in prog.train_steps:
+        if step.node not in names:
+            continue
+        node = graph.node(step.node)
+        full = int(op_module(node).macs(node, graph.tensors[node.inputs[0]].shape, graph.tensors[node.output].shape))
+        n = 0
+        if step.phase == "forward" and step.kernel.startswith(("mt_conv", "mt_add", "mt_global_avg_pool")):
+            if node.name not in forward_nodes:  # a split conv is still one conv's MACs
+                forward_nodes.add(node.name)
+                n = full
+        elif "grad_input" in step.kernel:
+            n = full
+        elif "weight_update" in step.kernel or "weight_grad" in step.kernel:
+            spec = trained.get(node.name)
+            groups = int(node.attrs.get("groups", 1))
+            in_ch = node.params["weight"].shape[1] * groups
+            k = len(spec.channels) if spec and spec.channels is not None else in_ch
+            n = full * k // in_ch
+        if n and step.phase in macs:
+            macs[step.phase] += n
+            key = f"{step.phase}|{node.name}"
+            by_op[key] = by_op.get(key, 0) + n
+    macs["total"] = sum(macs.values())
+    macs["by_op"] = by_op  # "phase|node" -> MACs
+    return macs
+
+
+def _scheme_by_name(model: str, name: str):
+    import bench_memory
+    from microtrain.sparse.fixtures import fixture_names, load_fixture
+
+    if name in fixture_names():
+        return load_fixture(name)
+    scheme = bench_memory.sparse_scheme(model, bench_memory.bench_graph(model))
+    if scheme.name != name:
+        raise ValueError(f"unknown scheme {name!r} of {model} in the Cortex-M results")
+    return scheme
+
+
+def step_cortexm(args) -> dict:
+    log("\n== instructions per training step on the emulated Cortex-M (QEMU, batch 1, 2-class head) ==")
+    source, command = "measured now", "bench_cortexm.models_table(quick=%s)" % args.quick
+    try:
+        import bench_cortexm
+
+        with tempfile.TemporaryDirectory(prefix="bench-cortexm-") as tmp:
+            rows = bench_cortexm.models_table(Path(tmp), args.quick, bench_cortexm.DATA)
+    except (ImportError, AttributeError, TypeError) as e:  # their interface changed: fall back, and say so
+        path = RESULTS / "cortexm.json"
+        if not path.exists():
+            raise
+        rows = json.loads(path.read_text())["models"]
+        source = f"reused {path.name} of {datetime.fromtimestamp(path.stat().st_mtime, timezone.utc):%Y-%m-%d %H:%M} UTC"
+        command = f"(models_table unavailable: {e})"
+    bounds = {}
+    for r in rows:
+        key = (r["model"], r["scheme"])
+        if key not in bounds:
+            bounds[key] = step_macs(r["model"], _scheme_by_name(*key))
+        m = bounds[key]
+        r["step_macs"] = m
+        r["lower_bound_cycles"] = m["total"] / MACS_PER_CYCLE
+        r["ratio_over_lower_bound"] = r["per_step"] / r["lower_bound_cycles"]
+        r["ratio_over_upstream_118M"] = r["per_step"] / UPSTREAM_CYCLES
+    log(f"{'model':<15}{'scheme':<19}{'cpu':<10}{'kernels':<9}{'instr/step':>12}{'MACs/step':>11}"
+        f"{'bound':>9}{'/bound':>8}{'/118M':>7}")
+    for r in rows:
+        log(f"{r['model']:<15}{r['scheme']:<19}{r['cpu']:<10}{r['kernels']:<9}{r['per_step'] / 1e6:>10.1f} M"
+            f"{r['step_macs']['total'] / 1e6:>9.1f} M{r['lower_bound_cycles'] / 1e6:>7.1f} M"
+            f"{r['ratio_over_lower_bound']:>7.2f}x{r['ratio_over_upstream_118M']:>6.2f}x")
+    doc = {"source": source, "date": now(), "command": command, "upstream_cycles": UPSTREAM_CYCLES,
+           "macs_per_cycle": MACS_PER_CYCLE, "note": "instructions executed (QEMU TCG plugin count), not cycles; "
+           "lower bound = MACs of the step / 2 MACs per cycle (SMLAD)", "results": rows}
+    log(f"wrote {save('bench_cortexm.json', doc)}")
+    return doc
+
+
+# ----- 4. accuracy ------------------------------------------------------------------------------------------
+def _freshness(result: Path, deps) -> tuple[bool, str]:
+    if not result.exists():
+        return False, f"{result.name} does not exist"
+    code_t, code_f = newest_mtime(deps)
+    r_t = result.stat().st_mtime
+    stamp = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: E731
+    if r_t >= code_t:
+        return True, f"reused {result.name} written {stamp(r_t)} (newer than the code it depends on, newest {code_f})"
+    return False, f"{result.name} written {stamp(r_t)} is older than {code_f} ({stamp(code_t)})"
+
+
+REDUCED_TIMEOUT = 480  # seconds per reduced accuracy run: keeps the whole command under 30 min
+
+
+def _run_limited(cmd, timeout) -> subprocess.CompletedProcess:
+    """Run cmd; a timeout becomes a failed CompletedProcess (the caller then falls back and says so)."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(cmd, -1, "", f"timed out after {timeout} s")
+
+
+def _stale_qas(qas_json: Path, why: str) -> dict:
+    if not qas_json.exists():
+        return {"source": f"failed: {why}"}
+    md = RESULTS / "qas.md"
+    return {"source": f"reused although stale: {why}", "table": json.loads(qas_json.read_text()),
+            "markdown": md.read_text() if md.exists() else ""}
+
+
+def _table_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith("|")]
+
+
+def step_accuracy(args) -> dict:
+    log("\n== accuracy: QAS table and sparse update accuracy vs memory ==")
+    doc = {"date": now()}
+    # QAS
+    qas_json = RESULTS / "qas.json"
+    fresh, why = _freshness(qas_json, ACCURACY_DEPS["qas"])
+    if args.accuracy == "reuse" or (args.accuracy == "auto" and fresh):
+        doc["qas"] = _stale_qas(qas_json, why)
+        if fresh:
+            doc["qas"]["source"] = why
+    elif args.accuracy in ("auto", "rerun"):
+        with tempfile.TemporaryDirectory(prefix="bench-qas-") as tmp:
+            cmd = [sys.executable, str(HERE / "exp_qas.py"), "--quick", "--runs", str(Path(tmp) / "runs.json")]
+            log(f"  {why}: reduced run: {' '.join(cmd[1:])}")
+            proc = _run_limited(cmd, REDUCED_TIMEOUT)
+        if proc.returncode == 0:
+            doc["qas"] = {"source": f"REDUCED run now (exp_qas.py --quick: 1 model, 2 epochs, 2 lrs, 1 seed): {why}",
+                          "markdown": "\n".join(_table_lines(proc.stdout))}
+        else:
+            doc["qas"] = _stale_qas(qas_json, f"reduced run failed ({proc.stderr[-300:].strip()}); {why}")
+    else:
+        doc["qas"] = {"source": "skipped (--accuracy skip)"}
+    log(f"  QAS: {doc['qas']['source']}")
+    # sparse update
+    sparse_json = RESULTS / "sparse.json"
+    fresh, why = _freshness(sparse_json, ACCURACY_DEPS["sparse"])
+    if args.accuracy == "reuse" or (args.accuracy == "auto" and fresh):
+        if not sparse_json.exists():
+            doc["sparse"] = {"source": f"missing: {why}"}
+        else:
+            rec = json.loads(sparse_json.read_text())
+            doc["sparse"] = {"source": why if fresh else f"reused although stale: {why}", "record": rec}
+    elif args.accuracy in ("auto", "rerun"):
+        with tempfile.TemporaryDirectory(prefix="bench-sparse-") as tmp:
+            # exp_sparse writes to its module-level RESULTS: point it at a scratch folder so that the
+            # reduced run never overwrites the full experiment's files
+            code = ("import sys; from pathlib import Path; sys.path.insert(0, %r); import exp_sparse; "
+                    "exp_sparse.RESULTS = Path(%r); sys.exit(exp_sparse.main(sys.argv[1:]))" % (str(HERE), tmp))
+            argv = ["--budgets", "49,100", "--epochs", "2", "--lrs", "0.01", "--final-seeds", "0"]
+            log(f"  {why}: reduced run: exp_sparse.py {' '.join(argv)} (results in a scratch folder)")
+            proc = _run_limited([sys.executable, "-c", code, *argv], REDUCED_TIMEOUT)
+            out = Path(tmp) / "sparse.json"
+            rec = json.loads(out.read_text()) if out.exists() and proc.returncode == 0 else None
+        if rec is not None:
+            doc["sparse"] = {"source": f"REDUCED run now (exp_sparse.py {' '.join(argv)}): {why}", "record": rec}
+        elif sparse_json.exists():
+            doc["sparse"] = {"source": f"reused although stale (reduced run failed: {proc.stderr[-300:].strip()}); "
+                                       f"{why}", "record": json.loads(sparse_json.read_text())}
+        else:
+            doc["sparse"] = {"source": f"failed: {proc.stderr[-300:].strip()}; {why}"}
+    else:
+        doc["sparse"] = {"source": "skipped (--accuracy skip)"}
+    log(f"  sparse: {doc['sparse']['source']}")
+    log(f"wrote {save('bench_accuracy.json', doc)}")
+    return doc
+
+
+# ----- plots and the headline table --------------------------------------------------------------------------
+def plots(results: dict) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    mem = results.get("memory")
+    if mem:
+        fig, axes = plt.subplots(1, len(MODELS), figsize=(13, 4.2), sharey=True)
+        for ax, model in zip(axes, MODELS):
+            rows = {r["config"]: r for r in mem["results"] if r["model"].startswith(model)}
+            if not rows:
+                continue
+            f, s = rows.get("full"), rows.get("sparse")
+            bars = [("PyTorch process\n(full update)", f["torch"]["process_peak_rss"], "C3"),
+                    ("PyTorch step\n(full update)", f["torch"]["step_peak_increase"], "C1"),
+                    ("PyTorch step\n(sparse)", s["torch"]["step_peak_increase"], "C1"),
+                    ("microtrain\nfull update", f["microtrain"].get("linked_sram", f["microtrain"]["planned_training_sram"]), "C0"),
+                    ("microtrain\nsparse", s["microtrain"].get("linked_sram", s["microtrain"]["planned_training_sram"]), "C2")]
+            kbs = [b[1] / 1024 for b in bars]
+            ax.bar(range(len(bars)), kbs, color=[b[2] for b in bars])
+            for i, v in enumerate(kbs):
+                ax.text(i, v * 1.15, f"{v / 1024:.1f} MB" if v >= 1024 else f"{v:.0f} KB", ha="center", fontsize=7)
+            ax.axhline(256, color="k", linestyle="--", linewidth=0.8)
+            ax.text(-0.45, 256 * 1.1, "256 KB", ha="left", fontsize=7)
+            ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=6.5)
+            ax.set_yscale("log")
+            ax.set_title(model, fontsize=9)
+        axes[0].set_ylabel("peak training memory, batch 1 (KB, log)")
+        fig.suptitle("Memory ladder: PyTorch CPU fp32 measured on this host vs microtrain SRAM "
+                     + ("(linked, Cortex-M7)" if "linked_sram" in mem["results"][0]["microtrain"] else "(planned)"),
+                     fontsize=10)
+        fig.tight_layout()
+        written.append(RESULTS / "bench_memory_ladder.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    cm = results.get("cortexm")
+    if cm:
+        written.append(_plot_instructions(cm, plt))
+    acc = results.get("accuracy", {}).get("sparse", {}).get("record")
+    if acc and acc.get("final"):
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        kinds = sorted({r["kind"] for r in acc["final"].values()})
+        for j, kind in enumerate(kinds):
+            pts = sorted((r["extra_kb"], 100 * r["val_acc"]) for r in acc["final"].values()
+                         if r["kind"] == kind and r.get("val_acc") is not None)
+            if pts:
+                ax.plot(*zip(*pts), marker="os^Dx*v"[j % 7], linestyle="-" if len(pts) > 1 else "none", label=kind)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("extra training memory over inference (KB, upstream's analytic model)")
+        ax.set_ylabel("validation accuracy (%)")
+        src = results["accuracy"]["sparse"]["source"]
+        ax.set_title("mcunet-5fps, ants vs bees: accuracy vs memory" + (" (REDUCED run)" if "REDUCED" in src else ""),
+                     fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(RESULTS / "bench_accuracy_memory.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    return written
+
+
+def _plot_instructions(cm: dict, plt) -> Path:
+    """Left: instructions per step by phase for every configuration, with the MAC lower bound and upstream's
+    118 M. Right: the costliest ops of mcunet-5fps's first scheme, instructions vs that op's MACs / 2."""
+    rows = [r for r in cm["results"] if r["cpu"] == "cortex-m7"]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [1.2, 1]})
+    colors = {"forward": "C0", "backward": "C1", "update": "C2"}
+    for i, r in enumerate(rows):
+        bottom = 0.0
+        for phase, color in colors.items():
+            v = r["by_phase"].get(phase, 0) / 1e6
+            ax.bar(i, v, bottom=bottom, color=color, label=phase if i == 0 else None)
+            bottom += v
+        ax.plot([i - 0.4, i + 0.4], [r["lower_bound_cycles"] / 1e6] * 2, color="k", linewidth=2,
+                label="lower bound: step MACs / 2" if i == 0 else None)
+        ax.text(i, bottom + 3, f"{r['per_step'] / 1e6:.0f} M", ha="center", fontsize=7)
+    ax.axhline(UPSTREAM_CYCLES / 1e6, color="C3", linestyle="--", linewidth=1, label="upstream engine, ~118 M cycles")
+    ax.set_xticks(range(len(rows)), [f"{r['model']}\n{r['scheme']}\n{r['kernels']}" for r in rows], fontsize=6.5)
+    ax.set_ylabel("instructions per training step (M), Cortex-M7 in QEMU")
+    ax.set_title("One training step, batch 1, by phase", fontsize=10)
+    ax.legend(fontsize=7)
+    best = next((r for r in rows if r["kernels"] == "cortex-m" and r.get("top_ops")), None)
+    if best:
+        ops = sorted(best["top_ops"], key=lambda t: -t[3])
+        labels = [f"{phase}: {node} ({kernel.replace('mt_', '')})" for phase, node, kernel, _ in ops]
+        instr = [t[3] / 1e6 for t in ops]
+        bound = [best["step_macs"].get("by_op", {}).get(f"{phase}|{node}", 0) / MACS_PER_CYCLE / 1e6
+                 for phase, node, _, _ in ops]
+        y = range(len(ops))
+        ax2.barh([v + 0.2 for v in y], instr, height=0.4, color=[colors.get(t[0], "C7") for t in ops],
+                 label="instructions")
+        ax2.barh([v - 0.2 for v in y], bound, height=0.4, color="0.5", label="op MACs / 2")
+        ax2.set_yticks(list(y), labels, fontsize=7)
+        ax2.invert_yaxis()
+        ax2.set_xlabel("M per training step")
+        ax2.set_title(f"Costliest ops: {best['model']}, {best['scheme']}, Cortex-M kernels "
+                      f"({sum(instr) / (best['per_step'] / 1e6):.0%} of the step)", fontsize=9)
+        ax2.legend(fontsize=7)
+    fig.tight_layout()
+    path = RESULTS / "bench_instructions.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def headline(results: dict, args, seconds: float) -> str:
+    lines = ["<!-- written by benchmarks/run_all.py (`microtrain bench`); every figure below comes from its run "
+             f"of {now()}{' with --quick' if args.quick else ''}. -->", ""]
+    mem = results.get("memory")
+    if mem:
+        linked = "linked_sram" in mem["results"][0]["microtrain"]
+        lines += ["**Peak training memory, batch 1** (PyTorch CPU fp32 measured on the host, a fresh process per "
+                  "configuration; microtrain: SRAM " + ("as linked for the Cortex-M7" if linked else "as planned")
+                  + "). Paper, on-device: full / sparse / sparse + reordering.", "",
+                  "| model | update | PyTorch step peak (MB) | PyTorch process peak (MB) | microtrain SRAM (KB) | "
+                  "PyTorch step / microtrain | PyTorch process / microtrain | fits 256 KB | paper (KB) |",
+                  "|---|---|---:|---:|---:|---:|---:|---|---:|"]
+        for r in mem["results"]:
+            t, m = r["torch"], r["microtrain"]
+            sram = m.get("linked_sram", m["planned_training_sram"])
+            paper = PAPER_MEMORY_KB.get(next((k for k in PAPER_MEMORY_KB if r["model"].startswith(k)), ""), None)
+            ptxt = "" if not paper else (f"{paper[0]}" if r["config"] == "full" else f"{paper[1]} / {paper[2]}")
+            fits = m.get("fits_256kb", m["planned_total_sram"] <= 256 * 1024)
+            lines.append(f"| {r['model']} | {'full' if r['config'] == 'full' else r['scheme']} | "
+                         f"{t['step_peak_increase'] / 2**20:.2f} | {t['process_peak_rss'] / 2**20:.0f} | "
+                         f"{sram / 1024:.1f} | {t['step_peak_increase'] / sram:.1f}x | {t['process_peak_rss'] / sram:.0f}x | "
+                         f"{'yes' if fits else 'no'} | "
+                         f"{ptxt} |")
+        lines.append("")
+    host = results.get("host")
+    cm = results.get("cortexm")
+    if host or cm:
+        lines += ["**One training step, batch 1** (sparse scheme as above). Host: generated C (gcc -O3) vs "
+                  "PyTorch CPU fp32, 1 thread each, wall-clock median. Cortex-M7: instructions executed in QEMU "
+                  "with the Cortex-M kernels, vs upstream's ~118 M cycles and the lower bound MACs/2.", "",
+                  "| model | scheme | host C (ms) | PyTorch (ms) | C / PyTorch | M7 instructions (M) | "
+                  "/ 118 M | step MACs (M) | / lower bound |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        hrows = {r["model"]: r for r in (host or {}).get("results", []) if "error" not in r}
+        crows = [r for r in (cm or {}).get("results", []) if r["cpu"] == "cortex-m7" and r["kernels"] == "cortex-m"]
+        keys = [(r["model"], r["scheme"]) for r in crows] or [(m, hrows[m]["scheme"]) for m in hrows]
+        for model, scheme in keys:
+            h = hrows.get(model) if hrows.get(model, {}).get("scheme") in (scheme, None) or not crows else None
+            c = next((r for r in crows if (r["model"], r["scheme"]) == (model, scheme)), None)
+            cells = [f"{h['c_ms_wall']:.1f}", f"{h['torch_ms_wall']:.1f}", f"{h['ratio_wall']:.2f}x"] if h else ["", "", ""]
+            cells += ([f"{c['per_step'] / 1e6:.1f}", f"{c['ratio_over_upstream_118M']:.2f}x",
+                       f"{c['step_macs']['total'] / 1e6:.1f}", f"{c['ratio_over_lower_bound']:.2f}x"] if c else [""] * 4)
+            lines.append(f"| {model} | {scheme} | " + " | ".join(cells) + " |")
+        lines.append("")
+    acc = results.get("accuracy")
+    if acc:
+        q = acc.get("qas", {})
+        lines += [f"**QAS** ({q.get('source', 'n/a')}):", ""]
+        if q.get("markdown"):
+            lines += _table_lines(q["markdown"]) + [""]
+        s = acc.get("sparse", {})
+        lines += [f"**Sparse update, accuracy vs memory** ({s.get('source', 'n/a')}):", ""]
+        rec = s.get("record") or {}
+        if rec.get("final"):
+            lines += ["| scheme | kind | extra memory (KB) | val accuracy (%) |", "|---|---|---:|---:|"]
+            for name, r in sorted(rec["final"].items(), key=lambda kv: kv[1]["extra_kb"]):
+                if r.get("val_acc") is not None:
+                    lines.append(f"| {name} | {r['kind']} | {r['extra_kb']:.1f} | {100 * r['val_acc']:.1f} |")
+            lines.append("")
+    lines.append(f"Plots: benchmarks/results/bench_memory_ladder.png, bench_instructions.png, "
+                 f"bench_accuracy_memory.png. Whole run: {seconds / 60:.1f} min on {os.cpu_count()} cores.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="reduced settings (see above)")
+    ap.add_argument("--accuracy", choices=("auto", "reuse", "rerun", "skip"), default="auto",
+                    help="auto: reuse the experiments' results when newer than their code, else a reduced run")
+    ap.add_argument("--skip", nargs="*", default=[], choices=STEPS, help="steps to leave out")
+    args = ap.parse_args(argv)
+    t0 = time.monotonic()
+    results, status = {}, {}
+    for name, fn in (("memory", step_memory), ("host", step_host), ("cortexm", step_cortexm),
+                     ("accuracy", step_accuracy)):
+        if name in args.skip:
+            status[name] = "skipped"
+            continue
+        t1 = time.monotonic()
+        results[name] = fn(args)
+        status[name] = f"{time.monotonic() - t1:.0f} s"
+    for path in plots(results):
+        log(f"wrote {path}")
+    seconds = time.monotonic() - t0
+    text = headline(results, args, seconds)
+    (RESULTS / "headline.md").write_text(text)
+    save("bench_summary.json", {"date": now(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                                "quick": args.quick, "accuracy": args.accuracy, "step_seconds": status,
+                                "total_seconds": round(seconds, 1),
+                                "sources": {k: v.get("source") for k, v in results.items() if isinstance(v, dict)}})
+    log("\n" + text)
+    log(f"wrote {RESULTS / 'headline.md'}; steps: {status}; total {seconds / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""run_all / `microtrain bench`: the orchestration writes the expected files and keys (accuracy step only,
+reusing a result file, into a scratch results folder), and the verb is wired to the script."""
+from __future__ import annotations
+
+import json
+import sys
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def test_run_all_writes_summary_headline_and_accuracy(tmp_path, monkeypatch):
+    import run_all
+
+    (tmp_path / "qas.json").write_text(json.dumps({"models": {}, "average": {}}))
+    (tmp_path / "qas.md").write_text("| model | fp32 |\n|---|---|\n| m | 90.0 |\n")
+    monkeypatch.setattr(run_all, "RESULTS", tmp_path)
+    assert run_all.main(["--skip", "memory", "host", "cortexm", "--accuracy", "reuse"]) == 0
+    summary = json.loads((tmp_path / "bench_summary.json").read_text())
+    assert {"date", "command", "quick", "step_seconds", "total_seconds", "sources"} <= set(summary)
+    assert summary["step_seconds"]["memory"] == "skipped"
+    acc = json.loads((tmp_path / "bench_accuracy.json").read_text())
+    assert acc["qas"]["source"].startswith("reused")  # never presented as measured now
+    assert "missing" in acc["sparse"]["source"] or "failed" in acc["sparse"]["source"]
+    head = (tmp_path / "headline.md").read_text()
+    assert "| m | 90.0 |" in head and "reused" in head
+
+
+def test_freshness_compares_result_with_code(tmp_path, monkeypatch):
+    import os
+    import run_all
+
+    code = tmp_path / "code.py"
+    code.write_text("x = 1\n")
+    result = tmp_path / "r.json"
+    result.write_text("{}")
+    monkeypatch.setattr(run_all, "REPO", tmp_path)
+    os.utime(code, (1000, 1000))
+    os.utime(result, (2000, 2000))
+    assert run_all._freshness(result, ["code.py"])[0]
+    os.utime(code, (3000, 3000))
+    fresh, why = run_all._freshness(result, ["code.py"])
+    assert not fresh and "older than code.py" in why
+
+
+def test_bench_verb_finds_the_script():
+    from microtrain.cli import build_parser
+    from microtrain.commands.bench import find_run_all
+
+    assert find_run_all() == REPO / "benchmarks" / "run_all.py"
+    args = build_parser().parse_args(["bench", "--quick", "--skip", "cortexm", "--accuracy", "reuse"])
+    assert args.quick and args.skip == ["cortexm"] and args.accuracy == "reuse"
