@@ -6,7 +6,7 @@ Targets (each input is written to a file and loaded the way a user would):
   graph       load_graph on mutated JSON + .npz pairs (document level, byte level, array level)
   scheme      UpdateScheme.load / from_dict (+ validate/resolve on a small graph) on mutated schemes
   image       runtime.images.decode_rgb on mutated PNG/JPEG/BMP/GIF files
-  dataset-image  (optional) runtime.datasets.decode_checked on the same: reports a reason, never raises
+  dataset-image  runtime.datasets.decode_checked on the same: reports a reason, never raises
   checkpoint     (optional) runtime.checkpoint.load_checkpoint on a mutated state.json
 An outcome is OK (accepted), a clear error (a MicrotrainError subclass) or a FAILURE: any other exception,
 or a HANG (an input running longer than --timeout s). Failing inputs are saved with their traceback.
@@ -38,10 +38,10 @@ import numpy as np
 from microtrain.errors import MicrotrainError
 
 REPO = Path(__file__).resolve().parents[1]
-TARGETS = ("pkl-real", "pkl-small", "graph", "scheme", "image")
-# not run by default (their owners' loaders): datasets.decode_checked must return a reason, never raise;
-# runtime/checkpoint.load_checkpoint on a mutated state.json
-OPTIONAL_TARGETS = ("dataset-image", "checkpoint")
+# dataset-image: datasets.decode_checked must return a reason, never raise;
+# checkpoint: runtime/checkpoint.load_checkpoint on a mutated state.json
+TARGETS = ("pkl-real", "pkl-small", "graph", "scheme", "image", "dataset-image", "checkpoint")
+OPTIONAL_TARGETS = ()
 
 
 class Hang(BaseException):

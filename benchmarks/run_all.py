@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -236,8 +237,37 @@ def _stale_qas(qas_json: Path, why: str) -> dict:
             "markdown": md.read_text() if md.exists() else ""}
 
 
+def _merge_qas_tables(lines: list[str]) -> str:
+    """One table from several one-model exp_qas tables: one header, every model row, the average recomputed
+    from the rows' means."""
+    header = [ln for ln in lines[:2]]
+    rows = [ln for ln in lines if ln.startswith("| ") and not ln.startswith(("| model", "| **average"))]
+    means = [[float(m) for m in re.findall(r"\| (-?[0-9.]+) ±", ln)] for ln in rows]
+    out = header + rows
+    if means and all(len(m) == len(means[0]) for m in means) and means[0]:
+        avg = [sum(col) / len(col) for col in zip(*means)]
+        out.append("| **average** | " + " | ".join(f"**{v:.1f}**" for v in avg) + " |")
+    return "\n".join(out)
+
+
 def _table_lines(text: str) -> list[str]:
     return [ln for ln in text.splitlines() if ln.startswith("|")]
+
+
+def _add_planned_sram(record: dict) -> None:
+    """Each scheme of the sparse experiment also gets microtrain's planned training SRAM (computed now, by the
+    memory planner, mcunet-5fps with a 2-class head): the engine's real figure beside the analytic one."""
+    import bench_memory
+    from microtrain.codegen import compile_model
+    from microtrain.sparse.scheme import UpdateScheme
+
+    graph = bench_memory.bench_graph(record.get("meta", {}).get("model", "mcunet-5fps"))
+    for entry in record["final"].values():
+        try:
+            scheme = UpdateScheme.from_dict(entry["scheme"])
+            entry["planned_training_sram"] = compile_model(graph, scheme).report.training_sram_bytes
+        except Exception as e:  # a scheme the engine cannot compile is reported, not fatal
+            entry["planned_training_sram_error"] = f"{type(e).__name__}: {e}"[:300]
 
 
 def step_accuracy(args) -> dict:
@@ -251,15 +281,23 @@ def step_accuracy(args) -> dict:
         if fresh:
             doc["qas"]["source"] = why
     elif args.accuracy in ("auto", "rerun"):
+        rows, failed = [], ""
+        models = MODELS[:1] if args.quick else MODELS
         with tempfile.TemporaryDirectory(prefix="bench-qas-") as tmp:
-            cmd = [sys.executable, str(HERE / "exp_qas.py"), "--quick", "--runs", str(Path(tmp) / "runs.json")]
-            log(f"  {why}: reduced run: {' '.join(cmd[1:])}")
-            proc = _run_limited(cmd, REDUCED_TIMEOUT)
-        if proc.returncode == 0:
-            doc["qas"] = {"source": f"REDUCED run now (exp_qas.py --quick: 1 model, 2 epochs, 2 lrs, 1 seed): {why}",
-                          "markdown": "\n".join(_table_lines(proc.stdout))}
+            for model in models:  # --quick keeps one model per run: one run per model
+                cmd = [sys.executable, str(HERE / "exp_qas.py"), "--quick", "--models", model,
+                       "--runs", str(Path(tmp) / "runs.json")]
+                log(f"  {why}: reduced run: exp_qas.py {' '.join(cmd[2:-2])}")
+                proc = _run_limited(cmd, REDUCED_TIMEOUT // len(models))
+                if proc.returncode != 0:
+                    failed = proc.stderr[-300:].strip()
+                    break
+                rows += _table_lines(proc.stdout)
+        if not failed:
+            doc["qas"] = {"source": f"REDUCED run now (exp_qas.py --quick per model: 2 epochs, 2 lrs, 1 seed; "
+                                    f"{len(models)} model(s)): {why}", "markdown": _merge_qas_tables(rows)}
         else:
-            doc["qas"] = _stale_qas(qas_json, f"reduced run failed ({proc.stderr[-300:].strip()}); {why}")
+            doc["qas"] = _stale_qas(qas_json, f"reduced run failed ({failed}); {why}")
     else:
         doc["qas"] = {"source": "skipped (--accuracy skip)"}
     log(f"  QAS: {doc['qas']['source']}")
@@ -292,6 +330,9 @@ def step_accuracy(args) -> dict:
             doc["sparse"] = {"source": f"failed: {proc.stderr[-300:].strip()}; {why}"}
     else:
         doc["sparse"] = {"source": "skipped (--accuracy skip)"}
+    rec = doc["sparse"].get("record")
+    if rec and rec.get("final"):
+        _add_planned_sram(rec)
     log(f"  sparse: {doc['sparse']['source']}")
     log(f"wrote {save('bench_accuracy.json', doc)}")
     return doc
@@ -340,20 +381,26 @@ def plots(results: dict) -> list[Path]:
         written.append(_plot_instructions(cm, plt))
     acc = results.get("accuracy", {}).get("sparse", {}).get("record")
     if acc and acc.get("final"):
-        fig, ax = plt.subplots(figsize=(7, 4.2))
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
         kinds = sorted({r["kind"] for r in acc["final"].values()})
-        for j, kind in enumerate(kinds):
-            pts = sorted((r["extra_kb"], 100 * r["val_acc"]) for r in acc["final"].values()
-                         if r["kind"] == kind and r.get("val_acc") is not None)
-            if pts:
-                ax.plot(*zip(*pts), marker="os^Dx*v"[j % 7], linestyle="-" if len(pts) > 1 else "none", label=kind)
-        ax.set_xscale("symlog", linthresh=1)
-        ax.set_xlabel("extra training memory over inference (KB, upstream's analytic model)")
-        ax.set_ylabel("validation accuracy (%)")
+        xs = (("extra_kb", 1, "extra training memory over inference (KB, upstream's analytic model)"),
+              ("planned_training_sram", 1 / 1024, "microtrain planned training SRAM (KB, arena + trained slices)"))
+        for ax, (key, scale, xlabel) in zip(axes, xs):
+            for j, kind in enumerate(kinds):
+                pts = sorted((r[key] * scale, 100 * r["val_acc"]) for r in acc["final"].values()
+                             if r["kind"] == kind and r.get("val_acc") is not None and r.get(key) is not None)
+                if pts:
+                    ax.plot(*zip(*pts), marker="os^Dx*v"[j % 7], linestyle="-" if len(pts) > 1 else "none",
+                            label=kind)
+            ax.set_xlabel(xlabel, fontsize=8)
+            ax.grid(alpha=0.3)
+        axes[0].set_xscale("symlog", linthresh=1)
+        axes[1].axvline(256, color="k", linestyle="--", linewidth=0.8)
+        axes[0].set_ylabel("validation accuracy (%)")
         src = results["accuracy"]["sparse"]["source"]
-        ax.set_title("mcunet-5fps, ants vs bees: accuracy vs memory" + (" (REDUCED run)" if "REDUCED" in src else ""),
+        fig.suptitle("mcunet-5fps, ants vs bees: accuracy vs memory" + (" (REDUCED run)" if "REDUCED" in src else ""),
                      fontsize=10)
-        ax.grid(alpha=0.3)
+        ax = axes[0]
         ax.legend(fontsize=7)
         fig.tight_layout()
         written.append(RESULTS / "bench_accuracy_memory.png")
@@ -378,7 +425,8 @@ def _plot_instructions(cm: dict, plt) -> Path:
                 label="lower bound: step MACs / 2" if i == 0 else None)
         ax.text(i, bottom + 3, f"{r['per_step'] / 1e6:.0f} M", ha="center", fontsize=7)
     ax.axhline(UPSTREAM_CYCLES / 1e6, color="C3", linestyle="--", linewidth=1, label="upstream engine, ~118 M cycles")
-    ax.set_xticks(range(len(rows)), [f"{r['model']}\n{r['scheme']}\n{r['kernels']}" for r in rows], fontsize=6.5)
+    short = lambda r: r["scheme"].replace(r["model"] + "-", "").replace("like-mcunet-", "~")  # noqa: E731
+    ax.set_xticks(range(len(rows)), [f"{r['model']}\n{short(r)}\n{r['kernels']}" for r in rows], fontsize=6.5)
     ax.set_ylabel("instructions per training step (M), Cortex-M7 in QEMU")
     ax.set_title("One training step, batch 1, by phase", fontsize=10)
     ax.legend(fontsize=7)
@@ -396,8 +444,8 @@ def _plot_instructions(cm: dict, plt) -> Path:
         ax2.set_yticks(list(y), labels, fontsize=7)
         ax2.invert_yaxis()
         ax2.set_xlabel("M per training step")
-        ax2.set_title(f"Costliest ops: {best['model']}, {best['scheme']}, Cortex-M kernels "
-                      f"({sum(instr) / (best['per_step'] / 1e6):.0%} of the step)", fontsize=9)
+        ax2.set_title(f"Costliest ops: {best['model']}, {best['scheme']}, Cortex-M kernels\n"
+                      f"({sum(instr) / (best['per_step'] / 1e6):.0%} of the step) vs each op's MACs / 2", fontsize=9)
         ax2.legend(fontsize=7)
     fig.tight_layout()
     path = RESULTS / "bench_instructions.png"
@@ -406,7 +454,7 @@ def _plot_instructions(cm: dict, plt) -> Path:
     return path
 
 
-def headline(results: dict, args, seconds: float) -> str:
+def headline(results: dict, args, seconds: float, plotted=()) -> str:
     lines = ["<!-- written by benchmarks/run_all.py (`microtrain bench`); every figure below comes from its run "
              f"of {now()}{' with --quick' if args.quick else ''}. -->", ""]
     mem = results.get("memory")
@@ -459,13 +507,15 @@ def headline(results: dict, args, seconds: float) -> str:
         lines += [f"**Sparse update, accuracy vs memory** ({s.get('source', 'n/a')}):", ""]
         rec = s.get("record") or {}
         if rec.get("final"):
-            lines += ["| scheme | kind | extra memory (KB) | val accuracy (%) |", "|---|---|---:|---:|"]
+            lines += ["| scheme | kind | extra memory, analytic (KB) | microtrain training SRAM (KB) | "
+                      "val accuracy (%) |", "|---|---|---:|---:|---:|"]
             for name, r in sorted(rec["final"].items(), key=lambda kv: kv[1]["extra_kb"]):
                 if r.get("val_acc") is not None:
-                    lines.append(f"| {name} | {r['kind']} | {r['extra_kb']:.1f} | {100 * r['val_acc']:.1f} |")
+                    sram = f"{r['planned_training_sram'] / 1024:.1f}" if r.get("planned_training_sram") else "n/a"
+                    lines.append(f"| {name} | {r['kind']} | {r['extra_kb']:.1f} | {sram} | {100 * r['val_acc']:.1f} |")
             lines.append("")
-    lines.append(f"Plots: benchmarks/results/bench_memory_ladder.png, bench_instructions.png, "
-                 f"bench_accuracy_memory.png. Whole run: {seconds / 60:.1f} min on {os.cpu_count()} cores.")
+    names = ", ".join(f"benchmarks/results/{Path(p).name}" for p in plotted) or "none"
+    lines.append(f"Plots: {names}. Whole run: {seconds / 60:.1f} min on {os.cpu_count()} cores.")
     return "\n".join(lines) + "\n"
 
 
@@ -486,15 +536,18 @@ def main(argv=None) -> int:
         t1 = time.monotonic()
         results[name] = fn(args)
         status[name] = f"{time.monotonic() - t1:.0f} s"
-    for path in plots(results):
+    plotted = plots(results)
+    for path in plotted:
         log(f"wrote {path}")
     seconds = time.monotonic() - t0
-    text = headline(results, args, seconds)
+    text = headline(results, args, seconds, plotted)
     (RESULTS / "headline.md").write_text(text)
     save("bench_summary.json", {"date": now(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
                                 "quick": args.quick, "accuracy": args.accuracy, "step_seconds": status,
                                 "total_seconds": round(seconds, 1),
-                                "sources": {k: v.get("source") for k, v in results.items() if isinstance(v, dict)}})
+                                "sources": {k: v.get("source") or {part: v[part].get("source") for part in ("qas", "sparse")
+                                                                   if isinstance(v.get(part), dict)}
+                                            for k, v in results.items() if isinstance(v, dict)}})
     log("\n" + text)
     log(f"wrote {RESULTS / 'headline.md'}; steps: {status}; total {seconds / 60:.1f} min")
     return 0

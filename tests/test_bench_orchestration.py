@@ -51,3 +51,15 @@ def test_bench_verb_finds_the_script():
     assert find_run_all() == REPO / "benchmarks" / "run_all.py"
     args = build_parser().parse_args(["bench", "--quick", "--skip", "cortexm", "--accuracy", "reuse"])
     assert args.quick and args.skip == ["cortexm"] and args.accuracy == "reuse"
+
+
+def test_reduced_qas_tables_merge_with_a_recomputed_average():
+    import run_all
+
+    one = ["| model | fp32 | int8 |", "|---|---|---|", "| a | 90.0 ± 1.0 [0.1] | 80.0 ± 0.0 [1] |",
+           "| **average** | **90.0** | **80.0** |"]
+    two = ["| model | fp32 | int8 |", "|---|---|---|", "| b | 93.0 ± 1.0 [0.1] | 71.0 ± 0.5 [1] |",
+           "| **average** | **93.0** | **71.0** |"]
+    merged = run_all._merge_qas_tables(one + two).splitlines()
+    assert merged[0] == "| model | fp32 | int8 |" and len(merged) == 5
+    assert merged[-1] == "| **average** | **91.5** | **75.5** |"

@@ -26,7 +26,9 @@ def test_short_fuzz_run_finds_only_clear_errors(tmp_path):
         assert r["inputs"] >= 20, (t, r["inputs"])  # every target really ran
         assert r["harness_errors"] == 0
         assert r["hangs"] == 0
-        assert sum(r["errors"].values()) > 0 and r["ok"] + sum(r["errors"].values()) == r["inputs"]
+        assert r["ok"] + sum(r["errors"].values()) == r["inputs"]
+        if t != "dataset-image":  # decode_checked reports a reason instead of raising
+            assert sum(r["errors"].values()) > 0, t
 
 
 def test_mutators_are_deterministic_and_change_the_input():

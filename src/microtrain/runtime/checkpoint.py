@@ -51,15 +51,16 @@ def load_checkpoint(folder):
     state_path = folder / "state.json"
     try:
         state = json.loads(state_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{state_path}: cannot read checkpoint state ({e})") from None
-    if state.get("format") != FORMAT:
-        raise CheckpointError(f"{state_path}: not a microtrain checkpoint (format={state.get('format')!r})")
+    except (OSError, ValueError, RecursionError) as e:  # JSONDecodeError/UnicodeDecodeError are ValueErrors
+        raise CheckpointError(f"{state_path}: cannot read checkpoint state ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{state_path}: not a microtrain checkpoint (format={found!r})")
     graph = load_graph(folder / "graph.json")
     try:
         with np.load(folder / "optimizer.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as e:
         raise CheckpointError(f"{folder / 'optimizer.npz'}: cannot read optimizer state ({e})") from None
     return graph, state, arrays
 

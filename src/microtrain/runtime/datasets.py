@@ -108,7 +108,7 @@ def decode_checked(path: Path, formats=FORMATS):
                 return None, f"not a {'/'.join(formats)} image (format {fmt})"
             im.load()
             return im.convert("RGB"), None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
         return None, f"cannot decode ({type(e).__name__}: {e})"
 
 

@@ -11,7 +11,7 @@
  *   channel loop runs innermost, accumulating in place in tap order;
  * - fused weight update of a pointwise conv: 4 output x 2 input channels per pass, so each (x - x_zero) and
  *   each gradient value is loaded and converted once for several products;
- * - the masked gradient of a conv output: one mask byte per 8 elements;
+ * - the masked gradient of a conv output: a pixel loop over channels instead of a per-element counter;
  * - fused bias update: four channels per pass over the positions.
  * Chosen at build time like the SIMD kernels (targets/cortex_m/mt_cortex_m.mk renames the portable ones). */
 #include "mt_arith.h"
@@ -20,21 +20,17 @@
 
 static inline int32_t chan(const int16_t *idx, int32_t j) { return idx ? idx[j] : j; }
 
-/* g = mask ? gy * eff[channel] : 0, one mask byte (8 elements) at a time. */
+/* g = mask ? gy * eff[channel] : 0, pixel by pixel (no per-element channel counter). */
 void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff, int32_t n, int32_t c, float *g)
 {
-    int32_t i = 0, ch = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint32_t bits = mask[i >> 3];
-        for (int32_t b = 0; b < 8; b++, bits >>= 1) {
-            g[i + b] = (bits & 1u) ? gy[i + b] * eff[ch] : 0.0f;
-            if (++ch == c) ch = 0;
+    int32_t i = 0;
+    for (; i + c <= n; i += c)
+        for (int32_t ch = 0; ch < c; ch++) {
+            int32_t k = i + ch;
+            g[k] = ((mask[k >> 3] >> (k & 7)) & 1) ? gy[k] * eff[ch] : 0.0f;
         }
-    }
-    for (; i < n; i++) {
+    for (int32_t ch = 0; i < n; i++, ch++) /* n is a whole number of pixels; kept for safety */
         g[i] = ((mask[i >> 3] >> (i & 7)) & 1) ? gy[i] * eff[ch] : 0.0f;
-        if (++ch == c) ch = 0;
-    }
 }
 
 static inline float *grad_pixel(const mt_conv_params *p, float *gx, int32_t pix)
