@@ -316,9 +316,11 @@ def step_accuracy(args) -> dict:
             # reduced run never overwrites the full experiment's files
             code = ("import sys; from pathlib import Path; sys.path.insert(0, %r); import exp_sparse; "
                     "exp_sparse.RESULTS = Path(%r); sys.exit(exp_sparse.main(sys.argv[1:]))" % (str(HERE), tmp))
-            argv = ["--budgets", "49,100", "--epochs", "2", "--lrs", "0.01", "--final-seeds", "0"]
+            # default mode: the experiment's own epochs and lr candidates, two budgets, one seed
+            argv = (["--budgets", "49,100", "--epochs", "2", "--lrs", "0.01", "--final-seeds", "0"] if args.quick
+                    else ["--budgets", "49,100", "--epochs", "5", "--final-seeds", "0"])
             log(f"  {why}: reduced run: exp_sparse.py {' '.join(argv)} (results in a scratch folder)")
-            proc = _run_limited([sys.executable, "-c", code, *argv], REDUCED_TIMEOUT)
+            proc = _run_limited([sys.executable, "-c", code, *argv], REDUCED_TIMEOUT * (1 if args.quick else 2))
             out = Path(tmp) / "sparse.json"
             rec = json.loads(out.read_text()) if out.exists() and proc.returncode == 0 else None
         if rec is not None:

@@ -180,3 +180,61 @@ def load_image_folder(root, resolution: int, views: int = 1, seed: int = 0, clas
     if not xs:
         raise DatasetError(f"{root}: no readable JPEG/PNG images ({len(skipped)} files skipped)")
     return ImageData(pixels_to_int8(np.stack(xs)), np.asarray(labels, np.int64), classes, paths, skipped)
+
+
+# ----- an offline 10-class task: scikit-learn's handwritten digits ---------------------------------------
+DIGITS_TRAIN_PER_CLASS = 50
+DIGITS_VAL_PER_CLASS = 30
+
+
+def load_digits_split(resolution: int, views: int = 1, seed: int = 0, train_per_class: int = DIGITS_TRAIN_PER_CLASS,
+                      val_per_class: int = DIGITS_VAL_PER_CLASS) -> tuple[ImageData, ImageData]:
+    """(train, val) ImageData of scikit-learn's digits (1797 8x8 scans in the wheel, no network), 10 classes.
+
+    Images: the 8x8 grey values 0..16 scaled to 0..255, bilinearly upsampled to resolution x resolution and
+    replicated to RGB. Split: fixed and stratified; per digit, a permutation drawn from seed 0 (whatever
+    `seed`) gives the first `train_per_class` images to train and the next `val_per_class` to val (default
+    500 / 300), disjoint. Views (train only; val has the evaluation view): view 0 = the whole image, views
+    1.. = random crops (area 70-100 %, aspect 0.9-1.1) resized back, never mirrored (a mirrored digit is
+    another shape); drawn per image from (seed, sklearn index). paths are "digits/<sklearn index>"."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DatasetError("the digits dataset needs scikit-learn (pip install scikit-learn)") from None
+    from PIL import Image
+
+    d = load_digits()
+    target = d.target.astype(np.int64)
+    counts = np.bincount(target)
+    if counts.min() < train_per_class + val_per_class:
+        raise DatasetError(f"digits: {train_per_class} train + {val_per_class} val per class needs "
+                           f"{train_per_class + val_per_class} images of each digit, the smallest class has {counts.min()}")
+    rng = np.random.default_rng(0)
+    train_idx, val_idx = [], []
+    for digit in range(len(counts)):
+        idx = rng.permutation(np.flatnonzero(target == digit))
+        train_idx.append(idx[:train_per_class])
+        val_idx.append(idx[train_per_class : train_per_class + val_per_class])
+    train_idx, val_idx = np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
+    grey = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+
+    def build(indices, n_views):
+        xs = []
+        for i in indices:
+            big = Image.fromarray(grey[i]).resize((resolution, resolution), Image.BILINEAR)
+            out = [np.asarray(big)]
+            vrng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(i)])
+            for _ in range(n_views - 1):
+                area = vrng.uniform(0.7, 1.0) * resolution * resolution
+                aspect = vrng.uniform(0.9, 1.1)
+                cw = min(resolution, max(1, int(round(np.sqrt(area * aspect)))))
+                ch = min(resolution, max(1, int(round(np.sqrt(area / aspect)))))
+                left = int(vrng.integers(0, resolution - cw + 1))
+                top = int(vrng.integers(0, resolution - ch + 1))
+                crop = big.crop((left, top, left + cw, top + ch)).resize((resolution, resolution), Image.BILINEAR)
+                out.append(np.asarray(crop))
+            xs.append(np.repeat(np.stack(out)[..., None], 3, axis=-1))
+        classes = [str(c) for c in range(len(counts))]
+        return ImageData(pixels_to_int8(np.stack(xs)), target[indices], classes, [f"digits/{i}" for i in indices])
+
+    return build(train_idx, max(1, int(views))), build(val_idx, 1)

@@ -274,6 +274,116 @@ static void pointwise_pixel_pairs(const mt_conv_params *p, const int8_t *x, cons
     }
 }
 
+/* Four pixels' inputs (n channels, n % 4 == 0) unpacked once into int16 lanes shifted by -x_zero, laid out
+ * for dot_quad_asm: per group of 4 channels c..c+3, 8 words: pixel 0 (c, c+2), (c+1, c+3), then pixels 1..3. */
+static inline void expand_quad(const int8_t *x0, const int8_t *x1, const int8_t *x2, const int8_t *x3,
+                               int32_t neg_zero, int32_t n, uint32_t *buf)
+{
+    for (int32_t i = 0; i < n; i += 4, buf += 8) {
+        uint32_t v0 = load_u32(x0 + i), v1 = load_u32(x1 + i), v2 = load_u32(x2 + i), v3 = load_u32(x3 + i);
+        buf[0] = __sxtab16((uint32_t)neg_zero, v0), buf[1] = sxtab16_ror8((uint32_t)neg_zero, v0);
+        buf[2] = __sxtab16((uint32_t)neg_zero, v1), buf[3] = sxtab16_ror8((uint32_t)neg_zero, v1);
+        buf[4] = __sxtab16((uint32_t)neg_zero, v2), buf[5] = sxtab16_ror8((uint32_t)neg_zero, v2);
+        buf[6] = __sxtab16((uint32_t)neg_zero, v3), buf[7] = sxtab16_ror8((uint32_t)neg_zero, v3);
+    }
+}
+
+/* One weight row (n int8, n % 4 == 0, n > 0) against four expanded pixels: each weight word is loaded and
+ * unpacked once for the four, the pixels come two at a time by LDM (per 4 inputs: 1 load + 2 unpack w,
+ * 2 LDM, 8 SMLAD, 2 loop = 15 instructions for 16 MACs). LDM fills its registers in ascending number
+ * order, hence the four pinned registers. */
+static inline void dot_quad_asm(const uint32_t *buf, const int8_t *w, int32_t n, int32_t *acc)
+{
+    register uint32_t x0 __asm__("r2"), x1 __asm__("r3"), x2 __asm__("r4"), x3 __asm__("r5");
+    const uint32_t *xp = buf;
+    const int8_t *wp = w, *end = w + n;
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    uint32_t v, lo;
+    __asm__ volatile(
+        "1:\n\t"
+        "ldr     %[v], [%[wp]], #4\n\t"
+        "ldmia   %[xp]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"
+        "sxtb16  %[lo], %[v]\n\t"
+        "sxtb16  %[v], %[v], ror #8\n\t"
+        "smlad   %[a0], %[x0], %[lo], %[a0]\n\t"
+        "smlad   %[a0], %[x1], %[v], %[a0]\n\t"
+        "smlad   %[a1], %[x2], %[lo], %[a1]\n\t"
+        "smlad   %[a1], %[x3], %[v], %[a1]\n\t"
+        "ldmia   %[xp]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"
+        "smlad   %[a2], %[x0], %[lo], %[a2]\n\t"
+        "smlad   %[a2], %[x1], %[v], %[a2]\n\t"
+        "smlad   %[a3], %[x2], %[lo], %[a3]\n\t"
+        "smlad   %[a3], %[x3], %[v], %[a3]\n\t"
+        "cmp     %[wp], %[end]\n\t"
+        "bne     1b\n\t"
+        : [xp] "+r"(xp), [wp] "+r"(wp), [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
+          [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [v] "=&r"(v), [lo] "=&r"(lo)
+        : [end] "r"(end)
+        : "cc", "memory");
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
+/* store_out without the mask and the NaN test, for a finite eff: then t = (acc + bias) * eff is finite or
+ * +-inf, never NaN, and VCVTR saturates inf exactly as store_out does. */
+static inline int8_t requant_finite(int32_t acc, float bias_f, float eff, int32_t y_zero)
+{
+    float t = (float)acc + bias_f;
+    t = t * eff;
+    return (int8_t)__ssat(__qadd(rint_s32(t), y_zero), 8);
+}
+
+static inline int is_finite(float f) { return f - f == 0.0f; }
+
+/* All output channels of four output pixels (pix .. pix + 3) from their expanded inputs buf (n4 lanes each,
+ * n4 % 4 == 0): row o of the weight starts at w + o * stride (stride <= n4). Lanes past `stride` must be
+ * zero: they meet the next row's first bytes, or for the last row its padded copy last_row (NULL when
+ * stride == n4), so nothing outside the weight array is read. Unmasked outputs with a finite multiplier
+ * take the short requantisation. */
+static inline __attribute__((always_inline)) void
+quad_outputs(const uint32_t *buf, const int8_t *w, int32_t stride, int32_t n4, const int8_t *last_row,
+             const int32_t *bias, const float *eff, int32_t out_c, int32_t y_zero, int32_t pix, int8_t *y,
+             uint8_t *mask)
+{
+    int8_t *y0 = y + pix * out_c, *y1 = y0 + out_c, *y2 = y1 + out_c, *y3 = y2 + out_c;
+    const int8_t *wo = w;
+    for (int32_t o = 0; o < out_c; o++, wo += stride) {
+        int32_t acc[4];
+        dot_quad_asm(buf, (last_row && o == out_c - 1) ? last_row : wo, n4, acc);
+        const float e = eff[o];
+        if (__builtin_expect(!mask && is_finite(e), 1)) {
+            const float b = (float)bias[o];
+            y0[o] = requant_finite(acc[0], b, e, y_zero);
+            y1[o] = requant_finite(acc[1], b, e, y_zero);
+            y2[o] = requant_finite(acc[2], b, e, y_zero);
+            y3[o] = requant_finite(acc[3], b, e, y_zero);
+        } else {
+            for (int32_t j = 0; j < 4; j++) store_out(y, mask, (pix + j) * out_c + o, acc[j], bias[o], e, y_zero);
+        }
+    }
+}
+
+/* Inputs of at most MT_QUAD_MAX_K lanes per output pixel (pointwise in_c, dense kh * kw * in_c) go four
+ * pixels per pass through a stack buffer of 8 * MT_QUAD_MAX_K bytes. */
+#ifndef MT_QUAD_MAX_K
+#define MT_QUAD_MAX_K 96
+#endif
+
+/* Pointwise conv with in_c % 4 == 0, in_c <= MT_QUAD_MAX_K, four pixels per pass. Returns the number of
+ * pixels done; the caller does the n_pix % 4 left over. */
+static int32_t pointwise_quads(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                               const float *eff, int8_t *y, uint8_t *mask)
+{
+    uint32_t buf[2 * MT_QUAD_MAX_K];
+    const int32_t in_c = p->in_c, neg_zero = pack_neg_zero(p->x_zero), n_pix = p->out_h * p->out_w;
+    int32_t pix = 0;
+    for (; pix + 4 <= n_pix; pix += 4) {
+        expand_quad(pixel_in(p, x, pix), pixel_in(p, x, pix + 1), pixel_in(p, x, pix + 2), pixel_in(p, x, pix + 3),
+                    neg_zero, in_c, buf);
+        quad_outputs(buf, w, in_c, in_c, NULL, bias, eff, p->out_c, p->y_zero, pix, y, mask);
+    }
+    return pix;
+}
+
 void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask)
 {
@@ -282,7 +392,9 @@ void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
         pointwise_pixel_pairs(p, x, w, bias, eff, y, mask);
         return;
     }
-    for (int32_t pix = 0; pix < p->out_h * p->out_w; pix++) {
+    int32_t first = 0;
+    if (n4 == in_c && in_c <= MT_QUAD_MAX_K) first = pointwise_quads(p, x, w, bias, eff, y, mask);
+    for (int32_t pix = first; pix < p->out_h * p->out_w; pix++) {
         const int8_t *xa = pixel_in(p, x, pix);
         int32_t base = pix * out_c, o = 0;
         for (; o + 4 <= out_c; o += 4) {
@@ -356,6 +468,55 @@ static inline void dot4_patch(const int16_t *patch, const int8_t *w, int32_t n, 
 void mt_conv_s8_portable(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                          const float *eff, int8_t *y, uint8_t *mask);
 
+/* The receptive field of output pixel pix in weight order (ky, kx, ci), as int8, then up to n4 bytes:
+ * padding and the tail hold x_zero, i.e. the value 0 once x_zero is subtracted. */
+static void gather_field_s8(const mt_conv_params *p, const int8_t *x, int32_t pix, int32_t n4, int8_t *field)
+{
+    const int32_t in_c = p->in_c, oy = pix / p->out_w, ox = pix - oy * p->out_w;
+    const int8_t zero = (int8_t)p->x_zero;
+    int32_t k = 0;
+    for (int32_t ky = 0; ky < p->kh; ky++) {
+        int32_t iy = oy * p->stride - p->pad + ky;
+        for (int32_t kx = 0; kx < p->kw; kx++) {
+            int32_t ix = ox * p->stride - p->pad + kx;
+            if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
+                for (int32_t ci = 0; ci < in_c; ci++) field[k++] = zero;
+            } else {
+                const int8_t *xp = x + (iy * p->in_w + ix) * in_c;
+                for (int32_t ci = 0; ci < in_c; ci++) field[k++] = xp[ci];
+            }
+        }
+    }
+    for (; k < n4; k++) field[k] = zero;
+}
+
+/* Dense conv with k_n = kh * kw * in_c <= MT_QUAD_MAX_K (first_conv: 27), four output pixels per pass: the
+ * receptive fields are gathered padded to a multiple of 4 with the zero point, expanded like pointwise
+ * inputs, and every weight row is read as n4 bytes (the last row from a zero-padded copy). Returns the
+ * number of pixels done. */
+static int32_t conv_quads(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                          const float *eff, int8_t *y, uint8_t *mask)
+{
+    uint32_t buf[2 * MT_QUAD_MAX_K];
+    int8_t field[MT_QUAD_MAX_K] __attribute__((aligned(4))), last_row[MT_QUAD_MAX_K] __attribute__((aligned(4)));
+    const int32_t k_n = p->kh * p->kw * p->in_c, n4 = (k_n + 3) & ~3, n_pix = p->out_h * p->out_w;
+    const int32_t neg_zero = pack_neg_zero(p->x_zero);
+    for (int32_t k = 0; k < n4; k++) last_row[k] = k < k_n ? w[(p->out_c - 1) * k_n + k] : 0;
+    int32_t pix = 0;
+    for (; pix + 4 <= n_pix; pix += 4) {
+        for (int32_t j = 0; j < 4; j++) { /* pixel j into lanes 2j, 2j + 1 of each 8-word group */
+            gather_field_s8(p, x, pix + j, n4, field);
+            for (int32_t g = 0; g < n4; g += 4) {
+                uint32_t v = load_u32(field + g);
+                buf[2 * g + 2 * j] = __sxtab16((uint32_t)neg_zero, v);
+                buf[2 * g + 2 * j + 1] = sxtab16_ror8((uint32_t)neg_zero, v);
+            }
+        }
+        quad_outputs(buf, w, k_n, n4, n4 > k_n ? last_row : NULL, bias, eff, p->out_c, p->y_zero, pix, y, mask);
+    }
+    return pix;
+}
+
 void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                 const float *eff, int8_t *y, uint8_t *mask)
 {
@@ -365,8 +526,9 @@ void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const
         mt_conv_s8_portable(p, x, w, bias, eff, y, mask);
         return;
     }
-    for (int32_t oy = 0; oy < p->out_h; oy++) {
-        for (int32_t ox = 0; ox < p->out_w; ox++) {
+    const int32_t first = k_n <= MT_QUAD_MAX_K ? conv_quads(p, x, w, bias, eff, y, mask) : 0;
+    for (int32_t oy = first / p->out_w; oy < p->out_h; oy++) {
+        for (int32_t ox = (oy == first / p->out_w) ? first % p->out_w : 0; ox < p->out_w; ox++) {
             /* gather the receptive field in weight order (ky, kx, ci), padding as 0 */
             int32_t k = 0;
             for (int32_t ky = 0; ky < p->kh; ky++) {
@@ -455,6 +617,38 @@ typedef struct {
     int32_t x, w;
 } tap_offsets;
 
+/* Four channels (one input and one weight word per tap) summed over a pixel's tap list, hand-scheduled so
+ * the accumulators stay in registers (per tap: 1 LDRD of the offsets, 2 loads, 4 unpack, 4 MACs, 2 loop). */
+static inline void dw_taps4_asm(const int8_t *xc, const int8_t *wc, int32_t neg_zero, const tap_offsets *taps,
+                                int32_t n_taps, int32_t *acc)
+{
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    if (n_taps > 0) {
+        const tap_offsets *tp = taps, *end = taps + n_taps;
+        uint32_t xo, wo, xv, wv;
+        __asm__ volatile(
+            "1:\n\t"
+            "ldrd    %[xo], %[wo], [%[tp]], #8\n\t"
+            "ldr     %[xv], [%[xc], %[xo]]\n\t"
+            "ldr     %[wv], [%[wc], %[wo]]\n\t"
+            "sxtab16 %[xo], %[nz], %[xv]\n\t"
+            "sxtab16 %[xv], %[nz], %[xv], ror #8\n\t"
+            "sxtb16  %[wo], %[wv]\n\t"
+            "sxtb16  %[wv], %[wv], ror #8\n\t"
+            "smlabb  %[a0], %[xo], %[wo], %[a0]\n\t"
+            "smlatt  %[a2], %[xo], %[wo], %[a2]\n\t"
+            "smlabb  %[a1], %[xv], %[wv], %[a1]\n\t"
+            "smlatt  %[a3], %[xv], %[wv], %[a3]\n\t"
+            "cmp     %[tp], %[end]\n\t"
+            "bne     1b\n\t"
+            : [tp] "+r"(tp), [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [xo] "=&r"(xo),
+              [wo] "=&r"(wo), [xv] "=&r"(xv), [wv] "=&r"(wv)
+            : [xc] "r"(xc), [wc] "r"(wc), [nz] "r"(neg_zero), [end] "r"(end)
+            : "cc", "memory");
+    }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+}
+
 void mt_conv_depthwise_s8_portable(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                                    const float *eff, int8_t *y, uint8_t *mask);
 
@@ -485,22 +679,19 @@ void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
             int32_t c = 0;
             for (; c + 4 <= c_n; c += 4) {
                 const int8_t *xc = x + c, *wc = w + c;
-                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-                for (int32_t t = 0; t < n_taps; t++) {
-                    uint32_t xv = load_u32(xc + taps[t].x), wv = load_u32(wc + taps[t].w);
-                    int32_t x02 = (int32_t)__sxtab16((uint32_t)neg_zero, xv);
-                    int32_t x13 = (int32_t)sxtab16_ror8((uint32_t)neg_zero, xv);
-                    int32_t w02 = (int32_t)__sxtb16(wv);
-                    int32_t w13 = (int32_t)sxtb16_ror8(wv);
-                    a0 = __smlabb(x02, w02, a0);
-                    a2 = __smlatt(x02, w02, a2);
-                    a1 = __smlabb(x13, w13, a1);
-                    a3 = __smlatt(x13, w13, a3);
+                int32_t acc[4];
+                dw_taps4_asm(xc, wc, neg_zero, taps, n_taps, acc);
+                const float *ec = eff + c;
+                if (!mask && is_finite(ec[0]) && is_finite(ec[1]) && is_finite(ec[2]) && is_finite(ec[3])) {
+                    int8_t *yc = y + base + c;
+                    yc[0] = requant_finite(acc[0], (float)bias[c], ec[0], p->y_zero);
+                    yc[1] = requant_finite(acc[1], (float)bias[c + 1], ec[1], p->y_zero);
+                    yc[2] = requant_finite(acc[2], (float)bias[c + 2], ec[2], p->y_zero);
+                    yc[3] = requant_finite(acc[3], (float)bias[c + 3], ec[3], p->y_zero);
+                } else {
+                    for (int32_t j = 0; j < 4; j++)
+                        store_out(y, mask, base + c + j, acc[j], bias[c + j], eff[c + j], p->y_zero);
                 }
-                store_out(y, mask, base + c, a0, bias[c], eff[c], p->y_zero);
-                store_out(y, mask, base + c + 1, a1, bias[c + 1], eff[c + 1], p->y_zero);
-                store_out(y, mask, base + c + 2, a2, bias[c + 2], eff[c + 2], p->y_zero);
-                store_out(y, mask, base + c + 3, a3, bias[c + 3], eff[c + 3], p->y_zero);
             }
             for (; c < c_n; c++) {
                 int32_t acc = 0;
