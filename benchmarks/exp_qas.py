@@ -77,6 +77,7 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--dataset", choices=sorted(DATASETS), default="hymenoptera")
     ap.add_argument("--runs", default=None, help="resume file (default results/<qas|qas_digits>_runs.json)")
+    ap.add_argument("--tag", default="", help="suffix of the results files (a protocol variant), e.g. select12")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 model, 2 epochs, 2 lrs, 1 seed")
     ap.add_argument("--diagnostics", action="store_true",
                     help="also: gradient/parameter norm ratios per layer, and int8+QAS with nearest rounding")
@@ -90,7 +91,7 @@ def main(argv=None):
     grid, seeds = LR_GRID, SEEDS
     if args.quick:
         args.models, args.epochs, args.select_epochs, grid, seeds = args.models[:1], 2, 1, (1e-2, 1e3), (0,)
-    stem = DATASETS[args.dataset][0]
+    stem = DATASETS[args.dataset][0] + (f"_{args.tag}" if args.tag else "")
     runs_path = Path(args.runs or RESULTS / f"{stem}_runs.json")
     runs = json.loads(runs_path.read_text()) if runs_path.exists() else {}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -171,6 +172,8 @@ def main(argv=None):
     if args.dataset != "hymenoptera":  # the ants-vs-bees tables keep their original layout
         table["dataset"] = args.dataset
         table["n_val"] = len(val)
+        table["stem"] = stem
+        table["collapsed_runs"] = collapsed_runs(runs, args.models, chosen, seeds, 1 / train.num_classes)
         table["protocol"]["data"] = (f"{len(train)} train / {len(val)} val images, {train.num_classes} classes; "
                                      "digits: 50 + 30 per class, fixed stratified split (seed 0), 8x8 grey "
                                      "0..16 -> 0..255, bilinear upsampling to the model resolution, RGB; train "
@@ -267,13 +270,27 @@ def summarise(runs, models, chosen, seeds, chance=0.5):
     return out
 
 
+def collapsed_runs(runs, models, chosen, seeds, chance):
+    """Final runs whose TRAINING accuracy ended at chance (<= 1.5 x chance: the network collapsed to one
+    class), and the validation mean of the others. Defined on training accuracy, so it does not look at val."""
+    out = {}
+    for model in models:
+        for setting in SETTINGS:
+            finals = [runs[run_key(model, setting, "final", chosen[(model, setting)], s)] for s in seeds]
+            bad = [s for s, v in zip(seeds, finals) if v["val_acc"] is None or v["train_acc"] <= 1.5 * chance]
+            ok = [v["val_acc"] for s, v in zip(seeds, finals) if s not in bad]
+            out[f"{model}|{setting}"] = {"collapsed_seeds": bad,
+                                         "mean_of_others": float(np.mean(ok)) if ok else None}
+    return out
+
+
 def markdown(table) -> str:
     settings = list(SETTINGS)
     dataset = table.get("dataset", "hymenoptera")
     lines = [f"# QAS experiment: {DATASETS[dataset][1]}, last two blocks + new head", "",
              "Validation top-1 % , mean ± std over seeds (chosen lr in brackets); `head-only` trains the new head only "
              "(int8 + QAS). Produced by `benchmarks/exp_qas.py`; protocol in "
-             f"{DATASETS[dataset][0]}.json.", "",
+             f"{table.get('stem', DATASETS[dataset][0])}.json.", "",
              "| model | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]
     for model, row in table["models"].items():
         cells = []
@@ -291,6 +308,24 @@ def markdown(table) -> str:
                      "the accuracy of every setting, so the accuracies cannot separate the update rules; the table "
                      "below shows what QAS changes." if dataset == "hymenoptera" else
                      f"One validation image is {100 / table['n_val']:.2f} points." if table.get("n_val") else "")]
+    if dataset != "hymenoptera":
+        pr = table["protocol"]
+        lines += ["", f"Protocol: lr selection {pr['select_epochs']} epochs on an 80/20 split of train (seed 0) over "
+                  f"{len(pr['lr_grid'])} decades + best/3, best*3; final {pr['epochs']} epochs, seeds {pr['seeds']}, "
+                  f"{pr['views']} train views, batch {pr['batch_size']}. Data: {pr['data']}."]
+    cr = table.get("collapsed_runs")
+    if cr and any(v["collapsed_seeds"] for v in cr.values()):
+        lines += ["", "Collapsed runs: final runs whose training accuracy ended at chance (the network predicts "
+                  "one class; defined on train accuracy, not val), and the validation mean of the other seeds. "
+                  "The means above include the collapsed runs.", "",
+                  "| model | " + " | ".join(settings) + " |", "|---" * (len(settings) + 1) + "|"]
+        for model in table["models"]:
+            cells = []
+            for s in settings:
+                v = cr[f"{model}|{s}"]
+                other = "n/a" if v["mean_of_others"] is None else f"{100 * v['mean_of_others']:.1f}"
+                cells.append(f"{len(v['collapsed_seeds'])} collapsed {v['collapsed_seeds'] or ''}; others {other}")
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
     ab = table.get("ablation_nearest_rounding")
     if ab:
         lines += ["", f"Ablation ({ab['model']}, int8 + QAS, lr {ab['lr']:g}): round-to-nearest updates instead of "

@@ -63,14 +63,35 @@ def save(name: str, doc: dict) -> Path:
     return path
 
 
-def newest_mtime(paths) -> tuple[float, str]:
-    best = (0.0, "")
-    for rel in paths:
-        p = REPO / rel
-        files = [p] if p.is_file() else list(p.rglob("*.py")) + list(p.rglob("*.c")) if p.exists() else []
-        for f in files:
-            best = max(best, (f.stat().st_mtime, str(f.relative_to(REPO))))
-    return best
+def _git(*args) -> str | None:
+    try:
+        proc = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def changed_at(rel: str) -> float:
+    """When `rel` (file or folder under REPO) last changed: its last commit, or the modification time of its
+    uncommitted files (a fresh clone gives every file the same mtime, so commits decide there)."""
+    p = REPO / rel
+    if not p.exists():
+        return 0.0
+    committed = _git("log", "-1", "--format=%ct", "--", rel)
+    dirty = _git("status", "--porcelain", "--", rel)
+    if committed is None or dirty is None:  # not a git checkout: file times only
+        files = [p] if p.is_file() else [f for f in p.rglob("*") if f.suffix in (".py", ".c")]
+        return max((f.stat().st_mtime for f in files), default=0.0)
+    times = [float(committed.strip() or 0)]
+    for line in dirty.splitlines():
+        f = REPO / line[3:].strip()
+        if f.is_file():
+            times.append(f.stat().st_mtime)
+    return max(times)
+
+
+def newest_change(paths) -> tuple[float, str]:
+    return max(((changed_at(rel), rel) for rel in paths), default=(0.0, ""))
 
 
 # ----- 1. memory ------------------------------------------------------------------------------------------
@@ -210,8 +231,8 @@ def step_cortexm(args) -> dict:
 def _freshness(result: Path, deps) -> tuple[bool, str]:
     if not result.exists():
         return False, f"{result.name} does not exist"
-    code_t, code_f = newest_mtime(deps)
-    r_t = result.stat().st_mtime
+    code_t, code_f = newest_change(deps)
+    r_t = changed_at(str(result.relative_to(REPO))) if result.is_relative_to(REPO) else result.stat().st_mtime
     stamp = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: E731
     if r_t >= code_t:
         return True, f"reused {result.name} written {stamp(r_t)} (newer than the code it depends on, newest {code_f})"
@@ -248,6 +269,17 @@ def _merge_qas_tables(lines: list[str]) -> str:
         avg = [sum(col) / len(col) for col in zip(*means)]
         out.append("| **average** | " + " | ".join(f"**{v:.1f}**" for v in avg) + " |")
     return "\n".join(out)
+
+
+def _first_table(text: str) -> list[str]:
+    """The first markdown table of text (a results file may hold several)."""
+    out = []
+    for ln in text.splitlines():
+        if ln.startswith("|"):
+            out.append(ln)
+        elif out:
+            break
+    return out
 
 
 def _table_lines(text: str) -> list[str]:
@@ -301,6 +333,17 @@ def step_accuracy(args) -> dict:
     else:
         doc["qas"] = {"source": "skipped (--accuracy skip)"}
     log(f"  QAS: {doc['qas']['source']}")
+    # the digits variant (exp_qas.py --dataset digits), when present: reused only, never re-run here
+    digits = RESULTS / "qas_digits.json"
+    if digits.exists() and args.accuracy != "skip":
+        fresh_d, why_d = _freshness(digits, ACCURACY_DEPS["qas"])
+        md = RESULTS / "qas_digits.md"
+        if (fresh_d or args.accuracy == "reuse") and md.exists():
+            doc["qas_digits"] = {"source": why_d if fresh_d else f"reused although stale: {why_d}",
+                                 "markdown": md.read_text()}
+        else:
+            doc["qas_digits"] = {"source": f"not shown ({why_d}); run benchmarks/exp_qas.py --dataset digits"}
+        log(f"  QAS digits: {doc['qas_digits']['source']}")
     # sparse update
     sparse_json = RESULTS / "sparse.json"
     fresh, why = _freshness(sparse_json, ACCURACY_DEPS["sparse"])
@@ -504,7 +547,12 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
         q = acc.get("qas", {})
         lines += [f"**QAS** ({q.get('source', 'n/a')}):", ""]
         if q.get("markdown"):
-            lines += _table_lines(q["markdown"]) + [""]
+            lines += _first_table(q["markdown"]) + [""]
+        d = acc.get("qas_digits")
+        if d:
+            lines += [f"**QAS, digits** ({d['source']}):", ""]
+            if d.get("markdown"):
+                lines += _first_table(d["markdown"]) + [""]
         s = acc.get("sparse", {})
         lines += [f"**Sparse update, accuracy vs memory** ({s.get('source', 'n/a')}):", ""]
         rec = s.get("record") or {}
@@ -536,23 +584,33 @@ def main(argv=None) -> int:
             status[name] = "skipped"
             continue
         t1 = time.monotonic()
-        results[name] = fn(args)
-        status[name] = f"{time.monotonic() - t1:.0f} s"
+        try:
+            results[name] = fn(args)
+            status[name] = f"{time.monotonic() - t1:.0f} s"
+        except Exception as e:  # one broken benchmark must not lose the others: report it, exit non-zero
+            import traceback
+
+            traceback.print_exc()
+            status[name] = f"FAILED after {time.monotonic() - t1:.0f} s: {type(e).__name__}: {str(e)[:300]}"
+            log(f"step {name} {status[name]}")
     plotted = plots(results)
     for path in plotted:
         log(f"wrote {path}")
     seconds = time.monotonic() - t0
     text = headline(results, args, seconds, plotted)
+    failed = {k: v for k, v in status.items() if v.startswith("FAILED")}
+    if failed:
+        text += "\n" + "\n".join(f"**Step {k} {v}** (no figures from it above)." for k, v in failed.items()) + "\n"
     (RESULTS / "headline.md").write_text(text)
     save("bench_summary.json", {"date": now(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
                                 "quick": args.quick, "accuracy": args.accuracy, "step_seconds": status,
                                 "total_seconds": round(seconds, 1),
-                                "sources": {k: v.get("source") or {part: v[part].get("source") for part in ("qas", "sparse")
+                                "sources": {k: v.get("source") or {part: v[part].get("source") for part in ("qas", "qas_digits", "sparse")
                                                                    if isinstance(v.get(part), dict)}
                                             for k, v in results.items() if isinstance(v, dict)}})
     log("\n" + text)
     log(f"wrote {RESULTS / 'headline.md'}; steps: {status}; total {seconds / 60:.1f} min")
-    return 0
+    return 1 if any(v.startswith("FAILED") for v in status.values()) else 0
 
 
 if __name__ == "__main__":

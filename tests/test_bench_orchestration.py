@@ -63,3 +63,18 @@ def test_reduced_qas_tables_merge_with_a_recomputed_average():
     merged = run_all._merge_qas_tables(one + two).splitlines()
     assert merged[0] == "| model | fp32 | int8 |" and len(merged) == 5
     assert merged[-1] == "| **average** | **91.5** | **75.5** |"
+
+
+def test_a_failing_step_is_reported_and_the_others_still_written(tmp_path, monkeypatch):
+    import run_all
+
+    def broken(args):
+        raise RuntimeError("qemu vanished")
+
+    monkeypatch.setattr(run_all, "RESULTS", tmp_path)
+    monkeypatch.setattr(run_all, "step_host", broken)
+    assert run_all.main(["--skip", "memory", "cortexm", "--accuracy", "skip"]) == 1
+    summary = json.loads((tmp_path / "bench_summary.json").read_text())
+    assert summary["step_seconds"]["host"].startswith("FAILED") and "qemu vanished" in summary["step_seconds"]["host"]
+    assert "Step host FAILED" in (tmp_path / "headline.md").read_text()
+    assert (tmp_path / "bench_accuracy.json").exists()

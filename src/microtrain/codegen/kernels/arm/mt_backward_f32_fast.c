@@ -4,9 +4,10 @@
  * Every output element is computed by exactly the float32 operation sequence of the portable kernel (same
  * terms, same order, separate multiply and add: built with -ffp-contract=off), so nothing changes but the
  * loop structure, which cuts executed instructions:
- * - input gradient of a pointwise conv: register blocking, 4 pixels x 4 input channels per pass, so each
- *   int8 weight is converted to float once for four pixels and each gradient value loaded once for four
- *   channels (16 accumulators in the 32 single-precision registers);
+ * - input gradient of a pointwise conv: register blocking, 4 pixels x 4 input channels per pass (16
+ *   accumulators in the 32 single-precision registers), each gradient value loaded once for four channels,
+ *   and the int8 weights converted to float once per 4 input channels x MT_GI_CHUNK output channels into a
+ *   stack buffer (reused by every pixel) rather than once per 4 pixels;
  * - input gradient of a depthwise conv: the valid taps are found once per pixel (not per channel) and the
  *   channel loop runs innermost, accumulating in place in tap order;
  * - fused weight update of a pointwise conv: 4 output x 2 input channels per pass, so each (x - x_zero) and
@@ -39,37 +40,73 @@ static inline float *grad_pixel(const mt_conv_params *p, float *gx, int32_t pix)
     return gx + ((oy * p->stride) * p->in_w + ox * p->stride) * p->in_c;
 }
 
-/* One weight block (O, nb) of a pointwise conv: gx[pixel, idx[j]] = sum over o of gacc[pixel, o] * w[o, j]. */
+/* Weights converted to float per pass of grad_input_pointwise_block: 4 input channels x this many output
+ * channels (a stack buffer of 16 * MT_GI_CHUNK bytes). */
+#ifndef MT_GI_CHUNK
+#define MT_GI_CHUNK 48
+#endif
+
+/* 4 pixels x 4 input channels of gx for output channels o0 .. o0 + on - 1, continuing the sums already in gx
+ * (or from 0.0f for the first chunk, first = 1): each element's terms are added in ascending o as in the
+ * portable kernel, and a float stored and reloaded between chunks is unchanged, so the result is the same.
+ * wf holds the weights as float, 4 per output channel. */
+static void grad_input_tile_4x4(const float *g, int32_t out_c, const float *wf, int32_t on, int first, float *x0,
+                                float *x1, float *x2, float *x3, int32_t c0, int32_t c1, int32_t c2, int32_t c3)
+{
+    float a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33;
+    if (first) {
+        a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = 0.0f;
+        a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = 0.0f;
+    } else {
+        a00 = x0[c0], a01 = x0[c1], a02 = x0[c2], a03 = x0[c3];
+        a10 = x1[c0], a11 = x1[c1], a12 = x1[c2], a13 = x1[c3];
+        a20 = x2[c0], a21 = x2[c1], a22 = x2[c2], a23 = x2[c3];
+        a30 = x3[c0], a31 = x3[c1], a32 = x3[c2], a33 = x3[c3];
+    }
+    const float *gp = g, *wp = wf, *end = wf + 4 * on;
+    for (; wp != end; wp += 4, gp++) {
+        float w0 = wp[0], w1 = wp[1], w2 = wp[2], w3 = wp[3];
+        float h0 = gp[0], h1 = gp[out_c], h2 = gp[2 * out_c], h3 = gp[3 * out_c];
+        a00 += h0 * w0; a01 += h0 * w1; a02 += h0 * w2; a03 += h0 * w3;
+        a10 += h1 * w0; a11 += h1 * w1; a12 += h1 * w2; a13 += h1 * w3;
+        a20 += h2 * w0; a21 += h2 * w1; a22 += h2 * w2; a23 += h2 * w3;
+        a30 += h3 * w0; a31 += h3 * w1; a32 += h3 * w2; a33 += h3 * w3;
+    }
+    x0[c0] = a00; x0[c1] = a01; x0[c2] = a02; x0[c3] = a03;
+    x1[c0] = a10; x1[c1] = a11; x1[c2] = a12; x1[c3] = a13;
+    x2[c0] = a20; x2[c1] = a21; x2[c2] = a22; x2[c3] = a23;
+    x3[c0] = a30; x3[c1] = a31; x3[c2] = a32; x3[c3] = a33;
+}
+
+/* One weight block (O, nb) of a pointwise conv: gx[pixel, idx[j]] = sum over o of gacc[pixel, o] * w[o, j].
+ * Blocks of 4 input channels x 4 pixels: the block's weights are converted to float once per chunk of
+ * output channels (not once per 4 pixels), the rest as before. */
 static void grad_input_pointwise_block(const mt_conv_params *p, const float *gacc, const int8_t *wb,
                                        const int16_t *idx, int32_t nb, float *gx)
 {
-    const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w;
+    const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w, pix4 = n_pix & ~3, nb4 = nb & ~3;
+    float wf[4 * MT_GI_CHUNK];
+    for (int32_t j = 0; j < nb4; j += 4) {
+        const int32_t c0 = chan(idx, j), c1 = chan(idx, j + 1), c2 = chan(idx, j + 2), c3 = chan(idx, j + 3);
+        for (int32_t o0 = 0; o0 < out_c; o0 += MT_GI_CHUNK) {
+            const int32_t on = out_c - o0 < MT_GI_CHUNK ? out_c - o0 : MT_GI_CHUNK;
+            const int8_t *wr = wb + o0 * nb + j;
+            for (int32_t o = 0; o < on; o++, wr += nb) {
+                wf[4 * o] = (float)wr[0], wf[4 * o + 1] = (float)wr[1];
+                wf[4 * o + 2] = (float)wr[2], wf[4 * o + 3] = (float)wr[3];
+            }
+            for (int32_t pix = 0; pix < pix4; pix += 4)
+                grad_input_tile_4x4(gacc + pix * out_c + o0, out_c, wf, on, o0 == 0, grad_pixel(p, gx, pix),
+                                    grad_pixel(p, gx, pix + 1), grad_pixel(p, gx, pix + 2),
+                                    grad_pixel(p, gx, pix + 3), c0, c1, c2, c3);
+        }
+    }
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         const float *g = gacc + pix * out_c;
         float *x0 = grad_pixel(p, gx, pix), *x1 = grad_pixel(p, gx, pix + 1);
         float *x2 = grad_pixel(p, gx, pix + 2), *x3 = grad_pixel(p, gx, pix + 3);
-        int32_t j = 0;
-        for (; j + 4 <= nb; j += 4) {
-            float a00 = 0.0f, a01 = 0.0f, a02 = 0.0f, a03 = 0.0f, a10 = 0.0f, a11 = 0.0f, a12 = 0.0f, a13 = 0.0f;
-            float a20 = 0.0f, a21 = 0.0f, a22 = 0.0f, a23 = 0.0f, a30 = 0.0f, a31 = 0.0f, a32 = 0.0f, a33 = 0.0f;
-            const int8_t *wp = wb + j;
-            const float *gp = g;
-            for (int32_t o = 0; o < out_c; o++, wp += nb, gp++) {
-                float w0 = (float)wp[0], w1 = (float)wp[1], w2 = (float)wp[2], w3 = (float)wp[3];
-                float h0 = gp[0], h1 = gp[out_c], h2 = gp[2 * out_c], h3 = gp[3 * out_c];
-                a00 += h0 * w0; a01 += h0 * w1; a02 += h0 * w2; a03 += h0 * w3;
-                a10 += h1 * w0; a11 += h1 * w1; a12 += h1 * w2; a13 += h1 * w3;
-                a20 += h2 * w0; a21 += h2 * w1; a22 += h2 * w2; a23 += h2 * w3;
-                a30 += h3 * w0; a31 += h3 * w1; a32 += h3 * w2; a33 += h3 * w3;
-            }
-            int32_t c0 = chan(idx, j), c1 = chan(idx, j + 1), c2 = chan(idx, j + 2), c3 = chan(idx, j + 3);
-            x0[c0] = a00; x0[c1] = a01; x0[c2] = a02; x0[c3] = a03;
-            x1[c0] = a10; x1[c1] = a11; x1[c2] = a12; x1[c3] = a13;
-            x2[c0] = a20; x2[c1] = a21; x2[c2] = a22; x2[c3] = a23;
-            x3[c0] = a30; x3[c1] = a31; x3[c2] = a32; x3[c3] = a33;
-        }
-        for (; j < nb; j++) {
+        for (int32_t j = nb4; j < nb; j++) { /* the nb % 4 channels left over */
             float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
             for (int32_t o = 0; o < out_c; o++) {
                 float w0 = (float)wb[o * nb + j];

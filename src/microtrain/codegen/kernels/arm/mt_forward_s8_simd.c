@@ -9,11 +9,18 @@
  *
  * Packing: a word of 4 int8 x0..x3 is split by SXTAB16 into int16 lanes (x0 - z, x2 - z) and, rotated by 8,
  * (x1 - z, x3 - z); weights by SXTB16 the same way, so SMLAD does two MACs per instruction.
- * - pointwise: two pixels x four output channels per pass (each unpacked weight word serves both pixels);
- * - dense (first_conv) and split pointwise: each pixel's receptive field / gathered channels are expanded
- *   once into an int16 patch, then four output channels per pass;
- * - depthwise: four channels in four accumulators (SMLABB/SMLATT) over a per-pixel list of the valid taps.
- * Shapes beyond the stack patch / tap list sizes call the portable kernel. */
+ * - pointwise, dense with kh * kw * in_c <= MT_QUAD_MAX_K (first_conv) and split pointwise: four output
+ *   pixels per pass. Their inputs (receptive fields, gathered channels; padded to a multiple of 4 with the
+ *   zero point) are expanded once into a stack buffer, interleaved so one LDM brings two pixels' lanes; each
+ *   weight word is then loaded and unpacked once for the four pixels (dot_quad_asm: 15 instructions per 16
+ *   MACs). Pointwise inputs wider than the buffer go through it in chunks, partial sums kept per block of
+ *   output channels. Leftover pixels (n_pix % 4) and in_c % 4 != 0 use the per-pixel paths below.
+ * - per-pixel paths: one pixel x four output channels (dot4_asm), or an int16 patch per pixel;
+ * - depthwise: four channels in four accumulators (SMLABB/SMLATT) over a per-pixel list of the valid taps
+ *   (dw_taps4_asm).
+ * Unmasked outputs of a call whose multipliers are all finite skip the NaN test and the mask update
+ * (requant_finite); the result is the same. Shapes beyond the stack patch / tap list sizes call the portable
+ * kernel. Stack: the deepest kernel frame is about 1.1 KB (pointwise_quads_chunked). */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 
 #include <arm_acle.h>
@@ -288,8 +295,8 @@ static inline void expand_quad(const int8_t *x0, const int8_t *x1, const int8_t 
     }
 }
 
-/* One weight row (n int8, n % 4 == 0, n > 0) against four expanded pixels: each weight word is loaded and
- * unpacked once for the four, the pixels come two at a time by LDM (per 4 inputs: 1 load + 2 unpack w,
+/* acc[0..3] += one weight row (n int8, n % 4 == 0, n > 0) against four expanded pixels: each weight word is
+ * loaded and unpacked once for the four, the pixels come two at a time by LDM (per 4 inputs: 1 load + 2 unpack w,
  * 2 LDM, 8 SMLAD, 2 loop = 15 instructions for 16 MACs). LDM fills its registers in ascending number
  * order, hence the four pinned registers. */
 static inline void dot_quad_asm(const uint32_t *buf, const int8_t *w, int32_t n, int32_t *acc)
@@ -297,7 +304,7 @@ static inline void dot_quad_asm(const uint32_t *buf, const int8_t *w, int32_t n,
     register uint32_t x0 __asm__("r2"), x1 __asm__("r3"), x2 __asm__("r4"), x3 __asm__("r5");
     const uint32_t *xp = buf;
     const int8_t *wp = w, *end = w + n;
-    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3]; /* continues the sums in acc */
     uint32_t v, lo;
     __asm__ volatile(
         "1:\n\t"
@@ -337,49 +344,108 @@ static inline int is_finite(float f) { return f - f == 0.0f; }
 /* All output channels of four output pixels (pix .. pix + 3) from their expanded inputs buf (n4 lanes each,
  * n4 % 4 == 0): row o of the weight starts at w + o * stride (stride <= n4). Lanes past `stride` must be
  * zero: they meet the next row's first bytes, or for the last row its padded copy last_row (NULL when
- * stride == n4), so nothing outside the weight array is read. Unmasked outputs with a finite multiplier
- * take the short requantisation. */
+ * stride == n4), so nothing outside the weight array is read. short_requant (no mask, every multiplier
+ * finite, decided once per call) takes requant_finite with nothing else live across the loop. */
 static inline __attribute__((always_inline)) void
 quad_outputs(const uint32_t *buf, const int8_t *w, int32_t stride, int32_t n4, const int8_t *last_row,
              const int32_t *bias, const float *eff, int32_t out_c, int32_t y_zero, int32_t pix, int8_t *y,
-             uint8_t *mask)
+             uint8_t *mask, int short_requant)
 {
-    int8_t *y0 = y + pix * out_c, *y1 = y0 + out_c, *y2 = y1 + out_c, *y3 = y2 + out_c;
     const int8_t *wo = w;
-    for (int32_t o = 0; o < out_c; o++, wo += stride) {
-        int32_t acc[4];
-        dot_quad_asm(buf, (last_row && o == out_c - 1) ? last_row : wo, n4, acc);
-        const float e = eff[o];
-        if (__builtin_expect(!mask && is_finite(e), 1)) {
-            const float b = (float)bias[o];
-            y0[o] = requant_finite(acc[0], b, e, y_zero);
-            y1[o] = requant_finite(acc[1], b, e, y_zero);
-            y2[o] = requant_finite(acc[2], b, e, y_zero);
-            y3[o] = requant_finite(acc[3], b, e, y_zero);
-        } else {
-            for (int32_t j = 0; j < 4; j++) store_out(y, mask, (pix + j) * out_c + o, acc[j], bias[o], e, y_zero);
+    if (short_requant) {
+        int8_t *yo = y + pix * out_c;
+        for (int32_t o = 0; o < out_c; o++, wo += stride, yo++) {
+            int32_t acc[4] = {0, 0, 0, 0};
+            dot_quad_asm(buf, (last_row && o == out_c - 1) ? last_row : wo, n4, acc);
+            const float e = eff[o], b = (float)bias[o];
+            yo[0] = requant_finite(acc[0], b, e, y_zero);
+            yo[out_c] = requant_finite(acc[1], b, e, y_zero);
+            yo[2 * out_c] = requant_finite(acc[2], b, e, y_zero);
+            yo[3 * out_c] = requant_finite(acc[3], b, e, y_zero);
         }
+        return;
     }
+    for (int32_t o = 0; o < out_c; o++, wo += stride) {
+        int32_t acc[4] = {0, 0, 0, 0};
+        dot_quad_asm(buf, (last_row && o == out_c - 1) ? last_row : wo, n4, acc);
+        for (int32_t j = 0; j < 4; j++) store_out(y, mask, (pix + j) * out_c + o, acc[j], bias[o], eff[o], y_zero);
+    }
+}
+
+static int all_finite(const float *v, int32_t n)
+{
+    int ok = 1;
+    for (int32_t i = 0; i < n; i++) ok &= is_finite(v[i]);
+    return ok;
 }
 
 /* Inputs of at most MT_QUAD_MAX_K lanes per output pixel (pointwise in_c, dense kh * kw * in_c) go four
  * pixels per pass through a stack buffer of 8 * MT_QUAD_MAX_K bytes. */
 #ifndef MT_QUAD_MAX_K
-#define MT_QUAD_MAX_K 96
+#define MT_QUAD_MAX_K 64
 #endif
 
 /* Pointwise conv with in_c % 4 == 0, in_c <= MT_QUAD_MAX_K, four pixels per pass. Returns the number of
  * pixels done; the caller does the n_pix % 4 left over. */
-static int32_t pointwise_quads(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
-                               const float *eff, int8_t *y, uint8_t *mask)
+static __attribute__((noinline)) int32_t pointwise_quads(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                                         const int32_t *bias, const float *eff, int8_t *y,
+                                                         uint8_t *mask)
 {
     uint32_t buf[2 * MT_QUAD_MAX_K];
     const int32_t in_c = p->in_c, neg_zero = pack_neg_zero(p->x_zero), n_pix = p->out_h * p->out_w;
+    const int short_requant = !mask && all_finite(eff, p->out_c);
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         expand_quad(pixel_in(p, x, pix), pixel_in(p, x, pix + 1), pixel_in(p, x, pix + 2), pixel_in(p, x, pix + 3),
                     neg_zero, in_c, buf);
-        quad_outputs(buf, w, in_c, in_c, NULL, bias, eff, p->out_c, p->y_zero, pix, y, mask);
+        quad_outputs(buf, w, in_c, in_c, NULL, bias, eff, p->out_c, p->y_zero, pix, y, mask, short_requant);
+    }
+    return pix;
+}
+
+/* Pointwise conv with in_c % 4 == 0 and in_c > MT_QUAD_MAX_K: four pixels per pass as pointwise_quads,
+ * their inputs expanded MT_QUAD_MAX_K channels at a time, for blocks of MT_QUAD_O_BLOCK output channels
+ * whose partial sums wait in a stack array. Returns the number of pixels done. */
+#ifndef MT_QUAD_O_BLOCK
+#define MT_QUAD_O_BLOCK 24
+#endif
+static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_params *p, const int8_t *x,
+                                                                 const int8_t *w, const int32_t *bias,
+                                                                 const float *eff, int8_t *y, uint8_t *mask)
+{
+    uint32_t buf[2 * MT_QUAD_MAX_K];
+    int32_t acc[4 * MT_QUAD_O_BLOCK];
+    const int32_t in_c = p->in_c, out_c = p->out_c, y_zero = p->y_zero, neg_zero = pack_neg_zero(p->x_zero);
+    const int32_t n_pix = p->out_h * p->out_w;
+    const int short_requant = !mask && all_finite(eff, out_c);
+    int32_t pix = 0;
+    for (; pix + 4 <= n_pix; pix += 4) {
+        const int8_t *x0 = pixel_in(p, x, pix), *x1 = pixel_in(p, x, pix + 1);
+        const int8_t *x2 = pixel_in(p, x, pix + 2), *x3 = pixel_in(p, x, pix + 3);
+        for (int32_t o0 = 0; o0 < out_c; o0 += MT_QUAD_O_BLOCK) {
+            const int32_t on = out_c - o0 < MT_QUAD_O_BLOCK ? out_c - o0 : MT_QUAD_O_BLOCK;
+            for (int32_t i = 0; i < 4 * on; i++) acc[i] = 0;
+            for (int32_t k0 = 0; k0 < in_c; k0 += MT_QUAD_MAX_K) {
+                const int32_t kn = in_c - k0 < MT_QUAD_MAX_K ? in_c - k0 : MT_QUAD_MAX_K;
+                expand_quad(x0 + k0, x1 + k0, x2 + k0, x3 + k0, neg_zero, kn, buf);
+                const int8_t *wo = w + o0 * in_c + k0;
+                for (int32_t o = 0; o < on; o++, wo += in_c) dot_quad_asm(buf, wo, kn, acc + 4 * o);
+            }
+            for (int32_t o = 0; o < on; o++) {
+                const int32_t oc = o0 + o;
+                if (short_requant) {
+                    const float e = eff[oc], b = (float)bias[oc];
+                    int8_t *yo = y + pix * out_c + oc;
+                    yo[0] = requant_finite(acc[4 * o], b, e, y_zero);
+                    yo[out_c] = requant_finite(acc[4 * o + 1], b, e, y_zero);
+                    yo[2 * out_c] = requant_finite(acc[4 * o + 2], b, e, y_zero);
+                    yo[3 * out_c] = requant_finite(acc[4 * o + 3], b, e, y_zero);
+                } else {
+                    for (int32_t j = 0; j < 4; j++)
+                        store_out(y, mask, (pix + j) * out_c + oc, acc[4 * o + j], bias[oc], eff[oc], y_zero);
+                }
+            }
+        }
     }
     return pix;
 }
@@ -393,15 +459,23 @@ void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
         return;
     }
     int32_t first = 0;
-    if (n4 == in_c && in_c <= MT_QUAD_MAX_K) first = pointwise_quads(p, x, w, bias, eff, y, mask);
+    if (n4 == in_c)
+        first = in_c <= MT_QUAD_MAX_K ? pointwise_quads(p, x, w, bias, eff, y, mask)
+                                      : pointwise_quads_chunked(p, x, w, bias, eff, y, mask);
+    const int short_requant = !mask && all_finite(eff, out_c);
     for (int32_t pix = first; pix < p->out_h * p->out_w; pix++) {
         const int8_t *xa = pixel_in(p, x, pix);
         int32_t base = pix * out_c, o = 0;
         for (; o + 4 <= out_c; o += 4) {
             int32_t acc[4];
             dot4_asm(xa, neg_zero, w + o * in_c, in_c, n4, acc);
-            for (int32_t j = 0; j < 4; j++)
-                store_out(y, mask, base + o + j, acc[j], bias[o + j], eff[o + j], p->y_zero);
+            if (short_requant) {
+                for (int32_t j = 0; j < 4; j++)
+                    y[base + o + j] = requant_finite(acc[j], (float)bias[o + j], eff[o + j], p->y_zero);
+            } else {
+                for (int32_t j = 0; j < 4; j++)
+                    store_out(y, mask, base + o + j, acc[j], bias[o + j], eff[o + j], p->y_zero);
+            }
         }
         for (; o < out_c; o++)
             store_out(y, mask, base + o, dot1_s8(xa, neg_zero, w + o * in_c, in_c), bias[o], eff[o], p->y_zero);
@@ -494,14 +568,15 @@ static void gather_field_s8(const mt_conv_params *p, const int8_t *x, int32_t pi
  * receptive fields are gathered padded to a multiple of 4 with the zero point, expanded like pointwise
  * inputs, and every weight row is read as n4 bytes (the last row from a zero-padded copy). Returns the
  * number of pixels done. */
-static int32_t conv_quads(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
-                          const float *eff, int8_t *y, uint8_t *mask)
+static __attribute__((noinline)) int32_t conv_quads(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                                    const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask)
 {
     uint32_t buf[2 * MT_QUAD_MAX_K];
     int8_t field[MT_QUAD_MAX_K] __attribute__((aligned(4))), last_row[MT_QUAD_MAX_K] __attribute__((aligned(4)));
     const int32_t k_n = p->kh * p->kw * p->in_c, n4 = (k_n + 3) & ~3, n_pix = p->out_h * p->out_w;
     const int32_t neg_zero = pack_neg_zero(p->x_zero);
     for (int32_t k = 0; k < n4; k++) last_row[k] = k < k_n ? w[(p->out_c - 1) * k_n + k] : 0;
+    const int short_requant = !mask && all_finite(eff, p->out_c);
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         for (int32_t j = 0; j < 4; j++) { /* pixel j into lanes 2j, 2j + 1 of each 8-word group */
@@ -512,21 +587,19 @@ static int32_t conv_quads(const mt_conv_params *p, const int8_t *x, const int8_t
                 buf[2 * g + 2 * j + 1] = sxtab16_ror8((uint32_t)neg_zero, v);
             }
         }
-        quad_outputs(buf, w, k_n, n4, n4 > k_n ? last_row : NULL, bias, eff, p->out_c, p->y_zero, pix, y, mask);
+        quad_outputs(buf, w, k_n, n4, n4 > k_n ? last_row : NULL, bias, eff, p->out_c, p->y_zero, pix, y, mask,
+                     short_requant);
     }
     return pix;
 }
 
-void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
-                const float *eff, int8_t *y, uint8_t *mask)
+/* Dense conv one output pixel at a time from pixel `first` on, through an int16 patch per pixel. */
+static __attribute__((noinline)) void conv_patches(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                                   const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask,
+                                                   int32_t first)
 {
     const int32_t in_c = p->in_c, kw = p->kw, k_n = p->kh * p->kw * p->in_c, k4 = k_n & ~3;
     int16_t patch[MT_SIMD_PATCH_MAX] __attribute__((aligned(4)));
-    if (k_n > MT_SIMD_PATCH_MAX) {
-        mt_conv_s8_portable(p, x, w, bias, eff, y, mask);
-        return;
-    }
-    const int32_t first = k_n <= MT_QUAD_MAX_K ? conv_quads(p, x, w, bias, eff, y, mask) : 0;
     for (int32_t oy = first / p->out_w; oy < p->out_h; oy++) {
         for (int32_t ox = (oy == first / p->out_w) ? first % p->out_w : 0; ox < p->out_w; ox++) {
             /* gather the receptive field in weight order (ky, kx, ci), padding as 0 */
@@ -557,6 +630,18 @@ void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const
     }
 }
 
+void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                const float *eff, int8_t *y, uint8_t *mask)
+{
+    const int32_t k_n = p->kh * p->kw * p->in_c;
+    if (k_n > MT_SIMD_PATCH_MAX) {
+        mt_conv_s8_portable(p, x, w, bias, eff, y, mask);
+        return;
+    }
+    const int32_t first = k_n <= MT_QUAD_MAX_K ? conv_quads(p, x, w, bias, eff, y, mask) : 0;
+    if (first < p->out_h * p->out_w) conv_patches(p, x, w, bias, eff, y, mask, first);
+}
+
 static inline void gather_patch(const int8_t *xp, int32_t x_zero, const int16_t *idx, int32_t n, int16_t *patch)
 {
     int32_t k4 = n & ~3;
@@ -568,43 +653,116 @@ void mt_conv_pointwise_split_s8_portable(const mt_conv_params *p, const int8_t *
                                          const int16_t *train_idx, int32_t n_train, const int32_t *bias,
                                          const float *eff, int8_t *y, uint8_t *mask);
 
-/* Pointwise conv with the weight split by input channel (sparse update): each pixel's frozen and trained
- * input channels are gathered once into int16 patches (shifted by -x_zero), then every output channel is
- * two SMLAD dot products. The integer accumulator is the same exact sum as the portable kernel's. */
+/* Split pointwise conv (sparse update), one output pixel at a time from pixel `first` on: each pixel's frozen
+ * and trained input channels are gathered once into int16 patches (shifted by -x_zero), then every output
+ * channel is two SMLAD dot products. */
+static __attribute__((noinline)) void split_patches(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
+                                                    const int16_t *frozen_idx, int32_t n_frozen, const int8_t *w_train,
+                                                    const int16_t *train_idx, int32_t n_train, const int32_t *bias,
+                                                    const float *eff, int8_t *y, uint8_t *mask, int32_t first)
+{
+    int16_t patch[MT_SIMD_PATCH_MAX + 4] __attribute__((aligned(4)));
+    /* the trained patch starts on a 4-lane boundary so its pairs stay word-aligned */
+    const int32_t train_at = (n_frozen + 3) & ~3;
+    for (int32_t pix = first; pix < p->out_h * p->out_w; pix++) {
+        const int8_t *xp = pixel_in(p, x, pix);
+        int32_t base = pix * p->out_c;
+        gather_patch(xp, p->x_zero, frozen_idx, n_frozen, patch);
+        gather_patch(xp, p->x_zero, train_idx, n_train, patch + train_at);
+        int32_t o = 0;
+        for (; o + 4 <= p->out_c; o += 4) {
+            int32_t af[4], at[4];
+            dot4_patch(patch, w_frozen + o * n_frozen, n_frozen, af);
+            dot4_patch(patch + train_at, w_train + o * n_train, n_train, at);
+            for (int32_t j = 0; j < 4; j++)
+                store_out(y, mask, base + o + j, af[j] + at[j], bias[o + j], eff[o + j], p->y_zero);
+        }
+        for (; o < p->out_c; o++) {
+            int32_t acc = dot_patch(patch, w_frozen + o * n_frozen, n_frozen) +
+                          dot_patch(patch + train_at, w_train + o * n_train, n_train);
+            store_out(y, mask, base + o, acc, bias[o], eff[o], p->y_zero);
+        }
+    }
+}
+
+/* Row n - 1 of a (rows, n) int8 weight copied and zero-padded to n4 bytes. */
+static void padded_last_row(const int8_t *w, int32_t rows, int32_t n, int32_t n4, int8_t *out)
+{
+    for (int32_t k = 0; k < n4; k++) out[k] = k < n ? w[(rows - 1) * n + k] : 0;
+}
+
+/* Split pointwise conv, four pixels per pass (nf4 + nt4 <= MT_QUAD_MAX_K, the channel counts rounded up to
+ * 4): each pixel's frozen then trained channels are gathered into an int8 field, each block padded to a
+ * multiple of 4 with the zero point (value 0), and expanded like pointwise inputs; every output channel is
+ * then two dot_quad_asm passes into the same sums. Returns the number of pixels done. */
+static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
+                                                     const int16_t *frozen_idx, int32_t n_frozen,
+                                                     const int8_t *w_train, const int16_t *train_idx, int32_t n_train,
+                                                     const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask)
+{
+    uint32_t buf[2 * MT_QUAD_MAX_K];
+    int8_t field[MT_QUAD_MAX_K] __attribute__((aligned(4)));
+    int8_t last_f[MT_QUAD_MAX_K] __attribute__((aligned(4))), last_t[MT_QUAD_MAX_K] __attribute__((aligned(4)));
+    const int32_t out_c = p->out_c, y_zero = p->y_zero, n_pix = p->out_h * p->out_w;
+    const int32_t nf4 = (n_frozen + 3) & ~3, nt4 = (n_train + 3) & ~3, neg_zero = pack_neg_zero(p->x_zero);
+    const int8_t zero = (int8_t)p->x_zero;
+    const int short_requant = !mask && all_finite(eff, out_c);
+    padded_last_row(w_frozen, out_c, n_frozen, nf4, last_f);
+    padded_last_row(w_train, out_c, n_train, nt4, last_t);
+    int32_t pix = 0;
+    for (; pix + 4 <= n_pix; pix += 4) {
+        for (int32_t j = 0; j < 4; j++) { /* pixel j into lanes 2j, 2j + 1 of each 8-word group */
+            const int8_t *xp = pixel_in(p, x, pix + j);
+            int32_t k = 0;
+            for (int32_t i = 0; i < n_frozen; i++) field[k++] = xp[frozen_idx[i]];
+            while (k < nf4) field[k++] = zero;
+            for (int32_t i = 0; i < n_train; i++) field[k++] = xp[train_idx[i]];
+            while (k < nf4 + nt4) field[k++] = zero;
+            for (int32_t g = 0; g < nf4 + nt4; g += 4) {
+                uint32_t v = load_u32(field + g);
+                buf[2 * g + 2 * j] = __sxtab16((uint32_t)neg_zero, v);
+                buf[2 * g + 2 * j + 1] = sxtab16_ror8((uint32_t)neg_zero, v);
+            }
+        }
+        for (int32_t o = 0; o < out_c; o++) {
+            int32_t acc[4] = {0, 0, 0, 0};
+            const int last = o == out_c - 1;
+            if (nf4) dot_quad_asm(buf, (last && nf4 > n_frozen) ? last_f : w_frozen + o * n_frozen, nf4, acc);
+            if (nt4) dot_quad_asm(buf + 2 * nf4, (last && nt4 > n_train) ? last_t : w_train + o * n_train, nt4, acc);
+            if (short_requant) {
+                const float e = eff[o], b = (float)bias[o];
+                int8_t *yo = y + pix * out_c + o;
+                yo[0] = requant_finite(acc[0], b, e, y_zero);
+                yo[out_c] = requant_finite(acc[1], b, e, y_zero);
+                yo[2 * out_c] = requant_finite(acc[2], b, e, y_zero);
+                yo[3 * out_c] = requant_finite(acc[3], b, e, y_zero);
+            } else {
+                for (int32_t j = 0; j < 4; j++)
+                    store_out(y, mask, (pix + j) * out_c + o, acc[j], bias[o], eff[o], y_zero);
+            }
+        }
+    }
+    return pix;
+}
+
+/* Pointwise conv with the weight split by input channel (sparse update): split_quads when both gathered
+ * blocks fit its buffer, then split_patches for the rest. The integer accumulator is the same exact sum as
+ * the portable kernel's. */
 void mt_conv_pointwise_split_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
                                 const int16_t *frozen_idx, int32_t n_frozen, const int8_t *w_train,
                                 const int16_t *train_idx, int32_t n_train, const int32_t *bias,
                                 const float *eff, int8_t *y, uint8_t *mask)
 {
-    int16_t patch[MT_SIMD_PATCH_MAX + 4] __attribute__((aligned(4)));
-    /* the trained patch starts on a 4-lane boundary so its pairs stay word-aligned */
-    const int32_t train_at = (n_frozen + 3) & ~3;
-    if (train_at + n_train > MT_SIMD_PATCH_MAX) {
+    if (((n_frozen + 3) & ~3) + n_train > MT_SIMD_PATCH_MAX) {
         mt_conv_pointwise_split_s8_portable(p, x, w_frozen, frozen_idx, n_frozen, w_train, train_idx, n_train, bias,
                                             eff, y, mask);
         return;
     }
-    for (int32_t oy = 0; oy < p->out_h; oy++) {
-        for (int32_t ox = 0; ox < p->out_w; ox++) {
-            const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * p->in_c;
-            int32_t base = (oy * p->out_w + ox) * p->out_c;
-            gather_patch(xp, p->x_zero, frozen_idx, n_frozen, patch);
-            gather_patch(xp, p->x_zero, train_idx, n_train, patch + train_at);
-            int32_t o = 0;
-            for (; o + 4 <= p->out_c; o += 4) {
-                int32_t af[4], at[4];
-                dot4_patch(patch, w_frozen + o * n_frozen, n_frozen, af);
-                dot4_patch(patch + train_at, w_train + o * n_train, n_train, at);
-                for (int32_t j = 0; j < 4; j++)
-                    store_out(y, mask, base + o + j, af[j] + at[j], bias[o + j], eff[o + j], p->y_zero);
-            }
-            for (; o < p->out_c; o++) {
-                int32_t acc = dot_patch(patch, w_frozen + o * n_frozen, n_frozen) +
-                              dot_patch(patch + train_at, w_train + o * n_train, n_train);
-                store_out(y, mask, base + o, acc, bias[o], eff[o], p->y_zero);
-            }
-        }
-    }
+    int32_t first = 0;
+    if (((n_frozen + 3) & ~3) + ((n_train + 3) & ~3) <= MT_QUAD_MAX_K)
+        first = split_quads(p, x, w_frozen, frozen_idx, n_frozen, w_train, train_idx, n_train, bias, eff, y, mask);
+    if (first < p->out_h * p->out_w)
+        split_patches(p, x, w_frozen, frozen_idx, n_frozen, w_train, train_idx, n_train, bias, eff, y, mask, first);
 }
 
 /* Depthwise conv: per output pixel the valid taps are listed once as (input offset, weight offset) pairs,
@@ -661,6 +819,7 @@ void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
         mt_conv_depthwise_s8_portable(p, x, w, bias, eff, y, mask);
         return;
     }
+    const int short_requant = !mask && all_finite(eff, c_n);
     for (int32_t oy = 0; oy < p->out_h; oy++) {
         int32_t iy0 = oy * p->stride - p->pad;
         int32_t ky0 = iy0 < 0 ? -iy0 : 0;
@@ -682,7 +841,7 @@ void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
                 int32_t acc[4];
                 dw_taps4_asm(xc, wc, neg_zero, taps, n_taps, acc);
                 const float *ec = eff + c;
-                if (!mask && is_finite(ec[0]) && is_finite(ec[1]) && is_finite(ec[2]) && is_finite(ec[3])) {
+                if (short_requant) {
                     int8_t *yc = y + base + c;
                     yc[0] = requant_finite(acc[0], (float)bias[c], ec[0], p->y_zero);
                     yc[1] = requant_finite(acc[1], (float)bias[c + 1], ec[1], p->y_zero);
