@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 ALIGN = 8  # arena offsets; the arena itself is aligned for double (C99 union)
 STACK_ESTIMATE = 1024  # bytes: entry point + deepest kernel frame; checked by a test with -fstack-usage
-STATE_BYTES = 12  # mt_train_ctx (learning rate, rounding seed, update counter): the only static scratch
+STATE_BYTES = 16  # mt_train_ctx (learning rate, rounding seed, update counter, guard skips): the only static scratch
 
 
 @dataclass

@@ -150,7 +150,7 @@ def evaluate(runtime: TrainingRuntime, feats: dict[str, np.ndarray], labels: np.
 def fine_tune(graph: Graph, scheme, train_data, val_data, *, epochs: int, lr: float, seed: int = 0,
               batch_size: int = 32, qas: bool = True, fp32: bool = False, rounding: str = "stochastic",
               momentum: float = 0.0, warmup_epochs: float | None = None, eval_every: int = 0,
-              progress: bool = False, checkpoint_dir=None, resume=None, log=None) -> dict:
+              progress: bool = False, checkpoint_dir=None, resume=None, log=None, guard=True) -> dict:
     """Fine-tune `graph` (an int8 Graph, e.g. the pretrained ImageNet model) on `train_data`.
 
     scheme: an UpdateScheme, or a resolution {node: TrainSpec} (UpdateScheme.resolve). If the graph's
@@ -158,12 +158,17 @@ def fine_tune(graph: Graph, scheme, train_data, val_data, *, epochs: int, lr: fl
     Data: ImageData (load_image_folder) or (x, labels) int8 arrays. fp32=True trains the dequantised
     float graph (baseline); qas/rounding apply to int8 training. Returns dict(val_acc, val_loss,
     train_acc, history, graph, seconds, ...). `graph` is the trained graph (float32 in fp32 mode).
+    guard: True (default GuardConfig), a GuardConfig, or False. The divergence guard (runtime/guard.py)
+    undoes the update of a step whose loss is non-finite or spikes, or that left non-finite parameters
+    (and rolls back to the last good parameters after repeated rejections); result["guard"] holds its
+    counts, each history record the epoch's rejected steps. Its state is not checkpointed: a resumed
+    run starts a new warm-up.
     """
     with _single_threaded_blas():
         return _fine_tune(graph, scheme, train_data, val_data, epochs=epochs, lr=lr, seed=seed,
                           batch_size=batch_size, qas=qas, fp32=fp32, rounding=rounding, momentum=momentum,
                           warmup_epochs=warmup_epochs, eval_every=eval_every, progress=progress,
-                          checkpoint_dir=checkpoint_dir, resume=resume, log=log)
+                          checkpoint_dir=checkpoint_dir, resume=resume, log=log, guard=guard)
 
 
 def _single_threaded_blas():
@@ -180,7 +185,7 @@ def _single_threaded_blas():
 
 
 def _fine_tune(graph, scheme, train_data, val_data, *, epochs, lr, seed, batch_size, qas, fp32, rounding,
-               momentum, warmup_epochs, eval_every, progress, checkpoint_dir, resume, log) -> dict:
+               momentum, warmup_epochs, eval_every, progress, checkpoint_dir, resume, log, guard) -> dict:
     t0 = time.monotonic()
     train, val = as_image_data(train_data), as_image_data(val_data) if val_data is not None else None
     if graph.dtype != "int8":
@@ -206,6 +211,7 @@ def _fine_tune(graph, scheme, train_data, val_data, *, epochs, lr, seed, batch_s
     rt = TrainingRuntime(tg, seed=seed)
     rt.load_state_arrays(arrays)
     numerics = tg.numerics
+    step_guard = _StepGuard(rt, resolution, guard) if guard is not False else None
     # the prefix is frozen: its features are computed before any update (or come from the cache)
     feats = prefix_features(gt, train, tg.n_prefix, numerics, progress=progress)
     val_feats = prefix_features(gt, val, tg.n_prefix, numerics, progress=progress) if val else None
@@ -223,17 +229,23 @@ def _fine_tune(graph, scheme, train_data, val_data, *, epochs, lr, seed, batch_s
         rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, epoch])
         view = rng.integers(n_views, size=n)
         perm = rng.permutation(n)
-        loss_sum, correct = 0.0, 0
+        loss_sum, correct, counted, rejected = 0.0, 0, 0, 0
         for b in range(0, n, batch_size):
             idx = perm[b : b + batch_size]
             feeds = {t: a[idx, view[idx]] for t, a in feats.items()}
             out = rt.train_step(feeds, train.labels[idx], lr_at(step, total, warm, lr), step)
-            loss_sum += out["loss"] * len(idx)
-            correct += int((out["logits"].argmax(1) == train.labels[idx]).sum())
+            if step_guard is not None and not step_guard.accept(out["loss"]):
+                rejected += 1  # update undone; the batch counts in neither loss nor accuracy
+            else:
+                loss_sum += out["loss"] * len(idx)
+                correct += int((out["logits"].argmax(1) == train.labels[idx]).sum())
+                counted += len(idx)
             step += 1
             bar.update(1, postfix=f"epoch {epoch + 1} loss {out['loss']:.3f}")
-        rec = {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n,
-               "lr_end": lr_at(step - 1, total, warm, lr)}
+        rec = {"epoch": epoch + 1, "train_loss": loss_sum / counted if counted else float("nan"),
+               "train_acc": correct / max(counted, 1), "lr_end": lr_at(step - 1, total, warm, lr)}
+        if step_guard is not None:
+            rec["guard_rejected"] = rejected
         if val_feats is not None and eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
             rec["val_acc"], rec["val_loss"] = evaluate(rt, val_feats, val.labels)
         if not np.isfinite(rec["train_loss"]):
@@ -257,8 +269,39 @@ def _fine_tune(graph, scheme, train_data, val_data, *, epochs, lr, seed, batch_s
         result["val_acc"], result["val_loss"] = evaluate(rt, val_feats, val.labels)
     else:
         result["val_acc"] = result["val_loss"] = None
+    result["guard"] = step_guard.guard.report() if step_guard is not None else None
     result["seconds"] = time.monotonic() - t0
     return result
+
+
+class _StepGuard:
+    """DivergenceGuard around TrainingRuntime.train_step, which updates in place: the check runs after the
+    update, and a rejected step restores the snapshot taken at the last accepted step (the parameters
+    before this update), momentum buffers included, so a rejected step is exactly a skipped one."""
+
+    def __init__(self, rt: TrainingRuntime, resolution, config):
+        from .guard import DivergenceGuard, GuardConfig
+
+        trained = {name: rt._node[name] for name in resolution if name in rt._node}
+        self.params = {f"{name}.{k}": node.params[k] for name, node in trained.items()
+                       for k in ("weight", "bias") if k in node.params}
+        if config is not True and not isinstance(config, GuardConfig):
+            raise TypeError(f"fine_tune: guard must be True, False or a GuardConfig, got {config!r}")
+        self.rt = rt
+        self.guard = DivergenceGuard(self.params, config if isinstance(config, GuardConfig) else None)
+        self._momentum = dict(rt.momentum)  # buffers are replaced, never mutated: a shallow copy is a snapshot
+
+    def accept(self, loss) -> bool:
+        # a non-finite loss is its own reason; otherwise NaN/inf in float parameters (a bad gradient) rolls back
+        finite = not np.all(np.isfinite(loss)) or all(np.all(np.isfinite(a)) for a in self.params.values()
+                                                      if a.dtype.kind == "f")
+        decision = self.guard.check(loss, None, params_finite=None if finite else False)
+        if decision.apply:
+            self._momentum = dict(self.rt.momentum)
+            return True
+        self.guard.restore()  # "skip" too: this step's update already happened in place
+        self.rt.momentum = dict(self._momentum)
+        return False
 
 
 def _load_params(target: Graph, saved: Graph, source) -> None:

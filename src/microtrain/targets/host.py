@@ -71,9 +71,10 @@ class HostModel:
         L.mt_import_params.restype = ctypes.c_int32
         self._bind_optional()
         header = (self.path.parent / "mt_model.h").read_text()
-        self.defines = {
-            line.split()[1]: int(line.split()[2]) for line in header.splitlines()
-            if line.startswith("#define MT_") and len(line.split()) == 3 and line.split()[2].lstrip("-").isdigit()
+        self.defines = {  # integer macros; "(-2)" style negative values included
+            line.split()[1]: int(line.split()[2].strip("()")) for line in header.splitlines()
+            if line.startswith("#define MT_") and len(line.split()) == 3
+            and line.split()[2].strip("()").lstrip("-").isdigit()
         }
         ids = [ln.split()[2] for ln in header.splitlines() if ln.startswith("#define MT_PARAMS_LAYOUT_ID ")]
         self.layout_id = int(ids[0].rstrip("uU"), 16) if ids else None

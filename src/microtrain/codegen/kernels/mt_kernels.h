@@ -88,11 +88,13 @@ typedef struct {
     int32_t full_in;
 } mt_update_params;
 
-/* Mutable training state: learning rate, rounding seed, global update counter. */
+/* Mutable training state: learning rate, rounding seed, global update counter, and the divergence
+ * guard's count of skipped (non-finite loss) steps. Kernels read only lr, seed and step. */
 typedef struct {
     float lr;
     uint32_t seed;
     uint32_t step;
+    uint32_t guard_skips;
 } mt_train_ctx;
 
 /* loss = softmax cross-entropy of real logits (q - zero) * scale at `label`;

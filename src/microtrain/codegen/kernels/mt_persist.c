@@ -1,5 +1,5 @@
 /* mt_persist: two-slot, CRC-checked, power-safe parameter persistence. See mt_persist.h for the format,
- * the commit order and the rate-limit policy. Portable C99: no malloc, no OS, no CPU byte-order assumption. */
+ * the commit order and the rate-limit policy. Portable C99: no heap, no OS, no CPU byte-order assumption. */
 #include "mt_persist.h"
 
 #include <string.h>
@@ -186,11 +186,12 @@ static int program_padded(const mt_flash_t *f, uint32_t addr, const uint8_t *src
 static int verify(const mt_flash_t *f, uint32_t addr, const uint8_t *expect, uint32_t len)
 {
     uint8_t buf[CHUNK];
-    uint32_t done, n;
+    uint32_t done, n, i;
     for (done = 0; done < len; done += n) {
         n = len - done < CHUNK ? len - done : CHUNK;
         if (f->read(f->ctx, addr + done, buf, n) != 0) return MT_PERSIST_EFLASH;
-        if (memcmp(buf, expect + done, n) != 0) return MT_PERSIST_EVERIFY;
+        for (i = 0; i < n; i++) /* a loop, not memcmp: freestanding builds may only rely on memcpy/memset */
+            if (buf[i] != expect[done + i]) return MT_PERSIST_EVERIFY;
     }
     return MT_PERSIST_OK;
 }

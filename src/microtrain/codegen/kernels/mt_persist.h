@@ -1,4 +1,4 @@
-/* mt_persist: power-safe persistence of trained parameters in flash (portable C99, no malloc, no OS).
+/* mt_persist: power-safe persistence of trained parameters in flash (portable C99, no heap, no OS).
  *
  * WHAT IT DOES
  *   Two slots in flash hold two versions of a parameter blob. A save always overwrites the slot that does
