@@ -24,6 +24,16 @@ def save_plots(result, compiled, out_dir: Path) -> list[str]:
     return [str(f) for f in files]
 
 
+def _finish(plt, fig, ax, path: Path, legend_size=None) -> Path:
+    """Legend, grid, layout, save, close: the same last steps of every demo plot."""
+    ax.legend(fontsize=legend_size)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _loss(plt, result, path: Path) -> Path:
     st = result.stages
     fig, ax = plt.subplots(figsize=(6.4, 4))
@@ -37,12 +47,7 @@ def _loss(plt, result, path: Path) -> Path:
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (cross-entropy)")
     ax.set_title("microtrain demo: loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path)
 
 
 def _accuracy_vs_memory(plt, result, path: Path) -> Path:
@@ -61,12 +66,7 @@ def _accuracy_vs_memory(plt, result, path: Path) -> Path:
     ax.set_xlabel("extra training memory (bytes, analytic)")
     ax.set_ylabel("accuracy on the new classes (%)")
     ax.set_title("accuracy versus memory")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path, legend_size=7)
 
 
 def _live_bytes(plan, step: int) -> int:
@@ -91,9 +91,4 @@ def _memory_timeline(plt, result, compiled, path: Path):
     ax.set_xlabel("step of one training iteration (forward, backward, updates)")
     ax.set_ylabel("KB")
     ax.set_title("memory timeline of the compiled training step")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..quant.arith import pixels_to_int8
-from .images import resize_center_crop
+from .images import decode_errors, resize_center_crop
 
 FORMATS = ("JPEG", "PNG")
 
@@ -99,7 +99,7 @@ def as_image_data(data, classes=None) -> ImageData:
 
 def decode_checked(path: Path, formats=FORMATS):
     """(RGB PIL image, None) or (None, reason) for a file that is not a decodable accepted image."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
@@ -108,7 +108,7 @@ def decode_checked(path: Path, formats=FORMATS):
                 return None, f"not a {'/'.join(formats)} image (format {fmt})"
             im.load()
             return im.convert("RGB"), None
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
+    except decode_errors() as e:
         return None, f"cannot decode ({type(e).__name__}: {e})"
 
 

@@ -16,15 +16,23 @@ from ..quant.arith import pixels_to_int8
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
 
 
+def decode_errors() -> tuple:
+    """What PIL raises for a file that does not decode (a decompression bomb included): every
+    decoder of user images catches exactly these."""
+    from PIL import Image, UnidentifiedImageError
+
+    return (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError)
+
+
 def decode_rgb(path):
     """Open an image file as an RGB PIL image; DatasetError names the file if it does not decode."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
             im.load()
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except decode_errors() as e:
         raise DatasetError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
 
 
