@@ -10,10 +10,12 @@ Protocol (no peeking at the validation set for the learning rate):
   1. lr selection, on a fixed 80/20 split of the training folder, never on val:
      a. scan: every setting tries the SAME lr grid (decades, LR_GRID), seed 0, --select-epochs epochs;
         the decade with the lowest held-out cross-entropy wins (smoother than accuracy on few images);
-     b. refine: best/3, best and 3*best, each with seeds 0, 1, 2 and the final schedule (--epochs); the
-        lowest MEAN held-out loss wins. An lr at which any seed diverges is rejected, and one whose seed
-        collapses (training stuck at one class) pays that seed's loss, so the winner is stable over seeds,
-        not the edge-of-stability lr one lucky seed allows (same rule for every setting);
+     b. refine: best/3, best and 3*best, each with seeds 0, 1, 2 and the final schedule (--epochs). An lr
+        at which any seed diverges is rejected. Of the others, the SMALLEST lr whose mean held-out loss is
+        within one standard error of the lowest mean wins (the one-standard-error rule: among candidates
+        the selection cannot tell apart, take the more stable one; the largest lr that wins on a small
+        split is often at the edge of stability, where some seeds of the final runs collapse to one
+        class). Same rule for every setting;
   2. final: train on the whole training folder with the chosen lr, seeds 0, 1, 2 (EPOCHS epochs),
      report validation accuracy mean and spread (population std, min, max).
 Every run is appended to benchmarks/results/qas_runs.json, so an interrupted experiment resumes.
@@ -118,9 +120,9 @@ def main(argv=None):
             return {"val_acc": None, "error": str(e)}
 
     def refine(model, setting, graph, sel_train, sel_held, centre):
-        """centre/3, centre, 3*centre over the selection seeds: lowest mean held-out loss (a diverged
-        seed rejects its lr)."""
-        scores = {}
+        """centre/3, centre, 3*centre over the selection seeds: the smallest lr within one standard error
+        of the lowest mean held-out loss (a diverged seed rejects its lr)."""
+        scores, errors = {}, {}
         for lr in (float(f"{centre / 3:.3g}"), centre, float(f"{centre * 3:.3g}")):
             losses = []
             for seed in seeds:
@@ -130,10 +132,14 @@ def main(argv=None):
                 losses.append(runs[key].get("val_loss"))
             ok = all(v is not None and np.isfinite(v) for v in losses)
             scores[lr] = float(np.mean(losses)) if ok else float("inf")
+            errors[lr] = float(np.std(losses, ddof=1) / np.sqrt(len(losses))) if ok and len(losses) > 1 else 0.0
             print(f"  {setting:10s} refine lr {lr:<8g} held-out losses {losses} -> "
                   f"{scores[lr] if ok else 'rejected (diverged)'}", flush=True)
         finite = {k: v for k, v in scores.items() if np.isfinite(v)}
-        return min(finite, key=finite.get) if finite else centre
+        if not finite:
+            return centre
+        best = min(finite, key=finite.get)
+        return min(k for k, v in finite.items() if v <= finite[best] + errors[best])
 
     for model in args.models:
         graph = load_model(MODELS / f"{model}.pkl")
@@ -186,8 +192,9 @@ def main(argv=None):
     table["protocol"] = {"lr_grid": list(grid), "select_epochs": args.select_epochs, "epochs": args.epochs,
                          "views": args.views, "batch_size": args.batch_size, "seeds": list(seeds),
                          "selection": "80/20 split of train: decade scan (seed 0, select_epochs), then best/3, "
-                                      "best, best*3 with every seed and the final epochs: lowest mean held-out "
-                                      "loss; a diverged seed rejects its lr",
+                                      "best, best*3 with every seed and the final epochs: the smallest lr within "
+                                      "one standard error of the lowest mean held-out loss; a diverged seed "
+                                      "rejects its lr",
                          "schedule": "1 warm-up epoch, cosine; SGD without momentum; stochastic rounding"}
     table["dataset"] = args.dataset
     table["n_val"] = len(val)
@@ -338,7 +345,7 @@ def markdown(table) -> str:
         pr = table["protocol"]
         lines += ["", f"Protocol: lr selection on an 80/20 split of train: {len(pr['lr_grid'])} decades "
                   f"({pr['select_epochs']} epochs, seed 0), then best/3, best, best*3 with seeds {pr['seeds']} and "
-                  f"{pr['epochs']} epochs, lowest mean held-out loss; final {pr['epochs']} epochs on all of train, "
+                  f"{pr['epochs']} epochs, the smallest lr within one standard error of the lowest mean held-out loss; final {pr['epochs']} epochs on all of train, "
                   f"seeds {pr['seeds']}, {pr['views']} train views, batch {pr['batch_size']}. Data: {pr['data']}."]
     cr = table.get("collapsed_runs")
     if cr and any(v["collapsed_seeds"] for v in cr.values()):
