@@ -60,3 +60,17 @@ def test_train_accepts_scheme_files_and_reports_bad_arguments(tiny_dataset, tmp_
     assert main(["train", *args, "--fp32", "--no-qas"]) == 1
     assert main(["train", model, "--data", str(tmp_path / "missing"), "--quiet"]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_a_run_that_collapses_to_chance_is_flagged():
+    """History of a real collapse (mcunet-5fps, fp32, digits, lr 0.03, seed 0: the logits saturated and
+    training stopped moving at chance) gets a warning naming the lr; healthy or never-learning runs do not."""
+    from microtrain.commands.train import collapse_warning
+
+    collapsed = [{"train_acc": a} for a in (0.168, 0.206, 0.234, 0.1, 0.1, 0.1)]
+    msg = collapse_warning(collapsed, 10, 0.03)
+    assert msg and "23.4 %" in msg and "10.0 %" in msg and "0.03" in msg and "0.01" in msg
+    assert collapse_warning([{"train_acc": a} for a in (0.3, 0.6, 0.85)], 10, 0.03) is None
+    assert collapse_warning([{"train_acc": a} for a in (0.1, 0.11, 0.1)], 10, 1e-5) is None  # never learned
+    assert collapse_warning([{"train_acc": a} for a in (0.9, 0.65)], 2, 0.1) is None  # 2 classes: above 1.2 x chance
+    assert collapse_warning([{"train_acc": a} for a in (0.9, 0.5)], 2, 0.1)

@@ -80,6 +80,21 @@ def parse_update(spec: str, graph):
     raise SchemeError(f"--update {spec!r}: expected one of {UPDATE_FORMS} (K a whole number)")
 
 
+def collapse_warning(history: list[dict], num_classes: int, lr: float) -> str | None:
+    """A warning when training learned and then collapsed to chance (typically an lr at the edge of
+    stability: activations die, the logits saturate, and no gradient flows any more). The loss stays
+    finite, so the divergence guard cannot see it; the user must, rather than get a silently useless model."""
+    if len(history) < 2 or num_classes < 2:
+        return None
+    chance = 1.0 / num_classes
+    best = max(h["train_acc"] for h in history)
+    last = history[-1]["train_acc"]
+    if last <= 1.2 * chance and best >= 1.5 * chance:
+        return (f"training collapsed: training accuracy fell from {100 * best:.1f} % to {100 * last:.1f} % "
+                f"(chance {100 * chance:.1f} %); the learning rate {lr:g} is probably too high, try {lr / 3:.3g}")
+    return None
+
+
 def run(args) -> int:
     from ..models import load_model
     from ..runtime.datasets import load_image_folder
@@ -130,6 +145,7 @@ def run(args) -> int:
         "rounding": None if args.fp32 else args.rounding, "momentum": args.momentum, "views": args.views,
         "val_acc": result["val_acc"], "val_loss": result["val_loss"], "train_acc": result["train_acc"],
         "history": result["history"], "seconds": round(time.monotonic() - t0, 2),
+        "warning": collapse_warning(result["history"], train.num_classes, lr),
         "command": "microtrain " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("microtrain") else None,
     }
     Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +154,8 @@ def run(args) -> int:
         save_trained(result, args.save)
         say(f"trained graph written to {args.save}")
     acc = "n/a" if result["val_acc"] is None else f"{100 * result['val_acc']:.2f} %"
+    if metrics["warning"]:
+        print(f"warning: {metrics['warning']}", file=sys.stderr)
     print(f"{graph.name} ({mode}): validation accuracy {acc}; metrics in {args.metrics}")
     if not train.skipped and not len(train):
         raise DatasetError(f"{train_dir}: no training images")
