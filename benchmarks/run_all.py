@@ -1,6 +1,7 @@
 """All benchmarks against the anchors in one command: tables, JSON and plots (`microtrain bench` runs this).
 
     nice -n 10 python benchmarks/run_all.py [--quick] [--accuracy auto|reuse|rerun|skip] [--skip STEP ...]
+                                            [--update-readme]
 
 Steps (each result says whether it was measured now, reused from an earlier run, or skipped):
   memory    PyTorch peak training memory at batch 1 (fresh process per configuration; bench_memory.py)
@@ -10,7 +11,8 @@ Steps (each result says whether it was measured now, reused from an earlier run,
             ~118 M cycles of upstream's engine and vs the arithmetic lower bound (MACs of the step / 2)
   accuracy  the QAS table (exp_qas.py) and accuracy vs memory (exp_sparse.py): their result files are
             reused when newer than the code they depend on; otherwise a reduced run is made (marked so)
-Writes benchmarks/results/bench_*.json, bench_*.png and headline.md (the README's headline table).
+Writes benchmarks/results/bench_*.json, bench_*.png and headline.md; --update-readme copies headline.md into
+README.md between its bench markers (tests/test_readme_bench.py checks that the two agree).
 --quick: fewer timed steps, no firmware link of the memory figures, mcunet-5fps only on Cortex-M.
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ SRC = REPO / "src" / "microtrain"
 RESULTS = HERE / "results"
 MODELS = ("mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3")
 STEPS = ("memory", "host", "cortexm", "accuracy")
+UPSTREAM_49KB_SRAM = 237_456  # upstream codegen, MCUNet-5fps 49 KB scheme (../shared/notes/paper-facts.md)
 UPSTREAM_CYCLES = 118e6  # upstream engine, MCUNet-5fps sparse update, STM32F746 (paper: 546 ms at 216 MHz)
 MACS_PER_CYCLE = 2  # Cortex-M7 SMLAD: two 16-bit MACs per cycle
 PAPER_MEMORY_KB = {  # paper, peak training memory on the device: full -> sparse -> sparse + reordering
@@ -340,7 +343,7 @@ def step_accuracy(args) -> dict:
         md = RESULTS / "qas_digits.md"
         if (fresh_d or args.accuracy == "reuse") and md.exists():
             doc["qas_digits"] = {"source": why_d if fresh_d else f"reused although stale: {why_d}",
-                                 "markdown": md.read_text()}
+                                 "table": json.loads(digits.read_text()), "markdown": md.read_text()}
         else:
             doc["qas_digits"] = {"source": f"not shown ({why_d}); run benchmarks/exp_qas.py --dataset digits"}
         log(f"  QAS digits: {doc['qas_digits']['source']}")
@@ -499,6 +502,46 @@ def _plot_instructions(cm: dict, plt) -> Path:
     return path
 
 
+def _paragraph(text: str, start: str) -> list[str]:
+    """The line of a results markdown that starts with `start` (e.g. the averages sentence), if any."""
+    return [ln for ln in text.splitlines() if ln.startswith(start)][:1]
+
+
+def _gradient_summary(scales: dict) -> str:
+    """One sentence from exp_qas's per-tensor |step| / |param| ratios: how far int8 with and without QAS are
+    from fp32 (the mechanism QAS fixes, measured, whatever the accuracies say)."""
+    qas, raw = [], []
+    for r in scales.values():
+        if r.get("fp32") and r.get("int8+QAS") and r.get("int8"):
+            qas.append(abs(r["int8+QAS"] / r["fp32"] - 1))
+            raw.append(r["int8"] / r["fp32"])
+    if not qas:
+        return ""
+    lo, hi = min(raw), max(raw)
+    return (f"Why: per trained tensor (mcunet-5fps, one batch, {len(qas)} tensors) the update/parameter ratio with "
+            f"QAS is within {100 * max(qas):.1f} % of fp32's (median {100 * sorted(qas)[len(qas) // 2]:.1f} %); "
+            f"without QAS it is {lo:.1e} to {hi:.1e} times fp32's, a spread no single learning rate can fix.")
+
+
+def _qas_section(title: str, entry: dict) -> list[str]:
+    lines = [f"{title}. Source: {entry.get('source', 'n/a')}.", ""]
+    md = entry.get("markdown") or ""
+    if not md:
+        return lines
+    lines += _first_table(md) + [""]
+    lines += _paragraph(md, "Average differences")
+    table = entry.get("table") or {}
+    collapsed = table.get("collapsed_runs") or {}
+    n_bad = sum(len(v["collapsed_seeds"]) for v in collapsed.values())
+    if collapsed:
+        lines.append(f"Final runs that collapsed to one class (training accuracy at chance): {n_bad} of "
+                     f"{sum(len(table['models'][m][s]['val_acc']) for m in table['models'] for s in table['models'][m])}"
+                     " (they count in the means).")
+    if table.get("gradient_scales"):
+        lines.append(_gradient_summary(table["gradient_scales"]))
+    return [ln for ln in lines if ln is not None] + [""]
+
+
 def headline(results: dict, args, seconds: float, plotted=()) -> str:
     lines = ["<!-- written by benchmarks/run_all.py (`microtrain bench`); every figure below comes from its run "
              f"of {now()}{' with --quick' if args.quick else ''}. -->", ""]
@@ -522,6 +565,12 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
                          f"{sram / 1024:.1f} | {t['step_peak_increase'] / sram:.1f}x | {t['process_peak_rss'] / sram:.0f}x | "
                          f"{'yes' if fits else 'no'} | "
                          f"{ptxt} |")
+        ref = next((r for r in mem["results"] if r["model"].startswith("mcunet-5fps") and r["config"] != "full"), None)
+        if ref:
+            planned = ref["microtrain"]["planned_training_sram"]
+            lines += ["", f"Against upstream's engine (mcunet-5fps, 49 KB scheme): microtrain plans {planned:,} B of "
+                      f"training SRAM (arena + trained parameters + scratch), upstream's codegen reports "
+                      f"{UPSTREAM_49KB_SRAM:,} B for the same scheme: {planned / UPSTREAM_49KB_SRAM:.2f}x."]
         lines.append("")
     host = results.get("host")
     cm = results.get("cortexm")
@@ -546,15 +595,11 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
         lines.append("")
     acc = results.get("accuracy")
     if acc:
-        q = acc.get("qas", {})
-        lines += [f"**QAS** ({q.get('source', 'n/a')}):", ""]
-        if q.get("markdown"):
-            lines += _first_table(q["markdown"]) + [""]
-        d = acc.get("qas_digits")
-        if d:
-            lines += [f"**QAS, digits** ({d['source']}):", ""]
-            if d.get("markdown"):
-                lines += _first_table(d["markdown"]) + [""]
+        lines += _qas_section("**QAS, ants vs bees** (hymenoptera_data, last two blocks + new head; validation "
+                              "top-1 %, mean ± std over 3 seeds, chosen lr in brackets)", acc.get("qas", {}))
+        if acc.get("qas_digits"):
+            lines += _qas_section("**QAS, handwritten digits** (scikit-learn digits at the model resolution, 10 "
+                                  "classes, 500 train / 300 val; same protocol)", acc["qas_digits"])
         s = acc.get("sparse", {})
         lines += [f"**Sparse update, accuracy vs memory** ({s.get('source', 'n/a')}):", ""]
         rec = s.get("record") or {}
@@ -571,12 +616,35 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
     return "\n".join(lines) + "\n"
 
 
+README = REPO / "README.md"
+README_BEGIN, README_END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def readme_block(text: str) -> str:
+    """What README.md holds between its bench markers (tests compare it with headline.md)."""
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"{README}: bench markers {README_BEGIN} ... {README_END} missing")
+    return text.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip("\n")
+
+
+def update_readme(headline_text: str, path: Path = README) -> Path:
+    """Replace README's bench block by the headline, so every figure there comes from this run."""
+    text = path.read_text()
+    readme_block(text)  # markers present
+    head, rest = text.split(README_BEGIN, 1)
+    tail = rest.split(README_END, 1)[1]
+    path.write_text(f"{head}{README_BEGIN}\n{headline_text.strip()}\n{README_END}{tail}")
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="reduced settings (see above)")
     ap.add_argument("--accuracy", choices=("auto", "reuse", "rerun", "skip"), default="auto",
                     help="auto: reuse the experiments' results when newer than their code, else a reduced run")
     ap.add_argument("--skip", nargs="*", default=[], choices=STEPS, help="steps to leave out")
+    ap.add_argument("--update-readme", action="store_true",
+                    help="also copy the headline into README.md between its bench markers")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     results, status = {}, {}
@@ -604,6 +672,8 @@ def main(argv=None) -> int:
     if failed:
         text += "\n" + "\n".join(f"**Step {k} {v}** (no figures from it above)." for k, v in failed.items()) + "\n"
     (RESULTS / "headline.md").write_text(text)
+    if args.update_readme:
+        log(f"updated {update_readme(text)}")
     save("bench_summary.json", {"date": now(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
                                 "quick": args.quick, "accuracy": args.accuracy, "step_seconds": status,
                                 "total_seconds": round(seconds, 1),

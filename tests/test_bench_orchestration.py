@@ -78,3 +78,43 @@ def test_a_failing_step_is_reported_and_the_others_still_written(tmp_path, monke
     assert summary["step_seconds"]["host"].startswith("FAILED") and "qemu vanished" in summary["step_seconds"]["host"]
     assert "Step host FAILED" in (tmp_path / "headline.md").read_text()
     assert (tmp_path / "bench_accuracy.json").exists()
+
+
+def test_update_readme_replaces_only_the_bench_block(tmp_path):
+    import pytest
+    import run_all
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\nintro\n{run_all.README_BEGIN}\nold | 1 |\n{run_all.README_END}\n## After\nkept\n")
+    run_all.update_readme("| new | 2 |\n", readme)
+    text = readme.read_text()
+    assert run_all.readme_block(text) == "| new | 2 |"
+    assert text.startswith("# x\nintro\n") and text.endswith("## After\nkept\n") and "old" not in text
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="bench markers"):
+        run_all.update_readme("| new |", readme)
+
+
+def test_readme_figures_are_the_bench_headline():
+    """Every figure of the README's results block is `microtrain bench --update-readme` output, unedited."""
+    import run_all
+
+    block = run_all.readme_block((REPO / "README.md").read_text())
+    assert block == (REPO / "benchmarks" / "results" / "headline.md").read_text().strip("\n")
+    assert "REDUCED" not in block and "stale" not in block  # the committed headline is a full, fresh run
+
+
+def test_qas_section_reports_averages_collapses_and_gradient_scales():
+    import run_all
+
+    md = ("# QAS\n\n| model | fp32 | int8+QAS |\n|---|---|---|\n| m | 90.0 ± 1.0 [0.1] | 89.0 ± 0.0 [0.1] |\n\n"
+          "Average differences: int8+QAS - fp32 = -1.00 points.\n")
+    table = {"models": {"m": {"fp32": {"val_acc": [0.9, 0.9]}, "int8+QAS": {"val_acc": [0.89, 0.89]}}},
+             "collapsed_runs": {"m|fp32": {"collapsed_seeds": [1]}, "m|int8+QAS": {"collapsed_seeds": []}},
+             "gradient_scales": {"a.weight": {"fp32": 1.0, "int8": 1e-6, "int8+QAS": 1.02},
+                                 "a.bias": {"fp32": 0.5, "int8": 1e-9, "int8+QAS": 0.5}}}
+    lines = run_all._qas_section("**QAS**", {"source": "reused qas.json", "markdown": md, "table": table})
+    text = "\n".join(lines)
+    assert "| m | 90.0 ± 1.0 [0.1] |" in text and "Average differences: int8+QAS - fp32 = -1.00" in text
+    assert "1 of 4" in text
+    assert "within 2.0 % of fp32's" in text and "2.0e-09 to 1.0e-06" in text

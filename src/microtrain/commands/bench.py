@@ -2,6 +2,7 @@
 accuracy tables) and write benchmarks/results/bench_*.json, the plots and headline.md.
 
     microtrain bench [--quick] [--accuracy auto|reuse|rerun|skip] [--skip memory host cortexm accuracy]
+                     [--update-readme]
 
 The benchmarks live in the source checkout (benchmarks/run_all.py), not in the installed package: this
 verb finds them next to the package's source tree, or in $MICROTRAIN_REPO.
@@ -40,6 +41,8 @@ def register(subparsers) -> None:
                         "else run them with reduced settings; the output says which")
     p.add_argument("--skip", nargs="*", default=[], choices=("memory", "host", "cortexm", "accuracy"),
                    help="steps to leave out")
+    p.add_argument("--update-readme", action="store_true",
+                   help="also copy the headline tables into README.md (between its bench markers)")
     p.set_defaults(func=run)
 
 
@@ -50,4 +53,6 @@ def run(args) -> int:
         cmd.append("--quick")
     if args.skip:
         cmd += ["--skip", *args.skip]
+    if args.update_readme:
+        cmd.append("--update-readme")
     return subprocess.run(cmd, cwd=script.parent.parent).returncode

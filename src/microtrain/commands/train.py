@@ -81,9 +81,10 @@ def parse_update(spec: str, graph):
 
 
 def collapse_warning(history: list[dict], num_classes: int, lr: float) -> str | None:
-    """A warning when training learned and then collapsed to chance (typically an lr at the edge of
-    stability: activations die, the logits saturate, and no gradient flows any more). The loss stays
-    finite, so the divergence guard cannot see it; the user must, rather than get a silently useless model."""
+    """A warning when training ended at chance after it had learned (typically an lr at the edge of
+    stability: activations die, the logits saturate, and no gradient flows any more). The trainer rolls
+    such collapses back (CollapseRecovery) a bounded number of times; if the run still ends there, the
+    user must know, rather than get a silently useless model."""
     if len(history) < 2 or num_classes < 2:
         return None
     chance = 1.0 / num_classes
@@ -146,6 +147,7 @@ def run(args) -> int:
         "val_acc": result["val_acc"], "val_loss": result["val_loss"], "train_acc": result["train_acc"],
         "history": result["history"], "seconds": round(time.monotonic() - t0, 2),
         "warning": collapse_warning(result["history"], train.num_classes, lr),
+        "collapse_rollbacks": result.get("collapse_rollbacks", 0),
         "command": "microtrain " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("microtrain") else None,
     }
     Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +156,10 @@ def run(args) -> int:
         save_trained(result, args.save)
         say(f"trained graph written to {args.save}")
     acc = "n/a" if result["val_acc"] is None else f"{100 * result['val_acc']:.2f} %"
+    for rec in result["history"]:
+        if "collapse_rollback" in rec:
+            print(f"note: epoch {rec['epoch']} collapsed to chance; parameters of epoch {rec['collapse_rollback']} "
+                  f"restored, lr now x{rec['lr_scale']:.3g} (--lr {lr:g} is probably too high)", file=sys.stderr)
     if metrics["warning"]:
         print(f"warning: {metrics['warning']}", file=sys.stderr)
     print(f"{graph.name} ({mode}): validation accuracy {acc}; metrics in {args.metrics}")

@@ -96,6 +96,12 @@ class DivergenceGuard:
         self.params = dict(params)
         self.snapshot = {k: v.copy() for k, v in self.params.items()}
 
+    def rebase(self):
+        """The live parameters were replaced from outside (e.g. a collapse rollback): they become the good
+        snapshot, and the loss statistics restart (the old ones describe other parameters)."""
+        self._take_snapshot()
+        self._mean, self._var, self._accepted, self._bad_run = 0.0, 0.0, 0, 0
+
     def restore(self):
         """Copy the last good parameters back into the live arrays (in place)."""
         for k, v in self.snapshot.items():

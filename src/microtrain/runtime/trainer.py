@@ -150,7 +150,8 @@ def evaluate(runtime: TrainingRuntime, feats: dict[str, np.ndarray], labels: np.
 def fine_tune(graph: Graph, scheme, train_data, val_data, *, epochs: int, lr: float, seed: int = 0,
               batch_size: int = 32, qas: bool = True, fp32: bool = False, rounding: str = "stochastic",
               momentum: float = 0.0, warmup_epochs: float | None = None, eval_every: int = 0,
-              progress: bool = False, checkpoint_dir=None, resume=None, log=None, guard=True) -> dict:
+              progress: bool = False, checkpoint_dir=None, resume=None, log=None, guard=True,
+              recover_collapse: bool = True) -> dict:
     """Fine-tune `graph` (an int8 Graph, e.g. the pretrained ImageNet model) on `train_data`.
 
     scheme: an UpdateScheme, or a resolution {node: TrainSpec} (UpdateScheme.resolve). If the graph's
@@ -163,12 +164,17 @@ def fine_tune(graph: Graph, scheme, train_data, val_data, *, epochs: int, lr: fl
     (and rolls back to the last good parameters after repeated rejections); result["guard"] holds its
     counts, each history record the epoch's rejected steps. Its state is not checkpointed: a resumed
     run starts a new warm-up.
+    recover_collapse: when an epoch ends with training accuracy back at chance after the run had learned
+    (CollapseRecovery: the loss stays finite, so the step guard cannot see it), restore the parameters of
+    the epoch with the lowest training loss and continue with the learning rate divided by 3 (at most
+    3 times); the epoch's record says so (`collapse_rollback`, `lr_scale`).
     """
     with _single_threaded_blas():
         return _fine_tune(graph, scheme, train_data, val_data, epochs=epochs, lr=lr, seed=seed,
                           batch_size=batch_size, qas=qas, fp32=fp32, rounding=rounding, momentum=momentum,
                           warmup_epochs=warmup_epochs, eval_every=eval_every, progress=progress,
-                          checkpoint_dir=checkpoint_dir, resume=resume, log=log, guard=guard)
+                          checkpoint_dir=checkpoint_dir, resume=resume, log=log, guard=guard,
+                          recover_collapse=recover_collapse)
 
 
 def _single_threaded_blas():
@@ -185,7 +191,8 @@ def _single_threaded_blas():
 
 
 def _fine_tune(graph, scheme, train_data, val_data, *, epochs, lr, seed, batch_size, qas, fp32, rounding,
-               momentum, warmup_epochs, eval_every, progress, checkpoint_dir, resume, log, guard) -> dict:
+               momentum, warmup_epochs, eval_every, progress, checkpoint_dir, resume, log, guard,
+               recover_collapse) -> dict:
     t0 = time.monotonic()
     train, val = as_image_data(train_data), as_image_data(val_data) if val_data is not None else None
     if graph.dtype != "int8":
@@ -223,6 +230,8 @@ def _fine_tune(graph, scheme, train_data, val_data, *, epochs, lr, seed, batch_s
     warm = int(min(warm, total))
     history = list(state["history"])
     step = int(state["step"])
+    lr_scale = float(state.get("lr_scale", 1.0))
+    recovery = CollapseRecovery(rt, resolution, n_classes) if recover_collapse else None
     bar = Progress(total, f"train {graph.name}", enabled=None if progress else False)
     bar.update(step)
     for epoch in range(int(state["epoch"]), epochs):
@@ -233,7 +242,7 @@ def _fine_tune(graph, scheme, train_data, val_data, *, epochs, lr, seed, batch_s
         for b in range(0, n, batch_size):
             idx = perm[b : b + batch_size]
             feeds = {t: a[idx, view[idx]] for t, a in feats.items()}
-            out = rt.train_step(feeds, train.labels[idx], lr_at(step, total, warm, lr), step)
+            out = rt.train_step(feeds, train.labels[idx], lr_scale * lr_at(step, total, warm, lr), step)
             if step_guard is not None and not step_guard.accept(out["loss"]):
                 rejected += 1  # update undone; the batch counts in neither loss nor accuracy
             else:
@@ -243,9 +252,14 @@ def _fine_tune(graph, scheme, train_data, val_data, *, epochs, lr, seed, batch_s
             step += 1
             bar.update(1, postfix=f"epoch {epoch + 1} loss {out['loss']:.3f}")
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / counted if counted else float("nan"),
-               "train_acc": correct / max(counted, 1), "lr_end": lr_at(step - 1, total, warm, lr)}
+               "train_acc": correct / max(counted, 1), "lr_end": lr_scale * lr_at(step - 1, total, warm, lr)}
         if step_guard is not None:
             rec["guard_rejected"] = rejected
+        if recovery is not None and recovery.after_epoch(rec):  # parameters are back at the best epoch's
+            lr_scale /= 3
+            rec["collapse_rollback"], rec["lr_scale"] = recovery.restored_epoch, lr_scale
+            if step_guard is not None:
+                step_guard.resync()
         if val_feats is not None and eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
             rec["val_acc"], rec["val_loss"] = evaluate(rt, val_feats, val.labels)
         if not np.isfinite(rec["train_loss"]):
@@ -255,6 +269,7 @@ def _fine_tune(graph, scheme, train_data, val_data, *, epochs, lr, seed, batch_s
             from .checkpoint import save_checkpoint
 
             save_checkpoint(checkpoint_dir, gt, {"epoch": epoch + 1, "step": step, "history": history,
+                                                 "lr_scale": lr_scale,
                                                  "args": {"epochs": epochs, "lr": lr, "seed": seed, "qas": qas,
                                                           "fp32": fp32, "rounding": rounding,
                                                           "batch_size": batch_size, "momentum": momentum}},
@@ -270,6 +285,7 @@ def _fine_tune(graph, scheme, train_data, val_data, *, epochs, lr, seed, batch_s
     else:
         result["val_acc"] = result["val_loss"] = None
     result["guard"] = step_guard.guard.report() if step_guard is not None else None
+    result["collapse_rollbacks"] = recovery.rollbacks if recovery is not None else 0
     result["seconds"] = time.monotonic() - t0
     return result
 
@@ -291,6 +307,11 @@ class _StepGuard:
         self.guard = DivergenceGuard(self.params, config if isinstance(config, GuardConfig) else None)
         self._momentum = dict(rt.momentum)  # buffers are replaced, never mutated: a shallow copy is a snapshot
 
+    def resync(self) -> None:
+        """The parameters were replaced from outside (a collapse rollback): take them as the last good ones."""
+        self.guard.rebase()
+        self._momentum = dict(self.rt.momentum)
+
     def accept(self, loss) -> bool:
         # a non-finite loss is its own reason; otherwise NaN/inf in float parameters (a bad gradient) rolls back
         finite = not np.all(np.isfinite(loss)) or all(np.all(np.isfinite(a)) for a in self.params.values()
@@ -301,6 +322,43 @@ class _StepGuard:
             return True
         self.guard.restore()  # "skip" too: this step's update already happened in place
         self.rt.momentum = dict(self._momentum)
+        return False
+
+
+class CollapseRecovery:
+    """Undo a collapse to chance. An lr at the edge of stability can push a run into a state it never
+    leaves: activations die, the logits saturate, their clamp masks stop every gradient, and the loss
+    stays finite, so the step guard sees nothing. At the end of each epoch: an epoch whose training
+    accuracy is at most 1.2x chance, after an epoch that reached 1.5x chance, is a collapse; the trained
+    parameters (and momentum) go back to the snapshot of the epoch with the lowest training loss and the
+    caller lowers the lr. Uses training figures only (never validation data). At most `max_rollbacks`."""
+
+    def __init__(self, rt: TrainingRuntime, resolution, n_classes: int, max_rollbacks: int = 3):
+        trained = {name: rt._node[name] for name in resolution if name in rt._node}
+        self.params = {f"{name}.{k}": node.params[k] for name, node in trained.items()
+                       for k in ("weight", "bias") if k in node.params}
+        self.rt, self.chance, self.max_rollbacks = rt, 1.0 / max(n_classes, 1), max_rollbacks
+        self.best_acc, self.best_loss = 0.0, float("inf")
+        self.snapshot, self.snapshot_epoch, self.restored_epoch, self.rollbacks = None, None, None, 0
+
+    def after_epoch(self, rec: dict) -> bool:
+        """True when this epoch collapsed and the parameters were restored."""
+        acc, loss = rec["train_acc"], rec["train_loss"]
+        collapsed = (acc <= 1.2 * self.chance and self.best_acc >= 1.5 * self.chance
+                     and self.snapshot is not None and self.rollbacks < self.max_rollbacks)
+        if collapsed:
+            for k, a in self.snapshot["params"].items():
+                self.params[k][...] = a  # in place: the runtime's nodes hold these arrays
+            self.rt.momentum = dict(self.snapshot["momentum"])
+            self.rollbacks += 1
+            self.restored_epoch = self.snapshot_epoch
+            return True
+        self.best_acc = max(self.best_acc, acc)
+        if np.isfinite(loss) and loss < self.best_loss:
+            self.best_loss = loss
+            self.snapshot = {"params": {k: a.copy() for k, a in self.params.items()},
+                             "momentum": {k: v.copy() for k, v in self.rt.momentum.items()}}
+            self.snapshot_epoch = rec["epoch"]
         return False
 
 
