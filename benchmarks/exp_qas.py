@@ -115,7 +115,7 @@ def main(argv=None):
             r = fine_tune(graph, parse_update(update, graph), train, val, epochs=epochs, lr=lr, seed=seed,
                           batch_size=args.batch_size, fp32=fp32, qas=qas, rounding=rounding)
             return {"val_acc": r["val_acc"], "val_loss": r["val_loss"], "train_acc": r["train_acc"],
-                    "seconds": round(r["seconds"], 1)}
+                    "collapse_rollbacks": r.get("collapse_rollbacks", 0), "seconds": round(r["seconds"], 1)}
         except MicrotrainError as e:  # divergence at a too-large lr is a result, not a crash
             return {"val_acc": None, "error": str(e)}
 
@@ -313,6 +313,8 @@ def collapsed_runs(runs, models, chosen, seeds, chance):
             bad = [s for s, v in zip(seeds, finals) if v["val_acc"] is None or v["train_acc"] <= 1.5 * chance]
             ok = [v["val_acc"] for s, v in zip(seeds, finals) if s not in bad]
             out[f"{model}|{setting}"] = {"collapsed_seeds": bad,
+                                         "rolled_back_seeds": [s for s, v in zip(seeds, finals)
+                                                               if v.get("collapse_rollbacks")],
                                          "mean_of_others": float(np.mean(ok)) if ok else None}
     return out
 
@@ -339,7 +341,8 @@ def markdown(table) -> str:
                   f"{100 * (avg['head-only'] - avg['fp32']):+.2f} points. "
                   + (f"One validation image is {100 / table['n_val']:.2f} points." if table.get("n_val") else "")
                   + (" The new head alone comes within 1 point of the best setting here, so this task cannot "
-                     "separate the update rules; the gradient table below shows what QAS changes."
+                     "separate the update rules" + ("; the gradient table below shows what QAS changes."
+                                                    if table.get("gradient_scales") else ".")
                      if avg["head-only"] >= max(avg.values()) - 0.01 else "")]
     if "data" in table["protocol"]:
         pr = table["protocol"]
@@ -348,6 +351,12 @@ def markdown(table) -> str:
                   f"{pr['epochs']} epochs, the smallest lr within one standard error of the lowest mean held-out loss; final {pr['epochs']} epochs on all of train, "
                   f"seeds {pr['seeds']}, {pr['views']} train views, batch {pr['batch_size']}. Data: {pr['data']}."]
     cr = table.get("collapsed_runs")
+    rolled = {k: v["rolled_back_seeds"] for k, v in (cr or {}).items() if v.get("rolled_back_seeds")}
+    if rolled:
+        lines += ["", "Final runs in which the trainer rolled back a collapse to chance (runtime/trainer.py "
+                  "CollapseRecovery: parameters of the lowest-loss epoch restored, lr / 3; they count in the "
+                  "means as they ended): " + "; ".join(f"{k.replace('|', ' ')} seeds {v}" for k, v in rolled.items())
+                  + "."]
     if cr and any(v["collapsed_seeds"] for v in cr.values()):
         lines += ["", "Collapsed runs: final runs whose training accuracy ended at chance (the network predicts "
                   "one class; defined on train accuracy, not val), and the validation mean of the other seeds. "

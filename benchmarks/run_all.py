@@ -534,9 +534,13 @@ def _qas_section(title: str, entry: dict) -> list[str]:
     collapsed = table.get("collapsed_runs") or {}
     n_bad = sum(len(v["collapsed_seeds"]) for v in collapsed.values())
     if collapsed:
-        lines.append(f"Final runs that collapsed to one class (training accuracy at chance): {n_bad} of "
-                     f"{sum(len(table['models'][m][s]['val_acc']) for m in table['models'] for s in table['models'][m])}"
-                     " (they count in the means).")
+        n_all = sum(len(table['models'][m][s]['val_acc']) for m in table['models'] for s in table['models'][m])
+        n_rolled = sum(len(v.get("rolled_back_seeds", [])) for v in collapsed.values())
+        lines.append(f"Final runs that ended collapsed to one class (training accuracy at chance): {n_bad} of "
+                     f"{n_all}; runs in which the trainer rolled a collapse back (lr / 3): {n_rolled}"
+                     + (" (" + ", ".join(f"{k.replace('|', ' ')} {len(v['rolled_back_seeds'])}"
+                                        for k, v in collapsed.items() if v.get("rolled_back_seeds")) + ")"
+                        if n_rolled else "") + ". All count in the means.")
     if table.get("gradient_scales"):
         lines.append(_gradient_summary(table["gradient_scales"]))
     return [ln for ln in lines if ln is not None] + [""]

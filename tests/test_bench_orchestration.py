@@ -116,5 +116,5 @@ def test_qas_section_reports_averages_collapses_and_gradient_scales():
     lines = run_all._qas_section("**QAS**", {"source": "reused qas.json", "markdown": md, "table": table})
     text = "\n".join(lines)
     assert "| m | 90.0 ± 1.0 [0.1] |" in text and "Average differences: int8+QAS - fp32 = -1.00" in text
-    assert "1 of 4" in text
+    assert "1 of 4" in text and "rolled a collapse back (lr / 3): 0" in text
     assert "within 2.0 % of fp32's" in text and "2.0e-09 to 1.0e-06" in text
