@@ -1,7 +1,8 @@
 """The Cortex-M SIMD conv kernels (codegen/kernels/arm) against their portable twins under QEMU: identical
 outputs and clamp masks on awkward shapes (channel counts not a multiple of 4, strides, padding wider than the
-input, dense and split patches too big for the SIMD path, a dead INT32_MIN bias), and fewer executed instructions on
-layer-sized cases."""
+input, dense and split patches too big for the SIMD path, a dead INT32_MIN bias, biases near 2^24 that the
+kernels fold into their sums), and fewer executed instructions on layer-sized cases; the fast float backward
+kernels against the portable ones (same float bits, same updated weights)."""
 from __future__ import annotations
 
 import re
@@ -25,7 +26,7 @@ def test_simd_kernels_are_bit_exact_and_cheaper(tmp_path, cpu):
     run = run_firmware(res.elf, cpu, timeout=60, count=True)
     cases = re.findall(r"case (\d+) (\w+) .* saturated=(\d+) differ=(\d+) mask_differ=(\d+) nomask_differ=(\d+)",
                        run.stdout)
-    assert len(cases) == 19, run.stdout + run.stderr
+    assert len(cases) == 28, run.stdout + run.stderr
     for idx, kind, saturated, differ, mask_differ, nomask_differ in cases:
         # nomask: the mask-free fast path (portable and SIMD) gives the same outputs as the masked kernels
         assert (differ, mask_differ, nomask_differ) == ("0", "0", "0"), f"case {idx} ({kind}) differs"
@@ -38,3 +39,22 @@ def test_simd_kernels_are_bit_exact_and_cheaper(tmp_path, cpu):
         assert simd < 0.9 * portable, (layer_case, portable, simd)
         total_portable, total_simd = total_portable + portable, total_simd + simd
     assert total_simd < 0.75 * total_portable
+
+
+@pytest.mark.parametrize("cpu", ["cortex-m7", "cortex-m4"])
+def test_fast_backward_kernels_are_bit_exact(tmp_path, cpu):
+    """codegen/kernels/arm/mt_backward_f32_fast.c against the portable float kernels: the same float bits
+    (masked gradient in place, depthwise and pointwise input gradients with channel counts off the 8- and
+    4-channel blocks, split weights) and the same updated int8 weights (fused pointwise update)."""
+    require_arm_tools()
+    res = build_firmware([FIRMWARE_DIR / "mt_kernel_check.c", KERNELS_DIR / "mt_forward_s8.c",
+                          KERNELS_DIR / "mt_backward_f32.c"], tmp_path / "kcb.elf", cpu, simd=True,
+                         defines=["MT_CHECK_BACKWARD=1"])
+    syms = symbol_sizes(res.elf)
+    assert "mt_conv_grad_input_depthwise_f32_portable" in syms and "mt_conv_grad_input_depthwise_f32" in syms
+    run = run_firmware(res.elf, cpu, timeout=60)
+    cases = re.findall(r"bcase (\d+) (\w+) .* differ=(\d+)", run.stdout)
+    assert len(cases) == 12, run.stdout + run.stderr
+    for idx, kind, differ in cases:
+        assert differ == "0", f"backward case {idx} ({kind}) differs"
+    assert run.status == 0

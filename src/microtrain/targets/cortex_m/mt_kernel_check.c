@@ -36,7 +36,15 @@ static const Case cases[] = {
     /* layer-sized cases for the instruction-count comparison */
     {"pointwise", 20, 20, 48, 48, 1, 1, 0}, {"depthwise", 20, 20, 96, 96, 5, 1, 2},
     {"conv", 48, 48, 3, 16, 3, 2, 1},
+    /* from FIRST_FOLD_CASE on no dead bias: the kernels may start their sums from the bias (bias folding);
+     * bias modes by (i - FIRST_FOLD_CASE) % 3: small, about +-2^24 (the float add rounds), one just over 2^24 */
+    {"depthwise", 7, 6, 10, 10, 3, 1, 1},  {"depthwise", 9, 8, 8, 8, 3, 2, 1},
+    {"depthwise", 6, 6, 12, 12, 5, 1, 2},  {"depthwise", 3, 3, 8, 8, 3, 1, 3}, /* windows wholly in the padding */
+    {"depthwise", 8, 7, 13, 13, 3, 2, 1},  {"depthwise", 9, 9, 16, 16, 7, 1, 3},
+    {"depthwise", 10, 10, 8, 8, 3, 1, 0},
+    {"pointwise", 4, 4, 96, 20, 1, 1, 0},  {"pointwise", 7, 6, 72, 30, 1, 1, 0}, /* in_c > 64: chunked */
 };
+#define FIRST_FOLD_CASE 19
 #define N_CASES (int)(sizeof cases / sizeof cases[0])
 #define MAX_X 40000
 #define MAX_W 10000
@@ -55,6 +63,100 @@ static uint32_t next(void)
     return rng >> 8;
 }
 static int8_t rand_s8(void) { return (int8_t)(next() & 0xFF); }
+
+#ifdef MT_CHECK_BACKWARD
+/* The Cortex-M float backward kernels (codegen/kernels/arm/mt_backward_f32_fast.c) against their portable twins
+ * (built with mt_backward_f32.c, renamed *_portable): identical float bits, identical updated weights and
+ * biases. Built only with -DMT_CHECK_BACKWARD (tests/test_cortexm_kernels.py). */
+void mt_conv_grad_acc_f32_portable(const float *gy, const uint8_t *mask, const float *eff, int32_t n, int32_t c,
+                                   float *g);
+void mt_conv_grad_input_pointwise_f32_portable(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
+                                               float *gx);
+void mt_conv_grad_input_depthwise_f32_portable(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
+                                               float *gx);
+void mt_conv_weight_update_pointwise_f32_portable(const mt_conv_params *p, const int8_t *x, int32_t x_c,
+                                                  const float *gacc, const mt_weight_s8 *w,
+                                                  const mt_update_params *u, const mt_train_ctx *ctx);
+
+typedef struct {
+    const char *kind; /* "gacc", "gi_pw" (pointwise input gradient), "gi_dw" (depthwise), "upd_pw" */
+    int32_t h, w, in_c, out_c, k, stride, pad, n_train;
+} BCase;
+
+static const BCase bcases[] = {
+    {"gacc", 5, 5, 16, 16, 1, 1, 0, 0},   {"gacc", 4, 3, 13, 13, 1, 1, 0, 0},
+    {"gi_dw", 6, 6, 13, 13, 3, 1, 1, 0},  {"gi_dw", 9, 8, 20, 20, 5, 2, 2, 0},
+    {"gi_dw", 7, 7, 8, 8, 7, 2, 3, 0},    {"gi_dw", 5, 5, 12, 12, 3, 1, 0, 0},
+    {"gi_pw", 5, 4, 13, 10, 1, 1, 0, 0},  {"gi_pw", 3, 3, 24, 50, 1, 1, 0, 9},
+    {"gi_pw", 6, 6, 8, 12, 1, 2, 0, 3},   {"upd_pw", 4, 4, 12, 16, 1, 1, 0, 5},
+    {"upd_pw", 5, 3, 10, 13, 1, 1, 0, 4}, {"upd_pw", 6, 6, 9, 24, 1, 2, 0, 9},
+};
+#define N_BCASES (int)(sizeof bcases / sizeof bcases[0])
+
+static float ga[4096], gb[4096], gr[4096], gf[4096], dv[MAX_C];
+static int8_t wt_ref[2048], wt_fast[2048];
+static int16_t fidx[64], tidx[64];
+
+/* a float with a random 20-bit mantissa, sign and a small exponent spread: sums of products round */
+static float rand_f(void) { return ((float)(int32_t)(next() & 0xFFFFF) - 524288.0f) * (1.0f / (float)(1 << (next() % 12u))); }
+
+static int backward_checks(void)
+{
+    int failures = 0;
+    for (int i = 0; i < N_BCASES; i++) {
+        const BCase *c = &bcases[i];
+        mt_conv_params p;
+        p.in_h = c->h, p.in_w = c->w, p.in_c = c->in_c, p.kh = p.kw = c->k, p.stride = c->stride, p.pad = c->pad;
+        p.out_h = (c->h + 2 * c->pad - c->k) / c->stride + 1;
+        p.out_w = (c->w + 2 * c->pad - c->k) / c->stride + 1;
+        p.out_c = c->out_c, p.x_zero = (int32_t)rand_s8(), p.y_zero = 0;
+        const int32_t n_out = p.out_h * p.out_w * p.out_c, n_in = p.in_h * p.in_w * p.in_c;
+        int32_t n_cmp = 0, diff = 0;
+        for (int32_t j = 0; j < 4096; j++) ga[j] = rand_f(), gr[j] = gf[j] = 0.0f;
+        for (int32_t j = 0; j < MAX_X && j < 20000; j++) x[j] = rand_s8(), w[j % MAX_W] = rand_s8();
+        for (int32_t j = 0; j < MAX_C; j++) eff[j] = rand_f() * (1.0f / 65536.0f), dv[j] = 1.0f + (float)(next() % 100u);
+        /* a random split of the input channels into frozen and trained (n_train of them) */
+        int32_t n_frozen = 0, n_train = 0;
+        for (int32_t ch = 0; ch < p.in_c; ch++) {
+            if (n_train < c->n_train && (next() & 1 || p.in_c - ch <= c->n_train - n_train)) tidx[n_train++] = (int16_t)ch;
+            else fidx[n_frozen++] = (int16_t)ch;
+        }
+        if (c->kind[0] == 'g' && c->kind[1] == 'a') { /* masked gradient, in place for the fast kernel */
+            for (int32_t j = 0; j < n_out / 8 + 1; j++) m_ref[j] = (uint8_t)next();
+            for (int32_t j = 0; j < n_out; j++) gf[j] = ga[j];
+            mt_conv_grad_acc_f32_portable(ga, m_ref, eff, n_out, p.out_c, gr);
+            mt_conv_grad_acc_f32(gf, m_ref, eff, n_out, p.out_c, gf);
+            n_cmp = n_out;
+        } else if (c->kind[3] == 'd') { /* depthwise: one whole (frozen) weight block */
+            mt_weight_s8 wv = {w, NULL, p.in_c, NULL, NULL, 0};
+            mt_conv_grad_input_depthwise_f32_portable(&p, ga, &wv, gr);
+            mt_conv_grad_input_depthwise_f32(&p, ga, &wv, gf);
+            n_cmp = n_in;
+        } else if (c->kind[3] == 'p') { /* pointwise input gradient, the weight split when n_train > 0 */
+            mt_weight_s8 wv = {w, n_train ? fidx : NULL, n_frozen, (int8_t *)w + 4096, n_train ? tidx : NULL, n_train};
+            mt_conv_grad_input_pointwise_f32_portable(&p, ga, &wv, gr);
+            mt_conv_grad_input_pointwise_f32(&p, ga, &wv, gf);
+            n_cmp = n_in;
+        } else { /* fused weight update: saved whole input (odd cases) or the trained channels only */
+            const int32_t x_c = (i & 1) ? p.in_c : n_train;
+            mt_update_params u = {dv, 7u, (int32_t)(i & 1), p.in_c};
+            mt_train_ctx ctx = {0.05f, 1234u, (uint32_t)i, 0u};
+            for (int32_t j = 0; j < p.out_c * n_train; j++) wt_ref[j] = wt_fast[j] = rand_s8();
+            mt_weight_s8 wr = {w, fidx, n_frozen, wt_ref, tidx, n_train};
+            mt_weight_s8 wf = {w, fidx, n_frozen, wt_fast, tidx, n_train};
+            for (int32_t j = 0; j < n_out; j++) ga[j] *= 1.0f / 4096.0f; /* updates of a few steps, not all clamped */
+            mt_conv_weight_update_pointwise_f32_portable(&p, x, x_c, ga, &wr, &u, &ctx);
+            mt_conv_weight_update_pointwise_f32(&p, x, x_c, ga, &wf, &u, &ctx);
+            for (int32_t j = 0; j < p.out_c * n_train; j++) diff += wt_ref[j] != wt_fast[j];
+        }
+        for (int32_t j = 0; j < n_cmp; j++) diff += memcmp(&gr[j], &gf[j], sizeof(float)) != 0;
+        failures += diff != 0;
+        mt_printf("bcase %d %s in=%dx%dx%d out_c=%d k=%d s=%d differ=%d\n", i, c->kind, (int)c->h, (int)c->w,
+                  (int)c->in_c, (int)c->out_c, (int)c->k, (int)c->stride, (int)diff);
+    }
+    return failures;
+}
+#endif
 
 int main(void)
 {
@@ -85,7 +187,16 @@ int main(void)
             /* spread outputs over the int8 range, with some saturating both ways */
             eff[o] = 1.0f / (float)(fan_in * 600 + (int32_t)(next() % 4000u));
         }
-        if (p.out_c > 2) bias[1] = INT32_MIN; /* a dead channel: must saturate, not overflow */
+        const int fold_mode = i >= FIRST_FOLD_CASE ? (i - FIRST_FOLD_CASE) % 3 : -1;
+        if (fold_mode < 0 && p.out_c > 2) bias[1] = INT32_MIN; /* a dead channel: must saturate, not overflow */
+        if (fold_mode == 1) /* |bias| near 2^24 (up to exactly 2^24), outputs still inside the int8 range */
+            for (int32_t o = 0; o < p.out_c; o++) {
+                bias[o] = ((o & 1) ? -1 : 1) * ((1 << 24) - (int32_t)(next() % 3u));
+                eff[o] = (float)(1000 + (int32_t)(next() % 1000u)) / (float)(1 << 28);
+            }
+        if (fold_mode == 2) bias[0] = (1 << 24) + 1; /* too big to fold: the unfolded path */
+        if (fold_mode == 0 || fold_mode == 2) /* odd channels clamp at some pixels only: mixed clamp bits */
+            for (int32_t o = 1; o < p.out_c; o += 2) eff[o] *= 32.0f;
         if (i == 1 || i == 5) eff[0] = __builtin_inff(); /* a degenerate multiplier: the fallback path */
         if (split) /* a pseudo-random partition of the input channels into frozen and trained */
             for (int32_t ch = 0; ch < p.in_c; ch++) {
@@ -135,5 +246,8 @@ int main(void)
                   "nomask_differ=%d\n", i, c->kind, (int)c->h, (int)c->w, (int)c->in_c, (int)c->out_c, (int)c->k,
                   (int)c->stride, (int)n_y, (int)saturated, (int)diff, (int)mask_diff, (int)nomask_diff);
     }
+#ifdef MT_CHECK_BACKWARD
+    failures += backward_checks();
+#endif
     return failures;
 }

@@ -6,13 +6,17 @@
  * loop structure, which cuts executed instructions:
  * - input gradient of a pointwise conv: register blocking, 4 pixels x 4 input channels per pass (16
  *   accumulators in the 32 single-precision registers), each gradient value loaded once for four channels,
- *   and the int8 weights converted to float once per 4 input channels x MT_GI_CHUNK output channels into a
- *   stack buffer (reused by every pixel) rather than once per 4 pixels;
- * - input gradient of a depthwise conv: the valid taps are found once per pixel (not per channel) and the
+ *   the four weights by one VLDM, and the int8 weights converted to float (four per word load) once per 4
+ *   input channels x MT_GI_CHUNK output channels into a stack buffer (reused by every pixel) rather than
+ *   once per 4 pixels;
+ * - input gradient of a depthwise conv: the valid taps are found once per pixel (not per channel); a whole
+ *   weight (no channel index) sums 8 or 4 channels in registers over them in tap order, otherwise the
  *   channel loop runs innermost, accumulating in place in tap order;
- * - fused weight update of a pointwise conv: 4 output x 2 input channels per pass, so each (x - x_zero) and
- *   each gradient value is loaded and converted once for several products;
- * - the masked gradient of a conv output: a pixel loop over channels instead of a per-element counter;
+ * - fused weight update of a pointwise conv: 8 output x 2 input channels per pass (the 8 gradient values by
+ *   one VLDM), else 4 x 2, so each (x - x_zero) and each gradient value is loaded and converted once for
+ *   several products;
+ * - the masked gradient of a conv output: a pixel loop over channels instead of a per-element counter, one
+ *   mask byte per 8 channels when c % 8 == 0;
  * - fused bias update: four channels per pass over the positions.
  * Chosen at build time like the SIMD kernels (targets/cortex_m/mt_cortex_m.mk renames the portable ones). */
 #include "mt_arith.h"
@@ -21,10 +25,29 @@
 
 static inline int32_t chan(const int16_t *idx, int32_t j) { return idx ? idx[j] : j; }
 
-/* g = mask ? gy * eff[channel] : 0, pixel by pixel (no per-element channel counter). */
+/* Eight elements whose clamp bits are the byte m (g may alias gy: each element is read before written). */
+static inline void grad_acc8(const float *gy, uint32_t m, const float *e, float *g)
+{
+    /* written out: gcc -O2 keeps the loop (and the shifts) otherwise */
+    g[0] = (m & 0x01u) ? gy[0] * e[0] : 0.0f;
+    g[1] = (m & 0x02u) ? gy[1] * e[1] : 0.0f;
+    g[2] = (m & 0x04u) ? gy[2] * e[2] : 0.0f;
+    g[3] = (m & 0x08u) ? gy[3] * e[3] : 0.0f;
+    g[4] = (m & 0x10u) ? gy[4] * e[4] : 0.0f;
+    g[5] = (m & 0x20u) ? gy[5] * e[5] : 0.0f;
+    g[6] = (m & 0x40u) ? gy[6] * e[6] : 0.0f;
+    g[7] = (m & 0x80u) ? gy[7] * e[7] : 0.0f;
+}
+
+/* g = mask ? gy * eff[channel] : 0, pixel by pixel (no per-element channel counter); with c % 8 == 0 every
+ * mask byte holds eight channels of one pixel and is loaded once for them. */
 void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff, int32_t n, int32_t c, float *g)
 {
     int32_t i = 0;
+    if ((c & 7) == 0) {
+        for (; i + c <= n; i += c)
+            for (int32_t ch = 0; ch < c; ch += 8) grad_acc8(gy + i + ch, mask[(i + ch) >> 3], eff + ch, g + i + ch);
+    }
     for (; i + c <= n; i += c)
         for (int32_t ch = 0; ch < c; ch++) {
             int32_t k = i + ch;
@@ -46,6 +69,30 @@ static inline float *grad_pixel(const mt_conv_params *p, float *gx, int32_t pix)
 #define MT_GI_CHUNK 48
 #endif
 
+/* dst[0..3] = (float)src[0..3]; returns dst + 4. One word load, the bytes sign-extended, moved to the FPU two
+ * at a time and stored by one VSTM (gcc converts byte by byte: 4 loads, 4 moves, 4 stores). The conversions
+ * are exact. */
+static inline float *float4_s8(const int8_t *src, float *dst)
+{
+    uint32_t v, a, b, c, d;
+    __asm__ volatile("ldr     %[v], [%[src]]\n\t"
+                     "sxtb    %[a], %[v]\n\t"
+                     "sxtb    %[b], %[v], ror #8\n\t"
+                     "sxtb    %[c], %[v], ror #16\n\t"
+                     "sxtb    %[d], %[v], ror #24\n\t"
+                     "vmov    s0, s1, %[a], %[b]\n\t"
+                     "vmov    s2, s3, %[c], %[d]\n\t"
+                     "vcvt.f32.s32 s0, s0\n\t"
+                     "vcvt.f32.s32 s1, s1\n\t"
+                     "vcvt.f32.s32 s2, s2\n\t"
+                     "vcvt.f32.s32 s3, s3\n\t"
+                     "vstmia  %[dst]!, {s0-s3}\n\t"
+                     : [dst] "+r"(dst), [v] "=&r"(v), [a] "=&r"(a), [b] "=&r"(b), [c] "=&r"(c), [d] "=&r"(d)
+                     : [src] "r"(src)
+                     : "s0", "s1", "s2", "s3", "memory");
+    return dst;
+}
+
 /* 4 pixels x 4 input channels of gx for output channels o0 .. o0 + on - 1, continuing the sums already in gx
  * (or from 0.0f for the first chunk, first = 1): each element's terms are added in ascending o as in the
  * portable kernel, and a float stored and reloaded between chunks is unchanged, so the result is the same.
@@ -64,8 +111,13 @@ static void grad_input_tile_4x4(const float *g, int32_t out_c, const float *wf, 
         a30 = x3[c0], a31 = x3[c1], a32 = x3[c2], a33 = x3[c3];
     }
     const float *gp = g, *wp = wf, *end = wf + 4 * on;
-    for (; wp != end; wp += 4, gp++) {
-        float w0 = wp[0], w1 = wp[1], w2 = wp[2], w3 = wp[3];
+    for (; wp != end; gp++) {
+        /* the four weights by one VLDM (gcc loads them one by one); pinned registers for its register list */
+        register float w0 __asm__("s24"), w1 __asm__("s25"), w2 __asm__("s26"), w3 __asm__("s27");
+        __asm__ volatile("vldmia %[wp]!, {s24-s27}"
+                         : [wp] "+r"(wp), "=t"(w0), "=t"(w1), "=t"(w2), "=t"(w3)
+                         :
+                         : "memory");
         float h0 = gp[0], h1 = gp[out_c], h2 = gp[2 * out_c], h3 = gp[3 * out_c];
         a00 += h0 * w0; a01 += h0 * w1; a02 += h0 * w2; a03 += h0 * w3;
         a10 += h1 * w0; a11 += h1 * w1; a12 += h1 * w2; a13 += h1 * w3;
@@ -91,10 +143,8 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
         for (int32_t o0 = 0; o0 < out_c; o0 += MT_GI_CHUNK) {
             const int32_t on = out_c - o0 < MT_GI_CHUNK ? out_c - o0 : MT_GI_CHUNK;
             const int8_t *wr = wb + o0 * nb + j;
-            for (int32_t o = 0; o < on; o++, wr += nb) {
-                wf[4 * o] = (float)wr[0], wf[4 * o + 1] = (float)wr[1];
-                wf[4 * o + 2] = (float)wr[2], wf[4 * o + 3] = (float)wr[3];
-            }
+            float *wo = wf;
+            for (int32_t o = 0; o < on; o++, wr += nb) wo = float4_s8(wr, wo);
             for (int32_t pix = 0; pix < pix4; pix += 4)
                 grad_input_tile_4x4(gacc + pix * out_c + o0, out_c, wf, on, o0 == 0, grad_pixel(p, gx, pix),
                                     grad_pixel(p, gx, pix + 1), grad_pixel(p, gx, pix + 2),
@@ -158,8 +208,82 @@ static void dw_block_tap(float *out, const float *g, const int8_t *wt, const int
     }
 }
 
+/* Whole-weight depthwise (one block, no channel index: the usual case): per input pixel the taps reaching it
+ * are listed once, in (u, v) order, as (gradient row, weight row) offsets; then eight (or four) channels at a
+ * time sum them in registers from 0.0f in that order (the portable kernel's sequence) and store once. */
+#ifndef MT_DWG_MAX_TAPS
+#define MT_DWG_MAX_TAPS 49
+#endif
+static void dw_grad_in_whole(const mt_conv_params *p, const float *gacc, const int8_t *w, float *gx)
+{
+    const int32_t c_n = p->in_c, c4 = c_n & ~3;
+    int32_t tg[MT_DWG_MAX_TAPS], tw[MT_DWG_MAX_TAPS];
+    for (int32_t iy = 0; iy < p->in_h; iy++) {
+        for (int32_t ix = 0; ix < p->in_w; ix++) {
+            float *out = gx + (iy * p->in_w + ix) * c_n;
+            int32_t n = 0;
+            for (int32_t u = 0; u < p->kh; u++) {
+                int32_t ty = iy + p->pad - u;
+                if (ty < 0 || ty % p->stride) continue;
+                int32_t oy = ty / p->stride;
+                if (oy >= p->out_h) continue;
+                for (int32_t v = 0; v < p->kw; v++) {
+                    int32_t tx = ix + p->pad - v;
+                    if (tx < 0 || tx % p->stride) continue;
+                    int32_t ox = tx / p->stride;
+                    if (ox >= p->out_w) continue;
+                    tg[n] = (oy * p->out_w + ox) * c_n, tw[n] = (u * p->kw + v) * c_n, n++;
+                }
+            }
+            int32_t c = 0;
+            for (; c + 8 <= c_n; c += 8) {
+                float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f, a7 = 0.0f;
+                for (int32_t t = 0; t < n; t++) {
+                    const float *g = gacc + tg[t] + c;
+                    const int8_t *wt = w + tw[t] + c;
+                    a0 += g[0] * (float)wt[0];
+                    a1 += g[1] * (float)wt[1];
+                    a2 += g[2] * (float)wt[2];
+                    a3 += g[3] * (float)wt[3];
+                    a4 += g[4] * (float)wt[4];
+                    a5 += g[5] * (float)wt[5];
+                    a6 += g[6] * (float)wt[6];
+                    a7 += g[7] * (float)wt[7];
+                }
+                out[c] = a0, out[c + 1] = a1, out[c + 2] = a2, out[c + 3] = a3;
+                out[c + 4] = a4, out[c + 5] = a5, out[c + 6] = a6, out[c + 7] = a7;
+            }
+            for (; c < c4; c += 4) {
+                float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+                for (int32_t t = 0; t < n; t++) {
+                    const float *g = gacc + tg[t] + c;
+                    const int8_t *wt = w + tw[t] + c;
+                    a0 += g[0] * (float)wt[0];
+                    a1 += g[1] * (float)wt[1];
+                    a2 += g[2] * (float)wt[2];
+                    a3 += g[3] * (float)wt[3];
+                }
+                out[c] = a0, out[c + 1] = a1, out[c + 2] = a2, out[c + 3] = a3;
+            }
+            for (; c < c_n; c++) {
+                float a = 0.0f;
+                for (int32_t t = 0; t < n; t++) a += gacc[tg[t] + c] * (float)w[tw[t] + c];
+                out[c] = a;
+            }
+        }
+    }
+}
+
 void mt_conv_grad_input_depthwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx)
 {
+    if (p->kh * p->kw <= MT_DWG_MAX_TAPS && !w->frozen_idx && w->n_train == 0) {
+        dw_grad_in_whole(p, gacc, w->frozen, gx);
+        return;
+    }
+    if (p->kh * p->kw <= MT_DWG_MAX_TAPS && !w->train_idx && w->n_frozen == 0) {
+        dw_grad_in_whole(p, gacc, w->train, gx);
+        return;
+    }
     for (int32_t iy = 0; iy < p->in_h; iy++) {
         for (int32_t ix = 0; ix < p->in_w; ix++) {
             float *out = gx + (iy * p->in_w + ix) * p->in_c;
@@ -198,6 +322,73 @@ static inline void apply_update(const mt_weight_s8 *w, const mt_update_params *u
     w->train[o * w->n_train + j] = mt_update_s8(w->train[o * w->n_train + j], neg_lr * d, u->rounding, key, index);
 }
 
+/* Output channels o..o+3 x trained channel j: the weight gradients, then their updates. */
+static void update_1x4(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc, const mt_weight_s8 *w,
+                       const mt_update_params *u, uint32_t key, float neg_lr, int32_t o, int32_t j)
+{
+    const int32_t out_c = p->out_c, xc = saved_chan(w, x_c, j);
+    const float zero = (float)p->x_zero;
+    float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f;
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        const int8_t *xr = x + ((oy * p->stride) * p->in_w) * x_c + xc;
+        const float *gr = gacc + (oy * p->out_w) * out_c + o;
+        for (int32_t ox = 0; ox < p->out_w; ox++, xr += p->stride * x_c, gr += out_c) {
+            float xv = (float)*xr - zero;
+            g0 += xv * gr[0];
+            g1 += xv * gr[1];
+            g2 += xv * gr[2];
+            g3 += xv * gr[3];
+        }
+    }
+    apply_update(w, u, key, neg_lr, o, j, g0);
+    apply_update(w, u, key, neg_lr, o + 1, j, g1);
+    apply_update(w, u, key, neg_lr, o + 2, j, g2);
+    apply_update(w, u, key, neg_lr, o + 3, j, g3);
+}
+
+/* Weight gradients of output channels o..o+7 x saved input channels xa, xb (g[0..7] and g[8..15]): each
+ * (x - x_zero) converted once for 8 products, each row of 8 gradient values loaded by one VLDM (pinned
+ * registers for its register list). Every sum runs over the pixels in order, as in the portable kernel. */
+static void grad_tile_8x2(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc, int32_t o,
+                          int32_t xa, int32_t xb, float *g)
+{
+    const int32_t out_c = p->out_c;
+    const float zero = (float)p->x_zero;
+    float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f;
+    float h0 = 0.0f, h1 = 0.0f, h2 = 0.0f, h3 = 0.0f, h4 = 0.0f, h5 = 0.0f, h6 = 0.0f, h7 = 0.0f;
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        const int8_t *xr = x + ((oy * p->stride) * p->in_w) * x_c;
+        const float *gr = gacc + (oy * p->out_w) * out_c + o;
+        for (int32_t ox = 0; ox < p->out_w; ox++, xr += p->stride * x_c, gr += out_c) {
+            register float e0 __asm__("s24"), e1 __asm__("s25"), e2 __asm__("s26"), e3 __asm__("s27");
+            register float e4 __asm__("s28"), e5 __asm__("s29"), e6 __asm__("s30"), e7 __asm__("s31");
+            __asm__ volatile("vldmia %[gr], {s24-s31}"
+                             : "=t"(e0), "=t"(e1), "=t"(e2), "=t"(e3), "=t"(e4), "=t"(e5), "=t"(e6), "=t"(e7)
+                             : [gr] "r"(gr)
+                             : "memory");
+            float xv = (float)xr[xa] - zero, yv = (float)xr[xb] - zero;
+            g0 += xv * e0;
+            g1 += xv * e1;
+            g2 += xv * e2;
+            g3 += xv * e3;
+            g4 += xv * e4;
+            g5 += xv * e5;
+            g6 += xv * e6;
+            g7 += xv * e7;
+            h0 += yv * e0;
+            h1 += yv * e1;
+            h2 += yv * e2;
+            h3 += yv * e3;
+            h4 += yv * e4;
+            h5 += yv * e5;
+            h6 += yv * e6;
+            h7 += yv * e7;
+        }
+    }
+    g[0] = g0, g[1] = g1, g[2] = g2, g[3] = g3, g[4] = g4, g[5] = g5, g[6] = g6, g[7] = g7;
+    g[8] = h0, g[9] = h1, g[10] = h2, g[11] = h3, g[12] = h4, g[13] = h5, g[14] = h6, g[15] = h7;
+}
+
 void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc,
                                          const mt_weight_s8 *w, const mt_update_params *u, const mt_train_ctx *ctx)
 {
@@ -205,6 +396,21 @@ void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *
     const float neg_lr = -ctx->lr, zero = (float)p->x_zero;
     const int32_t out_c = p->out_c;
     int32_t o = 0;
+    for (; o + 8 <= out_c; o += 8) {
+        int32_t j = 0;
+        for (; j + 2 <= w->n_train; j += 2) {
+            float g[16];
+            grad_tile_8x2(p, x, x_c, gacc, o, saved_chan(w, x_c, j), saved_chan(w, x_c, j + 1), g);
+            for (int32_t k = 0; k < 8; k++) {
+                apply_update(w, u, key, neg_lr, o + k, j, g[k]);
+                apply_update(w, u, key, neg_lr, o + k, j + 1, g[8 + k]);
+            }
+        }
+        for (; j < w->n_train; j++) {
+            update_1x4(p, x, x_c, gacc, w, u, key, neg_lr, o, j);
+            update_1x4(p, x, x_c, gacc, w, u, key, neg_lr, o + 4, j);
+        }
+    }
     for (; o + 4 <= out_c; o += 4) {
         int32_t j = 0;
         for (; j + 2 <= w->n_train; j += 2) { /* two trained channels: each gradient value loaded once */
@@ -235,25 +441,7 @@ void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *
             apply_update(w, u, key, neg_lr, o + 2, j + 1, h2);
             apply_update(w, u, key, neg_lr, o + 3, j + 1, h3);
         }
-        for (; j < w->n_train; j++) {
-            const int32_t xc = saved_chan(w, x_c, j);
-            float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f;
-            for (int32_t oy = 0; oy < p->out_h; oy++) {
-                const int8_t *xr = x + ((oy * p->stride) * p->in_w) * x_c + xc;
-                const float *gr = gacc + (oy * p->out_w) * out_c + o;
-                for (int32_t ox = 0; ox < p->out_w; ox++, xr += p->stride * x_c, gr += out_c) {
-                    float xv = (float)*xr - zero;
-                    g0 += xv * gr[0];
-                    g1 += xv * gr[1];
-                    g2 += xv * gr[2];
-                    g3 += xv * gr[3];
-                }
-            }
-            apply_update(w, u, key, neg_lr, o, j, g0);
-            apply_update(w, u, key, neg_lr, o + 1, j, g1);
-            apply_update(w, u, key, neg_lr, o + 2, j, g2);
-            apply_update(w, u, key, neg_lr, o + 3, j, g3);
-        }
+        for (; j < w->n_train; j++) update_1x4(p, x, x_c, gacc, w, u, key, neg_lr, o, j);
     }
     for (; o < out_c; o++) {
         for (int32_t j = 0; j < w->n_train; j++) {

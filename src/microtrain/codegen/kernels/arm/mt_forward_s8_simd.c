@@ -15,9 +15,13 @@
  *   weight word is then loaded and unpacked once for the four pixels (dot_quad_asm: 15 instructions per 16
  *   MACs). Pointwise inputs wider than the buffer go through it in chunks, partial sums kept per block of
  *   output channels. Leftover pixels (n_pix % 4) and in_c % 4 != 0 use the per-pixel paths below.
- * - per-pixel paths: one pixel x four output channels (dot4_asm), or an int16 patch per pixel;
- * - depthwise: four channels in four accumulators (SMLABB/SMLATT) over a per-pixel list of the valid taps
- *   (dw_taps4_asm).
+ * - per-pixel paths: one pixel x four output channels (dot4_asm), or an int16 patch per pixel; the dense
+ *   receptive field of a window inside the input is copied a kernel row (kw * in_c contiguous bytes) at a time;
+ * - depthwise: four channels in four accumulators (SMLABB/SMLATT). Pixels whose window lies inside the input
+ *   run, four channels at a time, over a per-call list of (input offset, weights unpacked to int16 lanes)
+ *   (dw_run); border pixels over a per-pixel list of their valid taps on the raw weights (dw_border). Sums
+ *   start from the bias when |bias| <= 2^24 (bias folding: the same float, see bias_foldable), and with a
+ *   mask the four clamp bits of a channel block are written as one nibble.
  * Unmasked outputs of a call whose multipliers are all finite skip the NaN test and the mask update
  * (requant_finite); the result is the same. Shapes beyond the stack patch / tap list sizes call the portable
  * kernel. Stack: the deepest kernel frame is about 1.1 KB (pointwise_quads_chunked). */
@@ -339,20 +343,39 @@ static inline int8_t requant_finite(int32_t acc, float bias_f, float eff, int32_
     return (int8_t)__ssat(__qadd(rint_s32(t), y_zero), 8);
 }
 
+/* store_out of four sums of output channel o (bias b_f, multiplier e finite: no NaN, so no NaN test) at
+ * y[i0], y[i0 + step], y[i0 + 2 * step], y[i0 + 3 * step], written out (gcc keeps a loop of 4 with the sums
+ * spilled otherwise). mask may not be NULL. */
+static inline __attribute__((always_inline)) void store4_masked(int8_t *y, uint8_t *mask, int32_t i0, int32_t step,
+                                                                const int32_t *acc, float b_f, float e,
+                                                                int32_t y_zero)
+{
+    const int32_t v0 = __qadd(rint_s32(((float)acc[0] + b_f) * e), y_zero), q0 = __ssat(v0, 8);
+    const int32_t v1 = __qadd(rint_s32(((float)acc[1] + b_f) * e), y_zero), q1 = __ssat(v1, 8);
+    const int32_t v2 = __qadd(rint_s32(((float)acc[2] + b_f) * e), y_zero), q2 = __ssat(v2, 8);
+    const int32_t v3 = __qadd(rint_s32(((float)acc[3] + b_f) * e), y_zero), q3 = __ssat(v3, 8);
+    const int32_t i1 = i0 + step, i2 = i1 + step, i3 = i2 + step;
+    y[i0] = (int8_t)q0, y[i1] = (int8_t)q1, y[i2] = (int8_t)q2, y[i3] = (int8_t)q3;
+    mask[i0 >> 3] = (uint8_t)((mask[i0 >> 3] & ~(1u << (i0 & 7))) | ((uint32_t)(q0 == v0) << (i0 & 7)));
+    mask[i1 >> 3] = (uint8_t)((mask[i1 >> 3] & ~(1u << (i1 & 7))) | ((uint32_t)(q1 == v1) << (i1 & 7)));
+    mask[i2 >> 3] = (uint8_t)((mask[i2 >> 3] & ~(1u << (i2 & 7))) | ((uint32_t)(q2 == v2) << (i2 & 7)));
+    mask[i3 >> 3] = (uint8_t)((mask[i3 >> 3] & ~(1u << (i3 & 7))) | ((uint32_t)(q3 == v3) << (i3 & 7)));
+}
+
 static inline int is_finite(float f) { return f - f == 0.0f; }
 
 /* All output channels of four output pixels (pix .. pix + 3) from their expanded inputs buf (n4 lanes each,
  * n4 % 4 == 0): row o of the weight starts at w + o * stride (stride <= n4). Lanes past `stride` must be
  * zero: they meet the next row's first bytes, or for the last row its padded copy last_row (NULL when
- * stride == n4), so nothing outside the weight array is read. short_requant (no mask, every multiplier
- * finite, decided once per call) takes requant_finite with nothing else live across the loop. */
+ * stride == n4), so nothing outside the weight array is read. finite: every multiplier is finite (decided once
+ * per call); then without a mask requant_finite with nothing else live across the loop, with one store4_masked. */
 static inline __attribute__((always_inline)) void
 quad_outputs(const uint32_t *buf, const int8_t *w, int32_t stride, int32_t n4, const int8_t *last_row,
              const int32_t *bias, const float *eff, int32_t out_c, int32_t y_zero, int32_t pix, int8_t *y,
-             uint8_t *mask, int short_requant)
+             uint8_t *mask, int finite)
 {
     const int8_t *wo = w;
-    if (short_requant) {
+    if (!mask && finite) {
         int8_t *yo = y + pix * out_c;
         for (int32_t o = 0; o < out_c; o++, wo += stride, yo++) {
             int32_t acc[4] = {0, 0, 0, 0};
@@ -368,6 +391,10 @@ quad_outputs(const uint32_t *buf, const int8_t *w, int32_t stride, int32_t n4, c
     for (int32_t o = 0; o < out_c; o++, wo += stride) {
         int32_t acc[4] = {0, 0, 0, 0};
         dot_quad_asm(buf, (last_row && o == out_c - 1) ? last_row : wo, n4, acc);
+        if (mask && finite) {
+            store4_masked(y, mask, pix * out_c + o, out_c, acc, (float)bias[o], eff[o], y_zero);
+            continue;
+        }
         for (int32_t j = 0; j < 4; j++) store_out(y, mask, (pix + j) * out_c + o, acc[j], bias[o], eff[o], y_zero);
     }
 }
@@ -393,12 +420,12 @@ static __attribute__((noinline)) int32_t pointwise_quads(const mt_conv_params *p
 {
     uint32_t buf[2 * MT_QUAD_MAX_K];
     const int32_t in_c = p->in_c, neg_zero = pack_neg_zero(p->x_zero), n_pix = p->out_h * p->out_w;
-    const int short_requant = !mask && all_finite(eff, p->out_c);
+    const int finite = all_finite(eff, p->out_c);
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         expand_quad(pixel_in(p, x, pix), pixel_in(p, x, pix + 1), pixel_in(p, x, pix + 2), pixel_in(p, x, pix + 3),
                     neg_zero, in_c, buf);
-        quad_outputs(buf, w, in_c, in_c, NULL, bias, eff, p->out_c, p->y_zero, pix, y, mask, short_requant);
+        quad_outputs(buf, w, in_c, in_c, NULL, bias, eff, p->out_c, p->y_zero, pix, y, mask, finite);
     }
     return pix;
 }
@@ -417,7 +444,7 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
     int32_t acc[4 * MT_QUAD_O_BLOCK];
     const int32_t in_c = p->in_c, out_c = p->out_c, y_zero = p->y_zero, neg_zero = pack_neg_zero(p->x_zero);
     const int32_t n_pix = p->out_h * p->out_w;
-    const int short_requant = !mask && all_finite(eff, out_c);
+    const int finite = all_finite(eff, out_c), short_requant = !mask && finite;
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         const int8_t *x0 = pixel_in(p, x, pix), *x1 = pixel_in(p, x, pix + 1);
@@ -440,6 +467,8 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
                     yo[out_c] = requant_finite(acc[4 * o + 1], b, e, y_zero);
                     yo[2 * out_c] = requant_finite(acc[4 * o + 2], b, e, y_zero);
                     yo[3 * out_c] = requant_finite(acc[4 * o + 3], b, e, y_zero);
+                } else if (finite) {
+                    store4_masked(y, mask, pix * out_c + oc, out_c, acc + 4 * o, (float)bias[oc], eff[oc], y_zero);
                 } else {
                     for (int32_t j = 0; j < 4; j++)
                         store_out(y, mask, (pix + j) * out_c + oc, acc[4 * o + j], bias[oc], eff[oc], y_zero);
@@ -564,6 +593,30 @@ static void gather_field_s8(const mt_conv_params *p, const int8_t *x, int32_t pi
     for (; k < n4; k++) field[k] = zero;
 }
 
+/* gather_field_s8 for a window inside the input: each kernel row is kw * in_c contiguous input bytes (NHWC),
+ * copied a word at a time (unaligned word accesses are allowed on ARMv7E-M). */
+static void gather_field_fast(const mt_conv_params *p, const int8_t *x, int32_t pix, int32_t n4, int8_t *field)
+{
+    const int32_t oy = pix / p->out_w, ox = pix - oy * p->out_w;
+    const int32_t iy0 = oy * p->stride - p->pad, ix0 = ox * p->stride - p->pad;
+    if (iy0 < 0 || ix0 < 0 || iy0 + p->kh > p->in_h || ix0 + p->kw > p->in_w) {
+        gather_field_s8(p, x, pix, n4, field);
+        return;
+    }
+    const int32_t row = p->kw * p->in_c, row4 = row & ~3, x_row = p->in_w * p->in_c;
+    const int8_t *xr = x + (iy0 * p->in_w + ix0) * p->in_c;
+    int32_t k = 0;
+    for (int32_t ky = 0; ky < p->kh; ky++, xr += x_row) {
+        int32_t i = 0;
+        for (; i < row4; i += 4, k += 4) {
+            uint32_t v = load_u32(xr + i);
+            __builtin_memcpy(field + k, &v, 4);
+        }
+        for (; i < row; i++) field[k++] = xr[i];
+    }
+    for (; k < n4; k++) field[k] = (int8_t)p->x_zero;
+}
+
 /* Dense conv with k_n = kh * kw * in_c <= MT_QUAD_MAX_K (first_conv: 27), four output pixels per pass: the
  * receptive fields are gathered padded to a multiple of 4 with the zero point, expanded like pointwise
  * inputs, and every weight row is read as n4 bytes (the last row from a zero-padded copy). Returns the
@@ -576,11 +629,11 @@ static __attribute__((noinline)) int32_t conv_quads(const mt_conv_params *p, con
     const int32_t k_n = p->kh * p->kw * p->in_c, n4 = (k_n + 3) & ~3, n_pix = p->out_h * p->out_w;
     const int32_t neg_zero = pack_neg_zero(p->x_zero);
     for (int32_t k = 0; k < n4; k++) last_row[k] = k < k_n ? w[(p->out_c - 1) * k_n + k] : 0;
-    const int short_requant = !mask && all_finite(eff, p->out_c);
+    const int finite = all_finite(eff, p->out_c);
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         for (int32_t j = 0; j < 4; j++) { /* pixel j into lanes 2j, 2j + 1 of each 8-word group */
-            gather_field_s8(p, x, pix + j, n4, field);
+            gather_field_fast(p, x, pix + j, n4, field);
             for (int32_t g = 0; g < n4; g += 4) {
                 uint32_t v = load_u32(field + g);
                 buf[2 * g + 2 * j] = __sxtab16((uint32_t)neg_zero, v);
@@ -588,7 +641,7 @@ static __attribute__((noinline)) int32_t conv_quads(const mt_conv_params *p, con
             }
         }
         quad_outputs(buf, w, k_n, n4, n4 > k_n ? last_row : NULL, bias, eff, p->out_c, p->y_zero, pix, y, mask,
-                     short_requant);
+                     finite);
     }
     return pix;
 }
@@ -706,7 +759,7 @@ static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, co
     const int32_t out_c = p->out_c, y_zero = p->y_zero, n_pix = p->out_h * p->out_w;
     const int32_t nf4 = (n_frozen + 3) & ~3, nt4 = (n_train + 3) & ~3, neg_zero = pack_neg_zero(p->x_zero);
     const int8_t zero = (int8_t)p->x_zero;
-    const int short_requant = !mask && all_finite(eff, out_c);
+    const int finite = all_finite(eff, out_c), short_requant = !mask && finite;
     padded_last_row(w_frozen, out_c, n_frozen, nf4, last_f);
     padded_last_row(w_train, out_c, n_train, nt4, last_t);
     int32_t pix = 0;
@@ -736,6 +789,8 @@ static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, co
                 yo[out_c] = requant_finite(acc[1], b, e, y_zero);
                 yo[2 * out_c] = requant_finite(acc[2], b, e, y_zero);
                 yo[3 * out_c] = requant_finite(acc[3], b, e, y_zero);
+            } else if (finite) {
+                store4_masked(y, mask, pix * out_c + o, out_c, acc, (float)bias[o], eff[o], y_zero);
             } else {
                 for (int32_t j = 0; j < 4; j++)
                     store_out(y, mask, (pix + j) * out_c + o, acc[j], bias[o], eff[o], y_zero);
@@ -765,19 +820,173 @@ void mt_conv_pointwise_split_s8(const mt_conv_params *p, const int8_t *x, const 
         split_patches(p, x, w_frozen, frozen_idx, n_frozen, w_train, train_idx, n_train, bias, eff, y, mask, first);
 }
 
-/* Depthwise conv: per output pixel the valid taps are listed once as (input offset, weight offset) pairs,
- * then every block of four channels runs one flat loop over them (no per-row bookkeeping). Kernels with
- * more than MT_DW_MAX_TAPS taps use the portable kernel. */
+/* Bias folding: mt_requant_s8 computes (float)acc + (float)bias. When |acc| <= 2^24 and |bias| <= 2^24 both
+ * are exact floats and the float sum is the exact sum rounded once to nearest even, which is what
+ * (float)(acc + bias) gives too (and acc + bias cannot overflow). The kernels then start their sums from the
+ * bias and requantise (float)sum * eff. |acc| <= k * 255 * 128 (|x - x_zero| <= 255, |w| <= 128). */
+#define MT_FOLD_LIMIT (1 << 24)
+static int bias_foldable(const int32_t *bias, int32_t n, int32_t k)
+{
+    if (k > MT_FOLD_LIMIT / (255 * 128)) return 0;
+    int ok = 1;
+    for (int32_t i = 0; i < n; i++) ok &= (bias[i] >= -MT_FOLD_LIMIT) & (bias[i] <= MT_FOLD_LIMIT);
+    return ok;
+}
+
+/* Depthwise conv, four channels at a time: their weights are unpacked once per call into int16 lanes, next to
+ * each tap's input offset from the window's top-left corner; then every output pixel runs one flat loop over
+ * its window's taps (border pixels: one per valid kernel row). Kernels with more than MT_DW_MAX_TAPS taps use
+ * the portable kernel. */
 #ifndef MT_DW_MAX_TAPS
 #define MT_DW_MAX_TAPS 49
 #endif
+typedef struct {
+    int32_t x;        /* input offset from the window's top-left corner */
+    uint32_t w02, w13; /* weights of channels (c, c+2) and (c+1, c+3) as int16 lanes */
+} dw_tap;
+
+/* a[0..3] += taps [tp, end) of four channels whose inputs start at xc, hand-scheduled so the accumulators stay
+ * in registers (per tap: 1 LDM of offset and weights, 1 load, 2 unpack, 4 MACs, 2 loop). LDM fills its
+ * registers in ascending number order, hence the three pinned registers. */
+static inline void dw_taps4_asm(const int8_t *xc, int32_t neg_zero, const dw_tap *tp, const dw_tap *end,
+                                int32_t *a)
+{
+    register uint32_t xo __asm__("r8"), wl __asm__("r9"), wh __asm__("r10");
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    uint32_t xv;
+    __asm__ volatile(
+        "1:\n\t"
+        "ldmia   %[tp]!, {%[xo], %[wl], %[wh]}\n\t"
+        "ldr     %[xv], [%[xc], %[xo]]\n\t"
+        "sxtab16 %[xo], %[nz], %[xv]\n\t"
+        "sxtab16 %[xv], %[nz], %[xv], ror #8\n\t"
+        "smlabb  %[a0], %[xo], %[wl], %[a0]\n\t"
+        "smlatt  %[a2], %[xo], %[wl], %[a2]\n\t"
+        "smlabb  %[a1], %[xv], %[wh], %[a1]\n\t"
+        "smlatt  %[a3], %[xv], %[wh], %[a3]\n\t"
+        "cmp     %[tp], %[end]\n\t"
+        "bne     1b\n\t"
+        : [tp] "+r"(tp), [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [xo] "=&r"(xo),
+          [wl] "=&r"(wl), [wh] "=&r"(wh), [xv] "=&r"(xv)
+        : [xc] "r"(xc), [nz] "r"(neg_zero), [end] "r"(end), "m"(*(const dw_tap(*)[])tp), "m"(*(const int8_t(*)[])xc)
+        : "cc"); /* the memory read is declared (no "memory" clobber), so a[] can stay in registers */
+    a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3;
+}
+
+void mt_conv_depthwise_s8_portable(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                                   const float *eff, int8_t *y, uint8_t *mask);
+
+/* Bias folding per channel: a channel whose |bias| <= 2^24 starts its sum from the bias and requantises with
+ * a float bias of 0 ((float)sum + 0.0f is (float)sum); the others (dead channels: INT32_MIN and the like)
+ * start from 0 and keep their bias for the requantisation. b: starting sums, rb: remaining biases. */
+static inline void fold_biases(const int32_t *bias, int32_t k, int32_t *b, int32_t *rb)
+{
+    for (int32_t j = 0; j < 4; j++) {
+        const int fold = bias_foldable(bias + j, 1, k);
+        b[j] = fold ? bias[j] : 0, rb[j] = fold ? 0 : bias[j];
+    }
+}
+
+/* Outputs y[i..i+3] of channels c..c+3 from their sums acc (see fold_biases) for finite multipliers (no NaN:
+ * store_out's result and clamp bit, from requant_finite's steps). With a mask and i % 4 == 0 (c_n % 4 == 0)
+ * the four clamp bits share one nibble of a byte: one read-modify-write. */
+static inline __attribute__((always_inline)) void dw_out4(int8_t *y, uint8_t *mask, int32_t i, const int32_t *acc,
+                                                          const float *fb, const float *e, int32_t y_zero)
+{
+    /* written out: gcc -O2 keeps loops of 4 here, with the sums and biases spilled to the stack */
+    if (!mask) {
+        y[i] = requant_finite(acc[0], fb[0], e[0], y_zero);
+        y[i + 1] = requant_finite(acc[1], fb[1], e[1], y_zero);
+        y[i + 2] = requant_finite(acc[2], fb[2], e[2], y_zero);
+        y[i + 3] = requant_finite(acc[3], fb[3], e[3], y_zero);
+        return;
+    }
+    const int32_t v0 = __qadd(rint_s32(((float)acc[0] + fb[0]) * e[0]), y_zero), q0 = __ssat(v0, 8);
+    const int32_t v1 = __qadd(rint_s32(((float)acc[1] + fb[1]) * e[1]), y_zero), q1 = __ssat(v1, 8);
+    const int32_t v2 = __qadd(rint_s32(((float)acc[2] + fb[2]) * e[2]), y_zero), q2 = __ssat(v2, 8);
+    const int32_t v3 = __qadd(rint_s32(((float)acc[3] + fb[3]) * e[3]), y_zero), q3 = __ssat(v3, 8);
+    y[i] = (int8_t)q0, y[i + 1] = (int8_t)q1, y[i + 2] = (int8_t)q2, y[i + 3] = (int8_t)q3;
+    const uint32_t ok = (uint32_t)(q0 == v0) | (uint32_t)(q1 == v1) << 1 | (uint32_t)(q2 == v2) << 2 |
+                        (uint32_t)(q3 == v3) << 3;
+    if ((i & 3) == 0) {
+        const uint32_t sh = (uint32_t)i & 7u;
+        mask[i >> 3] = (uint8_t)((mask[i >> 3] & ~(0xFu << sh)) | (ok << sh));
+        return;
+    }
+    for (int32_t j = 0; j < 4; j++) {
+        const int32_t k = i + j;
+        mask[k >> 3] = (uint8_t)((mask[k >> 3] & ~(1u << (k & 7))) | (((ok >> j) & 1u) << (k & 7)));
+    }
+}
+
+/* Output positions o (one axis) whose window o * stride - pad .. + k - 1 lies inside 0 .. n_in - 1:
+ * lo <= o < hi (lo >= hi: none). */
+static void inside_range(int32_t pad, int32_t stride, int32_t k, int32_t n_in, int32_t n_out, int32_t *lo,
+                         int32_t *hi)
+{
+    *lo = (pad + stride - 1) / stride;
+    *hi = n_in - k + pad >= 0 ? (n_in - k + pad) / stride + 1 : 0;
+    if (*hi > n_out) *hi = n_out;
+}
+
+/* n consecutive interior pixels of one output row, channels c..c+3, finite multipliers: inputs advance by
+ * x_step, outputs (index i) by c_n. */
+static __attribute__((noinline)) void dw_run(const int8_t *xc, int32_t x_step, int8_t *y, uint8_t *mask, int32_t i,
+                                             int32_t c_n, int32_t n, const dw_tap *taps, const dw_tap *end,
+                                             int32_t neg_zero, const int32_t *b, const float *fb, const float *e,
+                                             int32_t y_zero)
+{
+    const int32_t b0 = b[0], b1 = b[1], b2 = b[2], b3 = b[3];
+    const float e0 = e[0], e1 = e[1], e2 = e[2], e3 = e[3], f0 = fb[0], f1 = fb[1], f2 = fb[2], f3 = fb[3];
+    if (mask) {
+        for (; n > 0; n--, i += c_n, xc += x_step) {
+            int32_t acc[4] = {b0, b1, b2, b3};
+            dw_taps4_asm(xc, neg_zero, taps, end, acc);
+            dw_out4(y, mask, i, acc, fb, e, y_zero);
+        }
+        return;
+    }
+    for (int8_t *yp = y + i, *yend = y + i + n * c_n; yp != yend; yp += c_n, xc += x_step) {
+        int32_t acc[4] = {b0, b1, b2, b3};
+        dw_taps4_asm(xc, neg_zero, taps, end, acc);
+        yp[0] = requant_finite(acc[0], f0, e0, y_zero);
+        yp[1] = requant_finite(acc[1], f1, e1, y_zero);
+        yp[2] = requant_finite(acc[2], f2, e2, y_zero);
+        yp[3] = requant_finite(acc[3], f3, e3, y_zero);
+    }
+}
+
+/* Channels c..c+3 of the output pixels whose window lies inside the input (finite multipliers): each row's
+ * run of them goes to dw_run. taps: the block's kh * kw unpacked taps. */
+static __attribute__((noinline)) void dw_block_inside(const mt_conv_params *p, const int8_t *x, const dw_tap *taps,
+                                                      const int32_t *bias, const float *eff, int8_t *y,
+                                                      uint8_t *mask, int32_t c)
+{
+    const int32_t c_n = p->out_c, kh = p->kh, kw = p->kw, in_w = p->in_w, stride = p->stride, pad = p->pad;
+    int32_t b[4], rb[4], ox_lo, ox_hi, oy_lo, oy_hi;
+    inside_range(pad, stride, kw, in_w, p->out_w, &ox_lo, &ox_hi);
+    inside_range(pad, stride, kh, p->in_h, p->out_h, &oy_lo, &oy_hi);
+    if (ox_lo >= ox_hi) return;
+    fold_biases(bias + c, kh * kw, b, rb);
+    const float e[4] = {eff[c], eff[c + 1], eff[c + 2], eff[c + 3]};
+    const float fb[4] = {(float)rb[0], (float)rb[1], (float)rb[2], (float)rb[3]};
+    for (int32_t oy = oy_lo; oy < oy_hi; oy++) {
+        const int8_t *xc = x + ((oy * stride - pad) * in_w + ox_lo * stride - pad) * c_n + c;
+        dw_run(xc, stride * c_n, y, mask, (oy * p->out_w + ox_lo) * c_n + c, c_n, ox_hi - ox_lo, taps, taps + kh * kw,
+               pack_neg_zero(p->x_zero), b, fb, e, p->y_zero);
+    }
+}
+
+/* Border pixels (and every pixel when some multiplier is not finite): per pixel its valid taps are listed
+ * once as (input offset from its first valid input, weight offset) pairs, then every block of four channels
+ * runs one flat loop over them on the raw weights (few pixels: unpacking weights per block would not pay). */
 typedef struct {
     int32_t x, w;
 } tap_offsets;
 
 /* Four channels (one input and one weight word per tap) summed over a pixel's tap list, hand-scheduled so
  * the accumulators stay in registers (per tap: 1 LDRD of the offsets, 2 loads, 4 unpack, 4 MACs, 2 loop). */
-static inline void dw_taps4_asm(const int8_t *xc, const int8_t *wc, int32_t neg_zero, const tap_offsets *taps,
+static inline void dw_list4_asm(const int8_t *xc, const int8_t *wc, int32_t neg_zero, const tap_offsets *taps,
                                 int32_t n_taps, int32_t *acc)
 {
     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
@@ -807,59 +1016,111 @@ static inline void dw_taps4_asm(const int8_t *xc, const int8_t *wc, int32_t neg_
     acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
 }
 
-void mt_conv_depthwise_s8_portable(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
-                                   const float *eff, int8_t *y, uint8_t *mask);
+#ifndef MT_DW_MIN_INSIDE
+#define MT_DW_MIN_INSIDE 8
+#endif
+/* skip_inside: the inside pixels are done (dw_inside). */
+static __attribute__((noinline)) void dw_border(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                                const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask,
+                                                int skip_inside)
+{
+    const int finite = all_finite(eff, p->out_c);
+    const int32_t c_n = p->out_c, c4 = c_n & ~3, kh = p->kh, kw = p->kw, in_h = p->in_h, in_w = p->in_w;
+    const int32_t y_zero = p->y_zero, neg_zero = pack_neg_zero(p->x_zero);
+    tap_offsets taps[MT_DW_MAX_TAPS];
+    int32_t ox_lo, ox_hi, oy_lo, oy_hi;
+    inside_range(p->pad, p->stride, kw, in_w, p->out_w, &ox_lo, &ox_hi);
+    inside_range(p->pad, p->stride, kh, in_h, p->out_h, &oy_lo, &oy_hi);
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        const int32_t iy0 = oy * p->stride - p->pad;
+        const int32_t ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + kh > in_h ? in_h - iy0 : kh;
+        for (int32_t ox = 0; ox < p->out_w; ox++) {
+            if (skip_inside && oy >= oy_lo && oy < oy_hi && ox >= ox_lo && ox < ox_hi) {
+                ox = ox_hi - 1; /* done by dw_block_inside */
+                continue;
+            }
+            const int32_t ix0 = ox * p->stride - p->pad;
+            const int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = ix0 + kw > in_w ? in_w - ix0 : kw;
+            int32_t n_taps = 0, first_in = 0;
+            if (ky0 < ky1 && kx0 < kx1) {
+                first_in = ((iy0 + ky0) * in_w + ix0 + kx0) * c_n;
+                for (int32_t ky = ky0; ky < ky1; ky++)
+                    for (int32_t kx = kx0; kx < kx1; kx++, n_taps++) {
+                        taps[n_taps].x = ((ky - ky0) * in_w + kx - kx0) * c_n;
+                        taps[n_taps].w = (ky * kw + kx) * c_n;
+                    }
+            }
+            const int32_t base = (oy * p->out_w + ox) * c_n;
+            for (int32_t c = 0; c < c4; c += 4) {
+                int32_t acc[4];
+                dw_list4_asm(x + first_in + c, w + c, neg_zero, taps, n_taps, acc);
+                if (finite) {
+                    const float fb[4] = {(float)bias[c], (float)bias[c + 1], (float)bias[c + 2], (float)bias[c + 3]};
+                    dw_out4(y, mask, base + c, acc, fb, eff + c, y_zero);
+                } else {
+                    for (int32_t j = 0; j < 4; j++)
+                        store_out(y, mask, base + c + j, acc[j], bias[c + j], eff[c + j], y_zero);
+                }
+            }
+        }
+    }
+}
+
+/* Channel c (one of the c_n % 4 left over) of every output pixel, in plain C. */
+static void dw_channel(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                       const float *eff, int8_t *y, uint8_t *mask, int32_t c)
+{
+    const int32_t c_n = p->out_c;
+    for (int32_t oy = 0; oy < p->out_h; oy++)
+        for (int32_t ox = 0; ox < p->out_w; ox++) {
+            int32_t acc = 0;
+            for (int32_t ky = 0; ky < p->kh; ky++) {
+                const int32_t iy = oy * p->stride - p->pad + ky;
+                if (iy < 0 || iy >= p->in_h) continue;
+                for (int32_t kx = 0; kx < p->kw; kx++) {
+                    const int32_t ix = ox * p->stride - p->pad + kx;
+                    if (ix < 0 || ix >= p->in_w) continue;
+                    acc += ((int32_t)x[(iy * p->in_w + ix) * c_n + c] - p->x_zero) * (int32_t)w[(ky * p->kw + kx) * c_n + c];
+                }
+            }
+            store_out(y, mask, (oy * p->out_w + ox) * c_n + c, acc, bias[c], eff[c], p->y_zero);
+        }
+}
+
+/* The pixels whose window lies inside the input, four channels at a time from their unpacked weights. */
+static __attribute__((noinline)) void dw_inside(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                                const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask)
+{
+    const int32_t c_n = p->out_c, n_taps = p->kh * p->kw;
+    dw_tap taps[MT_DW_MAX_TAPS];
+    for (int32_t ky = 0, t = 0; ky < p->kh; ky++)
+        for (int32_t kx = 0; kx < p->kw; kx++, t++) taps[t].x = (ky * p->in_w + kx) * c_n;
+    for (int32_t c = 0; c + 4 <= c_n; c += 4) {
+        for (int32_t t = 0; t < n_taps; t++) {
+            uint32_t v = load_u32(w + t * c_n + c);
+            taps[t].w02 = __sxtb16(v), taps[t].w13 = sxtb16_ror8(v);
+        }
+        dw_block_inside(p, x, taps, bias, eff, y, mask, c);
+    }
+}
 
 void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask)
 {
-    const int32_t c_n = p->out_c, neg_zero = pack_neg_zero(p->x_zero);
-    tap_offsets taps[MT_DW_MAX_TAPS];
-    if (p->kh * p->kw > MT_DW_MAX_TAPS) {
+    const int32_t c_n = p->out_c, n_taps = p->kh * p->kw;
+    if (n_taps > MT_DW_MAX_TAPS) {
         mt_conv_depthwise_s8_portable(p, x, w, bias, eff, y, mask);
         return;
     }
-    const int short_requant = !mask && all_finite(eff, c_n);
-    for (int32_t oy = 0; oy < p->out_h; oy++) {
-        int32_t iy0 = oy * p->stride - p->pad;
-        int32_t ky0 = iy0 < 0 ? -iy0 : 0;
-        int32_t ky1 = (iy0 + p->kh > p->in_h) ? p->in_h - iy0 : p->kh;
-        for (int32_t ox = 0; ox < p->out_w; ox++) {
-            int32_t ix0 = ox * p->stride - p->pad;
-            int32_t kx0 = ix0 < 0 ? -ix0 : 0;
-            int32_t kx1 = (ix0 + p->kw > p->in_w) ? p->in_w - ix0 : p->kw;
-            int32_t n_taps = 0;
-            for (int32_t ky = ky0; ky < ky1; ky++)
-                for (int32_t kx = kx0; kx < kx1; kx++, n_taps++) {
-                    taps[n_taps].x = ((iy0 + ky) * p->in_w + ix0 + kx) * c_n;
-                    taps[n_taps].w = (ky * p->kw + kx) * c_n;
-                }
-            int32_t base = (oy * p->out_w + ox) * c_n;
-            int32_t c = 0;
-            for (; c + 4 <= c_n; c += 4) {
-                const int8_t *xc = x + c, *wc = w + c;
-                int32_t acc[4];
-                dw_taps4_asm(xc, wc, neg_zero, taps, n_taps, acc);
-                const float *ec = eff + c;
-                if (short_requant) {
-                    int8_t *yc = y + base + c;
-                    yc[0] = requant_finite(acc[0], (float)bias[c], ec[0], p->y_zero);
-                    yc[1] = requant_finite(acc[1], (float)bias[c + 1], ec[1], p->y_zero);
-                    yc[2] = requant_finite(acc[2], (float)bias[c + 2], ec[2], p->y_zero);
-                    yc[3] = requant_finite(acc[3], (float)bias[c + 3], ec[3], p->y_zero);
-                } else {
-                    for (int32_t j = 0; j < 4; j++)
-                        store_out(y, mask, base + c + j, acc[j], bias[c + j], eff[c + j], p->y_zero);
-                }
-            }
-            for (; c < c_n; c++) {
-                int32_t acc = 0;
-                for (int32_t t = 0; t < n_taps; t++)
-                    acc += ((int32_t)x[taps[t].x + c] - p->x_zero) * (int32_t)w[taps[t].w + c];
-                store_out(y, mask, base + c, acc, bias[c], eff[c], p->y_zero);
-            }
-        }
-    }
+    int32_t ox_lo, ox_hi, oy_lo, oy_hi;
+    inside_range(p->pad, p->stride, p->kw, p->in_w, p->out_w, &ox_lo, &ox_hi);
+    inside_range(p->pad, p->stride, p->kh, p->in_h, p->out_h, &oy_lo, &oy_hi);
+    /* unpacking the weights per block pays from a few inside pixels on; below, dw_border does them all */
+    const int inside = all_finite(eff, c_n) && ox_lo < ox_hi && oy_lo < oy_hi &&
+                       (ox_hi - ox_lo) * (oy_hi - oy_lo) >= MT_DW_MIN_INSIDE;
+    if (inside) dw_inside(p, x, w, bias, eff, y, mask);
+    dw_border(p, x, w, bias, eff, y, mask, inside);
+    for (int32_t c = c_n & ~3; c < c_n; c++) dw_channel(p, x, w, bias, eff, y, mask, c);
 }
 
 /* Residual add: mt_add_requant_s8's float32 sequence, rounded and clamped like store_out (VCVTR, QADD, SSAT). */
