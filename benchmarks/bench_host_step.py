@@ -34,7 +34,8 @@ def parse_args():
     p.add_argument("--classes", type=int, default=2, help="new head with N classes (default 2)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per engine (default 20)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the C step is single-threaded)")
-    p.add_argument("--opt", default="-O3", help="C optimisation flags (default -O3)")
+    p.add_argument("--opt", default=None, help="C optimisation flags (default: the host build's, "
+                   "-O3 -march=native where the compiler supports it)")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args()
 
@@ -107,6 +108,9 @@ def main():
     x_q = np.random.default_rng(0).integers(-128, 128, graph.input_spec.shape).astype(np.int8)
     with tempfile.TemporaryDirectory() as tmp:
         cm = compile_model(graph, scheme, out_dir=tmp, lr=1e-3)
+        from microtrain.targets.host import native_opt
+
+        args.opt = native_opt() if args.opt is None else args.opt
         c_model = HostModel(build_host(tmp, opt=args.opt))
         c_wall, c_cpu = timed(lambda: c_model.train_step(x_q, 1), args.steps)
         report = cm.report

@@ -61,7 +61,7 @@ def scheme49():
 def built(base_graph, scheme49, tmp_path_factory):
     out = tmp_path_factory.mktemp("c-train-49kb")
     cm = compile_model(base_graph, scheme49, out_dir=out, lr=1e-3, seed=SEED)
-    return cm, HostModel(build_host(out, opt="-O3"))
+    return cm, HostModel(build_host(out))  # the default flags (-O3 -march=native where supported)
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,8 @@ def register(subparsers) -> None:
     p.add_argument("--rounding", choices=("stochastic", "nearest"), default="stochastic", help="update rounding")
     p.add_argument("--no-qas", action="store_true", help="train without quantization-aware scaling")
     p.add_argument("--timeline", type=int, default=40, help="rows of the printed per-tensor timeline (0: none)")
-    p.add_argument("--opt", default="-O3", help="optimisation flags of the host build (default -O3)")
+    p.add_argument("--opt", default=None,
+                   help="optimisation flags of the host build (default -O3 -march=native where supported)")
     p.set_defaults(func=run)
 
 
@@ -89,8 +90,11 @@ def run(args) -> int:
     if args.target == "host":
         from ..targets.host import build_host
 
-        lib = build_host(out, opt=args.opt)
-        print(f"built {lib} (gcc -std=c99 -Wall -Wextra -Werror {args.opt})")
+        from ..targets.host import native_opt
+
+        opt = native_opt() if args.opt is None else args.opt
+        lib = build_host(out, opt=opt)
+        print(f"built {lib} (gcc -std=c99 -Wall -Wextra -Werror -ffp-contract=off {opt})")
     elif args.target.startswith("cortex-m"):
         from ..targets.cortex_m.project import budget_lines, emit_firmware
 
