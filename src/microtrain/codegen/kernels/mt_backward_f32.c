@@ -85,11 +85,14 @@ void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff
 /* The weight of input channel j of block b (frozen or trained) as (pointer, stride, channel). */
 static int32_t mt_chan(const int16_t *idx, int32_t j) { return idx ? idx[j] : j; }
 
+#define MT_PWG_CHUNK 16 /* gathered input channels summed together (64-byte stack array) */
+
 /* gx[j] = sum over o (ascending) of g[o] * W[o, j]: the o loop is outside so the j loop runs over
  * contiguous weights (the per-element summation order is unchanged). */
 static void mt_pw_grad_in_block(const float *g, int32_t out_c, const int8_t *wb, const int16_t *idx, int32_t nb,
                                 float *gxp) {
-    int32_t o, j;
+    float t[MT_PWG_CHUNK];
+    int32_t o, j, j0;
     if (!idx) {
         for (j = 0; j < nb; j++) gxp[j] = 0.0f;
         for (o = 0; o < out_c; o++) {
@@ -99,11 +102,17 @@ static void mt_pw_grad_in_block(const float *g, int32_t out_c, const int8_t *wb,
         }
         return;
     }
-    for (j = 0; j < nb; j++) gxp[idx[j]] = 0.0f;
-    for (o = 0; o < out_c; o++) {
-        const int8_t *wr = wb + o * nb;
-        float go = g[o];
-        for (j = 0; j < nb; j++) gxp[idx[j]] += go * (float)wr[j];
+    /* gathered channels: sum a chunk densely (vectorisable), then scatter. Each gxp element belongs to
+     * one block (frozen and trained channels are disjoint), so it is the same sum in the same order. */
+    for (j0 = 0; j0 < nb; j0 += MT_PWG_CHUNK) {
+        int32_t n = nb - j0 < MT_PWG_CHUNK ? nb - j0 : MT_PWG_CHUNK;
+        for (j = 0; j < n; j++) t[j] = 0.0f;
+        for (o = 0; o < out_c; o++) {
+            const int8_t *wr = wb + o * nb + j0;
+            float go = g[o];
+            for (j = 0; j < n; j++) t[j] += go * (float)wr[j];
+        }
+        for (j = 0; j < n; j++) gxp[idx[j0 + j]] = t[j];
     }
 }
 
@@ -237,6 +246,8 @@ void mt_conv_grad_input_f32(const mt_conv_params *p, const float *gacc, const mt
 }
 
 /* ---- fused gradient + update ---------------------------------------------------------------- */
+#define MT_WU_CHUNK 16 /* trained input channels whose gradients are summed together (64-byte stack array) */
+
 static int32_t mt_saved_chan(const mt_weight_s8 *w, int32_t x_c, int32_t j) {
     return x_c == w->n_train ? j : mt_chan(w->train_idx, j);
 }
@@ -245,18 +256,29 @@ void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *
                                          const mt_weight_s8 *w, const mt_update_params *u, const mt_train_ctx *ctx) {
     uint32_t key = mt_hash_key(ctx->seed, ctx->step, u->param_id);
     float neg_lr = -ctx->lr;
-    int32_t o, j, oy, ox;
+    float g[MT_WU_CHUNK];
+    int32_t xc[MT_WU_CHUNK];
+    int32_t o, j, j0, oy, ox;
     for (o = 0; o < p->out_c; o++) {
-        for (j = 0; j < w->n_train; j++) {
-            int32_t xc = mt_saved_chan(w, x_c, j);
-            uint32_t index = (uint32_t)(o * u->full_in + mt_chan(w->train_idx, j));
-            float g = 0.0f, d;
+        for (j0 = 0; j0 < w->n_train; j0 += MT_WU_CHUNK) {
+            int32_t n = w->n_train - j0 < MT_WU_CHUNK ? w->n_train - j0 : MT_WU_CHUNK;
+            for (j = 0; j < n; j++) {
+                xc[j] = mt_saved_chan(w, x_c, j0 + j);
+                g[j] = 0.0f;
+            }
+            /* pixels outside, channels inside: each g[j] is still summed over pixels in ascending order */
             for (oy = 0; oy < p->out_h; oy++)
-                for (ox = 0; ox < p->out_w; ox++)
-                    g += ((float)x[((oy * p->stride) * p->in_w + ox * p->stride) * x_c + xc] - (float)p->x_zero) *
-                         gacc[(oy * p->out_w + ox) * p->out_c + o];
-            d = g / u->divisor[o];
-            w->train[o * w->n_train + j] = mt_update_s8(w->train[o * w->n_train + j], neg_lr * d, u->rounding, key, index);
+                for (ox = 0; ox < p->out_w; ox++) {
+                    const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * x_c;
+                    float go = gacc[(oy * p->out_w + ox) * p->out_c + o];
+                    for (j = 0; j < n; j++) g[j] += ((float)xp[xc[j]] - (float)p->x_zero) * go;
+                }
+            for (j = 0; j < n; j++) {
+                int8_t *wp = w->train + o * w->n_train + j0 + j;
+                uint32_t index = (uint32_t)(o * u->full_in + mt_chan(w->train_idx, j0 + j));
+                float d = g[j] / u->divisor[o];
+                *wp = mt_update_s8(*wp, neg_lr * d, u->rounding, key, index);
+            }
         }
     }
 }

@@ -12,6 +12,26 @@ static inline void mt_store(int8_t *y, uint8_t *mask, int32_t i, int32_t acc, in
     mask[i >> 3] = (uint8_t)((mask[i >> 3] & ~(1u << (i & 7))) | ((uint32_t)ok << (i & 7)));
 }
 
+#define MT_RUN_MAX 16 /* outputs requantised together: 16 keeps the callers' frames within plan.STACK_ESTIMATE */
+
+/* mt_store for the n <= MT_RUN_MAX contiguous outputs y[base..base+n): a branch-free loop over outputs,
+ * which compilers vectorise (the same float operations per element, so the same bytes); mask bits after. */
+static void mt_store_run(int8_t *y, uint8_t *mask, int32_t base, const int32_t *acc, const int32_t *bias,
+                         const float *eff, int32_t y_zero, int32_t n) {
+    uint8_t ok[MT_RUN_MAX];
+    int8_t *yo = y + base;
+    int32_t o;
+    if (!mask) {
+        for (o = 0; o < n; o++) yo[o] = mt_requant_s8(acc[o], bias[o], eff[o], y_zero, NULL);
+        return;
+    }
+    for (o = 0; o < n; o++) yo[o] = mt_requant_s8(acc[o], bias[o], eff[o], y_zero, &ok[o]);
+    for (o = 0; o < n; o++) {
+        int32_t i = base + o;
+        mask[i >> 3] = (uint8_t)((mask[i >> 3] & ~(1u << (i & 7))) | ((uint32_t)ok[o] << (i & 7)));
+    }
+}
+
 static int32_t mt_dot_s8(const int8_t *x, int32_t x_zero, const int8_t *w, int32_t n) {
     int32_t acc = 0, i;
     for (i = 0; i < n; i++) acc += ((int32_t)x[i] - x_zero) * (int32_t)w[i];
@@ -24,7 +44,7 @@ static int32_t mt_dot_idx_s8(const int8_t *x, int32_t x_zero, const int8_t *w, c
     return acc;
 }
 
-#define MT_PW_CHUNK 64 /* output channels whose weight sums live on the stack (256 bytes) */
+#define MT_PW_CHUNK MT_RUN_MAX /* output channels whose weight sums live on the stack (64 bytes) */
 
 /* sum over i of x[i] * w[i]: a plain int8 dot product, which compilers map to multiply-add SIMD */
 static inline int32_t mt_dot_raw_s8(const int8_t *x, const int8_t *w, int32_t n) {
@@ -33,10 +53,42 @@ static inline int32_t mt_dot_raw_s8(const int8_t *x, const int8_t *w, int32_t n)
     return acc;
 }
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+
+/* out[k] = mt_dot_raw_s8(x, w + k * w_stride, n) for k = 0..3, the same exact int32 sums: each x block is
+ * widened to int16 once for four weight rows, _mm256_madd_epi16 adds pairs of products (|x * w| <= 2^14),
+ * and one horizontal-add tree reduces the four accumulators. Host builds with AVX2 (-march=native). */
+static inline void mt_dot4_raw_s8(const int8_t *x, const int8_t *w, int32_t w_stride, int32_t n, int32_t *out) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, s;
+    __m128i r;
+    int32_t i = 0, k;
+    for (; i + 16 <= n; i += 16) {
+        __m256i xv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x + i)));
+#define MT_ROW16(k) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + (k) * w_stride + i)))
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(xv, MT_ROW16(0)));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(xv, MT_ROW16(1)));
+        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(xv, MT_ROW16(2)));
+        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(xv, MT_ROW16(3)));
+#undef MT_ROW16
+    }
+    s = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+    r = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    _mm_storeu_si128((__m128i *)out, r);
+    for (; i < n; i++)
+        for (k = 0; k < 4; k++) out[k] += (int32_t)x[i] * (int32_t)w[k * w_stride + i];
+}
+#else
+static inline void mt_dot4_raw_s8(const int8_t *x, const int8_t *w, int32_t w_stride, int32_t n, int32_t *out) {
+    int32_t k;
+    for (k = 0; k < 4; k++) out[k] = mt_dot_raw_s8(x, w + k * w_stride, n);
+}
+#endif
+
 /* acc = sum (x - x_zero) * w = sum x * w - x_zero * sum w (exact in int32) */
 void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask) {
-    int32_t wsum[MT_PW_CHUNK];
+    int32_t wsum[MT_PW_CHUNK], acc[MT_PW_CHUNK];
     int32_t oy, ox, o, o0, i, c = p->in_c;
     for (o0 = 0; o0 < p->out_c; o0 += MT_PW_CHUNK) {
         int32_t n = p->out_c - o0 < MT_PW_CHUNK ? p->out_c - o0 : MT_PW_CHUNK;
@@ -50,10 +102,10 @@ void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
             for (ox = 0; ox < p->out_w; ox++) {
                 const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * c;
                 int32_t base = (oy * p->out_w + ox) * p->out_c + o0;
-                for (o = 0; o < n; o++) {
-                    int32_t acc = mt_dot_raw_s8(xp, w + (o0 + o) * c, c) - wsum[o];
-                    mt_store(y, mask, base + o, acc, bias[o0 + o], eff[o0 + o], p->y_zero);
-                }
+                for (o = 0; o + 4 <= n; o += 4) mt_dot4_raw_s8(xp, w + (o0 + o) * c, c, c, acc + o);
+                for (; o < n; o++) acc[o] = mt_dot_raw_s8(xp, w + (o0 + o) * c, c);
+                for (o = 0; o < n; o++) acc[o] -= wsum[o];
+                mt_store_run(y, mask, base, acc, bias + o0, eff + o0, p->y_zero, n);
             }
         }
     }
@@ -63,15 +115,18 @@ void mt_conv_pointwise_split_s8(const mt_conv_params *p, const int8_t *x, const 
                                 const int16_t *frozen_idx, int32_t n_frozen, const int8_t *w_train,
                                 const int16_t *train_idx, int32_t n_train, const int32_t *bias,
                                 const float *eff, int8_t *y, uint8_t *mask) {
-    int32_t oy, ox, o;
+    int32_t acc[MT_RUN_MAX];
+    int32_t oy, ox, o, o0;
     for (oy = 0; oy < p->out_h; oy++) {
         for (ox = 0; ox < p->out_w; ox++) {
             const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * p->in_c;
             int32_t base = (oy * p->out_w + ox) * p->out_c;
-            for (o = 0; o < p->out_c; o++) {
-                int32_t acc = mt_dot_idx_s8(xp, p->x_zero, w_frozen + o * n_frozen, frozen_idx, n_frozen) +
-                              mt_dot_idx_s8(xp, p->x_zero, w_train + o * n_train, train_idx, n_train);
-                mt_store(y, mask, base + o, acc, bias[o], eff[o], p->y_zero);
+            for (o0 = 0; o0 < p->out_c; o0 += MT_RUN_MAX) {
+                int32_t n = p->out_c - o0 < MT_RUN_MAX ? p->out_c - o0 : MT_RUN_MAX;
+                for (o = 0; o < n; o++)
+                    acc[o] = mt_dot_idx_s8(xp, p->x_zero, w_frozen + (o0 + o) * n_frozen, frozen_idx, n_frozen) +
+                             mt_dot_idx_s8(xp, p->x_zero, w_train + (o0 + o) * n_train, train_idx, n_train);
+                mt_store_run(y, mask, base + o0, acc, bias + o0, eff + o0, p->y_zero, n);
             }
         }
     }
@@ -174,7 +229,7 @@ static int32_t mt_dw_acc(const mt_conv_params *p, const int8_t *x, const int8_t 
     return acc;
 }
 
-#define MT_DW_CHUNK 64 /* channels accumulated together: a 256-byte stack array, vectorisable loops */
+#define MT_DW_CHUNK MT_RUN_MAX /* channels accumulated together: a 64-byte stack array, vectorisable loops */
 
 void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask) {
@@ -198,7 +253,7 @@ void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
                         for (j = 0; j < n; j++) acc[j] += ((int32_t)xp[j] - p->x_zero) * (int32_t)wp[j];
                     }
                 }
-                for (j = 0; j < n; j++) mt_store(y, mask, base + c0 + j, acc[j], bias[c0 + j], eff[c0 + j], p->y_zero);
+                mt_store_run(y, mask, base + c0, acc, bias + c0, eff + c0, p->y_zero, n);
             }
         }
     }

@@ -1,0 +1,202 @@
+"""The host build's fast paths against NumPy, byte for byte: the AVX2 pointwise dot products
+(mt_dot4_raw_s8, compiled when the host flags enable AVX2), the requantisation runs the compiler
+vectorises (mt_store_run), the chunked gathered input gradient and the chunked pointwise weight update.
+Each kernel is built twice, with the host default flags (-O3 -march=native where supported) and with
+-O1 (scalar code), on shapes that leave every tail path something to do (in_c not a multiple of 16 or 8,
+out_c not a multiple of 4 or 16, strides, masks, gathered channels)."""
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from microtrain.codegen.emit import C_FLAGS, KERNEL_DIR
+from microtrain.quant import arith
+from microtrain.targets.host import native_opt
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+
+PROBE = r"""
+int t_has_avx2(void) {
+#if defined(__AVX2__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+"""
+
+
+class ConvParams(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_int32) for n in ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "kh", "kw",
+                                              "stride", "pad", "x_zero", "y_zero")]
+
+
+class WeightS8(ctypes.Structure):
+    _fields_ = [("frozen", ctypes.c_void_p), ("frozen_idx", ctypes.c_void_p), ("n_frozen", ctypes.c_int32),
+                ("train", ctypes.c_void_p), ("train_idx", ctypes.c_void_p), ("n_train", ctypes.c_int32)]
+
+
+class UpdateParams(ctypes.Structure):
+    _fields_ = [("divisor", ctypes.c_void_p), ("param_id", ctypes.c_uint32), ("rounding", ctypes.c_int32),
+                ("full_in", ctypes.c_int32)]
+
+
+class TrainCtx(ctypes.Structure):
+    _fields_ = [("lr", ctypes.c_float), ("seed", ctypes.c_uint32), ("step", ctypes.c_uint32),
+                ("guard_skips", ctypes.c_uint32)]
+
+
+def _build(tmp, opt):
+    out = tmp / f"k{abs(hash(opt))}.so"
+    (tmp / "probe.c").write_text(PROBE)
+    srcs = [str(KERNEL_DIR / "mt_forward_s8.c"), str(KERNEL_DIR / "mt_backward_f32.c"), str(tmp / "probe.c")]
+    subprocess.run(["gcc", *C_FLAGS.split(), *opt.split(), "-fPIC", "-shared", f"-I{KERNEL_DIR}", *srcs, "-o",
+                    str(out)], check=True, capture_output=True, text=True)
+    return ctypes.CDLL(str(out))
+
+
+@pytest.fixture(scope="module")
+def libs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fast")
+    return {"native": _build(tmp, native_opt()), "scalar": _build(tmp, "-O1")}
+
+
+def _p(a):
+    return a.ctypes.data_as(ctypes.c_void_p)
+
+
+def test_native_build_uses_the_avx2_path_where_the_cpu_has_it(libs):
+    """The comparison below is only worth something if the fast path is compiled in."""
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("AVX2 path is x86-64 only")
+    cpu = open("/proc/cpuinfo").read() if platform.system() == "Linux" else ""
+    if " avx2" not in cpu or native_opt() == "-O3":
+        pytest.skip("this CPU/compiler has no AVX2 -march=native")
+    assert libs["native"].t_has_avx2() == 1
+    assert libs["scalar"].t_has_avx2() == 0
+
+
+def _pointwise_case(rng, in_c, out_c, stride, with_mask):
+    h, w = 5, 7
+    oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
+    p = ConvParams(h, w, in_c, oh, ow, out_c, 1, 1, stride, 0, int(rng.integers(-128, 128)),
+                   int(rng.integers(-128, 128)))
+    x = rng.integers(-128, 128, (h, w, in_c)).astype(np.int8)
+    wt = rng.integers(-128, 128, (out_c, in_c)).astype(np.int8)
+    bias = rng.integers(-5000, 5000, out_c).astype(np.int32)
+    # multipliers spanning saturation, the useful range and near-zero outputs
+    eff = (rng.choice([1e-5, 3e-4, 1e-3, 4e-3], out_c) * rng.uniform(0.5, 1.5, out_c)).astype(np.float32)
+    xs = x[::stride, ::stride].astype(np.int64) - p.x_zero
+    acc = (xs.reshape(-1, in_c) @ wt.T.astype(np.int64)).astype(np.int32)
+    want = arith.requantize_conv(acc, bias[None], eff[None], p.y_zero).reshape(-1)
+    pre = arith.conv_preclamp(acc, bias[None], eff[None], p.y_zero).reshape(-1)
+    return p, x, wt, bias, eff, want, (pre >= -128) & (pre <= 127)
+
+
+@pytest.mark.parametrize("in_c", [3, 8, 16, 17, 24, 40, 100])
+@pytest.mark.parametrize("out_c", [1, 5, 16, 35])
+def test_pointwise_forward_equals_numpy(libs, in_c, out_c):
+    rng = np.random.default_rng(in_c * 100 + out_c)
+    for stride in (1, 2):
+        for with_mask in (False, True):
+            p, x, wt, bias, eff, want, ok = _pointwise_case(rng, in_c, out_c, stride, with_mask)
+            n = want.size
+            for name, lib in libs.items():
+                y = np.full(n, 99, np.int8)
+                mask = np.full((n + 7) // 8, 0xA5, np.uint8)  # stale bits must be overwritten
+                lib.mt_conv_pointwise_s8(ctypes.byref(p), _p(x), _p(wt), _p(bias), _p(eff), _p(y),
+                                         _p(mask) if with_mask else None)
+                np.testing.assert_array_equal(y, want, err_msg=f"{name} build, stride {stride}")
+                if with_mask:
+                    bits = np.unpackbits(mask, bitorder="little")[:n].astype(bool)
+                    np.testing.assert_array_equal(bits, ok, err_msg=f"{name} build mask, stride {stride}")
+
+
+def test_split_pointwise_and_depthwise_forward_agree_across_builds(libs):
+    rng = np.random.default_rng(7)
+    for in_c, n_train in ((20, 3), (33, 17), (48, 16)):
+        out_c = 37
+        p, x, wt, bias, eff, want, ok = _pointwise_case(rng, in_c, out_c, 1, True)
+        train_idx = np.sort(rng.choice(in_c, n_train, replace=False)).astype(np.int16)
+        frozen_idx = np.setdiff1d(np.arange(in_c), train_idx).astype(np.int16)
+        wf, wtr = np.ascontiguousarray(wt[:, frozen_idx]), np.ascontiguousarray(wt[:, train_idx])
+        for name, lib in libs.items():
+            y, mask = np.zeros(want.size, np.int8), np.zeros((want.size + 7) // 8, np.uint8)
+            lib.mt_conv_pointwise_split_s8(ctypes.byref(p), _p(x), _p(wf), _p(frozen_idx), len(frozen_idx), _p(wtr),
+                                           _p(train_idx), n_train, _p(bias), _p(eff), _p(y), _p(mask))
+            np.testing.assert_array_equal(y, want, err_msg=f"{name} build, split {in_c}/{n_train}")
+            np.testing.assert_array_equal(np.unpackbits(mask, bitorder="little")[:want.size].astype(bool), ok)
+    for c, stride in ((5, 1), (16, 2), (40, 1), (70, 2)):
+        h = w = 6
+        o = (h + 2 - 3) // stride + 1
+        p = ConvParams(h, w, c, o, o, c, 3, 3, stride, 1, 3, -4)
+        x = rng.integers(-128, 128, (h, w, c)).astype(np.int8)
+        wt = rng.integers(-128, 128, (3, 3, c)).astype(np.int8)
+        bias = rng.integers(-3000, 3000, c).astype(np.int32)
+        eff = rng.uniform(1e-4, 3e-3, c).astype(np.float32)
+        outs = {}
+        for name, lib in libs.items():
+            for with_mask in (False, True):
+                y, mask = np.zeros(o * o * c, np.int8), np.zeros((o * o * c + 7) // 8, np.uint8)
+                lib.mt_conv_depthwise_s8(ctypes.byref(p), _p(x), _p(wt), _p(bias), _p(eff), _p(y),
+                                         _p(mask) if with_mask else None)
+                outs[name, with_mask] = (y, mask)
+        for with_mask in (False, True):
+            np.testing.assert_array_equal(outs["native", with_mask][0], outs["scalar", with_mask][0])
+            np.testing.assert_array_equal(outs["native", with_mask][1], outs["scalar", with_mask][1])
+        assert len(np.unique(outs["native", False][0])) > 10  # not a constant (saturated) output
+
+
+def test_pointwise_backward_chunks_agree_across_builds(libs):
+    """Gathered input gradient (chunked sums, then scatter) and the chunked weight update: same floats,
+    same int8 weights, whatever the vector width."""
+    rng = np.random.default_rng(11)
+    for in_c, n_train, stride in ((20, 3, 1), (40, 17, 2), (33, 33, 1)):
+        out_c, h = 21, 6
+        o = (h - 1) // stride + 1
+        p = ConvParams(h, h, in_c, o, o, out_c, 1, 1, stride, 0, -7, 2)
+        train_idx = np.sort(rng.choice(in_c, n_train, replace=False)).astype(np.int16)
+        frozen_idx = np.setdiff1d(np.arange(in_c), train_idx).astype(np.int16)
+        wt = rng.integers(-128, 128, (out_c, in_c)).astype(np.int8)
+        wf, wtr0 = np.ascontiguousarray(wt[:, frozen_idx]), np.ascontiguousarray(wt[:, train_idx])
+        gacc = rng.standard_normal((o, o, out_c)).astype(np.float32)
+        x = rng.integers(-128, 128, (h, h, in_c)).astype(np.int8)
+        div = rng.uniform(0.5, 4.0, out_c).astype(np.float32)
+        results = {}
+        for name, lib in libs.items():
+            wtr = wtr0.copy()
+            wobj = WeightS8(_p(wf).value, _p(frozen_idx).value, len(frozen_idx), _p(wtr).value,
+                            _p(train_idx).value, n_train)
+            gx = np.full((h, h, in_c), np.nan, np.float32)
+            lib.mt_conv_grad_input_pointwise_f32(ctypes.byref(p), _p(gacc), ctypes.byref(wobj), _p(gx))
+            upd = UpdateParams(_p(div).value, 5, 0, in_c)
+            ctx = TrainCtx(0.01, 1, 2, 0)  # moves most weights by a few steps, few saturate
+            lib.mt_conv_weight_update_pointwise_f32(ctypes.byref(p), _p(x), in_c, _p(gacc), ctypes.byref(wobj),
+                                                    ctypes.byref(upd), ctypes.byref(ctx))
+            results[name] = (gx, wtr)
+        gx_n, w_n = results["native"]
+        gx_s, w_s = results["scalar"]
+        np.testing.assert_array_equal(gx_n.view(np.uint32), gx_s.view(np.uint32))
+        np.testing.assert_array_equal(w_n, w_s)
+        assert (w_n != wtr0).mean() > 0.3, "the update moved too few weights to test anything"
+        # against NumPy in float32 and the kernels' documented order (sums over o, then over pixels, ascending)
+        gx_ref = np.zeros((h, h, in_c), np.float32)
+        acc = np.zeros((o, o, in_c), np.float32)
+        for k in range(out_c):
+            acc = acc + gacc[:, :, k : k + 1] * wt[k].astype(np.float32)
+        gx_ref[::stride, ::stride] = acc
+        np.testing.assert_array_equal(gx_n.view(np.uint32), gx_ref.view(np.uint32))
+        xs = x[::stride, ::stride][:, :, train_idx].astype(np.float32) - np.float32(p.x_zero)
+        g = np.zeros((out_c, n_train), np.float32)
+        for i in range(o):
+            for j in range(o):
+                g = g + xs[i, j][None, :] * gacc[i, j][:, None]
+        delta = np.float32(-0.01) * (g / div[:, None])
+        w_ref = np.clip(wtr0.astype(np.int32) + np.rint(delta).astype(np.int32), -128, 127)
+        np.testing.assert_array_equal(w_n, w_ref)
