@@ -1,6 +1,7 @@
 """The host build's fast paths against NumPy, byte for byte: the AVX2 pointwise dot products
-(mt_dot4_raw_s8, compiled when the host flags enable AVX2), the requantisation runs the compiler
-vectorises (mt_store_run), the chunked gathered input gradient and the chunked pointwise weight update.
+(mt_dot4_raw_s8, compiled when the host flags enable AVX2), the gathered split-pointwise dots, the
+requantisation runs the compiler vectorises (mt_store_run; dense, pointwise, depthwise), the chunked
+gathered input gradient and the chunked pointwise weight update.
 Each kernel is built twice, with the host default flags (-O3 -march=native where supported) and with
 -O1 (scalar code), on shapes that leave every tail path something to do (in_c not a multiple of 16 or 8,
 out_c not a multiple of 4 or 16, strides, masks, gathered channels)."""
@@ -120,7 +121,7 @@ def test_pointwise_forward_equals_numpy(libs, in_c, out_c):
 
 def test_split_pointwise_and_depthwise_forward_agree_across_builds(libs):
     rng = np.random.default_rng(7)
-    for in_c, n_train in ((20, 3), (33, 17), (48, 16)):
+    for in_c, n_train in ((20, 3), (33, 17), (48, 16), (150, 70)):  # blocks wider than the 64-channel gather
         out_c = 37
         p, x, wt, bias, eff, want, ok = _pointwise_case(rng, in_c, out_c, 1, True)
         train_idx = np.sort(rng.choice(in_c, n_train, replace=False)).astype(np.int16)
@@ -151,6 +152,33 @@ def test_split_pointwise_and_depthwise_forward_agree_across_builds(libs):
             np.testing.assert_array_equal(outs["native", with_mask][0], outs["scalar", with_mask][0])
             np.testing.assert_array_equal(outs["native", with_mask][1], outs["scalar", with_mask][1])
         assert len(np.unique(outs["native", False][0])) > 10  # not a constant (saturated) output
+
+
+@pytest.mark.parametrize("in_c,out_c", [(3, 16), (3, 21), (8, 5), (9, 7)])  # 9: window beyond the stack patch
+def test_dense_forward_equals_numpy(libs, in_c, out_c):
+    rng = np.random.default_rng(in_c * 10 + out_c)
+    h, stride = 9, 2
+    o = (h + 2 - 3) // stride + 1
+    p = ConvParams(h, h, in_c, o, o, out_c, 3, 3, stride, 1, int(rng.integers(-128, 128)), int(rng.integers(-20, 20)))
+    x = rng.integers(-128, 128, (h, h, in_c)).astype(np.int8)
+    wt = rng.integers(-128, 128, (out_c, 3, 3, in_c)).astype(np.int8)
+    bias = rng.integers(-3000, 3000, out_c).astype(np.int32)
+    eff = rng.uniform(2e-4, 2e-3, out_c).astype(np.float32)
+    xpad = np.pad(x.astype(np.int64) - p.x_zero, ((1, 1), (1, 1), (0, 0)))  # padding is real zero
+    cols = np.stack([xpad[ky : ky + stride * o : stride, kx : kx + stride * o : stride] for ky in range(3)
+                     for kx in range(3)], axis=2).reshape(o * o, -1)
+    acc = (cols @ wt.reshape(out_c, -1).T.astype(np.int64)).astype(np.int32)
+    want = arith.requantize_conv(acc, bias[None], eff[None], p.y_zero).reshape(-1)
+    pre = arith.conv_preclamp(acc, bias[None], eff[None], p.y_zero).reshape(-1)
+    for name, lib in libs.items():
+        for with_mask in (False, True):
+            y, mask = np.zeros(want.size, np.int8), np.full((want.size + 7) // 8, 0x5A, np.uint8)
+            lib.mt_conv_s8(ctypes.byref(p), _p(x), _p(wt), _p(bias), _p(eff), _p(y), _p(mask) if with_mask else None)
+            np.testing.assert_array_equal(y, want, err_msg=f"{name} build")
+            if with_mask:
+                bits = np.unpackbits(mask, bitorder="little")[:want.size].astype(bool)
+                np.testing.assert_array_equal(bits, (pre >= -128) & (pre <= 127), err_msg=f"{name} build mask")
+    assert len(np.unique(want)) > 10
 
 
 def test_pointwise_backward_chunks_agree_across_builds(libs):

@@ -30,7 +30,7 @@ static inline int8_t mt_round_sat_s8(float t, int32_t zero, uint8_t *in_range) {
     t = t < -MT_SAT_LIMIT ? -MT_SAT_LIMIT : t;
     r = mt_rint_small_f32(t);
     r = r + (float)zero;
-    if (in_range) *in_range = (uint8_t)(r >= -128.0f && r <= 127.0f);
+    if (in_range) *in_range = (uint8_t)((r >= -128.0f) & (r <= 127.0f)); /* & not &&: no branch, vectorisable */
     r = r > 127.0f ? 127.0f : r;
     r = r < -128.0f ? -128.0f : r;
     return (int8_t)r;

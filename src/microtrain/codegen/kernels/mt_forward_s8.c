@@ -111,33 +111,60 @@ void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
     }
 }
 
+#define MT_GATHER_MAX 64 /* input channels of one weight block gathered contiguously (64-byte stack array) */
+
+/* acc[o] += sum over j of x[idx[j]] * w[o * nb + j] for o < n_out: the block's input channels are
+ * gathered into a contiguous row, 64 at a time, so the dot products run on contiguous memory. */
+static void mt_gathered_dots(const int8_t *x, const int8_t *w, const int16_t *idx, int32_t nb, int32_t n_out,
+                             int32_t *acc) {
+    int8_t xg[MT_GATHER_MAX];
+    int32_t part[4];
+    int32_t j0, j, o, k;
+    for (j0 = 0; j0 < nb; j0 += MT_GATHER_MAX) {
+        int32_t m = nb - j0 < MT_GATHER_MAX ? nb - j0 : MT_GATHER_MAX;
+        for (j = 0; j < m; j++) xg[j] = x[idx[j0 + j]];
+        for (o = 0; o + 4 <= n_out; o += 4) {
+            mt_dot4_raw_s8(xg, w + o * nb + j0, nb, m, part);
+            for (k = 0; k < 4; k++) acc[o + k] += part[k];
+        }
+        for (; o < n_out; o++) acc[o] += mt_dot_raw_s8(xg, w + o * nb + j0, m);
+    }
+}
+
+/* acc = sum over both blocks of x * w - x_zero * (sum of both weight rows) (exact in int32) */
 void mt_conv_pointwise_split_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
                                 const int16_t *frozen_idx, int32_t n_frozen, const int8_t *w_train,
                                 const int16_t *train_idx, int32_t n_train, const int32_t *bias,
                                 const float *eff, int8_t *y, uint8_t *mask) {
-    int32_t acc[MT_RUN_MAX];
-    int32_t oy, ox, o, o0;
-    for (oy = 0; oy < p->out_h; oy++) {
-        for (ox = 0; ox < p->out_w; ox++) {
-            const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * p->in_c;
-            int32_t base = (oy * p->out_w + ox) * p->out_c;
-            for (o0 = 0; o0 < p->out_c; o0 += MT_RUN_MAX) {
-                int32_t n = p->out_c - o0 < MT_RUN_MAX ? p->out_c - o0 : MT_RUN_MAX;
-                for (o = 0; o < n; o++)
-                    acc[o] = mt_dot_idx_s8(xp, p->x_zero, w_frozen + (o0 + o) * n_frozen, frozen_idx, n_frozen) +
-                             mt_dot_idx_s8(xp, p->x_zero, w_train + (o0 + o) * n_train, train_idx, n_train);
-                mt_store_run(y, mask, base + o0, acc, bias + o0, eff + o0, p->y_zero, n);
+    int32_t wsum[MT_RUN_MAX], acc[MT_RUN_MAX];
+    int32_t oy, ox, o, o0, i;
+    for (o0 = 0; o0 < p->out_c; o0 += MT_RUN_MAX) {
+        int32_t n = p->out_c - o0 < MT_RUN_MAX ? p->out_c - o0 : MT_RUN_MAX;
+        for (o = 0; o < n; o++) {
+            int32_t sum = 0;
+            for (i = 0; i < n_frozen; i++) sum += w_frozen[(o0 + o) * n_frozen + i];
+            for (i = 0; i < n_train; i++) sum += w_train[(o0 + o) * n_train + i];
+            wsum[o] = sum * p->x_zero;
+        }
+        for (oy = 0; oy < p->out_h; oy++) {
+            for (ox = 0; ox < p->out_w; ox++) {
+                const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * p->in_c;
+                for (o = 0; o < n; o++) acc[o] = -wsum[o];
+                mt_gathered_dots(xp, w_frozen + o0 * n_frozen, frozen_idx, n_frozen, n, acc);
+                mt_gathered_dots(xp, w_train + o0 * n_train, train_idx, n_train, n, acc);
+                mt_store_run(y, mask, (oy * p->out_w + ox) * p->out_c + o0, acc, bias + o0, eff + o0, p->y_zero, n);
             }
         }
     }
 }
 
-#define MT_PATCH_MAX 128 /* window elements (kh * kw * in_c) gathered on the stack (256 bytes) */
+#define MT_PATCH_MAX 80 /* window elements (kh * kw * in_c) gathered on the stack (160 bytes; frame within plan.STACK_ESTIMATE) */
 
 void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                 const float *eff, int8_t *y, uint8_t *mask) {
     int16_t patch[MT_PATCH_MAX];
-    int32_t oy, ox, o, ky, kx, i, k = p->kh * p->kw * p->in_c;
+    int32_t acc[MT_RUN_MAX];
+    int32_t oy, ox, o, o0, ky, kx, i, k = p->kh * p->kw * p->in_c;
     for (oy = 0; oy < p->out_h; oy++) {
         for (ox = 0; ox < p->out_w; ox++) {
             int32_t base = (oy * p->out_w + ox) * p->out_c;
@@ -157,27 +184,31 @@ void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const
                         }
                     }
                 }
-                for (o = 0; o < p->out_c; o++) {
-                    const int8_t *wr = w + o * k;
-                    int32_t acc = 0;
-                    for (i = 0; i < k; i++) acc += (int32_t)patch[i] * (int32_t)wr[i];
-                    mt_store(y, mask, base + o, acc, bias[o], eff[o], p->y_zero);
+                for (o0 = 0; o0 < p->out_c; o0 += MT_RUN_MAX) {
+                    int32_t n = p->out_c - o0 < MT_RUN_MAX ? p->out_c - o0 : MT_RUN_MAX;
+                    for (o = 0; o < n; o++) {
+                        const int8_t *wr = w + (o0 + o) * k;
+                        int32_t a = 0;
+                        for (i = 0; i < k; i++) a += (int32_t)patch[i] * (int32_t)wr[i];
+                        acc[o] = a;
+                    }
+                    mt_store_run(y, mask, base + o0, acc, bias + o0, eff + o0, p->y_zero, n);
                 }
                 continue;
             }
             for (o = 0; o < p->out_c; o++) {
-                int32_t acc = 0;
+                int32_t a = 0;
                 for (ky = 0; ky < p->kh; ky++) {
                     int32_t iy = oy * p->stride - p->pad + ky;
                     if (iy < 0 || iy >= p->in_h) continue;
                     for (kx = 0; kx < p->kw; kx++) {
                         int32_t ix = ox * p->stride - p->pad + kx;
                         if (ix < 0 || ix >= p->in_w) continue;
-                        acc += mt_dot_s8(x + (iy * p->in_w + ix) * p->in_c, p->x_zero,
-                                         w + ((o * p->kh + ky) * p->kw + kx) * p->in_c, p->in_c);
+                        a += mt_dot_s8(x + (iy * p->in_w + ix) * p->in_c, p->x_zero,
+                                       w + ((o * p->kh + ky) * p->kw + kx) * p->in_c, p->in_c);
                     }
                 }
-                mt_store(y, mask, base + o, acc, bias[o], eff[o], p->y_zero);
+                mt_store(y, mask, base + o, a, bias[o], eff[o], p->y_zero);
             }
         }
     }
