@@ -84,9 +84,17 @@ def test_planner_arena_is_what_the_build_allocates(built):
 def test_arena_plan_is_sound(built):
     graph, cm, model = built
     plan = cm.infer_plan
-    # the peak can be no lower than the largest pair of tensors a conv needs at once
-    need = max(graph.tensors[n.inputs[0]].nbytes + graph.tensors[n.output].nbytes
-               for n in graph.nodes if n.op == "conv2d")
+    # the peak can be no lower than what a conv needs at once: its input and output, or, run in place
+    # (mt_conv_depthwise_inplace_s8), the larger of the two plus the channel plane
+    inplace = {s.node: s for s in cm.program.infer_steps if s.kernel == "mt_conv_depthwise_inplace_s8"}
+
+    def need_of(n):
+        x, y = graph.tensors[n.inputs[0]].nbytes, graph.tensors[n.output].nbytes
+        if n.name in inplace:
+            return max(x, y) + cm.program.buffers[inplace[n.name].writes[-1]].nbytes
+        return x + y
+
+    need = max(need_of(n) for n in graph.nodes if n.op == "conv2d")
     assert need <= plan.size <= sum(p.nbytes for p in plan.placements.values())
 
 
@@ -129,6 +137,18 @@ def test_compile_command_reports_before_building(tmp_path, capsys):
     # a user error is reported cleanly
     assert main(["compile", str(model_path_of("mcunet-5fps")), "--scheme", "no-such-scheme", "--out", str(out)]) == 1
     assert "no-such-scheme" in capsys.readouterr().err
+    # a budget the model cannot meet: depthwise convs run in place (named), the arena shrinks
+    for budget, name in (("none", "loose"), ("200", "tight")):  # mbv2-w0.35 inference: 245,760 B arena as planned
+        rc = main(["compile", str(model_path_of("mbv2-w0.35")), "--scheme", "none", "--target", "c", "--out",
+                   str(tmp_path / name), "--sram-budget", budget, "--timeline", "0",
+                   "--report-json", str(tmp_path / f"{name}.json")])
+        text = capsys.readouterr().out
+        assert rc == 0 and ("in place to fit the SRAM budget: blocks.1.depthwise" in text) == (name == "tight")
+    sizes = {n: json.loads((tmp_path / f"{n}.json").read_text())["arena_bytes"] for n in ("loose", "tight")}
+    assert sizes["tight"] < sizes["loose"] == 245_760
+    with pytest.raises(SystemExit):
+        main(["compile", "mcunet-5fps", "--scheme", "full", "--out", str(out), "--sram-budget", "-3"])
+    assert "--sram-budget" in capsys.readouterr().err
 
 
 def model_path_of(name):

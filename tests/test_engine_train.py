@@ -348,3 +348,49 @@ def test_other_models_train_like_numpy(name, tmp_path):
     diff = _param_diffs(model, cm.program.meta["trainable_layout"], gn)
     assert diff.max() <= 1 and (diff > 0).mean() <= 0.0005  # the documented bound; measured exact
     np.testing.assert_array_equal(model.infer(x), run_int8(gn, x).reshape(3, -1))
+
+
+def test_inplace_depthwise_training_matches_numpy(images, tmp_path):
+    """mbv2-w0.35 with a 49 KB-like scheme does not fit 256 KB as planned; the planner then runs its first
+    stride-2 depthwise conv in place (the peak of both programs), and it fits; 30 steps agree exactly.
+    A model that fits (proxyless-w0.3, same scheme shape) keeps the plain (SIMD on the device) kernels."""
+    from microtrain.codegen.inplace_depthwise import DEFAULT_SRAM_BUDGET
+    from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
+    from microtrain.plan import STACK_ESTIMATE
+    from microtrain.runtime.datasets import load_image_folder
+    from microtrain.runtime.trainer import replace_head
+    from microtrain.sparse.scheme import UpdateScheme
+
+    graph = replace_head(load_mcunet_pkl(model_path("mbv2-w0.35")), 2)
+    n = len(graph.indexed_convs())
+    scheme = UpdateScheme(20, {n - 18: 0.25, n - 15: 0.5, n - 12: 0.5}, name="like-mcunet-49kb")
+    cm = compile_model(graph, scheme, out_dir=tmp_path, lr=1e-3, seed=SEED)
+    for steps in (cm.program.infer_steps, cm.program.train_steps):
+        assert any(s.kernel == "mt_conv_depthwise_inplace_s8" for s in steps)
+    plain = compile_model(graph, scheme, lr=1e-3, seed=SEED, sram_budget=None)
+    assert not any(s.kernel == "mt_conv_depthwise_inplace_s8" for s in plain.program.train_steps)
+    assert cm.report.arena_bytes < plain.report.arena_bytes
+    budget = DEFAULT_SRAM_BUDGET - STACK_ESTIMATE
+    assert cm.report.training_sram_bytes <= budget < plain.report.training_sram_bytes
+    other = replace_head(load_mcunet_pkl(model_path("proxyless-w0.3")), 2)
+    n = len(other.indexed_convs())
+    fits = compile_model(other, UpdateScheme(20, {n - 18: 0.25, n - 15: 0.5, n - 12: 0.5}), lr=1e-3)
+    assert fits.report.training_sram_bytes <= budget
+    assert not any(s.kernel == "mt_conv_depthwise_inplace_s8" for s in fits.program.train_steps)
+    _check_plan_matches_object(cm, tmp_path)
+
+    model = HostModel(build_host(tmp_path))
+    root = hymenoptera()
+    res = graph.resolution
+    train = load_image_folder(root / "train", res)
+    val = load_image_folder(root / "val", res, classes=train.classes)
+    order = np.random.default_rng(1).permutation(len(train.labels))[:30]
+    x, y = train.x[order], train.labels[order]
+    g, rt, tg, prefix = _numpy_runtime(graph, scheme, x)
+    for i in range(len(x)):
+        loss_c = model.train_step(x[i], int(y[i]))
+        loss_n = rt.train_step(_feeds(tg, prefix, i), y[i : i + 1], 1e-3, i)["loss"]
+        assert abs(loss_c - loss_n) <= 1e-5 * max(1.0, abs(loss_n))
+    diff = _param_diffs(model, cm.program.meta["trainable_layout"], g)
+    assert diff.max() == 0, f"{(diff > 0).sum()} of {diff.size} trained parameters differ"
+    np.testing.assert_array_equal(model.infer(val.x[:40]), run_int8(g, val.x[:40]).reshape(40, -1))

@@ -228,3 +228,28 @@ def test_pointwise_backward_chunks_agree_across_builds(libs):
         delta = np.float32(-0.01) * (g / div[:, None])
         w_ref = np.clip(wtr0.astype(np.int32) + np.rint(delta).astype(np.int32), -128, 127)
         np.testing.assert_array_equal(w_n, w_ref)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_inplace_depthwise_over_its_own_input_equals_the_plain_kernel(libs, stride):
+    """mt_conv_depthwise_inplace_s8 with y == x (what the planner emits) gives mt_conv_depthwise_s8's bytes
+    and mask; stride 1 reads the rows above each output, so it fails unless every channel goes through the
+    plane first."""
+    rng = np.random.default_rng(stride)
+    h, c = 9, 19
+    o = (h + 2 - 3) // stride + 1
+    p = ConvParams(h, h, c, o, o, c, 3, 3, stride, 1, 5, -3)
+    x = rng.integers(-128, 128, (h, h, c)).astype(np.int8)
+    wt = rng.integers(-128, 128, (3, 3, c)).astype(np.int8)
+    bias = rng.integers(-3000, 3000, c).astype(np.int32)
+    eff = rng.uniform(1e-4, 3e-3, c).astype(np.float32)
+    n = o * o * c
+    for name, lib in libs.items():
+        want, want_mask = np.zeros(n, np.int8), np.zeros((n + 7) // 8, np.uint8)
+        lib.mt_conv_depthwise_s8(ctypes.byref(p), _p(x), _p(wt), _p(bias), _p(eff), _p(want), _p(want_mask))
+        xy, mask, plane = x.copy().reshape(-1), np.zeros((n + 7) // 8, np.uint8), np.zeros(h * h, np.int8)
+        lib.mt_conv_depthwise_inplace_s8(ctypes.byref(p), _p(xy), _p(wt), _p(bias), _p(eff), _p(xy), _p(mask),
+                                         _p(plane))
+        np.testing.assert_array_equal(xy[:n], want, err_msg=f"{name} build, stride {stride}")
+        np.testing.assert_array_equal(mask, want_mask)
+        assert len(np.unique(want)) > 10

@@ -38,7 +38,7 @@ def build_program(graph, scheme=None, **options) -> Program:
     if scheme is None:
         from .lower import build_inference_program
 
-        prog = build_inference_program(graph)
+        prog = build_inference_program(graph, **{k: v for k, v in options.items() if k == "sram_budget"})
     else:
         from .lower_train import build_training_program
 

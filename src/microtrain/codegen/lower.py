@@ -15,6 +15,7 @@ from ..errors import UnsupportedOpError
 from ..ir.graph import Graph, Node
 from ..ops.conv import kind as conv_kind
 from ..quant.arith import conv_multipliers
+from .inplace_depthwise import DEFAULT_SRAM_BUDGET, fit_with_inplace_depthwise
 from .program import Arg, Buffer, Const, Params, Program, Step, buf, const, lit, resolve_inplace
 
 
@@ -145,8 +146,8 @@ def lower_forward(prog: Program, graph: Graph, layouts: dict[str, ConvLayout], m
     return steps
 
 
-def build_inference_program(graph: Graph) -> Program:
-    """Program with only mt_infer (every parameter const)."""
+def build_inference_program(graph: Graph, sram_budget: int | None = DEFAULT_SRAM_BUDGET) -> Program:
+    """Program with only mt_infer (every parameter const); sram_budget as in build_training_program."""
     prog = Program(graph.name, graph.input, graph.output, graph.input_spec.numel, graph.num_classes)
     layouts = {}
     convs = [n for n in graph.nodes if n.op == "conv2d"]
@@ -156,5 +157,6 @@ def build_inference_program(graph: Graph) -> Program:
     prog.infer_steps.append(Step("mt_copy_s8", [buf(graph.output), Arg("lit", "logits"), lit(graph.num_classes)],
                                  [graph.output], [], "output"))
     prog.infer_aliases = resolve_inplace(prog.infer_steps, protected={graph.input})
+    fit_with_inplace_depthwise(prog, {graph.input, graph.output}, sram_budget)
     prog.meta["layouts"] = layouts
     return prog

@@ -14,6 +14,7 @@ from ..errors import GraphError, UnsupportedOpError
 from ..passes import run_passes
 from ..passes.masks import mask_nbytes
 from .lower import conv_step, declare_conv, lower_forward
+from .inplace_depthwise import DEFAULT_SRAM_BUDGET, fit_with_inplace_depthwise
 from .program import Arg, Buffer, Const, Params, Program, Step, buf, const, lit, resolve_inplace
 
 ROUNDING_C = {"nearest": "MT_ROUND_NEAREST", "stochastic": "MT_ROUND_STOCHASTIC"}
@@ -74,7 +75,9 @@ def _update_params(prog: Program, name: str, divisor_name: str, divisor, attrs, 
 
 
 def build_training_program(graph, scheme, *, lr: float = 0.01, seed: int = 0, rounding: str = "stochastic",
-                           qas: bool = True, passes=None) -> Program:
+                           qas: bool = True, passes=None, sram_budget: int | None = DEFAULT_SRAM_BUDGET) -> Program:
+    """sram_budget: planned SRAM in bytes above which depthwise convs run in place (largest input first) until
+    the model fits; None: never (codegen.inplace_depthwise)."""
     if graph.dtype != "int8":
         raise GraphError(f"graph {graph.name!r}: C training needs an int8 graph, got {graph.dtype}")
     tg = training_graph_for(graph, scheme, rounding, qas, passes)
@@ -104,6 +107,7 @@ def build_training_program(graph, scheme, *, lr: float = 0.01, seed: int = 0, ro
         steps.extend(lowered)
     prog.train_steps = steps
     prog.train_aliases = resolve_inplace(steps, protected={graph.input})
+    fit_with_inplace_depthwise(prog, {graph.input, graph.output}, sram_budget)
     prog.meta["training_graph"] = tg
     return prog
 

@@ -10,6 +10,8 @@ libmt.so with gcc (warning-free under -std=c99 -Wall -Wextra -Werror) for Python
 """
 from __future__ import annotations
 
+import argparse
+
 from pathlib import Path
 
 from ..errors import MicrotrainError, SchemeError
@@ -41,9 +43,25 @@ def register(subparsers) -> None:
     p.add_argument("--rounding", choices=("stochastic", "nearest"), default="stochastic", help="update rounding")
     p.add_argument("--no-qas", action="store_true", help="train without quantization-aware scaling")
     p.add_argument("--timeline", type=int, default=40, help="rows of the printed per-tensor timeline (0: none)")
+    p.add_argument("--sram-budget", type=_budget, default=None, metavar="KB",
+                   help="planned SRAM (arena + trained parameters + stack) above which depthwise convs run in "
+                   "place, largest first, until the model fits (default 254: a 256 KB part less the firmware's "
+                   "own 2 KB; 'none': never; in-place convs are slower on the Cortex-M)")
     p.add_argument("--opt", default=None,
                    help="optimisation flags of the host build (default -O3 -march=native where supported)")
     p.set_defaults(func=run)
+
+
+def _budget(text: str):
+    if text.lower() == "none":
+        return "none"
+    try:
+        kb = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sram-budget {text!r}: a size in KB or 'none'") from None
+    if kb <= 0:
+        raise argparse.ArgumentTypeError(f"--sram-budget {text!r}: must be positive (or 'none')")
+    return int(kb * 1024)
 
 
 def resolve_scheme(arg: str, graph):
@@ -77,8 +95,14 @@ def run(args) -> int:
     scheme = resolve_scheme(args.scheme, graph)
     options = {} if scheme is None else {"lr": args.lr, "seed": args.seed, "rounding": args.rounding,
                                          "qas": not args.no_qas}
+    if args.sram_budget is not None:
+        options["sram_budget"] = None if args.sram_budget == "none" else args.sram_budget
     planned = compile_model(graph, scheme, **options)  # the plan, before anything is written or built
     print(planned.report.text(timeline=args.timeline > 0, max_rows=args.timeline))
+    inplace = sorted({s.node for steps in (planned.program.infer_steps, planned.program.train_steps) for s in steps
+                      if s.kernel == "mt_conv_depthwise_inplace_s8"})
+    if inplace:
+        print(f"in place to fit the SRAM budget: {', '.join(inplace)} (scalar kernel, one channel plane of scratch)")
     if args.report_json:
         Path(args.report_json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report_json).write_text(planned.report.to_json() + "\n")

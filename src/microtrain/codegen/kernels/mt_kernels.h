@@ -54,6 +54,10 @@ void mt_conv_split_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w_
                       const int16_t *frozen_idx, int32_t n_frozen, const int8_t *w_train,
                       const int16_t *train_idx, int32_t n_train, const int32_t *bias, const float *eff,
                       int8_t *y, uint8_t *mask);
+/* Depthwise conv over its own input (y == x allowed; the planner aliases them where the input dies and the
+ * arena peak drops): one channel at a time through `plane` (in_h * in_w bytes of scratch). */
+void mt_conv_depthwise_inplace_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                                  const float *eff, int8_t *y, uint8_t *mask, int8_t *plane);
 /* Depthwise conv whose channels come from two weight blocks: w_frozen (kh, kw, n_frozen) for the
  * channels in frozen_idx, w_train (kh, kw, n_train) for those in train_idx. */
 void mt_conv_depthwise_split_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
