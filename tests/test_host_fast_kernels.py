@@ -83,6 +83,15 @@ def test_native_build_uses_the_avx2_path_where_the_cpu_has_it(libs):
     assert libs["scalar"].t_has_avx2() == 0
 
 
+def _depthwise_case(rng, h, c, stride, x_zero, y_zero):
+    """A 3x3 depthwise conv, padding 1, on an h x h x c input: params, x, weight (3, 3, c), bias, eff."""
+    o = (h + 2 - 3) // stride + 1
+    p = ConvParams(h, h, c, o, o, c, 3, 3, stride, 1, x_zero, y_zero)
+    x = rng.integers(-128, 128, (h, h, c)).astype(np.int8)
+    wt = rng.integers(-128, 128, (3, 3, c)).astype(np.int8)
+    return p, x, wt, rng.integers(-3000, 3000, c).astype(np.int32), rng.uniform(1e-4, 3e-3, c).astype(np.float32)
+
+
 def _pointwise_case(rng, in_c, out_c, stride, with_mask):
     h, w = 5, 7
     oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
@@ -134,13 +143,8 @@ def test_split_pointwise_and_depthwise_forward_agree_across_builds(libs):
             np.testing.assert_array_equal(y, want, err_msg=f"{name} build, split {in_c}/{n_train}")
             np.testing.assert_array_equal(np.unpackbits(mask, bitorder="little")[:want.size].astype(bool), ok)
     for c, stride in ((5, 1), (16, 2), (40, 1), (70, 2)):
-        h = w = 6
-        o = (h + 2 - 3) // stride + 1
-        p = ConvParams(h, w, c, o, o, c, 3, 3, stride, 1, 3, -4)
-        x = rng.integers(-128, 128, (h, w, c)).astype(np.int8)
-        wt = rng.integers(-128, 128, (3, 3, c)).astype(np.int8)
-        bias = rng.integers(-3000, 3000, c).astype(np.int32)
-        eff = rng.uniform(1e-4, 3e-3, c).astype(np.float32)
+        p, x, wt, bias, eff = _depthwise_case(rng, 6, c, stride, 3, -4)
+        o = p.out_h
         outs = {}
         for name, lib in libs.items():
             for with_mask in (False, True):
@@ -235,15 +239,9 @@ def test_inplace_depthwise_over_its_own_input_equals_the_plain_kernel(libs, stri
     """mt_conv_depthwise_inplace_s8 with y == x (what the planner emits) gives mt_conv_depthwise_s8's bytes
     and mask; stride 1 reads the rows above each output, so it fails unless every channel goes through the
     plane first."""
-    rng = np.random.default_rng(stride)
     h, c = 9, 19
-    o = (h + 2 - 3) // stride + 1
-    p = ConvParams(h, h, c, o, o, c, 3, 3, stride, 1, 5, -3)
-    x = rng.integers(-128, 128, (h, h, c)).astype(np.int8)
-    wt = rng.integers(-128, 128, (3, 3, c)).astype(np.int8)
-    bias = rng.integers(-3000, 3000, c).astype(np.int32)
-    eff = rng.uniform(1e-4, 3e-3, c).astype(np.float32)
-    n = o * o * c
+    p, x, wt, bias, eff = _depthwise_case(np.random.default_rng(stride), h, c, stride, 5, -3)
+    n = p.out_h * p.out_w * c
     for name, lib in libs.items():
         want, want_mask = np.zeros(n, np.int8), np.zeros((n + 7) // 8, np.uint8)
         lib.mt_conv_depthwise_s8(ctypes.byref(p), _p(x), _p(wt), _p(bias), _p(eff), _p(want), _p(want_mask))

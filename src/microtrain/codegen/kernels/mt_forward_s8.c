@@ -296,24 +296,15 @@ void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
  * other channels are untouched. Same integer sums and requantisation as mt_conv_depthwise_s8. */
 void mt_conv_depthwise_inplace_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                                   const float *eff, int8_t *y, uint8_t *mask, int8_t *plane) {
-    int32_t c, i, oy, ox, ky, kx, n_in = p->in_h * p->in_w;
+    mt_conv_params one = *p; /* the plane as a one-channel input */
+    int32_t c, i, oy, ox, n_in = p->in_h * p->in_w;
+    one.in_c = 1;
     for (c = 0; c < p->out_c; c++) {
         for (i = 0; i < n_in; i++) plane[i] = x[i * p->in_c + c];
-        for (oy = 0; oy < p->out_h; oy++) {
-            for (ox = 0; ox < p->out_w; ox++) {
-                int32_t acc = 0;
-                for (ky = 0; ky < p->kh; ky++) {
-                    int32_t iy = oy * p->stride - p->pad + ky;
-                    if (iy < 0 || iy >= p->in_h) continue;
-                    for (kx = 0; kx < p->kw; kx++) {
-                        int32_t ix = ox * p->stride - p->pad + kx;
-                        if (ix < 0 || ix >= p->in_w) continue;
-                        acc += ((int32_t)plane[iy * p->in_w + ix] - p->x_zero) * (int32_t)w[(ky * p->kw + kx) * p->out_c + c];
-                    }
-                }
-                mt_store(y, mask, (oy * p->out_w + ox) * p->out_c + c, acc, bias[c], eff[c], p->y_zero);
-            }
-        }
+        for (oy = 0; oy < p->out_h; oy++)
+            for (ox = 0; ox < p->out_w; ox++)
+                mt_store(y, mask, (oy * p->out_w + ox) * p->out_c + c, mt_dw_acc(&one, plane, w + c, p->out_c, 0, oy, ox),
+                         bias[c], eff[c], p->y_zero);
     }
 }
 
