@@ -83,12 +83,12 @@ def test_native_build_uses_the_avx2_path_where_the_cpu_has_it(libs):
     assert libs["scalar"].t_has_avx2() == 0
 
 
-def _depthwise_case(rng, h, c, stride, x_zero, y_zero):
-    """A 3x3 depthwise conv, padding 1, on an h x h x c input: params, x, weight (3, 3, c), bias, eff."""
-    o = (h + 2 - 3) // stride + 1
-    p = ConvParams(h, h, c, o, o, c, 3, 3, stride, 1, x_zero, y_zero)
+def _depthwise_case(rng, h, c, stride, x_zero, y_zero, k=3):
+    """A k x k depthwise conv, padding k // 2, on an h x h x c input: params, x, weight (k, k, c), bias, eff."""
+    o = (h + 2 * (k // 2) - k) // stride + 1
+    p = ConvParams(h, h, c, o, o, c, k, k, stride, k // 2, x_zero, y_zero)
     x = rng.integers(-128, 128, (h, h, c)).astype(np.int8)
-    wt = rng.integers(-128, 128, (3, 3, c)).astype(np.int8)
+    wt = rng.integers(-128, 128, (k, k, c)).astype(np.int8)
     return p, x, wt, rng.integers(-3000, 3000, c).astype(np.int32), rng.uniform(1e-4, 3e-3, c).astype(np.float32)
 
 
@@ -234,13 +234,14 @@ def test_pointwise_backward_chunks_agree_across_builds(libs):
         np.testing.assert_array_equal(w_n, w_ref)
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_inplace_depthwise_over_its_own_input_equals_the_plain_kernel(libs, stride):
+@pytest.mark.parametrize("k,stride", [(3, 1), (3, 2), (5, 1), (5, 2), (7, 2), (9, 1)])  # 9x9: beyond the local taps
+def test_inplace_depthwise_over_its_own_input_equals_the_plain_kernel(libs, k, stride):
     """mt_conv_depthwise_inplace_s8 with y == x (what the planner emits) gives mt_conv_depthwise_s8's bytes
-    and mask; stride 1 reads the rows above each output, so it fails unless every channel goes through the
-    plane first."""
-    h, c = 9, 19
-    p, x, wt, bias, eff = _depthwise_case(np.random.default_rng(stride), h, c, stride, 5, -3)
+    and mask, inside and on the border; stride 1 reads the rows above each output, so it fails unless every
+    channel goes through the plane first."""
+    h, c = 11, 19
+    p, x, wt, bias, eff = _depthwise_case(np.random.default_rng(k * 10 + stride), h, c, stride, 5, -3, k)
+    eff = eff / k  # larger windows, larger sums: keep the outputs off the clamps
     n = p.out_h * p.out_w * c
     for name, lib in libs.items():
         want, want_mask = np.zeros(n, np.int8), np.zeros((n + 7) // 8, np.uint8)

@@ -290,21 +290,55 @@ void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
     }
 }
 
+#define MT_DW_TAPS_MAX 49 /* windows up to 7x7: the in-place kernel keeps a channel's taps in a local array */
+
+/* First and one-past-last output index whose window lies inside an input of size n (pad, kernel k). */
+static void mt_inside_range(int32_t n, int32_t k, int32_t stride, int32_t pad, int32_t n_out, int32_t *lo, int32_t *hi) {
+    int32_t last = n - k + pad; /* largest window start (+ pad) that still fits */
+    *lo = (pad + stride - 1) / stride;
+    *hi = last < 0 ? 0 : last / stride + 1;
+    if (*hi > n_out) *hi = n_out;
+    if (*lo > *hi) *lo = *hi;
+}
+
 /* Depthwise conv that may write over its own input (y == x allowed): channel by channel, the input plane
  * is copied to `plane` (in_h * in_w bytes) before that channel's outputs are written. Output (pixel q,
  * channel c) lands on input (q, c) of the same channel (out_h * out_w <= in_h * in_w), already copied;
- * other channels are untouched. Same integer sums and requantisation as mt_conv_depthwise_s8. */
+ * other channels are untouched. Same integer sums and requantisation as mt_conv_depthwise_s8: inside the
+ * input a window sums x * w and subtracts x_zero * sum(w) once (exact in int32); border windows skip the
+ * padding taps (mt_dw_acc). */
 void mt_conv_depthwise_inplace_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                                   const float *eff, int8_t *y, uint8_t *mask, int8_t *plane) {
     mt_conv_params one = *p; /* the plane as a one-channel input */
-    int32_t c, i, oy, ox, n_in = p->in_h * p->in_w;
+    int16_t wv[MT_DW_TAPS_MAX];
+    int32_t c, i, oy, ox, ky, kx, y0, y1, x0, x1, n_in = p->in_h * p->in_w, taps = p->kh * p->kw;
     one.in_c = 1;
+    mt_inside_range(p->in_h, p->kh, p->stride, p->pad, p->out_h, &y0, &y1);
+    mt_inside_range(p->in_w, p->kw, p->stride, p->pad, p->out_w, &x0, &x1);
+    if (taps > MT_DW_TAPS_MAX) y0 = y1 = 0; /* no local taps: every window goes through mt_dw_acc */
     for (c = 0; c < p->out_c; c++) {
+        int32_t zsum = 0;
         for (i = 0; i < n_in; i++) plane[i] = x[i * p->in_c + c];
-        for (oy = 0; oy < p->out_h; oy++)
-            for (ox = 0; ox < p->out_w; ox++)
-                mt_store(y, mask, (oy * p->out_w + ox) * p->out_c + c, mt_dw_acc(&one, plane, w + c, p->out_c, 0, oy, ox),
-                         bias[c], eff[c], p->y_zero);
+        for (i = 0; i < taps && i < MT_DW_TAPS_MAX; i++) {
+            wv[i] = w[i * p->out_c + c];
+            zsum += wv[i];
+        }
+        zsum *= p->x_zero;
+        for (oy = 0; oy < p->out_h; oy++) {
+            for (ox = 0; ox < p->out_w; ox++) {
+                int32_t acc;
+                if (oy >= y0 && oy < y1 && ox >= x0 && ox < x1) {
+                    const int8_t *row = plane + (oy * p->stride - p->pad) * p->in_w + ox * p->stride - p->pad;
+                    const int16_t *wt = wv;
+                    acc = -zsum;
+                    for (ky = 0; ky < p->kh; ky++, row += p->in_w)
+                        for (kx = 0; kx < p->kw; kx++) acc += (int32_t)row[kx] * (int32_t)*wt++;
+                } else {
+                    acc = mt_dw_acc(&one, plane, w + c, p->out_c, 0, oy, ox);
+                }
+                mt_store(y, mask, (oy * p->out_w + ox) * p->out_c + c, acc, bias[c], eff[c], p->y_zero);
+            }
+        }
     }
 }
 
