@@ -82,3 +82,34 @@ def test_cli_run_trains_and_reports(firmware, capsys):
     assert "step    2  loss" in text and "held-out accuracy:" in text
     assert "(agrees)" in text and "DIFFERS" not in text
     assert params.exists() and params.stat().st_size > 0
+
+
+def test_mbv2_trains_on_the_device_after_its_depthwise_conv_goes_in_place(tmp_path):
+    """mbv2-w0.35 with a 49 KB-like scheme needs 269 KB as first planned; with blocks.1.depthwise in place it
+    links inside 256 KB and two training steps in QEMU end with the host build's parameters and logits."""
+    require_arm_tools()
+    from microtrain.codegen import compile_model
+    from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
+    from microtrain.runtime.trainer import replace_head
+    from microtrain.sparse.scheme import UpdateScheme
+    from microtrain.targets.cortex_m.data import session_data
+    from microtrain.targets.cortex_m.session import run_session
+    from microtrain.targets.cortex_m.project import emit_firmware
+    from microtrain.targets.host import HostModel, build_host
+
+    graph = replace_head(load_mcunet_pkl(model_path("mbv2-w0.35")), 2)
+    n = len(graph.indexed_convs())
+    scheme = UpdateScheme(20, {n - 18: 0.25, n - 15: 0.5, n - 12: 0.5}, name="like-mcunet-49kb")
+    compiled = compile_model(graph, scheme, out_dir=tmp_path)
+    assert [s.node for s in compiled.program.train_steps if s.kernel == "mt_conv_depthwise_inplace_s8"] == \
+        ["blocks.1.depthwise"]
+    build, _ = emit_firmware(tmp_path, "cortex-m7")  # LinkBudgetError if it did not fit
+    assert build.usage.ram <= 256 * 1024
+    train, evaluate, _, _ = session_data(hymenoptera(), graph.resolution, 2, steps=2, n_eval=2, seed=3)
+    device = run_session(build.elf, "cortex-m7", train=train, evaluate=evaluate, count=False, timeout=300)
+    host = HostModel(build_host(tmp_path, opt="-O1"))
+    for x, y in zip(*train):
+        host.train_step(x, int(y))
+    assert device.params == host.export_params()
+    np.testing.assert_array_equal(device.logits, host.infer(evaluate[0]))
+    assert device.stack_used < build.usage.stack
