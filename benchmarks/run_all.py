@@ -474,7 +474,8 @@ def _plot_instructions(cm: dict, plt) -> Path:
         ax.text(i, bottom + 3, f"{r['per_step'] / 1e6:.0f} M", ha="center", fontsize=7)
     ax.axhline(UPSTREAM_CYCLES / 1e6, color="C3", linestyle="--", linewidth=1, label="upstream engine, ~118 M cycles")
     short = lambda r: r["scheme"].replace(r["model"] + "-", "").replace("like-mcunet-", "~")  # noqa: E731
-    ax.set_xticks(range(len(rows)), [f"{r['model']}\n{short(r)}\n{r['kernels']}" for r in rows], fontsize=6.5)
+    name = lambda r: r["model"].replace("-", "\n", 1)  # two short lines: the bars are narrow  # noqa: E731
+    ax.set_xticks(range(len(rows)), [f"{name(r)}\n{short(r)}\n{r['kernels']}" for r in rows], fontsize=6.5)
     ax.set_ylabel("instructions per training step (M), Cortex-M7 in QEMU")
     ax.set_title("One training step, batch 1, by phase", fontsize=10)
     ax.legend(fontsize=7)
