@@ -2,6 +2,11 @@
 #include "mt_arith.h"
 #include "mt_kernels.h"
 
+/* bit i of the mask := ok (0 or 1) */
+static inline void mt_mask_put(uint8_t *mask, int32_t i, uint32_t ok) {
+    mask[i >> 3] = (uint8_t)((mask[i >> 3] & ~(1u << (i & 7))) | (ok << (i & 7)));
+}
+
 static inline void mt_store(int8_t *y, uint8_t *mask, int32_t i, int32_t acc, int32_t bias, float eff, int32_t y_zero) {
     uint8_t ok;
     if (!mask) {
@@ -9,7 +14,7 @@ static inline void mt_store(int8_t *y, uint8_t *mask, int32_t i, int32_t acc, in
         return;
     }
     y[i] = mt_requant_s8(acc, bias, eff, y_zero, &ok);
-    mask[i >> 3] = (uint8_t)((mask[i >> 3] & ~(1u << (i & 7))) | ((uint32_t)ok << (i & 7)));
+    mt_mask_put(mask, i, ok);
 }
 
 #define MT_RUN_MAX 16 /* outputs requantised together: 16 keeps the callers' frames within plan.STACK_ESTIMATE */
@@ -26,10 +31,7 @@ static void mt_store_run(int8_t *y, uint8_t *mask, int32_t base, const int32_t *
         return;
     }
     for (o = 0; o < n; o++) yo[o] = mt_requant_s8(acc[o], bias[o], eff[o], y_zero, &ok[o]);
-    for (o = 0; o < n; o++) {
-        int32_t i = base + o;
-        mask[i >> 3] = (uint8_t)((mask[i >> 3] & ~(1u << (i & 7))) | ((uint32_t)ok[o] << (i & 7)));
-    }
+    for (o = 0; o < n; o++) mt_mask_put(mask, base + o, ok[o]);
 }
 
 static int32_t mt_dot_s8(const int8_t *x, int32_t x_zero, const int8_t *w, int32_t n) {
@@ -371,11 +373,7 @@ void mt_add_s8(const mt_add_params *p, const int8_t *skip, const int8_t *main_in
         /* y may alias skip or main_in (in place): each element is read before it is written */
         int8_t v = mt_add_requant_s8(skip[i], p->z1, p->s1, main_in[i], p->z2, p->s2, p->sy, p->zy, &ok);
         y[i] = v;
-        if (mask) {
-            uint8_t bit = (uint8_t)(1u << (i & 7));
-            if (ok) mask[i >> 3] = (uint8_t)(mask[i >> 3] | bit);
-            else mask[i >> 3] = (uint8_t)(mask[i >> 3] & (uint8_t)~bit);
-        }
+        if (mask) mt_mask_put(mask, i, ok);
     }
 }
 
