@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 
 ALIGN = 8  # arena offsets; the arena itself is aligned for double (C99 union)
 STACK_ESTIMATE = 1024  # bytes: entry point + deepest kernel frame; checked by a test with -fstack-usage
+FIRMWARE_RESERVE = 2048  # SRAM the firmware links besides the plan (startup, semihosting): 1,676 B measured
+DEFAULT_SRAM_BUDGET = 256 * 1024 - FIRMWARE_RESERVE  # STM32F746-class RAM, for the planned total (+ stack)
 STATE_BYTES = 16  # mt_train_ctx (learning rate, rounding seed, update counter, guard skips): the only static scratch
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..plan import STATE_BYTES, ArenaPlan, MemoryReport, check_no_overlap, memory_report, plan_arena
+from ..plan import DEFAULT_SRAM_BUDGET, STATE_BYTES, ArenaPlan, MemoryReport, check_no_overlap, memory_report, plan_arena
 from .program import Program
 
 
@@ -38,7 +38,7 @@ def build_program(graph, scheme=None, **options) -> Program:
     if scheme is None:
         from .lower import build_inference_program
 
-        prog = build_inference_program(graph, **{k: v for k, v in options.items() if k == "sram_budget"})
+        prog = build_inference_program(graph, options.get("sram_budget", DEFAULT_SRAM_BUDGET))
     else:
         from .lower_train import build_training_program
 

@@ -12,20 +12,15 @@ and a conversion is kept only if it makes its program's arena smaller.
 """
 from __future__ import annotations
 
-from ..plan import STACK_ESTIMATE, STATE_BYTES, plan_arena
-from .program import Buffer, Program, Step, buf
+from ..plan import DEFAULT_SRAM_BUDGET, STACK_ESTIMATE, STATE_BYTES, plan_arena
+from .program import Buffer, Program, Step, buf, last_use
 
 KERNEL, INPLACE_KERNEL = "mt_conv_depthwise_s8", "mt_conv_depthwise_inplace_s8"
-FIRMWARE_RESERVE = 2048  # SRAM the firmware links besides the plan (startup, semihosting): 1,676 B measured
-DEFAULT_SRAM_BUDGET = 256 * 1024 - FIRMWARE_RESERVE  # STM32F746-class RAM, for the planned total
 
 
 def _candidates(prog: Program, steps: list[Step], aliases: dict[str, str], protected) -> list[int]:
     """Depthwise steps whose input dies there and may take the output, largest input first."""
-    last = {}
-    for i, s in enumerate(steps):
-        for t in list(s.reads) + list(s.writes):
-            last[t] = i
+    last = last_use(steps)
     out = []
     for i, s in enumerate(steps):
         if s.kernel != KERNEL:
@@ -66,10 +61,7 @@ def fit_with_inplace_depthwise(prog: Program, protected=(), budget: int | None =
     fixed = sum(c.nbytes for c in prog.consts.values() if c.storage == "sram") + STATE_BYTES + STACK_ESTIMATE
     progs, protected, tried, converted = _programs(prog), set(protected), set(), 0
 
-    def arenas():
-        return [plan_arena(steps, prog.buffers, getattr(prog, attr)).size for steps, attr in progs]
-
-    sizes = arenas()
+    sizes = [plan_arena(steps, prog.buffers, getattr(prog, attr)).size for steps, attr in progs]
     while max(sizes) + fixed > budget:
         k = max(range(len(progs)), key=lambda j: sizes[j])  # the program that sets the arena
         steps, attr = progs[k]
@@ -84,12 +76,13 @@ def fit_with_inplace_depthwise(prog: Program, protected=(), budget: int | None =
         before = (s.kernel, list(s.args), list(s.writes))
         s.kernel, s.args, s.writes = INPLACE_KERNEL, s.args + [buf(plane)], s.writes + [plane]
         trial = {**aliases, s.writes[0]: s.reads[0]}
-        if plan_arena(steps, prog.buffers, trial).size < sizes[k]:
+        size = plan_arena(steps, prog.buffers, trial).size  # only this program changed
+        if size < sizes[k]:
             setattr(prog, attr, trial)
+            sizes[k] = size
             converted += 1
         else:
             s.kernel, s.args, s.writes = before
             if created:
                 del prog.buffers[plane]
-        sizes = arenas()
     return converted

@@ -14,8 +14,9 @@ import numpy as np
 from ..errors import UnsupportedOpError
 from ..ir.graph import Graph, Node
 from ..ops.conv import kind as conv_kind
+from ..plan import DEFAULT_SRAM_BUDGET
 from ..quant.arith import conv_multipliers
-from .inplace_depthwise import DEFAULT_SRAM_BUDGET, fit_with_inplace_depthwise
+from .inplace_depthwise import fit_with_inplace_depthwise
 from .program import Arg, Buffer, Const, Params, Program, Step, buf, const, lit, resolve_inplace
 
 

@@ -13,8 +13,9 @@ from ..autodiff import build_training_graph
 from ..errors import GraphError, UnsupportedOpError
 from ..passes import run_passes
 from ..passes.masks import mask_nbytes
+from ..plan import DEFAULT_SRAM_BUDGET
 from .lower import conv_step, declare_conv, lower_forward
-from .inplace_depthwise import DEFAULT_SRAM_BUDGET, fit_with_inplace_depthwise
+from .inplace_depthwise import fit_with_inplace_depthwise
 from .program import Arg, Buffer, Const, Params, Program, Step, buf, const, lit, resolve_inplace
 
 ROUNDING_C = {"nearest": "MT_ROUND_NEAREST", "stochastic": "MT_ROUND_STOCHASTIC"}

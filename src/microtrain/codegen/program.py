@@ -121,12 +121,18 @@ class Program:
         return p
 
 
-def resolve_inplace(steps: list[Step], protected=()) -> dict[str, str]:
-    """{output: input} for every step whose in-place candidate input is read by no later step."""
+def last_use(steps: list[Step]) -> dict[str, int]:
+    """{buffer: index of the last step that reads or writes it}."""
     last = {}
     for i, s in enumerate(steps):
         for t in list(s.reads) + list(s.writes):
             last[t] = i
+    return last
+
+
+def resolve_inplace(steps: list[Step], protected=()) -> dict[str, str]:
+    """{output: input} for every step whose in-place candidate input is read by no later step."""
+    last = last_use(steps)
     aliases = {}
     for i, s in enumerate(steps):
         if s.inplace is None:

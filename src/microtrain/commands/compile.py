@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import MicrotrainError, SchemeError
+from ..plan import DEFAULT_SRAM_BUDGET
 
 TARGETS = ("host", "c", "cortex-m7", "cortex-m4")
 
@@ -43,7 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--rounding", choices=("stochastic", "nearest"), default="stochastic", help="update rounding")
     p.add_argument("--no-qas", action="store_true", help="train without quantization-aware scaling")
     p.add_argument("--timeline", type=int, default=40, help="rows of the printed per-tensor timeline (0: none)")
-    p.add_argument("--sram-budget", type=_budget, default=None, metavar="KB",
+    p.add_argument("--sram-budget", type=_budget, default=DEFAULT_SRAM_BUDGET, metavar="KB",
                    help="planned SRAM (arena + trained parameters + stack) above which depthwise convs run in "
                    "place, largest first, until the model fits (default 254: a 256 KB part less the firmware's "
                    "own 2 KB; 'none': never; in-place convs are slower on the Cortex-M)")
@@ -52,9 +53,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _budget(text: str):
+def _budget(text: str) -> int | None:
+    """--sram-budget: KB -> bytes; 'none' -> None (never run depthwise convs in place)."""
     if text.lower() == "none":
-        return "none"
+        return None
     try:
         kb = float(text)
     except ValueError:
@@ -83,6 +85,7 @@ def resolve_scheme(arg: str, graph):
 
 def run(args) -> int:
     from ..codegen import compile_model
+    from ..codegen.inplace_depthwise import INPLACE_KERNEL
     from ..models import load_model
 
     graph = load_model(args.model)
@@ -93,14 +96,13 @@ def run(args) -> int:
 
         graph = replace_head(graph, args.classes)
     scheme = resolve_scheme(args.scheme, graph)
-    options = {} if scheme is None else {"lr": args.lr, "seed": args.seed, "rounding": args.rounding,
-                                         "qas": not args.no_qas}
-    if args.sram_budget is not None:
-        options["sram_budget"] = None if args.sram_budget == "none" else args.sram_budget
+    options = {"sram_budget": args.sram_budget}
+    if scheme is not None:
+        options.update(lr=args.lr, seed=args.seed, rounding=args.rounding, qas=not args.no_qas)
     planned = compile_model(graph, scheme, **options)  # the plan, before anything is written or built
     print(planned.report.text(timeline=args.timeline > 0, max_rows=args.timeline))
     inplace = sorted({s.node for steps in (planned.program.infer_steps, planned.program.train_steps) for s in steps
-                      if s.kernel == "mt_conv_depthwise_inplace_s8"})
+                      if s.kernel == INPLACE_KERNEL})
     if inplace:
         print(f"in place to fit the SRAM budget: {', '.join(inplace)} (scalar kernel, one channel plane of scratch)")
     if args.report_json:
