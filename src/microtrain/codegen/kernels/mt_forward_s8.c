@@ -87,6 +87,17 @@ static inline void mt_dot4_raw_s8(const int8_t *x, const int8_t *w, int32_t w_st
 }
 #endif
 
+/* acc[o] += sum over i < n of x[i] * w[o * w_stride + i] for o < n_out (four rows at a time) */
+static void mt_dots_s8(const int8_t *x, const int8_t *w, int32_t w_stride, int32_t n, int32_t n_out, int32_t *acc) {
+    int32_t part[4];
+    int32_t o, k;
+    for (o = 0; o + 4 <= n_out; o += 4) {
+        mt_dot4_raw_s8(x, w + o * w_stride, w_stride, n, part);
+        for (k = 0; k < 4; k++) acc[o + k] += part[k];
+    }
+    for (; o < n_out; o++) acc[o] += mt_dot_raw_s8(x, w + o * w_stride, n);
+}
+
 /* acc = sum (x - x_zero) * w = sum x * w - x_zero * sum w (exact in int32) */
 void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask) {
@@ -104,9 +115,8 @@ void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
             for (ox = 0; ox < p->out_w; ox++) {
                 const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * c;
                 int32_t base = (oy * p->out_w + ox) * p->out_c + o0;
-                for (o = 0; o + 4 <= n; o += 4) mt_dot4_raw_s8(xp, w + (o0 + o) * c, c, c, acc + o);
-                for (; o < n; o++) acc[o] = mt_dot_raw_s8(xp, w + (o0 + o) * c, c);
-                for (o = 0; o < n; o++) acc[o] -= wsum[o];
+                for (o = 0; o < n; o++) acc[o] = -wsum[o];
+                mt_dots_s8(xp, w + o0 * c, c, c, n, acc);
                 mt_store_run(y, mask, base, acc, bias + o0, eff + o0, p->y_zero, n);
             }
         }
@@ -120,16 +130,11 @@ void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
 static void mt_gathered_dots(const int8_t *x, const int8_t *w, const int16_t *idx, int32_t nb, int32_t n_out,
                              int32_t *acc) {
     int8_t xg[MT_GATHER_MAX];
-    int32_t part[4];
-    int32_t j0, j, o, k;
+    int32_t j0, j;
     for (j0 = 0; j0 < nb; j0 += MT_GATHER_MAX) {
         int32_t m = nb - j0 < MT_GATHER_MAX ? nb - j0 : MT_GATHER_MAX;
         for (j = 0; j < m; j++) xg[j] = x[idx[j0 + j]];
-        for (o = 0; o + 4 <= n_out; o += 4) {
-            mt_dot4_raw_s8(xg, w + o * nb + j0, nb, m, part);
-            for (k = 0; k < 4; k++) acc[o + k] += part[k];
-        }
-        for (; o < n_out; o++) acc[o] += mt_dot_raw_s8(xg, w + o * nb + j0, m);
+        mt_dots_s8(xg, w + j0, nb, m, n_out, acc);
     }
 }
 
