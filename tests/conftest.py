@@ -27,6 +27,15 @@ def model_path(name: str) -> Path:
     return require(MODELS_DIR / f"{name}.pkl")
 
 
+def like_mcunet_49kb(graph):
+    """A scheme of the shape of upstream's mcunet-5fps 49 KB one for another model (benchmarks/bench_memory.py's
+    sparse scheme for mbv2-w0.35 and proxyless-w0.3)."""
+    from microtrain.sparse.scheme import UpdateScheme
+
+    n = len(graph.indexed_convs())
+    return UpdateScheme(20, {n - 18: 0.25, n - 15: 0.5, n - 12: 0.5}, name="like-mcunet-49kb")
+
+
 def hymenoptera() -> Path:
     return require(DATA_DIR / "hymenoptera_data")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import hymenoptera, model_path
+from conftest import hymenoptera, like_mcunet_49kb, model_path
 from cortexm_util import require_arm_tools
 
 pytestmark = pytest.mark.qemu
@@ -91,16 +91,13 @@ def test_mbv2_trains_on_the_device_after_its_depthwise_conv_goes_in_place(tmp_pa
     from microtrain.codegen import compile_model
     from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
     from microtrain.runtime.trainer import replace_head
-    from microtrain.sparse.scheme import UpdateScheme
     from microtrain.targets.cortex_m.data import session_data
     from microtrain.targets.cortex_m.session import run_session
     from microtrain.targets.cortex_m.project import emit_firmware
     from microtrain.targets.host import HostModel, build_host
 
     graph = replace_head(load_mcunet_pkl(model_path("mbv2-w0.35")), 2)
-    n = len(graph.indexed_convs())
-    scheme = UpdateScheme(20, {n - 18: 0.25, n - 15: 0.5, n - 12: 0.5}, name="like-mcunet-49kb")
-    compiled = compile_model(graph, scheme, out_dir=tmp_path)
+    compiled = compile_model(graph, like_mcunet_49kb(graph), out_dir=tmp_path)
     assert [s.node for s in compiled.program.train_steps if s.kernel == "mt_conv_depthwise_inplace_s8"] == \
         ["blocks.1.depthwise"]
     build, _ = emit_firmware(tmp_path, "cortex-m7")  # LinkBudgetError if it did not fit

@@ -17,7 +17,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import hymenoptera, model_path
+from conftest import hymenoptera, like_mcunet_49kb, model_path
 
 from microtrain.codegen import compile_model
 from microtrain.codegen.lower_train import training_graph_for
@@ -252,7 +252,7 @@ def test_training_under_sanitizers(base_graph, tmp_path):
 def test_stack_estimate_covers_the_deepest_call(built, tmp_path):
     """gcc -fstack-usage: entry point frame + deepest kernel frame + helper frame <= the planner's estimate
     (a conservative chain: kernels call only static helpers, never each other)."""
-    from microtrain.plan import STACK_ESTIMATE
+    from microtrain.plan import DEFAULT_SRAM_BUDGET, STACK_ESTIMATE
 
     cm, _ = built
     src = cm.out_dir
@@ -354,16 +354,13 @@ def test_inplace_depthwise_training_matches_numpy(images, tmp_path):
     """mbv2-w0.35 with a 49 KB-like scheme does not fit 256 KB as planned; the planner then runs its first
     stride-2 depthwise conv in place (the peak of both programs), and it fits; 30 steps agree exactly.
     A model that fits (proxyless-w0.3, same scheme shape) keeps the plain (SIMD on the device) kernels."""
-    from microtrain.codegen.inplace_depthwise import DEFAULT_SRAM_BUDGET
     from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
-    from microtrain.plan import STACK_ESTIMATE
+    from microtrain.plan import DEFAULT_SRAM_BUDGET, STACK_ESTIMATE
     from microtrain.runtime.datasets import load_image_folder
     from microtrain.runtime.trainer import replace_head
-    from microtrain.sparse.scheme import UpdateScheme
 
     graph = replace_head(load_mcunet_pkl(model_path("mbv2-w0.35")), 2)
-    n = len(graph.indexed_convs())
-    scheme = UpdateScheme(20, {n - 18: 0.25, n - 15: 0.5, n - 12: 0.5}, name="like-mcunet-49kb")
+    scheme = like_mcunet_49kb(graph)
     cm = compile_model(graph, scheme, out_dir=tmp_path, lr=1e-3, seed=SEED)
     for steps in (cm.program.infer_steps, cm.program.train_steps):
         assert any(s.kernel == "mt_conv_depthwise_inplace_s8" for s in steps)
@@ -373,8 +370,7 @@ def test_inplace_depthwise_training_matches_numpy(images, tmp_path):
     budget = DEFAULT_SRAM_BUDGET - STACK_ESTIMATE
     assert cm.report.training_sram_bytes <= budget < plain.report.training_sram_bytes
     other = replace_head(load_mcunet_pkl(model_path("proxyless-w0.3")), 2)
-    n = len(other.indexed_convs())
-    fits = compile_model(other, UpdateScheme(20, {n - 18: 0.25, n - 15: 0.5, n - 12: 0.5}), lr=1e-3)
+    fits = compile_model(other, like_mcunet_49kb(other), lr=1e-3)
     assert fits.report.training_sram_bytes <= budget
     assert not any(s.kernel == "mt_conv_depthwise_inplace_s8" for s in fits.program.train_steps)
     _check_plan_matches_object(cm, tmp_path)
