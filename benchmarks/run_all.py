@@ -524,6 +524,19 @@ def _gradient_summary(scales: dict) -> str:
             f"without QAS it is {lo:.1e} to {hi:.1e} times fp32's, a spread no single learning rate can fix.")
 
 
+def _paired_summary(table: dict) -> str:
+    """How sure the average differences are: the final runs paired by model and seed (qas_paired.py)."""
+    from qas_paired import COMPARISONS, paired
+
+    try:
+        rows = [paired(table, a, b) for a, b in COMPARISONS[:2]]
+    except (KeyError, ValueError):  # a reduced or partial table: nothing to pair
+        return None
+    return ("Paired by model and seed (`benchmarks/qas_paired.py`): " + "; ".join(
+        f"{r['a']} - {r['b']} {r['mean']:+.2f} ± {r['se']:.2f} s.e., 95 % interval [{r['ci95'][0]:+.2f}, "
+        f"{r['ci95'][1]:+.2f}], sign-flip p = {r['p_sign_flip']:.2f}" for r in rows) + ".")
+
+
 def _qas_section(title: str, entry: dict) -> list[str]:
     lines = [f"{title}. Source: {entry.get('source', 'n/a')}.", ""]
     md = entry.get("markdown") or ""
@@ -542,6 +555,8 @@ def _qas_section(title: str, entry: dict) -> list[str]:
                      + (" (" + ", ".join(f"{k.replace('|', ' ')} {len(v['rolled_back_seeds'])}"
                                         for k, v in collapsed.items() if v.get("rolled_back_seeds")) + ")"
                         if n_rolled else "") + ". All count in the means.")
+    if table.get("models"):
+        lines.append(_paired_summary(table))
     if table.get("gradient_scales"):
         lines.append(_gradient_summary(table["gradient_scales"]))
     return [ln for ln in lines if ln is not None] + [""]
