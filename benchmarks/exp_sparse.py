@@ -74,7 +74,8 @@ def main(argv=None) -> int:
     table_loss.bias = {int(n.split("-")[1]): base_loss - r["val_loss"] for n, r in runs.items() if n.startswith("bias-")}
     table_loss.weights = {k: ref_loss - runs[_job(k)]["val_loss"] for k in table_acc.weights}
     prev = record.get("analysis", {})
-    fresh = analysis_s > 60  # a fully cached analysis takes seconds: keep the measured uncached time
+    # a fully cached analysis takes seconds: keep the measured uncached time (a first run has none to keep)
+    fresh = analysis_s > 60 or not prev.get("seconds")
     record["analysis"] = {"seconds": round(analysis_s, 1) if fresh else prev.get("seconds"),
                           "seconds_this_run": round(analysis_s, 1),
                           "cpu_seconds_of_fine_tunes": table_acc.meta["seconds"],

@@ -2,7 +2,9 @@
 
 mcunet-5fps with a new 2-class head and upstream's 49 KB scheme, compiled once per module:
 - 100 steps on real images (hymenoptera) at lr 1e-3: identical trained parameters and identical
-  validation logits (hence predictions) — measured exact;
+  validation logits (hence predictions), except at rounding ties (below): a parameter that differs
+  must differ by 1 LSB where NumPy's stochastic-rounding threshold lay within a few ulps of an integer;
+  NumPy then takes C's value and the run goes on (measured: 1 such element in 100 steps);
 - the documented bound where exactness is not promised: float32 sums in C and NumPy run in different
   orders (the spec leaves it free), so a stochastic-rounding threshold can fall between the two sums.
   Per step, from identical parameters (teacher forcing) at a 10x larger lr, at most 0.05 % of the
@@ -108,23 +110,68 @@ def _kernel_blob(graph, layout) -> bytes:
     return bytes(out)
 
 
-def test_100_steps_on_real_images_match_numpy(built, base_graph, scheme49, images):
+def _record_rounding_margins(rt, monkeypatch) -> dict:
+    """{(node, param): |t - rint(t)| of the last update}, t = delta + u the stochastic-rounding threshold
+    NumPy floored, over the updated slice (the layout item's shape)."""
+    import microtrain.quant.update as upd
+
+    margins, current = {}, []
+    plain_round, plain_update = upd.round_delta, rt._update
+
+    def round_delta(delta, rounding, **kw):
+        if rounding == "stochastic" and current:
+            u = upd.uniform_from_hash(upd.rounding_hash(kw["seed"], kw["step"], kw["param_id"], kw["index"]))
+            t = (np.asarray(delta, np.float32) + u.reshape(np.shape(delta))).astype(np.float32)
+            margins[current[-1]] = (np.abs(t - np.rint(t)), np.spacing(np.abs(t)))
+        return plain_round(delta, rounding, **kw)
+
+    def update(s, node, grad, lr, step):
+        current.append((node.name, s.attrs["param"]))
+        try:
+            return plain_update(s, node, grad, lr, step)
+        finally:
+            current.pop()
+
+    monkeypatch.setattr(upd, "round_delta", round_delta)
+    rt._update = update
+    return margins
+
+
+def test_100_steps_on_real_images_match_numpy(built, base_graph, scheme49, images, monkeypatch):
+    from microtrain.codegen.params import apply_params
+
     cm, model = built
     train, val = images
+    layout = cm.program.meta["trainable_layout"]
     order = np.random.default_rng(0).permutation(len(train.labels))[:100]
     x, y = train.x[order], train.labels[order]
     g, rt, tg, prefix = _numpy_runtime(base_graph, scheme49, x)
+    margins = _record_rounding_margins(rt, monkeypatch)
     model.reset()
-    losses = []
+    losses, ties = [], []
     for i in range(100):
         loss_c = model.train_step(x[i], int(y[i]))
         loss_n = rt.train_step(_feeds(tg, prefix, i), y[i : i + 1], 1e-3, i)["loss"]
         losses.append((loss_c, loss_n))
+        blob = model.export_params()
+        for item, arr in decode_params(blob, layout):
+            diff = arr.astype(np.int64) - graph_slice(g, item).astype(np.int64)
+            if not diff.any():
+                continue
+            where = np.nonzero(diff)
+            margin, ulp = margins[(item["node"], item["param"])]
+            assert np.abs(diff).max() == 1, f"step {i}: {item['node']}.{item['param']} differs by more than 1 LSB"
+            assert (margin[where] <= 8 * ulp[where]).all(), (
+                f"step {i}: {item['node']}.{item['param']} differs where NumPy's rounding was no tie: "
+                f"margins {margin[where]}")
+            ties.append((i, item["node"], item["param"], len(where[0])))
+        if ties and ties[-1][0] == i:
+            apply_params(g, blob, layout)  # NumPy continues from C's tie-break
     assert model.step == 100
     lc, ln = np.array(losses).T
     np.testing.assert_allclose(lc, ln, rtol=1e-5, atol=1e-6)  # exp/log: ours vs NumPy's, ~1 ulp
-    diff = _param_diffs(model, cm.program.meta["trainable_layout"], g)
-    assert diff.max() == 0, f"{(diff > 0).sum()} of {diff.size} trained parameters differ"
+    assert sum(t[3] for t in ties) <= 3, f"too many rounding ties: {ties}"
+    assert _param_diffs(model, layout, g).max() == 0
     got = model.infer(val.x)
     want = run_int8(g, val.x).reshape(len(val.x), -1)
     np.testing.assert_array_equal(got, want)

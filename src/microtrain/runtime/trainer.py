@@ -39,8 +39,12 @@ def replace_head(graph: Graph, num_classes: int) -> Graph:
     g = graph.copy()
     head = g.classifier()
     w = head.params["weight"]
-    real_max = float(np.max(np.abs(w.astype(np.float64) * head.params["w_scales"].astype(np.float64)[:, None, None, None])))
-    w_scale = np.float32(2 * real_max / 127) if real_max > 0 else np.float32(1 / 127)
+    # each new class row gets the precision of a typical pretrained row: the median per-row scale. A new
+    # head trained on a few images learns weights several times smaller than the pretrained rows' largest,
+    # so a range set by the largest weight leaves it a handful of codes (docs/training-semantics.md 7)
+    old = head.params["w_scales"].astype(np.float64)
+    old = old[old > 0]
+    w_scale = np.float32(np.median(old)) if old.size else np.float32(1 / 127)
     head.params = {
         "weight": np.zeros((num_classes,) + w.shape[1:], np.int8),
         "bias": np.zeros(num_classes, np.int32),
