@@ -58,7 +58,7 @@ def main() -> None:
                   "", "| difference | mean | s.e. | 95 % interval | p | per pair |", "|---|---|---|---|---|---|"]
         for r in rows:
             lines.append(f"| {r['a']} - {r['b']} | {r['mean']:+.2f} | {r['se']:.2f} | "
-                         f"[{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}] | {r['p_sign_flip']:.2f} | "
+                         f"[{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}] | {r['p_sign_flip']:.3f} | "
                          + " ".join(f"{x:+.1f}" for x in r["diffs"]) + " |")
         lines.append("")
     (RESULTS / "qas_paired.json").write_text(json.dumps(doc, indent=1) + "\n")

@@ -534,7 +534,7 @@ def _paired_summary(table: dict) -> str:
         return None
     return ("Paired by model and seed (`benchmarks/qas_paired.py`): " + "; ".join(
         f"{r['a']} - {r['b']} {r['mean']:+.2f} ± {r['se']:.2f} s.e., 95 % interval [{r['ci95'][0]:+.2f}, "
-        f"{r['ci95'][1]:+.2f}], sign-flip p = {r['p_sign_flip']:.2f}" for r in rows) + ".")
+        f"{r['ci95'][1]:+.2f}], sign-flip p = {r['p_sign_flip']:.3f}" for r in rows) + ".")
 
 
 def _qas_section(title: str, entry: dict) -> list[str]:
