@@ -524,7 +524,7 @@ def _gradient_summary(scales: dict) -> str:
             f"without QAS it is {lo:.1e} to {hi:.1e} times fp32's, a spread no single learning rate can fix.")
 
 
-def _paired_summary(table: dict) -> str:
+def _paired_summary(table: dict) -> str | None:
     """How sure the average differences are: the final runs paired by model and seed (qas_paired.py)."""
     from qas_paired import COMPARISONS, paired
 

@@ -1,6 +1,7 @@
 """benchmarks/qas_paired.py: paired differences, t interval and the exact sign-flip test on known tables."""
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -52,8 +53,10 @@ def test_pairs_follow_model_and_seed_and_refuse_too_few():
 def test_results_of_the_experiment_are_read():
     """The committed result files pair up (3 models x 3 seeds), as the README's headline states."""
     from qas_paired import RESULTS, paired
-    import json
 
-    t = json.loads((RESULTS / "qas.json").read_text())
-    r = paired(t, "int8+QAS", "int8")
-    assert len(r["diffs"]) == 9 and r["ci95"][0] < r["mean"] < r["ci95"][1]
+    for stem in ("qas", "qas_digits"):
+        t = json.loads((RESULTS / f"{stem}.json").read_text())
+        r = paired(t, "int8+QAS", "int8")
+        assert len(r["diffs"]) == 9 and r["ci95"][0] < r["mean"] < r["ci95"][1]
+        # equal seeds per model: the mean paired difference is the difference of the table's averages
+        assert r["mean"] == pytest.approx(100 * (t["average"]["int8+QAS"] - t["average"]["int8"]), abs=1e-6)

@@ -11,7 +11,6 @@ libmt.so with gcc (warning-free under -std=c99 -Wall -Wextra -Werror) for Python
 from __future__ import annotations
 
 import argparse
-
 from pathlib import Path
 
 from ..errors import MicrotrainError, SchemeError
