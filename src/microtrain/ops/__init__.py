@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import UnsupportedOpError
-from . import add, conv, pool
+from . import add, avgpool, conv, pad, pool
 
-REGISTRY: dict[str, ModuleType] = {m.OP: m for m in (conv, add, pool)}
+REGISTRY: dict[str, ModuleType] = {m.OP: m for m in (conv, add, pool, pad, avgpool)}
 
 
 def op_module(node) -> ModuleType:

@@ -25,6 +25,11 @@ def macs(node, in_shape, out_shape) -> int:
 
 
 def forward_int8(node, a, b, qa, qb, qy):
+    if node.attrs.get("requant") == "tflite":
+        from ..quant.arith import add_requant_tflite
+
+        return add_requant_tflite(a, qa.zero_point, qa.scale, b, qb.zero_point, qb.scale, qy.scale, qy.zero_point,
+                                  tuple(node.attrs.get("clamp", (-128, 127))))
     return add_requant(a, qa.zero_point, qa.scale, b, qb.zero_point, qb.scale, qy.scale, qy.zero_point)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import GraphError
-from ..quant.arith import conv_multipliers, requantize_conv
+from ..quant.arith import conv_multipliers, requant_mode, requantize_conv
 
 OP = "conv2d"
 
@@ -179,6 +179,8 @@ def shifted_input(x_q: np.ndarray, x_zero: int) -> np.ndarray:
 def forward_int8(node, x_q: np.ndarray, x_quant, y_quant) -> np.ndarray:
     """int8 conv: exact accumulator, then quant/arith.requantize_conv. The batch runs in chunks so the
     float temporaries of shift, accumulate and requantise stay in cache (per-sample ops: same result)."""
+    if requant_mode(node) == "tflite":
+        return forward_int8_tflite(node, x_q, x_quant, y_quant)
     weight, bias = node.params["weight"], node.params["bias"]
     eff = conv_multipliers(x_quant.scale, node.params["w_scales"], y_quant.scale)
     n, h, w, _ = x_q.shape
@@ -192,6 +194,24 @@ def forward_int8(node, x_q: np.ndarray, x_quant, y_quant) -> np.ndarray:
         acc = conv_accumulate(shifted_input(x_q[start : start + per], x_quant.zero_point), weight, node.attrs)
         out[start : start + per] = requantize_conv(acc, bias, eff, y_quant.zero_point)
     return out
+
+
+def forward_int8_tflite(node, x_q: np.ndarray, x_quant, y_quant) -> np.ndarray:
+    """The "tflite" rounding mode: the same exact accumulator, TFLite's fixed-point requantisation and the
+    fused activation's clamp (attrs "clamp", default the int8 range); see docs/arithmetic.md."""
+    from ..quant.arith import requantize_conv_tflite, tflite_conv_multipliers
+
+    m, shift = tflite_conv_multipliers(x_quant.scale, node.params["w_scales"], y_quant.scale,
+                                       node.attrs.get("scale_product", "float64"))
+    clamp = tuple(node.attrs.get("clamp", (-128, 127)))
+    n = x_q.shape[0]
+    per = max(1, CHUNK_ELEMS // max(1, int(np.prod(out_hw(*x_q.shape[1:3], node.attrs))) * len(m)))
+    outs = [requantize_conv_tflite(conv_accumulate(shifted_input(x_q[i : i + per], x_quant.zero_point),
+                                                   node.params["weight"], node.attrs),
+                                   node.params["bias"], m, shift, y_quant.zero_point, clamp,
+                                   node.attrs.get("multiplier_rounding", "double"))
+            for i in range(0, n, per)]
+    return np.concatenate(outs) if len(outs) != 1 else outs[0]
 
 
 def apply_activation(y: np.ndarray, activation) -> np.ndarray:

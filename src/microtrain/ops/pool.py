@@ -25,6 +25,10 @@ def macs(node, in_shape, out_shape) -> int:
 
 
 def forward_int8(node, x, qx, qy):
+    if node.attrs.get("requant") == "tflite":
+        from ..quant.arith import avgpool_int8_tflite
+
+        return avgpool_int8_tflite(x, tuple(node.attrs.get("clamp", (-128, 127))))
     return avgpool_int8(x)
 
 

@@ -94,3 +94,159 @@ def pixels_to_int8(pixels: np.ndarray) -> np.ndarray:
     if p.dtype != np.uint8:
         raise ValueError(f"pixels must be uint8, got {p.dtype}")
     return (p.astype(np.int16) - 128).astype(np.int8)
+
+
+# ===== Rounding mode "tflite": TensorFlow Lite's integer requantisation ==============================
+# A graph imported from a .tflite file carries attrs["requant"] == "tflite" on every node (and
+# graph.meta["requant"]); its ops then requantise the same exact integer accumulators as above with
+# TFLite's fixed-point multiplier and shift (the reference kernels of TFLite and TFLite Micro, default
+# double rounding) instead of the float32 sequence. Everything here is exact int64 NumPy arithmetic on
+# values in int32 range; C's int32 wrap-around is reproduced where TFLite's C code relies on it.
+REQUANT_MODES = ("float", "tflite")
+
+
+def requant_mode(node) -> str:
+    """The rounding mode of a node: "float" (the default, today's arithmetic) or "tflite"."""
+    return node.attrs.get("requant", "float")
+
+
+def wrap_int32(x: np.ndarray) -> np.ndarray:
+    """Two's-complement int32 wrap-around of int64 values (what TFLite's int32 C code computes)."""
+    x = np.asarray(x, dtype=np.int64)
+    return ((x + 2**31) & 0xFFFFFFFF) - 2**31
+
+
+def round_half_away(x: np.ndarray) -> np.ndarray:
+    """C's round(): ties away from zero (TfLiteRound)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite QuantizeMultiplier: real = m * 2**(shift - 31), m int32 in [2**30, 2**31) (or 0).
+
+    frexp(real) = q * 2**shift with q in [0.5, 1); m = round(q * 2**31) ties away from zero; m = 2**31
+    becomes 2**30 with shift + 1; shift < -31 flushes to m = 0, shift = 0.
+    """
+    real = np.atleast_1d(np.asarray(real, dtype=np.float64))
+    q, shift = np.frexp(real)
+    m = round_half_away(q * float(1 << 31)).astype(np.int64)
+    shift = shift.astype(np.int64)
+    top = m == (1 << 31)
+    m[top] //= 2
+    shift[top] += 1
+    tiny = (shift < -31) | (real == 0)
+    m[tiny], shift[tiny] = 0, 0
+    return m, shift
+
+
+def saturating_rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """gemmlowp SaturatingRoundingDoublingHighMul on int32 values: (a*b + nudge) / 2**31 truncated,
+    nudge = 2**30 for a*b >= 0 else 1 - 2**30; INT32_MIN * INT32_MIN saturates to INT32_MAX."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    ab = a * b
+    s = ab + np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
+    high = np.where(s >= 0, s >> 31, -((-s) >> 31))  # C integer division truncates toward zero
+    return np.where((a == b) & (a == INT32_MIN), np.int64(INT32_MAX), high)
+
+
+def rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    """gemmlowp RoundingDivideByPOT: x / 2**exponent rounded to nearest, ties away from zero."""
+    x = np.asarray(x, dtype=np.int64)
+    e = np.asarray(exponent, dtype=np.int64)
+    mask = (np.int64(1) << e) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> e) + (remainder > threshold)
+
+
+def multiply_by_quantized_multiplier(x: np.ndarray, m: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """TFLite MultiplyByQuantizedMultiplier (double rounding): RDByPOT(SRDHM(x << left, m), right)."""
+    shift = np.asarray(shift, dtype=np.int64)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    x = wrap_int32(np.asarray(x, dtype=np.int64) << left)
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x, m), right)
+
+
+def multiply_by_quantized_multiplier_single(x: np.ndarray, m: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """The single-rounding variant (TFLITE_SINGLE_ROUNDING, and what LiteRT's reference FULLY_CONNECTED
+    computes): (x * m + 2**(30 - shift)) >> (31 - shift), i.e. x * real rounded once, ties upward."""
+    total = 31 - np.asarray(shift, dtype=np.int64)
+    return (np.asarray(x, dtype=np.int64) * np.asarray(m, dtype=np.int64) + (np.int64(1) << (total - 1))) >> total
+
+
+def tflite_conv_multipliers(x_scale: float, w_scales: np.ndarray, y_scale: float, product: str = "float64"):
+    """Per-channel (m, shift) of a conv: QuantizeMultiplier(x_scale * w_scale[c] / y_scale) in double.
+
+    product="float32": the per-tensor FULLY_CONNECTED rule, where TFLite forms x_scale * w_scale in
+    float32 before dividing in double (GetQuantizedConvolutionMultipler).
+    """
+    w = np.asarray(w_scales, dtype=np.float32)
+    if product == "float32":
+        prod = (np.float32(x_scale) * w).astype(np.float64)
+    else:
+        prod = np.float64(np.float32(x_scale)) * w.astype(np.float64)
+    return quantize_multiplier(prod / np.float64(np.float32(y_scale)))
+
+
+def requantize_conv_tflite(acc, bias, m, shift, y_zero: int, clamp=(INT8_MIN, INT8_MAX),
+                           rounding: str = "double") -> np.ndarray:
+    """int8 conv output in TFLite's arithmetic: acc + bias in int32 (wrapping as C does), then
+    MultiplyByQuantizedMultiplier per channel (rounding "double", or "single" for FULLY_CONNECTED),
+    + y_zero, clamped to the fused activation's range."""
+    r = conv_preclamp_tflite(acc, bias, m, shift, y_zero, rounding)
+    return np.clip(r, clamp[0], clamp[1]).astype(np.int8)
+
+
+def conv_preclamp_tflite(acc, bias, m, shift, y_zero: int, rounding: str = "double") -> np.ndarray:
+    """The int64 value requantize_conv_tflite clamps (the clamp gradient mask needs it)."""
+    t = wrap_int32(np.asarray(acc).astype(np.int64) + np.asarray(bias, dtype=np.int64))
+    mul = multiply_by_quantized_multiplier_single if rounding == "single" else multiply_by_quantized_multiplier
+    return mul(t, m, shift) + np.int64(y_zero)
+
+
+ADD_LEFT_SHIFT = 20  # TFLite's int8 ADD headroom
+
+
+def add_params_tflite(s1: float, s2: float, sy: float) -> dict:
+    """TFLite's int8 ADD parameters: both inputs rescaled to 2*max(s1, s2) with 20 bits of headroom."""
+    s1, s2, sy = (np.float64(np.float32(v)) for v in (s1, s2, sy))
+    twice_max = 2.0 * max(s1, s2)
+    m1, e1 = quantize_multiplier(s1 / twice_max)
+    m2, e2 = quantize_multiplier(s2 / twice_max)
+    mo, eo = quantize_multiplier(twice_max / (float(1 << ADD_LEFT_SHIFT) * sy))
+    return {"m1": m1[0], "e1": e1[0], "m2": m2[0], "e2": e2[0], "mo": mo[0], "eo": eo[0]}
+
+
+def add_preclamp_tflite(q1, z1, s1, q2, z2, s2, sy, zy) -> np.ndarray:
+    """TFLite reference int8 ADD before the clamp (int64 holding int32 values)."""
+    p = add_params_tflite(s1, s2, sy)
+    a = (np.asarray(q1, dtype=np.int64) - z1) << ADD_LEFT_SHIFT
+    b = (np.asarray(q2, dtype=np.int64) - z2) << ADD_LEFT_SHIFT
+    a = multiply_by_quantized_multiplier(a, p["m1"], p["e1"])
+    b = multiply_by_quantized_multiplier(b, p["m2"], p["e2"])
+    return multiply_by_quantized_multiplier(wrap_int32(a + b), p["mo"], p["eo"]) + np.int64(zy)
+
+
+def add_requant_tflite(q1, z1, s1, q2, z2, s2, sy, zy, clamp=(INT8_MIN, INT8_MAX)) -> np.ndarray:
+    r = add_preclamp_tflite(q1, z1, s1, q2, z2, s2, sy, zy)
+    return np.clip(r, clamp[0], clamp[1]).astype(np.int8)
+
+
+def round_half_away_div(total: np.ndarray, count) -> np.ndarray:
+    """TFLite's average-pool rounding of an exact integer sum: (t +- count/2) / count, C truncation."""
+    t = np.asarray(total, dtype=np.int64)
+    c = np.asarray(count, dtype=np.int64)
+    half = c // 2
+    num = np.where(t > 0, t + half, t - half)
+    q = np.abs(num) // c
+    return np.where(num < 0, -q, q)
+
+
+def avgpool_int8_tflite(x: np.ndarray, clamp=(INT8_MIN, INT8_MAX)) -> np.ndarray:
+    """Global average pool with TFLite's rounding (ties away from zero), NHWC -> N11C."""
+    n, h, w, c = x.shape
+    total = x.astype(np.int64).sum(axis=(1, 2), keepdims=True)
+    return np.clip(round_half_away_div(total, h * w), clamp[0], clamp[1]).astype(np.int8)

@@ -1,0 +1,579 @@
+"""Loader of fully int8 TensorFlow Lite flatbuffers (.tflite) into the IR.
+
+The flatbuffer is read with the `tflite` package (code generated from TFLite's schema), but a
+flatbuffer reader trusts every offset it is given, so each table, vector and string is checked against
+the buffer before the generated accessors touch it (`_Flat`): a truncated file, a bad offset or an
+absurd length is a ModelFormatError naming the file and the table, never a crash or a huge allocation.
+
+Mapping (NHWC throughout; the IR's per-sample shape drops the batch dimension of 1):
+- CONV_2D, DEPTHWISE_CONV_2D (depth multiplier M: groups = input channels) -> conv2d with OIHW weights;
+  FULLY_CONNECTED on a (1, 1, C) map -> a 1x1 conv2d, so every conv path (training included) applies;
+- TF 'SAME' padding: symmetric -> the conv's own padding; asymmetric (strided convs on even sizes)
+  -> a `pad` node (pads with the zero point, i.e. real 0) before a conv with padding 0;
+- AVERAGE_POOL_2D -> global_avg_pool when one window covers the map, else avg_pool2d;
+- ADD -> add; PAD -> pad; RESHAPE that keeps the (H, W, C) shape -> an alias (no node);
+- fused RELU / RELU6 -> the int8 clamp range TFLite computes (attrs "clamp" when not the whole range);
+- a trailing SOFTMAX is not a node: the graph's output is the logits, and graph.meta["softmax"] keeps
+  what TFLite's int8 softmax needs (beta, output quantisation) for inference.
+Every node carries attrs["requant"] = "tflite": its int8 forward uses TFLite's fixed-point rounding mode
+of quant/arith.py, so microtrain computes the numbers the TFLite reference kernels compute.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GraphError, ModelFormatError, UnsupportedOpError
+from ..ir.graph import Graph, Node, QuantParams, TensorSpec
+from ..ir.validate import validate
+
+MAX_FILE_BYTES = 256 * 2**20  # a microcontroller model is far smaller; refuse before reading
+MAX_ACTIVATION_ELEMS = 2**24  # per tensor and sample
+MAX_DIM = 2**16
+SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "RESHAPE", "PAD",
+             "SOFTMAX")
+INT8, INT32, FLOAT32 = 9, 2, 0  # TensorType values
+TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool",
+              7: "int16", 9: "int8", 10: "float64"}
+ACT_NONE, ACT_RELU, ACT_RELU6 = 0, 1, 3
+PAD_SAME, PAD_VALID = 0, 1
+
+# Class names of the known reference models (README of ../shared/models/tflite), by file sha256.
+KNOWN_LABELS = {
+    "597a384c8c2c8a1276f04702f25013b7838f2f814f1ca7c174d295b73e3d6b7b": ["non-person", "person"],
+    "808cfdfc0cf3a6fa6f6fa26bfa379ea97c16d5db7334637766e39c3408502e9d": ["notperson", "person"],
+    "3c002613d1b2475eb51dd78dfb85a546c8ae658dee71cf6ade43b022fe205415": [
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+    "aeea436800704fce17b17292e4412630ad856e9d777c044c64ef748a880bd0ae": [
+        "down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes", "silence", "unknown"],
+}
+
+
+def _tflite():
+    try:
+        import tflite
+        from tflite.utils import BUILTIN_OPCODE2NAME
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise ModelFormatError("reading .tflite files needs the `tflite` package: pip install tflite") from None
+    return tflite, BUILTIN_OPCODE2NAME
+
+
+# ----- bounds-checked access to the flatbuffer -------------------------------------------------------
+class _Flat:
+    """Checks every table, field, vector and string against the buffer before it is read."""
+
+    def __init__(self, data: bytes, source: str):
+        self.b, self.n, self.source = data, len(data), source
+
+    def bad(self, what: str, detail: str) -> ModelFormatError:
+        return ModelFormatError(f"{self.source}: corrupt TFLite flatbuffer: {what}: {detail} "
+                                f"(file is {self.n} bytes)")
+
+    def u32(self, pos: int, what: str) -> int:
+        if not 0 <= pos <= self.n - 4:
+            raise self.bad(what, f"offset {pos} outside the file")
+        return struct.unpack_from("<I", self.b, pos)[0]
+
+    def table(self, cls, pos: int, what: str):
+        """A generated table object at `pos` whose vtable and inline fields lie inside the buffer."""
+        if not 0 <= pos <= self.n - 4:
+            raise self.bad(what, f"table offset {pos} outside the file")
+        vt = pos - struct.unpack_from("<i", self.b, pos)[0]
+        if not 0 <= vt <= self.n - 4:
+            raise self.bad(what, f"vtable offset {vt} outside the file")
+        vt_len, t_len = struct.unpack_from("<HH", self.b, vt)
+        if vt_len < 4 or vt_len % 2 or vt + vt_len > self.n or t_len < 4 or pos + t_len > self.n:
+            raise self.bad(what, f"vtable of {vt_len} bytes / table of {t_len} bytes does not fit")
+        obj = cls()
+        obj.Init(self.b, pos)
+        return obj
+
+    def field(self, obj, slot: int, size: int, what: str) -> int:
+        """The field's position (0 if absent) after checking it lies inside its table."""
+        o = obj._tab.Offset(slot)
+        if o == 0:
+            return 0
+        vt = obj._tab.Pos - struct.unpack_from("<i", self.b, obj._tab.Pos)[0]
+        t_len = struct.unpack_from("<H", self.b, vt + 2)[0]
+        if o + size > t_len:
+            raise self.bad(what, f"field at {o} + {size} bytes past its {t_len}-byte table")
+        return obj._tab.Pos + o
+
+    def vector(self, obj, slot: int, elem: int, what: str) -> tuple[int, int]:
+        """(start, length) of a vector field (length 0 if absent), checked to fit in the buffer."""
+        ref = self.field(obj, slot, 4, what)
+        if ref == 0:
+            return 0, 0
+        vec = ref + self.u32(ref, what)
+        length = self.u32(vec, what)
+        if vec + 4 + length * elem > self.n:
+            raise self.bad(what, f"vector of {length} x {elem} bytes at {vec} runs past the end")
+        return vec + 4, length
+
+    def child(self, obj, slot: int, cls, what: str):
+        ref = self.field(obj, slot, 4, what)
+        return None if ref == 0 else self.table(cls, ref + self.u32(ref, what), what)
+
+    def tables(self, obj, slot: int, cls, what: str) -> list:
+        start, length = self.vector(obj, slot, 4, what)
+        return [self.table(cls, start + 4 * i + self.u32(start + 4 * i, what), f"{what}[{i}]") for i in range(length)]
+
+    def array(self, obj, slot: int, dtype, what: str) -> np.ndarray:
+        dt = np.dtype(dtype).newbyteorder("<")
+        start, length = self.vector(obj, slot, dt.itemsize, what)
+        return np.frombuffer(self.b, dt, count=length, offset=start).astype(dtype) if length else np.zeros(0, dtype)
+
+    def scalar(self, obj, slot: int, fmt: str, default, what: str):
+        pos = self.field(obj, slot, struct.calcsize(fmt), what)
+        return default if pos == 0 else struct.unpack_from("<" + fmt, self.b, pos)[0]
+
+    def string(self, obj, slot: int, what: str) -> str:
+        start, length = self.vector(obj, slot, 1, what)
+        return bytes(self.b[start : start + length]).decode("utf-8", "replace") if length else ""
+
+
+# ----- the model's tensors ----------------------------------------------------------------------------
+class _Model:
+    def __init__(self, data: bytes, source: str):
+        tfl, names = _tflite()
+        self.tfl, self.source = tfl, source
+        f = self.f = _Flat(data, source)
+        if f.n < 8 or data[4:8] != b"TFL3":
+            raise ModelFormatError(f"{source}: not a TensorFlow Lite flatbuffer (no 'TFL3' identifier)")
+        model = f.table(tfl.Model, f.u32(0, "root"), "model")
+        version = f.scalar(model, 4, "I", 0, "model.version")
+        if version != 3:
+            raise ModelFormatError(f"{source}: TFLite schema version {version}; microtrain reads version 3")
+        self.opnames = []
+        for i, oc in enumerate(f.tables(model, 6, tfl.OperatorCode, "operator_codes")):
+            code = max(f.scalar(oc, 4, "b", 0, f"operator_codes[{i}]"), f.scalar(oc, 10, "i", 0, f"operator_codes[{i}]"))
+            self.opnames.append("CUSTOM" if code == 32 else names.get(code, f"builtin code {code}"))
+        subgraphs = f.tables(model, 8, tfl.SubGraph, "subgraphs")
+        if len(subgraphs) != 1:
+            raise ModelFormatError(f"{source}: {len(subgraphs)} subgraphs; microtrain reads single-subgraph models")
+        self.sg = subgraphs[0]
+        self.model = model
+        self.buffers_at, self.n_buffers = f.vector(model, 12, 4, "buffers")
+        self.tensors = f.tables(self.sg, 4, tfl.Tensor, "tensors")
+        self.operators = f.tables(self.sg, 10, tfl.Operator, "operators")
+        self.inputs = f.array(self.sg, 6, np.int32, "subgraph.inputs")
+        self.outputs = f.array(self.sg, 8, np.int32, "subgraph.outputs")
+        self._info = {}
+
+    def info(self, idx: int, where: str) -> dict:
+        """name, shape, dtype, scales, zero points, quantized_dimension and buffer of tensor `idx`."""
+        if not 0 <= idx < len(self.tensors):
+            raise ModelFormatError(f"{where}: tensor index {idx} out of range (model has {len(self.tensors)})")
+        if idx in self._info:
+            return self._info[idx]
+        f, t, what = self.f, self.tensors[idx], f"tensor {idx}"
+        shape = f.array(t, 4, np.int32, what + ".shape")
+        if len(shape) > 4 or np.any(shape < 1) or np.any(shape > MAX_DIM):
+            raise ModelFormatError(f"{where}: tensor {idx} has shape {shape.tolist()}; expected up to 4 dimensions in 1..{MAX_DIM}")
+        info = {"index": idx, "shape": tuple(int(v) for v in shape), "type": f.scalar(t, 6, "b", 0, what),
+                "buffer": f.scalar(t, 8, "I", 0, what), "name": f.string(t, 10, what + ".name")[:200],
+                "scale": np.zeros(0, np.float32), "zero_point": np.zeros(0, np.int64), "qdim": 0}
+        q = f.child(t, 12, self.tfl.QuantizationParameters, what + ".quantization")
+        if q is not None:
+            info["scale"] = f.array(q, 8, np.float32, what + ".scale")
+            info["zero_point"] = f.array(q, 10, np.int64, what + ".zero_point")
+            info["qdim"] = f.scalar(q, 16, "i", 0, what)
+        self._info[idx] = info
+        return info
+
+    def data(self, info: dict, where: str) -> np.ndarray | None:
+        """The constant contents of a tensor (None for an activation), shaped and typed."""
+        b = info["buffer"]
+        if b == 0:
+            return None
+        if b >= self.n_buffers:
+            raise ModelFormatError(f"{where}: tensor {info['index']} names buffer {b}, the model has {self.n_buffers}")
+        f = self.f
+        what = f"buffer {b}"
+        buf = f.table(self.tfl.Buffer, self.buffers_at + 4 * b + f.u32(self.buffers_at + 4 * b, what), what)
+        start, length = f.vector(buf, 4, 1, what + ".data")
+        if length == 0:  # large models keep data outside the flatbuffer: offset/size from the file start
+            off, size = f.scalar(buf, 6, "Q", 0, what), f.scalar(buf, 8, "Q", 0, what)
+            if off <= 1:
+                return None  # an empty buffer: the tensor is an activation
+            if off + size > f.n:
+                raise ModelFormatError(f"{where}: {what} points at bytes {off}..{off + size}, outside the file")
+            start, length = off, size
+        dtype = {INT8: np.int8, INT32: np.int32}.get(info["type"])
+        if dtype is None:
+            raise ModelFormatError(f"{where}: constant tensor {info['index']} ({info['name']!r}) is "
+                                   f"{TYPE_NAMES.get(info['type'], info['type'])}; expected int8 weights or int32 biases")
+        numel = math.prod(info["shape"])
+        if numel * np.dtype(dtype).itemsize != length:
+            raise ModelFormatError(f"{where}: tensor {info['index']} has shape {list(info['shape'])} but its buffer holds "
+                                   f"{length} bytes")
+        return np.frombuffer(f.b, np.dtype(dtype).newbyteorder("<"), count=numel, offset=start).astype(dtype).reshape(info["shape"])
+
+
+# ----- conversion -------------------------------------------------------------------------------------
+class _Converter:
+    def __init__(self, m: _Model, source: str):
+        self.m, self.source = m, source
+        self.tensors: dict[str, TensorSpec] = {}
+        self.nodes: list[Node] = []
+        self.ir_of: dict[int, str] = {}  # TFLite tensor index -> IR tensor name
+        self.softmax_info = None
+
+    # ----- tensors
+    def quant(self, info, where) -> QuantParams:
+        if info["type"] != INT8:
+            raise UnsupportedOpError(
+                f"{where}: tensor {info['index']} ({info['name']!r}) is {TYPE_NAMES.get(info['type'], info['type'])}; "
+                "microtrain trains fully int8 models: convert with full-integer quantization (a representative "
+                "dataset and int8 input/output types)")
+        if len(info["scale"]) != 1 or len(info["zero_point"]) != 1:
+            raise ModelFormatError(f"{where}: activation tensor {info['index']} ({info['name']!r}) needs one scale and "
+                                   f"one zero point, has {len(info['scale'])} and {len(info['zero_point'])}")
+        try:
+            return QuantParams(float(info["scale"][0]), int(info["zero_point"][0]))
+        except GraphError as e:
+            raise ModelFormatError(f"{where}: tensor {info['index']} ({info['name']!r}): {e}") from None
+
+    def ir_shape(self, info, where) -> tuple[int, int, int]:
+        s = info["shape"]
+        if len(s) == 4 and s[0] == 1:
+            shape = s[1:]
+        elif len(s) == 2 and s[0] == 1:
+            shape = (1, 1, s[1])
+        else:
+            raise ModelFormatError(f"{where}: tensor {info['index']} ({info['name']!r}) has shape {list(s)}; "
+                                   "expected [1, H, W, C] or [1, C] (batch 1, NHWC)")
+        if math.prod(shape) > MAX_ACTIVATION_ELEMS:
+            raise ModelFormatError(f"{where}: tensor {info['index']} has {math.prod(shape)} elements per sample; "
+                                   f"at most {MAX_ACTIVATION_ELEMS}")
+        return tuple(int(v) for v in shape)
+
+    def new_tensor(self, idx, where) -> str:
+        info = self.m.info(idx, where)
+        name = f"t{idx}"
+        self.tensors[name] = TensorSpec(name, self.ir_shape(info, where), "int8", self.quant(info, where))
+        self.ir_of[idx] = name
+        return name
+
+    def activation(self, idx, where) -> str:
+        if idx not in self.ir_of:
+            raise ModelFormatError(f"{where}: input tensor {idx} is used before any operator produces it")
+        return self.ir_of[idx]
+
+    def const(self, idx, where, dtype, what) -> tuple[np.ndarray, dict]:
+        info = self.m.info(idx, where)
+        arr = self.m.data(info, where)
+        if arr is None:
+            raise UnsupportedOpError(f"{where}: the {what} (tensor {idx}) is not a constant; microtrain needs "
+                                     "constant weights and biases")
+        if arr.dtype != dtype:
+            raise ModelFormatError(f"{where}: the {what} (tensor {idx}) is {arr.dtype}, expected {np.dtype(dtype).name}")
+        return arr, info
+
+    # ----- helpers
+    def options(self, op, cls_name, type_id, where):
+        f = self.m.f
+        kind = f.scalar(op, 10, "B", 0, where)
+        cls = getattr(self.m.tfl, cls_name)
+        opts = f.child(op, 12, cls, where + " options")
+        if opts is not None and kind != type_id:
+            raise ModelFormatError(f"{where}: builtin options of type {kind}, expected {cls_name}")
+        return opts
+
+    def opt(self, opts, slot, fmt, default, where):
+        return default if opts is None else self.m.f.scalar(opts, slot, fmt, default, where)
+
+    def clamp(self, act: int, yq: QuantParams, where, opname):
+        """TFLite's CalculateActivationRangeQuantized: RELU [zp, 127], RELU6 [zp, zp + round(6/scale)]."""
+        if act == ACT_NONE:
+            return None
+        if act not in (ACT_RELU, ACT_RELU6):
+            names = {2: "RELU_N1_TO_1", 4: "TANH", 5: "SIGN_BIT"}
+            raise UnsupportedOpError(f"{where}: fused activation {names.get(act, act)} of {opname} is not supported; "
+                                     "microtrain reads NONE, RELU and RELU6")
+        lo = max(-128, yq.zero_point)
+        hi = 127
+        if act == ACT_RELU6:
+            six = np.float32(6.0) / np.float32(yq.scale)
+            hi = min(127, yq.zero_point + int(np.sign(six) * np.floor(abs(float(six)) + 0.5)))
+        return None if (lo, hi) == (-128, 127) else (int(lo), int(hi))
+
+    def same_padding(self, h, w, kh, kw, s, padding, where):
+        """(top, bottom, left, right) of TF 'SAME' (extra row/column at the end) or 'VALID'."""
+        if padding == PAD_VALID:
+            return (0, 0, 0, 0)
+        if padding != PAD_SAME:
+            raise ModelFormatError(f"{where}: unknown padding {padding}")
+        ho, wo = -(-h // s), -(-w // s)
+        ph, pw = max((ho - 1) * s + kh - h, 0), max((wo - 1) * s + kw - w, 0)
+        return (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
+
+    def add_node(self, name, op, inputs, out_idx, attrs, params, where) -> str:
+        out = self.new_tensor(out_idx, where)
+        self.nodes.append(Node(name, op, inputs, out, {**attrs, "requant": "tflite"}, params))
+        return out
+
+    def padded(self, x, pads, name):
+        """x itself when `pads` is symmetric and equal in H and W (returned as the conv's padding), else a
+        pad node in front: (input tensor, conv padding)."""
+        t, b, l, r = pads
+        if t == b == l == r:
+            return x, t
+        out = f"{name}.pad"
+        h, w, c = self.tensors[x].shape
+        self.tensors[out] = TensorSpec(out, (h + t + b, w + l + r, c), "int8", self.tensors[x].quant)
+        self.nodes.append(Node(f"{name}_pad", "pad", [x], out, {"pads": pads, "requant": "tflite"}, {}))
+        return out, 0
+
+    # ----- operators
+    def convert(self):
+        m = self.m
+        if len(m.inputs) != 1 or len(m.outputs) != 1:
+            raise ModelFormatError(f"{self.source}: {len(m.inputs)} inputs and {len(m.outputs)} outputs; "
+                                   "microtrain reads models with one input and one output")
+        self.input = self.new_tensor(int(m.inputs[0]), f"{self.source}: model input")
+        for i, op in enumerate(m.operators):
+            f = m.f
+            code = f.scalar(op, 4, "I", 0, f"operator {i}")
+            name = m.opnames[code] if code < len(m.opnames) else None
+            where = f"{self.source}: operator {i} ({name})"
+            if name is None:
+                raise ModelFormatError(f"{self.source}: operator {i} uses opcode index {code}, the model has {len(m.opnames)}")
+            if self.softmax_info is not None:
+                raise UnsupportedOpError(f"{where} follows the SOFTMAX; microtrain reads SOFTMAX only as the last operator")
+            if name not in SUPPORTED:
+                raise UnsupportedOpError(
+                    f"{where} is not supported; microtrain reads {', '.join(SUPPORTED)}: re-export the model "
+                    "without it or file an issue naming the operator")
+            ins = [int(v) for v in f.array(op, 6, np.int32, f"operator {i}.inputs")]
+            outs = [int(v) for v in f.array(op, 8, np.int32, f"operator {i}.outputs")]
+            if len(outs) != 1:
+                raise ModelFormatError(f"{where}: {len(outs)} outputs, expected 1")
+            if not ins or ins[0] < 0:
+                raise ModelFormatError(f"{where}: has no data input")
+            getattr(self, name.lower())(op, i, ins, outs[0], where)
+        out_idx = int(m.outputs[0])
+        if self.softmax_info is not None and self.softmax_info["output_index"] == out_idx:
+            out = self.softmax_info["logits"]
+        elif out_idx in self.ir_of:
+            out = self.ir_of[out_idx]
+        else:
+            raise ModelFormatError(f"{self.source}: the model output (tensor {out_idx}) is never produced")
+        return out
+
+    def conv_2d(self, op, i, ins, out_idx, where):
+        self._conv(op, i, ins, out_idx, where, depthwise=False)
+
+    def depthwise_conv_2d(self, op, i, ins, out_idx, where):
+        self._conv(op, i, ins, out_idx, where, depthwise=True)
+
+    def _conv(self, op, i, ins, out_idx, where, depthwise):
+        if len(ins) not in (2, 3):
+            raise ModelFormatError(f"{where}: {len(ins)} inputs, expected input, filter and bias")
+        x = self.activation(ins[0], where)
+        h, w, c = self.tensors[x].shape
+        wt, winfo = self.const(ins[1], where, np.int8, "filter")
+        if wt.ndim != 4:
+            raise ModelFormatError(f"{where}: filter has shape {list(wt.shape)}, expected 4 dimensions")
+        if depthwise:
+            opts = self.options(op, "DepthwiseConv2DOptions", 2, where)
+            pad, sw, sh, act = (self.opt(opts, s, "b" if s in (4, 12) else "i", 0, where) for s in (4, 6, 8, 12))
+            dil = (self.opt(opts, 14, "i", 1, where), self.opt(opts, 16, "i", 1, where))
+            _, kh, kw, o = wt.shape
+            if wt.shape[0] != 1 or o % c:
+                raise ModelFormatError(f"{where}: depthwise filter {list(wt.shape)} does not fit {c} input channels")
+            weight = np.ascontiguousarray(wt[0].transpose(2, 0, 1)[:, None])  # (C*M, 1, kh, kw)
+            groups, qdim = c, 3
+        else:
+            opts = self.options(op, "Conv2DOptions", 1, where)
+            pad, sw, sh, act = (self.opt(opts, s, "b" if s in (4, 10) else "i", 0, where) for s in (4, 6, 8, 10))
+            dil = (self.opt(opts, 12, "i", 1, where), self.opt(opts, 14, "i", 1, where))
+            o, kh, kw, ci = wt.shape
+            if ci != c:
+                raise UnsupportedOpError(f"{where}: filter has {ci} input channels for a {c}-channel input "
+                                         "(grouped convolution is not supported)")
+            weight = np.ascontiguousarray(wt.transpose(0, 3, 1, 2))  # OHWI -> OIHW
+            groups, qdim = 1, 0
+        if sh != sw or sh < 1:
+            raise UnsupportedOpError(f"{where}: stride {sh}x{sw}; microtrain needs equal strides >= 1")
+        if dil != (1, 1):
+            raise UnsupportedOpError(f"{where}: dilation {dil} is not supported")
+        w_scales = self.weight_scales(winfo, o, qdim, where)
+        bias = self.bias(ins, o, where)
+        pads = self.same_padding(h, w, kh, kw, sh, pad, where)
+        name = f"op{i}_{'depthwise' if depthwise else 'conv'}"
+        x, p = self.padded(x, pads, name)
+        yq = self.quant(self.m.info(out_idx, where), where)
+        attrs = {"kernel": (kh, kw), "stride": sh, "padding": p, "groups": groups}
+        clamp = self.clamp(act, yq, where, "the conv")
+        if clamp:
+            attrs["clamp"] = clamp
+        self.add_node(name, "conv2d", [x], out_idx, attrs, {"weight": weight, "bias": bias, "w_scales": w_scales}, where)
+
+    def weight_scales(self, winfo, o, qdim, where) -> np.ndarray:
+        scale, zp = winfo["scale"], winfo["zero_point"]
+        if len(scale) not in (1, o) or len(zp) not in (1, len(scale)):
+            raise ModelFormatError(f"{where}: filter has {len(scale)} scales and {len(zp)} zero points for {o} output "
+                                   "channels")
+        if np.any(zp != 0):
+            raise ModelFormatError(f"{where}: filter zero points must be 0 (symmetric int8 weights)")
+        if len(scale) > 1 and winfo["qdim"] != qdim:
+            raise ModelFormatError(f"{where}: filter quantized_dimension {winfo['qdim']}, expected {qdim}")
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            raise ModelFormatError(f"{where}: filter scales must be finite and positive")
+        return np.ascontiguousarray(np.broadcast_to(scale.astype(np.float32), (o,)))
+
+    def bias(self, ins, o, where) -> np.ndarray:
+        """int32 bias of o channels (zeros when absent). Its quantized_dimension is not checked: TOCO wrote
+        the depthwise filter's 3 onto 1-D biases (person_detect), and TFLite Micro ignores it too."""
+        if len(ins) < 3 or ins[2] < 0:
+            return np.zeros(o, np.int32)
+        b, _ = self.const(ins[2], where, np.int32, "bias")
+        if b.shape != (o,):
+            raise ModelFormatError(f"{where}: bias has shape {list(b.shape)}, expected [{o}]")
+        return np.ascontiguousarray(b)
+
+    def fully_connected(self, op, i, ins, out_idx, where):
+        if len(ins) not in (2, 3):
+            raise ModelFormatError(f"{where}: {len(ins)} inputs, expected input, weights and bias")
+        x = self.activation(ins[0], where)
+        opts = self.options(op, "FullyConnectedOptions", 8, where)
+        act = self.opt(opts, 4, "b", 0, where)
+        if self.opt(opts, 6, "b", 0, where) != 0:
+            raise UnsupportedOpError(f"{where}: shuffled weights format is not supported")
+        wt, winfo = self.const(ins[1], where, np.int8, "weights")
+        if wt.ndim != 2:
+            raise ModelFormatError(f"{where}: weights have shape {list(wt.shape)}, expected [out, in]")
+        o, n_in = wt.shape
+        if self.tensors[x].shape != (1, 1, n_in):
+            raise UnsupportedOpError(f"{where}: input shape {self.tensors[x].shape} is not a 1x1x{n_in} map; "
+                                     "microtrain reads FULLY_CONNECTED after pooling or on a vector input")
+        # LiteRT's reference FULLY_CONNECTED rounds x * multiplier once (its convs round twice), and a
+        # per-tensor FC's multiplier forms x_scale * w_scale in float32 (GetQuantizedConvolutionMultipler)
+        attrs = {"kernel": (1, 1), "stride": 1, "padding": 0, "groups": 1, "multiplier_rounding": "single"}
+        if len(winfo["scale"]) == 1:
+            attrs["scale_product"] = "float32"
+        yq = self.quant(self.m.info(out_idx, where), where)
+        clamp = self.clamp(act, yq, where, "the fully connected layer")
+        if clamp:
+            attrs["clamp"] = clamp
+        params = {"weight": np.ascontiguousarray(wt[:, :, None, None]), "bias": self.bias(ins, o, where),
+                  "w_scales": self.weight_scales(winfo, o, 0, where)}
+        self.add_node(f"op{i}_fc", "conv2d", [x], out_idx, attrs, params, where)
+
+    def add(self, op, i, ins, out_idx, where):
+        if len(ins) != 2:
+            raise ModelFormatError(f"{where}: {len(ins)} inputs, expected 2")
+        a, b = self.activation(ins[0], where), self.activation(ins[1], where)
+        if self.tensors[a].shape != self.tensors[b].shape:
+            raise UnsupportedOpError(f"{where}: broadcasting add of {self.tensors[a].shape} and {self.tensors[b].shape} "
+                                     "is not supported")
+        opts = self.options(op, "AddOptions", 11, where)
+        yq = self.quant(self.m.info(out_idx, where), where)
+        attrs = {}
+        clamp = self.clamp(self.opt(opts, 4, "b", 0, where), yq, where, "the add")
+        if clamp:
+            attrs["clamp"] = clamp
+        self.add_node(f"op{i}_add", "add", [a, b], out_idx, attrs, {}, where)
+
+    def average_pool_2d(self, op, i, ins, out_idx, where):
+        x = self.activation(ins[0], where)
+        h, w, c = self.tensors[x].shape
+        opts = self.options(op, "Pool2DOptions", 5, where)
+        pad, sw, sh, fw, fh, act = (self.opt(opts, s, "b" if s in (4, 14) else "i", 0, where)
+                                    for s in (4, 6, 8, 10, 12, 14))
+        yq = self.quant(self.m.info(out_idx, where), where)
+        if yq != self.tensors[x].quant:
+            raise ModelFormatError(f"{where}: output quantisation {yq} differs from the input's {self.tensors[x].quant}")
+        attrs = {}
+        clamp = self.clamp(act, yq, where, "the average pool")
+        if clamp:
+            attrs["clamp"] = clamp
+        if (fh, fw) == (h, w) and (pad == PAD_VALID or (sh >= h and sw >= w)):  # one window, no padding
+            self.add_node(f"op{i}_pool", "global_avg_pool", [x], out_idx, attrs, {}, where)
+            return
+        if sh != sw or sh < 1 or fh < 1 or fw < 1:
+            raise UnsupportedOpError(f"{where}: stride {sh}x{sw}, window {fh}x{fw}; microtrain needs equal strides >= 1")
+        pads = self.same_padding(h, w, fh, fw, sh, pad, where)
+        attrs.update({"kernel": (fh, fw), "stride": sh, "pads": pads})
+        self.add_node(f"op{i}_avgpool", "avg_pool2d", [x], out_idx, attrs, {}, where)
+
+    def reshape(self, op, i, ins, out_idx, where):
+        x = self.activation(ins[0], where)
+        info = self.m.info(out_idx, where)
+        shape, q = self.ir_shape(info, where), self.quant(info, where)
+        if shape != self.tensors[x].shape or q != self.tensors[x].quant:
+            raise UnsupportedOpError(f"{where}: reshape from {self.tensors[x].shape} to {shape} changes the layout; "
+                                     "microtrain reads only reshapes of a 1x1 map to a vector")
+        self.ir_of[out_idx] = x  # an alias: same data, same quantisation
+
+    def pad(self, op, i, ins, out_idx, where):
+        if len(ins) != 2:
+            raise ModelFormatError(f"{where}: {len(ins)} inputs, expected input and paddings")
+        x = self.activation(ins[0], where)
+        p, _ = self.const(ins[1], where, np.int32, "paddings")
+        if p.shape != (4, 2) or np.any(p < 0) or np.any(p[[0, 3]] != 0) or np.any(p > MAX_DIM):
+            raise UnsupportedOpError(f"{where}: paddings {p.tolist()}; microtrain pads only H and W, by 0..{MAX_DIM}")
+        yq = self.quant(self.m.info(out_idx, where), where)
+        if yq != self.tensors[x].quant:
+            raise ModelFormatError(f"{where}: output quantisation {yq} differs from the input's {self.tensors[x].quant}")
+        pads = (int(p[1, 0]), int(p[1, 1]), int(p[2, 0]), int(p[2, 1]))
+        self.add_node(f"op{i}_pad", "pad", [x], out_idx, {"pads": pads}, {}, where)
+
+    def softmax(self, op, i, ins, out_idx, where):
+        x = self.activation(ins[0], where)
+        opts = self.options(op, "SoftmaxOptions", 9, where)
+        beta = float(self.opt(opts, 4, "f", 0.0, where))
+        info = self.m.info(out_idx, where)
+        yq = self.quant(info, where)
+        if not np.isfinite(beta) or beta <= 0:
+            raise ModelFormatError(f"{where}: softmax beta {beta} must be finite and positive")
+        self.softmax_info = {"logits": x, "beta": beta, "scale": yq.scale, "zero_point": yq.zero_point,
+                        "output_index": out_idx}
+
+
+def tflite_to_graph(data: bytes, source: str, name: str | None = None) -> Graph:
+    """Convert a .tflite flatbuffer's bytes to an int8 Graph; errors name the file, operator and tensor."""
+    try:
+        m = _Model(data, source)
+        conv = _Converter(m, source)
+        out = conv.convert()
+    except (struct.error, ValueError, IndexError, KeyError, TypeError, OverflowError) as e:  # a missed check
+        raise ModelFormatError(f"{source}: corrupt TFLite flatbuffer ({type(e).__name__}: {e})") from None
+    if not conv.nodes:
+        raise ModelFormatError(f"{source}: the model has no operators microtrain can run")
+    last = conv.nodes[-1]
+    if last.op == "conv2d" and last.output == out and conv.tensors[out].shape[:2] == (1, 1):
+        last.attrs["role"] = "classifier"
+    meta = {"source": str(source), "format": "tflite", "requant": "tflite",
+            "tflite_tensors": {ir: [k for k, v in conv.ir_of.items() if v == ir] for ir in conv.tensors}}
+    if conv.softmax_info is not None:
+        meta["softmax"] = {k: v for k, v in conv.softmax_info.items() if k != "logits"}
+    labels = KNOWN_LABELS.get(hashlib.sha256(data).hexdigest())
+    if labels is not None and len(labels) == conv.tensors[out].shape[-1]:
+        meta["labels"] = labels
+    graph = Graph(name or Path(source).stem, "int8", conv.input, out, conv.tensors, conv.nodes, meta)
+    try:
+        validate(graph)  # also checks every declared TFLite shape against the IR's shape rules
+    except GraphError as e:
+        raise ModelFormatError(f"{source}: {e}") from None
+    return graph
+
+
+def load_tflite(path, name: str | None = None) -> Graph:
+    """Load an int8 .tflite file as an int8 Graph (bounds-checked: see module docstring)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ModelFormatError(f"{path}: {size} bytes; a .tflite model for microtrain is at most {MAX_FILE_BYTES}")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFormatError(f"{path}: file not found") from None
+    except OSError as e:
+        raise ModelFormatError(f"{path}: cannot read ({e})") from None
+    return tflite_to_graph(data, str(path), name)
