@@ -1,5 +1,5 @@
-"""Resolve a model argument to a Graph: a path (.pkl upstream file, .json microtrain graph) or the
-name of an upstream model found in $MICROTRAIN_MODELS (default: ../shared/models from the cwd)."""
+"""Resolve a model argument to a Graph: a path (.pkl upstream file, .json microtrain graph, .tflite int8
+TensorFlow Lite model) or the name of an upstream model found in $MICROTRAIN_MODELS (default: ../shared/models from the cwd)."""
 from __future__ import annotations
 
 import os
@@ -34,6 +34,10 @@ def load_model(arg) -> Graph:
         from .ir.serialize import load_graph
 
         return load_graph(path)
+    if path.suffix == ".tflite":
+        from .frontends.tflite import load_tflite
+
+        return load_tflite(path)
     from .frontends.mcunet_pkl import load_mcunet_pkl
 
     return load_mcunet_pkl(path)

@@ -13,7 +13,8 @@ HELP = "show a model's layers: op, shapes, parameters, MACs, activation bytes, a
 def register(subparsers):
     p = subparsers.add_parser(
         "info", help=HELP, description=HELP + ".",
-        epilog="MODEL is an upstream .pkl file, a microtrain graph .json, or the name of an upstream model "
+        epilog="MODEL is an upstream .pkl file, a microtrain graph .json, an int8 TensorFlow Lite .tflite file, "
+               "or the name of an upstream model "
                "(mcunet-5fps, mbv2-w0.35, proxyless-w0.3) found in $MICROTRAIN_MODELS.",
     )
     p.add_argument("model", metavar="MODEL", help="model file or upstream model name")

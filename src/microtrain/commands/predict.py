@@ -67,19 +67,37 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def image_channels(graph) -> int:
+    """3 (RGB) or 1 (grayscale: ITU-R 601 luma, PIL's "L"); a model whose input is no square image is refused."""
+    h, w, c = graph.input_spec.shape
+    if h != w or c not in (1, 3):
+        raise DatasetError(f"model {graph.name}: input {h}x{w}x{c} is not a square RGB or grayscale image; "
+                           "predict classifies images")
+    return c
+
+
+def load_model_pixels(path, res: int, channels: int) -> np.ndarray:
+    from PIL import Image
+
+    from ..runtime.images import load_pixels
+
+    px = load_pixels(path, res)
+    return px if channels == 3 else np.asarray(Image.fromarray(px).convert("L"), dtype=np.uint8)[..., None]
+
+
 def classify(graph, files, batch_size=32, progress=None):
     """Yield (file, int8 logits (K,) or None, error message or None) for every file, in order."""
     from ..runtime.forward import run_int8
-    from ..runtime.images import load_pixels
     from ..quant.arith import pixels_to_int8
 
     res = graph.resolution
+    channels = image_channels(graph)
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         pixels, ok, errors = [], [], {}
         for f in chunk:
             try:
-                pixels.append(load_pixels(f, res))
+                pixels.append(load_model_pixels(f, res, channels))
                 ok.append(f)
             except DatasetError as e:
                 errors[f] = str(e)

@@ -250,3 +250,76 @@ def avgpool_int8_tflite(x: np.ndarray, clamp=(INT8_MIN, INT8_MAX)) -> np.ndarray
     n, h, w, c = x.shape
     total = x.astype(np.int64).sum(axis=(1, 2), keepdims=True)
     return np.clip(round_half_away_div(total, h * w), clamp[0], clamp[1]).astype(np.int8)
+
+
+# ----- TFLite's int8 softmax (inference only: gemmlowp fixed point, reference_ops::Softmax) ----------
+SOFTMAX_DIFF_BITS, SOFTMAX_ACCUM_BITS = 5, 12
+
+
+def _sat_shift_left(x: np.ndarray, e: int) -> np.ndarray:
+    """gemmlowp SaturatingRoundingMultiplyByPOT with a positive exponent (saturating x << e)."""
+    thr = (1 << (31 - e)) - 1
+    return np.where(x > thr, INT32_MAX, np.where(x < -thr, INT32_MIN, x << e))
+
+
+def _fx_mul(a, b):
+    return saturating_rounding_doubling_high_mul(a, b)
+
+
+def _exp_on_negative_values(a: np.ndarray) -> np.ndarray:
+    """gemmlowp exp_on_negative_values: Q5.26 input <= 0 -> Q0.31 result."""
+    frac = 31 - SOFTMAX_DIFF_BITS
+    quarter = np.int64(1 << (frac - 2))
+    a_mod = wrap_int32((a & (quarter - 1)) - quarter)
+    x = wrap_int32(_sat_shift_left(a_mod, SOFTMAX_DIFF_BITS) + (1 << 28))  # Rescale<0>, + 1/8
+    x2 = _fx_mul(x, x)
+    x3 = _fx_mul(x2, x)
+    x4 = _fx_mul(x2, x2)
+    x4_over_4 = rounding_divide_by_pot(x4, 2)
+    poly = rounding_divide_by_pot(wrap_int32(_fx_mul(wrap_int32(x4_over_4 + x3), 715827883) + x2), 1)
+    const = np.int64(1895147668)  # exp(-1/8)
+    result = wrap_int32(const + _fx_mul(const, wrap_int32(x + poly)))
+    remainder = wrap_int32(a_mod - a)
+    for exponent, mult in ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308), (2, 39332535),
+                           (3, 720401), (4, 242)):
+        if SOFTMAX_DIFF_BITS > exponent:
+            bit = np.int64(1) << (frac + exponent)
+            result = np.where(remainder & bit, _fx_mul(result, mult), result)
+    return np.where(a == 0, INT32_MAX, result)
+
+
+def _one_over_one_plus_x(a: np.ndarray) -> np.ndarray:
+    """gemmlowp one_over_one_plus_x_for_x_in_0_1 (Newton-Raphson, Q0.31 in, Q0.31 out)."""
+    s = a + np.int64(INT32_MAX)
+    half_den = np.where(s >= 0, (s + 1) // 2, -((-(s - 1)) // 2))  # RoundingHalfSum, C truncation
+    x = wrap_int32(np.int64(1515870810) + _fx_mul(half_den, -1010580540))  # 48/17 - 32/17 * d  (Q2.29)
+    one_q2 = np.int64(1 << 29)
+    for _ in range(3):
+        t = wrap_int32(one_q2 - _fx_mul(half_den, x))
+        x = wrap_int32(x + _sat_shift_left(_fx_mul(x, t), 2))
+    return _sat_shift_left(x, 1)
+
+
+def softmax_params_tflite(input_scale: float, beta: float) -> tuple[int, int, int]:
+    """(input_multiplier, input_left_shift, diff_min) of TFLite's reference int8 softmax."""
+    real = min(float(beta) * float(np.float32(input_scale)) * float(1 << (31 - SOFTMAX_DIFF_BITS)), float((1 << 31) - 1))
+    m, shift = quantize_multiplier(real)
+    radius = ((1 << SOFTMAX_DIFF_BITS) - 1) * float(1 << (31 - SOFTMAX_DIFF_BITS)) / float(1 << int(shift[0]))
+    return int(m[0]), int(shift[0]), -int(np.floor(radius))
+
+
+def softmax_int8_tflite(q: np.ndarray, input_scale: float, beta: float = 1.0) -> np.ndarray:
+    """TFLite's reference int8 softmax over the last axis; output scale 1/256, zero point -128."""
+    mult, left, diff_min = softmax_params_tflite(input_scale, beta)
+    q = np.asarray(q, dtype=np.int64)
+    diff = q - q.max(axis=-1, keepdims=True)
+    live = diff >= diff_min
+    scaled = _fx_mul(wrap_int32(diff << left), mult)
+    exps = np.where(live, _exp_on_negative_values(scaled), 0)
+    total = wrap_int32(rounding_divide_by_pot(exps, SOFTMAX_ACCUM_BITS).sum(axis=-1, keepdims=True))
+    headroom = 32 - np.frexp(total.astype(np.float64))[1].astype(np.int64)  # count of leading zeros (exact)
+    bits_over_unit = SOFTMAX_ACCUM_BITS - headroom
+    shifted_minus_one = wrap_int32(((total << headroom) & 0xFFFFFFFF) - (1 << 31))
+    scale = _one_over_one_plus_x(shifted_minus_one)
+    out = rounding_divide_by_pot(_fx_mul(scale, exps), bits_over_unit + 31 - 8) - 128
+    return np.where(live, np.clip(out, INT8_MIN, INT8_MAX), INT8_MIN).astype(np.int8)
