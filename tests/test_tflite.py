@@ -1,0 +1,210 @@
+"""int8 TensorFlow Lite models: the frontend (../shared/models/tflite) and the "tflite" rounding mode.
+
+The reference is LiteRT's interpreter with its reference kernels (BUILTIN_REF, the kernels TFLite Micro
+has; XNNPACK rounds differently), keeping every intermediate tensor, so each tensor is compared.
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from conftest import DATA_DIR, SHARED, require
+from microtrain.errors import ModelFormatError, UnsupportedOpError
+from microtrain.quant import arith
+
+TFLITE_DIR = SHARED / "models" / "tflite"
+MODELS = ("vww_96_int8", "ic_resnet8_cifar10_int8", "kws_dscnn_int8", "ad01_int8", "person_detect_int8")
+
+
+def tflite_path(name):
+    return require(TFLITE_DIR / f"{name}.tflite")
+
+
+def patched_bias_quantized_dimension(data: bytes) -> bytes:
+    """A copy of person_detect with the quantized_dimension of its 1-D (bias) tensors set to 0: LiteRT
+    refuses the 3 TOCO wrote there (TFLite Micro ignores it). Only the reference interpreter gets it."""
+    from microtrain.frontends.tflite import _Model
+
+    m = _Model(data, "person_detect")
+    out = bytearray(data)
+    patched = 0
+    for idx, t in enumerate(m.tensors):
+        info = m.info(idx, "patch")
+        if len(info["shape"]) == 1 and info["qdim"] != 0:
+            q = m.f.child(t, 12, m.tfl.QuantizationParameters, "patch")
+            struct.pack_into("<i", out, m.f.field(q, 16, 4, "patch"), 0)
+            patched += 1
+    assert patched == 14  # the README's count
+    return bytes(out)
+
+
+def model_inputs(name, graph) -> np.ndarray:
+    """Real images where the model sees images (int8 = pixel - 128), seeded random int8 elsewhere."""
+    from microtrain.commands.predict import load_model_pixels
+    from microtrain.quant.arith import pixels_to_int8
+
+    if name == "ic_resnet8_cifar10_int8":
+        files = [sorted((require(DATA_DIR / "cifar10" / "val") / c).iterdir())[0] for c in ("cat", "ship", "frog", "truck")]
+    elif name in ("vww_96_int8", "person_detect_int8"):
+        root = require(DATA_DIR / "person" / "val")
+        files = sorted((root / "person").iterdir())[:3] + sorted((root / "no_person").iterdir())[:3]
+    else:
+        return np.random.default_rng(22).integers(-128, 128, (4, *graph.input_spec.shape), dtype=np.int8)
+    res, channels = graph.resolution, graph.input_spec.shape[-1]
+    return pixels_to_int8(np.stack([load_model_pixels(f, res, channels) for f in files]))
+
+
+def reference_interpreter(data: bytes):
+    litert = pytest.importorskip("ai_edge_litert.interpreter")  # the test extra installs it (CI fails, not skips)
+    it = litert.Interpreter(model_content=data, experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF,
+                            experimental_preserve_all_tensors=True)
+    it.allocate_tensors()
+    return it
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_int8_forward_equals_tflite_reference_on_every_tensor(name):
+    from microtrain.frontends.tflite import load_tflite
+    from microtrain.runtime.forward import run_int8
+
+    path = tflite_path(name)
+    graph = load_tflite(path)
+    data = path.read_bytes()
+    it = reference_interpreter(patched_bias_quantized_dimension(data) if name == "person_detect_int8" else data)
+    inp = it.get_input_details()[0]
+    activations = {inp["index"]} | {int(t) for op in it._get_ops_details() for t in op["outputs"]}
+    compared = {k for ks in graph.meta["tflite_tensors"].values() for k in ks}
+    softmax = graph.meta.get("softmax")
+    assert compared | ({softmax["output_index"]} if softmax else set()) == activations  # every tensor is checked
+    xs = model_inputs(name, graph)
+    worst = {}
+    for x in xs:
+        it.set_tensor(inp["index"], x.reshape(inp["shape"]))
+        it.invoke()
+        ours = run_int8(graph, x[None], keep=True)
+        for ir, ks in graph.meta["tflite_tensors"].items():
+            for k in ks:
+                d = np.abs(ours[ir].reshape(-1).astype(int) - it.get_tensor(k).reshape(-1).astype(int))
+                worst[k] = max(worst.get(k, 0), int(d.max()))
+        if softmax:
+            probs = arith.softmax_int8_tflite(ours[graph.output].reshape(1, -1), graph.output_spec.quant.scale,
+                                              softmax["beta"])
+            d = np.abs(probs.astype(int) - it.get_tensor(softmax["output_index"]).reshape(1, -1).astype(int))
+            worst[softmax["output_index"]] = max(worst.get(softmax["output_index"], 0), int(d.max()))
+    assert len(worst) == len(activations)
+    assert {k: v for k, v in worst.items() if v} == {}, f"{name}: max |difference| per TFLite tensor"
+
+
+# ----- the rounding mode ------------------------------------------------------------------------------
+def test_quantize_multiplier_and_fixed_point_primitives():
+    m, s = arith.quantize_multiplier(np.array([0.5, 0.75, 1.0 - 2.0**-40, 3.0, 2.0**-40, 0.0]))
+    assert m.tolist() == [2**30, 3 * 2**29, 2**30, 3 * 2**29, 0, 0]
+    assert s.tolist() == [0, 0, 1, 2, 0, 0]  # 1 - 2**-40 rounds up to 2**31 -> 2**30, shift + 1
+    assert arith.saturating_rounding_doubling_high_mul(arith.INT32_MIN, arith.INT32_MIN) == arith.INT32_MAX
+    # 1.5 -> 2 but -1.5 -> -1: gemmlowp's nudge 1 - 2**30 for negative products, then C truncation
+    assert arith.saturating_rounding_doubling_high_mul(np.array([3, -3]), 2**30).tolist() == [2, -1]
+    assert arith.rounding_divide_by_pot(np.array([3, -3, 5, -5, 6, -6]), 1).tolist() == [2, -2, 3, -3, 3, -3]
+    assert arith.rounding_divide_by_pot(np.array([-5, -6, -7]), 2).tolist() == [-1, -2, -2]
+    # 2691 * 0.0209932..: double rounding 1807.8 -> 1808 -> 56.5 -> 57; single rounding 56 (ad01, FC 1)
+    m, s = np.int64(1442659867), np.int64(-5)
+    assert arith.multiply_by_quantized_multiplier(2691, m, s) == 57
+    assert arith.multiply_by_quantized_multiplier_single(2691, m, s) == 56
+    assert arith.round_half_away_div(np.array([5, -5, 4, -4, 7]), 2).tolist() == [3, -3, 2, -2, 4]
+    assert arith.wrap_int32(np.int64(2**31)) == arith.INT32_MIN
+
+
+def test_tflite_mode_is_chosen_per_node_and_float_mode_is_unchanged():
+    """The same conv in both modes: the float mode is today's arithmetic, the tflite mode differs only by
+    TFLite's rounding (at most 1 code here)."""
+    from microtrain.frontends.tflite import load_tflite
+    from microtrain.ops import conv
+
+    g = load_tflite(tflite_path("kws_dscnn_int8"))
+    node = g.nodes[2]  # first depthwise conv
+    xq, yq = g.tensors[node.inputs[0]].quant, g.tensors[node.output].quant
+    x = np.random.default_rng(0).integers(-128, 128, (2, *g.tensors[node.inputs[0]].shape), dtype=np.int8)
+    tfl = conv.forward_int8(node, x, xq, yq)
+    node.attrs.pop("requant")
+    flt = conv.forward_int8(node, x, xq, yq)
+    acc = conv.conv_accumulate(conv.shifted_input(x, xq.zero_point), node.params["weight"], node.attrs)
+    eff = arith.conv_multipliers(xq.scale, node.params["w_scales"], yq.scale)
+    assert np.array_equal(flt, arith.requantize_conv(acc, node.params["bias"], eff, yq.zero_point))
+    assert np.abs(tfl.astype(int) - flt.astype(int)).max() <= 1
+
+
+# ----- hostile and unsupported files ------------------------------------------------------------------
+def _locate(data, fn):
+    from microtrain.frontends.tflite import _Model
+
+    return fn(_Model(data, "x"))
+
+
+def test_unsupported_operator_names_the_operator_index_and_what_to_do(tmp_path):
+    from microtrain.frontends.tflite import load_tflite
+
+    data = bytearray(tflite_path("ic_resnet8_cifar10_int8").read_bytes())
+
+    def opcode_fields(m):  # the AVERAGE_POOL_2D opcode entry's two code fields (both stored: code 1 != default)
+        oc = m.f.tables(m.model, 6, m.tfl.OperatorCode, "codes")[2]
+        return m.f.field(oc, 4, 1, "c"), m.f.field(oc, 10, 4, "c")
+
+    dep, code = _locate(bytes(data), opcode_fields)
+    assert dep and code and data[dep] == 1
+    data[dep] = 17  # MAX_POOL_2D
+    struct.pack_into("<i", data, code, 17)
+    path = tmp_path / "maxpool.tflite"
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnsupportedOpError, match=r"operator 12 \(MAX_POOL_2D\) is not supported; .*re-export"):
+        load_tflite(path)
+
+
+def test_float_tensor_is_refused_with_a_one_line_error(tmp_path):
+    from microtrain.frontends.tflite import load_tflite
+
+    data = bytearray(tflite_path("kws_dscnn_int8").read_bytes())
+    pos = _locate(bytes(data), lambda m: m.f.field(m.tensors[22], 6, 1, "t"))  # output of operator 0
+    data[pos] = 0  # FLOAT32
+    path = tmp_path / "float.tflite"
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnsupportedOpError, match=r"operator 0 \(CONV_2D\): tensor 22 .* is float32; .*full-integer") as e:
+        load_tflite(path)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("edit", ["truncate", "magic", "huge_vector", "bad_table_offset"])
+def test_malformed_files_are_model_format_errors(tmp_path, edit):
+    from microtrain.frontends.tflite import load_tflite
+
+    data = bytearray(tflite_path("kws_dscnn_int8").read_bytes())
+    if edit == "truncate":
+        data = data[: len(data) // 2]
+    elif edit == "magic":
+        data[4:8] = b"XXXX"
+    elif edit == "huge_vector":  # the tensors vector claims 2**31 - 1 entries
+        ref = _locate(bytes(data), lambda m: m.f.field(m.sg, 4, 4, "t"))
+        vec = ref + struct.unpack_from("<I", data, ref)[0]
+        struct.pack_into("<I", data, vec, 2**31 - 1)
+    else:  # the first operator's table offset points past the end
+        ref = _locate(bytes(data), lambda m: m.f.field(m.sg, 10, 4, "t"))
+        vec = ref + struct.unpack_from("<I", data, ref)[0]
+        struct.pack_into("<I", data, vec + 4, 2**31)
+    path = tmp_path / "bad.tflite"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFormatError, match="bad.tflite"):
+        load_tflite(path)
+
+
+def test_cli_info_and_load_model_read_tflite(capsys):
+    import json
+
+    from microtrain.cli import main
+    from microtrain.models import load_model
+
+    path = tflite_path("ic_resnet8_cifar10_int8")
+    assert load_model(str(path)).meta["format"] == "tflite"
+    assert main(["info", str(path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["totals"]["params"] == 77_706  # the README: 77,360 weights + 346 biases
+    assert doc["classes"] == 10
