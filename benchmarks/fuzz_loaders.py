@@ -8,6 +8,9 @@ Targets (each input is written to a file and loaded the way a user would):
   image       runtime.images.decode_rgb on mutated PNG/JPEG/BMP/GIF files
   dataset-image  runtime.datasets.decode_checked on the same: reports a reason, never raises
   checkpoint     (optional) runtime.checkpoint.load_checkpoint on a mutated state.json
+  tflite      frontends.tflite.load_tflite on mutated copies of real .tflite models (../shared/models/tflite):
+              edits aimed at the flatbuffer's tables, vectors and offsets (not the weight bytes), plus
+              byte-level edits anywhere (insertions and deletions shift every later offset)
 An outcome is OK (accepted), a clear error (a MicrotrainError subclass) or a FAILURE: any other exception,
 or a HANG (an input running longer than --timeout s). Failing inputs are saved with their traceback.
 
@@ -40,7 +43,8 @@ from microtrain.errors import MicrotrainError
 REPO = Path(__file__).resolve().parents[1]
 # dataset-image: datasets.decode_checked must return a reason, never raise;
 # checkpoint: runtime/checkpoint.load_checkpoint on a mutated state.json
-TARGETS = ("pkl-real", "pkl-small", "graph", "scheme", "image", "dataset-image", "checkpoint")
+TARGETS = ("pkl-real", "pkl-small", "graph", "scheme", "image", "dataset-image", "checkpoint", "tflite")
+TFLITE_SEEDS = ("kws_dscnn_int8", "ic_resnet8_cifar10_int8", "person_detect_int8")
 OPTIONAL_TARGETS = ()
 
 
@@ -259,6 +263,22 @@ class Cases:
                         UpdateScheme(2, {1: 0.5, 3: 0.25}, "first", "mixed").to_dict(),
                         UpdateScheme.last_blocks(self.tiny, 1).to_dict()]
         self.images = self._seed_images(rng)
+        self.tflite_seeds = [self._tflite_seed(models_dir / "tflite" / f"{n}.tflite") for n in TFLITE_SEEDS
+                             if (models_dir / "tflite" / f"{n}.tflite").exists()]
+
+    @staticmethod
+    def _tflite_seed(path):
+        """(bytes, positions outside the weight buffers): edits there reach the flatbuffer's structure."""
+        from microtrain.frontends.tflite import _Model
+
+        data = path.read_bytes()
+        m = _Model(data, str(path))
+        weights = np.zeros(len(data), bool)
+        for b in range(m.n_buffers):
+            buf = m.f.table(m.tfl.Buffer, m.buffers_at + 4 * b + m.f.u32(m.buffers_at + 4 * b, "b"), "b")
+            start, length = m.f.vector(buf, 4, 1, "b")
+            weights[start : start + length] = True
+        return data, np.flatnonzero(~weights)
 
     @staticmethod
     def _seed_images(rng):
@@ -371,6 +391,24 @@ class Cases:
         (folder / "state.json").write_bytes(state)
         return lambda: load_checkpoint(folder), [folder / "state.json"]
 
+    def tflite(self, rng):
+        from microtrain.frontends.tflite import load_tflite
+
+        if not self.tflite_seeds:
+            raise RuntimeError("no .tflite models found under MICROTRAIN_MODELS/tflite")
+        data, positions = self.tflite_seeds[int(rng.integers(0, len(self.tflite_seeds)))]
+        data = mutate_structure(data, positions, rng) if rng.random() < 0.7 else mutate_bytes(data, rng)
+        path = self.dir / "input.tflite"
+        path.write_bytes(data)
+
+        def run():  # an accepted model must also run: the loader's checks are what the forward relies on
+            from microtrain.runtime.forward import run_int8
+
+            g = load_tflite(path)
+            if sum(t.numel for t in g.tensors.values()) <= 2**21:
+                run_int8(g, np.zeros((1, *g.input_spec.shape), np.int8))
+        return run, [path]
+
     def dataset_image(self, rng):
         from microtrain.runtime.datasets import decode_checked
 
@@ -378,6 +416,25 @@ class Cases:
         path = self.dir / f"input.{fmt}"
         path.write_bytes(mutate_bytes(data, rng, focus=64))
         return lambda: decode_checked(path), [path]
+
+
+def mutate_structure(data: bytes, positions: np.ndarray, rng) -> bytes:
+    """1-4 edits at the given positions: bit flips, random bytes, and interesting 32-bit values (offsets,
+    lengths, counts) written at the 4-byte-aligned slot holding the position."""
+    b = bytearray(data)
+    for _ in range(int(rng.integers(1, 5))):
+        i = int(positions[int(rng.integers(0, len(positions)))])
+        op = int(rng.integers(0, 3))
+        if op == 0:
+            b[i] ^= 1 << int(rng.integers(0, 8))
+        elif op == 1:
+            b[i] = int(rng.integers(0, 256))
+        else:
+            i -= i % 4
+            v = [0, 1, 2, 3, 4, 0x7F, 0x80, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, len(b), len(b) - 4,
+                 int(rng.integers(0, 2**32))][int(rng.integers(0, 14))]
+            b[i:i + 4] = (v & 0xFFFFFFFF).to_bytes(4, "little")[: len(b) - i]
+    return bytes(b)
 
 
 def _as_array(v):

@@ -298,8 +298,9 @@ class _Converter:
         lo = max(-128, yq.zero_point)
         hi = 127
         if act == ACT_RELU6:
-            six = np.float32(6.0) / np.float32(yq.scale)
-            hi = min(127, yq.zero_point + int(np.sign(six) * np.floor(abs(float(six)) + 0.5)))
+            with np.errstate(over="ignore"):
+                six = float(np.float32(6.0) / np.float32(yq.scale))  # float32 division, as TFLite
+            hi = 127 if six > 256 else min(127, yq.zero_point + int(np.floor(six + 0.5)))
         return None if (lo, hi) == (-128, 127) else (int(lo), int(hi))
 
     def same_padding(self, h, w, kh, kw, s, padding, where):
