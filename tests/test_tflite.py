@@ -208,3 +208,32 @@ def test_cli_info_and_load_model_read_tflite(capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["totals"]["params"] == 77_706  # the README: 77,360 weights + 346 biases
     assert doc["classes"] == 10
+
+
+def test_windowed_pool_pad_clamps_and_depth_multiplier_equal_tflite_reference():
+    """A small model written with the tflite builder: what the five reference models do not exercise."""
+    from tflite_builder import exotic_model
+
+    from microtrain.frontends.tflite import tflite_to_graph
+    from microtrain.runtime.forward import run_int8
+
+    data = exotic_model()
+    graph = tflite_to_graph(data, "exotic")
+    ops = [n.op for n in graph.nodes]
+    assert ops.count("pad") == 2 and "avg_pool2d" in ops and "global_avg_pool" in ops
+    assert [n.attrs.get("clamp") for n in graph.nodes if "clamp" in n.attrs] == [(-128, -8), (-20, 127), (-128, 5), (-90, 127)]
+    it = reference_interpreter(data)
+    xs = np.random.default_rng(5).integers(-128, 128, (12, 10, 10, 4), dtype=np.int8)
+    ours = run_int8(graph, xs, keep=True)
+    seen = {}
+    for i, x in enumerate(xs):
+        it.set_tensor(0, x[None])
+        it.invoke()
+        for ir, ks in graph.meta["tflite_tensors"].items():
+            for k in ks:
+                ref = it.get_tensor(k).reshape(ours[ir][i].shape)
+                assert np.array_equal(ours[ir][i], ref), (ir, k, i)
+                seen.setdefault(ir, []).append(ref)
+    conv_out = np.stack(seen["t2"])
+    assert conv_out.max() == -8 and (conv_out == -8).sum() >= 10  # the RELU6 clamp inside int8 is exercised
+    assert np.stack(seen["t6"]).min() == -20 and len(np.unique(np.stack(seen["t16"]))) > 3

@@ -32,7 +32,7 @@ def run_int8(graph: Graph, x_q: np.ndarray, keep: bool = False):
         if not keep:
             for t in node.inputs:
                 if last_use.get(t) == i:
-                    del values[t]
+                    values.pop(t, None)  # an add may read one tensor twice (TFLite x + x)
     return values if keep else values[graph.output]
 
 
