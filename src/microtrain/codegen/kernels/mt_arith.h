@@ -66,4 +66,50 @@ static inline int32_t mt_div_round_even_s32(int32_t total, int32_t count) {
 
 static inline int8_t mt_sat_s8(int32_t v) { return (int8_t)(v > 127 ? 127 : (v < -128 ? -128 : v)); }
 
+/* ===== Rounding mode "tflite" (quant/arith.py, section of the same name; docs/arithmetic.md) ==========
+ * TFLite's integer requantisation, operation for operation: int32 values, int64 products, C truncation.
+ * Right shifts of negative values are arithmetic (gcc and arm-none-eabi-gcc, as TFLite assumes). */
+static inline int32_t mt_wrap_s32(int64_t v) { return (int32_t)(uint32_t)(uint64_t)v; }
+
+/* gemmlowp SaturatingRoundingDoublingHighMul */
+static inline int32_t mt_srdhm_s32(int32_t a, int32_t b) {
+    int64_t ab, nudge;
+    if (a == b && a == INT32_MIN) return INT32_MAX;
+    ab = (int64_t)a * (int64_t)b;
+    nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+    return (int32_t)((ab + nudge) / ((int64_t)1 << 31)); /* C division truncates toward zero */
+}
+
+/* gemmlowp RoundingDivideByPOT: nearest, ties away from zero (0 <= e <= 31) */
+static inline int32_t mt_rdbypot_s32(int32_t x, int32_t e) {
+    int32_t mask = (int32_t)(((int64_t)1 << e) - 1);
+    int32_t rem = x & mask;
+    int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> e) + (rem > threshold ? 1 : 0);
+}
+
+/* MultiplyByQuantizedMultiplier: double rounding (conv, depthwise, add) or single rounding
+ * (x * m + 2^(30 - shift)) >> (31 - shift) (LiteRT's reference FULLY_CONNECTED). */
+static inline int32_t mt_mbqm_s32(int32_t x, int32_t m, int32_t shift, int32_t single) {
+    if (single) {
+        int32_t total = 31 - shift;
+        return (int32_t)(((int64_t)x * (int64_t)m + ((int64_t)1 << (total - 1))) >> total);
+    }
+    return mt_rdbypot_s32(mt_srdhm_s32(mt_wrap_s32((int64_t)(uint32_t)x << (shift > 0 ? shift : 0)), m),
+                          shift > 0 ? 0 : -shift);
+}
+
+/* conv requantisation: acc + bias in int32 (wrapping), rescale, + y_zero, clamp to [lo, hi] */
+static inline int8_t mt_requant_tfl_s8(int32_t acc, int32_t bias, int32_t m, int32_t shift, int32_t single,
+                                       int32_t y_zero, int32_t lo, int32_t hi) {
+    int32_t v = mt_mbqm_s32(mt_wrap_s32((int64_t)acc + bias), m, shift, single) + y_zero;
+    v = v < lo ? lo : v;
+    return (int8_t)(v > hi ? hi : v);
+}
+
+/* TFLite's average-pool rounding of an exact integer sum: (t +- count/2) / count, C truncation */
+static inline int32_t mt_div_round_away_s32(int32_t total, int32_t count) {
+    return total > 0 ? (total + count / 2) / count : (total - count / 2) / count;
+}
+
 #endif /* MT_ARITH_H */

@@ -35,6 +35,32 @@ typedef struct {
     int32_t in_h, in_w, c;
 } mt_pool_params;
 
+/* ---- rounding mode "tflite" (mt_forward_tfl_s8.c; graphs imported from .tflite) -------------------- */
+#define MT_TFL_ADD_LEFT_SHIFT 20
+typedef struct {
+    const int32_t *mult, *shift; /* per output channel: QuantizeMultiplier(x_scale * w_scale / y_scale) */
+    int32_t single;              /* 1: single rounding (FULLY_CONNECTED), 0: double rounding */
+    int32_t lo, hi;              /* fused activation clamp */
+} mt_requant_tfl;
+
+typedef struct {
+    int32_t size, z1, z2, zy, m1, e1, m2, e2, mo, eo, lo, hi;
+} mt_add_tfl_params;
+
+typedef struct {
+    int32_t in_h, in_w, c, out_h, out_w, kh, kw, stride, pad_top, pad_left, lo, hi;
+} mt_avg_pool_params;
+
+typedef struct {
+    int32_t in_h, in_w, c, top, bottom, left, right, value;
+} mt_pad_params;
+
+void mt_conv_tfl_s8(const mt_conv_params *p, int32_t groups, const int8_t *x, const int8_t *w,
+                    const int32_t *bias, const mt_requant_tfl *rq, int8_t *y);
+void mt_add_tfl_s8(const mt_add_tfl_params *p, const int8_t *a, const int8_t *b, int8_t *y);
+void mt_avg_pool_tfl_s8(const mt_avg_pool_params *p, const int8_t *x, int8_t *y);
+void mt_pad_s8(const mt_pad_params *p, const int8_t *x, int8_t *y);
+
 /* ---- forward, int8 --------------------------------------------------------------------------- */
 void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                 const float *eff, int8_t *y, uint8_t *mask);
