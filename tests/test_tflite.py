@@ -237,3 +237,24 @@ def test_windowed_pool_pad_clamps_and_depth_multiplier_equal_tflite_reference():
     conv_out = np.stack(seen["t2"])
     assert conv_out.max() == -8 and (conv_out == -8).sum() >= 10  # the RELU6 clamp inside int8 is exercised
     assert np.stack(seen["t6"]).min() == -20 and len(np.unique(np.stack(seen["t16"]))) > 3
+
+
+def test_saved_tflite_graph_runs_identically_and_bad_rounding_attrs_are_refused(tmp_path):
+    import json
+
+    from microtrain.errors import GraphError
+    from microtrain.frontends.tflite import load_tflite
+    from microtrain.ir.serialize import load_graph, save_graph
+    from microtrain.runtime.forward import run_int8
+
+    g = load_tflite(tflite_path("ic_resnet8_cifar10_int8"))
+    path = save_graph(g, tmp_path / "ic.json")
+    x = np.random.default_rng(1).integers(-128, 128, (3, 32, 32, 3), dtype=np.int8)
+    assert np.array_equal(run_int8(load_graph(path), x), run_int8(g, x))
+    doc = json.loads(path.read_text())
+    for key, value in (("requant", "tflite-ish"), ("multiplier_rounding", "triple"), ("clamp", [5, -5])):
+        bad = json.loads(json.dumps(doc))
+        bad["nodes"][-1]["attrs"][key] = value
+        path.write_text(json.dumps(bad))
+        with pytest.raises(GraphError, match=key):
+            load_graph(path)

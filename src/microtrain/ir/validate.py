@@ -7,6 +7,7 @@ import numpy as np
 
 from ..errors import GraphError
 from ..ops import op_module
+from ..quant.arith import REQUANT_MODES
 from .graph import Graph, TensorSpec
 
 INT8_PARAM_DTYPES = {"weight": np.int8, "bias": np.int32, "w_scales": np.float32}
@@ -46,6 +47,7 @@ def validate(graph: Graph) -> Graph:
             raise GraphError(f"{at}: duplicate node name")
         names.add(node.name)
         op_module(node)  # raises UnsupportedOpError naming the op
+        check_rounding_attrs(node, at)
         for t in node.inputs:
             if t not in graph.tensors:
                 raise GraphError(f"{at}: input tensor {t!r} is not declared")
@@ -86,6 +88,23 @@ def validate(graph: Graph) -> Graph:
                 f"{where}: tensor {t!r} is declared {tuple(old)} but its producer gives {graph.tensors[t].shape}"
             )
     return graph
+
+
+ROUNDING_ATTRS = {"requant": REQUANT_MODES, "multiplier_rounding": ("double", "single"),
+                  "scale_product": ("float64", "float32")}
+
+
+def check_rounding_attrs(node, at: str) -> None:
+    """The rounding-mode attributes of a node (docs/arithmetic.md) hold known values; an int8 clamp is a
+    pair lo <= hi inside [-128, 127]. A graph file naming anything else is refused, not run another way."""
+    for key, allowed in ROUNDING_ATTRS.items():
+        if key in node.attrs and node.attrs[key] not in allowed:
+            raise GraphError(f"{at}: attribute {key!r} must be one of {allowed}, got {reprlib.repr(node.attrs[key])}")
+    if "clamp" in node.attrs and node.attrs.get("requant") == "tflite":
+        c = node.attrs["clamp"]
+        if not (isinstance(c, (tuple, list)) and len(c) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                    for v in c) and -128 <= c[0] <= c[1] <= 127):
+            raise GraphError(f"{at}: attribute 'clamp' must be (lo, hi) with -128 <= lo <= hi <= 127, got {reprlib.repr(c)}")
 
 
 def tensor_spec(name, shape, dtype="int8", quant=None) -> TensorSpec:
