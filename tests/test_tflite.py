@@ -258,3 +258,13 @@ def test_saved_tflite_graph_runs_identically_and_bad_rounding_attrs_are_refused(
         path.write_text(json.dumps(bad))
         with pytest.raises(GraphError, match=key):
             load_graph(path)
+
+
+def test_tflite_graph_refuses_another_resolution():
+    from microtrain.errors import GraphError
+    from microtrain.frontends.tflite import load_tflite
+
+    g = load_tflite(tflite_path("vww_96_int8"))
+    assert g.with_resolution(96).resolution == 96
+    with pytest.raises(GraphError, match="fixed 96x96 input"):
+        g.with_resolution(97)

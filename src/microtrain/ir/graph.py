@@ -137,8 +137,12 @@ class Graph:
         """The same network at another input resolution (every op here is resolution-agnostic)."""
         from .validate import infer_shapes
 
+        h, w, c = self.input_spec.shape
+        if self.meta.get("format") == "tflite" and (int(resolution), int(resolution)) != (h, w):
+            # TF 'SAME' padding was resolved into pad nodes for this size: another size needs other pads
+            raise GraphError(f"graph {self.name!r} comes from a .tflite file with a fixed {h}x{w} input; "
+                             f"it cannot run at {resolution}x{resolution} (resize the images instead)")
         g = self.copy()
-        h, w, c = g.input_spec.shape
         g.tensors[g.input].shape = (int(resolution), int(resolution), c)
         infer_shapes(g)
         return g
