@@ -268,3 +268,26 @@ def test_tflite_graph_refuses_another_resolution():
     assert g.with_resolution(96).resolution == 96
     with pytest.raises(GraphError, match="fixed 96x96 input"):
         g.with_resolution(97)
+
+
+def test_conv_flatten_dense_pattern_equals_tflite_reference():
+    """Keras Conv -> Flatten -> Dense: the RESHAPE is an alias and the FC an HxW conv over the map."""
+    from tflite_builder import flatten_fc_model
+
+    from microtrain.frontends.tflite import tflite_to_graph
+    from microtrain.runtime.forward import run_int8
+
+    data = flatten_fc_model()
+    graph = tflite_to_graph(data, "flatten")
+    assert [(n.op, tuple(n.attrs["kernel"])) for n in graph.nodes] == [("conv2d", (3, 3)), ("conv2d", (6, 6))]
+    it = reference_interpreter(data)
+    xs = np.random.default_rng(9).integers(-128, 128, (10, 6, 6, 3), dtype=np.int8)
+    ours = run_int8(graph, xs, keep=True)
+    probs = arith.softmax_int8_tflite(ours[graph.output].reshape(10, -1), graph.output_spec.quant.scale, 1.0)
+    for i, x in enumerate(xs):
+        it.set_tensor(0, x[None])
+        it.invoke()
+        for ir, ks in graph.meta["tflite_tensors"].items():
+            for k in ks:
+                assert np.array_equal(ours[ir][i].reshape(-1), it.get_tensor(k).reshape(-1)), (ir, k, i)
+        assert np.array_equal(probs[i], it.get_tensor(graph.meta["softmax"]["output_index"])[0])

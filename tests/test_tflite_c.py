@@ -136,17 +136,17 @@ def run_c(lib, graph, x: np.ndarray) -> dict:
     return vals
 
 
-@pytest.mark.parametrize("which", ["ic_resnet8_cifar10_int8", "exotic"])
+@pytest.mark.parametrize("which", ["ic_resnet8_cifar10_int8", "exotic", "flatten"])
 def test_c_kernels_equal_numpy_on_every_tensor_of_a_tflite_graph(lib, which):
     """ResNet-8 (convs, strided 1x1 shortcuts, asymmetric SAME pads, adds, global pool, FC head) and the
-    builder's small model (windowed pool, PAD, clamps inside int8, depth multiplier 2)."""
+    builder's small models (windowed pool, PAD, clamps inside int8, depth multiplier 2; flatten -> dense)."""
     from microtrain.frontends.tflite import load_tflite, tflite_to_graph
     from microtrain.runtime.forward import run_int8
 
-    if which == "exotic":
-        from tflite_builder import exotic_model
+    if which in ("exotic", "flatten"):
+        import tflite_builder
 
-        graph = tflite_to_graph(exotic_model(), "exotic")
+        graph = tflite_to_graph(getattr(tflite_builder, f"{which}_model" if which == "exotic" else "flatten_fc_model")(), which)
     else:
         from test_tflite import tflite_path
 

@@ -131,3 +131,27 @@ def exotic_model(seed: int = 0) -> bytes:
     y8 = m.tensor([1, 5], scale=[0.03], zero_point=[-90])  # RELU lower clamp at -90
     m.op("FULLY_CONNECTED", [y7, w8, b8], [y8], FusedActivationFunction=1)
     return m.build([x], [y8])
+
+
+def flatten_fc_model(seed: int = 1) -> bytes:
+    """input 6x6x3 -> CONV_2D 3x3 SAME (RELU) -> RESHAPE [1, 144] -> FULLY_CONNECTED 144 -> 5 -> SOFTMAX:
+    the Keras Conv -> Flatten -> Dense pattern."""
+    rng = np.random.default_rng(seed)
+    m = TinyModel()
+    x = m.tensor([1, 6, 6, 3], scale=[0.02], zero_point=[-5])
+    ws = rng.uniform(0.002, 0.01, 4).astype(np.float32)
+    w1 = m.const(rng.integers(-127, 128, (4, 3, 3, 3), dtype=np.int8), scale=ws, zero_point=np.zeros(4))
+    b1 = m.const(rng.integers(-500, 500, 4, dtype=np.int32), scale=np.float32(0.02) * ws, zero_point=np.zeros(4))
+    y1 = m.tensor([1, 6, 6, 4], scale=[0.01], zero_point=[-128])
+    m.op("CONV_2D", [x, w1, b1], [y1], Padding=0, StrideW=1, StrideH=1, FusedActivationFunction=1,
+         DilationWFactor=1, DilationHFactor=1)
+    y2 = m.tensor([1, 144], scale=[0.01], zero_point=[-128])
+    m.op("RESHAPE", [y1, m.const(np.array([1, 144], np.int32))], [y2])
+    w3 = m.const(rng.integers(-127, 128, (5, 144), dtype=np.int8), scale=[0.003], zero_point=[0])
+    b3 = m.const(rng.integers(-300, 300, 5, dtype=np.int32), scale=[np.float32(0.01) * np.float32(0.003)],
+                 zero_point=[0])
+    y3 = m.tensor([1, 5], scale=[0.05], zero_point=[3])
+    m.op("FULLY_CONNECTED", [y2, w3, b3], [y3], FusedActivationFunction=0)
+    y4 = m.tensor([1, 5], scale=[1 / 256], zero_point=[-128])
+    m.op("SOFTMAX", [y3], [y4], Beta=1.0)
+    return m.build([x], [y4])

@@ -7,11 +7,13 @@ absurd length is a ModelFormatError naming the file and the table, never a crash
 
 Mapping (NHWC throughout; the IR's per-sample shape drops the batch dimension of 1):
 - CONV_2D, DEPTHWISE_CONV_2D (depth multiplier M: groups = input channels) -> conv2d with OIHW weights;
-  FULLY_CONNECTED on a (1, 1, C) map -> a 1x1 conv2d, so every conv path (training included) applies;
+  FULLY_CONNECTED on a (1, 1, C) map -> a 1x1 conv2d, so every conv path (training included) applies (on a
+  flattened (H, W, C) map: an HxW conv);
 - TF 'SAME' padding: symmetric -> the conv's own padding; asymmetric (strided convs on even sizes)
   -> a `pad` node (pads with the zero point, i.e. real 0) before a conv with padding 0;
 - AVERAGE_POOL_2D -> global_avg_pool when one window covers the map, else avg_pool2d;
-- ADD -> add; PAD -> pad; RESHAPE that keeps the (H, W, C) shape -> an alias (no node);
+- ADD -> add; PAD -> pad; RESHAPE that keeps the (H, W, C) shape, or flattens a map for FULLY_CONNECTED
+  layers only -> an alias (no node);
 - fused RELU / RELU6 -> the int8 clamp range TFLite computes (attrs "clamp" when not the whole range);
 - a trailing SOFTMAX is not a node: the graph's output is the logits, and graph.meta["softmax"] keeps
   what TFLite's int8 softmax needs (beta, output quantisation) for inference.
@@ -337,6 +339,11 @@ class _Converter:
             raise ModelFormatError(f"{self.source}: {len(m.inputs)} inputs and {len(m.outputs)} outputs; "
                                    "microtrain reads models with one input and one output")
         self.input = self.new_tensor(int(m.inputs[0]), f"{self.source}: model input")
+        self.consumers = {}  # TFLite tensor index -> names of the operators reading it
+        for i, op in enumerate(m.operators):
+            code = m.f.scalar(op, 4, "I", 0, f"operator {i}")
+            for t in m.f.array(op, 6, np.int32, f"operator {i}.inputs"):
+                self.consumers.setdefault(int(t), []).append(m.opnames[code] if code < len(m.opnames) else "?")
         for i, op in enumerate(m.operators):
             f = m.f
             code = f.scalar(op, 4, "I", 0, f"operator {i}")
@@ -450,19 +457,22 @@ class _Converter:
         if wt.ndim != 2:
             raise ModelFormatError(f"{where}: weights have shape {list(wt.shape)}, expected [out, in]")
         o, n_in = wt.shape
-        if self.tensors[x].shape != (1, 1, n_in):
-            raise UnsupportedOpError(f"{where}: input shape {self.tensors[x].shape} is not a 1x1x{n_in} map; "
-                                     "microtrain reads FULLY_CONNECTED after pooling or on a vector input")
+        h, w, c = self.tensors[x].shape
+        if h * w * c != n_in:
+            raise ModelFormatError(f"{where}: weights take {n_in} inputs, the input has {h}x{w}x{c}")
+        # on an (H, W, C) map (a flattened conv output) the FC is an HxW conv: TFLite flattens NHWC, so
+        # weight row [o, (y*W + x)*C + c] is the conv weight [o, c, y, x]
+        weight = wt.reshape(o, h, w, c).transpose(0, 3, 1, 2)
         # LiteRT's reference FULLY_CONNECTED rounds x * multiplier once (its convs round twice), and a
         # per-tensor FC's multiplier forms x_scale * w_scale in float32 (GetQuantizedConvolutionMultipler)
-        attrs = {"kernel": (1, 1), "stride": 1, "padding": 0, "groups": 1, "multiplier_rounding": "single"}
+        attrs = {"kernel": (h, w), "stride": 1, "padding": 0, "groups": 1, "multiplier_rounding": "single"}
         if len(winfo["scale"]) == 1:
             attrs["scale_product"] = "float32"
         yq = self.quant(self.m.info(out_idx, where), where)
         clamp = self.clamp(act, yq, where, "the fully connected layer")
         if clamp:
             attrs["clamp"] = clamp
-        params = {"weight": np.ascontiguousarray(wt[:, :, None, None]), "bias": self.bias(ins, o, where),
+        params = {"weight": np.ascontiguousarray(weight), "bias": self.bias(ins, o, where),
                   "w_scales": self.weight_scales(winfo, o, 0, where)}
         self.add_node(f"op{i}_fc", "conv2d", [x], out_idx, attrs, params, where)
 
@@ -507,10 +517,13 @@ class _Converter:
         x = self.activation(ins[0], where)
         info = self.m.info(out_idx, where)
         shape, q = self.ir_shape(info, where), self.quant(info, where)
-        if shape != self.tensors[x].shape or q != self.tensors[x].quant:
+        flatten = shape == (1, 1, math.prod(self.tensors[x].shape)) and self.consumers.get(out_idx) and \
+            all(name == "FULLY_CONNECTED" for name in self.consumers[out_idx]) and out_idx not in self.m.outputs
+        if q != self.tensors[x].quant or (shape != self.tensors[x].shape and not flatten):
             raise UnsupportedOpError(f"{where}: reshape from {self.tensors[x].shape} to {shape} changes the layout; "
-                                     "microtrain reads only reshapes of a 1x1 map to a vector")
-        self.ir_of[out_idx] = x  # an alias: same data, same quantisation
+                                     "microtrain reads reshapes of a 1x1 map to a vector and flattens that feed "
+                                     "FULLY_CONNECTED layers")
+        self.ir_of[out_idx] = x  # an alias: same data (NHWC order), same quantisation
 
     def pad(self, op, i, ins, out_idx, where):
         if len(ins) != 2:
