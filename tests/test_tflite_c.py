@@ -144,9 +144,9 @@ def test_c_kernels_equal_numpy_on_every_tensor_of_a_tflite_graph(lib, which):
     from microtrain.runtime.forward import run_int8
 
     if which in ("exotic", "flatten"):
-        import tflite_builder
+        from tflite_builder import exotic_model, flatten_fc_model
 
-        graph = tflite_to_graph(getattr(tflite_builder, f"{which}_model" if which == "exotic" else "flatten_fc_model")(), which)
+        graph = tflite_to_graph({"exotic": exotic_model, "flatten": flatten_fc_model}[which](), which)
     else:
         from test_tflite import tflite_path
 
