@@ -291,3 +291,40 @@ def test_conv_flatten_dense_pattern_equals_tflite_reference():
             for k in ks:
                 assert np.array_equal(ours[ir][i].reshape(-1), it.get_tensor(k).reshape(-1)), (ir, k, i)
         assert np.array_equal(probs[i], it.get_tensor(graph.meta["softmax"]["output_index"])[0])
+
+
+@pytest.mark.parametrize("op,attrs", [
+    ("pad", {"pads": (1, 2, 0, 3)}),
+    ("avg_pool2d", {"kernel": (3, 3), "stride": 2, "pads": (0, 1, 0, 1)}),
+    ("avg_pool2d", {"kernel": (2, 3), "stride": 1, "pads": (1, 1, 1, 1)}),
+])
+def test_pad_and_windowed_pool_gradients_are_the_adjoints_of_their_forward(op, attrs):
+    """Both ops are linear in float: <f(x), g> == <x, grad(g)> for random x and g checks the rule exactly
+    (up to float32 rounding) everywhere, including windows that overlap the padding."""
+    from microtrain.ir.graph import Node
+    from microtrain.ops import avgpool, pad
+
+    mod = {"pad": pad, "avg_pool2d": avgpool}[op]
+    node = Node("n", op, ["x"], "y", dict(attrs), {})
+    rng = np.random.default_rng(0)
+    shape = (7, 6, 3)
+    x = rng.standard_normal((2, *shape)).astype(np.float32)
+    y = mod.forward_float(node, x)
+    assert y.shape[1:] == mod.infer_shape(node, [shape])
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    gx = mod.grad_input(g, node.attrs, shape)
+    assert gx.shape == x.shape
+    np.testing.assert_allclose(float((y * g).sum()), float((x * gx).sum()), rtol=1e-5)
+
+
+def test_windowed_pool_int8_modes_round_ties_differently():
+    """A window mean of exactly k + 0.5: ties to even in the float mode, away from zero in the tflite mode."""
+    from microtrain.ir.graph import Node, QuantParams
+    from microtrain.ops import avgpool
+
+    node = Node("n", "avg_pool2d", ["x"], "y", {"kernel": (1, 2), "stride": 2, "pads": (0, 0, 0, 0)}, {})
+    x = np.array([[[[2], [3], [-2], [-3], [4], [5]]]], np.int8)  # means 2.5, -2.5, 4.5
+    q = QuantParams(0.1, 0)
+    assert avgpool.forward_int8(node, x, q, q).reshape(-1).tolist() == [2, -2, 4]
+    node.attrs["requant"] = "tflite"
+    assert avgpool.forward_int8(node, x, q, q).reshape(-1).tolist() == [3, -3, 5]

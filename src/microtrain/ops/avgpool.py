@@ -18,15 +18,15 @@ from .pad import pads_of
 OP = "avg_pool2d"
 
 
-def _geometry(node, h, w):
-    kh, kw = (int(v) for v in node.attrs["kernel"])
-    s = int(node.attrs["stride"])
-    t, b, l, r = pads_of(node)
+def _geometry(attrs: dict, h, w, name: str = "?"):
+    kh, kw = (int(v) for v in attrs["kernel"])
+    s = int(attrs["stride"])
+    t, b, l, r = pads_of(attrs, name)
     if kh < 1 or kw < 1 or s < 1:
-        raise GraphError(f"avg_pool2d {node.name!r}: kernel and stride must be >= 1, got {node.attrs}")
+        raise GraphError(f"avg_pool2d {name!r}: kernel and stride must be >= 1, got {attrs}")
     ho, wo = (h + t + b - kh) // s + 1, (w + l + r - kw) // s + 1
     if ho < 1 or wo < 1:
-        raise GraphError(f"avg_pool2d {node.name!r}: input {h}x{w} is too small for window {kh}x{kw}")
+        raise GraphError(f"avg_pool2d {name!r}: input {h}x{w} is too small for window {kh}x{kw}")
     return kh, kw, s, (t, b, l, r), ho, wo
 
 
@@ -34,7 +34,7 @@ def infer_shape(node, in_shapes):
     if len(in_shapes) != 1:
         raise GraphError(f"avg_pool2d {node.name!r}: needs exactly 1 input")
     h, w, c = in_shapes[0]
-    *_, ho, wo = _geometry(node, h, w)
+    *_, ho, wo = _geometry(node.attrs, h, w, node.name)
     return (ho, wo, c)
 
 
@@ -42,10 +42,10 @@ def macs(node, in_shape, out_shape) -> int:
     return 0
 
 
-def _window_sums(node, x: np.ndarray, dtype):
+def _window_sums(attrs: dict, x: np.ndarray, dtype):
     """(sums over each window's valid positions, count of valid positions per output position)."""
     n, h, w, c = x.shape
-    kh, kw, s, (t, b, l, r), ho, wo = _geometry(node, h, w)
+    kh, kw, s, (t, b, l, r), ho, wo = _geometry(attrs, h, w)
     xp = np.pad(x.astype(dtype), ((0, 0), (t, b), (l, r), (0, 0)))
     sums = im2col(xp, kh, kw, s, ho, wo).sum(axis=(3, 4), dtype=dtype)
     ones = np.pad(np.ones((1, h, w, 1), np.int64), ((0, 0), (t, b), (l, r), (0, 0)))
@@ -54,7 +54,7 @@ def _window_sums(node, x: np.ndarray, dtype):
 
 
 def forward_int8(node, x, qx, qy):
-    total, count = _window_sums(node, x, np.int64)
+    total, count = _window_sums(node.attrs, x, np.int64)
     if count.min() < 1:
         raise GraphError(f"avg_pool2d {node.name!r}: a window lies entirely in the padding")
     count = np.broadcast_to(count, total.shape)
@@ -73,17 +73,17 @@ def _div_even(total, count):
 
 
 def forward_float(node, x):
-    total, count = _window_sums(node, x, np.float32)
+    total, count = _window_sums(node.attrs, x, np.float32)
     return (total / count.astype(np.float32)).astype(np.float32)
 
 
 # ----- backward (float32) -----------------------------------------------------------------------------
-def grad_input(node, g_y: np.ndarray, in_shape) -> np.ndarray:
+def grad_input(g_y: np.ndarray, attrs: dict, in_shape) -> np.ndarray:
     """Each output's gradient is spread uniformly over its window's valid input positions (rint is
     straight-through)."""
     h, w, c = in_shape
-    kh, kw, s, (t, b, l, r), ho, wo = _geometry(node, h, w)
-    _, count = _window_sums(node, np.zeros((1, h, w, 1), np.float32), np.float32)
+    kh, kw, s, (t, b, l, r), ho, wo = _geometry(attrs, h, w)
+    _, count = _window_sums(attrs, np.zeros((1, h, w, 1), np.float32), np.float32)
     g = g_y.astype(np.float32) / count.astype(np.float32)
     gp = np.zeros((g_y.shape[0], h + t + b, w + l + r, c), np.float32)
     for i in range(kh):

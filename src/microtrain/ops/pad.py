@@ -13,10 +13,10 @@ from ..errors import GraphError
 OP = "pad"
 
 
-def pads_of(node) -> tuple[int, int, int, int]:
-    pads = tuple(int(v) for v in node.attrs["pads"])
+def pads_of(attrs: dict, name: str = "?") -> tuple[int, int, int, int]:
+    pads = tuple(int(v) for v in attrs["pads"])
     if len(pads) != 4 or min(pads) < 0:
-        raise GraphError(f"pad {node.name!r}: pads must be 4 non-negative ints (top, bottom, left, right), got {pads}")
+        raise GraphError(f"node {name!r}: pads must be 4 non-negative ints (top, bottom, left, right), got {pads}")
     return pads
 
 
@@ -24,7 +24,7 @@ def infer_shape(node, in_shapes):
     if len(in_shapes) != 1:
         raise GraphError(f"pad {node.name!r}: needs exactly 1 input")
     (h, w, c), = in_shapes
-    t, b, l, r = pads_of(node)
+    t, b, l, r = pads_of(node.attrs, node.name)
     return (h + t + b, w + l + r, c)
 
 
@@ -33,7 +33,7 @@ def macs(node, in_shape, out_shape) -> int:
 
 
 def _pad(x: np.ndarray, node, value) -> np.ndarray:
-    t, b, l, r = pads_of(node)
+    t, b, l, r = pads_of(node.attrs, node.name)
     return np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=value)
 
 
@@ -46,8 +46,8 @@ def forward_float(node, x):
 
 
 # ----- backward (float32) -----------------------------------------------------------------------------
-def grad_input(node, g_y: np.ndarray) -> np.ndarray:
+def grad_input(g_y: np.ndarray, attrs: dict, in_shape) -> np.ndarray:
     """The padded positions are constants: the input's gradient is g_y without them."""
-    t, b, l, r = pads_of(node)
-    h, w = g_y.shape[1] - t - b, g_y.shape[2] - l - r
+    t, _, l, _ = pads_of(attrs)
+    h, w, _ = in_shape
     return np.ascontiguousarray(g_y[:, t : t + h, l : l + w, :], dtype=np.float32)
