@@ -328,3 +328,15 @@ def test_windowed_pool_int8_modes_round_ties_differently():
     assert avgpool.forward_int8(node, x, q, q).reshape(-1).tolist() == [2, -2, 4]
     node.attrs["requant"] = "tflite"
     assert avgpool.forward_int8(node, x, q, q).reshape(-1).tolist() == [3, -3, 5]
+
+
+def test_float_weights_are_refused_with_what_to_do(tmp_path):
+    from microtrain.frontends.tflite import load_tflite
+
+    data = bytearray(tflite_path("kws_dscnn_int8").read_bytes())
+    pos = _locate(bytes(data), lambda m: m.f.field(m.tensors[16], 6, 1, "t"))  # the FC weights (12 x 64 int8)
+    data[pos] = 0  # FLOAT32: its 768-byte buffer no longer matches 768 floats, but the type is reported first
+    path = tmp_path / "floatw.tflite"
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnsupportedOpError, match=r"operator 11 \(FULLY_CONNECTED\): constant tensor 16 .* float32; .*TFLITE_BUILTINS_INT8"):
+        load_tflite(path)

@@ -43,6 +43,8 @@ TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5:
               7: "int16", 9: "int8", 10: "float64"}
 ACT_NONE, ACT_RELU, ACT_RELU6 = 0, 1, 3
 PAD_SAME, PAD_VALID = 0, 1
+FULL_INT8_HINT = ("convert with full-integer quantization (TFLiteConverter with a representative dataset, "
+                  "supported_ops TFLITE_BUILTINS_INT8, int8 input and output types)")
 
 # Class names of the known reference models (README of ../shared/models/tflite), by file sha256.
 KNOWN_LABELS = {
@@ -207,8 +209,9 @@ class _Model:
             start, length = off, size
         dtype = {INT8: np.int8, INT32: np.int32}.get(info["type"])
         if dtype is None:
-            raise ModelFormatError(f"{where}: constant tensor {info['index']} ({info['name']!r}) is "
-                                   f"{TYPE_NAMES.get(info['type'], info['type'])}; expected int8 weights or int32 biases")
+            raise UnsupportedOpError(f"{where}: constant tensor {info['index']} ({info['name']!r}) is "
+                                     f"{TYPE_NAMES.get(info['type'], info['type'])}; microtrain needs int8 weights and "
+                                     f"int32 biases: {FULL_INT8_HINT}")
         numel = math.prod(info["shape"])
         if numel * np.dtype(dtype).itemsize != length:
             raise ModelFormatError(f"{where}: tensor {info['index']} has shape {list(info['shape'])} but its buffer holds "
@@ -230,8 +233,7 @@ class _Converter:
         if info["type"] != INT8:
             raise UnsupportedOpError(
                 f"{where}: tensor {info['index']} ({info['name']!r}) is {TYPE_NAMES.get(info['type'], info['type'])}; "
-                "microtrain trains fully int8 models: convert with full-integer quantization (a representative "
-                "dataset and int8 input/output types)")
+                f"microtrain trains fully int8 models: {FULL_INT8_HINT}")
         if len(info["scale"]) != 1 or len(info["zero_point"]) != 1:
             raise ModelFormatError(f"{where}: activation tensor {info['index']} ({info['name']!r}) needs one scale and "
                                    f"one zero point, has {len(info['scale'])} and {len(info['zero_point'])}")
