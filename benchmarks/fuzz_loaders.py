@@ -269,10 +269,10 @@ class Cases:
     @staticmethod
     def _tflite_seed(path):
         """(bytes, positions outside the weight buffers): edits there reach the flatbuffer's structure."""
-        from microtrain.frontends.tflite import _Model
+        from microtrain.frontends.tflite_reader import TfliteFile
 
         data = path.read_bytes()
-        m = _Model(data, str(path))
+        m = TfliteFile(data, str(path))
         weights = np.zeros(len(data), bool)
         for b in range(m.n_buffers):
             buf = m.f.table(m.tfl.Buffer, m.buffers_at + 4 * b + m.f.u32(m.buffers_at + 4 * b, "b"), "b")

@@ -25,9 +25,9 @@ def tflite_path(name):
 def patched_bias_quantized_dimension(data: bytes) -> bytes:
     """A copy of person_detect with the quantized_dimension of its 1-D (bias) tensors set to 0: LiteRT
     refuses the 3 TOCO wrote there (TFLite Micro ignores it). Only the reference interpreter gets it."""
-    from microtrain.frontends.tflite import _Model
+    from microtrain.frontends.tflite_reader import TfliteFile
 
-    m = _Model(data, "person_detect")
+    m = TfliteFile(data, "person_detect")
     out = bytearray(data)
     patched = 0
     for idx, t in enumerate(m.tensors):
@@ -136,9 +136,9 @@ def test_tflite_mode_is_chosen_per_node_and_float_mode_is_unchanged():
 
 # ----- hostile and unsupported files ------------------------------------------------------------------
 def _locate(data, fn):
-    from microtrain.frontends.tflite import _Model
+    from microtrain.frontends.tflite_reader import TfliteFile
 
-    return fn(_Model(data, "x"))
+    return fn(TfliteFile(data, "x"))
 
 
 def test_unsupported_operator_names_the_operator_index_and_what_to_do(tmp_path):
