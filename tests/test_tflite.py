@@ -340,3 +340,26 @@ def test_float_weights_are_refused_with_what_to_do(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(UnsupportedOpError, match=r"operator 11 \(FULLY_CONNECTED\): constant tensor 16 .* float32; .*TFLITE_BUILTINS_INT8"):
         load_tflite(path)
+
+
+def test_fully_connected_multiplier_uses_the_double_product_as_litert_does():
+    """Scales where float32(x_scale * w_scale) and the double product give FC multipliers that round five
+    accumulators differently: LiteRT's reference agrees with the double product (docs/arithmetic.md)."""
+    from tflite_builder import FC_PRODUCT_ACCS, FC_PRODUCT_SCALES, fc_product_model
+
+    from microtrain.frontends.tflite import tflite_to_graph
+    from microtrain.runtime.forward import run_int8
+
+    data, xs = fc_product_model()
+    graph = tflite_to_graph(data, "fc")
+    xq, wq, yq = FC_PRODUCT_SCALES
+    acc = np.array(FC_PRODUCT_ACCS, np.int64)
+    m32, s32 = arith.quantize_multiplier(np.float64(np.float32(xq) * np.float32(wq)) / np.float64(np.float32(yq)))
+    float32_rule = arith.multiply_by_quantized_multiplier_single(acc, m32, s32)
+    ours = run_int8(graph, xs.reshape(5, 1, 1, 100)).reshape(-1)
+    assert np.all(ours != float32_rule)  # the two rules really differ on these inputs
+    it = reference_interpreter(data)
+    for x, q in zip(xs, ours):
+        it.set_tensor(it.get_input_details()[0]["index"], x[None])
+        it.invoke()
+        assert int(it.get_tensor(it.get_output_details()[0]["index"])[0, 0]) == int(q)

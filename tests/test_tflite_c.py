@@ -111,7 +111,7 @@ def run_c(lib, graph, x: np.ndarray) -> dict:
         if n.op == "conv2d":
             kh, kw = n.attrs["kernel"]
             w = np.ascontiguousarray(n.params["weight"].transpose(0, 2, 3, 1))  # (O, kh, kw, I/groups)
-            m, s = tflite_conv_multipliers(xq.scale, n.params["w_scales"], yq.scale, n.attrs.get("scale_product", "float64"))
+            m, s = tflite_conv_multipliers(xq.scale, n.params["w_scales"], yq.scale)
             m, s = m.astype(np.int32), s.astype(np.int32)
             p = Conv(ih, iw, ic, oh, ow, oc, kh, kw, n.attrs["stride"], n.attrs["padding"], xq.zero_point, yq.zero_point)
             rq = Requant(_p(m), _p(s), int(n.attrs.get("multiplier_rounding") == "single"), lo, hi)

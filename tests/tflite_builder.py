@@ -155,3 +155,33 @@ def flatten_fc_model(seed: int = 1) -> bytes:
     y4 = m.tensor([1, 5], scale=[1 / 256], zero_point=[-128])
     m.op("SOFTMAX", [y3], [y4], Beta=1.0)
     return m.build([x], [y4])
+
+
+# Scales for which a float32 x_scale * w_scale gives another FC multiplier than the double product, and
+# accumulators where the two multipliers round differently (found by search; tests/test_tflite.py).
+FC_PRODUCT_SCALES = (0.03929810971021652, 0.09965675324201584, 52.217628479003906)
+FC_PRODUCT_ACCS = (-1580000, -940000, -300000, 340000, 980000)
+
+
+def fc_product_model() -> tuple[bytes, np.ndarray]:
+    """One FULLY_CONNECTED 100 -> 1 (weights 127 x 99 and 1) and inputs whose accumulators are FC_PRODUCT_ACCS."""
+    xs, ws, ys = FC_PRODUCT_SCALES
+    w = np.full(100, 127, np.int8)
+    w[-1] = 1
+    m = TinyModel()
+    x = m.tensor([1, 100], scale=[xs], zero_point=[0])
+    wt = m.const(w[None], scale=[ws], zero_point=[0])
+    b = m.const(np.zeros(1, np.int32), scale=[np.float32(xs) * np.float32(ws)], zero_point=[0])
+    y = m.tensor([1, 1], scale=[ys], zero_point=[0])
+    m.op("FULLY_CONNECTED", [x, wt, b], [y], FusedActivationFunction=0)
+    inputs = []
+    for acc in FC_PRODUCT_ACCS:
+        q, r = divmod(acc, 127)  # acc = 127 * q + r: q spread over 99 inputs, r on the last
+        xin = np.zeros(100, np.int64)
+        for i in range(99):
+            xin[i] = max(-128, min(127, q))
+            q -= xin[i]
+        xin[-1] = r
+        assert q == 0 and int(xin @ w.astype(np.int64)) == acc
+        inputs.append(xin.astype(np.int8))
+    return m.build([x], [y]), np.stack(inputs)

@@ -296,11 +296,8 @@ class _Converter:
         # on an (H, W, C) map (a flattened conv output) the FC is an HxW conv: TFLite flattens NHWC, so
         # weight row [o, (y*W + x)*C + c] is the conv weight [o, c, y, x]
         weight = wt.reshape(o, h, w, c).transpose(0, 3, 1, 2)
-        # LiteRT's reference FULLY_CONNECTED rounds x * multiplier once (its convs round twice), and a
-        # per-tensor FC's multiplier forms x_scale * w_scale in float32 (GetQuantizedConvolutionMultipler)
+        # LiteRT's reference FULLY_CONNECTED rounds x * multiplier once (its convs round twice)
         attrs = {"kernel": (h, w), "stride": 1, "padding": 0, "groups": 1, "multiplier_rounding": "single"}
-        if len(winfo["scale"]) == 1:
-            attrs["scale_product"] = "float32"
         yq = self.quant(self.m.info(out_idx, where), where)
         clamp = self.clamp(act, yq, where, "the fully connected layer")
         if clamp:

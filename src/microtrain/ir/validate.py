@@ -90,8 +90,7 @@ def validate(graph: Graph) -> Graph:
     return graph
 
 
-ROUNDING_ATTRS = {"requant": REQUANT_MODES, "multiplier_rounding": ("double", "single"),
-                  "scale_product": ("float64", "float32")}
+ROUNDING_ATTRS = {"requant": REQUANT_MODES, "multiplier_rounding": ("double", "single")}
 
 
 def check_rounding_attrs(node, at: str) -> None:

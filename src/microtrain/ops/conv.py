@@ -201,8 +201,7 @@ def forward_int8_tflite(node, x_q: np.ndarray, x_quant, y_quant) -> np.ndarray:
     fused activation's clamp (attrs "clamp", default the int8 range); see docs/arithmetic.md."""
     from ..quant.arith import requantize_conv_tflite, tflite_conv_multipliers
 
-    m, shift = tflite_conv_multipliers(x_quant.scale, node.params["w_scales"], y_quant.scale,
-                                       node.attrs.get("scale_product", "float64"))
+    m, shift = tflite_conv_multipliers(x_quant.scale, node.params["w_scales"], y_quant.scale)
     clamp = tuple(node.attrs.get("clamp", (-128, 127)))
     n = x_q.shape[0]
     per = max(1, CHUNK_ELEMS // max(1, int(np.prod(out_hw(*x_q.shape[1:3], node.attrs))) * len(m)))

@@ -177,17 +177,11 @@ def multiply_by_quantized_multiplier_single(x: np.ndarray, m: np.ndarray, shift:
     return (np.asarray(x, dtype=np.int64) * np.asarray(m, dtype=np.int64) + (np.int64(1) << (total - 1))) >> total
 
 
-def tflite_conv_multipliers(x_scale: float, w_scales: np.ndarray, y_scale: float, product: str = "float64"):
-    """Per-channel (m, shift) of a conv: QuantizeMultiplier(x_scale * w_scale[c] / y_scale) in double.
-
-    product="float32": the per-tensor FULLY_CONNECTED rule, where TFLite forms x_scale * w_scale in
-    float32 before dividing in double (GetQuantizedConvolutionMultipler).
-    """
-    w = np.asarray(w_scales, dtype=np.float32)
-    if product == "float32":
-        prod = (np.float32(x_scale) * w).astype(np.float64)
-    else:
-        prod = np.float64(np.float32(x_scale)) * w.astype(np.float64)
+def tflite_conv_multipliers(x_scale: float, w_scales: np.ndarray, y_scale: float):
+    """Per-channel (m, shift) of a conv or FC: QuantizeMultiplier(x_scale * w_scale[c] / y_scale), all in
+    double (for per-tensor FCs too: LiteRT's reference agrees with the double product where a float32 one
+    would differ, tests/test_tflite.py)."""
+    prod = np.float64(np.float32(x_scale)) * np.asarray(w_scales, dtype=np.float32).astype(np.float64)
     return quantize_multiplier(prod / np.float64(np.float32(y_scale)))
 
 
