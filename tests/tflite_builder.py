@@ -185,3 +185,16 @@ def fc_product_model() -> tuple[bytes, np.ndarray]:
         assert q == 0 and int(xin @ w.astype(np.int64)) == acc
         inputs.append(xin.astype(np.int8))
     return m.build([x], [y]), np.stack(inputs)
+
+
+def per_channel_fc_model(seed: int = 0) -> bytes:
+    """FULLY_CONNECTED 64 -> 32 with per-channel weight scales (newer converters write these)."""
+    rng = np.random.default_rng(seed)
+    m = TinyModel()
+    x = m.tensor([1, 64], scale=[0.05], zero_point=[3])
+    ws = rng.uniform(0.001, 0.01, 32).astype(np.float32)
+    w = m.const(rng.integers(-127, 128, (32, 64), dtype=np.int8), scale=ws, zero_point=np.zeros(32), qdim=0)
+    b = m.const(rng.integers(-1000, 1000, 32, dtype=np.int32), scale=np.float32(0.05) * ws, zero_point=np.zeros(32))
+    y = m.tensor([1, 32], scale=[0.02], zero_point=[-7])
+    m.op("FULLY_CONNECTED", [x, w, b], [y], FusedActivationFunction=0)
+    return m.build([x], [y])
