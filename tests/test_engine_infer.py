@@ -169,7 +169,7 @@ def test_sources_build_freestanding_for_cortex_m(tmp_path):
             pytest.fail("arm-none-eabi-gcc missing under CI")
         pytest.skip("arm-none-eabi-gcc not installed")
     from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
-    from microtrain.runtime.trainer import replace_head
+    from microtrain.quant.head import replace_head
     from microtrain.sparse.fixtures import load_fixture
 
     graph = replace_head(load_mcunet_pkl(model_path_of("mcunet-5fps")), 2).with_resolution(32)

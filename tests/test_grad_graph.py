@@ -12,7 +12,8 @@ from microtrain.ir.graph import Graph, Node, QuantParams, TensorSpec
 from microtrain.ir.validate import infer_shapes
 from microtrain.quant.arith import conv_multipliers
 from microtrain.quant.update import fmix32, rounding_hash, uniform_from_hash
-from microtrain.runtime.training import TrainingRuntime, dequantize_graph, dequantize_input
+from microtrain.quant.dequantize import dequantize_graph, dequantize_input
+from microtrain.runtime.training import TrainingRuntime
 from microtrain.sparse.scheme import TrainSpec
 
 F = torch.nn.functional

@@ -7,7 +7,7 @@ import pytest
 
 from microtrain.cli import main
 from microtrain.sparse.scheme import UpdateScheme
-from microtrain.sparse.search import GainTable
+from microtrain.scheme_search.search import GainTable
 
 
 def test_plan_searches_and_writes_a_scheme(mcunet, tmp_path, capsys):
@@ -22,7 +22,7 @@ def test_plan_searches_and_writes_a_scheme(mcunet, tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0 and "expected gain" in text and "extra memory" in text
     s = UpdateScheme.load(out)
-    from microtrain.sparse.memory import MemoryModel
+    from microtrain.scheme_search.memory import MemoryModel
 
     assert MemoryModel(mcunet).scheme_bytes(s) <= 49 * 1024 and s.n_bias in (0, 6, 12)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..plan import DEFAULT_SRAM_BUDGET, STATE_BYTES, ArenaPlan, MemoryReport, check_no_overlap, memory_report, plan_arena
-from .program import Program
+from ..arena import ArenaPlan, MemoryReport, check_no_overlap, memory_report, plan_arena
+from ..budget import DEFAULT_SRAM_BUDGET, STATE_BYTES
+from ..ir.program import Program
 
 
 @dataclass

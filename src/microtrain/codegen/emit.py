@@ -7,7 +7,7 @@ Output (nothing else is needed but a C99 compiler):
     mt_host_main.c  an optional stdio harness for the host (never part of the device library)
     Makefile        CC/CFLAGS overridable: `make` builds libmt.a, `make libmt.so` a host shared library
     memory.json     the memory report the plan promised
-    params.json     which graph parameter slice each exported trainable array holds (codegen/params.py)
+    params.json     which graph parameter slice each exported trainable array holds (Program.meta trainable_layout)
 """
 from __future__ import annotations
 
@@ -16,20 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .program import CTYPES, Program, Step
+from ..ir.program import CTYPES, Program, Step, c_float
 
 KERNEL_DIR = Path(__file__).parent / "kernels"
 KERNEL_SOURCES = ("mt_forward_s8.c", "mt_backward_f32.c", "mt_persist.c")
 KERNEL_HEADERS = ("mt_arith.h", "mt_kernels.h", "mt_update.h", "mt_persist.h")
 C_FLAGS = "-std=c99 -Wall -Wextra -Werror -ffp-contract=off -fno-strict-aliasing"
-
-
-def c_float(v) -> str:
-    """Exact C99 literal of a float32 value (hex float)."""
-    f = float(np.float32(v))
-    if not np.isfinite(f):
-        raise ValueError(f"non-finite constant {v!r}")
-    return f.hex() + "f"
 
 
 def c_int(v) -> str:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..budget import DEFAULT_SRAM_BUDGET
 from ..errors import MicrotrainError, SchemeError
-from ..plan import DEFAULT_SRAM_BUDGET
 
 TARGETS = ("host", "c", "cortex-m7", "cortex-m4")
 
@@ -91,7 +91,7 @@ def run(args) -> int:
     if args.resolution:
         graph = graph.with_resolution(args.resolution)
     if args.classes:
-        from ..runtime.trainer import replace_head
+        from ..quant.head import replace_head
 
         graph = replace_head(graph, args.classes)
     scheme = resolve_scheme(args.scheme, graph)

@@ -42,7 +42,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..models import load_model
-    from ..sparse.memory import MemoryModel, check_budget, format_bytes, parse_budget
+    from ..scheme_search.memory import MemoryModel, check_budget, format_bytes, parse_budget
 
     graph = load_model(args.model)
     model = MemoryModel(graph)
@@ -63,7 +63,7 @@ def run(args) -> int:
     budget = parse_budget(args.budget)
     check_budget(model, budget)  # fail before any fine-tune
     table = _gain_table(graph, args)
-    from ..sparse.search import search
+    from ..scheme_search.search import search
 
     result = search(table, model, budget, seed=args.seed, selection=args.selection,
                     name=f"{graph.name}-searched-{args.budget.strip().lower()}")
@@ -77,7 +77,7 @@ def run(args) -> int:
 
 
 def _gain_table(graph, args):
-    from ..sparse.search import GainTable
+    from ..scheme_search.search import GainTable
 
     if args.gains:
         table = GainTable.load(args.gains)
@@ -86,7 +86,7 @@ def _gain_table(graph, args):
         return table
     if not args.data:
         raise DatasetError("plan needs --data DIR (the training images) to measure gains, or --gains FILE")
-    from ..sparse.contribution import AnalysisSettings, analyze
+    from ..scheme_search.contribution import AnalysisSettings, analyze
 
     root = Path(args.data)
     train_dir = root / "train" if (root / "train").is_dir() else root
@@ -104,7 +104,7 @@ def _with_data_head(graph, args):
     if not args.data:
         return graph
     from ..runtime.datasets import list_image_folder
-    from ..runtime.trainer import replace_head
+    from ..quant.head import replace_head
 
     root = Path(args.data)
     classes, _ = list_image_folder(root / "train" if (root / "train").is_dir() else root)
@@ -112,7 +112,7 @@ def _with_data_head(graph, args):
 
 
 def memory_table(model, scheme) -> str:
-    from ..sparse.memory import format_bytes
+    from ..scheme_search.memory import format_bytes
 
     rows = model.breakdown(scheme)
     lines = [f"extra memory of {scheme.name or 'scheme'} on {model.graph_name} (upstream's analytic model, bytes):",
@@ -129,7 +129,7 @@ def memory_table(model, scheme) -> str:
 def _print_planner(graph, scheme) -> None:
     """The engine planner's exact figures, when the training code generator is installed."""
     from ..errors import MicrotrainError
-    from ..sparse.memory import planner_report
+    from ..scheme_search.memory import planner_report
 
     try:
         report = planner_report(graph, scheme)

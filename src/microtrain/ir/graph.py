@@ -16,6 +16,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import GraphError
+from ..ops import infer_shapes
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,6 @@ class Graph:
 
     def with_resolution(self, resolution: int) -> "Graph":
         """The same network at another input resolution (every op here is resolution-agnostic)."""
-        from .validate import infer_shapes
-
         g = self.copy()
         h, w, c = g.input_spec.shape
         g.tensors[g.input].shape = (int(resolution), int(resolution), c)

@@ -17,7 +17,7 @@ static inline void mt_store(int8_t *y, uint8_t *mask, int32_t i, int32_t acc, in
     mt_mask_put(mask, i, ok);
 }
 
-#define MT_RUN_MAX 16 /* outputs requantised together: 16 keeps the callers' frames within plan.STACK_ESTIMATE */
+#define MT_RUN_MAX 16 /* outputs requantised together: 16 keeps the callers' frames within budget.STACK_ESTIMATE */
 
 /* mt_store for the n <= MT_RUN_MAX contiguous outputs y[base..base+n): a branch-free loop over outputs,
  * which compilers vectorise (the same float operations per element, so the same bytes); mask bits after. */
@@ -165,7 +165,7 @@ void mt_conv_pointwise_split_s8(const mt_conv_params *p, const int8_t *x, const 
     }
 }
 
-#define MT_PATCH_MAX 80 /* window elements (kh * kw * in_c) gathered on the stack (160 bytes; frame within plan.STACK_ESTIMATE) */
+#define MT_PATCH_MAX 80 /* window elements (kh * kw * in_c) gathered on the stack (160 bytes; frame within budget.STACK_ESTIMATE) */
 
 void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                 const float *eff, int8_t *y, uint8_t *mask) {

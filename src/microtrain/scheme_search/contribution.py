@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import DatasetError, SchemeError
 from ..ir.graph import Graph
-from .scheme import RATIOS, UpdateScheme
+from ..sparse.scheme import RATIOS, UpdateScheme
 from .search import GainTable
 
 
