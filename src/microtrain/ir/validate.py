@@ -50,7 +50,7 @@ def validate(graph: Graph) -> Graph:
                     f"{at}: parameter {key!r} must be {np.dtype(INT8_PARAM_DTYPES[key]).name}, got {arr.dtype}"
                 )
         if graph.dtype == "int8":
-            if node.op == "conv2d":
+            if "weight" in node.params:
                 if "w_scales" not in node.params:
                     raise GraphError(f"{at}: an int8 conv needs per-channel w_scales")
                 ws = node.params["w_scales"]
