@@ -18,6 +18,8 @@ from microtrain.sparse.scheme import UpdateScheme
 # partial pointwise, partial and whole depthwise, the dense first conv: every weight-update family
 SCHEME = UpdateScheme(n_bias=12, weights={0: 0.5, 1: 1.0, 39: 0.25, 40: 0.5, 41: 0.125}, name="mixed")
 
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
+
 
 @pytest.fixture(scope="module")
 def small_graph():
@@ -25,14 +27,6 @@ def small_graph():
     from microtrain.quant.head import replace_head
 
     return replace_head(load_mcunet_pkl(model_path("mcunet-5fps")), 3).with_resolution(40)
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        yield
 
 
 def _train(graph, passes, steps=3, lr=5e-3):

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import ctypes
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import small_graph  # a 5-conv int8 graph with a residual
 
 from microtrain.codegen import compile_model
 from microtrain.errors import MicrotrainError
@@ -25,8 +24,6 @@ from microtrain.runtime.training import TrainingRuntime
 from microtrain.sparse.scheme import UpdateScheme
 from microtrain.targets.host import HostModel, build_host
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_grad_graph import small_graph  # noqa: E402  (a 5-conv int8 graph with a residual)
 
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None,
                                reason="needs gcc and make")

@@ -28,19 +28,11 @@ from microtrain.runtime.forward import run_int8
 from microtrain.runtime.training import TrainingRuntime, run_nodes
 from microtrain.targets.host import HostModel, build_host, build_host_sanitized, run_harness
 
-pytestmark = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None,
-                                reason="needs gcc and make")
+pytestmark = [pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None,
+                                 reason="needs gcc and make"),
+              pytest.mark.usefixtures("one_blas_thread")]
 UPSTREAM_49KB_SRAM = 237_456  # upstream engine's SRAM for the same scheme (paper-facts.md)
 SEED = 7
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    """Single-threaded BLAS: on a shared 2-core machine threaded GEMMs on batch-1 tensors thrash."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -15,19 +15,11 @@ from microtrain.runtime.forward import run_int8
 from microtrain.runtime.images import load_int8
 from microtrain.targets.host import HostModel, build_host, build_host_sanitized, run_harness
 
-pytestmark = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None,
-                                reason="needs gcc and make")
+pytestmark = [pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None,
+                                 reason="needs gcc and make"),
+              pytest.mark.usefixtures("one_blas_thread")]
 
 _BUILT = {}
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    """Single-threaded BLAS for the NumPy reference: threaded GEMMs thrash on a shared 2-core machine."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        yield
 
 
 @pytest.fixture(scope="module", params=MODEL_NAMES)
