@@ -16,6 +16,7 @@ from ..ir.program import Program
 from .emit import write_project
 from .lower import build_inference_program
 from .lower_train import build_training_program
+from .scratch import check_scratch
 
 
 @dataclass
@@ -28,6 +29,7 @@ class CompiledModel:
 
 
 def plan_program(prog: Program) -> tuple[ArenaPlan, ArenaPlan | None, MemoryReport]:
+    check_scratch(prog)  # kernels' stack work arrays must fit the stack estimate the report counts
     infer_plan = plan_arena(prog.infer_steps, prog.buffers, prog.infer_aliases)
     check_no_overlap(infer_plan)
     train_plan = None

@@ -373,6 +373,18 @@ def _update_step(cx, n, param, spec):
 FORWARD_KERNEL = {"pointwise": "mt_conv_pointwise", "depthwise": "mt_conv_depthwise", "conv": "mt_conv"}
 GRAD_INPUT_KERNEL = {"pointwise": "mt_conv_grad_input_pointwise_f32", "depthwise": "mt_conv_grad_input_depthwise_f32",
                      "conv": "mt_conv_grad_input_f32"}
+# stack scratch (bytes) of the kernels that keep work arrays: the Python twin of their
+# mt_<kernel>_scratch_bytes queries (kernels/mt_kernels.h); codegen.scratch gives the planner the largest
+KERNEL_SCRATCH = {
+    "mt_conv_s8": 2 * 80 + 4 * 16 + 16,  # patch[80] int16, acc[16] int32, mt_store_run's ok[16]
+    "mt_conv_pointwise_s8": 2 * 4 * 16 + 16,  # wsum[16], acc[16] int32, then mt_dots_s8 / mt_store_run
+    "mt_conv_pointwise_split_s8": 2 * 4 * 16 + 64 + 16,  # wsum, acc, mt_gathered_dots' xg[64] + mt_dots_s8
+    "mt_conv_depthwise_s8": 4 * 16 + 16,  # acc[16] int32, mt_store_run's ok[16]
+    "mt_conv_depthwise_inplace_s8": 2 * 49,  # wv[49] int16: a 7x7 window's taps
+    "mt_conv_grad_input_pointwise_f32": 4 * 16,  # t[16] float
+    "mt_conv_grad_input_depthwise_f32": 4 * 64,  # acc[64] float
+    "mt_conv_weight_update_pointwise_f32": (4 + 4) * 16,  # g[16] float, xc[16] int32
+}
 WEIGHT_UPDATE_KERNEL = {"pointwise": "mt_conv_weight_update_pointwise_f32",
                         "depthwise": "mt_conv_weight_update_depthwise_f32", "conv": "mt_conv_weight_update_f32"}
 

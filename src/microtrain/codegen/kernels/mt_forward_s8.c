@@ -396,3 +396,34 @@ void mt_copy_s8(const int8_t *src, int8_t *dst, int32_t n) {
     if (src == dst) return;
     for (i = 0; i < n; i++) dst[i] = src[i];
 }
+
+/* ---- stack scratch of each kernel (mt_kernels.h): its work arrays plus its deepest helper's -------- */
+#define MT_STORE_RUN_SCRATCH ((int32_t)sizeof(uint8_t) * MT_RUN_MAX) /* mt_store_run's ok[] */
+#define MT_DOTS_SCRATCH ((int32_t)sizeof(int32_t) * 4)                /* mt_dots_s8's part[] */
+#define MT_MAX2(a, b) ((a) > (b) ? (a) : (b))
+
+int32_t mt_conv_s8_scratch_bytes(const mt_conv_params *p) {
+    (void)p;
+    return (int32_t)(sizeof(int16_t) * MT_PATCH_MAX + sizeof(int32_t) * MT_RUN_MAX) + MT_STORE_RUN_SCRATCH;
+}
+
+int32_t mt_conv_pointwise_s8_scratch_bytes(const mt_conv_params *p) {
+    (void)p;
+    return (int32_t)(2 * sizeof(int32_t) * MT_PW_CHUNK) + MT_MAX2(MT_DOTS_SCRATCH, MT_STORE_RUN_SCRATCH);
+}
+
+int32_t mt_conv_pointwise_split_s8_scratch_bytes(const mt_conv_params *p) {
+    (void)p;
+    return (int32_t)(2 * sizeof(int32_t) * MT_RUN_MAX) +
+           MT_MAX2((int32_t)sizeof(int8_t) * MT_GATHER_MAX + MT_DOTS_SCRATCH, MT_STORE_RUN_SCRATCH);
+}
+
+int32_t mt_conv_depthwise_s8_scratch_bytes(const mt_conv_params *p) {
+    (void)p;
+    return (int32_t)(sizeof(int32_t) * MT_DW_CHUNK) + MT_STORE_RUN_SCRATCH;
+}
+
+int32_t mt_conv_depthwise_inplace_s8_scratch_bytes(const mt_conv_params *p) {
+    (void)p;
+    return (int32_t)(sizeof(int16_t) * MT_DW_TAPS_MAX);
+}
