@@ -135,7 +135,7 @@ def build_training_graph(graph: Graph, trained: dict[str, TrainSpec], *, qas: bo
         tensors[name] = TensorInfo(name, tuple(spec.shape), spec.dtype, "activation")
     steps: list[Step] = []
     for i, n in enumerate(graph.nodes):
-        save_mask = n.output in needs and op_module(n).SAVES_MASK
+        save_mask = n.output in needs and op_module(n).CLAMPS_OUTPUT
         outs = [n.output]
         if save_mask:
             outs.append(f"mask:{n.name}")

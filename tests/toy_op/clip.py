@@ -14,7 +14,7 @@ from microtrain.ir.training import Kind
 from microtrain.ir.training import Step as TrainStep
 
 OP = "toy_clip"
-SAVES_MASK = True
+CLAMPS_OUTPUT = True
 TRAINABLE = False
 INPLACE_INPUT = None
 KEEPS_INPUT_QUANT = True

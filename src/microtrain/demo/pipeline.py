@@ -198,7 +198,7 @@ def _head_only():
 
 
 def _param_count(graph) -> int:
-    return int(sum(n.params["weight"].size + n.params["bias"].size for n in graph.nodes if n.op == "conv2d"))
+    return int(sum(n.params["weight"].size + n.params["bias"].size for n in graph.convs()))
 
 
 def _macs(graph) -> int:

@@ -5,7 +5,7 @@ Every op module defines:
     infer_shape, macs      shape rule and cost
     forward_int8, forward_float    inference (quant/arith bit for bit in int8)
     forward_train(graph, node, ins, save_mask) -> (y, mask or None)    the forward training runs
-    SAVES_MASK, TRAINABLE, INPLACE_INPUT, KEEPS_INPUT_QUANT             facts the compiler asks about
+    CLAMPS_OUTPUT, TRAINABLE, INPLACE_INPUT, KEEPS_INPUT_QUANT             facts the compiler asks about
     backward(cx, node) -> [ir.training.Step]    its backward steps (autodiff's context cx)
     KINDS                  {step kind: ir.training.Kind} of the backward steps it emits
     lower(lx, node, mask) -> [ir.program.Step]  its forward kernel call(s)

@@ -16,7 +16,7 @@ from .common import clamp_float, clamp_int8
 from .conv import apply_activation
 
 OP = "add"
-SAVES_MASK = True  # training saves the clamp mask of the output
+CLAMPS_OUTPUT = True  # output clamped to its range (an activation may fuse in); training saves the mask
 TRAINABLE = False
 INPLACE_INPUT = 1  # the output may overwrite the main input when it dies here
 KEEPS_INPUT_QUANT = False  # the output has its own calibrated scale/zero point (quant/ptq)

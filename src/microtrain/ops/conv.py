@@ -21,7 +21,7 @@ from ..quant.qas import qas_divisors
 from .common import clamp_float, clamp_int8, update_params
 
 OP = "conv2d"
-SAVES_MASK = True  # training saves the clamp mask of the output (1 bit per element after passes.bit_masks)
+CLAMPS_OUTPUT = True  # output clamped to its range (an activation may fuse in); training saves the mask
 TRAINABLE = True  # weight and bias can be trained (sparse.scheme.TrainSpec)
 INPLACE_INPUT = None  # the forward never writes over its input (codegen.inplace_depthwise may, by choice)
 KEEPS_INPUT_QUANT = False  # the output has its own calibrated scale/zero point (quant/ptq)
@@ -371,6 +371,8 @@ def _update_step(cx, n, param, spec):
 
 # ----- layout facts: how the kernels see a conv ------------------------------------------------------
 FORWARD_KERNEL = {"pointwise": "mt_conv_pointwise", "depthwise": "mt_conv_depthwise", "conv": "mt_conv"}
+# the whole-weight depthwise kernel and its in-place variant (codegen.inplace_depthwise swaps them)
+DEPTHWISE_KERNEL, DEPTHWISE_INPLACE_KERNEL = "mt_conv_depthwise_s8", "mt_conv_depthwise_inplace_s8"
 GRAD_INPUT_KERNEL = {"pointwise": "mt_conv_grad_input_pointwise_f32", "depthwise": "mt_conv_grad_input_depthwise_f32",
                      "conv": "mt_conv_grad_input_f32"}
 # stack scratch (bytes) of the kernels that keep work arrays: the Python twin of their

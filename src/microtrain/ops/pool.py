@@ -14,7 +14,7 @@ from ..ir.training import Step as TrainStep
 from ..quant.arith import avgpool_int8
 
 OP = "global_avg_pool"
-SAVES_MASK = False  # a mean of in-range values stays in range: nothing to save
+CLAMPS_OUTPUT = False  # a mean of in-range values stays in range: no clamp, no mask, no fused activation
 TRAINABLE = False
 INPLACE_INPUT = None
 KEEPS_INPUT_QUANT = True  # int8 output scale/zero point = the input's (quant/ptq)

@@ -27,7 +27,7 @@ def dequantize_graph(graph: Graph) -> Graph:
                 "weight": (n.params["weight"].astype(np.float64) * sw[:, None, None, None]).astype(np.float32),
                 "bias": (n.params["bias"].astype(np.float64) * (sx * sw)).astype(np.float32),
             }
-        if op_module(n).SAVES_MASK:  # the op clamps its output to the int8 range
+        if op_module(n).CLAMPS_OUTPUT:  # the op clamps its output to the int8 range
             q = graph.tensors[n.output].quant
             n.attrs["clamp"] = ((-128 - q.zero_point) * q.scale, (127 - q.zero_point) * q.scale)
             n.attrs["activation"] = None

@@ -115,7 +115,7 @@ def _activation_bounds(graph: Graph, node: Node, clamp: str):
         if act == "relu6":
             return (0.0, 6.0)
         raise GraphError(f"to_torch: node {node.name!r}: unknown activation {act!r}")
-    if not op_module(node).SAVES_MASK or clamp == "none":
+    if not op_module(node).CLAMPS_OUTPUT or clamp == "none":
         return None  # a mean of in-range values stays in range
     q = graph.tensors[node.output].quant
     if clamp == "range":
