@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import cli_checks as ck
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -13,11 +15,11 @@ def register(subparsers) -> None:
                     "int8 QAS, compiled to C and trained through the generated C (and under QEMU when the Arm "
                     "toolchain is installed). Prints a report and saves PNG plots.")
     p.add_argument("--out", type=Path, default=Path("microtrain-demo-out"), help="output folder (default: %(default)s)")
-    p.add_argument("--budget", default="6KB", help="extra training memory for the sparse update (default: %(default)s)")
+    p.add_argument("--budget", type=ck.memory_size, default="6KB", help="extra training memory for the sparse update (default: %(default)s)")
     p.add_argument("--pretrain", choices=("auto", "numpy", "torch"), default="auto",
                    help="pretraining backend: torch when installed, else microtrain's float runtime (default: auto)")
     p.add_argument("--fast", action="store_true", help="a shorter run (fewer epochs and analysis runs)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=ck.seed, default=0)
     p.add_argument("--no-c", action="store_true", help="skip compiling to C and training through it")
     p.add_argument("--no-qemu", action="store_true", help="skip the Cortex-M7 run under QEMU")
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
