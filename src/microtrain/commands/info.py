@@ -15,7 +15,7 @@ def register(subparsers):
     p = subparsers.add_parser(
         "info", help=HELP, description=HELP + ".",
         epilog="MODEL is an upstream .pkl file, a microtrain graph .json, or the name of an upstream model "
-               "(mcunet-5fps, mbv2-w0.35, proxyless-w0.3) found in $MICROTRAIN_MODELS.",
+               "(mcunet-5fps, mbv2-w0.35, proxyless-w0.3) found in $MICROTRAIN_SHARED/models (or $MICROTRAIN_MODELS).",
     )
     p.add_argument("model", metavar="MODEL", help="model file or upstream model name")
     p.add_argument("--resolution", type=positive_int, default=None, metavar="R",

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ..errors import DatasetError, SchemeError
+from ..progress import write as progress_write
 from .. import cli_checks as ck
 from ..cli_checks import positive_int
 
@@ -136,7 +137,7 @@ def run(args) -> int:
     lr = DEFAULT_LR[mode] if args.lr is None else args.lr
     if not lr > 0:
         raise SchemeError(f"--lr must be > 0, got {lr}")
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    say = (lambda *a: None) if args.quiet else (lambda *a: progress_write(" ".join(map(str, a))))
 
     train = load_image_folder(train_dir, graph.resolution, views=args.views, seed=args.seed, progress=not args.quiet)
     val = load_image_folder(val_dir, graph.resolution, classes=train.classes) if val_dir else None
