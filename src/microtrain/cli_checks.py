@@ -104,6 +104,8 @@ def memory_size(text: str) -> str:
     from .errors import BudgetError
     from .sparse.memory import parse_budget
 
+    if text.strip().startswith("-"):
+        raise argparse.ArgumentTypeError(f"a memory budget must be greater than zero, got {text}")
     try:
         parse_budget(text)
     except BudgetError as e:

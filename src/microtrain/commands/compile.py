@@ -89,7 +89,7 @@ def resolve_scheme(arg: str, graph):
         raise SchemeError(f"{e}; or use one of: full, bias-only, head-only, none") from None
 
 
-def check_outputs(args) -> None:
+def check_outputs(args) -> list[str]:
     """--out and --report-json, checked before any work: a folder that holds files no compile wrote, or
     generated files a user edited since, is refused without --force (and nothing is ever deleted)."""
     out = Path(args.out)
@@ -101,6 +101,7 @@ def check_outputs(args) -> None:
                              "a compile would replace them: copy your changes elsewhere, or give --force")
     if args.report_json:
         ck.check_output_file(args.report_json, "--report-json", force=args.force)
+    return edited
 
 
 def class_count(args, graph, scheme_classes) -> tuple[int | None, list[str] | None]:
@@ -128,7 +129,7 @@ def run(args) -> int:
     from ..codegen.inplace_depthwise import INPLACE_KERNEL
     from ..models import load_model
 
-    check_outputs(args)
+    edited = check_outputs(args)
     graph = load_model(args.model)
     if args.resolution:
         graph = graph.with_resolution(args.resolution)
@@ -162,6 +163,8 @@ def run(args) -> int:
     write_project(planned.program, planned.infer_plan, planned.train_plan, out, planned.report)
     done = ck.write_project_marker(out, before, project_facts)  # now, so a failed build still leaves a marked project
     print(f"wrote {out}/ (mt_model.h, mt_model.c, kernels/, Makefile; build anywhere with `make CC=...`)")
+    if edited:
+        print(f"replaced your edits (--force): {_short(edited)}")
     if done["replaced"]:
         print(f"replaced {len(done['replaced'])} files of the earlier compile in {out}/: {_short(done['replaced'])}")
     if args.target == "host":

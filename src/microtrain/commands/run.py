@@ -56,11 +56,11 @@ def run(args) -> int:
     from ..targets.cortex_m.session import cost_report, run_session
 
     project = Path(args.project)
+    if args.params_out:
+        ck.check_output_file(args.params_out, "--params-out", force=args.force, owned=lambda p: False)
     if not (project / "mt_model.c").exists():
         raise MicrotrainError(f"{project}: no mt_model.c; create the project with "
                               "`microtrain compile MODEL --scheme S --classes N --target cortex-m7 --out DIR`")
-    if args.params_out:
-        ck.check_output_file(args.params_out, "--params-out", force=args.force, owned=lambda p: False)
     target = read_target(project)
     cpu = args.target or target.get("target", "cortex-m7")
     simd = not args.portable and target.get("simd", True)
