@@ -11,7 +11,6 @@ import warnings
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import REPO, SHARED, hymenoptera, model_path

@@ -113,6 +113,16 @@ def memory_size(text: str) -> str:
     return text
 
 
+def sram_budget(text: str) -> int | None:
+    """An SRAM budget in KB -> bytes; 'none' -> None (compile --sram-budget)."""
+    if text.lower() == "none":
+        return None
+    kb = _number(text, float)
+    if not kb > 0:
+        raise argparse.ArgumentTypeError(f"expected a size in KB > 0 or 'none', got {text}")
+    return int(kb * 1024)
+
+
 # argparse reads "--budget -5KB" as an option followed by another option: join such a pair before parsing,
 # so a negative value reaches the type check (and its clear message) like "--budget=-5KB" does
 _NEGATIVE = re.compile(r"^-(\d|\.\d)")

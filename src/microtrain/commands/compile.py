@@ -10,7 +10,6 @@ libmt.so with gcc (warning-free under -std=c99 -Wall -Wextra -Werror) for Python
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from contextlib import contextmanager
@@ -47,7 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("--rounding", choices=("stochastic", "nearest"), default="stochastic", help="update rounding")
     p.add_argument("--no-qas", action="store_true", help="train without quantization-aware scaling")
     p.add_argument("--timeline", type=ck.nonnegative_int, default=40, help="rows of the printed per-tensor timeline (0: none)")
-    p.add_argument("--sram-budget", type=_budget, default=DEFAULT_SRAM_BUDGET, metavar="KB",
+    p.add_argument("--sram-budget", type=ck.sram_budget, default=DEFAULT_SRAM_BUDGET, metavar="KB",
                    help="planned SRAM (arena + trained parameters + stack) above which depthwise convs run in "
                    "place, largest first, until the model fits (default 254: a 256 KB part less the firmware's "
                    "own 2 KB; 'none': never; in-place convs are slower on the Cortex-M)")
@@ -57,19 +56,6 @@ def register(subparsers) -> None:
                    help="write into a folder that is not a microtrain project, or over generated files edited "
                         "since (other files are never deleted)")
     p.set_defaults(func=run)
-
-
-def _budget(text: str) -> int | None:
-    """--sram-budget: KB -> bytes; 'none' -> None (never run depthwise convs in place)."""
-    if text.lower() == "none":
-        return None
-    try:
-        kb = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--sram-budget {text!r}: a size in KB or 'none'") from None
-    if kb <= 0:
-        raise argparse.ArgumentTypeError(f"--sram-budget {text!r}: must be positive (or 'none')")
-    return int(kb * 1024)
 
 
 def resolve_scheme(arg: str, graph):
