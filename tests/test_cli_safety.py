@@ -406,3 +406,11 @@ def test_microtrain_shared_alone_finds_the_models(tmp_path, monkeypatch):
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def test_demo_refuses_a_foreign_output_folder(tmp_path, capsys):
+    (tmp_path / "results.json").write_text("{}")
+    (tmp_path / "thesis.tex").write_text("mine")
+    code, _, err = cli(capsys, "demo", "--out", tmp_path)
+    assert code == 1 and "not a microtrain demo output" in one_line_error(err)
+    assert (tmp_path / "results.json").read_text() == "{}"

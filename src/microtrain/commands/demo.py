@@ -23,12 +23,25 @@ def register(subparsers) -> None:
     p.add_argument("--no-c", action="store_true", help="skip compiling to C and training through it")
     p.add_argument("--no-qemu", action="store_true", help="skip the Cortex-M7 run under QEMU")
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty --out folder that holds other files than the demo's (they are kept)")
     p.set_defaults(func=run)
+
+
+# what the demo writes into --out: a folder holding only these is an earlier demo's
+OUTPUTS = {"results.json", "adapted-int8.json", "adapted-int8.npz", "contribution-cache", "c-project", "firmware",
+           "loss_curve.png", "accuracy_vs_memory.png", "memory_timeline.png"}
+
+
+def is_demo_folder(path: Path) -> bool:
+    return all(p.name in OUTPUTS for p in path.iterdir())
 
 
 def run(args) -> int:
     from ..demo.pipeline import DemoConfig, run_demo
     from ..demo.report import format_report
+
+    ck.check_output_dir(args.out, "--out", force=args.force, owned=is_demo_folder, what="microtrain demo output")
 
     cfg = DemoConfig(out_dir=args.out, fast=args.fast, pretrain=args.pretrain, budget=args.budget, seed=args.seed,
                      compile_c=not args.no_c, qemu=not args.no_qemu, plots=not args.no_plots)
