@@ -328,6 +328,15 @@ def test_a_fit_failure_with_the_1000_class_head_mentions_classes():
             raise MicrotrainError("firmware does not fit")
 
 
+def test_compile_that_does_not_link_with_the_1000_class_head_mentions_classes(tmp_path, capsys):
+    from cortexm_util import require_arm_tools
+
+    require_arm_tools()
+    code, _, err = cli(capsys, "compile", model_path("mcunet-5fps"), "--scheme", "mcunet-5fps-49kb", "--target",
+                       "cortex-m7", "--timeline", "0", "--out", tmp_path / "p")
+    assert code == 1 and "does not fit" in one_line_error(err) and "--classes N" in err
+
+
 def test_trained_graph_keeps_its_class_names_for_predict(tiny, tmp_path, capsys):
     saved = tmp_path / "trained.json"
     code, _, err = cli(capsys, *train_args(tiny, tmp_path, "--save", saved))
