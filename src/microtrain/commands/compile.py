@@ -86,8 +86,17 @@ def check_outputs(args) -> list[str]:
         raise ck.OutputError(f"--out {out}: generated files edited since microtrain wrote them: {', '.join(edited)}; "
                              "a compile would replace them: copy your changes elsewhere, or give --force")
     if args.report_json:
-        ck.check_output_file(args.report_json, "--report-json", force=args.force)
+        ck.check_output_file(args.report_json, "--report-json", force=args.force, owned=is_memory_report)
     return edited
+
+
+def is_memory_report(path: Path) -> bool:
+    """A --report-json file of an earlier compile (the memory plan's JSON, the same as a project's memory.json)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and {"arena_bytes", "timeline", "training_sram_bytes"} <= set(doc)
 
 
 def class_count(args, graph, scheme_classes) -> tuple[int | None, list[str] | None]:
@@ -137,8 +146,7 @@ def run(args) -> int:
     if inplace:
         print(f"in place to fit the SRAM budget: {', '.join(inplace)} (scalar kernel, one channel plane of scratch)")
     if args.report_json:
-        doc = {"format": "microtrain-memory-plan", **json.loads(planned.report.to_json())}
-        ck.prepare_output_file(args.report_json).write_text(json.dumps(doc, indent=1) + "\n")
+        ck.prepare_output_file(args.report_json).write_text(planned.report.to_json() + "\n")
         print(f"wrote {args.report_json}")
     from ..codegen.emit import write_project
 
