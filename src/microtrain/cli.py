@@ -59,8 +59,9 @@ def main(argv=None) -> int:
     except MicrotrainError as e:
         print(f"microtrain {args.verb}: error: " + "; ".join(str(e).splitlines()), file=sys.stderr)
         return 1
-    except OSError as e:  # a last line of defence: the checks above should have caught it before any work
-        print(f"microtrain {args.verb}: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+    except OSError as e:  # last line of defence: commands check their paths first (cli_checks); this one changed since
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"microtrain {args.verb}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
