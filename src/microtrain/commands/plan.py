@@ -98,7 +98,8 @@ def run(args) -> int:
         scheme = scheme.pinned(graph)
         scheme.classes = classes
         path = scheme.save(ck.prepare_output_file(args.out))
-        head = f"; {len(classes)} classes: compile with --classes {len(classes)}" if classes else ""
+        head = (f"; it records the classes {', '.join(classes)}: `microtrain compile` gives the model a "
+                f"{len(classes)}-class head" if classes else "")
         print(f"wrote {path} (use: microtrain train {args.model} --scheme {path}{head})")
     return 0
 
