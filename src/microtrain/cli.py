@@ -59,6 +59,9 @@ def main(argv=None) -> int:
     except MicrotrainError as e:
         print(f"microtrain {args.verb}: error: " + "; ".join(str(e).splitlines()), file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into `head`: not an error of the command
+        sys.stderr.close()
+        return 141
     except OSError as e:  # last line of defence: commands check their paths first (cli_checks); this one changed since
         where = f"{e.filename}: " if e.filename else ""
         print(f"microtrain {args.verb}: error: {where}{e.strerror or e}", file=sys.stderr)
