@@ -70,6 +70,14 @@ def test_checkpoint_never_deletes_a_users_files(tiny, tmp_path, capsys):
                                                       "state.json"]
 
 
+def test_train_refuses_a_foreign_checkpoint_scratch_folder_before_work(tiny, tmp_path, capsys):
+    (tmp_path / "ck.tmp").mkdir()
+    (tmp_path / "ck.tmp" / "mine.txt").write_text("x")
+    code, _, err = cli(capsys, *train_args(tiny, tmp_path, "--checkpoint", tmp_path / "ck"))
+    assert code == 1 and "ck.tmp exists and is not a microtrain checkpoint" in one_line_error(err)
+    assert not (tmp_path / "m.json").exists() and (tmp_path / "ck.tmp" / "mine.txt").exists()
+
+
 def test_save_checkpoint_refuses_a_foreign_tmp_sibling(tmp_path, mcunet):
     from microtrain.runtime.checkpoint import CheckpointError, save_checkpoint
 

@@ -114,6 +114,11 @@ def check_outputs(args) -> None:
     if args.checkpoint:
         ck.check_output_dir(args.checkpoint, "--checkpoint", force=args.force, owned=is_checkpoint_folder,
                             what="microtrain checkpoint")
+        folder = Path(args.checkpoint)
+        for side in (folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")):
+            if side.exists() and not is_checkpoint_folder(side):  # save_checkpoint's scratch names
+                raise ck.OutputError(f"--checkpoint {folder}: {side} exists and is not a microtrain checkpoint; "
+                                     "saving would need that name: remove or rename it")
 
 
 def run(args) -> int:
@@ -144,6 +149,9 @@ def run(args) -> int:
     skipped = train.skipped + (val.skipped if val else [])
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    if scheme.classes and list(scheme.classes) != list(train.classes):
+        print(f"note: scheme {args.scheme} was planned for the classes {', '.join(scheme.classes)}; "
+              f"this dataset has {', '.join(train.classes)}", file=sys.stderr)
     if val is None:
         say(f"no validation folder ({data}/val missing, no --val): reporting training metrics only")
     say(f"{graph.name}: {len(train)} training images, {len(val) if val else 0} validation images, "
