@@ -34,9 +34,14 @@ def test_plan_reports_a_shipped_scheme(capsys):
     assert "99.8 KB" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("budget,message", [("100B", "needs 160 B"), ("5GB", "unknown unit")])
-def test_plan_budget_errors(budget, message, capsys):
+@pytest.mark.parametrize("budget,message,status", [("100B", "needs 160 B", 1), ("5GB", "unknown unit", 2)])
+def test_plan_budget_errors(budget, message, status, capsys):
+    """Below the head's minimum: "nothing fits" before any analysis (status 1); a bad unit: a usage error (2)."""
     from conftest import model_path
 
-    assert main(["plan", str(model_path("mcunet-5fps")), "--budget", budget, "--data", "/nonexistent"]) == 1
-    assert message in capsys.readouterr().err
+    try:
+        code = main(["plan", str(model_path("mcunet-5fps")), "--budget", budget, "--data", "/nonexistent"])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == status and message in err and len(err.strip().splitlines()) == 1

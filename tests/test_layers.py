@@ -27,7 +27,7 @@ LAYERS = [
     {"runtime": ["microtrain.runtime"], "codegen": ["microtrain.codegen"]},
     {"ptq": ["microtrain.quant.ptq"], "frontends": ["microtrain.frontends"], "reference": ["microtrain.reference"],
      "scheme search": ["microtrain.scheme_search"], "targets": ["microtrain.targets"]},
-    {"models": ["microtrain.models"]},
+    {"models": ["microtrain.models"], "cli checks": ["microtrain.cli_checks"]},
     {"demo": ["microtrain.demo"]},
     {"commands": ["microtrain.commands", "microtrain.cli"]},
 ]

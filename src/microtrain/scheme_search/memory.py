@@ -183,8 +183,8 @@ def check_budget(model: MemoryModel, budget_bytes: int) -> None:
     """BudgetError naming the minimum when even the classifier alone does not fit."""
     if budget_bytes < model.minimum_bytes:
         raise BudgetError(
-            f"budget {format_bytes(budget_bytes)} is below the minimum for {model.graph_name}: the always-trained "
-            f"classifier {model.head_name!r} alone needs {model.minimum_bytes:.0f} B; use --budget {model.minimum_bytes:.0f}B or more"
+            f"nothing fits in {format_bytes(budget_bytes)}: the always-trained classifier {model.head_name!r} of "
+            f"{model.graph_name} alone needs {model.minimum_bytes:.0f} B; use --budget {model.minimum_bytes:.0f}B or more"
         )
 
 
