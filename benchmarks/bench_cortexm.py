@@ -72,7 +72,7 @@ def model_setups(quick: bool):
 
 def compile_project(name, make_scheme, out: Path):
     from microtrain.codegen import compile_model
-    from microtrain.runtime.trainer import replace_head
+    from microtrain.quant.head import replace_head
 
     from microtrain.models import load_model
 

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import GraphError
-from ..quant.arith import INT8_MAX, INT8_MIN, round_half_away_div, round_half_even_div
+from ..errors import GraphError, UnsupportedOpError
+from ..ir.program import Arg, Params, Step, buf, lit
+from ..ir.training import Kind
+from ..ir.training import Step as TrainStep
+from ..quant.arith import INT8_MAX, INT8_MIN, requant_mode, round_half_away_div, round_half_even_div
 from .conv import im2col
 from .pad import pads_of
 
 OP = "avg_pool2d"
+CLAMPS_OUTPUT = False  # a mean of in-range codes stays in range (a tighter fused clamp is refused in backward)
+TRAINABLE = False
+INPLACE_INPUT = None
+KEEPS_INPUT_QUANT = True  # int8 output scale/zero point = the input's
 
 
 def _geometry(attrs: dict, h, w, name: str = "?"):
@@ -58,7 +65,7 @@ def forward_int8(node, x, qx, qy):
     if count.min() < 1:
         raise GraphError(f"avg_pool2d {node.name!r}: a window lies entirely in the padding")
     count = np.broadcast_to(count, total.shape)
-    q = round_half_away_div(total, count) if node.attrs.get("requant") == "tflite" else _div_even(total, count)
+    q = round_half_away_div(total, count) if requant_mode(node) == "tflite" else _div_even(total, count)
     lo, hi = node.attrs.get("clamp", (INT8_MIN, INT8_MAX))
     return np.clip(q, lo, hi).astype(np.int8)
 
@@ -90,3 +97,61 @@ def grad_input(g_y: np.ndarray, attrs: dict, in_shape) -> np.ndarray:
         for j in range(kw):
             gp[:, i : i + s * ho : s, j : j + s * wo : s, :] += g
     return gp[:, t : t + h, l : l + w, :]
+
+
+def forward_train(graph, node, ins, save_mask=False):
+    if graph.dtype == "int8":
+        qx = graph.tensors[node.inputs[0]].quant
+        return forward_int8(node, ins[0], qx, qx), None
+    return forward_float(node, ins[0]), None
+
+
+def backward(cx, n) -> list:
+    t = n.inputs[0]
+    if t not in cx.needs:
+        return []
+    lo, hi = n.attrs.get("clamp", (INT8_MIN, INT8_MAX))
+    if cx.int8 and (lo > INT8_MIN or hi < INT8_MAX):
+        raise UnsupportedOpError(f"avg_pool2d {n.name!r}: a fused activation clamp {lo, hi} has no gradient rule "
+                                 f"(train only layers before it, or after it)")
+    keys = ("kernel", "stride", "pads")
+    return [TrainStep("avg_pool2d_grad", n.name, [f"grad:{n.output}"], [cx.grad_target(t, n)],
+                      {**{k: n.attrs[k] for k in keys}, "in_shape": tuple(cx.graph.tensors[t].shape)})]
+
+
+# ----- C lowering ----------------------------------------------------------------------------------------
+def _geometry_fields(attrs: dict, in_shape) -> list[int]:
+    h, w, c = in_shape
+    kh, kw, s, (t, _, l, _), ho, wo = _geometry(attrs, h, w)
+    return [h, w, c, ho, wo, kh, kw, s, t, l]
+
+
+def lower(lx, node, mask) -> list[Step]:
+    graph, prog = lx.graph, lx.prog
+    if requant_mode(node) != "tflite":
+        raise UnsupportedOpError(f"avg_pool2d {node.name!r}: the C kernel rounds as TFLite does (ties away from "
+                                 f"zero); this node is in the {requant_mode(node)!r} rounding mode")
+    x = node.inputs[0]
+    pname = f"mt_pavg{graph.nodes.index(node)}"
+    if pname not in prog.params:
+        lo, hi = node.attrs.get("clamp", (INT8_MIN, INT8_MAX))
+        prog.add_params(Params(pname, "mt_avg_pool_params", _geometry_fields(node.attrs, graph.tensors[x].shape)
+                               + [int(lo), int(hi)]))
+    return [Step("mt_avg_pool_tfl_s8", [Arg("params", pname), buf(x), buf(node.output)], [x], [node.output],
+                 node.name)]
+
+
+def _run_grad(rt, s, values, lr, t):
+    values[s.outputs[0]] = grad_input(values[s.inputs[0]], s.attrs, s.attrs["in_shape"])
+
+
+def _lower_grad(lx, s):
+    pname = f"mt_pavgg{lx.graph.nodes.index(lx.graph.node(s.node))}"
+    if pname not in lx.prog.params:
+        lx.prog.add_params(Params(pname, "mt_avg_pool_params", _geometry_fields(s.attrs, s.attrs["in_shape"])
+                                  + [INT8_MIN, INT8_MAX]))
+    return [Step("mt_avg_pool_grad_f32", [Arg("params", pname), buf(s.inputs[0]), buf(s.outputs[0])],
+                 [s.inputs[0]], [s.outputs[0]], s.node, "backward")]
+
+
+KINDS = {"avg_pool2d_grad": Kind(_run_grad, _lower_grad, "backward")}

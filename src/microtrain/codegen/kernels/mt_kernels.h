@@ -60,6 +60,10 @@ void mt_conv_tfl_s8(const mt_conv_params *p, int32_t groups, const int8_t *x, co
 void mt_add_tfl_s8(const mt_add_tfl_params *p, const int8_t *a, const int8_t *b, int8_t *y);
 void mt_avg_pool_tfl_s8(const mt_avg_pool_params *p, const int8_t *x, int8_t *y);
 void mt_pad_s8(const mt_pad_params *p, const int8_t *x, int8_t *y);
+/* their gradients (mt_backward_pad_pool_f32.c) */
+void mt_pad_grad_f32(const float *gy, int32_t in_h, int32_t in_w, int32_t c, int32_t top, int32_t left,
+                     int32_t out_w, float *gx);
+void mt_avg_pool_grad_f32(const mt_avg_pool_params *p, const float *gy, float *gx);
 
 /* ---- forward, int8 --------------------------------------------------------------------------- */
 void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
@@ -158,5 +162,19 @@ void mt_pool_grad_f32(const float *gy, int32_t hw, int32_t c, float *gx);
 void mt_grad_sum_f32(const float *a, const float *b, int32_t n, float *out);
 /* Keep the listed channels of an int8 (n / c, c) tensor: out (n / c, k). */
 void mt_slice_channels_s8(const int8_t *x, int32_t n, int32_t c, const int16_t *idx, int32_t k, int8_t *out);
+
+/* ---- stack scratch (CMSIS-NN's *_get_buffer_size): the bytes of work arrays a kernel keeps on its stack,
+ * its deepest helper's included, for these portable kernels; kernels not listed keep none. The Python
+ * twin (ops/conv.py: KERNEL_SCRATCH) feeds the planner, which refuses a program whose largest scratch
+ * exceeds budget.KERNEL_SCRATCH_MAX; a host test compares the two on every kernel call of the shipped
+ * models. The Cortex-M SIMD variants (kernels/arm) have no query yet. */
+int32_t mt_conv_s8_scratch_bytes(const mt_conv_params *p);
+int32_t mt_conv_pointwise_s8_scratch_bytes(const mt_conv_params *p);
+int32_t mt_conv_pointwise_split_s8_scratch_bytes(const mt_conv_params *p);
+int32_t mt_conv_depthwise_s8_scratch_bytes(const mt_conv_params *p);
+int32_t mt_conv_depthwise_inplace_s8_scratch_bytes(const mt_conv_params *p);
+int32_t mt_conv_grad_input_pointwise_f32_scratch_bytes(const mt_conv_params *p);
+int32_t mt_conv_grad_input_depthwise_f32_scratch_bytes(const mt_conv_params *p);
+int32_t mt_conv_weight_update_pointwise_f32_scratch_bytes(const mt_conv_params *p);
 
 #endif /* MT_KERNELS_H */
