@@ -11,8 +11,8 @@ from ..errors import GraphError
 from ..ir.program import Arg, Params, Step, buf, c_float, lit
 from ..ir.training import Kind
 from ..ir.training import Step as TrainStep
-from ..quant.arith import add_preclamp, add_requant
-from .common import clamp_float, clamp_int8
+from ..quant.arith import add_preclamp, add_preclamp_tflite, add_requant, add_requant_tflite, requant_mode
+from .common import clamp_float, clamp_int8, int8_clamp
 from .conv import apply_activation
 
 OP = "add"
@@ -36,11 +36,9 @@ def macs(node, in_shape, out_shape) -> int:
 
 
 def forward_int8(node, a, b, qa, qb, qy):
-    if node.attrs.get("requant") == "tflite":
-        from ..quant.arith import add_requant_tflite
-
+    if requant_mode(node) == "tflite":
         return add_requant_tflite(a, qa.zero_point, qa.scale, b, qb.zero_point, qb.scale, qy.scale, qy.zero_point,
-                                  tuple(node.attrs.get("clamp", (-128, 127))))
+                                  int8_clamp(node))
     return add_requant(a, qa.zero_point, qa.scale, b, qb.zero_point, qb.scale, qy.scale, qy.zero_point)
 
 
@@ -75,6 +73,9 @@ def forward_train(graph, node, ins, save_mask=False):
         qy = graph.tensors[node.output].quant
         if not save_mask:
             return forward_int8(node, *ins, qa, qb, qy), None
+        if requant_mode(node) == "tflite":
+            return clamp_int8(add_preclamp_tflite(ins[0], qa.zero_point, qa.scale, ins[1], qb.zero_point, qb.scale,
+                                                  qy.scale, qy.zero_point), *int8_clamp(node))
         return clamp_int8(add_preclamp(ins[0], qa.zero_point, qa.scale, ins[1], qb.zero_point, qb.scale,
                                        qy.scale, qy.zero_point))
     return clamp_float(graph, node, ins[0] + ins[1], save_mask)

@@ -20,10 +20,19 @@ def clamp_range(graph, node) -> tuple[float, float]:
     return {None: (-np.inf, np.inf), "relu": (0.0, np.inf), "relu6": (0.0, 6.0)}.get(act, (-np.inf, np.inf))
 
 
-def clamp_int8(r: np.ndarray):
+def int8_clamp(node) -> tuple[int, int]:
+    """The int8 range a node's output clamps to: [-128, 127], or in the "tflite" rounding mode the fused
+    activation's range attrs["clamp"] (a ReLU or ReLU6 of a .tflite model)."""
+    if node.attrs.get("requant") == "tflite" and "clamp" in node.attrs:
+        lo, hi = node.attrs["clamp"]
+        return int(lo), int(hi)
+    return -128, 127
+
+
+def clamp_int8(r: np.ndarray, lo: int = -128, hi: int = 127):
     """(int8 output, clamp mask) of a pre-clamp integer result."""
-    mask = (r >= -128) & (r <= 127)
-    return np.clip(r, -128, 127).astype(np.int8), mask
+    mask = (r >= lo) & (r <= hi)
+    return np.clip(r, lo, hi).astype(np.int8), mask
 
 
 def clamp_float(graph, node, pre: np.ndarray, save_mask: bool):

@@ -16,9 +16,10 @@ from ..errors import GraphError, UnsupportedOpError
 from ..ir.program import Arg, Const, Params, Step, buf, const, lit
 from ..ir.training import Kind, TensorInfo
 from ..ir.training import Step as TrainStep
-from ..quant.arith import conv_multipliers, conv_preclamp, requant_mode, requantize_conv
+from ..quant.arith import (conv_multipliers, conv_preclamp, conv_preclamp_tflite, requant_mode, requantize_conv,
+                           tflite_conv_multipliers)
 from ..quant.qas import qas_divisors
-from .common import clamp_float, clamp_int8, update_params
+from .common import clamp_float, clamp_int8, int8_clamp, update_params
 
 OP = "conv2d"
 CLAMPS_OUTPUT = True  # output clamped to its range (an activation may fuse in); training saves the mask
@@ -210,18 +211,20 @@ def forward_int8(node, x_q: np.ndarray, x_quant, y_quant) -> np.ndarray:
 def forward_int8_tflite(node, x_q: np.ndarray, x_quant, y_quant) -> np.ndarray:
     """The "tflite" rounding mode: the same exact accumulator, TFLite's fixed-point requantisation and the
     fused activation's clamp (attrs "clamp", default the int8 range); see docs/arithmetic.md."""
-    from ..quant.arith import requantize_conv_tflite, tflite_conv_multipliers
-
-    m, shift = tflite_conv_multipliers(x_quant.scale, node.params["w_scales"], y_quant.scale)
-    clamp = tuple(node.attrs.get("clamp", (-128, 127)))
+    lo, hi = int8_clamp(node)
     n = x_q.shape[0]
-    per = max(1, CHUNK_ELEMS // max(1, int(np.prod(out_hw(*x_q.shape[1:3], node.attrs))) * len(m)))
-    outs = [requantize_conv_tflite(conv_accumulate(shifted_input(x_q[i : i + per], x_quant.zero_point),
-                                                   node.params["weight"], node.attrs),
-                                   node.params["bias"], m, shift, y_quant.zero_point, clamp,
-                                   node.attrs.get("multiplier_rounding", "double"))
+    per = max(1, CHUNK_ELEMS // max(1, int(np.prod(out_hw(*x_q.shape[1:3], node.attrs))) * node.params["bias"].size))
+    outs = [np.clip(preclamp_tflite(node, x_q[i : i + per], x_quant, y_quant), lo, hi).astype(np.int8)
             for i in range(0, n, per)]
     return np.concatenate(outs) if len(outs) != 1 else outs[0]
+
+
+def preclamp_tflite(node, x_q: np.ndarray, x_quant, y_quant) -> np.ndarray:
+    """The int64 output before the clamp in the "tflite" rounding mode (the clamp mask needs it)."""
+    m, shift = tflite_conv_multipliers(x_quant.scale, node.params["w_scales"], y_quant.scale)
+    acc = conv_accumulate(shifted_input(x_q, x_quant.zero_point), node.params["weight"], node.attrs)
+    return conv_preclamp_tflite(acc, node.params["bias"], m, shift, y_quant.zero_point,
+                                node.attrs.get("multiplier_rounding", "double"))
 
 
 def apply_activation(y: np.ndarray, activation) -> np.ndarray:
@@ -329,6 +332,8 @@ def forward_train(graph, node, ins, save_mask=False):
         qx, qy = graph.tensors[node.inputs[0]].quant, graph.tensors[node.output].quant
         if not save_mask:
             return forward_int8(node, ins[0], qx, qy), None
+        if requant_mode(node) == "tflite":
+            return clamp_int8(preclamp_tflite(node, ins[0], qx, qy), *int8_clamp(node))
         acc = conv_accumulate(shifted_input(ins[0], qx.zero_point), node.params["weight"], node.attrs)
         eff = conv_multipliers(qx.scale, node.params["w_scales"], qy.scale)
         return clamp_int8(conv_preclamp(acc, node.params["bias"], eff, qy.zero_point))

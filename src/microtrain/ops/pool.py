@@ -11,7 +11,8 @@ from ..errors import GraphError
 from ..ir.program import Arg, Params, Step, buf, lit
 from ..ir.training import Kind
 from ..ir.training import Step as TrainStep
-from ..quant.arith import avgpool_int8
+from ..quant.arith import avgpool_int8, avgpool_int8_tflite, requant_mode
+from .common import int8_clamp
 
 OP = "global_avg_pool"
 CLAMPS_OUTPUT = False  # a mean of in-range values stays in range: no clamp, no mask, no fused activation
@@ -32,10 +33,8 @@ def macs(node, in_shape, out_shape) -> int:
 
 
 def forward_int8(node, x, qx, qy):
-    if node.attrs.get("requant") == "tflite":
-        from ..quant.arith import avgpool_int8_tflite
-
-        return avgpool_int8_tflite(x, tuple(node.attrs.get("clamp", (-128, 127))))
+    if requant_mode(node) == "tflite":
+        return avgpool_int8_tflite(x, int8_clamp(node))
     return avgpool_int8(x)
 
 
