@@ -106,3 +106,22 @@ def test_pad_and_windowed_pool_backward_steps_are_emitted_and_run():
                          g.tensors["a"].shape)
     assert np.array_equal(grads["grad:a"], g_a) and np.abs(g_a).sum() > 0
 
+
+def test_fp32_baseline_keeps_a_fused_activation_clamp(resnet8):
+    """dequantize_graph (the fp32 baseline) clamps each output to the real range of its int8 clamp: a
+    fused ReLU (op2_conv given one at its zero point) stays a ReLU, not the whole int8 range."""
+    from microtrain.quant.dequantize import dequantize_graph, dequantize_input
+    from microtrain.runtime.forward import run_float
+
+    g, x = resnet8
+    g = g.copy()
+    g.node("op2_conv").attrs["clamp"] = (4, 127)
+    f = dequantize_graph(g)
+    q = g.tensors[g.node("op2_conv").output].quant
+    assert f.node("op2_conv").attrs["clamp"] == (0.0, (127 - 4) * q.scale)
+    q0 = g.tensors[g.node("op0_conv").output].quant  # no fused clamp beyond the int8 range
+    assert f.node("op0_conv").attrs["clamp"] == ((-128 - q0.zero_point) * q0.scale, (127 - q0.zero_point) * q0.scale)
+    n = f.node("op2_conv")
+    vals = run_float(f, dequantize_input(g, x), keep=True)
+    y, _ = op_module(n).forward_train(f, n, [vals[n.inputs[0]]])  # what fp32 training runs
+    assert y.min() == 0.0 and (y == 0).mean() > 0.2

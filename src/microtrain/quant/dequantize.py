@@ -6,14 +6,16 @@ import numpy as np
 from ..errors import GraphError
 from ..ir.graph import Graph, TensorSpec
 from ..ops import op_module
+from ..ops.common import int8_clamp
 
 
 def dequantize_graph(graph: Graph) -> Graph:
     """The float32 equivalent of an int8 graph (the fp32 training baseline).
 
     W = Wq * w_scales[c]; bias = bq * float32(x_scale * w_scales[c]); every clamped output (conv, add)
-    is clamped to the real range of its int8 tensor, [(-128 - z) s, (127 - z) s] (the ReLU6 of
-    pointwise1/depthwise; wide for linear layers). Activations are not quantised. Input: real = q *
+    is clamped to the real range of its int8 clamp, [(lo - z) s, (hi - z) s] with [lo, hi] = [-128, 127]
+    or a .tflite model's fused activation range (the ReLU6 of pointwise1/depthwise; wide for linear
+    layers). Activations are not quantised. Input: real = q *
     x_scale (x_zero of the input), see dequantize_input.
     """
     if graph.dtype != "int8":
@@ -27,9 +29,10 @@ def dequantize_graph(graph: Graph) -> Graph:
                 "weight": (n.params["weight"].astype(np.float64) * sw[:, None, None, None]).astype(np.float32),
                 "bias": (n.params["bias"].astype(np.float64) * (sx * sw)).astype(np.float32),
             }
-        if op_module(n).CLAMPS_OUTPUT:  # the op clamps its output to the int8 range
+        if op_module(n).CLAMPS_OUTPUT:  # the op clamps its output to its int8 range
             q = graph.tensors[n.output].quant
-            n.attrs["clamp"] = ((-128 - q.zero_point) * q.scale, (127 - q.zero_point) * q.scale)
+            lo, hi = int8_clamp(n)
+            n.attrs["clamp"] = ((lo - q.zero_point) * q.scale, (hi - q.zero_point) * q.scale)
             n.attrs["activation"] = None
     g.tensors = {k: TensorSpec(v.name, v.shape, "float32", v.quant) for k, v in g.tensors.items()}
     g.dtype = "float32"
