@@ -42,6 +42,11 @@ class Requant(ctypes.Structure):
                 ("lo", ctypes.c_int32), ("hi", ctypes.c_int32)]
 
 
+class WeightView(ctypes.Structure):  # mt_weight_s8: here one frozen block holding every input channel
+    _fields_ = [("frozen", ctypes.c_void_p), ("frozen_idx", ctypes.c_void_p), ("n_frozen", ctypes.c_int32),
+                ("train", ctypes.c_void_p), ("train_idx", ctypes.c_void_p), ("n_train", ctypes.c_int32)]
+
+
 def _struct(names):
     return type("S", (ctypes.Structure,), {"_fields_": [(f, ctypes.c_int32) for f in names]})
 
@@ -115,13 +120,14 @@ def run_c(lib, graph, x: np.ndarray) -> dict:
             m, s = m.astype(np.int32), s.astype(np.int32)
             p = Conv(ih, iw, ic, oh, ow, oc, kh, kw, n.attrs["stride"], n.attrs["padding"], xq.zero_point, yq.zero_point)
             rq = Requant(_p(m), _p(s), int(n.attrs.get("multiplier_rounding") == "single"), lo, hi)
-            lib.mt_conv_tfl_s8(ctypes.byref(p), n.attrs.get("groups", 1), _p(xin), _p(w), _p(n.params["bias"]),
-                               ctypes.byref(rq), _p(y))
+            wv = WeightView(_p(w), None, w.shape[-1], None, None, 0)
+            lib.mt_conv_tfl_s8(ctypes.byref(p), n.attrs.get("groups", 1), 0, _p(xin), ctypes.byref(wv),
+                               _p(n.params["bias"]), ctypes.byref(rq), _p(y), None)  # 0: MT_TFL_OHWI
         elif n.op == "add":
             bq = graph.tensors[n.inputs[1]].quant
             a = add_params_tflite(xq.scale, bq.scale, yq.scale)
             p = Add(xin.size, xq.zero_point, bq.zero_point, yq.zero_point, *(int(a[k]) for k in ("m1", "e1", "m2", "e2", "mo", "eo")), lo, hi)
-            lib.mt_add_tfl_s8(ctypes.byref(p), _p(xin), _p(vals[n.inputs[1]]), _p(y))
+            lib.mt_add_tfl_s8(ctypes.byref(p), _p(xin), _p(vals[n.inputs[1]]), _p(y), None)
         elif n.op in ("global_avg_pool", "avg_pool2d"):
             kh, kw = n.attrs.get("kernel", (ih, iw))
             t, _, left, _ = n.attrs.get("pads", (0, 0, 0, 0))

@@ -11,7 +11,8 @@ from ..errors import GraphError
 from ..ir.program import Arg, Params, Step, buf, c_float, lit
 from ..ir.training import Kind
 from ..ir.training import Step as TrainStep
-from ..quant.arith import add_preclamp, add_preclamp_tflite, add_requant, add_requant_tflite, requant_mode
+from ..quant.arith import (add_params_tflite, add_preclamp, add_preclamp_tflite, add_requant, add_requant_tflite,
+                           requant_mode)
 from .common import clamp_float, clamp_int8, int8_clamp
 from .conv import apply_activation
 
@@ -100,6 +101,8 @@ def lower(lx, node, mask) -> list[Step]:
     skip, main = node.inputs
     qa, qb, qy = (graph.tensors[t].quant for t in (skip, main, node.output))
     pname = f"mt_padd{graph.nodes.index(node)}"
+    if requant_mode(node) == "tflite":
+        return _lower_tflite(lx, node, mask, pname)
     if pname not in prog.params:  # inference and training share the struct
         prog.add_params(Params(pname, "mt_add_params", [
             graph.tensors[node.output].numel, qa.zero_point, qb.zero_point, qy.zero_point,
@@ -108,6 +111,21 @@ def lower(lx, node, mask) -> list[Step]:
                                buf(mask) if mask else lit("NULL")],
                  [skip, main], [node.output] + ([mask] if mask else []), node.name,
                  inplace=(node.output, main))]
+
+
+def _lower_tflite(lx, node, mask, pname) -> list[Step]:
+    """The "tflite" rounding mode's add (kernels/mt_forward_tfl_s8.c): TFLite's fixed-point rescaling."""
+    graph, prog = lx.graph, lx.prog
+    skip, main = node.inputs
+    qa, qb, qy = (graph.tensors[t].quant for t in (skip, main, node.output))
+    if pname not in prog.params:
+        a = add_params_tflite(qa.scale, qb.scale, qy.scale)
+        prog.add_params(Params(pname, "mt_add_tfl_params", [
+            graph.tensors[node.output].numel, qa.zero_point, qb.zero_point, qy.zero_point,
+            *(int(a[k]) for k in ("m1", "e1", "m2", "e2", "mo", "eo")), *int8_clamp(node)]))
+    return [Step("mt_add_tfl_s8", [Arg("params", pname), buf(skip), buf(main), buf(node.output),
+                                   buf(mask) if mask else lit("NULL")],
+                 [skip, main], [node.output] + ([mask] if mask else []), node.name, inplace=(node.output, main))]
 
 
 def _run_add_grad(rt, s, values, lr, t):

@@ -486,7 +486,9 @@ def declare(prog, graph, node, idx: int, spec=None) -> ConvLayout:
     kh, kw = node.attrs["kernel"]
     p = prog.add_params(Params(f"mt_p{idx}", "mt_conv_params", [
         h, wd, c, ho, wo, o, kh, kw, node.attrs["stride"], node.attrs["padding"], xq.zero_point, yq.zero_point]))
-    eff = prog.add_const(Const(f"mt_e{idx}", conv_multipliers(xq.scale, node.params["w_scales"], yq.scale), "float32"))
+    eff = Const(f"mt_e{idx}", conv_multipliers(xq.scale, node.params["w_scales"], yq.scale), "float32")
+    if requant_mode(node) != "tflite":  # the tflite kernel requantises with integers: only a backward reads eff
+        prog.add_const(eff)
     bias_trained = spec is not None and spec.bias
     bias = prog.add_const(Const(f"mt_b{idx}", node.params["bias"].astype(np.int32), "int32",
                                 "sram" if bias_trained else "flash", f"{node.name} bias"))
@@ -537,7 +539,31 @@ def conv_step(layout: ConvLayout, x: str, y: str, mask: str | None) -> Step:
 
 def lower(lx, node, mask) -> list[Step]:
     """The forward kernel call (lx: codegen.lower.Lowering; mask: the mask buffer or None)."""
+    if requant_mode(node) == "tflite":
+        return [tflite_conv_step(lx, node, mask)]
     return [conv_step(lx.layouts[node.name], node.inputs[0], node.output, mask)]
+
+
+def tflite_conv_step(lx, node, mask) -> Step:
+    """The "tflite" rounding mode's conv (kernels/mt_forward_tfl_s8.c): the weight through the same
+    frozen/trained view the backward kernels read, TFLite's per-channel multipliers and shifts, the
+    fused activation's clamp."""
+    prog, lay = lx.prog, lx.layouts[node.name]
+    name = f"mt_rq{lay.idx}"
+    if name not in prog.params:  # inference and training share it
+        xq, yq = (lx.graph.tensors[t].quant for t in (node.inputs[0], node.output))
+        m, shift = tflite_conv_multipliers(xq.scale, node.params["w_scales"], yq.scale)
+        prog.add_const(Const(f"mt_qm{lay.idx}", m.astype(np.int32), "int32"))
+        prog.add_const(Const(f"mt_qs{lay.idx}", shift.astype(np.int32), "int32"))
+        single = int(node.attrs.get("multiplier_rounding", "double") == "single")
+        prog.add_params(Params(name, "mt_requant_tfl", [f"mt_qm{lay.idx}", f"mt_qs{lay.idx}", single,
+                                                        *int8_clamp(node)]))
+    wv = weight_view(prog, lay, input_channels(node, lay.family))
+    layout = "MT_TFL_HWC" if lay.family == "depthwise" else "MT_TFL_OHWI"
+    x, y = node.inputs[0], node.output
+    args = [Arg("params", lay.params), lit(node.attrs.get("groups", 1)), lit(layout), buf(x), Arg("params", wv),
+            const(lay.bias), Arg("params", name), buf(y), buf(mask) if mask else lit("NULL")]
+    return Step("mt_conv_tfl_s8", args, [x], [y] + ([mask] if mask else []), node.name)
 
 
 # ----- the step kinds of a conv's backward: NumPy executor and C lowering -----------------------------
@@ -549,6 +575,10 @@ def _lower_grad_acc(lx, s):
     gy, mask = s.inputs
     out = s.outputs[0]
     lay = lx.layouts[s.node]
+    if lay.eff not in lx.prog.consts:  # a "tflite" conv declares its float multipliers for the backward only
+        node = lx.graph.node(s.node)
+        xq, yq = (lx.graph.tensors[t].quant for t in (node.inputs[0], node.output))
+        lx.prog.add_const(Const(lay.eff, conv_multipliers(xq.scale, node.params["w_scales"], yq.scale), "float32"))
     if not np.array_equal(np.asarray(s.attrs["scale"], np.float32), lx.prog.consts[lay.eff].value):
         raise GraphError(f"conv {s.node!r}: gradient scale differs from the forward multiplier")
     n, c = int(np.prod(lx.tg.tensors[out].shape)), lx.tg.tensors[out].shape[-1]

@@ -75,6 +75,11 @@ def lower(lx, node, mask) -> list[Step]:
     graph, prog = lx.graph, lx.prog
     h, w, c = graph.tensors[node.inputs[0]].shape
     pname = f"mt_ppool{graph.nodes.index(node)}"
+    if requant_mode(node) == "tflite":  # TFLite rounds the mean half away from zero (kernels/mt_forward_tfl_s8.c)
+        if pname not in prog.params:
+            prog.add_params(Params(pname, "mt_avg_pool_params", [h, w, c, 1, 1, h, w, 1, 0, 0, *int8_clamp(node)]))
+        return [Step("mt_avg_pool_tfl_s8", [Arg("params", pname), buf(node.inputs[0]), buf(node.output)],
+                     [node.inputs[0]], [node.output], node.name)]
     if pname not in prog.params:
         prog.add_params(Params(pname, "mt_pool_params", [h, w, c]))
     return [Step("mt_global_avg_pool_s8", [Arg("params", pname), buf(node.inputs[0]), buf(node.output)],

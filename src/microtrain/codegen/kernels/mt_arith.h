@@ -99,10 +99,16 @@ static inline int32_t mt_mbqm_s32(int32_t x, int32_t m, int32_t shift, int32_t s
                           shift > 0 ? 0 : -shift);
 }
 
-/* conv requantisation: acc + bias in int32 (wrapping), rescale, + y_zero, clamp to [lo, hi] */
+/* conv requantisation before the clamp: acc + bias in int32 (wrapping), rescale, + y_zero */
+static inline int32_t mt_requant_tfl_pre_s32(int32_t acc, int32_t bias, int32_t m, int32_t shift, int32_t single,
+                                             int32_t y_zero) {
+    return mt_mbqm_s32(mt_wrap_s32((int64_t)acc + bias), m, shift, single) + y_zero;
+}
+
+/* ... clamped to [lo, hi] */
 static inline int8_t mt_requant_tfl_s8(int32_t acc, int32_t bias, int32_t m, int32_t shift, int32_t single,
                                        int32_t y_zero, int32_t lo, int32_t hi) {
-    int32_t v = mt_mbqm_s32(mt_wrap_s32((int64_t)acc + bias), m, shift, single) + y_zero;
+    int32_t v = mt_requant_tfl_pre_s32(acc, bias, m, shift, single, y_zero);
     v = v < lo ? lo : v;
     return (int8_t)(v > hi ? hi : v);
 }

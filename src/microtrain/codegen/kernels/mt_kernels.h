@@ -55,9 +55,17 @@ typedef struct {
     int32_t in_h, in_w, c, top, bottom, left, right, value;
 } mt_pad_params;
 
-void mt_conv_tfl_s8(const mt_conv_params *p, int32_t groups, const int8_t *x, const int8_t *w,
-                    const int32_t *bias, const mt_requant_tfl *rq, int8_t *y);
-void mt_add_tfl_s8(const mt_add_tfl_params *p, const int8_t *a, const int8_t *b, int8_t *y);
+struct mt_weight_s8_;
+/* Convs read their weight through an mt_weight_s8 view (frozen + trained blocks, defined below) in the
+ * layout `layout`: MT_TFL_OHWI (dense, pointwise, grouped: (O, kh, kw, n) per block, n = the block's
+ * channels of I/groups) or MT_TFL_HWC (depthwise, multiplier 1: (kh, kw, n) per block). mask: NULL, or
+ * 1 bit per output, 1 where the output was not clamped (as mt_forward_s8.c's kernels). */
+#define MT_TFL_OHWI 0
+#define MT_TFL_HWC 1
+void mt_conv_tfl_s8(const mt_conv_params *p, int32_t groups, int32_t layout, const int8_t *x,
+                    const struct mt_weight_s8_ *w, const int32_t *bias, const mt_requant_tfl *rq, int8_t *y,
+                    uint8_t *mask);
+void mt_add_tfl_s8(const mt_add_tfl_params *p, const int8_t *a, const int8_t *b, int8_t *y, uint8_t *mask);
 void mt_avg_pool_tfl_s8(const mt_avg_pool_params *p, const int8_t *x, int8_t *y);
 void mt_pad_s8(const mt_pad_params *p, const int8_t *x, int8_t *y);
 /* their gradients (mt_backward_pad_pool_f32.c) */
@@ -103,7 +111,7 @@ void mt_copy_s8(const int8_t *src, int8_t *dst, int32_t n);
  * (SRAM, updated in place), each block in the family's layout with its own channel count in the
  * last axis. frozen_idx/train_idx list the input channels of each block (NULL: 0, 1, 2, ...).
  * A frozen conv has n_train = 0; a fully trained one n_frozen = 0. */
-typedef struct {
+typedef struct mt_weight_s8_ {
     const int8_t *frozen;
     const int16_t *frozen_idx;
     int32_t n_frozen;

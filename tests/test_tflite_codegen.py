@@ -1,0 +1,68 @@
+"""The generated C of graphs read from .tflite files (issue 22): convs, adds and pools lower to the "tflite"
+rounding mode's kernels (kernels/mt_forward_tfl_s8.c), pad and the windowed pool to theirs; the host build
+gives NumPy's logits, and a training step gives NumPy's loss and parameters."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from param_blob import decode_params, graph_slice
+from test_tflite import model_inputs, tflite_path
+
+from microtrain.codegen import compile_model
+from microtrain.codegen.lower_train import training_graph_for
+from microtrain.frontends.tflite import load_tflite
+from microtrain.runtime.forward import run_int8
+from microtrain.runtime.training import TrainingRuntime
+from microtrain.sparse.scheme import UpdateScheme
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None,
+                                reason="needs gcc and make")
+CIFAR_LABELS = np.array([3, 8, 6, 9])  # model_inputs' cat, ship, frog, truck
+
+
+@pytest.mark.parametrize("name", ["ic_resnet8_cifar10_int8", "vww_96_int8"])
+def test_c_logits_equal_numpy(name, tmp_path):
+    from microtrain.targets.host import HostModel, build_host
+
+    g = load_tflite(tflite_path(name))
+    x = model_inputs(name, g)
+    compile_model(g.copy(), UpdateScheme.head_only(), out_dir=tmp_path)
+    source = (tmp_path / "mt_model.c").read_text()
+    assert "mt_conv_tfl_s8(" in source and "mt_pad_s8(" in source and "mt_avg_pool_tfl_s8(" in source
+    assert "mt_conv_s8(" not in source and "mt_global_avg_pool_s8(" not in source
+    model = HostModel(build_host(tmp_path, opt="-O1"))
+    want = run_int8(g, x).reshape(len(x), -1)
+    assert np.array_equal(model.infer(x), want)
+    assert len(np.unique(want.argmax(1))) > 1  # not a constant answer
+
+
+@pytest.mark.parametrize("kind", ["sparse", "full"])
+def test_c_training_step_equals_numpy_on_resnet8(kind, tmp_path):
+    """One SGD step in C and in NumPy from the same start: the same loss and the same trained parameters
+    (sparse: partly trained convs with split weights; full: every gradient crosses pads and adds)."""
+    from microtrain.targets.host import HostModel, build_host
+
+    g = load_tflite(tflite_path("ic_resnet8_cifar10_int8"))
+    x = model_inputs("ic_resnet8_cifar10_int8", g)
+    n = len(g.indexed_convs())
+    scheme = UpdateScheme(3, {n - 2: 0.5, n - 4: 0.25}, name="sparse") if kind == "sparse" else UpdateScheme.full(g)
+    lr = 0.01 if kind == "sparse" else 1e-6
+    cm = compile_model(g.copy(), scheme, out_dir=tmp_path, lr=lr, seed=3)
+    source = (tmp_path / "mt_model.c").read_text()
+    if kind == "full":
+        assert "mt_pad_grad_f32(" in source and "mt_add_grad_f32(" in source
+    model = HostModel(build_host(tmp_path, opt="-O1"))
+    gn = g.copy()
+    rt = TrainingRuntime(training_graph_for(gn, scheme), seed=3)
+    for i in range(2):
+        want = rt.train_step({gn.input: x[i : i + 1]}, CIFAR_LABELS[i : i + 1], lr, i)["loss"]
+        got = model.train_step(x[i], int(CIFAR_LABELS[i]))
+        assert got == pytest.approx(want, rel=1e-5)
+    changed = 0
+    for item, arr in decode_params(model.export_params(), cm.program.meta["trainable_layout"]):
+        ref = graph_slice(gn, item)
+        assert np.array_equal(arr, ref), item
+        changed += int((ref != graph_slice(g, item)).sum())
+    assert changed > 0
