@@ -66,3 +66,31 @@ def test_c_training_step_equals_numpy_on_resnet8(kind, tmp_path):
         assert np.array_equal(arr, ref), item
         changed += int((ref != graph_slice(g, item)).sum())
     assert changed > 0
+
+
+def test_new_head_on_a_flatten_dense_model_trains_in_numpy_and_c(tmp_path):
+    """Keras Conv -> Flatten -> Dense: the classifier is a 6x6 conv over the map, so replace_head's new head
+    is (N, C, 6, 6); head-only fine-tuning learns it, and the C training step gives NumPy's losses."""
+    from tflite_builder import flatten_fc_model
+
+    from microtrain.frontends.tflite import tflite_to_graph
+    from microtrain.quant.head import replace_head
+    from microtrain.runtime.trainer import fine_tune
+    from microtrain.targets.host import HostModel, build_host
+
+    g = tflite_to_graph(flatten_fc_model(), "flatten")
+    head = replace_head(g, 3)
+    assert head.classifier().params["weight"].shape == (3, 4, 6, 6) and not head.classifier().params["weight"].any()
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(-128, 128, (24, 6, 6, 3)).astype(np.int8), np.arange(24) % 3
+    r = fine_tune(g, UpdateScheme.head_only(), (x, y), (x, y), epochs=3, lr=0.05, batch_size=8)
+    assert r["val_acc"] > 0.6  # 24 random images memorised by the new head (chance: 1/3)
+
+    scheme = UpdateScheme(1, {0: 1.0})  # the head and the conv before the flatten
+    compile_model(head.copy(), scheme, out_dir=tmp_path, lr=0.05, seed=1)
+    model = HostModel(build_host(tmp_path, opt="-O1"))
+    assert np.array_equal(model.infer(x), run_int8(head, x).reshape(len(x), -1))
+    rt = TrainingRuntime(training_graph_for(head, scheme), seed=1)
+    for i in range(3):
+        want = rt.train_step({head.input: x[i : i + 1]}, y[i : i + 1], 0.05, i)["loss"]
+        assert model.train_step(x[i], int(y[i])) == pytest.approx(want, rel=1e-5)
