@@ -68,6 +68,29 @@ def test_c_training_step_equals_numpy_on_resnet8(kind, tmp_path):
     assert changed > 0
 
 
+def test_c_training_step_equals_numpy_on_vww_depthwise_slices(tmp_path):
+    """vww: depthwise convs trained whole and on half their channels (split weight views), a pointwise one
+    on a quarter of its input channels: two C steps give NumPy's losses and parameters."""
+    from microtrain.targets.host import HostModel, build_host
+
+    g = load_tflite(tflite_path("vww_96_int8"))
+    x, labels = model_inputs("vww_96_int8", g), np.array([1, 1, 1, 0, 0, 0])  # 3 person, 3 no_person
+    convs = g.indexed_convs()
+    dw = [i for i, c in enumerate(convs) if c.params["weight"].shape[1] == 1 and c.params["weight"].shape[0] > 1]
+    scheme = UpdateScheme(4, {dw[-1]: 0.5, len(convs) - 3: 0.25, dw[-2]: 1.0}, name="sparse")
+    cm = compile_model(g.copy(), scheme, out_dir=tmp_path, lr=0.01, seed=3)
+    model = HostModel(build_host(tmp_path, opt="-O1"))
+    gn = g.copy()
+    rt = TrainingRuntime(training_graph_for(gn, scheme), seed=3)
+    for i in range(2):
+        want = rt.train_step({gn.input: x[i : i + 1]}, labels[i : i + 1], 0.01, i)["loss"]
+        assert model.train_step(x[i], int(labels[i])) == pytest.approx(want, rel=1e-5)
+    layout = cm.program.meta["trainable_layout"]
+    assert any(item.get("family") == "depthwise" for item in layout)
+    for item, arr in decode_params(model.export_params(), layout):
+        assert np.array_equal(arr, graph_slice(gn, item)), item
+
+
 def test_new_head_on_a_flatten_dense_model_trains_in_numpy_and_c(tmp_path):
     """Keras Conv -> Flatten -> Dense: the classifier is a 6x6 conv over the map, so replace_head's new head
     is (N, C, 6, 6); head-only fine-tuning learns it, and the C training step gives NumPy's losses."""
