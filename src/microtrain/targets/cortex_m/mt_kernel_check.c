@@ -42,7 +42,12 @@ static const Case cases[] = {
     {"depthwise", 6, 6, 12, 12, 5, 1, 2},  {"depthwise", 3, 3, 8, 8, 3, 1, 3}, /* windows wholly in the padding */
     {"depthwise", 8, 7, 13, 13, 3, 2, 1},  {"depthwise", 9, 9, 16, 16, 7, 1, 3},
     {"depthwise", 10, 10, 8, 8, 3, 1, 0},
-    {"pointwise", 4, 4, 96, 20, 1, 1, 0},  {"pointwise", 7, 6, 72, 30, 1, 1, 0}, /* in_c > 64: chunked */
+    {"pointwise", 4, 4, 96, 20, 1, 1, 0},  {"pointwise", 7, 6, 72, 30, 1, 1, 0},
+    /* pointwise in_c % 8 == 4 (a lone group before the pairs), in_c > 96 (chunked: a last chunk of 4 and of 8,
+     * two blocks of output channels), pixel counts off the quads; split and dense quads with folded biases */
+    {"pointwise", 5, 4, 20, 13, 1, 1, 0},  {"pointwise", 3, 5, 100, 9, 1, 1, 0},
+    {"pointwise", 4, 4, 200, 30, 1, 1, 0}, {"split", 4, 5, 40, 12, 1, 1, 0},
+    {"conv", 9, 9, 3, 16, 3, 2, 1},
 };
 #define FIRST_FOLD_CASE 19
 #define N_CASES (int)(sizeof cases / sizeof cases[0])

@@ -12,9 +12,12 @@
  * - pointwise, dense with kh * kw * in_c <= MT_QUAD_MAX_K (first_conv) and split pointwise: four output
  *   pixels per pass. Their inputs (receptive fields, gathered channels; padded to a multiple of 4 with the
  *   zero point) are expanded once into a stack buffer, interleaved so one LDM brings two pixels' lanes; each
- *   weight word is then loaded and unpacked once for the four pixels (dot_quad_asm: 15 instructions per 16
- *   MACs). Pointwise inputs wider than the buffer go through it in chunks, partial sums kept per block of
- *   output channels. Leftover pixels (n_pix % 4) and in_c % 4 != 0 use the per-pixel paths below.
+ *   weight word is then loaded and unpacked once for the four pixels (quad_mac: 28 instructions per 32
+ *   MACs). The sums start from the bias (bias folding, below) and the four outputs of a channel are
+ *   requantised by one asm block (QUAD_STORE: sums to and from the FPU two at a time); without a mask, the
+ *   whole pointwise channel loop is one asm loop (quad_rows). Pointwise inputs wider than the buffer go through
+ *   it in chunks, partial sums kept per block of output channels. Leftover pixels (n_pix % 4) and
+ *   in_c % 4 != 0 use the per-pixel paths below.
  * - per-pixel paths: one pixel x four output channels (dot4_asm), or an int16 patch per pixel; the dense
  *   receptive field of a window inside the input is copied a kernel row (kw * in_c contiguous bytes) at a time;
  * - depthwise: four channels in four accumulators (SMLABB/SMLATT). Pixels whose window lies inside the input
@@ -24,7 +27,7 @@
  *   mask the four clamp bits of a channel block are written as one nibble.
  * Unmasked outputs of a call whose multipliers are all finite skip the NaN test and the mask update
  * (requant_finite); the result is the same. Shapes beyond the stack patch / tap list sizes call the portable
- * kernel. Stack: the deepest kernel frame is about 1.1 KB (pointwise_quads_chunked). */
+ * kernel. Stack: the deepest kernel frame is about 1.2 KB (pointwise_quads_chunked). */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 
 #include <arm_acle.h>
@@ -286,7 +289,7 @@ static void pointwise_pixel_pairs(const mt_conv_params *p, const int8_t *x, cons
 }
 
 /* Four pixels' inputs (n channels, n % 4 == 0) unpacked once into int16 lanes shifted by -x_zero, laid out
- * for dot_quad_asm: per group of 4 channels c..c+3, 8 words: pixel 0 (c, c+2), (c+1, c+3), then pixels 1..3. */
+ * for quad_mac: per group of 4 channels c..c+3, 8 words: pixel 0 (c, c+2), (c+1, c+3), then pixels 1..3. */
 static inline void expand_quad(const int8_t *x0, const int8_t *x1, const int8_t *x2, const int8_t *x3,
                                int32_t neg_zero, int32_t n, uint32_t *buf)
 {
@@ -299,40 +302,98 @@ static inline void expand_quad(const int8_t *x0, const int8_t *x1, const int8_t 
     }
 }
 
-/* acc[0..3] += one weight row (n int8, n % 4 == 0, n > 0) against four expanded pixels: each weight word is
- * loaded and unpacked once for the four, the pixels come two at a time by LDM (per 4 inputs: 1 load + 2 unpack w,
- * 2 LDM, 8 SMLAD, 2 loop = 15 instructions for 16 MACs). LDM fills its registers in ascending number
- * order, hence the four pinned registers. */
-static inline void dot_quad_asm(const uint32_t *buf, const int8_t *w, int32_t n, int32_t *acc)
+/* Bias folding: mt_requant_s8 computes (float)acc + (float)bias. When |acc| <= 2^24 and |bias| <= 2^24 both
+ * are exact floats and the float sum is the exact sum rounded once to nearest even, which is what
+ * (float)(acc + bias) gives too (and acc + bias cannot overflow). The kernels then start their sums from the
+ * bias and requantise (float)sum * eff. |acc| <= k * 255 * 128 (|x - x_zero| <= 255, |w| <= 128). */
+#define MT_FOLD_LIMIT (1 << 24)
+static int bias_foldable(const int32_t *bias, int32_t n, int32_t k)
+{
+    if (k > MT_FOLD_LIMIT / (255 * 128)) return 0;
+    int ok = 1;
+    for (int32_t i = 0; i < n; i++) ok &= (bias[i] >= -MT_FOLD_LIMIT) & (bias[i] <= MT_FOLD_LIMIT);
+    return ok;
+}
+
+/* The sums of one output channel at four output pixels. */
+typedef struct {
+    int32_t a0, a1, a2, a3;
+} quad_acc;
+
+/* One group of 4 input channels of a weight row against four expanded pixels: the weight word is loaded and
+ * unpacked once for the four, the pixels come two at a time by LDM (13 instructions for 16 MACs). LDM fills
+ * its registers in ascending number order, hence the four pinned registers of quad_mac. */
+#define QUAD_GROUP                                                                                               \
+    "ldr     %[v], [%[wp]], #4\n\t"                                                                              \
+    "ldmia   %[xp]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"                                                          \
+    "sxtb16  %[lo], %[v]\n\t"                                                                                    \
+    "sxtb16  %[v], %[v], ror #8\n\t"                                                                             \
+    "smlad   %[a0], %[x0], %[lo], %[a0]\n\t"                                                                     \
+    "smlad   %[a0], %[x1], %[v], %[a0]\n\t"                                                                      \
+    "smlad   %[a1], %[x2], %[lo], %[a1]\n\t"                                                                     \
+    "smlad   %[a1], %[x3], %[v], %[a1]\n\t"                                                                      \
+    "ldmia   %[xp]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"                                                          \
+    "smlad   %[a2], %[x0], %[lo], %[a2]\n\t"                                                                     \
+    "smlad   %[a2], %[x1], %[v], %[a2]\n\t"                                                                      \
+    "smlad   %[a3], %[x2], %[lo], %[a3]\n\t"                                                                     \
+    "smlad   %[a3], %[x3], %[v], %[a3]\n\t"
+#define QUAD_OUTPUTS                                                                                             \
+    : [xp] "+r"(xp), [wp] "+r"(wp), [a0] "+r"(s.a0), [a1] "+r"(s.a1), [a2] "+r"(s.a2), [a3] "+r"(s.a3),           \
+      [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [v] "=&r"(v), [lo] "=&r"(lo)
+
+/* s += one weight row w (n int8, n % 4 == 0, n > 0) against four expanded pixels buf: an odd group first,
+ * then two groups per loop pass (28 instructions for 32 MACs). */
+static inline __attribute__((always_inline)) quad_acc quad_mac(const uint32_t *buf, const int8_t *w, int32_t n,
+                                                               quad_acc s)
 {
     register uint32_t x0 __asm__("r2"), x1 __asm__("r3"), x2 __asm__("r4"), x3 __asm__("r5");
     const uint32_t *xp = buf;
     const int8_t *wp = w, *end = w + n;
-    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3]; /* continues the sums in acc */
     uint32_t v, lo;
-    __asm__ volatile(
-        "1:\n\t"
-        "ldr     %[v], [%[wp]], #4\n\t"
-        "ldmia   %[xp]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"
-        "sxtb16  %[lo], %[v]\n\t"
-        "sxtb16  %[v], %[v], ror #8\n\t"
-        "smlad   %[a0], %[x0], %[lo], %[a0]\n\t"
-        "smlad   %[a0], %[x1], %[v], %[a0]\n\t"
-        "smlad   %[a1], %[x2], %[lo], %[a1]\n\t"
-        "smlad   %[a1], %[x3], %[v], %[a1]\n\t"
-        "ldmia   %[xp]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"
-        "smlad   %[a2], %[x0], %[lo], %[a2]\n\t"
-        "smlad   %[a2], %[x1], %[v], %[a2]\n\t"
-        "smlad   %[a3], %[x2], %[lo], %[a3]\n\t"
-        "smlad   %[a3], %[x3], %[v], %[a3]\n\t"
-        "cmp     %[wp], %[end]\n\t"
-        "bne     1b\n\t"
-        : [xp] "+r"(xp), [wp] "+r"(wp), [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
-          [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [v] "=&r"(v), [lo] "=&r"(lo)
-        : [end] "r"(end)
-        : "cc", "memory");
-    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+    if (n & 4) __asm__ volatile(QUAD_GROUP QUAD_OUTPUTS : : "memory");
+    if (n & ~7)
+        __asm__ volatile("1:\n\t" QUAD_GROUP QUAD_GROUP "cmp     %[wp], %[end]\n\t"
+                         "bne     1b\n\t" QUAD_OUTPUTS : [end] "r"(end) : "cc", "memory");
+    return s;
 }
+
+/* requant_finite of the four sums s (plus the float bias BIAS_ADD adds, if any) stored at y[0], y[out_c],
+ * y[2 * out_c], y[3 * out_c]: the same float32 steps, with the sums moved to and from the FPU two at a time. */
+#define QUAD_STORE(BIAS_ADD)                                                                                     \
+    "vmov    s8, s9, %[a0], %[a1]\n\t"                                                                           \
+    "vmov    s10, s11, %[a2], %[a3]\n\t"                                                                         \
+    "vcvt.f32.s32 s8, s8\n\t"                                                                                    \
+    "vcvt.f32.s32 s9, s9\n\t"                                                                                    \
+    "vcvt.f32.s32 s10, s10\n\t"                                                                                  \
+    "vcvt.f32.s32 s11, s11\n\t" BIAS_ADD                                                                         \
+    "vmul.f32 s8, s8, %[e]\n\t"                                                                                  \
+    "vmul.f32 s9, s9, %[e]\n\t"                                                                                  \
+    "vmul.f32 s10, s10, %[e]\n\t"                                                                                \
+    "vmul.f32 s11, s11, %[e]\n\t"                                                                                \
+    "vcvtr.s32.f32 s8, s8\n\t"                                                                                   \
+    "vcvtr.s32.f32 s9, s9\n\t"                                                                                   \
+    "vcvtr.s32.f32 s10, s10\n\t"                                                                                 \
+    "vcvtr.s32.f32 s11, s11\n\t"                                                                                 \
+    "vmov    %[a0], %[a1], s8, s9\n\t"                                                                           \
+    "vmov    %[a2], %[a3], s10, s11\n\t"                                                                         \
+    "qadd    %[a0], %[a0], %[z]\n\t"                                                                             \
+    "qadd    %[a1], %[a1], %[z]\n\t"                                                                             \
+    "qadd    %[a2], %[a2], %[z]\n\t"                                                                             \
+    "qadd    %[a3], %[a3], %[z]\n\t"                                                                             \
+    "ssat    %[a0], #8, %[a0]\n\t"                                                                               \
+    "ssat    %[a1], #8, %[a1]\n\t"                                                                               \
+    "ssat    %[a2], #8, %[a2]\n\t"                                                                               \
+    "ssat    %[a3], #8, %[a3]\n\t"                                                                               \
+    "strb    %[a0], [%[y]]\n\t"                                                                                  \
+    "strb    %[a1], [%[y], %[oc]]\n\t"                                                                           \
+    "add     %[a0], %[y], %[oc], lsl #1\n\t"                                                                     \
+    "strb    %[a2], [%[a0]]\n\t"                                                                                 \
+    "strb    %[a3], [%[a0], %[oc]]\n\t"
+#define QUAD_BIAS_ADD                                                                                            \
+    "vadd.f32 s8, s8, %[fb]\n\t"                                                                                 \
+    "vadd.f32 s9, s9, %[fb]\n\t"                                                                                 \
+    "vadd.f32 s10, s10, %[fb]\n\t"                                                                               \
+    "vadd.f32 s11, s11, %[fb]\n\t"
 
 /* store_out without the mask and the NaN test, for a finite eff: then t = (acc + bias) * eff is finite or
  * +-inf, never NaN, and VCVTR saturates inf exactly as store_out does. */
@@ -362,40 +423,154 @@ static inline __attribute__((always_inline)) void store4_masked(int8_t *y, uint8
     mask[i3 >> 3] = (uint8_t)((mask[i3 >> 3] & ~(1u << (i3 & 7))) | ((uint32_t)(q3 == v3) << (i3 & 7)));
 }
 
+/* The outputs of one output channel at four pixels, y[i0 + j * out_c] for j < 4, from its sums s (started
+ * from the bias when fold; fold implies finite). finite: every multiplier of the call is finite. Without a
+ * mask the whole requantisation is one asm block; with one, store4_masked; otherwise store_out. */
+static inline __attribute__((always_inline)) void quad_finish(quad_acc s, int32_t bias, float e, int32_t y_zero,
+                                                              int8_t *y, uint8_t *mask, int32_t i0, int32_t out_c,
+                                                              int finite, int fold)
+{
+    if (finite && !mask) {
+        int8_t *yo = y + i0;
+        if (fold)
+            __asm__ volatile(QUAD_STORE("")
+                             : [a0] "+r"(s.a0), [a1] "+r"(s.a1), [a2] "+r"(s.a2), [a3] "+r"(s.a3)
+                             : [e] "t"(e), [z] "r"(y_zero), [y] "r"(yo), [oc] "r"(out_c)
+                             : "s8", "s9", "s10", "s11", "memory");
+        else
+            __asm__ volatile(QUAD_STORE(QUAD_BIAS_ADD)
+                             : [a0] "+r"(s.a0), [a1] "+r"(s.a1), [a2] "+r"(s.a2), [a3] "+r"(s.a3)
+                             : [e] "t"(e), [fb] "t"((float)bias), [z] "r"(y_zero), [y] "r"(yo), [oc] "r"(out_c)
+                             : "s8", "s9", "s10", "s11", "memory");
+        return;
+    }
+    const int32_t acc[4] = {s.a0, s.a1, s.a2, s.a3};
+    if (finite) {
+        store4_masked(y, mask, i0, out_c, acc, fold ? 0.0f : (float)bias, e, y_zero);
+        return;
+    }
+    for (int32_t j = 0; j < 4; j++) store_out(y, mask, i0 + j * out_c, acc[j], fold ? 0 : bias, e, y_zero);
+}
+
+/* quad_rows: every output channel of four pixels in one asm loop, for the common case (multipliers finite,
+ * biases folded, no mask, weight rows contiguous: row o + 1 starts where row o ends). Per output channel: its
+ * bias starts the four sums, quad_mac's groups (wp walks on into the next row), then QUAD_STORE. The loop
+ * needs all 14 general registers, so its state waits in memory (one LDM, one STM per channel). */
+typedef struct {
+    const int32_t *bias; /* advanced by one per output channel, as are eff and y */
+    const float *eff;
+    int8_t *y;           /* output of the current channel at the first of the four pixels */
+    int32_t out_c;       /* distance between the four pixels' outputs */
+    int32_t y_zero;
+    const int8_t *y_end; /* y after the last channel */
+    const uint32_t *buf; /* the expanded pixels (expand_quad) */
+    int32_t n;           /* weight row length, n % 4 == 0, n > 0 */
+} quad_rows_ctx;
+
+/* quad_mac's group with fixed registers: r1 weights, r12 pixels, r2-r5 pixel lanes, r6-r7 weight lanes,
+ * r8-r11 the four sums. */
+#define QUAD_GROUP_FIXED                                                                                         \
+    "ldr     r6, [r1], #4\n\t"                                                                                   \
+    "ldmia   r12!, {r2, r3, r4, r5}\n\t"                                                                         \
+    "sxtb16  r7, r6\n\t"                                                                                         \
+    "sxtb16  r6, r6, ror #8\n\t"                                                                                 \
+    "smlad   r8, r2, r7, r8\n\t"                                                                                 \
+    "smlad   r8, r3, r6, r8\n\t"                                                                                 \
+    "smlad   r9, r4, r7, r9\n\t"                                                                                 \
+    "smlad   r9, r5, r6, r9\n\t"                                                                                 \
+    "ldmia   r12!, {r2, r3, r4, r5}\n\t"                                                                         \
+    "smlad   r10, r2, r7, r10\n\t"                                                                               \
+    "smlad   r10, r3, r6, r10\n\t"                                                                               \
+    "smlad   r11, r4, r7, r11\n\t"                                                                               \
+    "smlad   r11, r5, r6, r11\n\t"
+
+/* ODD: the n % 8 == 4 variant (one group before the loop of two). */
+#define QUAD_ROWS_ASM(ODD)                                                                                       \
+    "0:\n\t"                                                                                                     \
+    "ldmia   r0, {r2, r3, r4, r5, r6, r7, r12, lr}\n\t" /* bias, eff, y, out_c, y_zero, y_end, buf, n */           \
+    "ldr     r8, [r2], #4\n\t"                                                                                   \
+    "vldmia  r3!, {s12}\n\t"                                                                                     \
+    "stmia   r0, {r2, r3}\n\t"                                                                                   \
+    "mov     r9, r8\n\t"                                                                                         \
+    "mov     r10, r8\n\t"                                                                                        \
+    "mov     r11, r8\n\t"                                                                                        \
+    "add     lr, r1, lr\n\t" ODD                                                                                 \
+    "1:\n\t" QUAD_GROUP_FIXED QUAD_GROUP_FIXED                                                                   \
+    "cmp     r1, lr\n\t"                                                                                         \
+    "bne     1b\n\t"                                                                                             \
+    "2:\n\t"                                                                                                     \
+    "add     r2, r0, #8\n\t"                                                                                     \
+    "ldmia   r2, {r4, r5, r6, r7}\n\t" /* y, out_c, y_zero, y_end */                                             \
+    "vmov    s8, s9, r8, r9\n\t"                                                                                 \
+    "vmov    s10, s11, r10, r11\n\t"                                                                             \
+    "vcvt.f32.s32 s8, s8\n\t"                                                                                    \
+    "vcvt.f32.s32 s9, s9\n\t"                                                                                    \
+    "vcvt.f32.s32 s10, s10\n\t"                                                                                  \
+    "vcvt.f32.s32 s11, s11\n\t"                                                                                  \
+    "vmul.f32 s8, s8, s12\n\t"                                                                                   \
+    "vmul.f32 s9, s9, s12\n\t"                                                                                   \
+    "vmul.f32 s10, s10, s12\n\t"                                                                                 \
+    "vmul.f32 s11, s11, s12\n\t"                                                                                 \
+    "vcvtr.s32.f32 s8, s8\n\t"                                                                                   \
+    "vcvtr.s32.f32 s9, s9\n\t"                                                                                   \
+    "vcvtr.s32.f32 s10, s10\n\t"                                                                                 \
+    "vcvtr.s32.f32 s11, s11\n\t"                                                                                 \
+    "vmov    r8, r9, s8, s9\n\t"                                                                                 \
+    "vmov    r10, r11, s10, s11\n\t"                                                                             \
+    "qadd    r8, r8, r6\n\t"                                                                                     \
+    "qadd    r9, r9, r6\n\t"                                                                                     \
+    "qadd    r10, r10, r6\n\t"                                                                                   \
+    "qadd    r11, r11, r6\n\t"                                                                                   \
+    "ssat    r8, #8, r8\n\t"                                                                                     \
+    "ssat    r9, #8, r9\n\t"                                                                                     \
+    "ssat    r10, #8, r10\n\t"                                                                                   \
+    "ssat    r11, #8, r11\n\t"                                                                                   \
+    "strb    r8, [r4]\n\t"                                                                                       \
+    "strb    r9, [r4, r5]\n\t"                                                                                   \
+    "add     r2, r4, r5, lsl #1\n\t"                                                                             \
+    "strb    r10, [r2]\n\t"                                                                                      \
+    "strb    r11, [r2, r5]\n\t"                                                                                  \
+    "add     r4, r4, #1\n\t"                                                                                     \
+    "str     r4, [r0, #8]\n\t"                                                                                   \
+    "cmp     r4, r7\n\t"                                                                                         \
+    "bne     0b\n\t"
+
+/* Every output channel of the four pixels whose outputs start at ctx->y (ctx->bias, eff, y are advanced). */
+static inline __attribute__((always_inline)) void quad_rows(quad_rows_ctx *ctx, const int8_t *w)
+{
+    register quad_rows_ctx *c __asm__("r0") = ctx;
+    register const int8_t *wp __asm__("r1") = w;
+    if (ctx->n & 4)
+        __asm__ volatile(QUAD_ROWS_ASM(QUAD_GROUP_FIXED "cmp     r1, lr\n\t"
+                                                        "beq     2f\n\t")
+                         : "+r"(wp)
+                         : "r"(c)
+                         : "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9",
+                           "s10", "s11", "s12", "cc", "memory");
+    else
+        __asm__ volatile(QUAD_ROWS_ASM("")
+                         : "+r"(wp)
+                         : "r"(c)
+                         : "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9",
+                           "s10", "s11", "s12", "cc", "memory");
+}
+
 static inline int is_finite(float f) { return f - f == 0.0f; }
 
 /* All output channels of four output pixels (pix .. pix + 3) from their expanded inputs buf (n4 lanes each,
  * n4 % 4 == 0): row o of the weight starts at w + o * stride (stride <= n4). Lanes past `stride` must be
  * zero: they meet the next row's first bytes, or for the last row its padded copy last_row (NULL when
- * stride == n4), so nothing outside the weight array is read. finite: every multiplier is finite (decided once
- * per call); then without a mask requant_finite with nothing else live across the loop, with one store4_masked. */
+ * stride == n4), so nothing outside the weight array is read. finite, fold: see quad_finish. */
 static inline __attribute__((always_inline)) void
 quad_outputs(const uint32_t *buf, const int8_t *w, int32_t stride, int32_t n4, const int8_t *last_row,
              const int32_t *bias, const float *eff, int32_t out_c, int32_t y_zero, int32_t pix, int8_t *y,
-             uint8_t *mask, int finite)
+             uint8_t *mask, int finite, int fold)
 {
     const int8_t *wo = w;
-    if (!mask && finite) {
-        int8_t *yo = y + pix * out_c;
-        for (int32_t o = 0; o < out_c; o++, wo += stride, yo++) {
-            int32_t acc[4] = {0, 0, 0, 0};
-            dot_quad_asm(buf, (last_row && o == out_c - 1) ? last_row : wo, n4, acc);
-            const float e = eff[o], b = (float)bias[o];
-            yo[0] = requant_finite(acc[0], b, e, y_zero);
-            yo[out_c] = requant_finite(acc[1], b, e, y_zero);
-            yo[2 * out_c] = requant_finite(acc[2], b, e, y_zero);
-            yo[3 * out_c] = requant_finite(acc[3], b, e, y_zero);
-        }
-        return;
-    }
     for (int32_t o = 0; o < out_c; o++, wo += stride) {
-        int32_t acc[4] = {0, 0, 0, 0};
-        dot_quad_asm(buf, (last_row && o == out_c - 1) ? last_row : wo, n4, acc);
-        if (mask && finite) {
-            store4_masked(y, mask, pix * out_c + o, out_c, acc, (float)bias[o], eff[o], y_zero);
-            continue;
-        }
-        for (int32_t j = 0; j < 4; j++) store_out(y, mask, (pix + j) * out_c + o, acc[j], bias[o], eff[o], y_zero);
+        const int32_t b = fold ? bias[o] : 0;
+        const quad_acc s = quad_mac(buf, (last_row && o == out_c - 1) ? last_row : wo, n4, (quad_acc){b, b, b, b});
+        quad_finish(s, bias[o], eff[o], y_zero, y, mask, pix * out_c + o, out_c, finite, fold);
     }
 }
 
@@ -409,7 +584,7 @@ static int all_finite(const float *v, int32_t n)
 /* Inputs of at most MT_QUAD_MAX_K lanes per output pixel (pointwise in_c, dense kh * kw * in_c) go four
  * pixels per pass through a stack buffer of 8 * MT_QUAD_MAX_K bytes. */
 #ifndef MT_QUAD_MAX_K
-#define MT_QUAD_MAX_K 64
+#define MT_QUAD_MAX_K 96
 #endif
 
 /* Pointwise conv with in_c % 4 == 0, in_c <= MT_QUAD_MAX_K, four pixels per pass. Returns the number of
@@ -420,12 +595,18 @@ static __attribute__((noinline)) int32_t pointwise_quads(const mt_conv_params *p
 {
     uint32_t buf[2 * MT_QUAD_MAX_K];
     const int32_t in_c = p->in_c, neg_zero = pack_neg_zero(p->x_zero), n_pix = p->out_h * p->out_w;
-    const int finite = all_finite(eff, p->out_c);
+    const int finite = all_finite(eff, p->out_c), fold = finite && bias_foldable(bias, p->out_c, in_c);
+    quad_rows_ctx ctx = {bias, eff, y, p->out_c, p->y_zero, y, buf, in_c};
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         expand_quad(pixel_in(p, x, pix), pixel_in(p, x, pix + 1), pixel_in(p, x, pix + 2), pixel_in(p, x, pix + 3),
                     neg_zero, in_c, buf);
-        quad_outputs(buf, w, in_c, in_c, NULL, bias, eff, p->out_c, p->y_zero, pix, y, mask, finite);
+        if (fold && !mask) {
+            ctx.bias = bias, ctx.eff = eff, ctx.y = y + pix * p->out_c, ctx.y_end = ctx.y + p->out_c;
+            quad_rows(&ctx, w);
+            continue;
+        }
+        quad_outputs(buf, w, in_c, in_c, NULL, bias, eff, p->out_c, p->y_zero, pix, y, mask, finite, fold);
     }
     return pix;
 }
@@ -441,39 +622,29 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
                                                                  const float *eff, int8_t *y, uint8_t *mask)
 {
     uint32_t buf[2 * MT_QUAD_MAX_K];
-    int32_t acc[4 * MT_QUAD_O_BLOCK];
+    quad_acc acc[MT_QUAD_O_BLOCK];
     const int32_t in_c = p->in_c, out_c = p->out_c, y_zero = p->y_zero, neg_zero = pack_neg_zero(p->x_zero);
     const int32_t n_pix = p->out_h * p->out_w;
-    const int finite = all_finite(eff, out_c), short_requant = !mask && finite;
+    const int finite = all_finite(eff, out_c), fold = finite && bias_foldable(bias, out_c, in_c);
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         const int8_t *x0 = pixel_in(p, x, pix), *x1 = pixel_in(p, x, pix + 1);
         const int8_t *x2 = pixel_in(p, x, pix + 2), *x3 = pixel_in(p, x, pix + 3);
         for (int32_t o0 = 0; o0 < out_c; o0 += MT_QUAD_O_BLOCK) {
             const int32_t on = out_c - o0 < MT_QUAD_O_BLOCK ? out_c - o0 : MT_QUAD_O_BLOCK;
-            for (int32_t i = 0; i < 4 * on; i++) acc[i] = 0;
+            for (int32_t o = 0; o < on; o++) {
+                const int32_t b = fold ? bias[o0 + o] : 0;
+                acc[o] = (quad_acc){b, b, b, b};
+            }
             for (int32_t k0 = 0; k0 < in_c; k0 += MT_QUAD_MAX_K) {
                 const int32_t kn = in_c - k0 < MT_QUAD_MAX_K ? in_c - k0 : MT_QUAD_MAX_K;
                 expand_quad(x0 + k0, x1 + k0, x2 + k0, x3 + k0, neg_zero, kn, buf);
                 const int8_t *wo = w + o0 * in_c + k0;
-                for (int32_t o = 0; o < on; o++, wo += in_c) dot_quad_asm(buf, wo, kn, acc + 4 * o);
+                for (int32_t o = 0; o < on; o++, wo += in_c) acc[o] = quad_mac(buf, wo, kn, acc[o]);
             }
-            for (int32_t o = 0; o < on; o++) {
-                const int32_t oc = o0 + o;
-                if (short_requant) {
-                    const float e = eff[oc], b = (float)bias[oc];
-                    int8_t *yo = y + pix * out_c + oc;
-                    yo[0] = requant_finite(acc[4 * o], b, e, y_zero);
-                    yo[out_c] = requant_finite(acc[4 * o + 1], b, e, y_zero);
-                    yo[2 * out_c] = requant_finite(acc[4 * o + 2], b, e, y_zero);
-                    yo[3 * out_c] = requant_finite(acc[4 * o + 3], b, e, y_zero);
-                } else if (finite) {
-                    store4_masked(y, mask, pix * out_c + oc, out_c, acc + 4 * o, (float)bias[oc], eff[oc], y_zero);
-                } else {
-                    for (int32_t j = 0; j < 4; j++)
-                        store_out(y, mask, (pix + j) * out_c + oc, acc[4 * o + j], bias[oc], eff[oc], y_zero);
-                }
-            }
+            for (int32_t o = 0; o < on; o++)
+                quad_finish(acc[o], bias[o0 + o], eff[o0 + o], y_zero, y, mask, pix * out_c + o0 + o, out_c, finite,
+                            fold);
         }
     }
     return pix;
@@ -629,7 +800,7 @@ static __attribute__((noinline)) int32_t conv_quads(const mt_conv_params *p, con
     const int32_t k_n = p->kh * p->kw * p->in_c, n4 = (k_n + 3) & ~3, n_pix = p->out_h * p->out_w;
     const int32_t neg_zero = pack_neg_zero(p->x_zero);
     for (int32_t k = 0; k < n4; k++) last_row[k] = k < k_n ? w[(p->out_c - 1) * k_n + k] : 0;
-    const int finite = all_finite(eff, p->out_c);
+    const int finite = all_finite(eff, p->out_c), fold = finite && bias_foldable(bias, p->out_c, n4);
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         for (int32_t j = 0; j < 4; j++) { /* pixel j into lanes 2j, 2j + 1 of each 8-word group */
@@ -641,7 +812,7 @@ static __attribute__((noinline)) int32_t conv_quads(const mt_conv_params *p, con
             }
         }
         quad_outputs(buf, w, k_n, n4, n4 > k_n ? last_row : NULL, bias, eff, p->out_c, p->y_zero, pix, y, mask,
-                     finite);
+                     finite, fold);
     }
     return pix;
 }
@@ -747,7 +918,7 @@ static void padded_last_row(const int8_t *w, int32_t rows, int32_t n, int32_t n4
 /* Split pointwise conv, four pixels per pass (nf4 + nt4 <= MT_QUAD_MAX_K, the channel counts rounded up to
  * 4): each pixel's frozen then trained channels are gathered into an int8 field, each block padded to a
  * multiple of 4 with the zero point (value 0), and expanded like pointwise inputs; every output channel is
- * then two dot_quad_asm passes into the same sums. Returns the number of pixels done. */
+ * then two quad_mac passes into the same sums. Returns the number of pixels done. */
 static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
                                                      const int16_t *frozen_idx, int32_t n_frozen,
                                                      const int8_t *w_train, const int16_t *train_idx, int32_t n_train,
@@ -759,7 +930,7 @@ static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, co
     const int32_t out_c = p->out_c, y_zero = p->y_zero, n_pix = p->out_h * p->out_w;
     const int32_t nf4 = (n_frozen + 3) & ~3, nt4 = (n_train + 3) & ~3, neg_zero = pack_neg_zero(p->x_zero);
     const int8_t zero = (int8_t)p->x_zero;
-    const int finite = all_finite(eff, out_c), short_requant = !mask && finite;
+    const int finite = all_finite(eff, out_c), fold = finite && bias_foldable(bias, out_c, nf4 + nt4);
     padded_last_row(w_frozen, out_c, n_frozen, nf4, last_f);
     padded_last_row(w_train, out_c, n_train, nt4, last_t);
     int32_t pix = 0;
@@ -778,23 +949,12 @@ static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, co
             }
         }
         for (int32_t o = 0; o < out_c; o++) {
-            int32_t acc[4] = {0, 0, 0, 0};
             const int last = o == out_c - 1;
-            if (nf4) dot_quad_asm(buf, (last && nf4 > n_frozen) ? last_f : w_frozen + o * n_frozen, nf4, acc);
-            if (nt4) dot_quad_asm(buf + 2 * nf4, (last && nt4 > n_train) ? last_t : w_train + o * n_train, nt4, acc);
-            if (short_requant) {
-                const float e = eff[o], b = (float)bias[o];
-                int8_t *yo = y + pix * out_c + o;
-                yo[0] = requant_finite(acc[0], b, e, y_zero);
-                yo[out_c] = requant_finite(acc[1], b, e, y_zero);
-                yo[2 * out_c] = requant_finite(acc[2], b, e, y_zero);
-                yo[3 * out_c] = requant_finite(acc[3], b, e, y_zero);
-            } else if (finite) {
-                store4_masked(y, mask, pix * out_c + o, out_c, acc, (float)bias[o], eff[o], y_zero);
-            } else {
-                for (int32_t j = 0; j < 4; j++)
-                    store_out(y, mask, (pix + j) * out_c + o, acc[j], bias[o], eff[o], y_zero);
-            }
+            const int32_t b = fold ? bias[o] : 0;
+            quad_acc s = {b, b, b, b};
+            if (nf4) s = quad_mac(buf, (last && nf4 > n_frozen) ? last_f : w_frozen + o * n_frozen, nf4, s);
+            if (nt4) s = quad_mac(buf + 2 * nf4, (last && nt4 > n_train) ? last_t : w_train + o * n_train, nt4, s);
+            quad_finish(s, bias[o], eff[o], y_zero, y, mask, pix * out_c + o, out_c, finite, fold);
         }
     }
     return pix;
@@ -818,19 +978,6 @@ void mt_conv_pointwise_split_s8(const mt_conv_params *p, const int8_t *x, const 
         first = split_quads(p, x, w_frozen, frozen_idx, n_frozen, w_train, train_idx, n_train, bias, eff, y, mask);
     if (first < p->out_h * p->out_w)
         split_patches(p, x, w_frozen, frozen_idx, n_frozen, w_train, train_idx, n_train, bias, eff, y, mask, first);
-}
-
-/* Bias folding: mt_requant_s8 computes (float)acc + (float)bias. When |acc| <= 2^24 and |bias| <= 2^24 both
- * are exact floats and the float sum is the exact sum rounded once to nearest even, which is what
- * (float)(acc + bias) gives too (and acc + bias cannot overflow). The kernels then start their sums from the
- * bias and requantise (float)sum * eff. |acc| <= k * 255 * 128 (|x - x_zero| <= 255, |w| <= 128). */
-#define MT_FOLD_LIMIT (1 << 24)
-static int bias_foldable(const int32_t *bias, int32_t n, int32_t k)
-{
-    if (k > MT_FOLD_LIMIT / (255 * 128)) return 0;
-    int ok = 1;
-    for (int32_t i = 0; i < n; i++) ok &= (bias[i] >= -MT_FOLD_LIMIT) & (bias[i] <= MT_FOLD_LIMIT);
-    return ok;
 }
 
 /* Depthwise conv, four channels at a time: their weights are unpacked once per call into int16 lanes, next to
