@@ -1,6 +1,7 @@
 /* Self-check firmware: runs each SIMD kernel (codegen/kernels/arm) and its portable twin (renamed
  * *_portable by the SIMD build) on the same pseudo-random cases, compares outputs and masks byte for byte,
- * and marks each call for the instruction counter (region 1 + 2i: portable, 2 + 2i: SIMD, 0: the rest).
+ * and marks each call for the instruction counter (region 1 + 2i: portable, 2 + 2i: SIMD, NOMASK_REGION + 2i and
+ * + 2i + 1: portable and SIMD without a mask, 0: the rest).
  * Prints one line per case; exit status = number of cases that differ. */
 #include <stdint.h>
 #include <string.h>
@@ -47,9 +48,11 @@ static const Case cases[] = {
      * two blocks of output channels), pixel counts off the quads; split and dense quads with folded biases */
     {"pointwise", 5, 4, 20, 13, 1, 1, 0},  {"pointwise", 3, 5, 100, 9, 1, 1, 0},
     {"pointwise", 4, 4, 200, 30, 1, 1, 0}, {"split", 4, 5, 40, 12, 1, 1, 0},
-    {"conv", 9, 9, 3, 16, 3, 2, 1},
+    {"conv", 9, 9, 3, 16, 3, 2, 1},        {"pointwise", 4, 4, 24, 40, 1, 1, 0}, /* 20 dead channels */
 };
+#define MANY_DEAD_CASE 33 /* more dead channels than the SIMD kernels list (MT_DEAD_MAX) */
 #define FIRST_FOLD_CASE 19
+#define NOMASK_REGION 1000
 #define N_CASES (int)(sizeof cases / sizeof cases[0])
 #define MAX_X 40000
 #define MAX_W 10000
@@ -200,6 +203,8 @@ int main(void)
                 eff[o] = (float)(1000 + (int32_t)(next() % 1000u)) / (float)(1 << 28);
             }
         if (fold_mode == 2) bias[0] = (1 << 24) + 1; /* too big to fold: the unfolded path */
+        if (i == MANY_DEAD_CASE)
+            for (int32_t o = 1; o < p.out_c; o += 2) bias[o] = INT32_MIN;
         if (fold_mode == 0 || fold_mode == 2) /* odd channels clamp at some pixels only: mixed clamp bits */
             for (int32_t o = 1; o < p.out_c; o += 2) eff[o] *= 32.0f;
         if (i == 1 || i == 5) eff[0] = __builtin_inff(); /* a degenerate multiplier: the fallback path */
@@ -237,6 +242,7 @@ int main(void)
         int32_t nomask_diff = 0;
         for (int pass = 0; pass < 2; pass++) {
             memset(y_nomask, 0x33, sizeof y_nomask);
+            mt_mark(NOMASK_REGION + 2 * i + pass); /* portable, SIMD without a mask */
             if (depthwise) (pass ? mt_conv_depthwise_s8 : mt_conv_depthwise_s8_portable)(&p, x, w, bias, eff, y_nomask, NULL);
             else if (dense) (pass ? mt_conv_s8 : mt_conv_s8_portable)(&p, x, w, bias, eff, y_nomask, NULL);
             else if (split)
@@ -244,6 +250,7 @@ int main(void)
                     &p, x, w, frozen_idx, n_frozen, w + n_frozen * p.out_c, train_idx, n_train, bias, eff, y_nomask,
                     NULL);
             else (pass ? mt_conv_pointwise_s8 : mt_conv_pointwise_s8_portable)(&p, x, w, bias, eff, y_nomask, NULL);
+            mt_mark(0);
             for (int32_t j = 0; j < n_y; j++) nomask_diff += y_ref[j] != y_nomask[j];
         }
         failures += (diff || mask_diff || nomask_diff);

@@ -307,11 +307,13 @@ static inline void expand_quad(const int8_t *x0, const int8_t *x1, const int8_t 
  * (float)(acc + bias) gives too (and acc + bias cannot overflow). The kernels then start their sums from the
  * bias and requantise (float)sum * eff. |acc| <= k * 255 * 128 (|x - x_zero| <= 255, |w| <= 128). */
 #define MT_FOLD_LIMIT (1 << 24)
+static inline int fold_k(int32_t k) { return k <= MT_FOLD_LIMIT / (255 * 128); }
+static inline int fold_one(int32_t b) { return (b >= -MT_FOLD_LIMIT) & (b <= MT_FOLD_LIMIT); }
 static int bias_foldable(const int32_t *bias, int32_t n, int32_t k)
 {
-    if (k > MT_FOLD_LIMIT / (255 * 128)) return 0;
+    if (!fold_k(k)) return 0;
     int ok = 1;
-    for (int32_t i = 0; i < n; i++) ok &= (bias[i] >= -MT_FOLD_LIMIT) & (bias[i] <= MT_FOLD_LIMIT);
+    for (int32_t i = 0; i < n; i++) ok &= fold_one(bias[i]);
     return ok;
 }
 
@@ -555,12 +557,62 @@ static inline __attribute__((always_inline)) void quad_rows(quad_rows_ctx *ctx, 
                            "s10", "s11", "s12", "cc", "memory");
 }
 
+/* Up to this many output channels per call may have a bias too large to fold (dead channels) and still take
+ * quad_rows for the others. */
+#define MT_DEAD_MAX 16
+
+/* The output channels whose bias cannot be folded (|bias| > 2^24), into dead; -1 when more than MT_DEAD_MAX. */
+static int32_t unfoldable_channels(const int32_t *bias, int32_t out_c, int16_t *dead)
+{
+    int32_t n = 0;
+    for (int32_t o = 0; o < out_c; o++) {
+        if (fold_one(bias[o])) continue;
+        if (n == MT_DEAD_MAX) return -1;
+        dead[n++] = (int16_t)o;
+    }
+    return n;
+}
+
+/* One output channel of four expanded pixels without a mask, its bias added in float (a channel outside
+ * quad_rows; not inlined: the register pressure of quad_mac where the callers keep their loop state). */
+static __attribute__((noinline)) void quad_unfolded(const uint32_t *buf, const int8_t *w, int32_t n, int32_t bias,
+                                                    float e, int32_t y_zero, int8_t *y, int32_t out_c)
+{
+    quad_finish(quad_mac(buf, w, n, (quad_acc){0, 0, 0, 0}), bias, e, y_zero, y, NULL, 0, out_c, 1, 0);
+}
+
+/* Every output channel of four expanded pixels without a mask (finite multipliers, n within the folding bound),
+ * outputs from y (pixel 0, channel 0) on, weight rows n bytes apart: the runs of foldable channels by quad_rows,
+ * the n_dead channels listed in dead one at a time with the bias added in float. */
+static inline __attribute__((always_inline)) void quad_all_rows(const uint32_t *buf, const int8_t *w, int32_t n,
+                                                                const int32_t *bias, const float *eff, int32_t out_c,
+                                                                int32_t y_zero, int8_t *y, const int16_t *dead,
+                                                                int32_t n_dead)
+{
+    quad_rows_ctx ctx = {bias, eff, y, out_c, y_zero, y + out_c, buf, n};
+    if (n_dead == 0) {
+        quad_rows(&ctx, w);
+        return;
+    }
+    int32_t o = 0;
+    for (int32_t k = 0; k <= n_dead; k++) {
+        const int32_t d = k < n_dead ? dead[k] : out_c;
+        if (d > o) {
+            ctx.bias = bias + o, ctx.eff = eff + o, ctx.y = y + o, ctx.y_end = y + d;
+            quad_rows(&ctx, w + o * n);
+        }
+        if (d < out_c) quad_unfolded(buf, w + d * n, n, bias[d], eff[d], y_zero, y + d, out_c);
+        o = d + 1;
+    }
+}
+
 static inline int is_finite(float f) { return f - f == 0.0f; }
 
 /* All output channels of four output pixels (pix .. pix + 3) from their expanded inputs buf (n4 lanes each,
  * n4 % 4 == 0): row o of the weight starts at w + o * stride (stride <= n4). Lanes past `stride` must be
  * zero: they meet the next row's first bytes, or for the last row its padded copy last_row (NULL when
- * stride == n4), so nothing outside the weight array is read. finite, fold: see quad_finish. */
+ * stride == n4), so nothing outside the weight array is read. finite: see quad_finish; fold: finite and n4
+ * within the folding bound (each channel then folds its bias when |bias| <= 2^24). */
 static inline __attribute__((always_inline)) void
 quad_outputs(const uint32_t *buf, const int8_t *w, int32_t stride, int32_t n4, const int8_t *last_row,
              const int32_t *bias, const float *eff, int32_t out_c, int32_t y_zero, int32_t pix, int8_t *y,
@@ -568,10 +620,20 @@ quad_outputs(const uint32_t *buf, const int8_t *w, int32_t stride, int32_t n4, c
 {
     const int8_t *wo = w;
     for (int32_t o = 0; o < out_c; o++, wo += stride) {
-        const int32_t b = fold ? bias[o] : 0;
+        const int f = fold && fold_one(bias[o]);
+        const int32_t b = f ? bias[o] : 0;
         const quad_acc s = quad_mac(buf, (last_row && o == out_c - 1) ? last_row : wo, n4, (quad_acc){b, b, b, b});
-        quad_finish(s, bias[o], eff[o], y_zero, y, mask, pix * out_c + o, out_c, finite, fold);
+        quad_finish(s, bias[o], eff[o], y_zero, y, mask, pix * out_c + o, out_c, finite, f);
     }
+}
+
+/* quad_outputs as a call of its own: inlined into conv_quads, gcc finds no registers for quad_mac (Cortex-M4). */
+static __attribute__((noinline)) void quad_outputs_apart(const uint32_t *buf, const int8_t *w, int32_t stride, int32_t n4,
+                                                         const int8_t *last_row, const int32_t *bias, const float *eff,
+                                                         int32_t out_c, int32_t y_zero, int32_t pix, int8_t *y,
+                                                         uint8_t *mask, int finite, int fold)
+{
+    quad_outputs(buf, w, stride, n4, last_row, bias, eff, out_c, y_zero, pix, y, mask, finite, fold);
 }
 
 static int all_finite(const float *v, int32_t n)
@@ -595,15 +657,15 @@ static __attribute__((noinline)) int32_t pointwise_quads(const mt_conv_params *p
 {
     uint32_t buf[2 * MT_QUAD_MAX_K];
     const int32_t in_c = p->in_c, neg_zero = pack_neg_zero(p->x_zero), n_pix = p->out_h * p->out_w;
-    const int finite = all_finite(eff, p->out_c), fold = finite && bias_foldable(bias, p->out_c, in_c);
-    quad_rows_ctx ctx = {bias, eff, y, p->out_c, p->y_zero, y, buf, in_c};
+    int16_t dead[MT_DEAD_MAX];
+    const int finite = all_finite(eff, p->out_c), fold = finite && fold_k(in_c);
+    const int32_t n_dead = fold && !mask ? unfoldable_channels(bias, p->out_c, dead) : -1;
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         expand_quad(pixel_in(p, x, pix), pixel_in(p, x, pix + 1), pixel_in(p, x, pix + 2), pixel_in(p, x, pix + 3),
                     neg_zero, in_c, buf);
-        if (fold && !mask) {
-            ctx.bias = bias, ctx.eff = eff, ctx.y = y + pix * p->out_c, ctx.y_end = ctx.y + p->out_c;
-            quad_rows(&ctx, w);
+        if (n_dead >= 0) {
+            quad_all_rows(buf, w, in_c, bias, eff, p->out_c, p->y_zero, y + pix * p->out_c, dead, n_dead);
             continue;
         }
         quad_outputs(buf, w, in_c, in_c, NULL, bias, eff, p->out_c, p->y_zero, pix, y, mask, finite, fold);
@@ -625,7 +687,7 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
     quad_acc acc[MT_QUAD_O_BLOCK];
     const int32_t in_c = p->in_c, out_c = p->out_c, y_zero = p->y_zero, neg_zero = pack_neg_zero(p->x_zero);
     const int32_t n_pix = p->out_h * p->out_w;
-    const int finite = all_finite(eff, out_c), fold = finite && bias_foldable(bias, out_c, in_c);
+    const int finite = all_finite(eff, out_c), fold = finite && fold_k(in_c);
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         const int8_t *x0 = pixel_in(p, x, pix), *x1 = pixel_in(p, x, pix + 1);
@@ -633,7 +695,7 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
         for (int32_t o0 = 0; o0 < out_c; o0 += MT_QUAD_O_BLOCK) {
             const int32_t on = out_c - o0 < MT_QUAD_O_BLOCK ? out_c - o0 : MT_QUAD_O_BLOCK;
             for (int32_t o = 0; o < on; o++) {
-                const int32_t b = fold ? bias[o0 + o] : 0;
+                const int32_t b = fold && fold_one(bias[o0 + o]) ? bias[o0 + o] : 0;
                 acc[o] = (quad_acc){b, b, b, b};
             }
             for (int32_t k0 = 0; k0 < in_c; k0 += MT_QUAD_MAX_K) {
@@ -644,7 +706,7 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
             }
             for (int32_t o = 0; o < on; o++)
                 quad_finish(acc[o], bias[o0 + o], eff[o0 + o], y_zero, y, mask, pix * out_c + o0 + o, out_c, finite,
-                            fold);
+                            fold && fold_one(bias[o0 + o]));
         }
     }
     return pix;
@@ -788,19 +850,32 @@ static void gather_field_fast(const mt_conv_params *p, const int8_t *x, int32_t 
     for (; k < n4; k++) field[k] = (int8_t)p->x_zero;
 }
 
-/* Dense conv with k_n = kh * kw * in_c <= MT_QUAD_MAX_K (first_conv: 27), four output pixels per pass: the
+#ifndef MT_CONV_QUAD_MAX_K
+#define MT_CONV_QUAD_MAX_K 64
+#endif
+#ifndef MT_CONV_ROWS_MAX
+#define MT_CONV_ROWS_MAX 512 /* bytes of zero-padded weight rows (first_conv: 16 x 28) */
+#endif
+/* Dense conv with k_n = kh * kw * in_c <= MT_CONV_QUAD_MAX_K (first_conv: 27), four output pixels per pass: the
  * receptive fields are gathered padded to a multiple of 4 with the zero point, expanded like pointwise
- * inputs, and every weight row is read as n4 bytes (the last row from a zero-padded copy). Returns the
- * number of pixels done. */
+ * inputs, and every weight row is read as n4 bytes (the last row from a zero-padded copy, or without a mask
+ * all rows from a zero-padded copy for quad_rows). Returns the number of pixels done. */
 static __attribute__((noinline)) int32_t conv_quads(const mt_conv_params *p, const int8_t *x, const int8_t *w,
                                                     const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask)
 {
-    uint32_t buf[2 * MT_QUAD_MAX_K];
-    int8_t field[MT_QUAD_MAX_K] __attribute__((aligned(4))), last_row[MT_QUAD_MAX_K] __attribute__((aligned(4)));
+    uint32_t buf[2 * MT_CONV_QUAD_MAX_K];
+    int8_t field[MT_CONV_QUAD_MAX_K] __attribute__((aligned(4))), last_row[MT_CONV_QUAD_MAX_K] __attribute__((aligned(4)));
+    int8_t rows[MT_CONV_ROWS_MAX] __attribute__((aligned(4)));
     const int32_t k_n = p->kh * p->kw * p->in_c, n4 = (k_n + 3) & ~3, n_pix = p->out_h * p->out_w;
-    const int32_t neg_zero = pack_neg_zero(p->x_zero);
-    for (int32_t k = 0; k < n4; k++) last_row[k] = k < k_n ? w[(p->out_c - 1) * k_n + k] : 0;
-    const int finite = all_finite(eff, p->out_c), fold = finite && bias_foldable(bias, p->out_c, n4);
+    const int32_t neg_zero = pack_neg_zero(p->x_zero), out_c = p->out_c;
+    for (int32_t k = 0; k < n4; k++) last_row[k] = k < k_n ? w[(out_c - 1) * k_n + k] : 0;
+    int16_t dead[MT_DEAD_MAX];
+    const int finite = all_finite(eff, out_c), fold = finite && fold_k(n4);
+    /* without a mask: every row zero-padded to n4 bytes, so quad_all_rows walks them */
+    const int32_t n_dead = fold && !mask && out_c * n4 <= MT_CONV_ROWS_MAX ? unfoldable_channels(bias, out_c, dead) : -1;
+    if (n_dead >= 0)
+        for (int32_t o = 0; o < out_c; o++)
+            for (int32_t k = 0; k < n4; k++) rows[o * n4 + k] = k < k_n ? w[o * k_n + k] : 0;
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         for (int32_t j = 0; j < 4; j++) { /* pixel j into lanes 2j, 2j + 1 of each 8-word group */
@@ -811,8 +886,12 @@ static __attribute__((noinline)) int32_t conv_quads(const mt_conv_params *p, con
                 buf[2 * g + 2 * j + 1] = sxtab16_ror8((uint32_t)neg_zero, v);
             }
         }
-        quad_outputs(buf, w, k_n, n4, n4 > k_n ? last_row : NULL, bias, eff, p->out_c, p->y_zero, pix, y, mask,
-                     finite, fold);
+        if (n_dead >= 0) {
+            quad_all_rows(buf, rows, n4, bias, eff, out_c, p->y_zero, y + pix * out_c, dead, n_dead);
+            continue;
+        }
+        quad_outputs_apart(buf, w, k_n, n4, n4 > k_n ? last_row : NULL, bias, eff, out_c, p->y_zero, pix, y, mask,
+                           finite, fold);
     }
     return pix;
 }
@@ -862,7 +941,7 @@ void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const
         mt_conv_s8_portable(p, x, w, bias, eff, y, mask);
         return;
     }
-    const int32_t first = k_n <= MT_QUAD_MAX_K ? conv_quads(p, x, w, bias, eff, y, mask) : 0;
+    const int32_t first = k_n <= MT_CONV_QUAD_MAX_K ? conv_quads(p, x, w, bias, eff, y, mask) : 0;
     if (first < p->out_h * p->out_w) conv_patches(p, x, w, bias, eff, y, mask, first);
 }
 
@@ -930,7 +1009,7 @@ static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, co
     const int32_t out_c = p->out_c, y_zero = p->y_zero, n_pix = p->out_h * p->out_w;
     const int32_t nf4 = (n_frozen + 3) & ~3, nt4 = (n_train + 3) & ~3, neg_zero = pack_neg_zero(p->x_zero);
     const int8_t zero = (int8_t)p->x_zero;
-    const int finite = all_finite(eff, out_c), fold = finite && bias_foldable(bias, out_c, nf4 + nt4);
+    const int finite = all_finite(eff, out_c), fold = finite && fold_k(nf4 + nt4);
     padded_last_row(w_frozen, out_c, n_frozen, nf4, last_f);
     padded_last_row(w_train, out_c, n_train, nt4, last_t);
     int32_t pix = 0;
@@ -950,11 +1029,12 @@ static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, co
         }
         for (int32_t o = 0; o < out_c; o++) {
             const int last = o == out_c - 1;
-            const int32_t b = fold ? bias[o] : 0;
+            const int f = fold && fold_one(bias[o]);
+            const int32_t b = f ? bias[o] : 0;
             quad_acc s = {b, b, b, b};
             if (nf4) s = quad_mac(buf, (last && nf4 > n_frozen) ? last_f : w_frozen + o * n_frozen, nf4, s);
             if (nt4) s = quad_mac(buf + 2 * nf4, (last && nt4 > n_train) ? last_t : w_train + o * n_train, nt4, s);
-            quad_finish(s, bias[o], eff[o], y_zero, y, mask, pix * out_c + o, out_c, finite, fold);
+            quad_finish(s, bias[o], eff[o], y_zero, y, mask, pix * out_c + o, out_c, finite, f);
         }
     }
     return pix;
