@@ -1156,6 +1156,100 @@ static void inside_range(int32_t pad, int32_t stride, int32_t k, int32_t n_in, i
     if (*hi > n_out) *hi = n_out;
 }
 
+/* dw_rows: a run of interior pixels for one block of four channels, all in one asm loop (multipliers finite,
+ * the four biases folded, no mask): per pixel the four sums start from the biases, run over the tap list
+ * (DW_TAP: 8 instructions per tap, two taps per loop pass) and are requantised like QUAD_STORE with the
+ * four multipliers kept in s12-s15 for the whole run. */
+typedef struct {
+    int32_t b[4];                 /* 0: the sums' starting values (the folded biases) */
+    const dw_tap *taps, *end;     /* 16, 20 */
+    const int8_t *xc;             /* 24: the first pixel's window, channel c */
+    int32_t x_step, c_n, y_zero;  /* 28, 32, 36 */
+    int8_t *y_end;                /* 40: y after the run */
+    int32_t neg_zero;             /* 44 */
+    float e[4];                   /* 48 */
+    int8_t *y;                    /* 64: the first pixel's output, channel c */
+} dw_rows_ctx;
+
+/* One tap of four channels: r1 the tap list, r3 the window, r4 -x_zero in both lanes, r9-r12 the sums. */
+#define DW_TAP                                                                                                   \
+    "ldmia   r1!, {r5, r6, r7}\n\t"                                                                              \
+    "ldr     r8, [r3, r5]\n\t"                                                                                   \
+    "sxtab16 r5, r4, r8\n\t"                                                                                     \
+    "sxtab16 r8, r4, r8, ror #8\n\t"                                                                             \
+    "smlabb  r9, r5, r6, r9\n\t"                                                                                 \
+    "smlatt  r11, r5, r6, r11\n\t"                                                                               \
+    "smlabb  r10, r8, r7, r10\n\t"                                                                               \
+    "smlatt  r12, r8, r7, r12\n\t"
+
+/* ODD: an odd number of taps (one before the pairs). */
+#define DW_ROWS_ASM(ODD)                                                                                         \
+    "ldr     r4, [r0, #44]\n\t"                                                                                  \
+    "ldr     r3, [r0, #24]\n\t"                                                                                  \
+    "ldr     lr, [r0, #64]\n\t"                                                                                  \
+    "add     r1, r0, #48\n\t"                                                                                    \
+    "vldmia  r1, {s12-s15}\n\t"                                                                                  \
+    "0:\n\t"                                                                                                     \
+    "ldmia   r0, {r9, r10, r11, r12}\n\t"                                                                        \
+    "ldrd    r1, r2, [r0, #16]\n\t" ODD                                                                          \
+    "1:\n\t" DW_TAP DW_TAP                                                                                       \
+    "cmp     r1, r2\n\t"                                                                                         \
+    "bne     1b\n\t"                                                                                             \
+    "2:\n\t"                                                                                                     \
+    "add     r8, r0, #28\n\t"                                                                                    \
+    "ldmia   r8, {r5, r6, r7, r8}\n\t" /* x_step, c_n, y_zero, y_end */                                          \
+    "vmov    s8, s9, r9, r10\n\t"                                                                                \
+    "vmov    s10, s11, r11, r12\n\t"                                                                             \
+    "vcvt.f32.s32 s8, s8\n\t"                                                                                    \
+    "vcvt.f32.s32 s9, s9\n\t"                                                                                    \
+    "vcvt.f32.s32 s10, s10\n\t"                                                                                  \
+    "vcvt.f32.s32 s11, s11\n\t"                                                                                  \
+    "vmul.f32 s8, s8, s12\n\t"                                                                                   \
+    "vmul.f32 s9, s9, s13\n\t"                                                                                   \
+    "vmul.f32 s10, s10, s14\n\t"                                                                                 \
+    "vmul.f32 s11, s11, s15\n\t"                                                                                 \
+    "vcvtr.s32.f32 s8, s8\n\t"                                                                                   \
+    "vcvtr.s32.f32 s9, s9\n\t"                                                                                   \
+    "vcvtr.s32.f32 s10, s10\n\t"                                                                                 \
+    "vcvtr.s32.f32 s11, s11\n\t"                                                                                 \
+    "vmov    r9, r10, s8, s9\n\t"                                                                                \
+    "vmov    r11, r12, s10, s11\n\t"                                                                             \
+    "qadd    r9, r9, r7\n\t"                                                                                     \
+    "qadd    r10, r10, r7\n\t"                                                                                   \
+    "qadd    r11, r11, r7\n\t"                                                                                   \
+    "qadd    r12, r12, r7\n\t"                                                                                   \
+    "ssat    r9, #8, r9\n\t"                                                                                     \
+    "ssat    r10, #8, r10\n\t"                                                                                   \
+    "ssat    r11, #8, r11\n\t"                                                                                   \
+    "ssat    r12, #8, r12\n\t"                                                                                   \
+    "strb    r9, [lr]\n\t"                                                                                       \
+    "strb    r10, [lr, #1]\n\t"                                                                                  \
+    "strb    r11, [lr, #2]\n\t"                                                                                  \
+    "strb    r12, [lr, #3]\n\t"                                                                                  \
+    "add     lr, lr, r6\n\t"                                                                                     \
+    "add     r3, r3, r5\n\t"                                                                                     \
+    "cmp     lr, r8\n\t"                                                                                         \
+    "bne     0b\n\t"
+
+/* The run described by ctx (at least one pixel and one tap). */
+static __attribute__((noinline)) void dw_rows(const dw_rows_ctx *ctx)
+{
+    register const dw_rows_ctx *c __asm__("r0") = ctx;
+    if ((ctx->end - ctx->taps) & 1)
+        __asm__ volatile(DW_ROWS_ASM(DW_TAP "cmp     r1, r2\n\t"
+                                            "beq     2f\n\t")
+                         :
+                         : "r"(c)
+                         : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9",
+                           "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory");
+    else
+        __asm__ volatile(DW_ROWS_ASM("")
+                         :
+                         : "r"(c)
+                         : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9",
+                           "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory");
+}
+
 /* n consecutive interior pixels of one output row, channels c..c+3, finite multipliers: inputs advance by
  * x_step, outputs (index i) by c_n. */
 static __attribute__((noinline)) void dw_run(const int8_t *xc, int32_t x_step, int8_t *y, uint8_t *mask, int32_t i,
@@ -1197,6 +1291,17 @@ static __attribute__((noinline)) void dw_block_inside(const mt_conv_params *p, c
     fold_biases(bias + c, kh * kw, b, rb);
     const float e[4] = {eff[c], eff[c + 1], eff[c + 2], eff[c + 3]};
     const float fb[4] = {(float)rb[0], (float)rb[1], (float)rb[2], (float)rb[3]};
+    if (!mask && (rb[0] | rb[1] | rb[2] | rb[3]) == 0) { /* the common case: one asm loop per row */
+        dw_rows_ctx r = {{b[0], b[1], b[2], b[3]}, taps, taps + kh * kw, NULL, stride * c_n, c_n, p->y_zero, NULL,
+                         pack_neg_zero(p->x_zero), {e[0], e[1], e[2], e[3]}, NULL};
+        for (int32_t oy = oy_lo; oy < oy_hi; oy++) {
+            r.xc = x + ((oy * stride - pad) * in_w + ox_lo * stride - pad) * c_n + c;
+            r.y = y + (oy * p->out_w + ox_lo) * c_n + c;
+            r.y_end = r.y + (ox_hi - ox_lo) * c_n;
+            dw_rows(&r);
+        }
+        return;
+    }
     for (int32_t oy = oy_lo; oy < oy_hi; oy++) {
         const int8_t *xc = x + ((oy * stride - pad) * in_w + ox_lo * stride - pad) * c_n + c;
         dw_run(xc, stride * c_n, y, mask, (oy * p->out_w + ox_lo) * c_n + c, c_n, ox_hi - ox_lo, taps, taps + kh * kw,
