@@ -49,6 +49,8 @@ static const Case cases[] = {
     {"pointwise", 5, 4, 20, 13, 1, 1, 0},  {"pointwise", 3, 5, 100, 9, 1, 1, 0},
     {"pointwise", 4, 4, 200, 30, 1, 1, 0}, {"split", 4, 5, 40, 12, 1, 1, 0},
     {"conv", 9, 9, 3, 16, 3, 2, 1},        {"pointwise", 4, 4, 24, 40, 1, 1, 0}, /* 20 dead channels */
+    /* masked pointwise, out_c % 8 == 0, biases folded: the clamp bits collected in the asm channel loop */
+    {"pointwise", 6, 6, 20, 16, 1, 1, 0},  {"pointwise", 5, 5, 32, 24, 1, 1, 0},
 };
 #define MANY_DEAD_CASE 33 /* more dead channels than the SIMD kernels list (MT_DEAD_MAX) */
 #define FIRST_FOLD_CASE 19

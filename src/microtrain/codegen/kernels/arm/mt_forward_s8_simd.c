@@ -467,6 +467,11 @@ typedef struct {
     const int8_t *y_end; /* y after the last channel */
     const uint32_t *buf; /* the expanded pixels (expand_quad) */
     int32_t n;           /* weight row length, n % 4 == 0, n > 0 */
+    /* quad_rows_masked only: */
+    int32_t o;           /* 32: channels done */
+    int32_t mask_step;   /* 36: out_c / 8, bytes between the pixels' mask bytes */
+    uint8_t *mask0;      /* 40: mask byte of pixel 0, channel 0 */
+    uint32_t bits[4];    /* 44: the pixels' clamp bits, newest in bit 31 */
 } quad_rows_ctx;
 
 /* quad_mac's group with fixed registers: r1 weights, r12 pixels, r2-r5 pixel lanes, r6-r7 weight lanes,
@@ -487,7 +492,7 @@ typedef struct {
     "smlad   r11, r5, r6, r11\n\t"
 
 /* ODD: the n % 8 == 4 variant (one group before the loop of two). */
-#define QUAD_ROWS_ASM(ODD)                                                                                       \
+#define QUAD_ROWS_HEAD(ODD)                                                                                      \
     "0:\n\t"                                                                                                     \
     "ldmia   r0, {r2, r3, r4, r5, r6, r7, r12, lr}\n\t" /* bias, eff, y, out_c, y_zero, y_end, buf, n */           \
     "ldr     r8, [r2], #4\n\t"                                                                                   \
@@ -522,7 +527,10 @@ typedef struct {
     "qadd    r8, r8, r6\n\t"                                                                                     \
     "qadd    r9, r9, r6\n\t"                                                                                     \
     "qadd    r10, r10, r6\n\t"                                                                                   \
-    "qadd    r11, r11, r6\n\t"                                                                                   \
+    "qadd    r11, r11, r6\n\t"
+
+/* After QUAD_ROWS_HEAD, no mask: clamp, store, next channel. */
+#define QUAD_ROWS_TAIL                                                                                           \
     "ssat    r8, #8, r8\n\t"                                                                                     \
     "ssat    r9, #8, r9\n\t"                                                                                     \
     "ssat    r10, #8, r10\n\t"                                                                                   \
@@ -537,24 +545,80 @@ typedef struct {
     "cmp     r4, r7\n\t"                                                                                         \
     "bne     0b\n\t"
 
+/* The clamp bit of pixel J's sum (v in RV, before SSAT) shifted into its collector RC from the top: C = v + 128
+ * lies in 0..255 (RSBS: 255 - t borrows otherwise), then RRX. */
+#define QUAD_CLAMP_BIT(RV, RC)                                                                                   \
+    "add     r7, " RV ", #128\n\t"                                                                               \
+    "rsbs    r7, r7, #255\n\t"                                                                                   \
+    "rrx     " RC ", " RC "\n\t"                                                                                 \
+    "ssat    " RV ", #8, " RV "\n\t"
+
+/* After QUAD_ROWS_HEAD, with a mask (out_c % 8 == 0, the run starting at channel 0): the four pixels' clamp
+ * bits collect in four words (ctx, from offset 44), the newest in bit 31; after every eighth channel their top
+ * bytes are the pixels' mask bytes of those channels. */
+#define QUAD_ROWS_TAIL_MASKED                                                                                    \
+    "add     r2, r0, #44\n\t"                                                                                    \
+    "ldmia   r2, {r2, r3, r12, lr}\n\t" QUAD_CLAMP_BIT("r8", "r2") QUAD_CLAMP_BIT("r9", "r3")                      \
+        QUAD_CLAMP_BIT("r10", "r12") QUAD_CLAMP_BIT("r11", "lr")                                                 \
+    "strb    r8, [r4]\n\t"                                                                                       \
+    "strb    r9, [r4, r5]\n\t"                                                                                   \
+    "add     r6, r4, r5, lsl #1\n\t"                                                                             \
+    "strb    r10, [r6]\n\t"                                                                                      \
+    "strb    r11, [r6, r5]\n\t"                                                                                  \
+    "add     r7, r0, #44\n\t"                                                                                    \
+    "stmia   r7, {r2, r3, r12, lr}\n\t"                                                                          \
+    "ldr     r7, [r0, #32]\n\t"                                                                                  \
+    "add     r7, r7, #1\n\t"                                                                                     \
+    "str     r7, [r0, #32]\n\t"                                                                                  \
+    "tst     r7, #7\n\t"                                                                                         \
+    "bne     3f\n\t"                                                                                             \
+    "ldrd    r5, r6, [r0, #36]\n\t" /* out_c / 8, the mask byte of pixel 0 channel 0 */                          \
+    "add     r6, r6, r7, lsr #3\n\t"                                                                             \
+    "sub     r6, r6, #1\n\t"                                                                                     \
+    "lsr     r2, r2, #24\n\t"                                                                                    \
+    "strb    r2, [r6]\n\t"                                                                                       \
+    "add     r6, r6, r5\n\t"                                                                                     \
+    "lsr     r3, r3, #24\n\t"                                                                                    \
+    "strb    r3, [r6]\n\t"                                                                                       \
+    "add     r6, r6, r5\n\t"                                                                                     \
+    "lsr     r12, r12, #24\n\t"                                                                                  \
+    "strb    r12, [r6]\n\t"                                                                                      \
+    "add     r6, r6, r5\n\t"                                                                                     \
+    "lsr     lr, lr, #24\n\t"                                                                                    \
+    "strb    lr, [r6]\n\t"                                                                                       \
+    "3:\n\t"                                                                                                     \
+    "add     r4, r4, #1\n\t"                                                                                     \
+    "str     r4, [r0, #8]\n\t"                                                                                   \
+    "ldr     r7, [r0, #20]\n\t"                                                                                  \
+    "cmp     r4, r7\n\t"                                                                                         \
+    "bne     0b\n\t"
+
 /* Every output channel of the four pixels whose outputs start at ctx->y (ctx->bias, eff, y are advanced). */
+#define QUAD_ROWS_ODD                                                                                            \
+    QUAD_GROUP_FIXED "cmp     r1, lr\n\t"                                                                        \
+                     "beq     2f\n\t"
+#define QUAD_ROWS_CALL(TEXT)                                                                                     \
+    __asm__ volatile(TEXT                                                                                        \
+                     : "+r"(wp)                                                                                  \
+                     : "r"(c)                                                                                    \
+                     : "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9", "s10", \
+                       "s11", "s12", "cc", "memory")
 static inline __attribute__((always_inline)) void quad_rows(quad_rows_ctx *ctx, const int8_t *w)
 {
     register quad_rows_ctx *c __asm__("r0") = ctx;
     register const int8_t *wp __asm__("r1") = w;
-    if (ctx->n & 4)
-        __asm__ volatile(QUAD_ROWS_ASM(QUAD_GROUP_FIXED "cmp     r1, lr\n\t"
-                                                        "beq     2f\n\t")
-                         : "+r"(wp)
-                         : "r"(c)
-                         : "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9",
-                           "s10", "s11", "s12", "cc", "memory");
-    else
-        __asm__ volatile(QUAD_ROWS_ASM("")
-                         : "+r"(wp)
-                         : "r"(c)
-                         : "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9",
-                           "s10", "s11", "s12", "cc", "memory");
+    if (ctx->n & 4) QUAD_ROWS_CALL(QUAD_ROWS_HEAD(QUAD_ROWS_ODD) QUAD_ROWS_TAIL);
+    else QUAD_ROWS_CALL(QUAD_ROWS_HEAD("") QUAD_ROWS_TAIL);
+}
+
+/* quad_rows with the clamp mask (ctx->o = 0, collectors 0; every channel of the pixels, out_c % 8 == 0). Not
+ * inlined: one call per four pixels. */
+static __attribute__((noinline)) void quad_rows_masked(quad_rows_ctx *ctx, const int8_t *w)
+{
+    register quad_rows_ctx *c __asm__("r0") = ctx;
+    register const int8_t *wp __asm__("r1") = w;
+    if (ctx->n & 4) QUAD_ROWS_CALL(QUAD_ROWS_HEAD(QUAD_ROWS_ODD) QUAD_ROWS_TAIL_MASKED);
+    else QUAD_ROWS_CALL(QUAD_ROWS_HEAD("") QUAD_ROWS_TAIL_MASKED);
 }
 
 /* Up to this many output channels per call may have a bias too large to fold (dead channels) and still take
@@ -589,7 +653,7 @@ static inline __attribute__((always_inline)) void quad_all_rows(const uint32_t *
                                                                 int32_t y_zero, int8_t *y, const int16_t *dead,
                                                                 int32_t n_dead)
 {
-    quad_rows_ctx ctx = {bias, eff, y, out_c, y_zero, y + out_c, buf, n};
+    quad_rows_ctx ctx = {bias, eff, y, out_c, y_zero, y + out_c, buf, n, 0, 0, NULL, {0, 0, 0, 0}};
     if (n_dead == 0) {
         quad_rows(&ctx, w);
         return;
@@ -659,16 +723,23 @@ static __attribute__((noinline)) int32_t pointwise_quads(const mt_conv_params *p
     const int32_t in_c = p->in_c, neg_zero = pack_neg_zero(p->x_zero), n_pix = p->out_h * p->out_w;
     int16_t dead[MT_DEAD_MAX];
     const int finite = all_finite(eff, p->out_c), fold = finite && fold_k(in_c);
-    const int32_t n_dead = fold && !mask ? unfoldable_channels(bias, p->out_c, dead) : -1;
+    const int32_t out_c = p->out_c, n_dead = fold ? unfoldable_channels(bias, out_c, dead) : -1;
+    const int masked_rows = mask && n_dead == 0 && (out_c & 7) == 0;
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         expand_quad(pixel_in(p, x, pix), pixel_in(p, x, pix + 1), pixel_in(p, x, pix + 2), pixel_in(p, x, pix + 3),
                     neg_zero, in_c, buf);
-        if (n_dead >= 0) {
-            quad_all_rows(buf, w, in_c, bias, eff, p->out_c, p->y_zero, y + pix * p->out_c, dead, n_dead);
+        if (!mask && n_dead >= 0) {
+            quad_all_rows(buf, w, in_c, bias, eff, out_c, p->y_zero, y + pix * out_c, dead, n_dead);
             continue;
         }
-        quad_outputs(buf, w, in_c, in_c, NULL, bias, eff, p->out_c, p->y_zero, pix, y, mask, finite, fold);
+        if (masked_rows) {
+            quad_rows_ctx ctx = {bias, eff, y + pix * out_c, out_c, p->y_zero, y + (pix + 1) * out_c, buf, in_c,
+                                 0, out_c >> 3, mask + ((pix * out_c) >> 3), {0, 0, 0, 0}};
+            quad_rows_masked(&ctx, w);
+            continue;
+        }
+        quad_outputs_apart(buf, w, in_c, in_c, NULL, bias, eff, out_c, p->y_zero, pix, y, mask, finite, fold);
     }
     return pix;
 }
