@@ -51,6 +51,8 @@ static const Case cases[] = {
     {"conv", 9, 9, 3, 16, 3, 2, 1},        {"pointwise", 4, 4, 24, 40, 1, 1, 0}, /* 20 dead channels */
     /* masked pointwise, out_c % 8 == 0, biases folded: the clamp bits collected in the asm channel loop */
     {"pointwise", 6, 6, 20, 16, 1, 1, 0},  {"pointwise", 5, 5, 32, 24, 1, 1, 0},
+    /* in_c > 96 in chunks (the last of 4 channels), two blocks of output channels: masked, unfolded / folded */
+    {"pointwise", 4, 4, 100, 8, 1, 1, 0},  {"pointwise", 4, 5, 196, 32, 1, 1, 0},
 };
 #define MANY_DEAD_CASE 33 /* more dead channels than the SIMD kernels list (MT_DEAD_MAX) */
 #define FIRST_FOLD_CASE 19

@@ -472,6 +472,7 @@ typedef struct {
     int32_t mask_step;   /* 36: out_c / 8, bytes between the pixels' mask bytes */
     uint8_t *mask0;      /* 40: mask byte of pixel 0, channel 0 */
     uint32_t bits[4];    /* 44: the pixels' clamp bits, newest in bit 31 */
+    int32_t skip;        /* 60: quad_rows_chunk only: bytes from a row's chunk end to the next row's chunk */
 } quad_rows_ctx;
 
 /* quad_mac's group with fixed registers: r1 weights, r12 pixels, r2-r5 pixel lanes, r6-r7 weight lanes,
@@ -491,21 +492,29 @@ typedef struct {
     "smlad   r11, r4, r7, r11\n\t"                                                                               \
     "smlad   r11, r5, r6, r11\n\t"
 
-/* ODD: the n % 8 == 4 variant (one group before the loop of two). */
-#define QUAD_ROWS_HEAD(ODD)                                                                                      \
-    "0:\n\t"                                                                                                     \
-    "ldmia   r0, {r2, r3, r4, r5, r6, r7, r12, lr}\n\t" /* bias, eff, y, out_c, y_zero, y_end, buf, n */           \
+/* The per-channel loop: the four sums start from the channel's bias (QUAD_INIT_BIAS) or from its partial sums
+ * (QUAD_INIT_SUMS: ctx->bias then points to quad_acc sums), then quad_mac's groups (ODD: the n % 8 == 4 variant,
+ * one group before the loop of two). */
+#define QUAD_INIT_BIAS                                                                                           \
     "ldr     r8, [r2], #4\n\t"                                                                                   \
-    "vldmia  r3!, {s12}\n\t"                                                                                     \
-    "stmia   r0, {r2, r3}\n\t"                                                                                   \
     "mov     r9, r8\n\t"                                                                                         \
     "mov     r10, r8\n\t"                                                                                        \
-    "mov     r11, r8\n\t"                                                                                        \
+    "mov     r11, r8\n\t"
+#define QUAD_INIT_SUMS "ldmia   r2!, {r8, r9, r10, r11}\n\t"
+#define QUAD_ROWS_MAC(INIT, ODD)                                                                                 \
+    "0:\n\t"                                                                                                     \
+    "ldmia   r0, {r2, r3, r4, r5, r6, r7, r12, lr}\n\t" /* bias, eff, y, out_c, y_zero, y_end, buf, n */           \
+    INIT                                                                                                         \
+    "vldmia  r3!, {s12}\n\t"                                                                                     \
+    "stmia   r0, {r2, r3}\n\t"                                                                                   \
     "add     lr, r1, lr\n\t" ODD                                                                                 \
     "1:\n\t" QUAD_GROUP_FIXED QUAD_GROUP_FIXED                                                                   \
     "cmp     r1, lr\n\t"                                                                                         \
     "bne     1b\n\t"                                                                                             \
-    "2:\n\t"                                                                                                     \
+    "2:\n\t"
+
+/* After QUAD_ROWS_MAC: the four sums requantised up to the clamp (QUAD_STORE's steps; y_zero added). */
+#define QUAD_ROWS_REQ                                                                                            \
     "add     r2, r0, #8\n\t"                                                                                     \
     "ldmia   r2, {r4, r5, r6, r7}\n\t" /* y, out_c, y_zero, y_end */                                             \
     "vmov    s8, s9, r8, r9\n\t"                                                                                 \
@@ -529,8 +538,13 @@ typedef struct {
     "qadd    r10, r10, r6\n\t"                                                                                   \
     "qadd    r11, r11, r6\n\t"
 
-/* After QUAD_ROWS_HEAD, no mask: clamp, store, next channel. */
-#define QUAD_ROWS_TAIL                                                                                           \
+/* Weight rows of a chunk of in_c (pointwise_quads_chunked): on to the next row's chunk (ctx->skip bytes). */
+#define QUAD_SKIP                                                                                                \
+    "ldr     r2, [r0, #60]\n\t"                                                                                  \
+    "add     r1, r1, r2\n\t"
+
+/* After QUAD_ROWS_REQ, no mask: clamp, store, next channel (SKIP: QUAD_SKIP or ""). */
+#define QUAD_ROWS_TAIL(SKIP)                                                                                     \
     "ssat    r8, #8, r8\n\t"                                                                                     \
     "ssat    r9, #8, r9\n\t"                                                                                     \
     "ssat    r10, #8, r10\n\t"                                                                                   \
@@ -539,9 +553,20 @@ typedef struct {
     "strb    r9, [r4, r5]\n\t"                                                                                   \
     "add     r2, r4, r5, lsl #1\n\t"                                                                             \
     "strb    r10, [r2]\n\t"                                                                                      \
-    "strb    r11, [r2, r5]\n\t"                                                                                  \
+    "strb    r11, [r2, r5]\n\t" SKIP                                                                             \
     "add     r4, r4, #1\n\t"                                                                                     \
     "str     r4, [r0, #8]\n\t"                                                                                   \
+    "cmp     r4, r7\n\t"                                                                                         \
+    "bne     0b\n\t"
+
+/* After QUAD_ROWS_MAC of a chunk that is not the last: the partial sums back to their quad_acc. */
+#define QUAD_ROWS_TAIL_SUMS                                                                                      \
+    "ldr     r2, [r0]\n\t"                                                                                       \
+    "stmdb   r2, {r8, r9, r10, r11}\n\t" QUAD_SKIP                                                                \
+    "ldr     r4, [r0, #8]\n\t"                                                                                   \
+    "add     r4, r4, #1\n\t"                                                                                     \
+    "str     r4, [r0, #8]\n\t"                                                                                   \
+    "ldr     r7, [r0, #20]\n\t"                                                                                  \
     "cmp     r4, r7\n\t"                                                                                         \
     "bne     0b\n\t"
 
@@ -553,10 +578,10 @@ typedef struct {
     "rrx     " RC ", " RC "\n\t"                                                                                 \
     "ssat    " RV ", #8, " RV "\n\t"
 
-/* After QUAD_ROWS_HEAD, with a mask (out_c % 8 == 0, the run starting at channel 0): the four pixels' clamp
+/* After QUAD_ROWS_REQ, with a mask (out_c % 8 == 0, the run starting at a channel o % 8 == 0): the four pixels' clamp
  * bits collect in four words (ctx, from offset 44), the newest in bit 31; after every eighth channel their top
  * bytes are the pixels' mask bytes of those channels. */
-#define QUAD_ROWS_TAIL_MASKED                                                                                    \
+#define QUAD_ROWS_TAIL_MASKED(SKIP)                                                                              \
     "add     r2, r0, #44\n\t"                                                                                    \
     "ldmia   r2, {r2, r3, r12, lr}\n\t" QUAD_CLAMP_BIT("r8", "r2") QUAD_CLAMP_BIT("r9", "r3")                      \
         QUAD_CLAMP_BIT("r10", "r12") QUAD_CLAMP_BIT("r11", "lr")                                                 \
@@ -586,7 +611,7 @@ typedef struct {
     "add     r6, r6, r5\n\t"                                                                                     \
     "lsr     lr, lr, #24\n\t"                                                                                    \
     "strb    lr, [r6]\n\t"                                                                                       \
-    "3:\n\t"                                                                                                     \
+    "3:\n\t" SKIP                                                                                                \
     "add     r4, r4, #1\n\t"                                                                                     \
     "str     r4, [r0, #8]\n\t"                                                                                   \
     "ldr     r7, [r0, #20]\n\t"                                                                                  \
@@ -607,18 +632,38 @@ static inline __attribute__((always_inline)) void quad_rows(quad_rows_ctx *ctx, 
 {
     register quad_rows_ctx *c __asm__("r0") = ctx;
     register const int8_t *wp __asm__("r1") = w;
-    if (ctx->n & 4) QUAD_ROWS_CALL(QUAD_ROWS_HEAD(QUAD_ROWS_ODD) QUAD_ROWS_TAIL);
-    else QUAD_ROWS_CALL(QUAD_ROWS_HEAD("") QUAD_ROWS_TAIL);
+    if (ctx->n & 4) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_BIAS, QUAD_ROWS_ODD) QUAD_ROWS_REQ QUAD_ROWS_TAIL(""));
+    else QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_BIAS, "") QUAD_ROWS_REQ QUAD_ROWS_TAIL(""));
 }
 
-/* quad_rows with the clamp mask (ctx->o = 0, collectors 0; every channel of the pixels, out_c % 8 == 0). Not
- * inlined: one call per four pixels. */
+/* quad_rows with the clamp mask (ctx->o = 0, collectors 0; every channel of the pixels, out_c % 8 == 0), every
+ * bias taken as folded: the caller redoes the channels whose bias is not (quad_unfolded). Not inlined: one
+ * call per four pixels. */
 static __attribute__((noinline)) void quad_rows_masked(quad_rows_ctx *ctx, const int8_t *w)
 {
     register quad_rows_ctx *c __asm__("r0") = ctx;
     register const int8_t *wp __asm__("r1") = w;
-    if (ctx->n & 4) QUAD_ROWS_CALL(QUAD_ROWS_HEAD(QUAD_ROWS_ODD) QUAD_ROWS_TAIL_MASKED);
-    else QUAD_ROWS_CALL(QUAD_ROWS_HEAD("") QUAD_ROWS_TAIL_MASKED);
+    if (ctx->n & 4)
+        QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_BIAS, QUAD_ROWS_ODD) QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(""));
+    else QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_BIAS, "") QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(""));
+}
+
+/* One chunk of in_c (ctx->n channels, rows ctx->skip bytes apart beyond it) for a block of output channels whose
+ * partial sums ctx->bias points to: stored back (stage 0), or requantised without (1) or with (2) a mask. */
+static __attribute__((noinline)) void quad_rows_chunk(quad_rows_ctx *ctx, const int8_t *w, int stage)
+{
+    register quad_rows_ctx *c __asm__("r0") = ctx;
+    register const int8_t *wp __asm__("r1") = w;
+    if (ctx->n & 4) {
+        if (stage == 0) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD) QUAD_ROWS_TAIL_SUMS);
+        else if (stage == 1)
+            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD) QUAD_ROWS_REQ QUAD_ROWS_TAIL(QUAD_SKIP));
+        else QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD) QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
+    } else {
+        if (stage == 0) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_TAIL_SUMS);
+        else if (stage == 1) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_REQ QUAD_ROWS_TAIL(QUAD_SKIP));
+        else QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
+    }
 }
 
 /* Up to this many output channels per call may have a bias too large to fold (dead channels) and still take
@@ -637,12 +682,14 @@ static int32_t unfoldable_channels(const int32_t *bias, int32_t out_c, int16_t *
     return n;
 }
 
-/* One output channel of four expanded pixels without a mask, its bias added in float (a channel outside
- * quad_rows; not inlined: the register pressure of quad_mac where the callers keep their loop state). */
+/* One output channel of four expanded pixels (outputs y[i0 + j * out_c]), its bias added in float, multiplier
+ * finite: a channel whose bias cannot be folded, apart from quad_rows (not inlined: the register pressure of
+ * quad_mac where the callers keep their loop state). */
 static __attribute__((noinline)) void quad_unfolded(const uint32_t *buf, const int8_t *w, int32_t n, int32_t bias,
-                                                    float e, int32_t y_zero, int8_t *y, int32_t out_c)
+                                                    float e, int32_t y_zero, int8_t *y, uint8_t *mask, int32_t i0,
+                                                    int32_t out_c)
 {
-    quad_finish(quad_mac(buf, w, n, (quad_acc){0, 0, 0, 0}), bias, e, y_zero, y, NULL, 0, out_c, 1, 0);
+    quad_finish(quad_mac(buf, w, n, (quad_acc){0, 0, 0, 0}), bias, e, y_zero, y, mask, i0, out_c, 1, 0);
 }
 
 /* Every output channel of four expanded pixels without a mask (finite multipliers, n within the folding bound),
@@ -653,7 +700,7 @@ static inline __attribute__((always_inline)) void quad_all_rows(const uint32_t *
                                                                 int32_t y_zero, int8_t *y, const int16_t *dead,
                                                                 int32_t n_dead)
 {
-    quad_rows_ctx ctx = {bias, eff, y, out_c, y_zero, y + out_c, buf, n, 0, 0, NULL, {0, 0, 0, 0}};
+    quad_rows_ctx ctx = {bias, eff, y, out_c, y_zero, y + out_c, buf, n, 0, 0, NULL, {0, 0, 0, 0}, 0};
     if (n_dead == 0) {
         quad_rows(&ctx, w);
         return;
@@ -665,7 +712,7 @@ static inline __attribute__((always_inline)) void quad_all_rows(const uint32_t *
             ctx.bias = bias + o, ctx.eff = eff + o, ctx.y = y + o, ctx.y_end = y + d;
             quad_rows(&ctx, w + o * n);
         }
-        if (d < out_c) quad_unfolded(buf, w + d * n, n, bias[d], eff[d], y_zero, y + d, out_c);
+        if (d < out_c) quad_unfolded(buf, w + d * n, n, bias[d], eff[d], y_zero, y, NULL, d, out_c);
         o = d + 1;
     }
 }
@@ -724,7 +771,7 @@ static __attribute__((noinline)) int32_t pointwise_quads(const mt_conv_params *p
     int16_t dead[MT_DEAD_MAX];
     const int finite = all_finite(eff, p->out_c), fold = finite && fold_k(in_c);
     const int32_t out_c = p->out_c, n_dead = fold ? unfoldable_channels(bias, out_c, dead) : -1;
-    const int masked_rows = mask && n_dead == 0 && (out_c & 7) == 0;
+    const int masked_rows = mask && n_dead >= 0 && (out_c & 7) == 0;
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         expand_quad(pixel_in(p, x, pix), pixel_in(p, x, pix + 1), pixel_in(p, x, pix + 2), pixel_in(p, x, pix + 3),
@@ -735,8 +782,11 @@ static __attribute__((noinline)) int32_t pointwise_quads(const mt_conv_params *p
         }
         if (masked_rows) {
             quad_rows_ctx ctx = {bias, eff, y + pix * out_c, out_c, p->y_zero, y + (pix + 1) * out_c, buf, in_c,
-                                 0, out_c >> 3, mask + ((pix * out_c) >> 3), {0, 0, 0, 0}};
+                                 0, out_c >> 3, mask + ((pix * out_c) >> 3), {0, 0, 0, 0}, 0};
             quad_rows_masked(&ctx, w);
+            for (int32_t k = 0; k < n_dead; k++) /* their sums were started from the unfoldable bias: again */
+                quad_unfolded(buf, w + dead[k] * in_c, in_c, bias[dead[k]], eff[dead[k]], p->y_zero, y, mask,
+                              pix * out_c + dead[k], out_c);
             continue;
         }
         quad_outputs_apart(buf, w, in_c, in_c, NULL, bias, eff, out_c, p->y_zero, pix, y, mask, finite, fold);
@@ -756,9 +806,13 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
 {
     uint32_t buf[2 * MT_QUAD_MAX_K];
     quad_acc acc[MT_QUAD_O_BLOCK];
+    int16_t dead[MT_DEAD_MAX];
     const int32_t in_c = p->in_c, out_c = p->out_c, y_zero = p->y_zero, neg_zero = pack_neg_zero(p->x_zero);
     const int32_t n_pix = p->out_h * p->out_w;
     const int finite = all_finite(eff, out_c), fold = finite && fold_k(in_c);
+    /* every bias folded (and whole mask bytes per block): the chunks run in quad_rows_chunk */
+    const int rows = fold && unfoldable_channels(bias, out_c, dead) == 0 && (!mask || (out_c & 7) == 0) &&
+                     (MT_QUAD_O_BLOCK & 7) == 0;
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         const int8_t *x0 = pixel_in(p, x, pix), *x1 = pixel_in(p, x, pix + 1);
@@ -773,8 +827,17 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
                 const int32_t kn = in_c - k0 < MT_QUAD_MAX_K ? in_c - k0 : MT_QUAD_MAX_K;
                 expand_quad(x0 + k0, x1 + k0, x2 + k0, x3 + k0, neg_zero, kn, buf);
                 const int8_t *wo = w + o0 * in_c + k0;
+                if (rows) {
+                    int8_t *yo = y + pix * out_c + o0;
+                    quad_rows_ctx ctx = {(const int32_t *)acc, eff + o0, yo, out_c, y_zero, yo + on, buf, kn, o0,
+                                         out_c >> 3, mask ? mask + ((pix * out_c) >> 3) : NULL, {0, 0, 0, 0},
+                                         in_c - kn};
+                    quad_rows_chunk(&ctx, wo, k0 + kn < in_c ? 0 : mask ? 2 : 1);
+                    continue;
+                }
                 for (int32_t o = 0; o < on; o++, wo += in_c) acc[o] = quad_mac(buf, wo, kn, acc[o]);
             }
+            if (rows) continue;
             for (int32_t o = 0; o < on; o++)
                 quad_finish(acc[o], bias[o0 + o], eff[o0 + o], y_zero, y, mask, pix * out_c + o0 + o, out_c, finite,
                             fold && fold_one(bias[o0 + o]));
