@@ -53,7 +53,10 @@ static const Case cases[] = {
     {"pointwise", 6, 6, 20, 16, 1, 1, 0},  {"pointwise", 5, 5, 32, 24, 1, 1, 0},
     /* in_c > 96 in chunks (the last of 4 channels), two blocks of output channels: masked, unfolded / folded */
     {"pointwise", 4, 4, 100, 8, 1, 1, 0},  {"pointwise", 4, 5, 196, 32, 1, 1, 0},
+    /* split into whole groups of 4 channels (FIRST_GROUPED_SPLIT on): folded, and one bias too large to fold */
+    {"split", 6, 6, 48, 16, 1, 1, 0},      {"split", 5, 4, 24, 24, 1, 1, 0},
 };
+#define FIRST_GROUPED_SPLIT 38
 #define MANY_DEAD_CASE 33 /* more dead channels than the SIMD kernels list (MT_DEAD_MAX) */
 #define FIRST_FOLD_CASE 19
 #define NOMASK_REGION 1000
@@ -214,7 +217,8 @@ int main(void)
         if (i == 1 || i == 5) eff[0] = __builtin_inff(); /* a degenerate multiplier: the fallback path */
         if (split) /* a pseudo-random partition of the input channels into frozen and trained */
             for (int32_t ch = 0; ch < p.in_c; ch++) {
-                if (next() & 1) train_idx[n_train++] = (int16_t)ch;
+                int trained = i >= FIRST_GROUPED_SPLIT ? (ch / 4) % 3 == 1 : (int)(next() & 1);
+                if (trained) train_idx[n_train++] = (int16_t)ch;
                 else frozen_idx[n_frozen++] = (int16_t)ch;
             }
         memset(m_ref, 0xAA, sizeof m_ref);

@@ -1128,6 +1128,34 @@ static void padded_last_row(const int8_t *w, int32_t rows, int32_t n, int32_t n4
     for (int32_t k = 0; k < n4; k++) out[k] = k < n ? w[(rows - 1) * n + k] : 0;
 }
 
+/* All output channels of four gathered pixels of a split pointwise conv (both blocks whole groups of 4, no
+ * padding), blocks of MT_QUAD_O_BLOCK channels: the frozen block's sums kept (quad_rows_chunk stage 0), then
+ * the trained block's added and requantised (stage 1, or 2 with the mask); channels whose bias cannot be
+ * folded are redone apart. */
+static __attribute__((noinline)) void split_rows(const uint32_t *buf, const int8_t *w_frozen, int32_t n_frozen,
+                                                 const int8_t *w_train, int32_t n_train, const int32_t *bias,
+                                                 const float *eff, int32_t out_c, int32_t y_zero, int32_t pix,
+                                                 int8_t *y, uint8_t *mask, const int16_t *dead, int32_t n_dead)
+{
+    quad_acc acc[MT_QUAD_O_BLOCK];
+    for (int32_t o0 = 0; o0 < out_c; o0 += MT_QUAD_O_BLOCK) {
+        const int32_t on = out_c - o0 < MT_QUAD_O_BLOCK ? out_c - o0 : MT_QUAD_O_BLOCK;
+        for (int32_t o = 0; o < on; o++) acc[o] = (quad_acc){bias[o0 + o], bias[o0 + o], bias[o0 + o], bias[o0 + o]};
+        int8_t *yo = y + pix * out_c + o0;
+        quad_rows_ctx ctx = {(const int32_t *)acc, eff + o0, yo, out_c, y_zero, yo + on, buf, n_frozen, o0,
+                             out_c >> 3, mask ? mask + ((pix * out_c) >> 3) : NULL, {0, 0, 0, 0}, 0};
+        quad_rows_chunk(&ctx, w_frozen + o0 * n_frozen, 0);
+        ctx.bias = (const int32_t *)acc, ctx.eff = eff + o0, ctx.y = yo, ctx.buf = buf + 2 * n_frozen, ctx.n = n_train;
+        quad_rows_chunk(&ctx, w_train + o0 * n_train, mask ? 2 : 1);
+    }
+    for (int32_t k = 0; k < n_dead; k++) {
+        const int32_t d = dead[k];
+        quad_acc s = quad_mac(buf, w_frozen + d * n_frozen, n_frozen, (quad_acc){0, 0, 0, 0});
+        s = quad_mac(buf + 2 * n_frozen, w_train + d * n_train, n_train, s);
+        quad_finish(s, bias[d], eff[d], y_zero, y, mask, pix * out_c + d, out_c, 1, 0);
+    }
+}
+
 /* Split pointwise conv, four pixels per pass (nf4 + nt4 <= MT_QUAD_MAX_K, the channel counts rounded up to
  * 4): each pixel's frozen then trained channels are gathered into an int8 field, each block padded to a
  * multiple of 4 with the zero point (value 0), and expanded like pointwise inputs; every output channel is
@@ -1144,6 +1172,11 @@ static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, co
     const int32_t nf4 = (n_frozen + 3) & ~3, nt4 = (n_train + 3) & ~3, neg_zero = pack_neg_zero(p->x_zero);
     const int8_t zero = (int8_t)p->x_zero;
     const int finite = all_finite(eff, out_c), fold = finite && fold_k(nf4 + nt4);
+    int16_t dead[MT_DEAD_MAX];
+    /* both blocks whole groups of 4 channels, every bias folded or listed: the asm channel loop (two stages) */
+    const int32_t n_dead = fold && nf4 == n_frozen && nt4 == n_train && n_frozen && n_train
+                               ? unfoldable_channels(bias, out_c, dead) : -1;
+    const int rows = n_dead >= 0 && (!mask || (out_c & 7) == 0);
     padded_last_row(w_frozen, out_c, n_frozen, nf4, last_f);
     padded_last_row(w_train, out_c, n_train, nt4, last_t);
     int32_t pix = 0;
@@ -1160,6 +1193,10 @@ static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, co
                 buf[2 * g + 2 * j] = __sxtab16((uint32_t)neg_zero, v);
                 buf[2 * g + 2 * j + 1] = sxtab16_ror8((uint32_t)neg_zero, v);
             }
+        }
+        if (rows) {
+            split_rows(buf, w_frozen, n_frozen, w_train, n_train, bias, eff, out_c, y_zero, pix, y, mask, dead, n_dead);
+            continue;
         }
         for (int32_t o = 0; o < out_c; o++) {
             const int last = o == out_c - 1;
