@@ -55,6 +55,7 @@ static const Case cases[] = {
     {"pointwise", 4, 4, 100, 8, 1, 1, 0},  {"pointwise", 4, 5, 196, 32, 1, 1, 0},
     /* split into whole groups of 4 channels (FIRST_GROUPED_SPLIT on): folded, and one bias too large to fold */
     {"split", 6, 6, 48, 16, 1, 1, 0},      {"split", 5, 4, 24, 24, 1, 1, 0},
+    {"pointwise", 3, 4, 520, 8, 1, 1, 0}, /* in_c beyond the bias-folding bound */
 };
 #define FIRST_GROUPED_SPLIT 38
 #define MANY_DEAD_CASE 33 /* more dead channels than the SIMD kernels list (MT_DEAD_MAX) */

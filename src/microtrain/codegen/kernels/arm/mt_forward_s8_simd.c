@@ -473,6 +473,7 @@ typedef struct {
     uint8_t *mask0;      /* 40: mask byte of pixel 0, channel 0 */
     uint32_t bits[4];    /* 44: the pixels' clamp bits, newest in bit 31 */
     int32_t skip;        /* 60: quad_rows_chunk only: bytes from a row's chunk end to the next row's chunk */
+    const int32_t *bias_int; /* 64: quad_rows_chunk stages 3, 4: the biases, added in float */
 } quad_rows_ctx;
 
 /* quad_mac's group with fixed registers: r1 weights, r12 pixels, r2-r5 pixel lanes, r6-r7 weight lanes,
@@ -514,7 +515,22 @@ typedef struct {
     "2:\n\t"
 
 /* After QUAD_ROWS_MAC: the four sums requantised up to the clamp (QUAD_STORE's steps; y_zero added). */
-#define QUAD_ROWS_REQ                                                                                            \
+#define QUAD_ROWS_REQ QUAD_ROWS_REQ_BIAS("", "")
+/* BIAS_LOAD, BIAS_ADD: the channel's int bias (ctx->bias_int, advanced) as float in s13, added to the sums (the
+ * unfolded requantisation: sums from 0, any bias, any in_c). */
+#define QUAD_BIAS_LOAD                                                                                           \
+    "ldr     r2, [r0, #64]\n\t"                                                                                  \
+    "ldr     r3, [r2], #4\n\t"                                                                                   \
+    "str     r2, [r0, #64]\n\t"                                                                                  \
+    "vmov    s13, r3\n\t"                                                                                        \
+    "vcvt.f32.s32 s13, s13\n\t"
+#define QUAD_BIAS_ADD_S13                                                                                        \
+    "vadd.f32 s8, s8, s13\n\t"                                                                                   \
+    "vadd.f32 s9, s9, s13\n\t"                                                                                   \
+    "vadd.f32 s10, s10, s13\n\t"                                                                                 \
+    "vadd.f32 s11, s11, s13\n\t"
+#define QUAD_ROWS_REQ_BIAS(BIAS_LOAD, BIAS_ADD)                                                                  \
+    BIAS_LOAD                                                                                                    \
     "add     r2, r0, #8\n\t"                                                                                     \
     "ldmia   r2, {r4, r5, r6, r7}\n\t" /* y, out_c, y_zero, y_end */                                             \
     "vmov    s8, s9, r8, r9\n\t"                                                                                 \
@@ -522,7 +538,7 @@ typedef struct {
     "vcvt.f32.s32 s8, s8\n\t"                                                                                    \
     "vcvt.f32.s32 s9, s9\n\t"                                                                                    \
     "vcvt.f32.s32 s10, s10\n\t"                                                                                  \
-    "vcvt.f32.s32 s11, s11\n\t"                                                                                  \
+    "vcvt.f32.s32 s11, s11\n\t" BIAS_ADD                                                                         \
     "vmul.f32 s8, s8, s12\n\t"                                                                                   \
     "vmul.f32 s9, s9, s12\n\t"                                                                                   \
     "vmul.f32 s10, s10, s12\n\t"                                                                                 \
@@ -627,7 +643,7 @@ typedef struct {
                      : "+r"(wp)                                                                                  \
                      : "r"(c)                                                                                    \
                      : "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9", "s10", \
-                       "s11", "s12", "cc", "memory")
+                       "s11", "s12", "s13", "cc", "memory")
 static inline __attribute__((always_inline)) void quad_rows(quad_rows_ctx *ctx, const int8_t *w)
 {
     register quad_rows_ctx *c __asm__("r0") = ctx;
@@ -649,7 +665,8 @@ static __attribute__((noinline)) void quad_rows_masked(quad_rows_ctx *ctx, const
 }
 
 /* One chunk of in_c (ctx->n channels, rows ctx->skip bytes apart beyond it) for a block of output channels whose
- * partial sums ctx->bias points to: stored back (stage 0), or requantised without (1) or with (2) a mask. */
+ * partial sums ctx->bias points to: stored back (stage 0), or requantised without (1) or with (2) a mask, the
+ * biases folded into the sums, or without (3) or with (4) a mask, the biases ctx->bias_int added in float. */
 static __attribute__((noinline)) void quad_rows_chunk(quad_rows_ctx *ctx, const int8_t *w, int stage)
 {
     register quad_rows_ctx *c __asm__("r0") = ctx;
@@ -658,11 +675,24 @@ static __attribute__((noinline)) void quad_rows_chunk(quad_rows_ctx *ctx, const 
         if (stage == 0) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD) QUAD_ROWS_TAIL_SUMS);
         else if (stage == 1)
             QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD) QUAD_ROWS_REQ QUAD_ROWS_TAIL(QUAD_SKIP));
-        else QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD) QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
+        else if (stage == 2)
+            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD) QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
+        else if (stage == 3)
+            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD)
+                               QUAD_ROWS_REQ_BIAS(QUAD_BIAS_LOAD, QUAD_BIAS_ADD_S13) QUAD_ROWS_TAIL(QUAD_SKIP));
+        else
+            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD)
+                               QUAD_ROWS_REQ_BIAS(QUAD_BIAS_LOAD, QUAD_BIAS_ADD_S13) QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
     } else {
         if (stage == 0) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_TAIL_SUMS);
         else if (stage == 1) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_REQ QUAD_ROWS_TAIL(QUAD_SKIP));
-        else QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
+        else if (stage == 2) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
+        else if (stage == 3)
+            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_REQ_BIAS(QUAD_BIAS_LOAD, QUAD_BIAS_ADD_S13)
+                               QUAD_ROWS_TAIL(QUAD_SKIP));
+        else
+            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_REQ_BIAS(QUAD_BIAS_LOAD, QUAD_BIAS_ADD_S13)
+                               QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
     }
 }
 
@@ -700,7 +730,7 @@ static inline __attribute__((always_inline)) void quad_all_rows(const uint32_t *
                                                                 int32_t y_zero, int8_t *y, const int16_t *dead,
                                                                 int32_t n_dead)
 {
-    quad_rows_ctx ctx = {bias, eff, y, out_c, y_zero, y + out_c, buf, n, 0, 0, NULL, {0, 0, 0, 0}, 0};
+    quad_rows_ctx ctx = {bias, eff, y, out_c, y_zero, y + out_c, buf, n, 0, 0, NULL, {0, 0, 0, 0}, 0, NULL};
     if (n_dead == 0) {
         quad_rows(&ctx, w);
         return;
@@ -782,7 +812,7 @@ static __attribute__((noinline)) int32_t pointwise_quads(const mt_conv_params *p
         }
         if (masked_rows) {
             quad_rows_ctx ctx = {bias, eff, y + pix * out_c, out_c, p->y_zero, y + (pix + 1) * out_c, buf, in_c,
-                                 0, out_c >> 3, mask + ((pix * out_c) >> 3), {0, 0, 0, 0}, 0};
+                                 0, out_c >> 3, mask + ((pix * out_c) >> 3), {0, 0, 0, 0}, 0, NULL};
             quad_rows_masked(&ctx, w);
             for (int32_t k = 0; k < n_dead; k++) /* their sums were started from the unfoldable bias: again */
                 quad_unfolded(buf, w + dead[k] * in_c, in_c, bias[dead[k]], eff[dead[k]], p->y_zero, y, mask,
@@ -806,13 +836,12 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
 {
     uint32_t buf[2 * MT_QUAD_MAX_K];
     quad_acc acc[MT_QUAD_O_BLOCK];
-    int16_t dead[MT_DEAD_MAX];
     const int32_t in_c = p->in_c, out_c = p->out_c, y_zero = p->y_zero, neg_zero = pack_neg_zero(p->x_zero);
     const int32_t n_pix = p->out_h * p->out_w;
     const int finite = all_finite(eff, out_c), fold = finite && fold_k(in_c);
-    /* every bias folded (and whole mask bytes per block): the chunks run in quad_rows_chunk */
-    const int rows = fold && unfoldable_channels(bias, out_c, dead) == 0 && (!mask || (out_c & 7) == 0) &&
-                     (MT_QUAD_O_BLOCK & 7) == 0;
+    /* finite multipliers (and whole mask bytes per block): the chunks run in quad_rows_chunk, the sums from 0
+     * and the biases added in float (any bias, any in_c; a few instructions per channel against its in_c MACs) */
+    const int rows = finite && (!mask || (out_c & 7) == 0) && (MT_QUAD_O_BLOCK & 7) == 0;
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         const int8_t *x0 = pixel_in(p, x, pix), *x1 = pixel_in(p, x, pix + 1);
@@ -820,7 +849,7 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
         for (int32_t o0 = 0; o0 < out_c; o0 += MT_QUAD_O_BLOCK) {
             const int32_t on = out_c - o0 < MT_QUAD_O_BLOCK ? out_c - o0 : MT_QUAD_O_BLOCK;
             for (int32_t o = 0; o < on; o++) {
-                const int32_t b = fold && fold_one(bias[o0 + o]) ? bias[o0 + o] : 0;
+                const int32_t b = !rows && fold && fold_one(bias[o0 + o]) ? bias[o0 + o] : 0;
                 acc[o] = (quad_acc){b, b, b, b};
             }
             for (int32_t k0 = 0; k0 < in_c; k0 += MT_QUAD_MAX_K) {
@@ -831,8 +860,8 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
                     int8_t *yo = y + pix * out_c + o0;
                     quad_rows_ctx ctx = {(const int32_t *)acc, eff + o0, yo, out_c, y_zero, yo + on, buf, kn, o0,
                                          out_c >> 3, mask ? mask + ((pix * out_c) >> 3) : NULL, {0, 0, 0, 0},
-                                         in_c - kn};
-                    quad_rows_chunk(&ctx, wo, k0 + kn < in_c ? 0 : mask ? 2 : 1);
+                                         in_c - kn, bias + o0};
+                    quad_rows_chunk(&ctx, wo, k0 + kn < in_c ? 0 : mask ? 4 : 3);
                     continue;
                 }
                 for (int32_t o = 0; o < on; o++, wo += in_c) acc[o] = quad_mac(buf, wo, kn, acc[o]);
@@ -1143,7 +1172,7 @@ static __attribute__((noinline)) void split_rows(const uint32_t *buf, const int8
         for (int32_t o = 0; o < on; o++) acc[o] = (quad_acc){bias[o0 + o], bias[o0 + o], bias[o0 + o], bias[o0 + o]};
         int8_t *yo = y + pix * out_c + o0;
         quad_rows_ctx ctx = {(const int32_t *)acc, eff + o0, yo, out_c, y_zero, yo + on, buf, n_frozen, o0,
-                             out_c >> 3, mask ? mask + ((pix * out_c) >> 3) : NULL, {0, 0, 0, 0}, 0};
+                             out_c >> 3, mask ? mask + ((pix * out_c) >> 3) : NULL, {0, 0, 0, 0}, 0, NULL};
         quad_rows_chunk(&ctx, w_frozen + o0 * n_frozen, 0);
         ctx.bias = (const int32_t *)acc, ctx.eff = eff + o0, ctx.y = yo, ctx.buf = buf + 2 * n_frozen, ctx.n = n_train;
         quad_rows_chunk(&ctx, w_train + o0 * n_train, mask ? 2 : 1);
