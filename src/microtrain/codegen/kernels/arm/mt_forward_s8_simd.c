@@ -1369,6 +1369,8 @@ typedef struct {
     int32_t neg_zero;             /* 44 */
     float e[4];                   /* 48 */
     int8_t *y;                    /* 64: the first pixel's output, channel c */
+    uint8_t *mask;                /* 68: dw_rows_masked: the clamp mask of the output tensor y0 */
+    const int8_t *y0;             /* 72 */
 } dw_rows_ctx;
 
 /* One tap of four channels: r1 the tap list, r3 the window, r4 -x_zero in both lanes, r9-r12 the sums. */
@@ -1382,8 +1384,8 @@ typedef struct {
     "smlabb  r10, r8, r7, r10\n\t"                                                                               \
     "smlatt  r12, r8, r7, r12\n\t"
 
-/* ODD: an odd number of taps (one before the pairs). */
-#define DW_ROWS_ASM(ODD)                                                                                         \
+/* ODD: an odd number of taps (one before the pairs); MASK_BITS, MASK_STORE: DW_ROWS_MASK_* or "". */
+#define DW_ROWS_ASM(ODD, MASK_BITS, MASK_STORE)                                                                  \
     "ldr     r4, [r0, #44]\n\t"                                                                                  \
     "ldr     r3, [r0, #24]\n\t"                                                                                  \
     "ldr     lr, [r0, #64]\n\t"                                                                                  \
@@ -1417,7 +1419,7 @@ typedef struct {
     "qadd    r9, r9, r7\n\t"                                                                                     \
     "qadd    r10, r10, r7\n\t"                                                                                   \
     "qadd    r11, r11, r7\n\t"                                                                                   \
-    "qadd    r12, r12, r7\n\t"                                                                                   \
+    "qadd    r12, r12, r7\n\t" MASK_BITS                                                                          \
     "ssat    r9, #8, r9\n\t"                                                                                     \
     "ssat    r10, #8, r10\n\t"                                                                                   \
     "ssat    r11, #8, r11\n\t"                                                                                   \
@@ -1425,29 +1427,55 @@ typedef struct {
     "strb    r9, [lr]\n\t"                                                                                       \
     "strb    r10, [lr, #1]\n\t"                                                                                  \
     "strb    r11, [lr, #2]\n\t"                                                                                  \
-    "strb    r12, [lr, #3]\n\t"                                                                                  \
+    "strb    r12, [lr, #3]\n\t" MASK_STORE                                                                        \
     "add     lr, lr, r6\n\t"                                                                                     \
     "add     r3, r3, r5\n\t"                                                                                     \
     "cmp     lr, r8\n\t"                                                                                         \
     "bne     0b\n\t"
 
-/* The run described by ctx (at least one pixel and one tap). */
+/* The clamp bit of a sum (RV, before SSAT) shifted into r2 from the bottom (channel 3 first: bit j = channel j),
+ * then the nibble written into the mask at the pixel's output index (a multiple of 4). */
+#define DW_CLAMP_BIT(RV)                                                                                         \
+    "add     r7, " RV ", #128\n\t"                                                                               \
+    "rsbs    r7, r7, #255\n\t"                                                                                   \
+    "adc     r2, r2, r2\n\t"
+#define DW_ROWS_MASK_BITS "mov     r2, #0\n\t" DW_CLAMP_BIT("r12") DW_CLAMP_BIT("r11") DW_CLAMP_BIT("r10") DW_CLAMP_BIT("r9")
+#define DW_ROWS_MASK_STORE                                                                                       \
+    "ldrd    r1, r7, [r0, #68]\n\t" /* mask, y0 */                                                               \
+    "sub     r7, lr, r7\n\t"                                                                                     \
+    "add     r1, r1, r7, lsr #3\n\t"                                                                             \
+    "and     r7, r7, #7\n\t"                                                                                     \
+    "ldrb    r9, [r1]\n\t"                                                                                       \
+    "mov     r10, #15\n\t"                                                                                       \
+    "lsl     r10, r10, r7\n\t"                                                                                   \
+    "bic     r9, r9, r10\n\t"                                                                                    \
+    "lsl     r2, r2, r7\n\t"                                                                                     \
+    "orr     r9, r9, r2\n\t"                                                                                     \
+    "strb    r9, [r1]\n\t"
+
+#define DW_ROWS_ODD                                                                                              \
+    DW_TAP "cmp     r1, r2\n\t"                                                                                  \
+           "beq     2f\n\t"
+#define DW_ROWS_CALL(TEXT)                                                                                       \
+    __asm__ volatile(TEXT                                                                                        \
+                     :                                                                                           \
+                     : "r"(c)                                                                                    \
+                     : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9",  \
+                       "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
+
+/* The run described by ctx (at least one pixel and one tap); with ctx->mask the four clamp bits of each pixel
+ * are written as a nibble (out_c % 4 == 0). */
 static __attribute__((noinline)) void dw_rows(const dw_rows_ctx *ctx)
 {
     register const dw_rows_ctx *c __asm__("r0") = ctx;
-    if ((ctx->end - ctx->taps) & 1)
-        __asm__ volatile(DW_ROWS_ASM(DW_TAP "cmp     r1, r2\n\t"
-                                            "beq     2f\n\t")
-                         :
-                         : "r"(c)
-                         : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9",
-                           "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory");
-    else
-        __asm__ volatile(DW_ROWS_ASM("")
-                         :
-                         : "r"(c)
-                         : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9",
-                           "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory");
+    const int odd = (ctx->end - ctx->taps) & 1;
+    if (ctx->mask) {
+        if (odd) DW_ROWS_CALL(DW_ROWS_ASM(DW_ROWS_ODD, DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
+        else DW_ROWS_CALL(DW_ROWS_ASM("", DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
+        return;
+    }
+    if (odd) DW_ROWS_CALL(DW_ROWS_ASM(DW_ROWS_ODD, "", ""));
+    else DW_ROWS_CALL(DW_ROWS_ASM("", "", ""));
 }
 
 /* n consecutive interior pixels of one output row, channels c..c+3, finite multipliers: inputs advance by
@@ -1491,9 +1519,9 @@ static __attribute__((noinline)) void dw_block_inside(const mt_conv_params *p, c
     fold_biases(bias + c, kh * kw, b, rb);
     const float e[4] = {eff[c], eff[c + 1], eff[c + 2], eff[c + 3]};
     const float fb[4] = {(float)rb[0], (float)rb[1], (float)rb[2], (float)rb[3]};
-    if (!mask && (rb[0] | rb[1] | rb[2] | rb[3]) == 0) { /* the common case: one asm loop per row */
+    if ((rb[0] | rb[1] | rb[2] | rb[3]) == 0 && (!mask || (c_n & 3) == 0)) { /* the common case: one asm loop per row */
         dw_rows_ctx r = {{b[0], b[1], b[2], b[3]}, taps, taps + kh * kw, NULL, stride * c_n, c_n, p->y_zero, NULL,
-                         pack_neg_zero(p->x_zero), {e[0], e[1], e[2], e[3]}, NULL};
+                         pack_neg_zero(p->x_zero), {e[0], e[1], e[2], e[3]}, NULL, mask, y};
         for (int32_t oy = oy_lo; oy < oy_hi; oy++) {
             r.xc = x + ((oy * stride - pad) * in_w + ox_lo * stride - pad) * c_n + c;
             r.y = y + (oy * p->out_w + ox_lo) * c_n + c;
