@@ -22,7 +22,8 @@
  *   receptive field of a window inside the input is copied a kernel row (kw * in_c contiguous bytes) at a time;
  * - depthwise: four channels in four accumulators (SMLABB/SMLATT). Pixels whose window lies inside the input
  *   run, four channels at a time, over a per-call list of (input offset, weights unpacked to int16 lanes)
- *   (dw_run); border pixels over a per-pixel list of their valid taps on the raw weights (dw_border). Sums
+ *   (dw_rows: a whole row of them in one asm loop, else dw_run); border pixels over a per-pixel list of their
+ *   valid taps on the raw weights (dw_border). Sums
  *   start from the bias when |bias| <= 2^24 (bias folding: the same float, see bias_foldable), and with a
  *   mask the four clamp bits of a channel block are written as one nibble.
  * Unmasked outputs of a call whose multipliers are all finite skip the NaN test and the mask update
