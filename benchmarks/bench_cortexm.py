@@ -159,7 +159,9 @@ def models_table(work: Path, quick: bool, data_root: Path) -> list[dict]:
             row.update(per_step=step.per_call, by_phase=step.by_phase, per_inference=infer.per_call,
                        linked_sram=build.usage.ram, linked_flash=build.usage.flash, stack_used=s.stack_used,
                        plan_vs_link=[list(r) for r in plan_vs_link(build.elf, project)],
-                       top_ops=[list(op) for op in step.by_op[:8]], ops=ops, forward_per_mac=per_mac_by_kind(ops))
+                       top_ops=[list(op) for op in step.by_op[:8]], forward_per_mac=per_mac_by_kind(ops))
+            if cpu == "cortex-m7":  # every op: [phase, node, kernel, kind, instructions per step, MACs]
+                row["ops"] = [[op[k] for k in ("phase", "node", "kernel", "kind", "instructions", "macs")] for op in ops]
             rows.append(row)
             kinds = ", ".join(f"{k} {v:.2f}" for k, v in sorted(row["forward_per_mac"].items()))
             print(f"  {name} {scheme.name} {cpu} {row['kernels']}: {step.per_call / 1e6:.1f} M/step; forward "
@@ -238,7 +240,10 @@ def main() -> int:
             results["training"] = training_runs(work, args.steps, args.n_eval, data_root)
     out = REPO / "benchmarks" / "results" / "cortexm.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    # innermost lists (ops, losses, table rows) on one line each: the file stays readable and small
+    text = re.sub(r"\[\n\s*([^\[\]{}]*?)\n\s*\]", lambda m: "[" + re.sub(r"\n\s*", " ", m.group(1)) + "]",
+                  json.dumps(results, indent=1))
+    out.write_text(text + "\n")
     print(f"\nwrote {out}")
     return 0
 
