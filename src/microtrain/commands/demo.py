@@ -12,7 +12,11 @@ def register(subparsers) -> None:
                     "to int8, searches a sparse update under a memory budget, and adapts it to digits 6-9 with "
                     "int8 QAS, compiled to C and trained through the generated C (and under QEMU when the Arm "
                     "toolchain is installed). Prints a report and saves PNG plots.")
-    p.add_argument("--out", type=Path, default=Path("microtrain-demo-out"), help="output folder (default: %(default)s)")
+    p.add_argument("--task", choices=("digits", "vowels"), default="digits",
+                   help="digits: the image CNN above (default); vowels: a 1-D CNN on JapaneseVowels time series "
+                        "(../shared), adapted on-device to unseen speakers, trained as Cortex-M4 firmware under QEMU")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: microtrain-demo-out, "
+                   "or microtrain-demo-vowels for --task vowels)")
     p.add_argument("--budget", default="6KB", help="extra training memory for the sparse update (default: %(default)s)")
     p.add_argument("--pretrain", choices=("auto", "numpy", "torch"), default="auto",
                    help="pretraining backend: torch when installed, else microtrain's float runtime (default: auto)")
@@ -25,12 +29,25 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    if args.task == "vowels":
+        return run_vowels_task(args)
     from ..demo.pipeline import DemoConfig, run_demo
     from ..demo.report import format_report
 
-    cfg = DemoConfig(out_dir=args.out, fast=args.fast, pretrain=args.pretrain, budget=args.budget, seed=args.seed,
+    cfg = DemoConfig(out_dir=args.out or Path("microtrain-demo-out"), fast=args.fast, pretrain=args.pretrain, budget=args.budget, seed=args.seed,
                      compile_c=not args.no_c, qemu=not args.no_qemu, plots=not args.no_plots)
     result = run_demo(cfg, log=lambda msg: print(msg, flush=True))
     print()
     print(format_report(result))
+    return 0
+
+
+def run_vowels_task(args) -> int:
+    from ..demo.vowels import VowelsConfig, format_table, run_vowels
+
+    cfg = VowelsConfig(out_dir=args.out or Path("microtrain-demo-vowels"), fast=args.fast, budget=args.budget,
+                       seed=args.seed, compile_c=not args.no_c, qemu=not args.no_qemu)
+    res = run_vowels(cfg, log=lambda msg: print(msg, flush=True))
+    print()
+    print(format_table(res))
     return 0
