@@ -202,10 +202,12 @@ def _device(graph, scheme, data, cfg, out: Path, log) -> dict:
     x, y = data.x[:n], data.labels[:n]
     compiled = compile_model(graph, scheme, out / "c-project", lr=0.02, seed=0)
     host = HostModel(build_host(out / "c-project"))
+    initial = host.export_params()
     for i in range(n):
         host.train_step(x[i], int(y[i]))
     rep = compiled.report
-    info = {"planned_sram": rep.total_sram_bytes, "planned_flash": rep.flash_bytes, "samples": n}
+    info = {"planned_sram": rep.total_sram_bytes, "planned_flash": rep.flash_bytes, "samples": n,
+            "params_changed": host.export_params() != initial}
     if not cfg.qemu or shutil.which("qemu-system-arm") is None:
         info["qemu"] = "skipped (disabled or qemu-system-arm missing)"
         return info
