@@ -33,3 +33,4 @@ def test_vowels_cnn_trains_on_cortex_m4_like_the_host(tmp_path):
     assert info["params_bit_identical_to_host"] is True and info["params_changed"]
     assert info["firmware_sram"] <= M4_SRAM and info["fits_64kb"]
     assert info["instructions_per_step"] > 0
+

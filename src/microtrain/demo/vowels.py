@@ -115,11 +115,11 @@ def run_vowels(cfg: VowelsConfig, log=print) -> dict:
     from ..runtime.trainer import fine_tune
     from ..sparse.scheme import UpdateScheme
 
+    root = data_root()  # missing data fails before anything is written
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     res: dict = {"config": {k: str(v) for k, v in cfg.__dict__.items()}}
-    root = data_root()
     train_all = read_ts(root / "JapaneseVowels_TRAIN.ts")
     test_all = read_ts(root / "JapaneseVowels_TEST.ts", classes=train_all.classes)
     pre_tr, pre_te = speakers(train_all, PRETRAIN_SPEAKERS), speakers(test_all, PRETRAIN_SPEAKERS)
