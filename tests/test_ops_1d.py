@@ -84,6 +84,28 @@ def test_import_matches_torch(flatten):
     assert head.attrs["kernel"] == ((1, L // 2) if flatten else (1, 1)) and g.output_spec.shape == (1, 1, 4)
 
 
+def test_windowed_avgpool1d_is_a_depthwise_conv():
+    class Pooled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv1d(C, 8, 3, padding=1)
+            self.p = nn.AvgPool1d(4, stride=2, padding=1)
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(F.adaptive_avg_pool1d(self.p(F.relu(self.c(x))), 1), 1))
+
+    torch.manual_seed(0)
+    g = import_torch(Pooled().eval(), length=L, channels=C)
+    assert g.meta["torch_max_abs_diff"] < 1e-5  # includes the zero padding counted in the mean
+    node = g.node("p")
+    assert node.attrs["groups"] == 8 and node.attrs["pool"] == "avg" and g.tensors[node.output].shape == (1, 12, 8)
+    with pytest.raises(UnsupportedOpError, match="ceil_mode"):
+        m = Pooled()
+        m.p = nn.AvgPool1d(4, ceil_mode=True)
+        import_torch(m.eval(), length=L, channels=C)
+
+
 def test_unsupported_1d_layers_are_named():
     m = model()
     m.c4 = nn.Conv1d(12, 10, 3, padding=2, dilation=2)

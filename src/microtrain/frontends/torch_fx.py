@@ -16,7 +16,8 @@ Supported (anything else raises UnsupportedOpError naming the module, its type a
 - nn.Conv1d (dense, depthwise, pointwise; any kernel, stride, zero padding incl. 'same'; dilation 1) is a
   conv2d with kernel (1, k) and no padding, preceded by a pad1d node (ops/pad1d.py) when it pads;
 - nn.BatchNorm1d right after it is folded; nn.AdaptiveAvgPool1d(1), an nn.AvgPool1d covering the whole
-  sequence, F.adaptive_avg_pool1d(x, 1), x.mean(2) / x.mean(-1) are the global average pool;
+  sequence, F.adaptive_avg_pool1d(x, 1), x.mean(2) / x.mean(-1) are the global average pool; a windowed
+  nn.AvgPool1d(k, stride, padding) is a depthwise conv with weights 1/k (then quantised like any conv);
 - nn.Flatten / flatten / view of a (C, L) map followed by nn.Linear is a conv2d with kernel (1, L) on the
   map (torch's index c * L + l becomes weight[o, c, 0, l]); only a Linear may read a flattened map.
 
@@ -42,7 +43,7 @@ SUPPORTED = (
     "Conv2d (+ BatchNorm2d right after it), Linear (on globally pooled features), ReLU, ReLU6, Hardtanh(0, 6), "
     "residual add (+ / torch.add), AdaptiveAvgPool2d(1) / global AvgPool2d / mean over (2, 3), "
     "Flatten / view / reshape of the pooled map, Dropout (dropped), Identity; "
-    "1-D: Conv1d (+ BatchNorm1d), AdaptiveAvgPool1d(1) / global AvgPool1d / mean over 2, Flatten + Linear"
+    "1-D: Conv1d (+ BatchNorm1d), AdaptiveAvgPool1d(1) / AvgPool1d / mean over 2, Flatten + Linear"
 )
 INPUT_SCALE = 2.0 / 255.0  # the fixed device input mapping: pixel k -> int8 k - 128, real (k - 128) * 2/255
 
@@ -244,6 +245,19 @@ class _Importer:
         attrs = {"kernel": (1, k), "stride": int(stride), "padding": 0, "groups": int(mod.groups)}
         return self.add_node(fx_node.target, "conv2d", [x], attrs, {"weight": weight, "bias": bias})
 
+    def avgpool1d(self, fx_node, mod, x: str) -> str:
+        """A windowed AvgPool1d is a depthwise conv with weights 1/k and no bias (zero padding counted, as
+        torch's default count_include_pad=True). It is an ordinary conv from then on (PTQ, schemes)."""
+        (k,), (stride,), (pad,) = mod.kernel_size, mod.stride, mod.padding
+        if mod.ceil_mode or not mod.count_include_pad:
+            self.unsupported(fx_node, "uses ceil_mode or count_include_pad=False: only the defaults are supported")
+        if pad:
+            x = self.add_node(f"{fx_node.target}.pad", "pad1d", [x], {"left": pad, "right": pad}, {})
+        c = self.shape(x)[2]
+        attrs = {"kernel": (1, k), "stride": int(stride), "padding": 0, "groups": c, "pool": "avg"}
+        return self.add_node(fx_node.target, "conv2d", [x], attrs,
+                             {"weight": np.full((c, 1, 1, k), 1.0 / k), "bias": np.zeros(c)})
+
     # ----- dispatch ----------------------------------------------------------------------------------
     def run(self, traced) -> str:
         torch = self.torch
@@ -275,10 +289,10 @@ class _Importer:
                         self.unsupported(fn, f"has output_size {mod.output_size!r}: only global pooling (1) is supported")
                     self.env[fn] = self.pool(fn, x)
                 elif isinstance(mod, nn.AvgPool1d) and self.one_d:
-                    if tuple(mod.kernel_size) != (self.shape(x)[1],) or tuple(mod.padding) != (0,):
-                        self.unsupported(fn, f"pools {mod.kernel_size} over a sequence of {self.shape(x)[1]}: only "
-                                         "global pooling is supported")
-                    self.env[fn] = self.pool(fn, x)
+                    if tuple(mod.kernel_size) == (self.shape(x)[1],) and tuple(mod.padding) == (0,):
+                        self.env[fn] = self.pool(fn, x)
+                    else:
+                        self.env[fn] = self.avgpool1d(fn, mod, x)
                 elif isinstance(mod, nn.Conv2d):
                     self.env[fn] = self.conv(fn, mod, x)
                 elif isinstance(mod, nn.BatchNorm2d):
