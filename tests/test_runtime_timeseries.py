@@ -22,7 +22,7 @@ def test_shared_sets_match_the_readme():
     bm = read_ts(ts("BasicMotions"))
     assert (len(bm), bm.channels, bm.classes) == (40, 6, ["Standing", "Running", "Walking", "Badminton"])
     assert set(bm.lengths) == {100} and np.bincount(bm.labels).tolist() == [10] * 4
-    jv_train, jv_test = read_ts(ts("JapaneseVowels")), None
+    jv_train = read_ts(ts("JapaneseVowels"))
     jv_test = read_ts(ts("JapaneseVowels", "TEST"), classes=jv_train.classes)
     assert (len(jv_train), len(jv_test), jv_train.channels) == (270, 370, 12)
     assert (jv_train.lengths.min(), jv_train.lengths.max(), jv_test.lengths.max()) == (7, 26, 29)
@@ -127,3 +127,21 @@ def test_views_fixed_length_and_augmentation():
     assert fixed_length(z, 12, 0)[:, 0].tolist() == list(range(10)) + [0, 0]
     with pytest.raises(DatasetError, match="augmentation needs"):
         Augment(scale=1.5)
+
+
+def test_load_for_model_uses_the_stored_normalisation():
+    from types import SimpleNamespace
+
+    from microtrain.runtime.timeseries import is_series_model, load_for_model
+
+    train = read_ts(ts("JapaneseVowels"))
+    norm = Normalisation.fit(train)
+    graph = SimpleNamespace(name="m", meta={"input_normalisation": norm.to_meta()},
+                            input_spec=SimpleNamespace(shape=(1, 30, 12)))
+    assert is_series_model(graph) and not is_series_model(SimpleNamespace(meta={}))
+    tr, val = load_for_model(graph, ts("JapaneseVowels"), ts("JapaneseVowels", "TEST"), views=2, seed=0)
+    assert tr.views.shape == (270, 2, 1, 30, 12) and val.views.shape == (370, 1, 1, 30, 12)
+    assert np.array_equal(val.views[0, 0, 0, : len(read_ts(ts("JapaneseVowels", "TEST")).cases[0])],
+                          norm.to_int8(norm.z(read_ts(ts("JapaneseVowels", "TEST")).cases[0])))
+    with pytest.raises(DatasetError, match="6 channels, model 'm' reads 12"):
+        load_for_model(graph, ts("BasicMotions"))

@@ -337,3 +337,22 @@ def series_views(series: Series, norm: Normalisation, length: int, views: int = 
             out[i, v, 0] = norm.to_int8(augment.apply(z, length, rng))
     paths = series.paths or [f"{series.source}#{i}" for i in range(len(series))]
     return ImageData(out, series.labels.copy(), list(series.classes), paths)
+
+
+def is_series_model(graph) -> bool:
+    """A 1-D model that carries its input normalisation (the dataset kind `microtrain train` loads)."""
+    return bool(graph.meta.get("input_normalisation"))
+
+
+def load_for_model(graph, train_path, val_path=None, views: int = 1, seed: int = 0):
+    """(train, val or None) ImageData of a 1-D model: `.ts` files or recording folders, normalised with the
+    model's stored rule, cut/padded to its input length; training views 1.. shift by up to a tenth of the
+    length, scale by up to 10 % and add noise of 0.05 standard deviations."""
+    norm = Normalisation.from_meta(graph.meta["input_normalisation"])
+    _, length, channels = graph.input_spec.shape
+    train = load_series(train_path)
+    if train.channels != channels:
+        raise DatasetError(f"{train_path}: {train.channels} channels, model {graph.name!r} reads {channels}")
+    aug = Augment(max_shift=max(1, length // 10), scale=0.1, noise=0.05) if views > 1 else None
+    val = series_views(load_series(val_path, classes=train.classes), norm, length) if val_path else None
+    return series_views(train, norm, length, views, aug, seed), val
