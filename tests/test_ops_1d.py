@@ -30,7 +30,7 @@ class Tiny1d(nn.Module):
     """dense k=5 'same' + BN + ReLU, depthwise stride 2 + ReLU6, pointwise, even kernel 'same', then either
     global pooling + Linear or flatten + Linear over the whole sequence."""
 
-    def __init__(self, flatten=False, bn=True, classes=4):
+    def __init__(self, flatten=False, bn=True, classes=4, maxpool=False):
         super().__init__()
         self.c0 = nn.Conv1d(C, 8, 5, padding="same" if not bn else 2, bias=not bn)
         self.bn = nn.BatchNorm1d(8) if bn else nn.Identity()
@@ -38,21 +38,25 @@ class Tiny1d(nn.Module):
         self.pw = nn.Conv1d(8, 12, 1)
         self.c4 = nn.Conv1d(12, 10, 4, padding="same")
         self.flatten = flatten
+        self.mp = nn.MaxPool1d(3, stride=1) if maxpool else nn.Identity()
         self.pool = nn.AdaptiveAvgPool1d(1)
-        self.fc = nn.Linear(10 * (L // 2) if flatten else 10, classes)
+        self.fc = nn.Linear(10 * (L // 2 - (2 if maxpool else 0)) if flatten else 10, classes)
 
     def forward(self, x):
         x = F.relu(self.bn(self.c0(x)))
         x = F.relu6(self.dw(x))
-        x = F.relu(self.pw(x))
+        x = self.mp(F.relu(self.pw(x)))
         x = F.relu(self.c4(x))
         x = torch.flatten(x, 1) if self.flatten else torch.flatten(self.pool(x), 1)
         return self.fc(x)
 
 
-def model(flatten=False, bn=True, seed=0):
+VARIANTS = ("pool", "flatten", "maxpool")  # global pool + Linear; flatten + Linear; max pool inside + flatten
+
+
+def model(variant="pool", bn=True, seed=0):
     torch.manual_seed(seed)
-    m = Tiny1d(flatten, bn)
+    m = Tiny1d(variant != "pool", bn, maxpool=variant == "maxpool")
     if bn:
         with torch.no_grad():
             m.bn.running_mean.uniform_(-0.2, 0.2)
@@ -70,9 +74,10 @@ def to_torch(x_q):
     return torch.tensor(input_to_float(x_q)[:, 0].transpose(0, 2, 1), dtype=torch.float64)
 
 
-@pytest.mark.parametrize("flatten", [False, True])
-def test_import_matches_torch(flatten):
-    m = model(flatten)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_import_matches_torch(variant):
+    m = model(variant)
+    flatten = variant != "pool"
     g = import_torch(m, length=L, channels=C)
     assert g.input_spec.shape == (1, L, C) and g.meta["layout"] == "1d"
     assert g.meta["torch_max_abs_diff"] < 1e-4
@@ -81,7 +86,8 @@ def test_import_matches_torch(flatten):
     assert g.node("c4.pad").attrs == {"left": 1, "right": 2}
     assert g.node("c0").attrs["kernel"] == (1, 5) and g.node("dw").attrs["groups"] == 8
     head = g.classifier()
-    assert head.attrs["kernel"] == ((1, L // 2) if flatten else (1, 1)) and g.output_spec.shape == (1, 1, 4)
+    assert head.attrs["kernel"] == ((1, L // 2 - 2 * (variant == "maxpool")) if flatten else (1, 1))
+    assert g.output_spec.shape == (1, 1, 4) and ops.count("max_pool1d") == (variant == "maxpool")
 
 
 def test_windowed_avgpool1d_is_a_depthwise_conv():
@@ -134,10 +140,10 @@ def all_trained(g, depthwise_channels=(0, 3, 5)):
     return spec
 
 
-@pytest.mark.parametrize("flatten", [False, True])
-def test_float_gradients_equal_torch_autograd(flatten):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_float_gradients_equal_torch_autograd(variant):
     """The imported float graph trained by TrainingRuntime vs autograd of the torch module itself."""
-    m = model(flatten, bn=False)
+    m = model(variant, bn=False)
     g = import_torch(m, length=L, channels=C)
     m.double()
     x, labels = signals()
@@ -149,15 +155,15 @@ def test_float_gradients_equal_torch_autograd(flatten):
     for name, mod in mods.items():
         ref_w = mod.weight.grad.numpy()
         got_w = ours[f"grad:{name}.weight"]
-        ref_w = ref_w.reshape(got_w.shape[0], -1, L // 2) if (name == "fc" and flatten) else ref_w
+        ref_w = ref_w.reshape(got_w.shape[0], -1, got_w.shape[-1]) if name == "fc" else ref_w
         np.testing.assert_allclose(got_w.reshape(ref_w.shape[0], -1), ref_w.reshape(ref_w.shape[0], -1),
                                    rtol=2e-4, atol=1e-6 * np.abs(ref_w).max(), err_msg=name)
         np.testing.assert_allclose(ours[f"grad:{name}.bias"], mod.bias.grad.numpy(), rtol=2e-4,
                                    atol=1e-6 * np.abs(mod.bias.grad.numpy()).max(), err_msg=name)
 
 
-def int8_model(flatten=False):
-    g = import_torch(model(flatten), length=L, channels=C)
+def int8_model(variant="pool"):
+    g = import_torch(model(variant), length=L, channels=C)
     calib = np.random.default_rng(5).integers(-128, 128, (32, 1, L, C)).astype(np.int8)
     return quantize(g, calib)
 
@@ -169,6 +175,8 @@ def torch_int8_grads(g, x, labels):
         xin = vals[n.inputs[0]]
         if n.op == "pad1d":
             vals[n.output] = F.pad(xin, (n.attrs["left"], n.attrs["right"]), value=float(g.tensors[n.inputs[0]].quant.zero_point))
+        elif n.op == "max_pool1d":
+            vals[n.output] = F.max_pool1d(xin, n.attrs["kernel"], n.attrs["stride"])
         elif n.op == "conv2d":
             w = torch.tensor(n.params["weight"][:, :, 0, :].astype(np.float64), requires_grad=True)
             b = torch.tensor(n.params["bias"].astype(np.float64), requires_grad=True)
@@ -188,9 +196,9 @@ def torch_int8_grads(g, x, labels):
     return {k: (w.grad.numpy(), b.grad.numpy()) for k, (w, b) in params.items()}
 
 
-@pytest.mark.parametrize("flatten", [False, True])
-def test_int8_gradients_equal_torch_straight_through(flatten):
-    g = int8_model(flatten)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_int8_gradients_equal_torch_straight_through(variant):
+    g = int8_model(variant)
     x, labels = signals()
     trained = all_trained(g)
     ours = TrainingRuntime(build_training_graph(g, trained)).gradients({g.input: x}, labels)
@@ -205,14 +213,14 @@ def test_int8_gradients_equal_torch_straight_through(flatten):
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None, reason="needs gcc and make")
-@pytest.mark.parametrize("flatten", [False, True])
-def test_generated_c_equals_numpy(flatten, tmp_path):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_generated_c_equals_numpy(variant, tmp_path):
     """Inference logits and 5 training steps (nearest rounding: no stochastic ties) bit for bit."""
     from microtrain.codegen import compile_model
     from microtrain.codegen.lower_train import training_graph_for
     from microtrain.targets.host import HostModel, build_host
 
-    g = int8_model(flatten)
+    g = int8_model(variant)
     ratios = {i: 1.0 for i in range(len(g.indexed_convs()))}
     ratios[1] = 0.5  # the depthwise conv: a split (frozen + trained channels) kernel
     scheme = UpdateScheme(len(g.indexed_convs()), ratios, name="all")
@@ -220,6 +228,7 @@ def test_generated_c_equals_numpy(flatten, tmp_path):
     cm = compile_model(g.copy(), scheme, out_dir=tmp_path, lr=0.02, seed=3, rounding="nearest")
     source = (tmp_path / "mt_model.c").read_text()
     assert "mt_pad1d_s8(" in source and "mt_pad1d_grad_f32(" in source
+    assert ("mt_max_pool1d_grad_f32(" in source) == (variant == "maxpool")
     host = HostModel(build_host(tmp_path, opt="-O1"))
     assert np.array_equal(host.infer(x), run_int8(g, x).reshape(len(x), -1))
 

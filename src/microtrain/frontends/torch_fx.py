@@ -18,6 +18,7 @@ Supported (anything else raises UnsupportedOpError naming the module, its type a
 - nn.BatchNorm1d right after it is folded; nn.AdaptiveAvgPool1d(1), an nn.AvgPool1d covering the whole
   sequence, F.adaptive_avg_pool1d(x, 1), x.mean(2) / x.mean(-1) are the global average pool; a windowed
   nn.AvgPool1d(k, stride, padding) is a depthwise conv with weights 1/k (then quantised like any conv);
+  an unpadded nn.MaxPool1d(k, stride) is the max_pool1d op (ops/maxpool1d.py);
 - nn.Flatten / flatten / view of a (C, L) map followed by nn.Linear is a conv2d with kernel (1, L) on the
   map (torch's index c * L + l becomes weight[o, c, 0, l]); only a Linear may read a flattened map.
 
@@ -43,7 +44,7 @@ SUPPORTED = (
     "Conv2d (+ BatchNorm2d right after it), Linear (on globally pooled features), ReLU, ReLU6, Hardtanh(0, 6), "
     "residual add (+ / torch.add), AdaptiveAvgPool2d(1) / global AvgPool2d / mean over (2, 3), "
     "Flatten / view / reshape of the pooled map, Dropout (dropped), Identity; "
-    "1-D: Conv1d (+ BatchNorm1d), AdaptiveAvgPool1d(1) / AvgPool1d / mean over 2, Flatten + Linear"
+    "1-D: Conv1d (+ BatchNorm1d), AdaptiveAvgPool1d(1) / AvgPool1d / MaxPool1d / mean over 2, Flatten + Linear"
 )
 INPUT_SCALE = 2.0 / 255.0  # the fixed device input mapping: pixel k -> int8 k - 128, real (k - 128) * 2/255
 
@@ -288,6 +289,12 @@ class _Importer:
                     if mod.output_size not in (1, (1,), [1]):
                         self.unsupported(fn, f"has output_size {mod.output_size!r}: only global pooling (1) is supported")
                     self.env[fn] = self.pool(fn, x)
+                elif isinstance(mod, nn.MaxPool1d) and self.one_d:
+                    if mod.padding not in (0, (0,)) or mod.dilation not in (1, (1,)) or mod.ceil_mode:
+                        self.unsupported(fn, "has padding, dilation or ceil_mode: only an unpadded max pool is supported")
+                    k = mod.kernel_size if isinstance(mod.kernel_size, int) else mod.kernel_size[0]
+                    s = mod.stride if isinstance(mod.stride, int) else mod.stride[0]
+                    self.env[fn] = self.add_node(fn.target, "max_pool1d", [x], {"kernel": int(k), "stride": int(s)}, {})
                 elif isinstance(mod, nn.AvgPool1d) and self.one_d:
                     if tuple(mod.kernel_size) == (self.shape(x)[1],) and tuple(mod.padding) == (0,):
                         self.env[fn] = self.pool(fn, x)
