@@ -16,9 +16,9 @@ import reprlib
 from types import ModuleType
 
 from ..errors import GraphError, UnsupportedOpError
-from . import add, conv, pool
+from . import add, conv, maxpool1d, pad1d, pool
 
-REGISTRY: dict[str, ModuleType] = {m.OP: m for m in (conv, add, pool)}
+REGISTRY: dict[str, ModuleType] = {m.OP: m for m in (conv, add, pool, pad1d, maxpool1d)}
 
 
 def op_module(node) -> ModuleType:
