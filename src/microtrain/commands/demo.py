@@ -14,7 +14,11 @@ def register(subparsers) -> None:
                     "to int8, searches a sparse update under a memory budget, and adapts it to digits 6-9 with "
                     "int8 QAS, compiled to C and trained through the generated C (and under QEMU when the Arm "
                     "toolchain is installed). Prints a report and saves PNG plots.")
-    p.add_argument("--out", type=Path, default=Path("microtrain-demo-out"), help="output folder (default: %(default)s)")
+    p.add_argument("--task", choices=("digits", "vowels"), default="digits",
+                   help="digits: the image CNN above (default); vowels: a 1-D CNN on JapaneseVowels time series "
+                        "(../shared), adapted on-device to unseen speakers, trained as Cortex-M4 firmware under QEMU")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: microtrain-demo-out, "
+                   "or microtrain-demo-vowels for --task vowels)")
     p.add_argument("--budget", type=ck.memory_size, default="6KB", help="extra training memory for the sparse update (default: %(default)s)")
     p.add_argument("--pretrain", choices=("auto", "numpy", "torch"), default="auto",
                    help="pretraining backend: torch when installed, else microtrain's float runtime (default: auto)")
@@ -30,7 +34,7 @@ def register(subparsers) -> None:
 
 # what the demo writes into --out: a folder holding only these is an earlier demo's
 OUTPUTS = {"results.json", "adapted-int8.json", "adapted-int8.npz", "contribution-cache", "c-project", "firmware",
-           "loss_curve.png", "accuracy_vs_memory.png", "memory_timeline.png"}
+           "firmware-m4", "loss_curve.png", "accuracy_vs_memory.png", "memory_timeline.png"}
 
 
 def is_demo_folder(path: Path) -> bool:
@@ -38,14 +42,27 @@ def is_demo_folder(path: Path) -> bool:
 
 
 def run(args) -> int:
+    args.out = args.out or Path("microtrain-demo-vowels" if args.task == "vowels" else "microtrain-demo-out")
+    ck.check_output_dir(args.out, "--out", force=args.force, owned=is_demo_folder, what="microtrain demo output")
+    if args.task == "vowels":
+        return run_vowels_task(args)
     from ..demo.pipeline import DemoConfig, run_demo
     from ..demo.report import format_report
-
-    ck.check_output_dir(args.out, "--out", force=args.force, owned=is_demo_folder, what="microtrain demo output")
 
     cfg = DemoConfig(out_dir=args.out, fast=args.fast, pretrain=args.pretrain, budget=args.budget, seed=args.seed,
                      compile_c=not args.no_c, qemu=not args.no_qemu, plots=not args.no_plots)
     result = run_demo(cfg, log=lambda msg: print(msg, flush=True))
     print()
     print(format_report(result))
+    return 0
+
+
+def run_vowels_task(args) -> int:
+    from ..demo.vowels import VowelsConfig, format_table, run_vowels
+
+    cfg = VowelsConfig(out_dir=args.out, fast=args.fast, budget=args.budget,
+                       seed=args.seed, compile_c=not args.no_c, qemu=not args.no_qemu)
+    res = run_vowels(cfg, log=lambda msg: print(msg, flush=True))
+    print()
+    print(format_table(res))
     return 0

@@ -124,6 +124,7 @@ def check_outputs(args) -> None:
 def run(args) -> int:
     from ..models import load_model
     from ..runtime.datasets import load_image_folder
+    from ..runtime.timeseries import is_series_model, load_for_model
     from ..runtime.trainer import fine_tune, save_trained
     from ..sparse.scheme import UpdateScheme
 
@@ -144,8 +145,12 @@ def run(args) -> int:
         raise SchemeError(f"--lr must be > 0, got {lr}")
     say = (lambda *a: None) if args.quiet else (lambda *a: progress_write(" ".join(map(str, a))))
 
-    train = load_image_folder(train_dir, graph.resolution, views=args.views, seed=args.seed, progress=not args.quiet)
-    val = load_image_folder(val_dir, graph.resolution, classes=train.classes) if val_dir else None
+    if is_series_model(graph):  # a 1-D model: .ts files or recording folders (runtime/timeseries.py)
+        train, val = load_for_model(graph, train_dir, val_dir, views=args.views, seed=args.seed)
+    else:
+        train = load_image_folder(train_dir, graph.resolution, views=args.views, seed=args.seed,
+                                  progress=not args.quiet)
+        val = load_image_folder(val_dir, graph.resolution, classes=train.classes) if val_dir else None
     skipped = train.skipped + (val.skipped if val else [])
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)

@@ -217,7 +217,8 @@ def _sparse_search(graph, x, y, cfg: DemoConfig, log):
     from ..scheme_search.search import search
 
     n = len(graph.indexed_convs())
-    settings = AnalysisSettings(epochs=2 if cfg.fast else 3, lr=cfg.adapt_lr, seed=cfg.seed, batch_size=16,
+    epochs = getattr(cfg, "analysis_epochs", None) or (2 if cfg.fast else 3)  # demo/vowels.py sets its own
+    settings = AnalysisSettings(epochs=epochs, lr=cfg.adapt_lr, seed=cfg.seed, batch_size=16,
                                 holdout=0.3, bias_step=3 if cfg.fast else 2,
                                 n_candidates=4 if cfg.fast else 6,
                                 ratios=("1/4", "1") if cfg.fast else ("1/4", "1/2", "1"))

@@ -11,6 +11,17 @@ Supported (anything else raises UnsupportedOpError naming the module, its type a
 - flatten / view / reshape of a pooled (1x1) map, nn.Dropout (dropped: export is inference), nn.Identity;
 - nn.Linear on pooled features: a 1x1 conv on the 1x1 map; the last one is the classifier.
 
+1-D models (import_torch(model, length=L, channels=C); input (N, C, L), e.g. sensor time series) use the
+(H = 1, W = L, C) layout, so every 2-D kernel, pass and autodiff rule runs them unchanged:
+- nn.Conv1d (dense, depthwise, pointwise; any kernel, stride, zero padding incl. 'same'; dilation 1) is a
+  conv2d with kernel (1, k) and no padding, preceded by a pad1d node (ops/pad1d.py) when it pads;
+- nn.BatchNorm1d right after it is folded; nn.AdaptiveAvgPool1d(1), an nn.AvgPool1d covering the whole
+  sequence, F.adaptive_avg_pool1d(x, 1), x.mean(2) / x.mean(-1) are the global average pool; a windowed
+  nn.AvgPool1d(k, stride, padding) is a depthwise conv with weights 1/k (then quantised like any conv);
+  an unpadded nn.MaxPool1d(k, stride) is the max_pool1d op (ops/maxpool1d.py);
+- nn.Flatten / flatten / view of a (C, L) map followed by nn.Linear is a conv2d with kernel (1, L) on the
+  map (torch's index c * L + l becomes weight[o, c, 0, l]); only a Linear may read a flattened map.
+
 Input convention. The device feeds pixel k as the int8 value k - 128 with scale 2/255, so the float graph's
 input is r = (k - 128) * 2/255 (about k/127.5 - 1). A model trained on x = (k/255 - mean[c]) / std[c] is
 imported with input_norm=(mean, std): x = a[c] * r + b[c] is folded into the convs reading the input
@@ -32,7 +43,8 @@ from ..ops import op_module
 SUPPORTED = (
     "Conv2d (+ BatchNorm2d right after it), Linear (on globally pooled features), ReLU, ReLU6, Hardtanh(0, 6), "
     "residual add (+ / torch.add), AdaptiveAvgPool2d(1) / global AvgPool2d / mean over (2, 3), "
-    "Flatten / view / reshape of the pooled map, Dropout (dropped), Identity"
+    "Flatten / view / reshape of the pooled map, Dropout (dropped), Identity; "
+    "1-D: Conv1d (+ BatchNorm1d), AdaptiveAvgPool1d(1) / AvgPool1d / MaxPool1d / mean over 2, Flatten + Linear"
 )
 INPUT_SCALE = 2.0 / 255.0  # the fixed device input mapping: pixel k -> int8 k - 128, real (k - 128) * 2/255
 
@@ -52,8 +64,15 @@ def _np(t) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
 
+class Flat:
+    """A flattened 1-D map: only an nn.Linear may read it (it becomes a conv spanning the sequence)."""
+
+    def __init__(self, tensor: str):
+        self.tensor = tensor
+
+
 class _Importer:
-    def __init__(self, root, name: str, resolution: int, channels: int):
+    def __init__(self, root, name: str, input_shape: tuple[int, int, int]):
         self.torch = _torch()
         self.root = root
         self.modules = dict(root.named_modules())
@@ -62,8 +81,9 @@ class _Importer:
         self.env: dict = {}  # fx node -> IR tensor name (or a python value for size() results)
         self.name = name
         self.input = "input"
-        self.tensors["input"] = TensorSpec("input", (resolution, resolution, channels), "float32")
+        self.tensors["input"] = TensorSpec("input", tuple(input_shape), "float32")
         self.linear_outputs: set[str] = set()
+        self.one_d = False  # set by import_torch(length=...)
 
     # ----- helpers ---------------------------------------------------------------------------------
     def where(self, fx_node) -> str:
@@ -85,6 +105,8 @@ class _Importer:
         if not hasattr(arg, "op"):
             self.unsupported(fx_node, f"takes a non-tensor argument {arg!r} where a tensor is expected")
         v = self.env[arg]
+        if isinstance(v, Flat):
+            self.unsupported(fx_node, "reads a flattened map: only an nn.Linear may follow flatten")
         if not isinstance(v, str):
             self.unsupported(fx_node, "takes a shape value where a tensor is expected")
         return v
@@ -180,22 +202,62 @@ class _Importer:
         return self.add_node(fx_node.target if fx_node.op == "call_module" else f"{self._scope(fx_node)}pool",
                              "global_avg_pool", [x], {}, {})
 
-    def linear(self, fx_node, mod, x: str) -> str:
-        h, w, c = self.shape(x)
-        if (h, w) != (1, 1):
-            self.unsupported(fx_node, f"reads a {h}x{w} map: a Linear must follow global average pooling")
-        weight = _np(mod.weight)[:, :, None, None]
+    def linear(self, fx_node, mod, x) -> str:
+        if isinstance(x, Flat):  # Linear over a flattened 1-D map: one conv whose kernel spans the sequence
+            h, w, c = self.shape(x.tensor)
+            if mod.in_features != c * w:
+                self.unsupported(fx_node, f"has in_features {mod.in_features} but the flattened map holds {c}x{w}")
+            weight = _np(mod.weight).reshape(-1, c, 1, w)
+            x, kernel = x.tensor, (1, w)
+        else:
+            h, w, c = self.shape(x)
+            if (h, w) != (1, 1):
+                self.unsupported(fx_node, f"reads a {h}x{w} map: a Linear must follow global average pooling")
+            weight, kernel = _np(mod.weight)[:, :, None, None], (1, 1)
         bias = _np(mod.bias) if mod.bias is not None else np.zeros(weight.shape[0])
-        attrs = {"kernel": (1, 1), "stride": 1, "padding": 0, "groups": 1}
+        attrs = {"kernel": kernel, "stride": 1, "padding": 0, "groups": 1}
         out = self.add_node(fx_node.target, "conv2d", [x], attrs, {"weight": weight, "bias": bias})
         self.linear_outputs.add(out)
         return out
 
-    def flatten(self, fx_node, x: str) -> str:
+    def flatten(self, fx_node, x: str):
+        if self.one_d and self.shape(x)[1] != 1:
+            return Flat(x)
         if self.shape(x)[:2] != (1, 1):
             self.unsupported(fx_node, f"flattens a {self.shape(x)[0]}x{self.shape(x)[1]} map: only the globally "
                              "pooled 1x1 map may be flattened")
         return x
+
+    def conv1d(self, fx_node, mod, x: str) -> str:
+        (k,), (stride,), (dilation,) = mod.kernel_size, mod.stride, mod.dilation
+        if dilation != 1 or mod.padding_mode != "zeros":
+            self.unsupported(fx_node, f"has dilation {dilation} / padding_mode {mod.padding_mode!r}: only "
+                             "dilation 1 with zero padding is supported (the conv kernels have no dilation)")
+        if mod.padding == "same":
+            left, right = (k - 1) // 2, k - 1 - (k - 1) // 2  # torch's split of the total k - 1
+        elif mod.padding == "valid":
+            left = right = 0
+        else:
+            left = right = int(mod.padding[0])
+        if left or right:
+            x = self.add_node(f"{fx_node.target}.pad", "pad1d", [x], {"left": left, "right": right}, {})
+        weight = _np(mod.weight)[:, :, None, :]  # (O, I/groups, k) -> (O, I/groups, 1, k)
+        bias = _np(mod.bias) if mod.bias is not None else np.zeros(weight.shape[0])
+        attrs = {"kernel": (1, k), "stride": int(stride), "padding": 0, "groups": int(mod.groups)}
+        return self.add_node(fx_node.target, "conv2d", [x], attrs, {"weight": weight, "bias": bias})
+
+    def avgpool1d(self, fx_node, mod, x: str) -> str:
+        """A windowed AvgPool1d is a depthwise conv with weights 1/k and no bias (zero padding counted, as
+        torch's default count_include_pad=True). It is an ordinary conv from then on (PTQ, schemes)."""
+        (k,), (stride,), (pad,) = mod.kernel_size, mod.stride, mod.padding
+        if mod.ceil_mode or not mod.count_include_pad:
+            self.unsupported(fx_node, "uses ceil_mode or count_include_pad=False: only the defaults are supported")
+        if pad:
+            x = self.add_node(f"{fx_node.target}.pad", "pad1d", [x], {"left": pad, "right": pad}, {})
+        c = self.shape(x)[2]
+        attrs = {"kernel": (1, k), "stride": int(stride), "padding": 0, "groups": c, "pool": "avg"}
+        return self.add_node(fx_node.target, "conv2d", [x], attrs,
+                             {"weight": np.full((c, 1, 1, k), 1.0 / k), "bias": np.zeros(c)})
 
     # ----- dispatch ----------------------------------------------------------------------------------
     def run(self, traced) -> str:
@@ -215,8 +277,30 @@ class _Importer:
                 out = self.value(fn, a[0])
             elif fn.op == "call_module":
                 mod = self.modules[fn.target]
+                if isinstance(mod, nn.Linear) and a and isinstance(self.env.get(a[0]), Flat):
+                    self.env[fn] = self.linear(fn, mod, self.env[a[0]])
+                    continue
                 x = self.value(fn, a[0]) if a else None
-                if isinstance(mod, nn.Conv2d):
+                if isinstance(mod, nn.Conv1d) and self.one_d:
+                    self.env[fn] = self.conv1d(fn, mod, x)
+                elif isinstance(mod, nn.BatchNorm1d) and self.one_d:
+                    self.env[fn] = self.batchnorm(fn, mod, a[0], x)
+                elif isinstance(mod, nn.AdaptiveAvgPool1d) and self.one_d:
+                    if mod.output_size not in (1, (1,), [1]):
+                        self.unsupported(fn, f"has output_size {mod.output_size!r}: only global pooling (1) is supported")
+                    self.env[fn] = self.pool(fn, x)
+                elif isinstance(mod, nn.MaxPool1d) and self.one_d:
+                    if mod.padding not in (0, (0,)) or mod.dilation not in (1, (1,)) or mod.ceil_mode:
+                        self.unsupported(fn, "has padding, dilation or ceil_mode: only an unpadded max pool is supported")
+                    k = mod.kernel_size if isinstance(mod.kernel_size, int) else mod.kernel_size[0]
+                    s = mod.stride if isinstance(mod.stride, int) else mod.stride[0]
+                    self.env[fn] = self.add_node(fn.target, "max_pool1d", [x], {"kernel": int(k), "stride": int(s)}, {})
+                elif isinstance(mod, nn.AvgPool1d) and self.one_d:
+                    if tuple(mod.kernel_size) == (self.shape(x)[1],) and tuple(mod.padding) == (0,):
+                        self.env[fn] = self.pool(fn, x)
+                    else:
+                        self.env[fn] = self.avgpool1d(fn, mod, x)
+                elif isinstance(mod, nn.Conv2d):
                     self.env[fn] = self.conv(fn, mod, x)
                 elif isinstance(mod, nn.BatchNorm2d):
                     self.env[fn] = self.batchnorm(fn, mod, a[0], x)
@@ -257,6 +341,11 @@ class _Importer:
                     self.env[fn] = self.value(fn, a[0])
                 elif t is torch.flatten:
                     self.env[fn] = self.flatten(fn, self.value(fn, a[0]))
+                elif t is F.adaptive_avg_pool1d and self.one_d:
+                    size = a[1] if len(a) > 1 else fn.kwargs.get("output_size")
+                    if size not in (1, (1,), [1]):
+                        self.unsupported(fn, f"has output_size {size!r}: only global pooling (1) is supported")
+                    self.env[fn] = self.pool(fn, self.value(fn, a[0]))
                 elif t is F.adaptive_avg_pool2d:
                     size = a[1] if len(a) > 1 else fn.kwargs.get("output_size")
                     if size not in (1, (1, 1), [1, 1]):
@@ -291,6 +380,10 @@ class _Importer:
 
     def mean(self, fn, a, kwargs) -> str:
         dims = a[1] if len(a) > 1 else kwargs.get("dim")
+        if isinstance(dims, int):
+            dims = (dims,)
+        if self.one_d and dims is not None and [int(d) % 3 for d in dims] == [2]:
+            return self.pool(fn, self.value(fn, a[0]))
         if dims is None or sorted(int(d) % 4 for d in dims) != [2, 3]:
             self.unsupported(fn, f"averages over dims {dims!r}: only the spatial mean over (2, 3) is supported")
         return self.pool(fn, self.value(fn, a[0]))
@@ -316,16 +409,24 @@ def _fold_input_norm(graph: Graph, mean, std) -> None:
         node.params["weight"] = w * a[None, :, None, None]
 
 
-def import_torch(model, resolution: int, channels: int = 3, *, name: str | None = None, input_norm=None,
-                 check: bool = True) -> Graph:
+def import_torch(model, resolution: int | None = None, channels: int = 3, *, length: int | None = None,
+                 name: str | None = None, input_norm=None, check: bool = True) -> Graph:
     """Trace `model` with torch.fx and return the float32 Graph (NHWC, BN folded, weights float32).
 
     resolution/channels: the input image size (H = W = resolution). input_norm: (mean, std) per channel in
     pixel/255 units if the model was trained on normalised inputs (see the module docstring); None means
     the model already takes r = (k - 128) * 2/255. check=True runs both on random input and records the
     largest logit difference in meta["torch_max_abs_diff"].
+    length: import a 1-D model (input (N, channels, length)) instead; the graph input is (1, length, channels)
+    and the model takes r = q * 2/255 for the int8 device input q (runtime/timeseries.py maps signals to q).
     """
     torch = _torch()
+    if (resolution is None) == (length is None):
+        raise GraphError("import_torch needs exactly one of resolution (images) and length (1-D sequences)")
+    if length is not None and input_norm is not None:
+        raise GraphError("input_norm folds image normalisation; 1-D inputs are normalised by the dataset "
+                         "(runtime/timeseries.py), so pass input_norm=None")
+    shape = (1, int(length), int(channels)) if length is not None else (int(resolution),) * 2 + (int(channels),)
     was_training = model.training
     model.eval()
     try:
@@ -335,7 +436,8 @@ def import_torch(model, resolution: int, channels: int = 3, *, name: str | None 
             raise UnsupportedOpError(
                 f"torch.fx cannot trace {type(model).__name__} ({type(e).__name__}: {e}); the model's forward must "
                 f"not branch on tensor values. Supported layers: {SUPPORTED}") from None
-        imp = _Importer(model, name or type(model).__name__, int(resolution), int(channels))
+        imp = _Importer(model, name or type(model).__name__, shape)
+        imp.one_d = length is not None
         out = imp.run(traced)
         prod = imp.producer(out) if out is not None else None
         if prod is None or out not in imp.linear_outputs:
@@ -347,7 +449,8 @@ def import_torch(model, resolution: int, channels: int = 3, *, name: str | None 
             n.params = {k: v.astype(np.float32) for k, v in n.params.items()}
         graph = Graph(imp.name, "float32", imp.input, out, imp.tensors, imp.nodes,
                       {"format": "torch-fx", "input_scale": INPUT_SCALE, "input_zero": 0,
-                       "input_norm": None if input_norm is None else [np.asarray(v, float).tolist() for v in input_norm]})
+                       "input_norm": None if input_norm is None else [np.asarray(v, float).tolist() for v in input_norm],
+                       "layout": "1d" if length is not None else "2d"})
         if input_norm is not None:
             _fold_input_norm(graph, *input_norm)
             for n in graph.nodes:
@@ -378,8 +481,11 @@ def _compare(model, graph: Graph, input_norm) -> float:
     else:
         mean, std = (np.broadcast_to(np.asarray(v, np.float64), (c,)) for v in input_norm)
         x_user = ((pixels / 255.0 - mean) / std).astype(np.float32)
+    nchw = x_user.transpose(0, 3, 1, 2)
+    if graph.meta.get("layout") == "1d":  # (N, C, 1, L) -> (N, C, L)
+        nchw = nchw[:, :, 0, :]
     with torch.no_grad():
-        ref = model(torch.from_numpy(np.ascontiguousarray(x_user.transpose(0, 3, 1, 2)))).double().numpy()
+        ref = model(torch.from_numpy(np.ascontiguousarray(nchw))).double().numpy()
     got = run_float(graph, r).reshape(len(r), -1).astype(np.float64)
     graph.meta["torch_logit_range"] = float(np.abs(ref).max())
     return float(np.abs(ref.reshape(got.shape) - got).max())

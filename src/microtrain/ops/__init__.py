@@ -16,9 +16,9 @@ import reprlib
 from types import ModuleType
 
 from ..errors import GraphError, UnsupportedOpError
-from . import add, avgpool, conv, pad, pool
+from . import add, avgpool, conv, maxpool1d, pad, pad1d, pool
 
-REGISTRY: dict[str, ModuleType] = {m.OP: m for m in (conv, add, pool, pad, avgpool)}
+REGISTRY: dict[str, ModuleType] = {m.OP: m for m in (conv, add, pool, pad1d, maxpool1d, pad, avgpool)}
 
 
 def op_module(node) -> ModuleType:

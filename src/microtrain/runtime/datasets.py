@@ -79,7 +79,8 @@ class ImageData:
 
 
 def as_image_data(data, classes=None) -> ImageData:
-    """Accept an ImageData, or (x, labels) with x int8 (N, H, W, 3) or (N, V, H, W, 3)."""
+    """Accept an ImageData, or (x, labels) with x int8 (N, H, W, C) or (N, V, H, W, C) (C = 3 for images;
+    1-D series are (N, [V,] 1, L, C), runtime/timeseries.py)."""
     if isinstance(data, ImageData):
         return data
     try:
@@ -87,8 +88,8 @@ def as_image_data(data, classes=None) -> ImageData:
     except (TypeError, IndexError, KeyError):
         raise DatasetError("data must be an ImageData or a pair (x, labels)") from None
     x, labels = np.asarray(x), np.asarray(labels, dtype=np.int64)
-    if x.dtype != np.int8 or x.ndim not in (4, 5) or x.shape[-1] != 3:
-        raise DatasetError(f"images must be int8 (N, H, W, 3) or (N, V, H, W, 3), got {x.dtype} {x.shape}")
+    if x.dtype != np.int8 or x.ndim not in (4, 5) or x.shape[-1] < 1:
+        raise DatasetError(f"images must be int8 (N, H, W, C) or (N, V, H, W, C), got {x.dtype} {x.shape}")
     if x.ndim == 4:
         x = x[:, None]
     if len(x) != len(labels):

@@ -181,6 +181,21 @@ int32_t mt_conv_pointwise_s8_scratch_bytes(const mt_conv_params *p);
 int32_t mt_conv_pointwise_split_s8_scratch_bytes(const mt_conv_params *p);
 int32_t mt_conv_depthwise_s8_scratch_bytes(const mt_conv_params *p);
 int32_t mt_conv_depthwise_inplace_s8_scratch_bytes(const mt_conv_params *p);
+/* ---- 1-D maps (H = 1, W = time), kernels/mt_1d.c: zero padding of the time axis (ops/pad1d.py), max pool ---- */
+typedef struct {
+    int32_t in_h, in_w, c;    /* input (H, W, C); output (H, left + W + right, C) */
+    int32_t left, right, zero; /* pad lengths; zero = the input's zero point (real 0) */
+} mt_pad1d_params;
+void mt_pad1d_s8(const mt_pad1d_params *p, const int8_t *x, int8_t *y);
+/* gx = gy[:, left : left + W, :] */
+void mt_pad1d_grad_f32(const mt_pad1d_params *p, const float *gy, float *gx);
+typedef struct {
+    int32_t in_h, in_w, c, k, stride, out_w; /* window k along W, no padding (ops/maxpool1d.py) */
+} mt_max_pool1d_params;
+void mt_max_pool1d_s8(const mt_max_pool1d_params *p, const int8_t *x, int8_t *y);
+/* gx = 0, then each gy goes to the first maximum of its window in x (overlapping windows add) */
+void mt_max_pool1d_grad_f32(const mt_max_pool1d_params *p, const float *gy, const int8_t *x, float *gx);
+
 int32_t mt_conv_grad_input_pointwise_f32_scratch_bytes(const mt_conv_params *p);
 int32_t mt_conv_grad_input_depthwise_f32_scratch_bytes(const mt_conv_params *p);
 int32_t mt_conv_weight_update_pointwise_f32_scratch_bytes(const mt_conv_params *p);
