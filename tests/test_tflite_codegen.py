@@ -117,3 +117,32 @@ def test_new_head_on_a_flatten_dense_model_trains_in_numpy_and_c(tmp_path):
     for i in range(3):
         want = rt.train_step({head.input: x[i : i + 1]}, y[i : i + 1], 0.05, i)["loss"]
         assert model.train_step(x[i], int(y[i])) == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.qemu
+def test_cortex_m7_training_equals_host_build(tmp_path):
+    """A tflite-mode graph (conv -> flatten -> dense, new 3-class head, the conv trained too) on Cortex-M7
+    under QEMU: after the same steps the firmware's parameters, logits and losses are the host build's."""
+    from cortexm_util import require_arm_tools
+    from tflite_builder import flatten_fc_model
+
+    from microtrain.frontends.tflite import tflite_to_graph
+    from microtrain.quant.head import replace_head
+    from microtrain.targets.cortex_m.project import emit_firmware
+    from microtrain.targets.cortex_m.session import run_session
+    from microtrain.targets.host import HostModel, build_host
+
+    require_arm_tools()
+    g = replace_head(tflite_to_graph(flatten_fc_model(), "flatten"), 3)
+    compile_model(g, UpdateScheme(1, {0: 1.0}), out_dir=tmp_path, lr=0.05, seed=1)
+    build, _ = emit_firmware(tmp_path, "cortex-m7")
+    rng = np.random.default_rng(5)
+    train = (rng.integers(-128, 128, (4, 6, 6, 3)).astype(np.int8), np.array([0, 1, 2, 1]))
+    evaluate = (rng.integers(-128, 128, (2, 6, 6, 3)).astype(np.int8), np.array([0, 2]))
+    device = run_session(build.elf, "cortex-m7", train=train, evaluate=evaluate, timeout=300)
+    host = HostModel(build_host(tmp_path, opt="-O1"))
+    host_losses = [host.train_step(x, int(y)) for x, y in zip(*train)]
+    assert device.params == host.export_params() and len(device.params) > 0
+    np.testing.assert_array_equal(device.logits, host.infer(evaluate[0]))
+    np.testing.assert_allclose(device.losses, host_losses, atol=1e-6)
+    assert host_losses[0] != host_losses[-1]
