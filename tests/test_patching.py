@@ -1,0 +1,78 @@
+"""Patch-based execution of the frozen prefix (patching.py, runtime/patched.py, codegen/patch.py): the tiled
+prefix equals the whole-tensor run bit for bit, in NumPy and in the generated C (inference and training)."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import like_mcunet_49kb, model_path
+from microtrain.errors import GraphError
+from microtrain.patching import plan_patches
+from microtrain.runtime.forward import run_int8
+from microtrain.runtime.patched import run_patched
+
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
+
+
+@pytest.mark.parametrize("split,grid", [(3, (4, 4)), (6, (3, 2)), (10, (2, 3))])
+def test_numpy_patched_equals_whole(upstream_graph, split, grid):
+    x = np.random.default_rng(split).integers(-128, 128, (2, *upstream_graph.input_spec.shape)).astype(np.int8)
+    out = run_patched(upstream_graph, x, split, grid)
+    assert np.array_equal(out, run_int8(upstream_graph, x))
+
+
+def test_geometry_halo_costs_macs_and_a_single_tile_none(mcunet):
+    one, many = plan_patches(mcunet, 6, (1, 1)), plan_patches(mcunet, 6, (3, 3))
+    assert one.extra_macs == 0 and one.base_macs == many.base_macs
+    assert many.extra_macs > 0  # the halo is recomputed by neighbouring tiles
+    # every tile of the split tensor is computed once: the tiles cover it exactly
+    h, w = mcunet.tensors[many.output].shape[:2]
+    covered = np.zeros((h, w), int)
+    for t in many.tiles:
+        (r0, r1), (c0, c1) = t.windows[many.output]
+        covered[r0:r1, c0:c1] += 1
+    assert (covered == 1).all()
+
+
+def test_a_cut_through_a_residual_is_refused(mcunet):
+    with pytest.raises(GraphError, match="blocks.1.pointwise2.out"):
+        plan_patches(mcunet, 9, (2, 2))  # blocks.2.residual reads blocks.1.pointwise2.out after the prefix
+    with pytest.raises(GraphError, match="grid"):
+        plan_patches(mcunet, 6, (40, 2))
+
+
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None, reason="needs gcc")
+
+
+def _host_run(graph, scheme, out, patch, x):
+    from microtrain.codegen import compile_model
+    from microtrain.targets.host import HostModel, build_host
+
+    cm = compile_model(graph, scheme, out_dir=out, patch=patch, seed=7, lr=1e-2)
+    model = HostModel(build_host(out, opt="-O1"))
+    before = model.infer(x)
+    losses = [model.train_step(x[i], i % 2) for i in range(len(x))]
+    return cm, (before, losses, model.export_params(), model.infer(x))
+
+
+@needs_gcc
+@pytest.mark.parametrize("name,resolution,patch", [("mcunet-5fps", 128, (6, (3, 3))), ("mbv2-w0.35", 64, "auto"),
+                                                   ("proxyless-w0.3", 64, (10, (2, 2)))])
+def test_c_patched_equals_whole(name, resolution, patch, tmp_path):
+    """Host C: logits, losses, trained parameters after 3 steps and logits after training are identical with
+    and without patching, and patching makes the arena smaller."""
+    from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
+    from microtrain.quant.head import replace_head
+    from microtrain.sparse.fixtures import load_fixture
+
+    graph = replace_head(load_mcunet_pkl(model_path(name)).with_resolution(resolution), 2)
+    scheme = load_fixture("mcunet-5fps-49kb") if name == "mcunet-5fps" else like_mcunet_49kb(graph)
+    x = np.random.default_rng(3).integers(-128, 128, (3, resolution, resolution, 3)).astype(np.int8)
+    whole, ref = _host_run(graph, scheme, tmp_path / "whole", None, x)
+    tiled, got = _host_run(graph, scheme, tmp_path / "tiled", patch, x)
+    assert "patch" in tiled.program.meta and tiled.report.arena_bytes < whole.report.arena_bytes
+    assert any(s.kernel == "mt_window_s8" for s in tiled.program.train_steps)
+    assert np.array_equal(got[0], ref[0]) and got[1] == ref[1]
+    assert len(got[2]) > 0 and got[2] == ref[2] and np.array_equal(got[3], ref[3])
