@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from .budget import STACK_ESTIMATE
+from .budget import FIRMWARE_RESERVE, HARNESS_STACK, STACK_ESTIMATE
+from .errors import BudgetError
 
 ALIGN = 8  # arena offsets; the arena itself is aligned for double (C99 union)
 
@@ -157,6 +158,20 @@ class MemoryReport:
     @property
     def total_sram_bytes(self) -> int:
         return self.training_sram_bytes + self.stack_estimate_bytes
+
+    def check_part(self, ram: int, flash: int) -> None:
+        """Raise BudgetError (one line, saying by how much) when the plan cannot fit a part of `ram` bytes of
+        SRAM and `flash` bytes of flash: planned SRAM + the firmware's own SRAM and harness stack; constants
+        (code comes on top: the linker script enforces the rest)."""
+        need = self.total_sram_bytes + FIRMWARE_RESERVE + HARNESS_STACK
+        if need > ram:
+            raise BudgetError(
+                f"{self.model}, scheme {self.scheme}: needs {need:,} B of SRAM (arena {self.arena_bytes:,} + trained "
+                f"parameters {self.trainable_sram_bytes:,} + stack, state and firmware {need - self.arena_bytes - self.trainable_sram_bytes:,}), "
+                f"{need - ram:,} B more than the part's {ram:,} B; try --patch auto, a smaller scheme or a lower resolution")
+        if self.flash_bytes > flash:
+            raise BudgetError(f"{self.model}, scheme {self.scheme}: constants alone need {self.flash_bytes:,} B of "
+                              f"flash, {self.flash_bytes - flash:,} B more than the part's {flash:,} B")
 
     def to_dict(self) -> dict:
         d = asdict(self)

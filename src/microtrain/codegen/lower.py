@@ -89,7 +89,7 @@ def build_inference_program(graph: Graph, sram_budget: int | None = DEFAULT_SRAM
     prog = Program(graph.name, graph.input, graph.output, graph.input_spec.numel, graph.num_classes)
     lx = Lowering(prog, graph, declare_params(prog, graph))
     lower_inference(lx)
-    patch_program(lx, patch, max_extra_macs)
+    patch_program(lx, patch, max_extra_macs, sram_budget)
     fit_with_inplace_depthwise(prog, {graph.input, graph.output}, sram_budget)
     prog.meta["layouts"] = lx.layouts
     return prog

@@ -74,7 +74,7 @@ def build_training_program(graph, scheme, *, lr: float = 0.01, seed: int = 0, ro
         steps.extend(lowered)
     prog.train_steps = steps
     prog.train_aliases = resolve_inplace(steps, protected={graph.input})
-    patch_program(lx, patch, max_extra_macs)
+    patch_program(lx, patch, max_extra_macs, sram_budget)
     fit_with_inplace_depthwise(prog, {graph.input, graph.output}, sram_budget)
     prog.meta["training_graph"] = tg
     return prog

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..arena import plan_arena
+from ..budget import STACK_ESTIMATE, STATE_BYTES
 from ..errors import GraphError
 from ..ir.program import Buffer, Step, buf, lit, resolve_inplace
 from ..ops import op_module
@@ -51,9 +52,10 @@ def lower_tiles(lx, plan: PatchPlan) -> list[Step]:
                     sh, sw, _ = window_shape(win, c)
                     r0, c0 = want[0][0] - win[0][0], want[1][0] - win[1][0]
                     zero = graph.tensors[t].quant.zero_point
+                    pads_only = r0 <= 0 and c0 <= 0 and r0 + shape[0] >= sh and c0 + shape[1] >= sw
                     steps.append(Step(WINDOW_KERNEL, [buf(src), lit(sh), lit(sw), lit(c), lit(r0), lit(c0), buf(name),
                                                       lit(shape[0]), lit(shape[1]), lit(zero)],
-                                      [src], [name], node.name))
+                                      [src], [name], node.name, inplace=(name, src) if pads_only else None))
                     src = name
                 ins.append(src)
                 in_shapes.append(shape)
@@ -108,11 +110,12 @@ def _param_refs(steps) -> set[str]:
     return {a.ref for s in steps for a in s.args if a.kind == "params"}
 
 
-def arena_size(prog) -> int:
-    sizes = [plan_arena(prog.infer_steps, prog.buffers, prog.infer_aliases).size]
-    if prog.train_steps:
-        sizes.append(plan_arena(prog.train_steps, prog.buffers, prog.train_aliases).size)
-    return max(sizes)
+def arena_sizes(prog) -> tuple[int, int]:
+    """(arena, inference arena): the inference program is the prefix's own measure (the training step's
+    backward peak may still fall when the in-place depthwise fit runs after patching)."""
+    infer = plan_arena(prog.infer_steps, prog.buffers, prog.infer_aliases).size
+    train = plan_arena(prog.train_steps, prog.buffers, prog.train_aliases).size if prog.train_steps else 0
+    return max(infer, train), infer
 
 
 def model_macs(graph) -> int:
@@ -149,40 +152,58 @@ def _trial(lx, plan: PatchPlan):
         apply_patching(tx, plan)
     except GraphError:
         return None
-    return arena_size(prog)
+    return arena_sizes(prog)
 
 
 def choose_patching(lx, max_extra: float = DEFAULT_MAX_EXTRA_MACS) -> PatchPlan | None:
-    """The (split, grid) with the smallest arena among those within the MAC cap (fewer extra MACs on a
-    tie); None when no patching makes the arena smaller."""
-    best, best_key = None, (arena_size(lx.prog), 0)
+    """The (split, grid) with the smallest arena among those within the MAC cap (then the smallest inference
+    arena, then the fewest extra MACs); None when no patching makes the arena smaller."""
+    best, best_key = None, (*arena_sizes(lx.prog), 0)
     for plan in candidates(lx.graph, max_extra):
-        size = _trial(lx, plan)
-        if size is not None and (size, plan.extra_macs) < best_key:
-            best, best_key = plan, (size, plan.extra_macs)
+        sizes = _trial(lx, plan)
+        if sizes is not None and (*sizes, plan.extra_macs) < best_key:
+            best, best_key = plan, (*sizes, plan.extra_macs)
     return best
 
 
 def parse_patch(text: str):
-    """--patch: 'auto', 'none' or SPLIT:GHxGW (e.g. 6:3x3) -> 'auto' | None | (split, (gh, gw))."""
+    """--patch: 'fit', 'auto', 'none' or SPLIT:GHxGW (e.g. 10:3x3) -> 'fit' | 'auto' | None | (split, (gh, gw))."""
     t = text.strip().lower()
-    if t in ("auto", "none"):
-        return None if t == "none" else "auto"
+    if t in ("fit", "auto", "none"):
+        return None if t == "none" else t
     try:
         split, grid = t.split(":")
         gh, gw = grid.split("x")
         return int(split), (int(gh), int(gw))
     except ValueError:
-        raise ValueError(f"--patch {text!r}: 'auto', 'none' or SPLIT:GHxGW (e.g. 6:3x3)") from None
+        raise ValueError(f"--patch {text!r}: 'fit', 'auto', 'none' or SPLIT:GHxGW (e.g. 10:3x3)") from None
 
 
-def patch_program(lx, patch, max_extra: float = DEFAULT_MAX_EXTRA_MACS) -> PatchPlan | None:
-    """Apply `patch` ('auto' | None | (split, (gh, gw))) to lx.prog; the plan applied (or None)."""
+def parse_share(text: str) -> float:
+    """--max-extra-macs: '10%' or '0.1' -> 0.1."""
+    t = str(text).strip()
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 10:
+        raise ValueError(f"--max-extra-macs {text!r}: a share of the model's MACs, e.g. 10% or 0.1")
+    return value
+
+
+def patch_program(lx, patch, max_extra: float = DEFAULT_MAX_EXTRA_MACS, sram_budget: int | None = None):
+    """Apply `patch` to lx.prog and return the PatchPlan applied (or None). patch: None (never), 'auto' (the
+    smallest arena within the MAC cap), 'fit' (the same, only when the planned SRAM exceeds sram_budget, like
+    the in-place depthwise fit) or (split, (gh, gw))."""
     if patch is None:
         return None
-    plan = choose_patching(lx, max_extra) if patch == "auto" else plan_patches(lx.graph, patch[0], patch[1])
+    before = arena_sizes(lx.prog)[0]
+    if patch == "fit":
+        fixed = sum(c.nbytes for c in lx.prog.consts.values() if c.storage == "sram") + STATE_BYTES + STACK_ESTIMATE
+        if sram_budget is None or before + fixed <= sram_budget:
+            return None
+    plan = choose_patching(lx, max_extra) if patch in ("auto", "fit") else plan_patches(lx.graph, patch[0], patch[1])
     if plan is not None:
-        before = arena_size(lx.prog)
         apply_patching(lx, plan)
-        lx.prog.meta["patch"]["arena_before"] = before
+        lx.prog.meta["patch"].update(arena_before=before, arena_after=arena_sizes(lx.prog)[0])
     return plan

@@ -53,7 +53,8 @@ def run(args) -> int:
     resolution, num_classes = model_shape(project)
 
     build, regions = build_project(project, project / f"build-{cpu}", cpu, simd=simd,
-                                   stack_size=target.get("stack_size"))
+                                   stack_size=target.get("stack_size"), ram_limit=target.get("ram"),
+                                   flash_limit=target.get("flash"))
     print(f"firmware {build.elf} ({cpu}, {'SIMD' if simd else 'portable'} kernels)")
     for line in budget_lines(build, project):
         print(line)

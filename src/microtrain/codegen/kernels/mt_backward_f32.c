@@ -213,6 +213,30 @@ void mt_conv_grad_input_depthwise_f32(const mt_conv_params *p, const float *gacc
     }
 }
 
+/* In place (codegen.inplace_depthwise, stride 1, gx the same size as gacc): channel by channel, the
+ * channel's gacc plane is copied to `plane` (out_h * out_w floats) and its gx written over it; each element
+ * sums the same taps in the same order as mt_dw_grad_in. */
+static void mt_dw_grad_in_plane(const mt_conv_params *p, const int8_t *wb, int32_t nb, const int16_t *idx,
+                                float *g, float *plane) {
+    mt_conv_params q = *p;
+    int32_t j, i, iy, ix, n = p->out_h * p->out_w;
+    q.out_c = 1;
+    for (j = 0; j < nb; j++) {
+        int32_t c = mt_chan(idx, j);
+        for (i = 0; i < n; i++) plane[i] = g[i * p->out_c + c];
+        for (iy = 0; iy < p->in_h; iy++)
+            for (ix = 0; ix < p->in_w; ix++)
+                g[(iy * p->in_w + ix) * p->in_c + c] = mt_dw_grad_in(&q, plane, wb + j, nb, 0, iy, ix);
+    }
+}
+
+void mt_conv_grad_input_depthwise_inplace_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
+                                              float *gx, float *plane) {
+    (void)gacc; /* == gx: the gradient is computed over its own storage */
+    mt_dw_grad_in_plane(p, w->frozen, w->n_frozen, w->frozen_idx, gx, plane);
+    mt_dw_grad_in_plane(p, w->train, w->n_train, w->train_idx, gx, plane);
+}
+
 static void mt_dense_grad_in_block(const mt_conv_params *p, const float *gacc, const int8_t *wb, const int16_t *idx,
                                    int32_t nb, float *gx) {
     int32_t oy, ox, o, u, v, j;
