@@ -46,11 +46,11 @@ def test_a_cut_through_a_residual_is_refused(mcunet):
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None, reason="needs gcc")
 
 
-def _host_run(graph, scheme, out, patch, x):
+def _host_run(graph, scheme, out, patch, x, **options):
     from microtrain.codegen import compile_model
     from microtrain.targets.host import HostModel, build_host
 
-    cm = compile_model(graph, scheme, out_dir=out, patch=patch, seed=7, lr=1e-2)
+    cm = compile_model(graph, scheme, out_dir=out, patch=patch, seed=7, lr=1e-2, **options)
     model = HostModel(build_host(out, opt="-O1"))
     before = model.infer(x)
     losses = [model.train_step(x[i], i % 2) for i in range(len(x))]
@@ -58,11 +58,14 @@ def _host_run(graph, scheme, out, patch, x):
 
 
 @needs_gcc
-@pytest.mark.parametrize("name,resolution,patch", [("mcunet-5fps", 128, (6, (3, 3))), ("mbv2-w0.35", 64, "auto"),
-                                                   ("proxyless-w0.3", 64, (10, (2, 2)))])
-def test_c_patched_equals_whole(name, resolution, patch, tmp_path):
+@pytest.mark.parametrize("name,resolution,patch,ram", [("mcunet-5fps", 128, "fit", 128), ("mbv2-w0.35", 64, "auto", None),
+                                                       ("proxyless-w0.3", 64, (10, (2, 2)), None)])
+def test_c_patched_equals_whole(name, resolution, patch, ram, tmp_path):
     """Host C: logits, losses, trained parameters after 3 steps and logits after training are identical with
-    and without patching, and patching makes the arena smaller."""
+    and without patching, and patching makes the arena smaller. mcunet-5fps is planned for a 128 KB part:
+    patched, with depthwise input gradients in place (codegen.inplace_depthwise) composing with it."""
+    from microtrain.budget import KB, part_sram_budget
+
     from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
     from microtrain.quant.head import replace_head
     from microtrain.sparse.fixtures import load_fixture
@@ -71,8 +74,12 @@ def test_c_patched_equals_whole(name, resolution, patch, tmp_path):
     scheme = load_fixture("mcunet-5fps-49kb") if name == "mcunet-5fps" else like_mcunet_49kb(graph)
     x = np.random.default_rng(3).integers(-128, 128, (3, resolution, resolution, 3)).astype(np.int8)
     whole, ref = _host_run(graph, scheme, tmp_path / "whole", None, x)
-    tiled, got = _host_run(graph, scheme, tmp_path / "tiled", patch, x)
+    budget = part_sram_budget(ram * KB) if ram else None
+    tiled, got = _host_run(graph, scheme, tmp_path / "tiled", patch, x, sram_budget=budget)
     assert "patch" in tiled.program.meta and tiled.report.arena_bytes < whole.report.arena_bytes
     assert any(s.kernel == "mt_window_s8" for s in tiled.program.train_steps)
+    if ram:
+        assert tiled.report.total_sram_bytes <= budget
+        assert any(s.kernel == "mt_conv_grad_input_depthwise_inplace_f32" for s in tiled.program.train_steps)
     assert np.array_equal(got[0], ref[0]) and got[1] == ref[1]
     assert len(got[2]) > 0 and got[2] == ref[2] and np.array_equal(got[3], ref[3])

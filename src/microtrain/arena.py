@@ -82,6 +82,29 @@ def _root(name, aliases) -> str:
     return name
 
 
+# Placement orders tried (the smallest arena wins): largest first (TFLite Micro's greedy-by-size), then
+# size weighted by lifetime (sqrt, then linear), which packs the long-lived blocks of a training step (saved
+# inputs, masks) before the short, large ones of a tiled prefix or a backward block: mcunet-5fps 49 KB
+# patched 10:3x3 plans 100,536 B by size alone and 93,728 B (its peak live set) with the sqrt weight.
+ORDERS = (lambda b: (-b[1], b[2], b[0]), lambda b: (-b[1] * (b[3] - b[2] + 1) ** 0.5, b[2], b[0]),
+          lambda b: (-b[1] * (b[3] - b[2] + 1), b[2], b[0]))
+
+
+def _place(blocks) -> tuple[int, dict[str, int]]:
+    """Each block (root, size, first, last) in turn at the lowest offset free during its lifetime."""
+    placed: list[tuple[int, int, int, int]] = []  # offset, size, first, last
+    offsets: dict[str, int] = {}
+    for root, size, first, last in blocks:
+        offset = 0
+        for o, s, f, l in sorted(p for p in placed if p[2] <= last and first <= p[3]):
+            if offset + size <= o:
+                break
+            offset = max(offset, o + s)
+        placed.append((offset, size, first, last))
+        offsets[root] = offset
+    return max((o + s for o, s, _, _ in placed), default=0), offsets
+
+
 def plan_arena(steps, buffers, aliases: dict[str, str] | None = None) -> ArenaPlan:
     """Place every buffer used by `steps` in one arena. `aliases` maps an in-place output to the
     input whose storage it reuses; the root's lifetime is extended to cover the whole chain."""
@@ -96,18 +119,7 @@ def plan_arena(steps, buffers, aliases: dict[str, str] | None = None) -> ArenaPl
         last = max(life[m][1] for m in members)
         nbytes = max(buffers[m].nbytes for m in members)
         blocks.append((root, _align(nbytes), first, last))
-    blocks.sort(key=lambda b: (-b[1], b[2], b[0]))
-    placed: list[tuple[int, int, int, int]] = []  # offset, size, first, last
-    offsets: dict[str, int] = {}
-    for root, size, first, last in blocks:
-        offset = 0
-        for o, s, f, l in sorted(p for p in placed if p[2] <= last and first <= p[3]):
-            if offset + size <= o:
-                break
-            offset = max(offset, o + s)
-        placed.append((offset, size, first, last))
-        offsets[root] = offset
-    size = max((o + s for o, s, _, _ in placed), default=0)
+    size, offsets = min((_place(sorted(blocks, key=order)) for order in ORDERS), key=lambda r: r[0])
     placements = {}
     for root, members in groups.items():
         for m in members:

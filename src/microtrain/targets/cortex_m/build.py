@@ -52,10 +52,10 @@ class MemoryUsage:
     data: int
     bss: int
 
-    def describe(self) -> str:
-        return (f"SRAM {self.ram} B of {RAM_BYTES} ({self.ram / RAM_BYTES:.1%}: stack {self.stack}, "
-                f".data {self.data}, .bss {self.bss}); flash {self.flash} B of {FLASH_BYTES} "
-                f"({self.flash / FLASH_BYTES:.1%})")
+    def describe(self, ram: int = RAM_BYTES, flash: int = FLASH_BYTES) -> str:
+        return (f"SRAM {self.ram} B of {ram} ({self.ram / ram:.1%}: stack {self.stack}, "
+                f".data {self.data}, .bss {self.bss}); flash {self.flash} B of {flash} "
+                f"({self.flash / flash:.1%})")
 
 
 @dataclass(frozen=True)

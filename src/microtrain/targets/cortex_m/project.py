@@ -206,11 +206,12 @@ def read_target(project: Path | str) -> dict:
 
 
 def budget_lines(result: BuildResult, project: Path | str) -> list[str]:
-    lines = [f"linked: {result.usage.describe()}"]
+    target = read_target(project)
+    ram = target.get("ram", RAM_BYTES)
+    lines = [f"linked: {result.usage.describe(ram, target.get('flash', FLASH_BYTES))}"]
     if (Path(project) / "memory.json").exists():
         for item, planned, linked in plan_vs_link(result.elf, project):
             verdict = "agrees" if planned == linked else "DIFFERS"
             lines.append(f"  plan vs link map: {item}: planned {planned:,} B, linked {linked:,} B ({verdict})")
-    ram = read_target(project).get("ram", RAM_BYTES)
     lines.append(f"  SRAM headroom {ram - result.usage.ram:,} B of {ram:,}; map file {result.map}")
     return lines
