@@ -83,3 +83,20 @@ def test_c_patched_equals_whole(name, resolution, patch, ram, tmp_path):
         assert any(s.kernel == "mt_conv_grad_input_depthwise_inplace_f32" for s in tiled.program.train_steps)
     assert np.array_equal(got[0], ref[0]) and got[1] == ref[1]
     assert len(got[2]) > 0 and got[2] == ref[2] and np.array_equal(got[3], ref[3])
+
+
+def test_compile_refuses_a_part_too_small_before_writing(tmp_path, capsys):
+    """compile --ram: the plan (patched where needed) is checked against the part; a scheme that cannot fit is
+    refused in one line saying by how much, before the project is written."""
+    from microtrain.cli import main
+
+    out = tmp_path / "proj"
+    rc = main(["compile", str(model_path("mcunet-5fps")), "--scheme", "mcunet-5fps-99kb", "--classes", "2",
+               "--target", "c", "--ram", "160K", "--out", str(out), "--timeline", "0"])
+    captured = capsys.readouterr()
+    assert rc == 1 and not out.exists()
+    err = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(err) == 1 and "more than the part's 163,840 B" in err[0]
+    assert "patch-based prefix: nodes [0, 10)" in captured.out  # the plan tried patching first
+    assert main(["compile", "mcunet-5fps", "--scheme", "none", "--board", "nope", "--out", str(out)]) == 1
+    assert "unknown board 'nope'" in capsys.readouterr().err

@@ -8,7 +8,7 @@ output are the two largest live tensors of the peak (MobileNetV2-w0.35's first s
 
 The in-place kernel is scalar and per channel (the Cortex-M SIMD depthwise kernels read whole pixels), so
 it costs instructions: it is used only while the planned SRAM exceeds the budget, largest input first,
-and a conversion is kept only if it makes its program's arena smaller.
+and a conversion is kept only if its program's arena does not grow (several blocks may share the peak).
 
 The training step's depthwise input gradient (float32, stride 1) has an in-place twin too
 (mt_conv_grad_input_depthwise_inplace_f32, a float plane of scratch): in a trained block its gradient
@@ -108,7 +108,7 @@ def fit_with_inplace_depthwise(prog: Program, protected=(), budget: int | None =
         s.kernel, s.args, s.writes = INPLACE[s.kernel][0], s.args + [buf(plane)], s.writes + [plane]
         trial = {**aliases, s.writes[0]: s.reads[0]}
         size = plan_arena(steps, prog.buffers, trial).size  # only this program changed
-        if size < sizes[k]:
+        if size <= sizes[k]:  # a tie is kept too: the next conversion may break a peak that several blocks share
             setattr(prog, attr, trial)
             sizes[k] = size
             converted += 1
