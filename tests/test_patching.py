@@ -100,3 +100,22 @@ def test_compile_refuses_a_part_too_small_before_writing(tmp_path, capsys):
     assert "patch-based prefix: nodes [0, 10)" in captured.out  # the plan tried patching first
     assert main(["compile", "mcunet-5fps", "--scheme", "none", "--board", "nope", "--out", str(out)]) == 1
     assert "unknown board 'nope'" in capsys.readouterr().err
+
+
+def test_small_graph_patched_and_a_trained_prefix_refused():
+    """On a graph with a residual inside the prefix: NumPy and the C lowering agree with the whole run's
+    shapes; a prefix with a trained conv (it saves a mask) cannot run on tiles."""
+    from conftest import small_graph
+    from microtrain.codegen.lower_train import build_training_program
+    from microtrain.sparse.scheme import UpdateScheme
+
+    g = small_graph()
+    x = np.random.default_rng(1).integers(-128, 128, (3, 8, 8, 3)).astype(np.int8)
+    for grid in ((2, 2), (4, 1), (3, 4)):
+        assert np.array_equal(run_patched(g, x, 5, grid), run_int8(g, x))
+    prog = build_training_program(g, UpdateScheme.head_only(), patch=(5, (2, 2)))  # only the head trains
+    assert sum(s.kernel == "mt_paste_s8" for s in prog.train_steps) == 4
+    with pytest.raises(GraphError, match="only a frozen conv"):
+        build_training_program(g, UpdateScheme.full(g), patch=(5, (2, 2)))
+    with pytest.raises(GraphError, match="trained or saves a mask"):  # biases train: the clamp masks are saved
+        build_training_program(g, UpdateScheme.bias_only(g), patch=(5, (2, 2)))

@@ -8,7 +8,7 @@ output are the two largest live tensors of the peak (MobileNetV2-w0.35's first s
 
 The in-place kernel is scalar and per channel (the Cortex-M SIMD depthwise kernels read whole pixels), so
 it costs instructions: it is used only while the planned SRAM exceeds the budget, largest input first,
-and a conversion is kept only if its program's arena does not grow (several blocks may share the peak).
+and a conversion is kept only if it makes its program's arena smaller.
 
 The training step's depthwise input gradient (float32, stride 1) has an in-place twin too
 (mt_conv_grad_input_depthwise_inplace_f32, a float plane of scratch): in a trained block its gradient
@@ -25,6 +25,12 @@ KERNEL, INPLACE_KERNEL = DEPTHWISE_KERNEL, DEPTHWISE_INPLACE_KERNEL
 GRAD_KERNEL, GRAD_INPLACE_KERNEL = GRAD_INPUT_KERNEL["depthwise"], "mt_conv_grad_input_depthwise_inplace_f32"
 # kernel -> (its in-place twin, dtype of the plane scratch); the backward one needs stride 1 (gx as big as gacc)
 INPLACE = {KERNEL: (INPLACE_KERNEL, "int8"), GRAD_KERNEL: (GRAD_INPLACE_KERNEL, "float32")}
+GRAD_INPLACE_TAPS = 49  # MT_DWG_TAPS of the in-place gradient kernel (kernels/mt_backward_f32.c)
+
+
+def _taps(prog: Program, step: Step) -> int:
+    kh, kw = prog.params[step.args[0].ref].fields[6:8]
+    return int(kh) * int(kw)
 
 
 # bias updates read a gradient but change only the bias: moving one before an input-gradient step that
@@ -55,7 +61,8 @@ def _candidates(prog: Program, steps: list[Step], aliases: dict[str, str], prote
             continue
         if prog.buffers[y].nbytes > prog.buffers[x].nbytes:
             continue
-        if s.kernel == GRAD_KERNEL and prog.buffers[y].nbytes != prog.buffers[x].nbytes:
+        if s.kernel == GRAD_KERNEL and (prog.buffers[y].nbytes != prog.buffers[x].nbytes
+                                        or _taps(prog, s) > GRAD_INPLACE_TAPS):
             continue
         out.append(s)
     return sorted(out, key=lambda s: -prog.buffers[s.reads[0]].nbytes)
@@ -108,7 +115,7 @@ def fit_with_inplace_depthwise(prog: Program, protected=(), budget: int | None =
         s.kernel, s.args, s.writes = INPLACE[s.kernel][0], s.args + [buf(plane)], s.writes + [plane]
         trial = {**aliases, s.writes[0]: s.reads[0]}
         size = plan_arena(steps, prog.buffers, trial).size  # only this program changed
-        if size <= sizes[k]:  # a tie is kept too: the next conversion may break a peak that several blocks share
+        if size < sizes[k]:
             setattr(prog, attr, trial)
             sizes[k] = size
             converted += 1

@@ -74,14 +74,15 @@ def _splice(steps: list[Step], plan: PatchPlan, prefix: set[str], tiles: list[St
     """`steps` with the prefix's kernel calls replaced by `tiles`; GraphError if the prefix is not a
     frozen inference-only run (a mask, a later reader of one of its inner tensors)."""
     idx = [i for i, s in enumerate(steps) if s.node in prefix]
-    if not idx or idx != list(range(idx[0], idx[-1] + 1)):
-        raise GraphError(f"patch {plan.describe()}: the prefix's kernel calls are not contiguous")
     inner = set(plan.tensors)
+    outputs = inner | {plan.output}
     for i in idx:
         s = steps[i]
-        if s.phase != "forward" or len(s.writes) != 1:
+        if s.phase != "forward" or len(s.writes) != 1 or s.writes[0] not in outputs:
             raise GraphError(f"patch {plan.describe()}: node {s.node!r} is trained or saves a mask; "
                              "only the frozen prefix can run on tiles")
+    if not idx or idx != list(range(idx[0], idx[-1] + 1)):
+        raise GraphError(f"patch {plan.describe()}: the prefix's kernel calls are not contiguous")
     for i, s in enumerate(steps):
         if i not in idx and inner.intersection(s.reads + s.writes):
             raise GraphError(f"patch {plan.describe()}: step {i} ({s.kernel}, {s.node!r}) reads "

@@ -155,6 +155,7 @@ int32_t mt_conv_depthwise_s8_scratch_bytes(const mt_conv_params *p);
 int32_t mt_conv_depthwise_inplace_s8_scratch_bytes(const mt_conv_params *p);
 int32_t mt_conv_grad_input_pointwise_f32_scratch_bytes(const mt_conv_params *p);
 int32_t mt_conv_grad_input_depthwise_f32_scratch_bytes(const mt_conv_params *p);
+int32_t mt_conv_grad_input_depthwise_inplace_f32_scratch_bytes(const mt_conv_params *p);
 int32_t mt_conv_weight_update_pointwise_f32_scratch_bytes(const mt_conv_params *p);
 
 #endif /* MT_KERNELS_H */
