@@ -2,6 +2,8 @@
 
     microtrain compile mcunet-5fps --scheme mcunet-5fps-49kb --classes 2 --target host --out build/mcunet
     microtrain compile mcunet-5fps --scheme none --target c --out build/infer      # inference only
+    microtrain compile mcunet-5fps --scheme mcunet-5fps-49kb --classes 2 --target cortex-m7 --ram 128K \
+        --out build/m7-128k        # planned for a 128 KB part: patched prefix where needed, linker-enforced
 
 The memory plan is printed (and with --report-json written) BEFORE anything is built: arena peak,
 trainable-parameter SRAM, scratch, stack estimate, flash, and the per-tensor timeline.

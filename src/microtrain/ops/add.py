@@ -103,7 +103,7 @@ def lower_tile(lx, node, ins, in_shapes, out, out_shape) -> list[Step]:
     return _add_step(lx, node, ins, out, int(np.prod(out_shape)), None)
 
 
-def _add_step(lx, node, ins, out, numel, mask) -> Step:
+def _add_step(lx, node, ins, out, numel, mask) -> list[Step]:
     graph, prog = lx.graph, lx.prog
     skip, main = ins
     qa, qb, qy = (graph.tensors[t].quant for t in (*node.inputs, node.output))
