@@ -92,12 +92,12 @@ def test_compile_refuses_a_part_too_small_before_writing(tmp_path, capsys):
 
     out = tmp_path / "proj"
     rc = main(["compile", str(model_path("mcunet-5fps")), "--scheme", "mcunet-5fps-99kb", "--classes", "2",
-               "--target", "c", "--ram", "160K", "--out", str(out), "--timeline", "0"])
+               "--target", "c", "--ram", "160K", "--patch", "10:3x3", "--out", str(out), "--timeline", "0"])
     captured = capsys.readouterr()
     assert rc == 1 and not out.exists()
     err = [line for line in captured.err.splitlines() if line.strip()]
     assert len(err) == 1 and "more than the part's 163,840 B" in err[0]
-    assert "patch-based prefix: nodes [0, 10)" in captured.out  # the plan tried patching first
+    assert "patch-based prefix: nodes [0, 10)" in captured.out  # patched (and in-place convs) before refusing
     assert main(["compile", "mcunet-5fps", "--scheme", "none", "--board", "nope", "--out", str(out)]) == 1
     assert "unknown board 'nope'" in capsys.readouterr().err
 
