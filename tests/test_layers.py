@@ -21,7 +21,7 @@ LAYERS = [
     {"schemes": ["microtrain.sparse"],
      "graph transforms": ["microtrain.quant.dequantize", "microtrain.quant.head"],
      "step kinds": ["microtrain.steps"],
-     "arena": ["microtrain.arena"]},
+     "arena": ["microtrain.arena"], "patching": ["microtrain.patching"]},
     {"autodiff": ["microtrain.autodiff"]},
     {"passes": ["microtrain.passes"]},
     {"runtime": ["microtrain.runtime"], "codegen": ["microtrain.codegen"]},

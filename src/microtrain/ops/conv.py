@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import GraphError, UnsupportedOpError
 from ..ir.program import Arg, Const, Params, Step, buf, const, lit
@@ -31,6 +31,13 @@ def out_hw(h: int, w: int, attrs: dict) -> tuple[int, int]:
     kh, kw = attrs["kernel"]
     s, p = attrs["stride"], attrs["padding"]
     return (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
+
+
+def window_in(node, lo: int, hi: int, axis: int) -> list[tuple[int, int]]:
+    """Patch-based execution (patching.py): the input rows (axis 0) or columns (axis 1) [a, b) that output
+    rows/columns [lo, hi) read, in the input's coordinates; outside [0, H) is the padding (real zeros)."""
+    k, s, p = node.attrs["kernel"][axis], node.attrs["stride"], node.attrs["padding"]
+    return [(lo * s - p, (hi - 1) * s - p + k)]
 
 
 def infer_shape(node, in_shapes):
@@ -385,6 +392,7 @@ KERNEL_SCRATCH = {
     "mt_conv_depthwise_inplace_s8": 2 * 49,  # wv[49] int16: a 7x7 window's taps
     "mt_conv_grad_input_pointwise_f32": 4 * 16,  # t[16] float
     "mt_conv_grad_input_depthwise_f32": 4 * 64,  # acc[64] float
+    "mt_conv_grad_input_depthwise_inplace_f32": 4 * 49,  # wf[49] float: a 7x7 window's taps
     "mt_conv_weight_update_pointwise_f32": (4 + 4) * 16,  # g[16] float, xc[16] int32
 }
 WEIGHT_UPDATE_KERNEL = {"pointwise": "mt_conv_weight_update_pointwise_f32",
@@ -514,6 +522,20 @@ def conv_step(layout: ConvLayout, x: str, y: str, mask: str | None) -> Step:
 def lower(lx, node, mask) -> list[Step]:
     """The forward kernel call (lx: codegen.lower.Lowering; mask: the mask buffer or None)."""
     return [conv_step(lx.layouts[node.name], node.inputs[0], node.output, mask)]
+
+
+def lower_tile(lx, node, ins, in_shapes, out, out_shape) -> list[Step]:
+    """The forward kernel call of one tile (codegen/patch.py): `node` has padding 0 (its input window holds
+    the padding); a params struct per tile shape, the node's own weights."""
+    lay = lx.layouts[node.name]
+    if lay.weight is None or lay.weight_train is not None:
+        raise GraphError(f"conv {node.name!r}: only a frozen conv can run on tiles")
+    (h, w, c), (ho, wo, o) = in_shapes[0], out_shape
+    name = f"{lay.params}_{h}x{w}"
+    if name not in lx.prog.params:
+        f = lx.prog.params[lay.params].fields
+        lx.prog.add_params(Params(name, "mt_conv_params", [h, w, c, ho, wo, o, *f[6:9], 0, *f[10:]]))
+    return [conv_step(replace(lay, params=name), ins[0], out, None)]
 
 
 # ----- the step kinds of a conv's backward: NumPy executor and C lowering -----------------------------
