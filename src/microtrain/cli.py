@@ -10,7 +10,7 @@ import sys
 from . import __version__
 from .errors import MicrotrainError
 
-VERBS = ("demo", "info", "predict", "train", "plan", "compile", "run", "bench")
+VERBS = ("demo", "info", "predict", "train", "plan", "compile", "run", "bench", "fleet")
 
 
 def build_parser() -> argparse.ArgumentParser:
