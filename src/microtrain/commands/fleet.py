@@ -63,6 +63,7 @@ def register(subparsers):
                    help=f"peak learning rate, same schedule as `microtrain train` (default {DEFAULT_LR})")
     p.add_argument("--batch-size", type=positive_int, default=32, metavar="B", help="batch size (default 32)")
     p.add_argument("--views", type=positive_int, default=8, metavar="V", help="augmented views per image (default 8)")
+    p.add_argument("--resolution", type=positive_int, default=None, metavar="R", help="input resolution")
     p.add_argument("--seed", type=int, default=0, help="seed of the partition, batch order, rounding and dropout")
     p.add_argument("--no-baseline", action="store_true", help="skip the centralised baseline")
     p.add_argument("--metrics", default="fleet-metrics.json", metavar="FILE",
@@ -90,6 +91,8 @@ def _check_inputs(args):
     if args.clients > len(files):
         raise DatasetError(f"--clients {args.clients}: {data / 'train'} has only {len(files)} files to share")
     graph = load_model(args.model)
+    if args.resolution:
+        graph = graph.with_resolution(args.resolution)
     scheme = load_scheme(args.scheme).validate(graph)
     return graph, scheme, data
 
