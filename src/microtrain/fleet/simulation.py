@@ -60,13 +60,27 @@ class Prepared:
     shard_sizes: list = field(default_factory=list)
 
 
+def fleet_engine(graph, scheme: UpdateScheme, num_classes: int, resolution: int, *, qas: bool = True,
+                 rounding: str = "stochastic", batch_size: int = 32) -> tuple[LocalEngine, UpdateScheme]:
+    """The engine of the fleet model (new head) and the scheme pinned to it: every end builds the same."""
+    g = fleet_model(graph, num_classes, resolution)
+    scheme = scheme.pinned(g)
+    return LocalEngine(g, scheme.resolve(g), qas=qas, rounding=rounding, batch_size=batch_size), scheme
+
+
+def train_config(settings: FleetSettings) -> dict:
+    """What every train message tells the clients (ConfigRecord values)."""
+    return {"lr": float(settings.lr), "local-epochs": int(settings.local_epochs), "rounds": int(settings.rounds),
+            "seed": int(settings.seed), "dropout": float(settings.dropout)}
+
+
 # ----- driver side --------------------------------------------------------------------------------------------
 def prepare(graph, scheme: UpdateScheme, train: ImageData, val: ImageData, settings: FleetSettings,
             cache: Path = DEFAULT_CACHE, progress: bool = False) -> Prepared:
-    g = fleet_model(graph, max(train.num_classes, int(train.labels.max()) + 1), train.views.shape[2])
-    scheme = scheme.pinned(g)
-    engine = LocalEngine(g, scheme.resolve(g), qas=settings.qas, rounding=settings.rounding,
-                         batch_size=settings.batch_size)
+    engine, scheme = fleet_engine(graph, scheme, max(train.num_classes, int(train.labels.max()) + 1),
+                                  train.views.shape[2], qas=settings.qas, rounding=settings.rounding,
+                                  batch_size=settings.batch_size)
+    g = engine.graph.copy()  # before any round: the engine's own graph changes as it trains
     stop = engine.tg.n_prefix
     parts = partition(train.labels, settings.clients, settings.partition, settings.seed)
     h = hashlib.blake2b(repr((train.fingerprint(), g.name, scheme.to_dict(), settings.partition, settings.clients,
@@ -156,11 +170,8 @@ def simulate(prep: Prepared, settings: FleetSettings, log=None, client_app=None)
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        config = ConfigRecord({"lr": float(settings.lr), "local-epochs": int(settings.local_epochs),
-                               "rounds": int(settings.rounds), "seed": int(settings.seed),
-                               "dropout": float(settings.dropout)})
-        result = strategy.start(grid, to_record(initial), num_rounds=settings.rounds, train_config=config,
-                                evaluate_fn=evaluate_fn)
+        result = strategy.start(grid, to_record(initial), num_rounds=settings.rounds,
+                                train_config=ConfigRecord(train_config(settings)), evaluate_fn=evaluate_fn)
         out["final"] = from_record(result.arrays) if result.arrays is not None else initial
 
     app = client_app or make_client_app(simulated_setup(str(prep.folder)))
