@@ -131,6 +131,9 @@ def test_three_client_flower_simulation_with_a_malformed_client(base, tmp_path):
     assert [r["round"] for r in rounds] == [0, 1, 2]
     assert [(r["accepted"], r["rejected"], r["dropped"]) for r in rounds[1:]] == [(2, 1, 0), (2, 1, 0)]
     assert all(r["upload_bytes_per_client"] == prep.engine.layout.update_bytes for r in rounds[1:])
+    n_arrays = len(prep.engine.layout.keys)  # each array travels as an .npy with a 128-byte header
+    assert all(r["upload_wire_bytes_per_client"] == prep.engine.layout.update_bytes + 128 * n_arrays
+               for r in rounds[1:])
     # replay outside Flower: clients 0 and 1 fit from the global model, the server averages
     engine, feats, labels, parts = _worker_state(str(prep.folder))
     g = engine.layout.extract(prep.graph)

@@ -131,8 +131,9 @@ def run(args) -> int:
     Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
     Path(args.metrics).write_text(json.dumps(report, indent=1) + "\n")
     up, whole = report["upload_bytes_per_client_per_round"], report["whole_model_bytes"]
-    print(f"upload per client per round: {up:,} B (trained slices {report['trained_param_bytes']:,} B + scales); "
-          f"the whole model would be {whole:,} B ({whole / up:.1f}x more)")
+    print(f"upload per client per round: {up:,} B (trained slices {report['trained_param_bytes']:,} B + scales; "
+          f"{report['upload_wire_bytes_per_client_per_round']:,} B as Flower's .npy arrays); the whole model would "
+          f"be {whole:,} B ({whole / up:.1f}x more)")
     line = f"fleet ({args.clients} clients, {args.rounds} rounds): validation accuracy {100 * report['fleet_val_acc']:.2f} %"
     if "centralised" in report:
         c = report["centralised"]

@@ -10,9 +10,15 @@ trains, so a client computes them once; `trainer.prefix_features`).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
+
+try:  # the fleet extra installs it (scikit-learn brings it too)
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover
+    threadpool_limits = None
 
 from ..autodiff import build_training_graph
 from ..errors import MicrotrainError
@@ -22,6 +28,12 @@ from ..runtime.trainer import evaluate, lr_at, replace_head
 from ..runtime.training import TrainingRuntime
 from ..sparse.scheme import TrainSpec
 from .layout import SliceLayout
+
+
+def one_blas_thread():
+    """The trained suffix multiplies small matrices: extra BLAS threads only spin on a busy machine
+    (fine_tune trains on one BLAS thread for the same reason)."""
+    return threadpool_limits(1, user_api="blas") if threadpool_limits else contextlib.nullcontext()
 
 
 def client_seed(seed: int, client: int) -> int:
@@ -55,6 +67,12 @@ class LocalEngine:
             rounds: int, seed: int, client: int) -> tuple[dict, dict]:
         """Train from the global update `arrays` for `epochs` local epochs of round `round_index` (0-based) on
         features {boundary tensor: (n, views, ...)}; returns (the client's update, metrics)."""
+        self.layout.check(arrays)  # what the server sent must be an update of our layout too
+        with one_blas_thread():
+            return self._fit(arrays, feats, labels, epochs=epochs, lr=lr, round_index=round_index, rounds=rounds,
+                             seed=seed, client=client)
+
+    def _fit(self, arrays, feats, labels, *, epochs, lr, round_index, rounds, seed, client):
         self.layout.apply(self.graph, arrays)
         self.rt.momentum = {}
         self.rt.seed = client_seed(seed, client)
@@ -85,5 +103,7 @@ class LocalEngine:
 
     def score(self, arrays: dict, feats: dict, labels: np.ndarray) -> tuple[float, float]:
         """(top-1 accuracy, mean loss) of the model with update `arrays` on view 0 of the features."""
+        self.layout.check(arrays)
         self.layout.apply(self.graph, arrays)
-        return evaluate(self.rt, feats, labels)
+        with one_blas_thread():
+            return evaluate(self.rt, feats, labels)

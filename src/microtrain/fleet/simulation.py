@@ -25,7 +25,7 @@ from flwr.simulation import run_simulation
 from ..errors import MicrotrainError
 from ..ir.serialize import load_graph, save_graph
 from ..runtime.datasets import ImageData
-from ..runtime.trainer import fine_tune, prefix_features
+from ..runtime.trainer import prefix_features
 from ..sparse.scheme import UpdateScheme
 from .client import ClientSetup, from_record, make_client_app, to_record
 from .engine import LocalEngine, fleet_model
@@ -75,6 +75,27 @@ def train_config(settings: FleetSettings) -> dict:
 
 
 # ----- driver side --------------------------------------------------------------------------------------------
+def _digest(*parts, graph=None) -> str:
+    h = hashlib.blake2b(repr(parts).encode(), digest_size=10)
+    for node in graph.nodes if graph is not None else ():  # the model's parameters, not just its name
+        for k in sorted(node.params):
+            h.update(np.ascontiguousarray(node.params[k]).data)
+    return h.hexdigest()
+
+
+def _features(g, data: ImageData, stop: int, folder: Path, name: str, boundary: list[str], progress: bool) -> dict:
+    """Frozen-prefix features of every view: memory-mapped from `folder` when a run wrote them, else computed
+    (trainer.prefix_features) and written there as .npy."""
+    files = [folder / f"{name}_{i}.npy" for i in range(len(boundary))]
+    if not all(f.exists() for f in files):
+        feats = prefix_features(g, data, stop, "int8", progress=progress)
+        folder.mkdir(parents=True, exist_ok=True)
+        for f, t in zip(files, boundary):
+            np.save(f.with_suffix(".tmp.npy"), feats[t], allow_pickle=False)
+            f.with_suffix(".tmp.npy").replace(f)  # complete files only
+    return {t: np.load(f, mmap_mode="r", allow_pickle=False) for f, t in zip(files, boundary)}
+
+
 def prepare(graph, scheme: UpdateScheme, train: ImageData, val: ImageData, settings: FleetSettings,
             cache: Path = DEFAULT_CACHE, progress: bool = False) -> Prepared:
     engine, scheme = fleet_engine(graph, scheme, max(train.num_classes, int(train.labels.max()) + 1),
@@ -82,27 +103,22 @@ def prepare(graph, scheme: UpdateScheme, train: ImageData, val: ImageData, setti
                                   batch_size=settings.batch_size)
     g = engine.graph.copy()  # before any round: the engine's own graph changes as it trains
     stop = engine.tg.n_prefix
+    # features depend on the data and the frozen prefix; a run folder on the fleet's shape too
+    features = Path(cache) / "features" / _digest(train.fingerprint(), val.fingerprint(), stop, graph=g)
+    _features(g, train, stop, features, "train", engine.boundary, progress)
+    val_feats = _features(g, val, stop, features, "val", engine.boundary, progress)
     parts = partition(train.labels, settings.clients, settings.partition, settings.seed)
-    h = hashlib.blake2b(repr((train.fingerprint(), g.name, scheme.to_dict(), settings.partition, settings.clients,
-                              settings.seed, settings.qas, settings.rounding, settings.batch_size)).encode(),
-                        digest_size=10)
-    for node in g.nodes:  # the model itself: another file of the same name is another cache entry
-        for k in sorted(node.params):
-            h.update(np.ascontiguousarray(node.params[k]).data)
-    folder = Path(cache) / h.hexdigest()
-    feats = prefix_features(g, train, stop, "int8", progress=progress)
-    val_feats = prefix_features(g, val, stop, "int8", progress=progress)
+    folder = Path(cache) / _digest(features.name, scheme.to_dict(), settings.partition, settings.clients,
+                                   settings.seed, settings.qas, settings.rounding, settings.batch_size)
     if not (folder / "done").exists():
         folder.mkdir(parents=True, exist_ok=True)
         save_graph(g, folder / "model.json")
         scheme.save(folder / "scheme.json")
-        for i, t in enumerate(engine.boundary):
-            np.save(folder / f"train_{i}.npy", feats[t], allow_pickle=False)
         np.save(folder / "labels.npy", train.labels, allow_pickle=False)
         np.savez(folder / "clients.npz", **{f"c{k}": p for k, p in enumerate(parts)})
         (folder / "engine.json").write_text(json.dumps({"qas": settings.qas, "rounding": settings.rounding,
                                                         "batch_size": settings.batch_size,
-                                                        "boundary": engine.boundary}))
+                                                        "boundary": engine.boundary, "features": str(features)}))
         (folder / "done").write_text("complete\n")  # written last: a half-written folder is rebuilt
     return Prepared(folder, engine, g, scheme, val_feats, val.labels, [len(p) for p in parts])
 
@@ -119,7 +135,7 @@ def _worker_state(folder: str):
         g = load_graph(d / "model.json")
         engine = LocalEngine(g, UpdateScheme.load(d / "scheme.json").resolve(g), qas=spec["qas"],
                              rounding=spec["rounding"], batch_size=spec["batch_size"])
-        feats = {t: np.load(d / f"train_{i}.npy", mmap_mode="r", allow_pickle=False)
+        feats = {t: np.load(Path(spec["features"]) / f"train_{i}.npy", mmap_mode="r", allow_pickle=False)
                  for i, t in enumerate(spec["boundary"])}
         with np.load(d / "clients.npz", allow_pickle=False) as z:
             parts = {k: z[k] for k in z.files}
@@ -158,7 +174,8 @@ def simulate(prep: Prepared, settings: FleetSettings, log=None, client_app=None)
         rec = {"round": server_round, "val_acc": acc, "val_loss": loss, "seconds": round(time.monotonic() - t0, 1)}
         if server_round and strategy.rounds:
             s = strategy.rounds[-1]
-            rec.update({k: s[k] for k in ("accepted", "rejected", "dropped", "rejections", "samples")})
+            rec.update({k: s[k] for k in ("accepted", "rejected", "dropped", "rejections", "samples",
+                                          "upload_wire_bytes_per_client")})
             rec["upload_bytes_per_client"] = layout.update_bytes
             rec["upload_bytes"] = layout.update_bytes * s["accepted"]
         rounds.append(rec)
@@ -176,7 +193,7 @@ def simulate(prep: Prepared, settings: FleetSettings, log=None, client_app=None)
 
     app = client_app or make_client_app(simulated_setup(str(prep.folder)))
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-               "init_args": {"num_cpus": 2, "include_dashboard": False, "logging_level": "ERROR",
+               "init_args": {"address": "local", "num_cpus": 2, "include_dashboard": False, "logging_level": "ERROR",
                              "log_to_driver": False}}
     run_simulation(server_app, app, num_supernodes=n, backend_config=backend)
     if "final" not in out or len(rounds) != settings.rounds + 1:
@@ -185,13 +202,17 @@ def simulate(prep: Prepared, settings: FleetSettings, log=None, client_app=None)
     return {"rounds": rounds, "final": out["final"], "seconds": time.monotonic() - t0}
 
 
-def centralised(prep: Prepared, train: ImageData, val: ImageData, settings: FleetSettings) -> dict:
-    """The baseline: fine_tune on all the training data, same model, scheme, numerics and total epochs."""
-    r = fine_tune(prep.graph, prep.scheme, train, val, epochs=settings.rounds * settings.local_epochs,
-                  lr=settings.lr, seed=settings.seed, batch_size=settings.batch_size, qas=settings.qas,
-                  rounding=settings.rounding)
-    return {"val_acc": r["val_acc"], "val_loss": r["val_loss"], "epochs": settings.rounds * settings.local_epochs,
-            "seconds": r["seconds"], "collapse_rollbacks": r["collapse_rollbacks"]}
+def centralised(prep: Prepared, settings: FleetSettings) -> dict:
+    """The baseline: the same local trainer given all the training data for rounds x local epochs (fine_tune's
+    numerics and schedule), from the same start: only the federation differs."""
+    t0 = time.monotonic()
+    engine, feats, labels, _ = _worker_state(str(prep.folder))
+    epochs = settings.rounds * settings.local_epochs
+    arrays, metrics = engine.fit(engine.layout.extract(prep.graph), feats, labels, epochs=epochs, lr=settings.lr,
+                                 round_index=0, rounds=1, seed=settings.seed, client=0)
+    acc, loss = prep.engine.score(arrays, prep.val_feats, prep.val_labels)
+    return {"val_acc": acc, "val_loss": loss, "train_loss": metrics["train-loss"], "epochs": epochs,
+            "seconds": round(time.monotonic() - t0, 1)}
 
 
 def model_bytes(graph) -> int:
@@ -201,8 +222,9 @@ def model_bytes(graph) -> int:
 
 
 def run_fleet(graph, scheme: UpdateScheme, train: ImageData, val: ImageData, settings: FleetSettings, *,
-              cache: Path = DEFAULT_CACHE, baseline: bool = True, log=None, progress: bool = False) -> dict:
-    """Prepare, simulate and (with `baseline`) train the centralised baseline; a JSON-ready report."""
+              cache: Path = DEFAULT_CACHE, baseline: bool | dict = True, log=None, progress: bool = False) -> dict:
+    """Prepare, simulate and (with `baseline`) train the centralised baseline; a JSON-ready report.
+    `baseline` may also be the result of an earlier `centralised` run on the same data and settings."""
     prep = prepare(graph, scheme, train, val, settings, cache=cache, progress=progress)
     layout = prep.engine.layout
     fleet = simulate(prep, settings, log=log)
@@ -211,6 +233,7 @@ def run_fleet(graph, scheme: UpdateScheme, train: ImageData, val: ImageData, set
         "n_train": len(train), "n_val": len(val), "classes": list(train.classes),
         "shard_sizes": prep.shard_sizes, "layout_id": f"{layout.layout_id:#010x}",
         "trained_param_bytes": layout.param_bytes, "upload_bytes_per_client_per_round": layout.update_bytes,
+        "upload_wire_bytes_per_client_per_round": max(r.get("upload_wire_bytes_per_client", 0) for r in fleet["rounds"]),
         "download_bytes_per_client_per_round": layout.update_bytes, "whole_model_bytes": model_bytes(prep.graph),
         "rounds": fleet["rounds"], "fleet_val_acc": fleet["rounds"][-1]["val_acc"],
         "fleet_seconds": round(fleet["seconds"], 1),
@@ -218,6 +241,6 @@ def run_fleet(graph, scheme: UpdateScheme, train: ImageData, val: ImageData, set
         "dropped_total": sum(r.get("dropped", 0) for r in fleet["rounds"]),
     }
     if baseline:
-        report["centralised"] = centralised(prep, train, val, settings)
+        report["centralised"] = baseline if isinstance(baseline, dict) else centralised(prep, settings)
         report["fleet_minus_centralised_points"] = 100 * (report["fleet_val_acc"] - report["centralised"]["val_acc"])
     return report

@@ -36,9 +36,10 @@ class SparseInt8FedAvg(FedAvg):
         self.layout.check(self.current)  # the server's own model must be an update of its layout
         return super().configure_train(server_round, arrays, config, grid)
 
-    def _accept(self, msg: Message) -> tuple[dict, int]:
-        """(arrays, samples) of a reply, or UpdateRejected saying what is wrong with it."""
+    def _accept(self, msg: Message) -> tuple[dict, int, int]:
+        """(arrays, samples, bytes on the wire) of a reply, or UpdateRejected saying what is wrong with it."""
         try:
+            wire = sum(len(a.data) for a in msg.content["arrays"].values())  # .npy bytes, headers included
             arrays = from_record(msg.content["arrays"])
             n = msg.content["metrics"]["num-examples"]
         except (KeyError, TypeError, ValueError, EOFError) as e:  # absent records, undecodable arrays
@@ -46,7 +47,7 @@ class SparseInt8FedAvg(FedAvg):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1 or (self.max_examples and n > self.max_examples):
             raise UpdateRejected(f"num-examples {n!r} is not an integer in [1, {self.max_examples or 'inf'}]")
         self.layout.check(arrays, reference=self.current)
-        return arrays, n
+        return arrays, n, wire
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         accepted, rejected, dropped = [], [], 0
@@ -61,10 +62,11 @@ class SparseInt8FedAvg(FedAvg):
         record = {"round": server_round, "accepted": len(accepted), "rejected": len(rejected),
                   "dropped": dropped, "rejections": rejected,
                   "upload_bytes_per_client": self.layout.update_bytes,
-                  "samples": sum(n for _, n in accepted)}
+                  "upload_wire_bytes_per_client": max((w for *_, w in accepted), default=0),
+                  "samples": sum(n for _, n, _ in accepted)}
         self.rounds.append(record)
         metrics = MetricRecord({k: record[k] for k in ("accepted", "rejected", "dropped", "samples")})
         if not accepted:
             return None, metrics  # Flower keeps the previous global arrays
-        self.current = aggregate(self.layout, self.current, accepted)
+        self.current = aggregate(self.layout, self.current, [(a, n) for a, n, _ in accepted])
         return to_record(self.current), metrics
