@@ -43,8 +43,10 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", choices=sorted(RUNS), help="run only these")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default=str(DEFAULT_CACHE))
+    ap.add_argument("--out", default=str(OUT), help=f"results JSON (default {OUT.relative_to(ROOT)})")
     args = ap.parse_args(argv)
-    done = json.loads(OUT.read_text()) if OUT.exists() else {"runs": {}}
+    out = Path(args.out)
+    done = json.loads(out.read_text()) if out.exists() else {"runs": {}}
     done.setdefault("baselines", {})
     graph = load_model(MODEL)
     data_cache = {}
@@ -72,17 +74,18 @@ def main(argv=None) -> int:
                                                f"rejected {r.get('rejected', '-')}) {r['seconds']} s", flush=True))
         report.update(dataset=dataset, lr=LR, views=VIEWS, wall_seconds=round(time.monotonic() - t0, 1),
                       command="nice -n 19 python benchmarks/exp_fleet.py" + (f" --only {name}" if args.only else "")
-                      + (f" --seed {args.seed}" if args.seed else ""))
+                      + (f" --seed {args.seed}" if args.seed else "")
+                      + (f" --out {args.out}" if Path(args.out) != OUT else ""))
         c = report["centralised"]
         print(f"{key}: fleet {100 * report['fleet_val_acc']:.2f} % vs centralised {100 * c['val_acc']:.2f} % "
               f"({report['fleet_minus_centralised_points']:+.2f} points); upload {report['upload_bytes_per_client_per_round']} B"
               f" per client per round vs whole model {report['whole_model_bytes']} B", flush=True)
         done["runs"][key] = report
         done["baselines"][bkey] = report["centralised"]
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        tmp = OUT.with_suffix(".tmp")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(done, indent=1) + "\n")
-        tmp.replace(OUT)
+        tmp.replace(out)
     return 0
 
 
