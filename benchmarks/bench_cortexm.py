@@ -5,7 +5,9 @@ benchmarks/results/cortexm.json.
    same inputs (bit-exact check included), Cortex-M7 and Cortex-M4.
 2. Models: instructions per training step (forward / backward / update) and per inference, portable vs
    Cortex-M kernels, for mcunet-5fps (49 KB and 99 KB schemes), mbv2-w0.35 and proxyless-w0.3 (a scheme of
-   the same shape as mcunet's 49 KB one), all with a 2-class head; SRAM/flash as linked, plan vs link map.
+   the same shape as mcunet's 49 KB one), all with a 2-class head; SRAM/flash as linked, plan vs link map;
+   forward instructions per MAC of the pointwise and depthwise convs, and for mcunet-5fps on the Cortex-M7
+   every op of the step with its instructions, MACs and instructions per MAC.
 3. Training: mcunet-5fps (49 KB, 99 KB) trained on ants vs bees inside QEMU; loss and held-out accuracy.
 
     nice -n 10 python benchmarks/bench_cortexm.py [--steps 40] [--eval 40] [--quick]
@@ -26,6 +28,7 @@ SHARED = Path(os.environ.get("MICROTRAIN_SHARED", REPO.parent / "shared"))
 DATA = Path(os.environ.get("MICROTRAIN_DATA", SHARED / "data")) / "hymenoptera_data"
 
 GOAL, STRETCH = 118e6, 60e6  # instructions per training step for mcunet-5fps
+NOMASK_REGION = 1000  # mt_kernel_check.c: regions of the calls without a clamp mask
 LR = 1e-3  # `microtrain compile`'s default; 1e-2 diverges with the 99 KB scheme (loss 0.6 -> 15.8 in 60 steps)
 
 
@@ -42,16 +45,22 @@ def kernels_table(work: Path) -> list[dict]:
             m = re.match(r"case (\d+) (\w+) in=(\S+) out_c=(\d+) k=(\d+) s=(\d+) .* differ=(\d+) mask_differ=(\d+)", line)
             if m:
                 i = int(m.group(1))
-                portable, simd = r.instructions.regions[1 + 2 * i][1], r.instructions.regions[2 + 2 * i][1]
+                regions = r.instructions.regions
+                portable, simd = regions[1 + 2 * i][1], regions[2 + 2 * i][1]
+                nomask = [regions.get(NOMASK_REGION + 2 * i + k, (0, 0))[1] for k in (0, 1)]
                 rows.append(dict(cpu=cpu, case=i, kind=m.group(2), input=m.group(3), out_c=int(m.group(4)),
                                  k=int(m.group(5)), stride=int(m.group(6)), portable=portable, simd=simd,
+                                 portable_nomask=nomask[0], simd_nomask=nomask[1],
                                  bit_exact=m.group(7) == "0" and m.group(8) == "0"))
-    print("\n== kernels: executed instructions, portable vs Cortex-M SIMD (same inputs) ==")
+    print("\n== kernels: executed instructions, portable vs Cortex-M SIMD (same inputs), with a clamp mask and "
+          "without ==")
     print(f"{'cpu':<10}{'kind':<10}{'input':<12}{'out':>4}{'k':>3}{'s':>3}{'portable':>12}{'SIMD':>12}"
-          f"{'ratio':>7}  exact")
+          f"{'ratio':>7}{'no mask':>12}{'SIMD':>12}{'ratio':>7}  exact")
     for r in rows:
         print(f"{r['cpu']:<10}{r['kind']:<10}{r['input']:<12}{r['out_c']:>4}{r['k']:>3}{r['stride']:>3}"
-              f"{r['portable']:>12,}{r['simd']:>12,}{r['portable'] / r['simd']:>7.2f}  {r['bit_exact']}")
+              f"{r['portable']:>12,}{r['simd']:>12,}{r['portable'] / r['simd']:>7.2f}"
+              f"{r['portable_nomask']:>12,}{r['simd_nomask']:>12,}{r['portable_nomask'] / r['simd_nomask']:>7.2f}"
+              f"  {r['bit_exact']}")
     return rows
 
 
@@ -72,7 +81,7 @@ def model_setups(quick: bool):
 
 def compile_project(name, make_scheme, out: Path):
     from microtrain.codegen import compile_model
-    from microtrain.runtime.trainer import replace_head
+    from microtrain.quant.head import replace_head
 
     from microtrain.models import load_model
 
@@ -80,6 +89,45 @@ def compile_project(name, make_scheme, out: Path):
     scheme = make_scheme(graph)
     compiled = compile_model(graph, scheme, out_dir=out, lr=LR)
     return graph, scheme, compiled
+
+
+def conv_macs(graph) -> dict[str, tuple[str, int]]:
+    """node name -> (pointwise | depthwise | conv | classifier, MACs per image) of every conv."""
+    from microtrain.ops import conv
+
+    return {n.name: (conv.kind(n), conv.macs(n, graph.tensors[n.inputs[0]].shape, graph.tensors[n.output].shape))
+            for n in graph.nodes if n.op == "conv2d"}
+
+
+def op_rows(step, macs: dict) -> list[dict]:
+    """Every op of a step with its instructions and, for conv forward and input-gradient calls, the conv's MACs
+    (an input gradient has the forward's MAC count) and instructions per MAC."""
+    rows = []
+    for phase, node, kernel, n in step.by_op:
+        kind, m = macs.get(node, ("", 0))
+        counted = m and (phase == "forward" and kernel.startswith("mt_conv_") or "grad_input" in kernel)
+        rows.append(dict(phase=phase, node=node, kernel=kernel, kind=kind, instructions=n,
+                         macs=m if counted else 0, per_mac=n / m if counted else None))
+    return rows
+
+
+def per_mac_by_kind(ops: list[dict]) -> dict[str, float]:
+    """Forward instructions per MAC summed over the convs of each kind (pointwise includes the split ones)."""
+    total = {}
+    for op in ops:
+        if op["phase"] == "forward" and op["macs"]:
+            n, m = total.get(op["kind"], (0.0, 0))
+            total[op["kind"]] = (n + op["instructions"], m + op["macs"])
+    return {kind: n / m for kind, (n, m) in total.items()}
+
+
+def print_ops(title: str, ops: list[dict]) -> None:
+    print(f"\n== {title}: instructions per op (per step) and per MAC ==")
+    print(f"{'phase':<9}{'node':<26}{'kernel':<40}{'instr':>11}{'MACs':>11}{'ins/MAC':>9}")
+    for op in ops:
+        per_mac = f"{op['per_mac']:9.2f}" if op["per_mac"] is not None else f"{'-':>9}"
+        print(f"{op['phase']:<9}{op['node'] or '-':<26}{op['kernel']:<40}{op['instructions']:>11,.0f}"
+              f"{op['macs']:>11,}{per_mac}")
 
 
 def models_table(work: Path, quick: bool, data_root: Path) -> list[dict]:
@@ -93,6 +141,7 @@ def models_table(work: Path, quick: bool, data_root: Path) -> list[dict]:
     for name, make_scheme in model_setups(quick):
         project = work / f"model-{len(rows)}"
         graph, scheme, compiled = compile_project(name, make_scheme, project)
+        macs = conv_macs(graph)
         cpus = [("cortex-m7", True), ("cortex-m7", False)] + ([("cortex-m4", True)] if name == "mcunet-5fps" and
                                                                 not quick else [])
         for cpu, simd in cpus:
@@ -106,22 +155,30 @@ def models_table(work: Path, quick: bool, data_root: Path) -> list[dict]:
                 build, regions = build_project(project, build_dir, cpu, simd=simd, ram_limit=1024 * 1024)
             s = run_session(build.elf, cpu, train=train, evaluate=evaluate, count=True, timeout=1200)
             step, infer = cost_report(s.instructions, regions, "train"), cost_report(s.instructions, regions, "infer")
+            ops = op_rows(step, macs)
             row.update(per_step=step.per_call, by_phase=step.by_phase, per_inference=infer.per_call,
                        linked_sram=build.usage.ram, linked_flash=build.usage.flash, stack_used=s.stack_used,
                        plan_vs_link=[list(r) for r in plan_vs_link(build.elf, project)],
-                       top_ops=[list(op) for op in step.by_op[:8]])
+                       top_ops=[list(op) for op in step.by_op[:8]], forward_per_mac=per_mac_by_kind(ops))
+            if cpu == "cortex-m7":  # every op: [phase, node, kernel, kind, instructions per step, MACs]
+                row["ops"] = [[op[k] for k in ("phase", "node", "kernel", "kind", "instructions", "macs")] for op in ops]
             rows.append(row)
-            print(f"  {name} {scheme.name} {cpu} {row['kernels']}: {step.per_call / 1e6:.1f} M/step", flush=True)
+            kinds = ", ".join(f"{k} {v:.2f}" for k, v in sorted(row["forward_per_mac"].items()))
+            print(f"  {name} {scheme.name} {cpu} {row['kernels']}: {step.per_call / 1e6:.1f} M/step; forward "
+                  f"instructions per MAC: {kinds}", flush=True)
+            if cpu == "cortex-m7" and simd and name == "mcunet-5fps":
+                print_ops(f"{name} {scheme.name} {cpu} Cortex-M kernels", ops)
     print("\n== instructions per training step (batch 1) and per inference, 2-class head ==")
     print(f"{'model':<15}{'scheme':<19}{'cpu':<10}{'kernels':<9}{'step M':>8}{'fwd':>7}{'bwd':>7}{'upd':>7}"
-          f"{'infer M':>9}{'SRAM KB':>9}{'flash KB':>9}  plan=link")
+          f"{'infer M':>9}{'pw/MAC':>8}{'dw/MAC':>8}{'SRAM KB':>9}{'flash KB':>9}  plan=link")
     for r in rows:
         ph = r["by_phase"]
         agree = all(p == lk for _, p, lk in r["plan_vs_link"])
         fit = "" if r["fits"] else "  (does NOT fit 256 KB: measured with a raised limit)"
         print(f"{r['model']:<15}{r['scheme']:<19}{r['cpu']:<10}{r['kernels']:<9}{r['per_step'] / 1e6:>8.1f}"
               f"{ph.get('forward', 0) / 1e6:>7.1f}{ph.get('backward', 0) / 1e6:>7.1f}{ph.get('update', 0) / 1e6:>7.1f}"
-              f"{r['per_inference'] / 1e6:>9.1f}{r['linked_sram'] / 1024:>9.1f}{r['linked_flash'] / 1024:>9.1f}"
+              f"{r['per_inference'] / 1e6:>9.1f}{r['forward_per_mac'].get('pointwise', 0):>8.2f}"
+              f"{r['forward_per_mac'].get('depthwise', 0):>8.2f}{r['linked_sram'] / 1024:>9.1f}{r['linked_flash'] / 1024:>9.1f}"
               f"  {agree}{fit}")
     for model in sorted({r["model"] for r in rows}):
         for scheme in sorted({r["scheme"] for r in rows if r["model"] == model}):
@@ -183,7 +240,10 @@ def main() -> int:
             results["training"] = training_runs(work, args.steps, args.n_eval, data_root)
     out = REPO / "benchmarks" / "results" / "cortexm.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    # innermost lists (ops, losses, table rows) on one line each: the file stays readable and small
+    text = re.sub(r"\[\n\s*([^\[\]{}]*?)\n\s*\]", lambda m: "[" + re.sub(r"\n\s*", " ", m.group(1)) + "]",
+                  json.dumps(results, indent=1))
+    out.write_text(text + "\n")
     print(f"\nwrote {out}")
     return 0
 

@@ -99,7 +99,7 @@ def main():
     from microtrain.codegen import compile_model
     from microtrain.commands.compile import resolve_scheme
     from microtrain.models import load_model
-    from microtrain.runtime.trainer import replace_head
+    from microtrain.quant.head import replace_head
     from microtrain.targets.host import HostModel, build_host
 
     torch.set_num_threads(args.threads)

@@ -67,7 +67,7 @@ def bench_scheme(model: str, graph, config: str):
 
 def bench_graph(model: str, classes: int = CLASSES, resolution: int | None = None):
     from microtrain.models import load_model
-    from microtrain.runtime.trainer import replace_head
+    from microtrain.quant.head import replace_head
 
     graph = load_model(model)
     if resolution:
@@ -199,7 +199,7 @@ def microtrain_memory(model: str, config: str, classes: int = CLASSES, link: boo
 
 
 def _analytic_extra(graph, scheme) -> float:
-    from microtrain.sparse.memory import MemoryModel
+    from microtrain.scheme_search.memory import MemoryModel
 
     return MemoryModel(graph).scheme_bytes(scheme)
 

@@ -222,8 +222,10 @@ def gradient_scales(model="mcunet-5fps", views=4, batch=64, dataset="hymenoptera
     from microtrain.commands.train import parse_update
     from microtrain.models import load_model
     from microtrain.ops.conv import is_depthwise
-    from microtrain.runtime.trainer import prefix_features, replace_head
-    from microtrain.runtime.training import TrainingRuntime, dequantize_graph
+    from microtrain.quant.head import replace_head
+    from microtrain.runtime.trainer import prefix_features
+    from microtrain.quant.dequantize import dequantize_graph
+    from microtrain.runtime.training import TrainingRuntime
 
     base = load_model(MODELS / f"{model}.pkl")
     data = load_dataset(dataset, base.resolution, views)[0]

@@ -50,11 +50,11 @@ def main(argv=None) -> int:
 
     from microtrain.models import load_model
     from microtrain.runtime.datasets import load_image_folder
-    from microtrain.sparse.contribution import AnalysisSettings, analyze
+    from microtrain.scheme_search.contribution import AnalysisSettings, analyze
     from microtrain.sparse.fixtures import load_fixture
-    from microtrain.sparse.memory import MemoryModel
+    from microtrain.scheme_search.memory import MemoryModel
     from microtrain.sparse.scheme import UpdateScheme
-    from microtrain.sparse.search import GainTable, search
+    from microtrain.scheme_search.search import GainTable, search
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_json = RESULTS / "sparse.json"
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     # 4. final fine-tunes on train/, scored on val/
     from microtrain.runtime.trainer import fine_tune
 
-    from microtrain.sparse.contribution import holdout_split
+    from microtrain.scheme_search.contribution import holdout_split
 
     train = load_image_folder(data_root / "train", graph.resolution, seed=args.seed)
     val = load_image_folder(data_root / "val", graph.resolution, classes=train.classes)

@@ -275,7 +275,7 @@ class Cases:
     # each returns (a thunk that loads the input, files written)
     def pkl_real(self, rng):
         if self.real_path is None:
-            raise RuntimeError("no upstream model found: set MICROTRAIN_MODELS")
+            raise RuntimeError("no upstream model found: set MICROTRAIN_SHARED (or MICROTRAIN_MODELS)")
         level = rng.random()
         if level < 0.3:
             data = mutate_bytes(self.real_bytes, rng, focus=4096)
@@ -397,7 +397,8 @@ def _alarm(signum, frame):
 def run_fuzz(seconds: float, seed: int = 0, targets=TARGETS, timeout: float = 10.0, out_dir: Path | None = None,
              models_dir: Path | None = None, log=print) -> dict:
     """Fuzz the targets round-robin for `seconds`; returns per-target counts and the failures found."""
-    models_dir = Path(models_dir or os.environ.get("MICROTRAIN_MODELS", REPO.parent / "shared" / "models"))
+    shared = Path(os.environ.get("MICROTRAIN_SHARED") or REPO.parent / "shared")
+    models_dir = Path(models_dir or os.environ.get("MICROTRAIN_MODELS") or shared / "models")
     rng = np.random.default_rng(seed)
     results = {t: {"inputs": 0, "ok": 0, "errors": Counter(), "failures": [], "hangs": 0, "max_seconds": 0.0,
                    "harness_errors": 0} for t in targets}

@@ -13,7 +13,8 @@ Steps (each result says whether it was measured now, reused from an earlier run,
             reused when newer than the code they depend on; otherwise a reduced run is made (marked so)
 Writes benchmarks/results/bench_*.json, bench_*.png and headline.md; --update-readme copies headline.md into
 README.md between its bench markers (tests/test_readme_bench.py checks that the two agree).
---quick: fewer timed steps, no firmware link of the memory figures, mcunet-5fps only on Cortex-M.
+--quick: fewer timed steps, no firmware link of the memory figures, mcunet-5fps only on Cortex-M; its
+reduced results go to benchmarks/results/quick/ (never over the full results the README is copied from).
 """
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SRC = REPO / "src" / "microtrain"
-RESULTS = HERE / "results"
+RESULTS = HERE / "results"  # the committed full results (the README block is copied from its headline.md)
+QUICK_SUBDIR = "quick"  # --quick writes its reduced figures to RESULTS/quick, never over the full ones
+OUT = RESULTS  # where this run writes: set by main()
 MODELS = ("mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3")
 STEPS = ("memory", "host", "cortexm", "accuracy")
 UPSTREAM_49KB_SRAM = 237_456  # upstream codegen, MCUNet-5fps 49 KB scheme (../shared/notes/paper-facts.md)
@@ -60,8 +63,8 @@ def now() -> str:
 
 
 def save(name: str, doc: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / name
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / name
     path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
     return path
 
@@ -421,7 +424,7 @@ def plots(results: dict) -> list[Path]:
                      + ("(linked, Cortex-M7)" if "linked_sram" in mem["results"][0]["microtrain"] else "(planned)"),
                      fontsize=10)
         fig.tight_layout()
-        written.append(RESULTS / "bench_memory_ladder.png")
+        written.append(OUT / "bench_memory_ladder.png")
         fig.savefig(written[-1], dpi=120)
         plt.close(fig)
     cm = results.get("cortexm")
@@ -451,7 +454,7 @@ def plots(results: dict) -> list[Path]:
         ax = axes[0]
         ax.legend(fontsize=7)
         fig.tight_layout()
-        written.append(RESULTS / "bench_accuracy_memory.png")
+        written.append(OUT / "bench_accuracy_memory.png")
         fig.savefig(written[-1], dpi=120)
         plt.close(fig)
     return written
@@ -497,7 +500,7 @@ def _plot_instructions(cm: dict, plt) -> Path:
                       f"({sum(instr) / (best['per_step'] / 1e6):.0%} of the step) vs each op's MACs / 2", fontsize=9)
         ax2.legend(fontsize=7)
     fig.tight_layout()
-    path = RESULTS / "bench_instructions.png"
+    path = OUT / "bench_instructions.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -667,6 +670,15 @@ def main(argv=None) -> int:
     ap.add_argument("--update-readme", action="store_true",
                     help="also copy the headline into README.md between its bench markers")
     args = ap.parse_args(argv)
+    global OUT
+    OUT = RESULTS / QUICK_SUBDIR if args.quick else RESULTS
+    if args.quick and args.update_readme:
+        ap.error("--quick results are reduced: they are never copied into the README (drop --update-readme)")
+    OUT.mkdir(parents=True, exist_ok=True)
+    if not os.access(OUT, os.W_OK):
+        ap.error(f"{OUT}: results folder is not writable")
+    if args.quick:
+        log(f"--quick: reduced results go to {OUT} (the full results in {RESULTS} are left as they are)")
     t0 = time.monotonic()
     results, status = {}, {}
     for name, fn in (("memory", step_memory), ("host", step_host), ("cortexm", step_cortexm),
@@ -692,7 +704,7 @@ def main(argv=None) -> int:
     failed = {k: v for k, v in status.items() if v.startswith("FAILED")}
     if failed:
         text += "\n" + "\n".join(f"**Step {k} {v}** (no figures from it above)." for k, v in failed.items()) + "\n"
-    (RESULTS / "headline.md").write_text(text)
+    (OUT / "headline.md").write_text(text)
     if args.update_readme:
         log(f"updated {update_readme(text)}")
     save("bench_summary.json", {"date": now(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -702,7 +714,7 @@ def main(argv=None) -> int:
                                                                    if isinstance(v.get(part), dict)}
                                             for k, v in results.items() if isinstance(v, dict)}})
     log("\n" + text)
-    log(f"wrote {RESULTS / 'headline.md'}; steps: {status}; total {seconds / 60:.1f} min")
+    log(f"wrote {OUT / 'headline.md'}; steps: {status}; total {seconds / 60:.1f} min")
     return 1 if any(v.startswith("FAILED") for v in status.values()) else 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,3 +62,61 @@ def mcunet():
     if "mcunet-5fps" not in _GRAPHS:
         _GRAPHS["mcunet-5fps"] = load_mcunet_pkl(model_path("mcunet-5fps"))
     return _GRAPHS["mcunet-5fps"]
+
+
+@pytest.fixture
+def one_blas_thread():
+    """Single-threaded BLAS for NumPy references: threaded GEMMs thrash on a shared 2-core machine."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
+# ----- small hand-built int8 graphs ------------------------------------------------------------------------
+def int8_conv(rng, name, x, y, cin, cout, k, stride=1, groups=1, role=None):
+    """A conv2d node with random int8 weights, int32 bias and per-channel scales."""
+    from microtrain.ir.graph import Node
+
+    attrs = {"kernel": (k, k), "stride": stride, "padding": (k - 1) // 2, "groups": groups}
+    if role:
+        attrs["role"] = role
+    return Node(name, "conv2d", [x], y, attrs, {
+        "weight": rng.integers(-127, 128, (cout, cin // groups, k, k)).astype(np.int8),
+        "bias": rng.integers(-2000, 2000, cout).astype(np.int32),
+        "w_scales": rng.uniform(0.003, 0.02, cout).astype(np.float32)})
+
+
+def int8_graph(name, nodes, quant, input_shape=(8, 8, 3)):
+    """A validated int8 Graph from nodes and {tensor: (scale, zero point)} (input "input", output "logits")."""
+    from microtrain.ir.graph import Graph, QuantParams, TensorSpec
+    from microtrain.ir.validate import infer_shapes, validate
+
+    tensors = {t: TensorSpec(t, input_shape if t == "input" else (0, 0, 0), "int8", QuantParams(float(s), int(z)))
+               for t, (s, z) in quant.items()}
+    return validate(infer_shapes(Graph(name, "int8", "input", "logits", tensors, nodes)))
+
+
+def small_graph(seed=0):
+    """A 5-conv int8 graph: strided conv, a residual whose input fans out, depthwise, pooling, classifier."""
+    from microtrain.ir.graph import Node
+
+    rng = np.random.default_rng(seed)
+
+    def conv(*args, **kw):
+        return int8_conv(rng, *args, **kw)
+
+    nodes = [
+        conv("conv0", "input", "c0", 3, 8, 3, stride=2),
+        conv("pw1", "c0", "p1", 8, 16, 1),
+        conv("dw", "p1", "d", 16, 16, 3, groups=16),
+        conv("pw2", "d", "p2", 16, 8, 1),
+        Node("res", "add", ["c0", "p2"], "r"),
+        Node("pool", "global_avg_pool", ["r"], "pooled"),
+        conv("head", "pooled", "logits", 8, 3, 1, role="classifier"),
+    ]
+    # irregular scales: round ones (0.08, 0.07 / 0.1) make exact .5 ties common, where float32 and
+    # float64 reference arithmetic legitimately round differently
+    quant = {"input": (2 / 255, 0), "c0": (0.0813, 3), "p1": (0.0497, -128), "d": (0.0611, -128),
+             "p2": (0.0733, -5), "r": (0.1029, 2), "pooled": (0.1029, 2), "logits": (0.0517, 1)}
+    return int8_graph("small", nodes, quant)

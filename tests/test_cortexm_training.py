@@ -18,7 +18,7 @@ def firmware(tmp_path_factory):
     require_arm_tools()
     from microtrain.codegen import compile_model
     from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
-    from microtrain.runtime.trainer import replace_head
+    from microtrain.quant.head import replace_head
     from microtrain.sparse.fixtures import load_scheme
     from microtrain.targets.cortex_m.project import emit_firmware
 
@@ -90,7 +90,7 @@ def test_mbv2_trains_on_the_device_after_its_depthwise_conv_goes_in_place(tmp_pa
     require_arm_tools()
     from microtrain.codegen import compile_model
     from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
-    from microtrain.runtime.trainer import replace_head
+    from microtrain.quant.head import replace_head
     from microtrain.targets.cortex_m.data import session_data
     from microtrain.targets.cortex_m.session import run_session
     from microtrain.targets.cortex_m.project import emit_firmware

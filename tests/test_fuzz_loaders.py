@@ -143,7 +143,7 @@ def test_scheme_ratio_too_large_for_a_float_is_a_scheme_error():
     from microtrain.sparse.scheme import UpdateScheme
 
     with pytest.raises(SchemeError, match="malformed"):
-        UpdateScheme.from_dict({"format": "microtrain-scheme", "weights": {"0": "9" * 400}})
+        UpdateScheme.from_dict({"format": "microtrain-scheme", "n_bias": 0, "weights": {"0": "9" * 400}})
 
 
 def test_npz_with_unknown_compression_is_a_graph_error(tmp_path):

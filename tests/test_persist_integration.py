@@ -18,7 +18,7 @@ from microtrain.sparse.scheme import UpdateScheme
 from microtrain.targets.host import HostModel, build_host
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_grad_graph import small_graph  # noqa: E402  (a 5-conv int8 graph with a residual)
+from test_autodiff import small_graph  # noqa: E402  (a 5-conv int8 graph with a residual)
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None,
                                 reason="needs gcc and make")

@@ -14,7 +14,10 @@ Tensor names (all per sample; every step reads and writes whole tensors, batch-m
     grad:<node>.bias     float32 [O], d loss / d bias
     labels               int (N,) class indices;  loss: float32 scalar (batch mean)
 
-Step kinds (`Step.kind`; `node` is the forward node a step belongs to; attrs are constants):
+Step kinds autodiff emits (`Step.kind`; `node` is the forward node a step belongs to; attrs are
+constants). steps.py is the table of every kind (these, and conv_weight_update, conv_bias_update and
+slice_channels which the passes introduce) with its NumPy executor and its C lowering; each op module
+emits its own backward steps (ops/<op>.py: backward), autodiff only orders them:
     forward            run graph node `node`: inputs = its inputs, outputs = [y] or [y, mask:<node>]
                        (attrs.save_mask: the mask is only produced where a backward step reads it).
     loss_softmax_ce    inputs [logits, labels] -> [loss, grad:logits]; attrs scale, zero_point
@@ -51,34 +54,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from .errors import GraphError, UnsupportedOpError
 from .ir.graph import Graph, Node
-from .ops.conv import is_depthwise
-from .quant.qas import qas_divisors
+from .ir.training import Step, TensorInfo
+from .ops import op_module
+from .ops.common import clamp_range  # noqa: F401  (re-exported: the clamp training forwards use)
 from .sparse.scheme import TrainSpec
+from .steps import SGD_UPDATE, kinds
 
-STEP_KINDS = ("forward", "loss_softmax_ce", "conv_grad_acc", "conv_grad_input", "conv_grad_weight",
-              "conv_grad_bias", "add_grad", "pool_grad", "grad_sum", "sgd_update")
 ROUNDINGS = ("nearest", "stochastic", "none")
-
-
-@dataclass
-class Step:
-    kind: str
-    node: str
-    inputs: list[str]
-    outputs: list[str]
-    attrs: dict = field(default_factory=dict)
-
-
-@dataclass
-class TensorInfo:
-    name: str
-    shape: tuple  # per sample; () for scalars and labels
-    dtype: str  # "int8" | "float32" | "bool" | "int64"
-    role: str  # "activation" | "mask" | "grad" | "param_grad" | "labels" | "loss"
 
 
 @dataclass
@@ -105,23 +89,12 @@ class TrainingGraph:
         return [s for s in self.steps if s.kind == kind]
 
     def updates(self) -> list[Step]:
-        return self.steps_of("sgd_update")
+        return self.steps_of(SGD_UPDATE)
 
     def summary(self) -> str:
-        counts = {k: len(self.steps_of(k)) for k in STEP_KINDS}
+        counts = {k: len(self.steps_of(k)) for k in kinds()}
         body = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
         return f"TrainingGraph({self.graph.name}, {self.numerics}, {len(self.steps)} steps: {body})"
-
-
-def clamp_range(graph: Graph, node: Node) -> tuple[float, float]:
-    """The output range a node clamps to: int8 codes [-128, 127], or a float graph's clamp/activation."""
-    if graph.dtype == "int8":
-        return (-128.0, 127.0)
-    if "clamp" in node.attrs:
-        lo, hi = node.attrs["clamp"]
-        return (float(lo), float(hi))
-    act = node.attrs.get("activation")
-    return {None: (-np.inf, np.inf), "relu": (0.0, np.inf), "relu6": (0.0, 6.0)}.get(act, (-np.inf, np.inf))
 
 
 def build_training_graph(graph: Graph, trained: dict[str, TrainSpec], *, qas: bool = True,
@@ -136,10 +109,10 @@ def build_training_graph(graph: Graph, trained: dict[str, TrainSpec], *, qas: bo
     for name, spec in trained.items():
         if name not in names:
             raise GraphError(f"graph {graph.name!r}: trained layer {name!r} is not a node of the graph")
-        if graph.node(name).op != "conv2d":
-            raise UnsupportedOpError(f"layer {name!r}: only conv2d parameters can be trained")
+        if not op_module(graph.node(name)).TRAINABLE:
+            raise UnsupportedOpError(f"layer {name!r}: op {graph.node(name).op!r} has no trainable parameters")
     for n in graph.nodes:
-        if n.op not in ("conv2d", "add", "global_avg_pool"):
+        if getattr(op_module(n), "backward", None) is None:
             raise UnsupportedOpError(f"layer {n.name!r}: op {n.op!r} has no gradient rule; freeze it")
 
     # which tensors depend on a trained parameter (they need gradients)
@@ -162,7 +135,7 @@ def build_training_graph(graph: Graph, trained: dict[str, TrainSpec], *, qas: bo
         tensors[name] = TensorInfo(name, tuple(spec.shape), spec.dtype, "activation")
     steps: list[Step] = []
     for i, n in enumerate(graph.nodes):
-        save_mask = n.output in needs and n.op in ("conv2d", "add")
+        save_mask = n.output in needs and op_module(n).CLAMPS_OUTPUT
         outs = [n.output]
         if save_mask:
             outs.append(f"mask:{n.name}")
@@ -177,51 +150,19 @@ def build_training_graph(graph: Graph, trained: dict[str, TrainSpec], *, qas: bo
     steps.append(Step("loss_softmax_ce", "", [graph.output, "labels"], ["loss", f"grad:{graph.output}"],
                       {"scale": scale, "zero_point": zero}))
 
-    # consumers needing to send a gradient to each tensor, for fan-out accumulation
-    senders: dict[str, list[str]] = {}
+    cx = _Backward(graph, int8, needs, dict(trained), tensors, qas, rounding, momentum)
     for n in graph.nodes:
         for t in n.inputs:
             if t in needs:
-                senders.setdefault(t, []).append(n.name)
-
-    def grad_target(t: str, node: Node) -> str:
-        name = f"grad:{t}" if len(senders[t]) == 1 else f"grad:{t}@{node.name}"
-        _grad_tensor(tensors, graph, t, name)
-        return name
-
-    param_id = 0
+                cx.senders.setdefault(t, []).append(n.name)
     for n in reversed(graph.nodes):
         if n.output not in needs:
             continue
-        gy = f"grad:{n.output}"
-        if len(senders.get(n.output, [])) > 1:  # sum every consumer's contribution first
-            parts = [f"grad:{n.output}@{c}" for c in senders[n.output]]
+        if len(cx.senders.get(n.output, [])) > 1:  # sum every consumer's contribution first
+            parts = [f"grad:{n.output}@{c}" for c in cx.senders[n.output]]
             _grad_tensor(tensors, graph, n.output)
-            steps.append(Step("grad_sum", n.name, parts, [gy]))
-        mask = f"mask:{n.name}"
-        if n.op == "conv2d":
-            steps.extend(_conv_backward(graph, n, trained.get(n.name), needs, tensors, grad_target, int8))
-            spec = trained.get(n.name)
-            if spec is not None:
-                for param in ("weight", "bias"):
-                    if (param == "weight" and spec.channels is None) or (param == "bias" and not spec.bias):
-                        continue
-                    steps.insert(_after_grad(steps, f"grad:{n.name}.{param}"),
-                                 _update_step(graph, n, param, spec, qas, rounding, momentum, param_id, int8))
-                    param_id += 1
-        elif n.op == "add":
-            ys = graph.tensors[n.output].quant
-            for idx, t in enumerate(n.inputs):
-                if t not in needs:
-                    continue
-                s = np.float32(np.float64(graph.tensors[t].quant.scale) / np.float64(ys.scale)) if int8 else 1.0
-                steps.append(Step("add_grad", n.name, [gy, mask], [grad_target(t, n)],
-                                  {"index": idx, "scale": float(s)}))
-        elif n.op == "global_avg_pool":
-            t = n.inputs[0]
-            if t in needs:
-                steps.append(Step("pool_grad", n.name, [gy], [grad_target(t, n)],
-                                  {"in_shape": tuple(graph.tensors[t].shape)}))
+            steps.append(Step("grad_sum", n.name, parts, [f"grad:{n.output}"]))
+        steps.extend(op_module(n).backward(cx, n))
     return TrainingGraph(graph, "int8" if int8 else "float32", dict(trained), steps, tensors, boundary, n_prefix)
 
 
@@ -231,59 +172,26 @@ def _grad_tensor(tensors, graph, t, name=None):
     return name
 
 
-def _after_grad(steps: list[Step], grad: str) -> int:
-    for i, s in enumerate(steps):
-        if grad in s.outputs:
-            return i + 1
-    raise AssertionError(grad)
+@dataclass
+class _Backward:
+    """What an op's backward rule (ops/<op>.py: backward(cx, node)) reads and declares."""
 
+    graph: Graph
+    int8: bool
+    needs: set
+    trained: dict[str, TrainSpec]
+    tensors: dict[str, TensorInfo]
+    qas: bool
+    rounding: str
+    momentum: float
+    senders: dict = field(default_factory=dict)  # tensor -> the nodes sending it a gradient (fan-outs sum)
+    param_id: int = 0
 
-def _conv_backward(graph, n, spec, needs, tensors, grad_target, int8):
-    x = n.inputs[0]
-    gy, gacc = f"grad:{n.output}", f"grad_acc:{n.name}"
-    o = n.params["weight"].shape[0]
-    if int8:
-        from .quant.arith import conv_multipliers
+    def grad_target(self, t: str, node: Node) -> str:
+        """The gradient tensor `node` writes for its input `t` (a partial one at a fan-out)."""
+        name = f"grad:{t}" if len(self.senders[t]) == 1 else f"grad:{t}@{node.name}"
+        return _grad_tensor(self.tensors, self.graph, t, name)
 
-        xq, yq = graph.tensors[x].quant, graph.tensors[n.output].quant
-        scale = conv_multipliers(xq.scale, n.params["w_scales"], yq.scale)
-        x_zero = int(xq.zero_point)
-    else:
-        scale, x_zero = np.ones(o, np.float32), 0
-    tensors[gacc] = TensorInfo(gacc, tuple(graph.tensors[n.output].shape), "float32", "grad")
-    steps = [Step("conv_grad_acc", n.name, [gy, f"mask:{n.name}"], [gacc], {"scale": scale})]
-    if x in needs:
-        steps.append(Step("conv_grad_input", n.name, [gacc], [grad_target(x, n)],
-                          {"in_shape": tuple(graph.tensors[x].shape)}))
-    if spec is not None and spec.channels is not None:
-        w = n.params["weight"]
-        k = len(spec.channels)
-        shape = (k, 1) + w.shape[2:] if is_depthwise(n) else (w.shape[0], k) + w.shape[2:]
-        name = f"grad:{n.name}.weight"
-        tensors[name] = TensorInfo(name, shape, "float32", "param_grad")
-        steps.append(Step("conv_grad_weight", n.name, [x, gacc], [name],
-                          {"channels": tuple(spec.channels), "x_zero": x_zero}))
-    if spec is not None and spec.bias:
-        name = f"grad:{n.name}.bias"
-        tensors[name] = TensorInfo(name, (o,), "float32", "param_grad")
-        steps.append(Step("conv_grad_bias", n.name, [gacc], [name]))
-    return steps
-
-
-def _update_step(graph, n, param, spec, qas, rounding, momentum, param_id, int8):
-    o = n.params["weight"].shape[0]
-    if int8 and qas:
-        divisor = qas_divisors(graph, n)[param]
-    else:
-        divisor = np.ones(o, np.float32)
-    channels = None if param == "bias" else tuple(spec.channels)
-    return Step("sgd_update", n.name, [f"grad:{n.name}.{param}"], [], {
-        "param": param,
-        "channels": channels,
-        "depthwise": bool(is_depthwise(n)),
-        "divisor": divisor,
-        "rounding": rounding if int8 else "none",
-        "saturate": ("int8" if param == "weight" else "int32") if int8 else None,
-        "param_id": param_id,
-        "momentum": float(momentum),
-    })
+    def next_param_id(self) -> int:
+        self.param_id += 1
+        return self.param_id - 1

@@ -10,8 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..plan import DEFAULT_SRAM_BUDGET, STATE_BYTES, ArenaPlan, MemoryReport, check_no_overlap, memory_report, plan_arena
-from .program import Program
+from ..arena import ArenaPlan, MemoryReport, check_no_overlap, memory_report, plan_arena
+from ..budget import DEFAULT_SRAM_BUDGET, STATE_BYTES
+from ..ir.program import Program
+from .emit import write_project
+from .lower import build_inference_program
+from .lower_train import build_training_program
+from .scratch import check_scratch
 
 
 @dataclass
@@ -24,6 +29,7 @@ class CompiledModel:
 
 
 def plan_program(prog: Program) -> tuple[ArenaPlan, ArenaPlan | None, MemoryReport]:
+    check_scratch(prog)  # kernels' stack work arrays must fit the stack estimate the report counts
     infer_plan = plan_arena(prog.infer_steps, prog.buffers, prog.infer_aliases)
     check_no_overlap(infer_plan)
     train_plan = None
@@ -36,12 +42,8 @@ def plan_program(prog: Program) -> tuple[ArenaPlan, ArenaPlan | None, MemoryRepo
 def build_program(graph, scheme=None, **options) -> Program:
     """Lower a graph (inference only when scheme is None, else with the training step)."""
     if scheme is None:
-        from .lower import build_inference_program
-
         prog = build_inference_program(graph, options.get("sram_budget", DEFAULT_SRAM_BUDGET))
     else:
-        from .lower_train import build_training_program
-
         prog = build_training_program(graph, scheme, **options)
     prog.meta["input_shape"] = tuple(graph.input_spec.shape)
     return prog
@@ -53,7 +55,5 @@ def compile_model(graph, scheme=None, out_dir=None, **options) -> CompiledModel:
     infer_plan, train_plan, report = plan_program(prog)
     result = CompiledModel(prog, infer_plan, train_plan, report)
     if out_dir is not None:
-        from .emit import write_project
-
         result.out_dir = write_project(prog, infer_plan, train_plan, out_dir, report)
     return result

@@ -12,10 +12,12 @@ and a conversion is kept only if it makes its program's arena smaller.
 """
 from __future__ import annotations
 
-from ..plan import DEFAULT_SRAM_BUDGET, STACK_ESTIMATE, STATE_BYTES, plan_arena
-from .program import Buffer, Program, Step, buf, last_use
+from ..arena import plan_arena
+from ..budget import DEFAULT_SRAM_BUDGET, STACK_ESTIMATE, STATE_BYTES
+from ..ir.program import Buffer, Program, Step, buf, last_use
+from ..ops.conv import DEPTHWISE_INPLACE_KERNEL, DEPTHWISE_KERNEL
 
-KERNEL, INPLACE_KERNEL = "mt_conv_depthwise_s8", "mt_conv_depthwise_inplace_s8"
+KERNEL, INPLACE_KERNEL = DEPTHWISE_KERNEL, DEPTHWISE_INPLACE_KERNEL
 
 
 def _candidates(prog: Program, steps: list[Step], aliases: dict[str, str], protected) -> list[int]:

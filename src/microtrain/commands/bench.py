@@ -35,7 +35,8 @@ def register(subparsers) -> None:
         description="Run benchmarks/run_all.py: PyTorch peak training memory vs microtrain SRAM, host step time "
         "vs PyTorch, instructions per step on the emulated Cortex-M7 vs upstream and the MAC lower bound, and the "
         "accuracy tables; writes benchmarks/results/bench_*.json, *.png and headline.md (under 30 min on 2 cores).")
-    p.add_argument("--quick", action="store_true", help="reduced settings (fewer steps, no firmware link)")
+    p.add_argument("--quick", action="store_true", help="reduced settings (fewer steps, no firmware link), written to benchmarks/results/quick/ "
+                        "(the full results and the README are left as they are)")
     p.add_argument("--accuracy", choices=("auto", "reuse", "rerun", "skip"), default="auto",
                    help="auto (default): reuse the accuracy experiments' results when newer than their code, "
                         "else run them with reduced settings; the output says which")

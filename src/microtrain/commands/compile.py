@@ -10,11 +10,14 @@ libmt.so with gcc (warning-free under -std=c99 -Wall -Wextra -Werror) for Python
 """
 from __future__ import annotations
 
-import argparse
+import json
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import MicrotrainError, SchemeError
-from ..plan import DEFAULT_SRAM_BUDGET
+from .. import cli_checks as ck
+from ..budget import DEFAULT_SRAM_BUDGET
+from ..errors import BudgetError, MicrotrainError, SchemeError
 
 TARGETS = ("host", "c", "cortex-m7", "cortex-m4")
 
@@ -36,33 +39,23 @@ def register(subparsers) -> None:
                         "linked to check the budget; run it with `microtrain run`")
     p.add_argument("--out", required=True, help="output folder of the generated project")
     p.add_argument("--report-json", help="write the memory plan (with the per-tensor timeline) as JSON here")
-    p.add_argument("--classes", type=int, help="replace the classifier by a new N-class head (zeros) first")
-    p.add_argument("--resolution", type=int, help="input resolution (default: the model's)")
-    p.add_argument("--lr", type=float, default=1e-3, help="compiled-in learning rate (mt_set_lr changes it; default 1e-3)")
-    p.add_argument("--seed", type=int, default=0, help="stochastic-rounding seed (default 0)")
+    p.add_argument("--classes", type=ck.classes_count, help="replace the classifier by a new N-class head (zeros) first")
+    p.add_argument("--resolution", type=ck.positive_int, help="input resolution (default: the model's)")
+    p.add_argument("--lr", type=ck.positive_float, default=1e-3, help="compiled-in learning rate (mt_set_lr changes it; default 1e-3)")
+    p.add_argument("--seed", type=ck.seed, default=0, help="stochastic-rounding seed (default 0)")
     p.add_argument("--rounding", choices=("stochastic", "nearest"), default="stochastic", help="update rounding")
     p.add_argument("--no-qas", action="store_true", help="train without quantization-aware scaling")
-    p.add_argument("--timeline", type=int, default=40, help="rows of the printed per-tensor timeline (0: none)")
-    p.add_argument("--sram-budget", type=_budget, default=DEFAULT_SRAM_BUDGET, metavar="KB",
+    p.add_argument("--timeline", type=ck.nonnegative_int, default=40, help="rows of the printed per-tensor timeline (0: none)")
+    p.add_argument("--sram-budget", type=ck.sram_budget, default=DEFAULT_SRAM_BUDGET, metavar="KB",
                    help="planned SRAM (arena + trained parameters + stack) above which depthwise convs run in "
                    "place, largest first, until the model fits (default 254: a 256 KB part less the firmware's "
                    "own 2 KB; 'none': never; in-place convs are slower on the Cortex-M)")
     p.add_argument("--opt", default=None,
                    help="optimisation flags of the host build (default -O3 -march=native where supported)")
+    p.add_argument("--force", action="store_true",
+                   help="write into a folder that is not a microtrain project, or over generated files edited "
+                        "since (other files are never deleted)")
     p.set_defaults(func=run)
-
-
-def _budget(text: str) -> int | None:
-    """--sram-budget: KB -> bytes; 'none' -> None (never run depthwise convs in place)."""
-    if text.lower() == "none":
-        return None
-    try:
-        kb = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--sram-budget {text!r}: a size in KB or 'none'") from None
-    if kb <= 0:
-        raise argparse.ArgumentTypeError(f"--sram-budget {text!r}: must be positive (or 'none')")
-    return int(kb * 1024)
 
 
 def resolve_scheme(arg: str, graph):
@@ -82,40 +75,94 @@ def resolve_scheme(arg: str, graph):
         raise SchemeError(f"{e}; or use one of: full, bias-only, head-only, none") from None
 
 
+def check_outputs(args) -> list[str]:
+    """--out and --report-json, checked before any work: a folder that holds files no compile wrote, or
+    generated files a user edited since, is refused without --force (and nothing is ever deleted)."""
+    out = Path(args.out)
+    ck.check_output_dir(out, "--out", force=args.force, owned=lambda p: ck.read_project_marker(p) is not None,
+                        what=f"microtrain project (no {ck.MARKER})")
+    edited = ck.edited_project_files(out) if out.is_dir() else []
+    if edited and not args.force:
+        raise ck.OutputError(f"--out {out}: generated files edited since microtrain wrote them: {', '.join(edited)}; "
+                             "a compile would replace them: copy your changes elsewhere, or give --force")
+    if args.report_json:
+        ck.check_output_file(args.report_json, "--report-json", force=args.force, owned=is_memory_report)
+    return edited
+
+
+def is_memory_report(path: Path) -> bool:
+    """A --report-json file of an earlier compile (the memory plan's JSON, the same as a project's memory.json)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and {"arena_bytes", "timeline", "training_sram_bytes"} <= set(doc)
+
+
+def class_count(args, graph, scheme_classes) -> tuple[int | None, list[str] | None]:
+    """(new head size or None to keep the graph's head, class names or None): --classes, else the classes
+    the scheme was planned for (`microtrain plan --data` records them), else the graph's own head (a graph
+    saved by `microtrain train --save` carries its class names)."""
+    from ..labels import class_names
+
+    if args.classes is not None:
+        if scheme_classes and len(scheme_classes) != args.classes:
+            print(f"note: scheme {args.scheme} was planned for {len(scheme_classes)} classes "
+                  f"({', '.join(scheme_classes)}); compiling a {args.classes}-class head as --classes says",
+                  file=sys.stderr)
+        names = scheme_classes if scheme_classes and len(scheme_classes) == args.classes else None
+        return args.classes, names
+    if scheme_classes:
+        print(f"classes: {len(scheme_classes)} ({', '.join(scheme_classes)}), from scheme {args.scheme}")
+        return len(scheme_classes), list(scheme_classes)
+    own = graph.meta.get("labels") if isinstance(graph.meta, dict) else None
+    return None, (class_names(graph) if own else None)
+
+
 def run(args) -> int:
     from ..codegen import compile_model
     from ..codegen.inplace_depthwise import INPLACE_KERNEL
     from ..models import load_model
 
+    edited = check_outputs(args)
     graph = load_model(args.model)
     if args.resolution:
         graph = graph.with_resolution(args.resolution)
-    if args.classes:
-        from ..runtime.trainer import replace_head
+    raw = _raw_scheme(args.scheme)
+    n_classes, names = class_count(args, graph, raw.classes if raw is not None else None)
+    if n_classes is not None and n_classes != graph.num_classes:
+        from ..quant.head import replace_head
 
-        graph = replace_head(graph, args.classes)
+        graph = replace_head(graph, n_classes)
     scheme = resolve_scheme(args.scheme, graph)
     options = {"sram_budget": args.sram_budget}
     if scheme is not None:
         options.update(lr=args.lr, seed=args.seed, rounding=args.rounding, qas=not args.no_qas)
-    planned = compile_model(graph, scheme, **options)  # the plan, before anything is written or built
+    with _head_hint(args, graph):
+        planned = compile_model(graph, scheme, **options)  # the plan, before anything is written or built
     print(planned.report.text(timeline=args.timeline > 0, max_rows=args.timeline))
     inplace = sorted({s.node for steps in (planned.program.infer_steps, planned.program.train_steps) for s in steps
                       if s.kernel == INPLACE_KERNEL})
     if inplace:
         print(f"in place to fit the SRAM budget: {', '.join(inplace)} (scalar kernel, one channel plane of scratch)")
     if args.report_json:
-        Path(args.report_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report_json).write_text(planned.report.to_json() + "\n")
+        ck.prepare_output_file(args.report_json).write_text(planned.report.to_json() + "\n")
         print(f"wrote {args.report_json}")
     from ..codegen.emit import write_project
 
-    out = write_project(planned.program, planned.infer_plan, planned.train_plan, args.out, planned.report)
+    out = Path(args.out)
+    before = ck.snapshot(out)
+    project_facts = {"model": graph.name, "target": args.target, "num_classes": graph.num_classes,
+                     "classes": names}
+    write_project(planned.program, planned.infer_plan, planned.train_plan, out, planned.report)
+    done = ck.write_project_marker(out, before, project_facts)  # now, so a failed build still leaves a marked project
     print(f"wrote {out}/ (mt_model.h, mt_model.c, kernels/, Makefile; build anywhere with `make CC=...`)")
+    if edited:
+        print(f"replaced your edits (--force): {_short(edited)}")
+    if done["replaced"]:
+        print(f"replaced {len(done['replaced'])} files of the earlier compile in {out}/: {_short(done['replaced'])}")
     if args.target == "host":
-        from ..targets.host import build_host
-
-        from ..targets.host import native_opt
+        from ..targets.host import build_host, native_opt
 
         opt = native_opt() if args.opt is None else args.opt
         lib = build_host(out, opt=opt)
@@ -123,11 +170,41 @@ def run(args) -> int:
     elif args.target.startswith("cortex-m"):
         from ..targets.cortex_m.project import budget_lines, emit_firmware
 
-        build, _ = emit_firmware(out, args.target)  # LinkBudgetError when it does not fit
+        with _head_hint(args, graph):
+            build, _ = emit_firmware(out, args.target)  # LinkBudgetError when it does not fit
         print(f"built {build.elf} (arm-none-eabi-gcc, {args.target}; firmware/, Makefile.firmware, target.json)")
         for line in budget_lines(build, out):
             print(line)
+    ck.write_project_marker(out, before, project_facts)
     return 0
+
+
+def _short(files: list[str], n: int = 8) -> str:
+    return ", ".join(files[:n]) + (f" and {len(files) - n} more" if len(files) > n else "")
+
+
+def _raw_scheme(arg: str):
+    """The scheme as written (before it is checked against the graph), for the facts it records."""
+    from ..sparse.fixtures import load_scheme
+
+    if arg in ("none", "full", "bias-only", "head-only"):
+        return None
+    try:
+        return load_scheme(arg)
+    except SchemeError as e:
+        raise SchemeError(f"{e}; or use one of: full, bias-only, head-only, none") from None
+
+
+@contextmanager
+def _head_hint(args, graph):
+    """A memory or link failure with a model's original 1000-class head is most often a missing --classes."""
+    try:
+        yield
+    except MicrotrainError as e:
+        if args.classes is not None or graph.num_classes < 100:
+            raise
+        raise BudgetError(f"{e}; the model still has its {graph.num_classes}-class head: give --classes N "
+                          "(your dataset's class count) to compile a new N-class head") from None
 
 
 __all__ = ["register", "run", "MicrotrainError"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from ..cli_checks import positive_int
 from ..ir.graph import Graph
 from ..ops import op_module
 from ..ops.conv import kind as conv_kind
@@ -14,26 +15,13 @@ def register(subparsers):
     p = subparsers.add_parser(
         "info", help=HELP, description=HELP + ".",
         epilog="MODEL is an upstream .pkl file, a microtrain graph .json, or the name of an upstream model "
-               "(mcunet-5fps, mbv2-w0.35, proxyless-w0.3) found in $MICROTRAIN_MODELS.",
+               "(mcunet-5fps, mbv2-w0.35, proxyless-w0.3) found in $MICROTRAIN_SHARED/models (or $MICROTRAIN_MODELS).",
     )
     p.add_argument("model", metavar="MODEL", help="model file or upstream model name")
     p.add_argument("--resolution", type=positive_int, default=None, metavar="R",
                    help="analyse the network at an R x R input instead of its native resolution")
     p.add_argument("--json", action="store_true", help="print the table and totals as JSON")
     p.set_defaults(func=run)
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a clean usage error otherwise)."""
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
 
 
 def layer_rows(graph: Graph) -> list[dict]:

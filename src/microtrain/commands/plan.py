@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .. import cli_checks as ck
 from ..errors import BudgetError, DatasetError
 
 DEFAULT_CACHE = Path(os.environ.get("MICROTRAIN_CACHE", Path.home() / ".cache" / "microtrain")) / "contribution"
@@ -23,61 +24,99 @@ def register(subparsers) -> None:
     )
     p.add_argument("model", help="model file or upstream model name (e.g. mcunet-5fps)")
     p.add_argument("--data", help="image folder: DIR/train/<class>/* (or DIR/<class>/*); only training images are used")
-    p.add_argument("--budget", help="extra-memory budget, e.g. 100KB, 49.8KB, 1MB or bytes (KB = 1024 B)")
+    p.add_argument("--budget", type=ck.memory_size, help="extra-memory budget, e.g. 100KB, 49.8KB, 1MB or bytes (KB = 1024 B)")
     p.add_argument("--out", help="write the scheme JSON here (for `microtrain train --scheme`)")
     p.add_argument("--scheme", help="report this scheme (JSON file or shipped name) instead of searching")
     p.add_argument("--gains", help="use this gain table (JSON) instead of running the contribution analysis")
     p.add_argument("--save-gains", help="write the measured gain table (JSON) here")
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help=f"contribution-analysis cache folder (default {DEFAULT_CACHE})")
-    p.add_argument("--epochs", type=int, default=3, help="epochs of each analysis fine-tune (default 3)")
-    p.add_argument("--lr", type=float, default=0.01, help="learning rate of the analysis fine-tunes")
-    p.add_argument("--candidates", type=int, default=12, help="weight updates are considered for the last N convs (default 12)")
+    p.add_argument("--epochs", type=ck.positive_int, default=3, help="epochs of each analysis fine-tune (default 3)")
+    p.add_argument("--lr", type=ck.positive_float, default=0.01, help="learning rate of the analysis fine-tunes")
+    p.add_argument("--candidates", type=ck.positive_int, default=12, help="weight updates are considered for the last N convs (default 12)")
     p.add_argument("--metric", choices=("acc", "loss"), default="acc",
                    help="gain measured as held-out accuracy (default, as the paper) or held-out loss decrease")
-    p.add_argument("--workers", type=int, default=2, help="parallel fine-tunes (default 2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=ck.positive_int, default=2, help="parallel fine-tunes (default 2)")
+    p.add_argument("--seed", type=ck.seed, default=0)
     p.add_argument("--selection", choices=("norm", "first"), default="norm", help="trained-channel selection")
+    p.add_argument("--force", action="store_true", help="replace output files microtrain did not write")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..models import load_model
-    from ..sparse.memory import MemoryModel, check_budget, format_bytes, parse_budget
+    from ..scheme_search.memory import MemoryModel, check_budget, format_bytes, parse_budget
 
+    if args.out:
+        ck.check_output_file(args.out, "--out", force=args.force)
+    if args.save_gains:
+        ck.check_output_file(args.save_gains, "--save-gains", force=args.force)
+    if not args.scheme and not args.gains:
+        ck.check_output_dir(args.cache, "--cache", force=True)
+    if not args.scheme and not args.budget:
+        raise BudgetError("plan needs --budget (e.g. --budget 100KB), or --scheme to report a scheme's memory")
     graph = load_model(args.model)
     model = MemoryModel(graph)
+    classes = None
     if args.scheme:
+        classes = data_classes(args.data) if args.data else None
         from ..sparse.fixtures import load_scheme
 
         scheme = load_scheme(args.scheme).validate(graph)
         print(memory_table(model, scheme))
-        _print_planner(graph, scheme)
+        _print_planner(_with_head(graph, classes), scheme)
         if args.budget:
             budget = parse_budget(args.budget)
             fits = model.scheme_bytes(scheme) <= budget
             print(f"{'fits' if fits else 'does NOT fit'} the {format_bytes(budget)} budget")
             return 0 if fits else 1
         return 0
-    if not args.budget:
-        raise BudgetError("plan needs --budget (e.g. --budget 100KB), or --scheme to report a scheme's memory")
     budget = parse_budget(args.budget)
-    check_budget(model, budget)  # fail before any fine-tune
-    table = _gain_table(graph, args)
-    from ..sparse.search import search
+    name = f"{graph.name}-searched-{args.budget.strip().lower()}"
+    check_budget(model, budget)  # analytic, before any fine-tune
+    classes = data_classes(args.data) if args.data else None  # a bad folder fails before any fine-tune
+    smallest = smallest_update_bytes(model)
+    if budget < smallest:
+        from ..sparse.scheme import UpdateScheme
 
-    result = search(table, model, budget, seed=args.seed, selection=args.selection,
-                    name=f"{graph.name}-searched-{args.budget.strip().lower()}")
-    print(result.summary(table))
-    print(memory_table(model, result.scheme))
-    _print_planner(_with_data_head(graph, args), result.scheme)
+        print(f"nothing fits in {format_bytes(budget)} beyond the always-trained classifier "
+              f"({model.minimum_bytes:.0f} B): the smallest further update needs {smallest:.0f} B; the plan is "
+              "head-only (no contribution analysis run)")
+        scheme = UpdateScheme(0, {}, name=name)
+    else:
+        table = _gain_table(graph, args)
+        from ..scheme_search.search import search
+
+        result = search(table, model, budget, seed=args.seed, selection=args.selection, name=name)
+        print(result.summary(table))
+        scheme = result.scheme
+    print(memory_table(model, scheme))
+    _print_planner(_with_head(graph, classes), scheme)
     if args.out:  # pinned: training and code generation train exactly these channels, whatever the weights become
-        path = result.scheme.pinned(graph).save(args.out)
-        print(f"wrote {path} (use: microtrain train {args.model} --scheme {path})")
+        scheme = scheme.pinned(graph)
+        scheme.classes = classes
+        path = scheme.save(ck.prepare_output_file(args.out))
+        head = (f"; it records the classes {', '.join(classes)}: `microtrain compile` gives the model a "
+                f"{len(classes)}-class head" if classes else "")
+        print(f"wrote {path} (use: microtrain train {args.model} --scheme {path}{head})")
     return 0
 
 
+def smallest_update_bytes(model) -> float:
+    """The least extra memory of any scheme beyond the head: one bias, or one conv's smallest weight slice."""
+    candidates = [model.bits(1, {})] + [model.bits(0, {i: 0.125}) for i in range(model.n)]
+    return min(candidates) / 8
+
+
+def data_classes(data) -> list[str]:
+    from ..runtime.datasets import list_image_folder
+
+    root = Path(data)
+    classes, _ = list_image_folder(root / "train" if (root / "train").is_dir() else root)
+    return classes
+
+
 def _gain_table(graph, args):
-    from ..sparse.search import GainTable
+    from ..scheme_search.search import GainTable
 
     if args.gains:
         table = GainTable.load(args.gains)
@@ -86,7 +125,7 @@ def _gain_table(graph, args):
         return table
     if not args.data:
         raise DatasetError("plan needs --data DIR (the training images) to measure gains, or --gains FILE")
-    from ..sparse.contribution import AnalysisSettings, analyze
+    from ..scheme_search.contribution import AnalysisSettings, analyze
 
     root = Path(args.data)
     train_dir = root / "train" if (root / "train").is_dir() else root
@@ -95,24 +134,21 @@ def _gain_table(graph, args):
     table = analyze(graph, train_dir, settings=settings, cache_dir=args.cache, workers=args.workers,
                     log=lambda s: print(s, flush=True))
     if args.save_gains:
-        table.save(args.save_gains)
+        table.save(ck.prepare_output_file(args.save_gains))
     return table
 
 
-def _with_data_head(graph, args):
+def _with_head(graph, classes):
     """The graph with the N-class head training will give it (the planner counts the head's weights)."""
-    if not args.data:
+    if not classes or len(classes) == graph.num_classes:
         return graph
-    from ..runtime.datasets import list_image_folder
-    from ..runtime.trainer import replace_head
+    from ..quant.head import replace_head
 
-    root = Path(args.data)
-    classes, _ = list_image_folder(root / "train" if (root / "train").is_dir() else root)
-    return replace_head(graph, len(classes)) if len(classes) != graph.num_classes else graph
+    return replace_head(graph, len(classes))
 
 
 def memory_table(model, scheme) -> str:
-    from ..sparse.memory import format_bytes
+    from ..scheme_search.memory import format_bytes
 
     rows = model.breakdown(scheme)
     lines = [f"extra memory of {scheme.name or 'scheme'} on {model.graph_name} (upstream's analytic model, bytes):",
@@ -129,7 +165,7 @@ def memory_table(model, scheme) -> str:
 def _print_planner(graph, scheme) -> None:
     """The engine planner's exact figures, when the training code generator is installed."""
     from ..errors import MicrotrainError
-    from ..sparse.memory import planner_report
+    from ..scheme_search.memory import planner_report
 
     try:
         report = planner_report(graph, scheme)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from .info import positive_int
+from ..cli_checks import positive_int
 
 HELP = "classify image files with a model (int8 inference), printing the top-K classes"
 

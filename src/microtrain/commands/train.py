@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 from ..errors import DatasetError, SchemeError
-from .info import positive_int
+from ..progress import write as progress_write
+from .. import cli_checks as ck
+from ..cli_checks import positive_int
 
 HELP = "fine-tune a model on an image folder (int8 + QAS, int8 without QAS, or fp32)"
 UPDATE_FORMS = "last-blocks:K | last-layers:K | head | bias-only | full"
@@ -38,14 +40,14 @@ def register(subparsers):
     p.add_argument("--no-qas", action="store_true", help="int8 training without quantization-aware scaling")
     p.add_argument("--fp32", action="store_true", help="train the dequantised float32 model (baseline)")
     p.add_argument("--epochs", type=positive_int, default=20, metavar="N", help="epochs (default 20)")
-    p.add_argument("--lr", type=float, default=None, metavar="LR",
+    p.add_argument("--lr", type=ck.positive_float, default=None, metavar="LR",
                    help=f"peak learning rate (default {DEFAULT_LR['qas']} with QAS or fp32, "
                         f"{DEFAULT_LR['no-qas']} with --no-qas)")
-    p.add_argument("--seed", type=int, default=0, help="seed of shuffling, views and stochastic rounding")
+    p.add_argument("--seed", type=ck.seed, default=0, help="seed of shuffling, views and stochastic rounding")
     p.add_argument("--batch-size", type=positive_int, default=32, metavar="B", help="batch size (default 32)")
-    p.add_argument("--warmup-epochs", type=float, default=None, metavar="E",
+    p.add_argument("--warmup-epochs", type=ck.nonnegative_float, default=None, metavar="E",
                    help="linear warm-up epochs before the cosine decay (default epochs // 10, at least 1)")
-    p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0: off)")
+    p.add_argument("--momentum", type=ck.momentum, default=0.0, help="SGD momentum (default 0: off)")
     p.add_argument("--rounding", choices=("stochastic", "nearest"), default="stochastic",
                    help="rounding of int8/int32 updates (default stochastic)")
     p.add_argument("--views", type=positive_int, default=8, metavar="V",
@@ -57,6 +59,9 @@ def register(subparsers):
     p.add_argument("--resume", metavar="DIR", help="resume from a checkpoint folder")
     p.add_argument("--save", metavar="FILE.json", help="write the trained graph (JSON + npz)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty --checkpoint folder that is not a checkpoint, and replace output "
+                        "files microtrain did not write (other files are never deleted)")
     p.set_defaults(func=run)
 
 
@@ -96,6 +101,26 @@ def collapse_warning(history: list[dict], num_classes: int, lr: float) -> str | 
     return None
 
 
+def check_outputs(args) -> None:
+    """Every file and folder this run writes, checked before the model is even loaded."""
+    from ..runtime.checkpoint import is_checkpoint_folder
+
+    ck.check_output_file(args.metrics, "--metrics", force=args.force)
+    if args.save:
+        if not str(args.save).endswith(".json"):
+            raise ck.OutputError(f"--save {args.save}: must end in .json (the graph is written as FILE.json + "
+                                 "FILE.npz, which `microtrain predict` and `compile` read)")
+        ck.check_output_file(args.save, "--save", force=args.force, companions=(".npz",))
+    if args.checkpoint:
+        ck.check_output_dir(args.checkpoint, "--checkpoint", force=args.force, owned=is_checkpoint_folder,
+                            what="microtrain checkpoint")
+        folder = Path(args.checkpoint)
+        for side in (folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")):
+            if side.exists() and not is_checkpoint_folder(side):  # save_checkpoint's scratch names
+                raise ck.OutputError(f"--checkpoint {folder}: {side} exists and is not a microtrain checkpoint; "
+                                     "saving would need that name: remove or rename it")
+
+
 def run(args) -> int:
     from ..models import load_model
     from ..runtime.datasets import load_image_folder
@@ -103,6 +128,7 @@ def run(args) -> int:
     from ..sparse.scheme import UpdateScheme
 
     t0 = time.monotonic()
+    check_outputs(args)
     graph = load_model(args.model)
     if args.resolution:
         graph = graph.with_resolution(args.resolution)
@@ -116,13 +142,16 @@ def run(args) -> int:
     lr = DEFAULT_LR[mode] if args.lr is None else args.lr
     if not lr > 0:
         raise SchemeError(f"--lr must be > 0, got {lr}")
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    say = (lambda *a: None) if args.quiet else (lambda *a: progress_write(" ".join(map(str, a))))
 
     train = load_image_folder(train_dir, graph.resolution, views=args.views, seed=args.seed, progress=not args.quiet)
     val = load_image_folder(val_dir, graph.resolution, classes=train.classes) if val_dir else None
     skipped = train.skipped + (val.skipped if val else [])
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    if scheme.classes and list(scheme.classes) != list(train.classes):
+        print(f"note: scheme {args.scheme} was planned for the classes {', '.join(scheme.classes)}; "
+              f"this dataset has {', '.join(train.classes)}", file=sys.stderr)
     if val is None:
         say(f"no validation folder ({data}/val missing, no --val): reporting training metrics only")
     say(f"{graph.name}: {len(train)} training images, {len(val) if val else 0} validation images, "
@@ -138,7 +167,7 @@ def run(args) -> int:
                        momentum=args.momentum, warmup_epochs=args.warmup_epochs, eval_every=1 if val else 0,
                        progress=not args.quiet, checkpoint_dir=args.checkpoint, resume=args.resume, log=log)
     metrics = {
-        "model": graph.name, "data": str(data), "train_dir": str(train_dir), "val_dir": str(val_dir) if val_dir else None,
+        "format": "microtrain-metrics", "model": graph.name, "data": str(data), "train_dir": str(train_dir), "val_dir": str(val_dir) if val_dir else None,
         "classes": train.classes, "n_train": len(train), "n_val": len(val) if val else 0,
         "skipped": [{"file": p, "reason": r} for p, r in skipped],
         "mode": mode, "scheme": scheme.to_dict(), "trained_layers": sorted(result["training_graph"].trained),
@@ -150,9 +179,9 @@ def run(args) -> int:
         "collapse_rollbacks": result.get("collapse_rollbacks", 0),
         "command": "microtrain " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("microtrain") else None,
     }
-    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.metrics).write_text(json.dumps(metrics, indent=1) + "\n")
-    if args.save:
+    ck.prepare_output_file(args.metrics).write_text(json.dumps(metrics, indent=1) + "\n")
+    if args.save:  # the class names travel with the trained graph (`microtrain predict` prints them)
+        result["graph"].meta = dict(result["graph"].meta, labels=list(train.classes))
         save_trained(result, args.save)
         say(f"trained graph written to {args.save}")
     acc = "n/a" if result["val_acc"] is None else f"{100 * result['val_acc']:.2f} %"

@@ -131,8 +131,8 @@ def data_dependent_init(graph: Graph, x: np.ndarray, branch_std: float = 0.5) ->
     do at initialisation, so a BatchNorm-free network trains with plain SGD. The classifier is left as is."""
     from ..runtime.forward import run_float
 
-    for node in graph.nodes:
-        if node.op != "conv2d" or node.attrs.get("role") == "classifier":
+    for node in graph.convs():
+        if node.attrs.get("role") == "classifier":
             continue
         act = node.attrs.get("activation")
         node.attrs["activation"] = None

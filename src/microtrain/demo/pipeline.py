@@ -94,7 +94,7 @@ class _Clock:
 
 def run_demo(config: DemoConfig | None = None, log=print) -> DemoResult:
     cfg = (config or DemoConfig()).resolved()
-    from ..sparse.memory import parse_budget
+    from ..scheme_search.memory import parse_budget
 
     parse_budget(cfg.budget)  # a malformed budget fails now, not after pretraining
     out = cfg.out_dir
@@ -132,7 +132,8 @@ def run_demo(config: DemoConfig | None = None, log=print) -> DemoResult:
         f"{list(pre_val.classes)}")
 
     # 4. the new task: a new head, accuracy before adaptation ------------------------------------------------
-    from ..runtime.trainer import fine_tune, replace_head
+    from ..quant.head import replace_head
+    from ..runtime.trainer import fine_tune
 
     graph = replace_head(q8, len(new_train.classes))
     x_new, y_new = as_int8_input(new_train.images), new_train.labels
@@ -197,7 +198,7 @@ def _head_only():
 
 
 def _param_count(graph) -> int:
-    return int(sum(n.params["weight"].size + n.params["bias"].size for n in graph.nodes if n.op == "conv2d"))
+    return int(sum(n.params["weight"].size + n.params["bias"].size for n in graph.convs()))
 
 
 def _macs(graph) -> int:
@@ -211,9 +212,9 @@ def _sparse_search(graph, x, y, cfg: DemoConfig, log):
     """Measure what each part of an update is worth (short fine-tunes on a held-out part of the new task's
     training images), then search the best scheme whose analytic extra memory fits the budget."""
     from ..runtime.datasets import as_image_data
-    from ..sparse.contribution import AnalysisSettings, analyze
-    from ..sparse.memory import MemoryModel, parse_budget
-    from ..sparse.search import search
+    from ..scheme_search.contribution import AnalysisSettings, analyze
+    from ..scheme_search.memory import MemoryModel, parse_budget
+    from ..scheme_search.search import search
 
     n = len(graph.indexed_convs())
     settings = AnalysisSettings(epochs=2 if cfg.fast else 3, lr=cfg.adapt_lr, seed=cfg.seed, batch_size=16,
@@ -231,7 +232,7 @@ def _sparse_search(graph, x, y, cfg: DemoConfig, log):
     # every analysed scheme: (extra memory, held-out accuracy) for the accuracy-versus-memory plot
     from fractions import Fraction
 
-    from ..sparse.contribution import plan_jobs
+    from ..scheme_search.contribution import plan_jobs
     from ..sparse.scheme import UpdateScheme
 
     jobs, bias_ref = plan_jobs(graph, settings)

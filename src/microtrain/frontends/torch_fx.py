@@ -144,7 +144,7 @@ class _Importer:
 
     def batchnorm(self, fx_node, mod, fx_in, x: str) -> str:
         conv = self.fusable(fx_node, fx_in, x, "BatchNorm2d")
-        if conv.op != "conv2d" or conv.attrs.get("activation") or x in self.linear_outputs:
+        if "weight" not in conv.params or conv.attrs.get("activation") or x in self.linear_outputs:
             self.unsupported(fx_node, "must directly follow a Conv2d (BatchNorm2d is folded into it)")
         if mod.running_mean is None or mod.running_var is None:
             self.unsupported(fx_node, "has no running statistics (track_running_stats=False): nothing to fold")
@@ -159,7 +159,7 @@ class _Importer:
     def activation(self, fx_node, kind: str, fx_in) -> str:
         x = self.value(fx_node, fx_in)
         prod = self.fusable(fx_node, fx_in, x, "the activation")
-        if prod.op not in ("conv2d", "add") or prod.attrs.get("activation"):
+        if not op_module(prod).CLAMPS_OUTPUT or prod.attrs.get("activation"):
             self.unsupported(fx_node, "must directly follow a conv or residual add without an activation")
         prod.attrs["activation"] = kind
         return x
@@ -307,7 +307,7 @@ def _fold_input_norm(graph: Graph, mean, std) -> None:
     b = (128.0 / 255.0 - mean) / std
     readers = graph.consumers(graph.input)
     for node in readers:
-        if node.op != "conv2d" or node.attrs.get("groups", 1) != 1:
+        if "weight" not in node.params or node.attrs.get("groups", 1) != 1:
             raise UnsupportedOpError(
                 f"node {node.name!r} ({node.op}) reads the model input: input_norm can only be folded into dense "
                 "convs reading the input")

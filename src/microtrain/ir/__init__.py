@@ -1,3 +1,3 @@
-from .graph import Graph, Node, QuantParams, TensorSpec  # noqa: F401
-from .serialize import load_graph, save_graph  # noqa: F401
-from .validate import infer_shapes, validate  # noqa: F401
+"""The data every stage passes on: `graph` (the network), `training` (the steps of one SGD step),
+`program` (kernel calls, buffers, constants). Import the submodules directly; this package
+re-exports nothing so that a low module importing `ir.graph` never pulls in the op registry."""

@@ -16,6 +16,8 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import GraphError
+from ..ops import conv as conv_op
+from ..ops import infer_shapes
 
 
 @dataclass(frozen=True)
@@ -89,15 +91,15 @@ class Graph:
         return [n for n in self.nodes if tensor in n.inputs]
 
     def convs(self) -> Iterator[Node]:
-        return (n for n in self.nodes if n.op == "conv2d")
+        return (n for n in self.nodes if n.op == conv_op.OP)
 
     def indexed_convs(self) -> list[Node]:
         """Convs in execution order without the classifier: the index sparse-update schemes use."""
-        return [n for n in self.nodes if n.op == "conv2d" and n.attrs.get("role") != "classifier"]
+        return [n for n in self.nodes if n.op == conv_op.OP and n.attrs.get("role") != "classifier"]
 
     def classifier(self) -> Node:
         for n in self.nodes:
-            if n.op == "conv2d" and n.attrs.get("role") == "classifier":
+            if n.op == conv_op.OP and n.attrs.get("role") == "classifier":
                 return n
         raise GraphError(f"graph {self.name!r} has no classifier node")
 
@@ -135,8 +137,6 @@ class Graph:
 
     def with_resolution(self, resolution: int) -> "Graph":
         """The same network at another input resolution (every op here is resolution-agnostic)."""
-        from .validate import infer_shapes
-
         g = self.copy()
         h, w, c = g.input_spec.shape
         g.tensors[g.input].shape = (int(resolution), int(resolution), c)

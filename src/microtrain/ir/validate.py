@@ -1,31 +1,15 @@
 """Shape inference and validation: every error names the graph, the node and the value at fault."""
 from __future__ import annotations
 
-import reprlib
-
 import numpy as np
 
 from ..errors import GraphError
-from ..ops import op_module
+from ..ops import infer_shapes, op_module
 from .graph import Graph, TensorSpec
 
+__all__ = ["infer_shapes", "validate", "tensor_spec"]
+
 INT8_PARAM_DTYPES = {"weight": np.int8, "bias": np.int32, "w_scales": np.float32}
-
-
-def infer_shapes(graph: Graph) -> Graph:
-    """Recompute every node output's shape from the input's, in place; returns the graph."""
-    for node in graph.nodes:
-        in_shapes = [graph.tensors[t].shape for t in node.inputs]
-        op = op_module(node)
-        try:
-            shape = tuple(int(v) for v in op.infer_shape(node, in_shapes))
-        except (TypeError, ValueError, OverflowError) as e:  # attrs of the wrong type/arity, e.g. from a file
-            raise GraphError(
-                f"graph {graph.name!r}, node {node.name!r}: malformed {node.op} attributes {reprlib.repr(node.attrs)} "
-                f"or inputs {reprlib.repr(in_shapes)} ({type(e).__name__}: {str(e)[:200]})"
-            ) from None
-        graph.tensors[node.output].shape = shape
-    return graph
 
 
 def validate(graph: Graph) -> Graph:
@@ -66,7 +50,7 @@ def validate(graph: Graph) -> Graph:
                     f"{at}: parameter {key!r} must be {np.dtype(INT8_PARAM_DTYPES[key]).name}, got {arr.dtype}"
                 )
         if graph.dtype == "int8":
-            if node.op == "conv2d":
+            if "weight" in node.params:
                 if "w_scales" not in node.params:
                     raise GraphError(f"{at}: an int8 conv needs per-channel w_scales")
                 ws = node.params["w_scales"]

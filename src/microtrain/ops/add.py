@@ -5,10 +5,21 @@ requantised to the output's (quant/arith.add_requant).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import GraphError
-from ..quant.arith import add_requant
+from ..ir.program import Arg, Params, Step, buf, c_float, lit
+from ..ir.training import Kind
+from ..ir.training import Step as TrainStep
+from ..quant.arith import add_preclamp, add_requant
+from .common import clamp_float, clamp_int8
+from .conv import apply_activation
 
 OP = "add"
+CLAMPS_OUTPUT = True  # output clamped to its range (an activation may fuse in); training saves the mask
+TRAINABLE = False
+INPLACE_INPUT = 1  # the output may overwrite the main input when it dies here
+KEEPS_INPUT_QUANT = False  # the output has its own calibrated scale/zero point (quant/ptq)
 
 
 def infer_shape(node, in_shapes):
@@ -32,8 +43,6 @@ def forward_float(node, a, b):
     y = a + b
     act = node.attrs.get("activation")
     if act is not None:
-        from .conv import apply_activation
-
         y = apply_activation(y, act)
     return y
 
@@ -45,7 +54,66 @@ def grad_addend(g_y, mask, scale):
     Each addend gets its own contribution; a tensor that also feeds other ops (the skip branch)
     sums every contribution (autodiff emits a grad_sum step): none is dropped.
     """
-    import numpy as np
-
     g = g_y.astype(np.float32) * np.float32(scale)
     return np.where(mask, g, np.float32(0)).astype(np.float32, copy=False)
+
+
+def torch_forward(module, a, b):
+    """The reference torch model's forward (reference/torch_model.py), NCHW tensors."""
+    return a + b
+
+
+def forward_train(graph, node, ins, save_mask=False):
+    """(y, clamp mask or None); int8 graphs follow quant/arith bit for bit."""
+    if graph.dtype == "int8":
+        qa, qb = (graph.tensors[t].quant for t in node.inputs)
+        qy = graph.tensors[node.output].quant
+        if not save_mask:
+            return forward_int8(node, *ins, qa, qb, qy), None
+        return clamp_int8(add_preclamp(ins[0], qa.zero_point, qa.scale, ins[1], qb.zero_point, qb.scale,
+                                       qy.scale, qy.zero_point))
+    return clamp_float(graph, node, ins[0] + ins[1], save_mask)
+
+
+def backward(cx, n) -> list:
+    """One add_grad step per addend that needs a gradient."""
+    gy, mask = f"grad:{n.output}", f"mask:{n.name}"
+    ys = cx.graph.tensors[n.output].quant
+    steps = []
+    for idx, t in enumerate(n.inputs):
+        if t not in cx.needs:
+            continue
+        s = np.float32(np.float64(cx.graph.tensors[t].quant.scale) / np.float64(ys.scale)) if cx.int8 else 1.0
+        steps.append(TrainStep("add_grad", n.name, [gy, mask], [cx.grad_target(t, n)], {"index": idx, "scale": float(s)}))
+    return steps
+
+
+# ----- C lowering ----------------------------------------------------------------------------------------
+def lower(lx, node, mask) -> list[Step]:
+    graph, prog = lx.graph, lx.prog
+    skip, main = node.inputs
+    qa, qb, qy = (graph.tensors[t].quant for t in (skip, main, node.output))
+    pname = f"mt_padd{graph.nodes.index(node)}"
+    if pname not in prog.params:  # inference and training share the struct
+        prog.add_params(Params(pname, "mt_add_params", [
+            graph.tensors[node.output].numel, qa.zero_point, qb.zero_point, qy.zero_point,
+            np.float32(qa.scale), np.float32(qb.scale), np.float32(qy.scale)]))
+    return [Step("mt_add_s8", [Arg("params", pname), buf(skip), buf(main), buf(node.output),
+                               buf(mask) if mask else lit("NULL")],
+                 [skip, main], [node.output] + ([mask] if mask else []), node.name,
+                 inplace=(node.output, main))]
+
+
+def _run_add_grad(rt, s, values, lr, t):
+    values[s.outputs[0]] = grad_addend(values[s.inputs[0]], values[s.inputs[1]], s.attrs["scale"])
+
+
+def _lower_add_grad(lx, s):
+    gy, mask = s.inputs
+    out = s.outputs[0]
+    n = int(np.prod(lx.tg.tensors[out].shape))
+    return [Step("mt_add_grad_f32", [buf(gy), buf(mask), lit(c_float(s.attrs["scale"])), lit(n), buf(out)],
+                 [gy, mask], [out], s.node, "backward")]
+
+
+KINDS = {"add_grad": Kind(_run_add_grad, _lower_add_grad, "backward", inplace=0)}

@@ -10,10 +10,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import GraphError
-from ..quant.arith import conv_multipliers, requantize_conv
+from dataclasses import dataclass
+
+from ..errors import GraphError, UnsupportedOpError
+from ..ir.program import Arg, Const, Params, Step, buf, const, lit
+from ..ir.training import Kind, TensorInfo
+from ..ir.training import Step as TrainStep
+from ..quant.arith import conv_multipliers, conv_preclamp, requantize_conv
+from ..quant.qas import qas_divisors
+from .common import clamp_float, clamp_int8, update_params
 
 OP = "conv2d"
+CLAMPS_OUTPUT = True  # output clamped to its range (an activation may fuse in); training saves the mask
+TRAINABLE = True  # weight and bias can be trained (sparse.scheme.TrainSpec)
+INPLACE_INPUT = None  # the forward never writes over its input (codegen.inplace_depthwise may, by choice)
+KEEPS_INPUT_QUANT = False  # the output has its own calibrated scale/zero point (quant/ptq)
 
 
 def out_hw(h: int, w: int, attrs: dict) -> tuple[int, int]:
@@ -285,3 +296,311 @@ def grad_weight(xs: np.ndarray, g_acc: np.ndarray, weight_shape, attrs: dict, ch
     cols = im2col(pad_nhwc(np.ascontiguousarray(xs[..., ch]), p), kh, kw, s, ho, wo)
     gw = ga2.T @ cols.reshape(-1, kh * kw * len(ch))  # (O, kh*kw*k)
     return gw.reshape(o, kh, kw, len(ch)).transpose(0, 3, 1, 2).astype(np.float32)
+
+
+# ----- training forward: the output and its clamp mask -----------------------------------------------
+def torch_forward(module, x):
+    """The reference torch model's forward (reference/torch_model.py): `module` is the node's nn.Conv2d."""
+    return module(x)
+
+
+def forward_train(graph, node, ins, save_mask=False):
+    """(y, clamp mask or None); int8 graphs follow quant/arith bit for bit."""
+    if graph.dtype == "int8":
+        qx, qy = graph.tensors[node.inputs[0]].quant, graph.tensors[node.output].quant
+        if not save_mask:
+            return forward_int8(node, ins[0], qx, qy), None
+        acc = conv_accumulate(shifted_input(ins[0], qx.zero_point), node.params["weight"], node.attrs)
+        eff = conv_multipliers(qx.scale, node.params["w_scales"], qy.scale)
+        return clamp_int8(conv_preclamp(acc, node.params["bias"], eff, qy.zero_point))
+    pre = conv_accumulate(ins[0].astype(np.float32), node.params["weight"].astype(np.float32), node.attrs)
+    pre = pre.astype(np.float32) + node.params["bias"].astype(np.float32)
+    return clamp_float(graph, node, pre, save_mask)
+
+
+# ----- backward step emission (autodiff.build_training_graph) -----------------------------------------
+def backward(cx, n) -> list:
+    """The backward steps of conv `n` (and the sgd_update of each trained parameter right after its
+    gradient). cx: autodiff's context (graph, int8, needs, tensors, grad_target, trained, ...)."""
+    graph, int8, spec = cx.graph, cx.int8, cx.trained.get(n.name)
+    x = n.inputs[0]
+    gy, gacc = f"grad:{n.output}", f"grad_acc:{n.name}"
+    o = n.params["weight"].shape[0]
+    if int8:
+        xq, yq = graph.tensors[x].quant, graph.tensors[n.output].quant
+        scale = conv_multipliers(xq.scale, n.params["w_scales"], yq.scale)
+        x_zero = int(xq.zero_point)
+    else:
+        scale, x_zero = np.ones(o, np.float32), 0
+    cx.tensors[gacc] = TensorInfo(gacc, tuple(graph.tensors[n.output].shape), "float32", "grad")
+    steps = [TrainStep("conv_grad_acc", n.name, [gy, f"mask:{n.name}"], [gacc], {"scale": scale})]
+    if x in cx.needs:
+        steps.append(TrainStep("conv_grad_input", n.name, [gacc], [cx.grad_target(x, n)],
+                               {"in_shape": tuple(graph.tensors[x].shape)}))
+    if spec is not None and spec.channels is not None:
+        w = n.params["weight"]
+        k = len(spec.channels)
+        shape = (k, 1) + w.shape[2:] if is_depthwise(n) else (w.shape[0], k) + w.shape[2:]
+        name = f"grad:{n.name}.weight"
+        cx.tensors[name] = TensorInfo(name, shape, "float32", "param_grad")
+        steps.append(TrainStep("conv_grad_weight", n.name, [x, gacc], [name],
+                               {"channels": tuple(spec.channels), "x_zero": x_zero}))
+        steps.append(_update_step(cx, n, "weight", spec))
+    if spec is not None and spec.bias:
+        name = f"grad:{n.name}.bias"
+        cx.tensors[name] = TensorInfo(name, (o,), "float32", "param_grad")
+        steps.append(TrainStep("conv_grad_bias", n.name, [gacc], [name]))
+        steps.append(_update_step(cx, n, "bias", spec))
+    return steps
+
+
+def _update_step(cx, n, param, spec):
+    o = n.params["weight"].shape[0]
+    divisor = qas_divisors(cx.graph, n)[param] if cx.int8 and cx.qas else np.ones(o, np.float32)
+    return TrainStep("sgd_update", n.name, [f"grad:{n.name}.{param}"], [], {
+        "param": param,
+        "channels": None if param == "bias" else tuple(spec.channels),
+        "depthwise": bool(is_depthwise(n)),
+        "divisor": divisor,
+        "rounding": cx.rounding if cx.int8 else "none",
+        "saturate": ("int8" if param == "weight" else "int32") if cx.int8 else None,
+        "param_id": cx.next_param_id(),
+        "momentum": float(cx.momentum),
+    })
+
+
+# ----- layout facts: how the kernels see a conv ------------------------------------------------------
+FORWARD_KERNEL = {"pointwise": "mt_conv_pointwise", "depthwise": "mt_conv_depthwise", "conv": "mt_conv"}
+# the whole-weight depthwise kernel and its in-place variant (codegen.inplace_depthwise swaps them)
+DEPTHWISE_KERNEL, DEPTHWISE_INPLACE_KERNEL = "mt_conv_depthwise_s8", "mt_conv_depthwise_inplace_s8"
+GRAD_INPUT_KERNEL = {"pointwise": "mt_conv_grad_input_pointwise_f32", "depthwise": "mt_conv_grad_input_depthwise_f32",
+                     "conv": "mt_conv_grad_input_f32"}
+# stack scratch (bytes) of the kernels that keep work arrays: the Python twin of their
+# mt_<kernel>_scratch_bytes queries (kernels/mt_kernels.h); codegen.scratch gives the planner the largest
+KERNEL_SCRATCH = {
+    "mt_conv_s8": 2 * 80 + 4 * 16 + 16,  # patch[80] int16, acc[16] int32, mt_store_run's ok[16]
+    "mt_conv_pointwise_s8": 2 * 4 * 16 + 16,  # wsum[16], acc[16] int32, then mt_dots_s8 / mt_store_run
+    "mt_conv_pointwise_split_s8": 2 * 4 * 16 + 64 + 16,  # wsum, acc, mt_gathered_dots' xg[64] + mt_dots_s8
+    "mt_conv_depthwise_s8": 4 * 16 + 16,  # acc[16] int32, mt_store_run's ok[16]
+    "mt_conv_depthwise_inplace_s8": 2 * 49,  # wv[49] int16: a 7x7 window's taps
+    "mt_conv_grad_input_pointwise_f32": 4 * 16,  # t[16] float
+    "mt_conv_grad_input_depthwise_f32": 4 * 64,  # acc[64] float
+    "mt_conv_weight_update_pointwise_f32": (4 + 4) * 16,  # g[16] float, xc[16] int32
+}
+WEIGHT_UPDATE_KERNEL = {"pointwise": "mt_conv_weight_update_pointwise_f32",
+                        "depthwise": "mt_conv_weight_update_depthwise_f32", "conv": "mt_conv_weight_update_f32"}
+
+
+def family(node) -> str:
+    """The kernel family: pointwise (1x1, no padding, dense), depthwise, or conv (dense, any kernel)."""
+    k = kind(node)
+    if k in ("pointwise", "classifier"):
+        return "pointwise" if is_pointwise(node) else "conv"
+    if k == "depthwise":
+        return "depthwise"
+    if node.attrs.get("groups", 1) != 1:
+        raise UnsupportedOpError(
+            f"conv {node.name!r}: grouped convolution (groups={node.attrs['groups']}) has no C kernel; "
+            "only dense, pointwise and depthwise convs are supported"
+        )
+    return "conv"
+
+
+def input_channels(node, fam: str | None = None) -> int:
+    """Input channels a weight slice selects from: the channels themselves for a depthwise conv."""
+    w = node.params["weight"]
+    return w.shape[0] if (fam or family(node)) == "depthwise" else w.shape[1]
+
+
+def kernel_weight(w: np.ndarray, fam: str) -> np.ndarray:
+    """OIHW int8 weight -> the kernel layout of its family: pointwise (O, I), depthwise (kh, kw, C),
+    dense (O, kh, kw, I)."""
+    if fam == "pointwise":
+        return np.ascontiguousarray(w[:, :, 0, 0])
+    if fam == "depthwise":
+        return np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))
+    return np.ascontiguousarray(w.transpose(0, 2, 3, 1))
+
+
+def oihw_weight(arr: np.ndarray, fam: str) -> np.ndarray:
+    """The inverse of kernel_weight: pointwise (O, k) -> (O, k, 1, 1); dense (O, kh, kw, k) -> (O, k, kh, kw);
+    depthwise (kh, kw, k) -> (k, 1, kh, kw)."""
+    if fam == "pointwise":
+        return arr[:, :, None, None]
+    if fam == "depthwise":
+        return arr.transpose(2, 0, 1)[:, None]
+    return arr.transpose(0, 3, 1, 2)
+
+
+@dataclass
+class ConvLayout:
+    """How one conv's parameters are stored and which forward kernel reads them."""
+
+    node: str
+    idx: int
+    family: str  # pointwise | depthwise | conv
+    kernel: str
+    weight_args: list[Arg]  # the weight part of the kernel's argument list
+    weight: str | None  # whole-weight const (None when split)
+    weight_train: str | None  # SRAM const holding trained channels (None when frozen)
+    train_channels: tuple[int, ...] | None
+    bias: str
+    eff: str
+    params: str
+
+
+def declare(prog, graph, node, idx: int, spec=None) -> ConvLayout:
+    """Declare the constants of one conv (weights, bias, multipliers, params) and pick its kernel.
+    `spec` is the conv's sparse.scheme.TrainSpec when it is trained (None: frozen). A conv whose
+    weights are partly trained keeps the frozen input channels in flash and the trained ones in SRAM
+    (split kernels); a fully trained conv has its whole weight in SRAM."""
+    fam = family(node)
+    w = node.params["weight"]
+    xq = graph.tensors[node.inputs[0]].quant
+    yq = graph.tensors[node.output].quant
+    (h, wd, c), (ho, wo, o) = graph.tensors[node.inputs[0]].shape, graph.tensors[node.output].shape
+    kh, kw = node.attrs["kernel"]
+    p = prog.add_params(Params(f"mt_p{idx}", "mt_conv_params", [
+        h, wd, c, ho, wo, o, kh, kw, node.attrs["stride"], node.attrs["padding"], xq.zero_point, yq.zero_point]))
+    eff = prog.add_const(Const(f"mt_e{idx}", conv_multipliers(xq.scale, node.params["w_scales"], yq.scale), "float32"))
+    bias_trained = spec is not None and spec.bias
+    bias = prog.add_const(Const(f"mt_b{idx}", node.params["bias"].astype(np.int32), "int32",
+                                "sram" if bias_trained else "flash", f"{node.name} bias"))
+    kw_arr = kernel_weight(w, fam)
+    channels = None if spec is None else spec.channels
+    n_in = input_channels(node, fam)
+    base = FORWARD_KERNEL[fam]
+    if channels is None or len(channels) == n_in:
+        storage = "flash" if channels is None else "sram"
+        wc = prog.add_const(Const(f"mt_w{idx}", kw_arr, "int8", storage, f"{node.name} weight"))
+        return ConvLayout(node.name, idx, fam, base + "_s8", [const(wc.name)], wc.name,
+                          wc.name if channels is not None else None, channels, bias.name, eff.name, p.name)
+    frozen = tuple(i for i in range(n_in) if i not in set(channels))
+    wf = prog.add_const(Const(f"mt_w{idx}", np.ascontiguousarray(kw_arr[..., list(frozen)]), "int8", "flash",
+                              f"{node.name} frozen weight"))
+    wt = prog.add_const(Const(f"mt_wt{idx}", np.ascontiguousarray(kw_arr[..., list(channels)]), "int8", "sram",
+                              f"{node.name} weight, trained input channels {len(channels)}/{n_in}"))
+    fi = prog.add_const(Const(f"mt_fi{idx}", np.array(frozen, np.int16), "int16"))
+    ti = prog.add_const(Const(f"mt_ti{idx}", np.array(channels, np.int16), "int16"))
+    args = [const(wf.name), const(fi.name), lit(len(frozen)), const(wt.name), const(ti.name), lit(len(channels))]
+    return ConvLayout(node.name, idx, fam, base + "_split_s8", args, None, wt.name, channels, bias.name,
+                      eff.name, p.name)
+
+
+def weight_view(prog, layout: ConvLayout, n_in: int) -> str:
+    """The mt_weight_s8 struct the backward kernels read the (frozen + trained) weight through."""
+    name = f"mt_wv{layout.idx}"
+    if name in prog.params:
+        return name
+    if layout.weight is not None and layout.weight_train is None:  # frozen, whole
+        fields = [layout.weight, "NULL", n_in, "NULL", "NULL", 0]
+    elif layout.weight is not None:  # trained, whole (SRAM)
+        fields = ["NULL", "NULL", 0, layout.weight, "NULL", n_in]
+    else:
+        nt = len(layout.train_channels)
+        fields = [f"mt_w{layout.idx}", f"mt_fi{layout.idx}", n_in - nt, layout.weight_train, f"mt_ti{layout.idx}", nt]
+    prog.add_params(Params(name, "mt_weight_s8", fields))
+    return name
+
+
+# ----- C lowering ----------------------------------------------------------------------------------------
+def conv_step(layout: ConvLayout, x: str, y: str, mask: str | None) -> Step:
+    args = [Arg("params", layout.params), buf(x)] + layout.weight_args + [
+        const(layout.bias), const(layout.eff), buf(y), buf(mask) if mask else lit("NULL")]
+    writes = [y] + ([mask] if mask else [])
+    return Step(layout.kernel, args, [x], writes, layout.node)
+
+
+def lower(lx, node, mask) -> list[Step]:
+    """The forward kernel call (lx: codegen.lower.Lowering; mask: the mask buffer or None)."""
+    return [conv_step(lx.layouts[node.name], node.inputs[0], node.output, mask)]
+
+
+# ----- the step kinds of a conv's backward: NumPy executor and C lowering -----------------------------
+def _run_grad_acc(rt, s, values, lr, t):
+    values[s.outputs[0]] = grad_accumulator(values[s.inputs[0]], values[s.inputs[1]], s.attrs["scale"])
+
+
+def _lower_grad_acc(lx, s):
+    gy, mask = s.inputs
+    out = s.outputs[0]
+    lay = lx.layouts[s.node]
+    if not np.array_equal(np.asarray(s.attrs["scale"], np.float32), lx.prog.consts[lay.eff].value):
+        raise GraphError(f"conv {s.node!r}: gradient scale differs from the forward multiplier")
+    n, c = int(np.prod(lx.tg.tensors[out].shape)), lx.tg.tensors[out].shape[-1]
+    return [Step("mt_conv_grad_acc_f32", [buf(gy), buf(mask), const(lay.eff), lit(n), lit(c), buf(out)],
+                 [gy, mask], [out], s.node, "backward")]
+
+
+def _run_grad_input(rt, s, values, lr, t):
+    node = rt.nodes[s.node]
+    values[s.outputs[0]] = grad_input(values[s.inputs[0]], node.params["weight"], node.attrs, s.attrs["in_shape"])
+
+
+def _lower_grad_input(lx, s):
+    gacc, gx = s.inputs[0], s.outputs[0]
+    lay = lx.layouts[s.node]
+    wv = weight_view(lx.prog, lay, input_channels(lx.graph.node(s.node), lay.family))
+    return [Step(GRAD_INPUT_KERNEL[lay.family], [Arg("params", lay.params), buf(gacc), Arg("params", wv), buf(gx)],
+                 [gacc], [gx], s.node, "backward")]
+
+
+def _weight_grad(rt, s, values):
+    a = s.attrs
+    node = rt.nodes[s.node]
+    xs = values[s.inputs[0]].astype(np.float32) - np.float32(a["x_zero"])
+    if a.get("input_sliced"):  # back to full width: the untrained channels are never read
+        full = np.zeros(xs.shape[:-1] + (rt.graph.tensors[node.inputs[0]].shape[-1],), np.float32)
+        full[..., list(a["channels"])] = xs
+        xs = full
+    return grad_weight(xs, values[s.inputs[1]], node.params["weight"].shape, node.attrs, a["channels"])
+
+
+def _run_grad_weight(rt, s, values, lr, t):
+    values[s.outputs[0]] = _weight_grad(rt, s, values)
+
+
+def _run_grad_bias(rt, s, values, lr, t):
+    values[s.outputs[0]] = grad_bias(values[s.inputs[0]])
+
+
+def _run_weight_update(rt, s, values, lr, t):
+    rt.update(s.attrs["update"], rt.nodes[s.node], _weight_grad(rt, s, values), lr, t)
+
+
+def _lower_weight_update(lx, s):
+    x, gacc = s.inputs
+    a = s.attrs
+    lay = lx.layouts[s.node]
+    w = lx.graph.node(s.node).params["weight"]
+    if tuple(a["channels"]) != tuple(lay.train_channels):
+        raise GraphError(f"conv {s.node!r}: update channels differ from the declared trained slice")
+    wv = weight_view(lx.prog, lay, input_channels(lx.graph.node(s.node), lay.family))
+    up = update_params(lx.prog, f"mt_uw{lay.idx}", f"mt_dw{lay.idx}", a["update"]["divisor"], a["update"], w.shape[1])
+    x_c = lx.graph.tensors[x].shape[-1] if x in lx.graph.tensors else lx.tg.tensors[x].shape[-1]
+    return [Step(WEIGHT_UPDATE_KERNEL[lay.family], [Arg("params", lay.params), buf(x), lit(x_c), buf(gacc),
+                                                    Arg("params", wv), Arg("params", up), lit("&mt_ctx")],
+                 [x, gacc], [], s.node, "update")]
+
+
+def _run_bias_update(rt, s, values, lr, t):
+    rt.update(s.attrs["update"], rt.nodes[s.node], grad_bias(values[s.inputs[0]]), lr, t)
+
+
+def _lower_bias_update(lx, s):
+    gacc = s.inputs[0]
+    lay = lx.layouts[s.node]
+    shape = lx.tg.tensors[gacc].shape
+    up = update_params(lx.prog, f"mt_ub{lay.idx}", f"mt_db{lay.idx}", s.attrs["update"]["divisor"], s.attrs["update"], 1)
+    return [Step("mt_bias_update_f32", [buf(gacc), lit(shape[0] * shape[1]), lit(shape[2]), const(lay.bias),
+                                        Arg("params", up), lit("&mt_ctx")], [gacc], [], s.node, "update")]
+
+
+KINDS = {
+    "conv_grad_acc": Kind(_run_grad_acc, _lower_grad_acc, "backward", inplace=0),
+    "conv_grad_input": Kind(_run_grad_input, _lower_grad_input, "backward", reads_params=True),
+    "conv_grad_weight": Kind(_run_grad_weight, None, "backward", fuses_to="conv_weight_update", slices_input=True),
+    "conv_grad_bias": Kind(_run_grad_bias, None, "backward", fuses_to="conv_bias_update"),
+    "conv_weight_update": Kind(_run_weight_update, _lower_weight_update, "update", slices_input=True),
+    "conv_bias_update": Kind(_run_bias_update, _lower_bias_update, "update"),
+}

@@ -9,8 +9,8 @@ it removes or moves. The compiler runs DEFAULT_PASSES in this order:
     slice_inputs     a weight-trained conv keeps only the trained input channels of its input
     mark_inplace     element-wise steps write over an input that dies there
 
-passes.execute.PassRuntime runs the step kinds the passes introduce in NumPy, so every pass has a
-test that the numbers (loss, logits, trained parameters) are unchanged.
+runtime.training.TrainingRuntime runs every step kind (steps.py), those the passes introduce too, so
+every pass has a test that the numbers (loss, logits, trained parameters) are unchanged.
 """
 from __future__ import annotations
 

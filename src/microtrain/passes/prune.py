@@ -5,9 +5,8 @@ autodiff already emits only needed gradients; this pass makes that a checked pro
 TrainingGraph (hand-built or transformed) instead of an assumption."""
 from __future__ import annotations
 
+from ..steps import is_forward, is_update
 from .common import clone_steps, with_steps
-
-UPDATE_KINDS = ("sgd_update", "conv_weight_update", "conv_bias_update")
 
 
 def prune(tg):
@@ -16,8 +15,8 @@ def prune(tg):
     keep = [False] * len(steps)
     for i in range(len(steps) - 1, -1, -1):
         s = steps[i]
-        live = s.kind in UPDATE_KINDS or any(t in needed for t in s.outputs)
-        if s.kind == "forward":  # a forward step is needed for its main output only
+        live = is_update(s) or any(t in needed for t in s.outputs)
+        if is_forward(s):  # a forward step is needed for its main output only
             live = s.outputs[0] in needed
         if live:
             keep[i] = True
@@ -26,7 +25,7 @@ def prune(tg):
     for s, k in zip(steps, keep):
         if not k:
             continue
-        if s.kind == "forward" and len(s.outputs) > 1 and s.outputs[1] not in needed:
+        if is_forward(s) and len(s.outputs) > 1 and s.outputs[1] not in needed:
             s.outputs = s.outputs[:1]
             s.attrs["save_mask"] = False
         out.append(s)

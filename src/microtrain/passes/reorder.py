@@ -10,6 +10,7 @@ semantics of docs/training-semantics.md section 6.
 from __future__ import annotations
 
 from ..errors import GraphError
+from ..steps import is_sgd_update, is_update, kind
 from .common import clone_steps, with_steps
 
 
@@ -18,21 +19,18 @@ def fuse_updates(tg):
     producer = {t: s for s in steps for t in s.outputs}
     fused_from = set()
     out = []
-    for s in steps:
-        if s.kind != "sgd_update":
-            continue
+    unfused = [s for s in steps if is_sgd_update(s)]
+    for s in unfused:
         g = producer.get(s.inputs[0])
-        if g is None or g.kind not in ("conv_grad_weight", "conv_grad_bias"):
-            raise GraphError(f"sgd_update of {s.node!r}: gradient {s.inputs[0]!r} has no conv gradient step")
+        fused = None if g is None else kind(g.kind).fuses_to
+        if fused is None:
+            raise GraphError(f"{s.kind} of {s.node!r}: gradient {s.inputs[0]!r} has no gradient step to fuse with")
         fused_from.add(id(g))
         fused_from.add(id(s))
-        kind = "conv_weight_update" if g.kind == "conv_grad_weight" else "conv_bias_update"
         g.attrs = dict(g.attrs, update=dict(s.attrs))
-        g.kind, g.outputs = kind, []
-    for s in steps:
-        if s.kind == "sgd_update":
-            continue
-        out.append(s)
+        g.kind, g.outputs = fused, []
+    drop = {id(s) for s in unfused}
+    out = [s for s in steps if id(s) not in drop]
     out = _move_updates_early(out, tg)
     tensors = {k: v for k, v in tg.tensors.items() if v.role != "param_grad"}
     return with_steps(tg, out, tensors)
@@ -41,13 +39,13 @@ def fuse_updates(tg):
 def _move_updates_early(steps, tg):
     """Place every fused update right after the later of: its inputs' producers, and the last
     step reading its node's parameters (forward or conv_grad_input of the same node)."""
-    fixed = [s for s in steps if s.kind not in ("conv_weight_update", "conv_bias_update")]
-    updates = [s for s in steps if s.kind in ("conv_weight_update", "conv_bias_update")]
+    fixed = [s for s in steps if not is_update(s)]
+    updates = [s for s in steps if is_update(s)]
     for u in updates:
         after = -1
         for i, s in enumerate(fixed):
             produces = any(t in u.inputs for t in s.outputs)
-            reads_param = s.node == u.node and s.kind in ("forward", "conv_grad_input")
+            reads_param = s.node == u.node and kind(s.kind).reads_params
             if produces or reads_param:
                 after = i
         fixed.insert(after + 1, u)

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..autodiff import Step, TensorInfo
+from ..ir.training import Step, TensorInfo
+from ..steps import is_forward, kind
 from .common import clone_steps, with_steps
-
-GRAD_WEIGHT_KINDS = ("conv_grad_weight", "conv_weight_update")
 
 
 def slice_inputs(tg):
     steps = clone_steps(tg)
     tensors = dict(tg.tensors)
     inserts = {}  # forward step index -> slice step
-    fwd_index = {s.node: i for i, s in enumerate(steps) if s.kind == "forward"}
+    fwd_index = {s.node: i for i, s in enumerate(steps) if is_forward(s)}
     for s in steps:
-        if s.kind not in GRAD_WEIGHT_KINDS or s.attrs.get("input_sliced"):
+        if not kind(s.kind).slices_input or s.attrs.get("input_sliced"):
             continue
         x = s.inputs[0]
         channels = tuple(s.attrs["channels"])

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import DatasetError, GraphError
 from ..ir.graph import Graph, Node, QuantParams, TensorSpec
 from ..ir.validate import validate
+from ..ops import op_module
 from ..runtime.forward import logits_int8, run_float
 
 INPUT_QUANT = QuantParams(2.0 / 255.0, 0)
@@ -111,13 +112,13 @@ def quantize(graph: Graph, images, *, method: str = "minmax", percentile: float 
     quant: dict[str, QuantParams] = {graph.input: INPUT_QUANT}
     nodes = []
     for node in graph.nodes:
-        if node.op == "global_avg_pool":
+        if op_module(node).KEEPS_INPUT_QUANT:
             quant[node.output] = quant[node.inputs[0]]
         else:
             quant[node.output] = range_to_quant(*ranges[node.output], node.attrs.get("activation"))
         attrs = {k: v for k, v in node.attrs.items() if k != "activation"}
         params = {}
-        if node.op == "conv2d":
+        if "weight" in node.params and "bias" in node.params:  # per-output-channel weights (convs)
             params = quantize_conv_params(node.params["weight"], node.params["bias"], quant[node.inputs[0]].scale)
         elif node.params:
             raise GraphError(f"node {node.name!r} ({node.op}) has parameters PTQ does not know how to quantise")

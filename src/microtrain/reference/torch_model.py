@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import GraphError, UnsupportedOpError
 from ..ir.graph import Graph, Node
+from ..ops import op_module
 
 CLAMP_MODES = ("range", "relu6", "none")
 
@@ -45,30 +46,25 @@ class GraphModule(nn.Module):
         self.graph_name, self.input_name, self.output_name = graph.name, graph.input, graph.output
         self.num_classes = graph.num_classes
         self.convs = nn.ModuleDict()
-        self.steps: list[tuple[str, str, list[str], str]] = []  # (op, key, inputs, output)
+        self.steps: list[tuple] = []  # (op module's torch_forward, key, inputs, output)
         self.bounds: dict[str, tuple[float, float] | None] = {}  # activation per node key
         in_q = graph.input_spec.quant
         self.input_scale = float(in_q.scale) if in_q else 1.0
         self.input_zero = int(in_q.zero_point) if in_q else 0
         for node in graph.nodes:
             key = node.name.replace(".", "_")
-            if node.op == "conv2d":
-                self.convs[key] = _conv_module(graph, node)
-            elif node.op not in ("add", "global_avg_pool"):
+            if not hasattr(op_module(node), "torch_forward"):
                 raise UnsupportedOpError(f"to_torch: node {node.name!r}: op {node.op!r} has no torch equivalent")
+            if "weight" in node.params:
+                self.convs[key] = _conv_module(graph, node)
             self.bounds[key] = _activation_bounds(graph, node, clamp)
-            self.steps.append((node.op, key, list(node.inputs), node.output))
+            self.steps.append((op_module(node).torch_forward, key, list(node.inputs), node.output))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: real-valued NCHW float batch -> (N, num_classes) float logits."""
         values = {self.input_name: x}
-        for op, key, inputs, output in self.steps:
-            if op == "conv2d":
-                y = self.convs[key](values[inputs[0]])
-            elif op == "add":
-                y = values[inputs[0]] + values[inputs[1]]
-            else:  # global_avg_pool
-                y = values[inputs[0]].mean(dim=(2, 3), keepdim=True)
+        for torch_forward, key, inputs, output in self.steps:
+            y = torch_forward(self.convs[key] if key in self.convs else None, *[values[t] for t in inputs])
             b = self.bounds[key]
             values[output] = y if b is None else torch.clamp(y, b[0], b[1])
         return values[self.output_name].flatten(1)
@@ -119,9 +115,9 @@ def _activation_bounds(graph: Graph, node: Node, clamp: str):
         if act == "relu6":
             return (0.0, 6.0)
         raise GraphError(f"to_torch: node {node.name!r}: unknown activation {act!r}")
-    if node.op == "global_avg_pool" or clamp == "none":
+    if not op_module(node).CLAMPS_OUTPUT or clamp == "none":
         return None  # a mean of in-range values stays in range
     q = graph.tensors[node.output].quant
     if clamp == "range":
         return ((-128 - q.zero_point) * q.scale, (127 - q.zero_point) * q.scale)
-    return (0.0, 6.0) if q.zero_point == -128 and node.op == "conv2d" else None
+    return (0.0, 6.0) if q.zero_point == -128 and "weight" in node.params else None

@@ -25,16 +25,30 @@ class CheckpointError(MicrotrainError):
     """A checkpoint folder is missing or unreadable."""
 
 
-def save_checkpoint(folder, graph, state: dict, arrays: dict | None = None) -> Path:
+FILES = ("graph.json", "graph.npz", "state.json", "optimizer.npz")
+
+
+def is_checkpoint_folder(folder) -> bool:
+    """A folder holding nothing but checkpoint files (what save_checkpoint may replace as a whole)."""
     folder = Path(folder)
+    return folder.is_dir() and all(p.name in FILES for p in folder.iterdir())
+
+
+def save_checkpoint(folder, graph, state: dict, arrays: dict | None = None) -> Path:
+    """Write a checkpoint folder. Never deletes a file it did not write: a folder that holds other files
+    too (train --force) gets the four checkpoint files replaced one by one, state.json last."""
+    folder = Path(folder)
+    if folder.exists() and not is_checkpoint_folder(folder):
+        return _save_in_place(folder, graph, state, arrays)
     tmp = folder.with_name(folder.name + ".tmp")
+    old = folder.with_name(folder.name + ".old")
+    for side in (tmp, old):  # leftovers of an interrupted save; anything else there is a user's
+        if side.exists() and not is_checkpoint_folder(side):
+            raise CheckpointError(f"{side}: exists and is not a microtrain checkpoint; remove or rename it")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_graph(graph, tmp / "graph.json")
-    np.savez(tmp / "optimizer.npz", **(arrays or {}))
-    (tmp / "state.json").write_text(json.dumps(dict(state, format=FORMAT), indent=1, default=_jsonable) + "\n")
-    old = folder.with_name(folder.name + ".old")
+    _write_files(tmp, graph, state, arrays)
     if folder.exists():
         if old.exists():
             shutil.rmtree(old)
@@ -42,6 +56,25 @@ def save_checkpoint(folder, graph, state: dict, arrays: dict | None = None) -> P
     tmp.rename(folder)
     if old.exists():
         shutil.rmtree(old)
+    return folder
+
+
+def _write_files(folder: Path, graph, state: dict, arrays) -> None:
+    save_graph(graph, folder / "graph.json")
+    np.savez(folder / "optimizer.npz", **(arrays or {}))
+    (folder / "state.json").write_text(json.dumps(dict(state, format=FORMAT), indent=1, default=_jsonable) + "\n")
+
+
+def _save_in_place(folder: Path, graph, state: dict, arrays) -> Path:
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=".mt-checkpoint-", dir=folder) as tmp:
+        _write_files(Path(tmp), graph, state, arrays)
+        for name in FILES:  # state.json last: it never claims an epoch whose files are not written yet
+            if name != "state.json":
+                os.replace(Path(tmp) / name, folder / name)
+        os.replace(Path(tmp) / "state.json", folder / "state.json")
     return folder
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..quant.arith import pixels_to_int8
-from .images import decode_errors, resize_center_crop
+from .images import TooLargeImage, decode_errors, open_image, resize_center_crop
 
 FORMATS = ("JPEG", "PNG")
 
@@ -99,15 +99,15 @@ def as_image_data(data, classes=None) -> ImageData:
 
 def decode_checked(path: Path, formats=FORMATS):
     """(RGB PIL image, None) or (None, reason) for a file that is not a decodable accepted image."""
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             fmt = im.format
             if fmt not in formats:
                 return None, f"not a {'/'.join(formats)} image (format {fmt})"
             im.load()
             return im.convert("RGB"), None
+    except TooLargeImage as e:
+        return None, str(e)
     except decode_errors() as e:
         return None, f"cannot decode ({type(e).__name__}: {e})"
 
@@ -147,6 +147,10 @@ def list_image_folder(root) -> tuple[list[str], list[tuple[Path, int]]]:
         raise DatasetError(f"{root}: no class sub-folders (expected {root}/<class>/<images>)")
     files = [(p, i) for i, c in enumerate(classes) for p in sorted((root / c).iterdir())
              if p.is_file() and not p.name.startswith(".")]
+    empty = [c for i, c in enumerate(classes) if not any(ci == i for _, ci in files)]
+    if empty:  # an empty folder would silently become a class no image can ever teach
+        raise DatasetError(f"{root}: empty class folder{'s' if len(empty) > 1 else ''} "
+                           f"{', '.join(str(root / c) for c in empty)} (remove it or add images)")
     return classes, files
 
 
@@ -179,6 +183,10 @@ def load_image_folder(root, resolution: int, views: int = 1, seed: int = 0, clas
             bar.update(1)
     if not xs:
         raise DatasetError(f"{root}: no readable JPEG/PNG images ({len(skipped)} files skipped)")
+    unreadable = [c for c in found if index[c] not in set(labels)]
+    if unreadable:
+        raise DatasetError(f"{root}: no readable JPEG/PNG image in class folder{'s' if len(unreadable) > 1 else ''} "
+                           f"{', '.join(str(root / c) for c in unreadable)} ({len(skipped)} files skipped)")
     return ImageData(pixels_to_int8(np.stack(xs)), np.asarray(labels, np.int64), classes, paths, skipped)
 
 

@@ -6,12 +6,19 @@ transform. Pixels k (uint8 RGB) become int8 k - 128 (quant/arith.pixels_to_int8)
 """
 from __future__ import annotations
 
+import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DatasetError
 from ..quant.arith import pixels_to_int8
+
+# decoded-pixel cap, checked from the header before any pixel is decoded: a 12000x12000 PNG would
+# otherwise take over a gigabyte (a 50 MP photo is still accepted)
+MAX_PIXELS = int(os.environ.get("MICROTRAIN_MAX_PIXELS", 64_000_000))
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
 
@@ -24,14 +31,38 @@ def decode_errors() -> tuple:
     return (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError)
 
 
-def decode_rgb(path):
-    """Open an image file as an RGB PIL image; DatasetError names the file if it does not decode."""
+class TooLargeImage(ValueError):
+    """An image above MAX_PIXELS (a ValueError, so every decoder's decode_errors() clause catches it)."""
+
+
+@contextmanager
+def open_image(path):
+    """Image.open with microtrain's pixel cap instead of PIL's DecompressionBomb warning/error."""
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the cap below says it in one line
+            im = Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise TooLargeImage(f"image too large ({e.args[0].split(',')[0]}); limit {MAX_PIXELS:,} pixels "
+                            "(MICROTRAIN_MAX_PIXELS)") from None
+    with im:
+        w, h = im.size
+        if w * h > MAX_PIXELS:
+            raise TooLargeImage(f"image too large: {w}x{h} = {w * h:,} pixels, limit {MAX_PIXELS:,} "
+                                "(MICROTRAIN_MAX_PIXELS)")
+        yield im
+
+
+def decode_rgb(path):
+    """Open an image file as an RGB PIL image; DatasetError names the file if it does not decode."""
+    try:
+        with open_image(path) as im:
             im.load()
             return im.convert("RGB")
+    except TooLargeImage as e:
+        raise DatasetError(f"{path}: {e}") from None
     except decode_errors() as e:
         raise DatasetError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
 

@@ -8,48 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autodiff import TrainingGraph, clamp_range
+from .. import steps as step_table
+from ..autodiff import TrainingGraph
 from ..errors import GraphError
-from ..ir.graph import Graph, Node, TensorSpec
-from ..ops import add as add_op
-from ..ops import conv as conv_op
+from ..ir.graph import Graph, Node
 from ..ops import op_module
-from ..ops import pool as pool_op
-from ..ops.loss import grad_int8_logits, softmax_cross_entropy
-from ..quant.arith import add_preclamp, conv_multipliers, conv_preclamp
 from ..quant.update import apply_update
 
 
-# ----- forward of one node, with the clamp mask training needs --------------------------------------
 def forward_node(graph: Graph, node: Node, ins: list, save_mask: bool = False):
-    """(y, mask or None) of one node; int8 graphs follow quant/arith bit for bit."""
-    if graph.dtype == "int8":
-        qs = [graph.tensors[t].quant for t in node.inputs]
-        qy = graph.tensors[node.output].quant
-        if not save_mask or node.op == "global_avg_pool":
-            return op_module(node).forward_int8(node, *ins, *qs, qy), None
-        if node.op == "conv2d":
-            acc = conv_op.conv_accumulate(conv_op.shifted_input(ins[0], qs[0].zero_point), node.params["weight"],
-                                          node.attrs)
-            eff = conv_multipliers(qs[0].scale, node.params["w_scales"], qy.scale)
-            r = conv_preclamp(acc, node.params["bias"], eff, qy.zero_point)
-        else:
-            r = add_preclamp(ins[0], qs[0].zero_point, qs[0].scale, ins[1], qs[1].zero_point, qs[1].scale,
-                             qy.scale, qy.zero_point)
-        mask = (r >= -128) & (r <= 127)
-        return np.clip(r, -128, 127).astype(np.int8), mask
-    if node.op == "global_avg_pool":
-        return pool_op.forward_float(node, ins[0]), None
-    if node.op == "conv2d":
-        pre = conv_op.conv_accumulate(ins[0].astype(np.float32), node.params["weight"].astype(np.float32), node.attrs)
-        pre = pre.astype(np.float32) + node.params["bias"].astype(np.float32)
-    elif node.op == "add":
-        pre = ins[0] + ins[1]
-    else:
-        raise GraphError(f"layer {node.name!r}: op {node.op!r} cannot run in a training graph")
-    lo, hi = clamp_range(graph, node)
-    y = np.clip(pre, lo, hi).astype(np.float32)
-    return y, ((pre >= lo) & (pre <= hi)) if save_mask else None
+    """(y, mask or None) of one node (the op module's forward_train); int8 follows quant/arith bit for bit."""
+    return op_module(node).forward_train(graph, node, ins, save_mask)
 
 
 def run_nodes(graph: Graph, values: dict, start: int, stop: int, keep_live_only: bool = True) -> dict:
@@ -70,41 +39,6 @@ def live_tensors(graph: Graph, index: int) -> list[str]:
     return [t for t in produced if t in later]
 
 
-# ----- the float baseline: dequantised graph --------------------------------------------------------
-def dequantize_graph(graph: Graph) -> Graph:
-    """The float32 equivalent of an int8 graph (the fp32 training baseline).
-
-    W = Wq * w_scales[c]; bias = bq * float32(x_scale * w_scales[c]); every conv and add output is
-    clamped to the real range of its int8 tensor, [(-128 - z) s, (127 - z) s] (the ReLU6 of pointwise1/
-    depthwise; wide for linear layers). Activations are not quantised. Input: real = q * x_scale
-    (x_zero of the input), see dequantize_input.
-    """
-    if graph.dtype != "int8":
-        raise GraphError(f"graph {graph.name!r} is already {graph.dtype}")
-    g = graph.copy()
-    for n in g.nodes:
-        if n.op == "conv2d":
-            sx = np.float64(graph.tensors[n.inputs[0]].quant.scale)
-            sw = n.params["w_scales"].astype(np.float64)
-            n.params = {
-                "weight": (n.params["weight"].astype(np.float64) * sw[:, None, None, None]).astype(np.float32),
-                "bias": (n.params["bias"].astype(np.float64) * (sx * sw)).astype(np.float32),
-            }
-        if n.op in ("conv2d", "add"):
-            q = graph.tensors[n.output].quant
-            n.attrs["clamp"] = ((-128 - q.zero_point) * q.scale, (127 - q.zero_point) * q.scale)
-            n.attrs["activation"] = None
-    g.tensors = {k: TensorSpec(v.name, v.shape, "float32", v.quant) for k, v in g.tensors.items()}
-    g.dtype = "float32"
-    g.meta = dict(g.meta, dequantized_from=graph.name)
-    return g
-
-
-def dequantize_input(graph_int8: Graph, x_q: np.ndarray) -> np.ndarray:
-    q = graph_int8.input_spec.quant
-    return ((x_q.astype(np.float32) - np.float32(q.zero_point)) * np.float32(q.scale)).astype(np.float32)
-
-
 # ----- the executor -------------------------------------------------------------------------------------
 class TrainingRuntime:
     """Executes a TrainingGraph. `seed` feeds stochastic rounding; momentum buffers live here."""
@@ -114,10 +48,11 @@ class TrainingRuntime:
         self.graph = tg.graph
         self.momentum: dict[int, np.ndarray] = {}
         self._index_cache: dict[int, np.ndarray] = {}
-        self._node = {n.name: n for n in self.graph.nodes}
+        self.nodes = {n.name: n for n in self.graph.nodes}
         first = tg.n_prefix
-        self._forward = [s for s in tg.steps if s.kind == "forward"]
-        self._backward = [s for s in tg.steps if s.kind not in ("forward",)]
+        self._forward = [s for s in tg.steps if step_table.is_forward(s)]
+        self._backward = [s for s in tg.steps if not step_table.is_forward(s)]
+        self._runs = {s.kind: step_table.kind(s.kind).run for s in self._backward}  # unknown kinds fail here
         self._first = first
         last_read = {}
         for i, st in enumerate(self._backward):
@@ -138,12 +73,7 @@ class TrainingRuntime:
     def forward(self, feeds: dict, with_masks: bool = True) -> dict:
         values = dict(feeds)
         for s in self._forward[self._start(feeds):]:
-            node = self._node[s.node]
-            save = with_masks and s.attrs.get("save_mask", False)
-            y, mask = forward_node(self.graph, node, [values[t] for t in node.inputs], save)
-            values[s.outputs[0]] = y
-            if save:
-                values[s.outputs[1]] = mask
+            step_table.run_forward(self, s, values, with_masks)
         return values
 
     def logits(self, feeds: dict) -> np.ndarray:
@@ -160,7 +90,7 @@ class TrainingRuntime:
         values = self.forward(feeds)
         values[self.tg.labels] = np.asarray(labels, dtype=np.int64)
         for s, free in zip(self._backward, self._free):
-            self._run(s, values, lr, step)
+            self.run_step(s, values, lr, step)
             for t in free:
                 del values[t]
         out = values[self.graph.output]
@@ -176,55 +106,19 @@ class TrainingRuntime:
         values = self.forward(feeds)
         values[self.tg.labels] = np.asarray(labels, dtype=np.int64)
         for s in self._backward:
-            if s.kind != "sgd_update":
-                self._run(s, values, 0.0, 0)
+            if not step_table.is_update(s):
+                self.run_step(s, values, 0.0, 0)
         out = {k: v for k, v in values.items() if self.tg.tensors.get(k) and self.tg.tensors[k].role == "param_grad"}
         out["loss"] = values[self.tg.loss]
         return out
 
-    # ----- one backward/update step -----------------------------------------------------------------
-    def _run(self, s, values, lr, step):
-        k, a = s.kind, s.attrs
-        if k == "loss_softmax_ce":
-            logits = values[s.inputs[0]]
-            n = logits.shape[0]
-            labels = values[s.inputs[1]]
-            if self.tg.numerics == "int8":
-                loss, g = grad_int8_logits(logits.reshape(n, -1), labels, a["scale"], a["zero_point"])
-            else:
-                loss, g = softmax_cross_entropy(logits.reshape(n, -1), labels)
-            values[s.outputs[0]] = loss
-            values[s.outputs[1]] = g.reshape(logits.shape)
-            return
-        node = self._node.get(s.node)
-        if k == "conv_grad_acc":
-            values[s.outputs[0]] = conv_op.grad_accumulator(values[s.inputs[0]], values[s.inputs[1]], a["scale"])
-        elif k == "conv_grad_input":
-            values[s.outputs[0]] = conv_op.grad_input(values[s.inputs[0]], node.params["weight"], node.attrs,
-                                                      a["in_shape"])
-        elif k == "conv_grad_weight":
-            x = values[s.inputs[0]]
-            xs = x.astype(np.float32) - np.float32(a["x_zero"])
-            values[s.outputs[0]] = conv_op.grad_weight(xs, values[s.inputs[1]], node.params["weight"].shape,
-                                                       node.attrs, a["channels"])
-        elif k == "conv_grad_bias":
-            values[s.outputs[0]] = conv_op.grad_bias(values[s.inputs[0]])
-        elif k == "add_grad":
-            values[s.outputs[0]] = add_op.grad_addend(values[s.inputs[0]], values[s.inputs[1]], a["scale"])
-        elif k == "pool_grad":
-            values[s.outputs[0]] = pool_op.grad_input(values[s.inputs[0]], a["in_shape"])
-        elif k == "grad_sum":
-            total = values[s.inputs[0]].astype(np.float32, copy=True)
-            for t in s.inputs[1:]:
-                total += values[t]
-            values[s.outputs[0]] = total
-        elif k == "sgd_update":
-            self._update(s, node, values[s.inputs[0]], lr, step)
-        else:
-            raise GraphError(f"unknown training step kind {k!r}")
+    def run_step(self, s, values: dict, lr: float, step: int) -> None:
+        """Execute one non-forward step: its kind's executor (steps.py). Subclasses and tests hook here."""
+        self._runs[s.kind](self, s, values, lr, step)
 
-    def _update(self, s, node, grad, lr, step):
-        a = s.attrs
+    # ----- parameter updates (the sgd_update and fused update kinds call this) ----------------------------
+    def update(self, a: dict, node, grad, lr, step):
+        """Apply one update (sgd_update attrs `a`) of `grad` to node's parameter slice in place."""
         param = node.params[a["param"]]
         ch = a["channels"]
         div = np.asarray(a["divisor"], dtype=np.float32)

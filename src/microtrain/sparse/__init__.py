@@ -1,2 +1,2 @@
-"""Sparse update: which parameters learn (UpdateScheme), what that costs (memory), what it gains
-(contribution analysis), and the search for the best scheme under a memory budget."""
+"""Sparse update: which parameters learn (UpdateScheme, the shipped schemes). Costing and searching
+schemes lives in scheme_search/, above the runtime and the code generator."""

@@ -9,9 +9,17 @@ A scheme names convs by their index in execution order without the classifier (G
 that resolution, so they always train the same slices. `pinned(graph)` stores them in the scheme
 (`channels`), so a trained graph (whose norms have moved) still resolves to the same slices;
 `microtrain plan --out` writes pinned schemes.
+
+A scheme file is read strictly: unknown keys (a misspelt `nbias`) and missing ones (`n_bias`, `weights`)
+are errors, never a silent head-only scheme. It may record what it was made for: `model` and
+`fingerprint` (the indexed convs' names and shapes, see graph_fingerprint: a scheme of one model is
+refused on another), `layers` ({index: conv name}, checked, so an index that moved is noticed; `weights`
+may also be keyed by conv name) and `classes` (the dataset's class names, for the head `compile` builds).
 """
 from __future__ import annotations
 
+import difflib
+import hashlib
 import json
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -24,6 +32,17 @@ from ..ir.graph import Graph, Node
 
 RATIOS = (Fraction(1, 8), Fraction(1, 4), Fraction(1, 2), Fraction(1, 1))
 SELECTIONS = ("norm", "first")
+REQUIRED_KEYS = ("format", "n_bias", "weights")
+OPTIONAL_KEYS = ("name", "selection", "channels", "model", "fingerprint", "layers", "classes", "source")
+
+
+def graph_fingerprint(graph: Graph) -> str:
+    """What a scheme depends on: the indexed convs' names, weight shapes, strides and groups (not the
+    head, the resolution or the weight values, so a retrained or re-headed model keeps it)."""
+    h = hashlib.blake2b(digest_size=8)
+    for n in graph.indexed_convs():
+        h.update(repr((n.name, tuple(n.params["weight"].shape), n.attrs.get("stride"), n.attrs.get("groups", 1))).encode())
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -45,6 +64,11 @@ class UpdateScheme:
     # resolved once (pinned()) trains the same slices on any later copy of the graph, e.g. a trained one
     # whose weight norms have moved
     channels: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    # what the scheme was made for (module docstring); empty: not recorded, not checked
+    model: str = ""
+    fingerprint: str = ""
+    layers: dict[int, str] = field(default_factory=dict)
+    classes: list[str] | None = None
 
     # ----- constructors ----------------------------------------------------------------------------
     @classmethod
@@ -80,6 +104,7 @@ class UpdateScheme:
 
     # ----- checks and resolution --------------------------------------------------------------------
     def validate(self, graph: Graph) -> "UpdateScheme":
+        self._check_model(graph)
         n = len(graph.indexed_convs())
         if not isinstance(self.n_bias, int) or not 0 <= self.n_bias <= n:
             raise SchemeError(f"scheme {self.name!r}: n_bias must be an integer in [0, {n}] for {graph.name}, got {self.n_bias!r}")
@@ -101,11 +126,39 @@ class UpdateScheme:
                                   f"distinct indices in [0, {c_in}), got {list(chans)}")
         return self
 
+    def _check_model(self, graph: Graph) -> None:
+        """The model the scheme was made for, and the layer names it records, against `graph`."""
+        made_for = f" (made for {self.model})" if self.model else ""
+        if self.fingerprint and self.fingerprint != graph_fingerprint(graph):
+            raise SchemeError(f"scheme {self.name!r}{made_for} does not fit {graph.name}: its convs differ "
+                              f"(fingerprint {self.fingerprint}, {graph.name} has {graph_fingerprint(graph)})")
+        if self.model and not self.fingerprint and self.model != graph.name:
+            raise SchemeError(f"scheme {self.name!r} was made for {self.model}, not {graph.name}")
+        convs = graph.indexed_convs()
+        by_name = {c.name: i for i, c in enumerate(convs)}
+        named = {k: v for k, v in self.weights.items() if isinstance(k, str)}
+        for key in named:  # weights keyed by conv name: resolve to the index
+            if key not in by_name:
+                close = difflib.get_close_matches(key, by_name, 1)
+                raise SchemeError(f"scheme {self.name!r}: no conv {key!r} in {graph.name}"
+                                  + (f" (did you mean {close[0]!r}?)" if close else ""))
+            self.weights[by_name[key]] = self.weights.pop(key)
+        for idx, name in self.layers.items():
+            if not 0 <= idx < len(convs):
+                raise SchemeError(f"scheme {self.name!r}: layer index {idx} out of range [0, {len(convs)}) for {graph.name}")
+            if convs[idx].name != name:
+                raise SchemeError(f"scheme {self.name!r}: conv {idx} is {name!r} in the scheme but "
+                                  f"{convs[idx].name!r} in {graph.name}")
+
     def pinned(self, graph: Graph) -> "UpdateScheme":
-        """A copy whose trained channels are fixed to this graph's selection (see `channels`)."""
+        """A copy whose trained channels are fixed to this graph's selection (see `channels`), recording the
+        model (name, fingerprint) and the names of the trained convs."""
         specs = self.resolve(graph)
-        chans = {i: specs[node.name].channels for i, node in enumerate(graph.indexed_convs()) if i in self.weights}
-        return UpdateScheme(self.n_bias, dict(self.weights), self.selection, self.name, chans)
+        convs = graph.indexed_convs()
+        chans = {i: specs[node.name].channels for i, node in enumerate(convs) if i in self.weights}
+        layers = {i: convs[i].name for i in sorted(set(self.weights) | ({len(convs) - self.n_bias} if self.n_bias else set()))}
+        return UpdateScheme(self.n_bias, dict(self.weights), self.selection, self.name, chans, graph.name,
+                            graph_fingerprint(graph), layers, self.classes)
 
     def resolve(self, graph: Graph) -> dict[str, TrainSpec]:
         """{node name: TrainSpec} of every trained conv, classifier included (always fully trained)."""
@@ -137,24 +190,50 @@ class UpdateScheme:
         }
         if self.channels:
             d["channels"] = {str(k): [int(c) for c in v] for k, v in sorted(self.channels.items())}
+        for key in ("model", "fingerprint"):
+            if getattr(self, key):
+                d[key] = getattr(self, key)
+        if self.layers:
+            d["layers"] = {str(k): v for k, v in sorted(self.layers.items())}
+        if self.classes:
+            d["classes"] = list(self.classes)
         return d
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "scheme") -> "UpdateScheme":
         if not isinstance(d, dict) or d.get("format") != "microtrain-scheme":
             raise SchemeError(f"{source}: not a microtrain scheme (missing format='microtrain-scheme')")
+        known = REQUIRED_KEYS + OPTIONAL_KEYS
+        for key in d:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, 1)
+                raise SchemeError(f"{source}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                                  + f"; a scheme has {', '.join(REQUIRED_KEYS)} and optionally {', '.join(OPTIONAL_KEYS)}")
+        missing = [k for k in REQUIRED_KEYS if k not in d]
+        if missing:
+            raise SchemeError(f"{source}: missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                              "(n_bias: how many of the last convs train their bias; weights: {conv: ratio}, may be {})")
         try:
-            weights = {int(k): float(Fraction(str(v))) for k, v in dict(d.get("weights") or {}).items()}
-            n_bias = d.get("n_bias", 0)
+            if not isinstance(d["weights"], dict):
+                raise ValueError(f"weights must be an object {{conv index or name: ratio}}, got {d['weights']!r}")
+            weights = {_conv_key(k): float(Fraction(str(v))) for k, v in d["weights"].items()}
+            n_bias = d["n_bias"]
             if isinstance(n_bias, bool) or not isinstance(n_bias, int):
                 raise ValueError(f"n_bias must be an integer, got {n_bias!r}")
             channels = {int(k): tuple(int(c) for c in v) for k, v in dict(d.get("channels") or {}).items()}
-            return cls(n_bias, weights, str(d.get("selection", "norm")), str(d.get("name", "")), channels)
+            layers = {int(k): str(v) for k, v in dict(d.get("layers") or {}).items()}
+            classes = d.get("classes")
+            if classes is not None and (not isinstance(classes, list) or len(classes) < 2
+                                        or not all(isinstance(c, str) for c in classes)):
+                raise ValueError(f"classes must be a list of at least 2 class names, got {classes!r}")
+            return cls(n_bias, weights, str(d.get("selection", "norm")), str(d.get("name", "")), channels,
+                       str(d.get("model", "")), str(d.get("fingerprint", "")), layers, classes)
         except (TypeError, ValueError, ZeroDivisionError, OverflowError) as e:  # Overflow: a 400-digit ratio
             raise SchemeError(f"{source}: malformed scheme ({str(e)[:200]})") from None
 
     def save(self, path) -> Path:
         path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
         return path
 
@@ -166,6 +245,12 @@ class UpdateScheme:
         except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, a 5000-digit int
             raise SchemeError(f"{path}: cannot read scheme JSON ({type(e).__name__}: {str(e)[:200]})") from None
         return cls.from_dict(d, str(path))
+
+
+def _conv_key(k):
+    """A weights key: a conv index ("24") or a conv name ("blocks.8.conv.1"), resolved by validate()."""
+    k = str(k)
+    return int(k) if k.lstrip("-").isdigit() else k
 
 
 def _ratio_str(r: float) -> str:

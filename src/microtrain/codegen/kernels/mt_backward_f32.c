@@ -380,3 +380,19 @@ void mt_slice_channels_s8(const int8_t *x, int32_t n, int32_t c, const int16_t *
     for (i = 0; i < pixels; i++)
         for (j = 0; j < k; j++) out[i * k + j] = x[i * c + idx[j]];
 }
+
+/* ---- stack scratch of each kernel (mt_kernels.h): its work arrays plus its deepest helper's -------- */
+int32_t mt_conv_grad_input_pointwise_f32_scratch_bytes(const mt_conv_params *p) {
+    (void)p;
+    return (int32_t)(sizeof(float) * MT_PWG_CHUNK); /* mt_pw_grad_in_block's t[] */
+}
+
+int32_t mt_conv_grad_input_depthwise_f32_scratch_bytes(const mt_conv_params *p) {
+    (void)p;
+    return (int32_t)(sizeof(float) * MT_DWG_CHUNK); /* mt_dw_grad_in_dense's acc[] */
+}
+
+int32_t mt_conv_weight_update_pointwise_f32_scratch_bytes(const mt_conv_params *p) {
+    (void)p;
+    return (int32_t)((sizeof(float) + sizeof(int32_t)) * MT_WU_CHUNK);
+}

@@ -17,7 +17,7 @@ static inline void mt_store(int8_t *y, uint8_t *mask, int32_t i, int32_t acc, in
     mt_mask_put(mask, i, ok);
 }
 
-#define MT_RUN_MAX 16 /* outputs requantised together: 16 keeps the callers' frames within plan.STACK_ESTIMATE */
+#define MT_RUN_MAX 16 /* outputs requantised together: 16 keeps the callers' frames within budget.STACK_ESTIMATE */
 
 /* mt_store for the n <= MT_RUN_MAX contiguous outputs y[base..base+n): a branch-free loop over outputs,
  * which compilers vectorise (the same float operations per element, so the same bytes); mask bits after. */
@@ -165,7 +165,7 @@ void mt_conv_pointwise_split_s8(const mt_conv_params *p, const int8_t *x, const 
     }
 }
 
-#define MT_PATCH_MAX 80 /* window elements (kh * kw * in_c) gathered on the stack (160 bytes; frame within plan.STACK_ESTIMATE) */
+#define MT_PATCH_MAX 80 /* window elements (kh * kw * in_c) gathered on the stack (160 bytes; frame within budget.STACK_ESTIMATE) */
 
 void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                 const float *eff, int8_t *y, uint8_t *mask) {
@@ -395,4 +395,35 @@ void mt_copy_s8(const int8_t *src, int8_t *dst, int32_t n) {
     int32_t i;
     if (src == dst) return;
     for (i = 0; i < n; i++) dst[i] = src[i];
+}
+
+/* ---- stack scratch of each kernel (mt_kernels.h): its work arrays plus its deepest helper's -------- */
+#define MT_STORE_RUN_SCRATCH ((int32_t)sizeof(uint8_t) * MT_RUN_MAX) /* mt_store_run's ok[] */
+#define MT_DOTS_SCRATCH ((int32_t)sizeof(int32_t) * 4)                /* mt_dots_s8's part[] */
+#define MT_MAX2(a, b) ((a) > (b) ? (a) : (b))
+
+int32_t mt_conv_s8_scratch_bytes(const mt_conv_params *p) {
+    (void)p;
+    return (int32_t)(sizeof(int16_t) * MT_PATCH_MAX + sizeof(int32_t) * MT_RUN_MAX) + MT_STORE_RUN_SCRATCH;
+}
+
+int32_t mt_conv_pointwise_s8_scratch_bytes(const mt_conv_params *p) {
+    (void)p;
+    return (int32_t)(2 * sizeof(int32_t) * MT_PW_CHUNK) + MT_MAX2(MT_DOTS_SCRATCH, MT_STORE_RUN_SCRATCH);
+}
+
+int32_t mt_conv_pointwise_split_s8_scratch_bytes(const mt_conv_params *p) {
+    (void)p;
+    return (int32_t)(2 * sizeof(int32_t) * MT_RUN_MAX) +
+           MT_MAX2((int32_t)sizeof(int8_t) * MT_GATHER_MAX + MT_DOTS_SCRATCH, MT_STORE_RUN_SCRATCH);
+}
+
+int32_t mt_conv_depthwise_s8_scratch_bytes(const mt_conv_params *p) {
+    (void)p;
+    return (int32_t)(sizeof(int32_t) * MT_DW_CHUNK) + MT_STORE_RUN_SCRATCH;
+}
+
+int32_t mt_conv_depthwise_inplace_s8_scratch_bytes(const mt_conv_params *p) {
+    (void)p;
+    return (int32_t)(sizeof(int16_t) * MT_DW_TAPS_MAX);
 }

@@ -133,4 +133,18 @@ void mt_grad_sum_f32(const float *a, const float *b, int32_t n, float *out);
 /* Keep the listed channels of an int8 (n / c, c) tensor: out (n / c, k). */
 void mt_slice_channels_s8(const int8_t *x, int32_t n, int32_t c, const int16_t *idx, int32_t k, int8_t *out);
 
+/* ---- stack scratch (CMSIS-NN's *_get_buffer_size): the bytes of work arrays a kernel keeps on its stack,
+ * its deepest helper's included, for these portable kernels; kernels not listed keep none. The Python
+ * twin (ops/conv.py: KERNEL_SCRATCH) feeds the planner, which refuses a program whose largest scratch
+ * exceeds budget.KERNEL_SCRATCH_MAX; a host test compares the two on every kernel call of the shipped
+ * models. The Cortex-M SIMD variants (kernels/arm) have no query yet. */
+int32_t mt_conv_s8_scratch_bytes(const mt_conv_params *p);
+int32_t mt_conv_pointwise_s8_scratch_bytes(const mt_conv_params *p);
+int32_t mt_conv_pointwise_split_s8_scratch_bytes(const mt_conv_params *p);
+int32_t mt_conv_depthwise_s8_scratch_bytes(const mt_conv_params *p);
+int32_t mt_conv_depthwise_inplace_s8_scratch_bytes(const mt_conv_params *p);
+int32_t mt_conv_grad_input_pointwise_f32_scratch_bytes(const mt_conv_params *p);
+int32_t mt_conv_grad_input_depthwise_f32_scratch_bytes(const mt_conv_params *p);
+int32_t mt_conv_weight_update_pointwise_f32_scratch_bytes(const mt_conv_params *p);
+
 #endif /* MT_KERNELS_H */

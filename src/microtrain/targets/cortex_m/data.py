@@ -46,6 +46,32 @@ def load_samples(chosen, resolution: int) -> tuple[np.ndarray, np.ndarray, list[
     return x, np.asarray(labels, np.int32), skipped
 
 
+def load_training(files, steps: int, resolution: int, rng: np.random.Generator):
+    """`steps` training samples, the training set reshuffled each epoch (as pick(cycle=True)). A file that
+    does not decode is reported once and left out of later epochs' draws, so the run keeps its step count."""
+    xs, labels, skipped, bad = [], [], [], set()
+    pool = list(files)
+    while len(xs) < steps:
+        if not pool:
+            raise DatasetError(f"no training image decodes ({len(skipped)} skipped: {skipped[0][1] if skipped else ''})")
+        for i in rng.permutation(len(pool)):
+            path, label = pool[i]
+            if path in bad:
+                continue
+            try:
+                xs.append(load_int8([path], resolution)[0])
+                labels.append(label)
+            except DatasetError as e:
+                bad.add(path)
+                skipped.append((str(path), str(e)))
+                continue
+            if len(xs) == steps:
+                break
+        pool = [f for f in pool if f[0] not in bad]
+    x = np.stack(xs) if xs else np.zeros((0, resolution, resolution, 3), np.int8)
+    return x, np.asarray(labels, np.int32), skipped
+
+
 def session_data(root: Path | str, resolution: int, num_classes: int, steps: int, n_eval: int, seed: int = 0):
     """(train x, y), (eval x, y), classes, skipped: `steps` training samples (the training set reshuffled
     each epoch) and `n_eval` held-out samples (all of val/ when n_eval < 0)."""
@@ -58,7 +84,7 @@ def session_data(root: Path | str, resolution: int, num_classes: int, steps: int
         raise DatasetError(f"{root}: {len(classes)} classes ({', '.join(classes)}) but the compiled model has "
                            f"{num_classes} outputs; compile it with a {len(classes)}-class head")
     rng = np.random.default_rng(seed)
-    x_tr, y_tr, skip_tr = load_samples(pick(train_files, steps, rng, cycle=True), resolution)
+    x_tr, y_tr, skip_tr = load_training(train_files, steps, resolution, rng)
     eval_files = pick(val_files, len(val_files) if n_eval < 0 else n_eval, rng, cycle=False)
     x_ev, y_ev, skip_ev = load_samples(eval_files, resolution)
     return (x_tr, y_tr), (x_ev, y_ev), classes, skip_tr + skip_ev

@@ -38,15 +38,15 @@ FIRMWARE_SRCS := $(FIRMWARE_DIR)mt_startup.c $(FIRMWARE_DIR)mt_semihost.c
 
 # SIMD=1: link the Cortex-M kernels (SIMD_SRCS, from codegen/kernels/arm: SIMD int8 forward, register-blocked
 # float backward) in place of their portable twins, which are compiled renamed *_portable (unused ones are
-# then dropped by --gc-sections).
+# then dropped by --gc-sections). The kernels to rename are the ones SIMD_SRCS define (read from the files,
+# so adding a fast kernel needs no list here); the portable sources call none of each other's kernels.
 SIMD_SRCS ?=
-SIMD_KERNELS := mt_conv_pointwise_s8 mt_conv_depthwise_s8 mt_conv_s8 mt_conv_pointwise_split_s8 mt_add_s8
-FAST_BACKWARD_KERNELS := mt_conv_grad_input_pointwise_f32 mt_conv_grad_input_depthwise_f32 \
-                         mt_conv_weight_update_pointwise_f32 mt_conv_grad_acc_f32 mt_bias_update_f32
+KERNEL_DEFINITION := s/^void \(mt_[a-z0-9_]*\)(.*/\1/p
 ifeq ($(SIMD),1)
+SIMD_KERNELS := $(if $(strip $(SIMD_SRCS)),$(sort $(filter-out %_portable,$(shell sed -n '$(KERNEL_DEFINITION)' $(SIMD_SRCS)))))
 ALL_SRCS := $(SRCS) $(SIMD_SRCS)
 PORTABLE_RENAMES := $(foreach k,$(SIMD_KERNELS),-D$(k)=$(k)_portable)
-BACKWARD_RENAMES := $(foreach k,$(FAST_BACKWARD_KERNELS),-D$(k)=$(k)_portable)
+BACKWARD_RENAMES := $(PORTABLE_RENAMES)
 else
 ALL_SRCS := $(SRCS)
 PORTABLE_RENAMES :=

@@ -1,6 +1,7 @@
 /* Self-check firmware: runs each SIMD kernel (codegen/kernels/arm) and its portable twin (renamed
  * *_portable by the SIMD build) on the same pseudo-random cases, compares outputs and masks byte for byte,
- * and marks each call for the instruction counter (region 1 + 2i: portable, 2 + 2i: SIMD, 0: the rest).
+ * and marks each call for the instruction counter (region 1 + 2i: portable, 2 + 2i: SIMD, NOMASK_REGION + 2i and
+ * + 2i + 1: portable and SIMD without a mask, 0: the rest).
  * Prints one line per case; exit status = number of cases that differ. */
 #include <stdint.h>
 #include <string.h>
@@ -42,9 +43,24 @@ static const Case cases[] = {
     {"depthwise", 6, 6, 12, 12, 5, 1, 2},  {"depthwise", 3, 3, 8, 8, 3, 1, 3}, /* windows wholly in the padding */
     {"depthwise", 8, 7, 13, 13, 3, 2, 1},  {"depthwise", 9, 9, 16, 16, 7, 1, 3},
     {"depthwise", 10, 10, 8, 8, 3, 1, 0},
-    {"pointwise", 4, 4, 96, 20, 1, 1, 0},  {"pointwise", 7, 6, 72, 30, 1, 1, 0}, /* in_c > 64: chunked */
+    {"pointwise", 4, 4, 96, 20, 1, 1, 0},  {"pointwise", 7, 6, 72, 30, 1, 1, 0},
+    /* pointwise in_c % 8 == 4 (a lone group before the pairs), in_c > 96 (chunked: a last chunk of 4 and of 8,
+     * two blocks of output channels), pixel counts off the quads; split and dense quads with folded biases */
+    {"pointwise", 5, 4, 20, 13, 1, 1, 0},  {"pointwise", 3, 5, 100, 9, 1, 1, 0},
+    {"pointwise", 4, 4, 200, 30, 1, 1, 0}, {"split", 4, 5, 40, 12, 1, 1, 0},
+    {"conv", 9, 9, 3, 16, 3, 2, 1},        {"pointwise", 4, 4, 24, 40, 1, 1, 0}, /* 20 dead channels */
+    /* masked pointwise, out_c % 8 == 0, biases folded: the clamp bits collected in the asm channel loop */
+    {"pointwise", 6, 6, 20, 16, 1, 1, 0},  {"pointwise", 5, 5, 32, 24, 1, 1, 0},
+    /* in_c > 96 in chunks (the last of 4 channels), two blocks of output channels: masked, unfolded / folded */
+    {"pointwise", 4, 4, 100, 8, 1, 1, 0},  {"pointwise", 4, 5, 196, 32, 1, 1, 0},
+    /* split into whole groups of 4 channels (FIRST_GROUPED_SPLIT on): folded, and one bias too large to fold */
+    {"split", 6, 6, 48, 16, 1, 1, 0},      {"split", 5, 4, 24, 24, 1, 1, 0},
+    {"pointwise", 3, 4, 520, 8, 1, 1, 0}, /* in_c beyond the bias-folding bound */
 };
+#define FIRST_GROUPED_SPLIT 38
+#define MANY_DEAD_CASE 33 /* more dead channels than the SIMD kernels list (MT_DEAD_MAX) */
 #define FIRST_FOLD_CASE 19
+#define NOMASK_REGION 1000
 #define N_CASES (int)(sizeof cases / sizeof cases[0])
 #define MAX_X 40000
 #define MAX_W 10000
@@ -195,12 +211,15 @@ int main(void)
                 eff[o] = (float)(1000 + (int32_t)(next() % 1000u)) / (float)(1 << 28);
             }
         if (fold_mode == 2) bias[0] = (1 << 24) + 1; /* too big to fold: the unfolded path */
+        if (i == MANY_DEAD_CASE)
+            for (int32_t o = 1; o < p.out_c; o += 2) bias[o] = INT32_MIN;
         if (fold_mode == 0 || fold_mode == 2) /* odd channels clamp at some pixels only: mixed clamp bits */
             for (int32_t o = 1; o < p.out_c; o += 2) eff[o] *= 32.0f;
         if (i == 1 || i == 5) eff[0] = __builtin_inff(); /* a degenerate multiplier: the fallback path */
         if (split) /* a pseudo-random partition of the input channels into frozen and trained */
             for (int32_t ch = 0; ch < p.in_c; ch++) {
-                if (next() & 1) train_idx[n_train++] = (int16_t)ch;
+                int trained = i >= FIRST_GROUPED_SPLIT ? (ch / 4) % 3 == 1 : (int)(next() & 1);
+                if (trained) train_idx[n_train++] = (int16_t)ch;
                 else frozen_idx[n_frozen++] = (int16_t)ch;
             }
         memset(m_ref, 0xAA, sizeof m_ref);
@@ -232,6 +251,7 @@ int main(void)
         int32_t nomask_diff = 0;
         for (int pass = 0; pass < 2; pass++) {
             memset(y_nomask, 0x33, sizeof y_nomask);
+            mt_mark(NOMASK_REGION + 2 * i + pass); /* portable, SIMD without a mask */
             if (depthwise) (pass ? mt_conv_depthwise_s8 : mt_conv_depthwise_s8_portable)(&p, x, w, bias, eff, y_nomask, NULL);
             else if (dense) (pass ? mt_conv_s8 : mt_conv_s8_portable)(&p, x, w, bias, eff, y_nomask, NULL);
             else if (split)
@@ -239,6 +259,7 @@ int main(void)
                     &p, x, w, frozen_idx, n_frozen, w + n_frozen * p.out_c, train_idx, n_train, bias, eff, y_nomask,
                     NULL);
             else (pass ? mt_conv_pointwise_s8 : mt_conv_pointwise_s8_portable)(&p, x, w, bias, eff, y_nomask, NULL);
+            mt_mark(0);
             for (int32_t j = 0; j < n_y; j++) nomask_diff += y_ref[j] != y_nomask[j];
         }
         failures += (diff || mask_diff || nomask_diff);

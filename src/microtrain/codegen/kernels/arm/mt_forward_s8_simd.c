@@ -12,19 +12,23 @@
  * - pointwise, dense with kh * kw * in_c <= MT_QUAD_MAX_K (first_conv) and split pointwise: four output
  *   pixels per pass. Their inputs (receptive fields, gathered channels; padded to a multiple of 4 with the
  *   zero point) are expanded once into a stack buffer, interleaved so one LDM brings two pixels' lanes; each
- *   weight word is then loaded and unpacked once for the four pixels (dot_quad_asm: 15 instructions per 16
- *   MACs). Pointwise inputs wider than the buffer go through it in chunks, partial sums kept per block of
- *   output channels. Leftover pixels (n_pix % 4) and in_c % 4 != 0 use the per-pixel paths below.
+ *   weight word is then loaded and unpacked once for the four pixels (quad_mac: 28 instructions per 32
+ *   MACs). The sums start from the bias (bias folding, below) and the four outputs of a channel are
+ *   requantised by one asm block (QUAD_STORE: sums to and from the FPU two at a time); without a mask, the
+ *   whole pointwise channel loop is one asm loop (quad_rows). Pointwise inputs wider than the buffer go through
+ *   it in chunks, partial sums kept per block of output channels. Leftover pixels (n_pix % 4) and
+ *   in_c % 4 != 0 use the per-pixel paths below.
  * - per-pixel paths: one pixel x four output channels (dot4_asm), or an int16 patch per pixel; the dense
  *   receptive field of a window inside the input is copied a kernel row (kw * in_c contiguous bytes) at a time;
  * - depthwise: four channels in four accumulators (SMLABB/SMLATT). Pixels whose window lies inside the input
  *   run, four channels at a time, over a per-call list of (input offset, weights unpacked to int16 lanes)
- *   (dw_run); border pixels over a per-pixel list of their valid taps on the raw weights (dw_border). Sums
+ *   (dw_rows: a whole row of them in one asm loop, else dw_run); border pixels over a per-pixel list of their
+ *   valid taps on the raw weights (dw_border). Sums
  *   start from the bias when |bias| <= 2^24 (bias folding: the same float, see bias_foldable), and with a
  *   mask the four clamp bits of a channel block are written as one nibble.
  * Unmasked outputs of a call whose multipliers are all finite skip the NaN test and the mask update
  * (requant_finite); the result is the same. Shapes beyond the stack patch / tap list sizes call the portable
- * kernel. Stack: the deepest kernel frame is about 1.1 KB (pointwise_quads_chunked). */
+ * kernel. Stack: the deepest kernel frame is about 1.2 KB (pointwise_quads_chunked). */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 
 #include <arm_acle.h>
@@ -286,7 +290,7 @@ static void pointwise_pixel_pairs(const mt_conv_params *p, const int8_t *x, cons
 }
 
 /* Four pixels' inputs (n channels, n % 4 == 0) unpacked once into int16 lanes shifted by -x_zero, laid out
- * for dot_quad_asm: per group of 4 channels c..c+3, 8 words: pixel 0 (c, c+2), (c+1, c+3), then pixels 1..3. */
+ * for quad_mac: per group of 4 channels c..c+3, 8 words: pixel 0 (c, c+2), (c+1, c+3), then pixels 1..3. */
 static inline void expand_quad(const int8_t *x0, const int8_t *x1, const int8_t *x2, const int8_t *x3,
                                int32_t neg_zero, int32_t n, uint32_t *buf)
 {
@@ -299,40 +303,100 @@ static inline void expand_quad(const int8_t *x0, const int8_t *x1, const int8_t 
     }
 }
 
-/* acc[0..3] += one weight row (n int8, n % 4 == 0, n > 0) against four expanded pixels: each weight word is
- * loaded and unpacked once for the four, the pixels come two at a time by LDM (per 4 inputs: 1 load + 2 unpack w,
- * 2 LDM, 8 SMLAD, 2 loop = 15 instructions for 16 MACs). LDM fills its registers in ascending number
- * order, hence the four pinned registers. */
-static inline void dot_quad_asm(const uint32_t *buf, const int8_t *w, int32_t n, int32_t *acc)
+/* Bias folding: mt_requant_s8 computes (float)acc + (float)bias. When |acc| <= 2^24 and |bias| <= 2^24 both
+ * are exact floats and the float sum is the exact sum rounded once to nearest even, which is what
+ * (float)(acc + bias) gives too (and acc + bias cannot overflow). The kernels then start their sums from the
+ * bias and requantise (float)sum * eff. |acc| <= k * 255 * 128 (|x - x_zero| <= 255, |w| <= 128). */
+#define MT_FOLD_LIMIT (1 << 24)
+static inline int fold_k(int32_t k) { return k <= MT_FOLD_LIMIT / (255 * 128); }
+static inline int fold_one(int32_t b) { return (b >= -MT_FOLD_LIMIT) & (b <= MT_FOLD_LIMIT); }
+static int bias_foldable(const int32_t *bias, int32_t n, int32_t k)
+{
+    if (!fold_k(k)) return 0;
+    int ok = 1;
+    for (int32_t i = 0; i < n; i++) ok &= fold_one(bias[i]);
+    return ok;
+}
+
+/* The sums of one output channel at four output pixels. */
+typedef struct {
+    int32_t a0, a1, a2, a3;
+} quad_acc;
+
+/* One group of 4 input channels of a weight row against four expanded pixels: the weight word is loaded and
+ * unpacked once for the four, the pixels come two at a time by LDM (13 instructions for 16 MACs). LDM fills
+ * its registers in ascending number order, hence the four pinned registers of quad_mac. */
+#define QUAD_GROUP                                                                                               \
+    "ldr     %[v], [%[wp]], #4\n\t"                                                                              \
+    "ldmia   %[xp]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"                                                          \
+    "sxtb16  %[lo], %[v]\n\t"                                                                                    \
+    "sxtb16  %[v], %[v], ror #8\n\t"                                                                             \
+    "smlad   %[a0], %[x0], %[lo], %[a0]\n\t"                                                                     \
+    "smlad   %[a0], %[x1], %[v], %[a0]\n\t"                                                                      \
+    "smlad   %[a1], %[x2], %[lo], %[a1]\n\t"                                                                     \
+    "smlad   %[a1], %[x3], %[v], %[a1]\n\t"                                                                      \
+    "ldmia   %[xp]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"                                                          \
+    "smlad   %[a2], %[x0], %[lo], %[a2]\n\t"                                                                     \
+    "smlad   %[a2], %[x1], %[v], %[a2]\n\t"                                                                      \
+    "smlad   %[a3], %[x2], %[lo], %[a3]\n\t"                                                                     \
+    "smlad   %[a3], %[x3], %[v], %[a3]\n\t"
+#define QUAD_OUTPUTS                                                                                             \
+    : [xp] "+r"(xp), [wp] "+r"(wp), [a0] "+r"(s.a0), [a1] "+r"(s.a1), [a2] "+r"(s.a2), [a3] "+r"(s.a3),           \
+      [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [v] "=&r"(v), [lo] "=&r"(lo)
+
+/* s += one weight row w (n int8, n % 4 == 0, n > 0) against four expanded pixels buf: an odd group first,
+ * then two groups per loop pass (28 instructions for 32 MACs). */
+static inline __attribute__((always_inline)) quad_acc quad_mac(const uint32_t *buf, const int8_t *w, int32_t n,
+                                                               quad_acc s)
 {
     register uint32_t x0 __asm__("r2"), x1 __asm__("r3"), x2 __asm__("r4"), x3 __asm__("r5");
     const uint32_t *xp = buf;
     const int8_t *wp = w, *end = w + n;
-    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3]; /* continues the sums in acc */
     uint32_t v, lo;
-    __asm__ volatile(
-        "1:\n\t"
-        "ldr     %[v], [%[wp]], #4\n\t"
-        "ldmia   %[xp]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"
-        "sxtb16  %[lo], %[v]\n\t"
-        "sxtb16  %[v], %[v], ror #8\n\t"
-        "smlad   %[a0], %[x0], %[lo], %[a0]\n\t"
-        "smlad   %[a0], %[x1], %[v], %[a0]\n\t"
-        "smlad   %[a1], %[x2], %[lo], %[a1]\n\t"
-        "smlad   %[a1], %[x3], %[v], %[a1]\n\t"
-        "ldmia   %[xp]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"
-        "smlad   %[a2], %[x0], %[lo], %[a2]\n\t"
-        "smlad   %[a2], %[x1], %[v], %[a2]\n\t"
-        "smlad   %[a3], %[x2], %[lo], %[a3]\n\t"
-        "smlad   %[a3], %[x3], %[v], %[a3]\n\t"
-        "cmp     %[wp], %[end]\n\t"
-        "bne     1b\n\t"
-        : [xp] "+r"(xp), [wp] "+r"(wp), [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
-          [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [v] "=&r"(v), [lo] "=&r"(lo)
-        : [end] "r"(end)
-        : "cc", "memory");
-    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+    if (n & 4) __asm__ volatile(QUAD_GROUP QUAD_OUTPUTS : : "memory");
+    if (n & ~7)
+        __asm__ volatile("1:\n\t" QUAD_GROUP QUAD_GROUP "cmp     %[wp], %[end]\n\t"
+                         "bne     1b\n\t" QUAD_OUTPUTS : [end] "r"(end) : "cc", "memory");
+    return s;
 }
+
+/* requant_finite of the four sums s (plus the float bias BIAS_ADD adds, if any) stored at y[0], y[out_c],
+ * y[2 * out_c], y[3 * out_c]: the same float32 steps, with the sums moved to and from the FPU two at a time. */
+#define QUAD_STORE(BIAS_ADD)                                                                                     \
+    "vmov    s8, s9, %[a0], %[a1]\n\t"                                                                           \
+    "vmov    s10, s11, %[a2], %[a3]\n\t"                                                                         \
+    "vcvt.f32.s32 s8, s8\n\t"                                                                                    \
+    "vcvt.f32.s32 s9, s9\n\t"                                                                                    \
+    "vcvt.f32.s32 s10, s10\n\t"                                                                                  \
+    "vcvt.f32.s32 s11, s11\n\t" BIAS_ADD                                                                         \
+    "vmul.f32 s8, s8, %[e]\n\t"                                                                                  \
+    "vmul.f32 s9, s9, %[e]\n\t"                                                                                  \
+    "vmul.f32 s10, s10, %[e]\n\t"                                                                                \
+    "vmul.f32 s11, s11, %[e]\n\t"                                                                                \
+    "vcvtr.s32.f32 s8, s8\n\t"                                                                                   \
+    "vcvtr.s32.f32 s9, s9\n\t"                                                                                   \
+    "vcvtr.s32.f32 s10, s10\n\t"                                                                                 \
+    "vcvtr.s32.f32 s11, s11\n\t"                                                                                 \
+    "vmov    %[a0], %[a1], s8, s9\n\t"                                                                           \
+    "vmov    %[a2], %[a3], s10, s11\n\t"                                                                         \
+    "qadd    %[a0], %[a0], %[z]\n\t"                                                                             \
+    "qadd    %[a1], %[a1], %[z]\n\t"                                                                             \
+    "qadd    %[a2], %[a2], %[z]\n\t"                                                                             \
+    "qadd    %[a3], %[a3], %[z]\n\t"                                                                             \
+    "ssat    %[a0], #8, %[a0]\n\t"                                                                               \
+    "ssat    %[a1], #8, %[a1]\n\t"                                                                               \
+    "ssat    %[a2], #8, %[a2]\n\t"                                                                               \
+    "ssat    %[a3], #8, %[a3]\n\t"                                                                               \
+    "strb    %[a0], [%[y]]\n\t"                                                                                  \
+    "strb    %[a1], [%[y], %[oc]]\n\t"                                                                           \
+    "add     %[a0], %[y], %[oc], lsl #1\n\t"                                                                     \
+    "strb    %[a2], [%[a0]]\n\t"                                                                                 \
+    "strb    %[a3], [%[a0], %[oc]]\n\t"
+#define QUAD_BIAS_ADD                                                                                            \
+    "vadd.f32 s8, s8, %[fb]\n\t"                                                                                 \
+    "vadd.f32 s9, s9, %[fb]\n\t"                                                                                 \
+    "vadd.f32 s10, s10, %[fb]\n\t"                                                                               \
+    "vadd.f32 s11, s11, %[fb]\n\t"
 
 /* store_out without the mask and the NaN test, for a finite eff: then t = (acc + bias) * eff is finite or
  * +-inf, never NaN, and VCVTR saturates inf exactly as store_out does. */
@@ -362,41 +426,356 @@ static inline __attribute__((always_inline)) void store4_masked(int8_t *y, uint8
     mask[i3 >> 3] = (uint8_t)((mask[i3 >> 3] & ~(1u << (i3 & 7))) | ((uint32_t)(q3 == v3) << (i3 & 7)));
 }
 
+/* The outputs of one output channel at four pixels, y[i0 + j * out_c] for j < 4, from its sums s (started
+ * from the bias when fold; fold implies finite). finite: every multiplier of the call is finite. Without a
+ * mask the whole requantisation is one asm block; with one, store4_masked; otherwise store_out. */
+static inline __attribute__((always_inline)) void quad_finish(quad_acc s, int32_t bias, float e, int32_t y_zero,
+                                                              int8_t *y, uint8_t *mask, int32_t i0, int32_t out_c,
+                                                              int finite, int fold)
+{
+    if (finite && !mask) {
+        int8_t *yo = y + i0;
+        if (fold)
+            __asm__ volatile(QUAD_STORE("")
+                             : [a0] "+r"(s.a0), [a1] "+r"(s.a1), [a2] "+r"(s.a2), [a3] "+r"(s.a3)
+                             : [e] "t"(e), [z] "r"(y_zero), [y] "r"(yo), [oc] "r"(out_c)
+                             : "s8", "s9", "s10", "s11", "memory");
+        else
+            __asm__ volatile(QUAD_STORE(QUAD_BIAS_ADD)
+                             : [a0] "+r"(s.a0), [a1] "+r"(s.a1), [a2] "+r"(s.a2), [a3] "+r"(s.a3)
+                             : [e] "t"(e), [fb] "t"((float)bias), [z] "r"(y_zero), [y] "r"(yo), [oc] "r"(out_c)
+                             : "s8", "s9", "s10", "s11", "memory");
+        return;
+    }
+    const int32_t acc[4] = {s.a0, s.a1, s.a2, s.a3};
+    if (finite) {
+        store4_masked(y, mask, i0, out_c, acc, fold ? 0.0f : (float)bias, e, y_zero);
+        return;
+    }
+    for (int32_t j = 0; j < 4; j++) store_out(y, mask, i0 + j * out_c, acc[j], fold ? 0 : bias, e, y_zero);
+}
+
+/* quad_rows: every output channel of four pixels in one asm loop, for the common case (multipliers finite,
+ * biases folded, no mask, weight rows contiguous: row o + 1 starts where row o ends). Per output channel: its
+ * bias starts the four sums, quad_mac's groups (wp walks on into the next row), then QUAD_STORE. The loop
+ * needs all 14 general registers, so its state waits in memory (one LDM, one STM per channel). */
+typedef struct {
+    const int32_t *bias; /* advanced by one per output channel, as are eff and y */
+    const float *eff;
+    int8_t *y;           /* output of the current channel at the first of the four pixels */
+    int32_t out_c;       /* distance between the four pixels' outputs */
+    int32_t y_zero;
+    const int8_t *y_end; /* y after the last channel */
+    const uint32_t *buf; /* the expanded pixels (expand_quad) */
+    int32_t n;           /* weight row length, n % 4 == 0, n > 0 */
+    /* quad_rows_masked only: */
+    int32_t o;           /* 32: channels done */
+    int32_t mask_step;   /* 36: out_c / 8, bytes between the pixels' mask bytes */
+    uint8_t *mask0;      /* 40: mask byte of pixel 0, channel 0 */
+    uint32_t bits[4];    /* 44: the pixels' clamp bits, newest in bit 31 */
+    int32_t skip;        /* 60: quad_rows_chunk only: bytes from a row's chunk end to the next row's chunk */
+    const int32_t *bias_int; /* 64: quad_rows_chunk stages 3, 4: the biases, added in float */
+} quad_rows_ctx;
+
+/* quad_mac's group with fixed registers: r1 weights, r12 pixels, r2-r5 pixel lanes, r6-r7 weight lanes,
+ * r8-r11 the four sums. */
+#define QUAD_GROUP_FIXED                                                                                         \
+    "ldr     r6, [r1], #4\n\t"                                                                                   \
+    "ldmia   r12!, {r2, r3, r4, r5}\n\t"                                                                         \
+    "sxtb16  r7, r6\n\t"                                                                                         \
+    "sxtb16  r6, r6, ror #8\n\t"                                                                                 \
+    "smlad   r8, r2, r7, r8\n\t"                                                                                 \
+    "smlad   r8, r3, r6, r8\n\t"                                                                                 \
+    "smlad   r9, r4, r7, r9\n\t"                                                                                 \
+    "smlad   r9, r5, r6, r9\n\t"                                                                                 \
+    "ldmia   r12!, {r2, r3, r4, r5}\n\t"                                                                         \
+    "smlad   r10, r2, r7, r10\n\t"                                                                               \
+    "smlad   r10, r3, r6, r10\n\t"                                                                               \
+    "smlad   r11, r4, r7, r11\n\t"                                                                               \
+    "smlad   r11, r5, r6, r11\n\t"
+
+/* The per-channel loop: the four sums start from the channel's bias (QUAD_INIT_BIAS) or from its partial sums
+ * (QUAD_INIT_SUMS: ctx->bias then points to quad_acc sums), then quad_mac's groups (ODD: the n % 8 == 4 variant,
+ * one group before the loop of two). */
+#define QUAD_INIT_BIAS                                                                                           \
+    "ldr     r8, [r2], #4\n\t"                                                                                   \
+    "mov     r9, r8\n\t"                                                                                         \
+    "mov     r10, r8\n\t"                                                                                        \
+    "mov     r11, r8\n\t"
+#define QUAD_INIT_SUMS "ldmia   r2!, {r8, r9, r10, r11}\n\t"
+#define QUAD_ROWS_MAC(INIT, ODD)                                                                                 \
+    "0:\n\t"                                                                                                     \
+    "ldmia   r0, {r2, r3, r4, r5, r6, r7, r12, lr}\n\t" /* bias, eff, y, out_c, y_zero, y_end, buf, n */           \
+    INIT                                                                                                         \
+    "vldmia  r3!, {s12}\n\t"                                                                                     \
+    "stmia   r0, {r2, r3}\n\t"                                                                                   \
+    "add     lr, r1, lr\n\t" ODD                                                                                 \
+    "1:\n\t" QUAD_GROUP_FIXED QUAD_GROUP_FIXED                                                                   \
+    "cmp     r1, lr\n\t"                                                                                         \
+    "bne     1b\n\t"                                                                                             \
+    "2:\n\t"
+
+/* After QUAD_ROWS_MAC: the four sums requantised up to the clamp (QUAD_STORE's steps; y_zero added). */
+#define QUAD_ROWS_REQ QUAD_ROWS_REQ_BIAS("", "")
+/* BIAS_LOAD, BIAS_ADD: the channel's int bias (ctx->bias_int, advanced) as float in s13, added to the sums (the
+ * unfolded requantisation: sums from 0, any bias, any in_c). */
+#define QUAD_BIAS_LOAD                                                                                           \
+    "ldr     r2, [r0, #64]\n\t"                                                                                  \
+    "ldr     r3, [r2], #4\n\t"                                                                                   \
+    "str     r2, [r0, #64]\n\t"                                                                                  \
+    "vmov    s13, r3\n\t"                                                                                        \
+    "vcvt.f32.s32 s13, s13\n\t"
+#define QUAD_BIAS_ADD_S13                                                                                        \
+    "vadd.f32 s8, s8, s13\n\t"                                                                                   \
+    "vadd.f32 s9, s9, s13\n\t"                                                                                   \
+    "vadd.f32 s10, s10, s13\n\t"                                                                                 \
+    "vadd.f32 s11, s11, s13\n\t"
+#define QUAD_ROWS_REQ_BIAS(BIAS_LOAD, BIAS_ADD)                                                                  \
+    BIAS_LOAD                                                                                                    \
+    "add     r2, r0, #8\n\t"                                                                                     \
+    "ldmia   r2, {r4, r5, r6, r7}\n\t" /* y, out_c, y_zero, y_end */                                             \
+    "vmov    s8, s9, r8, r9\n\t"                                                                                 \
+    "vmov    s10, s11, r10, r11\n\t"                                                                             \
+    "vcvt.f32.s32 s8, s8\n\t"                                                                                    \
+    "vcvt.f32.s32 s9, s9\n\t"                                                                                    \
+    "vcvt.f32.s32 s10, s10\n\t"                                                                                  \
+    "vcvt.f32.s32 s11, s11\n\t" BIAS_ADD                                                                         \
+    "vmul.f32 s8, s8, s12\n\t"                                                                                   \
+    "vmul.f32 s9, s9, s12\n\t"                                                                                   \
+    "vmul.f32 s10, s10, s12\n\t"                                                                                 \
+    "vmul.f32 s11, s11, s12\n\t"                                                                                 \
+    "vcvtr.s32.f32 s8, s8\n\t"                                                                                   \
+    "vcvtr.s32.f32 s9, s9\n\t"                                                                                   \
+    "vcvtr.s32.f32 s10, s10\n\t"                                                                                 \
+    "vcvtr.s32.f32 s11, s11\n\t"                                                                                 \
+    "vmov    r8, r9, s8, s9\n\t"                                                                                 \
+    "vmov    r10, r11, s10, s11\n\t"                                                                             \
+    "qadd    r8, r8, r6\n\t"                                                                                     \
+    "qadd    r9, r9, r6\n\t"                                                                                     \
+    "qadd    r10, r10, r6\n\t"                                                                                   \
+    "qadd    r11, r11, r6\n\t"
+
+/* Weight rows of a chunk of in_c (pointwise_quads_chunked): on to the next row's chunk (ctx->skip bytes). */
+#define QUAD_SKIP                                                                                                \
+    "ldr     r2, [r0, #60]\n\t"                                                                                  \
+    "add     r1, r1, r2\n\t"
+
+/* After QUAD_ROWS_REQ, no mask: clamp, store, next channel (SKIP: QUAD_SKIP or ""). */
+#define QUAD_ROWS_TAIL(SKIP)                                                                                     \
+    "ssat    r8, #8, r8\n\t"                                                                                     \
+    "ssat    r9, #8, r9\n\t"                                                                                     \
+    "ssat    r10, #8, r10\n\t"                                                                                   \
+    "ssat    r11, #8, r11\n\t"                                                                                   \
+    "strb    r8, [r4]\n\t"                                                                                       \
+    "strb    r9, [r4, r5]\n\t"                                                                                   \
+    "add     r2, r4, r5, lsl #1\n\t"                                                                             \
+    "strb    r10, [r2]\n\t"                                                                                      \
+    "strb    r11, [r2, r5]\n\t" SKIP                                                                             \
+    "add     r4, r4, #1\n\t"                                                                                     \
+    "str     r4, [r0, #8]\n\t"                                                                                   \
+    "cmp     r4, r7\n\t"                                                                                         \
+    "bne     0b\n\t"
+
+/* After QUAD_ROWS_MAC of a chunk that is not the last: the partial sums back to their quad_acc. */
+#define QUAD_ROWS_TAIL_SUMS                                                                                      \
+    "ldr     r2, [r0]\n\t"                                                                                       \
+    "stmdb   r2, {r8, r9, r10, r11}\n\t" QUAD_SKIP                                                                \
+    "ldr     r4, [r0, #8]\n\t"                                                                                   \
+    "add     r4, r4, #1\n\t"                                                                                     \
+    "str     r4, [r0, #8]\n\t"                                                                                   \
+    "ldr     r7, [r0, #20]\n\t"                                                                                  \
+    "cmp     r4, r7\n\t"                                                                                         \
+    "bne     0b\n\t"
+
+/* The clamp bit of pixel J's sum (v in RV, before SSAT) shifted into its collector RC from the top: C = v + 128
+ * lies in 0..255 (RSBS: 255 - t borrows otherwise), then RRX. */
+#define QUAD_CLAMP_BIT(RV, RC)                                                                                   \
+    "add     r7, " RV ", #128\n\t"                                                                               \
+    "rsbs    r7, r7, #255\n\t"                                                                                   \
+    "rrx     " RC ", " RC "\n\t"                                                                                 \
+    "ssat    " RV ", #8, " RV "\n\t"
+
+/* After QUAD_ROWS_REQ, with a mask (out_c % 8 == 0, the run starting at a channel o % 8 == 0): the four pixels' clamp
+ * bits collect in four words (ctx, from offset 44), the newest in bit 31; after every eighth channel their top
+ * bytes are the pixels' mask bytes of those channels. */
+#define QUAD_ROWS_TAIL_MASKED(SKIP)                                                                              \
+    "add     r2, r0, #44\n\t"                                                                                    \
+    "ldmia   r2, {r2, r3, r12, lr}\n\t" QUAD_CLAMP_BIT("r8", "r2") QUAD_CLAMP_BIT("r9", "r3")                      \
+        QUAD_CLAMP_BIT("r10", "r12") QUAD_CLAMP_BIT("r11", "lr")                                                 \
+    "strb    r8, [r4]\n\t"                                                                                       \
+    "strb    r9, [r4, r5]\n\t"                                                                                   \
+    "add     r6, r4, r5, lsl #1\n\t"                                                                             \
+    "strb    r10, [r6]\n\t"                                                                                      \
+    "strb    r11, [r6, r5]\n\t"                                                                                  \
+    "add     r7, r0, #44\n\t"                                                                                    \
+    "stmia   r7, {r2, r3, r12, lr}\n\t"                                                                          \
+    "ldr     r7, [r0, #32]\n\t"                                                                                  \
+    "add     r7, r7, #1\n\t"                                                                                     \
+    "str     r7, [r0, #32]\n\t"                                                                                  \
+    "tst     r7, #7\n\t"                                                                                         \
+    "bne     3f\n\t"                                                                                             \
+    "ldrd    r5, r6, [r0, #36]\n\t" /* out_c / 8, the mask byte of pixel 0 channel 0 */                          \
+    "add     r6, r6, r7, lsr #3\n\t"                                                                             \
+    "sub     r6, r6, #1\n\t"                                                                                     \
+    "lsr     r2, r2, #24\n\t"                                                                                    \
+    "strb    r2, [r6]\n\t"                                                                                       \
+    "add     r6, r6, r5\n\t"                                                                                     \
+    "lsr     r3, r3, #24\n\t"                                                                                    \
+    "strb    r3, [r6]\n\t"                                                                                       \
+    "add     r6, r6, r5\n\t"                                                                                     \
+    "lsr     r12, r12, #24\n\t"                                                                                  \
+    "strb    r12, [r6]\n\t"                                                                                      \
+    "add     r6, r6, r5\n\t"                                                                                     \
+    "lsr     lr, lr, #24\n\t"                                                                                    \
+    "strb    lr, [r6]\n\t"                                                                                       \
+    "3:\n\t" SKIP                                                                                                \
+    "add     r4, r4, #1\n\t"                                                                                     \
+    "str     r4, [r0, #8]\n\t"                                                                                   \
+    "ldr     r7, [r0, #20]\n\t"                                                                                  \
+    "cmp     r4, r7\n\t"                                                                                         \
+    "bne     0b\n\t"
+
+/* Every output channel of the four pixels whose outputs start at ctx->y (ctx->bias, eff, y are advanced). */
+#define QUAD_ROWS_ODD                                                                                            \
+    QUAD_GROUP_FIXED "cmp     r1, lr\n\t"                                                                        \
+                     "beq     2f\n\t"
+#define QUAD_ROWS_CALL(TEXT)                                                                                     \
+    __asm__ volatile(TEXT                                                                                        \
+                     : "+r"(wp)                                                                                  \
+                     : "r"(c)                                                                                    \
+                     : "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9", "s10", \
+                       "s11", "s12", "s13", "cc", "memory")
+static inline __attribute__((always_inline)) void quad_rows(quad_rows_ctx *ctx, const int8_t *w)
+{
+    register quad_rows_ctx *c __asm__("r0") = ctx;
+    register const int8_t *wp __asm__("r1") = w;
+    if (ctx->n & 4) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_BIAS, QUAD_ROWS_ODD) QUAD_ROWS_REQ QUAD_ROWS_TAIL(""));
+    else QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_BIAS, "") QUAD_ROWS_REQ QUAD_ROWS_TAIL(""));
+}
+
+/* quad_rows with the clamp mask (ctx->o = 0, collectors 0; every channel of the pixels, out_c % 8 == 0), every
+ * bias taken as folded: the caller redoes the channels whose bias is not (quad_unfolded). Not inlined: one
+ * call per four pixels. */
+static __attribute__((noinline)) void quad_rows_masked(quad_rows_ctx *ctx, const int8_t *w)
+{
+    register quad_rows_ctx *c __asm__("r0") = ctx;
+    register const int8_t *wp __asm__("r1") = w;
+    if (ctx->n & 4)
+        QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_BIAS, QUAD_ROWS_ODD) QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(""));
+    else QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_BIAS, "") QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(""));
+}
+
+/* One chunk of in_c (ctx->n channels, rows ctx->skip bytes apart beyond it) for a block of output channels whose
+ * partial sums ctx->bias points to: stored back (stage 0), or requantised without (1) or with (2) a mask, the
+ * biases folded into the sums, or without (3) or with (4) a mask, the biases ctx->bias_int added in float. */
+static __attribute__((noinline)) void quad_rows_chunk(quad_rows_ctx *ctx, const int8_t *w, int stage)
+{
+    register quad_rows_ctx *c __asm__("r0") = ctx;
+    register const int8_t *wp __asm__("r1") = w;
+    if (ctx->n & 4) {
+        if (stage == 0) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD) QUAD_ROWS_TAIL_SUMS);
+        else if (stage == 1)
+            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD) QUAD_ROWS_REQ QUAD_ROWS_TAIL(QUAD_SKIP));
+        else if (stage == 2)
+            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD) QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
+        else if (stage == 3)
+            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD)
+                               QUAD_ROWS_REQ_BIAS(QUAD_BIAS_LOAD, QUAD_BIAS_ADD_S13) QUAD_ROWS_TAIL(QUAD_SKIP));
+        else
+            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD)
+                               QUAD_ROWS_REQ_BIAS(QUAD_BIAS_LOAD, QUAD_BIAS_ADD_S13) QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
+    } else {
+        if (stage == 0) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_TAIL_SUMS);
+        else if (stage == 1) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_REQ QUAD_ROWS_TAIL(QUAD_SKIP));
+        else if (stage == 2) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
+        else if (stage == 3)
+            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_REQ_BIAS(QUAD_BIAS_LOAD, QUAD_BIAS_ADD_S13)
+                               QUAD_ROWS_TAIL(QUAD_SKIP));
+        else
+            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_REQ_BIAS(QUAD_BIAS_LOAD, QUAD_BIAS_ADD_S13)
+                               QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
+    }
+}
+
+/* Up to this many output channels per call may have a bias too large to fold (dead channels) and still take
+ * quad_rows for the others. */
+#define MT_DEAD_MAX 16
+
+/* The output channels whose bias cannot be folded (|bias| > 2^24), into dead; -1 when more than MT_DEAD_MAX. */
+static int32_t unfoldable_channels(const int32_t *bias, int32_t out_c, int16_t *dead)
+{
+    int32_t n = 0;
+    for (int32_t o = 0; o < out_c; o++) {
+        if (fold_one(bias[o])) continue;
+        if (n == MT_DEAD_MAX) return -1;
+        dead[n++] = (int16_t)o;
+    }
+    return n;
+}
+
+/* One output channel of four expanded pixels (outputs y[i0 + j * out_c]), its bias added in float, multiplier
+ * finite: a channel whose bias cannot be folded, apart from quad_rows (not inlined: the register pressure of
+ * quad_mac where the callers keep their loop state). */
+static __attribute__((noinline)) void quad_unfolded(const uint32_t *buf, const int8_t *w, int32_t n, int32_t bias,
+                                                    float e, int32_t y_zero, int8_t *y, uint8_t *mask, int32_t i0,
+                                                    int32_t out_c)
+{
+    quad_finish(quad_mac(buf, w, n, (quad_acc){0, 0, 0, 0}), bias, e, y_zero, y, mask, i0, out_c, 1, 0);
+}
+
+/* Every output channel of four expanded pixels without a mask (finite multipliers, n within the folding bound),
+ * outputs from y (pixel 0, channel 0) on, weight rows n bytes apart: the runs of foldable channels by quad_rows,
+ * the n_dead channels listed in dead one at a time with the bias added in float. */
+static inline __attribute__((always_inline)) void quad_all_rows(const uint32_t *buf, const int8_t *w, int32_t n,
+                                                                const int32_t *bias, const float *eff, int32_t out_c,
+                                                                int32_t y_zero, int8_t *y, const int16_t *dead,
+                                                                int32_t n_dead)
+{
+    quad_rows_ctx ctx = {bias, eff, y, out_c, y_zero, y + out_c, buf, n, 0, 0, NULL, {0, 0, 0, 0}, 0, NULL};
+    if (n_dead == 0) {
+        quad_rows(&ctx, w);
+        return;
+    }
+    int32_t o = 0;
+    for (int32_t k = 0; k <= n_dead; k++) {
+        const int32_t d = k < n_dead ? dead[k] : out_c;
+        if (d > o) {
+            ctx.bias = bias + o, ctx.eff = eff + o, ctx.y = y + o, ctx.y_end = y + d;
+            quad_rows(&ctx, w + o * n);
+        }
+        if (d < out_c) quad_unfolded(buf, w + d * n, n, bias[d], eff[d], y_zero, y, NULL, d, out_c);
+        o = d + 1;
+    }
+}
+
 static inline int is_finite(float f) { return f - f == 0.0f; }
 
 /* All output channels of four output pixels (pix .. pix + 3) from their expanded inputs buf (n4 lanes each,
  * n4 % 4 == 0): row o of the weight starts at w + o * stride (stride <= n4). Lanes past `stride` must be
  * zero: they meet the next row's first bytes, or for the last row its padded copy last_row (NULL when
- * stride == n4), so nothing outside the weight array is read. finite: every multiplier is finite (decided once
- * per call); then without a mask requant_finite with nothing else live across the loop, with one store4_masked. */
+ * stride == n4), so nothing outside the weight array is read. finite: see quad_finish; fold: finite and n4
+ * within the folding bound (each channel then folds its bias when |bias| <= 2^24). */
 static inline __attribute__((always_inline)) void
 quad_outputs(const uint32_t *buf, const int8_t *w, int32_t stride, int32_t n4, const int8_t *last_row,
              const int32_t *bias, const float *eff, int32_t out_c, int32_t y_zero, int32_t pix, int8_t *y,
-             uint8_t *mask, int finite)
+             uint8_t *mask, int finite, int fold)
 {
     const int8_t *wo = w;
-    if (!mask && finite) {
-        int8_t *yo = y + pix * out_c;
-        for (int32_t o = 0; o < out_c; o++, wo += stride, yo++) {
-            int32_t acc[4] = {0, 0, 0, 0};
-            dot_quad_asm(buf, (last_row && o == out_c - 1) ? last_row : wo, n4, acc);
-            const float e = eff[o], b = (float)bias[o];
-            yo[0] = requant_finite(acc[0], b, e, y_zero);
-            yo[out_c] = requant_finite(acc[1], b, e, y_zero);
-            yo[2 * out_c] = requant_finite(acc[2], b, e, y_zero);
-            yo[3 * out_c] = requant_finite(acc[3], b, e, y_zero);
-        }
-        return;
-    }
     for (int32_t o = 0; o < out_c; o++, wo += stride) {
-        int32_t acc[4] = {0, 0, 0, 0};
-        dot_quad_asm(buf, (last_row && o == out_c - 1) ? last_row : wo, n4, acc);
-        if (mask && finite) {
-            store4_masked(y, mask, pix * out_c + o, out_c, acc, (float)bias[o], eff[o], y_zero);
-            continue;
-        }
-        for (int32_t j = 0; j < 4; j++) store_out(y, mask, (pix + j) * out_c + o, acc[j], bias[o], eff[o], y_zero);
+        const int f = fold && fold_one(bias[o]);
+        const int32_t b = f ? bias[o] : 0;
+        const quad_acc s = quad_mac(buf, (last_row && o == out_c - 1) ? last_row : wo, n4, (quad_acc){b, b, b, b});
+        quad_finish(s, bias[o], eff[o], y_zero, y, mask, pix * out_c + o, out_c, finite, f);
     }
+}
+
+/* quad_outputs as a call of its own: inlined into conv_quads, gcc finds no registers for quad_mac (Cortex-M4). */
+static __attribute__((noinline)) void quad_outputs_apart(const uint32_t *buf, const int8_t *w, int32_t stride, int32_t n4,
+                                                         const int8_t *last_row, const int32_t *bias, const float *eff,
+                                                         int32_t out_c, int32_t y_zero, int32_t pix, int8_t *y,
+                                                         uint8_t *mask, int finite, int fold)
+{
+    quad_outputs(buf, w, stride, n4, last_row, bias, eff, out_c, y_zero, pix, y, mask, finite, fold);
 }
 
 static int all_finite(const float *v, int32_t n)
@@ -409,7 +788,7 @@ static int all_finite(const float *v, int32_t n)
 /* Inputs of at most MT_QUAD_MAX_K lanes per output pixel (pointwise in_c, dense kh * kw * in_c) go four
  * pixels per pass through a stack buffer of 8 * MT_QUAD_MAX_K bytes. */
 #ifndef MT_QUAD_MAX_K
-#define MT_QUAD_MAX_K 64
+#define MT_QUAD_MAX_K 96
 #endif
 
 /* Pointwise conv with in_c % 4 == 0, in_c <= MT_QUAD_MAX_K, four pixels per pass. Returns the number of
@@ -420,12 +799,28 @@ static __attribute__((noinline)) int32_t pointwise_quads(const mt_conv_params *p
 {
     uint32_t buf[2 * MT_QUAD_MAX_K];
     const int32_t in_c = p->in_c, neg_zero = pack_neg_zero(p->x_zero), n_pix = p->out_h * p->out_w;
-    const int finite = all_finite(eff, p->out_c);
+    int16_t dead[MT_DEAD_MAX];
+    const int finite = all_finite(eff, p->out_c), fold = finite && fold_k(in_c);
+    const int32_t out_c = p->out_c, n_dead = fold ? unfoldable_channels(bias, out_c, dead) : -1;
+    const int masked_rows = mask && n_dead >= 0 && (out_c & 7) == 0;
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         expand_quad(pixel_in(p, x, pix), pixel_in(p, x, pix + 1), pixel_in(p, x, pix + 2), pixel_in(p, x, pix + 3),
                     neg_zero, in_c, buf);
-        quad_outputs(buf, w, in_c, in_c, NULL, bias, eff, p->out_c, p->y_zero, pix, y, mask, finite);
+        if (!mask && n_dead >= 0) {
+            quad_all_rows(buf, w, in_c, bias, eff, out_c, p->y_zero, y + pix * out_c, dead, n_dead);
+            continue;
+        }
+        if (masked_rows) {
+            quad_rows_ctx ctx = {bias, eff, y + pix * out_c, out_c, p->y_zero, y + (pix + 1) * out_c, buf, in_c,
+                                 0, out_c >> 3, mask + ((pix * out_c) >> 3), {0, 0, 0, 0}, 0, NULL};
+            quad_rows_masked(&ctx, w);
+            for (int32_t k = 0; k < n_dead; k++) /* their sums were started from the unfoldable bias: again */
+                quad_unfolded(buf, w + dead[k] * in_c, in_c, bias[dead[k]], eff[dead[k]], p->y_zero, y, mask,
+                              pix * out_c + dead[k], out_c);
+            continue;
+        }
+        quad_outputs_apart(buf, w, in_c, in_c, NULL, bias, eff, out_c, p->y_zero, pix, y, mask, finite, fold);
     }
     return pix;
 }
@@ -441,39 +836,41 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
                                                                  const float *eff, int8_t *y, uint8_t *mask)
 {
     uint32_t buf[2 * MT_QUAD_MAX_K];
-    int32_t acc[4 * MT_QUAD_O_BLOCK];
+    quad_acc acc[MT_QUAD_O_BLOCK];
     const int32_t in_c = p->in_c, out_c = p->out_c, y_zero = p->y_zero, neg_zero = pack_neg_zero(p->x_zero);
     const int32_t n_pix = p->out_h * p->out_w;
-    const int finite = all_finite(eff, out_c), short_requant = !mask && finite;
+    const int finite = all_finite(eff, out_c), fold = finite && fold_k(in_c);
+    /* finite multipliers (and whole mask bytes per block): the chunks run in quad_rows_chunk, the sums from 0
+     * and the biases added in float (any bias, any in_c; a few instructions per channel against its in_c MACs) */
+    const int rows = finite && (!mask || (out_c & 7) == 0) && (MT_QUAD_O_BLOCK & 7) == 0;
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         const int8_t *x0 = pixel_in(p, x, pix), *x1 = pixel_in(p, x, pix + 1);
         const int8_t *x2 = pixel_in(p, x, pix + 2), *x3 = pixel_in(p, x, pix + 3);
         for (int32_t o0 = 0; o0 < out_c; o0 += MT_QUAD_O_BLOCK) {
             const int32_t on = out_c - o0 < MT_QUAD_O_BLOCK ? out_c - o0 : MT_QUAD_O_BLOCK;
-            for (int32_t i = 0; i < 4 * on; i++) acc[i] = 0;
+            for (int32_t o = 0; o < on; o++) {
+                const int32_t b = !rows && fold && fold_one(bias[o0 + o]) ? bias[o0 + o] : 0;
+                acc[o] = (quad_acc){b, b, b, b};
+            }
             for (int32_t k0 = 0; k0 < in_c; k0 += MT_QUAD_MAX_K) {
                 const int32_t kn = in_c - k0 < MT_QUAD_MAX_K ? in_c - k0 : MT_QUAD_MAX_K;
                 expand_quad(x0 + k0, x1 + k0, x2 + k0, x3 + k0, neg_zero, kn, buf);
                 const int8_t *wo = w + o0 * in_c + k0;
-                for (int32_t o = 0; o < on; o++, wo += in_c) dot_quad_asm(buf, wo, kn, acc + 4 * o);
-            }
-            for (int32_t o = 0; o < on; o++) {
-                const int32_t oc = o0 + o;
-                if (short_requant) {
-                    const float e = eff[oc], b = (float)bias[oc];
-                    int8_t *yo = y + pix * out_c + oc;
-                    yo[0] = requant_finite(acc[4 * o], b, e, y_zero);
-                    yo[out_c] = requant_finite(acc[4 * o + 1], b, e, y_zero);
-                    yo[2 * out_c] = requant_finite(acc[4 * o + 2], b, e, y_zero);
-                    yo[3 * out_c] = requant_finite(acc[4 * o + 3], b, e, y_zero);
-                } else if (finite) {
-                    store4_masked(y, mask, pix * out_c + oc, out_c, acc + 4 * o, (float)bias[oc], eff[oc], y_zero);
-                } else {
-                    for (int32_t j = 0; j < 4; j++)
-                        store_out(y, mask, (pix + j) * out_c + oc, acc[4 * o + j], bias[oc], eff[oc], y_zero);
+                if (rows) {
+                    int8_t *yo = y + pix * out_c + o0;
+                    quad_rows_ctx ctx = {(const int32_t *)acc, eff + o0, yo, out_c, y_zero, yo + on, buf, kn, o0,
+                                         out_c >> 3, mask ? mask + ((pix * out_c) >> 3) : NULL, {0, 0, 0, 0},
+                                         in_c - kn, bias + o0};
+                    quad_rows_chunk(&ctx, wo, k0 + kn < in_c ? 0 : mask ? 4 : 3);
+                    continue;
                 }
+                for (int32_t o = 0; o < on; o++, wo += in_c) acc[o] = quad_mac(buf, wo, kn, acc[o]);
             }
+            if (rows) continue;
+            for (int32_t o = 0; o < on; o++)
+                quad_finish(acc[o], bias[o0 + o], eff[o0 + o], y_zero, y, mask, pix * out_c + o0 + o, out_c, finite,
+                            fold && fold_one(bias[o0 + o]));
         }
     }
     return pix;
@@ -617,19 +1014,32 @@ static void gather_field_fast(const mt_conv_params *p, const int8_t *x, int32_t 
     for (; k < n4; k++) field[k] = (int8_t)p->x_zero;
 }
 
-/* Dense conv with k_n = kh * kw * in_c <= MT_QUAD_MAX_K (first_conv: 27), four output pixels per pass: the
+#ifndef MT_CONV_QUAD_MAX_K
+#define MT_CONV_QUAD_MAX_K 64
+#endif
+#ifndef MT_CONV_ROWS_MAX
+#define MT_CONV_ROWS_MAX 512 /* bytes of zero-padded weight rows (first_conv: 16 x 28) */
+#endif
+/* Dense conv with k_n = kh * kw * in_c <= MT_CONV_QUAD_MAX_K (first_conv: 27), four output pixels per pass: the
  * receptive fields are gathered padded to a multiple of 4 with the zero point, expanded like pointwise
- * inputs, and every weight row is read as n4 bytes (the last row from a zero-padded copy). Returns the
- * number of pixels done. */
+ * inputs, and every weight row is read as n4 bytes (the last row from a zero-padded copy, or without a mask
+ * all rows from a zero-padded copy for quad_rows). Returns the number of pixels done. */
 static __attribute__((noinline)) int32_t conv_quads(const mt_conv_params *p, const int8_t *x, const int8_t *w,
                                                     const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask)
 {
-    uint32_t buf[2 * MT_QUAD_MAX_K];
-    int8_t field[MT_QUAD_MAX_K] __attribute__((aligned(4))), last_row[MT_QUAD_MAX_K] __attribute__((aligned(4)));
+    uint32_t buf[2 * MT_CONV_QUAD_MAX_K];
+    int8_t field[MT_CONV_QUAD_MAX_K] __attribute__((aligned(4))), last_row[MT_CONV_QUAD_MAX_K] __attribute__((aligned(4)));
+    int8_t rows[MT_CONV_ROWS_MAX] __attribute__((aligned(4)));
     const int32_t k_n = p->kh * p->kw * p->in_c, n4 = (k_n + 3) & ~3, n_pix = p->out_h * p->out_w;
-    const int32_t neg_zero = pack_neg_zero(p->x_zero);
-    for (int32_t k = 0; k < n4; k++) last_row[k] = k < k_n ? w[(p->out_c - 1) * k_n + k] : 0;
-    const int finite = all_finite(eff, p->out_c);
+    const int32_t neg_zero = pack_neg_zero(p->x_zero), out_c = p->out_c;
+    for (int32_t k = 0; k < n4; k++) last_row[k] = k < k_n ? w[(out_c - 1) * k_n + k] : 0;
+    int16_t dead[MT_DEAD_MAX];
+    const int finite = all_finite(eff, out_c), fold = finite && fold_k(n4);
+    /* without a mask: every row zero-padded to n4 bytes, so quad_all_rows walks them */
+    const int32_t n_dead = fold && !mask && out_c * n4 <= MT_CONV_ROWS_MAX ? unfoldable_channels(bias, out_c, dead) : -1;
+    if (n_dead >= 0)
+        for (int32_t o = 0; o < out_c; o++)
+            for (int32_t k = 0; k < n4; k++) rows[o * n4 + k] = k < k_n ? w[o * k_n + k] : 0;
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
         for (int32_t j = 0; j < 4; j++) { /* pixel j into lanes 2j, 2j + 1 of each 8-word group */
@@ -640,8 +1050,12 @@ static __attribute__((noinline)) int32_t conv_quads(const mt_conv_params *p, con
                 buf[2 * g + 2 * j + 1] = sxtab16_ror8((uint32_t)neg_zero, v);
             }
         }
-        quad_outputs(buf, w, k_n, n4, n4 > k_n ? last_row : NULL, bias, eff, p->out_c, p->y_zero, pix, y, mask,
-                     finite);
+        if (n_dead >= 0) {
+            quad_all_rows(buf, rows, n4, bias, eff, out_c, p->y_zero, y + pix * out_c, dead, n_dead);
+            continue;
+        }
+        quad_outputs_apart(buf, w, k_n, n4, n4 > k_n ? last_row : NULL, bias, eff, out_c, p->y_zero, pix, y, mask,
+                           finite, fold);
     }
     return pix;
 }
@@ -691,7 +1105,7 @@ void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const
         mt_conv_s8_portable(p, x, w, bias, eff, y, mask);
         return;
     }
-    const int32_t first = k_n <= MT_QUAD_MAX_K ? conv_quads(p, x, w, bias, eff, y, mask) : 0;
+    const int32_t first = k_n <= MT_CONV_QUAD_MAX_K ? conv_quads(p, x, w, bias, eff, y, mask) : 0;
     if (first < p->out_h * p->out_w) conv_patches(p, x, w, bias, eff, y, mask, first);
 }
 
@@ -744,10 +1158,38 @@ static void padded_last_row(const int8_t *w, int32_t rows, int32_t n, int32_t n4
     for (int32_t k = 0; k < n4; k++) out[k] = k < n ? w[(rows - 1) * n + k] : 0;
 }
 
+/* All output channels of four gathered pixels of a split pointwise conv (both blocks whole groups of 4, no
+ * padding), blocks of MT_QUAD_O_BLOCK channels: the frozen block's sums kept (quad_rows_chunk stage 0), then
+ * the trained block's added and requantised (stage 1, or 2 with the mask); channels whose bias cannot be
+ * folded are redone apart. */
+static __attribute__((noinline)) void split_rows(const uint32_t *buf, const int8_t *w_frozen, int32_t n_frozen,
+                                                 const int8_t *w_train, int32_t n_train, const int32_t *bias,
+                                                 const float *eff, int32_t out_c, int32_t y_zero, int32_t pix,
+                                                 int8_t *y, uint8_t *mask, const int16_t *dead, int32_t n_dead)
+{
+    quad_acc acc[MT_QUAD_O_BLOCK];
+    for (int32_t o0 = 0; o0 < out_c; o0 += MT_QUAD_O_BLOCK) {
+        const int32_t on = out_c - o0 < MT_QUAD_O_BLOCK ? out_c - o0 : MT_QUAD_O_BLOCK;
+        for (int32_t o = 0; o < on; o++) acc[o] = (quad_acc){bias[o0 + o], bias[o0 + o], bias[o0 + o], bias[o0 + o]};
+        int8_t *yo = y + pix * out_c + o0;
+        quad_rows_ctx ctx = {(const int32_t *)acc, eff + o0, yo, out_c, y_zero, yo + on, buf, n_frozen, o0,
+                             out_c >> 3, mask ? mask + ((pix * out_c) >> 3) : NULL, {0, 0, 0, 0}, 0, NULL};
+        quad_rows_chunk(&ctx, w_frozen + o0 * n_frozen, 0);
+        ctx.bias = (const int32_t *)acc, ctx.eff = eff + o0, ctx.y = yo, ctx.buf = buf + 2 * n_frozen, ctx.n = n_train;
+        quad_rows_chunk(&ctx, w_train + o0 * n_train, mask ? 2 : 1);
+    }
+    for (int32_t k = 0; k < n_dead; k++) {
+        const int32_t d = dead[k];
+        quad_acc s = quad_mac(buf, w_frozen + d * n_frozen, n_frozen, (quad_acc){0, 0, 0, 0});
+        s = quad_mac(buf + 2 * n_frozen, w_train + d * n_train, n_train, s);
+        quad_finish(s, bias[d], eff[d], y_zero, y, mask, pix * out_c + d, out_c, 1, 0);
+    }
+}
+
 /* Split pointwise conv, four pixels per pass (nf4 + nt4 <= MT_QUAD_MAX_K, the channel counts rounded up to
  * 4): each pixel's frozen then trained channels are gathered into an int8 field, each block padded to a
  * multiple of 4 with the zero point (value 0), and expanded like pointwise inputs; every output channel is
- * then two dot_quad_asm passes into the same sums. Returns the number of pixels done. */
+ * then two quad_mac passes into the same sums. Returns the number of pixels done. */
 static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
                                                      const int16_t *frozen_idx, int32_t n_frozen,
                                                      const int8_t *w_train, const int16_t *train_idx, int32_t n_train,
@@ -759,7 +1201,12 @@ static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, co
     const int32_t out_c = p->out_c, y_zero = p->y_zero, n_pix = p->out_h * p->out_w;
     const int32_t nf4 = (n_frozen + 3) & ~3, nt4 = (n_train + 3) & ~3, neg_zero = pack_neg_zero(p->x_zero);
     const int8_t zero = (int8_t)p->x_zero;
-    const int finite = all_finite(eff, out_c), short_requant = !mask && finite;
+    const int finite = all_finite(eff, out_c), fold = finite && fold_k(nf4 + nt4);
+    int16_t dead[MT_DEAD_MAX];
+    /* both blocks whole groups of 4 channels, every bias folded or listed: the asm channel loop (two stages) */
+    const int32_t n_dead = fold && nf4 == n_frozen && nt4 == n_train && n_frozen && n_train
+                               ? unfoldable_channels(bias, out_c, dead) : -1;
+    const int rows = n_dead >= 0 && (!mask || (out_c & 7) == 0);
     padded_last_row(w_frozen, out_c, n_frozen, nf4, last_f);
     padded_last_row(w_train, out_c, n_train, nt4, last_t);
     int32_t pix = 0;
@@ -777,24 +1224,18 @@ static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, co
                 buf[2 * g + 2 * j + 1] = sxtab16_ror8((uint32_t)neg_zero, v);
             }
         }
+        if (rows) {
+            split_rows(buf, w_frozen, n_frozen, w_train, n_train, bias, eff, out_c, y_zero, pix, y, mask, dead, n_dead);
+            continue;
+        }
         for (int32_t o = 0; o < out_c; o++) {
-            int32_t acc[4] = {0, 0, 0, 0};
             const int last = o == out_c - 1;
-            if (nf4) dot_quad_asm(buf, (last && nf4 > n_frozen) ? last_f : w_frozen + o * n_frozen, nf4, acc);
-            if (nt4) dot_quad_asm(buf + 2 * nf4, (last && nt4 > n_train) ? last_t : w_train + o * n_train, nt4, acc);
-            if (short_requant) {
-                const float e = eff[o], b = (float)bias[o];
-                int8_t *yo = y + pix * out_c + o;
-                yo[0] = requant_finite(acc[0], b, e, y_zero);
-                yo[out_c] = requant_finite(acc[1], b, e, y_zero);
-                yo[2 * out_c] = requant_finite(acc[2], b, e, y_zero);
-                yo[3 * out_c] = requant_finite(acc[3], b, e, y_zero);
-            } else if (finite) {
-                store4_masked(y, mask, pix * out_c + o, out_c, acc, (float)bias[o], eff[o], y_zero);
-            } else {
-                for (int32_t j = 0; j < 4; j++)
-                    store_out(y, mask, (pix + j) * out_c + o, acc[j], bias[o], eff[o], y_zero);
-            }
+            const int f = fold && fold_one(bias[o]);
+            const int32_t b = f ? bias[o] : 0;
+            quad_acc s = {b, b, b, b};
+            if (nf4) s = quad_mac(buf, (last && nf4 > n_frozen) ? last_f : w_frozen + o * n_frozen, nf4, s);
+            if (nt4) s = quad_mac(buf + 2 * nf4, (last && nt4 > n_train) ? last_t : w_train + o * n_train, nt4, s);
+            quad_finish(s, bias[o], eff[o], y_zero, y, mask, pix * out_c + o, out_c, finite, f);
         }
     }
     return pix;
@@ -818,19 +1259,6 @@ void mt_conv_pointwise_split_s8(const mt_conv_params *p, const int8_t *x, const 
         first = split_quads(p, x, w_frozen, frozen_idx, n_frozen, w_train, train_idx, n_train, bias, eff, y, mask);
     if (first < p->out_h * p->out_w)
         split_patches(p, x, w_frozen, frozen_idx, n_frozen, w_train, train_idx, n_train, bias, eff, y, mask, first);
-}
-
-/* Bias folding: mt_requant_s8 computes (float)acc + (float)bias. When |acc| <= 2^24 and |bias| <= 2^24 both
- * are exact floats and the float sum is the exact sum rounded once to nearest even, which is what
- * (float)(acc + bias) gives too (and acc + bias cannot overflow). The kernels then start their sums from the
- * bias and requantise (float)sum * eff. |acc| <= k * 255 * 128 (|x - x_zero| <= 255, |w| <= 128). */
-#define MT_FOLD_LIMIT (1 << 24)
-static int bias_foldable(const int32_t *bias, int32_t n, int32_t k)
-{
-    if (k > MT_FOLD_LIMIT / (255 * 128)) return 0;
-    int ok = 1;
-    for (int32_t i = 0; i < n; i++) ok &= (bias[i] >= -MT_FOLD_LIMIT) & (bias[i] <= MT_FOLD_LIMIT);
-    return ok;
 }
 
 /* Depthwise conv, four channels at a time: their weights are unpacked once per call into int16 lanes, next to
@@ -929,6 +1357,128 @@ static void inside_range(int32_t pad, int32_t stride, int32_t k, int32_t n_in, i
     if (*hi > n_out) *hi = n_out;
 }
 
+/* dw_rows: a run of interior pixels for one block of four channels, all in one asm loop (multipliers finite,
+ * the four biases folded, no mask): per pixel the four sums start from the biases, run over the tap list
+ * (DW_TAP: 8 instructions per tap, two taps per loop pass) and are requantised like QUAD_STORE with the
+ * four multipliers kept in s12-s15 for the whole run. */
+typedef struct {
+    int32_t b[4];                 /* 0: the sums' starting values (the folded biases) */
+    const dw_tap *taps, *end;     /* 16, 20 */
+    const int8_t *xc;             /* 24: the first pixel's window, channel c */
+    int32_t x_step, c_n, y_zero;  /* 28, 32, 36 */
+    int8_t *y_end;                /* 40: y after the run */
+    int32_t neg_zero;             /* 44 */
+    float e[4];                   /* 48 */
+    int8_t *y;                    /* 64: the first pixel's output, channel c */
+    uint8_t *mask;                /* 68: dw_rows_masked: the clamp mask of the output tensor y0 */
+    const int8_t *y0;             /* 72 */
+} dw_rows_ctx;
+
+/* One tap of four channels: r1 the tap list, r3 the window, r4 -x_zero in both lanes, r9-r12 the sums. */
+#define DW_TAP                                                                                                   \
+    "ldmia   r1!, {r5, r6, r7}\n\t"                                                                              \
+    "ldr     r8, [r3, r5]\n\t"                                                                                   \
+    "sxtab16 r5, r4, r8\n\t"                                                                                     \
+    "sxtab16 r8, r4, r8, ror #8\n\t"                                                                             \
+    "smlabb  r9, r5, r6, r9\n\t"                                                                                 \
+    "smlatt  r11, r5, r6, r11\n\t"                                                                               \
+    "smlabb  r10, r8, r7, r10\n\t"                                                                               \
+    "smlatt  r12, r8, r7, r12\n\t"
+
+/* ODD: an odd number of taps (one before the pairs); MASK_BITS, MASK_STORE: DW_ROWS_MASK_* or "". */
+#define DW_ROWS_ASM(ODD, MASK_BITS, MASK_STORE)                                                                  \
+    "ldr     r4, [r0, #44]\n\t"                                                                                  \
+    "ldr     r3, [r0, #24]\n\t"                                                                                  \
+    "ldr     lr, [r0, #64]\n\t"                                                                                  \
+    "add     r1, r0, #48\n\t"                                                                                    \
+    "vldmia  r1, {s12-s15}\n\t"                                                                                  \
+    "0:\n\t"                                                                                                     \
+    "ldmia   r0, {r9, r10, r11, r12}\n\t"                                                                        \
+    "ldrd    r1, r2, [r0, #16]\n\t" ODD                                                                          \
+    "1:\n\t" DW_TAP DW_TAP                                                                                       \
+    "cmp     r1, r2\n\t"                                                                                         \
+    "bne     1b\n\t"                                                                                             \
+    "2:\n\t"                                                                                                     \
+    "add     r8, r0, #28\n\t"                                                                                    \
+    "ldmia   r8, {r5, r6, r7, r8}\n\t" /* x_step, c_n, y_zero, y_end */                                          \
+    "vmov    s8, s9, r9, r10\n\t"                                                                                \
+    "vmov    s10, s11, r11, r12\n\t"                                                                             \
+    "vcvt.f32.s32 s8, s8\n\t"                                                                                    \
+    "vcvt.f32.s32 s9, s9\n\t"                                                                                    \
+    "vcvt.f32.s32 s10, s10\n\t"                                                                                  \
+    "vcvt.f32.s32 s11, s11\n\t"                                                                                  \
+    "vmul.f32 s8, s8, s12\n\t"                                                                                   \
+    "vmul.f32 s9, s9, s13\n\t"                                                                                   \
+    "vmul.f32 s10, s10, s14\n\t"                                                                                 \
+    "vmul.f32 s11, s11, s15\n\t"                                                                                 \
+    "vcvtr.s32.f32 s8, s8\n\t"                                                                                   \
+    "vcvtr.s32.f32 s9, s9\n\t"                                                                                   \
+    "vcvtr.s32.f32 s10, s10\n\t"                                                                                 \
+    "vcvtr.s32.f32 s11, s11\n\t"                                                                                 \
+    "vmov    r9, r10, s8, s9\n\t"                                                                                \
+    "vmov    r11, r12, s10, s11\n\t"                                                                             \
+    "qadd    r9, r9, r7\n\t"                                                                                     \
+    "qadd    r10, r10, r7\n\t"                                                                                   \
+    "qadd    r11, r11, r7\n\t"                                                                                   \
+    "qadd    r12, r12, r7\n\t" MASK_BITS                                                                          \
+    "ssat    r9, #8, r9\n\t"                                                                                     \
+    "ssat    r10, #8, r10\n\t"                                                                                   \
+    "ssat    r11, #8, r11\n\t"                                                                                   \
+    "ssat    r12, #8, r12\n\t"                                                                                   \
+    "strb    r9, [lr]\n\t"                                                                                       \
+    "strb    r10, [lr, #1]\n\t"                                                                                  \
+    "strb    r11, [lr, #2]\n\t"                                                                                  \
+    "strb    r12, [lr, #3]\n\t" MASK_STORE                                                                        \
+    "add     lr, lr, r6\n\t"                                                                                     \
+    "add     r3, r3, r5\n\t"                                                                                     \
+    "cmp     lr, r8\n\t"                                                                                         \
+    "bne     0b\n\t"
+
+/* The clamp bit of a sum (RV, before SSAT) shifted into r2 from the bottom (channel 3 first: bit j = channel j),
+ * then the nibble written into the mask at the pixel's output index (a multiple of 4). */
+#define DW_CLAMP_BIT(RV)                                                                                         \
+    "add     r7, " RV ", #128\n\t"                                                                               \
+    "rsbs    r7, r7, #255\n\t"                                                                                   \
+    "adc     r2, r2, r2\n\t"
+#define DW_ROWS_MASK_BITS "mov     r2, #0\n\t" DW_CLAMP_BIT("r12") DW_CLAMP_BIT("r11") DW_CLAMP_BIT("r10") DW_CLAMP_BIT("r9")
+#define DW_ROWS_MASK_STORE                                                                                       \
+    "ldrd    r1, r7, [r0, #68]\n\t" /* mask, y0 */                                                               \
+    "sub     r7, lr, r7\n\t"                                                                                     \
+    "add     r1, r1, r7, lsr #3\n\t"                                                                             \
+    "and     r7, r7, #7\n\t"                                                                                     \
+    "ldrb    r9, [r1]\n\t"                                                                                       \
+    "mov     r10, #15\n\t"                                                                                       \
+    "lsl     r10, r10, r7\n\t"                                                                                   \
+    "bic     r9, r9, r10\n\t"                                                                                    \
+    "lsl     r2, r2, r7\n\t"                                                                                     \
+    "orr     r9, r9, r2\n\t"                                                                                     \
+    "strb    r9, [r1]\n\t"
+
+#define DW_ROWS_ODD                                                                                              \
+    DW_TAP "cmp     r1, r2\n\t"                                                                                  \
+           "beq     2f\n\t"
+#define DW_ROWS_CALL(TEXT)                                                                                       \
+    __asm__ volatile(TEXT                                                                                        \
+                     :                                                                                           \
+                     : "r"(c)                                                                                    \
+                     : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9",  \
+                       "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
+
+/* The run described by ctx (at least one pixel and one tap); with ctx->mask the four clamp bits of each pixel
+ * are written as a nibble (out_c % 4 == 0). */
+static __attribute__((noinline)) void dw_rows(const dw_rows_ctx *ctx)
+{
+    register const dw_rows_ctx *c __asm__("r0") = ctx;
+    const int odd = (ctx->end - ctx->taps) & 1;
+    if (ctx->mask) {
+        if (odd) DW_ROWS_CALL(DW_ROWS_ASM(DW_ROWS_ODD, DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
+        else DW_ROWS_CALL(DW_ROWS_ASM("", DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
+        return;
+    }
+    if (odd) DW_ROWS_CALL(DW_ROWS_ASM(DW_ROWS_ODD, "", ""));
+    else DW_ROWS_CALL(DW_ROWS_ASM("", "", ""));
+}
+
 /* n consecutive interior pixels of one output row, channels c..c+3, finite multipliers: inputs advance by
  * x_step, outputs (index i) by c_n. */
 static __attribute__((noinline)) void dw_run(const int8_t *xc, int32_t x_step, int8_t *y, uint8_t *mask, int32_t i,
@@ -970,6 +1520,17 @@ static __attribute__((noinline)) void dw_block_inside(const mt_conv_params *p, c
     fold_biases(bias + c, kh * kw, b, rb);
     const float e[4] = {eff[c], eff[c + 1], eff[c + 2], eff[c + 3]};
     const float fb[4] = {(float)rb[0], (float)rb[1], (float)rb[2], (float)rb[3]};
+    if ((rb[0] | rb[1] | rb[2] | rb[3]) == 0 && (!mask || (c_n & 3) == 0)) { /* the common case: one asm loop per row */
+        dw_rows_ctx r = {{b[0], b[1], b[2], b[3]}, taps, taps + kh * kw, NULL, stride * c_n, c_n, p->y_zero, NULL,
+                         pack_neg_zero(p->x_zero), {e[0], e[1], e[2], e[3]}, NULL, mask, y};
+        for (int32_t oy = oy_lo; oy < oy_hi; oy++) {
+            r.xc = x + ((oy * stride - pad) * in_w + ox_lo * stride - pad) * c_n + c;
+            r.y = y + (oy * p->out_w + ox_lo) * c_n + c;
+            r.y_end = r.y + (ox_hi - ox_lo) * c_n;
+            dw_rows(&r);
+        }
+        return;
+    }
     for (int32_t oy = oy_lo; oy < oy_hi; oy++) {
         const int8_t *xc = x + ((oy * stride - pad) * in_w + ox_lo * stride - pad) * c_n + c;
         dw_run(xc, stride * c_n, y, mask, (oy * p->out_w + ox_lo) * c_n + c, c_n, ox_hi - ox_lo, taps, taps + kh * kw,

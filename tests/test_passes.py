@@ -7,39 +7,33 @@ import pytest
 
 from conftest import model_path
 
+from microtrain.arena import check_no_overlap, plan_arena
 from microtrain.autodiff import Step, build_training_graph
-from microtrain.codegen.program import Buffer
+from microtrain.ir.program import Buffer
 from microtrain.passes import DEFAULT_PASSES, bit_masks, fuse_updates, mark_inplace, prune, run_passes, slice_inputs
-from microtrain.passes.execute import PassRuntime
-from microtrain.plan import check_no_overlap, plan_arena
+
 from microtrain.runtime.training import TrainingRuntime
 from microtrain.sparse.scheme import UpdateScheme
 
 # partial pointwise, partial and whole depthwise, the dense first conv: every weight-update family
 SCHEME = UpdateScheme(n_bias=12, weights={0: 0.5, 1: 1.0, 39: 0.25, 40: 0.5, 41: 0.125}, name="mixed")
 
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
+
 
 @pytest.fixture(scope="module")
 def small_graph():
     from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
-    from microtrain.runtime.trainer import replace_head
+    from microtrain.quant.head import replace_head
 
     return replace_head(load_mcunet_pkl(model_path("mcunet-5fps")), 3).with_resolution(40)
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        yield
 
 
 def _train(graph, passes, steps=3, lr=5e-3):
     """Loss per step and the final parameters of the trained nodes, on a private copy of the graph."""
     g = graph.copy()
     tg = build_training_graph(g, SCHEME.resolve(g))
-    rt = TrainingRuntime(tg, seed=1) if passes is None else PassRuntime(run_passes(tg, passes), seed=1)
+    rt = TrainingRuntime(tg, seed=1) if passes is None else TrainingRuntime(run_passes(tg, passes), seed=1)
     rng = np.random.default_rng(0)
     losses = []
     for i in range(steps):
@@ -163,7 +157,7 @@ def test_planner_reuses_dead_memory_and_never_overlaps_live_buffers():
 
 
 def test_planner_detects_overlap():
-    from microtrain.plan import ArenaPlan, Placement
+    from microtrain.arena import ArenaPlan, Placement
 
     bad = ArenaPlan(64, {"x": Placement("x", "a", "int8", 32, 0, 2, 0), "y": Placement("y", "a", "int8", 32, 1, 3, 16)})
     with pytest.raises(AssertionError, match="overlap"):

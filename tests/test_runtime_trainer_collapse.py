@@ -12,7 +12,7 @@ from microtrain.runtime.trainer import CollapseRecovery
 
 def fake_runtime():
     node = SimpleNamespace(params={"weight": np.zeros((2, 3), np.int8), "bias": np.zeros(2, np.int32)})
-    return SimpleNamespace(_node={"head": node}, momentum={}), node
+    return SimpleNamespace(nodes={"head": node}, momentum={}), node
 
 
 def epoch(i, acc, loss):

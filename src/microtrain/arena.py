@@ -1,4 +1,4 @@
-"""Memory planning: lifetime-based arena placement and the memory report.
+"""The arena planner: lifetime-based placement of a lowered program's buffers, and the memory report.
 
 Every buffer of a lowered program lives in one static arena from the first step that touches it to
 the last. Buffers are placed greedily, largest first, at the lowest offset that does not collide
@@ -13,11 +13,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from .budget import STACK_ESTIMATE
+
 ALIGN = 8  # arena offsets; the arena itself is aligned for double (C99 union)
-STACK_ESTIMATE = 1024  # bytes: entry point + deepest kernel frame; checked by a test with -fstack-usage
-FIRMWARE_RESERVE = 2048  # SRAM the firmware links besides the plan (startup, semihosting): 1,676 B measured
-DEFAULT_SRAM_BUDGET = 256 * 1024 - FIRMWARE_RESERVE  # STM32F746-class RAM, for the planned total (+ stack)
-STATE_BYTES = 16  # mt_train_ctx (learning rate, rounding seed, update counter, guard skips): the only static scratch
 
 
 @dataclass

@@ -3,7 +3,7 @@
 - generated C: mt_train_step skips the update of a step whose loss is not finite (forced through the
   compile-time test hook MT_TEST_HOOKS: an int8 network's loss is always finite), returns
   MT_TRAIN_SKIPPED_NONFINITE, counts it (mt_guard_skipped) and leaves parameters and update counter untouched;
-- fine_tune: a step poisoned with a NaN loss/gradient (test hook on TrainingRuntime._run) is undone, so the
+- fine_tune: a step poisoned with a NaN loss/gradient (test hook on TrainingRuntime.run_step) is undone, so the
   parameters after it equal those before it; without the guard the same run diverges;
 - HostModel rejects inputs of the wrong size or dtype and out-of-range labels with clear errors.
 """
@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import ctypes
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import small_graph  # a 5-conv int8 graph with a residual
 
 from microtrain.codegen import compile_model
 from microtrain.errors import MicrotrainError
@@ -25,8 +24,6 @@ from microtrain.runtime.training import TrainingRuntime
 from microtrain.sparse.scheme import UpdateScheme
 from microtrain.targets.host import HostModel, build_host
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_grad_graph import small_graph  # noqa: E402  (a 5-conv int8 graph with a residual)
 
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None,
                                reason="needs gcc and make")
@@ -91,7 +88,7 @@ def test_c_guard_status_is_distinct(hooked):
 def poisoned_run(monkeypatch, poison_step, kind, **kw):
     """fine_tune with NaN forced into one step; returns (result, parameter snapshots at each step's loss)."""
     snapshots = {}
-    original = TrainingRuntime._run
+    original = TrainingRuntime.run_step
 
     def run(self, s, values, lr, step):
         if s.kind == "loss_softmax_ce":  # before any update of this step
@@ -101,7 +98,7 @@ def poisoned_run(monkeypatch, poison_step, kind, **kw):
             for t in s.outputs:
                 values[t] = np.full_like(np.asarray(values[t], dtype=np.float32), np.nan)
 
-    monkeypatch.setattr(TrainingRuntime, "_run", run)
+    monkeypatch.setattr(TrainingRuntime, "run_step", run)
     trainer.clear_prefix_cache()
     result = trainer.fine_tune(small_graph(), SCHEME, data(), None, epochs=2, lr=0.05, batch_size=4, **kw)
     return result, snapshots

@@ -9,7 +9,7 @@ import pytest
 
 from microtrain.errors import DatasetError
 from microtrain.runtime.datasets import as_image_data
-from microtrain.sparse.contribution import AnalysisSettings, analyze, holdout_split, plan_jobs
+from microtrain.scheme_search.contribution import AnalysisSettings, analyze, holdout_split, plan_jobs
 
 
 def fake_fine_tune(graph, scheme, train, held, *, epochs, lr, seed, batch_size):
@@ -76,8 +76,8 @@ def test_analysis_gains_cache_and_resume(mcunet, tmp_path):
 
 def test_analysis_with_the_real_trainer(mcunet, tmp_path):
     """End to end on tiny images: the real fine_tune on two workers, then a search over its table."""
-    from microtrain.sparse.memory import MemoryModel
-    from microtrain.sparse.search import search
+    from microtrain.scheme_search.memory import MemoryModel
+    from microtrain.scheme_search.search import search
 
     g = mcunet.with_resolution(32)
     settings = AnalysisSettings(epochs=1, batch_size=8, weight_convs=(41,), ratios=("1/8",), bias_step=21)

@@ -7,7 +7,7 @@ import pytest
 
 from microtrain.cli import main
 from microtrain.sparse.scheme import UpdateScheme
-from microtrain.sparse.search import GainTable
+from microtrain.scheme_search.search import GainTable
 
 
 def test_plan_searches_and_writes_a_scheme(mcunet, tmp_path, capsys):
@@ -22,7 +22,7 @@ def test_plan_searches_and_writes_a_scheme(mcunet, tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0 and "expected gain" in text and "extra memory" in text
     s = UpdateScheme.load(out)
-    from microtrain.sparse.memory import MemoryModel
+    from microtrain.scheme_search.memory import MemoryModel
 
     assert MemoryModel(mcunet).scheme_bytes(s) <= 49 * 1024 and s.n_bias in (0, 6, 12)
 
@@ -34,9 +34,14 @@ def test_plan_reports_a_shipped_scheme(capsys):
     assert "99.8 KB" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("budget,message", [("100B", "needs 160 B"), ("5GB", "unknown unit")])
-def test_plan_budget_errors(budget, message, capsys):
+@pytest.mark.parametrize("budget,message,status", [("100B", "needs 160 B", 1), ("5GB", "unknown unit", 2)])
+def test_plan_budget_errors(budget, message, status, capsys):
+    """Below the head's minimum: "nothing fits" before any analysis (status 1); a bad unit: a usage error (2)."""
     from conftest import model_path
 
-    assert main(["plan", str(model_path("mcunet-5fps")), "--budget", budget, "--data", "/nonexistent"]) == 1
-    assert message in capsys.readouterr().err
+    try:
+        code = main(["plan", str(model_path("mcunet-5fps")), "--budget", budget, "--data", "/nonexistent"])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == status and message in err and len(err.strip().splitlines()) == 1

@@ -27,7 +27,9 @@ import numpy as np
 
 from ..errors import DatasetError, SchemeError
 from ..ir.graph import Graph
-from .scheme import RATIOS, UpdateScheme
+from ..runtime.datasets import load_image_folder
+from ..runtime.trainer import fine_tune as default_fine_tune
+from ..sparse.scheme import RATIOS, UpdateScheme
 from .search import GainTable
 
 
@@ -162,14 +164,6 @@ def _run_job(item):
     return name, result
 
 
-def _default_fine_tune():
-    try:
-        from ..runtime.trainer import fine_tune
-    except ImportError as e:  # the trainer is another module; say what is missing
-        raise SchemeError(f"contribution analysis needs microtrain.runtime.trainer.fine_tune ({e})") from None
-    return fine_tune
-
-
 def analyze(
     graph: Graph,
     train_dir=None,
@@ -185,12 +179,10 @@ def analyze(
     """Run (or resume) the analysis and return its GainTable. `data` (an ImageData) replaces loading
     `train_dir`; `fine_tune` replaces the trainer (tests)."""
     settings = settings or AnalysisSettings()
-    fine_tune = fine_tune or _default_fine_tune()
+    fine_tune = fine_tune or default_fine_tune
     if data is None:
         if train_dir is None:
             raise DatasetError("contribution analysis needs a training folder (or data=)")
-        from ..runtime.datasets import load_image_folder
-
         data = load_image_folder(train_dir, graph.resolution, views=settings.views, seed=settings.seed)
         for path, reason in data.skipped:
             log(f"skipped {path}: {reason}")

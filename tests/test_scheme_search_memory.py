@@ -5,7 +5,7 @@ import pytest
 
 from microtrain.errors import BudgetError, SchemeError
 from microtrain.sparse.fixtures import fixture_names, load_fixture, load_scheme
-from microtrain.sparse.memory import KB, MemoryModel, check_budget, extra_memory_bytes, parse_budget
+from microtrain.scheme_search.memory import KB, MemoryModel, check_budget, extra_memory_bytes, parse_budget
 from microtrain.sparse.scheme import UpdateScheme
 
 # Lin et al. 2022 / upstream tiny-training: analytic extra memory of the shipped MCUNet schemes (KB).

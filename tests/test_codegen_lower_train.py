@@ -20,34 +20,25 @@ import numpy as np
 import pytest
 
 from conftest import hymenoptera, like_mcunet_49kb, model_path
+from param_blob import decode_params, graph_slice
 
 from microtrain.codegen import compile_model
 from microtrain.codegen.lower_train import training_graph_for
-from microtrain.codegen.params import decode_params, graph_slice
-from microtrain.passes.execute import PassRuntime
 from microtrain.runtime.forward import run_int8
-from microtrain.runtime.training import run_nodes
+from microtrain.runtime.training import TrainingRuntime, run_nodes
 from microtrain.targets.host import HostModel, build_host, build_host_sanitized, run_harness
 
-pytestmark = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None,
-                                reason="needs gcc and make")
+pytestmark = [pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None,
+                                 reason="needs gcc and make"),
+              pytest.mark.usefixtures("one_blas_thread")]
 UPSTREAM_49KB_SRAM = 237_456  # upstream engine's SRAM for the same scheme (paper-facts.md)
 SEED = 7
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    """Single-threaded BLAS: on a shared 2-core machine threaded GEMMs on batch-1 tensors thrash."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        yield
 
 
 @pytest.fixture(scope="module")
 def base_graph():
     from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
-    from microtrain.runtime.trainer import replace_head
+    from microtrain.quant.head import replace_head
 
     return replace_head(load_mcunet_pkl(model_path("mcunet-5fps")), 2)
 
@@ -77,11 +68,11 @@ def images():
 
 
 def _numpy_runtime(graph, scheme, x_train):
-    """PassRuntime on a copy of the graph + the frozen prefix's outputs for x_train, computed once."""
+    """TrainingRuntime on a copy of the graph + the frozen prefix's outputs for x_train, computed once."""
     g = graph.copy()
     tg = training_graph_for(g, scheme)
     prefix = run_nodes(g, {g.input: x_train}, 0, tg.n_prefix)
-    return g, PassRuntime(tg, seed=SEED), tg, prefix
+    return g, TrainingRuntime(tg, seed=SEED), tg, prefix
 
 
 def _feeds(tg, prefix, i):
@@ -116,7 +107,7 @@ def _record_rounding_margins(rt, monkeypatch) -> dict:
     import microtrain.quant.update as upd
 
     margins, current = {}, []
-    plain_round, plain_update = upd.round_delta, rt._update
+    plain_round, plain_update = upd.round_delta, rt.update
 
     def round_delta(delta, rounding, **kw):
         if rounding == "stochastic" and current:
@@ -125,20 +116,20 @@ def _record_rounding_margins(rt, monkeypatch) -> dict:
             margins[current[-1]] = (np.abs(t - np.rint(t)), np.spacing(np.abs(t)))
         return plain_round(delta, rounding, **kw)
 
-    def update(s, node, grad, lr, step):
-        current.append((node.name, s.attrs["param"]))
+    def update(a, node, grad, lr, step):
+        current.append((node.name, a["param"]))
         try:
-            return plain_update(s, node, grad, lr, step)
+            return plain_update(a, node, grad, lr, step)
         finally:
             current.pop()
 
     monkeypatch.setattr(upd, "round_delta", round_delta)
-    rt._update = update
+    rt.update = update
     return margins
 
 
 def test_100_steps_on_real_images_match_numpy(built, base_graph, scheme49, images, monkeypatch):
-    from microtrain.codegen.params import apply_params
+    from param_blob import apply_params
 
     cm, model = built
     train, val = images
@@ -287,7 +278,7 @@ def test_training_under_sanitizers(base_graph, tmp_path):
     blob, logits = out[12 : 12 + n_params], np.frombuffer(out[12 + n_params :], np.int8)
     gn = g.copy()
     tg = training_graph_for(gn, scheme)
-    rt = PassRuntime(tg, seed=SEED)
+    rt = TrainingRuntime(tg, seed=SEED)
     for i in range(3):
         loss = rt.train_step({gn.input: x[i : i + 1]}, np.array([labels[i]]), 1e-3, i)["loss"]
         assert abs(loss - losses[i]) <= 1e-5 * max(1.0, abs(loss))
@@ -299,7 +290,7 @@ def test_training_under_sanitizers(base_graph, tmp_path):
 def test_stack_estimate_covers_the_deepest_call(built, tmp_path):
     """gcc -fstack-usage: entry point frame + deepest kernel frame + helper frame <= the planner's estimate
     (a conservative chain: kernels call only static helpers, never each other)."""
-    from microtrain.plan import DEFAULT_SRAM_BUDGET, STACK_ESTIMATE
+    from microtrain.budget import DEFAULT_SRAM_BUDGET, STACK_ESTIMATE
 
     cm, _ = built
     src = cm.out_dir
@@ -355,7 +346,7 @@ def test_dense_conv_backward_matches_numpy(tmp_path):
     cm = compile_model(g, scheme, out_dir=tmp_path, lr=1e-2, seed=SEED)
     model = HostModel(build_host(tmp_path, opt="-O1"))
     gn = g.copy()
-    rt = PassRuntime(training_graph_for(gn, scheme), seed=SEED)
+    rt = TrainingRuntime(training_graph_for(gn, scheme), seed=SEED)
     assert rt.tg.steps_of("conv_grad_input")  # conv_b sends a gradient back to conv_a through a dense conv
     x = np.random.default_rng(4).integers(-128, 128, size=(6, 10, 10, 4)).astype(np.int8)
     for i in range(6):
@@ -377,7 +368,7 @@ def test_other_models_train_like_numpy(name, tmp_path):
     """The same engine on the other two upstream models (3-class head, 40x40 for speed): a scheme with
     partial pointwise weights, a whole block's weights and 15 biases; 3 steps equal NumPy."""
     from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
-    from microtrain.runtime.trainer import replace_head
+    from microtrain.quant.head import replace_head
     from microtrain.sparse.scheme import UpdateScheme
 
     g = replace_head(load_mcunet_pkl(model_path(name)), 3).with_resolution(40)
@@ -386,7 +377,7 @@ def test_other_models_train_like_numpy(name, tmp_path):
     cm = compile_model(g, scheme, out_dir=tmp_path, lr=1e-3, seed=SEED)
     model = HostModel(build_host(tmp_path, opt="-O1"))
     gn = g.copy()
-    rt = PassRuntime(training_graph_for(gn, scheme), seed=SEED)
+    rt = TrainingRuntime(training_graph_for(gn, scheme), seed=SEED)
     x = np.random.default_rng(5).integers(-128, 128, size=(3, 40, 40, 3)).astype(np.int8)
     for i in range(3):
         loss_c = model.train_step(x[i], i)
@@ -402,9 +393,9 @@ def test_inplace_depthwise_training_matches_numpy(images, tmp_path):
     stride-2 depthwise conv in place (the peak of both programs), and it fits; 30 steps agree exactly.
     A model that fits (proxyless-w0.3, same scheme shape) keeps the plain (SIMD on the device) kernels."""
     from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
-    from microtrain.plan import DEFAULT_SRAM_BUDGET, STACK_ESTIMATE
+    from microtrain.budget import DEFAULT_SRAM_BUDGET, STACK_ESTIMATE
     from microtrain.runtime.datasets import load_image_folder
-    from microtrain.runtime.trainer import replace_head
+    from microtrain.quant.head import replace_head
 
     graph = replace_head(load_mcunet_pkl(model_path("mbv2-w0.35")), 2)
     scheme = like_mcunet_49kb(graph)

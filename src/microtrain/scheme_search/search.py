@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import BudgetError, SchemeError
 from .memory import MemoryModel, check_budget, format_bytes
-from .scheme import UpdateScheme
+from ..sparse.scheme import UpdateScheme
 
 
 def _frac(r) -> Fraction:
@@ -287,20 +287,3 @@ def search(
         name or f"{table.model}-searched-{budget_bytes / 1024:g}kb",
     )
     return SearchResult(scheme, bits / 8, gain, int(budget_bytes), len(scores))
-
-
-def brute_force(table: GainTable, model: MemoryModel, budget_bytes: int) -> tuple[float, tuple]:
-    """Exhaustive optimum (small instances only; used to check the search)."""
-    import itertools
-
-    check_budget(model, budget_bytes)
-    prob = _Problem(table, model, budget_bytes)
-    best = (float("-inf"), None)
-    for n_bias in prob.bias_keys:
-        for genes in itertools.product(*[range(k) for k in prob.n_options]):
-            if n_bias < prob.min_bias_for(genes):
-                continue
-            gain, bits = prob.score((n_bias, *genes))
-            if bits <= prob.budget_bits and gain > best[0]:
-                best = (gain, (n_bias, prob.weights_of(genes)))
-    return best

@@ -1,4 +1,4 @@
-"""The exported parameter blob (mt_export_params) <-> graph parameters.
+"""Test helper: the exported parameter blob (mt_export_params) <-> graph parameters.
 
 The blob is every trainable SRAM array's bytes in program order (native endianness): int8 weight
 slices in the kernel layout of their family, int32 biases. `trainable_layout` (Program.meta, also
@@ -8,17 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import MicrotrainError
-
-
-def _to_oihw(arr: np.ndarray, family: str) -> np.ndarray:
-    """Kernel layout -> OIHW slice: pointwise (O, k) -> (O, k, 1, 1); dense (O, kh, kw, k) -> (O, k, kh, kw);
-    depthwise (kh, kw, k) -> (k, 1, kh, kw)."""
-    if family == "pointwise":
-        return arr[:, :, None, None]
-    if family == "depthwise":
-        return arr.transpose(2, 0, 1)[:, None]
-    return arr.transpose(0, 3, 1, 2)
+from microtrain.errors import MicrotrainError
+from microtrain.ops.conv import oihw_weight
 
 
 def decode_params(blob: bytes, layout: list[dict]) -> list[tuple[dict, np.ndarray]]:
@@ -32,7 +23,7 @@ def decode_params(blob: bytes, layout: list[dict]) -> list[tuple[dict, np.ndarra
             raise MicrotrainError(f"parameter blob too short: {len(blob)} bytes, {item['node']} {item['param']} needs more")
         arr = np.frombuffer(blob[pos : pos + nbytes], dtype=dtype).reshape(item["shape"])
         pos += nbytes
-        out.append((item, _to_oihw(arr, item["family"]) if item["param"] == "weight" else arr.copy()))
+        out.append((item, oihw_weight(arr, item["family"]) if item["param"] == "weight" else arr.copy()))
     if pos != len(blob):
         raise MicrotrainError(f"parameter blob has {len(blob)} bytes, the layout describes {pos}")
     return out

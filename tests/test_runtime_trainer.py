@@ -7,7 +7,8 @@ import pytest
 
 from conftest import hymenoptera
 from microtrain.runtime.datasets import ImageData, load_image_folder
-from microtrain.runtime.trainer import _PREFIX_CACHE, fine_tune, lr_at, replace_head
+from microtrain.quant.head import replace_head
+from microtrain.runtime.trainer import _PREFIX_CACHE, fine_tune, lr_at
 from microtrain.sparse.scheme import UpdateScheme
 
 

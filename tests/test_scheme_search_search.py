@@ -2,14 +2,31 @@
 and is deterministic given its seed."""
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction as F
 
 import numpy as np
 import pytest
 
 from microtrain.errors import BudgetError, SchemeError
-from microtrain.sparse.memory import MemoryModel
-from microtrain.sparse.search import GainTable, _Problem, brute_force, search
+from microtrain.scheme_search.memory import MemoryModel, check_budget
+from microtrain.scheme_search.search import GainTable, _Problem, search
+
+
+def brute_force(table: GainTable, model: MemoryModel, budget_bytes: int) -> tuple[float, tuple]:
+    """Exhaustive optimum (small instances only; used to check the search)."""
+    check_budget(model, budget_bytes)
+    prob = _Problem(table, model, budget_bytes)
+    best = (float("-inf"), None)
+    for n_bias in prob.bias_keys:
+        for genes in itertools.product(*[range(k) for k in prob.n_options]):
+            if n_bias < prob.min_bias_for(genes):
+                continue
+            gain, bits = prob.score((n_bias, *genes))
+            if bits <= prob.budget_bits and gain > best[0]:
+                best = (gain, (n_bias, prob.weights_of(genes)))
+    return best
+
 
 RATIOS = (F(1, 8), F(1, 4), F(1, 2), F(1))
 

@@ -10,6 +10,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+def c_float(v) -> str:
+    """Exact C99 literal of a float32 value (hex float)."""
+    f = float(np.float32(v))
+    if not np.isfinite(f):
+        raise ValueError(f"non-finite constant {v!r}")
+    return f.hex() + "f"
+
+
 CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "float32": "float"}
 ITEMSIZE = {"int8": 1, "uint8": 1, "int16": 2, "int32": 4, "float32": 4}
 

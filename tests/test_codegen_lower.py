@@ -15,19 +15,11 @@ from microtrain.runtime.forward import run_int8
 from microtrain.runtime.images import load_int8
 from microtrain.targets.host import HostModel, build_host, build_host_sanitized, run_harness
 
-pytestmark = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None,
-                                reason="needs gcc and make")
+pytestmark = [pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("make") is None,
+                                 reason="needs gcc and make"),
+              pytest.mark.usefixtures("one_blas_thread")]
 
 _BUILT = {}
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    """Single-threaded BLAS for the NumPy reference: threaded GEMMs thrash on a shared 2-core machine."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        yield
 
 
 @pytest.fixture(scope="module", params=MODEL_NAMES)
@@ -169,7 +161,7 @@ def test_sources_build_freestanding_for_cortex_m(tmp_path):
             pytest.fail("arm-none-eabi-gcc missing under CI")
         pytest.skip("arm-none-eabi-gcc not installed")
     from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
-    from microtrain.runtime.trainer import replace_head
+    from microtrain.quant.head import replace_head
     from microtrain.sparse.fixtures import load_fixture
 
     graph = replace_head(load_mcunet_pkl(model_path_of("mcunet-5fps")), 2).with_resolution(32)

@@ -16,7 +16,7 @@ last-12 448 KB, bias-only 121.3 KB, full 1400 KB; KB = 1024 bytes):
 - SGD without momentum: no optimiser state.
 Shapes are the graph's own (per sample, batch 1), so the model follows graph.with_resolution().
 This is an analytic figure, not the engine's: the arena planner reports the exact SRAM a compiled
-scheme needs (see `planner_bytes`).
+scheme needs (see `planner_report`).
 """
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-from ..errors import BudgetError
+from ..codegen import compile_model
+from ..errors import BudgetError, SchemeError
 from ..ir.graph import Graph
-from .scheme import RATIOS, UpdateScheme, is_depthwise, n_trained_channels
+from ..sparse.scheme import RATIOS, UpdateScheme, is_depthwise, n_trained_channels
 
 KB = 1024
 MASK_BITS, BIAS_BITS, ACT_BITS, WEIGHT_BITS = 1, 32, 8, 8
@@ -115,8 +116,6 @@ class MemoryModel:
 
     def scheme_bits(self, scheme: UpdateScheme) -> int:
         if not 0 <= scheme.n_bias <= self.n or any(not 0 <= i < self.n for i in scheme.weights):
-            from ..errors import SchemeError
-
             raise SchemeError(f"scheme {scheme.name!r} does not fit {self.graph_name} ({self.n} indexed convs)")
         return self.bits(scheme.n_bias, scheme.weights)
 
@@ -156,12 +155,6 @@ def planner_report(graph: Graph, scheme: UpdateScheme):
     """The engine's exact memory plan (codegen + arena planner) of training `scheme` on `graph`, or None
     when this install has no training code generator. Its SRAM figures are what the firmware links with;
     they include the activations arena, which upstream's analytic "extra memory" leaves out."""
-    import importlib.util
-
-    if importlib.util.find_spec("microtrain.codegen.lower_train") is None:
-        return None
-    from ..codegen import compile_model
-
     return compile_model(graph, scheme).report
 
 
@@ -190,8 +183,8 @@ def check_budget(model: MemoryModel, budget_bytes: int) -> None:
     """BudgetError naming the minimum when even the classifier alone does not fit."""
     if budget_bytes < model.minimum_bytes:
         raise BudgetError(
-            f"budget {format_bytes(budget_bytes)} is below the minimum for {model.graph_name}: the always-trained "
-            f"classifier {model.head_name!r} alone needs {model.minimum_bytes:.0f} B; use --budget {model.minimum_bytes:.0f}B or more"
+            f"nothing fits in {format_bytes(budget_bytes)}: the always-trained classifier {model.head_name!r} of "
+            f"{model.graph_name} alone needs {model.minimum_bytes:.0f} B; use --budget {model.minimum_bytes:.0f}B or more"
         )
 
 

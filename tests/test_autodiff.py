@@ -6,49 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import small_graph
 
 from microtrain.autodiff import build_training_graph
-from microtrain.ir.graph import Graph, Node, QuantParams, TensorSpec
-from microtrain.ir.validate import infer_shapes
+from microtrain.ir.graph import Graph
 from microtrain.quant.arith import conv_multipliers
+from microtrain.quant.dequantize import dequantize_graph, dequantize_input
 from microtrain.quant.update import fmix32, rounding_hash, uniform_from_hash
-from microtrain.runtime.training import TrainingRuntime, dequantize_graph, dequantize_input
+from microtrain.runtime.training import TrainingRuntime
 from microtrain.sparse.scheme import TrainSpec
 
 F = torch.nn.functional
-
-
-def small_graph(seed=0) -> Graph:
-    rng = np.random.default_rng(seed)
-
-    def conv(name, x, y, cin, cout, k, stride=1, groups=1, role=None):
-        ig = cin // groups
-        attrs = {"kernel": (k, k), "stride": stride, "padding": (k - 1) // 2, "groups": groups}
-        if role:
-            attrs["role"] = role
-        return Node(name, "conv2d", [x], y, attrs, {
-            "weight": rng.integers(-127, 128, (cout, ig, k, k)).astype(np.int8),
-            "bias": rng.integers(-2000, 2000, cout).astype(np.int32),
-            "w_scales": rng.uniform(0.003, 0.02, cout).astype(np.float32)})
-
-    def q(scale, zero):
-        return QuantParams(float(scale), int(zero))
-
-    nodes = [
-        conv("conv0", "input", "c0", 3, 8, 3, stride=2),
-        conv("pw1", "c0", "p1", 8, 16, 1),
-        conv("dw", "p1", "d", 16, 16, 3, groups=16),
-        conv("pw2", "d", "p2", 16, 8, 1),
-        Node("res", "add", ["c0", "p2"], "r"),
-        Node("pool", "global_avg_pool", ["r"], "pooled"),
-        conv("head", "pooled", "logits", 8, 3, 1, role="classifier"),
-    ]
-    # irregular scales: round ones (0.08, 0.07 / 0.1) make exact .5 ties common, where float32 and
-    # float64 reference arithmetic legitimately round differently
-    quant = {"input": q(2 / 255, 0), "c0": q(0.0813, 3), "p1": q(0.0497, -128), "d": q(0.0611, -128),
-             "p2": q(0.0733, -5), "r": q(0.1029, 2), "pooled": q(0.1029, 2), "logits": q(0.0517, 1)}
-    tensors = {k: TensorSpec(k, (8, 8, 3) if k == "input" else (0, 0, 0), "int8", v) for k, v in quant.items()}
-    return infer_shapes(Graph("small", "int8", "input", "logits", tensors, nodes))
 
 
 TRAINED = {

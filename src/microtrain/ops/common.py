@@ -1,0 +1,45 @@
+"""What several op modules share: the output clamp of training forwards and the C update parameters."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UnsupportedOpError
+from ..ir.program import Const, Params
+
+ROUNDING_C = {"nearest": "MT_ROUND_NEAREST", "stochastic": "MT_ROUND_STOCHASTIC"}
+
+
+def clamp_range(graph, node) -> tuple[float, float]:
+    """The output range a node clamps to: int8 codes [-128, 127], or a float graph's clamp/activation."""
+    if graph.dtype == "int8":
+        return (-128.0, 127.0)
+    if "clamp" in node.attrs:
+        lo, hi = node.attrs["clamp"]
+        return (float(lo), float(hi))
+    act = node.attrs.get("activation")
+    return {None: (-np.inf, np.inf), "relu": (0.0, np.inf), "relu6": (0.0, 6.0)}.get(act, (-np.inf, np.inf))
+
+
+def clamp_int8(r: np.ndarray):
+    """(int8 output, clamp mask) of a pre-clamp integer result."""
+    mask = (r >= -128) & (r <= 127)
+    return np.clip(r, -128, 127).astype(np.int8), mask
+
+
+def clamp_float(graph, node, pre: np.ndarray, save_mask: bool):
+    """(float32 output, clamp mask or None) of a float graph's pre-activation."""
+    lo, hi = clamp_range(graph, node)
+    y = np.clip(pre, lo, hi).astype(np.float32)
+    return y, ((pre >= lo) & (pre <= hi)) if save_mask else None
+
+
+def update_params(prog, name: str, divisor_name: str, divisor, attrs, full_in: int) -> str:
+    """Declare the mt_update_params struct (and its divisor array) of one fused update step."""
+    if attrs.get("momentum"):
+        raise UnsupportedOpError("momentum is not supported by the C training step (the device runs plain SGD)")
+    if attrs["rounding"] not in ROUNDING_C:
+        raise UnsupportedOpError(f"rounding {attrs['rounding']!r} has no C implementation (int8 training only)")
+    prog.add_const(Const(divisor_name, np.asarray(divisor, np.float32), "float32"))
+    prog.add_params(Params(name, "mt_update_params", [divisor_name, int(attrs["param_id"]) & 0xFFFFFFFF,
+                                                      ROUNDING_C[attrs["rounding"]], full_in]))
+    return name
