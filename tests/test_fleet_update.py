@@ -48,7 +48,7 @@ def test_update_is_exactly_the_trained_slices_of_the_49kb_scheme(model, layout):
 
 
 def test_trained_bytes_match_the_engine_memory_plan(model, layout):
-    from microtrain.sparse.memory import planner_report
+    from microtrain.scheme_search.memory import planner_report
 
     report = planner_report(model, load_fixture("mcunet-5fps-49kb"))
     assert report.trainable_sram_bytes == layout.param_bytes  # the slices the device keeps in SRAM

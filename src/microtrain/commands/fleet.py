@@ -14,8 +14,9 @@ import json
 import sys
 from pathlib import Path
 
+from .. import cli_checks as ck
+from ..cli_checks import positive_float, positive_int
 from ..errors import DatasetError, MicrotrainError
-from .info import positive_int
 
 HELP = "simulate a fleet of devices that learn together (federated sparse updates over Flower)"
 DEFAULT_LR = 0.03  # microtrain train's int8 + QAS default (benchmarks/exp_qas.py)
@@ -28,16 +29,6 @@ def _probability(text: str) -> float:
         v = float("nan")
     if not 0 <= v < 1:
         raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not 0 < v < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return v
 
 
@@ -59,17 +50,18 @@ def register(subparsers):
     p.add_argument("--dropout", type=_probability, default=0.0, metavar="P",
                    help="probability that a client drops out of a round (default 0)")
     p.add_argument("--local-epochs", type=positive_int, default=1, metavar="E", help="epochs per round (default 1)")
-    p.add_argument("--lr", type=_positive_float, default=DEFAULT_LR, metavar="LR",
+    p.add_argument("--lr", type=positive_float, default=DEFAULT_LR, metavar="LR",
                    help=f"peak learning rate, same schedule as `microtrain train` (default {DEFAULT_LR})")
     p.add_argument("--batch-size", type=positive_int, default=32, metavar="B", help="batch size (default 32)")
     p.add_argument("--views", type=positive_int, default=8, metavar="V", help="augmented views per image (default 8)")
     p.add_argument("--resolution", type=positive_int, default=None, metavar="R", help="input resolution")
-    p.add_argument("--seed", type=int, default=0, help="seed of the partition, batch order, rounding and dropout")
+    p.add_argument("--seed", type=ck.seed, default=0, help="seed of the partition, batch order, rounding and dropout")
     p.add_argument("--no-baseline", action="store_true", help="skip the centralised baseline")
     p.add_argument("--metrics", default="fleet-metrics.json", metavar="FILE",
                    help="where to write the report JSON (default fleet-metrics.json)")
     p.add_argument("--cache", metavar="DIR", help="frozen-prefix feature cache (default ~/.cache/microtrain/fleet)")
     p.add_argument("--quiet", action="store_true", help="no per-round lines")
+    p.add_argument("--force", action="store_true", help="replace a --metrics file microtrain did not write")
     p.set_defaults(func=run)
 
 
@@ -83,6 +75,7 @@ def _check_inputs(args):
     if importlib.util.find_spec("flwr") is None or importlib.util.find_spec("ray") is None:
         raise MicrotrainError("microtrain fleet needs Flower's simulation engine: pip install 'microtrain[fleet]'")
     parse_partition(args.partition)
+    ck.check_output_file(args.metrics, "--metrics", force=args.force)
     data = Path(args.data)
     for sub in ("train", "val"):
         if not (data / sub).is_dir():
@@ -127,9 +120,9 @@ def run(args) -> int:
 
     report = run_fleet(graph, scheme, train, val, settings, cache=Path(args.cache) if args.cache else DEFAULT_CACHE,
                        baseline=not args.no_baseline, log=log, progress=not args.quiet)
+    report = {"format": "microtrain-fleet-metrics", **report}
     report["command"] = "microtrain " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("microtrain") else None
-    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.metrics).write_text(json.dumps(report, indent=1) + "\n")
+    ck.prepare_output_file(args.metrics).write_text(json.dumps(report, indent=1) + "\n")
     up, whole = report["upload_bytes_per_client_per_round"], report["whole_model_bytes"]
     print(f"upload per client per round: {up:,} B (trained slices {report['trained_param_bytes']:,} B + scales; "
           f"{report['upload_wire_bytes_per_client_per_round']:,} B as Flower's .npy arrays); the whole model would "

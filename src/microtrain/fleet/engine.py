@@ -23,8 +23,9 @@ except ImportError:  # pragma: no cover
 from ..autodiff import build_training_graph
 from ..errors import MicrotrainError
 from ..ir.graph import Graph
+from ..quant.head import replace_head
 from ..quant.update import fmix32
-from ..runtime.trainer import evaluate, lr_at, replace_head
+from ..runtime.trainer import evaluate, lr_at
 from ..runtime.training import TrainingRuntime
 from ..sparse.scheme import TrainSpec
 from .layout import SliceLayout
