@@ -28,7 +28,7 @@ LAYERS = [
     {"ptq": ["microtrain.quant.ptq"], "frontends": ["microtrain.frontends"], "reference": ["microtrain.reference"],
      "scheme search": ["microtrain.scheme_search"], "targets": ["microtrain.targets"]},
     {"models": ["microtrain.models"], "cli checks": ["microtrain.cli_checks"]},
-    {"demo": ["microtrain.demo"]},
+    {"demo": ["microtrain.demo"], "fleet": ["microtrain.fleet"]},
     {"commands": ["microtrain.commands", "microtrain.cli"]},
 ]
 
