@@ -105,6 +105,8 @@ static const BCase bcases[] = {
     {"gi_dw", 7, 7, 8, 8, 7, 2, 3, 0},    {"gi_dw", 5, 5, 12, 12, 3, 1, 0, 0},
     {"gi_pw", 5, 4, 13, 10, 1, 1, 0, 0},  {"gi_pw", 3, 3, 24, 50, 1, 1, 0, 9},
     {"gi_pw", 6, 6, 8, 12, 1, 2, 0, 3},   {"upd_pw", 4, 4, 12, 16, 1, 1, 0, 5},
+    /* 6-channel groups then a 4-group; two chunks of output channels, the last odd (entering mid-loop) */
+    {"gi_pw", 4, 4, 22, 127, 1, 1, 0, 0}, {"gi_pw", 8, 4, 29, 77, 1, 2, 0, 11},
     {"upd_pw", 5, 3, 10, 13, 1, 1, 0, 4}, {"upd_pw", 6, 6, 9, 24, 1, 2, 0, 9},
 };
 #define N_BCASES (int)(sizeof bcases / sizeof bcases[0])

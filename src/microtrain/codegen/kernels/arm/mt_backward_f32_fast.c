@@ -63,10 +63,10 @@ static inline float *grad_pixel(const mt_conv_params *p, float *gx, int32_t pix)
     return gx + ((oy * p->stride) * p->in_w + ox * p->stride) * p->in_c;
 }
 
-/* Weights converted to float per pass of grad_input_pointwise_block: 4 input channels x this many output
- * channels (a stack buffer of 16 * MT_GI_CHUNK bytes). */
+/* Weights converted to float per pass of grad_input_pointwise_block: 6 (or 4) input channels x this many output
+ * channels (a stack buffer of 24 * MT_GI_CHUNK bytes). */
 #ifndef MT_GI_CHUNK
-#define MT_GI_CHUNK 48
+#define MT_GI_CHUNK 64
 #endif
 
 /* dst[0..3] = (float)src[0..3]; returns dst + 4. One word load, the bytes sign-extended, moved to the FPU two
@@ -91,6 +91,74 @@ static inline float *float4_s8(const int8_t *src, float *dst)
                      : [src] "r"(src)
                      : "s0", "s1", "s2", "s3", "memory");
     return dst;
+}
+
+/* dst[0..5] = (float)src[0..5]; returns dst + 6: as float4_s8, the last two bytes by one halfword load (both
+ * loads may be unaligned: LDR and LDRH allow it on the Cortex-M4/M7). */
+static inline float *float6_s8(const int8_t *src, float *dst)
+{
+    uint32_t v, h, a, b, c, d;
+    __asm__ volatile("ldr     %[v], [%[src]]\n\t"
+                     "ldrh    %[h], [%[src], #4]\n\t"
+                     "sxtb    %[a], %[v]\n\t"
+                     "sxtb    %[b], %[v], ror #8\n\t"
+                     "sxtb    %[c], %[v], ror #16\n\t"
+                     "sxtb    %[d], %[v], ror #24\n\t"
+                     "vmov    s0, s1, %[a], %[b]\n\t"
+                     "vmov    s2, s3, %[c], %[d]\n\t"
+                     "sxtb    %[a], %[h]\n\t"
+                     "sxtb    %[b], %[h], ror #8\n\t"
+                     "vmov    s4, s5, %[a], %[b]\n\t"
+                     "vcvt.f32.s32 s0, s0\n\t"
+                     "vcvt.f32.s32 s1, s1\n\t"
+                     "vcvt.f32.s32 s2, s2\n\t"
+                     "vcvt.f32.s32 s3, s3\n\t"
+                     "vcvt.f32.s32 s4, s4\n\t"
+                     "vcvt.f32.s32 s5, s5\n\t"
+                     "vstmia  %[dst]!, {s0-s5}\n\t"
+                     : [dst] "+r"(dst), [v] "=&r"(v), [h] "=&r"(h), [a] "=&r"(a), [b] "=&r"(b), [c] "=&r"(c),
+                       [d] "=&r"(d)
+                     : [src] "r"(src)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "memory");
+    return dst;
+}
+
+/* One output channel of a 4-pixel x 6-channel tile: gradient value of pixel k (post-incremented pointer gk)
+ * into s30, times the six weights s24-s29, each product (s31) added to its accumulator s(6k)..s(6k+5). */
+#define GI_MA(acc, w) "vmul.f32 s31, s30, " w "\n\tvadd.f32 " acc ", " acc ", s31\n\t"
+#define GI_PIXEL(g, a0, a1, a2, a3, a4, a5)                                                                       \
+    "vldmia  %[" g "]!, {s30}\n\t" GI_MA(a0, "s24") GI_MA(a1, "s25") GI_MA(a2, "s26") GI_MA(a3, "s27")             \
+        GI_MA(a4, "s28") GI_MA(a5, "s29")
+#define GI_STEP                                                                                                   \
+    "vldmia  %[wp]!, {s24-s29}\n\t" GI_PIXEL("g0", "s0", "s1", "s2", "s3", "s4", "s5")                             \
+        GI_PIXEL("g1", "s6", "s7", "s8", "s9", "s10", "s11") GI_PIXEL("g2", "s12", "s13", "s14", "s15", "s16", "s17") \
+            GI_PIXEL("g3", "s18", "s19", "s20", "s21", "s22", "s23")
+
+/* The 6 sums of pixel k of a tile, s(6k)..s(6k+5), from and to the 6 floats at src[k] / dst[k] (pointer arrays). */
+#define GI_LOAD(k, regs) "ldr     %[t], [%[src], #" #k "*4]\n\tvldmia  %[t], {" regs "}\n\t"
+#define GI_STORE(k, regs) "ldr     %[t], [%[dst], #" #k "*4]\n\tvstmia  %[t], {" regs "}\n\t"
+
+/* dst[k][j] (pixel k, channel j) = src[k][j] + sum over the on output channels of g[k * out_c + o] * wf[6o + j],
+ * each sum in ascending o, one product added at a time (the portable order); the 24 sums stay in s0-s23 for the
+ * whole chunk. Two output channels per loop pass (entering at the second when on is odd). The whole FPU
+ * register file is used, hence asm. */
+static void grad_input_tile_4x6(const float *g, int32_t out_c, const float *wf, int32_t on, const float *const *src,
+                                float *const *dst)
+{
+    const float *g0 = g, *g1 = g + out_c, *g2 = g + 2 * out_c, *g3 = g + 3 * out_c, *wp = wf, *end = wf + 6 * on;
+    uint32_t t;
+    __asm__ volatile(GI_LOAD(0, "s0-s5") GI_LOAD(1, "s6-s11") GI_LOAD(2, "s12-s17") GI_LOAD(3, "s18-s23")
+                     "tst     %[on], #1\n\t"
+                     "bne     2f\n"
+                     "1:\n\t" GI_STEP "2:\n\t" GI_STEP
+                     "cmp     %[wp], %[end]\n\t"
+                     "bne     1b\n\t"
+                     GI_STORE(0, "s0-s5") GI_STORE(1, "s6-s11") GI_STORE(2, "s12-s17") GI_STORE(3, "s18-s23")
+                     : [wp] "+r"(wp), [g0] "+r"(g0), [g1] "+r"(g1), [g2] "+r"(g2), [g3] "+r"(g3), [t] "=&r"(t)
+                     : [src] "r"(src), [dst] "r"(dst), [end] "r"(end), [on] "r"(on)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14",
+                       "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27",
+                       "s28", "s29", "s30", "s31", "memory", "cc");
 }
 
 /* 4 pixels x 4 input channels of gx for output channels o0 .. o0 + on - 1, continuing the sums already in gx
@@ -130,15 +198,65 @@ static void grad_input_tile_4x4(const float *g, int32_t out_c, const float *wf, 
     x3[c0] = a30; x3[c1] = a31; x3[c2] = a32; x3[c3] = a33;
 }
 
+/* The 4 x 6 tiles of one group of 6 input channels c[0..5] over the pixels pix4 (a multiple of 4), for output
+ * channels o0 .. o0 + on - 1 (weights as float in wf, 6 per output channel): each tile's 24 sums continue from gx
+ * (or start from zeros for the first chunk). Contiguous channels (no index) are read and written in place, six
+ * at a time; indexed ones go through a gathered copy. */
+static void grad_input_group6(const mt_conv_params *p, const float *gacc, const float *wf, int32_t o0, int32_t on,
+                              int32_t pix4, const int32_t *c, int contiguous, float *gx)
+{
+    static const float zeros[6];
+    float acc[24];
+    const int32_t out_c = p->out_c;
+    for (int32_t pix = 0; pix < pix4; pix += 4) {
+        float *x[4] = {grad_pixel(p, gx, pix), grad_pixel(p, gx, pix + 1), grad_pixel(p, gx, pix + 2),
+                       grad_pixel(p, gx, pix + 3)};
+        const float *g = gacc + pix * out_c + o0;
+        if (contiguous) {
+            float *const rows[4] = {x[0] + c[0], x[1] + c[0], x[2] + c[0], x[3] + c[0]};
+            const float *const first[4] = {zeros, zeros, zeros, zeros};
+            grad_input_tile_4x6(g, out_c, wf, on, o0 ? (const float *const *)rows : first, rows);
+            continue;
+        }
+        float *const rows[4] = {acc, acc + 6, acc + 12, acc + 18};
+        for (int32_t k = 0; k < 4; k++) {
+            const float *xk = x[k];
+            float *a = acc + 6 * k;
+            if (o0)
+                a[0] = xk[c[0]], a[1] = xk[c[1]], a[2] = xk[c[2]], a[3] = xk[c[3]], a[4] = xk[c[4]], a[5] = xk[c[5]];
+            else
+                a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = 0.0f;
+        }
+        grad_input_tile_4x6(g, out_c, wf, on, (const float *const *)rows, rows);
+        for (int32_t k = 0; k < 4; k++) {
+            float *xk = x[k];
+            const float *a = acc + 6 * k;
+            xk[c[0]] = a[0], xk[c[1]] = a[1], xk[c[2]] = a[2], xk[c[3]] = a[3], xk[c[4]] = a[4], xk[c[5]] = a[5];
+        }
+    }
+}
+
 /* One weight block (O, nb) of a pointwise conv: gx[pixel, idx[j]] = sum over o of gacc[pixel, o] * w[o, j].
- * Blocks of 4 input channels x 4 pixels: the block's weights are converted to float once per chunk of
- * output channels (not once per 4 pixels), the rest as before. */
+ * Groups of 6 input channels (then one of 4) x 4 pixels: the group's weights are converted to float once per
+ * chunk of output channels (not once per 4 pixels), the rest as before. */
 static void grad_input_pointwise_block(const mt_conv_params *p, const float *gacc, const int8_t *wb,
                                        const int16_t *idx, int32_t nb, float *gx)
 {
-    const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w, pix4 = n_pix & ~3, nb4 = nb & ~3;
-    float wf[4 * MT_GI_CHUNK];
-    for (int32_t j = 0; j < nb4; j += 4) {
+    const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w, pix4 = n_pix & ~3;
+    const int32_t nb6 = nb - nb % 6, nb4 = nb6 + ((nb - nb6) & 4);
+    float wf[6 * MT_GI_CHUNK];
+    for (int32_t j = 0; j < nb6; j += 6) {
+        const int32_t c[6] = {chan(idx, j), chan(idx, j + 1), chan(idx, j + 2), chan(idx, j + 3), chan(idx, j + 4),
+                              chan(idx, j + 5)};
+        for (int32_t o0 = 0; o0 < out_c; o0 += MT_GI_CHUNK) {
+            const int32_t on = out_c - o0 < MT_GI_CHUNK ? out_c - o0 : MT_GI_CHUNK;
+            const int8_t *wr = wb + o0 * nb + j;
+            float *wo = wf;
+            for (int32_t o = 0; o < on; o++, wr += nb) wo = float6_s8(wr, wo);
+            grad_input_group6(p, gacc, wf, o0, on, pix4, c, !idx, gx);
+        }
+    }
+    for (int32_t j = nb6; j < nb4; j += 4) {
         const int32_t c0 = chan(idx, j), c1 = chan(idx, j + 1), c2 = chan(idx, j + 2), c3 = chan(idx, j + 3);
         for (int32_t o0 = 0; o0 < out_c; o0 += MT_GI_CHUNK) {
             const int32_t on = out_c - o0 < MT_GI_CHUNK ? out_c - o0 : MT_GI_CHUNK;
@@ -156,7 +274,7 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
         const float *g = gacc + pix * out_c;
         float *x0 = grad_pixel(p, gx, pix), *x1 = grad_pixel(p, gx, pix + 1);
         float *x2 = grad_pixel(p, gx, pix + 2), *x3 = grad_pixel(p, gx, pix + 3);
-        for (int32_t j = nb4; j < nb; j++) { /* the nb % 4 channels left over */
+        for (int32_t j = nb4; j < nb; j++) { /* the channels left over (at most 3) */
             float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
             for (int32_t o = 0; o < out_c; o++) {
                 float w0 = (float)wb[o * nb + j];
