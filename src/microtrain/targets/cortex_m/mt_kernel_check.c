@@ -107,6 +107,8 @@ static const BCase bcases[] = {
     {"gi_pw", 6, 6, 8, 12, 1, 2, 0, 3},   {"upd_pw", 4, 4, 12, 16, 1, 1, 0, 5},
     /* 6-channel groups then a 4-group; two chunks of output channels, the last odd (entering mid-loop) */
     {"gi_pw", 4, 4, 22, 127, 1, 1, 0, 0}, {"gi_pw", 8, 4, 29, 77, 1, 2, 0, 11},
+    /* depthwise: several 8-channel groups, odd sizes, stride 2 with odd input */
+    {"gi_dw", 7, 6, 24, 24, 5, 1, 2, 0},  {"gi_dw", 9, 7, 16, 16, 3, 2, 1, 0},
     {"upd_pw", 5, 3, 10, 13, 1, 1, 0, 4}, {"upd_pw", 6, 6, 9, 24, 1, 2, 0, 9},
 };
 #define N_BCASES (int)(sizeof bcases / sizeof bcases[0])

@@ -326,15 +326,74 @@ static void dw_block_tap(float *out, const float *g, const int8_t *wt, const int
     }
 }
 
-/* Whole-weight depthwise (one block, no channel index: the usual case): per input pixel the taps reaching it
- * are listed once, in (u, v) order, as (gradient row, weight row) offsets; then eight (or four) channels at a
- * time sum them in registers from 0.0f in that order (the portable kernel's sequence) and store once. */
 #ifndef MT_DWG_MAX_TAPS
 #define MT_DWG_MAX_TAPS 49
 #endif
+
+/* The taps t (rows u or columns v) of a k-wide kernel with stride s reaching input index i (padding pad) of an
+ * axis with out_n outputs: t0, t0 + s, ... (ascending), output index o0 for t0, then one less per step;
+ * returns how many. t must satisfy t = i + pad - s * o with 0 <= o < out_n and 0 <= t < k. */
+static inline int32_t tap_range(int32_t i, int32_t pad, int32_t s, int32_t k, int32_t out_n, int32_t *t0, int32_t *o0)
+{
+    const int32_t r = i + pad, lo = r - s * (out_n - 1) > 0 ? r - s * (out_n - 1) : 0, hi = r < k - 1 ? r : k - 1;
+    *t0 = lo + (r - lo) % s;
+    *o0 = (r - *t0) / s;
+    return *t0 > hi ? 0 : (hi - *t0) / s + 1;
+}
+
+/* Whole-weight depthwise, channels c .. c + 7 over every input pixel: the group's weights are converted to float
+ * once (wf, 8 per tap), then per pixel its taps, found as a row range times a column range (no per-tap tests),
+ * are summed in (u, v) order from 0.0f, eight channels at a time: one VLDM of eight gradient values and one of
+ * eight weights per tap (pinned registers for their register lists). */
+static void dw_grad_in_group8(const mt_conv_params *p, const float *gacc, const int8_t *w, int32_t c, float *gx)
+{
+    const int32_t c_n = p->in_c, kw = p->kw, s = p->stride;
+    float wf[MT_DWG_MAX_TAPS * 8];
+    for (int32_t t = 0; t < p->kh * kw; t++) float4_s8(w + t * c_n + c + 4, float4_s8(w + t * c_n + c, wf + 8 * t));
+    for (int32_t iy = 0; iy < p->in_h; iy++) {
+        int32_t u0, oy0, v0, ox0;
+        const int32_t nu = tap_range(iy, p->pad, s, p->kh, p->out_h, &u0, &oy0);
+        for (int32_t ix = 0; ix < p->in_w; ix++) {
+            const int32_t nv = tap_range(ix, p->pad, s, kw, p->out_w, &v0, &ox0);
+            float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f, a7 = 0.0f;
+            for (int32_t i = 0; i < nu; i++) {
+                const float *gp = gacc + ((oy0 - i) * p->out_w + ox0) * c_n + c;
+                const float *wp = wf + 8 * ((u0 + s * i) * kw + v0);
+                for (int32_t j = 0; j < nv; j++, gp -= c_n, wp += 8 * s) {
+                    register float h0 __asm__("s16"), h1 __asm__("s17"), h2 __asm__("s18"), h3 __asm__("s19");
+                    register float h4 __asm__("s20"), h5 __asm__("s21"), h6 __asm__("s22"), h7 __asm__("s23");
+                    register float e0 __asm__("s24"), e1 __asm__("s25"), e2 __asm__("s26"), e3 __asm__("s27");
+                    register float e4 __asm__("s28"), e5 __asm__("s29"), e6 __asm__("s30"), e7 __asm__("s31");
+                    __asm__ volatile("vldmia %[gp], {s16-s23}\n\tvldmia %[wp], {s24-s31}"
+                                     : "=t"(h0), "=t"(h1), "=t"(h2), "=t"(h3), "=t"(h4), "=t"(h5), "=t"(h6), "=t"(h7),
+                                       "=t"(e0), "=t"(e1), "=t"(e2), "=t"(e3), "=t"(e4), "=t"(e5), "=t"(e6), "=t"(e7)
+                                     : [gp] "r"(gp), [wp] "r"(wp)
+                                     : "memory");
+                    a0 += h0 * e0;
+                    a1 += h1 * e1;
+                    a2 += h2 * e2;
+                    a3 += h3 * e3;
+                    a4 += h4 * e4;
+                    a5 += h5 * e5;
+                    a6 += h6 * e6;
+                    a7 += h7 * e7;
+                }
+            }
+            float *out = gx + (iy * p->in_w + ix) * c_n + c;
+            out[0] = a0, out[1] = a1, out[2] = a2, out[3] = a3, out[4] = a4, out[5] = a5, out[6] = a6, out[7] = a7;
+        }
+    }
+}
+
+/* Whole-weight depthwise (one block, no channel index: the usual case): groups of eight channels by
+ * dw_grad_in_group8; for the rest, per input pixel the taps reaching it are listed once, in (u, v) order, as
+ * (gradient row, weight row) offsets, then four channels at a time (then one) sum them in registers from 0.0f
+ * in that order (the portable kernel's sequence) and store once. */
 static void dw_grad_in_whole(const mt_conv_params *p, const float *gacc, const int8_t *w, float *gx)
 {
-    const int32_t c_n = p->in_c, c4 = c_n & ~3;
+    const int32_t c_n = p->in_c, c8 = c_n & ~7, c4 = c_n & ~3;
+    for (int32_t c = 0; c < c8; c += 8) dw_grad_in_group8(p, gacc, w, c, gx);
+    if (c8 == c_n) return;
     int32_t tg[MT_DWG_MAX_TAPS], tw[MT_DWG_MAX_TAPS];
     for (int32_t iy = 0; iy < p->in_h; iy++) {
         for (int32_t ix = 0; ix < p->in_w; ix++) {
@@ -353,24 +412,7 @@ static void dw_grad_in_whole(const mt_conv_params *p, const float *gacc, const i
                     tg[n] = (oy * p->out_w + ox) * c_n, tw[n] = (u * p->kw + v) * c_n, n++;
                 }
             }
-            int32_t c = 0;
-            for (; c + 8 <= c_n; c += 8) {
-                float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f, a7 = 0.0f;
-                for (int32_t t = 0; t < n; t++) {
-                    const float *g = gacc + tg[t] + c;
-                    const int8_t *wt = w + tw[t] + c;
-                    a0 += g[0] * (float)wt[0];
-                    a1 += g[1] * (float)wt[1];
-                    a2 += g[2] * (float)wt[2];
-                    a3 += g[3] * (float)wt[3];
-                    a4 += g[4] * (float)wt[4];
-                    a5 += g[5] * (float)wt[5];
-                    a6 += g[6] * (float)wt[6];
-                    a7 += g[7] * (float)wt[7];
-                }
-                out[c] = a0, out[c + 1] = a1, out[c + 2] = a2, out[c + 3] = a3;
-                out[c + 4] = a4, out[c + 5] = a5, out[c + 6] = a6, out[c + 7] = a7;
-            }
+            int32_t c = c8;
             for (; c < c4; c += 4) {
                 float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
                 for (int32_t t = 0; t < n; t++) {
