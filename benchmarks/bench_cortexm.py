@@ -136,7 +136,7 @@ def models_table(work: Path, quick: bool, data_root: Path) -> list[dict]:
     for name, make_scheme in model_setups(quick):
         project = work / f"model-{len(rows)}"
         graph, scheme, compiled = compile_project(name, make_scheme, project)
-        kinds = conv_kinds(graph)
+        node_kinds = conv_kinds(graph)
         cpus = [("cortex-m7", True), ("cortex-m7", False)] + ([("cortex-m4", True)] if name == "mcunet-5fps" and
                                                                 not quick else [])
         for cpu, simd in cpus:
@@ -150,7 +150,7 @@ def models_table(work: Path, quick: bool, data_root: Path) -> list[dict]:
                 build, regions = build_project(project, build_dir, cpu, simd=simd, ram_limit=1024 * 1024)
             s = run_session(build.elf, cpu, train=train, evaluate=evaluate, count=True, timeout=1200)
             step, infer = cost_report(s.instructions, regions, "train"), cost_report(s.instructions, regions, "infer")
-            ops = op_rows(step, kinds)
+            ops = op_rows(step, node_kinds)
             row.update(per_step=step.per_call, by_phase=step.by_phase, per_inference=infer.per_call,
                        linked_sram=build.usage.ram, linked_flash=build.usage.flash, stack_used=s.stack_used,
                        plan_vs_link=[list(r) for r in plan_vs_link(build.elf, project)],
