@@ -70,6 +70,28 @@ def test_device_training_equals_host_build(firmware):
     # the three phases are most of a step, and a step is hundreds of thousands of instructions at least
     assert step.by_phase["forward"] + step.by_phase["backward"] + step.by_phase["update"] > 0.95 * step.per_call
     assert step.per_call > 1e6
+    # instructions per MAC of the conv calls: the cost report prints them, and the averages are plausible
+    assert "/MAC" in step.text() and 0.5 < step.per_mac("forward") < 5 and 1 < step.per_mac("backward") < 10
+
+
+def test_cost_regions_carry_each_conv_calls_macs(firmware):
+    """The MACs the cost report divides by, read from the calls' mt_conv_params, are the graph's: every conv's
+    forward call and every input-gradient call (same products), nothing for other kernels."""
+    from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
+    from microtrain.ops import conv
+    from microtrain.quant.head import replace_head
+
+    _, _, _, regions = firmware
+    graph = replace_head(load_mcunet_pkl(model_path("mcunet-5fps")), 2)
+    macs = {n.name: conv.macs(n, graph.tensors[n.inputs[0]].shape, graph.tensors[n.output].shape)
+            for n in graph.nodes if n.op == "conv2d"}
+    counted = [r for r in regions if r.macs]
+    assert {r.node for r in counted if r.function == "infer"} == set(macs)
+    assert any(r.phase == "backward" for r in counted)
+    for r in counted:
+        assert r.macs == macs[r.node], (r, macs[r.node])
+        assert r.phase in ("forward", "backward") and ("grad_input" in r.kernel) == (r.phase == "backward")
+    assert not any(r.macs for r in regions if not r.kernel.startswith("mt_conv_") or "update" in r.kernel)
 
 
 def test_cli_run_trains_and_reports(firmware, capsys):

@@ -2,7 +2,8 @@
 
 The project is not modified: the build directory gets mt_model_marked.c, a copy of mt_model.c with
 - `mt_mark(id)` before every kernel call of mt_infer and mt_train_step, so the instruction counter charges
-  each call to its op (regions.json maps id -> function, phase, node, kernel);
+  each call to its op (regions.json maps id -> function, phase, node, kernel, and the MACs of a conv's forward
+  or input-gradient call, read from its mt_conv_params, for instructions per MAC);
 - mt_train_input_buffer(): the arena slot mt_train_step copies its input from (the harness streams each
   sample straight there);
 - mt_write_params(fd): the bytes of mt_export_params written to a host file array by array (no SRAM copy).
@@ -23,6 +24,7 @@ from .build import CPUS, FIRMWARE_DIR, FLASH_BYTES, KERNELS_DIR, RAM_BYTES, Buil
 CALL = re.compile(r"^    (mt_\w+)\((.*)\);$")
 NOTE = re.compile(r"^    /\* (\w+) (.*) \*/$")
 FUNCTIONS = {"void mt_infer(": "infer", "int32_t mt_train_step(": "train"}
+CONV_PARAMS = re.compile(r"^static const mt_conv_params (\w+) = \{([-\d, ]+)\};$")
 EXPORT_LINE = re.compile(r"i < (\d+)u; i\+\+\) dst\[k\+\+\] = \(\(const uint8_t \*\)(\w+)\)\[i\];")
 MAX_MARKS = 4096  # mt_semihost.h MT_MAX_MARKS
 
@@ -38,13 +40,27 @@ class Region:
     phase: str  # forward | loss | backward | update | input (as the generator labels its steps)
     node: str
     kernel: str
+    macs: int = 0  # multiply-accumulates of a conv forward or input-gradient call (0: not such a call)
+
+
+def conv_call_macs(kernel: str, args: str, conv_params: dict[str, list[int]]) -> int:
+    """MACs of one image through a conv kernel call (forward, or input gradient: the same products) whose
+    first argument is &<an mt_conv_params of mt_model.c>; 0 for any other call."""
+    first = args.split(",", 1)[0].strip().lstrip("&")
+    if not kernel.startswith("mt_conv_") or first not in conv_params or "update" in kernel or "grad_acc" in kernel:
+        return 0
+    in_h, in_w, in_c, out_h, out_w, out_c, kh, kw = conv_params[first][:8]
+    return out_h * out_w * out_c * kh * kw * (1 if "depthwise" in kernel else in_c)
 
 
 def instrument(source: str) -> tuple[str, list[Region]]:
     """mt_model.c text -> (marked text, regions). Ids start at 1 (0 is the harness)."""
     out, regions = ['#include "mt_semihost.h"'], []
     function, note, train_input = None, None, None
+    conv_params = {}
     for line in source.splitlines():
+        if (m := CONV_PARAMS.match(line)):
+            conv_params[m.group(1)] = [int(v) for v in m.group(2).split(",")]
         if function is None:
             function = next((f for sig, f in FUNCTIONS.items() if line.startswith(sig)), None)
         elif line == "}":
@@ -61,7 +77,7 @@ def instrument(source: str) -> tuple[str, list[Region]]:
             rid = len(regions) + 1
             if rid >= MAX_MARKS:
                 raise ProjectError(f"more than {MAX_MARKS - 1} kernel calls: raise MT_MAX_MARKS")
-            regions.append(Region(rid, function, phase, node, kernel))
+            regions.append(Region(rid, function, phase, node, kernel, conv_call_macs(kernel, args, conv_params)))
             out.append(f"    mt_mark({rid});")
         out.append(line)
     if not any(r.function == "infer" for r in regions):
