@@ -86,6 +86,12 @@ def kind(node) -> str:
     return "conv"
 
 
+def describe(node) -> str:
+    """The op column of `microtrain info`: family, kernel and stride (e.g. "depthwise 3x3/2")."""
+    k, s = node.attrs["kernel"], node.attrs["stride"]
+    return f"{kind(node)} {k[0]}x{k[1]}/{s}"
+
+
 def macs(node, in_shape, out_shape) -> int:
     o, ig, kh, kw = node.params["weight"].shape
     return int(out_shape[0] * out_shape[1] * o * ig * kh * kw)
