@@ -1,0 +1,76 @@
+"""The issue-14 experiments on the real datasets, as one resumable queue: `python benchmarks/exp_datasets.py`.
+
+Runs exp_qas.py and exp_sparse.py jobs in priority order on --workers processes (niced; each job a
+subprocess). Every job resumes by itself (one result file per run, skipped when present with the current
+numerics fingerprint; frozen-prefix features cached on disk), so this command may be stopped at any time and
+started again, in this session or the next, and only the missing runs are computed. Progress goes to
+--log-dir (outside the repo), one log per job. Results land under benchmarks/results/qas/ and
+benchmarks/results/sparse/ and are small enough to commit.
+
+    nohup nice -n 19 python benchmarks/exp_datasets.py --workers 2 &     # the whole set
+    python benchmarks/exp_datasets.py --list                              # the queue, nothing run
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+QAS_ALL = ("cub50", "gtsrb", "food101_10", "cifar10", "flowers12", "trashnet", "clothing10", "sign_digits")
+THREE_MODELS_ON = ("cub50", "food101_10", "gtsrb", "cifar10")
+SPARSE_ON = ("cub50", "food101_10", "cifar10")
+MOMENTUM_ON = ("flowers12", "cub50")  # "does momentum change the picture?": two of the paper's datasets
+
+
+def queue() -> list[tuple[str, list[str]]]:
+    """(name, argv) in priority order: the mcunet-5fps QAS table first (it answers the acceptance question),
+    then sparse update, then the other two models, then the momentum check."""
+    jobs = [(f"qas-{d}-mcunet-5fps", ["exp_qas.py", "--dataset", d, "--models", "mcunet-5fps"]) for d in QAS_ALL]
+    jobs += [(f"sparse-{d}", ["exp_sparse.py", "--dataset", d]) for d in SPARSE_ON]
+    jobs += [(f"qas-{d}-{m}", ["exp_qas.py", "--dataset", d, "--models", m])
+             for m in ("mbv2-w0.35", "proxyless-w0.3") for d in THREE_MODELS_ON]
+    jobs += [(f"qas-{d}-mcunet-5fps-momentum", ["exp_qas.py", "--dataset", d, "--models", "mcunet-5fps",
+                                                "--momentum", "0.9"]) for d in MOMENTUM_ON]
+    return jobs
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--log-dir", default=str(Path.home() / ".cache" / "microtrain" / "exp14" / "logs"))
+    ap.add_argument("--only", nargs="*", default=None, help="job names (or prefixes) to run, e.g. qas-cub50")
+    ap.add_argument("--out", default=str(HERE / "results"), help="results folder passed to every job")
+    ap.add_argument("--list", action="store_true")
+    args = ap.parse_args(argv)
+    jobs = [j for j in queue() if not args.only or any(j[0].startswith(o) for o in args.only)]
+    if args.list:
+        for name, cmd in jobs:
+            print(f"{name:40s} python benchmarks/{' '.join(cmd)}")
+        return 0
+    logs = Path(args.log_dir)
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def run(job):
+        name, cmd = job
+        t0 = time.monotonic()
+        with open(logs / f"{name}.log", "a") as f:
+            f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC: {' '.join(cmd)}\n")
+            f.flush()
+            rc = subprocess.run([sys.executable, str(HERE / cmd[0]), *cmd[1:], "--out", args.out], stdout=f,
+                                stderr=subprocess.STDOUT,
+                                cwd=HERE).returncode
+        print(f"{time.strftime('%H:%M:%S', time.gmtime())} {name}: exit {rc} after {time.monotonic() - t0:.0f} s",
+              flush=True)
+        return rc
+
+    with ThreadPoolExecutor(args.workers) as pool:
+        codes = list(pool.map(run, jobs))
+    return 1 if any(codes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The resumable experiment harness on the real datasets (benchmarks/exp_qas.py --dataset, run_store.py,
+numerics_fingerprint.py): a reduced run of the pipeline on a tiny ImageFolder (checks the pipeline, not the
+figures), resume without retraining, and the fingerprint that decides reuse."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, hymenoptera, model_path
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    root = hymenoptera()
+    out = tmp_path_factory.mktemp("tiny") / "tinyset"
+    for split, n in (("train", 5), ("val", 3)):
+        for cls in ("ants", "bees"):
+            (out / split / cls).mkdir(parents=True)
+            for f in sorted((root / split / cls).glob("*.jpg"))[:n]:
+                (out / split / cls / f.name).symlink_to(f)
+    return out
+
+
+def test_fingerprint_is_stable_and_moves_with_the_numerics(monkeypatch):
+    model_path("mcunet-5fps")
+    from numerics_fingerprint import numerics_fingerprint
+
+    base = numerics_fingerprint.__wrapped__()
+    assert base == numerics_fingerprint.__wrapped__()  # deterministic
+    from microtrain.runtime import trainer
+
+    lr_at = trainer.lr_at
+    monkeypatch.setattr(trainer, "lr_at", lambda *a: 1.01 * lr_at(*a))  # a 1 % different schedule
+    assert numerics_fingerprint.__wrapped__() != base
+
+
+def test_run_dir_counts_only_runs_of_the_current_fingerprint(tmp_path):
+    from run_store import RunDir, run_key
+
+    key = run_key("m", "int8+QAS", "final", 0.01, 2)
+    a = RunDir(tmp_path, "fp-a", views=4, batch=32, momentum=0.0)
+    assert a.get(key, 12) is None
+    a.put(key, {"val_acc": 0.5}, 12)
+    assert a.get(key, 12) == {"val_acc": 0.5} and dict(a.items()) == {key: {"val_acc": 0.5}}
+    assert a.get(key, 5) is None  # other epochs: another run
+    assert RunDir(tmp_path, "fp-b", 4, 32, 0.0).get(key, 12) is None  # other numerics: redone
+    assert RunDir(tmp_path, "fp-a", 4, 32, 0.9).get(key, 12) is None  # momentum is part of the key
+    doc = json.loads(a.path(key, 12).read_text())
+    assert doc["key"]["seed"] == 2 and doc["numerics_fingerprint"] == "fp-a"
+
+
+def test_reduced_qas_run_on_a_folder_resumes_without_training(tiny_folder, tmp_path, monkeypatch, capsys):
+    model_path("mcunet-5fps")
+    import exp_qas
+
+    argv = ["--quick", "--dataset", str(tiny_folder), "--out", str(tmp_path / "res"),
+            "--cache", str(tmp_path / "cache"), "--views", "2"]
+    exp_qas.main(argv)
+    first = capsys.readouterr().out
+    files = sorted((tmp_path / "res" / "qas" / "tinyset").rglob("*.json"))
+    # quick: 4 settings x (2 scan lrs + 1 final), one file each
+    assert len(files) == 12, [f.name for f in files]
+    final = json.loads(next(f for f in files if "int8+QAS" in str(f) and f.name.startswith("final")).read_text())
+    r = final["result"]
+    assert 0 <= r["val_acc"] <= 1 and 0 <= r["val_balanced_acc"] <= 1
+    assert np.array(r["val_confusion"]).sum() == 6
+    assert list((tmp_path / "cache").glob("*.npz"))  # prefix features on disk
+
+    from microtrain.runtime import trainer
+
+    def no_training(*a, **k):
+        raise AssertionError("a stored run was trained again")
+
+    monkeypatch.setattr(trainer, "fine_tune", no_training)
+    exp_qas.main(argv)
+    again = capsys.readouterr().out
+    pick = lambda text: [ln for ln in text.splitlines() if "final lr" in ln]  # noqa: E731
+    assert pick(again) == pick(first) and len(pick(first)) == 4
+
+
+def test_unknown_dataset_is_one_clear_error(tmp_path):
+    import exp_qas
+    from microtrain.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="no train/ and val/"):
+        exp_qas.main(["--dataset", "no_such_set", "--out", str(tmp_path)])
