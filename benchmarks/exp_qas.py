@@ -69,6 +69,7 @@ SETTINGS = {  # name: (update, fp32, qas)
     "head-only": ("head", False, True),
 }
 SEEDS = (0, 1, 2)
+MODEL_ORDER = ("mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3")
 DATASETS = {  # name: (results file stem, title of the markdown table); other names: folders under data/
     "hymenoptera": ("qas", "ants vs bees (hymenoptera_data)"),
     "digits": ("qas_digits", "handwritten digits (scikit-learn, 10 classes, 500 train / 300 val)"),
@@ -269,8 +270,13 @@ def main(argv=None):
          + ("" if legacy else "; images smaller than the model resolution are upscaled whole (runtime/images.py)")))
     table["wall_seconds"] = round(time.monotonic() - t_start, 1)
     if not args.quick:
-        (out_dir / f"{stem}.json").parent.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"{stem}.json").write_text(json.dumps(table, indent=1) + "\n")
+        path = out_dir / f"{stem}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not legacy:
+            table = merge_models(table, path, settings)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(table, indent=1) + "\n")
+        tmp.replace(path)
         (out_dir / f"{stem}.md").write_text(markdown(table))
     print(markdown(table))
 
@@ -361,11 +367,39 @@ def summarise(runs, models, chosen, seeds, chance=0.5, settings=tuple(SETTINGS))
                 "balanced": [v.get("val_balanced_acc") for v in finals],
                 "selection": dict(sorted(sel.items(), key=lambda kv: float(kv[0]))),
                 "refine_losses": dict(sorted(refine.items(), key=lambda kv: float(kv[0])))}
+    return averages(out, settings)
+
+
+def averages(out, settings=tuple(SETTINGS)):
+    """The table's average over its models, top-1 and balanced, per setting."""
+    models = list(out["models"])
+    out["average"], out["average_balanced"] = {}, {}
     for setting in settings:
         out["average"][setting] = float(np.mean([out["models"][m][setting]["mean"] for m in models]))
-        bal = [b for m in models for b in out["models"][m][setting]["balanced"]]
+        bal = [b for m in models for b in out["models"][m][setting].get("balanced", [None])]
         out["average_balanced"][setting] = float(np.mean(bal)) if bal and None not in bal else None
     return out
+
+
+def merge_models(table, path, settings):
+    """A folder dataset's table keeps the models of earlier invocations (one job per model) computed with the
+    same numerics and protocol; the averages then cover every model in it."""
+    if not path.exists():
+        return table
+    old = json.loads(path.read_text())
+    if (old.get("numerics_fingerprint") != table.get("numerics_fingerprint")
+            or {k: v for k, v in old.get("protocol", {}).items() if k != "data"}
+            != {k: v for k, v in table["protocol"].items() if k != "data"}):
+        return table
+    for model, row in old.get("models", {}).items():
+        if model not in table["models"] and all(s in row for s in settings):
+            table["models"][model] = row
+            for k, v in old.get("collapsed_runs", {}).items():
+                if k.split("|")[0] == model:
+                    table["collapsed_runs"].setdefault(k, v)
+    table["models"] = dict(sorted(table["models"].items(), key=lambda kv: MODEL_ORDER.index(kv[0])
+                                  if kv[0] in MODEL_ORDER else 99))
+    return averages(table, settings)
 
 
 def collapsed_runs(runs, models, chosen, seeds, chance, settings=tuple(SETTINGS)):

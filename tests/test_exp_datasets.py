@@ -89,3 +89,53 @@ def test_unknown_dataset_is_one_clear_error(tmp_path):
 
     with pytest.raises(DatasetError, match="no train/ and val/"):
         exp_qas.main(["--dataset", "no_such_set", "--out", str(tmp_path)])
+
+
+def test_bench_reuses_a_result_while_its_fingerprint_matches(tmp_path, monkeypatch):
+    import os
+
+    import numerics_fingerprint
+    import run_all
+
+    monkeypatch.setattr(numerics_fingerprint, "numerics_fingerprint", lambda: "fp-now")
+    code = tmp_path / "code.py"
+    code.write_text("x = 1\n")
+    monkeypatch.setattr(run_all, "REPO", tmp_path)
+    result = tmp_path / "r.json"
+    result.write_text(json.dumps({"numerics_fingerprint": "fp-now"}))
+    os.utime(result, (1000, 1000))
+    os.utime(code, (3000, 3000))  # code newer than the result: the time rule would call it stale
+    fresh, why = run_all._freshness(result, ["code.py"])
+    assert fresh and "fp-now" in why
+    result.write_text(json.dumps({"numerics_fingerprint": "fp-old"}))
+    os.utime(result, (5000, 5000))  # newer than the code, but other numerics
+    fresh, why = run_all._freshness(result, ["code.py"])
+    assert not fresh and "fp-old" in why and "fp-now" in why
+
+
+def _table(fp32, int8, qas, head, model="mcunet-5fps"):
+    row = {s: {"val_acc": accs, "mean": float(np.mean(accs)), "std": float(np.std(accs)), "lr": 0.01,
+               "balanced": accs}
+           for s, accs in (("fp32", fp32), ("int8", int8), ("int8+QAS", qas), ("head-only", head))}
+    return {"models": {model: row}}
+
+
+def test_summary_across_datasets_pairs_by_seed_and_says_partial(tmp_path, monkeypatch):
+    import qas_datasets
+
+    (tmp_path / "qas").mkdir()
+    monkeypatch.setattr(qas_datasets, "RESULTS", tmp_path)
+    gains = {"cub50": 0.05, "gtsrb": 0.06, "cifar10": 0.055}  # int8+QAS ahead of int8 by 5, 6, 5.5 points
+    for d, g in gains.items():
+        base = [0.60, 0.62, 0.61]
+        t = _table(base, [b - g for b in base], [b - 0.002 for b in base], [b - 0.1 for b in base])
+        (tmp_path / "qas" / f"{d}.json").write_text(json.dumps(t))
+    qas_datasets.main()
+    doc = json.loads((tmp_path / "qas" / "summary.json").read_text())
+    across = doc["plain"]["across_datasets"]
+    assert across["int8+QAS - int8"]["mean"] == pytest.approx(5.5 - 0.2)
+    assert across["int8+QAS - int8"]["ci95"][0] > 0  # 5.3 ± t(2) * 0.5 / sqrt(3) = 5.3 ± 1.24: excludes 0
+    assert across["int8+QAS - fp32"]["mean"] == pytest.approx(-0.2)
+    assert doc["plain"]["paired_by_dataset"]["gtsrb"]["int8+QAS - int8"]["diffs"] == pytest.approx([5.8] * 3)
+    md = (tmp_path / "qas" / "summary.md").read_text()
+    assert "PARTIAL: 3 of 8" in md and "within 1 point" in md and "excludes 0" in md
