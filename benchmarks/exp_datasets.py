@@ -42,11 +42,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--log-dir", default=str(Path.home() / ".cache" / "microtrain" / "exp14" / "logs"))
-    ap.add_argument("--only", nargs="*", default=None, help="job names (or prefixes) to run, e.g. qas-cub50")
+    ap.add_argument("--only", nargs="*", default=None, help="job names (or prefixes) to run, in this order, e.g. qas-cub50")
     ap.add_argument("--out", default=str(HERE / "results"), help="results folder passed to every job")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args(argv)
-    jobs = [j for j in queue() if not args.only or any(j[0].startswith(o) for o in args.only)]
+    jobs = queue()
+    if args.only:  # in the order given: --only qas-trashnet qas-cub50 runs trashnet first
+        names = {j[0] for j in jobs}  # an exact name selects that job only, anything else is a prefix
+        jobs = [j for o in args.only for j in jobs if (j[0] == o if o in names else j[0].startswith(o))]
+        jobs = [j for i, j in enumerate(jobs) if j not in jobs[:i]]
     if args.list:
         for name, cmd in jobs:
             print(f"{name:40s} python benchmarks/{' '.join(cmd)}")
