@@ -365,6 +365,17 @@ def step_accuracy(args) -> dict:
         else:
             doc["qas_digits"] = {"source": f"not shown ({why_d}); run benchmarks/exp_qas.py --dataset digits"}
         log(f"  QAS digits: {doc['qas_digits']['source']}")
+    # the real datasets (exp_qas.py --dataset, summarised by qas_datasets.py): reused only, never re-run here
+    summary = RESULTS / "qas" / "summary.json"
+    if summary.exists() and args.accuracy != "skip":
+        fresh_s, why_s = _freshness(summary, ACCURACY_DEPS["qas"])
+        md = summary.with_suffix(".md")
+        if fresh_s and md.exists():
+            doc["qas_datasets"] = {"source": why_s, "table": json.loads(summary.read_text()), "markdown": md.read_text()}
+        else:
+            doc["qas_datasets"] = {"source": f"not shown ({why_s}); run benchmarks/exp_datasets.py, then "
+                                             "benchmarks/qas_datasets.py"}
+        log(f"  QAS on the real datasets: {doc['qas_datasets']['source']}")
     # sparse update
     sparse_json = RESULTS / "sparse.json"
     fresh, why = _freshness(sparse_json, ACCURACY_DEPS["sparse"])
@@ -639,6 +650,14 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
         if acc.get("qas_digits"):
             lines += _qas_section("**QAS, handwritten digits** (scikit-learn digits at the model resolution, 10 "
                                   "classes, 500 train / 300 val; same protocol)", acc["qas_digits"])
+        qd = acc.get("qas_datasets")
+        if qd and qd.get("markdown"):
+            t = qd["table"]
+            lines += [f"**QAS on the real datasets** (mcunet-5fps; "
+                      f"{'PARTIAL: ' if t.get('partial') else ''}{len(t.get('datasets_done', []))} datasets; "
+                      f"{qd['source']}):", ""] + _first_table(qd["markdown"]) + [""]
+            if t.get("acceptance"):
+                lines += [f"Acceptance: {t['acceptance']}", ""]
         s = acc.get("sparse", {})
         lines += [f"**Sparse update, accuracy vs memory** ({s.get('source', 'n/a')}):", ""]
         rec = s.get("record") or {}

@@ -139,3 +139,23 @@ def test_summary_across_datasets_pairs_by_seed_and_says_partial(tmp_path, monkey
     assert doc["plain"]["paired_by_dataset"]["gtsrb"]["int8+QAS - int8"]["diffs"] == pytest.approx([5.8] * 3)
     md = (tmp_path / "qas" / "summary.md").read_text()
     assert "PARTIAL: 3 of 8" in md and "within 1 point" in md and "excludes 0" in md
+
+
+def test_bench_headline_shows_the_dataset_summary_as_partial(tmp_path, monkeypatch):
+    import numerics_fingerprint
+    import qas_datasets
+    import run_all
+
+    (tmp_path / "qas").mkdir()
+    monkeypatch.setattr(qas_datasets, "RESULTS", tmp_path)
+    monkeypatch.setattr(run_all, "RESULTS", tmp_path)
+    monkeypatch.setattr(numerics_fingerprint, "numerics_fingerprint", lambda: "fp-now")
+    for d in ("cub50", "gtsrb"):
+        t = _table([0.6, 0.62, 0.61], [0.5, 0.52, 0.5], [0.6, 0.61, 0.61], [0.4, 0.4, 0.4])
+        t["numerics_fingerprint"] = "fp-now"
+        (tmp_path / "qas" / f"{d}.json").write_text(json.dumps(t))
+    qas_datasets.main()
+    assert run_all.main(["--skip", "memory", "host", "cortexm", "--accuracy", "reuse"]) == 0
+    head = (tmp_path / "headline.md").read_text()
+    assert "QAS on the real datasets** (mcunet-5fps; PARTIAL: 2 datasets" in head
+    assert "| cub50 |" in head and "| gtsrb |" in head
