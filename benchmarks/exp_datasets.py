@@ -13,6 +13,7 @@ benchmarks/results/sparse/ and are small enough to commit.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -38,6 +39,26 @@ def queue() -> list[tuple[str, list[str]]]:
     return jobs
 
 
+def claim(path: Path) -> Path | None:
+    """A lock file naming this process; None if a live process holds it (a dead holder's lock is taken over).
+    Lets several queue processes (e.g. one more worker started later) share the queue without running a job
+    twice."""
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(path.read_text().strip() or 0), 0)
+                return None  # the holder is alive
+            except (ValueError, ProcessLookupError, PermissionError, FileNotFoundError):
+                path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return path
+    return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2)
@@ -60,6 +81,16 @@ def main(argv=None) -> int:
 
     def run(job):
         name, cmd = job
+        lock = claim(logs / f"{name}.lock")
+        if lock is None:  # another queue process runs this job now
+            print(f"{name}: running elsewhere, skipped", flush=True)
+            return 0
+        try:
+            return run_claimed(name, cmd)
+        finally:
+            lock.unlink(missing_ok=True)
+
+    def run_claimed(name, cmd):
         t0 = time.monotonic()
         with open(logs / f"{name}.log", "a") as f:
             f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC: {' '.join(cmd)}\n")

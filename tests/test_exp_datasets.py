@@ -159,3 +159,15 @@ def test_bench_headline_shows_the_dataset_summary_as_partial(tmp_path, monkeypat
     head = (tmp_path / "headline.md").read_text()
     assert "QAS on the real datasets** (mcunet-5fps; PARTIAL: 2 datasets" in head
     assert "| cub50 |" in head and "| gtsrb |" in head
+
+
+def test_queue_lock_is_exclusive_and_taken_over_from_a_dead_holder(tmp_path):
+    import os
+
+    from exp_datasets import claim
+
+    lock = claim(tmp_path / "job.lock")
+    assert lock is not None and lock.read_text() == str(os.getpid())
+    assert claim(tmp_path / "job.lock") is None  # held by a live process (this one)
+    lock.write_text("999999999")  # a pid that does not exist
+    assert claim(tmp_path / "job.lock") is not None
