@@ -16,8 +16,10 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -25,6 +27,9 @@ QAS_ALL = ("cub50", "gtsrb", "food101_10", "cifar10", "flowers12", "trashnet", "
 THREE_MODELS_ON = ("cub50", "food101_10", "gtsrb", "cifar10")
 SPARSE_ON = ("cub50", "food101_10", "cifar10")
 MOMENTUM_ON = ("flowers12", "cub50")  # "does momentum change the picture?": two of the paper's datasets
+
+
+QAS_SETTINGS = ("fp32", "int8", "int8+QAS", "head-only")
 
 
 def queue() -> list[tuple[str, list[str]]]:
@@ -37,6 +42,16 @@ def queue() -> list[tuple[str, list[str]]]:
     jobs += [(f"qas-{d}-mcunet-5fps-momentum", ["exp_qas.py", "--dataset", d, "--models", "mcunet-5fps",
                                                 "--momentum", "0.9"]) for d in MOMENTUM_ON]
     return jobs
+
+
+def parts(job) -> list[tuple[str, list[str]]]:
+    """A QAS job splits into one process per setting (they share nothing but the prefix cache), so the workers
+    finish one dataset's table together instead of several tables at once; the job itself then runs last and
+    only writes the table (every run is stored by then)."""
+    name, cmd = job
+    if cmd[0] != "exp_qas.py":
+        return []
+    return [(f"{name}-{s}", [*cmd, "--settings", s]) for s in QAS_SETTINGS]
 
 
 def claim(path: Path) -> Path | None:
@@ -96,14 +111,47 @@ def main(argv=None) -> int:
             f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC: {' '.join(cmd)}\n")
             f.flush()
             rc = subprocess.run([sys.executable, str(HERE / cmd[0]), *cmd[1:], "--out", args.out], stdout=f,
-                                stderr=subprocess.STDOUT,
-                                cwd=HERE).returncode
+                                stderr=subprocess.STDOUT, cwd=HERE).returncode
         print(f"{time.strftime('%H:%M:%S', time.gmtime())} {name}: exit {rc} after {time.monotonic() - t0:.0f} s",
               flush=True)
         return rc
 
+    # parts first, in queue order; a job's own run is submitted when its last part ends
+    codes, lock_, lefts = [], threading.Lock(), []
     with ThreadPoolExecutor(args.workers) as pool:
-        codes = list(pool.map(run, jobs))
+        pending = []
+        for job in jobs:
+            subs = parts(job)
+            if not subs:
+                pending.append(pool.submit(run, job))
+                continue
+            left = [len(subs)]
+            lefts.append(left)
+
+            def done(_fut, job=job, left=left):
+                with lock_:
+                    left[0] -= 1
+                    if left[0] == 0:
+                        pending.append(pool.submit(run, job))
+
+            for sub in subs:
+                fut = pool.submit(run, sub)
+                pending.append(fut)
+                fut.add_done_callback(done)
+        while True:  # the list grows while parts end: done when no future runs and no job waits for parts
+            with lock_:
+                waiting = [f for f in pending if not f.done()]
+                open_jobs = any(left[0] > 0 for left in lefts)
+            if not waiting and not open_jobs:
+                break
+            try:
+                if waiting:
+                    waiting[0].result(timeout=5)
+                else:
+                    time.sleep(0.5)
+            except FuturesTimeout:
+                pass
+        codes = [f.result() for f in pending]
     return 1 if any(codes) else 0
 
 

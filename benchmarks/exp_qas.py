@@ -274,6 +274,9 @@ def main(argv=None):
          "train views: the evaluation crop, its mirror and random resized crops with random flips"
          + ("" if legacy else "; images smaller than the model resolution are upscaled whole (runtime/images.py)")))
     table["wall_seconds"] = round(time.monotonic() - t_start, 1)
+    if len(settings) < len(SETTINGS):  # one setting of a split job (exp_datasets.py): the full run writes it
+        print(f"settings {settings} done; the table is written by a run with every setting")
+        return
     if not args.quick:
         path = out_dir / f"{stem}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

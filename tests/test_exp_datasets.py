@@ -171,3 +171,30 @@ def test_queue_lock_is_exclusive_and_taken_over_from_a_dead_holder(tmp_path):
     assert claim(tmp_path / "job.lock") is None  # held by a live process (this one)
     lock.write_text("999999999")  # a pid that does not exist
     assert claim(tmp_path / "job.lock") is not None
+
+
+def test_queue_runs_a_jobs_settings_first_then_the_job(tmp_path, monkeypatch):
+    import threading
+    from pathlib import Path
+
+    import exp_datasets
+
+    order, mutex = [], threading.Lock()
+
+    class Done:
+        returncode = 0
+
+    def fake_run(cmd, **kw):
+        setting = cmd[cmd.index("--settings") + 1] if "--settings" in cmd else None
+        with mutex:
+            order.append((Path(cmd[1]).name, setting))
+        return Done()
+
+    monkeypatch.setattr(exp_datasets, "queue", lambda: [("qas-x", ["exp_qas.py", "--dataset", "x"]),
+                                                        ("sparse-x", ["exp_sparse.py", "--dataset", "x"])])
+    monkeypatch.setattr(exp_datasets.subprocess, "run", fake_run)
+    assert exp_datasets.main(["--workers", "2", "--log-dir", str(tmp_path), "--out", str(tmp_path)]) == 0
+    qas = [setting for script, setting in order if script == "exp_qas.py"]
+    assert sorted(qas[:4]) == sorted(["fp32", "int8", "int8+QAS", "head-only"])
+    assert qas[4:] == [None]  # the table run comes after every setting
+    assert ("exp_sparse.py", None) in order and len(order) == 6
