@@ -13,13 +13,12 @@ benchmarks/results/sparse/ and are small enough to commit.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -116,42 +115,40 @@ def main(argv=None) -> int:
               flush=True)
         return rc
 
-    # parts first, in queue order; a job's own run is submitted when its last part ends
-    codes, lock_, lefts = [], threading.Lock(), []
-    with ThreadPoolExecutor(args.workers) as pool:
-        pending = []
-        for job in jobs:
-            subs = parts(job)
-            if not subs:
-                pending.append(pool.submit(run, job))
-                continue
-            left = [len(subs)]
-            lefts.append(left)
+    # parts first, in queue order; a job's own (table) run goes to the FRONT of the queue when its last part
+    # ends, so a finished dataset's table is written at once, not after every other part
+    tasks = collections.deque()
+    for job in jobs:
+        subs = parts(job)
+        tasks.extend((sub, job, len(subs)) for sub in subs) if subs else tasks.append((job, None, 0))
+    cond, left, codes = threading.Condition(), {}, []
+    busy = [0]
 
-            def done(_fut, job=job, left=left):
-                with lock_:
-                    left[0] -= 1
-                    if left[0] == 0:
-                        pending.append(pool.submit(run, job))
+    def worker():
+        while True:
+            with cond:
+                while not tasks and busy[0]:
+                    cond.wait()  # a running part may still queue its job's table run
+                if not tasks:
+                    cond.notify_all()
+                    return
+                task, parent, n_parts = tasks.popleft()
+                busy[0] += 1
+            rc = run(task)
+            with cond:
+                busy[0] -= 1
+                codes.append(rc)
+                if parent is not None:
+                    left[parent[0]] = left.get(parent[0], n_parts) - 1
+                    if left[parent[0]] == 0:
+                        tasks.appendleft((parent, None, 0))
+                cond.notify_all()
 
-            for sub in subs:
-                fut = pool.submit(run, sub)
-                pending.append(fut)
-                fut.add_done_callback(done)
-        while True:  # the list grows while parts end: done when no future runs and no job waits for parts
-            with lock_:
-                waiting = [f for f in pending if not f.done()]
-                open_jobs = any(left[0] > 0 for left in lefts)
-            if not waiting and not open_jobs:
-                break
-            try:
-                if waiting:
-                    waiting[0].result(timeout=5)
-                else:
-                    time.sleep(0.5)
-            except FuturesTimeout:
-                pass
-        codes = [f.result() for f in pending]
+    threads = [threading.Thread(target=worker) for _ in range(max(1, args.workers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     return 1 if any(codes) else 0
 
 

@@ -429,7 +429,7 @@ def collapsed_runs(runs, models, chosen, seeds, chance, settings=tuple(SETTINGS)
 def markdown(table) -> str:
     settings = [s for s in SETTINGS if s in table["average"]]
     dataset = table.get("dataset", "hymenoptera")
-    title = DATASETS[dataset][1] if dataset in DATASETS else f"{dataset} ({table['protocol']['data']})"
+    title = DATASETS[dataset][1] if dataset in DATASETS else f"{dataset} ({len(table.get('classes', []))} classes)"
     lines = [f"# QAS experiment: {title}, last two blocks + new head", "",
              "Validation top-1 % , mean ± std over seeds (chosen lr in brackets); `head-only` trains the new head only "
              "(int8 + QAS). Produced by `benchmarks/exp_qas.py`; protocol in "
@@ -459,6 +459,7 @@ def markdown(table) -> str:
     if "data" in table["protocol"]:
         pr = table["protocol"]
         lines += ["", f"Protocol: lr selection on an 80/20 split of train: {len(pr['lr_grid'])} decades "
+                  + ("at most " if "scan stops" in pr.get("selection", "") else "") +
                   f"({pr['select_epochs']} epochs, seed 0), then best/3, best, best*3 with seeds {pr['seeds']} and "
                   f"{pr['epochs']} epochs, the smallest lr within one standard error of the lowest mean held-out loss; final {pr['epochs']} epochs on all of train, "
                   f"seeds {pr['seeds']}, {pr['views']} train views, batch {pr['batch_size']}. Data: {pr['data']}."]

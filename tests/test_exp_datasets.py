@@ -191,10 +191,14 @@ def test_queue_runs_a_jobs_settings_first_then_the_job(tmp_path, monkeypatch):
         return Done()
 
     monkeypatch.setattr(exp_datasets, "queue", lambda: [("qas-x", ["exp_qas.py", "--dataset", "x"]),
+                                                        ("qas-y", ["exp_qas.py", "--dataset", "y"]),
                                                         ("sparse-x", ["exp_sparse.py", "--dataset", "x"])])
     monkeypatch.setattr(exp_datasets.subprocess, "run", fake_run)
-    assert exp_datasets.main(["--workers", "2", "--log-dir", str(tmp_path), "--out", str(tmp_path)]) == 0
-    qas = [setting for script, setting in order if script == "exp_qas.py"]
-    assert sorted(qas[:4]) == sorted(["fp32", "int8", "int8+QAS", "head-only"])
-    assert qas[4:] == [None]  # the table run comes after every setting
-    assert ("exp_sparse.py", None) in order and len(order) == 6
+    assert exp_datasets.main(["--workers", "1", "--log-dir", str(tmp_path), "--out", str(tmp_path)]) == 0
+    settings = ["fp32", "int8", "int8+QAS", "head-only"]
+    # one worker: x's four settings, x's table run at once (before y's parts), then y, then sparse
+    assert order == [("exp_qas.py", s) for s in settings] + [("exp_qas.py", None)] + \
+        [("exp_qas.py", s) for s in settings] + [("exp_qas.py", None), ("exp_sparse.py", None)]
+    order.clear()
+    assert exp_datasets.main(["--workers", "3", "--log-dir", str(tmp_path), "--out", str(tmp_path)]) == 0
+    assert len(order) == 11 and order.count(("exp_qas.py", None)) == 2
