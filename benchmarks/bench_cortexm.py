@@ -91,24 +91,19 @@ def compile_project(name, make_scheme, out: Path):
     return graph, scheme, compiled
 
 
-def conv_macs(graph) -> dict[str, tuple[str, int]]:
-    """node name -> (pointwise | depthwise | conv | classifier, MACs per image) of every conv."""
+def conv_kinds(graph) -> dict[str, str]:
+    """node name -> pointwise | depthwise | conv | classifier of every conv."""
     from microtrain.ops import conv
 
-    return {n.name: (conv.kind(n), conv.macs(n, graph.tensors[n.inputs[0]].shape, graph.tensors[n.output].shape))
-            for n in graph.nodes if n.op == "conv2d"}
+    return {n.name: conv.kind(n) for n in graph.nodes if n.op == "conv2d"}
 
 
-def op_rows(step, macs: dict) -> list[dict]:
-    """Every op of a step with its instructions and, for conv forward and input-gradient calls, the conv's MACs
-    (an input gradient has the forward's MAC count) and instructions per MAC."""
-    rows = []
-    for phase, node, kernel, n in step.by_op:
-        kind, m = macs.get(node, ("", 0))
-        counted = m and (phase == "forward" and kernel.startswith("mt_conv_") or "grad_input" in kernel)
-        rows.append(dict(phase=phase, node=node, kernel=kernel, kind=kind, instructions=n,
-                         macs=m if counted else 0, per_mac=n / m if counted else None))
-    return rows
+def op_rows(step, kinds: dict) -> list[dict]:
+    """Every op of a step with its instructions and, for conv forward and input-gradient calls, the MACs the
+    cost report read from the call's conv parameters (an input gradient has the forward's MAC count) and
+    instructions per MAC."""
+    return [dict(phase=phase, node=node, kernel=kernel, kind=kinds.get(node, ""), instructions=n, macs=m,
+                 per_mac=n / m if m else None) for phase, node, kernel, n, m in step.by_op]
 
 
 def per_mac_by_kind(ops: list[dict]) -> dict[str, float]:
@@ -141,7 +136,7 @@ def models_table(work: Path, quick: bool, data_root: Path) -> list[dict]:
     for name, make_scheme in model_setups(quick):
         project = work / f"model-{len(rows)}"
         graph, scheme, compiled = compile_project(name, make_scheme, project)
-        macs = conv_macs(graph)
+        node_kinds = conv_kinds(graph)
         cpus = [("cortex-m7", True), ("cortex-m7", False)] + ([("cortex-m4", True)] if name == "mcunet-5fps" and
                                                                 not quick else [])
         for cpu, simd in cpus:
@@ -155,11 +150,11 @@ def models_table(work: Path, quick: bool, data_root: Path) -> list[dict]:
                 build, regions = build_project(project, build_dir, cpu, simd=simd, ram_limit=1024 * 1024)
             s = run_session(build.elf, cpu, train=train, evaluate=evaluate, count=True, timeout=1200)
             step, infer = cost_report(s.instructions, regions, "train"), cost_report(s.instructions, regions, "infer")
-            ops = op_rows(step, macs)
+            ops = op_rows(step, node_kinds)
             row.update(per_step=step.per_call, by_phase=step.by_phase, per_inference=infer.per_call,
                        linked_sram=build.usage.ram, linked_flash=build.usage.flash, stack_used=s.stack_used,
                        plan_vs_link=[list(r) for r in plan_vs_link(build.elf, project)],
-                       top_ops=[list(op) for op in step.by_op[:8]], forward_per_mac=per_mac_by_kind(ops))
+                       top_ops=[list(op[:4]) for op in step.by_op[:8]], forward_per_mac=per_mac_by_kind(ops))
             if cpu == "cortex-m7":  # every op: [phase, node, kernel, kind, instructions per step, MACs]
                 row["ops"] = [[op[k] for k in ("phase", "node", "kernel", "kind", "instructions", "macs")] for op in ops]
             rows.append(row)

@@ -10,6 +10,15 @@
 Writes benchmarks/results/sparse.json (incrementally: a rerun skips finished runs), sparse.md, sparse.png.
 
     nice -n 10 python benchmarks/exp_sparse.py [--epochs 5] [--budgets 32,49,75,100,150]
+
+--dataset <folder under $MICROTRAIN_SHARED/data> (e.g. cub50): the same experiment on that set, plus
+upstream's five hand-made schemes (49-148 KB) and the full update as the ceiling. Resumable across
+sessions: every final fine-tune (lr candidates on the held-out split, and the seeds) is one JSON file under
+results/sparse/<folder>/, keyed by scheme (name + content hash), stage, lr, seed and epochs and stamped with
+the numerics fingerprint (run_store.RunDir); the contribution analysis caches its fine-tunes in --cache;
+frozen-prefix features are cached on disk. Writes results/sparse/<folder>.json, .md and .png. The markdown
+ends with the acceptance check: the searched scheme within 100 KB with the best held-out accuracy against
+last-12 (448 KB), paired by seed, with a 95 % t interval.
 """
 from __future__ import annotations
 
@@ -20,12 +29,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SHARED = Path(os.environ.get("MICROTRAIN_SHARED", HERE.parent.parent / "shared"))
 
 
 def main(argv=None) -> int:
+    from microtrain.commands.plan import DEFAULT_CACHE
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(SHARED / "data" / "hymenoptera_data"))
     ap.add_argument("--model", default=str(SHARED / "models" / "mcunet-5fps.pkl"))
@@ -36,16 +49,24 @@ def main(argv=None) -> int:
     ap.add_argument("--analysis-epochs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0, help="seed of the analysis, the search and the lr choice")
     ap.add_argument("--final-seeds", default="0,1,2", help="seeds of the final fine-tunes (mean and spread)")
-    from microtrain.commands.plan import DEFAULT_CACHE
-
     ap.add_argument("--cache", default=str(DEFAULT_CACHE), help="contribution-analysis cache (shared with `plan`)")
+    ap.add_argument("--dataset", default=None, help="a folder under $MICROTRAIN_SHARED/data (replaces --data)")
+    ap.add_argument("--out", default=str(RESULTS), help="results folder (default benchmarks/results)")
+    ap.add_argument("--workers", type=int, default=1, help="processes of the contribution analysis")
+    ap.add_argument("--prefix-cache", default=str(Path.home() / ".cache" / "microtrain" / "exp14" / "prefix"))
     ap.add_argument("--analysis-only", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="rewrite sparse.md/png from sparse.json")
     args = ap.parse_args(argv)
+    out = Path(args.out)
+    stem = f"sparse/{args.dataset}" if args.dataset else "sparse"
+    if args.dataset:
+        args.data = str(SHARED / "data" / args.dataset)
+        if args.cache == str(DEFAULT_CACHE):
+            args.cache = str(Path.home() / ".cache" / "microtrain" / "exp14" / "contribution")
     if args.report_only:
-        record = json.loads((RESULTS / "sparse.json").read_text())
-        write_markdown(record, RESULTS / "sparse.md")
-        plot(record, RESULTS / "sparse.png")
+        record = json.loads((out / f"{stem}.json").read_text())
+        write_markdown(record, out / f"{stem}.md")
+        plot(record, out / f"{stem}.png")
         return 0
 
     from microtrain.models import load_model
@@ -56,17 +77,31 @@ def main(argv=None) -> int:
     from microtrain.sparse.scheme import UpdateScheme
     from microtrain.scheme_search.search import GainTable, search
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out_json = RESULTS / "sparse.json"
+    out_json = out / f"{stem}.json"
+    out_json.parent.mkdir(parents=True, exist_ok=True)
     record = json.loads(out_json.read_text()) if out_json.exists() else {}
     graph = load_model(args.model)
     mem = MemoryModel(graph)
     data_root = Path(args.data)
+    for sub in ("train", "val"):
+        if not (data_root / sub).is_dir():
+            from microtrain.errors import DatasetError
+
+            raise DatasetError(f"{data_root}: no {sub}/ folder (expected an ImageFolder set with train/ and val/)")
+    store = None
+    if args.dataset:  # one file per run, stamped with the numerics fingerprint
+        from microtrain.runtime.trainer import set_prefix_disk_cache
+        from numerics_fingerprint import numerics_fingerprint
+        from run_store import RunDir
+
+        set_prefix_disk_cache(args.prefix_cache)
+        record["numerics_fingerprint"] = numerics_fingerprint()
+        store = RunDir(out / "sparse" / args.dataset, record["numerics_fingerprint"], 1, 16, 0.0)
 
     # 1. contribution analysis (timed: the acceptance asks for analysis + search < 30 min on 2 cores)
     t0 = time.monotonic()
     settings = AnalysisSettings(epochs=args.analysis_epochs, lr=args.lr, seed=args.seed)
-    table_acc = analyze(graph, data_root / "train", settings=settings, cache_dir=args.cache, workers=2)
+    table_acc = analyze(graph, data_root / "train", settings=settings, cache_dir=args.cache, workers=args.workers)
     analysis_s = time.monotonic() - t0
     table_loss = GainTable.from_dict(dict(table_acc.to_dict(), metric="loss"))
     runs = table_acc.meta["runs"]
@@ -103,8 +138,11 @@ def main(argv=None) -> int:
         schemes[s.name] = ("last-k layers", s)
     schemes["bias-only"] = ("bias-only", UpdateScheme.bias_only(graph))
     schemes["head-only"] = ("head-only", UpdateScheme.head_only())
-    for name in ("mcunet-5fps-49kb", "mcunet-5fps-99kb"):
-        schemes[name] = ("upstream scheme", load_fixture(name))
+    upstream = ("49", "74", "99", "124", "148") if args.dataset else ("49", "99")
+    for kb in upstream:
+        schemes[f"mcunet-5fps-{kb}kb"] = ("upstream scheme", load_fixture(f"mcunet-5fps-{kb}kb"))
+    if args.dataset:
+        schemes["full"] = ("full update", UpdateScheme.full(graph))
 
     # 4. final fine-tunes on train/, scored on val/
     from microtrain.runtime.trainer import fine_tune
@@ -121,8 +159,17 @@ def main(argv=None) -> int:
     seeds = [int(x) for x in args.final_seeds.split(",")]
     for name, (kind, scheme) in schemes.items():
         sid = json.dumps({k: v for k, v in scheme.to_dict().items() if k != "name"}, sort_keys=True)
-        entry = finals.get(name)
         t1 = time.monotonic()
+        if store is not None:
+            finals[name] = final_runs(store, graph, mem, name, kind, scheme, sid, split_train, split_held, train, val,
+                                      lrs, seeds, args)
+            entry = finals[name]
+            print(f"{name:28s} {entry['extra_kb']:8.1f} KB  lr {entry['lr']:<6g} val {100 * entry['val_acc']:.1f} % "
+                  f"[{100 * entry['val_acc_min']:.1f}, {100 * entry['val_acc_max']:.1f}] over seeds {seeds} "
+                  f"({time.monotonic() - t1:.0f} s)", flush=True)
+            _save(out_json, record)
+            continue
+        entry = finals.get(name)
         if not (entry and entry.get("settings") == key and entry.get("scheme_id") == sid):
             held = {}
             for lr in lrs:  # the lr is chosen on the held-out split of train/, never on val/
@@ -152,11 +199,67 @@ def main(argv=None) -> int:
               flush=True)
         _save(out_json, record)
     record["meta"] = {"model": graph.name, "data": str(data_root), "n_train": len(train), "n_val": len(val),
+                      "dataset": args.dataset or "hymenoptera", "classes": list(train.classes),
                       "final_settings": f"{key}, final seeds {seeds}", "command": "nice -n 10 python " + " ".join(sys.argv)}
+    if args.dataset:
+        record["acceptance"] = best_within_vs_last12(record)
     _save(out_json, record)
-    write_markdown(record, RESULTS / "sparse.md")
-    plot(record, RESULTS / "sparse.png")
+    write_markdown(record, out / f"{stem}.md")
+    plot(record, out / f"{stem}.png")
     return 0
+
+
+def final_runs(store, graph, mem, name, kind, scheme, sid, split_train, split_held, train, val, lrs, seeds, args):
+    """The lr chosen on the held-out split of train/ (best accuracy, then loss), then the final seeds on all of
+    train/ scored on val/; every fine-tune is one stored run (resumable)."""
+    import hashlib
+
+    from microtrain.runtime.trainer import fine_tune
+
+    label = f"{name}-{hashlib.blake2b(sid.encode(), digest_size=4).hexdigest()}"  # content in the key
+
+    def run(stage, lr, seed, tr, va):
+        key = f"{graph.name}|{label}|{stage}|{lr:g}|{seed}"
+        got = store.get(key, args.epochs)
+        if got is None:
+            r = fine_tune(graph, scheme, tr, va, epochs=args.epochs, lr=lr, seed=seed, batch_size=16)
+            got = {"val_acc": r["val_acc"], "val_loss": r["val_loss"], "val_balanced_acc": r["val_balanced_acc"],
+                   "train_acc": r["train_acc"], "collapse_rollbacks": r.get("collapse_rollbacks", 0),
+                   "seconds": round(r["seconds"], 1)}
+            store.put(key, got, args.epochs)
+        return got
+
+    held = {str(lr): run("select", lr, args.seed, split_train, split_held) for lr in lrs}
+    best_lr = max(lrs, key=lambda lr: (held[str(lr)]["val_acc"], -held[str(lr)]["val_loss"]))
+    runs = {str(seed): run("final", best_lr, seed, train, val) for seed in seeds}
+    accs = [runs[str(sd)]["val_acc"] for sd in seeds]
+    return {"kind": kind, "scheme_id": sid, "scheme": scheme.to_dict(), "extra_kb": mem.scheme_bytes(scheme) / 1024,
+            "lr": best_lr, "heldout_by_lr": {k: {"acc": v["val_acc"], "loss": v["val_loss"]} for k, v in held.items()},
+            "seeds": runs, "val_acc": float(sum(accs) / len(accs)), "val_acc_min": min(accs), "val_acc_max": max(accs),
+            "val_acc_std": float(np.std(accs)),
+            "val_balanced_acc": float(np.mean([runs[str(sd)]["val_balanced_acc"] for sd in seeds])),
+            "val_loss": float(sum(runs[str(sd)]["val_loss"] for sd in seeds) / len(seeds))}
+
+
+def best_within_vs_last12(record, budget_kb=100.0) -> dict | None:
+    """The searched scheme within `budget_kb` with the best HELD-OUT accuracy (chosen without val/), against
+    last-12: differences paired by seed (same seed = same batch order), mean, s.e., 95 % t interval."""
+    from scipy import stats
+
+    finals = record["final"]
+    cands = [(n, r) for n, r in finals.items() if r["kind"].startswith("searched") and r["extra_kb"] <= budget_kb]
+    ref = finals.get("last-12") or next((r for n, r in finals.items() if n.endswith("last-12")), None)
+    if not cands or ref is None:
+        return None
+    name, best = max(cands, key=lambda nr: (nr[1]["heldout_by_lr"][str(nr[1]["lr"])]["acc"],
+                                            -nr[1]["heldout_by_lr"][str(nr[1]["lr"])]["loss"]))
+    seeds = sorted(set(best["seeds"]) & set(ref["seeds"]), key=int)
+    d = np.array([100 * (best["seeds"][s]["val_acc"] - ref["seeds"][s]["val_acc"]) for s in seeds])
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    half = float(stats.t.ppf(0.975, len(d) - 1) * se) if len(d) > 1 else float("nan")
+    return {"scheme": name, "extra_kb": best["extra_kb"], "val_acc": best["val_acc"], "last12_kb": ref["extra_kb"],
+            "last12_val_acc": ref["val_acc"], "seeds": seeds, "diffs_points": d.round(3).tolist(),
+            "mean_points": float(d.mean()), "se": se, "ci95": [float(d.mean()) - half, float(d.mean()) + half]}
 
 
 def _job(key) -> str:
@@ -173,8 +276,9 @@ def _save(path: Path, record: dict) -> None:
 def write_markdown(record: dict, path: Path) -> None:
     rows = sorted(record["final"].items(), key=lambda kv: kv[1]["extra_kb"])
     a = record["analysis"]
+    dataset = record.get("meta", {}).get("dataset", "hymenoptera")
     lines = [
-        "# Sparse update on hymenoptera (mcunet-5fps, 128x128, int8 + QAS)",
+        f"# Sparse update on {dataset} (mcunet-5fps, 128x128, int8 + QAS)",
         "",
         f"Final fine-tunes: {record['meta']['final_settings']}, {record['meta']['n_train']} train / "
         f"{record['meta']['n_val']} val images. Extra memory = upstream's analytic model (sparse/memory.py).",
@@ -211,6 +315,13 @@ def write_markdown(record: dict, path: Path) -> None:
             verdict = "at least as accurate" if r["val_acc"] >= b["val_acc"] else "LESS accurate"
             lines.append(f"- {name} ({r['extra_kb']:.1f} KB, {100 * r['val_acc']:.1f} %) vs {bn} "
                          f"({b['extra_kb']:.1f} KB, {100 * b['val_acc']:.1f} %): {verdict}")
+    acc = record.get("acceptance")
+    if acc:
+        lo, hi = acc["ci95"]
+        lines += ["", f"Best searched scheme within 100 KB (chosen by held-out accuracy on train/, not val/): "
+                  f"{acc['scheme']} ({acc['extra_kb']:.1f} KB) {100 * acc['val_acc']:.1f} % vs last-12 "
+                  f"({acc['last12_kb']:.1f} KB) {100 * acc['last12_val_acc']:.1f} %: paired by seed {acc['seeds']}, "
+                  f"{acc['mean_points']:+.2f} points (s.e. {acc['se']:.2f}, 95 % interval [{lo:+.2f}, {hi:+.2f}])."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -222,7 +333,8 @@ def plot(record: dict, path: Path) -> None:
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     styles = {"searched (acc)": ("o", "C0"), "searched (loss)": ("s", "C1"), "last-k layers": ("^", "C2"),
-              "bias-only": ("D", "C3"), "head-only": ("x", "k"), "upstream scheme": ("*", "C4")}
+              "bias-only": ("D", "C3"), "head-only": ("x", "k"), "upstream scheme": ("*", "C4"),
+              "full update": ("P", "C5")}
     for kind, (marker, color) in styles.items():
         rows = sorted((r for r in record["final"].values() if r["kind"] == kind), key=lambda r: r["extra_kb"])
         if not rows:
@@ -241,7 +353,7 @@ def plot(record: dict, path: Path) -> None:
         a.grid(alpha=0.3)
     ax.set_ylabel("val accuracy (%), mean and range over seeds")
     ax2.set_ylabel("val loss (mean over seeds)")
-    ax.set_title("mcunet-5fps on hymenoptera: accuracy")
+    ax.set_title(f"mcunet-5fps on {record.get('meta', {}).get('dataset', 'hymenoptera')}: accuracy")
     ax2.set_title("val loss (lower is better)")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -25,6 +25,7 @@ BASE = {
     "compile": ["no-model", "--scheme", "none", "--out", "proj"],
     "run": ["no-project", "--data", "no-data"],
     "bench": None,  # any valid invocation would run the benchmarks: only argument errors are fuzzed
+    "fleet": ["no-model", "--data", "no-data", "--clients", "2", "--rounds", "1", "--scheme", "mcunet-5fps-49kb"],
 }
 BAD_VALUES = ("abc", "nan", "inf", "-5", "1e999", "")
 
@@ -66,6 +67,7 @@ def malformed_input_cases(tmp: Path) -> list[list[str]]:
         ["info", junk], ["predict", junk, junk], ["train", junk, "--data", tmp / "no-classes"],
         ["plan", junk, "--scheme", tmp / "junk.json"], ["compile", junk, "--scheme", "none", "--out", tmp / "p"],
         ["run", tmp / "no-classes", "--data", tmp / "no-classes"], ["info", tmp / "junk.json"],
+        ["fleet", junk, "--data", tmp / "no-classes", "--clients", "2", "--rounds", "1", "--scheme", tmp / "junk.json"],
     ]
 
 

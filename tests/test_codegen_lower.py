@@ -132,7 +132,7 @@ def test_compile_command_reports_before_building(tmp_path, capsys):
     # a budget the model cannot meet: depthwise convs run in place (named), the arena shrinks
     for budget, name in (("none", "loose"), ("200", "tight")):  # mbv2-w0.35 inference: 245,760 B arena as planned
         rc = main(["compile", str(model_path_of("mbv2-w0.35")), "--scheme", "none", "--target", "c", "--out",
-                   str(tmp_path / name), "--sram-budget", budget, "--timeline", "0",
+                   str(tmp_path / name), "--sram-budget", budget, "--timeline", "0", "--patch", "none",
                    "--report-json", str(tmp_path / f"{name}.json")])
         text = capsys.readouterr().out
         assert rc == 0 and ("in place to fit the SRAM budget: blocks.1.depthwise" in text) == (name == "tight")

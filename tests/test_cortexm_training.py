@@ -4,6 +4,8 @@ images streamed through semihosting, and ends with exactly the parameters and lo
 the same steps; the instruction counter splits the step into forward, backward and update."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -68,6 +70,28 @@ def test_device_training_equals_host_build(firmware):
     # the three phases are most of a step, and a step is hundreds of thousands of instructions at least
     assert step.by_phase["forward"] + step.by_phase["backward"] + step.by_phase["update"] > 0.95 * step.per_call
     assert step.per_call > 1e6
+    # instructions per MAC of the conv calls: the cost report prints them, and the averages are plausible
+    assert "/MAC" in step.text() and 0.5 < step.per_mac("forward") < 5 and 1 < step.per_mac("backward") < 10
+
+
+def test_cost_regions_carry_each_conv_calls_macs(firmware):
+    """The MACs the cost report divides by, read from the calls' mt_conv_params, are the graph's: every conv's
+    forward call and every input-gradient call (same products), nothing for other kernels."""
+    from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
+    from microtrain.ops import conv
+    from microtrain.quant.head import replace_head
+
+    _, _, _, regions = firmware
+    graph = replace_head(load_mcunet_pkl(model_path("mcunet-5fps")), 2)
+    macs = {n.name: conv.macs(n, graph.tensors[n.inputs[0]].shape, graph.tensors[n.output].shape)
+            for n in graph.nodes if n.op == "conv2d"}
+    counted = [r for r in regions if r.macs]
+    assert {r.node for r in counted if r.function == "infer"} == set(macs)
+    assert any(r.phase == "backward" for r in counted)
+    for r in counted:
+        assert r.macs == macs[r.node], (r, macs[r.node])
+        assert r.phase in ("forward", "backward") and ("grad_input" in r.kernel) == (r.phase == "backward")
+    assert not any(r.macs for r in regions if not r.kernel.startswith("mt_conv_") or "update" in r.kernel)
 
 
 def test_cli_run_trains_and_reports(firmware, capsys):
@@ -110,3 +134,35 @@ def test_mbv2_trains_on_the_device_after_its_depthwise_conv_goes_in_place(tmp_pa
     assert device.params == host.export_params()
     np.testing.assert_array_equal(device.logits, host.infer(evaluate[0]))
     assert device.stack_used < build.usage.stack
+
+
+def test_mcunet_trains_on_a_128k_part_with_a_patched_prefix(tmp_path):
+    """mcunet-5fps, 49 KB scheme, 2 classes, planned for a 128 KB part: the frozen prefix runs on tiles and
+    depthwise input gradients in place; the firmware links with RAM = 128 KB (the linker enforces it) and two
+    training steps in QEMU end with the host build's parameters and logits."""
+    require_arm_tools()
+    from microtrain.budget import KB, part_sram_budget
+    from microtrain.codegen import compile_model
+    from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
+    from microtrain.quant.head import replace_head
+    from microtrain.sparse.fixtures import load_scheme
+    from microtrain.targets.cortex_m.data import session_data
+    from microtrain.targets.cortex_m.project import emit_firmware, read_target
+    from microtrain.targets.cortex_m.session import run_session
+    from microtrain.targets.host import HostModel, build_host
+
+    graph = replace_head(load_mcunet_pkl(model_path("mcunet-5fps")), 2)
+    compiled = compile_model(graph, load_scheme("mcunet-5fps-49kb"), out_dir=tmp_path, patch="fit",
+                             sram_budget=part_sram_budget(128 * KB))
+    assert compiled.program.meta["patch"]["extra_macs"] > 0
+    build, _ = emit_firmware(tmp_path, "cortex-m7", ram=128 * KB, flash=1024 * KB)  # LinkBudgetError otherwise
+    assert build.usage.ram <= 128 * KB and read_target(tmp_path)["ram"] == 128 * KB
+    memory_map = (tmp_path / "build-cortex-m7" / "firmware.map").read_text()
+    assert re.search(r"^RAM\s+0x20000000\s+0x00020000", memory_map, re.M)  # the linker's RAM region is 128 KB
+    train, evaluate, _, _ = session_data(hymenoptera(), 128, 2, steps=2, n_eval=2, seed=5)
+    device = run_session(build.elf, "cortex-m7", train=train, evaluate=evaluate, count=False, timeout=300)
+    host = HostModel(build_host(tmp_path, opt="-O1"))
+    for x, y in zip(*train):
+        host.train_step(x, int(y))
+    assert device.params == host.export_params() and len(device.params) == compiled.report.trainable_sram_bytes
+    np.testing.assert_array_equal(device.logits, host.infer(evaluate[0]))

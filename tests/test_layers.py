@@ -21,14 +21,14 @@ LAYERS = [
     {"schemes": ["microtrain.sparse"],
      "graph transforms": ["microtrain.quant.dequantize", "microtrain.quant.head"],
      "step kinds": ["microtrain.steps"],
-     "arena": ["microtrain.arena"]},
+     "arena": ["microtrain.arena"], "patching": ["microtrain.patching"]},
     {"autodiff": ["microtrain.autodiff"]},
     {"passes": ["microtrain.passes"]},
     {"runtime": ["microtrain.runtime"], "codegen": ["microtrain.codegen"]},
     {"ptq": ["microtrain.quant.ptq"], "frontends": ["microtrain.frontends"], "reference": ["microtrain.reference"],
      "scheme search": ["microtrain.scheme_search"], "targets": ["microtrain.targets"]},
     {"models": ["microtrain.models"], "cli checks": ["microtrain.cli_checks"]},
-    {"demo": ["microtrain.demo"]},
+    {"demo": ["microtrain.demo"], "fleet": ["microtrain.fleet"]},
     {"commands": ["microtrain.commands", "microtrain.cli"]},
 ]
 

@@ -15,6 +15,7 @@ from ..budget import DEFAULT_SRAM_BUDGET, STATE_BYTES
 from ..ir.program import Program
 from .emit import write_project
 from .lower import build_inference_program
+from .patch import DEFAULT_MAX_EXTRA_MACS
 from .lower_train import build_training_program
 from .scratch import check_scratch
 
@@ -42,7 +43,8 @@ def plan_program(prog: Program) -> tuple[ArenaPlan, ArenaPlan | None, MemoryRepo
 def build_program(graph, scheme=None, **options) -> Program:
     """Lower a graph (inference only when scheme is None, else with the training step)."""
     if scheme is None:
-        prog = build_inference_program(graph, options.get("sram_budget", DEFAULT_SRAM_BUDGET))
+        prog = build_inference_program(graph, options.get("sram_budget", DEFAULT_SRAM_BUDGET),
+                                       options.get("patch"), options.get("max_extra_macs", DEFAULT_MAX_EXTRA_MACS))
     else:
         prog = build_training_program(graph, scheme, **options)
     prog.meta["input_shape"] = tuple(graph.input_spec.shape)

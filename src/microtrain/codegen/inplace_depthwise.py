@@ -9,41 +9,73 @@ output are the two largest live tensors of the peak (MobileNetV2-w0.35's first s
 The in-place kernel is scalar and per channel (the Cortex-M SIMD depthwise kernels read whole pixels), so
 it costs instructions: it is used only while the planned SRAM exceeds the budget, largest input first,
 and a conversion is kept only if it makes its program's arena smaller.
+
+The training step's depthwise input gradient (float32, stride 1) has an in-place twin too
+(mt_conv_grad_input_depthwise_inplace_f32, a float plane of scratch): in a trained block its gradient
+and the incoming one are the two largest live tensors of the backward peak.
 """
 from __future__ import annotations
 
 from ..arena import plan_arena
 from ..budget import DEFAULT_SRAM_BUDGET, STACK_ESTIMATE, STATE_BYTES
 from ..ir.program import Buffer, Program, Step, buf, last_use
-from ..ops.conv import DEPTHWISE_INPLACE_KERNEL, DEPTHWISE_KERNEL
+from ..ops.conv import DEPTHWISE_INPLACE_KERNEL, DEPTHWISE_KERNEL, GRAD_INPUT_KERNEL
 
 KERNEL, INPLACE_KERNEL = DEPTHWISE_KERNEL, DEPTHWISE_INPLACE_KERNEL
+GRAD_KERNEL, GRAD_INPLACE_KERNEL = GRAD_INPUT_KERNEL["depthwise"], "mt_conv_grad_input_depthwise_inplace_f32"
+# kernel -> (its in-place twin, dtype of the plane scratch); the backward one needs stride 1 (gx as big as gacc)
+INPLACE = {KERNEL: (INPLACE_KERNEL, "int8"), GRAD_KERNEL: (GRAD_INPLACE_KERNEL, "float32")}
+GRAD_INPLACE_TAPS = 49  # MT_DWG_TAPS of the in-place gradient kernel (kernels/mt_backward_f32.c)
 
 
-def _candidates(prog: Program, steps: list[Step], aliases: dict[str, str], protected) -> list[int]:
-    """Depthwise steps whose input dies there and may take the output, largest input first."""
+def _taps(prog: Program, step: Step) -> int:
+    kh, kw = prog.params[step.args[0].ref].fields[6:8]
+    return int(kh) * int(kw)
+
+
+# bias updates read a gradient but change only the bias: moving one before an input-gradient step that
+# reads the same gradient changes no number (the update order among updates stays the same)
+COMMUTING_READERS = ("mt_bias_update_f32",)
+
+
+def _hoisted(steps: list[Step], i: int, x: str) -> list[Step] | None:
+    """The later readers of x that may move before step i (all of them), or None if one may not."""
+    later = [s for s in steps[i + 1 :] if x in s.reads or x in s.writes]
+    if all(s.kernel in COMMUTING_READERS and not s.writes for s in later):
+        return later
+    return None
+
+
+def _candidates(prog: Program, steps: list[Step], aliases: dict[str, str], protected) -> list[Step]:
+    """Depthwise steps whose input dies there (or may, after hoisting its bias updates) and may take the
+    output, largest input first."""
     last = last_use(steps)
     out = []
     for i, s in enumerate(steps):
-        if s.kernel != KERNEL:
+        if s.kernel not in INPLACE:
             continue
         x, y = s.reads[0], s.writes[0]
-        if x in protected or y in protected or y in aliases or last.get(x) != i:
+        if x in protected or y in protected or y in aliases:
+            continue
+        if last.get(x) != i and (s.kernel != GRAD_KERNEL or _hoisted(steps, i, x) is None):
             continue
         if prog.buffers[y].nbytes > prog.buffers[x].nbytes:
             continue
-        out.append(i)
-    return sorted(out, key=lambda i: -prog.buffers[steps[i].reads[0]].nbytes)
+        if s.kernel == GRAD_KERNEL and (prog.buffers[y].nbytes != prog.buffers[x].nbytes
+                                        or _taps(prog, s) > GRAD_INPLACE_TAPS):
+            continue
+        out.append(s)
+    return sorted(out, key=lambda s: -prog.buffers[s.reads[0]].nbytes)
 
 
 def _plane(prog: Program, step: Step) -> tuple[str, bool]:
-    """The scratch plane of a depthwise step, in_h * in_w bytes (from its mt_conv_params), and whether it
+    """The scratch plane of a depthwise step, in_h * in_w elements (from its mt_conv_params), and whether it
     was declared now (the inference and training programs share buffer declarations)."""
     h, w = prog.params[step.args[0].ref].fields[:2]
     name = f"{step.reads[0]}.plane"
     if name in prog.buffers:
         return name, False
-    prog.add_buffer(Buffer(name, int(h) * int(w), "int8", "scratch"))
+    prog.add_buffer(Buffer(name, int(h) * int(w), INPLACE[step.kernel][1], "scratch"))
     return name, True
 
 
@@ -68,15 +100,19 @@ def fit_with_inplace_depthwise(prog: Program, protected=(), budget: int | None =
         k = max(range(len(progs)), key=lambda j: sizes[j])  # the program that sets the arena
         steps, attr = progs[k]
         aliases = getattr(prog, attr)
-        todo = [i for i in _candidates(prog, steps, aliases, protected) if (k, i) not in tried]
+        todo = [s for s in _candidates(prog, steps, aliases, protected) if (k, id(s)) not in tried]
         if not todo:
             break
-        i = todo[0]
-        tried.add((k, i))
-        s = steps[i]
+        s = todo[0]
+        tried.add((k, id(s)))
+        order = list(steps)
+        i = steps.index(s)
+        for h in _hoisted(steps, i, s.reads[0]) or []:  # empty unless a bias update reads x later
+            steps.remove(h)
+            steps.insert(steps.index(s), h)
         plane, created = _plane(prog, s)
         before = (s.kernel, list(s.args), list(s.writes))
-        s.kernel, s.args, s.writes = INPLACE_KERNEL, s.args + [buf(plane)], s.writes + [plane]
+        s.kernel, s.args, s.writes = INPLACE[s.kernel][0], s.args + [buf(plane)], s.writes + [plane]
         trial = {**aliases, s.writes[0]: s.reads[0]}
         size = plan_arena(steps, prog.buffers, trial).size  # only this program changed
         if size < sizes[k]:
@@ -85,6 +121,7 @@ def fit_with_inplace_depthwise(prog: Program, protected=(), budget: int | None =
             converted += 1
         else:
             s.kernel, s.args, s.writes = before
+            steps[:] = order
             if created:
                 del prog.buffers[plane]
     return converted

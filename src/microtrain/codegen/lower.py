@@ -14,6 +14,7 @@ from ..ir.graph import Graph
 from ..ir.program import Arg, Buffer, Program, Step, buf, lit, resolve_inplace
 from ..ops import op_module
 from .inplace_depthwise import fit_with_inplace_depthwise
+from .patch import DEFAULT_MAX_EXTRA_MACS, patch_program
 
 
 @dataclass
@@ -82,11 +83,13 @@ def lower_inference(lx: Lowering) -> None:
     lx.prog.infer_aliases = resolve_inplace(lx.prog.infer_steps, protected={graph.input})
 
 
-def build_inference_program(graph: Graph, sram_budget: int | None = DEFAULT_SRAM_BUDGET) -> Program:
-    """Program with only mt_infer (every parameter const); sram_budget as in build_training_program."""
+def build_inference_program(graph: Graph, sram_budget: int | None = DEFAULT_SRAM_BUDGET, patch=None,
+                            max_extra_macs: float = DEFAULT_MAX_EXTRA_MACS) -> Program:
+    """Program with only mt_infer (every parameter const); sram_budget, patch as in build_training_program."""
     prog = Program(graph.name, graph.input, graph.output, graph.input_spec.numel, graph.num_classes)
     lx = Lowering(prog, graph, declare_params(prog, graph))
     lower_inference(lx)
+    patch_program(lx, patch, max_extra_macs, sram_budget)
     fit_with_inplace_depthwise(prog, {graph.input, graph.output}, sram_budget)
     prog.meta["layouts"] = lx.layouts
     return prog

@@ -18,6 +18,7 @@ from ..passes import run_passes
 from ..passes.masks import mask_nbytes
 from .inplace_depthwise import fit_with_inplace_depthwise
 from .lower import Lowering, copy_in, declare_params, lower_inference
+from .patch import DEFAULT_MAX_EXTRA_MACS, patch_program
 
 
 def training_graph_for(graph, scheme, rounding: str = "stochastic", qas: bool = True, passes=None):
@@ -45,9 +46,12 @@ def _declare(prog: Program, tg, name: str) -> str:
 
 
 def build_training_program(graph, scheme, *, lr: float = 0.01, seed: int = 0, rounding: str = "stochastic",
-                           qas: bool = True, passes=None, sram_budget: int | None = DEFAULT_SRAM_BUDGET) -> Program:
+                           qas: bool = True, passes=None, sram_budget: int | None = DEFAULT_SRAM_BUDGET,
+                           patch=None, max_extra_macs: float = DEFAULT_MAX_EXTRA_MACS) -> Program:
     """sram_budget: planned SRAM in bytes above which depthwise convs run in place (largest input first) until
-    the model fits; None: never (codegen.inplace_depthwise)."""
+    the model fits; None: never (codegen.inplace_depthwise). patch: None (whole tensors), 'auto' (the split
+    and grid of smallest arena within max_extra_macs * the model's MACs) or (split, (gh, gw)): the frozen
+    prefix runs tile by tile (codegen.patch), before the in-place depthwise fit."""
     if graph.dtype != "int8":
         raise GraphError(f"graph {graph.name!r}: C training needs an int8 graph, got {graph.dtype}")
     tg = training_graph_for(graph, scheme, rounding, qas, passes)
@@ -70,6 +74,7 @@ def build_training_program(graph, scheme, *, lr: float = 0.01, seed: int = 0, ro
         steps.extend(lowered)
     prog.train_steps = steps
     prog.train_aliases = resolve_inplace(steps, protected={graph.input})
+    patch_program(lx, patch, max_extra_macs, sram_budget)
     fit_with_inplace_depthwise(prog, {graph.input, graph.output}, sram_budget)
     prog.meta["training_graph"] = tg
     return prog

@@ -2,6 +2,8 @@
 
     microtrain compile mcunet-5fps --scheme mcunet-5fps-49kb --classes 2 --target host --out build/mcunet
     microtrain compile mcunet-5fps --scheme none --target c --out build/infer      # inference only
+    microtrain compile mcunet-5fps --scheme mcunet-5fps-49kb --classes 2 --target cortex-m7 --ram 128K \
+        --out build/m7-128k        # planned for a 128 KB part: patched prefix where needed, linker-enforced
 
 The memory plan is printed (and with --report-json written) BEFORE anything is built: arena peak,
 trainable-parameter SRAM, scratch, stack estimate, flash, and the per-tensor timeline.
@@ -16,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .. import cli_checks as ck
-from ..budget import DEFAULT_SRAM_BUDGET
+from ..budget import BOARDS, DEFAULT_SRAM_BUDGET
 from ..errors import BudgetError, MicrotrainError, SchemeError
 
 TARGETS = ("host", "c", "cortex-m7", "cortex-m4")
@@ -50,12 +52,50 @@ def register(subparsers) -> None:
                    help="planned SRAM (arena + trained parameters + stack) above which depthwise convs run in "
                    "place, largest first, until the model fits (default 254: a 256 KB part less the firmware's "
                    "own 2 KB; 'none': never; in-place convs are slower on the Cortex-M)")
+    p.add_argument("--patch", default="fit", metavar="fit|auto|none|SPLIT:GHxGW",
+                   help="run the frozen prefix's first nodes on spatial tiles (patch-based execution): 'fit' "
+                   "(default) only when the plan exceeds the SRAM budget, 'auto' always (smallest arena), 'none', "
+                   "or nodes [0, SPLIT) on a GHxGW grid (e.g. 10:3x3)")
+    p.add_argument("--max-extra-macs", default="10%", metavar="PCT",
+                   help="cap on the MACs patching may add, in %% of the model's (default 10%%)")
+    p.add_argument("--board", help="target part: " + ", ".join(f"{b} ({r // 1024}K/{f // 1024}K)" for b, (r, f) in
+                                                              BOARDS.items()) + "; the linker enforces its memory")
+    p.add_argument("--ram", type=ck.memory_size, help="the part's SRAM, e.g. 128K (overrides --board; default 256K)")
+    p.add_argument("--flash", type=ck.memory_size, help="the part's flash, e.g. 1M (overrides --board; default 1M)")
     p.add_argument("--opt", default=None,
                    help="optimisation flags of the host build (default -O3 -march=native where supported)")
     p.add_argument("--force", action="store_true",
                    help="write into a folder that is not a microtrain project, or over generated files edited "
                         "since (other files are never deleted)")
     p.set_defaults(func=run)
+
+
+def target_options(args):
+    """((SRAM, flash) of the part or None, compile_model options) from --board/--ram/--flash/--patch."""
+    from ..budget import part_memory, part_sram_budget
+    from ..codegen.patch import parse_patch, parse_share
+    from ..scheme_search.memory import parse_budget
+
+    try:
+        part = part_memory(args.board, args.ram and parse_budget(args.ram), args.flash and parse_budget(args.flash))
+        patch, max_extra = parse_patch(args.patch), parse_share(args.max_extra_macs)
+    except ValueError as e:
+        raise BudgetError(str(e)) from None
+    budget = args.sram_budget
+    if part is not None and budget is not None:
+        budget = min(budget, part_sram_budget(part[0]))
+    return part, {"sram_budget": budget, "patch": patch, "max_extra_macs": max_extra}
+
+
+def print_patching(program, report, graph) -> None:
+    from ..codegen.patch import model_macs
+
+    p = program.meta.get("patch")
+    if p:
+        total = model_macs(graph)
+        print(f"patch-based prefix: nodes [0, {p['split']}) up to {p['output']} on {p['grid'][0]}x{p['grid'][1]} "
+              f"tiles: arena {p['arena_before']:,} B -> {report.arena_bytes:,} B; extra MACs {p['extra_macs']:,} "
+              f"({p['extra_macs'] / total:+.1%} of the model's {total:,})")
 
 
 def resolve_scheme(arg: str, graph):
@@ -135,12 +175,15 @@ def run(args) -> int:
 
         graph = replace_head(graph, n_classes)
     scheme = resolve_scheme(args.scheme, graph)
-    options = {"sram_budget": args.sram_budget}
+    part, options = target_options(args)
     if scheme is not None:
         options.update(lr=args.lr, seed=args.seed, rounding=args.rounding, qas=not args.no_qas)
     with _head_hint(args, graph):
         planned = compile_model(graph, scheme, **options)  # the plan, before anything is written or built
     print(planned.report.text(timeline=args.timeline > 0, max_rows=args.timeline))
+    print_patching(planned.program, planned.report, graph)
+    if part is not None:
+        planned.report.check_part(*part)  # one line, before anything is built
     inplace = sorted({s.node for steps in (planned.program.infer_steps, planned.program.train_steps) for s in steps
                       if s.kernel == INPLACE_KERNEL})
     if inplace:
@@ -170,8 +213,8 @@ def run(args) -> int:
     elif args.target.startswith("cortex-m"):
         from ..targets.cortex_m.project import budget_lines, emit_firmware
 
-        with _head_hint(args, graph):
-            build, _ = emit_firmware(out, args.target)  # LinkBudgetError when it does not fit
+        with _head_hint(args, graph):  # LinkBudgetError when it does not fit
+            build, _ = emit_firmware(out, args.target, ram=part and part[0], flash=part and part[1])
         print(f"built {build.elf} (arm-none-eabi-gcc, {args.target}; firmware/, Makefile.firmware, target.json)")
         for line in budget_lines(build, out):
             print(line)

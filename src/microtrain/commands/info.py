@@ -6,7 +6,6 @@ import json
 from ..cli_checks import positive_int
 from ..ir.graph import Graph
 from ..ops import op_module
-from ..ops.conv import kind as conv_kind
 
 HELP = "show a model's layers: op, shapes, parameters, MACs, activation bytes, and totals"
 
@@ -31,10 +30,8 @@ def layer_rows(graph: Graph) -> list[dict]:
     for node in graph.nodes:
         ins = [tuple(graph.tensors[t].shape) for t in node.inputs]
         out = graph.tensors[node.output]
-        op = conv_kind(node) if node.op == "conv2d" else node.op
-        if node.op == "conv2d":
-            k, s = node.attrs["kernel"], node.attrs["stride"]
-            op = f"{op} {k[0]}x{k[1]}/{s}"
+        module = op_module(node)
+        op = module.describe(node) if hasattr(module, "describe") else node.op  # ops may label themselves
         rows.append({
             "name": node.name,
             "op": op,
@@ -74,7 +71,7 @@ def peak_live_bytes(graph: Graph) -> int:
 def totals(graph: Graph, rows: list[dict]) -> dict:
     return {
         "layers": len(rows),
-        "convs": sum(1 for n in graph.nodes if n.op == "conv2d"),
+        "convs": sum(1 for _ in graph.convs()),
         "params": sum(r["params"] for r in rows),
         "param_bytes": sum(r["param_bytes"] for r in rows),
         "macs": sum(r["macs"] for r in rows),

@@ -39,6 +39,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=ck.seed, default=0)
     p.add_argument("--selection", choices=("norm", "first"), default="norm", help="trained-channel selection")
     p.add_argument("--force", action="store_true", help="replace output files microtrain did not write")
+    p.add_argument("--board", help="target part (see `compile --board`): refuse a scheme whose engine plan cannot fit it")
+    p.add_argument("--ram", type=ck.memory_size, help="the part's SRAM, e.g. 128K (refuse a scheme that cannot fit it)")
+    p.add_argument("--flash", type=ck.memory_size, help="the part's flash, e.g. 1M")
     p.set_defaults(func=run)
 
 
@@ -54,6 +57,7 @@ def run(args) -> int:
         ck.check_output_dir(args.cache, "--cache", force=True)
     if not args.scheme and not args.budget:
         raise BudgetError("plan needs --budget (e.g. --budget 100KB), or --scheme to report a scheme's memory")
+    part = _part(args)  # a bad --board/--ram fails before any work
     graph = load_model(args.model)
     model = MemoryModel(graph)
     classes = None
@@ -63,7 +67,7 @@ def run(args) -> int:
 
         scheme = load_scheme(args.scheme).validate(graph)
         print(memory_table(model, scheme))
-        _print_planner(_with_head(graph, classes), scheme)
+        _print_planner(_with_head(graph, classes), scheme, part)
         if args.budget:
             budget = parse_budget(args.budget)
             fits = model.scheme_bytes(scheme) <= budget
@@ -90,7 +94,7 @@ def run(args) -> int:
         print(result.summary(table))
         scheme = result.scheme
     print(memory_table(model, scheme))
-    _print_planner(_with_head(graph, classes), scheme)
+    _print_planner(_with_head(graph, classes), scheme, part)
     if args.out:  # pinned: training and code generation train exactly these channels, whatever the weights become
         scheme = scheme.pinned(graph)
         scheme.classes = classes
@@ -162,13 +166,27 @@ def memory_table(model, scheme) -> str:
     return "\n".join(lines)
 
 
-def _print_planner(graph, scheme) -> None:
-    """The engine planner's exact figures, when the training code generator is installed."""
+def _part(args):
+    """(SRAM, flash) of --board/--ram/--flash, or None."""
+    from ..budget import part_memory
+    from ..scheme_search.memory import parse_budget
+
+    try:
+        return part_memory(args.board, args.ram and parse_budget(args.ram), args.flash and parse_budget(args.flash))
+    except ValueError as e:
+        raise BudgetError(str(e)) from None
+
+
+def _print_planner(graph, scheme, part=None) -> None:
+    """The engine planner's exact figures, when the training code generator is installed. With a part
+    (SRAM, flash): planned for it (patched prefix and in-place convs when needed), BudgetError if it cannot fit."""
+    from ..budget import part_sram_budget
     from ..errors import MicrotrainError
     from ..scheme_search.memory import planner_report
 
+    options = {} if part is None else {"sram_budget": part_sram_budget(part[0]), "patch": "fit"}
     try:
-        report = planner_report(graph, scheme)
+        report = planner_report(graph, scheme, **options)
     except MicrotrainError as e:  # the analytic figure stands; say why the exact one is missing
         print(f"engine plan: unavailable for this scheme ({e})")
         return
@@ -180,3 +198,6 @@ def _print_planner(graph, scheme) -> None:
           f"(arena {report.arena_bytes:,} B + trainable {report.trainable_sram_bytes:,} B + scratch "
           f"{report.scratch_bytes:,} B); inference arena {infer / 1024:.1f} KB; "
           f"training adds {(report.training_sram_bytes - infer) / 1024:.1f} KB")
+    if part is not None:
+        report.check_part(*part)
+        print(f"fits the part: {report.total_sram_bytes:,} B planned SRAM for {part[0]:,} B (with the firmware's own)")

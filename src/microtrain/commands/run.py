@@ -78,7 +78,8 @@ def run(args) -> int:
         print(f"{len(skipped)} undecodable files left out; still {args.steps} training steps", file=sys.stderr)
 
     build, regions = build_project(project, project / f"build-{cpu}", cpu, simd=simd,
-                                   stack_size=target.get("stack_size"))
+                                   stack_size=target.get("stack_size"), ram_limit=target.get("ram"),
+                                   flash_limit=target.get("flash"))
     print(f"firmware {build.elf} ({cpu}, {'SIMD' if simd else 'portable'} kernels)")
     for line in budget_lines(build, project):
         print(line)

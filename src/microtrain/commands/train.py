@@ -55,6 +55,8 @@ def register(subparsers):
     p.add_argument("--resolution", type=positive_int, default=None, metavar="R", help="input resolution")
     p.add_argument("--metrics", default="train-metrics.json", metavar="FILE",
                    help="where to write the metrics JSON (default train-metrics.json)")
+    p.add_argument("--confusion-plot", metavar="FILE.png",
+                   help="plot the validation confusion matrix and per-class accuracy (needs matplotlib)")
     p.add_argument("--checkpoint", metavar="DIR", help="save a checkpoint folder after every epoch")
     p.add_argument("--resume", metavar="DIR", help="resume from a checkpoint folder")
     p.add_argument("--save", metavar="FILE.json", help="write the trained graph (JSON + npz)")
@@ -163,7 +165,8 @@ def run(args) -> int:
         f"classes {train.classes}; mode {mode}, lr {lr}, scheme {scheme.name or args.scheme}")
 
     def log(rec):
-        extra = f", val acc {100 * rec['val_acc']:.2f} %" if "val_acc" in rec else ""
+        extra = (f", val acc {100 * rec['val_acc']:.2f} % (balanced {100 * rec['val_balanced_acc']:.2f} %)"
+                 if "val_acc" in rec else "")
         say(f"epoch {rec['epoch']}/{args.epochs}: loss {rec['train_loss']:.4f}, train acc "
             f"{100 * rec['train_acc']:.2f} %{extra}")
 
@@ -179,6 +182,7 @@ def run(args) -> int:
         "epochs": args.epochs, "lr": lr, "seed": args.seed, "batch_size": args.batch_size,
         "rounding": None if args.fp32 else args.rounding, "momentum": args.momentum, "views": args.views,
         "val_acc": result["val_acc"], "val_loss": result["val_loss"], "train_acc": result["train_acc"],
+        "val_balanced_acc": result["val_balanced_acc"], "val_confusion": result["val_confusion"],
         "history": result["history"], "seconds": round(time.monotonic() - t0, 2),
         "warning": collapse_warning(result["history"], train.num_classes, lr),
         "collapse_rollbacks": result.get("collapse_rollbacks", 0),
@@ -189,7 +193,13 @@ def run(args) -> int:
         result["graph"].meta = dict(result["graph"].meta, labels=list(train.classes))
         save_trained(result, args.save)
         say(f"trained graph written to {args.save}")
-    acc = "n/a" if result["val_acc"] is None else f"{100 * result['val_acc']:.2f} %"
+    if args.confusion_plot and result["val_confusion"] is not None:
+        from ..runtime.metrics import plot_confusion
+
+        plot_confusion(result["val_confusion"], train.classes, args.confusion_plot, title=f"{graph.name} ({mode})")
+        say(f"confusion plot written to {args.confusion_plot}")
+    acc = ("n/a" if result["val_acc"] is None else
+           f"{100 * result['val_acc']:.2f} % (balanced {100 * result['val_balanced_acc']:.2f} %)")
     for rec in result["history"]:
         if "collapse_rollback" in rec:
             print(f"note: epoch {rec['epoch']} collapsed to chance; parameters of epoch {rec['collapse_rollback']} "

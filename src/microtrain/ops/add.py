@@ -13,7 +13,7 @@ from ..ir.training import Kind
 from ..ir.training import Step as TrainStep
 from ..quant.arith import (add_params_tflite, add_preclamp, add_preclamp_tflite, add_requant, add_requant_tflite,
                            requant_mode)
-from .common import clamp_float, clamp_int8, int8_clamp
+from .common import clamp_float, clamp_int8, int8_clamp, refuse_tiles_in_tflite_mode
 from .conv import apply_activation
 
 OP = "add"
@@ -30,6 +30,11 @@ def infer_shape(node, in_shapes):
     if tuple(a) != tuple(b):
         raise GraphError(f"add {node.name!r}: input shapes differ: {tuple(a)} vs {tuple(b)}")
     return tuple(a)
+
+
+def window_in(node, lo: int, hi: int, axis: int) -> list[tuple[int, int]]:
+    """Patch-based execution (patching.py): both addends are read on the output's own rows (or columns)."""
+    return [(lo, hi), (lo, hi)]
 
 
 def macs(node, in_shape, out_shape) -> int:
@@ -97,20 +102,32 @@ def backward(cx, n) -> list:
 
 # ----- C lowering ----------------------------------------------------------------------------------------
 def lower(lx, node, mask) -> list[Step]:
-    graph, prog = lx.graph, lx.prog
-    skip, main = node.inputs
-    qa, qb, qy = (graph.tensors[t].quant for t in (skip, main, node.output))
-    pname = f"mt_padd{graph.nodes.index(node)}"
     if requant_mode(node) == "tflite":
-        return _lower_tflite(lx, node, mask, pname)
+        return _lower_tflite(lx, node, mask, f"mt_padd{lx.graph.nodes.index(node)}")
+    return _add_step(lx, node, node.inputs, node.output, lx.graph.tensors[node.output].numel, mask)
+
+
+def lower_tile(lx, node, ins, in_shapes, out, out_shape) -> list[Step]:
+    """One tile's sum (codegen/patch.py): the same arithmetic on the tile's elements."""
+    refuse_tiles_in_tflite_mode(node)
+    return _add_step(lx, node, ins, out, int(np.prod(out_shape)), None)
+
+
+def _add_step(lx, node, ins, out, numel, mask) -> list[Step]:
+    graph, prog = lx.graph, lx.prog
+    skip, main = ins
+    qa, qb, qy = (graph.tensors[t].quant for t in (*node.inputs, node.output))
+    pname = f"mt_padd{graph.nodes.index(graph.node(node.name))}"
+    if numel != graph.tensors[node.output].numel:
+        pname += f"_{numel}"
     if pname not in prog.params:  # inference and training share the struct
         prog.add_params(Params(pname, "mt_add_params", [
-            graph.tensors[node.output].numel, qa.zero_point, qb.zero_point, qy.zero_point,
+            numel, qa.zero_point, qb.zero_point, qy.zero_point,
             np.float32(qa.scale), np.float32(qb.scale), np.float32(qy.scale)]))
-    return [Step("mt_add_s8", [Arg("params", pname), buf(skip), buf(main), buf(node.output),
+    return [Step("mt_add_s8", [Arg("params", pname), buf(skip), buf(main), buf(out),
                                buf(mask) if mask else lit("NULL")],
-                 [skip, main], [node.output] + ([mask] if mask else []), node.name,
-                 inplace=(node.output, main))]
+                 [skip, main], [out] + ([mask] if mask else []), node.name,
+                 inplace=(out, main))]
 
 
 def _lower_tflite(lx, node, mask, pname) -> list[Step]:

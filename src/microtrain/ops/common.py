@@ -29,6 +29,13 @@ def int8_clamp(node) -> tuple[int, int]:
     return -128, 127
 
 
+def refuse_tiles_in_tflite_mode(node) -> None:
+    """Patch-based execution (codegen/patch.py) has only the float rounding mode's kernels."""
+    if node.attrs.get("requant") == "tflite":
+        raise UnsupportedOpError(f"node {node.name!r}: patch-based execution does not support the tflite rounding "
+                                 "mode yet (compile without patches)")
+
+
 def clamp_int8(r: np.ndarray, lo: int = -128, hi: int = 127):
     """(int8 output, clamp mask) of a pre-clamp integer result."""
     mask = (r >= lo) & (r <= hi)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import GraphError, UnsupportedOpError
 from ..ir.program import Arg, Const, Params, Step, buf, const, lit
@@ -19,7 +19,7 @@ from ..ir.training import Step as TrainStep
 from ..quant.arith import (conv_multipliers, conv_preclamp, conv_preclamp_tflite, requant_mode, requantize_conv,
                            tflite_conv_multipliers)
 from ..quant.qas import qas_divisors
-from .common import clamp_float, clamp_int8, int8_clamp, update_params
+from .common import clamp_float, clamp_int8, int8_clamp, refuse_tiles_in_tflite_mode, update_params
 
 OP = "conv2d"
 CLAMPS_OUTPUT = True  # output clamped to its range (an activation may fuse in); training saves the mask
@@ -32,6 +32,13 @@ def out_hw(h: int, w: int, attrs: dict) -> tuple[int, int]:
     kh, kw = attrs["kernel"]
     s, p = attrs["stride"], attrs["padding"]
     return (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
+
+
+def window_in(node, lo: int, hi: int, axis: int) -> list[tuple[int, int]]:
+    """Patch-based execution (patching.py): the input rows (axis 0) or columns (axis 1) [a, b) that output
+    rows/columns [lo, hi) read, in the input's coordinates; outside [0, H) is the padding (real zeros)."""
+    k, s, p = node.attrs["kernel"][axis], node.attrs["stride"], node.attrs["padding"]
+    return [(lo * s - p, (hi - 1) * s - p + k)]
 
 
 def infer_shape(node, in_shapes):
@@ -78,6 +85,12 @@ def kind(node) -> str:
     if is_pointwise(node):
         return "pointwise"
     return "conv"
+
+
+def describe(node) -> str:
+    """The op column of `microtrain info`: family, kernel and stride (e.g. "depthwise 3x3/2")."""
+    k, s = node.attrs["kernel"], node.attrs["stride"]
+    return f"{kind(node)} {k[0]}x{k[1]}/{s}"
 
 
 def macs(node, in_shape, out_shape) -> int:
@@ -409,6 +422,7 @@ KERNEL_SCRATCH = {
     "mt_conv_depthwise_inplace_s8": 2 * 49,  # wv[49] int16: a 7x7 window's taps
     "mt_conv_grad_input_pointwise_f32": 4 * 16,  # t[16] float
     "mt_conv_grad_input_depthwise_f32": 4 * 64,  # acc[64] float
+    "mt_conv_grad_input_depthwise_inplace_f32": 4 * 49,  # wf[49] float: a 7x7 window's taps
     "mt_conv_weight_update_pointwise_f32": (4 + 4) * 16,  # g[16] float, xc[16] int32
 }
 WEIGHT_UPDATE_KERNEL = {"pointwise": "mt_conv_weight_update_pointwise_f32",
@@ -564,6 +578,21 @@ def tflite_conv_step(lx, node, mask) -> Step:
     args = [Arg("params", lay.params), lit(node.attrs.get("groups", 1)), lit(layout), buf(x), Arg("params", wv),
             const(lay.bias), Arg("params", name), buf(y), buf(mask) if mask else lit("NULL")]
     return Step("mt_conv_tfl_s8", args, [x], [y] + ([mask] if mask else []), node.name)
+
+
+def lower_tile(lx, node, ins, in_shapes, out, out_shape) -> list[Step]:
+    """The forward kernel call of one tile (codegen/patch.py): `node` has padding 0 (its input window holds
+    the padding); a params struct per tile shape, the node's own weights."""
+    refuse_tiles_in_tflite_mode(node)
+    lay = lx.layouts[node.name]
+    if lay.weight is None or lay.weight_train is not None:
+        raise GraphError(f"conv {node.name!r}: only a frozen conv can run on tiles")
+    (h, w, c), (ho, wo, o) = in_shapes[0], out_shape
+    name = f"{lay.params}_{h}x{w}"
+    if name not in lx.prog.params:
+        f = lx.prog.params[lay.params].fields
+        lx.prog.add_params(Params(name, "mt_conv_params", [h, w, c, ho, wo, o, *f[6:9], 0, *f[10:]]))
+    return [conv_step(replace(lay, params=name), ins[0], out, None)]
 
 
 # ----- the step kinds of a conv's backward: NumPy executor and C lowering -----------------------------

@@ -22,9 +22,15 @@ def run_int8(graph: Graph, x_q: np.ndarray, keep: bool = False):
     if graph.dtype != "int8":
         raise GraphError(f"graph {graph.name!r} is {graph.dtype}; run_int8 needs an int8 graph")
     _check_input(graph, x_q, np.int8)
-    values = {graph.input: x_q}
+    return run_int8_nodes(graph, {graph.input: x_q}, graph.nodes, keep)
+
+
+def run_int8_nodes(graph: Graph, values: dict, nodes, keep: bool = False):
+    """Forward `nodes` (a tail of graph.nodes) from the tensors in `values` (runtime/patched.py starts
+    after the patched prefix)."""
     last_use = _last_use(graph) if not keep else {}
-    for i, node in enumerate(graph.nodes):
+    start = len(graph.nodes) - len(nodes)
+    for i, node in enumerate(nodes, start):
         mod = op_module(node)
         ins = [values[t] for t in node.inputs]
         qs = [graph.tensors[t].quant for t in node.inputs]

@@ -1,8 +1,11 @@
 """Image decoding and the fixed input mapping.
 
-An image already at the model's resolution is used as is. Any other image is resized so its shorter
-side is round(res / 0.875) (bilinear) and center-cropped to res x res, the usual ImageNet evaluation
-transform. Pixels k (uint8 RGB) become int8 k - 128 (quant/arith.pixels_to_int8).
+An image already at the model's resolution is used as is. An image no larger than the resolution on
+either side (32x32 CIFAR-10 or GTSRB at 128) is upscaled whole to res x res (bilinear): such images are
+tight crops already, and the center crop would cut 12.5 % of the object (head-only mcunet-5fps, 1000/500
+CIFAR-10 images: 62.0 % whole vs 59.6 % center-cropped, 55.0 % at 64 and 48.6 % at 32; docs/datasets.md).
+Any other image is resized so its shorter side is round(res / 0.875) (bilinear) and center-cropped to
+res x res, the usual ImageNet evaluation transform. Pixels k (uint8 RGB) become int8 k - 128 (quant/arith.pixels_to_int8).
 """
 from __future__ import annotations
 
@@ -73,6 +76,8 @@ def resize_center_crop(im, resolution: int, crop_ratio: float = 0.875):
     w, h = im.size
     if (w, h) == (resolution, resolution):
         return im
+    if w <= resolution and h <= resolution:  # a small tight crop: upscale it whole (module docstring)
+        return im.resize((resolution, resolution), Image.BILINEAR)
     short = round(resolution / crop_ratio)
     scale = short / min(w, h)
     nw, nh = max(short, round(w * scale)), max(short, round(h * scale))

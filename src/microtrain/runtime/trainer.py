@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 from pathlib import Path
 
@@ -30,6 +31,22 @@ from .training import TrainingRuntime, live_tensors, run_nodes
 # ----- the frozen-prefix cache ----------------------------------------------------------------------------
 _PREFIX_CACHE: dict[tuple, dict[str, np.ndarray]] = {}
 _PREFIX_CACHE_LIMIT = 3 * 2**30  # bytes; oldest entries are dropped beyond this
+_PREFIX_DISK: dict[str, Path] = {}
+
+
+def set_prefix_disk_cache(folder) -> None:
+    """Also keep prefix features as .npz files in `folder` (None: memory only). Experiments spread over
+    processes and sessions then compute each (data, prefix, numerics) once; put it outside the repo."""
+    _PREFIX_DISK.clear()
+    if folder is not None:
+        _PREFIX_DISK["dir"] = Path(folder)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+def _disk_path(key) -> Path | None:
+    if "dir" not in _PREFIX_DISK:
+        return None
+    return _PREFIX_DISK["dir"] / (hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest() + ".npz")
 
 
 def _prefix_fingerprints(graph: Graph) -> list[str]:
@@ -56,6 +73,15 @@ def prefix_features(graph: Graph, data: ImageData, stop: int, numerics: str, bat
     key = (numerics, data.fingerprint(), fps[stop])
     if key in _PREFIX_CACHE:
         return _PREFIX_CACHE[key]
+    disk = _disk_path(key)
+    if disk is not None and disk.exists():
+        try:
+            with np.load(disk, allow_pickle=False) as z:
+                _PREFIX_CACHE[key] = {t: z[t] for t in z.files}
+            _trim_cache()
+            return _PREFIX_CACHE[key]
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache file is recomputed and rewritten
     # resume from the deepest cached boundary of the same prefix, else from the input
     start, feats = 0, None
     for (num, dfp, fp), value in _PREFIX_CACHE.items():
@@ -83,6 +109,10 @@ def prefix_features(graph: Graph, data: ImageData, stop: int, numerics: str, bat
     result = {t: np.concatenate(a).reshape((n, v) + a[0].shape[1:]) for t, a in out.items()}
     _PREFIX_CACHE[key] = result
     _trim_cache()
+    if disk is not None:  # atomic: a killed process never leaves half a file under the final name
+        tmp = disk.with_name(f"{disk.stem}.tmp{os.getpid()}.npz")
+        np.savez(tmp, **result)
+        tmp.replace(disk)
     return result
 
 
@@ -108,16 +138,34 @@ def lr_at(step: int, total: int, warmup: int, lr: float) -> float:
 
 def evaluate(runtime: TrainingRuntime, feats: dict[str, np.ndarray], labels: np.ndarray, batch_size: int = 256):
     """(accuracy, mean loss) on view 0 of cached boundary features."""
+    preds, loss = predict_features(runtime, feats, labels, batch_size)
+    return float(np.mean(preds == labels)) if len(labels) else 0.0, loss
+
+
+def predict_features(runtime: TrainingRuntime, feats: dict[str, np.ndarray], labels: np.ndarray,
+                     batch_size: int = 256) -> tuple[np.ndarray, float]:
+    """(predicted class per image, mean loss) on view 0 of cached boundary features."""
     from ..ops.loss import softmax_cross_entropy
 
-    correct, losses = 0, []
+    preds, losses = [], []
     for b in range(0, len(labels), batch_size):
         feeds = {t: a[b : b + batch_size, 0] for t, a in feats.items()}
         logits = runtime.logits(feeds)
         y = labels[b : b + batch_size]
-        correct += int((logits.argmax(1) == y).sum())
+        preds.append(logits.argmax(1))
         losses.append(softmax_cross_entropy(logits, y)[0] * len(y))
-    return correct / max(len(labels), 1), float(np.sum(losses) / max(len(labels), 1))
+    pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
+    return pred, float(np.sum(losses) / max(len(labels), 1))
+
+
+def _val_metrics(runtime, feats, labels, n_classes) -> dict:
+    """val_acc, val_loss, val_balanced_acc (mean per-class accuracy) and val_confusion (rows = true class)."""
+    from .metrics import balanced_accuracy, confusion_matrix
+
+    preds, loss = predict_features(runtime, feats, labels)
+    conf = confusion_matrix(labels, preds, n_classes)
+    return {"val_acc": float(np.trace(conf) / max(len(labels), 1)), "val_loss": loss,
+            "val_balanced_acc": balanced_accuracy(conf), "val_confusion": conf.tolist()}
 
 
 # ----- fine-tuning -------------------------------------------------------------------------------------------
@@ -132,7 +180,7 @@ def fine_tune(graph: Graph, scheme, train_data, val_data, *, epochs: int, lr: fl
     class count differs from the data's, the classifier is replaced by a new N-class head first.
     Data: ImageData (load_image_folder) or (x, labels) int8 arrays. fp32=True trains the dequantised
     float graph (baseline); qas/rounding apply to int8 training. Returns dict(val_acc, val_loss,
-    train_acc, history, graph, seconds, ...). `graph` is the trained graph (float32 in fp32 mode).
+    val_balanced_acc, val_confusion, train_acc, history, graph, seconds, ...). `graph` is the trained graph (float32 in fp32 mode).
     guard: True (default GuardConfig), a GuardConfig, or False. The divergence guard (runtime/guard.py)
     undoes the update of a step whose loss is non-finite or spikes, or that left non-finite parameters
     (and rolls back to the last good parameters after repeated rejections); result["guard"] holds its
@@ -235,7 +283,8 @@ def _fine_tune(graph, scheme, train_data, val_data, *, epochs, lr, seed, batch_s
             if step_guard is not None:
                 step_guard.resync()
         if val_feats is not None and eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
-            rec["val_acc"], rec["val_loss"] = evaluate(rt, val_feats, val.labels)
+            m = _val_metrics(rt, val_feats, val.labels, n_classes)
+            rec.update(val_acc=m["val_acc"], val_loss=m["val_loss"], val_balanced_acc=m["val_balanced_acc"])
         if not np.isfinite(rec["train_loss"]):
             raise MicrotrainError(f"training diverged at epoch {epoch + 1} (loss {rec['train_loss']}); lower the lr ({lr})")
         history.append(rec)
@@ -254,10 +303,10 @@ def _fine_tune(graph, scheme, train_data, val_data, *, epochs, lr, seed, batch_s
     result = {"history": history, "graph": gt, "training_graph": tg, "steps": step,
               "n_prefix": tg.n_prefix, "boundary": list(tg.boundary),
               "train_acc": history[-1]["train_acc"] if history else None}
-    if val_feats is not None:
-        result["val_acc"], result["val_loss"] = evaluate(rt, val_feats, val.labels)
+    if val_feats is not None:  # val_confusion: rows = true class, columns = predicted (runtime/metrics.py)
+        result.update(_val_metrics(rt, val_feats, val.labels, n_classes))
     else:
-        result["val_acc"] = result["val_loss"] = None
+        result["val_acc"] = result["val_loss"] = result["val_balanced_acc"] = result["val_confusion"] = None
     result["guard"] = step_guard.guard.report() if step_guard is not None else None
     result["collapse_rollbacks"] = recovery.rollbacks if recovery is not None else 0
     result["seconds"] = time.monotonic() - t0

@@ -151,11 +151,11 @@ def extra_memory_bytes(graph: Graph, scheme: UpdateScheme) -> float:
     return MemoryModel(graph).scheme_bytes(scheme)
 
 
-def planner_report(graph: Graph, scheme: UpdateScheme):
+def planner_report(graph: Graph, scheme: UpdateScheme, **options):
     """The engine's exact memory plan (codegen + arena planner) of training `scheme` on `graph`, or None
     when this install has no training code generator. Its SRAM figures are what the firmware links with;
     they include the activations arena, which upstream's analytic "extra memory" leaves out."""
-    return compile_model(graph, scheme).report
+    return compile_model(graph, scheme, **options).report
 
 
 # ----- budgets ----------------------------------------------------------------------------------------

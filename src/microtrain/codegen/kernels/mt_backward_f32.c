@@ -213,6 +213,62 @@ void mt_conv_grad_input_depthwise_f32(const mt_conv_params *p, const float *gacc
     }
 }
 
+/* In place (codegen.inplace_depthwise, stride 1, gx the same size as gacc): channel by channel, the
+ * channel's gacc plane is copied to `plane` (out_h * out_w floats) and its gx written over it; each element
+ * sums the same taps in the same order as mt_dw_grad_in (stride 1: every tap whose output is inside). */
+#define MT_DWG_TAPS 49 /* 7x7: the largest depthwise kernel of the supported models */
+
+static void mt_dw_grad_in_plane(const mt_conv_params *p, const int8_t *wb, int32_t nb, const int16_t *idx,
+                                float *g, float *plane) {
+    float wf[MT_DWG_TAPS];
+    int32_t j, i, t, iy, ix, u, v, n = p->out_h * p->out_w, taps = p->kh * p->kw;
+    for (j = 0; j < nb; j++) {
+        int32_t c = mt_chan(idx, j);
+        for (t = 0; t < taps; t++) wf[t] = (float)wb[t * nb + j];
+        for (i = 0; i < n; i++) plane[i] = g[i * p->out_c + c];
+        for (iy = 0; iy < p->in_h; iy++) {
+            int32_t rows_in = iy + p->pad - (p->kh - 1) >= 0 && iy + p->pad < p->out_h;
+            for (ix = 0; ix < p->in_w; ix++) {
+                float acc = 0.0f;
+                if (rows_in && ix + p->pad - (p->kw - 1) >= 0 && ix + p->pad < p->out_w) {
+                    /* every tap inside: the same sums in the same order, without the bounds tests */
+                    const float *base = plane + (iy + p->pad) * p->out_w + ix + p->pad;
+                    const float *wu = wf;
+                    for (u = 0; u < p->kh; u++, base -= p->out_w, wu += p->kw)
+                        for (v = 0; v < p->kw; v++) acc += base[-v] * wu[v];
+                    g[(iy * p->in_w + ix) * p->in_c + c] = acc;
+                    continue;
+                }
+                for (u = 0; u < p->kh; u++) {
+                    int32_t oy = iy + p->pad - u;
+                    const float *row;
+                    if (oy < 0 || oy >= p->out_h) continue;
+                    row = plane + oy * p->out_w;
+                    for (v = 0; v < p->kw; v++) {
+                        int32_t ox = ix + p->pad - v;
+                        if (ox < 0 || ox >= p->out_w) continue;
+                        acc += row[ox] * wf[u * p->kw + v];
+                    }
+                }
+                g[(iy * p->in_w + ix) * p->in_c + c] = acc;
+            }
+        }
+    }
+}
+
+void mt_conv_grad_input_depthwise_inplace_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
+                                              float *gx, float *plane) {
+    (void)gacc; /* == gx: the gradient is computed over its own storage */
+    if (p->kh * p->kw > MT_DWG_TAPS || p->stride != 1) return; /* the planner never emits these */
+    mt_dw_grad_in_plane(p, w->frozen, w->n_frozen, w->frozen_idx, gx, plane);
+    mt_dw_grad_in_plane(p, w->train, w->n_train, w->train_idx, gx, plane);
+}
+
+int32_t mt_conv_grad_input_depthwise_inplace_f32_scratch_bytes(const mt_conv_params *p) {
+    (void)p;
+    return (int32_t)(sizeof(float) * MT_DWG_TAPS); /* wf[]: one channel's taps */
+}
+
 static void mt_dense_grad_in_block(const mt_conv_params *p, const float *gacc, const int8_t *wb, const int16_t *idx,
                                    int32_t nb, float *gx) {
     int32_t oy, ox, o, u, v, j;

@@ -105,6 +105,13 @@ void mt_conv_depthwise_split_s8(const mt_conv_params *p, const int8_t *x, const 
 void mt_add_s8(const mt_add_params *p, const int8_t *skip, const int8_t *main_in, int8_t *y, uint8_t *mask);
 void mt_global_avg_pool_s8(const mt_pool_params *p, const int8_t *x, int8_t *y);
 void mt_copy_s8(const int8_t *src, int8_t *dst, int32_t n);
+/* Patch-based execution (mt_tile_s8.c): dst (dst_h, dst_w, c) = the window of src (src_h, src_w, c) whose
+ * top-left corner is (r0, c0) (may be negative), `fill` outside src; mt_paste_s8 writes a tile (h, w, c)
+ * into a tensor of width dst_w at (r0, c0). */
+void mt_window_s8(const int8_t *src, int32_t src_h, int32_t src_w, int32_t c, int32_t r0, int32_t c0,
+                  int8_t *dst, int32_t dst_h, int32_t dst_w, int32_t fill);
+void mt_paste_s8(const int8_t *src, int32_t h, int32_t w, int32_t c, int8_t *dst, int32_t dst_w, int32_t r0,
+                 int32_t c0);
 
 /* ---- backward (float32) and SGD update; docs/training-semantics.md ---------------------------- */
 /* A conv weight as stored for training: the frozen input channels (flash) and the trained ones
@@ -149,6 +156,9 @@ void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff
 void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx);
 void mt_conv_grad_input_depthwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx);
 void mt_conv_grad_input_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx);
+/* The depthwise one in place (stride 1, gx == gacc): one channel plane (out_h * out_w floats) of scratch. */
+void mt_conv_grad_input_depthwise_inplace_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
+                                              float *gx, float *plane);
 /* Fused weight gradient + SGD update of the trained slice w->train: each gradient element is
  * computed and applied at once, no weight-gradient tensor exists. x is the saved input with x_c
  * channels: either the trained channels only (x_c == w->n_train, channel j = trained channel j)
@@ -198,6 +208,7 @@ void mt_max_pool1d_grad_f32(const mt_max_pool1d_params *p, const float *gy, cons
 
 int32_t mt_conv_grad_input_pointwise_f32_scratch_bytes(const mt_conv_params *p);
 int32_t mt_conv_grad_input_depthwise_f32_scratch_bytes(const mt_conv_params *p);
+int32_t mt_conv_grad_input_depthwise_inplace_f32_scratch_bytes(const mt_conv_params *p);
 int32_t mt_conv_weight_update_pointwise_f32_scratch_bytes(const mt_conv_params *p);
 
 #endif /* MT_KERNELS_H */

@@ -52,10 +52,10 @@ class MemoryUsage:
     data: int
     bss: int
 
-    def describe(self) -> str:
-        return (f"SRAM {self.ram} B of {RAM_BYTES} ({self.ram / RAM_BYTES:.1%}: stack {self.stack}, "
-                f".data {self.data}, .bss {self.bss}); flash {self.flash} B of {FLASH_BYTES} "
-                f"({self.flash / FLASH_BYTES:.1%})")
+    def describe(self, ram: int = RAM_BYTES, flash: int = FLASH_BYTES) -> str:
+        return (f"SRAM {self.ram} B of {ram} ({self.ram / ram:.1%}: stack {self.stack}, "
+                f".data {self.data}, .bss {self.bss}); flash {self.flash} B of {flash} "
+                f"({self.flash / flash:.1%})")
 
 
 @dataclass(frozen=True)
@@ -74,13 +74,14 @@ def _check_cpu(cpu: str) -> None:
 def build_firmware(sources: Sequence[Path | str], out: Path | str, cpu: str = "cortex-m7", *,
                    include_dirs: Iterable[Path | str] = (), defines: Iterable[str] = (),
                    stack_size: int = 8192, simd: bool = True, opt: str = "-O2",
-                   ram_limit: int | None = None) -> BuildResult:
+                   ram_limit: int | None = None, flash_limit: int | None = None) -> BuildResult:
     """Compile and link `sources` with the firmware support into `out` (an ELF; the map file lands beside it).
 
     simd=True links codegen/kernels/arm/*.c in place of the portable pointwise/depthwise kernels.
 
     Raises LinkBudgetError when the program does not fit 256 KB SRAM / 1 MB flash, saying by how much.
-    ram_limit raises the SRAM limit for a measurement-only build (never for firmware meant for the MCU)."""
+    ram_limit / flash_limit: the part's memory (compile --ram/--flash/--board), or a raised SRAM limit for a
+    measurement-only build (never for firmware meant for the MCU)."""
     _check_cpu(cpu)
     tools = find_toolchain()
     out = Path(out).resolve()
@@ -98,20 +99,20 @@ def build_firmware(sources: Sequence[Path | str], out: Path | str, cpu: str = "c
         f"SIMD={1 if simd else 0}", "SRCS=" + " ".join(srcs), "SIMD_SRCS=" + " ".join(simd_srcs),
         "INCLUDES=" + " ".join(f"-I{d}" for d in includes),
         "DEFINES=" + " ".join(f"-D{d}" for d in defines),
-        f"RAM_LIMIT={int(ram_limit) if ram_limit else ''}",
+        f"RAM_LIMIT={int(ram_limit) if ram_limit else ''}", f"FLASH_LIMIT={int(flash_limit) if flash_limit else ''}",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     log = proc.stdout + proc.stderr
     if proc.returncode != 0:
         overflow = re.findall(r"region [`'](\w+)' overflowed by (\d+) bytes", log)
         if overflow:
-            raise LinkBudgetError(_budget_message(overflow, log, stack_size))
+            raise LinkBudgetError(_budget_message(overflow, log, stack_size, ram_limit, flash_limit))
         raise ToolchainError(f"firmware build failed ({out.name}, {cpu}):\n{log.strip()[-3000:]}")
     return BuildResult(out, out.with_suffix(".map"), memory_usage(out), log)
 
 
-def _budget_message(overflow, log: str, stack_size: int) -> str:
-    limits = {"RAM": f"{RAM_BYTES // 1024} KB SRAM", "FLASH": f"{FLASH_BYTES // 1024} KB flash"}
+def _budget_message(overflow, log: str, stack_size: int, ram: int | None = None, flash: int | None = None) -> str:
+    limits = {"RAM": f"{(ram or RAM_BYTES) // 1024} KB SRAM", "FLASH": f"{(flash or FLASH_BYTES) // 1024} KB flash"}
     parts = [f"{limits.get(region, region)} overflowed by {int(n)} bytes" for region, n in dict(overflow).items()]
     hint = ("static data + training arena + stack "
             f"({stack_size} B) must fit; shrink the update scheme or the input resolution")

@@ -32,7 +32,8 @@ CFLAGS := $(ARCH_FLAGS) $(OPT) -std=c99 -ffreestanding -fno-builtin-printf -ffp-
           -I$(FIRMWARE_DIR) $(INCLUDES) $(DEFINES) -DMT_TARGET_CORTEX_M=1 -DMT_SIMD=$(SIMD)
 LDFLAGS := $(ARCH_FLAGS) -nostartfiles -nostdlib -T$(FIRMWARE_DIR)mt_firmware.ld \
            -Wl,--defsym=__stack_size=$(STACK_SIZE) -Wl,--gc-sections -Wl,-Map=$(OUT:.elf=.map) \
-           -Wl,--print-memory-usage $(if $(RAM_LIMIT),-Wl$(comma)--defsym=__ram_length=$(RAM_LIMIT))
+           -Wl,--print-memory-usage $(if $(RAM_LIMIT),-Wl$(comma)--defsym=__ram_length=$(RAM_LIMIT)) \
+           $(if $(FLASH_LIMIT),-Wl$(comma)--defsym=__flash_length=$(FLASH_LIMIT))
 
 FIRMWARE_SRCS := $(FIRMWARE_DIR)mt_startup.c $(FIRMWARE_DIR)mt_semihost.c
 

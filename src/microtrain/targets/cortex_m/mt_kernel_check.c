@@ -19,6 +19,9 @@ void mt_conv_pointwise_split_s8_portable(const mt_conv_params *p, const int8_t *
                                          const float *eff, int8_t *y, uint8_t *mask);
 void mt_conv_depthwise_s8_portable(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                                    const float *eff, int8_t *y, uint8_t *mask);
+void mt_conv_depthwise_inplace_s8_portable(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                           const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask,
+                                           int8_t *plane);
 
 typedef struct {
     const char *kind; /* "pointwise", "depthwise", "conv" (dense) or "split" (pointwise, sparse-update split) */
@@ -66,7 +69,7 @@ static const Case cases[] = {
 #define MAX_W 10000
 #define MAX_C 128
 
-static int8_t x[MAX_X], w[MAX_W], y_ref[MAX_X], y_simd[MAX_X], y_nomask[MAX_X];
+static int8_t x[MAX_X], w[MAX_W], y_ref[MAX_X], y_simd[MAX_X], y_nomask[MAX_X], plane[1024];
 static uint8_t m_ref[MAX_X / 8 + 1], m_simd[MAX_X / 8 + 1];
 static int32_t bias[MAX_C];
 static int16_t frozen_idx[512], train_idx[512];
@@ -105,6 +108,10 @@ static const BCase bcases[] = {
     {"gi_dw", 7, 7, 8, 8, 7, 2, 3, 0},    {"gi_dw", 5, 5, 12, 12, 3, 1, 0, 0},
     {"gi_pw", 5, 4, 13, 10, 1, 1, 0, 0},  {"gi_pw", 3, 3, 24, 50, 1, 1, 0, 9},
     {"gi_pw", 6, 6, 8, 12, 1, 2, 0, 3},   {"upd_pw", 4, 4, 12, 16, 1, 1, 0, 5},
+    /* 6-channel groups then a 4-group; two chunks of output channels, the last odd (entering mid-loop) */
+    {"gi_pw", 4, 4, 22, 127, 1, 1, 0, 0}, {"gi_pw", 8, 4, 29, 77, 1, 2, 0, 11},
+    /* depthwise: several 8-channel groups, odd sizes, stride 2 with odd input */
+    {"gi_dw", 7, 6, 24, 24, 5, 1, 2, 0},  {"gi_dw", 9, 7, 16, 16, 3, 2, 1, 0},
     {"upd_pw", 5, 3, 10, 13, 1, 1, 0, 4}, {"upd_pw", 6, 6, 9, 24, 1, 2, 0, 9},
 };
 #define N_BCASES (int)(sizeof bcases / sizeof bcases[0])
@@ -262,6 +269,20 @@ int main(void)
             mt_mark(0);
             for (int32_t j = 0; j < n_y; j++) nomask_diff += y_ref[j] != y_nomask[j];
         }
+        /* depthwise in place (output over a copy of the input, when it fits there), portable and SIMD: the
+         * outputs and clamp bits of the depthwise kernel, counted into differ / mask_differ */
+        if (depthwise && p.out_h * p.out_w <= p.in_h * p.in_w && p.in_h * p.in_w <= (int32_t)sizeof plane)
+            for (int pass = 0; pass < 2; pass++) {
+                memcpy(y_nomask, x, (size_t)n_x);
+                memset(m_simd, 0x55, sizeof m_simd);
+                (pass ? mt_conv_depthwise_inplace_s8 : mt_conv_depthwise_inplace_s8_portable)(
+                    &p, y_nomask, w, bias, eff, y_nomask, m_simd, plane);
+                for (int32_t j = 0; j < n_y; j++) {
+                    int b = 1 << (j & 7);
+                    diff += y_ref[j] != y_nomask[j];
+                    mask_diff += (m_ref[j >> 3] & b) != (m_simd[j >> 3] & b);
+                }
+            }
         failures += (diff || mask_diff || nomask_diff);
         mt_printf("case %d %s in=%dx%dx%d out_c=%d k=%d s=%d outputs=%d saturated=%d differ=%d mask_differ=%d "
                   "nomask_differ=%d\n", i, c->kind, (int)c->h, (int)c->w, (int)c->in_c, (int)c->out_c, (int)c->k,

@@ -2,7 +2,8 @@
 
 The project is not modified: the build directory gets mt_model_marked.c, a copy of mt_model.c with
 - `mt_mark(id)` before every kernel call of mt_infer and mt_train_step, so the instruction counter charges
-  each call to its op (regions.json maps id -> function, phase, node, kernel);
+  each call to its op (regions.json maps id -> function, phase, node, kernel, and the MACs of a conv's forward
+  or input-gradient call, read from its mt_conv_params, for instructions per MAC);
 - mt_train_input_buffer(): the arena slot mt_train_step copies its input from (the harness streams each
   sample straight there);
 - mt_write_params(fd): the bytes of mt_export_params written to a host file array by array (no SRAM copy).
@@ -17,14 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import MicrotrainError
-from .build import CPUS, FIRMWARE_DIR, KERNELS_DIR, RAM_BYTES, BuildResult, build_firmware, symbol_sizes
+from ...budget import HARNESS_STACK
+from .build import CPUS, FIRMWARE_DIR, FLASH_BYTES, KERNELS_DIR, RAM_BYTES, BuildResult, build_firmware, symbol_sizes
 
 CALL = re.compile(r"^    (mt_\w+)\((.*)\);$")
 NOTE = re.compile(r"^    /\* (\w+) (.*) \*/$")
 FUNCTIONS = {"void mt_infer(": "infer", "int32_t mt_train_step(": "train"}
+CONV_PARAMS = re.compile(r"^static const mt_conv_params (\w+) = \{([-\d, ]+)\};$")
 EXPORT_LINE = re.compile(r"i < (\d+)u; i\+\+\) dst\[k\+\+\] = \(\(const uint8_t \*\)(\w+)\)\[i\];")
 MAX_MARKS = 4096  # mt_semihost.h MT_MAX_MARKS
-HARNESS_STACK = 1536  # bytes the harness and semihosting add on top of the model's own stack estimate
 
 
 class ProjectError(MicrotrainError):
@@ -38,13 +40,27 @@ class Region:
     phase: str  # forward | loss | backward | update | input (as the generator labels its steps)
     node: str
     kernel: str
+    macs: int = 0  # multiply-accumulates of a conv forward or input-gradient call (0: not such a call)
+
+
+def conv_call_macs(kernel: str, args: str, conv_params: dict[str, list[int]]) -> int:
+    """MACs of one image through a conv kernel call (forward, or input gradient: the same products) whose
+    first argument is &<an mt_conv_params of mt_model.c>; 0 for any other call."""
+    first = args.split(",", 1)[0].strip().lstrip("&")
+    if not kernel.startswith("mt_conv_") or first not in conv_params or "update" in kernel or "grad_acc" in kernel:
+        return 0
+    in_h, in_w, in_c, out_h, out_w, out_c, kh, kw = conv_params[first][:8]
+    return out_h * out_w * out_c * kh * kw * (1 if "depthwise" in kernel else in_c)
 
 
 def instrument(source: str) -> tuple[str, list[Region]]:
     """mt_model.c text -> (marked text, regions). Ids start at 1 (0 is the harness)."""
     out, regions = ['#include "mt_semihost.h"'], []
     function, note, train_input = None, None, None
+    conv_params = {}
     for line in source.splitlines():
+        if (m := CONV_PARAMS.match(line)):
+            conv_params[m.group(1)] = [int(v) for v in m.group(2).split(",")]
         if function is None:
             function = next((f for sig, f in FUNCTIONS.items() if line.startswith(sig)), None)
         elif line == "}":
@@ -61,7 +77,7 @@ def instrument(source: str) -> tuple[str, list[Region]]:
             rid = len(regions) + 1
             if rid >= MAX_MARKS:
                 raise ProjectError(f"more than {MAX_MARKS - 1} kernel calls: raise MT_MAX_MARKS")
-            regions.append(Region(rid, function, phase, node, kernel))
+            regions.append(Region(rid, function, phase, node, kernel, conv_call_macs(kernel, args, conv_params)))
             out.append(f"    mt_mark({rid});")
         out.append(line)
     if not any(r.function == "infer" for r in regions):
@@ -90,7 +106,8 @@ def project_sources(project: Path) -> list[Path]:
 
 
 def build_project(project: Path | str, build_dir: Path | str, cpu: str = "cortex-m7", *, simd: bool = True,
-                  stack_size: int | None = None, ram_limit: int | None = None) -> tuple[BuildResult, list[Region]]:
+                  stack_size: int | None = None, ram_limit: int | None = None,
+                  flash_limit: int | None = None) -> tuple[BuildResult, list[Region]]:
     """Instrument, compile and link a generated project into build_dir/firmware.elf (+ .map, regions.json)."""
     project, build_dir = Path(project).resolve(), Path(build_dir).resolve()
     kernels = project_sources(project)
@@ -102,7 +119,7 @@ def build_project(project: Path | str, build_dir: Path | str, cpu: str = "cortex
         stack_size = _planned_stack(project) + HARNESS_STACK
     result = build_firmware([build_dir / "mt_model_marked.c", FIRMWARE_DIR / "mt_device_main.c", *kernels],
                             build_dir / "firmware.elf", cpu, include_dirs=[project, project / "kernels"],
-                            stack_size=stack_size, simd=simd, ram_limit=ram_limit)
+                            stack_size=stack_size, simd=simd, ram_limit=ram_limit, flash_limit=flash_limit)
     return result, regions
 
 
@@ -144,16 +161,19 @@ SUPPORT_FILES = ("mt_startup.c", "mt_semihost.c", "mt_semihost.h", "mt_libc.c", 
                  "mt_cortex_m.mk", "mt_device_main.c")
 
 FIRMWARE_MAKEFILE = """# Generated by microtrain: Cortex-M firmware of this project (arm-none-eabi-gcc).
-#   make -f Makefile.firmware            -> build-{cpu}/firmware.elf (+ .map); a model over 256 KB SRAM or
-#                                           1 MB flash fails to link ("region `RAM' overflowed by N bytes")
+#   make -f Makefile.firmware            -> build-{cpu}/firmware.elf (+ .map); a model over the part's SRAM
+#                                           ({ram} B) or flash ({flash} B) fails to link ("region `RAM' overflowed")
 # Run it: qemu-system-arm -M {machine} -display none -monitor none -serial null \\
 #           -semihosting-config enable=on,target=native -kernel build-{cpu}/firmware.elf
 # (with train.bin / eval.bin in the working directory; `microtrain run` does all of this.)
 CPU ?= {cpu}
 SIMD ?= {simd}
 STACK_SIZE ?= {stack}
+RAM_LIMIT ?= {ram}
+FLASH_LIMIT ?= {flash}
 firmware:
 \t$(MAKE) -f firmware/mt_cortex_m.mk FIRMWARE_DIR=firmware/ CPU=$(CPU) SIMD=$(SIMD) STACK_SIZE=$(STACK_SIZE) \\
+\t  RAM_LIMIT=$(RAM_LIMIT) FLASH_LIMIT=$(FLASH_LIMIT) \\
 \t  OUT=build-$(CPU)/firmware.elf INCLUDES="-I. -Ikernels" \\
 \t  SRCS="firmware/mt_model_marked.c firmware/mt_device_main.c $(wildcard kernels/*.c)" \\
 \t  SIMD_SRCS="$(wildcard kernels/arm/*.c)"
@@ -162,8 +182,10 @@ firmware:
 
 
 def emit_firmware(project: Path | str, cpu: str = "cortex-m7", *, simd: bool = True,
-                  stack_size: int | None = None) -> tuple[BuildResult, list[Region]]:
-    """Make a generated project a Cortex-M firmware project and link it (the budget check).
+                  stack_size: int | None = None, ram: int | None = None,
+                  flash: int | None = None) -> tuple[BuildResult, list[Region]]:
+    """Make a generated project a Cortex-M firmware project and link it (the budget check). ram / flash: the
+    part's memory in bytes (default 256 KB / 1 MB), which the linker script then enforces.
 
     Adds firmware/ (startup, vector table, linker script, semihosting, harness, the instrumented model),
     kernels/arm/ (SIMD kernels), Makefile.firmware and target.json; builds build-<cpu>/firmware.elf."""
@@ -182,10 +204,13 @@ def emit_firmware(project: Path | str, cpu: str = "cortex-m7", *, simd: bool = T
         shutil.copyfile(src, project / "kernels" / "arm" / src.name)
     stack = stack_size or _planned_stack(project) + HARNESS_STACK
     (project / "Makefile.firmware").write_text(
-        FIRMWARE_MAKEFILE.format(cpu=cpu, machine=MACHINES[cpu], simd=int(simd), stack=stack))
+        FIRMWARE_MAKEFILE.format(cpu=cpu, machine=MACHINES[cpu], simd=int(simd), stack=stack, ram=ram or RAM_BYTES,
+                                 flash=flash or FLASH_BYTES))
     (project / "target.json").write_text(json.dumps(
-        {"target": cpu, "machine": MACHINES[cpu], "simd": bool(simd), "stack_size": stack}, indent=1) + "\n")
-    result, regions = build_project(project, project / f"build-{cpu}", cpu, simd=simd, stack_size=stack)
+        {"target": cpu, "machine": MACHINES[cpu], "simd": bool(simd), "stack_size": stack, "ram": ram or RAM_BYTES,
+         "flash": flash or FLASH_BYTES}, indent=1) + "\n")
+    result, regions = build_project(project, project / f"build-{cpu}", cpu, simd=simd, stack_size=stack,
+                                    ram_limit=ram, flash_limit=flash)
     shutil.copyfile(project / f"build-{cpu}" / "mt_model_marked.c", fw / "mt_model_marked.c")
     return result, regions
 
@@ -197,10 +222,12 @@ def read_target(project: Path | str) -> dict:
 
 
 def budget_lines(result: BuildResult, project: Path | str) -> list[str]:
-    lines = [f"linked: {result.usage.describe()}"]
+    target = read_target(project)
+    ram = target.get("ram", RAM_BYTES)
+    lines = [f"linked: {result.usage.describe(ram, target.get('flash', FLASH_BYTES))}"]
     if (Path(project) / "memory.json").exists():
         for item, planned, linked in plan_vs_link(result.elf, project):
             verdict = "agrees" if planned == linked else "DIFFERS"
             lines.append(f"  plan vs link map: {item}: planned {planned:,} B, linked {linked:,} B ({verdict})")
-    lines.append(f"  SRAM headroom {RAM_BYTES - result.usage.ram:,} B; map file {result.map}")
+    lines.append(f"  SRAM headroom {ram - result.usage.ram:,} B of {ram:,}; map file {result.map}")
     return lines

@@ -95,21 +95,33 @@ def run_session(elf: Path | str, cpu: str = "cortex-m7", *, train=None, evaluate
 
 @dataclass
 class CostReport:
-    """Instructions per call of mt_train_step (or mt_infer), split by phase and by op."""
+    """Instructions per call of mt_train_step (or mt_infer), split by phase and by op; a conv's forward and
+    input-gradient calls also carry their MACs (instructions per MAC = instructions / MACs)."""
     function: str
     calls: int
     per_call: float
     by_phase: dict[str, float] = field(default_factory=dict)
-    by_op: list[tuple[str, str, str, float]] = field(default_factory=list)  # (phase, node, kernel, per call)
+    # (phase, node, kernel, instructions per call, MACs per call or 0)
+    by_op: list[tuple[str, str, str, float, int]] = field(default_factory=list)
     by_kernel: dict[str, float] = field(default_factory=dict)
+
+    def per_mac(self, phase: str) -> float | None:
+        """Instructions per MAC over the conv calls of a phase (None: no such call)."""
+        n = sum(op[3] for op in self.by_op if op[0] == phase and op[4])
+        macs = sum(op[4] for op in self.by_op if op[0] == phase)
+        return n / macs if macs else None
 
     def text(self, top: int = 12) -> str:
         lines = [f"instructions per {self.function} call: {self.per_call / 1e6:,.2f} M ({self.calls} calls counted)"]
         for phase, n in sorted(self.by_phase.items(), key=lambda kv: -kv[1]):
-            lines.append(f"  {phase:<9} {n / 1e6:9.3f} M  {n / self.per_call:6.1%}")
-        lines.append(f"  top {min(top, len(self.by_op))} ops:")
-        for phase, node, kernel, n in self.by_op[:top]:
-            lines.append(f"    {n / 1e6:8.3f} M  {phase:<8} {node or '-':<28} {kernel}")
+            per_mac = self.per_mac(phase)
+            lines.append(f"  {phase:<9} {n / 1e6:9.3f} M  {n / self.per_call:6.1%}"
+                         + (f"  convs {per_mac:.2f} instructions/MAC" if per_mac else ""))
+        lines.append(f"  top {min(top, len(self.by_op))} ops (instructions per MAC of conv forward and "
+                     "input-gradient calls):")
+        for phase, node, kernel, n, macs in self.by_op[:top]:
+            per_mac = f"{n / macs:6.2f}/MAC" if macs else " " * 10
+            lines.append(f"    {n / 1e6:8.3f} M {per_mac}  {phase:<8} {node or '-':<28} {kernel}")
         return "\n".join(lines)
 
 
@@ -127,6 +139,6 @@ def cost_report(icount: InstructionCount, regions: list[Region], function: str =
         n = icount.regions.get(r.id, (0, 0))[1] / calls
         by_phase[r.phase] += n
         by_kernel[r.kernel] += n
-        by_op.append((r.phase, r.node, r.kernel, n))
+        by_op.append((r.phase, r.node, r.kernel, n, r.macs))
     by_op.sort(key=lambda t: -t[3])
     return CostReport(function, calls, sum(by_phase.values()), dict(by_phase), by_op, dict(by_kernel))

@@ -63,10 +63,10 @@ static inline float *grad_pixel(const mt_conv_params *p, float *gx, int32_t pix)
     return gx + ((oy * p->stride) * p->in_w + ox * p->stride) * p->in_c;
 }
 
-/* Weights converted to float per pass of grad_input_pointwise_block: 4 input channels x this many output
- * channels (a stack buffer of 16 * MT_GI_CHUNK bytes). */
+/* Weights converted to float per pass of grad_input_pointwise_block: 6 (or 4) input channels x this many output
+ * channels (a stack buffer of 24 * MT_GI_CHUNK bytes). */
 #ifndef MT_GI_CHUNK
-#define MT_GI_CHUNK 48
+#define MT_GI_CHUNK 64
 #endif
 
 /* dst[0..3] = (float)src[0..3]; returns dst + 4. One word load, the bytes sign-extended, moved to the FPU two
@@ -91,6 +91,74 @@ static inline float *float4_s8(const int8_t *src, float *dst)
                      : [src] "r"(src)
                      : "s0", "s1", "s2", "s3", "memory");
     return dst;
+}
+
+/* dst[0..5] = (float)src[0..5]; returns dst + 6: as float4_s8, the last two bytes by one halfword load (both
+ * loads may be unaligned: LDR and LDRH allow it on the Cortex-M4/M7). */
+static inline float *float6_s8(const int8_t *src, float *dst)
+{
+    uint32_t v, h, a, b, c, d;
+    __asm__ volatile("ldr     %[v], [%[src]]\n\t"
+                     "ldrh    %[h], [%[src], #4]\n\t"
+                     "sxtb    %[a], %[v]\n\t"
+                     "sxtb    %[b], %[v], ror #8\n\t"
+                     "sxtb    %[c], %[v], ror #16\n\t"
+                     "sxtb    %[d], %[v], ror #24\n\t"
+                     "vmov    s0, s1, %[a], %[b]\n\t"
+                     "vmov    s2, s3, %[c], %[d]\n\t"
+                     "sxtb    %[a], %[h]\n\t"
+                     "sxtb    %[b], %[h], ror #8\n\t"
+                     "vmov    s4, s5, %[a], %[b]\n\t"
+                     "vcvt.f32.s32 s0, s0\n\t"
+                     "vcvt.f32.s32 s1, s1\n\t"
+                     "vcvt.f32.s32 s2, s2\n\t"
+                     "vcvt.f32.s32 s3, s3\n\t"
+                     "vcvt.f32.s32 s4, s4\n\t"
+                     "vcvt.f32.s32 s5, s5\n\t"
+                     "vstmia  %[dst]!, {s0-s5}\n\t"
+                     : [dst] "+r"(dst), [v] "=&r"(v), [h] "=&r"(h), [a] "=&r"(a), [b] "=&r"(b), [c] "=&r"(c),
+                       [d] "=&r"(d)
+                     : [src] "r"(src)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "memory");
+    return dst;
+}
+
+/* One output channel of a 4-pixel x 6-channel tile: gradient value of pixel k (post-incremented pointer gk)
+ * into s30, times the six weights s24-s29, each product (s31) added to its accumulator s(6k)..s(6k+5). */
+#define GI_MA(acc, w) "vmul.f32 s31, s30, " w "\n\tvadd.f32 " acc ", " acc ", s31\n\t"
+#define GI_PIXEL(g, a0, a1, a2, a3, a4, a5)                                                                       \
+    "vldmia  %[" g "]!, {s30}\n\t" GI_MA(a0, "s24") GI_MA(a1, "s25") GI_MA(a2, "s26") GI_MA(a3, "s27")             \
+        GI_MA(a4, "s28") GI_MA(a5, "s29")
+#define GI_STEP                                                                                                   \
+    "vldmia  %[wp]!, {s24-s29}\n\t" GI_PIXEL("g0", "s0", "s1", "s2", "s3", "s4", "s5")                             \
+        GI_PIXEL("g1", "s6", "s7", "s8", "s9", "s10", "s11") GI_PIXEL("g2", "s12", "s13", "s14", "s15", "s16", "s17") \
+            GI_PIXEL("g3", "s18", "s19", "s20", "s21", "s22", "s23")
+
+/* The 6 sums of pixel k of a tile, s(6k)..s(6k+5), from and to the 6 floats at src[k] / dst[k] (pointer arrays). */
+#define GI_LOAD(k, regs) "ldr     %[t], [%[src], #" #k "*4]\n\tvldmia  %[t], {" regs "}\n\t"
+#define GI_STORE(k, regs) "ldr     %[t], [%[dst], #" #k "*4]\n\tvstmia  %[t], {" regs "}\n\t"
+
+/* dst[k][j] (pixel k, channel j) = src[k][j] + sum over the on output channels of g[k * out_c + o] * wf[6o + j],
+ * each sum in ascending o, one product added at a time (the portable order); the 24 sums stay in s0-s23 for the
+ * whole chunk. Two output channels per loop pass (entering at the second when on is odd). The whole FPU
+ * register file is used, hence asm. */
+static void grad_input_tile_4x6(const float *g, int32_t out_c, const float *wf, int32_t on, const float *const *src,
+                                float *const *dst)
+{
+    const float *g0 = g, *g1 = g + out_c, *g2 = g + 2 * out_c, *g3 = g + 3 * out_c, *wp = wf, *end = wf + 6 * on;
+    uint32_t t;
+    __asm__ volatile(GI_LOAD(0, "s0-s5") GI_LOAD(1, "s6-s11") GI_LOAD(2, "s12-s17") GI_LOAD(3, "s18-s23")
+                     "tst     %[on], #1\n\t"
+                     "bne     2f\n"
+                     "1:\n\t" GI_STEP "2:\n\t" GI_STEP
+                     "cmp     %[wp], %[end]\n\t"
+                     "bne     1b\n\t"
+                     GI_STORE(0, "s0-s5") GI_STORE(1, "s6-s11") GI_STORE(2, "s12-s17") GI_STORE(3, "s18-s23")
+                     : [wp] "+r"(wp), [g0] "+r"(g0), [g1] "+r"(g1), [g2] "+r"(g2), [g3] "+r"(g3), [t] "=&r"(t)
+                     : [src] "r"(src), [dst] "r"(dst), [end] "r"(end), [on] "r"(on)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14",
+                       "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27",
+                       "s28", "s29", "s30", "s31", "memory", "cc");
 }
 
 /* 4 pixels x 4 input channels of gx for output channels o0 .. o0 + on - 1, continuing the sums already in gx
@@ -130,15 +198,65 @@ static void grad_input_tile_4x4(const float *g, int32_t out_c, const float *wf, 
     x3[c0] = a30; x3[c1] = a31; x3[c2] = a32; x3[c3] = a33;
 }
 
+/* The 4 x 6 tiles of one group of 6 input channels c[0..5] over the pixels pix4 (a multiple of 4), for output
+ * channels o0 .. o0 + on - 1 (weights as float in wf, 6 per output channel): each tile's 24 sums continue from gx
+ * (or start from zeros for the first chunk). Contiguous channels (no index) are read and written in place, six
+ * at a time; indexed ones go through a gathered copy. */
+static void grad_input_group6(const mt_conv_params *p, const float *gacc, const float *wf, int32_t o0, int32_t on,
+                              int32_t pix4, const int32_t *c, int contiguous, float *gx)
+{
+    static const float zeros[6];
+    float acc[24];
+    const int32_t out_c = p->out_c;
+    for (int32_t pix = 0; pix < pix4; pix += 4) {
+        float *x[4] = {grad_pixel(p, gx, pix), grad_pixel(p, gx, pix + 1), grad_pixel(p, gx, pix + 2),
+                       grad_pixel(p, gx, pix + 3)};
+        const float *g = gacc + pix * out_c + o0;
+        if (contiguous) {
+            float *const rows[4] = {x[0] + c[0], x[1] + c[0], x[2] + c[0], x[3] + c[0]};
+            const float *const first[4] = {zeros, zeros, zeros, zeros};
+            grad_input_tile_4x6(g, out_c, wf, on, o0 ? (const float *const *)rows : first, rows);
+            continue;
+        }
+        float *const rows[4] = {acc, acc + 6, acc + 12, acc + 18};
+        for (int32_t k = 0; k < 4; k++) {
+            const float *xk = x[k];
+            float *a = acc + 6 * k;
+            if (o0)
+                a[0] = xk[c[0]], a[1] = xk[c[1]], a[2] = xk[c[2]], a[3] = xk[c[3]], a[4] = xk[c[4]], a[5] = xk[c[5]];
+            else
+                a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = 0.0f;
+        }
+        grad_input_tile_4x6(g, out_c, wf, on, (const float *const *)rows, rows);
+        for (int32_t k = 0; k < 4; k++) {
+            float *xk = x[k];
+            const float *a = acc + 6 * k;
+            xk[c[0]] = a[0], xk[c[1]] = a[1], xk[c[2]] = a[2], xk[c[3]] = a[3], xk[c[4]] = a[4], xk[c[5]] = a[5];
+        }
+    }
+}
+
 /* One weight block (O, nb) of a pointwise conv: gx[pixel, idx[j]] = sum over o of gacc[pixel, o] * w[o, j].
- * Blocks of 4 input channels x 4 pixels: the block's weights are converted to float once per chunk of
- * output channels (not once per 4 pixels), the rest as before. */
+ * Groups of 6 input channels (then one of 4) x 4 pixels: the group's weights are converted to float once per
+ * chunk of output channels (not once per 4 pixels), the rest as before. */
 static void grad_input_pointwise_block(const mt_conv_params *p, const float *gacc, const int8_t *wb,
                                        const int16_t *idx, int32_t nb, float *gx)
 {
-    const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w, pix4 = n_pix & ~3, nb4 = nb & ~3;
-    float wf[4 * MT_GI_CHUNK];
-    for (int32_t j = 0; j < nb4; j += 4) {
+    const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w, pix4 = n_pix & ~3;
+    const int32_t nb6 = nb - nb % 6, nb4 = nb6 + ((nb - nb6) & 4);
+    float wf[6 * MT_GI_CHUNK];
+    for (int32_t j = 0; j < nb6; j += 6) {
+        const int32_t c[6] = {chan(idx, j), chan(idx, j + 1), chan(idx, j + 2), chan(idx, j + 3), chan(idx, j + 4),
+                              chan(idx, j + 5)};
+        for (int32_t o0 = 0; o0 < out_c; o0 += MT_GI_CHUNK) {
+            const int32_t on = out_c - o0 < MT_GI_CHUNK ? out_c - o0 : MT_GI_CHUNK;
+            const int8_t *wr = wb + o0 * nb + j;
+            float *wo = wf;
+            for (int32_t o = 0; o < on; o++, wr += nb) wo = float6_s8(wr, wo);
+            grad_input_group6(p, gacc, wf, o0, on, pix4, c, !idx, gx);
+        }
+    }
+    for (int32_t j = nb6; j < nb4; j += 4) {
         const int32_t c0 = chan(idx, j), c1 = chan(idx, j + 1), c2 = chan(idx, j + 2), c3 = chan(idx, j + 3);
         for (int32_t o0 = 0; o0 < out_c; o0 += MT_GI_CHUNK) {
             const int32_t on = out_c - o0 < MT_GI_CHUNK ? out_c - o0 : MT_GI_CHUNK;
@@ -156,7 +274,7 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
         const float *g = gacc + pix * out_c;
         float *x0 = grad_pixel(p, gx, pix), *x1 = grad_pixel(p, gx, pix + 1);
         float *x2 = grad_pixel(p, gx, pix + 2), *x3 = grad_pixel(p, gx, pix + 3);
-        for (int32_t j = nb4; j < nb; j++) { /* the nb % 4 channels left over */
+        for (int32_t j = nb4; j < nb; j++) { /* the channels left over (at most 3) */
             float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
             for (int32_t o = 0; o < out_c; o++) {
                 float w0 = (float)wb[o * nb + j];
@@ -208,15 +326,74 @@ static void dw_block_tap(float *out, const float *g, const int8_t *wt, const int
     }
 }
 
-/* Whole-weight depthwise (one block, no channel index: the usual case): per input pixel the taps reaching it
- * are listed once, in (u, v) order, as (gradient row, weight row) offsets; then eight (or four) channels at a
- * time sum them in registers from 0.0f in that order (the portable kernel's sequence) and store once. */
 #ifndef MT_DWG_MAX_TAPS
 #define MT_DWG_MAX_TAPS 49
 #endif
+
+/* The taps t (rows u or columns v) of a k-wide kernel with stride s reaching input index i (padding pad) of an
+ * axis with out_n outputs: t0, t0 + s, ... (ascending), output index o0 for t0, then one less per step;
+ * returns how many. t must satisfy t = i + pad - s * o with 0 <= o < out_n and 0 <= t < k. */
+static inline int32_t tap_range(int32_t i, int32_t pad, int32_t s, int32_t k, int32_t out_n, int32_t *t0, int32_t *o0)
+{
+    const int32_t r = i + pad, lo = r - s * (out_n - 1) > 0 ? r - s * (out_n - 1) : 0, hi = r < k - 1 ? r : k - 1;
+    *t0 = lo + (r - lo) % s;
+    *o0 = (r - *t0) / s;
+    return *t0 > hi ? 0 : (hi - *t0) / s + 1;
+}
+
+/* Whole-weight depthwise, channels c .. c + 7 over every input pixel: the group's weights are converted to float
+ * once (wf, 8 per tap), then per pixel its taps, found as a row range times a column range (no per-tap tests),
+ * are summed in (u, v) order from 0.0f, eight channels at a time: one VLDM of eight gradient values and one of
+ * eight weights per tap (pinned registers for their register lists). */
+static void dw_grad_in_group8(const mt_conv_params *p, const float *gacc, const int8_t *w, int32_t c, float *gx)
+{
+    const int32_t c_n = p->in_c, kw = p->kw, s = p->stride;
+    float wf[MT_DWG_MAX_TAPS * 8];
+    for (int32_t t = 0; t < p->kh * kw; t++) float4_s8(w + t * c_n + c + 4, float4_s8(w + t * c_n + c, wf + 8 * t));
+    for (int32_t iy = 0; iy < p->in_h; iy++) {
+        int32_t u0, oy0, v0, ox0;
+        const int32_t nu = tap_range(iy, p->pad, s, p->kh, p->out_h, &u0, &oy0);
+        for (int32_t ix = 0; ix < p->in_w; ix++) {
+            const int32_t nv = tap_range(ix, p->pad, s, kw, p->out_w, &v0, &ox0);
+            float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f, a7 = 0.0f;
+            for (int32_t i = 0; i < nu; i++) {
+                const float *gp = gacc + ((oy0 - i) * p->out_w + ox0) * c_n + c;
+                const float *wp = wf + 8 * ((u0 + s * i) * kw + v0);
+                for (int32_t j = 0; j < nv; j++, gp -= c_n, wp += 8 * s) {
+                    register float h0 __asm__("s16"), h1 __asm__("s17"), h2 __asm__("s18"), h3 __asm__("s19");
+                    register float h4 __asm__("s20"), h5 __asm__("s21"), h6 __asm__("s22"), h7 __asm__("s23");
+                    register float e0 __asm__("s24"), e1 __asm__("s25"), e2 __asm__("s26"), e3 __asm__("s27");
+                    register float e4 __asm__("s28"), e5 __asm__("s29"), e6 __asm__("s30"), e7 __asm__("s31");
+                    __asm__ volatile("vldmia %[gp], {s16-s23}\n\tvldmia %[wp], {s24-s31}"
+                                     : "=t"(h0), "=t"(h1), "=t"(h2), "=t"(h3), "=t"(h4), "=t"(h5), "=t"(h6), "=t"(h7),
+                                       "=t"(e0), "=t"(e1), "=t"(e2), "=t"(e3), "=t"(e4), "=t"(e5), "=t"(e6), "=t"(e7)
+                                     : [gp] "r"(gp), [wp] "r"(wp)
+                                     : "memory");
+                    a0 += h0 * e0;
+                    a1 += h1 * e1;
+                    a2 += h2 * e2;
+                    a3 += h3 * e3;
+                    a4 += h4 * e4;
+                    a5 += h5 * e5;
+                    a6 += h6 * e6;
+                    a7 += h7 * e7;
+                }
+            }
+            float *out = gx + (iy * p->in_w + ix) * c_n + c;
+            out[0] = a0, out[1] = a1, out[2] = a2, out[3] = a3, out[4] = a4, out[5] = a5, out[6] = a6, out[7] = a7;
+        }
+    }
+}
+
+/* Whole-weight depthwise (one block, no channel index: the usual case): groups of eight channels by
+ * dw_grad_in_group8; for the rest, per input pixel the taps reaching it are listed once, in (u, v) order, as
+ * (gradient row, weight row) offsets, then four channels at a time (then one) sum them in registers from 0.0f
+ * in that order (the portable kernel's sequence) and store once. */
 static void dw_grad_in_whole(const mt_conv_params *p, const float *gacc, const int8_t *w, float *gx)
 {
-    const int32_t c_n = p->in_c, c4 = c_n & ~3;
+    const int32_t c_n = p->in_c, c8 = c_n & ~7, c4 = c_n & ~3;
+    for (int32_t c = 0; c < c8; c += 8) dw_grad_in_group8(p, gacc, w, c, gx);
+    if (c8 == c_n) return;
     int32_t tg[MT_DWG_MAX_TAPS], tw[MT_DWG_MAX_TAPS];
     for (int32_t iy = 0; iy < p->in_h; iy++) {
         for (int32_t ix = 0; ix < p->in_w; ix++) {
@@ -235,24 +412,7 @@ static void dw_grad_in_whole(const mt_conv_params *p, const float *gacc, const i
                     tg[n] = (oy * p->out_w + ox) * c_n, tw[n] = (u * p->kw + v) * c_n, n++;
                 }
             }
-            int32_t c = 0;
-            for (; c + 8 <= c_n; c += 8) {
-                float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f, a7 = 0.0f;
-                for (int32_t t = 0; t < n; t++) {
-                    const float *g = gacc + tg[t] + c;
-                    const int8_t *wt = w + tw[t] + c;
-                    a0 += g[0] * (float)wt[0];
-                    a1 += g[1] * (float)wt[1];
-                    a2 += g[2] * (float)wt[2];
-                    a3 += g[3] * (float)wt[3];
-                    a4 += g[4] * (float)wt[4];
-                    a5 += g[5] * (float)wt[5];
-                    a6 += g[6] * (float)wt[6];
-                    a7 += g[7] * (float)wt[7];
-                }
-                out[c] = a0, out[c + 1] = a1, out[c + 2] = a2, out[c + 3] = a3;
-                out[c + 4] = a4, out[c + 5] = a5, out[c + 6] = a6, out[c + 7] = a7;
-            }
+            int32_t c = c8;
             for (; c < c4; c += 4) {
                 float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
                 for (int32_t t = 0; t < n; t++) {

@@ -1704,4 +1704,69 @@ void mt_add_s8(const mt_add_params *p, const int8_t *skip, const int8_t *main_in
     }
 }
 
+/* Depthwise conv that may write over its own input (y == x allowed), as the portable kernel: channel by channel,
+ * the input plane copied to `plane` before that channel's outputs are written; the same int32 sums (inside the
+ * input: sum of x * w minus x_zero * sum(w), exact; border windows: their valid taps only) and store_out's
+ * requantisation. Faster by its loops: a 3x3 window inside the input is unrolled with the nine weights in
+ * registers (the portable kernel walks a tap array), the inside test is made per row and pixel without the
+ * general border walk. */
+#define MT_DWI_TAPS_MAX 49
+static int32_t dw_plane_border(const mt_conv_params *p, const int8_t *plane, const int8_t *w, int32_t oy, int32_t ox)
+{
+    int32_t acc = 0;
+    for (int32_t ky = 0; ky < p->kh; ky++) {
+        const int32_t iy = oy * p->stride - p->pad + ky;
+        if (iy < 0 || iy >= p->in_h) continue;
+        for (int32_t kx = 0; kx < p->kw; kx++) {
+            const int32_t ix = ox * p->stride - p->pad + kx;
+            if (ix < 0 || ix >= p->in_w) continue;
+            acc += ((int32_t)plane[iy * p->in_w + ix] - p->x_zero) * (int32_t)w[(ky * p->kw + kx) * p->out_c];
+        }
+    }
+    return acc;
+}
+
+void mt_conv_depthwise_inplace_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                                  const float *eff, int8_t *y, uint8_t *mask, int8_t *plane)
+{
+    const int32_t in_w = p->in_w, n_in = p->in_h * in_w, taps = p->kh * p->kw, s = p->stride, out_c = p->out_c;
+    const int inside_ok = taps <= MT_DWI_TAPS_MAX, k3 = p->kh == 3 && p->kw == 3;
+    int32_t wv[MT_DWI_TAPS_MAX] = {0};
+    for (int32_t c = 0; c < out_c; c++) {
+        const int8_t *xc = x + c;
+        for (int32_t i = 0; i < n_in; i++, xc += p->in_c) plane[i] = *xc;
+        int32_t zsum = 0;
+        for (int32_t t = 0; t < taps && t < MT_DWI_TAPS_MAX; t++) zsum += wv[t] = w[t * out_c + c];
+        zsum *= p->x_zero;
+        const int32_t w0 = wv[0], w1 = wv[1], w2 = wv[2], w3 = wv[3], w4 = wv[4], w5 = wv[5], w6 = wv[6], w7 = wv[7],
+                      w8 = wv[8]; /* used only when k3 */
+        const int32_t b = bias[c], zy = p->y_zero;
+        const float e = eff[c];
+        for (int32_t oy = 0; oy < p->out_h; oy++) {
+            const int32_t iy0 = oy * s - p->pad, row_inside = inside_ok && iy0 >= 0 && iy0 + p->kh <= p->in_h;
+            int32_t i = oy * p->out_w * out_c + c;
+            for (int32_t ox = 0; ox < p->out_w; ox++, i += out_c) {
+                const int32_t ix0 = ox * s - p->pad;
+                int32_t acc;
+                if (row_inside && ix0 >= 0 && ix0 + p->kw <= in_w) {
+                    const int8_t *r = plane + iy0 * in_w + ix0;
+                    if (k3) {
+                        const int8_t *r1 = r + in_w, *r2 = r1 + in_w;
+                        acc = r[0] * w0 + r[1] * w1 + r[2] * w2 + r1[0] * w3 + r1[1] * w4 + r1[2] * w5 +
+                              r2[0] * w6 + r2[1] * w7 + r2[2] * w8 - zsum;
+                    } else {
+                        const int32_t *wt = wv;
+                        acc = -zsum;
+                        for (int32_t ky = 0; ky < p->kh; ky++, r += in_w)
+                            for (int32_t kx = 0; kx < p->kw; kx++) acc += (int32_t)r[kx] * *wt++;
+                    }
+                } else {
+                    acc = dw_plane_border(p, plane, w + c, oy, ox);
+                }
+                store_out(y, mask, i, acc, b, e, zy);
+            }
+        }
+    }
+}
+
 #endif /* __ARM_FEATURE_DSP */

@@ -1,0 +1,140 @@
+"""Patch-based execution of the frozen prefix (codegen/patch.py): SRAM and cost, before and after, side by side.
+
+    nice -n 19 python benchmarks/bench_patching.py [--configs mcunet-49kb ...] [--no-qemu] [--max-extra-macs 10%]
+
+For each configuration (2-class head): the plan as compiled today ("before": no patching, the default
+256 KB part) and planned for a smaller part ("after": `compile --patch fit --ram R`, i.e. the frozen prefix
+on tiles and depthwise convs in place where the plan exceeds the part). Measured: planned SRAM (report
+total), SRAM as linked for the Cortex-M7 (arm-none-eabi-gcc; the "after" firmware is linked with the part's
+RAM, so the linker enforces it), extra MACs, and, under QEMU, the instructions of one training step (mean of
+2 steps on ants/bees images; the SIMD kernels), with the ratio after/before. Results are written after each
+configuration to benchmarks/results/bench_patching.json (and .md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "bench_patching.json"
+KB = 1024
+# name -> (model, scheme: shipped name or "like-49kb", RAM of the part planned for "after")
+CONFIGS = {
+    "mcunet-49kb": ("mcunet-5fps", "mcunet-5fps-49kb", 128 * KB),
+    "mcunet-99kb": ("mcunet-5fps", "mcunet-5fps-99kb", 160 * KB),
+    "mbv2-49kb-like": ("mbv2-w0.35", "like-49kb", 160 * KB),
+    "proxyless-49kb-like": ("proxyless-w0.3", "like-49kb", 160 * KB),
+}
+
+
+def _scheme(graph, name):
+    from microtrain.sparse.fixtures import load_scheme
+    from microtrain.sparse.scheme import UpdateScheme
+
+    if name == "like-49kb":  # tests/conftest.py like_mcunet_49kb (bench_memory.py's sparse scheme)
+        n = len(graph.indexed_convs())
+        return UpdateScheme(20, {n - 18: 0.25, n - 15: 0.5, n - 12: 0.5}, name="like-mcunet-49kb")
+    return load_scheme(name).validate(graph)
+
+
+def _measure(graph, scheme, out: Path, options: dict, ram: int | None, qemu: bool, data) -> dict:
+    from microtrain.codegen import compile_model
+    from microtrain.codegen.patch import model_macs
+    from microtrain.targets.cortex_m.build import LinkBudgetError
+    from microtrain.targets.cortex_m.project import emit_firmware, load_regions
+    from microtrain.targets.cortex_m.session import cost_report, run_session
+
+    cm = compile_model(graph, scheme, out_dir=out, **options)
+    r = cm.report
+    patch = cm.program.meta.get("patch")
+    row = {"arena_bytes": r.arena_bytes, "planned_sram_bytes": r.total_sram_bytes,
+           "patch": None if patch is None else {k: patch[k] for k in ("split", "grid", "output", "extra_macs")},
+           "extra_macs": 0 if patch is None else patch["extra_macs"], "model_macs": model_macs(graph),
+           "inplace": sorted({f"{s.node} ({s.kernel})" for s in cm.program.train_steps + cm.program.infer_steps
+                              if "inplace" in s.kernel})}
+    try:
+        build, _ = emit_firmware(out, "cortex-m7", ram=ram, flash=1024 * KB)
+        row["fits_part"] = True
+    except LinkBudgetError as e:  # measure anyway: linked with QEMU's 4 MB (a measurement-only build)
+        row["fits_part"], row["link_error"] = False, str(e)
+        build, _ = emit_firmware(out, "cortex-m7", ram=4096 * KB, flash=1024 * KB)
+    row["linked_sram_bytes"] = build.usage.ram
+    if qemu:
+        s = run_session(build.elf, "cortex-m7", train=data, count=True, timeout=1200)
+        cost = cost_report(s.instructions, load_regions(out / "build-cortex-m7"), "train")
+        row["instructions_per_step"] = cost.per_call
+        row["instructions_by_phase"] = cost.by_phase
+        row["params_sha"] = __import__("hashlib").sha256(s.params).hexdigest()
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--no-qemu", action="store_true", help="plan and link only (no instruction counts)")
+    ap.add_argument("--max-extra-macs", default="10%")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+
+    from microtrain.budget import part_sram_budget
+    from microtrain.codegen.patch import parse_share
+    from microtrain.models import load_model
+    from microtrain.quant.head import replace_head
+    from microtrain.targets.cortex_m.data import session_data
+
+    out_path = Path(args.out)
+    doc = json.loads(out_path.read_text()) if out_path.exists() else {}
+    doc.update(date=datetime.now(timezone.utc).isoformat(timespec="seconds"), max_extra_macs=args.max_extra_macs)
+    doc.setdefault("configs", {})
+    cap = parse_share(args.max_extra_macs)
+    data_root = Path(__import__("os").environ.get("MICROTRAIN_SHARED", HERE.parent.parent / "shared")) / "data"
+    for name in args.configs:
+        model, scheme_name, ram = CONFIGS[name]
+        graph = replace_head(load_model(model), 2)
+        scheme = _scheme(graph, scheme_name)
+        data = None
+        if not args.no_qemu:
+            train, _, _, _ = session_data(data_root / "hymenoptera_data", graph.resolution, 2, steps=2, n_eval=0, seed=1)
+            data = train
+        with tempfile.TemporaryDirectory(prefix="mt-bench-patch-") as tmp:
+            before = _measure(graph, scheme, Path(tmp) / "before", {}, 4096 * KB, not args.no_qemu, data)
+            after = _measure(graph, scheme, Path(tmp) / "after",
+                             {"patch": "fit", "max_extra_macs": cap, "sram_budget": part_sram_budget(ram)},
+                             ram, not args.no_qemu, data)
+        row = {"model": model, "scheme": scheme_name, "part_ram": ram, "before": before, "after": after}
+        if "instructions_per_step" in before:
+            row["extra_instructions_ratio"] = after["instructions_per_step"] / before["instructions_per_step"] - 1
+            row["same_params"] = before["params_sha"] == after["params_sha"]
+        doc["configs"][name] = row
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(doc, indent=1) + "\n")
+        out_path.with_suffix(".md").write_text(table(doc) + "\n")
+        print(table({"configs": {name: row}}).splitlines()[-1], flush=True)
+    print(table(doc))
+    return 0
+
+
+def table(doc) -> str:
+    lines = ["| config | part RAM | planned SRAM before -> after | linked SRAM before -> after | extra MACs | "
+             "instructions/step before -> after | same params |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in doc["configs"].items():
+        b, a = r["before"], r["after"]
+        ins = "-"
+        if "instructions_per_step" in b:
+            ins = (f"{b['instructions_per_step']:,} -> {a['instructions_per_step']:,} "
+                   f"({r['extra_instructions_ratio']:+.1%})")
+        lines.append(
+            f"| {name} | {r['part_ram'] // KB} KB | {b['planned_sram_bytes']:,} -> {a['planned_sram_bytes']:,} B | "
+            f"{b['linked_sram_bytes']:,} -> {a['linked_sram_bytes']:,} B ({a['linked_sram_bytes'] / KB:.1f} KB"
+            f"{'' if a.get('fits_part', True) else ', does NOT fit'}) | "
+            f"{a['extra_macs']:,} ({a['extra_macs'] / a['model_macs']:+.1%}) | {ins} | {r.get('same_params', '-')} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
