@@ -41,6 +41,18 @@ def hymenoptera() -> Path:
     return require(DATA_DIR / "hymenoptera_data")
 
 
+def tiny_hymenoptera(out: Path, n_train: int, n_val: int) -> Path:
+    """out/{train,val}/{ants,bees}: the first n_train / n_val images of each class, as symlinks (no copies)."""
+    root = hymenoptera()
+    for split, n in (("train", n_train), ("val", n_val)):
+        for cls in ("ants", "bees"):
+            d = out / split / cls
+            d.mkdir(parents=True)
+            for f in sorted((root / split / cls).glob("*.jpg"))[:n]:
+                (d / f.name).symlink_to(f)
+    return out
+
+
 _GRAPHS = {}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SHARED, hymenoptera, model_path
+from conftest import REPO, SHARED, model_path, tiny_hymenoptera
 from microtrain.cli import main
 
 
@@ -36,15 +36,7 @@ def one_line_error(err: str) -> str:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """train/{ants,bees} 4 images each, val/ 2 each (symlinks into hymenoptera_data)."""
-    root = hymenoptera()
-    out = tmp_path_factory.mktemp("tiny")
-    for split, n in (("train", 4), ("val", 2)):
-        for cls in ("ants", "bees"):
-            d = out / split / cls
-            d.mkdir(parents=True)
-            for f in sorted((root / split / cls).glob("*.jpg"))[:n]:
-                (d / f.name).symlink_to(f)
-    return out
+    return tiny_hymenoptera(tmp_path_factory.mktemp("tiny"), 4, 2)
 
 
 def train_args(tiny, tmp_path, *extra):

@@ -6,20 +6,14 @@ import json
 
 import pytest
 
-from conftest import hymenoptera, model_path
+from conftest import hymenoptera, model_path, tiny_hymenoptera
 from microtrain.cli import main
 
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
     root = hymenoptera()
-    out = tmp_path_factory.mktemp("ds")
-    for split, n in (("train", 6), ("val", 3)):
-        for cls in ("ants", "bees"):
-            d = out / split / cls
-            d.mkdir(parents=True)
-            for f in sorted((root / split / cls).glob("*.jpg"))[:n]:
-                (d / f.name).symlink_to(f)
+    out = tiny_hymenoptera(tmp_path_factory.mktemp("ds"), 6, 3)
     (out / "train" / "ants" / "imageNotFound.gif").symlink_to(root / "train" / "ants" / "imageNotFound.gif")
     return out
 

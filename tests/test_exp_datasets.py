@@ -9,21 +9,14 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, hymenoptera, model_path
+from conftest import REPO, model_path, tiny_hymenoptera
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    root = hymenoptera()
-    out = tmp_path_factory.mktemp("tiny") / "tinyset"
-    for split, n in (("train", 5), ("val", 3)):
-        for cls in ("ants", "bees"):
-            (out / split / cls).mkdir(parents=True)
-            for f in sorted((root / split / cls).glob("*.jpg"))[:n]:
-                (out / split / cls / f.name).symlink_to(f)
-    return out
+    return tiny_hymenoptera(tmp_path_factory.mktemp("tiny") / "tinyset", 5, 3)
 
 
 def test_fingerprint_is_stable_and_moves_with_the_numerics(monkeypatch):

@@ -8,21 +8,13 @@ import sys
 
 import pytest
 
-from conftest import hymenoptera, model_path
+from conftest import model_path, tiny_hymenoptera
 from microtrain.cli import main
 
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
-    root = hymenoptera()
-    out = tmp_path_factory.mktemp("fleet-ds")
-    for split, n in (("train", 6), ("val", 4)):
-        for cls in ("ants", "bees"):
-            d = out / split / cls
-            d.mkdir(parents=True)
-            for f in sorted((root / split / cls).glob("*.jpg"))[:n]:
-                (d / f.name).symlink_to(f)
-    return out
+    return tiny_hymenoptera(tmp_path_factory.mktemp("fleet-ds"), 6, 4)
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import hymenoptera, model_path
+from conftest import model_path, tiny_hymenoptera
 from microtrain.errors import DatasetError
 from microtrain.runtime.metrics import balanced_accuracy, confusion_matrix, per_class_accuracy, plot_confusion
 
@@ -99,13 +99,7 @@ def test_train_cli_writes_balanced_accuracy_and_the_confusion_plot(tmp_path):
     pytest.importorskip("matplotlib")
     from microtrain.cli import main
 
-    root = hymenoptera()
-    ds = tmp_path / "ds"
-    for split, n in (("train", 4), ("val", 3)):
-        for cls in ("ants", "bees"):
-            (ds / split / cls).mkdir(parents=True)
-            for f in sorted((root / split / cls).glob("*.jpg"))[:n]:
-                (ds / split / cls / f.name).symlink_to(f)
+    ds = tiny_hymenoptera(tmp_path / "ds", 4, 3)
     metrics, png = tmp_path / "m.json", tmp_path / "c.png"
     assert main(["train", str(model_path("mcunet-5fps")), "--data", str(ds), "--epochs", "1", "--views", "1",
                  "--resolution", "32", "--update", "head", "--quiet", "--metrics", str(metrics),
