@@ -16,8 +16,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import GraphError
-from ..ops import conv as conv_op
-from ..ops import infer_shapes
+from ..ops import REGISTRY, infer_shapes
 
 
 @dataclass(frozen=True)
@@ -91,15 +90,15 @@ class Graph:
         return [n for n in self.nodes if tensor in n.inputs]
 
     def convs(self) -> Iterator[Node]:
-        return (n for n in self.nodes if n.op == conv_op.OP)
+        return (n for n in self.nodes if _trainable(n))
 
     def indexed_convs(self) -> list[Node]:
         """Convs in execution order without the classifier: the index sparse-update schemes use."""
-        return [n for n in self.nodes if n.op == conv_op.OP and n.attrs.get("role") != "classifier"]
+        return [n for n in self.nodes if _trainable(n) and n.attrs.get("role") != "classifier"]
 
     def classifier(self) -> Node:
         for n in self.nodes:
-            if n.op == conv_op.OP and n.attrs.get("role") == "classifier":
+            if _trainable(n) and n.attrs.get("role") == "classifier":
                 return n
         raise GraphError(f"graph {self.name!r} has no classifier node")
 
@@ -146,3 +145,9 @@ class Graph:
         g.tensors[g.input].shape = (int(resolution), int(resolution), c)
         infer_shapes(g)
         return g
+
+
+def _trainable(node) -> bool:
+    """A layer whose op module has trainable weight and bias (today the convs): the layers schemes number."""
+    module = REGISTRY.get(node.op)
+    return module is not None and module.TRAINABLE
