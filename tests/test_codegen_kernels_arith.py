@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import ctypes
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
-from microtrain.codegen.emit import C_FLAGS, KERNEL_DIR
+from c_lib import build_shared, ptr
 from microtrain.quant import arith
 from microtrain.quant.update import apply_update
 
@@ -51,13 +50,7 @@ void t_update_s8(const int8_t *p, const float *d, int32_t rounding, uint32_t see
 def lib(tmp_path_factory):
     d = tmp_path_factory.mktemp("arith")
     (d / "w.c").write_text(WRAPPER)
-    subprocess.run(["gcc", *C_FLAGS.split(), "-O2", "-fPIC", "-shared", f"-I{KERNEL_DIR}", str(d / "w.c"), "-o",
-                    str(d / "w.so")], check=True, capture_output=True)
-    return ctypes.CDLL(str(d / "w.so"))
-
-
-def _p(a):
-    return a.ctypes.data_as(ctypes.c_void_p)
+    return build_shared(d / "w.so", [d / "w.c"])
 
 
 def test_requantisation_matches_numpy(lib):
@@ -71,7 +64,7 @@ def test_requantisation_matches_numpy(lib):
     bias[:100] = 0
     for z in (-128, 0, 5, 127):
         y, ok = np.empty(n, np.int8), np.empty(n, np.uint8)
-        lib.t_requant(_p(acc), _p(bias), _p(eff), z, n, _p(y), _p(ok))
+        lib.t_requant(ptr(acc), ptr(bias), ptr(eff), z, n, ptr(y), ptr(ok))
         np.testing.assert_array_equal(y, arith.requantize_conv(acc, bias, eff, z))
         pre = arith.conv_preclamp(acc, bias, eff, z)
         np.testing.assert_array_equal(ok.astype(bool), (pre >= -128) & (pre <= 127))
@@ -83,13 +76,13 @@ def test_add_and_rounding_division_match_numpy(lib):
     a, b = (rng.integers(-128, 128, n).astype(np.int8) for _ in range(2))
     args = (3, 0.0215, -7, 0.0431, 0.05, -2)
     y, ok = np.empty(n, np.int8), np.empty(n, np.uint8)
-    lib.t_add(_p(a), _p(b), args[0], ctypes.c_float(args[1]), args[2], ctypes.c_float(args[3]),
-              ctypes.c_float(args[4]), args[5], n, _p(y), _p(ok))
+    lib.t_add(ptr(a), ptr(b), args[0], ctypes.c_float(args[1]), args[2], ctypes.c_float(args[3]),
+              ctypes.c_float(args[4]), args[5], n, ptr(y), ptr(ok))
     np.testing.assert_array_equal(y, arith.add_requant(a, args[0], args[1], b, args[2], args[3], args[4], args[5]))
     total = rng.integers(-128 * 4096, 127 * 4096, n).astype(np.int32)
     total[:6] = [-3, -2, -1, 1, 2, 3]
     q = np.empty(n, np.int32)
-    lib.t_div(_p(total), 4, n, _p(q))
+    lib.t_div(ptr(total), 4, n, ptr(q))
     np.testing.assert_array_equal(q, arith.round_half_even_div(total, 4))
 
 
@@ -104,7 +97,7 @@ def test_sgd_rounding_matches_numpy(lib, rounding):
     mode = 1 if rounding == "stochastic" else 0
     hash_args = dict(seed=5, step=9, param_id=3, index=np.arange(n, dtype=np.uint64))
     out32, out8 = np.empty(n, np.int32), np.empty(n, np.int8)
-    lib.t_update_s32(_p(p32), _p(d), mode, 5, 9, 3, n, _p(out32))
-    lib.t_update_s8(_p(p8), _p(d), mode, 5, 9, 3, n, _p(out8))
+    lib.t_update_s32(ptr(p32), ptr(d), mode, 5, 9, 3, n, ptr(out32))
+    lib.t_update_s8(ptr(p8), ptr(d), mode, 5, 9, 3, n, ptr(out8))
     np.testing.assert_array_equal(out32, apply_update(p32, d, rounding, "int32", **hash_args))
     np.testing.assert_array_equal(out8, apply_update(p8, d, rounding, "int8", **hash_args))

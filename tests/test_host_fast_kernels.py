@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import ctypes
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
-from microtrain.codegen.emit import C_FLAGS, KERNEL_DIR
+from c_lib import ConvParams, WeightS8, build_shared, ptr
+from microtrain.codegen.emit import KERNEL_DIR
 from microtrain.quant import arith
 from microtrain.targets.host import native_opt
 
@@ -31,16 +31,6 @@ int t_has_avx2(void) {
 """
 
 
-class ConvParams(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_int32) for n in ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "kh", "kw",
-                                              "stride", "pad", "x_zero", "y_zero")]
-
-
-class WeightS8(ctypes.Structure):
-    _fields_ = [("frozen", ctypes.c_void_p), ("frozen_idx", ctypes.c_void_p), ("n_frozen", ctypes.c_int32),
-                ("train", ctypes.c_void_p), ("train_idx", ctypes.c_void_p), ("n_train", ctypes.c_int32)]
-
-
 class UpdateParams(ctypes.Structure):
     _fields_ = [("divisor", ctypes.c_void_p), ("param_id", ctypes.c_uint32), ("rounding", ctypes.c_int32),
                 ("full_in", ctypes.c_int32)]
@@ -54,10 +44,7 @@ class TrainCtx(ctypes.Structure):
 def _build(tmp, opt):
     out = tmp / f"k{abs(hash(opt))}.so"
     (tmp / "probe.c").write_text(PROBE)
-    srcs = [str(KERNEL_DIR / "mt_forward_s8.c"), str(KERNEL_DIR / "mt_backward_f32.c"), str(tmp / "probe.c")]
-    subprocess.run(["gcc", *C_FLAGS.split(), *opt.split(), "-fPIC", "-shared", f"-I{KERNEL_DIR}", *srcs, "-o",
-                    str(out)], check=True, capture_output=True, text=True)
-    return ctypes.CDLL(str(out))
+    return build_shared(out, [KERNEL_DIR / "mt_forward_s8.c", KERNEL_DIR / "mt_backward_f32.c", tmp / "probe.c"], opt)
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +53,6 @@ def libs(tmp_path_factory):
     return {"native": _build(tmp, native_opt()), "scalar": _build(tmp, "-O1")}
 
 
-def _p(a):
-    return a.ctypes.data_as(ctypes.c_void_p)
 
 
 def test_native_build_uses_the_avx2_path_where_the_cpu_has_it(libs):
@@ -120,8 +105,8 @@ def test_pointwise_forward_equals_numpy(libs, in_c, out_c):
             for name, lib in libs.items():
                 y = np.full(n, 99, np.int8)
                 mask = np.full((n + 7) // 8, 0xA5, np.uint8)  # stale bits must be overwritten
-                lib.mt_conv_pointwise_s8(ctypes.byref(p), _p(x), _p(wt), _p(bias), _p(eff), _p(y),
-                                         _p(mask) if with_mask else None)
+                lib.mt_conv_pointwise_s8(ctypes.byref(p), ptr(x), ptr(wt), ptr(bias), ptr(eff), ptr(y),
+                                         ptr(mask) if with_mask else None)
                 np.testing.assert_array_equal(y, want, err_msg=f"{name} build, stride {stride}")
                 if with_mask:
                     bits = np.unpackbits(mask, bitorder="little")[:n].astype(bool)
@@ -138,8 +123,8 @@ def test_split_pointwise_and_depthwise_forward_agree_across_builds(libs):
         wf, wtr = np.ascontiguousarray(wt[:, frozen_idx]), np.ascontiguousarray(wt[:, train_idx])
         for name, lib in libs.items():
             y, mask = np.zeros(want.size, np.int8), np.zeros((want.size + 7) // 8, np.uint8)
-            lib.mt_conv_pointwise_split_s8(ctypes.byref(p), _p(x), _p(wf), _p(frozen_idx), len(frozen_idx), _p(wtr),
-                                           _p(train_idx), n_train, _p(bias), _p(eff), _p(y), _p(mask))
+            lib.mt_conv_pointwise_split_s8(ctypes.byref(p), ptr(x), ptr(wf), ptr(frozen_idx), len(frozen_idx), ptr(wtr),
+                                           ptr(train_idx), n_train, ptr(bias), ptr(eff), ptr(y), ptr(mask))
             np.testing.assert_array_equal(y, want, err_msg=f"{name} build, split {in_c}/{n_train}")
             np.testing.assert_array_equal(np.unpackbits(mask, bitorder="little")[:want.size].astype(bool), ok)
     for c, stride in ((5, 1), (16, 2), (40, 1), (70, 2)):
@@ -149,8 +134,8 @@ def test_split_pointwise_and_depthwise_forward_agree_across_builds(libs):
         for name, lib in libs.items():
             for with_mask in (False, True):
                 y, mask = np.zeros(o * o * c, np.int8), np.zeros((o * o * c + 7) // 8, np.uint8)
-                lib.mt_conv_depthwise_s8(ctypes.byref(p), _p(x), _p(wt), _p(bias), _p(eff), _p(y),
-                                         _p(mask) if with_mask else None)
+                lib.mt_conv_depthwise_s8(ctypes.byref(p), ptr(x), ptr(wt), ptr(bias), ptr(eff), ptr(y),
+                                         ptr(mask) if with_mask else None)
                 outs[name, with_mask] = (y, mask)
         for with_mask in (False, True):
             np.testing.assert_array_equal(outs["native", with_mask][0], outs["scalar", with_mask][0])
@@ -177,7 +162,7 @@ def test_dense_forward_equals_numpy(libs, in_c, out_c):
     for name, lib in libs.items():
         for with_mask in (False, True):
             y, mask = np.zeros(want.size, np.int8), np.full((want.size + 7) // 8, 0x5A, np.uint8)
-            lib.mt_conv_s8(ctypes.byref(p), _p(x), _p(wt), _p(bias), _p(eff), _p(y), _p(mask) if with_mask else None)
+            lib.mt_conv_s8(ctypes.byref(p), ptr(x), ptr(wt), ptr(bias), ptr(eff), ptr(y), ptr(mask) if with_mask else None)
             np.testing.assert_array_equal(y, want, err_msg=f"{name} build")
             if with_mask:
                 bits = np.unpackbits(mask, bitorder="little")[:want.size].astype(bool)
@@ -203,13 +188,13 @@ def test_pointwise_backward_chunks_agree_across_builds(libs):
         results = {}
         for name, lib in libs.items():
             wtr = wtr0.copy()
-            wobj = WeightS8(_p(wf).value, _p(frozen_idx).value, len(frozen_idx), _p(wtr).value,
-                            _p(train_idx).value, n_train)
+            wobj = WeightS8(ptr(wf).value, ptr(frozen_idx).value, len(frozen_idx), ptr(wtr).value,
+                            ptr(train_idx).value, n_train)
             gx = np.full((h, h, in_c), np.nan, np.float32)
-            lib.mt_conv_grad_input_pointwise_f32(ctypes.byref(p), _p(gacc), ctypes.byref(wobj), _p(gx))
-            upd = UpdateParams(_p(div).value, 5, 0, in_c)
+            lib.mt_conv_grad_input_pointwise_f32(ctypes.byref(p), ptr(gacc), ctypes.byref(wobj), ptr(gx))
+            upd = UpdateParams(ptr(div).value, 5, 0, in_c)
             ctx = TrainCtx(0.01, 1, 2, 0)  # moves most weights by a few steps, few saturate
-            lib.mt_conv_weight_update_pointwise_f32(ctypes.byref(p), _p(x), in_c, _p(gacc), ctypes.byref(wobj),
+            lib.mt_conv_weight_update_pointwise_f32(ctypes.byref(p), ptr(x), in_c, ptr(gacc), ctypes.byref(wobj),
                                                     ctypes.byref(upd), ctypes.byref(ctx))
             results[name] = (gx, wtr)
         gx_n, w_n = results["native"]
@@ -245,10 +230,10 @@ def test_inplace_depthwise_over_its_own_input_equals_the_plain_kernel(libs, k, s
     n = p.out_h * p.out_w * c
     for name, lib in libs.items():
         want, want_mask = np.zeros(n, np.int8), np.zeros((n + 7) // 8, np.uint8)
-        lib.mt_conv_depthwise_s8(ctypes.byref(p), _p(x), _p(wt), _p(bias), _p(eff), _p(want), _p(want_mask))
+        lib.mt_conv_depthwise_s8(ctypes.byref(p), ptr(x), ptr(wt), ptr(bias), ptr(eff), ptr(want), ptr(want_mask))
         xy, mask, plane = x.copy().reshape(-1), np.zeros((n + 7) // 8, np.uint8), np.zeros(h * h, np.int8)
-        lib.mt_conv_depthwise_inplace_s8(ctypes.byref(p), _p(xy), _p(wt), _p(bias), _p(eff), _p(xy), _p(mask),
-                                         _p(plane))
+        lib.mt_conv_depthwise_inplace_s8(ctypes.byref(p), ptr(xy), ptr(wt), ptr(bias), ptr(eff), ptr(xy), ptr(mask),
+                                         ptr(plane))
         np.testing.assert_array_equal(xy[:n], want, err_msg=f"{name} build, stride {stride}")
         np.testing.assert_array_equal(mask, want_mask)
         assert len(np.unique(want)) > 10

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import ctypes
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
-from microtrain.codegen.emit import C_FLAGS, KERNEL_DIR
+from c_lib import ConvParams, WeightS8, build_shared, ptr
+from microtrain.codegen.emit import KERNEL_DIR
 from microtrain.quant import arith
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
@@ -32,19 +32,9 @@ void t_div_away(const int32_t *t, const int32_t *c, int32_t n, int32_t *q) {
 """
 
 
-class Conv(ctypes.Structure):
-    _fields_ = [(f, ctypes.c_int32) for f in ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "kh", "kw", "stride",
-                                               "pad", "x_zero", "y_zero")]
-
-
 class Requant(ctypes.Structure):
     _fields_ = [("mult", ctypes.c_void_p), ("shift", ctypes.c_void_p), ("single", ctypes.c_int32),
                 ("lo", ctypes.c_int32), ("hi", ctypes.c_int32)]
-
-
-class WeightView(ctypes.Structure):  # mt_weight_s8: here one frozen block holding every input channel
-    _fields_ = [("frozen", ctypes.c_void_p), ("frozen_idx", ctypes.c_void_p), ("n_frozen", ctypes.c_int32),
-                ("train", ctypes.c_void_p), ("train_idx", ctypes.c_void_p), ("n_train", ctypes.c_int32)]
 
 
 def _struct(names):
@@ -60,13 +50,7 @@ Pad = _struct(("in_h", "in_w", "c", "top", "bottom", "left", "right", "value"))
 def lib(tmp_path_factory):
     d = tmp_path_factory.mktemp("tfl")
     (d / "w.c").write_text(WRAPPER)
-    subprocess.run(["gcc", *C_FLAGS.split(), "-O2", "-fPIC", "-shared", f"-I{KERNEL_DIR}", str(d / "w.c"),
-                    str(KERNEL_DIR / "mt_forward_tfl_s8.c"), "-o", str(d / "w.so")], check=True, capture_output=True)
-    return ctypes.CDLL(str(d / "w.so"))
-
-
-def _p(a):
-    return a.ctypes.data_as(ctypes.c_void_p)
+    return build_shared(d / "w.so", [d / "w.c", KERNEL_DIR / "mt_forward_tfl_s8.c"])
 
 
 def test_fixed_point_primitives_match_numpy(lib):
@@ -81,7 +65,7 @@ def test_fixed_point_primitives_match_numpy(lib):
         ok = slice(None) if not single else (s <= 0) & (m >= 0) & (np.abs(x) < 2**24)  # single rounding's domain
         xs, ms, ss = (np.ascontiguousarray(a[ok]) for a in (x, m, s))
         out = np.empty(len(xs), np.int32)
-        lib.t_mbqm(_p(xs), _p(ms), _p(ss), single, len(xs), _p(out))
+        lib.t_mbqm(ptr(xs), ptr(ms), ptr(ss), single, len(xs), ptr(out))
         ref = (arith.multiply_by_quantized_multiplier_single if single else arith.multiply_by_quantized_multiplier)(xs, ms, ss)
         np.testing.assert_array_equal(out, ref)
     acc = rng.integers(-2**22, 2**22, n).astype(np.int32)
@@ -90,14 +74,14 @@ def test_fixed_point_primitives_match_numpy(lib):
     mm, ss = mm.astype(np.int32), ss.astype(np.int32)
     for single, z, lo, hi in ((0, -128, -128, 127), (1, 5, 5, 100), (0, 17, -20, -8)):
         y = np.empty(n, np.int8)
-        lib.t_requant(_p(acc), _p(bias), _p(mm), _p(ss), single, z, lo, hi, n, _p(y))
+        lib.t_requant(ptr(acc), ptr(bias), ptr(mm), ptr(ss), single, z, lo, hi, n, ptr(y))
         np.testing.assert_array_equal(y, arith.requantize_conv_tflite(acc, bias, mm, ss, z, (lo, hi),
                                                                       "single" if single else "double"))
     t = rng.integers(-128 * 64, 127 * 64, n).astype(np.int32)
     c = rng.integers(1, 65, n).astype(np.int32)
     t[:6], c[:6] = [-3, -2, 3, 2, 0, -1], [2, 4, 2, 4, 3, 2]
     q = np.empty(n, np.int32)
-    lib.t_div_away(_p(t), _p(c), n, _p(q))
+    lib.t_div_away(ptr(t), ptr(c), n, ptr(q))
     np.testing.assert_array_equal(q, arith.round_half_away_div(t, c))
 
 
@@ -118,24 +102,24 @@ def run_c(lib, graph, x: np.ndarray) -> dict:
             w = np.ascontiguousarray(n.params["weight"].transpose(0, 2, 3, 1))  # (O, kh, kw, I/groups)
             m, s = tflite_conv_multipliers(xq.scale, n.params["w_scales"], yq.scale)
             m, s = m.astype(np.int32), s.astype(np.int32)
-            p = Conv(ih, iw, ic, oh, ow, oc, kh, kw, n.attrs["stride"], n.attrs["padding"], xq.zero_point, yq.zero_point)
-            rq = Requant(_p(m), _p(s), int(n.attrs.get("multiplier_rounding") == "single"), lo, hi)
-            wv = WeightView(_p(w), None, w.shape[-1], None, None, 0)
-            lib.mt_conv_tfl_s8(ctypes.byref(p), n.attrs.get("groups", 1), 0, _p(xin), ctypes.byref(wv),
-                               _p(n.params["bias"]), ctypes.byref(rq), _p(y), None)  # 0: MT_TFL_OHWI
+            p = ConvParams(ih, iw, ic, oh, ow, oc, kh, kw, n.attrs["stride"], n.attrs["padding"], xq.zero_point, yq.zero_point)
+            rq = Requant(ptr(m), ptr(s), int(n.attrs.get("multiplier_rounding") == "single"), lo, hi)
+            wv = WeightS8(ptr(w), None, w.shape[-1], None, None, 0)
+            lib.mt_conv_tfl_s8(ctypes.byref(p), n.attrs.get("groups", 1), 0, ptr(xin), ctypes.byref(wv),
+                               ptr(n.params["bias"]), ctypes.byref(rq), ptr(y), None)  # 0: MT_TFL_OHWI
         elif n.op == "add":
             bq = graph.tensors[n.inputs[1]].quant
             a = add_params_tflite(xq.scale, bq.scale, yq.scale)
             p = Add(xin.size, xq.zero_point, bq.zero_point, yq.zero_point, *(int(a[k]) for k in ("m1", "e1", "m2", "e2", "mo", "eo")), lo, hi)
-            lib.mt_add_tfl_s8(ctypes.byref(p), _p(xin), _p(vals[n.inputs[1]]), _p(y), None)
+            lib.mt_add_tfl_s8(ctypes.byref(p), ptr(xin), ptr(vals[n.inputs[1]]), ptr(y), None)
         elif n.op in ("global_avg_pool", "avg_pool2d"):
             kh, kw = n.attrs.get("kernel", (ih, iw))
             t, _, left, _ = n.attrs.get("pads", (0, 0, 0, 0))
             p = Pool(ih, iw, ic, oh, ow, kh, kw, n.attrs.get("stride", 1), t, left, lo, hi)
-            lib.mt_avg_pool_tfl_s8(ctypes.byref(p), _p(xin), _p(y))
+            lib.mt_avg_pool_tfl_s8(ctypes.byref(p), ptr(xin), ptr(y))
         elif n.op == "pad":
             p = Pad(ih, iw, ic, *n.attrs["pads"], xq.zero_point)
-            lib.mt_pad_s8(ctypes.byref(p), _p(xin), _p(y))
+            lib.mt_pad_s8(ctypes.byref(p), ptr(xin), ptr(y))
         else:
             raise AssertionError(n.op)
         vals[n.output] = y
