@@ -13,7 +13,6 @@ The per-channel input normalisation (runtime/timeseries.py) is stored in the gra
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError, MicrotrainError
+from ..models import shared_dir
 from ..quant.ptq import accuracy_int8, input_to_float, quantize
 from ..runtime.timeseries import Augment, Normalisation, read_ts, series_views
 
@@ -48,7 +48,7 @@ class VowelsConfig:
 
 
 def data_root() -> Path:
-    root = Path(os.environ.get("MICROTRAIN_SHARED", Path.cwd().parent / "shared")) / "data" / "timeseries"
+    root = shared_dir() / "data" / "timeseries"
     if not (root / "JapaneseVowels" / "JapaneseVowels_TRAIN.ts").is_file():
         raise DatasetError(f"{root}/JapaneseVowels/JapaneseVowels_TRAIN.ts not found: set MICROTRAIN_SHARED to the "
                            "folder holding data/timeseries (the shared assets)")

@@ -139,13 +139,20 @@ def augmented_views(im, resolution: int, views: int, rng: np.random.Generator) -
     return out
 
 
-def list_image_folder(root) -> tuple[list[str], list[tuple[Path, int]]]:
-    root = Path(root)
+def class_subfolders(root: Path, contents: str) -> list[str]:
+    """Sorted names of root's class sub-folders; a missing root or one without sub-folders is a DatasetError
+    that shows the expected layout (root/<class>/<contents>)."""
     if not root.is_dir():
-        raise DatasetError(f"{root}: dataset folder not found (expected {root}/<class>/<images>)")
+        raise DatasetError(f"{root}: dataset folder not found (expected {root}/<class>/{contents})")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
-        raise DatasetError(f"{root}: no class sub-folders (expected {root}/<class>/<images>)")
+        raise DatasetError(f"{root}: no class sub-folders (expected {root}/<class>/{contents})")
+    return classes
+
+
+def list_image_folder(root) -> tuple[list[str], list[tuple[Path, int]]]:
+    root = Path(root)
+    classes = class_subfolders(root, "<images>")
     files = [(p, i) for i, c in enumerate(classes) for p in sorted((root / c).iterdir())
              if p.is_file() and not p.name.startswith(".")]
     empty = [c for i, c in enumerate(classes) if not any(ci == i for _, ci in files)]

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from .datasets import ImageData
+from .datasets import ImageData, class_subfolders
 
 MAX_CHANNELS = 1024
 MAX_LENGTH = 1_000_000
@@ -211,11 +211,7 @@ def load_series_folder(root, classes=None) -> Series:
     """root/<class>/<recording>.npy|.csv, each (length, channels) (rows = time steps). Other files are
     refused by name (a stray file is more likely a mistake than something to skip silently)."""
     root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: dataset folder not found (expected {root}/<class>/<recordings>.npy|.csv)")
-    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not found:
-        raise DatasetError(f"{root}: no class sub-folders (expected {root}/<class>/<recordings>.npy|.csv)")
+    found = class_subfolders(root, "<recordings>.npy|.csv")
     order = list(classes) if classes is not None else found
     missing = sorted(set(found) - set(order))
     if missing:
