@@ -35,6 +35,9 @@ RUNS = {
     "food-10-dir0.5-drop0.2": ("food101_10", dict(clients=10, rounds=10, partition="dirichlet:0.5", dropout=0.2)),
     "food-10-iid": ("food101_10", dict(clients=10, rounds=10, partition="iid")),
     "cifar-10-dir0.5": ("cifar10", dict(clients=10, rounds=10, partition="dirichlet:0.5")),
+    "cifar-100-dir0.5": ("cifar10", dict(clients=100, rounds=10, partition="dirichlet:0.5")),
+    # does the gap close with more rounds? (its centralised baseline trains 20 epochs too)
+    "food-10-dir0.5-r20": ("food101_10", dict(clients=10, rounds=20, partition="dirichlet:0.5")),
 }
 
 
