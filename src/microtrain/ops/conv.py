@@ -170,29 +170,83 @@ def depthwise_accumulate(xs: np.ndarray, wt: np.ndarray, s: int, p: int, ho: int
     n, c = xs.shape[0], xs.shape[-1]
     _, kh, kw = wt.shape
     dtype = wt.dtype
-    wrow = np.tile(wt.transpose(1, 2, 0)[:, :, None, :], (1, 1, wo, 1)).reshape(kh, kw, wo * c)
+    wrow = tiled_taps(wt, wo)
     out = np.empty((n, ho, wo * c), dtype=dtype)
     per = max(1, CHUNK_ELEMS // (ho * wo * c))
     for start in range(0, n, per):
-        xp = pad_nhwc(xs[start : start + per].astype(dtype, copy=False), p)
-        m = xp.shape[0]
-        phases = {}
+        phases = StridePhases(pad_nhwc(xs[start : start + per].astype(dtype, copy=False), p), s)
         acc = out[start : start + per]
         tmp = np.empty_like(acc)
         for i in range(kh):
             for j in range(kw):
-                a, b = i % s, j % s
-                if (a, b) not in phases:
-                    ph = np.ascontiguousarray(xp[:, a::s, b::s, :])
-                    phases[(a, b)] = ph.reshape(m, ph.shape[1], ph.shape[2] * c)
-                r0, c0 = i // s, (j // s) * c
-                tap = phases[(a, b)][:, r0 : r0 + ho, c0 : c0 + wo * c]
+                tap = phases.tap(i, j, ho, wo)
                 if i == j == 0:
                     np.multiply(tap, wrow[i, j], out=acc)
                 else:
                     np.multiply(tap, wrow[i, j], out=tmp)
                     acc += tmp
     return out.reshape(n, ho, wo, c)
+
+
+def tiled_taps(wt: np.ndarray, wo: int) -> np.ndarray:
+    """(C, kh, kw) depthwise weights -> (kh, kw, wo*C): each tap's weights repeated along an output row, so a
+    tap multiplies a whole row-contiguous (Ho, Wo*C) plane in one long inner loop."""
+    c, kh, kw = wt.shape
+    return np.tile(wt.transpose(1, 2, 0)[:, :, None, :], (1, 1, wo, 1)).reshape(kh, kw, wo * c)
+
+
+class StridePhases:
+    """The s*s stride phases of a padded NHWC map xp, each a contiguous (N, Hph, Wph*C) array: tap (i, j) of
+    a stride-s window then reads (or writes) a plain row-contiguous block of phase (i % s, j % s).
+    zeros=True: the phases start as zeros of xp's shape (xp is written back by scatter())."""
+
+    def __init__(self, xp: np.ndarray, s: int, zeros: bool = False):
+        self.xp, self.s, self.c, self.zeros = xp, s, xp.shape[-1], zeros
+        self.planes = {}
+
+    def plane(self, a: int, b: int) -> np.ndarray:
+        if (a, b) not in self.planes:
+            m, c = self.xp.shape[0], self.c
+            ph = self.xp[:, a :: self.s, b :: self.s, :]
+            if self.s == 1 and ph.flags.c_contiguous:
+                pass  # the map is its own phase: a view (written in place when zeros=True)
+            else:
+                ph = np.zeros(ph.shape, ph.dtype) if self.zeros else np.ascontiguousarray(ph)
+            self.planes[(a, b)] = ph.reshape(m, ph.shape[1], ph.shape[2] * c)
+        return self.planes[(a, b)]
+
+    def scatter(self) -> None:
+        """Write the phases back into xp (a no-op for a map that is its own phase)."""
+        m, c = self.xp.shape[0], self.c
+        for (a, b), ph in self.planes.items():
+            dst = self.xp[:, a :: self.s, b :: self.s, :]
+            if not np.shares_memory(ph, dst):
+                dst[...] = ph.reshape(dst.shape)
+
+    def tap(self, i: int, j: int, ho: int, wo: int) -> np.ndarray:
+        """(N, Ho, Wo*C) view: xp[:, i + s*y, j + s*x, :] for y < Ho, x < Wo."""
+        s, c = self.s, self.c
+        r0, c0 = i // s, (j // s) * c
+        return self.plane(i % s, j % s)[:, r0 : r0 + ho, c0 : c0 + wo * c]
+
+
+def depthwise_grad_input(g_acc: np.ndarray, wt: np.ndarray, s: int, gxp: np.ndarray) -> None:
+    """gxp (N, Hp, Wp, C) zeros, the padded input gradient: gxp[:, i + s*y, j + s*x] += g_acc[:, y, x] * wt[:, i, j]
+    for every tap in (i, j) order, the same float32 operations as a plain loop over taps (each element sees the
+    same products in the same order), on row-contiguous stride phases in cache-sized batch chunks."""
+    n, ho, wo, c = g_acc.shape
+    _, kh, kw = wt.shape
+    wrow = tiled_taps(wt, wo)
+    per = max(1, CHUNK_ELEMS // (gxp.shape[1] * gxp.shape[2] * c))
+    for start in range(0, n, per):
+        ga = np.ascontiguousarray(g_acc[start : start + per]).reshape(-1, ho, wo * c)
+        phases = StridePhases(gxp[start : start + per], s, zeros=True)
+        tmp = np.empty_like(ga)
+        for i in range(kh):
+            for j in range(kw):
+                np.multiply(ga, wrow[i, j], out=tmp)
+                phases.tap(i, j, ho, wo)[...] += tmp
+        phases.scatter()
 
 
 # ----- forward ----------------------------------------------------------------------------------------
@@ -289,16 +343,16 @@ def grad_input(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape) -> 
         return gx
     gxp = np.zeros((n, h + 2 * p, w + 2 * p, c), np.float32)
     depthwise = ig == 1 and g == c == o
+    if depthwise:
+        depthwise_grad_input(g_acc, wf[:, 0], s, gxp)
+        return gxp[:, p : p + h, p : p + w, :]
     og = o // g
     for i in range(kh):
         for j in range(kw):
             win = gxp[:, i : i + s * ho : s, j : j + s * wo : s, :]
-            if depthwise:
-                win += g_acc * wf[:, 0, i, j]
-            else:
-                for gi in range(g):
-                    wg = wf[gi * og : (gi + 1) * og, :, i, j]  # (og, ig)
-                    win[..., gi * ig : (gi + 1) * ig] += g_acc[..., gi * og : (gi + 1) * og] @ wg
+            for gi in range(g):
+                wg = wf[gi * og : (gi + 1) * og, :, i, j]  # (og, ig)
+                win[..., gi * ig : (gi + 1) * ig] += g_acc[..., gi * og : (gi + 1) * og] @ wg
     return gxp[:, p : p + h, p : p + w, :]
 
 
@@ -314,6 +368,9 @@ def grad_weight(xs: np.ndarray, g_acc: np.ndarray, weight_shape, attrs: dict, ch
     c = xs.shape[-1]
     ch = np.asarray(channels, dtype=np.int64)
     if ig == 1 and g == c == o:  # depthwise: channel c of the input feeds output c only
+        # np.einsum's summation order depends on the operands' memory layout (the gathered channels are
+        # channel-major) and on NumPy's iterator: a faster formula would change the last bits of the stored
+        # results, so this stays as it is (benchmarks/bench_sim_step.py, docs/measurements.md)
         xp = pad_nhwc(xs[..., ch], p)
         ga = g_acc[..., ch]
         out = np.empty((len(ch), 1, kh, kw), np.float32)
