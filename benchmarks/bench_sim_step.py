@@ -10,10 +10,11 @@ Settings (new 10-class head, the model's own resolution, batch 32): "qas" last t
 the shipped last-12 scheme (int8 + QAS), "full" every weight and bias (int8 + QAS), "bias" bias-only (int8 +
 QAS). The frozen-prefix boundary tensors are random int8 (float32 in fp32) of the right shape: the step's cost
 does not depend on the values. Each figure is the median of --repeats timed steps after one warm-up step,
-wall time of this process (BLAS on one thread, as fine_tune runs it).
+CPU time of this process (BLAS on one thread, as fine_tune runs it; on a shared machine CPU time is far
+steadier than wall time, and a single-threaded step's wall time on an idle core equals it).
 
---profile adds the time per step kind and per forward op (manual timers around TrainingRuntime.run_step and the
-forward steps), summed over the timed steps and divided by their count.
+--profile adds the CPU time per step kind and per forward op (manual timers around TrainingRuntime.run_step and
+the forward steps), summed over the timed steps and divided by their count.
 
 --baseline REF (a git ref, e.g. main): side-by-side A/B in one run. The package at REF is exported with
 `git archive` into a temporary folder and imported under its own name in a child process per repeat
@@ -109,16 +110,16 @@ class Profiler:
             return f"{s.kind}[{fam or node.op}]"
 
         def run_step(s, values, lr, step):
-            t = time.perf_counter()
+            t = time.process_time()
             orig_run_step(s, values, lr, step)
             if self.enabled:
-                self.times[label(s)] += time.perf_counter() - t
+                self.times[label(s)] += time.process_time() - t
 
         def run_forward(r, s, values, with_masks=True):
-            t = time.perf_counter()
+            t = time.process_time()
             orig_forward(r, s, values, with_masks)
             if self.enabled and r is rt:
-                self.times[label(s)] += time.perf_counter() - t
+                self.times[label(s)] += time.process_time() - t
 
         rt.run_step = run_step
         step_table.run_forward = run_forward
@@ -140,9 +141,9 @@ def time_setting(model, setting, batch, repeats, profile=False):
         for r in range(repeats):
             if prof:
                 prof.enabled = True
-            t = time.perf_counter()
+            t = time.process_time()
             out = rt.train_step(feeds, labels, 0.01, r + 1)
-            times.append(1e3 * (time.perf_counter() - t))
+            times.append(1e3 * (time.process_time() - t))
             if prof:
                 prof.enabled = False
             if digest is None:

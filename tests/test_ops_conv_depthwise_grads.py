@@ -1,13 +1,28 @@
-"""The depthwise input-gradient kernel of ops/conv.py (depthwise_grad_input, on stride phases) is a faster
-evaluation of the plain per-tap definition below, which the simulation used before: the results must be
-the same floats, bit for bit (stored accuracy results are reused as long as the numbers do not change).
-Random shapes, strides, paddings and signed zeros; the batch-chunked paths too."""
+"""The depthwise gradient kernels of ops/conv.py (depthwise_grad_weight after ops/einsum_order.py, and
+depthwise_grad_input on stride phases) are faster evaluations of the plain per-tap definitions below, which
+the simulation used before: the results must be the same floats, bit for bit (stored accuracy results are
+reused as long as the numbers do not change). Random shapes, strides, paddings, channel subsets and signed
+zeros; the batch-chunked paths and einsum's 8192-position pieces too."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from microtrain.ops import conv as conv_op
+from microtrain.ops import einsum_order
+
+
+def einsum_grad_weight(xs, g_acc, kh, kw, s, p, ch):
+    """The previous definition: one np.einsum per tap over the gathered channels."""
+    n, ho, wo, _ = g_acc.shape
+    xp = conv_op.pad_nhwc(xs[..., ch], p)
+    ga = g_acc[..., ch]
+    out = np.empty((len(ch), 1, kh, kw), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, 0, i, j] = np.einsum("nhwc,nhwc->c", xp[:, i : i + s * ho : s, j : j + s * wo : s, :], ga,
+                                        dtype=np.float32)
+    return out
 
 
 def loop_grad_input(g_acc, wf, s, p, h, w):
@@ -43,6 +58,38 @@ def random_case(rng):
     g[rng.random(g.shape) < 0.05] = -0.0
     w8 = rng.integers(-128, 128, (c, 1, k, k)).astype(np.int8)
     return xs, g, w8, attrs, (h, w, c)
+
+
+@pytest.mark.parametrize("block", [einsum_order.BLOCK_ELEMS, 1, 3000])
+def test_depthwise_weight_gradient_is_the_einsum_bit_for_bit(monkeypatch, block):
+    monkeypatch.setattr(einsum_order, "BLOCK_ELEMS", block)
+    rng = np.random.default_rng(block)
+    fast = 0
+    for _ in range(40):
+        xs, g, w8, attrs, (h, w, c) = random_case(rng)
+        k, s, p = attrs["kernel"][0], attrs["stride"], attrs["padding"]
+        for ch in (tuple(range(c)), tuple(sorted(rng.choice(c, max(1, c // 2), replace=False))),
+                   tuple(rng.permutation(c))):
+            got = conv_op.grad_weight(xs, g, w8.shape, attrs, ch)
+            same_bits(got, einsum_grad_weight(xs, g, k, k, s, p, np.asarray(ch)))
+            ga = g[..., np.asarray(ch)]
+            fast += einsum_order.inner_pieces(conv_op.pad_nhwc(xs[..., np.asarray(ch)], p)[:, ::s, ::s][:, : ga.shape[1], : ga.shape[2]], ga) is not None
+    assert fast >= 20  # the reproduction ran (not only the np.einsum fallback)
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 64, 4, 3, 1), (8, 70, 70, 3, 5, 2), (2, 96, 100, 2, 3, 1)])
+def test_weight_gradient_matches_einsum_over_several_buffer_pieces(shape):
+    """More than 8192 positions per channel: einsum sums them in pieces, and so must the reproduction."""
+    n, h, w, c, k, s = shape
+    rng = np.random.default_rng(5)
+    attrs = {"kernel": (k, k), "stride": s, "padding": (k - 1) // 2, "groups": c}
+    ho, wo = conv_op.out_hw(h, w, attrs)
+    xs = rng.integers(-255, 256, (n, h, w, c)).astype(np.float32)
+    g = (rng.standard_normal((n, ho, wo, c)) * np.exp(rng.uniform(-8, 4, (n, ho, wo, c)))).astype(np.float32)
+    assert len(einsum_order.inner_pieces(conv_op.pad_nhwc(xs, attrs["padding"])[:, : s * ho : s, : s * wo : s],
+                                         g[..., np.arange(c)])) > 1
+    same_bits(conv_op.grad_weight(xs, g, (c, 1, k, k), attrs, tuple(range(c))),
+              einsum_grad_weight(xs, g, k, k, s, attrs["padding"], np.arange(c)))
 
 
 @pytest.mark.parametrize("chunk", [conv_op.CHUNK_ELEMS, 1, 200])

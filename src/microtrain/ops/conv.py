@@ -19,6 +19,7 @@ from ..ir.training import Step as TrainStep
 from ..quant.arith import (conv_multipliers, conv_preclamp, conv_preclamp_tflite, requant_mode, requantize_conv,
                            tflite_conv_multipliers)
 from ..quant.qas import qas_divisors
+from . import einsum_order
 from .common import clamp_float, clamp_int8, int8_clamp, refuse_tiles_in_tflite_mode, update_params
 
 OP = "conv2d"
@@ -196,32 +197,22 @@ def tiled_taps(wt: np.ndarray, wo: int) -> np.ndarray:
 
 
 class StridePhases:
-    """The s*s stride phases of a padded NHWC map xp, each a contiguous (N, Hph, Wph*C) array: tap (i, j) of
-    a stride-s window then reads (or writes) a plain row-contiguous block of phase (i % s, j % s).
-    zeros=True: the phases start as zeros of xp's shape (xp is written back by scatter())."""
+    """The s*s stride phases of a padded NHWC map xp, each a contiguous (N, Hph, Wph*C) array: tap (i, j) of a
+    stride-s window then reads a plain row-contiguous block of phase (i % s, j % s). At stride 1 a contiguous
+    map is its own phase (a view: writing a tap writes xp)."""
 
-    def __init__(self, xp: np.ndarray, s: int, zeros: bool = False):
-        self.xp, self.s, self.c, self.zeros = xp, s, xp.shape[-1], zeros
+    def __init__(self, xp: np.ndarray, s: int):
+        self.xp, self.s, self.c = xp, s, xp.shape[-1]
         self.planes = {}
 
     def plane(self, a: int, b: int) -> np.ndarray:
         if (a, b) not in self.planes:
             m, c = self.xp.shape[0], self.c
             ph = self.xp[:, a :: self.s, b :: self.s, :]
-            if self.s == 1 and ph.flags.c_contiguous:
-                pass  # the map is its own phase: a view (written in place when zeros=True)
-            else:
-                ph = np.zeros(ph.shape, ph.dtype) if self.zeros else np.ascontiguousarray(ph)
+            if not (self.s == 1 and ph.flags.c_contiguous):
+                ph = np.ascontiguousarray(ph)
             self.planes[(a, b)] = ph.reshape(m, ph.shape[1], ph.shape[2] * c)
         return self.planes[(a, b)]
-
-    def scatter(self) -> None:
-        """Write the phases back into xp (a no-op for a map that is its own phase)."""
-        m, c = self.xp.shape[0], self.c
-        for (a, b), ph in self.planes.items():
-            dst = self.xp[:, a :: self.s, b :: self.s, :]
-            if not np.shares_memory(ph, dst):
-                dst[...] = ph.reshape(dst.shape)
 
     def tap(self, i: int, j: int, ho: int, wo: int) -> np.ndarray:
         """(N, Ho, Wo*C) view: xp[:, i + s*y, j + s*x, :] for y < Ho, x < Wo."""
@@ -230,23 +221,62 @@ class StridePhases:
         return self.plane(i % s, j % s)[:, r0 : r0 + ho, c0 : c0 + wo * c]
 
 
-def depthwise_grad_input(g_acc: np.ndarray, wt: np.ndarray, s: int, gxp: np.ndarray) -> None:
-    """gxp (N, Hp, Wp, C) zeros, the padded input gradient: gxp[:, i + s*y, j + s*x] += g_acc[:, y, x] * wt[:, i, j]
-    for every tap in (i, j) order, the same float32 operations as a plain loop over taps (each element sees the
-    same products in the same order), on row-contiguous stride phases in cache-sized batch chunks."""
+def depthwise_grad_input(g_acc: np.ndarray, wt: np.ndarray, gxp: np.ndarray) -> None:
+    """Stride 1. gxp (N, Hp, Wp, C) zeros, contiguous, the padded input gradient:
+    gxp[:, i + y, j + x] += g_acc[:, y, x] * wt[:, i, j] for every tap in (i, j) order: the same float32
+    operations as a plain loop over taps, on row-contiguous (Ho, Wo*C) blocks in cache-sized batch chunks."""
     n, ho, wo, c = g_acc.shape
     _, kh, kw = wt.shape
     wrow = tiled_taps(wt, wo)
     per = max(1, CHUNK_ELEMS // (gxp.shape[1] * gxp.shape[2] * c))
     for start in range(0, n, per):
         ga = np.ascontiguousarray(g_acc[start : start + per]).reshape(-1, ho, wo * c)
-        phases = StridePhases(gxp[start : start + per], s, zeros=True)
+        plane = StridePhases(gxp[start : start + per], 1)
         tmp = np.empty_like(ga)
         for i in range(kh):
             for j in range(kw):
                 np.multiply(ga, wrow[i, j], out=tmp)
-                phases.tap(i, j, ho, wo)[...] += tmp
-        phases.scatter()
+                plane.tap(i, j, ho, wo)[...] += tmp
+
+
+def depthwise_grad_weight(xp: np.ndarray, ga: np.ndarray, kh: int, kw: int, s: int) -> np.ndarray | None:
+    """(C, 1, kh, kw) float32: for each tap, np.einsum("nhwc,nhwc->c", tap window of xp, ga) bit for bit
+    (ops/einsum_order.py: same products, same order), all taps at once; None when einsum would iterate
+    these operands in a way this does not reproduce (the caller then runs np.einsum).
+
+    Every piece of einsum's inner loop is whole samples here; a block of samples writes its products straight
+    into the kernel's schedule: buffer rows (16-position block, quarter in reverse), then (tap, lane, channel),
+    row 0 carrying the lane sums; np.add.reduce over the rows continues them in order."""
+    n, ho, wo, c = ga.shape
+    hw, taps = ho * wo, kh * kw
+    split = einsum_order.block_split(ho, wo)
+    pieces = einsum_order.inner_pieces(xp[:, : s * ho : s, : s * wo : s, :], ga) if split else None
+    if pieces is None or any(pc % hw for pc in pieces):
+        return None
+    blocks, quarters = split
+    lanes_n = einsum_order.LANES
+    gv = np.ascontiguousarray(ga).reshape((n,) + blocks + quarters + (lanes_n, c))
+    rev = (slice(None),) * (1 + len(blocks)) + (slice(None, None, -1),) * len(quarters)
+    per = max(1, einsum_order.BLOCK_ELEMS // (hw * taps * c))  # samples per buffer
+    total = np.zeros((taps, c), np.float32)
+    s0 = 0
+    for piece in pieces:
+        lanes = np.zeros((taps, lanes_n, c), np.float32)
+        stop = s0 + piece // hw
+        for a in range(s0, stop, per):
+            b = min(stop, a + per)
+            buf = np.empty((1 + (b - a) * hw // lanes_n, taps, lanes_n, c), np.float32)
+            buf[0] = lanes
+            body = buf[1:].reshape((b - a,) + blocks + quarters + (taps, lanes_n, c))[rev]
+            for i in range(kh):
+                for j in range(kw):
+                    win = xp[a:b, i : i + s * ho : s, j : j + s * wo : s, :]
+                    np.multiply(win.reshape((b - a,) + blocks + quarters + (lanes_n, c)), gv[a:b],
+                                out=body[..., i * kw + j, :, :])
+            lanes = np.add.reduce(buf, axis=0)  # row by row: out += row (a sequential loop per element)
+        total = einsum_order.combine_lanes(lanes.transpose(1, 0, 2)) + total
+        s0 = stop
+    return np.ascontiguousarray(total.reshape(kh, kw, c).transpose(2, 0, 1))[:, None]
 
 
 # ----- forward ----------------------------------------------------------------------------------------
@@ -315,8 +345,9 @@ def forward_float(node, x: np.ndarray) -> np.ndarray:
 # w.r.t. the integer accumulator: g_acc = g_y * clamp_mask * eff (per output channel).
 def grad_accumulator(g_y: np.ndarray, mask: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """g_acc = g_y * mask * scale[c] (scale = eff in int8 numerics, 1 in float numerics)."""
-    g = g_y.astype(np.float32) * np.asarray(scale, dtype=np.float32)
-    return np.where(mask, g, np.float32(0)).astype(np.float32, copy=False)
+    g = np.multiply(g_y.astype(np.float32, copy=False), np.asarray(scale, dtype=np.float32))
+    np.copyto(g, np.float32(0), where=~np.asarray(mask, dtype=bool))  # +0 where clamped, as np.where(mask, g, 0)
+    return g
 
 
 def grad_bias(g_acc: np.ndarray) -> np.ndarray:
@@ -343,16 +374,19 @@ def grad_input(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape) -> 
         return gx
     gxp = np.zeros((n, h + 2 * p, w + 2 * p, c), np.float32)
     depthwise = ig == 1 and g == c == o
-    if depthwise:
-        depthwise_grad_input(g_acc, wf[:, 0], s, gxp)
+    if depthwise and s == 1:  # (strided: the phases' copies cost more than they save)
+        depthwise_grad_input(g_acc, wf[:, 0], gxp)
         return gxp[:, p : p + h, p : p + w, :]
     og = o // g
     for i in range(kh):
         for j in range(kw):
             win = gxp[:, i : i + s * ho : s, j : j + s * wo : s, :]
-            for gi in range(g):
-                wg = wf[gi * og : (gi + 1) * og, :, i, j]  # (og, ig)
-                win[..., gi * ig : (gi + 1) * ig] += g_acc[..., gi * og : (gi + 1) * og] @ wg
+            if depthwise:
+                win += g_acc * wf[:, 0, i, j]
+            else:
+                for gi in range(g):
+                    wg = wf[gi * og : (gi + 1) * og, :, i, j]  # (og, ig)
+                    win[..., gi * ig : (gi + 1) * ig] += g_acc[..., gi * og : (gi + 1) * og] @ wg
     return gxp[:, p : p + h, p : p + w, :]
 
 
@@ -368,11 +402,11 @@ def grad_weight(xs: np.ndarray, g_acc: np.ndarray, weight_shape, attrs: dict, ch
     c = xs.shape[-1]
     ch = np.asarray(channels, dtype=np.int64)
     if ig == 1 and g == c == o:  # depthwise: channel c of the input feeds output c only
-        # np.einsum's summation order depends on the operands' memory layout (the gathered channels are
-        # channel-major) and on NumPy's iterator: a faster formula would change the last bits of the stored
-        # results, so this stays as it is (benchmarks/bench_sim_step.py, docs/measurements.md)
         xp = pad_nhwc(xs[..., ch], p)
-        ga = g_acc[..., ch]
+        ga = g_acc[..., ch]  # channel-major in memory, like xs[..., ch]: einsum's order depends on it
+        fast = depthwise_grad_weight(xp, ga, kh, kw, s)
+        if fast is not None:
+            return fast
         out = np.empty((len(ch), 1, kh, kw), np.float32)
         for i in range(kh):
             for j in range(kw):

@@ -145,7 +145,8 @@ class TrainingRuntime:
     def _flat_index(self, pid, shape, sl):
         idx = self._index_cache.get(pid)
         if idx is None:
-            idx = np.arange(int(np.prod(shape)), dtype=np.uint64).reshape(shape)[sl]
+            # uint32: the rounding hash takes the index modulo 2**32 (quant/update.rounding_hash)
+            idx = np.arange(int(np.prod(shape)), dtype=np.uint64).reshape(shape)[sl].astype(np.uint32)
             self._index_cache[pid] = idx
         return idx
 
