@@ -77,6 +77,27 @@ def test_depthwise_weight_gradient_is_the_einsum_bit_for_bit(monkeypatch, block)
     assert fast >= 20  # the reproduction ran (not only the np.einsum fallback)
 
 
+@pytest.mark.parametrize("out_hw", [(4, 4), (8, 4), (8, 8), (4, 8), (6, 8), (2, 16), (4, 32), (12, 4)])
+def test_fast_weight_gradient_runs_and_is_the_einsum_bit_for_bit(out_hw):
+    """Output widths 4, 8 and multiples of 16 (every depthwise layer of the shipped models at 128 px) take
+    the reproduction, not the fallback: strides 1 and 2, kernels 3/5/7, channel subsets and orders."""
+    rng = np.random.default_rng(sum(out_hw))
+    ho, wo = out_hw
+    for _ in range(6):
+        k, s = int(rng.choice([3, 5, 7])), int(rng.choice([1, 2]))
+        p = (k - 1) // 2
+        h, w = s * (ho - 1) + k - 2 * p, s * (wo - 1) + k - 2 * p
+        n, c = int(rng.integers(2, 7)), int(rng.integers(2, 50))  # (one channel: einsum coalesces, fallback)
+        attrs = {"kernel": (k, k), "stride": s, "padding": p, "groups": c}
+        assert conv_op.out_hw(h, w, attrs) == (ho, wo)
+        xs = rng.integers(-255, 256, (n, h, w, c)).astype(np.float32)
+        g = (rng.standard_normal((n, ho, wo, c)) * np.exp(rng.uniform(-8, 4, (n, ho, wo, c)))).astype(np.float32)
+        g[rng.random(g.shape) < 0.2] = 0.0
+        for ch in (np.arange(c), rng.permutation(c)[: max(2, c // 2)]):
+            assert conv_op.depthwise_grad_weight(xs, g, ch, k, k, s, p) is not None
+            same_bits(conv_op.grad_weight(xs, g, (c, 1, k, k), attrs, tuple(ch)), einsum_grad_weight(xs, g, k, k, s, p, ch))
+
+
 @pytest.mark.parametrize("shape", [(3, 64, 64, 4, 3, 1), (8, 70, 70, 3, 5, 2), (2, 96, 100, 2, 3, 1)])
 def test_weight_gradient_matches_einsum_over_several_buffer_pieces(shape):
     """More than 8192 positions per channel: einsum sums them in pieces, and so must the reproduction."""
@@ -101,3 +122,20 @@ def test_depthwise_input_gradient_is_the_tap_loop_bit_for_bit(monkeypatch, chunk
         got = conv_op.grad_input(g, w8, attrs, in_shape)
         same_bits(got, loop_grad_input(g, w8[:, 0].astype(np.float32), attrs["stride"], attrs["padding"],
                                        *in_shape[:2]))
+
+
+def test_a_numpy_that_sums_otherwise_keeps_np_einsum(monkeypatch):
+    """The reproduction is checked against this NumPy once per process: were einsum's horizontal sum another
+    (another build's SIMD), the check fails and grad_weight falls back to np.einsum, still bit for bit."""
+    monkeypatch.setattr(einsum_order, "combine_lanes", lambda v: (v[0] + v[2]) + (v[1] + v[3]))
+    conv_op.einsum_reproduced.cache_clear()
+    try:
+        assert not conv_op.einsum_reproduced()
+        rng = np.random.default_rng(9)
+        xs = rng.integers(-255, 256, (3, 8, 8, 6)).astype(np.float32)
+        g = rng.standard_normal((3, 8, 8, 6)).astype(np.float32)
+        attrs = {"kernel": (3, 3), "stride": 1, "padding": 1, "groups": 6}
+        same_bits(conv_op.grad_weight(xs, g, (6, 1, 3, 3), attrs, tuple(range(6))),
+                  einsum_grad_weight(xs, g, 3, 3, 1, 1, np.arange(6)))
+    finally:
+        conv_op.einsum_reproduced.cache_clear()

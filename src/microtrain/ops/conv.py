@@ -8,6 +8,8 @@ params (float graph): weight float32, bias float32.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from dataclasses import dataclass, replace
@@ -101,9 +103,14 @@ def macs(node, in_shape, out_shape) -> int:
 
 # ----- the integer accumulator (exact) ---------------------------------------------------------------
 def pad_nhwc(x: np.ndarray, p: int) -> np.ndarray:
+    """Zero padding of H and W (np.pad's values and memory order, without its generic machinery)."""
     if p == 0:
         return x
-    return np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    n, h, w, c = x.shape
+    order = "F" if x.flags.f_contiguous and not x.flags.c_contiguous else "C"
+    out = np.zeros((n, h + 2 * p, w + 2 * p, c), x.dtype, order=order)
+    out[:, p : p + h, p : p + w, :] = x
+    return out
 
 
 def im2col(xp: np.ndarray, kh: int, kw: int, stride: int, ho: int, wo: int) -> np.ndarray:
@@ -239,23 +246,74 @@ def depthwise_grad_input(g_acc: np.ndarray, wt: np.ndarray, gxp: np.ndarray) -> 
                 plane.tap(i, j, ho, wo)[...] += tmp
 
 
-def depthwise_grad_weight(xp: np.ndarray, ga: np.ndarray, kh: int, kw: int, s: int) -> np.ndarray | None:
-    """(C, 1, kh, kw) float32: for each tap, np.einsum("nhwc,nhwc->c", tap window of xp, ga) bit for bit
-    (ops/einsum_order.py: same products, same order), all taps at once; None when einsum would iterate
-    these operands in a way this does not reproduce (the caller then runs np.einsum).
+def einsum_grad_weight(xs, g_acc, ch, kh, kw, s, p) -> np.ndarray:
+    """The depthwise weight gradient's definition: per tap, np.einsum over the channel-gathered operands."""
+    n, ho, wo, _ = g_acc.shape
+    xp = pad_nhwc(xs[..., ch], p)
+    ga = g_acc[..., ch]  # channel-major in memory, like xs[..., ch]: einsum's order depends on it
+    out = np.empty((len(ch), 1, kh, kw), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, 0, i, j] = np.einsum("nhwc,nhwc->c", xp[:, i : i + s * ho : s, j : j + s * wo : s, :], ga,
+                                        dtype=np.float32)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def einsum_reproduced() -> bool:
+    """Whether depthwise_grad_weight equals einsum_grad_weight bit for bit with this NumPy build (its SIMD
+    width and einsum's internals are facts about the build): checked once per process on random operands,
+    one of them longer than einsum's 8192-position buffer. If not, grad_weight keeps np.einsum."""
+    rng = np.random.default_rng(2026)
+    for n, h, c, k, s in ((3, 8, 6, 3, 1), (2, 16, 5, 5, 2), (3, 64, 3, 3, 1)):
+        p = (k - 1) // 2
+        ho = (h + 2 * p - k) // s + 1
+        xs = rng.integers(-255, 256, (n, h, h, c)).astype(np.float32)
+        g = (rng.standard_normal((n, ho, ho, c)) * np.exp(rng.uniform(-8, 4, (n, ho, ho, c)))).astype(np.float32)
+        ch = np.arange(c)
+        fast = depthwise_grad_weight(xs, g, ch, k, k, s, p)
+        if fast is None or not np.array_equal(fast.view(np.uint32), einsum_grad_weight(xs, g, ch, k, k, s, p).view(np.uint32)):
+            return False
+    return True
+
+
+_EINSUM_PIECES: dict = {}  # operand layout -> einsum's inner-loop pieces (einsum_order.inner_pieces) or None
+
+
+def einsum_pieces(xs, g_acc, ch, kh, kw, s, p):
+    """The pieces einsum's iterator cuts each channel's positions into for the per-tap einsum of grad_weight on
+    these operands (pad_nhwc(xs[..., ch]), g_acc[..., ch]): their layout, hence the pieces, depends only on
+    shapes and strides, so the gathered copies are made once per layout."""
+    n, ho, wo, _ = g_acc.shape
+    key = (xs.shape, xs.strides, g_acc.shape, g_acc.strides, len(ch), kh, kw, s, p)
+    if key not in _EINSUM_PIECES:
+        xp = pad_nhwc(xs[..., ch], p)
+        _EINSUM_PIECES[key] = einsum_order.inner_pieces(xp[:, : s * ho : s, : s * wo : s, :], g_acc[..., ch])
+    return _EINSUM_PIECES[key]
+
+
+def depthwise_grad_weight(xs: np.ndarray, g_acc: np.ndarray, ch: np.ndarray, kh: int, kw: int, s: int,
+                          p: int) -> np.ndarray | None:
+    """(len(ch), 1, kh, kw) float32: grad_weight's per-tap np.einsum("nhwc,nhwc->c", tap window of
+    pad_nhwc(xs[..., ch]), g_acc[..., ch]) bit for bit (ops/einsum_order.py: same products, same order), all
+    taps at once; None when einsum would iterate its operands in a way this does not reproduce (the caller
+    then runs np.einsum).
 
     Every piece of einsum's inner loop is whole samples here; a block of samples writes its products straight
     into the kernel's schedule: buffer rows (16-position block, quarter in reverse), then (tap, lane, channel),
     row 0 carrying the lane sums; np.add.reduce over the rows continues them in order."""
-    n, ho, wo, c = ga.shape
-    hw, taps = ho * wo, kh * kw
+    n, ho, wo, _ = g_acc.shape
+    hw, taps, c = ho * wo, kh * kw, len(ch)
     split = einsum_order.block_split(ho, wo)
-    pieces = einsum_order.inner_pieces(xp[:, : s * ho : s, : s * wo : s, :], ga) if split else None
+    pieces = einsum_pieces(xs, g_acc, ch, kh, kw, s, p) if split else None
     if pieces is None or any(pc % hw for pc in pieces):
         return None
+    if not np.array_equal(ch, np.arange(xs.shape[-1])):  # (every channel in order: no gathered copies)
+        xs, g_acc = xs[..., ch], g_acc[..., ch]
+    xp = pad_nhwc(xs, p)
     blocks, quarters = split
     lanes_n = einsum_order.LANES
-    gv = np.ascontiguousarray(ga).reshape((n,) + blocks + quarters + (lanes_n, c))
+    gv = np.ascontiguousarray(g_acc).reshape((n,) + blocks + quarters + (lanes_n, c))
     rev = (slice(None),) * (1 + len(blocks)) + (slice(None, None, -1),) * len(quarters)
     per = max(1, einsum_order.BLOCK_ELEMS // (hw * taps * c))  # samples per buffer
     total = np.zeros((taps, c), np.float32)
@@ -402,17 +460,8 @@ def grad_weight(xs: np.ndarray, g_acc: np.ndarray, weight_shape, attrs: dict, ch
     c = xs.shape[-1]
     ch = np.asarray(channels, dtype=np.int64)
     if ig == 1 and g == c == o:  # depthwise: channel c of the input feeds output c only
-        xp = pad_nhwc(xs[..., ch], p)
-        ga = g_acc[..., ch]  # channel-major in memory, like xs[..., ch]: einsum's order depends on it
-        fast = depthwise_grad_weight(xp, ga, kh, kw, s)
-        if fast is not None:
-            return fast
-        out = np.empty((len(ch), 1, kh, kw), np.float32)
-        for i in range(kh):
-            for j in range(kw):
-                out[:, 0, i, j] = np.einsum("nhwc,nhwc->c", xp[:, i : i + s * ho : s, j : j + s * wo : s, :], ga,
-                                            dtype=np.float32)
-        return out
+        fast = depthwise_grad_weight(xs, g_acc, ch, kh, kw, s, p) if einsum_reproduced() else None
+        return fast if fast is not None else einsum_grad_weight(xs, g_acc, ch, kh, kw, s, p)
     if g != 1:
         raise NotImplementedError("weight gradients of grouped (non-depthwise) convs are not supported")
     ga2 = g_acc.reshape(-1, o)

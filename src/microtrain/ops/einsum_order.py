@@ -14,10 +14,12 @@ einsum.c.src / einsum_sumprod.cpp, checked against np.einsum by tests/test_ops_c
   time in reverse (positions 12-15 first, then 8-11, 4-7, 0-3), the tail 4 at a time (zero-filled lanes), then
   the lanes summed as (l0 + l1) + (l2 + l3), and that added to the channel's running total.
 
-`einsum_dot_sums` reproduces exactly that for every channel and tap at once: the products go into a
-(positions, taps * C) array, are gathered into the kernel's schedule (rows of 4 lanes) and reduced over the
-rows with np.add.reduce (a reduction over the outer axis is a plain sequential loop). When the iterator would
-do anything else (`inner_pieces` returns None), the caller keeps np.einsum.
+ops/conv.depthwise_grad_weight reproduces exactly that for every channel and tap at once, when every piece is
+whole samples of 16-position blocks: the products go straight into the kernel's schedule (buffer rows = block
+quarters in reverse, then tap, lane, channel) and np.add.reduce adds the rows in order (a reduction over the
+outer axis is a plain sequential loop), the lane sums carried across buffers. When the iterator would do
+anything else (`inner_pieces` returns None) or this NumPy build sums differently (conv.einsum_reproduced, checked
+once per process), grad_weight keeps np.einsum.
 """
 from __future__ import annotations
 
@@ -27,18 +29,12 @@ LANES, UNROLL = 4, 4  # float32 lanes of the baseline SIMD kernel, and its unrol
 BLOCK_ELEMS = 2**17  # products per buffer of samples (512 KB): it stays in a 1 MB L2 cache
 
 
-_PIECES: dict = {}
-
-
 def inner_pieces(window: np.ndarray, g: np.ndarray) -> tuple[int, ...] | None:
     """The lengths of einsum's inner loops over the (n, y, x) positions of one channel, in order, for
     np.einsum("nhwc,nhwc->c", window, g, dtype=float32); None unless every inner loop is one channel's
-    consecutive positions read as contiguous float32 (the layout `einsum_dot_sums` reproduces). Asks an
-    np.nditer with einsum's flags and axes (the first channel only); cached per shape and strides."""
-    key = (window.shape, window.strides, g.strides)
-    if key not in _PIECES:
-        _PIECES[key] = _pieces(window, g)
-    return _PIECES[key]
+    consecutive positions read as contiguous float32 (the layout ops/conv.depthwise_grad_weight reproduces). Asks an
+    np.nditer built like einsum's iterator (its flags and axes), over the first channel only."""
+    return _pieces(window, g)
 
 
 def _pieces(window, g):
