@@ -3,7 +3,8 @@ issue-14 experiments, with a per-step-kind profile.
 
     nice -n 10 python benchmarks/bench_sim_step.py [--repeats 5] [--batch 32] [--model mcunet-5fps]
                                                    [--settings qas,fp32,last12,full,bias] [--profile]
-                                                   [--baseline REF] [--out results/sim_step.json]
+                                                   [--baseline REF [--rounds 2]] [--retain-memory]
+                                                   [--old-default-malloc] [--out results/sim_step.json]
 
 Settings (new 10-class head, the model's own resolution, batch 32): "qas" last two blocks + head in int8 + QAS
 (stochastic rounding), "noqas" the same without QAS, "fp32" the same on the dequantised float graph, "last12"
@@ -16,11 +17,17 @@ steadier than wall time, and a single-threaded step's wall time on an idle core 
 --profile adds the CPU time per step kind and per forward op (manual timers around TrainingRuntime.run_step and
 the forward steps), summed over the timed steps and divided by their count.
 
---baseline REF (a git ref, e.g. main): side-by-side A/B in one run. The package at REF is exported with
-`git archive` into a temporary folder and imported under its own name in a child process per repeat
-alternation, so both versions time the same settings interleaved (old, new, old, new, ...) on the same machine
-load. Each step's result (loss, logits and every trained parameter after the step) is hashed for both versions
-and must be equal: the run fails otherwise.
+--baseline REF (a git ref, e.g. main): side-by-side A/B in one run. src/ at REF is exported with `git archive`
+into a temporary folder; each setting then runs --rounds times old, new, old, new, ... (a child process each,
+PYTHONPATH pointing at one tree), so both versions are timed on the same machine load. The loss, logits and
+every trained parameter after the first timed step are hashed on both sides and must be equal (the run exits
+1 otherwise): same inputs, same numbers.
+
+--retain-memory: both sides run with glibc's malloc keeping freed memory (runtime/memory.py; fine_tune sets it
+since this change); with --old-default-malloc the old side keeps glibc's defaults, i.e. old code as the
+experiments ran it against new code as they run it now.
+
+Results (--out): benchmarks/results/sim_step*.json; docs/measurements.md quotes them.
 """
 from __future__ import annotations
 
@@ -155,8 +162,20 @@ def time_setting(model, setting, batch, repeats, profile=False):
     return statistics.median(times), times, digest, per
 
 
+def retain_memory_here() -> bool:
+    """What runtime/memory.retain_freed_memory does (fine_tune calls it), done here so that the baseline's
+    child, whose package may lack it, runs with the same allocator settings."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    return bool(libc.mallopt(-3, 32 * 2**20)) and bool(libc.mallopt(-1, 2**30))
+
+
 def child(args) -> int:
     """Time the settings in this process and print one JSON line (used for both sides of --baseline)."""
+    if args.retain_memory and not retain_memory_here():
+        raise SystemExit("--retain-memory: glibc's mallopt refused the thresholds")
     res = {}
     for s in args.settings.split(","):
         med, times, digest, per = time_setting(args.model, s, args.batch, args.repeats, args.profile)
@@ -165,10 +184,12 @@ def child(args) -> int:
     return 0
 
 
-def run_child(src: Path, args, settings: str, profile: bool) -> dict:
+def run_child(src: Path, args, settings: str, profile: bool, retain=None) -> dict:
     env = dict(os.environ, PYTHONPATH=str(src))
     cmd = [sys.executable, __file__, "--child", "--model", args.model, "--batch", str(args.batch),
            "--repeats", str(args.repeats), "--settings", settings] + (["--profile"] if profile else [])
+    if args.retain_memory if retain is None else retain:
+        cmd.append("--retain-memory")
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"child ({src}) failed:\n{out.stderr[-3000:]}")
@@ -185,13 +206,20 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--baseline", default=None, help="git ref to time side by side (e.g. main)")
     ap.add_argument("--rounds", type=int, default=2, help="with --baseline: old/new alternations per setting")
+    ap.add_argument("--retain-memory", action="store_true",
+                    help="glibc malloc keeps freed memory, as fine_tune sets it (runtime/memory.py), both sides")
+    ap.add_argument("--old-default-malloc", action="store_true",
+                    help="with --baseline and --retain-memory: the old side keeps glibc's defaults (what the "
+                         "experiments saw before)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         return child(args)
     new_src = REPO / "src"
-    report = {"model": args.model, "batch": args.batch, "repeats": args.repeats, "settings": {}}
+    report = {"model": args.model, "batch": args.batch, "repeats": args.repeats, "rounds": args.rounds,
+              "retain_memory": args.retain_memory, "old_default_malloc": args.old_default_malloc,
+              "command": " ".join(sys.argv), "settings": {}}
     with tempfile.TemporaryDirectory(prefix="bench_sim_step_") as tmp:
         old_src = None
         if args.baseline:
@@ -205,7 +233,7 @@ def main(argv=None) -> int:
             rec = {"new_ms": [], "old_ms": []}
             for r in range(args.rounds if old_src else 1):
                 if old_src:
-                    o = run_child(old_src, args, s, False)[s]
+                    o = run_child(old_src, args, s, False, False if args.old_default_malloc else None)[s]
                     rec["old_ms"] += o["ms"]
                     rec["old_digest"] = o["digest"]
                 n = run_child(new_src, args, s, args.profile and r == 0)[s]

@@ -403,9 +403,8 @@ def forward_float(node, x: np.ndarray) -> np.ndarray:
 # w.r.t. the integer accumulator: g_acc = g_y * clamp_mask * eff (per output channel).
 def grad_accumulator(g_y: np.ndarray, mask: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """g_acc = g_y * mask * scale[c] (scale = eff in int8 numerics, 1 in float numerics)."""
-    g = np.multiply(g_y.astype(np.float32, copy=False), np.asarray(scale, dtype=np.float32))
-    np.copyto(g, np.float32(0), where=~np.asarray(mask, dtype=bool))  # +0 where clamped, as np.where(mask, g, 0)
-    return g
+    g = g_y.astype(np.float32, copy=False) * np.asarray(scale, dtype=np.float32)
+    return np.where(mask, g, np.float32(0)).astype(np.float32, copy=False)
 
 
 def grad_bias(g_acc: np.ndarray) -> np.ndarray:
