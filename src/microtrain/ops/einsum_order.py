@@ -9,8 +9,8 @@ einsum.c.src / einsum_sumprod.cpp, checked against np.einsum by tests/test_ops_c
 - its iterator puts the channel outermost and the (n, y, x) positions, in that order, in the inner loop,
   buffered in pieces of at most NPY_BUFSIZE = 8192 positions (`inner_pieces` asks an np.nditer built with
   einsum's flags, so nothing here guesses the piece lengths);
-- each piece goes to the contiguous float32 dot kernel: 4 float32 lanes (the x86-64 baseline SIMD width the
-  wheels are built for), products rounded then added (no FMA), blocks of 16 products added a block-quarter at a
+- each piece goes to the contiguous float32 dot kernel: 4 float32 lanes (the x86-64 SSE baseline of the
+  NumPy 2.4 wheel; found by comparing np.einsum with candidate orders), products rounded then added (no FMA), blocks of 16 products added a block-quarter at a
   time in reverse (positions 12-15 first, then 8-11, 4-7, 0-3), the tail 4 at a time (zero-filled lanes), then
   the lanes summed as (l0 + l1) + (l2 + l3), and that added to the channel's running total.
 
@@ -64,8 +64,9 @@ def _pieces(window, g):
 
 def block_split(ho: int, wo: int):
     """How one sample's positions y*Wo + x split into the kernel's 16-position blocks: (block dims, quarter
-    dims) such that (Ho, Wo) reshapes to block dims + quarter dims + (LANES,), in position order, with the
-    quarter u = 4 * ... the quarter dims read as one big-endian number; None when Wo, Ho do not split so."""
+    dims) such that (Ho, Wo) reshapes (a view) to block dims + quarter dims + (LANES,) in position order, the
+    quarter dims read as one big-endian number being the quarter u (position = 16*block + 4*u + lane); None
+    when Ho, Wo do not split so (the caller then keeps np.einsum)."""
     if wo % 16 == 0:
         return (ho, wo // 16), (UNROLL,)
     if wo == 8 and ho % 2 == 0:  # a block is two rows: u = 2 * (y % 2) + x // 4
