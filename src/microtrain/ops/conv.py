@@ -8,6 +8,8 @@ params (float graph): weight float32, bias float32.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from dataclasses import dataclass, replace
@@ -19,6 +21,7 @@ from ..ir.training import Step as TrainStep
 from ..quant.arith import (conv_multipliers, conv_preclamp, conv_preclamp_tflite, requant_mode, requantize_conv,
                            tflite_conv_multipliers)
 from ..quant.qas import qas_divisors
+from . import einsum_order
 from .common import clamp_float, clamp_int8, int8_clamp, refuse_tiles_in_tflite_mode, update_params
 
 OP = "conv2d"
@@ -100,9 +103,14 @@ def macs(node, in_shape, out_shape) -> int:
 
 # ----- the integer accumulator (exact) ---------------------------------------------------------------
 def pad_nhwc(x: np.ndarray, p: int) -> np.ndarray:
+    """Zero padding of H and W (np.pad's values and memory order, without its generic machinery)."""
     if p == 0:
         return x
-    return np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    n, h, w, c = x.shape
+    order = "F" if x.flags.f_contiguous and not x.flags.c_contiguous else "C"
+    out = np.zeros((n, h + 2 * p, w + 2 * p, c), x.dtype, order=order)
+    out[:, p : p + h, p : p + w, :] = x
+    return out
 
 
 def im2col(xp: np.ndarray, kh: int, kw: int, stride: int, ho: int, wo: int) -> np.ndarray:
@@ -170,29 +178,163 @@ def depthwise_accumulate(xs: np.ndarray, wt: np.ndarray, s: int, p: int, ho: int
     n, c = xs.shape[0], xs.shape[-1]
     _, kh, kw = wt.shape
     dtype = wt.dtype
-    wrow = np.tile(wt.transpose(1, 2, 0)[:, :, None, :], (1, 1, wo, 1)).reshape(kh, kw, wo * c)
+    wrow = tiled_taps(wt, wo)
     out = np.empty((n, ho, wo * c), dtype=dtype)
     per = max(1, CHUNK_ELEMS // (ho * wo * c))
     for start in range(0, n, per):
-        xp = pad_nhwc(xs[start : start + per].astype(dtype, copy=False), p)
-        m = xp.shape[0]
-        phases = {}
+        phases = StridePhases(pad_nhwc(xs[start : start + per].astype(dtype, copy=False), p), s)
         acc = out[start : start + per]
         tmp = np.empty_like(acc)
         for i in range(kh):
             for j in range(kw):
-                a, b = i % s, j % s
-                if (a, b) not in phases:
-                    ph = np.ascontiguousarray(xp[:, a::s, b::s, :])
-                    phases[(a, b)] = ph.reshape(m, ph.shape[1], ph.shape[2] * c)
-                r0, c0 = i // s, (j // s) * c
-                tap = phases[(a, b)][:, r0 : r0 + ho, c0 : c0 + wo * c]
+                tap = phases.tap(i, j, ho, wo)
                 if i == j == 0:
                     np.multiply(tap, wrow[i, j], out=acc)
                 else:
                     np.multiply(tap, wrow[i, j], out=tmp)
                     acc += tmp
     return out.reshape(n, ho, wo, c)
+
+
+def tiled_taps(wt: np.ndarray, wo: int) -> np.ndarray:
+    """(C, kh, kw) depthwise weights -> (kh, kw, wo*C): each tap's weights repeated along an output row, so a
+    tap multiplies a whole row-contiguous (Ho, Wo*C) plane in one long inner loop."""
+    c, kh, kw = wt.shape
+    return np.tile(wt.transpose(1, 2, 0)[:, :, None, :], (1, 1, wo, 1)).reshape(kh, kw, wo * c)
+
+
+class StridePhases:
+    """The s*s stride phases of a padded NHWC map xp, each a contiguous (N, Hph, Wph*C) array: tap (i, j) of a
+    stride-s window then reads a plain row-contiguous block of phase (i % s, j % s). At stride 1 a contiguous
+    map is its own phase (a view: writing a tap writes xp)."""
+
+    def __init__(self, xp: np.ndarray, s: int):
+        self.xp, self.s, self.c = xp, s, xp.shape[-1]
+        self.planes = {}
+
+    def plane(self, a: int, b: int) -> np.ndarray:
+        if (a, b) not in self.planes:
+            m, c = self.xp.shape[0], self.c
+            ph = self.xp[:, a :: self.s, b :: self.s, :]
+            if not (self.s == 1 and ph.flags.c_contiguous):
+                ph = np.ascontiguousarray(ph)
+            self.planes[(a, b)] = ph.reshape(m, ph.shape[1], ph.shape[2] * c)
+        return self.planes[(a, b)]
+
+    def tap(self, i: int, j: int, ho: int, wo: int) -> np.ndarray:
+        """(N, Ho, Wo*C) view: xp[:, i + s*y, j + s*x, :] for y < Ho, x < Wo."""
+        s, c = self.s, self.c
+        r0, c0 = i // s, (j // s) * c
+        return self.plane(i % s, j % s)[:, r0 : r0 + ho, c0 : c0 + wo * c]
+
+
+def depthwise_grad_input(g_acc: np.ndarray, wt: np.ndarray, gxp: np.ndarray) -> None:
+    """Stride 1. gxp (N, Hp, Wp, C) zeros, contiguous, the padded input gradient:
+    gxp[:, i + y, j + x] += g_acc[:, y, x] * wt[:, i, j] for every tap in (i, j) order: the same float32
+    operations as a plain loop over taps, on row-contiguous (Ho, Wo*C) blocks in cache-sized batch chunks."""
+    n, ho, wo, c = g_acc.shape
+    _, kh, kw = wt.shape
+    wrow = tiled_taps(wt, wo)
+    per = max(1, CHUNK_ELEMS // (gxp.shape[1] * gxp.shape[2] * c))
+    for start in range(0, n, per):
+        ga = np.ascontiguousarray(g_acc[start : start + per]).reshape(-1, ho, wo * c)
+        plane = StridePhases(gxp[start : start + per], 1)
+        tmp = np.empty_like(ga)
+        for i in range(kh):
+            for j in range(kw):
+                np.multiply(ga, wrow[i, j], out=tmp)
+                plane.tap(i, j, ho, wo)[...] += tmp
+
+
+def einsum_grad_weight(xs, g_acc, ch, kh, kw, s, p) -> np.ndarray:
+    """The depthwise weight gradient's definition: per tap, np.einsum over the channel-gathered operands."""
+    n, ho, wo, _ = g_acc.shape
+    xp = pad_nhwc(xs[..., ch], p)
+    ga = g_acc[..., ch]  # channel-major in memory, like xs[..., ch]: einsum's order depends on it
+    out = np.empty((len(ch), 1, kh, kw), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, 0, i, j] = np.einsum("nhwc,nhwc->c", xp[:, i : i + s * ho : s, j : j + s * wo : s, :], ga,
+                                        dtype=np.float32)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def einsum_reproduced() -> bool:
+    """Whether depthwise_grad_weight equals einsum_grad_weight bit for bit with this NumPy build (its SIMD
+    width and einsum's internals are facts about the build): checked once per process on random operands,
+    one of them longer than einsum's 8192-position buffer. If not, grad_weight keeps np.einsum."""
+    rng = np.random.default_rng(2026)
+    for n, h, c, k, s in ((3, 8, 6, 3, 1), (2, 16, 5, 5, 2), (3, 64, 3, 3, 1)):
+        p = (k - 1) // 2
+        ho = (h + 2 * p - k) // s + 1
+        xs = rng.integers(-255, 256, (n, h, h, c)).astype(np.float32)
+        g = (rng.standard_normal((n, ho, ho, c)) * np.exp(rng.uniform(-8, 4, (n, ho, ho, c)))).astype(np.float32)
+        ch = np.arange(c)
+        fast = depthwise_grad_weight(xs, g, ch, k, k, s, p)
+        if fast is None or not np.array_equal(fast.view(np.uint32), einsum_grad_weight(xs, g, ch, k, k, s, p).view(np.uint32)):
+            return False
+    return True
+
+
+_EINSUM_PIECES: dict = {}  # operand layout -> einsum's inner-loop pieces (einsum_order.inner_pieces) or None
+
+
+def einsum_pieces(xs, g_acc, ch, kh, kw, s, p):
+    """The pieces einsum's iterator cuts each channel's positions into for the per-tap einsum of grad_weight on
+    these operands (pad_nhwc(xs[..., ch]), g_acc[..., ch]): their layout, hence the pieces, depends only on
+    shapes and strides, so the gathered copies are made once per layout."""
+    n, ho, wo, _ = g_acc.shape
+    key = (xs.shape, xs.strides, g_acc.shape, g_acc.strides, len(ch), kh, kw, s, p)
+    if key not in _EINSUM_PIECES:
+        xp = pad_nhwc(xs[..., ch], p)
+        _EINSUM_PIECES[key] = einsum_order.inner_pieces(xp[:, : s * ho : s, : s * wo : s, :], g_acc[..., ch])
+    return _EINSUM_PIECES[key]
+
+
+def depthwise_grad_weight(xs: np.ndarray, g_acc: np.ndarray, ch: np.ndarray, kh: int, kw: int, s: int,
+                          p: int) -> np.ndarray | None:
+    """(len(ch), 1, kh, kw) float32: grad_weight's per-tap np.einsum("nhwc,nhwc->c", tap window of
+    pad_nhwc(xs[..., ch]), g_acc[..., ch]) bit for bit (ops/einsum_order.py: same products, same order), all
+    taps at once; None when einsum would iterate its operands in a way this does not reproduce (the caller
+    then runs np.einsum).
+
+    Every piece of einsum's inner loop is whole samples here; a block of samples writes its products straight
+    into the kernel's schedule: buffer rows (16-position block, quarter in reverse), then (tap, lane, channel),
+    row 0 carrying the lane sums; np.add.reduce over the rows continues them in order."""
+    n, ho, wo, _ = g_acc.shape
+    hw, taps, c = ho * wo, kh * kw, len(ch)
+    split = einsum_order.block_split(ho, wo)
+    pieces = einsum_pieces(xs, g_acc, ch, kh, kw, s, p) if split else None
+    if pieces is None or any(pc % hw for pc in pieces):
+        return None
+    if not np.array_equal(ch, np.arange(xs.shape[-1])):  # (every channel in order: no gathered copies)
+        xs, g_acc = xs[..., ch], g_acc[..., ch]
+    xp = pad_nhwc(xs, p)
+    blocks, quarters = split
+    lanes_n = einsum_order.LANES
+    gv = np.ascontiguousarray(g_acc).reshape((n,) + blocks + quarters + (lanes_n, c))
+    rev = (slice(None),) * (1 + len(blocks)) + (slice(None, None, -1),) * len(quarters)
+    per = max(1, einsum_order.BLOCK_ELEMS // (hw * taps * c))  # samples per buffer
+    total = np.zeros((taps, c), np.float32)
+    s0 = 0
+    for piece in pieces:
+        lanes = np.zeros((taps, lanes_n, c), np.float32)
+        stop = s0 + piece // hw
+        for a in range(s0, stop, per):
+            b = min(stop, a + per)
+            buf = np.empty((1 + (b - a) * hw // lanes_n, taps, lanes_n, c), np.float32)
+            buf[0] = lanes
+            body = buf[1:].reshape((b - a,) + blocks + quarters + (taps, lanes_n, c))[rev]
+            for i in range(kh):
+                for j in range(kw):
+                    win = xp[a:b, i : i + s * ho : s, j : j + s * wo : s, :]
+                    np.multiply(win.reshape((b - a,) + blocks + quarters + (lanes_n, c)), gv[a:b],
+                                out=body[..., i * kw + j, :, :])
+            lanes = np.add.reduce(buf, axis=0)  # row by row: out += row (a sequential loop per element)
+        total = einsum_order.combine_lanes(lanes.transpose(1, 0, 2)) + total
+        s0 = stop
+    return np.ascontiguousarray(total.reshape(kh, kw, c).transpose(2, 0, 1))[:, None]
 
 
 # ----- forward ----------------------------------------------------------------------------------------
@@ -261,7 +403,7 @@ def forward_float(node, x: np.ndarray) -> np.ndarray:
 # w.r.t. the integer accumulator: g_acc = g_y * clamp_mask * eff (per output channel).
 def grad_accumulator(g_y: np.ndarray, mask: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """g_acc = g_y * mask * scale[c] (scale = eff in int8 numerics, 1 in float numerics)."""
-    g = g_y.astype(np.float32) * np.asarray(scale, dtype=np.float32)
+    g = g_y.astype(np.float32, copy=False) * np.asarray(scale, dtype=np.float32)
     return np.where(mask, g, np.float32(0)).astype(np.float32, copy=False)
 
 
@@ -289,6 +431,9 @@ def grad_input(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape) -> 
         return gx
     gxp = np.zeros((n, h + 2 * p, w + 2 * p, c), np.float32)
     depthwise = ig == 1 and g == c == o
+    if depthwise and s == 1:  # (strided: the phases' copies cost more than they save)
+        depthwise_grad_input(g_acc, wf[:, 0], gxp)
+        return gxp[:, p : p + h, p : p + w, :]
     og = o // g
     for i in range(kh):
         for j in range(kw):
@@ -314,14 +459,8 @@ def grad_weight(xs: np.ndarray, g_acc: np.ndarray, weight_shape, attrs: dict, ch
     c = xs.shape[-1]
     ch = np.asarray(channels, dtype=np.int64)
     if ig == 1 and g == c == o:  # depthwise: channel c of the input feeds output c only
-        xp = pad_nhwc(xs[..., ch], p)
-        ga = g_acc[..., ch]
-        out = np.empty((len(ch), 1, kh, kw), np.float32)
-        for i in range(kh):
-            for j in range(kw):
-                out[:, 0, i, j] = np.einsum("nhwc,nhwc->c", xp[:, i : i + s * ho : s, j : j + s * wo : s, :], ga,
-                                            dtype=np.float32)
-        return out
+        fast = depthwise_grad_weight(xs, g_acc, ch, kh, kw, s, p) if einsum_reproduced() else None
+        return fast if fast is not None else einsum_grad_weight(xs, g_acc, ch, kh, kw, s, p)
     if g != 1:
         raise NotImplementedError("weight gradients of grouped (non-depthwise) convs are not supported")
     ga2 = g_acc.reshape(-1, o)

@@ -28,12 +28,26 @@ def fmix32(h: np.ndarray) -> np.ndarray:
 
 
 def rounding_hash(seed: int, step: int, param_id: int, index: np.ndarray) -> np.ndarray:
-    """uint32 hash of (seed, step, param_id, element index), all taken modulo 2**32:
-    h = fmix32(fmix32(fmix32(fmix32(seed) ^ step) ^ param_id) ^ index)."""
+    """uint32 hash (a uint32 array) of (seed, step, param_id, element index), all taken modulo 2**32:
+    h = fmix32(fmix32(fmix32(fmix32(seed) ^ step) ^ param_id) ^ index). `index` may be uint32 already."""
     k = fmix32(np.uint64(int(seed) & 0xFFFFFFFF))
     k = fmix32(k ^ np.uint64(int(step) & 0xFFFFFFFF))
     k = fmix32(k ^ np.uint64(int(param_id) & 0xFFFFFFFF))
-    return fmix32(np.uint64(k) ^ (np.asarray(index, dtype=np.uint64) & M32))
+    index = np.asarray(index)
+    if index.dtype != np.uint32:  # the index modulo 2**32 (what & 0xFFFFFFFF keeps)
+        index = (np.asarray(index, dtype=np.uint64) & M32).astype(np.uint32)
+    return fmix32_u32(index ^ np.uint32(k))
+
+
+def fmix32_u32(h: np.ndarray) -> np.ndarray:
+    """fmix32 on a uint32 array, in uint32 arithmetic: multiplication wraps modulo 2**32, which is what
+    fmix32's `& 0xFFFFFFFF` after each uint64 product keeps, so the values are the same (half the memory)."""
+    h = h ^ (h >> np.uint32(16))
+    h *= np.uint32(0x85EBCA6B)
+    h ^= h >> np.uint32(13)
+    h *= np.uint32(0xC2B2AE35)
+    h ^= h >> np.uint32(16)
+    return h
 
 
 def uniform_from_hash(h: np.ndarray) -> np.ndarray:

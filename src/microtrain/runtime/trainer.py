@@ -25,6 +25,7 @@ from ..quant.dequantize import dequantize_graph, dequantize_input
 from ..quant.head import replace_head
 from ..sparse.scheme import UpdateScheme
 from .datasets import ImageData, as_image_data
+from .memory import retain_freed_memory
 from .training import TrainingRuntime, live_tensors, run_nodes
 
 
@@ -191,6 +192,7 @@ def fine_tune(graph: Graph, scheme, train_data, val_data, *, epochs: int, lr: fl
     the epoch with the lowest training loss and continue with the learning rate divided by 3 (at most
     3 times); the epoch's record says so (`collapse_rollback`, `lr_scale`).
     """
+    retain_freed_memory()  # the step's large temporaries are reused, not faulted in again (runtime/memory.py)
     with _single_threaded_blas():
         return _fine_tune(graph, scheme, train_data, val_data, epochs=epochs, lr=lr, seed=seed,
                           batch_size=batch_size, qas=qas, fp32=fp32, rounding=rounding, momentum=momentum,

@@ -125,27 +125,34 @@ class TrainingRuntime:
         if a["param"] == "bias":
             sl = (slice(None),)
         elif a["depthwise"]:
-            sl = (np.asarray(ch),)
+            sl = (self._channels(ch, param.shape[0]),)
             div = div[np.asarray(ch)][:, None, None, None]
         else:
-            sl = (slice(None), np.asarray(ch))
+            sl = (slice(None), self._channels(ch, param.shape[1]))
             div = div[:, None, None, None]
-        d = grad.astype(np.float32) / div
+        d = grad.astype(np.float32, copy=False) / div
         if a["momentum"]:
             buf = self.momentum.get(a["param_id"])
             buf = d if buf is None else np.float32(a["momentum"]) * buf + d
             self.momentum[a["param_id"]] = buf
             d = buf
-        delta = (np.float32(-lr) * d).astype(np.float32)
+        delta = (np.float32(-lr) * d).astype(np.float32, copy=False)
         current = param[sl]
         index = self._flat_index(a["param_id"], param.shape, sl) if a["rounding"] == "stochastic" else None
         param[sl] = apply_update(current, delta, a["rounding"], a["saturate"], seed=self.seed, step=step,
                                  param_id=a["param_id"], index=index)
 
+    @staticmethod
+    def _channels(ch, n: int):
+        """The trained channels as an index: a plain slice when they are all n in order (same elements, no
+        gather and scatter copies)."""
+        return slice(None) if tuple(ch) == tuple(range(n)) else np.asarray(ch)
+
     def _flat_index(self, pid, shape, sl):
         idx = self._index_cache.get(pid)
         if idx is None:
-            idx = np.arange(int(np.prod(shape)), dtype=np.uint64).reshape(shape)[sl]
+            # uint32: the rounding hash takes the index modulo 2**32 (quant/update.rounding_hash)
+            idx = np.arange(int(np.prod(shape)), dtype=np.uint64).reshape(shape)[sl].astype(np.uint32)
             self._index_cache[pid] = idx
         return idx
 
