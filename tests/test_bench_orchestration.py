@@ -118,3 +118,25 @@ def test_qas_section_reports_averages_collapses_and_gradient_scales():
     assert "| m | 90.0 ± 1.0 [0.1] |" in text and "Average differences: int8+QAS - fp32 = -1.00" in text
     assert "1 of 4" in text and "rolled a collapse back (lr / 3): 0" in text
     assert "within 2.0 % of fp32's" in text and "2.0e-09 to 1.0e-06" in text
+
+
+def test_vowels_scenario_goes_into_the_headline_from_its_stored_record(tmp_path, monkeypatch):
+    """The time-series table (issue 17) comes from results/vowels.json, reused and never re-run: every variant's
+    row, the small-set caveat and the Cortex-M4 rows, with the stored figures; no record, no section."""
+    import run_all
+
+    rec = json.loads((REPO / "benchmarks" / "results" / "vowels.json").read_text())
+    (tmp_path / "vowels.json").write_text(json.dumps(rec))
+    monkeypatch.setattr(run_all, "RESULTS", tmp_path)
+    assert run_all.main(["--skip", "memory", "host", "cortexm", "--accuracy", "reuse"]) == 0
+    head = (tmp_path / "headline.md").read_text()
+    for variant, accs in rec["demo"]["adapt"]["test_acc"].items():
+        assert f"| {variant} | " + " | ".join(f"{v:.1%}" for v in accs) in head
+    assert "These sets are small" in head and "head only" in head and "searched" in head
+    for key in ("portable", "cortex-m"):
+        assert f"| {rec['m4'][key]['per_step']:,.0f} | {rec['m4'][key]['per_inference']:,.0f} | " in head
+    assert f"linked {rec['demo']['device']['firmware_sram']:,} B" in head
+    assert json.loads((tmp_path / "bench_accuracy.json").read_text())["vowels"]["source"].startswith("reused")
+    (tmp_path / "vowels.json").unlink()
+    assert run_all.main(["--skip", "memory", "host", "cortexm", "--accuracy", "reuse"]) == 0
+    assert "Time series" not in (tmp_path / "headline.md").read_text()
