@@ -1,7 +1,7 @@
 """All benchmarks against the anchors in one command: tables, JSON and plots (`microtrain bench` runs this).
 
     nice -n 10 python benchmarks/run_all.py [--quick] [--accuracy auto|reuse|rerun|skip] [--skip STEP ...]
-                                            [--update-readme]
+                                            [--reuse memory|host|cortexm ...] [--update-readme]
 
 Steps (each result says whether it was measured now, reused from an earlier run, or skipped):
   memory    PyTorch peak training memory at batch 1 (fresh process per configuration; bench_memory.py)
@@ -15,6 +15,8 @@ Steps (each result says whether it was measured now, reused from an earlier run,
             bench_vowels_m4.py --save) is reused only, never re-run here
 Writes benchmarks/results/bench_*.json, bench_*.png and headline.md; --update-readme copies headline.md into
 README.md between its bench markers (tests/test_readme_bench.py checks that the two agree).
+--reuse STEP: take that step's committed result (results/bench_*.json) instead of measuring (e.g. host timings
+on a loaded machine); the headline names each reused table and the run it comes from.
 --quick: fewer timed steps, no firmware link of the memory figures, mcunet-5fps only on Cortex-M; its
 reduced results go to benchmarks/results/quick/ (never over the full results the README is copied from).
 """
@@ -39,6 +41,7 @@ QUICK_SUBDIR = "quick"  # --quick writes its reduced figures to RESULTS/quick, n
 OUT = RESULTS  # where this run writes: set by main()
 MODELS = ("mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3")
 STEPS = ("memory", "host", "cortexm", "accuracy")
+STEP_RESULTS = {"memory": "bench_memory.json", "host": "bench_host_step.json", "cortexm": "bench_cortexm.json"}
 UPSTREAM_49KB_SRAM = 237_456  # upstream codegen, MCUNet-5fps 49 KB scheme (../shared/notes/paper-facts.md)
 UPSTREAM_CYCLES = 118e6  # upstream engine, MCUNet-5fps sparse update, STM32F746 (paper: 546 ms at 216 MHz)
 MACS_PER_CYCLE = 2  # Cortex-M7 SMLAD: two 16-bit MACs per cycle
@@ -625,7 +628,7 @@ def _vowels_section(entry: dict) -> list[str]:
              f"slices adapted on the {data['new_train']} training cases of unseen speakers "
              f"{', '.join(data['new_speakers'])} ({a['epochs']} epochs, lr {a['lr']}, batch {a['batch']}) and tested on "
              f"their {n_test} test cases ({100 * a['before']:.1f} % before adaptation); test accuracy per seed (seeds "
-             "vary the adaptation); int8 = without QAS. Source: {entry['source']} (written {rec['date'][:10]} by "
+             f"vary the adaptation); int8 = without QAS. Source: {entry['source']} (written {rec['date'][:10]} by "
              f"`{rec['commands']['demo']}` and `{rec['commands']['m4']}`).",
              "", format_table(d), "",
              f"These sets are small: one test case is {100 / n_test:.1f} points and a 95 % binomial interval is about "
@@ -653,15 +656,33 @@ def _vowels_section(entry: dict) -> list[str]:
     return lines + [""]
 
 
+def reused_step(name: str) -> dict:
+    """A step's committed result, marked reused (never presented as measured now)."""
+    path = RESULTS / STEP_RESULTS[name]
+    if not path.exists():
+        raise FileNotFoundError(f"--reuse {name}: {path} does not exist")
+    doc = json.loads(path.read_text())
+    doc["source"] = f"reused {path.name} (measured {doc.get('date', 'at an unknown date')})"
+    return doc
+
+
+def _reused_note(doc: dict) -> str:
+    return f" **Reused, not measured in this run**: {doc['source']}." if doc["source"].startswith("reused") else ""
+
+
 def headline(results: dict, args, seconds: float, plotted=()) -> str:
+    reused = [k for k, v in results.items() if isinstance(v, dict) and str(v.get("source", "")).startswith("reused ")
+              and k in STEP_RESULTS]
     lines = ["<!-- written by benchmarks/run_all.py (`microtrain bench`); every figure below comes from its run "
-             f"of {now()}{' with --quick' if args.quick else ''}. -->", ""]
+             f"of {now()}{' with --quick' if args.quick else ''}"
+             + (f", except the tables of {', '.join(reused)}, reused from the earlier runs named there" if reused else "")
+             + ". -->", ""]
     mem = results.get("memory")
     if mem:
         linked = "linked_sram" in mem["results"][0]["microtrain"]
         lines += ["**Peak training memory, batch 1** (PyTorch CPU fp32 measured on the host, a fresh process per "
                   "configuration; microtrain: SRAM " + ("as linked for the Cortex-M7" if linked else "as planned")
-                  + "). Paper, on-device: full / sparse / sparse + reordering.", "",
+                  + "). Paper, on-device: full / sparse / sparse + reordering." + _reused_note(mem), "",
                   "| model | update | PyTorch step peak (MB) | PyTorch process peak (MB) | microtrain SRAM (KB) | "
                   "PyTorch step / microtrain | PyTorch process / microtrain | fits 256 KB | paper (KB) |",
                   "|---|---|---:|---:|---:|---:|---:|---|---:|"]
@@ -689,7 +710,8 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
         opts = sorted({r.get("opt") for r in (host or {}).get("results", []) if r.get("opt")})
         lines += ["**One training step, batch 1** (sparse scheme as above). Host: generated C (gcc "
                   f"{' / '.join(opts) or 'n/a'}) vs PyTorch CPU fp32, 1 thread each, median step (wall clock, and this process's CPU time: steadier on a shared machine). Cortex-M7: instructions executed in QEMU "
-                  "with the Cortex-M kernels, vs upstream's ~118 M cycles and the lower bound MACs/2.", "",
+                  "with the Cortex-M kernels, vs upstream's ~118 M cycles and the lower bound MACs/2."
+                  + "".join(_reused_note(d) for d in (host, cm) if d), "",
                   "| model | scheme | host C (ms) | PyTorch (ms) | C / PyTorch (wall) | C / PyTorch (CPU time) | "
                   "M7 instructions (M) | / 118 M | step MACs (M) | / lower bound |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -765,6 +787,8 @@ def main(argv=None) -> int:
     ap.add_argument("--accuracy", choices=("auto", "reuse", "rerun", "skip"), default="auto",
                     help="auto: reuse the experiments' results when newer than their code, else a reduced run")
     ap.add_argument("--skip", nargs="*", default=[], choices=STEPS, help="steps to leave out")
+    ap.add_argument("--reuse", nargs="*", default=[], choices=tuple(STEP_RESULTS),
+                    help="steps whose committed results/bench_*.json is shown instead of measuring now")
     ap.add_argument("--update-readme", action="store_true",
                     help="also copy the headline into README.md between its bench markers")
     args = ap.parse_args(argv)
@@ -786,8 +810,12 @@ def main(argv=None) -> int:
             continue
         t1 = time.monotonic()
         try:
-            results[name] = fn(args)
-            status[name] = f"{time.monotonic() - t1:.0f} s"
+            if name in args.reuse:
+                results[name] = reused_step(name)
+                log(f"{name}: {results[name]['source']}")
+            else:
+                results[name] = fn(args)
+            status[name] = "reused" if name in args.reuse else f"{time.monotonic() - t1:.0f} s"
         except Exception as e:  # one broken benchmark must not lose the others: report it, exit non-zero
             import traceback
 
