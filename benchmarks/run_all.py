@@ -1,7 +1,7 @@
 """All benchmarks against the anchors in one command: tables, JSON and plots (`microtrain bench` runs this).
 
     nice -n 10 python benchmarks/run_all.py [--quick] [--accuracy auto|reuse|rerun|skip] [--skip STEP ...]
-                                            [--update-readme]
+                                            [--reuse memory|host|cortexm ...] [--update-readme]
 
 Steps (each result says whether it was measured now, reused from an earlier run, or skipped):
   memory    PyTorch peak training memory at batch 1 (fresh process per configuration; bench_memory.py)
@@ -10,9 +10,13 @@ Steps (each result says whether it was measured now, reused from an earlier run,
   cortexm   instructions per training step on the emulated Cortex-M7 (bench_cortexm.models_table) vs the
             ~118 M cycles of upstream's engine and vs the arithmetic lower bound (MACs of the step / 2)
   accuracy  the QAS table (exp_qas.py) and accuracy vs memory (exp_sparse.py): their result files are
-            reused when newer than the code they depend on; otherwise a reduced run is made (marked so)
+            reused when newer than the code they depend on; otherwise a reduced run is made (marked so);
+            the time-series scenario (results/vowels.json: `microtrain demo --task vowels` and
+            bench_vowels_m4.py --save) is reused only, never re-run here
 Writes benchmarks/results/bench_*.json, bench_*.png and headline.md; --update-readme copies headline.md into
 README.md between its bench markers (tests/test_readme_bench.py checks that the two agree).
+--reuse STEP: take that step's committed result (results/bench_*.json) instead of measuring (e.g. host timings
+on a loaded machine); the headline names each reused table and the run it comes from.
 --quick: fewer timed steps, no firmware link of the memory figures, mcunet-5fps only on Cortex-M; its
 reduced results go to benchmarks/results/quick/ (never over the full results the README is copied from).
 """
@@ -37,6 +41,7 @@ QUICK_SUBDIR = "quick"  # --quick writes its reduced figures to RESULTS/quick, n
 OUT = RESULTS  # where this run writes: set by main()
 MODELS = ("mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3")
 STEPS = ("memory", "host", "cortexm", "accuracy")
+STEP_RESULTS = {"memory": "bench_memory.json", "host": "bench_host_step.json", "cortexm": "bench_cortexm.json"}
 UPSTREAM_49KB_SRAM = 237_456  # upstream codegen, MCUNet-5fps 49 KB scheme (../shared/notes/paper-facts.md)
 UPSTREAM_CYCLES = 118e6  # upstream engine, MCUNet-5fps sparse update, STM32F746 (paper: 546 ms at 216 MHz)
 MACS_PER_CYCLE = 2  # Cortex-M7 SMLAD: two 16-bit MACs per cycle
@@ -49,6 +54,8 @@ ACCURACY_DEPS = {
             "src/microtrain/ops"],
     "sparse": ["benchmarks/exp_sparse.py", "src/microtrain/runtime", "src/microtrain/quant", "src/microtrain/sparse",
                "src/microtrain/autodiff.py", "src/microtrain/ops"],
+    "vowels": ["src/microtrain/demo/vowels.py", "src/microtrain/runtime", "src/microtrain/quant", "src/microtrain/ops",
+               "src/microtrain/autodiff.py", "benchmarks/bench_vowels_m4.py"],
 }
 
 sys.path.insert(0, str(HERE))
@@ -379,6 +386,17 @@ def step_accuracy(args) -> dict:
             doc["qas_datasets"] = {"source": f"not shown ({why_s}); run benchmarks/exp_datasets.py, then "
                                              "benchmarks/qas_datasets.py"}
         log(f"  QAS on the real datasets: {doc['qas_datasets']['source']}")
+    # the time-series scenario (demo --task vowels + bench_vowels_m4.py --save): reused only, never re-run here
+    vowels = RESULTS / "vowels.json"
+    if vowels.exists() and args.accuracy != "skip":
+        fresh_v, why_v = _freshness(vowels, ACCURACY_DEPS["vowels"])
+        if fresh_v or args.accuracy == "reuse":
+            doc["vowels"] = {"source": why_v if fresh_v else f"reused although stale: {why_v}",
+                             "record": json.loads(vowels.read_text())}
+        else:
+            doc["vowels"] = {"source": f"not shown ({why_v}); run `microtrain demo --task vowels --out D`, then "
+                                       "benchmarks/bench_vowels_m4.py D --save"}
+        log(f"  time series (vowels): {doc['vowels']['source']}")
     # sparse update
     sparse_json = RESULTS / "sparse.json"
     fresh, why = _freshness(sparse_json, ACCURACY_DEPS["sparse"])
@@ -594,15 +612,77 @@ def _qas_section(title: str, entry: dict) -> list[str]:
     return [ln for ln in lines if ln is not None] + [""]
 
 
+def _vowels_section(entry: dict) -> list[str]:
+    """The time-series scenario: adaptation accuracy per variant and seed, the Cortex-M4 figures (vowels.json)."""
+    from microtrain.demo.vowels import format_table
+
+    rec = entry.get("record")
+    title = "**Time series: a 1-D CNN adapted to unseen speakers** (`microtrain demo --task vowels`)"
+    if not rec:
+        return [f"{title}: {entry.get('source', 'n/a')}.", ""]
+    d = rec["demo"]
+    data, a, sp, dev = d["data"], d["adapt"], d.get("sparse", {}), d.get("device", {})
+    n_test = data["new_test"]
+    lines = [f"{title}. JapaneseVowels, {data['length']} steps x 12 channels; a {d['pretrain']['params']:,}-parameter "
+             f"int8 CNN pretrained on speakers {', '.join(data['pretrain_speakers'])}; a new zero head and the scheme's "
+             f"slices adapted on the {data['new_train']} training cases of unseen speakers "
+             f"{', '.join(data['new_speakers'])} ({a['epochs']} epochs, lr {a['lr']}, batch {a['batch']}) and tested on "
+             f"their {n_test} test cases ({100 * a['before']:.1f} % before adaptation); test accuracy per seed (seeds "
+             f"vary the adaptation); int8 = without QAS. Source: {entry['source']} (written {rec['date'][:10]} by "
+             f"`{rec['commands']['demo']}` and `{rec['commands']['m4']}`).",
+             "", format_table(d), "",
+             f"These sets are small: one test case is {100 / n_test:.1f} points and a 95 % binomial interval is about "
+             f"±{196 * (0.9 * 0.1 / n_test) ** 0.5:.0f} points at 90 %, so differences below that are not established."]
+    if sp.get("scheme_text"):
+        lines.append(f"Searched scheme (budget {d['config'].get('budget', '?')}): {sp['scheme_text']}, "
+                     f"{sp['extra_bytes']:,.0f} B analytic extra memory.")
+    m4 = rec.get("m4")
+    if m4:
+        lines += ["", f"On the device ({m4['cpu']}, searched scheme, batch 1, {m4['steps']} steps; instructions executed, "
+                  "not cycles):", "",
+                  "| kernels | instructions / step | / inference | firmware SRAM (B) | flash (B) |",
+                  "|---|---:|---:|---:|---:|"]
+        for key, name in (("portable", "portable C"), ("cortex-m", "Cortex-M SIMD")):
+            r = m4[key]
+            lines.append(f"| {name} | {r['per_step']:,.0f} | {r['per_inference']:,.0f} | {r['sram']:,} | {r['flash']:,} |")
+        lines.append("")
+        if dev.get("firmware_sram") is not None:
+            lines.append(f"Device check ({dev['samples']} training samples): firmware parameters "
+                         f"{'bit-identical to' if dev.get('params_bit_identical_to_host') else 'DIFFERENT from'} the "
+                         f"host build's; planned SRAM {dev['planned_sram']:,} B, linked {dev['firmware_sram']:,} B "
+                         f"(64 KB: {'fits' if dev.get('fits_64kb') else 'does NOT fit'}), stack used "
+                         f"{dev['stack_used']:,} B; SIMD and portable builds' parameters "
+                         f"{'identical' if m4.get('params_identical') else 'DIFFER'}.")
+    return lines + [""]
+
+
+def reused_step(name: str) -> dict:
+    """A step's committed result, marked reused (never presented as measured now)."""
+    path = RESULTS / STEP_RESULTS[name]
+    if not path.exists():
+        raise FileNotFoundError(f"--reuse {name}: {path} does not exist")
+    doc = json.loads(path.read_text())
+    doc["source"] = f"reused {path.name} (measured {doc.get('date', 'at an unknown date')})"
+    return doc
+
+
+def _reused_note(doc: dict) -> str:
+    return f" **Reused, not measured in this run**: {doc['source']}." if doc["source"].startswith("reused") else ""
+
+
 def headline(results: dict, args, seconds: float, plotted=()) -> str:
+    reused = [k for k, v in results.items() if isinstance(v, dict) and str(v.get("source", "")).startswith("reused ")
+              and k in STEP_RESULTS]
     lines = ["<!-- written by benchmarks/run_all.py (`microtrain bench`); every figure below comes from its run "
-             f"of {now()}{' with --quick' if args.quick else ''}. -->", ""]
+             f"of {now()}{' with --quick' if args.quick else ''}"
+             + (f", except the tables of {', '.join(reused)}, reused from the earlier runs named there" if reused else "")
+             + ". -->", ""]
     mem = results.get("memory")
     if mem:
         linked = "linked_sram" in mem["results"][0]["microtrain"]
         lines += ["**Peak training memory, batch 1** (PyTorch CPU fp32 measured on the host, a fresh process per "
                   "configuration; microtrain: SRAM " + ("as linked for the Cortex-M7" if linked else "as planned")
-                  + "). Paper, on-device: full / sparse / sparse + reordering.", "",
+                  + "). Paper, on-device: full / sparse / sparse + reordering." + _reused_note(mem), "",
                   "| model | update | PyTorch step peak (MB) | PyTorch process peak (MB) | microtrain SRAM (KB) | "
                   "PyTorch step / microtrain | PyTorch process / microtrain | fits 256 KB | paper (KB) |",
                   "|---|---|---:|---:|---:|---:|---:|---|---:|"]
@@ -630,7 +710,8 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
         opts = sorted({r.get("opt") for r in (host or {}).get("results", []) if r.get("opt")})
         lines += ["**One training step, batch 1** (sparse scheme as above). Host: generated C (gcc "
                   f"{' / '.join(opts) or 'n/a'}) vs PyTorch CPU fp32, 1 thread each, median step (wall clock, and this process's CPU time: steadier on a shared machine). Cortex-M7: instructions executed in QEMU "
-                  "with the Cortex-M kernels, vs upstream's ~118 M cycles and the lower bound MACs/2.", "",
+                  "with the Cortex-M kernels, vs upstream's ~118 M cycles and the lower bound MACs/2."
+                  + "".join(_reused_note(d) for d in (host, cm) if d), "",
                   "| model | scheme | host C (ms) | PyTorch (ms) | C / PyTorch (wall) | C / PyTorch (CPU time) | "
                   "M7 instructions (M) | / 118 M | step MACs (M) | / lower bound |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -672,6 +753,8 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
                     sram = f"{r['planned_training_sram'] / 1024:.1f}" if r.get("planned_training_sram") else "n/a"
                     lines.append(f"| {name} | {r['kind']} | {r['extra_kb']:.1f} | {sram} | {100 * r['val_acc']:.1f} |")
             lines.append("")
+        if acc.get("vowels"):
+            lines += _vowels_section(acc["vowels"])
     names = ", ".join(f"benchmarks/results/{Path(p).name}" for p in plotted) or "none"
     lines.append(f"Plots: {names}. Whole run: {seconds / 60:.1f} min on {os.cpu_count()} cores.")
     return "\n".join(lines) + "\n"
@@ -704,6 +787,8 @@ def main(argv=None) -> int:
     ap.add_argument("--accuracy", choices=("auto", "reuse", "rerun", "skip"), default="auto",
                     help="auto: reuse the experiments' results when newer than their code, else a reduced run")
     ap.add_argument("--skip", nargs="*", default=[], choices=STEPS, help="steps to leave out")
+    ap.add_argument("--reuse", nargs="*", default=[], choices=tuple(STEP_RESULTS),
+                    help="steps whose committed results/bench_*.json is shown instead of measuring now")
     ap.add_argument("--update-readme", action="store_true",
                     help="also copy the headline into README.md between its bench markers")
     args = ap.parse_args(argv)
@@ -725,8 +810,12 @@ def main(argv=None) -> int:
             continue
         t1 = time.monotonic()
         try:
-            results[name] = fn(args)
-            status[name] = f"{time.monotonic() - t1:.0f} s"
+            if name in args.reuse:
+                results[name] = reused_step(name)
+                log(f"{name}: {results[name]['source']}")
+            else:
+                results[name] = fn(args)
+            status[name] = "reused" if name in args.reuse else f"{time.monotonic() - t1:.0f} s"
         except Exception as e:  # one broken benchmark must not lose the others: report it, exit non-zero
             import traceback
 
@@ -747,7 +836,7 @@ def main(argv=None) -> int:
     save("bench_summary.json", {"date": now(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
                                 "quick": args.quick, "accuracy": args.accuracy, "step_seconds": status,
                                 "total_seconds": round(seconds, 1),
-                                "sources": {k: v.get("source") or {part: v[part].get("source") for part in ("qas", "qas_digits", "sparse")
+                                "sources": {k: v.get("source") or {part: v[part].get("source") for part in ("qas", "qas_digits", "sparse", "vowels")
                                                                    if isinstance(v.get(part), dict)}
                                             for k, v in results.items() if isinstance(v, dict)}})
     log("\n" + text)

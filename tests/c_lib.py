@@ -23,7 +23,13 @@ def ptr(a) -> ctypes.c_void_p:
 
 class ConvParams(ctypes.Structure):  # mt_conv_params
     _fields_ = [(n, ctypes.c_int32) for n in ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "kh", "kw",
-                                              "stride", "pad", "x_zero", "y_zero")]
+                                              "stride", "pad", "x_zero", "y_zero", "dilation")]
+
+    def __init__(self, *fields, dilation=1, **named):
+        """Positional fields in declaration order; dilation defaults to 1 (a dense window), not ctypes' 0."""
+        super().__init__(*fields, **named)
+        if len(fields) < 13:
+            self.dilation = dilation
 
 
 class WeightS8(ctypes.Structure):  # mt_weight_s8: frozen and trained input-channel blocks

@@ -49,8 +49,9 @@ def test_bench_verb_finds_the_script():
     from microtrain.commands.bench import find_run_all
 
     assert find_run_all() == REPO / "benchmarks" / "run_all.py"
-    args = build_parser().parse_args(["bench", "--quick", "--skip", "cortexm", "--accuracy", "reuse"])
-    assert args.quick and args.skip == ["cortexm"] and args.accuracy == "reuse"
+    args = build_parser().parse_args(["bench", "--quick", "--skip", "cortexm", "--accuracy", "reuse",
+                                      "--reuse", "host"])
+    assert args.quick and args.skip == ["cortexm"] and args.accuracy == "reuse" and args.reuse == ["host"]
 
 
 def test_reduced_qas_tables_merge_with_a_recomputed_average():
@@ -118,3 +119,46 @@ def test_qas_section_reports_averages_collapses_and_gradient_scales():
     assert "| m | 90.0 ± 1.0 [0.1] |" in text and "Average differences: int8+QAS - fp32 = -1.00" in text
     assert "1 of 4" in text and "rolled a collapse back (lr / 3): 0" in text
     assert "within 2.0 % of fp32's" in text and "2.0e-09 to 1.0e-06" in text
+
+
+def test_vowels_scenario_goes_into_the_headline_from_its_stored_record(tmp_path, monkeypatch):
+    """The time-series table (issue 17) comes from results/vowels.json, reused and never re-run: every variant's
+    row, the small-set caveat and the Cortex-M4 rows, with the stored figures; no record, no section."""
+    import run_all
+
+    rec = json.loads((REPO / "benchmarks" / "results" / "vowels.json").read_text())
+    (tmp_path / "vowels.json").write_text(json.dumps(rec))
+    monkeypatch.setattr(run_all, "RESULTS", tmp_path)
+    assert run_all.main(["--skip", "memory", "host", "cortexm", "--accuracy", "reuse"]) == 0
+    head = (tmp_path / "headline.md").read_text()
+    for variant, accs in rec["demo"]["adapt"]["test_acc"].items():
+        assert f"| {variant} | " + " | ".join(f"{v:.1%}" for v in accs) in head
+    assert "These sets are small" in head and "head only" in head and "searched" in head
+    assert "Source: reused vowels.json" in head
+    for key in ("portable", "cortex-m"):
+        assert f"| {rec['m4'][key]['per_step']:,.0f} | {rec['m4'][key]['per_inference']:,.0f} | " in head
+    assert f"linked {rec['demo']['device']['firmware_sram']:,} B" in head
+    assert json.loads((tmp_path / "bench_accuracy.json").read_text())["vowels"]["source"].startswith("reused")
+    (tmp_path / "vowels.json").unlink()
+    assert run_all.main(["--skip", "memory", "host", "cortexm", "--accuracy", "reuse"]) == 0
+    assert "Time series" not in (tmp_path / "headline.md").read_text()
+
+
+def test_reused_steps_are_shown_from_their_committed_results_and_named(tmp_path, monkeypatch):
+    """--reuse host: the committed bench_host_step.json is shown, not measured (the step never runs), and the
+    headline says so; a missing file fails that step only."""
+    import run_all
+
+    doc = {"date": "2026-01-01T00:00:00+00:00", "source": "measured now", "results": [
+        {"model": "mcunet-5fps", "scheme": "s", "opt": "-O3", "c_ms_wall": 12.5, "torch_ms_wall": 10.0,
+         "ratio_wall": 1.25, "ratio_cpu": 1.2}]}
+    (tmp_path / "bench_host_step.json").write_text(json.dumps(doc))
+    monkeypatch.setattr(run_all, "RESULTS", tmp_path)
+    monkeypatch.setattr(run_all, "step_host", lambda args: (_ for _ in ()).throw(AssertionError("measured")))
+    assert run_all.main(["--skip", "memory", "cortexm", "--accuracy", "skip", "--reuse", "host"]) == 0
+    head = (tmp_path / "headline.md").read_text()
+    assert "| mcunet-5fps | s | 12.5 | 10.0 | 1.25x | 1.20x |" in head
+    assert "except the tables of host" in head and "reused bench_host_step.json (measured 2026-01-01" in head
+    assert json.loads((tmp_path / "bench_host_step.json").read_text()) == doc  # not rewritten
+    (tmp_path / "bench_host_step.json").unlink()
+    assert run_all.main(["--skip", "memory", "cortexm", "--accuracy", "skip", "--reuse", "host"]) == 1

@@ -114,8 +114,8 @@ def test_windowed_avgpool1d_is_a_depthwise_conv():
 
 def test_unsupported_1d_layers_are_named():
     m = model()
-    m.c4 = nn.Conv1d(12, 10, 3, padding=2, dilation=2)
-    with pytest.raises(UnsupportedOpError, match=r"c4.*dilation 2"):
+    m.c4 = nn.Conv1d(12, 10, 3, padding=2, padding_mode="circular")
+    with pytest.raises(UnsupportedOpError, match=r"c4.*padding_mode 'circular'"):
         import_torch(m, length=L, channels=C)
 
     class FlatThenRelu(nn.Module):
@@ -183,7 +183,8 @@ def torch_int8_grads(g, x, labels):
             params[n.name] = (w, b)
             xq, yq = g.tensors[n.inputs[0]].quant, g.tensors[n.output].quant
             eff = torch.tensor(conv_multipliers(xq.scale, n.params["w_scales"], yq.scale).astype(np.float64))
-            acc = F.conv1d(xin - xq.zero_point, w, None, n.attrs["stride"], 0, 1, n.attrs.get("groups", 1))
+            acc = F.conv1d(xin - xq.zero_point, w, None, n.attrs["stride"], 0, n.attrs.get("dilation", 1),
+                           n.attrs.get("groups", 1))
             t = (acc + b[:, None]) * eff[:, None]
             vals[n.output] = torch.clamp(t + (torch.round(t) - t).detach() + yq.zero_point, -128, 127)
         else:

@@ -2,7 +2,7 @@
 accuracy tables) and write benchmarks/results/bench_*.json, the plots and headline.md.
 
     microtrain bench [--quick] [--accuracy auto|reuse|rerun|skip] [--skip memory host cortexm accuracy]
-                     [--update-readme]
+                     [--reuse memory host cortexm] [--update-readme]
 
 The benchmarks live in the source checkout (benchmarks/run_all.py), not in the installed package: this
 verb finds them next to the package's source tree, or in $MICROTRAIN_REPO.
@@ -42,6 +42,9 @@ def register(subparsers) -> None:
                         "else run them with reduced settings; the output says which")
     p.add_argument("--skip", nargs="*", default=[], choices=("memory", "host", "cortexm", "accuracy"),
                    help="steps to leave out")
+    p.add_argument("--reuse", nargs="*", default=[], choices=("memory", "host", "cortexm"),
+                   help="steps whose committed benchmarks/results/bench_*.json is shown instead of measuring now "
+                        "(e.g. host timings on a loaded machine); the headline names them")
     p.add_argument("--update-readme", action="store_true",
                    help="also copy the headline tables into README.md (between its bench markers)")
     p.set_defaults(func=run)
@@ -54,6 +57,8 @@ def run(args) -> int:
         cmd.append("--quick")
     if args.skip:
         cmd += ["--skip", *args.skip]
+    if args.reuse:
+        cmd += ["--reuse", *args.reuse]
     if args.update_readme:
         cmd.append("--update-readme")
     return subprocess.run(cmd, cwd=script.parent.parent).returncode

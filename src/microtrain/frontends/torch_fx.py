@@ -1,7 +1,8 @@
 """PyTorch frontend: a torch.nn.Module -> a float32 Graph (torch.fx trace, BatchNorm folded).
 
 Supported (anything else raises UnsupportedOpError naming the module, its type and this list):
-- nn.Conv2d (dense, depthwise, grouped; odd square kernel, padding (k-1)//2, dilation 1, zero padding),
+- nn.Conv2d (dense, depthwise, grouped; odd square kernel, equal dilation d on both axes, padding d*(k-1)//2
+  ('same'), zero padding),
   with an nn.BatchNorm2d right after it folded into its weight and bias;
 - nn.ReLU / nn.ReLU6 / nn.Hardtanh(0, 6) and F.relu / F.relu6 / torch.relu / x.relu(), fused into the
   conv or residual add that produces their input (our int8 graphs express them as the output clamp);
@@ -13,8 +14,9 @@ Supported (anything else raises UnsupportedOpError naming the module, its type a
 
 1-D models (import_torch(model, length=L, channels=C); input (N, C, L), e.g. sensor time series) use the
 (H = 1, W = L, C) layout, so every 2-D kernel, pass and autodiff rule runs them unchanged:
-- nn.Conv1d (dense, depthwise, pointwise; any kernel, stride, zero padding incl. 'same'; dilation 1) is a
-  conv2d with kernel (1, k) and no padding, preceded by a pad1d node (ops/pad1d.py) when it pads;
+- nn.Conv1d (dense, depthwise, pointwise; any kernel, stride, dilation, zero padding incl. 'same') is a
+  conv2d with kernel (1, k) (attrs "dilation" when > 1) and no padding, preceded by a pad1d node
+  (ops/pad1d.py) when it pads;
 - nn.BatchNorm1d right after it is folded; nn.AdaptiveAvgPool1d(1), an nn.AvgPool1d covering the whole
   sequence, F.adaptive_avg_pool1d(x, 1), x.mean(2) / x.mean(-1) are the global average pool; a windowed
   nn.AvgPool1d(k, stride, padding) is a depthwise conv with weights 1/k (then quantised like any conv);
@@ -149,19 +151,24 @@ class _Importer:
         k = tuple(mod.kernel_size)
         if k[0] != k[1] or k[0] % 2 == 0:
             self.unsupported(fx_node, f"has kernel {k}: only odd square kernels are supported")
+        dh, dw = (int(v) for v in mod.dilation)
+        if dh != dw or mod.padding_mode != "zeros":
+            self.unsupported(fx_node, f"has dilation {tuple(mod.dilation)} / padding_mode {mod.padding_mode!r}: "
+                             "only an equal dilation on both axes with zero padding is supported")
+        d = dh if k[0] > 1 else 1  # a 1x1 kernel reads one input whatever its dilation
+        same = d * (k[0] - 1) // 2
         pad = mod.padding
         if pad == "same":
-            pad = ((k[0] - 1) // 2,) * 2
-        if pad == "valid" or tuple(pad) != ((k[0] - 1) // 2,) * 2:
-            self.unsupported(fx_node, f"has padding {mod.padding!r}: only (k-1)//2 = {(k[0] - 1) // 2} is supported")
-        if tuple(mod.dilation) != (1, 1) or mod.padding_mode != "zeros":
-            self.unsupported(fx_node, f"has dilation {mod.dilation} / padding_mode {mod.padding_mode!r}: "
-                             "only dilation 1 with zero padding is supported")
+            pad = (same,) * 2
+        if pad == "valid" or tuple(pad) != (same,) * 2:
+            self.unsupported(fx_node, f"has padding {mod.padding!r}: only dilation*(k-1)//2 = {same} is supported")
         if mod.stride[0] != mod.stride[1]:
             self.unsupported(fx_node, f"has stride {mod.stride}: only equal strides are supported")
         weight = _np(mod.weight)
         bias = _np(mod.bias) if mod.bias is not None else np.zeros(weight.shape[0])
-        attrs = {"kernel": k, "stride": int(mod.stride[0]), "padding": (k[0] - 1) // 2, "groups": int(mod.groups)}
+        attrs = {"kernel": k, "stride": int(mod.stride[0]), "padding": same, "groups": int(mod.groups)}
+        if d != 1:
+            attrs["dilation"] = d
         return self.add_node(fx_node.target, "conv2d", [x], attrs, {"weight": weight, "bias": bias})
 
     def batchnorm(self, fx_node, mod, fx_in, x: str) -> str:
@@ -230,11 +237,12 @@ class _Importer:
 
     def conv1d(self, fx_node, mod, x: str) -> str:
         (k,), (stride,), (dilation,) = mod.kernel_size, mod.stride, mod.dilation
-        if dilation != 1 or mod.padding_mode != "zeros":
-            self.unsupported(fx_node, f"has dilation {dilation} / padding_mode {mod.padding_mode!r}: only "
-                             "dilation 1 with zero padding is supported (the conv kernels have no dilation)")
+        if mod.padding_mode != "zeros":
+            self.unsupported(fx_node, f"has padding_mode {mod.padding_mode!r}: only zero padding is supported")
+        d = int(dilation) if k > 1 else 1  # a kernel of 1 reads one input whatever its dilation
         if mod.padding == "same":
-            left, right = (k - 1) // 2, k - 1 - (k - 1) // 2  # torch's split of the total k - 1
+            total = d * (k - 1)
+            left, right = total // 2, total - total // 2  # torch's split of the total
         elif mod.padding == "valid":
             left = right = 0
         else:
@@ -244,6 +252,8 @@ class _Importer:
         weight = _np(mod.weight)[:, :, None, :]  # (O, I/groups, k) -> (O, I/groups, 1, k)
         bias = _np(mod.bias) if mod.bias is not None else np.zeros(weight.shape[0])
         attrs = {"kernel": (1, k), "stride": int(stride), "padding": 0, "groups": int(mod.groups)}
+        if d != 1:
+            attrs["dilation"] = d
         return self.add_node(fx_node.target, "conv2d", [x], attrs, {"weight": weight, "bias": bias})
 
     def avgpool1d(self, fx_node, mod, x: str) -> str:

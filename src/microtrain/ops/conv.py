@@ -1,7 +1,9 @@
 """conv2d: dense, depthwise, pointwise and grouped convolution (NHWC activations, OIHW weights).
 
 attrs: kernel (kh, kw), stride, padding (pad on each side, = (k-1)//2 for the upstream models),
-groups, role ("classifier" or absent), activation (float graphs only: None | "relu" | "relu6";
+dilation (optional, default 1: the taps of a window are `dilation` apart on both axes, so a window spans
+(k - 1) * dilation + 1 inputs; a 1-D conv's kernel (1, k) is dilated along time only), groups,
+role ("classifier" or absent), activation (float graphs only: None | "relu" | "relu6";
 in an int8 graph the activation is the int8 clamp of the output's quantisation range).
 params (int8 graph): weight int8, bias int32, w_scales float32 [O].
 params (float graph): weight float32, bias float32.
@@ -31,17 +33,26 @@ INPLACE_INPUT = None  # the forward never writes over its input (codegen.inplace
 KEEPS_INPUT_QUANT = False  # the output has its own calibrated scale/zero point (quant/ptq)
 
 
+def dilation(attrs: dict) -> int:
+    return int(attrs.get("dilation", 1))
+
+
+def span(k: int, d: int) -> int:
+    """Inputs one window covers along an axis: k taps, d apart."""
+    return (k - 1) * d + 1
+
+
 def out_hw(h: int, w: int, attrs: dict) -> tuple[int, int]:
     kh, kw = attrs["kernel"]
-    s, p = attrs["stride"], attrs["padding"]
-    return (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
+    s, p, d = attrs["stride"], attrs["padding"], dilation(attrs)
+    return (h + 2 * p - span(kh, d)) // s + 1, (w + 2 * p - span(kw, d)) // s + 1
 
 
 def window_in(node, lo: int, hi: int, axis: int) -> list[tuple[int, int]]:
     """Patch-based execution (patching.py): the input rows (axis 0) or columns (axis 1) [a, b) that output
     rows/columns [lo, hi) read, in the input's coordinates; outside [0, H) is the padding (real zeros)."""
     k, s, p = node.attrs["kernel"][axis], node.attrs["stride"], node.attrs["padding"]
-    return [(lo * s - p, (hi - 1) * s - p + k)]
+    return [(lo * s - p, (hi - 1) * s - p + span(k, dilation(node.attrs)))]
 
 
 def infer_shape(node, in_shapes):
@@ -60,6 +71,9 @@ def infer_shape(node, in_shapes):
         )
     if node.attrs.get("stride", 0) < 1 or node.attrs.get("padding", -1) < 0:
         raise GraphError(f"conv {node.name!r}: stride must be >= 1 and padding >= 0, got {node.attrs}")
+    d = node.attrs.get("dilation", 1)
+    if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 1:
+        raise GraphError(f"conv {node.name!r}: dilation must be an integer >= 1, got {d!r}")
     bias = node.params.get("bias")
     if bias is None or bias.shape != (o,):
         raise GraphError(f"conv {node.name!r}: bias must have shape ({o},), got {None if bias is None else bias.shape}")
@@ -67,7 +81,8 @@ def infer_shape(node, in_shapes):
         raise GraphError(f"conv {node.name!r}: w_scales must have shape ({o},), got {node.params['w_scales'].shape}")
     ho, wo = out_hw(h, w, node.attrs)
     if ho < 1 or wo < 1:
-        raise GraphError(f"conv {node.name!r}: input {h}x{w} is too small for kernel {kh}x{kw}")
+        raise GraphError(f"conv {node.name!r}: input {h}x{w} is too small for kernel {kh}x{kw}"
+                         + (f" dilated {d}" if d != 1 else ""))
     return (ho, wo, o)
 
 
@@ -92,8 +107,8 @@ def kind(node) -> str:
 
 def describe(node) -> str:
     """The op column of `microtrain info`: family, kernel and stride (e.g. "depthwise 3x3/2")."""
-    k, s = node.attrs["kernel"], node.attrs["stride"]
-    return f"{kind(node)} {k[0]}x{k[1]}/{s}"
+    k, s, d = node.attrs["kernel"], node.attrs["stride"], dilation(node.attrs)
+    return f"{kind(node)} {k[0]}x{k[1]}/{s}" + (f" dil {d}" if d != 1 else "")
 
 
 def macs(node, in_shape, out_shape) -> int:
@@ -113,12 +128,12 @@ def pad_nhwc(x: np.ndarray, p: int) -> np.ndarray:
     return out
 
 
-def im2col(xp: np.ndarray, kh: int, kw: int, stride: int, ho: int, wo: int) -> np.ndarray:
-    """(N, Hp, Wp, C) -> (N, Ho, Wo, kh, kw, C) strided view of every window."""
+def im2col(xp: np.ndarray, kh: int, kw: int, stride: int, ho: int, wo: int, d: int = 1) -> np.ndarray:
+    """(N, Hp, Wp, C) -> (N, Ho, Wo, kh, kw, C) strided view of every window (taps d apart)."""
     n, hp, wp, c = xp.shape
     sn, sh, sw, sc = xp.strides
     return np.lib.stride_tricks.as_strided(
-        xp, shape=(n, ho, wo, kh, kw, c), strides=(sn, sh * stride, sw * stride, sh, sw, sc), writeable=False
+        xp, shape=(n, ho, wo, kh, kw, c), strides=(sn, sh * stride, sw * stride, sh * d, sw * d, sc), writeable=False
     )
 
 
@@ -142,7 +157,7 @@ def conv_accumulate(xs: np.ndarray, weight: np.ndarray, attrs: dict) -> np.ndarr
     bound (max |xs| * max over outputs of sum |W|) is within 2**24, else in float64.
     """
     o, ig, kh, kw = weight.shape
-    s, p, g = attrs["stride"], attrs["padding"], attrs.get("groups", 1)
+    s, p, g, d = attrs["stride"], attrs["padding"], attrs.get("groups", 1), dilation(attrs)
     n, h, w, c = xs.shape
     ho, wo = out_hw(h, w, attrs)
     float_graph = xs.dtype == np.float32 and weight.dtype == np.float32
@@ -157,8 +172,8 @@ def conv_accumulate(xs: np.ndarray, weight: np.ndarray, attrs: dict) -> np.ndarr
         x2 = xs[:, : s * ho : s, : s * wo : s, :].reshape(-1, c).astype(dtype, copy=False)
         return (x2 @ rows.T.astype(dtype)).reshape(n, ho, wo, o)
     if ig == 1 and g == c == o:
-        return depthwise_accumulate(xs, weight[:, 0].astype(dtype), s, p, ho, wo)
-    cols = im2col(pad_nhwc(xs, p), kh, kw, s, ho, wo)  # (N, Ho, Wo, kh, kw, C)
+        return depthwise_accumulate(xs, weight[:, 0].astype(dtype), s, p, ho, wo, d)
+    cols = im2col(pad_nhwc(xs, p), kh, kw, s, ho, wo, d)  # (N, Ho, Wo, kh, kw, C)
     og = o // g
     out = np.empty((n, ho, wo, o), dtype=dtype)
     for gi in range(g):
@@ -167,8 +182,9 @@ def conv_accumulate(xs: np.ndarray, weight: np.ndarray, attrs: dict) -> np.ndarr
     return out
 
 
-def depthwise_accumulate(xs: np.ndarray, wt: np.ndarray, s: int, p: int, ho: int, wo: int) -> np.ndarray:
-    """Depthwise window sums, tap by tap: acc += tap * wt[:, i, j] (wt: (C, kh, kw) in the result dtype).
+def depthwise_accumulate(xs: np.ndarray, wt: np.ndarray, s: int, p: int, ho: int, wo: int, d: int = 1) -> np.ndarray:
+    """Depthwise window sums, tap by tap: acc += tap * wt[:, i, j] (wt: (C, kh, kw) in the result dtype;
+    tap (i, j) reads input (i * d, j * d) of the window).
 
     Speed without changing a single sum: the batch runs in cache-sized chunks; each stride phase of the
     padded input is made contiguous, so every tap is a row-contiguous (Ho, Wo*C) view multiplied by the
@@ -187,7 +203,7 @@ def depthwise_accumulate(xs: np.ndarray, wt: np.ndarray, s: int, p: int, ho: int
         tmp = np.empty_like(acc)
         for i in range(kh):
             for j in range(kw):
-                tap = phases.tap(i, j, ho, wo)
+                tap = phases.tap(i * d, j * d, ho, wo)
                 if i == j == 0:
                     np.multiply(tap, wrow[i, j], out=acc)
                 else:
@@ -228,9 +244,9 @@ class StridePhases:
         return self.plane(i % s, j % s)[:, r0 : r0 + ho, c0 : c0 + wo * c]
 
 
-def depthwise_grad_input(g_acc: np.ndarray, wt: np.ndarray, gxp: np.ndarray) -> None:
-    """Stride 1. gxp (N, Hp, Wp, C) zeros, contiguous, the padded input gradient:
-    gxp[:, i + y, j + x] += g_acc[:, y, x] * wt[:, i, j] for every tap in (i, j) order: the same float32
+def depthwise_grad_input(g_acc: np.ndarray, wt: np.ndarray, gxp: np.ndarray, d: int = 1) -> None:
+    """Stride 1, taps d apart. gxp (N, Hp, Wp, C) zeros, contiguous, the padded input gradient:
+    gxp[:, i*d + y, j*d + x] += g_acc[:, y, x] * wt[:, i, j] for every tap in (i, j) order: the same float32
     operations as a plain loop over taps, on row-contiguous (Ho, Wo*C) blocks in cache-sized batch chunks."""
     n, ho, wo, c = g_acc.shape
     _, kh, kw = wt.shape
@@ -243,18 +259,20 @@ def depthwise_grad_input(g_acc: np.ndarray, wt: np.ndarray, gxp: np.ndarray) -> 
         for i in range(kh):
             for j in range(kw):
                 np.multiply(ga, wrow[i, j], out=tmp)
-                plane.tap(i, j, ho, wo)[...] += tmp
+                plane.tap(i * d, j * d, ho, wo)[...] += tmp
 
 
-def einsum_grad_weight(xs, g_acc, ch, kh, kw, s, p) -> np.ndarray:
-    """The depthwise weight gradient's definition: per tap, np.einsum over the channel-gathered operands."""
+def einsum_grad_weight(xs, g_acc, ch, kh, kw, s, p, d=1) -> np.ndarray:
+    """The depthwise weight gradient's definition: per tap (taps d apart), np.einsum over the channel-gathered
+    operands."""
     n, ho, wo, _ = g_acc.shape
     xp = pad_nhwc(xs[..., ch], p)
     ga = g_acc[..., ch]  # channel-major in memory, like xs[..., ch]: einsum's order depends on it
     out = np.empty((len(ch), 1, kh, kw), np.float32)
     for i in range(kh):
         for j in range(kw):
-            out[:, 0, i, j] = np.einsum("nhwc,nhwc->c", xp[:, i : i + s * ho : s, j : j + s * wo : s, :], ga,
+            win = xp[:, i * d : i * d + s * ho : s, j * d : j * d + s * wo : s, :]
+            out[:, 0, i, j] = np.einsum("nhwc,nhwc->c", win, ga,
                                         dtype=np.float32)
     return out
 
@@ -418,7 +436,7 @@ def grad_input(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape) -> 
     in_shape = (H, W, C) of the forward input (strided convs cannot recover it from the output).
     """
     o, ig, kh, kw = weight.shape
-    s, p, g = attrs["stride"], attrs["padding"], attrs.get("groups", 1)
+    s, p, g, d = attrs["stride"], attrs["padding"], attrs.get("groups", 1), dilation(attrs)
     n, ho, wo, _ = g_acc.shape
     h, w, c = in_shape
     wf = weight.astype(np.float32)
@@ -432,12 +450,12 @@ def grad_input(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape) -> 
     gxp = np.zeros((n, h + 2 * p, w + 2 * p, c), np.float32)
     depthwise = ig == 1 and g == c == o
     if depthwise and s == 1:  # (strided: the phases' copies cost more than they save)
-        depthwise_grad_input(g_acc, wf[:, 0], gxp)
+        depthwise_grad_input(g_acc, wf[:, 0], gxp, d)
         return gxp[:, p : p + h, p : p + w, :]
     og = o // g
     for i in range(kh):
         for j in range(kw):
-            win = gxp[:, i : i + s * ho : s, j : j + s * wo : s, :]
+            win = gxp[:, i * d : i * d + s * ho : s, j * d : j * d + s * wo : s, :]
             if depthwise:
                 win += g_acc * wf[:, 0, i, j]
             else:
@@ -454,20 +472,20 @@ def grad_weight(xs: np.ndarray, g_acc: np.ndarray, weight_shape, attrs: dict, ch
     kh, kw), the slice W[:, channels]; depthwise (len(channels), 1, kh, kw), the slice W[channels].
     """
     o, ig, kh, kw = weight_shape
-    s, p, g = attrs["stride"], attrs["padding"], attrs.get("groups", 1)
+    s, p, g, d = attrs["stride"], attrs["padding"], attrs.get("groups", 1), dilation(attrs)
     n, ho, wo, _ = g_acc.shape
     c = xs.shape[-1]
     ch = np.asarray(channels, dtype=np.int64)
     if ig == 1 and g == c == o:  # depthwise: channel c of the input feeds output c only
-        fast = depthwise_grad_weight(xs, g_acc, ch, kh, kw, s, p) if einsum_reproduced() else None
-        return fast if fast is not None else einsum_grad_weight(xs, g_acc, ch, kh, kw, s, p)
+        fast = depthwise_grad_weight(xs, g_acc, ch, kh, kw, s, p) if d == 1 and einsum_reproduced() else None
+        return fast if fast is not None else einsum_grad_weight(xs, g_acc, ch, kh, kw, s, p, d)
     if g != 1:
         raise NotImplementedError("weight gradients of grouped (non-depthwise) convs are not supported")
     ga2 = g_acc.reshape(-1, o)
     if kh == kw == 1 and p == 0:
         x2 = xs[:, : s * ho : s, : s * wo : s, :][..., ch].reshape(-1, len(ch))
         return (ga2.T @ x2).astype(np.float32).reshape(o, len(ch), 1, 1)
-    cols = im2col(pad_nhwc(np.ascontiguousarray(xs[..., ch]), p), kh, kw, s, ho, wo)
+    cols = im2col(pad_nhwc(np.ascontiguousarray(xs[..., ch]), p), kh, kw, s, ho, wo, d)
     gw = ga2.T @ cols.reshape(-1, kh * kw * len(ch))  # (O, kh*kw*k)
     return gw.reshape(o, kh, kw, len(ch)).transpose(0, 3, 1, 2).astype(np.float32)
 
@@ -638,7 +656,8 @@ def declare(prog, graph, node, idx: int, spec=None) -> ConvLayout:
     (h, wd, c), (ho, wo, o) = graph.tensors[node.inputs[0]].shape, graph.tensors[node.output].shape
     kh, kw = node.attrs["kernel"]
     p = prog.add_params(Params(f"mt_p{idx}", "mt_conv_params", [
-        h, wd, c, ho, wo, o, kh, kw, node.attrs["stride"], node.attrs["padding"], xq.zero_point, yq.zero_point]))
+        h, wd, c, ho, wo, o, kh, kw, node.attrs["stride"], node.attrs["padding"], xq.zero_point, yq.zero_point,
+        dilation(node.attrs)]))
     eff = Const(f"mt_e{idx}", conv_multipliers(xq.scale, node.params["w_scales"], yq.scale), "float32")
     if requant_mode(node) != "tflite":  # the tflite kernel requantises with integers: only a backward reads eff
         prog.add_const(eff)

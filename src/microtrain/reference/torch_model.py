@@ -90,7 +90,7 @@ def _conv_module(graph: Graph, node: Node) -> nn.Conv2d:
     o, ig, kh, kw = w.shape
     groups = node.attrs.get("groups", 1)
     conv = nn.Conv2d(ig * groups, o, (kh, kw), stride=node.attrs["stride"], padding=node.attrs["padding"],
-                     groups=groups, bias=True)
+                     dilation=node.attrs.get("dilation", 1), groups=groups, bias=True)
     if graph.dtype == "int8":
         ws = node.params["w_scales"].astype(np.float64)
         x_scale = float(graph.tensors[node.inputs[0]].quant.scale)

@@ -137,12 +137,12 @@ static float mt_dw_grad_in(const mt_conv_params *p, const float *gacc, const int
     float acc = 0.0f;
     int32_t u, v;
     for (u = 0; u < p->kh; u++) {
-        int32_t ty = iy + p->pad - u, oy;
+        int32_t ty = iy + p->pad - u * p->dilation, oy;
         if (ty < 0 || ty % p->stride) continue;
         oy = ty / p->stride;
         if (oy >= p->out_h) continue;
         for (v = 0; v < p->kw; v++) {
-            int32_t tx = ix + p->pad - v, ox;
+            int32_t tx = ix + p->pad - v * p->dilation, ox;
             if (tx < 0 || tx % p->stride) continue;
             ox = tx / p->stride;
             if (ox >= p->out_w) continue;
@@ -166,12 +166,12 @@ static void mt_dw_grad_in_dense(const mt_conv_params *p, const float *gacc, cons
                 int32_t n = p->in_c - c0 < MT_DWG_CHUNK ? p->in_c - c0 : MT_DWG_CHUNK;
                 for (j = 0; j < n; j++) acc[j] = 0.0f;
                 for (u = 0; u < p->kh; u++) {
-                    int32_t ty = iy + p->pad - u, oy;
+                    int32_t ty = iy + p->pad - u * p->dilation, oy;
                     if (ty < 0 || ty % p->stride) continue;
                     oy = ty / p->stride;
                     if (oy >= p->out_h) continue;
                     for (v = 0; v < p->kw; v++) {
-                        int32_t tx = ix + p->pad - v, ox;
+                        int32_t tx = ix + p->pad - v * p->dilation, ox;
                         const float *g;
                         const int8_t *wt;
                         if (tx < 0 || tx % p->stride) continue;
@@ -221,31 +221,31 @@ void mt_conv_grad_input_depthwise_f32(const mt_conv_params *p, const float *gacc
 static void mt_dw_grad_in_plane(const mt_conv_params *p, const int8_t *wb, int32_t nb, const int16_t *idx,
                                 float *g, float *plane) {
     float wf[MT_DWG_TAPS];
-    int32_t j, i, t, iy, ix, u, v, n = p->out_h * p->out_w, taps = p->kh * p->kw;
+    int32_t j, i, t, iy, ix, u, v, n = p->out_h * p->out_w, taps = p->kh * p->kw, d = p->dilation;
     for (j = 0; j < nb; j++) {
         int32_t c = mt_chan(idx, j);
         for (t = 0; t < taps; t++) wf[t] = (float)wb[t * nb + j];
         for (i = 0; i < n; i++) plane[i] = g[i * p->out_c + c];
         for (iy = 0; iy < p->in_h; iy++) {
-            int32_t rows_in = iy + p->pad - (p->kh - 1) >= 0 && iy + p->pad < p->out_h;
+            int32_t rows_in = iy + p->pad - (p->kh - 1) * d >= 0 && iy + p->pad < p->out_h;
             for (ix = 0; ix < p->in_w; ix++) {
                 float acc = 0.0f;
-                if (rows_in && ix + p->pad - (p->kw - 1) >= 0 && ix + p->pad < p->out_w) {
+                if (rows_in && ix + p->pad - (p->kw - 1) * d >= 0 && ix + p->pad < p->out_w) {
                     /* every tap inside: the same sums in the same order, without the bounds tests */
                     const float *base = plane + (iy + p->pad) * p->out_w + ix + p->pad;
                     const float *wu = wf;
-                    for (u = 0; u < p->kh; u++, base -= p->out_w, wu += p->kw)
-                        for (v = 0; v < p->kw; v++) acc += base[-v] * wu[v];
+                    for (u = 0; u < p->kh; u++, base -= p->out_w * d, wu += p->kw)
+                        for (v = 0; v < p->kw; v++) acc += base[-v * d] * wu[v];
                     g[(iy * p->in_w + ix) * p->in_c + c] = acc;
                     continue;
                 }
                 for (u = 0; u < p->kh; u++) {
-                    int32_t oy = iy + p->pad - u;
+                    int32_t oy = iy + p->pad - u * d;
                     const float *row;
                     if (oy < 0 || oy >= p->out_h) continue;
                     row = plane + oy * p->out_w;
                     for (v = 0; v < p->kw; v++) {
-                        int32_t ox = ix + p->pad - v;
+                        int32_t ox = ix + p->pad - v * d;
                         if (ox < 0 || ox >= p->out_w) continue;
                         acc += row[ox] * wf[u * p->kw + v];
                     }
@@ -276,10 +276,10 @@ static void mt_dense_grad_in_block(const mt_conv_params *p, const float *gacc, c
         for (ox = 0; ox < p->out_w; ox++) {
             const float *g = gacc + (oy * p->out_w + ox) * p->out_c;
             for (u = 0; u < p->kh; u++) {
-                int32_t iy = oy * p->stride - p->pad + u;
+                int32_t iy = oy * p->stride - p->pad + u * p->dilation;
                 if (iy < 0 || iy >= p->in_h) continue;
                 for (v = 0; v < p->kw; v++) {
-                    int32_t ix = ox * p->stride - p->pad + v;
+                    int32_t ix = ox * p->stride - p->pad + v * p->dilation;
                     float *gxp;
                     if (ix < 0 || ix >= p->in_w) continue;
                     gxp = gx + (iy * p->in_w + ix) * p->in_c;
@@ -352,10 +352,10 @@ void mt_conv_weight_update_depthwise_f32(const mt_conv_params *p, const int8_t *
                 int8_t *wp = w->train + (a * p->kw + b) * w->n_train + j;
                 float g = 0.0f, d;
                 for (oy = 0; oy < p->out_h; oy++) {
-                    int32_t iy = oy * p->stride - p->pad + a;
+                    int32_t iy = oy * p->stride - p->pad + a * p->dilation;
                     if (iy < 0 || iy >= p->in_h) continue;
                     for (ox = 0; ox < p->out_w; ox++) {
-                        int32_t ix = ox * p->stride - p->pad + b;
+                        int32_t ix = ox * p->stride - p->pad + b * p->dilation;
                         if (ix < 0 || ix >= p->in_w) continue;
                         g += ((float)x[(iy * p->in_w + ix) * x_c + xc] - (float)p->x_zero) *
                              gacc[(oy * p->out_w + ox) * p->out_c + c];
@@ -382,10 +382,10 @@ void mt_conv_weight_update_f32(const mt_conv_params *p, const int8_t *x, int32_t
                     int8_t *wp = w->train + ((o * p->kh + a) * p->kw + b) * w->n_train + j;
                     float g = 0.0f, d;
                     for (oy = 0; oy < p->out_h; oy++) {
-                        int32_t iy = oy * p->stride - p->pad + a;
+                        int32_t iy = oy * p->stride - p->pad + a * p->dilation;
                         if (iy < 0 || iy >= p->in_h) continue;
                         for (ox = 0; ox < p->out_w; ox++) {
-                            int32_t ix = ox * p->stride - p->pad + b;
+                            int32_t ix = ox * p->stride - p->pad + b * p->dilation;
                             if (ix < 0 || ix >= p->in_w) continue;
                             g += ((float)x[(iy * p->in_w + ix) * x_c + xc] - (float)p->x_zero) *
                                  gacc[(oy * p->out_w + ox) * p->out_c + o];

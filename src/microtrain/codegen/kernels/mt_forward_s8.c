@@ -180,9 +180,9 @@ void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const
                  * then each output channel is one contiguous dot product */
                 int16_t *pp = patch;
                 for (ky = 0; ky < p->kh; ky++) {
-                    int32_t iy = oy * p->stride - p->pad + ky;
+                    int32_t iy = oy * p->stride - p->pad + ky * p->dilation;
                     for (kx = 0; kx < p->kw; kx++) {
-                        int32_t ix = ox * p->stride - p->pad + kx;
+                        int32_t ix = ox * p->stride - p->pad + kx * p->dilation;
                         if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
                             for (i = 0; i < p->in_c; i++) *pp++ = 0;
                         } else {
@@ -206,10 +206,10 @@ void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const
             for (o = 0; o < p->out_c; o++) {
                 int32_t a = 0;
                 for (ky = 0; ky < p->kh; ky++) {
-                    int32_t iy = oy * p->stride - p->pad + ky;
+                    int32_t iy = oy * p->stride - p->pad + ky * p->dilation;
                     if (iy < 0 || iy >= p->in_h) continue;
                     for (kx = 0; kx < p->kw; kx++) {
-                        int32_t ix = ox * p->stride - p->pad + kx;
+                        int32_t ix = ox * p->stride - p->pad + kx * p->dilation;
                         if (ix < 0 || ix >= p->in_w) continue;
                         a += mt_dot_s8(x + (iy * p->in_w + ix) * p->in_c, p->x_zero,
                                        w + ((o * p->kh + ky) * p->kw + kx) * p->in_c, p->in_c);
@@ -232,10 +232,10 @@ void mt_conv_split_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w_
             for (o = 0; o < p->out_c; o++) {
                 int32_t acc = 0;
                 for (ky = 0; ky < p->kh; ky++) {
-                    int32_t iy = oy * p->stride - p->pad + ky;
+                    int32_t iy = oy * p->stride - p->pad + ky * p->dilation;
                     if (iy < 0 || iy >= p->in_h) continue;
                     for (kx = 0; kx < p->kw; kx++) {
-                        int32_t ix = ox * p->stride - p->pad + kx;
+                        int32_t ix = ox * p->stride - p->pad + kx * p->dilation;
                         const int8_t *xp;
                         int32_t k;
                         if (ix < 0 || ix >= p->in_w) continue;
@@ -256,10 +256,10 @@ static int32_t mt_dw_acc(const mt_conv_params *p, const int8_t *x, const int8_t 
                          int32_t c, int32_t oy, int32_t ox) {
     int32_t acc = 0, ky, kx;
     for (ky = 0; ky < p->kh; ky++) {
-        int32_t iy = oy * p->stride - p->pad + ky;
+        int32_t iy = oy * p->stride - p->pad + ky * p->dilation;
         if (iy < 0 || iy >= p->in_h) continue;
         for (kx = 0; kx < p->kw; kx++) {
-            int32_t ix = ox * p->stride - p->pad + kx;
+            int32_t ix = ox * p->stride - p->pad + kx * p->dilation;
             if (ix < 0 || ix >= p->in_w) continue;
             acc += ((int32_t)x[(iy * p->in_w + ix) * p->in_c + c] - p->x_zero) * (int32_t)w[(ky * p->kw + kx) * w_stride];
         }
@@ -280,10 +280,10 @@ void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
                 int32_t n = p->out_c - c0 < MT_DW_CHUNK ? p->out_c - c0 : MT_DW_CHUNK;
                 for (j = 0; j < n; j++) acc[j] = 0;
                 for (ky = 0; ky < p->kh; ky++) {
-                    int32_t iy = oy * p->stride - p->pad + ky;
+                    int32_t iy = oy * p->stride - p->pad + ky * p->dilation;
                     if (iy < 0 || iy >= p->in_h) continue;
                     for (kx = 0; kx < p->kw; kx++) {
-                        int32_t ix = ox * p->stride - p->pad + kx;
+                        int32_t ix = ox * p->stride - p->pad + kx * p->dilation;
                         const int8_t *xp, *wp;
                         if (ix < 0 || ix >= p->in_w) continue;
                         xp = x + (iy * p->in_w + ix) * p->in_c + c0;
@@ -299,7 +299,7 @@ void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
 
 #define MT_DW_TAPS_MAX 49 /* windows up to 7x7: the in-place kernel keeps a channel's taps in a local array */
 
-/* First and one-past-last output index whose window lies inside an input of size n (pad, kernel k). */
+/* First and one-past-last output index whose window lies inside an input of size n (pad, window span k). */
 static void mt_inside_range(int32_t n, int32_t k, int32_t stride, int32_t pad, int32_t n_out, int32_t *lo, int32_t *hi) {
     int32_t last = n - k + pad; /* largest window start (+ pad) that still fits */
     *lo = (pad + stride - 1) / stride;
@@ -318,10 +318,10 @@ void mt_conv_depthwise_inplace_s8(const mt_conv_params *p, const int8_t *x, cons
                                   const float *eff, int8_t *y, uint8_t *mask, int8_t *plane) {
     mt_conv_params one = *p; /* the plane as a one-channel input */
     int16_t wv[MT_DW_TAPS_MAX];
-    int32_t c, i, oy, ox, ky, kx, y0, y1, x0, x1, n_in = p->in_h * p->in_w, taps = p->kh * p->kw;
+    int32_t c, i, oy, ox, ky, kx, y0, y1, x0, x1, n_in = p->in_h * p->in_w, taps = p->kh * p->kw, d = p->dilation;
     one.in_c = 1;
-    mt_inside_range(p->in_h, p->kh, p->stride, p->pad, p->out_h, &y0, &y1);
-    mt_inside_range(p->in_w, p->kw, p->stride, p->pad, p->out_w, &x0, &x1);
+    mt_inside_range(p->in_h, (p->kh - 1) * d + 1, p->stride, p->pad, p->out_h, &y0, &y1);
+    mt_inside_range(p->in_w, (p->kw - 1) * d + 1, p->stride, p->pad, p->out_w, &x0, &x1);
     if (taps > MT_DW_TAPS_MAX) y0 = y1 = 0; /* no local taps: every window goes through mt_dw_acc */
     for (c = 0; c < p->out_c; c++) {
         int32_t zsum = 0;
@@ -338,8 +338,8 @@ void mt_conv_depthwise_inplace_s8(const mt_conv_params *p, const int8_t *x, cons
                     const int8_t *row = plane + (oy * p->stride - p->pad) * p->in_w + ox * p->stride - p->pad;
                     const int16_t *wt = wv;
                     acc = -zsum;
-                    for (ky = 0; ky < p->kh; ky++, row += p->in_w)
-                        for (kx = 0; kx < p->kw; kx++) acc += (int32_t)row[kx] * (int32_t)*wt++;
+                    for (ky = 0; ky < p->kh; ky++, row += p->in_w * d)
+                        for (kx = 0; kx < p->kw; kx++) acc += (int32_t)row[kx * d] * (int32_t)*wt++;
                 } else {
                     acc = mt_dw_acc(&one, plane, w + c, p->out_c, 0, oy, ox);
                 }

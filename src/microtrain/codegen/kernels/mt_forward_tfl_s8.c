@@ -30,10 +30,10 @@ static int32_t mt_tfl_block_acc(const mt_conv_params *p, const int8_t *x, const 
                                 int32_t nb, int32_t c0, int32_t o, int32_t oy, int32_t ox) {
     int32_t ky, kx, j, acc = 0;
     for (ky = 0; ky < p->kh; ky++) {
-        int32_t iy = oy * p->stride - p->pad + ky;
+        int32_t iy = oy * p->stride - p->pad + ky * p->dilation;
         if (iy < 0 || iy >= p->in_h) continue; /* padding: real 0 contributes nothing */
         for (kx = 0; kx < p->kw; kx++) {
-            int32_t ix = ox * p->stride - p->pad + kx;
+            int32_t ix = ox * p->stride - p->pad + kx * p->dilation;
             const int8_t *xp = x + (iy * p->in_w + ix) * p->in_c + c0, *wp = wb + ((o * p->kh + ky) * p->kw + kx) * nb;
             if (ix < 0 || ix >= p->in_w) continue;
             for (j = 0; j < nb; j++) acc += ((int32_t)xp[mt_tfl_chan(idx, j)] - p->x_zero) * (int32_t)wp[j];
@@ -50,10 +50,10 @@ static void mt_tfl_dw_block(const mt_conv_params *p, const int8_t *x, const int8
     for (j = 0; j < nb; j++) {
         int32_t c = mt_tfl_chan(idx, j), acc = 0;
         for (ky = 0; ky < p->kh; ky++) {
-            int32_t iy = oy * p->stride - p->pad + ky;
+            int32_t iy = oy * p->stride - p->pad + ky * p->dilation;
             if (iy < 0 || iy >= p->in_h) continue;
             for (kx = 0; kx < p->kw; kx++) {
-                int32_t ix = ox * p->stride - p->pad + kx;
+                int32_t ix = ox * p->stride - p->pad + kx * p->dilation;
                 if (ix < 0 || ix >= p->in_w) continue;
                 acc += ((int32_t)x[(iy * p->in_w + ix) * p->in_c + c] - p->x_zero) * (int32_t)wb[(ky * p->kw + kx) * nb + j];
             }

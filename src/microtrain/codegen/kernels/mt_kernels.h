@@ -3,7 +3,7 @@
  * Conventions (CMSIS-NN style: one function per op and shape family, explicit s8/s32/f32 names):
  * - activations are NHWC for one sample (batch 1), int8 with a per-tensor zero point;
  * - weight layouts are chosen by the code generator for the kernel's inner loop:
- *     mt_conv_s8            (O, kh, kw, I)   dense conv, groups = 1, any kernel/stride/padding
+ *     mt_conv_s8            (O, kh, kw, I)   dense conv, groups = 1, any kernel/stride/padding/dilation
  *     mt_conv_pointwise_s8  (O, I)           1x1 conv, padding 0, any stride
  *     mt_conv_depthwise_s8  (kh, kw, C)      depthwise conv, groups = C = O
  * - bias is int32, eff[o] the float32 requantisation multiplier (quant/arith.conv_multipliers);
@@ -23,6 +23,7 @@ typedef struct {
     int32_t out_h, out_w, out_c; /* output tensor (H, W, C) */
     int32_t kh, kw, stride, pad; /* pad = zeros (real value 0) on each side */
     int32_t x_zero, y_zero;      /* zero points of input and output */
+    int32_t dilation;            /* taps of a window are `dilation` inputs apart on both axes (1: dense window) */
 } mt_conv_params;
 
 typedef struct {

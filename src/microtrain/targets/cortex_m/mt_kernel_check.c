@@ -130,6 +130,7 @@ static int backward_checks(void)
         const BCase *c = &bcases[i];
         mt_conv_params p;
         p.in_h = c->h, p.in_w = c->w, p.in_c = c->in_c, p.kh = p.kw = c->k, p.stride = c->stride, p.pad = c->pad;
+        p.dilation = 1;
         p.out_h = (c->h + 2 * c->pad - c->k) / c->stride + 1;
         p.out_w = (c->w + 2 * c->pad - c->k) / c->stride + 1;
         p.out_c = c->out_c, p.x_zero = (int32_t)rand_s8(), p.y_zero = 0;
@@ -195,6 +196,7 @@ int main(void)
         p.kh = p.kw = c->k;
         p.stride = c->stride;
         p.pad = c->pad;
+        p.dilation = 1;
         p.out_h = (c->h + 2 * c->pad - c->k) / c->stride + 1;
         p.out_w = (c->w + 2 * c->pad - c->k) / c->stride + 1;
         p.out_c = c->out_c;

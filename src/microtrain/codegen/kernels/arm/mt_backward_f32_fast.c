@@ -18,6 +18,7 @@
  * - the masked gradient of a conv output: a pixel loop over channels instead of a per-element counter, one
  *   mask byte per 8 channels when c % 8 == 0;
  * - fused bias update: four channels per pass over the positions.
+ * A dilated depthwise conv (dilation > 1) runs the portable kernel.
  * Chosen at build time like the SIMD kernels (targets/cortex_m/mt_cortex_m.mk renames the portable ones). */
 #include "mt_arith.h"
 #include "mt_kernels.h"
@@ -434,8 +435,15 @@ static void dw_grad_in_whole(const mt_conv_params *p, const float *gacc, const i
     }
 }
 
+void mt_conv_grad_input_depthwise_f32_portable(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
+                                               float *gx);
+
 void mt_conv_grad_input_depthwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx)
 {
+    if (p->dilation != 1) { /* a dilated window: the portable kernel's loops */
+        mt_conv_grad_input_depthwise_f32_portable(p, gacc, w, gx);
+        return;
+    }
     if (p->kh * p->kw <= MT_DWG_MAX_TAPS && !w->frozen_idx && w->n_train == 0) {
         dw_grad_in_whole(p, gacc, w->frozen, gx);
         return;

@@ -28,7 +28,9 @@
  *   mask the four clamp bits of a channel block are written as one nibble.
  * Unmasked outputs of a call whose multipliers are all finite skip the NaN test and the mask update
  * (requant_finite); the result is the same. Shapes beyond the stack patch / tap list sizes call the portable
- * kernel. Stack: the deepest kernel frame is about 1.2 KB (pointwise_quads_chunked). */
+ * kernel, and so does a dilated window (dilation > 1: the 1-D models' dilated convs run the portable loops;
+ * pointwise kernels have no window to dilate). Stack: the deepest kernel frame is about 1.2 KB
+ * (pointwise_quads_chunked). */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 
 #include <arm_acle.h>
@@ -1101,7 +1103,7 @@ void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const
                 const float *eff, int8_t *y, uint8_t *mask)
 {
     const int32_t k_n = p->kh * p->kw * p->in_c;
-    if (k_n > MT_SIMD_PATCH_MAX) {
+    if (k_n > MT_SIMD_PATCH_MAX || p->dilation != 1) {
         mt_conv_s8_portable(p, x, w, bias, eff, y, mask);
         return;
     }
@@ -1669,7 +1671,7 @@ void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
                           const float *eff, int8_t *y, uint8_t *mask)
 {
     const int32_t c_n = p->out_c, n_taps = p->kh * p->kw;
-    if (n_taps > MT_DW_MAX_TAPS) {
+    if (n_taps > MT_DW_MAX_TAPS || p->dilation != 1) {
         mt_conv_depthwise_s8_portable(p, x, w, bias, eff, y, mask);
         return;
     }
@@ -1726,9 +1728,17 @@ static int32_t dw_plane_border(const mt_conv_params *p, const int8_t *plane, con
     return acc;
 }
 
+void mt_conv_depthwise_inplace_s8_portable(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                           const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask,
+                                           int8_t *plane);
+
 void mt_conv_depthwise_inplace_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                                   const float *eff, int8_t *y, uint8_t *mask, int8_t *plane)
 {
+    if (p->dilation != 1) {
+        mt_conv_depthwise_inplace_s8_portable(p, x, w, bias, eff, y, mask, plane);
+        return;
+    }
     const int32_t in_w = p->in_w, n_in = p->in_h * in_w, taps = p->kh * p->kw, s = p->stride, out_c = p->out_c;
     const int inside_ok = taps <= MT_DWI_TAPS_MAX, k3 = p->kh == 3 && p->kw == 3;
     int32_t wv[MT_DWI_TAPS_MAX] = {0};
