@@ -59,7 +59,12 @@ static const Case cases[] = {
     /* split into whole groups of 4 channels (FIRST_GROUPED_SPLIT on): folded, and one bias too large to fold */
     {"split", 6, 6, 48, 16, 1, 1, 0},      {"split", 5, 4, 24, 24, 1, 1, 0},
     {"pointwise", 3, 4, 520, 8, 1, 1, 0}, /* in_c beyond the bias-folding bound */
+    /* in_c 8 without a mask (pointwise_narrow8): an odd last channel, stride 2 and three tables of channels,
+     * a layer-sized case (NARROW_LAYER_CASE); biases near 2^24, one too large to fold, small */
+    {"pointwise", 9, 7, 8, 13, 1, 1, 0},   {"pointwise", 7, 7, 8, 70, 1, 2, 0},
+    {"pointwise", 16, 16, 8, 32, 1, 1, 0}, {"pointwise", 5, 5, 8, 2, 1, 1, 0},
 };
+#define NARROW_LAYER_CASE 43
 #define FIRST_GROUPED_SPLIT 38
 #define MANY_DEAD_CASE 33 /* more dead channels than the SIMD kernels list (MT_DEAD_MAX) */
 #define FIRST_FOLD_CASE 19

@@ -876,9 +876,148 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
     return pix;
 }
 
+/* Pointwise conv with in_c == 8, no mask, finite multipliers: one pixel at a time, its 8 inputs unpacked once
+ * into four registers (x-stationary), and the output channels in pairs from a per-call table of
+ * (multipliers, folded bias, weights unpacked to int16 lanes), all in one asm loop (narrow_rows). The quads'
+ * weight-stationary loop costs about 18 instructions per output at in_c 8 (its per-channel state reload and
+ * requantisation over 8 MACs); here a pair of outputs takes 27 (2 LDM of bias + weights, 8 SMLAD, QUAD_STORE's
+ * float steps for two, 2 STRB with post-increment), outputs contiguous. Channels whose bias cannot be folded
+ * (dead channels) and an odd last channel are redone in C afterwards (narrow_redo). */
+#ifndef MT_NARROW_O_BLOCK
+#define MT_NARROW_O_BLOCK 32 /* output channels per table: 32 / 2 * 12 words = 768 bytes of stack */
+#endif
+#define MT_NARROW_PAIR_WORDS 12 /* e_a, e_b, b_a, 4 lanes of a, b_b, 4 lanes of b */
+
+typedef struct {
+    const int8_t *x;          /* 0: input of the current pixel */
+    const int8_t *x_end;      /* 4: input of the pixel after the run */
+    int8_t *y;                /* 8: output of the current pixel, first channel of the table */
+    int32_t y_step;           /* 12: out_c */
+    const uint32_t *tab;      /* 16 */
+    const uint32_t *tab_end;  /* 20 */
+    int32_t neg_zero;         /* 24 */
+    int32_t y_zero;           /* 28 */
+    int32_t x_step;           /* 32: bytes between the run's pixels' inputs */
+} narrow_ctx;
+
+/* One output channel of the pair loop: r1 the table, r2-r5 the pixel's lanes, BR its sum (from the bias). */
+#define NARROW_CHANNEL(BR)                                                                                       \
+    "ldmia   r1!, {" BR ", r8, r9, r10, r11}\n\t"                                                                \
+    "smlad   " BR ", r2, r8, " BR "\n\t"                                                                         \
+    "smlad   " BR ", r3, r9, " BR "\n\t"                                                                         \
+    "smlad   " BR ", r4, r10, " BR "\n\t"                                                                        \
+    "smlad   " BR ", r5, r11, " BR "\n\t"
+
+/* The run of pixels ctx describes (at least one), every channel pair of the table (at least one). The loop
+ * needs r1-r12 and lr, so ctx waits on the stack (one push) and is reloaded once per pixel. */
+static __attribute__((noinline)) void narrow_rows(narrow_ctx *ctx)
+{
+    register narrow_ctx *c __asm__("r0") = ctx;
+    __asm__ volatile(
+        "push    {r0}\n\t"
+        "0:\n\t"
+        "ldr     r0, [sp]\n\t"
+        "ldr     r1, [r0]\n\t"
+        "ldr     r8, [r1]\n\t"
+        "ldr     r10, [r1, #4]\n\t"
+        "ldr     r6, [r0, #32]\n\t"
+        "add     r1, r1, r6\n\t"
+        "str     r1, [r0]\n\t"
+        "ldr     r7, [r0, #24]\n\t"
+        "sxtab16 r2, r7, r8\n\t"
+        "sxtab16 r3, r7, r8, ror #8\n\t"
+        "sxtab16 r4, r7, r10\n\t"
+        "sxtab16 r5, r7, r10, ror #8\n\t"
+        "ldrd    r12, r6, [r0, #8]\n\t" /* y, y_step */
+        "add     r6, r12, r6\n\t"
+        "str     r6, [r0, #8]\n\t"
+        "ldr     lr, [r0, #28]\n\t"
+        "ldrd    r1, r0, [r0, #16]\n\t" /* the table, its end */
+        "1:\n\t"
+        "vldmia  r1!, {s12, s13}\n\t" NARROW_CHANNEL("r6") NARROW_CHANNEL("r7")
+        "vmov    s8, s9, r6, r7\n\t"
+        "vcvt.f32.s32 s8, s8\n\t"
+        "vcvt.f32.s32 s9, s9\n\t"
+        "vmul.f32 s8, s8, s12\n\t"
+        "vmul.f32 s9, s9, s13\n\t"
+        "vcvtr.s32.f32 s8, s8\n\t"
+        "vcvtr.s32.f32 s9, s9\n\t"
+        "vmov    r6, r7, s8, s9\n\t"
+        "qadd    r6, r6, lr\n\t"
+        "qadd    r7, r7, lr\n\t"
+        "ssat    r6, #8, r6\n\t"
+        "ssat    r7, #8, r7\n\t"
+        "strb    r6, [r12], #1\n\t"
+        "strb    r7, [r12], #1\n\t"
+        "cmp     r1, r0\n\t"
+        "bne     1b\n\t"
+        "ldr     r0, [sp]\n\t"
+        "ldrd    r1, r6, [r0]\n\t"
+        "cmp     r1, r6\n\t"
+        "bne     0b\n\t"
+        "add     sp, sp, #4\n\t"
+        : "+r"(c)
+        :
+        : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9", "s12", "s13",
+          "cc", "memory");
+}
+
+static inline uint32_t float_bits(float f)
+{
+    uint32_t u;
+    __builtin_memcpy(&u, &f, 4);
+    return u;
+}
+
+/* Channels o .. o + n - 1 (n even) of an in_c 8 weight into narrow_rows' table; an unfoldable bias as 0. */
+static void narrow_table(const int8_t *w, const int32_t *bias, const float *eff, int32_t o, int32_t n, uint32_t *tab)
+{
+    for (int32_t k = 0; k < n; k += 2, tab += MT_NARROW_PAIR_WORDS) {
+        for (int32_t j = 0; j < 2; j++) {
+            const int32_t ch = o + k + j;
+            uint32_t *t = tab + 2 + 5 * j;
+            const uint32_t v0 = load_u32(w + ch * 8), v1 = load_u32(w + ch * 8 + 4);
+            tab[j] = float_bits(eff[ch]);
+            t[0] = fold_one(bias[ch]) ? (uint32_t)bias[ch] : 0u;
+            t[1] = __sxtb16(v0), t[2] = sxtb16_ror8(v0), t[3] = __sxtb16(v1), t[4] = sxtb16_ror8(v1);
+        }
+    }
+}
+
+static __attribute__((noinline)) void pointwise_narrow8(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                                        const int32_t *bias, const float *eff, int8_t *y)
+{
+    uint32_t tab[MT_NARROW_O_BLOCK / 2 * MT_NARROW_PAIR_WORDS];
+    const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w, neg_zero = pack_neg_zero(p->x_zero);
+    const int32_t pairs = out_c & ~1;
+    /* stride 1: all pixels are one run; otherwise one run per output row */
+    const int32_t run = p->stride == 1 ? n_pix : p->out_w, x_step = p->stride * 8;
+    for (int32_t o = 0; o < pairs; o += MT_NARROW_O_BLOCK) {
+        const int32_t n = pairs - o < MT_NARROW_O_BLOCK ? pairs - o : MT_NARROW_O_BLOCK;
+        narrow_table(w, bias, eff, o, n, tab);
+        for (int32_t pix = 0; pix < n_pix; pix += run) {
+            const int8_t *xr = pixel_in(p, x, pix);
+            narrow_ctx ctx = {xr, xr + run * x_step, y + pix * out_c + o, out_c, tab,
+                              tab + n / 2 * MT_NARROW_PAIR_WORDS, neg_zero, p->y_zero, x_step};
+            narrow_rows(&ctx);
+        }
+    }
+    /* redone with the bias added in float: the odd last channel, the channels whose bias was not folded */
+    for (int32_t ch = 0; ch < out_c; ch++) {
+        if (ch < pairs && fold_one(bias[ch])) continue;
+        for (int32_t pix = 0; pix < n_pix; pix++)
+            y[pix * out_c + ch] = requant_finite(dot1_s8(pixel_in(p, x, pix), neg_zero, w + ch * 8, 8),
+                                                 (float)bias[ch], eff[ch], p->y_zero);
+    }
+}
+
 void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask)
 {
+    if (p->in_c == 8 && !mask && p->out_c >= 2 && all_finite(eff, p->out_c)) {
+        pointwise_narrow8(p, x, w, bias, eff, y);
+        return;
+    }
     const int32_t in_c = p->in_c, out_c = p->out_c, neg_zero = pack_neg_zero(p->x_zero), n4 = in_c & ~3;
     if (n4 == 0) {
         pointwise_pixel_pairs(p, x, w, bias, eff, y, mask);
