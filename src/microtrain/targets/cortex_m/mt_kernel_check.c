@@ -63,8 +63,14 @@ static const Case cases[] = {
      * a layer-sized case (NARROW_LAYER_CASE); biases near 2^24, one too large to fold, small */
     {"pointwise", 9, 7, 8, 13, 1, 1, 0},   {"pointwise", 7, 7, 8, 70, 1, 2, 0},
     {"pointwise", 16, 16, 8, 32, 1, 1, 0}, {"pointwise", 5, 5, 8, 2, 1, 1, 0},
+    /* in_c 16 the same way (tables of 18 channels): odd, stride 2 over three tables, layer-sized */
+    {"pointwise", 6, 7, 16, 9, 1, 1, 0},   {"pointwise", 9, 7, 16, 41, 1, 2, 0},
+    {"pointwise", 16, 16, 16, 48, 1, 1, 0},
+    /* in_c 24 and 32 without a mask (the quads, not pointwise_narrow): stride 2, odd channel counts */
+    {"pointwise", 7, 6, 24, 31, 1, 2, 0},  {"pointwise", 9, 9, 32, 21, 1, 1, 0},
+    {"pointwise", 8, 8, 24, 120, 1, 1, 0},
 };
-#define NARROW_LAYER_CASE 43
+#define NARROW_LAYER_CASE 43 /* and 47: in_c 16 */
 #define FIRST_GROUPED_SPLIT 38
 #define MANY_DEAD_CASE 33 /* more dead channels than the SIMD kernels list (MT_DEAD_MAX) */
 #define FIRST_FOLD_CASE 19

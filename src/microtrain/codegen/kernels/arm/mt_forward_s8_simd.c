@@ -876,17 +876,16 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
     return pix;
 }
 
-/* Pointwise conv with in_c == 8, no mask, finite multipliers: one pixel at a time, its 8 inputs unpacked once
- * into four registers (x-stationary), and the output channels in pairs from a per-call table of
- * (multipliers, folded bias, weights unpacked to int16 lanes), all in one asm loop (narrow_rows). The quads'
- * weight-stationary loop costs about 18 instructions per output at in_c 8 (its per-channel state reload and
- * requantisation over 8 MACs); here a pair of outputs takes 27 (2 LDM of bias + weights, 8 SMLAD, QUAD_STORE's
- * float steps for two, 2 STRB with post-increment), outputs contiguous. Channels whose bias cannot be folded
- * (dead channels) and an odd last channel are redone in C afterwards (narrow_redo). */
-#ifndef MT_NARROW_O_BLOCK
-#define MT_NARROW_O_BLOCK 32 /* output channels per table: 32 / 2 * 12 words = 768 bytes of stack */
-#endif
-#define MT_NARROW_PAIR_WORDS 12 /* e_a, e_b, b_a, 4 lanes of a, b_b, 4 lanes of b */
+/* Pointwise conv with in_c 8 or 16, no mask, finite multipliers: one pixel at a time, its inputs unpacked once
+ * (x-stationary: channels 0-7 in four registers, 8-15 in words after the table), and the output channels in
+ * pairs from a per-call table of (multipliers, folded bias, weights unpacked to int16 lanes), all in one asm loop
+ * (narrow_rows). The quads' weight-stationary loop costs about 18 instructions per output at in_c 8 (its
+ * per-channel state reload and requantisation over 8 MACs); here a pair of outputs takes 27 at in_c 8 (2 LDM of
+ * bias + weights, 8 SMLAD, QUAD_STORE's float steps for two, 2 STRB with post-increment), 16 more per 8 inputs
+ * beyond (45 at in_c 16), outputs contiguous. At in_c 24 and 32 the quads do better (measured: 1.42 and 1.47 against
+ * 1.35 and 1.40 instructions per MAC; tables of few channels, the pixel unpacked again per table). Channels whose bias cannot be folded (dead channels) and an odd last channel are redone in
+ * C afterwards. */
+#define MT_NARROW_TAB_WORDS 192 /* 768 bytes of stack (+ 16 for the pixel's inputs 8-15) */
 
 typedef struct {
     const int8_t *x;          /* 0: input of the current pixel */
@@ -894,72 +893,88 @@ typedef struct {
     int8_t *y;                /* 8: output of the current pixel, first channel of the table */
     int32_t y_step;           /* 12: out_c */
     const uint32_t *tab;      /* 16 */
-    const uint32_t *tab_end;  /* 20 */
+    uint32_t *tab_end;        /* 20: followed by in_c / 2 - 4 words: the pixel's inputs 8 on, unpacked */
     int32_t neg_zero;         /* 24 */
     int32_t y_zero;           /* 28 */
     int32_t x_step;           /* 32: bytes between the run's pixels' inputs */
 } narrow_ctx;
 
-/* One output channel of the pair loop: r1 the table, r2-r5 the pixel's lanes, BR its sum (from the bias). */
-#define NARROW_CHANNEL(BR)                                                                                       \
+/* The pixel's input word at byte OFF unpacked into lanes RA (bytes 0, 2) and RB (1, 3); r1 the input, r7 -x_zero. */
+#define NARROW_UNPACK(RA, RB, RW) "sxtab16 " RA ", r7, " RW "\n\t" "sxtab16 " RB ", r7, " RW ", ror #8\n\t"
+/* One output channel: r1 the table, r2-r5 the pixel's lanes of inputs 0-7, BR its sum (from the bias);
+ * HIGH: inputs 8-15 (NARROW_HIGH, in_c 16) or "". */
+#define NARROW_CHANNEL(BR, HIGH)                                                                                 \
     "ldmia   r1!, {" BR ", r8, r9, r10, r11}\n\t"                                                                \
     "smlad   " BR ", r2, r8, " BR "\n\t"                                                                         \
     "smlad   " BR ", r3, r9, " BR "\n\t"                                                                         \
     "smlad   " BR ", r4, r10, " BR "\n\t"                                                                        \
-    "smlad   " BR ", r5, r11, " BR "\n\t"
+    "smlad   " BR ", r5, r11, " BR "\n\t" HIGH
+/* Inputs 8 + 4j .. 11 + 4j (two lane words at r0 + 8j, after the table) against the channel's next two weight
+ * lanes; NARROW_HIGH_1: inputs 8-15. */
+#define NARROW_HIGH4(BR, OFF)                                                                                    \
+    "ldmia   r1!, {r8, r9}\n\t"                                                                                  \
+    "ldrd    r10, r11, [r0, #" OFF "]\n\t"                                                                       \
+    "smlad   " BR ", r10, r8, " BR "\n\t"                                                                        \
+    "smlad   " BR ", r11, r9, " BR "\n\t"
+#define NARROW_HIGH_1(BR) NARROW_HIGH4(BR, "0") NARROW_HIGH4(BR, "8")
+/* Per pixel: ctx (on the stack) reloaded, x and y advanced, the inputs unpacked (IN_HIGH: inputs 8-15 first,
+ * into the words after the table), then the channel-pair loop. */
+#define NARROW_IN8(OFF)                                                                                          \
+    "ldrd    r8, r10, [r1, #" OFF "]\n\t" NARROW_UNPACK("r2", "r3", "r8") NARROW_UNPACK("r4", "r5", "r10")          \
+    "stmia   r6!, {r2, r3, r4, r5}\n\t"
+#define NARROW_IN_1 "ldr     r6, [r0, #20]\n\t" NARROW_IN8("8")
+#define NARROW_ROWS_ASM(IN_HIGH, HIGH_A, HIGH_B)                                                                    \
+    "push    {r0}\n\t"                                                                                           \
+    "0:\n\t"                                                                                                     \
+    "ldr     r0, [sp]\n\t"                                                                                       \
+    "ldr     r1, [r0]\n\t"                                                                                       \
+    "ldr     r6, [r0, #32]\n\t"                                                                                  \
+    "add     r6, r1, r6\n\t"                                                                                     \
+    "str     r6, [r0]\n\t"                                                                                       \
+    "ldr     r7, [r0, #24]\n\t" IN_HIGH                                                                          \
+    "ldrd    r8, r10, [r1]\n\t" NARROW_UNPACK("r2", "r3", "r8") NARROW_UNPACK("r4", "r5", "r10")                   \
+    "ldrd    r12, r6, [r0, #8]\n\t" /* y, y_step */                                                              \
+    "add     r6, r12, r6\n\t"                                                                                    \
+    "str     r6, [r0, #8]\n\t"                                                                                   \
+    "ldr     lr, [r0, #28]\n\t"                                                                                  \
+    "ldrd    r1, r0, [r0, #16]\n\t" /* the table, its end */                                                     \
+    "1:\n\t"                                                                                                     \
+    "vldmia  r1!, {s12, s13}\n\t" NARROW_CHANNEL("r6", HIGH_A) NARROW_CHANNEL("r7", HIGH_B)                       \
+    "vmov    s8, s9, r6, r7\n\t"                                                                                 \
+    "vcvt.f32.s32 s8, s8\n\t"                                                                                    \
+    "vcvt.f32.s32 s9, s9\n\t"                                                                                    \
+    "vmul.f32 s8, s8, s12\n\t"                                                                                   \
+    "vmul.f32 s9, s9, s13\n\t"                                                                                   \
+    "vcvtr.s32.f32 s8, s8\n\t"                                                                                   \
+    "vcvtr.s32.f32 s9, s9\n\t"                                                                                   \
+    "vmov    r6, r7, s8, s9\n\t"                                                                                 \
+    "qadd    r6, r6, lr\n\t"                                                                                     \
+    "qadd    r7, r7, lr\n\t"                                                                                     \
+    "ssat    r6, #8, r6\n\t"                                                                                     \
+    "ssat    r7, #8, r7\n\t"                                                                                     \
+    "strb    r6, [r12], #1\n\t"                                                                                  \
+    "strb    r7, [r12], #1\n\t"                                                                                  \
+    "cmp     r1, r0\n\t"                                                                                         \
+    "bne     1b\n\t"                                                                                             \
+    "ldr     r0, [sp]\n\t"                                                                                       \
+    "ldrd    r1, r6, [r0]\n\t"                                                                                   \
+    "cmp     r1, r6\n\t"                                                                                         \
+    "bne     0b\n\t"                                                                                             \
+    "add     sp, sp, #4\n\t"
+#define NARROW_ROWS_CALL(TEXT)                                                                                   \
+    __asm__ volatile(TEXT                                                                                        \
+                     : "+r"(c)                                                                                   \
+                     :                                                                                           \
+                     : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9",  \
+                       "s12", "s13", "cc", "memory")
 
 /* The run of pixels ctx describes (at least one), every channel pair of the table (at least one). The loop
  * needs r1-r12 and lr, so ctx waits on the stack (one push) and is reloaded once per pixel. */
-static __attribute__((noinline)) void narrow_rows(narrow_ctx *ctx)
+static __attribute__((noinline)) void narrow_rows(narrow_ctx *ctx, int32_t in_c)
 {
     register narrow_ctx *c __asm__("r0") = ctx;
-    __asm__ volatile(
-        "push    {r0}\n\t"
-        "0:\n\t"
-        "ldr     r0, [sp]\n\t"
-        "ldr     r1, [r0]\n\t"
-        "ldr     r8, [r1]\n\t"
-        "ldr     r10, [r1, #4]\n\t"
-        "ldr     r6, [r0, #32]\n\t"
-        "add     r1, r1, r6\n\t"
-        "str     r1, [r0]\n\t"
-        "ldr     r7, [r0, #24]\n\t"
-        "sxtab16 r2, r7, r8\n\t"
-        "sxtab16 r3, r7, r8, ror #8\n\t"
-        "sxtab16 r4, r7, r10\n\t"
-        "sxtab16 r5, r7, r10, ror #8\n\t"
-        "ldrd    r12, r6, [r0, #8]\n\t" /* y, y_step */
-        "add     r6, r12, r6\n\t"
-        "str     r6, [r0, #8]\n\t"
-        "ldr     lr, [r0, #28]\n\t"
-        "ldrd    r1, r0, [r0, #16]\n\t" /* the table, its end */
-        "1:\n\t"
-        "vldmia  r1!, {s12, s13}\n\t" NARROW_CHANNEL("r6") NARROW_CHANNEL("r7")
-        "vmov    s8, s9, r6, r7\n\t"
-        "vcvt.f32.s32 s8, s8\n\t"
-        "vcvt.f32.s32 s9, s9\n\t"
-        "vmul.f32 s8, s8, s12\n\t"
-        "vmul.f32 s9, s9, s13\n\t"
-        "vcvtr.s32.f32 s8, s8\n\t"
-        "vcvtr.s32.f32 s9, s9\n\t"
-        "vmov    r6, r7, s8, s9\n\t"
-        "qadd    r6, r6, lr\n\t"
-        "qadd    r7, r7, lr\n\t"
-        "ssat    r6, #8, r6\n\t"
-        "ssat    r7, #8, r7\n\t"
-        "strb    r6, [r12], #1\n\t"
-        "strb    r7, [r12], #1\n\t"
-        "cmp     r1, r0\n\t"
-        "bne     1b\n\t"
-        "ldr     r0, [sp]\n\t"
-        "ldrd    r1, r6, [r0]\n\t"
-        "cmp     r1, r6\n\t"
-        "bne     0b\n\t"
-        "add     sp, sp, #4\n\t"
-        : "+r"(c)
-        :
-        : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9", "s12", "s13",
-          "cc", "memory");
+    if (in_c == 16) NARROW_ROWS_CALL(NARROW_ROWS_ASM(NARROW_IN_1, NARROW_HIGH_1("r6"), NARROW_HIGH_1("r7")));
+    else NARROW_ROWS_CALL(NARROW_ROWS_ASM("", "", ""));
 }
 
 static inline uint32_t float_bits(float f)
@@ -969,44 +984,47 @@ static inline uint32_t float_bits(float f)
     return u;
 }
 
-/* Channels o .. o + n - 1 (n even) of an in_c 8 weight into narrow_rows' table; an unfoldable bias as 0. */
-static void narrow_table(const int8_t *w, const int32_t *bias, const float *eff, int32_t o, int32_t n, uint32_t *tab)
+/* Channels o .. o + n - 1 (n even) of the weight (in_c 8 or 16) into narrow_rows' table: per pair the two
+ * multipliers, then per channel its bias (0 when it cannot be folded) and in_c / 2 lane words. */
+static void narrow_table(const int8_t *w, int32_t in_c, const int32_t *bias, const float *eff, int32_t o, int32_t n,
+                         uint32_t *tab)
 {
-    for (int32_t k = 0; k < n; k += 2, tab += MT_NARROW_PAIR_WORDS) {
-        for (int32_t j = 0; j < 2; j++) {
-            const int32_t ch = o + k + j;
-            uint32_t *t = tab + 2 + 5 * j;
-            const uint32_t v0 = load_u32(w + ch * 8), v1 = load_u32(w + ch * 8 + 4);
-            tab[j] = float_bits(eff[ch]);
-            t[0] = fold_one(bias[ch]) ? (uint32_t)bias[ch] : 0u;
-            t[1] = __sxtb16(v0), t[2] = sxtb16_ror8(v0), t[3] = __sxtb16(v1), t[4] = sxtb16_ror8(v1);
+    for (int32_t k = 0; k < n; k += 2) {
+        *tab++ = float_bits(eff[o + k]), *tab++ = float_bits(eff[o + k + 1]);
+        for (int32_t ch = o + k; ch < o + k + 2; ch++) {
+            *tab++ = fold_one(bias[ch]) ? (uint32_t)bias[ch] : 0u;
+            for (int32_t i = 0; i < in_c; i += 4) {
+                const uint32_t v = load_u32(w + ch * in_c + i);
+                *tab++ = __sxtb16(v), *tab++ = sxtb16_ror8(v);
+            }
         }
     }
 }
 
-static __attribute__((noinline)) void pointwise_narrow8(const mt_conv_params *p, const int8_t *x, const int8_t *w,
-                                                        const int32_t *bias, const float *eff, int8_t *y)
+static __attribute__((noinline)) void pointwise_narrow(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                                       const int32_t *bias, const float *eff, int8_t *y)
 {
-    uint32_t tab[MT_NARROW_O_BLOCK / 2 * MT_NARROW_PAIR_WORDS];
-    const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w, neg_zero = pack_neg_zero(p->x_zero);
+    uint32_t tab[MT_NARROW_TAB_WORDS + 4];
+    const int32_t in_c = p->in_c, out_c = p->out_c, n_pix = p->out_h * p->out_w, neg_zero = pack_neg_zero(p->x_zero);
+    const int32_t pair_words = 2 + 2 * (1 + in_c / 2), block = 2 * (MT_NARROW_TAB_WORDS / pair_words);
     const int32_t pairs = out_c & ~1;
     /* stride 1: all pixels are one run; otherwise one run per output row */
-    const int32_t run = p->stride == 1 ? n_pix : p->out_w, x_step = p->stride * 8;
-    for (int32_t o = 0; o < pairs; o += MT_NARROW_O_BLOCK) {
-        const int32_t n = pairs - o < MT_NARROW_O_BLOCK ? pairs - o : MT_NARROW_O_BLOCK;
-        narrow_table(w, bias, eff, o, n, tab);
+    const int32_t run = p->stride == 1 ? n_pix : p->out_w, x_step = p->stride * in_c;
+    for (int32_t o = 0; o < pairs; o += block) {
+        const int32_t n = pairs - o < block ? pairs - o : block;
+        narrow_table(w, in_c, bias, eff, o, n, tab);
         for (int32_t pix = 0; pix < n_pix; pix += run) {
             const int8_t *xr = pixel_in(p, x, pix);
-            narrow_ctx ctx = {xr, xr + run * x_step, y + pix * out_c + o, out_c, tab,
-                              tab + n / 2 * MT_NARROW_PAIR_WORDS, neg_zero, p->y_zero, x_step};
-            narrow_rows(&ctx);
+            narrow_ctx ctx = {xr, xr + run * x_step, y + pix * out_c + o, out_c, tab, tab + n / 2 * pair_words,
+                              neg_zero, p->y_zero, x_step};
+            narrow_rows(&ctx, in_c);
         }
     }
     /* redone with the bias added in float: the odd last channel, the channels whose bias was not folded */
     for (int32_t ch = 0; ch < out_c; ch++) {
         if (ch < pairs && fold_one(bias[ch])) continue;
         for (int32_t pix = 0; pix < n_pix; pix++)
-            y[pix * out_c + ch] = requant_finite(dot1_s8(pixel_in(p, x, pix), neg_zero, w + ch * 8, 8),
+            y[pix * out_c + ch] = requant_finite(dot1_s8(pixel_in(p, x, pix), neg_zero, w + ch * in_c, in_c),
                                                  (float)bias[ch], eff[ch], p->y_zero);
     }
 }
@@ -1014,8 +1032,8 @@ static __attribute__((noinline)) void pointwise_narrow8(const mt_conv_params *p,
 void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask)
 {
-    if (p->in_c == 8 && !mask && p->out_c >= 2 && all_finite(eff, p->out_c)) {
-        pointwise_narrow8(p, x, w, bias, eff, y);
+    if ((p->in_c == 8 || p->in_c == 16) && !mask && p->out_c >= 2 && all_finite(eff, p->out_c)) {
+        pointwise_narrow(p, x, w, bias, eff, y);
         return;
     }
     const int32_t in_c = p->in_c, out_c = p->out_c, neg_zero = pack_neg_zero(p->x_zero), n4 = in_c & ~3;
