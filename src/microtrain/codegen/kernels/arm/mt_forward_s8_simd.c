@@ -18,14 +18,12 @@
  *   whole pointwise channel loop is one asm loop (quad_rows). Pointwise inputs wider than the buffer go through
  *   it in chunks, partial sums kept per block of output channels. Leftover pixels (n_pix % 4) and
  *   in_c % 4 != 0 use the per-pixel paths below.
- * - pointwise with in_c 8 or 16 and no mask: one pixel at a time, its inputs unpacked once in registers, the
- *   output channels in pairs from a per-call table of unpacked weights (pointwise_narrow);
  * - per-pixel paths: one pixel x four output channels (dot4_asm), or an int16 patch per pixel; the dense
  *   receptive field of a window inside the input is copied a kernel row (kw * in_c contiguous bytes) at a time;
  * - depthwise: four channels in four accumulators (SMLABB/SMLATT). Pixels whose window lies inside the input
  *   run, four channels at a time, over a per-call list of (input offset, weights unpacked to int16 lanes)
- *   (dw_rows: a whole row of them in one asm loop, else dw_run); border pixels from the same list, one
- *   contiguous segment of it per valid kernel row (dw_block_border). Sums
+ *   (dw_rows: a whole row of them in one asm loop, else dw_run); border pixels over a per-pixel list of their
+ *   valid taps on the raw weights (dw_border). Sums
  *   start from the bias when |bias| <= 2^24 (bias folding: the same float, see bias_foldable), and with a
  *   mask the four clamp bits of a channel block are written as one nibble.
  * Unmasked outputs of a call whose multipliers are all finite skip the NaN test and the mask update
@@ -1684,9 +1682,9 @@ static __attribute__((noinline)) void dw_block_inside(const mt_conv_params *p, c
     }
 }
 
-/* Every pixel when some multiplier is not finite: per pixel its valid taps are listed once as (input offset
- * from its first valid input, weight offset) pairs, then every block of four channels runs one flat loop over
- * them on the raw weights. */
+/* Border pixels (and every pixel when some multiplier is not finite): per pixel its valid taps are listed
+ * once as (input offset from its first valid input, weight offset) pairs, then every block of four channels
+ * runs one flat loop over them on the raw weights (few pixels: unpacking weights per block would not pay). */
 typedef struct {
     int32_t x, w;
 } tap_offsets;
@@ -1723,17 +1721,29 @@ static inline void dw_list4_asm(const int8_t *xc, const int8_t *wc, int32_t neg_
     acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
 }
 
-/* Every pixel of the blocks of four channels when some multiplier is not finite (store_out's NaN test). */
+#ifndef MT_DW_MIN_INSIDE
+#define MT_DW_MIN_INSIDE 8
+#endif
+/* skip_inside: the inside pixels are done (dw_inside). */
 static __attribute__((noinline)) void dw_border(const mt_conv_params *p, const int8_t *x, const int8_t *w,
-                                                const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask)
+                                                const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask,
+                                                int skip_inside)
 {
+    const int finite = all_finite(eff, p->out_c);
     const int32_t c_n = p->out_c, c4 = c_n & ~3, kh = p->kh, kw = p->kw, in_h = p->in_h, in_w = p->in_w;
     const int32_t y_zero = p->y_zero, neg_zero = pack_neg_zero(p->x_zero);
     tap_offsets taps[MT_DW_MAX_TAPS];
+    int32_t ox_lo, ox_hi, oy_lo, oy_hi;
+    inside_range(p->pad, p->stride, kw, in_w, p->out_w, &ox_lo, &ox_hi);
+    inside_range(p->pad, p->stride, kh, in_h, p->out_h, &oy_lo, &oy_hi);
     for (int32_t oy = 0; oy < p->out_h; oy++) {
         const int32_t iy0 = oy * p->stride - p->pad;
         const int32_t ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + kh > in_h ? in_h - iy0 : kh;
         for (int32_t ox = 0; ox < p->out_w; ox++) {
+            if (skip_inside && oy >= oy_lo && oy < oy_hi && ox >= ox_lo && ox < ox_hi) {
+                ox = ox_hi - 1; /* done by dw_block_inside */
+                continue;
+            }
             const int32_t ix0 = ox * p->stride - p->pad;
             const int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = ix0 + kw > in_w ? in_w - ix0 : kw;
             int32_t n_taps = 0, first_in = 0;
@@ -1749,75 +1759,14 @@ static __attribute__((noinline)) void dw_border(const mt_conv_params *p, const i
             for (int32_t c = 0; c < c4; c += 4) {
                 int32_t acc[4];
                 dw_list4_asm(x + first_in + c, w + c, neg_zero, taps, n_taps, acc);
-                for (int32_t j = 0; j < 4; j++)
-                    store_out(y, mask, base + c + j, acc[j], bias[c + j], eff[c + j], y_zero);
+                if (finite) {
+                    const float fb[4] = {(float)bias[c], (float)bias[c + 1], (float)bias[c + 2], (float)bias[c + 3]};
+                    dw_out4(y, mask, base + c, acc, fb, eff + c, y_zero);
+                } else {
+                    for (int32_t j = 0; j < 4; j++)
+                        store_out(y, mask, base + c + j, acc[j], bias[c + j], eff[c + j], y_zero);
+                }
             }
-        }
-    }
-}
-
-/* sums a[0..3] += the taps tp .. end - 1 (a row segment of a block's unpacked tap list) at window xc: DW_TAP's
- * steps with the offsets and weight lanes of each tap by one LDM (10 instructions per tap and four MACs). */
-static inline __attribute__((always_inline)) void dw_seg4_asm(const int8_t *xc, int32_t neg_zero, const dw_tap *tp,
-                                                              const dw_tap *end, int32_t *a)
-{
-    register uint32_t xo __asm__("r8"), w02 __asm__("r9"), w13 __asm__("r10");
-    uint32_t xv;
-    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
-    __asm__ volatile("1:\n\t"
-                     "ldmia   %[tp]!, {%[xo], %[w02], %[w13]}\n\t"
-                     "ldr     %[xv], [%[xc], %[xo]]\n\t"
-                     "sxtab16 %[xo], %[nz], %[xv]\n\t"
-                     "sxtab16 %[xv], %[nz], %[xv], ror #8\n\t"
-                     "smlabb  %[a0], %[xo], %[w02], %[a0]\n\t"
-                     "smlatt  %[a2], %[xo], %[w02], %[a2]\n\t"
-                     "smlabb  %[a1], %[xv], %[w13], %[a1]\n\t"
-                     "smlatt  %[a3], %[xv], %[w13], %[a3]\n\t"
-                     "cmp     %[tp], %[end]\n\t"
-                     "bne     1b\n\t"
-                     : [tp] "+r"(tp), [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [xo] "=&r"(xo),
-                       [w02] "=&r"(w02), [w13] "=&r"(w13), [xv] "=&r"(xv)
-                     : [xc] "r"(xc), [nz] "r"(neg_zero), [end] "r"(end)
-                     : "cc", "memory");
-    a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3;
-}
-
-/* Channels c..c+3 of the output pixels outside [oy_lo, oy_hi) x [ox_lo, ox_hi) (finite multipliers), from the
- * block's unpacked taps (dw_inside's list): per pixel its valid taps are a rectangle of the window, so each
- * valid kernel row is a contiguous segment of the list (no per-pixel tap list, no per-tap test, weights not
- * unpacked per pixel as dw_border does). Window origins above or left of the input are only ever offset back
- * into it by a valid tap (integer address arithmetic). */
-static __attribute__((noinline)) void dw_block_border(const mt_conv_params *p, const int8_t *x, const dw_tap *taps,
-                                                      const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask,
-                                                      int32_t c, int32_t oy_lo, int32_t oy_hi, int32_t ox_lo,
-                                                      int32_t ox_hi)
-{
-    const int32_t c_n = p->out_c, kh = p->kh, kw = p->kw, in_h = p->in_h, in_w = p->in_w, s = p->stride;
-    const int32_t neg_zero = pack_neg_zero(p->x_zero), y_zero = p->y_zero;
-    if (oy_lo == 0 && oy_hi == p->out_h && ox_lo == 0 && ox_hi == p->out_w) return; /* no border pixels */
-    int32_t b[4], rb[4];
-    fold_biases(bias + c, kh * kw, b, rb);
-    const float e[4] = {eff[c], eff[c + 1], eff[c + 2], eff[c + 3]};
-    const float fb[4] = {(float)rb[0], (float)rb[1], (float)rb[2], (float)rb[3]};
-    const uintptr_t xc0 = (uintptr_t)(x + c);
-    for (int32_t oy = 0; oy < p->out_h; oy++) {
-        const int32_t iy0 = oy * s - p->pad;
-        const int32_t ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + kh > in_h ? in_h - iy0 : kh;
-        const int row_inside = oy >= oy_lo && oy < oy_hi;
-        for (int32_t ox = 0; ox < p->out_w; ox++) {
-            if (row_inside && ox == ox_lo && ox_lo < ox_hi) {
-                ox = ox_hi - 1; /* done by dw_block_inside */
-                continue;
-            }
-            const int32_t ix0 = ox * s - p->pad;
-            const int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = ix0 + kw > in_w ? in_w - ix0 : kw;
-            int32_t acc[4] = {b[0], b[1], b[2], b[3]};
-            if (kx0 < kx1) {
-                const int8_t *xc = (const int8_t *)(xc0 + (uintptr_t)((iy0 * in_w + ix0) * c_n));
-                for (int32_t ky = ky0; ky < ky1; ky++)
-                    dw_seg4_asm(xc, neg_zero, taps + ky * kw + kx0, taps + ky * kw + kx1, acc);
-            }
-            dw_out4(y, mask, (oy * p->out_w + ox) * c_n + c, acc, fb, e, y_zero);
         }
     }
 }
@@ -1843,16 +1792,11 @@ static void dw_channel(const mt_conv_params *p, const int8_t *x, const int8_t *w
         }
 }
 
-/* Every output pixel of the blocks of four channels (finite multipliers), from their unpacked weights: the
- * pixels whose window lies inside the input by dw_block_inside, the others by dw_block_border. */
+/* The pixels whose window lies inside the input, four channels at a time from their unpacked weights. */
 static __attribute__((noinline)) void dw_inside(const mt_conv_params *p, const int8_t *x, const int8_t *w,
                                                 const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask)
 {
     const int32_t c_n = p->out_c, n_taps = p->kh * p->kw;
-    int32_t ox_lo, ox_hi, oy_lo, oy_hi;
-    inside_range(p->pad, p->stride, p->kw, p->in_w, p->out_w, &ox_lo, &ox_hi);
-    inside_range(p->pad, p->stride, p->kh, p->in_h, p->out_h, &oy_lo, &oy_hi);
-    if (ox_lo >= ox_hi) oy_hi = oy_lo; /* no inside pixels */
     dw_tap taps[MT_DW_MAX_TAPS];
     for (int32_t ky = 0, t = 0; ky < p->kh; ky++)
         for (int32_t kx = 0; kx < p->kw; kx++, t++) taps[t].x = (ky * p->in_w + kx) * c_n;
@@ -1861,8 +1805,7 @@ static __attribute__((noinline)) void dw_inside(const mt_conv_params *p, const i
             uint32_t v = load_u32(w + t * c_n + c);
             taps[t].w02 = __sxtb16(v), taps[t].w13 = sxtb16_ror8(v);
         }
-        if (oy_lo < oy_hi) dw_block_inside(p, x, taps, bias, eff, y, mask, c);
-        dw_block_border(p, x, taps, bias, eff, y, mask, c, oy_lo, oy_hi, ox_lo, ox_hi);
+        dw_block_inside(p, x, taps, bias, eff, y, mask, c);
     }
 }
 
@@ -1874,9 +1817,14 @@ void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
         mt_conv_depthwise_s8_portable(p, x, w, bias, eff, y, mask);
         return;
     }
-    /* finite multipliers: every pixel from the unpacked weights (dw_inside); otherwise dw_border's store_out */
-    if (all_finite(eff, c_n)) dw_inside(p, x, w, bias, eff, y, mask);
-    else dw_border(p, x, w, bias, eff, y, mask);
+    int32_t ox_lo, ox_hi, oy_lo, oy_hi;
+    inside_range(p->pad, p->stride, p->kw, p->in_w, p->out_w, &ox_lo, &ox_hi);
+    inside_range(p->pad, p->stride, p->kh, p->in_h, p->out_h, &oy_lo, &oy_hi);
+    /* unpacking the weights per block pays from a few inside pixels on; below, dw_border does them all */
+    const int inside = all_finite(eff, c_n) && ox_lo < ox_hi && oy_lo < oy_hi &&
+                       (ox_hi - ox_lo) * (oy_hi - oy_lo) >= MT_DW_MIN_INSIDE;
+    if (inside) dw_inside(p, x, w, bias, eff, y, mask);
+    dw_border(p, x, w, bias, eff, y, mask, inside);
     for (int32_t c = c_n & ~3; c < c_n; c++) dw_channel(p, x, w, bias, eff, y, mask, c);
 }
 
