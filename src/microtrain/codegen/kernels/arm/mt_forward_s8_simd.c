@@ -1529,8 +1529,17 @@ typedef struct {
     "smlabb  r10, r8, r7, r10\n\t"                                                                               \
     "smlatt  r12, r8, r7, r12\n\t"
 
-/* ODD: an odd number of taps (one before the pairs); MASK_BITS, MASK_STORE: DW_ROWS_MASK_* or "". */
-#define DW_ROWS_ASM(ODD, MASK_BITS, MASK_STORE)                                                                  \
+/* The tap loop of DW_ROWS_ASM: two taps per pass (ODD: an odd number of taps, one before the pairs), or a
+ * window of 9, 25 or 49 taps written out (DW_TAPS_*: no loop test). */
+#define DW_TAPS_LOOP(ODD) ODD "1:\n\t" DW_TAP DW_TAP "cmp     r1, r2\n\t" "bne     1b\n\t" "2:\n\t"
+#define DW_TAPS_3 DW_TAP DW_TAP DW_TAP
+#define DW_TAPS_9 DW_TAPS_3 DW_TAPS_3 DW_TAPS_3
+#define DW_TAPS_5 DW_TAP DW_TAP DW_TAP DW_TAP DW_TAP
+#define DW_TAPS_25 DW_TAPS_5 DW_TAPS_5 DW_TAPS_5 DW_TAPS_5 DW_TAPS_5
+#define DW_TAPS_7 DW_TAP DW_TAP DW_TAP DW_TAP DW_TAP DW_TAP DW_TAP
+#define DW_TAPS_49 DW_TAPS_7 DW_TAPS_7 DW_TAPS_7 DW_TAPS_7 DW_TAPS_7 DW_TAPS_7 DW_TAPS_7
+/* TAPS: DW_TAPS_LOOP(...) or DW_TAPS_n; MASK_BITS, MASK_STORE: DW_ROWS_MASK_* or "". */
+#define DW_ROWS_ASM(TAPS, MASK_BITS, MASK_STORE)                                                                 \
     "ldr     r4, [r0, #44]\n\t"                                                                                  \
     "ldr     r3, [r0, #24]\n\t"                                                                                  \
     "ldr     lr, [r0, #64]\n\t"                                                                                  \
@@ -1538,11 +1547,7 @@ typedef struct {
     "vldmia  r1, {s12-s15}\n\t"                                                                                  \
     "0:\n\t"                                                                                                     \
     "ldmia   r0, {r9, r10, r11, r12}\n\t"                                                                        \
-    "ldrd    r1, r2, [r0, #16]\n\t" ODD                                                                          \
-    "1:\n\t" DW_TAP DW_TAP                                                                                       \
-    "cmp     r1, r2\n\t"                                                                                         \
-    "bne     1b\n\t"                                                                                             \
-    "2:\n\t"                                                                                                     \
+    "ldrd    r1, r2, [r0, #16]\n\t" TAPS                                                                         \
     "add     r8, r0, #28\n\t"                                                                                    \
     "ldmia   r8, {r5, r6, r7, r8}\n\t" /* x_step, c_n, y_zero, y_end */                                          \
     "vmov    s8, s9, r9, r10\n\t"                                                                                \
@@ -1613,14 +1618,20 @@ typedef struct {
 static __attribute__((noinline)) void dw_rows(const dw_rows_ctx *ctx)
 {
     register const dw_rows_ctx *c __asm__("r0") = ctx;
-    const int odd = (ctx->end - ctx->taps) & 1;
+    const int32_t n = (int32_t)(ctx->end - ctx->taps);
     if (ctx->mask) {
-        if (odd) DW_ROWS_CALL(DW_ROWS_ASM(DW_ROWS_ODD, DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
-        else DW_ROWS_CALL(DW_ROWS_ASM("", DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
+        if (n == 9) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_9, DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
+        else if (n == 25) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_25, DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
+        else if (n == 49) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_49, DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
+        else if (n & 1) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(DW_ROWS_ODD), DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
+        else DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(""), DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
         return;
     }
-    if (odd) DW_ROWS_CALL(DW_ROWS_ASM(DW_ROWS_ODD, "", ""));
-    else DW_ROWS_CALL(DW_ROWS_ASM("", "", ""));
+    if (n == 9) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_9, "", ""));
+    else if (n == 25) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_25, "", ""));
+    else if (n == 49) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_49, "", ""));
+    else if (n & 1) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(DW_ROWS_ODD), "", ""));
+    else DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(""), "", ""));
 }
 
 /* n consecutive interior pixels of one output row, channels c..c+3, finite multipliers: inputs advance by
