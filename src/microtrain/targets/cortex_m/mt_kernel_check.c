@@ -124,6 +124,7 @@ static const BCase bcases[] = {
     /* depthwise: several 8-channel groups, odd sizes, stride 2 with odd input */
     {"gi_dw", 7, 6, 24, 24, 5, 1, 2, 0},  {"gi_dw", 9, 7, 16, 16, 3, 2, 1, 0},
     {"upd_pw", 5, 3, 10, 13, 1, 1, 0, 4}, {"upd_pw", 6, 6, 9, 24, 1, 2, 0, 9},
+    {"upd_pw", 9, 9, 8, 16, 1, 1, 0, 4}, /* 81 pixels: beyond MT_WU_PIXELS, each tile converts its inputs */
 };
 #define N_BCASES (int)(sizeof bcases / sizeof bcases[0])
 
