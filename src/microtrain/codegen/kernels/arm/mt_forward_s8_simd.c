@@ -864,14 +864,14 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
 }
 
 /* Pointwise conv with in_c 8 or 16, no mask, finite multipliers: one pixel at a time, its inputs unpacked once
- * (x-stationary: channels 0-7 in four registers, 8-15 in words after the table), and the output channels in
- * pairs from a per-call table of (multipliers, folded bias, weights unpacked to int16 lanes), all in one asm loop
- * (narrow_rows). The quads' weight-stationary loop costs about 18 instructions per output at in_c 8 (its
- * per-channel state reload and requantisation over 8 MACs); here a pair of outputs takes 27 at in_c 8 (2 LDM of
- * bias + weights, 8 SMLAD, QUAD_STORE's float steps for two, 2 STRB with post-increment), 16 more per 8 inputs
- * beyond (45 at in_c 16), outputs contiguous. At in_c 24 and 32 the quads do better (measured: 1.42 and 1.47 against
- * 1.35 and 1.40 instructions per MAC; tables of few channels, the pixel unpacked again per table). Channels whose bias cannot be folded (dead channels) and an odd last channel are redone in
- * C afterwards. */
+ * (x-stationary: channels 0-7 in four registers, 8-15 in words after the table), and the output channels four
+ * at a time from a per-call table of (multipliers, folded bias, weights unpacked to int16 lanes), all in one asm
+ * loop (narrow_rows). The quads' weight-stationary loop costs about 18 instructions per output at in_c 8 (its
+ * per-channel state reload and requantisation over 8 MACs); here four outputs take 51 at in_c 8 (4 LDM of
+ * bias + weights, 16 SMLAD, QUAD_STORE's float steps, 4 STRB with post-increment), 16 more per channel and 8
+ * inputs beyond, outputs contiguous. At in_c 24 and 32 the quads do better (measured with channel pairs: 1.42
+ * and 1.47 against 1.35 and 1.40 instructions per MAC; tables of few channels, the pixel unpacked again per
+ * table). Channels whose bias cannot be folded (dead channels) and the out_c % 4 last ones are redone in C. */
 #define MT_NARROW_TAB_WORDS 192 /* 768 bytes of stack (+ 16 for the pixel's inputs 8-15) */
 
 typedef struct {
@@ -926,21 +926,35 @@ typedef struct {
     "ldr     lr, [r0, #28]\n\t"                                                                                  \
     "ldrd    r1, r0, [r0, #16]\n\t" /* the table, its end */                                                     \
     "1:\n\t"                                                                                                     \
-    "vldmia  r1!, {s12, s13}\n\t" NARROW_CHANNEL("r6", HIGH_A) NARROW_CHANNEL("r7", HIGH_B)                       \
-    "vmov    s8, s9, r6, r7\n\t"                                                                                 \
+    "vldmia  r1!, {s12-s15}\n\t" NARROW_CHANNEL("r6", HIGH_A) NARROW_CHANNEL("r7", HIGH_B)                      \
+    "vmov    s8, s9, r6, r7\n\t" NARROW_CHANNEL("r6", HIGH_A) NARROW_CHANNEL("r7", HIGH_B)                       \
+    "vmov    s10, s11, r6, r7\n\t"                                                                               \
     "vcvt.f32.s32 s8, s8\n\t"                                                                                    \
     "vcvt.f32.s32 s9, s9\n\t"                                                                                    \
+    "vcvt.f32.s32 s10, s10\n\t"                                                                                  \
+    "vcvt.f32.s32 s11, s11\n\t"                                                                                  \
     "vmul.f32 s8, s8, s12\n\t"                                                                                   \
     "vmul.f32 s9, s9, s13\n\t"                                                                                   \
+    "vmul.f32 s10, s10, s14\n\t"                                                                                 \
+    "vmul.f32 s11, s11, s15\n\t"                                                                                 \
     "vcvtr.s32.f32 s8, s8\n\t"                                                                                   \
     "vcvtr.s32.f32 s9, s9\n\t"                                                                                   \
+    "vcvtr.s32.f32 s10, s10\n\t"                                                                                 \
+    "vcvtr.s32.f32 s11, s11\n\t"                                                                                 \
     "vmov    r6, r7, s8, s9\n\t"                                                                                 \
+    "vmov    r8, r9, s10, s11\n\t"                                                                               \
     "qadd    r6, r6, lr\n\t"                                                                                     \
     "qadd    r7, r7, lr\n\t"                                                                                     \
+    "qadd    r8, r8, lr\n\t"                                                                                     \
+    "qadd    r9, r9, lr\n\t"                                                                                     \
     "ssat    r6, #8, r6\n\t"                                                                                     \
     "ssat    r7, #8, r7\n\t"                                                                                     \
+    "ssat    r8, #8, r8\n\t"                                                                                     \
+    "ssat    r9, #8, r9\n\t"                                                                                     \
     "strb    r6, [r12], #1\n\t"                                                                                  \
     "strb    r7, [r12], #1\n\t"                                                                                  \
+    "strb    r8, [r12], #1\n\t"                                                                                  \
+    "strb    r9, [r12], #1\n\t"                                                                                  \
     "cmp     r1, r0\n\t"                                                                                         \
     "bne     1b\n\t"                                                                                             \
     "ldr     r0, [sp]\n\t"                                                                                       \
@@ -953,9 +967,9 @@ typedef struct {
                      : "+r"(c)                                                                                   \
                      :                                                                                           \
                      : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9",  \
-                       "s12", "s13", "cc", "memory")
+                       "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
 
-/* The run of pixels ctx describes (at least one), every channel pair of the table (at least one). The loop
+/* The run of pixels ctx describes (at least one), every channel quad of the table (at least one). The loop
  * needs r1-r12 and lr, so ctx waits on the stack (one push) and is reloaded once per pixel. */
 static __attribute__((noinline)) void narrow_rows(narrow_ctx *ctx, int32_t in_c)
 {
@@ -971,14 +985,14 @@ static inline uint32_t float_bits(float f)
     return u;
 }
 
-/* Channels o .. o + n - 1 (n even) of the weight (in_c 8 or 16) into narrow_rows' table: per pair the two
- * multipliers, then per channel its bias (0 when it cannot be folded) and in_c / 2 lane words. */
+/* Channels o .. o + n - 1 (n % 4 == 0) of the weight (in_c 8 or 16) into narrow_rows' table: per four channels
+ * their multipliers, then per channel its bias (0 when it cannot be folded) and in_c / 2 lane words. */
 static void narrow_table(const int8_t *w, int32_t in_c, const int32_t *bias, const float *eff, int32_t o, int32_t n,
                          uint32_t *tab)
 {
-    for (int32_t k = 0; k < n; k += 2) {
-        *tab++ = float_bits(eff[o + k]), *tab++ = float_bits(eff[o + k + 1]);
-        for (int32_t ch = o + k; ch < o + k + 2; ch++) {
+    for (int32_t k = 0; k < n; k += 4) {
+        for (int32_t j = 0; j < 4; j++) *tab++ = float_bits(eff[o + k + j]);
+        for (int32_t ch = o + k; ch < o + k + 4; ch++) {
             *tab++ = fold_one(bias[ch]) ? (uint32_t)bias[ch] : 0u;
             for (int32_t i = 0; i < in_c; i += 4) {
                 const uint32_t v = load_u32(w + ch * in_c + i);
@@ -993,23 +1007,23 @@ static __attribute__((noinline)) void pointwise_narrow(const mt_conv_params *p, 
 {
     uint32_t tab[MT_NARROW_TAB_WORDS + 4];
     const int32_t in_c = p->in_c, out_c = p->out_c, n_pix = p->out_h * p->out_w, neg_zero = pack_neg_zero(p->x_zero);
-    const int32_t pair_words = 2 + 2 * (1 + in_c / 2), block = 2 * (MT_NARROW_TAB_WORDS / pair_words);
-    const int32_t pairs = out_c & ~1;
+    const int32_t quad_words = 4 + 4 * (1 + in_c / 2), block = 4 * (MT_NARROW_TAB_WORDS / quad_words);
+    const int32_t quads = out_c & ~3;
     /* stride 1: all pixels are one run; otherwise one run per output row */
     const int32_t run = p->stride == 1 ? n_pix : p->out_w, x_step = p->stride * in_c;
-    for (int32_t o = 0; o < pairs; o += block) {
-        const int32_t n = pairs - o < block ? pairs - o : block;
+    for (int32_t o = 0; o < quads; o += block) {
+        const int32_t n = quads - o < block ? quads - o : block;
         narrow_table(w, in_c, bias, eff, o, n, tab);
         for (int32_t pix = 0; pix < n_pix; pix += run) {
             const int8_t *xr = pixel_in(p, x, pix);
-            narrow_ctx ctx = {xr, xr + run * x_step, y + pix * out_c + o, out_c, tab, tab + n / 2 * pair_words,
+            narrow_ctx ctx = {xr, xr + run * x_step, y + pix * out_c + o, out_c, tab, tab + n / 4 * quad_words,
                               neg_zero, p->y_zero, x_step};
             narrow_rows(&ctx, in_c);
         }
     }
-    /* redone with the bias added in float: the odd last channel, the channels whose bias was not folded */
+    /* redone with the bias added in float: the out_c % 4 last channels, the channels whose bias was not folded */
     for (int32_t ch = 0; ch < out_c; ch++) {
-        if (ch < pairs && fold_one(bias[ch])) continue;
+        if (ch < quads && fold_one(bias[ch])) continue;
         for (int32_t pix = 0; pix < n_pix; pix++)
             y[pix * out_c + ch] = requant_finite(dot1_s8(pixel_in(p, x, pix), neg_zero, w + ch * in_c, in_c),
                                                  (float)bias[ch], eff[ch], p->y_zero);
@@ -1019,7 +1033,7 @@ static __attribute__((noinline)) void pointwise_narrow(const mt_conv_params *p, 
 void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask)
 {
-    if ((p->in_c == 8 || p->in_c == 16) && !mask && p->out_c >= 2 && all_finite(eff, p->out_c)) {
+    if ((p->in_c == 8 || p->in_c == 16) && !mask && p->out_c >= 4 && all_finite(eff, p->out_c)) {
         pointwise_narrow(p, x, w, bias, eff, y);
         return;
     }
