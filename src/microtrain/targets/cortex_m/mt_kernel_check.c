@@ -59,7 +59,18 @@ static const Case cases[] = {
     /* split into whole groups of 4 channels (FIRST_GROUPED_SPLIT on): folded, and one bias too large to fold */
     {"split", 6, 6, 48, 16, 1, 1, 0},      {"split", 5, 4, 24, 24, 1, 1, 0},
     {"pointwise", 3, 4, 520, 8, 1, 1, 0}, /* in_c beyond the bias-folding bound */
+    /* in_c 8 without a mask (pointwise_narrow): out_c % 4 channels redone, stride 2 and three tables of channels,
+     * a layer-sized case (NARROW_LAYER_CASE); biases near 2^24, one too large to fold, small */
+    {"pointwise", 9, 7, 8, 13, 1, 1, 0},   {"pointwise", 7, 7, 8, 70, 1, 2, 0},
+    {"pointwise", 16, 16, 8, 32, 1, 1, 0}, {"pointwise", 5, 5, 8, 2, 1, 1, 0},
+    /* in_c 16 the same way (tables of 16 channels): odd, stride 2 over three tables, layer-sized */
+    {"pointwise", 6, 7, 16, 9, 1, 1, 0},   {"pointwise", 9, 7, 16, 41, 1, 2, 0},
+    {"pointwise", 16, 16, 16, 48, 1, 1, 0},
+    /* in_c 24 and 32 without a mask (the quads, not pointwise_narrow): stride 2, odd channel counts */
+    {"pointwise", 7, 6, 24, 31, 1, 2, 0},  {"pointwise", 9, 9, 32, 21, 1, 1, 0},
+    {"pointwise", 8, 8, 24, 120, 1, 1, 0},
 };
+#define NARROW_LAYER_CASE 43 /* and 47: in_c 16 */
 #define FIRST_GROUPED_SPLIT 38
 #define MANY_DEAD_CASE 33 /* more dead channels than the SIMD kernels list (MT_DEAD_MAX) */
 #define FIRST_FOLD_CASE 19
@@ -113,6 +124,7 @@ static const BCase bcases[] = {
     /* depthwise: several 8-channel groups, odd sizes, stride 2 with odd input */
     {"gi_dw", 7, 6, 24, 24, 5, 1, 2, 0},  {"gi_dw", 9, 7, 16, 16, 3, 2, 1, 0},
     {"upd_pw", 5, 3, 10, 13, 1, 1, 0, 4}, {"upd_pw", 6, 6, 9, 24, 1, 2, 0, 9},
+    {"upd_pw", 9, 9, 8, 16, 1, 1, 0, 4}, /* 81 pixels: beyond MT_WU_PIXELS, each tile converts its inputs */
 };
 #define N_BCASES (int)(sizeof bcases / sizeof bcases[0])
 

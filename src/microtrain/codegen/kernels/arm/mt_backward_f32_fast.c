@@ -14,7 +14,7 @@
  *   channel loop runs innermost, accumulating in place in tap order;
  * - fused weight update of a pointwise conv: 8 output x 2 input channels per pass (the 8 gradient values by
  *   one VLDM), else 4 x 2, so each (x - x_zero) and each gradient value is loaded and converted once for
- *   several products;
+ *   several products; on maps of up to MT_WU_PIXELS pixels each pair of inputs is converted once per call;
  * - the masked gradient of a conv output: a pixel loop over channels instead of a per-element counter, one
  *   mask byte per 8 channels when c % 8 == 0;
  * - fused bias update: four channels per pass over the positions.
@@ -557,13 +557,88 @@ static void grad_tile_8x2(const mt_conv_params *p, const int8_t *x, int32_t x_c,
     g[8] = h0, g[9] = h1, g[10] = h2, g[11] = h3, g[12] = h4, g[13] = h5, g[14] = h6, g[15] = h7;
 }
 
+/* grad_tile_8x2 with both channels' (x - x_zero) already converted, pixel by pixel in xf (2 floats per output
+ * pixel, the same values grad_tile_8x2 computes): per pixel one VLDM of the 8 gradient values and one of the
+ * 2 inputs, then the 16 products and sums in the same order. */
+static void grad_tile_8x2_xf(const float *xf, int32_t n_pix, const float *gacc, int32_t out_c, int32_t o, float *g)
+{
+    float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f;
+    float h0 = 0.0f, h1 = 0.0f, h2 = 0.0f, h3 = 0.0f, h4 = 0.0f, h5 = 0.0f, h6 = 0.0f, h7 = 0.0f;
+    const float *gr = gacc + o, *xp = xf, *end = xf + 2 * n_pix;
+    for (; xp != end; gr += out_c) {
+        register float e0 __asm__("s24"), e1 __asm__("s25"), e2 __asm__("s26"), e3 __asm__("s27");
+        register float e4 __asm__("s28"), e5 __asm__("s29"), e6 __asm__("s30"), e7 __asm__("s31");
+        register float xv __asm__("s22"), yv __asm__("s23");
+        __asm__ volatile("vldmia %[gr], {s24-s31}\n\t"
+                         "vldmia %[xp]!, {s22-s23}"
+                         : [xp] "+r"(xp), "=t"(e0), "=t"(e1), "=t"(e2), "=t"(e3), "=t"(e4), "=t"(e5), "=t"(e6),
+                           "=t"(e7), "=t"(xv), "=t"(yv)
+                         : [gr] "r"(gr)
+                         : "memory");
+        g0 += xv * e0;
+        g1 += xv * e1;
+        g2 += xv * e2;
+        g3 += xv * e3;
+        g4 += xv * e4;
+        g5 += xv * e5;
+        g6 += xv * e6;
+        g7 += xv * e7;
+        h0 += yv * e0;
+        h1 += yv * e1;
+        h2 += yv * e2;
+        h3 += yv * e3;
+        h4 += yv * e4;
+        h5 += yv * e5;
+        h6 += yv * e6;
+        h7 += yv * e7;
+    }
+    g[0] = g0, g[1] = g1, g[2] = g2, g[3] = g3, g[4] = g4, g[5] = g5, g[6] = g6, g[7] = g7;
+    g[8] = h0, g[9] = h1, g[10] = h2, g[11] = h3, g[12] = h4, g[13] = h5, g[14] = h6, g[15] = h7;
+}
+
+/* Maps of at most this many output pixels convert each pair of trained input channels once per call (a stack
+ * buffer of 8 * MT_WU_PIXELS bytes) for every block of 8 output channels, instead of once per block. */
+#ifndef MT_WU_PIXELS
+#define MT_WU_PIXELS 64
+#endif
+
 void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc,
                                          const mt_weight_s8 *w, const mt_update_params *u, const mt_train_ctx *ctx)
 {
     uint32_t key = mt_hash_key(ctx->seed, ctx->step, u->param_id);
     const float neg_lr = -ctx->lr, zero = (float)p->x_zero;
-    const int32_t out_c = p->out_c;
+    const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w;
     int32_t o = 0;
+    if (n_pix <= MT_WU_PIXELS && out_c >= 8) {
+        /* trained channel pairs outer, blocks of 8 output channels inner: every weight still gets exactly its
+         * own sum and update (the updates are independent of one another) */
+        float xf[2 * MT_WU_PIXELS];
+        const int32_t o8 = out_c & ~7;
+        int32_t j = 0;
+        for (; j + 2 <= w->n_train; j += 2) {
+            const int32_t xa = saved_chan(w, x_c, j), xb = saved_chan(w, x_c, j + 1);
+            float *xo = xf;
+            for (int32_t oy = 0; oy < p->out_h; oy++) {
+                const int8_t *xr = x + ((oy * p->stride) * p->in_w) * x_c;
+                for (int32_t ox = 0; ox < p->out_w; ox++, xr += p->stride * x_c, xo += 2)
+                    xo[0] = (float)xr[xa] - zero, xo[1] = (float)xr[xb] - zero;
+            }
+            for (int32_t ob = 0; ob < o8; ob += 8) {
+                float g[16];
+                grad_tile_8x2_xf(xf, n_pix, gacc, out_c, ob, g);
+                for (int32_t k = 0; k < 8; k++) {
+                    apply_update(w, u, key, neg_lr, ob + k, j, g[k]);
+                    apply_update(w, u, key, neg_lr, ob + k, j + 1, g[8 + k]);
+                }
+            }
+        }
+        for (; j < w->n_train; j++)
+            for (int32_t ob = 0; ob < o8; ob += 8) {
+                update_1x4(p, x, x_c, gacc, w, u, key, neg_lr, ob, j);
+                update_1x4(p, x, x_c, gacc, w, u, key, neg_lr, ob + 4, j);
+            }
+        o = o8;
+    }
     for (; o + 8 <= out_c; o += 8) {
         int32_t j = 0;
         for (; j + 2 <= w->n_train; j += 2) {

@@ -497,25 +497,32 @@ typedef struct {
     "smlad   r11, r5, r6, r11\n\t"
 
 /* The per-channel loop: the four sums start from the channel's bias (QUAD_INIT_BIAS) or from its partial sums
- * (QUAD_INIT_SUMS: ctx->bias then points to quad_acc sums), then quad_mac's groups (ODD: the n % 8 == 4 variant,
- * one group before the loop of two). */
+ * (QUAD_INIT_SUMS: ctx->bias then points to quad_acc sums), then quad_mac's groups, four per loop pass: the
+ * (n / 4) % 4 groups over whole passes are done first by entering the pass at its last ones (TBB on that count;
+ * 2 instructions per channel against the loop's 2 per pass saved on every second pass of two groups). */
 #define QUAD_INIT_BIAS                                                                                           \
     "ldr     r8, [r2], #4\n\t"                                                                                   \
     "mov     r9, r8\n\t"                                                                                         \
     "mov     r10, r8\n\t"                                                                                        \
     "mov     r11, r8\n\t"
 #define QUAD_INIT_SUMS "ldmia   r2!, {r8, r9, r10, r11}\n\t"
-#define QUAD_ROWS_MAC(INIT, ODD)                                                                                 \
+#define QUAD_ROWS_MAC(INIT)                                                                                      \
     "0:\n\t"                                                                                                     \
     "ldmia   r0, {r2, r3, r4, r5, r6, r7, r12, lr}\n\t" /* bias, eff, y, out_c, y_zero, y_end, buf, n */           \
     INIT                                                                                                         \
     "vldmia  r3!, {s12}\n\t"                                                                                     \
     "stmia   r0, {r2, r3}\n\t"                                                                                   \
-    "add     lr, r1, lr\n\t" ODD                                                                                 \
-    "1:\n\t" QUAD_GROUP_FIXED QUAD_GROUP_FIXED                                                                   \
+    "ubfx    r2, lr, #2, #2\n\t"                                                                                 \
+    "add     lr, r1, lr\n\t"                                                                                     \
+    "tbb     [pc, r2]\n"                                                                                         \
+    ".Lqt%=:\n\t"                                                                                                \
+    ".byte   (1f - .Lqt%=) / 2, (.Lq3%= - .Lqt%=) / 2, (.Lq2%= - .Lqt%=) / 2, (.Lq1%= - .Lqt%=) / 2\n"            \
+    "1:\n\t" QUAD_GROUP_FIXED                                                                                    \
+    ".Lq1%=:\n\t" QUAD_GROUP_FIXED                                                                               \
+    ".Lq2%=:\n\t" QUAD_GROUP_FIXED                                                                               \
+    ".Lq3%=:\n\t" QUAD_GROUP_FIXED                                                                               \
     "cmp     r1, lr\n\t"                                                                                         \
-    "bne     1b\n\t"                                                                                             \
-    "2:\n\t"
+    "bne     1b\n\t"
 
 /* After QUAD_ROWS_MAC: the four sums requantised up to the clamp (QUAD_STORE's steps; y_zero added). */
 #define QUAD_ROWS_REQ QUAD_ROWS_REQ_BIAS("", "")
@@ -638,9 +645,6 @@ typedef struct {
     "bne     0b\n\t"
 
 /* Every output channel of the four pixels whose outputs start at ctx->y (ctx->bias, eff, y are advanced). */
-#define QUAD_ROWS_ODD                                                                                            \
-    QUAD_GROUP_FIXED "cmp     r1, lr\n\t"                                                                        \
-                     "beq     2f\n\t"
 #define QUAD_ROWS_CALL(TEXT)                                                                                     \
     __asm__ volatile(TEXT                                                                                        \
                      : "+r"(wp)                                                                                  \
@@ -651,8 +655,7 @@ static inline __attribute__((always_inline)) void quad_rows(quad_rows_ctx *ctx, 
 {
     register quad_rows_ctx *c __asm__("r0") = ctx;
     register const int8_t *wp __asm__("r1") = w;
-    if (ctx->n & 4) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_BIAS, QUAD_ROWS_ODD) QUAD_ROWS_REQ QUAD_ROWS_TAIL(""));
-    else QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_BIAS, "") QUAD_ROWS_REQ QUAD_ROWS_TAIL(""));
+    QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_BIAS) QUAD_ROWS_REQ QUAD_ROWS_TAIL(""));
 }
 
 /* quad_rows with the clamp mask (ctx->o = 0, collectors 0; every channel of the pixels, out_c % 8 == 0), every
@@ -662,9 +665,7 @@ static __attribute__((noinline)) void quad_rows_masked(quad_rows_ctx *ctx, const
 {
     register quad_rows_ctx *c __asm__("r0") = ctx;
     register const int8_t *wp __asm__("r1") = w;
-    if (ctx->n & 4)
-        QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_BIAS, QUAD_ROWS_ODD) QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(""));
-    else QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_BIAS, "") QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(""));
+    QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_BIAS) QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(""));
 }
 
 /* One chunk of in_c (ctx->n channels, rows ctx->skip bytes apart beyond it) for a block of output channels whose
@@ -674,29 +675,15 @@ static __attribute__((noinline)) void quad_rows_chunk(quad_rows_ctx *ctx, const 
 {
     register quad_rows_ctx *c __asm__("r0") = ctx;
     register const int8_t *wp __asm__("r1") = w;
-    if (ctx->n & 4) {
-        if (stage == 0) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD) QUAD_ROWS_TAIL_SUMS);
-        else if (stage == 1)
-            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD) QUAD_ROWS_REQ QUAD_ROWS_TAIL(QUAD_SKIP));
-        else if (stage == 2)
-            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD) QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
-        else if (stage == 3)
-            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD)
-                               QUAD_ROWS_REQ_BIAS(QUAD_BIAS_LOAD, QUAD_BIAS_ADD_S13) QUAD_ROWS_TAIL(QUAD_SKIP));
-        else
-            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, QUAD_ROWS_ODD)
-                               QUAD_ROWS_REQ_BIAS(QUAD_BIAS_LOAD, QUAD_BIAS_ADD_S13) QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
-    } else {
-        if (stage == 0) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_TAIL_SUMS);
-        else if (stage == 1) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_REQ QUAD_ROWS_TAIL(QUAD_SKIP));
-        else if (stage == 2) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
-        else if (stage == 3)
-            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_REQ_BIAS(QUAD_BIAS_LOAD, QUAD_BIAS_ADD_S13)
-                               QUAD_ROWS_TAIL(QUAD_SKIP));
-        else
-            QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS, "") QUAD_ROWS_REQ_BIAS(QUAD_BIAS_LOAD, QUAD_BIAS_ADD_S13)
-                               QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
-    }
+    if (stage == 0) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS) QUAD_ROWS_TAIL_SUMS);
+    else if (stage == 1) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS) QUAD_ROWS_REQ QUAD_ROWS_TAIL(QUAD_SKIP));
+    else if (stage == 2) QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS) QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
+    else if (stage == 3)
+        QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS) QUAD_ROWS_REQ_BIAS(QUAD_BIAS_LOAD, QUAD_BIAS_ADD_S13)
+                           QUAD_ROWS_TAIL(QUAD_SKIP));
+    else
+        QUAD_ROWS_CALL(QUAD_ROWS_MAC(QUAD_INIT_SUMS) QUAD_ROWS_REQ_BIAS(QUAD_BIAS_LOAD, QUAD_BIAS_ADD_S13)
+                           QUAD_ROWS_TAIL_MASKED(QUAD_SKIP));
 }
 
 /* Up to this many output channels per call may have a bias too large to fold (dead channels) and still take
@@ -878,9 +865,180 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
     return pix;
 }
 
+/* Pointwise conv with in_c 8 or 16, no mask, finite multipliers: one pixel at a time, its inputs unpacked once
+ * (x-stationary: channels 0-7 in four registers, 8-15 in words after the table), and the output channels four
+ * at a time from a per-call table of (multipliers, folded bias, weights unpacked to int16 lanes), all in one asm
+ * loop (narrow_rows). The quads' weight-stationary loop costs about 18 instructions per output at in_c 8 (its
+ * per-channel state reload and requantisation over 8 MACs); here four outputs take 51 at in_c 8 (4 LDM of
+ * bias + weights, 16 SMLAD, QUAD_STORE's float steps, 4 STRB with post-increment), 16 more per channel and 8
+ * inputs beyond, outputs contiguous. At in_c 24 and 32 the quads do better (measured with channel pairs: 1.42
+ * and 1.47 against 1.35 and 1.40 instructions per MAC; tables of few channels, the pixel unpacked again per
+ * table). Channels whose bias cannot be folded (dead channels) and the out_c % 4 last ones are redone in C. */
+#define MT_NARROW_TAB_WORDS 192 /* 768 bytes of stack (+ 16 for the pixel's inputs 8-15) */
+
+typedef struct {
+    const int8_t *x;          /* 0: input of the current pixel */
+    const int8_t *x_end;      /* 4: input of the pixel after the run */
+    int8_t *y;                /* 8: output of the current pixel, first channel of the table */
+    int32_t y_step;           /* 12: out_c */
+    const uint32_t *tab;      /* 16 */
+    uint32_t *tab_end;        /* 20: followed by in_c / 2 - 4 words: the pixel's inputs 8 on, unpacked */
+    int32_t neg_zero;         /* 24 */
+    int32_t y_zero;           /* 28 */
+    int32_t x_step;           /* 32: bytes between the run's pixels' inputs */
+} narrow_ctx;
+
+/* The pixel's input word at byte OFF unpacked into lanes RA (bytes 0, 2) and RB (1, 3); r1 the input, r7 -x_zero. */
+#define NARROW_UNPACK(RA, RB, RW) "sxtab16 " RA ", r7, " RW "\n\t" "sxtab16 " RB ", r7, " RW ", ror #8\n\t"
+/* One output channel: r1 the table, r2-r5 the pixel's lanes of inputs 0-7, BR its sum (from the bias);
+ * HIGH: inputs 8-15 (NARROW_HIGH, in_c 16) or "". */
+#define NARROW_CHANNEL(BR, HIGH)                                                                                 \
+    "ldmia   r1!, {" BR ", r8, r9, r10, r11}\n\t"                                                                \
+    "smlad   " BR ", r2, r8, " BR "\n\t"                                                                         \
+    "smlad   " BR ", r3, r9, " BR "\n\t"                                                                         \
+    "smlad   " BR ", r4, r10, " BR "\n\t"                                                                        \
+    "smlad   " BR ", r5, r11, " BR "\n\t" HIGH
+/* Inputs 8 + 4j .. 11 + 4j (two lane words at r0 + 8j, after the table) against the channel's next two weight
+ * lanes; NARROW_HIGH_1: inputs 8-15. */
+#define NARROW_HIGH4(BR, OFF)                                                                                    \
+    "ldmia   r1!, {r8, r9}\n\t"                                                                                  \
+    "ldrd    r10, r11, [r0, #" OFF "]\n\t"                                                                       \
+    "smlad   " BR ", r10, r8, " BR "\n\t"                                                                        \
+    "smlad   " BR ", r11, r9, " BR "\n\t"
+#define NARROW_HIGH_1(BR) NARROW_HIGH4(BR, "0") NARROW_HIGH4(BR, "8")
+/* Per pixel: ctx (on the stack) reloaded, x and y advanced, the inputs unpacked (IN_HIGH: inputs 8-15 first,
+ * into the words after the table), then the channel-pair loop. */
+#define NARROW_IN8(OFF)                                                                                          \
+    "ldrd    r8, r10, [r1, #" OFF "]\n\t" NARROW_UNPACK("r2", "r3", "r8") NARROW_UNPACK("r4", "r5", "r10")          \
+    "stmia   r6!, {r2, r3, r4, r5}\n\t"
+#define NARROW_IN_1 "ldr     r6, [r0, #20]\n\t" NARROW_IN8("8")
+#define NARROW_ROWS_ASM(IN_HIGH, HIGH_A, HIGH_B)                                                                    \
+    "push    {r0}\n\t"                                                                                           \
+    "0:\n\t"                                                                                                     \
+    "ldr     r0, [sp]\n\t"                                                                                       \
+    "ldr     r1, [r0]\n\t"                                                                                       \
+    "ldr     r6, [r0, #32]\n\t"                                                                                  \
+    "add     r6, r1, r6\n\t"                                                                                     \
+    "str     r6, [r0]\n\t"                                                                                       \
+    "ldr     r7, [r0, #24]\n\t" IN_HIGH                                                                          \
+    "ldrd    r8, r10, [r1]\n\t" NARROW_UNPACK("r2", "r3", "r8") NARROW_UNPACK("r4", "r5", "r10")                   \
+    "ldrd    r12, r6, [r0, #8]\n\t" /* y, y_step */                                                              \
+    "add     r6, r12, r6\n\t"                                                                                    \
+    "str     r6, [r0, #8]\n\t"                                                                                   \
+    "ldr     lr, [r0, #28]\n\t"                                                                                  \
+    "ldrd    r1, r0, [r0, #16]\n\t" /* the table, its end */                                                     \
+    "1:\n\t"                                                                                                     \
+    "vldmia  r1!, {s12-s15}\n\t" NARROW_CHANNEL("r6", HIGH_A) NARROW_CHANNEL("r7", HIGH_B)                      \
+    "vmov    s8, s9, r6, r7\n\t" NARROW_CHANNEL("r6", HIGH_A) NARROW_CHANNEL("r7", HIGH_B)                       \
+    "vmov    s10, s11, r6, r7\n\t"                                                                               \
+    "vcvt.f32.s32 s8, s8\n\t"                                                                                    \
+    "vcvt.f32.s32 s9, s9\n\t"                                                                                    \
+    "vcvt.f32.s32 s10, s10\n\t"                                                                                  \
+    "vcvt.f32.s32 s11, s11\n\t"                                                                                  \
+    "vmul.f32 s8, s8, s12\n\t"                                                                                   \
+    "vmul.f32 s9, s9, s13\n\t"                                                                                   \
+    "vmul.f32 s10, s10, s14\n\t"                                                                                 \
+    "vmul.f32 s11, s11, s15\n\t"                                                                                 \
+    "vcvtr.s32.f32 s8, s8\n\t"                                                                                   \
+    "vcvtr.s32.f32 s9, s9\n\t"                                                                                   \
+    "vcvtr.s32.f32 s10, s10\n\t"                                                                                 \
+    "vcvtr.s32.f32 s11, s11\n\t"                                                                                 \
+    "vmov    r6, r7, s8, s9\n\t"                                                                                 \
+    "vmov    r8, r9, s10, s11\n\t"                                                                               \
+    "qadd    r6, r6, lr\n\t"                                                                                     \
+    "qadd    r7, r7, lr\n\t"                                                                                     \
+    "qadd    r8, r8, lr\n\t"                                                                                     \
+    "qadd    r9, r9, lr\n\t"                                                                                     \
+    "ssat    r6, #8, r6\n\t"                                                                                     \
+    "ssat    r7, #8, r7\n\t"                                                                                     \
+    "ssat    r8, #8, r8\n\t"                                                                                     \
+    "ssat    r9, #8, r9\n\t"                                                                                     \
+    "strb    r6, [r12], #1\n\t"                                                                                  \
+    "strb    r7, [r12], #1\n\t"                                                                                  \
+    "strb    r8, [r12], #1\n\t"                                                                                  \
+    "strb    r9, [r12], #1\n\t"                                                                                  \
+    "cmp     r1, r0\n\t"                                                                                         \
+    "bne     1b\n\t"                                                                                             \
+    "ldr     r0, [sp]\n\t"                                                                                       \
+    "ldrd    r1, r6, [r0]\n\t"                                                                                   \
+    "cmp     r1, r6\n\t"                                                                                         \
+    "bne     0b\n\t"                                                                                             \
+    "add     sp, sp, #4\n\t"
+#define NARROW_ROWS_CALL(TEXT)                                                                                   \
+    __asm__ volatile(TEXT                                                                                        \
+                     : "+r"(c)                                                                                   \
+                     :                                                                                           \
+                     : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9",  \
+                       "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
+
+/* The run of pixels ctx describes (at least one), every channel quad of the table (at least one). The loop
+ * needs r1-r12 and lr, so ctx waits on the stack (one push) and is reloaded once per pixel. */
+static __attribute__((noinline)) void narrow_rows(narrow_ctx *ctx, int32_t in_c)
+{
+    register narrow_ctx *c __asm__("r0") = ctx;
+    if (in_c == 16) NARROW_ROWS_CALL(NARROW_ROWS_ASM(NARROW_IN_1, NARROW_HIGH_1("r6"), NARROW_HIGH_1("r7")));
+    else NARROW_ROWS_CALL(NARROW_ROWS_ASM("", "", ""));
+}
+
+static inline uint32_t float_bits(float f)
+{
+    uint32_t u;
+    __builtin_memcpy(&u, &f, 4);
+    return u;
+}
+
+/* Channels o .. o + n - 1 (n % 4 == 0) of the weight (in_c 8 or 16) into narrow_rows' table: per four channels
+ * their multipliers, then per channel its bias (0 when it cannot be folded) and in_c / 2 lane words. */
+static void narrow_table(const int8_t *w, int32_t in_c, const int32_t *bias, const float *eff, int32_t o, int32_t n,
+                         uint32_t *tab)
+{
+    for (int32_t k = 0; k < n; k += 4) {
+        for (int32_t j = 0; j < 4; j++) *tab++ = float_bits(eff[o + k + j]);
+        for (int32_t ch = o + k; ch < o + k + 4; ch++) {
+            *tab++ = fold_one(bias[ch]) ? (uint32_t)bias[ch] : 0u;
+            for (int32_t i = 0; i < in_c; i += 4) {
+                const uint32_t v = load_u32(w + ch * in_c + i);
+                *tab++ = __sxtb16(v), *tab++ = sxtb16_ror8(v);
+            }
+        }
+    }
+}
+
+static __attribute__((noinline)) void pointwise_narrow(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                                       const int32_t *bias, const float *eff, int8_t *y)
+{
+    uint32_t tab[MT_NARROW_TAB_WORDS + 4];
+    const int32_t in_c = p->in_c, out_c = p->out_c, n_pix = p->out_h * p->out_w, neg_zero = pack_neg_zero(p->x_zero);
+    const int32_t quad_words = 4 + 4 * (1 + in_c / 2), block = 4 * (MT_NARROW_TAB_WORDS / quad_words);
+    const int32_t quads = out_c & ~3;
+    /* stride 1: all pixels are one run; otherwise one run per output row */
+    const int32_t run = p->stride == 1 ? n_pix : p->out_w, x_step = p->stride * in_c;
+    for (int32_t o = 0; o < quads; o += block) {
+        const int32_t n = quads - o < block ? quads - o : block;
+        narrow_table(w, in_c, bias, eff, o, n, tab);
+        for (int32_t pix = 0; pix < n_pix; pix += run) {
+            const int8_t *xr = pixel_in(p, x, pix);
+            narrow_ctx ctx = {xr, xr + run * x_step, y + pix * out_c + o, out_c, tab, tab + n / 4 * quad_words,
+                              neg_zero, p->y_zero, x_step};
+            narrow_rows(&ctx, in_c);
+        }
+    }
+    /* redone with the bias added in float: the out_c % 4 last channels, the channels whose bias was not folded */
+    for (int32_t ch = 0; ch < out_c; ch++) {
+        if (ch < quads && fold_one(bias[ch])) continue;
+        for (int32_t pix = 0; pix < n_pix; pix++)
+            y[pix * out_c + ch] = requant_finite(dot1_s8(pixel_in(p, x, pix), neg_zero, w + ch * in_c, in_c),
+                                                 (float)bias[ch], eff[ch], p->y_zero);
+    }
+}
+
 void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask)
 {
+    if ((p->in_c == 8 || p->in_c == 16) && !mask && p->out_c >= 4 && all_finite(eff, p->out_c)) {
+        pointwise_narrow(p, x, w, bias, eff, y);
+        return;
+    }
     const int32_t in_c = p->in_c, out_c = p->out_c, neg_zero = pack_neg_zero(p->x_zero), n4 = in_c & ~3;
     if (n4 == 0) {
         pointwise_pixel_pairs(p, x, w, bias, eff, y, mask);
@@ -1387,8 +1545,17 @@ typedef struct {
     "smlabb  r10, r8, r7, r10\n\t"                                                                               \
     "smlatt  r12, r8, r7, r12\n\t"
 
-/* ODD: an odd number of taps (one before the pairs); MASK_BITS, MASK_STORE: DW_ROWS_MASK_* or "". */
-#define DW_ROWS_ASM(ODD, MASK_BITS, MASK_STORE)                                                                  \
+/* The tap loop of DW_ROWS_ASM: two taps per pass (ODD: an odd number of taps, one before the pairs), or a
+ * window of 9, 25 or 49 taps written out (DW_TAPS_*: no loop test). */
+#define DW_TAPS_LOOP(ODD) ODD "1:\n\t" DW_TAP DW_TAP "cmp     r1, r2\n\t" "bne     1b\n\t" "2:\n\t"
+#define DW_TAPS_3 DW_TAP DW_TAP DW_TAP
+#define DW_TAPS_9 DW_TAPS_3 DW_TAPS_3 DW_TAPS_3
+#define DW_TAPS_5 DW_TAP DW_TAP DW_TAP DW_TAP DW_TAP
+#define DW_TAPS_25 DW_TAPS_5 DW_TAPS_5 DW_TAPS_5 DW_TAPS_5 DW_TAPS_5
+#define DW_TAPS_7 DW_TAP DW_TAP DW_TAP DW_TAP DW_TAP DW_TAP DW_TAP
+#define DW_TAPS_49 DW_TAPS_7 DW_TAPS_7 DW_TAPS_7 DW_TAPS_7 DW_TAPS_7 DW_TAPS_7 DW_TAPS_7
+/* TAPS: DW_TAPS_LOOP(...) or DW_TAPS_n; MASK_BITS, MASK_STORE: DW_ROWS_MASK_* or "". */
+#define DW_ROWS_ASM(TAPS, MASK_BITS, MASK_STORE)                                                                 \
     "ldr     r4, [r0, #44]\n\t"                                                                                  \
     "ldr     r3, [r0, #24]\n\t"                                                                                  \
     "ldr     lr, [r0, #64]\n\t"                                                                                  \
@@ -1396,11 +1563,7 @@ typedef struct {
     "vldmia  r1, {s12-s15}\n\t"                                                                                  \
     "0:\n\t"                                                                                                     \
     "ldmia   r0, {r9, r10, r11, r12}\n\t"                                                                        \
-    "ldrd    r1, r2, [r0, #16]\n\t" ODD                                                                          \
-    "1:\n\t" DW_TAP DW_TAP                                                                                       \
-    "cmp     r1, r2\n\t"                                                                                         \
-    "bne     1b\n\t"                                                                                             \
-    "2:\n\t"                                                                                                     \
+    "ldrd    r1, r2, [r0, #16]\n\t" TAPS                                                                         \
     "add     r8, r0, #28\n\t"                                                                                    \
     "ldmia   r8, {r5, r6, r7, r8}\n\t" /* x_step, c_n, y_zero, y_end */                                          \
     "vmov    s8, s9, r9, r10\n\t"                                                                                \
@@ -1471,14 +1634,20 @@ typedef struct {
 static __attribute__((noinline)) void dw_rows(const dw_rows_ctx *ctx)
 {
     register const dw_rows_ctx *c __asm__("r0") = ctx;
-    const int odd = (ctx->end - ctx->taps) & 1;
+    const int32_t n = (int32_t)(ctx->end - ctx->taps);
     if (ctx->mask) {
-        if (odd) DW_ROWS_CALL(DW_ROWS_ASM(DW_ROWS_ODD, DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
-        else DW_ROWS_CALL(DW_ROWS_ASM("", DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
+        if (n == 9) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_9, DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
+        else if (n == 25) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_25, DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
+        else if (n == 49) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_49, DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
+        else if (n & 1) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(DW_ROWS_ODD), DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
+        else DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(""), DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
         return;
     }
-    if (odd) DW_ROWS_CALL(DW_ROWS_ASM(DW_ROWS_ODD, "", ""));
-    else DW_ROWS_CALL(DW_ROWS_ASM("", "", ""));
+    if (n == 9) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_9, "", ""));
+    else if (n == 25) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_25, "", ""));
+    else if (n == 49) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_49, "", ""));
+    else if (n & 1) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(DW_ROWS_ODD), "", ""));
+    else DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(""), "", ""));
 }
 
 /* n consecutive interior pixels of one output row, channels c..c+3, finite multipliers: inputs advance by
