@@ -10,9 +10,14 @@ The in-place kernel is scalar and per channel (the Cortex-M SIMD depthwise kerne
 it costs instructions: it is used only while the planned SRAM exceeds the budget, largest input first,
 and a conversion is kept only if it makes its program's arena smaller.
 
-The training step's depthwise input gradient (float32, stride 1) has an in-place twin too
+The training step's depthwise input gradient (float32) has an in-place twin too
 (mt_conv_grad_input_depthwise_inplace_f32, a float plane of scratch): in a trained block its gradient
-and the incoming one are the two largest live tensors of the backward peak.
+and the incoming one are the two largest live tensors of the backward peak. With stride 2 the input
+gradient is four times the incoming one, which then lives at the start of its storage (same channels,
+so writing a channel of gx overwrites only that channel of gacc, already in the plane).
+
+A conversion that does not shrink the arena (another step has the same peak) is tried again after each
+one that does: the 99 KB mcunet-5fps scheme's blocks.13 gradient helps only once blocks.8's is in place.
 """
 from __future__ import annotations
 
@@ -23,8 +28,9 @@ from ..ops.conv import DEPTHWISE_INPLACE_KERNEL, DEPTHWISE_KERNEL, GRAD_INPUT_KE
 
 KERNEL, INPLACE_KERNEL = DEPTHWISE_KERNEL, DEPTHWISE_INPLACE_KERNEL
 GRAD_KERNEL, GRAD_INPLACE_KERNEL = GRAD_INPUT_KERNEL["depthwise"], "mt_conv_grad_input_depthwise_inplace_f32"
-# kernel -> (its in-place twin, dtype of the plane scratch); the backward one needs stride 1 (gx as big as gacc)
-INPLACE = {KERNEL: (INPLACE_KERNEL, "int8"), GRAD_KERNEL: (GRAD_INPLACE_KERNEL, "float32")}
+# kernel -> (its in-place twin, dtype of the plane scratch, mt_conv_params fields of the plane's H and W:
+# the forward keeps the input plane, the backward the incoming gradient's)
+INPLACE = {KERNEL: (INPLACE_KERNEL, "int8", (0, 1)), GRAD_KERNEL: (GRAD_INPLACE_KERNEL, "float32", (3, 4))}
 GRAD_INPLACE_TAPS = 49  # MT_DWG_TAPS of the in-place gradient kernel (kernels/mt_backward_f32.c)
 
 
@@ -59,19 +65,20 @@ def _candidates(prog: Program, steps: list[Step], aliases: dict[str, str], prote
             continue
         if last.get(x) != i and (s.kernel != GRAD_KERNEL or _hoisted(steps, i, x) is None):
             continue
-        if prog.buffers[y].nbytes > prog.buffers[x].nbytes:
-            continue
-        if s.kernel == GRAD_KERNEL and (prog.buffers[y].nbytes != prog.buffers[x].nbytes
-                                        or _taps(prog, s) > GRAD_INPLACE_TAPS):
+        if s.kernel != GRAD_KERNEL and prog.buffers[y].nbytes > prog.buffers[x].nbytes:
+            continue  # the forward writes its output over its input (stride 1 or 2: never larger)
+        if s.kernel == GRAD_KERNEL and _taps(prog, s) > GRAD_INPLACE_TAPS:
             continue
         out.append(s)
     return sorted(out, key=lambda s: -prog.buffers[s.reads[0]].nbytes)
 
 
 def _plane(prog: Program, step: Step) -> tuple[str, bool]:
-    """The scratch plane of a depthwise step, in_h * in_w elements (from its mt_conv_params), and whether it
-    was declared now (the inference and training programs share buffer declarations)."""
-    h, w = prog.params[step.args[0].ref].fields[:2]
+    """The scratch plane of a depthwise step (forward: in_h * in_w elements, backward: out_h * out_w, from its
+    mt_conv_params), and whether it was declared now (the inference and training programs share buffer
+    declarations)."""
+    fields = prog.params[step.args[0].ref].fields
+    h, w = (fields[i] for i in INPLACE[step.kernel][2])
     name = f"{step.reads[0]}.plane"
     if name in prog.buffers:
         return name, False
@@ -119,6 +126,7 @@ def fit_with_inplace_depthwise(prog: Program, protected=(), budget: int | None =
             setattr(prog, attr, trial)
             sizes[k] = size
             converted += 1
+            tried = {t for t in tried if t[0] != k}  # the peak moved: a step that did not help may now
         else:
             s.kernel, s.args, s.writes = before
             steps[:] = order

@@ -213,9 +213,13 @@ void mt_conv_grad_input_depthwise_f32(const mt_conv_params *p, const float *gacc
     }
 }
 
-/* In place (codegen.inplace_depthwise, stride 1, gx the same size as gacc): channel by channel, the
- * channel's gacc plane is copied to `plane` (out_h * out_w floats) and its gx written over it; each element
- * sums the same taps in the same order as mt_dw_grad_in (stride 1: every tap whose output is inside). */
+/* In place (codegen.inplace_depthwise; gx at least as large as gacc, both NHWC with the same channels,
+ * gacc at the start of gx's storage): channel by channel, the channel's gacc plane is copied to `plane`
+ * (out_h * out_w floats) and its gx written over it. Element (q, c) of gx lies on element (q, c) of gacc
+ * (same channel count), so writing channel c only overwrites gacc values of channel c, already in the
+ * plane: that is why a stride-2 gradient (gx four times gacc) can run in place too. Each element sums the
+ * same taps in the same order as mt_dw_grad_in (u, v ascending; stride s: the taps whose output position
+ * is a whole multiple of s and inside). */
 #define MT_DWG_TAPS 49 /* 7x7: the largest depthwise kernel of the supported models */
 
 static void mt_dw_grad_in_plane(const mt_conv_params *p, const int8_t *wb, int32_t nb, const int16_t *idx,
@@ -227,7 +231,7 @@ static void mt_dw_grad_in_plane(const mt_conv_params *p, const int8_t *wb, int32
         for (t = 0; t < taps; t++) wf[t] = (float)wb[t * nb + j];
         for (i = 0; i < n; i++) plane[i] = g[i * p->out_c + c];
         for (iy = 0; iy < p->in_h; iy++) {
-            int32_t rows_in = iy + p->pad - (p->kh - 1) >= 0 && iy + p->pad < p->out_h;
+            int32_t rows_in = p->stride == 1 && iy + p->pad - (p->kh - 1) >= 0 && iy + p->pad < p->out_h;
             for (ix = 0; ix < p->in_w; ix++) {
                 float acc = 0.0f;
                 if (rows_in && ix + p->pad - (p->kw - 1) >= 0 && ix + p->pad < p->out_w) {
@@ -240,13 +244,17 @@ static void mt_dw_grad_in_plane(const mt_conv_params *p, const int8_t *wb, int32
                     continue;
                 }
                 for (u = 0; u < p->kh; u++) {
-                    int32_t oy = iy + p->pad - u;
+                    int32_t ty = iy + p->pad - u, oy;
                     const float *row;
-                    if (oy < 0 || oy >= p->out_h) continue;
+                    if (ty < 0 || ty % p->stride) continue;
+                    oy = ty / p->stride;
+                    if (oy >= p->out_h) continue;
                     row = plane + oy * p->out_w;
                     for (v = 0; v < p->kw; v++) {
-                        int32_t ox = ix + p->pad - v;
-                        if (ox < 0 || ox >= p->out_w) continue;
+                        int32_t tx = ix + p->pad - v, ox;
+                        if (tx < 0 || tx % p->stride) continue;
+                        ox = tx / p->stride;
+                        if (ox >= p->out_w) continue;
                         acc += row[ox] * wf[u * p->kw + v];
                     }
                 }
@@ -259,7 +267,7 @@ static void mt_dw_grad_in_plane(const mt_conv_params *p, const int8_t *wb, int32
 void mt_conv_grad_input_depthwise_inplace_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
                                               float *gx, float *plane) {
     (void)gacc; /* == gx: the gradient is computed over its own storage */
-    if (p->kh * p->kw > MT_DWG_TAPS || p->stride != 1) return; /* the planner never emits these */
+    if (p->kh * p->kw > MT_DWG_TAPS || p->stride < 1) return; /* the planner never emits these */
     mt_dw_grad_in_plane(p, w->frozen, w->n_frozen, w->frozen_idx, gx, plane);
     mt_dw_grad_in_plane(p, w->train, w->n_train, w->train_idx, gx, plane);
 }
