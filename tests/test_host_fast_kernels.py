@@ -244,7 +244,7 @@ def test_inplace_depthwise_over_its_own_input_equals_the_plain_kernel(libs, k, s
 def test_inplace_depthwise_input_gradient_equals_the_plain_kernel(libs, k, stride, h, split):
     """mt_conv_grad_input_depthwise_inplace_f32 over the incoming gradient's own storage (what the planner emits:
     gacc at the start of gx's block, gx four times larger with stride 2) gives mt_conv_grad_input_depthwise_f32's
-    floats bit for bit, border and interior, whole weights and frozen/trained channel blocks."""
+    floats bit for bit, border and interior, whole weights and frozen/trained channel blocks, any group size."""
     c = 13
     rng = np.random.default_rng(k * 100 + stride * 10 + h)
     o = (h + 2 * (k // 2) - k) // stride + 1
@@ -261,11 +261,12 @@ def test_inplace_depthwise_input_gradient_equals_the_plain_kernel(libs, k, strid
     for name, lib in libs.items():
         want = np.zeros(h * h * c, np.float32)
         lib.mt_conv_grad_input_depthwise_f32(ctypes.byref(p), ptr(gacc), ctypes.byref(w), ptr(want))
-        block = np.full(h * h * c, np.nan, np.float32)
-        block[: gacc.size] = gacc.reshape(-1)
-        plane = np.zeros(o * o, np.float32)
-        lib.mt_conv_grad_input_depthwise_inplace_f32(ctypes.byref(p), ptr(block), ctypes.byref(w), ptr(block),
-                                                     ptr(plane))
-        np.testing.assert_array_equal(block.view(np.uint32), want.view(np.uint32),
-                                      err_msg=f"{name} build, k {k}, stride {stride}")
+        for group in (1, 3, 8):  # 13 channels: 8 + a tail of 5, 3 + ... + 1, and one at a time
+            block = np.full(h * h * c, np.nan, np.float32)
+            block[: gacc.size] = gacc.reshape(-1)
+            plane = np.full(group * (o * o + k * k), np.nan, np.float32)
+            lib.mt_conv_grad_input_depthwise_inplace_f32(ctypes.byref(p), ptr(block), ctypes.byref(w), ptr(block),
+                                                         ptr(plane), group)
+            np.testing.assert_array_equal(block.view(np.uint32), want.view(np.uint32),
+                                          err_msg=f"{name} build, k {k}, stride {stride}, group {group}")
         assert np.count_nonzero(want) > want.size // (2 * stride * stride)
