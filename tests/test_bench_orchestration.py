@@ -16,7 +16,7 @@ def test_run_all_writes_summary_headline_and_accuracy(tmp_path, monkeypatch):
     (tmp_path / "qas.json").write_text(json.dumps({"models": {}, "average": {}}))
     (tmp_path / "qas.md").write_text("| model | fp32 |\n|---|---|\n| m | 90.0 |\n")
     monkeypatch.setattr(run_all, "RESULTS", tmp_path)
-    assert run_all.main(["--skip", "memory", "host", "cortexm", "--accuracy", "reuse"]) == 0
+    assert run_all.main(["--skip", "memory", "host", "cortexm", "patching", "--accuracy", "reuse"]) == 0
     summary = json.loads((tmp_path / "bench_summary.json").read_text())
     assert {"date", "command", "quick", "step_seconds", "total_seconds", "sources"} <= set(summary)
     assert summary["step_seconds"]["memory"] == "skipped"

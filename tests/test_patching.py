@@ -123,3 +123,20 @@ def test_small_graph_patched_and_a_trained_prefix_refused():
         build_training_program(g, UpdateScheme.full(g), patch=(5, (2, 2)))
     with pytest.raises(GraphError, match="trained or saves a mask"):  # biases train: the clamp masks are saved
         build_training_program(g, UpdateScheme.bias_only(g), patch=(5, (2, 2)))
+
+
+def test_fit_takes_the_cheapest_tiling_that_fits_the_part():
+    """--patch fit on a 160 KB part: the tiling with the fewest extra MACs whose arena fits (proxyless-w0.3 49 KB-like:
+    a 2x2 grid), not the smallest arena --patch auto takes (more tiles, more MACs); both fit."""
+    from microtrain.budget import KB, part_sram_budget
+    from microtrain.codegen import compile_model
+    from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
+    from microtrain.quant.head import replace_head
+
+    graph = replace_head(load_mcunet_pkl(model_path("proxyless-w0.3")), 2)
+    scheme, budget = like_mcunet_49kb(graph), part_sram_budget(160 * KB)
+    fit = compile_model(graph, scheme, patch="fit", sram_budget=budget)
+    auto = compile_model(graph, scheme, patch="auto", sram_budget=budget)
+    f, a = fit.program.meta["patch"], auto.program.meta["patch"]
+    assert fit.report.total_sram_bytes <= budget and auto.report.total_sram_bytes <= budget
+    assert 0 < f["extra_macs"] < a["extra_macs"] and auto.report.arena_bytes < fit.report.arena_bytes
