@@ -73,7 +73,7 @@ def test_a_failing_step_is_reported_and_the_others_still_written(tmp_path, monke
 
     monkeypatch.setattr(run_all, "RESULTS", tmp_path)
     monkeypatch.setattr(run_all, "step_host", broken)
-    assert run_all.main(["--skip", "memory", "cortexm", "--accuracy", "skip"]) == 1
+    assert run_all.main(["--skip", "memory", "cortexm", "patching", "--accuracy", "skip"]) == 1
     summary = json.loads((tmp_path / "bench_summary.json").read_text())
     assert summary["step_seconds"]["host"].startswith("FAILED") and "qemu vanished" in summary["step_seconds"]["host"]
     assert "Step host FAILED" in (tmp_path / "headline.md").read_text()
