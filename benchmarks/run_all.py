@@ -9,6 +9,10 @@ Steps (each result says whether it was measured now, reused from an earlier run,
   host      training-step time of the host C build vs PyTorch CPU, batch 1 (bench_host_step.py per model)
   cortexm   instructions per training step on the emulated Cortex-M7 (bench_cortexm.models_table) vs the
             ~118 M cycles of upstream's engine and vs the arithmetic lower bound (MACs of the step / 2)
+  patching  smaller parts (bench_patching.py): the sparse schemes compiled for a 128 KB / 160 KB part (patch-based
+            frozen prefix, depthwise convs in place where needed), SRAM as linked with the part's RAM and
+            instructions per step in QEMU, before and after; its result file is reused while newer than the
+            code it depends on, else measured again (--quick: linked only, no QEMU)
   accuracy  the QAS table (exp_qas.py) and accuracy vs memory (exp_sparse.py): their result files are
             reused when newer than the code they depend on; otherwise a reduced run is made (marked so);
             the time-series scenario (results/vowels.json: `microtrain demo --task vowels` and
@@ -40,7 +44,7 @@ RESULTS = HERE / "results"  # the committed full results (the README block is co
 QUICK_SUBDIR = "quick"  # --quick writes its reduced figures to RESULTS/quick, never over the full ones
 OUT = RESULTS  # where this run writes: set by main()
 MODELS = ("mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3")
-STEPS = ("memory", "host", "cortexm", "accuracy")
+STEPS = ("memory", "host", "cortexm", "patching", "accuracy")
 STEP_RESULTS = {"memory": "bench_memory.json", "host": "bench_host_step.json", "cortexm": "bench_cortexm.json"}
 UPSTREAM_49KB_SRAM = 237_456  # upstream codegen, MCUNet-5fps 49 KB scheme (../shared/notes/paper-facts.md)
 UPSTREAM_CYCLES = 118e6  # upstream engine, MCUNet-5fps sparse update, STM32F746 (paper: 546 ms at 216 MHz)
@@ -240,7 +244,35 @@ def step_cortexm(args) -> dict:
     return doc
 
 
-# ----- 4. accuracy ------------------------------------------------------------------------------------------
+# ----- 4. smaller parts: the patched builds ------------------------------------------------------------------
+PATCHING_DEPS = ["benchmarks/bench_patching.py", "src/microtrain/codegen", "src/microtrain/patching.py",
+                 "src/microtrain/arena.py", "src/microtrain/budget.py", "src/microtrain/targets/cortex_m"]
+
+
+def step_patching(args) -> dict:
+    """The 128 KB / 160 KB builds of bench_patching.py: reused while its result is newer than the code it depends
+    on, else measured again (into this run's results folder; --quick: linked only)."""
+    import bench_patching
+
+    log("\n== smaller parts: the sparse schemes on a 128 KB / 160 KB part (patch-based frozen prefix) ==")
+    stored = RESULTS / "bench_patching.json"
+    fresh, why = _freshness(stored, PATCHING_DEPS)
+    if fresh and not args.quick:
+        doc = json.loads(stored.read_text())
+        source = why
+    else:
+        out = OUT / "bench_patching.json"
+        cmd = ["--out", str(out)] + (["--no-qemu"] if args.quick else [])
+        log(f"{why}: running benchmarks/bench_patching.py {' '.join(cmd)}")
+        if bench_patching.main(cmd) != 0:
+            raise RuntimeError("bench_patching.py failed")
+        doc = json.loads(out.read_text())
+        source = "measured now" + (" (--quick: linked only, no QEMU)" if args.quick else "")
+    return {"source": source, "date": doc.get("date"), "command": "benchmarks/bench_patching.py",
+            "max_extra_macs": doc.get("max_extra_macs"), "configs": doc["configs"]}
+
+
+# ----- 5. accuracy ------------------------------------------------------------------------------------------
 def _recorded_fingerprint(result: Path) -> str | None:
     try:
         return json.loads(result.read_text()).get("numerics_fingerprint")
@@ -437,6 +469,9 @@ def step_accuracy(args) -> dict:
 
 
 # ----- plots and the headline table --------------------------------------------------------------------------
+_PATCHED_AS = {"like-mcunet-49kb": "like-49kb"}  # bench_memory's scheme name -> bench_patching's for the same scheme
+
+
 def plots(results: dict) -> list[Path]:
     import matplotlib
 
@@ -446,7 +481,7 @@ def plots(results: dict) -> list[Path]:
     written = []
     mem = results.get("memory")
     if mem:
-        fig, axes = plt.subplots(1, len(MODELS), figsize=(13, 4.2), sharey=True)
+        fig, axes = plt.subplots(1, len(MODELS), figsize=(15, 4.4), sharey=True)
         for ax, model in zip(axes, MODELS):
             rows = {r["config"]: r for r in mem["results"] if r["model"].startswith(model)}
             if not rows:
@@ -457,6 +492,9 @@ def plots(results: dict) -> list[Path]:
                     ("PyTorch step\n(sparse)", s["torch"]["step_peak_increase"], "C1"),
                     ("microtrain\nfull update", f["microtrain"].get("linked_sram", f["microtrain"]["planned_training_sram"]), "C0"),
                     ("microtrain\nsparse", s["microtrain"].get("linked_sram", s["microtrain"]["planned_training_sram"]), "C2")]
+            bars += [(f"microtrain sparse\n{p['part_ram'] // 1024} KB part", p["after"]["linked_sram_bytes"], "C4")
+                     for p in _patched_rows(results.get("patching"))
+                     if p["model"] == model and p["scheme"] in (s.get("scheme"), _PATCHED_AS.get(s.get("scheme")))]
             kbs = [b[1] / 1024 for b in bars]
             ax.bar(range(len(bars)), kbs, color=[b[2] for b in bars])
             for i, v in enumerate(kbs):
@@ -670,6 +708,37 @@ def _reused_note(doc: dict) -> str:
     return f" **Reused, not measured in this run**: {doc['source']}." if doc["source"].startswith("reused") else ""
 
 
+def _patched_rows(patching: dict | None) -> list[dict]:
+    """bench_patching's configurations as rows (model, scheme, part RAM, before and after)."""
+    return [{"config": name, **r} for name, r in ((patching or {}).get("configs") or {}).items()]
+
+
+def _patching_section(patching: dict | None) -> list[str]:
+    rows = _patched_rows(patching)
+    if not rows:
+        return []
+    lines = ["**Smaller parts** (`microtrain compile --ram 128K` / `160K`: the frozen prefix runs on spatial tiles "
+             f"within {patching.get('max_extra_macs', '10%')} extra MACs, depthwise convs in place where needed; "
+             "before: the default 256 KB build. SRAM as linked for the Cortex-M7, the part's RAM given to the "
+             "linker; instructions of one training step in QEMU; same parameters: the two builds' trained "
+             f"parameters after 2 steps are identical). Source: {patching['source']}.", "",
+             "| model | scheme | part | SRAM linked (KB) before -> after | fits the part | extra MACs | "
+             "M7 instructions/step (M) before -> after | same parameters |",
+             "|---|---|---:|---:|---|---:|---:|---|"]
+    for r in rows:
+        b, a = r["before"], r["after"]
+        ins = "n/a"
+        if "instructions_per_step" in b and "instructions_per_step" in a:
+            ins = (f"{b['instructions_per_step'] / 1e6:.1f} -> {a['instructions_per_step'] / 1e6:.1f} "
+                   f"({r['extra_instructions_ratio']:+.1%})")
+        same = {True: "yes", False: "NO"}.get(r.get("same_params"), "n/a")
+        lines.append(f"| {r['model']} | {r['scheme']} | {r['part_ram'] // 1024} KB | "
+                     f"{b['linked_sram_bytes'] / 1024:.1f} -> {a['linked_sram_bytes'] / 1024:.1f} | "
+                     f"{'yes' if a.get('fits_part', True) else 'no'} | "
+                     f"{a['extra_macs'] / a['model_macs']:+.1%} | {ins} | {same} |")
+    return lines + [""]
+
+
 def headline(results: dict, args, seconds: float, plotted=()) -> str:
     reused = [k for k, v in results.items() if isinstance(v, dict) and str(v.get("source", "")).startswith("reused ")
               and k in STEP_RESULTS]
@@ -704,6 +773,7 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
                       f"training SRAM (arena + trained parameters + scratch), upstream's codegen reports "
                       f"{UPSTREAM_49KB_SRAM:,} B for the same scheme: {planned / UPSTREAM_49KB_SRAM:.2f}x."]
         lines.append("")
+    lines += _patching_section(results.get("patching"))
     host = results.get("host")
     cm = results.get("cortexm")
     if host or cm:
@@ -804,7 +874,7 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     results, status = {}, {}
     for name, fn in (("memory", step_memory), ("host", step_host), ("cortexm", step_cortexm),
-                     ("accuracy", step_accuracy)):
+                     ("patching", step_patching), ("accuracy", step_accuracy)):
         if name in args.skip:
             status[name] = "skipped"
             continue

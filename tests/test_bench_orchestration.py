@@ -16,7 +16,7 @@ def test_run_all_writes_summary_headline_and_accuracy(tmp_path, monkeypatch):
     (tmp_path / "qas.json").write_text(json.dumps({"models": {}, "average": {}}))
     (tmp_path / "qas.md").write_text("| model | fp32 |\n|---|---|\n| m | 90.0 |\n")
     monkeypatch.setattr(run_all, "RESULTS", tmp_path)
-    assert run_all.main(["--skip", "memory", "host", "cortexm", "--accuracy", "reuse"]) == 0
+    assert run_all.main(["--skip", "memory", "host", "cortexm", "patching", "--accuracy", "reuse"]) == 0
     summary = json.loads((tmp_path / "bench_summary.json").read_text())
     assert {"date", "command", "quick", "step_seconds", "total_seconds", "sources"} <= set(summary)
     assert summary["step_seconds"]["memory"] == "skipped"
@@ -74,7 +74,7 @@ def test_a_failing_step_is_reported_and_the_others_still_written(tmp_path, monke
 
     monkeypatch.setattr(run_all, "RESULTS", tmp_path)
     monkeypatch.setattr(run_all, "step_host", broken)
-    assert run_all.main(["--skip", "memory", "cortexm", "--accuracy", "skip"]) == 1
+    assert run_all.main(["--skip", "memory", "cortexm", "patching", "--accuracy", "skip"]) == 1
     summary = json.loads((tmp_path / "bench_summary.json").read_text())
     assert summary["step_seconds"]["host"].startswith("FAILED") and "qemu vanished" in summary["step_seconds"]["host"]
     assert "Step host FAILED" in (tmp_path / "headline.md").read_text()

@@ -237,3 +237,36 @@ def test_inplace_depthwise_over_its_own_input_equals_the_plain_kernel(libs, k, s
         np.testing.assert_array_equal(xy[:n], want, err_msg=f"{name} build, stride {stride}")
         np.testing.assert_array_equal(mask, want_mask)
         assert len(np.unique(want)) > 10
+
+
+@pytest.mark.parametrize("k,stride,h,split", [(3, 1, 9, False), (7, 1, 8, True), (3, 2, 9, False), (5, 2, 8, True),
+                                              (7, 2, 8, False), (7, 2, 11, True)])
+def test_inplace_depthwise_input_gradient_equals_the_plain_kernel(libs, k, stride, h, split):
+    """mt_conv_grad_input_depthwise_inplace_f32 over the incoming gradient's own storage (what the planner emits:
+    gacc at the start of gx's block, gx four times larger with stride 2) gives mt_conv_grad_input_depthwise_f32's
+    floats bit for bit, border and interior, whole weights and frozen/trained channel blocks, any group size."""
+    c = 13
+    rng = np.random.default_rng(k * 100 + stride * 10 + h)
+    o = (h + 2 * (k // 2) - k) // stride + 1
+    p = ConvParams(h, h, c, o, o, c, k, k, stride, k // 2, 0, 0)
+    gacc = rng.standard_normal((o, o, c)).astype(np.float32)
+    wt = rng.integers(-128, 128, (k * k, c)).astype(np.int8)
+    if split:  # channels 0, 3, 6, ... trained, the rest frozen: two blocks, each gathered by its index list
+        train = np.arange(0, c, 3, dtype=np.int16)
+        frozen = np.setdiff1d(np.arange(c), train).astype(np.int16)
+        fw, tw = np.ascontiguousarray(wt[:, frozen]), np.ascontiguousarray(wt[:, train])
+        w = WeightS8(ptr(fw).value, ptr(frozen).value, len(frozen), ptr(tw).value, ptr(train).value, len(train))
+    else:
+        w = WeightS8(ptr(wt).value, None, c, None, None, 0)
+    for name, lib in libs.items():
+        want = np.zeros(h * h * c, np.float32)
+        lib.mt_conv_grad_input_depthwise_f32(ctypes.byref(p), ptr(gacc), ctypes.byref(w), ptr(want))
+        for group in (1, 3, 8):  # 13 channels: 8 + a tail of 5, 3 + ... + 1, and one at a time
+            block = np.full(h * h * c, np.nan, np.float32)
+            block[: gacc.size] = gacc.reshape(-1)
+            plane = np.full(group * (o * o + k * k), np.nan, np.float32)
+            lib.mt_conv_grad_input_depthwise_inplace_f32(ctypes.byref(p), ptr(block), ctypes.byref(w), ptr(block),
+                                                         ptr(plane), group)
+            np.testing.assert_array_equal(block.view(np.uint32), want.view(np.uint32),
+                                          err_msg=f"{name} build, k {k}, stride {stride}, group {group}")
+        assert np.count_nonzero(want) > want.size // (2 * stride * stride)

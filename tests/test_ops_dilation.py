@@ -273,11 +273,14 @@ def test_dilated_kernels_equal_numpy(tmp_path, d, stride):
                 gx = np.full(h * w * c, np.nan, np.float32)
                 lib.mt_conv_grad_input_depthwise_f32(ctypes.byref(p), ptr(gacc), ctypes.byref(wv), ptr(gx))
                 np.testing.assert_array_equal(gx.view(np.uint32), gx_ref.view(np.uint32), err_msg=name)
-                if stride == 1:
-                    g_io, plane = gacc.copy().reshape(-1), np.zeros(ho * wo, np.float32)
+                for group in (1, 3, 8):  # in place, any stride: gacc at the start of gx's storage
+                    g_io = np.full(max(h * w, ho * wo) * c, np.nan, np.float32)
+                    g_io[: gacc.size] = gacc.reshape(-1)
+                    plane = np.full(group * (ho * wo + k * k), np.nan, np.float32)
                     lib.mt_conv_grad_input_depthwise_inplace_f32(ctypes.byref(p), ptr(g_io), ctypes.byref(wv),
-                                                                 ptr(g_io), ptr(plane))
-                    np.testing.assert_array_equal(g_io.view(np.uint32), gx_ref.view(np.uint32), err_msg=name)
+                                                                 ptr(g_io), ptr(plane), group)
+                    np.testing.assert_array_equal(g_io[: h * w * c].view(np.uint32), gx_ref.view(np.uint32),
+                                                  err_msg=f"{name}, in place, group {group}")
         # fused weight update of the whole weight (trained), x saved whole: the kernels sum pixels in order
         g = np.zeros(wt.shape, np.float32)
         xp = np.pad(xs, ((0, 0), (pad, pad), (pad, pad), (0, 0)))

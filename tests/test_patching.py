@@ -58,12 +58,14 @@ def _host_run(graph, scheme, out, patch, x, **options):
 
 
 @needs_gcc
-@pytest.mark.parametrize("name,resolution,patch,ram", [("mcunet-5fps", 128, "fit", 128), ("mbv2-w0.35", 64, "auto", None),
-                                                       ("proxyless-w0.3", 64, (10, (2, 2)), None)])
-def test_c_patched_equals_whole(name, resolution, patch, ram, tmp_path):
+@pytest.mark.parametrize("name,resolution,patch,ram,scheme_name", [
+    ("mcunet-5fps", 128, "fit", 128, "mcunet-5fps-49kb"), ("mcunet-5fps", 128, "fit", 160, "mcunet-5fps-99kb"),
+    ("mbv2-w0.35", 64, "auto", None, None), ("proxyless-w0.3", 64, (10, (2, 2)), None, None)])
+def test_c_patched_equals_whole(name, resolution, patch, ram, scheme_name, tmp_path):
     """Host C: logits, losses, trained parameters after 3 steps and logits after training are identical with
-    and without patching, and patching makes the arena smaller. mcunet-5fps is planned for a 128 KB part:
-    patched, with depthwise input gradients in place (codegen.inplace_depthwise) composing with it."""
+    and without patching, and patching makes the arena smaller. mcunet-5fps is planned for a 128 KB part (49 KB
+    scheme) and a 160 KB one (99 KB scheme): patched, with depthwise input gradients in place
+    (codegen.inplace_depthwise) composing with it; the 99 KB plan has a stride-2 one (blocks.10.depthwise)."""
     from microtrain.budget import KB, part_sram_budget
 
     from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
@@ -71,16 +73,18 @@ def test_c_patched_equals_whole(name, resolution, patch, ram, tmp_path):
     from microtrain.sparse.fixtures import load_fixture
 
     graph = replace_head(load_mcunet_pkl(model_path(name)).with_resolution(resolution), 2)
-    scheme = load_fixture("mcunet-5fps-49kb") if name == "mcunet-5fps" else like_mcunet_49kb(graph)
+    scheme = load_fixture(scheme_name) if scheme_name else like_mcunet_49kb(graph)
     x = np.random.default_rng(3).integers(-128, 128, (3, resolution, resolution, 3)).astype(np.int8)
     whole, ref = _host_run(graph, scheme, tmp_path / "whole", None, x)
     budget = part_sram_budget(ram * KB) if ram else None
     tiled, got = _host_run(graph, scheme, tmp_path / "tiled", patch, x, sram_budget=budget)
     assert "patch" in tiled.program.meta and tiled.report.arena_bytes < whole.report.arena_bytes
     assert any(s.kernel == "mt_window_s8" for s in tiled.program.train_steps)
-    if ram:
-        assert tiled.report.total_sram_bytes <= budget
-        assert any(s.kernel == "mt_conv_grad_input_depthwise_inplace_f32" for s in tiled.program.train_steps)
+    grads_inplace = [s for s in tiled.program.train_steps if s.kernel == "mt_conv_grad_input_depthwise_inplace_f32"]
+    if ram == 128:
+        assert tiled.report.total_sram_bytes <= budget and grads_inplace
+    if ram == 160:  # the 99 KB scheme does not fit 160 KB yet; the stride-2 in-place gradient is what it tests
+        assert any(tiled.program.params[s.args[0].ref].fields[8] == 2 for s in grads_inplace)
     assert np.array_equal(got[0], ref[0]) and got[1] == ref[1]
     assert len(got[2]) > 0 and got[2] == ref[2] and np.array_equal(got[3], ref[3])
 
@@ -119,3 +123,20 @@ def test_small_graph_patched_and_a_trained_prefix_refused():
         build_training_program(g, UpdateScheme.full(g), patch=(5, (2, 2)))
     with pytest.raises(GraphError, match="trained or saves a mask"):  # biases train: the clamp masks are saved
         build_training_program(g, UpdateScheme.bias_only(g), patch=(5, (2, 2)))
+
+
+def test_fit_takes_the_cheapest_tiling_that_fits_the_part():
+    """--patch fit on a 160 KB part: the tiling with the fewest extra MACs whose arena fits (proxyless-w0.3 49 KB-like:
+    a 2x2 grid), not the smallest arena --patch auto takes (more tiles, more MACs); both fit."""
+    from microtrain.budget import KB, part_sram_budget
+    from microtrain.codegen import compile_model
+    from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
+    from microtrain.quant.head import replace_head
+
+    graph = replace_head(load_mcunet_pkl(model_path("proxyless-w0.3")), 2)
+    scheme, budget = like_mcunet_49kb(graph), part_sram_budget(160 * KB)
+    fit = compile_model(graph, scheme, patch="fit", sram_budget=budget)
+    auto = compile_model(graph, scheme, patch="auto", sram_budget=budget)
+    f, a = fit.program.meta["patch"], auto.program.meta["patch"]
+    assert fit.report.total_sram_bytes <= budget and auto.report.total_sram_bytes <= budget
+    assert 0 < f["extra_macs"] < a["extra_macs"] and auto.report.arena_bytes < fit.report.arena_bytes

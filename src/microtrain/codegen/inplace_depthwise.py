@@ -10,27 +10,31 @@ The in-place kernel is scalar and per channel (the Cortex-M SIMD depthwise kerne
 it costs instructions: it is used only while the planned SRAM exceeds the budget, largest input first,
 and a conversion is kept only if it makes its program's arena smaller.
 
-The training step's depthwise input gradient (float32, stride 1) has an in-place twin too
-(mt_conv_grad_input_depthwise_inplace_f32, a float plane of scratch): in a trained block its gradient
-and the incoming one are the two largest live tensors of the backward peak.
+The training step's depthwise input gradient (float32) has an in-place twin too
+(mt_conv_grad_input_depthwise_inplace_f32): in a trained block its gradient and the incoming one are the
+two largest live tensors of the backward peak. It runs 8 channels at a time through a float scratch of
+those channels' incoming gradient and taps (1 channel when the larger scratch keeps the arena from
+shrinking): on the Cortex-M7 about 5 instructions per MAC instead of 17 for one channel at a time. With
+stride 2 the input gradient is four times the incoming one, which then lives at the start of its storage
+(same channels, so writing a channel of gx overwrites only that channel of gacc, already in the scratch).
+
+A conversion that does not shrink the arena (another step has the same peak) is tried again after each
+one that does: the 99 KB mcunet-5fps scheme's blocks.13 gradient helps only once blocks.8's is in place.
 """
 from __future__ import annotations
 
 from ..arena import plan_arena
 from ..budget import DEFAULT_SRAM_BUDGET, STACK_ESTIMATE, STATE_BYTES
-from ..ir.program import Buffer, Program, Step, buf, last_use
+from ..ir.program import Buffer, Program, Step, buf, last_use, lit
 from ..ops.conv import DEPTHWISE_INPLACE_KERNEL, DEPTHWISE_KERNEL, GRAD_INPUT_KERNEL
 
 KERNEL, INPLACE_KERNEL = DEPTHWISE_KERNEL, DEPTHWISE_INPLACE_KERNEL
 GRAD_KERNEL, GRAD_INPLACE_KERNEL = GRAD_INPUT_KERNEL["depthwise"], "mt_conv_grad_input_depthwise_inplace_f32"
-# kernel -> (its in-place twin, dtype of the plane scratch); the backward one needs stride 1 (gx as big as gacc)
+# kernel -> (its in-place twin, dtype of the plane scratch)
 INPLACE = {KERNEL: (INPLACE_KERNEL, "int8"), GRAD_KERNEL: (GRAD_INPLACE_KERNEL, "float32")}
-GRAD_INPLACE_TAPS = 49  # MT_DWG_TAPS of the in-place gradient kernel (kernels/mt_backward_f32.c)
-
-
-def _taps(prog: Program, step: Step) -> int:
-    kh, kw = prog.params[step.args[0].ref].fields[6:8]
-    return int(kh) * int(kw)
+# channels per pass of the in-place gradient, tried in this order: 8 (MT_DWG_GROUP: the sums of 8 channels
+# per tap run like the out-of-place kernel's) unless its larger plane keeps the arena from shrinking
+GRAD_GROUPS = (8, 1)
 
 
 # bias updates read a gradient but change only the bias: moving one before an input-gradient step that
@@ -59,24 +63,46 @@ def _candidates(prog: Program, steps: list[Step], aliases: dict[str, str], prote
             continue
         if last.get(x) != i and (s.kernel != GRAD_KERNEL or _hoisted(steps, i, x) is None):
             continue
-        if prog.buffers[y].nbytes > prog.buffers[x].nbytes:
-            continue
-        if s.kernel == GRAD_KERNEL and (prog.buffers[y].nbytes != prog.buffers[x].nbytes
-                                        or _taps(prog, s) > GRAD_INPLACE_TAPS):
-            continue
+        if s.kernel != GRAD_KERNEL and prog.buffers[y].nbytes > prog.buffers[x].nbytes:
+            continue  # the forward writes its output over its input (stride 1 or 2: never larger)
         out.append(s)
     return sorted(out, key=lambda s: -prog.buffers[s.reads[0]].nbytes)
 
 
-def _plane(prog: Program, step: Step) -> tuple[str, bool]:
-    """The scratch plane of a depthwise step, in_h * in_w elements (from its mt_conv_params), and whether it
-    was declared now (the inference and training programs share buffer declarations)."""
-    h, w = prog.params[step.args[0].ref].fields[:2]
-    name = f"{step.reads[0]}.plane"
-    if name in prog.buffers:
-        return name, False
-    prog.add_buffer(Buffer(name, int(h) * int(w), INPLACE[step.kernel][1], "scratch"))
-    return name, True
+def _variants(prog: Program, step: Step) -> list[tuple[str, int, list]]:
+    """The in-place forms of a depthwise step: (plane name, plane elements, extra kernel arguments after the
+    plane). Forward: the input plane (in_h * in_w int8). Backward: `group` channels' incoming gradient and
+    taps (group * (out_h * out_w + kh * kw) floats), for each group size of GRAD_GROUPS."""
+    f = [int(v) for v in prog.params[step.args[0].ref].fields]
+    in_h, in_w, c, out_h, out_w, _, kh, kw = f[:8]
+    if step.kernel == KERNEL:
+        return [(f"{step.reads[0]}.plane", in_h * in_w, [])]
+    groups = sorted({min(g, c) for g in GRAD_GROUPS}, reverse=True)
+    return [(f"{step.reads[0]}.plane{g}", g * (out_h * out_w + kh * kw), [lit(g)]) for g in groups]
+
+
+def _convert(prog: Program, steps: list[Step], s: Step, aliases: dict, size_before: int):
+    """Try each in-place form of step s (its later bias updates hoisted before it); keep the first that makes
+    the program's arena smaller and return (aliases, arena size), else restore everything and return None."""
+    order = list(steps)
+    for h in _hoisted(steps, steps.index(s), s.reads[0]) or []:  # empty unless a bias update reads x later
+        steps.remove(h)
+        steps.insert(steps.index(s), h)
+    before = (s.kernel, list(s.args), list(s.writes))
+    trial = {**aliases, s.writes[0]: s.reads[0]}
+    for plane, numel, extra in _variants(prog, s):
+        created = plane not in prog.buffers  # the inference and training programs share declarations
+        if created:
+            prog.add_buffer(Buffer(plane, numel, INPLACE[before[0]][1], "scratch"))
+        s.kernel, s.args, s.writes = INPLACE[before[0]][0], before[1] + [buf(plane)] + extra, before[2] + [plane]
+        size = plan_arena(steps, prog.buffers, trial).size  # only this program changed
+        if size < size_before:
+            return trial, size
+        s.kernel, s.args, s.writes = before
+        if created:
+            del prog.buffers[plane]
+    steps[:] = order
+    return None
 
 
 def _programs(prog: Program) -> list[tuple[list[Step], str]]:
@@ -105,23 +131,10 @@ def fit_with_inplace_depthwise(prog: Program, protected=(), budget: int | None =
             break
         s = todo[0]
         tried.add((k, id(s)))
-        order = list(steps)
-        i = steps.index(s)
-        for h in _hoisted(steps, i, s.reads[0]) or []:  # empty unless a bias update reads x later
-            steps.remove(h)
-            steps.insert(steps.index(s), h)
-        plane, created = _plane(prog, s)
-        before = (s.kernel, list(s.args), list(s.writes))
-        s.kernel, s.args, s.writes = INPLACE[s.kernel][0], s.args + [buf(plane)], s.writes + [plane]
-        trial = {**aliases, s.writes[0]: s.reads[0]}
-        size = plan_arena(steps, prog.buffers, trial).size  # only this program changed
-        if size < sizes[k]:
-            setattr(prog, attr, trial)
-            sizes[k] = size
+        done = _convert(prog, steps, s, aliases, sizes[k])
+        if done is not None:
+            setattr(prog, attr, done[0])
+            sizes[k] = done[1]
             converted += 1
-        else:
-            s.kernel, s.args, s.writes = before
-            steps[:] = order
-            if created:
-                del prog.buffers[plane]
+            tried = {t for t in tried if t[0] != k}  # the peak moved: a step that did not help may now
     return converted

@@ -50,8 +50,9 @@ def build_training_program(graph, scheme, *, lr: float = 0.01, seed: int = 0, ro
                            patch=None, max_extra_macs: float = DEFAULT_MAX_EXTRA_MACS) -> Program:
     """sram_budget: planned SRAM in bytes above which depthwise convs run in place (largest input first) until
     the model fits; None: never (codegen.inplace_depthwise). patch: None (whole tensors), 'auto' (the split
-    and grid of smallest arena within max_extra_macs * the model's MACs) or (split, (gh, gw)): the frozen
-    prefix runs tile by tile (codegen.patch), before the in-place depthwise fit."""
+    and grid of smallest arena within max_extra_macs * the model's MACs), 'fit' (only above sram_budget: the
+    fewest extra MACs that fit) or (split, (gh, gw)): the frozen prefix runs tile by tile (codegen.patch),
+    before the in-place depthwise fit."""
     if graph.dtype != "int8":
         raise GraphError(f"graph {graph.name!r}: C training needs an int8 graph, got {graph.dtype}")
     tg = training_graph_for(graph, scheme, rounding, qas, passes)

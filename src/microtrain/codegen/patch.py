@@ -8,7 +8,8 @@ tile into the whole split tensor (mt_paste_s8). Tile buffers are ordinary arena 
 sizes the prefix by the tile; the in-place depthwise pass sees tile convs like any other.
 
 `choose_patching` tries split points and grids, keeps those whose extra MACs stay under a cap (a fraction
-of the model's MACs) and picks the one with the smallest arena.
+of the model's MACs) and picks the one with the smallest arena ('auto'), or for 'fit' the one with the fewest
+extra MACs whose arena fits the part (the smallest arena when none does before the in-place depthwise fit).
 """
 from __future__ import annotations
 
@@ -156,13 +157,19 @@ def _trial(lx, plan: PatchPlan):
     return arena_sizes(prog)
 
 
-def choose_patching(lx, max_extra: float = DEFAULT_MAX_EXTRA_MACS) -> PatchPlan | None:
-    """The (split, grid) with the smallest arena among those within the MAC cap (then the smallest inference
-    arena, then the fewest extra MACs); None when no patching makes the arena smaller."""
+def choose_patching(lx, max_extra: float = DEFAULT_MAX_EXTRA_MACS, arena_limit: int | None = None) -> PatchPlan | None:
+    """The (split, grid) within the MAC cap to run: with arena_limit, the one with the fewest extra MACs whose
+    arena fits it (then the smaller arena); otherwise, or when none fits, the one with the smallest arena
+    (then the smallest inference arena, then the fewest extra MACs). None when no patching makes the arena
+    smaller."""
+    trials = [(plan, sizes) for plan in candidates(lx.graph, max_extra) if (sizes := _trial(lx, plan)) is not None]
+    if arena_limit is not None:
+        fitting = [(plan.extra_macs, *sizes, i) for i, (plan, sizes) in enumerate(trials) if sizes[0] <= arena_limit]
+        if fitting:
+            return trials[min(fitting)[-1]][0]
     best, best_key = None, (*arena_sizes(lx.prog), 0)
-    for plan in candidates(lx.graph, max_extra):
-        sizes = _trial(lx, plan)
-        if sizes is not None and (*sizes, plan.extra_macs) < best_key:
+    for plan, sizes in trials:
+        if (*sizes, plan.extra_macs) < best_key:
             best, best_key = plan, (*sizes, plan.extra_macs)
     return best
 
@@ -194,16 +201,18 @@ def parse_share(text: str) -> float:
 
 def patch_program(lx, patch, max_extra: float = DEFAULT_MAX_EXTRA_MACS, sram_budget: int | None = None):
     """Apply `patch` to lx.prog and return the PatchPlan applied (or None). patch: None (never), 'auto' (the
-    smallest arena within the MAC cap), 'fit' (the same, only when the planned SRAM exceeds sram_budget, like
-    the in-place depthwise fit) or (split, (gh, gw))."""
+    smallest arena within the MAC cap), 'fit' (only when the planned SRAM exceeds sram_budget, like the in-place
+    depthwise fit: the fewest extra MACs that fit, else the smallest arena) or (split, (gh, gw))."""
     if patch is None:
         return None
     before = arena_sizes(lx.prog)[0]
+    limit = None
     if patch == "fit":
         fixed = sum(c.nbytes for c in lx.prog.consts.values() if c.storage == "sram") + STATE_BYTES + STACK_ESTIMATE
         if sram_budget is None or before + fixed <= sram_budget:
             return None
-    plan = choose_patching(lx, max_extra) if patch in ("auto", "fit") else plan_patches(lx.graph, patch[0], patch[1])
+        limit = sram_budget - fixed  # the cheapest tiling that fits (fewest extra MACs), else the smallest arena
+    plan = choose_patching(lx, max_extra, limit) if patch in ("auto", "fit") else plan_patches(lx.graph, *patch)
     if plan is not None:
         apply_patching(lx, plan)
         lx.prog.meta["patch"].update(arena_before=before, arena_after=arena_sizes(lx.prog)[0])

@@ -54,8 +54,8 @@ def register(subparsers) -> None:
                    "own 2 KB; 'none': never; in-place convs are slower on the Cortex-M)")
     p.add_argument("--patch", default="fit", metavar="fit|auto|none|SPLIT:GHxGW",
                    help="run the frozen prefix's first nodes on spatial tiles (patch-based execution): 'fit' "
-                   "(default) only when the plan exceeds the SRAM budget, 'auto' always (smallest arena), 'none', "
-                   "or nodes [0, SPLIT) on a GHxGW grid (e.g. 10:3x3)")
+                   "(default) only when the plan exceeds the SRAM budget, with the fewest extra MACs that fit, "
+                   "'auto' always (smallest arena), 'none', or nodes [0, SPLIT) on a GHxGW grid (e.g. 10:3x3)")
     p.add_argument("--max-extra-macs", default="10%", metavar="PCT",
                    help="cap on the MACs patching may add, in %% of the model's (default 10%%)")
     p.add_argument("--board", help="target part: " + ", ".join(f"{b} ({r // 1024}K/{f // 1024}K)" for b, (r, f) in

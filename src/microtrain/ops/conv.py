@@ -579,7 +579,7 @@ KERNEL_SCRATCH = {
     "mt_conv_depthwise_inplace_s8": 2 * 49,  # wv[49] int16: a 7x7 window's taps
     "mt_conv_grad_input_pointwise_f32": 4 * 16,  # t[16] float
     "mt_conv_grad_input_depthwise_f32": 4 * 64,  # acc[64] float
-    "mt_conv_grad_input_depthwise_inplace_f32": 4 * 49,  # wf[49] float: a 7x7 window's taps
+    "mt_conv_grad_input_depthwise_inplace_f32": 4 * 8,  # acc[8] float: one channel group's sums
     "mt_conv_weight_update_pointwise_f32": (4 + 4) * 16,  # g[16] float, xc[16] int32
 }
 WEIGHT_UPDATE_KERNEL = {"pointwise": "mt_conv_weight_update_pointwise_f32",

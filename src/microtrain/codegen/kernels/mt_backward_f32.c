@@ -213,60 +213,114 @@ void mt_conv_grad_input_depthwise_f32(const mt_conv_params *p, const float *gacc
     }
 }
 
-/* In place (codegen.inplace_depthwise, stride 1, gx the same size as gacc): channel by channel, the
- * channel's gacc plane is copied to `plane` (out_h * out_w floats) and its gx written over it; each element
- * sums the same taps in the same order as mt_dw_grad_in (stride 1: every tap whose output is inside). */
-#define MT_DWG_TAPS 49 /* 7x7: the largest depthwise kernel of the supported models */
+/* In place (codegen.inplace_depthwise; gx at least as large as gacc, both NHWC with the same channels,
+ * gacc at the start of gx's storage): `group` channels at a time (1..MT_DWG_GROUP), their gacc values are
+ * copied into `plane` (out_h * out_w * group floats, pixel-major) with their taps as floats behind them
+ * (kh * kw * group), and their gx written over the storage. Element (q, c) of gx lies on element (q, c) of
+ * gacc (same channel count), so writing channel c overwrites only gacc values of channel c, already in the
+ * plane: that is why a stride-2 gradient (gx four times gacc) runs in place too. Each element sums the same
+ * taps in the same order as mt_dw_grad_in (u, v ascending; stride s: the taps whose output position is a
+ * whole multiple of s and inside), from 0.0f. */
+#define MT_DWG_GROUP 8 /* acc[] on the stack */
 
-static void mt_dw_grad_in_plane(const mt_conv_params *p, const int8_t *wb, int32_t nb, const int16_t *idx,
-                                float *g, float *plane) {
-    float wf[MT_DWG_TAPS];
-    int32_t j, i, t, iy, ix, u, v, n = p->out_h * p->out_w, taps = p->kh * p->kw, d = p->dilation;
-    for (j = 0; j < nb; j++) {
-        int32_t c = mt_chan(idx, j);
-        for (t = 0; t < taps; t++) wf[t] = (float)wb[t * nb + j];
-        for (i = 0; i < n; i++) plane[i] = g[i * p->out_c + c];
-        for (iy = 0; iy < p->in_h; iy++) {
-            int32_t rows_in = iy + p->pad - (p->kh - 1) * d >= 0 && iy + p->pad < p->out_h;
-            for (ix = 0; ix < p->in_w; ix++) {
-                float acc = 0.0f;
-                if (rows_in && ix + p->pad - (p->kw - 1) * d >= 0 && ix + p->pad < p->out_w) {
-                    /* every tap inside: the same sums in the same order, without the bounds tests */
-                    const float *base = plane + (iy + p->pad) * p->out_w + ix + p->pad;
-                    const float *wu = wf;
-                    for (u = 0; u < p->kh; u++, base -= p->out_w * d, wu += p->kw)
-                        for (v = 0; v < p->kw; v++) acc += base[-v * d] * wu[v];
-                    g[(iy * p->in_w + ix) * p->in_c + c] = acc;
+/* The taps u in [lo, hi] (step s) whose output position (t - u) / s is whole and inside [0, n): one range per
+ * pixel instead of a test per tap; *lo > *hi when none. */
+static void mt_tap_range(int32_t t, int32_t s, int32_t n, int32_t k, int32_t *lo, int32_t *hi) {
+    int32_t a = t - s * (n - 1);
+    if (a < 0) a = 0;
+    if (t >= a) a += (t - a) % s; /* t - a a multiple of s */
+    *lo = a;
+    *hi = t < k - 1 ? t : k - 1;
+}
+
+static void mt_dw_grad_in_groups(const mt_conv_params *p, const int8_t *wb, int32_t nb, const int16_t *idx,
+                                 float *g, float *plane, int32_t group) {
+    const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c, out_h = p->out_h, out_w = p->out_w;
+    const int32_t out_c = p->out_c, kh = p->kh, kw = p->kw, s = p->stride, pad = p->pad, d = p->dilation;
+    const int32_t n = out_h * out_w, taps = kh * kw;
+    float acc[MT_DWG_GROUP];
+    int32_t j0, i, t, jj, iy, ix, u, v, ng, u_lo, u_hi, v_lo, v_hi;
+    for (j0 = 0; j0 < nb; j0 += group) {
+        float *wf;
+        ng = nb - j0 < group ? nb - j0 : group;
+        wf = plane + ng * n;
+        for (i = 0; i < n; i++)
+            for (jj = 0; jj < ng; jj++) plane[i * ng + jj] = g[i * out_c + mt_chan(idx, j0 + jj)];
+        for (t = 0; t < taps; t++)
+            for (jj = 0; jj < ng; jj++) wf[t * ng + jj] = (float)wb[t * nb + j0 + jj];
+        for (iy = 0; iy < in_h; iy++) {
+            mt_tap_range(iy + pad, s, out_h, kh, &u_lo, &u_hi);
+            for (ix = 0; ix < in_w; ix++) {
+                float *out = g + (iy * in_w + ix) * in_c;
+                mt_tap_range(ix + pad, s, out_w, kw, &v_lo, &v_hi);
+                if (d != 1) { /* dilated taps: each one tested, in the same (u, v) order */
+                    for (jj = 0; jj < ng; jj++) acc[jj] = 0.0f;
+                    for (u = 0; u < kh; u++) {
+                        int32_t ty = iy + pad - u * d;
+                        if (ty < 0 || ty % s || ty / s >= out_h) continue;
+                        for (v = 0; v < kw; v++) {
+                            int32_t tx = ix + pad - v * d;
+                            const float *src, *wv;
+                            if (tx < 0 || tx % s || tx / s >= out_w) continue;
+                            src = plane + (ty / s * out_w + tx / s) * ng;
+                            wv = wf + (u * kw + v) * ng;
+                            for (jj = 0; jj < ng; jj++) acc[jj] += src[jj] * wv[jj];
+                        }
+                    }
+                    for (jj = 0; jj < ng; jj++) out[mt_chan(idx, j0 + jj)] = acc[jj];
                     continue;
                 }
-                for (u = 0; u < p->kh; u++) {
-                    int32_t oy = iy + p->pad - u * d;
-                    const float *row;
-                    if (oy < 0 || oy >= p->out_h) continue;
-                    row = plane + oy * p->out_w;
-                    for (v = 0; v < p->kw; v++) {
-                        int32_t ox = ix + p->pad - v * d;
-                        if (ox < 0 || ox >= p->out_w) continue;
-                        acc += row[ox] * wf[u * p->kw + v];
+                if (ng == MT_DWG_GROUP && !idx) { /* eight sums in registers, stored to contiguous channels */
+                    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f, a7 = 0.0f;
+                    for (u = u_lo; u <= u_hi; u += s) {
+                        const float *src = plane + ((iy + pad - u) / s * out_w + (ix + pad - v_lo) / s) * 8;
+                        const float *wv = wf + (u * kw + v_lo) * 8;
+                        for (v = v_lo; v <= v_hi; v += s, src -= 8, wv += s * 8) {
+                            a0 += src[0] * wv[0];
+                            a1 += src[1] * wv[1];
+                            a2 += src[2] * wv[2];
+                            a3 += src[3] * wv[3];
+                            a4 += src[4] * wv[4];
+                            a5 += src[5] * wv[5];
+                            a6 += src[6] * wv[6];
+                            a7 += src[7] * wv[7];
+                        }
                     }
+                    out += j0;
+                    out[0] = a0;
+                    out[1] = a1;
+                    out[2] = a2;
+                    out[3] = a3;
+                    out[4] = a4;
+                    out[5] = a5;
+                    out[6] = a6;
+                    out[7] = a7;
+                    continue;
                 }
-                g[(iy * p->in_w + ix) * p->in_c + c] = acc;
+                for (jj = 0; jj < ng; jj++) acc[jj] = 0.0f;
+                for (u = u_lo; u <= u_hi; u += s) {
+                    const float *src = plane + ((iy + pad - u) / s * out_w + (ix + pad - v_lo) / s) * ng;
+                    const float *wv = wf + (u * kw + v_lo) * ng;
+                    for (v = v_lo; v <= v_hi; v += s, src -= ng, wv += s * ng)
+                        for (jj = 0; jj < ng; jj++) acc[jj] += src[jj] * wv[jj];
+                }
+                for (jj = 0; jj < ng; jj++) out[mt_chan(idx, j0 + jj)] = acc[jj];
             }
         }
     }
 }
 
 void mt_conv_grad_input_depthwise_inplace_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
-                                              float *gx, float *plane) {
+                                              float *gx, float *plane, int32_t group) {
     (void)gacc; /* == gx: the gradient is computed over its own storage */
-    if (p->kh * p->kw > MT_DWG_TAPS || p->stride != 1) return; /* the planner never emits these */
-    mt_dw_grad_in_plane(p, w->frozen, w->n_frozen, w->frozen_idx, gx, plane);
-    mt_dw_grad_in_plane(p, w->train, w->n_train, w->train_idx, gx, plane);
+    if (group < 1 || group > MT_DWG_GROUP || p->stride < 1) return; /* the planner never emits these */
+    mt_dw_grad_in_groups(p, w->frozen, w->n_frozen, w->frozen_idx, gx, plane, group);
+    mt_dw_grad_in_groups(p, w->train, w->n_train, w->train_idx, gx, plane, group);
 }
 
 int32_t mt_conv_grad_input_depthwise_inplace_f32_scratch_bytes(const mt_conv_params *p) {
     (void)p;
-    return (int32_t)(sizeof(float) * MT_DWG_TAPS); /* wf[]: one channel's taps */
+    return (int32_t)(sizeof(float) * MT_DWG_GROUP); /* acc[]: one group's sums */
 }
 
 static void mt_dense_grad_in_block(const mt_conv_params *p, const float *gacc, const int8_t *wb, const int16_t *idx,

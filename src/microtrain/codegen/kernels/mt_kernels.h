@@ -157,9 +157,10 @@ void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff
 void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx);
 void mt_conv_grad_input_depthwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx);
 void mt_conv_grad_input_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx);
-/* The depthwise one in place (stride 1, gx == gacc): one channel plane (out_h * out_w floats) of scratch. */
+/* The depthwise one in place (gx over gacc, any stride), `group` (1..8) channels at a time through `plane`:
+ * group * (out_h * out_w + kh * kw) floats of scratch (the channels' gacc values and their taps). */
 void mt_conv_grad_input_depthwise_inplace_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
-                                              float *gx, float *plane);
+                                              float *gx, float *plane, int32_t group);
 /* Fused weight gradient + SGD update of the trained slice w->train: each gradient element is
  * computed and applied at once, no weight-gradient tensor exists. x is the saved input with x_c
  * channels: either the trained channels only (x_c == w->n_train, channel j = trained channel j)
