@@ -11,7 +11,7 @@ from . import __version__
 from .cli_checks import join_negative_values
 from .errors import MicrotrainError
 
-VERBS = ("demo", "info", "predict", "train", "plan", "compile", "run", "bench", "fleet")
+VERBS = ("demo", "info", "predict", "train", "plan", "compile", "run", "export", "bench", "fleet")
 
 
 class Parser(argparse.ArgumentParser):
