@@ -13,7 +13,8 @@ from test_tflite import model_inputs, reference_interpreter, tflite_path
 
 from microtrain.codegen.lower_train import training_graph_for
 from microtrain.frontends.tflite import load_tflite
-from microtrain.frontends.tflite_export import ExportError, export_tflite, source_file
+from microtrain.frontends.tflite_export import ExportError, _check_quantization, export_tflite, source_file
+from microtrain.ir.graph import QuantParams
 from microtrain.ir.serialize import save_graph
 from microtrain.quant import arith
 from microtrain.quant.head import replace_head
@@ -115,6 +116,29 @@ def test_new_head_keeps_per_tensor_head_quantisation_and_consistent_bias_scales(
     assert list(b["zero_point"]) == [0] and list(w["zero_point"]) == [0]
     logits = m.info(int(m.f.array(m.operators[rec["op"]], 8, np.int32, "out")[0]), "y")
     assert logits["shape"] == (1, 4) and logits["scale"][0] == np.float32(g.output_spec.quant.scale)
+    bad = g.copy()  # the consistency check fails when the bias scale is not input scale x weight scale
+    bad.tensors[bad.classifier().inputs[0]].quant = QuantParams(2 * g.tensors[g.classifier().inputs[0]].quant.scale, -128)
+    with pytest.raises(ExportError, match="inconsistent"):
+        _check_quantization(m, bad, {g.classifier().name: rec})
+
+
+def test_per_channel_head_is_written_per_channel():
+    """person_detect's classifier is a 1x1 CONV_2D with per-channel scales: a new 3-class head keeps them per
+    channel (quantized_dimension 0), RESHAPE's target shape and the SOFTMAX follow, and the file reads back
+    as the trained graph (LiteRT refuses the source itself: TOCO's bias quantized_dimension, tests/test_tflite.py)."""
+    from microtrain.frontends.tflite_reader import TfliteFile
+
+    g = replace_head(load_tflite(tflite_path("person_detect_int8")), 3)
+    head = g.classifier()
+    head.params["weight"][:] = np.random.default_rng(0).integers(-9, 10, head.params["weight"].shape)
+    head.params["bias"][:] = [5, -5, 100]
+    data, path = source_file(g)
+    out = export_tflite(g, data, str(path))
+    assert_reimport_equals(out, g)
+    m = TfliteFile(out, "exported")
+    w = m.info(g.meta["tflite_params"][head.name]["weight"], "w")
+    assert w["shape"] == (3, 1, 1, 256) and len(w["scale"]) == 3 and w["qdim"] == 0
+    assert [m.info(i, "o")["shape"] for i in (int(m.outputs[0]),)] == [(1, 3)]
 
 
 def test_export_from_device_parameters(tmp_path):

@@ -17,7 +17,11 @@ MAX_PARAMS_BYTES = 64 << 20  # a device's trainable parameters fit in its SRAM
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "export", help=HELP, description=__doc__.split("\n\n")[0] + ".",
+        "export", help=HELP,
+        description="Write a model trained by microtrain back as the int8 TensorFlow Lite file it came from, with "
+                    "the trained weights and biases. Examples: microtrain export resnet8-cifar.json --tflite "
+                    "resnet8-cifar.tflite; microtrain export trained.bin --project build/resnet8-m7 --tflite "
+                    "device.tflite.",
         epilog="TRAINED is a graph saved by `microtrain train MODEL.tflite --save FILE.json`, or the parameter file "
                "`microtrain run --params-out` wrote (then --project names the project compiled from MODEL.tflite). "
                "The graph remembers its .tflite file by path and sha256: a moved file is given with --source, a "

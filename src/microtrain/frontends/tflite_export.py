@@ -244,6 +244,7 @@ def export_tflite(graph: Graph, data: bytes, source: str) -> bytes:
     for idx in range(len(m.tensors)):
         users.setdefault(m.info(idx, source)["buffer"], []).append(idx)
     head = ref.nodes[-1].name if ref.nodes[-1].output == ref.output else None
+    rescaled_nodes = {}  # node -> its TFLite tensors, for nodes whose quantisation was written
     for name, rec in ref.meta["tflite_params"].items():
         node, old = graph.node(name), ref.node(name)
         where = f"{source}: operator {rec['op']} ({name})"
@@ -251,6 +252,8 @@ def export_tflite(graph: Graph, data: bytes, source: str) -> bytes:
         w, b, scales = node.params["weight"], node.params["bias"], node.params["w_scales"].astype(np.float32)
         resized = w.shape[0] != old.params["weight"].shape[0]
         rescaled = resized or not np.array_equal(scales, old.params["w_scales"])
+        if rescaled:
+            rescaled_nodes[name] = rec
         changed = {"weight": not np.array_equal(w, old.params["weight"]) or resized,
                    "bias": not np.array_equal(b, old.params["bias"]) or resized}
         for param, idx in (("weight", rec["weight"]), ("bias", rec["bias"])):
@@ -293,11 +296,33 @@ def export_tflite(graph: Graph, data: bytes, source: str) -> bytes:
                 p.quantization(idx, [t.quant.scale], [t.quant.zero_point], None, source)
     p.describe(f"{MARK} {__version__} from sha256 {hashlib.sha256(data).hexdigest()[:16]}")
     result = p.result()
+    _check_quantization(TfliteFile(result, f"exported {source}"), graph, rescaled_nodes)
     back = tflite_to_graph(result, f"exported {source}")
     diff = graph_differences(back, graph)
     if diff:  # never write a file that would not give the trained graph's numbers
         raise ExportError(f"the exported model would differ from graph {graph.name!r} in {', '.join(diff[:5])}")
     return result
+
+
+def _check_quantization(m: TfliteFile, graph: Graph, nodes: dict) -> None:
+    """The rewritten weight and bias quantisations are consistent: one scale or one per output channel,
+    the same count for the bias, quantized_dimension on the output channels, zero points 0, bias scale =
+    input scale x weight scale (what TFLite checks, to 1e-6)."""
+    for name, rec in nodes.items():
+        node = graph.node(name)
+        o = node.params["weight"].shape[0]
+        w = m.info(rec["weight"], name)
+        ok = len(w["scale"]) in (1, o) and len(w["zero_point"]) == len(w["scale"]) and not w["zero_point"].any()
+        ok = ok and (len(w["scale"]) == 1 or w["qdim"] == (3 if rec["kind"] == "depthwise" else 0))
+        if rec["bias"] >= 0:
+            b = m.info(rec["bias"], name)
+            x = np.float64(graph.tensors[node.inputs[0]].quant.scale)
+            want = x * w["scale"].astype(np.float64)
+            ok = ok and len(b["scale"]) == len(w["scale"]) and len(b["zero_point"]) == len(b["scale"])
+            ok = ok and not b["zero_point"].any() and b["type"] == 2 and (len(b["scale"]) == 1 or b["qdim"] == 0)
+            ok = ok and bool(np.all(np.abs(b["scale"] - want) <= 1e-6 * np.minimum(b["scale"], want)))
+        if not ok:
+            raise ExportError(f"{m.source}: layer {name}: inconsistent weight/bias quantisation after export")
 
 
 def _reshape_targets(m: TfliteFile, p: _Patch, outputs: set, n_old: int, n_new: int, source: str) -> None:
