@@ -219,6 +219,8 @@ def test_changed_or_missing_source_is_refused(saved):
     src.unlink()
     code, err = run_cli(["export", tmp / "trained.json", "--tflite", out])
     assert code == 1 and "is missing" in err and "--source" in err and not out.exists()
+    code, err = run_cli(["export", tmp / "trained.json", "--tflite", out, "--source", tflite_path(KWS)])
+    assert code == 1 and "not the .tflite file" in err and not out.exists()  # another model
     code, err = run_cli(["export", tmp / "trained.json", "--tflite", out, "--source", tflite_path(RESNET8)])
     assert code == 0, err  # the original, moved: same sha256
 

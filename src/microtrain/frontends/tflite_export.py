@@ -62,6 +62,9 @@ def source_file(graph: Graph, override=None) -> tuple[bytes, Path]:
     except OSError as e:
         raise ExportError(f"{path}: cannot read the graph's source .tflite ({e.strerror or e})") from None
     digest = hashlib.sha256(data).hexdigest()
+    if digest != rec["sha256"] and override is not None:
+        raise ExportError(f"{path}: not the .tflite file graph {graph.name!r} was read from (sha256 {digest[:12]}..., "
+                          f"recorded {rec['sha256'][:12]}...)")
     if digest != rec["sha256"]:
         raise ExportError(f"{path}: changed since graph {graph.name!r} was read from it (sha256 {digest[:12]}..., "
                           f"recorded {rec['sha256'][:12]}...); export needs the original file{hint}")
@@ -236,6 +239,9 @@ def export_tflite(graph: Graph, data: bytes, source: str) -> bytes:
     """The .tflite bytes of `graph` (trained from the model in `data`): see the module docstring."""
     from .. import __version__
 
+    if graph.dtype != "int8":
+        raise ExportError(f"graph {graph.name!r} is {graph.dtype} (the fp32 baseline); export --tflite writes int8 "
+                          "graphs trained without --fp32")
     ref = tflite_to_graph(data, source)
     _check_structure(graph, ref, source)
     m = TfliteFile(data, source)
