@@ -41,16 +41,22 @@ def hymenoptera() -> Path:
     return require(DATA_DIR / "hymenoptera_data")
 
 
-def tiny_hymenoptera(out: Path, n_train: int, n_val: int) -> Path:
-    """out/{train,val}/{ants,bees}: the first n_train / n_val images of each class, as symlinks (no copies)."""
-    root = hymenoptera()
+def tiny_image_folder(root: Path, out: Path, n_train: int, n_val: int, classes=None) -> Path:
+    """out/{train,val}/<class>: the first n_train / n_val images of each class of the image folder root (all
+    its classes, or `classes`), as symlinks (no copies)."""
+    classes = classes or sorted(d.name for d in (require(root) / "train").iterdir() if d.is_dir())
     for split, n in (("train", n_train), ("val", n_val)):
-        for cls in ("ants", "bees"):
+        for cls in classes:
             d = out / split / cls
             d.mkdir(parents=True)
-            for f in sorted((root / split / cls).glob("*.jpg"))[:n]:
+            for f in sorted(p for p in (root / split / cls).iterdir() if p.suffix.lower() in (".jpg", ".png"))[:n]:
                 (d / f.name).symlink_to(f)
     return out
+
+
+def tiny_hymenoptera(out: Path, n_train: int, n_val: int) -> Path:
+    """out/{train,val}/{ants,bees}: the first n_train / n_val images of each class, as symlinks (no copies)."""
+    return tiny_image_folder(hymenoptera(), out, n_train, n_val, ("ants", "bees"))
 
 
 _GRAPHS = {}

@@ -24,6 +24,7 @@ BASE = {
     "plan": ["no-model", "--budget", "1KB"],
     "compile": ["no-model", "--scheme", "none", "--out", "proj"],
     "run": ["no-project", "--data", "no-data"],
+    "export": ["no-trained.json", "--tflite", "out.tflite"],
     "bench": None,  # any valid invocation would run the benchmarks: only argument errors are fuzzed
     "fleet": ["no-model", "--data", "no-data", "--clients", "2", "--rounds", "1", "--scheme", "mcunet-5fps-49kb"],
 }
@@ -67,6 +68,8 @@ def malformed_input_cases(tmp: Path) -> list[list[str]]:
         ["info", junk], ["predict", junk, junk], ["train", junk, "--data", tmp / "no-classes"],
         ["plan", junk, "--scheme", tmp / "junk.json"], ["compile", junk, "--scheme", "none", "--out", tmp / "p"],
         ["run", tmp / "no-classes", "--data", tmp / "no-classes"], ["info", tmp / "junk.json"],
+        ["export", tmp / "junk.json", "--tflite", tmp / "o.tflite"], ["export", junk, "--tflite", tmp / "o.tflite"],
+        ["export", junk, "--project", tmp / "no-classes", "--tflite", tmp / "o.tflite"],
         ["fleet", junk, "--data", tmp / "no-classes", "--clients", "2", "--rounds", "1", "--scheme", tmp / "junk.json"],
     ]
 

@@ -11,7 +11,7 @@ from . import __version__
 from .cli_checks import join_negative_values
 from .errors import MicrotrainError
 
-VERBS = ("demo", "info", "predict", "train", "plan", "compile", "run", "bench", "fleet")
+VERBS = ("demo", "info", "predict", "train", "plan", "compile", "run", "export", "bench", "fleet")
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,7 +25,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="microtrain",
-        description="On-device training of int8 CNNs inside 256 KB of SRAM: load, train, plan, compile, run.",
+        description="On-device training of int8 CNNs inside 256 KB of SRAM: load, train, plan, compile, run, export.",
     )
     parser.add_argument("--version", action="version", version=f"microtrain {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")

@@ -377,6 +377,8 @@ def write_project(prog: Program, infer_plan, train_plan, out_dir, report=None) -
     if prog.meta.get("trainable_layout") is not None:  # how mt_export_params' blob maps to the graph
         import json
 
-        (out / "params.json").write_text(json.dumps({"format": "microtrain-params-layout", "model": prog.name,
-                                                     "arrays": prog.meta["trainable_layout"]}, indent=1) + "\n")
+        from .param_blob import LAYOUT_FILE, LAYOUT_FORMAT
+
+        (out / LAYOUT_FILE).write_text(json.dumps({"format": LAYOUT_FORMAT, "model": prog.name,
+                                                   "arrays": prog.meta["trainable_layout"]}, indent=1) + "\n")
     return out

@@ -22,6 +22,7 @@ from ..budget import BOARDS, DEFAULT_SRAM_BUDGET
 from ..errors import BudgetError, MicrotrainError, SchemeError
 
 TARGETS = ("host", "c", "cortex-m7", "cortex-m4")
+COMPILED_GRAPH = "model.json"  # a project compiled from a .tflite model keeps the graph it was compiled from
 
 
 def register(subparsers) -> None:
@@ -178,6 +179,7 @@ def run(args) -> int:
     part, options = target_options(args)
     if scheme is not None:
         options.update(lr=args.lr, seed=args.seed, rounding=args.rounding, qas=not args.no_qas)
+    compiled = graph.copy()  # the parameters the firmware starts from (export rebuilds the trained graph on it)
     with _head_hint(args, graph):
         planned = compile_model(graph, scheme, **options)  # the plan, before anything is written or built
     print(planned.report.text(timeline=args.timeline > 0, max_rows=args.timeline))
@@ -198,6 +200,10 @@ def run(args) -> int:
     project_facts = {"model": graph.name, "target": args.target, "num_classes": graph.num_classes,
                      "classes": names}
     write_project(planned.program, planned.infer_plan, planned.train_plan, out, planned.report)
+    if scheme is not None and compiled.meta.get("format") == "tflite":
+        from ..ir.serialize import save_graph
+
+        save_graph(compiled, out / COMPILED_GRAPH)  # + .npz: `microtrain export PARAMS --project` reads it
     done = ck.write_project_marker(out, before, project_facts)  # now, so a failed build still leaves a marked project
     print(f"wrote {out}/ (mt_model.h, mt_model.c, kernels/, Makefile; build anywhere with `make CC=...`)")
     if edited:

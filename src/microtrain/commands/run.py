@@ -25,7 +25,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-count", action="store_true", help="skip the instruction counter (faster)")
     p.add_argument("--timeout", type=ck.positive_float, default=1800, help="seconds before a hung guest is killed")
     p.add_argument("--seed", type=ck.seed, default=0, help="sample order")
-    p.add_argument("--params-out", help="write the trained parameters (mt_export_params bytes) to this file")
+    p.add_argument("--params-out", help="write the trained parameters (mt_export_params bytes) to this file; "
+                   "`microtrain export FILE --project DIR --tflite OUT.tflite` makes a .tflite of a project compiled "
+                   "from one")
     p.add_argument("--top", type=ck.positive_int, default=10, help="ops listed in the cost report")
     p.add_argument("--force", action="store_true", help="replace a --params-out file microtrain did not write")
     p.set_defaults(func=run)

@@ -59,7 +59,8 @@ def register(subparsers):
                    help="plot the validation confusion matrix and per-class accuracy (needs matplotlib)")
     p.add_argument("--checkpoint", metavar="DIR", help="save a checkpoint folder after every epoch")
     p.add_argument("--resume", metavar="DIR", help="resume from a checkpoint folder")
-    p.add_argument("--save", metavar="FILE.json", help="write the trained graph (JSON + npz)")
+    p.add_argument("--save", metavar="FILE.json", help="write the trained graph (JSON + npz; from a .tflite model, "
+                   "`microtrain export FILE.json --tflite OUT.tflite` writes it back as one)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--force", action="store_true",
                    help="write into a non-empty --checkpoint folder that is not a checkpoint, and replace output "

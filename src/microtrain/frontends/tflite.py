@@ -58,6 +58,7 @@ class _Converter:
         self.nodes: list[Node] = []
         self.ir_of: dict[int, str] = {}  # TFLite tensor index -> IR tensor name
         self.softmax_info = None
+        self.param_tensors: dict[str, dict] = {}  # conv node -> its TFLite operator, kind, weight and bias tensors
 
     # ----- tensors
     def quant(self, info, where) -> QuantParams:
@@ -247,6 +248,8 @@ class _Converter:
         bias = self.bias(ins, o, where)
         pads = self.same_padding(h, w, kh, kw, sh, pad, where)
         name = f"op{i}_{'depthwise' if depthwise else 'conv'}"
+        self.param_tensors[name] = {"op": i, "kind": "depthwise" if depthwise else "conv", "weight": ins[1],
+                                    "bias": ins[2] if len(ins) > 2 else -1}
         x, p = self.padded(x, pads, name)
         yq = self.quant(self.m.info(out_idx, where), where)
         attrs = {"kernel": (kh, kw), "stride": sh, "padding": p, "groups": groups}
@@ -304,6 +307,7 @@ class _Converter:
             attrs["clamp"] = clamp
         params = {"weight": np.ascontiguousarray(weight), "bias": self.bias(ins, o, where),
                   "w_scales": self.weight_scales(winfo, o, 0, where)}
+        self.param_tensors[f"op{i}_fc"] = {"op": i, "kind": "fc", "weight": ins[1], "bias": ins[2] if len(ins) > 2 else -1}
         self.add_node(f"op{i}_fc", "conv2d", [x], out_idx, attrs, params, where)
 
     def add(self, op, i, ins, out_idx, where):
@@ -380,8 +384,11 @@ class _Converter:
                         "output_index": out_idx}
 
 
-def tflite_to_graph(data: bytes, source: str, name: str | None = None) -> Graph:
-    """Convert a .tflite flatbuffer's bytes to an int8 Graph; errors name the file, operator and tensor."""
+def tflite_to_graph(data: bytes, source: str, name: str | None = None, path=None) -> Graph:
+    """Convert a .tflite flatbuffer's bytes to an int8 Graph; errors name the file, operator and tensor.
+    meta["tflite_file"] remembers the file (its absolute `path` when read from one, sha256, size): `microtrain
+    export --tflite` writes trained parameters back into exactly that file's structure
+    (frontends/tflite_export.py)."""
     try:
         m = TfliteFile(data, source)
         conv = _Converter(m, source)
@@ -393,11 +400,15 @@ def tflite_to_graph(data: bytes, source: str, name: str | None = None) -> Graph:
     last = conv.nodes[-1]
     if last.op == "conv2d" and last.output == out and conv.tensors[out].shape[:2] == (1, 1):
         last.attrs["role"] = "classifier"
+    digest = hashlib.sha256(data).hexdigest()
     meta = {"source": str(source), "format": "tflite", "requant": "tflite",
-            "tflite_tensors": {ir: [k for k, v in conv.ir_of.items() if v == ir] for ir in conv.tensors}}
+            "tflite_tensors": {ir: [k for k, v in conv.ir_of.items() if v == ir] for ir in conv.tensors},
+            "tflite_params": conv.param_tensors,
+            "tflite_file": {"path": None if path is None else str(Path(path).resolve()), "sha256": digest,
+                            "bytes": len(data)}}
     if conv.softmax_info is not None:
         meta["softmax"] = {k: v for k, v in conv.softmax_info.items() if k != "logits"}
-    labels = KNOWN_LABELS.get(hashlib.sha256(data).hexdigest())
+    labels = KNOWN_LABELS.get(digest)
     if labels is not None and len(labels) == conv.tensors[out].shape[-1]:
         meta["labels"] = labels
     graph = Graph(name or Path(source).stem, "int8", conv.input, out, conv.tensors, conv.nodes, meta)
@@ -420,4 +431,4 @@ def load_tflite(path, name: str | None = None) -> Graph:
         raise ModelFormatError(f"{path}: file not found") from None
     except OSError as e:
         raise ModelFormatError(f"{path}: cannot read ({e})") from None
-    return tflite_to_graph(data, str(path), name)
+    return tflite_to_graph(data, str(path), name, path=path)

@@ -156,6 +156,27 @@ class TfliteFile:
         self._info[idx] = info
         return info
 
+    def buffer(self, b: int, where: str):
+        """The Buffer table `b` (checked against the buffer count and the file)."""
+        if not 0 <= b < self.n_buffers:
+            raise ModelFormatError(f"{where}: buffer index {b} out of range (the model has {self.n_buffers})")
+        what = f"buffer {b}"
+        return self.f.table(self.tfl.Buffer, self.buffers_at + 4 * b + self.f.u32(self.buffers_at + 4 * b, what), what)
+
+    def buffer_span(self, b: int, where: str) -> tuple[int, int] | None:
+        """(start, length) of buffer b's bytes in the file, None for an empty buffer."""
+        f, what = self.f, f"buffer {b}"
+        buf = self.buffer(b, where)
+        start, length = f.vector(buf, 4, 1, what + ".data")
+        if length == 0:  # large models keep data outside the flatbuffer: offset/size from the file start
+            off, size = f.scalar(buf, 6, "Q", 0, what), f.scalar(buf, 8, "Q", 0, what)
+            if off <= 1:
+                return None
+            if off + size > f.n:
+                raise ModelFormatError(f"{where}: {what} points at bytes {off}..{off + size}, outside the file")
+            start, length = off, size
+        return start, length
+
     def data(self, info: dict, where: str) -> np.ndarray | None:
         """The constant contents of a tensor (None for an activation), shaped and typed."""
         b = info["buffer"]
@@ -163,17 +184,10 @@ class TfliteFile:
             return None
         if b >= self.n_buffers:
             raise ModelFormatError(f"{where}: tensor {info['index']} names buffer {b}, the model has {self.n_buffers}")
-        f = self.f
-        what = f"buffer {b}"
-        buf = f.table(self.tfl.Buffer, self.buffers_at + 4 * b + f.u32(self.buffers_at + 4 * b, what), what)
-        start, length = f.vector(buf, 4, 1, what + ".data")
-        if length == 0:  # large models keep data outside the flatbuffer: offset/size from the file start
-            off, size = f.scalar(buf, 6, "Q", 0, what), f.scalar(buf, 8, "Q", 0, what)
-            if off <= 1:
-                return None  # an empty buffer: the tensor is an activation
-            if off + size > f.n:
-                raise ModelFormatError(f"{where}: {what} points at bytes {off}..{off + size}, outside the file")
-            start, length = off, size
+        span = self.buffer_span(b, where)
+        if span is None:
+            return None  # an empty buffer: the tensor is an activation
+        start, length = span
         dtype = {INT8: np.int8, INT32: np.int32}.get(info["type"])
         if dtype is None:
             raise UnsupportedOpError(f"{where}: constant tensor {info['index']} ({info['name']!r}) is "
@@ -183,4 +197,4 @@ class TfliteFile:
         if numel * np.dtype(dtype).itemsize != length:
             raise ModelFormatError(f"{where}: tensor {info['index']} has shape {list(info['shape'])} but its buffer holds "
                                    f"{length} bytes")
-        return np.frombuffer(f.b, np.dtype(dtype).newbyteorder("<"), count=numel, offset=start).astype(dtype).reshape(info["shape"])
+        return np.frombuffer(self.f.b, np.dtype(dtype).newbyteorder("<"), count=numel, offset=start).astype(dtype).reshape(info["shape"])
