@@ -43,12 +43,17 @@ def hymenoptera() -> Path:
 
 def tiny_hymenoptera(out: Path, n_train: int, n_val: int) -> Path:
     """out/{train,val}/{ants,bees}: the first n_train / n_val images of each class, as symlinks (no copies)."""
-    root = hymenoptera()
+    return tiny_image_folder(hymenoptera(), out, n_train, n_val)
+
+
+def tiny_image_folder(root: Path, out: Path, n_train: int, n_val: int) -> Path:
+    """out/{train,val}/<class>: the first n_train / n_val images of each class folder of root/{train,val},
+    as symlinks (no copies)."""
     for split, n in (("train", n_train), ("val", n_val)):
-        for cls in ("ants", "bees"):
+        for cls in sorted(c.name for c in (root / split).iterdir() if c.is_dir()):
             d = out / split / cls
             d.mkdir(parents=True)
-            for f in sorted((root / split / cls).glob("*.jpg"))[:n]:
+            for f in sorted(f for f in (root / split / cls).iterdir() if f.suffix in (".jpg", ".png"))[:n]:
                 (d / f.name).symlink_to(f)
     return out
 

@@ -1,7 +1,7 @@
 """`microtrain bench`: run every benchmark against the anchors (memory, step time, Cortex-M instructions,
 accuracy tables) and write benchmarks/results/bench_*.json, the plots and headline.md.
 
-    microtrain bench [--quick] [--accuracy auto|reuse|rerun|skip] [--skip memory host cortexm accuracy]
+    microtrain bench [--quick] [--accuracy auto|reuse|rerun|skip] [--skip memory host cortexm accuracy tflite]
                      [--update-readme]
 
 The benchmarks live in the source checkout (benchmarks/run_all.py), not in the installed package: this
@@ -40,7 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--accuracy", choices=("auto", "reuse", "rerun", "skip"), default="auto",
                    help="auto (default): reuse the accuracy experiments' results when newer than their code, "
                         "else run them with reduced settings; the output says which")
-    p.add_argument("--skip", nargs="*", default=[], choices=("memory", "host", "cortexm", "accuracy"),
+    p.add_argument("--skip", nargs="*", default=[], choices=("memory", "host", "cortexm", "accuracy", "tflite"),
                    help="steps to leave out")
     p.add_argument("--update-readme", action="store_true",
                    help="also copy the headline tables into README.md (between its bench markers)")
