@@ -778,13 +778,13 @@ def main(argv=None) -> int:
     if main_ran:  # every main step skipped (a tflite-only run): the main headline and README block stay
         (OUT / "headline.md").write_text(text)
         if args.update_readme:
-            log(f"updated {update_readme(text)}")
+            log(f"updated {update_readme(text, README)}")
     if "tflite" in results:
         tflite_text = headline_tflite(results["tflite"])
         (OUT / "headline_tflite.md").write_text(tflite_text)
         text += "\n" + tflite_text
         if args.update_readme:
-            log(f"updated the tflite block of {update_readme(tflite_text, markers=TFLITE_MARKERS)}")
+            log(f"updated the tflite block of {update_readme(tflite_text, README, TFLITE_MARKERS)}")
     save("bench_summary.json", {"date": now(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
                                 "quick": args.quick, "accuracy": args.accuracy, "step_seconds": status,
                                 "total_seconds": round(seconds, 1),
