@@ -347,7 +347,8 @@ def main(argv=None) -> int:
     path = out / "tflite_train.json"
     if path.exists():  # keep the models of other invocations (one job per model) with the same numerics
         prev = json.loads(path.read_text())
-        if prev.get("numerics_fingerprint") == fingerprint and prev.get("protocol") == doc["protocol"]:
+        if (prev.get("numerics_fingerprint") == fingerprint
+                and prev.get("protocol") == json.loads(json.dumps(doc["protocol"]))):  # tuples read back as lists
             doc["models"] = {**prev.get("models", {}), **doc["models"]}
     order = list(MODELS)
     doc["models"] = dict(sorted(doc["models"].items(), key=lambda kv: order.index(kv[0])))
