@@ -61,6 +61,7 @@ SEEDS = (0, 1, 2)
 BUDGETS = ("128KB", "96KB", "64KB", "48KB", "32KB", "16KB", "8KB")  # analytic extra memory, largest first
 RAM, FLASH = 256 * 1024, 1024 * 1024
 FW_STEPS = 3
+EDGE_EXTENSIONS = 2  # decades added beyond the grid while the best lr sits at its edge
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_store import RunDir, run_key  # noqa: E402
@@ -293,13 +294,21 @@ def main(argv=None) -> int:
             scheme = make_scheme(name, graph, searched)
             if not scheme.name:
                 scheme.name = name
-            grid = args.lrs or (FULL_LR_GRID[model] if name == "full" else LR_GRID)
+            grid = list(args.lrs or (FULL_LR_GRID[model] if name == "full" else LR_GRID))
             sel = {lr: run(model, name, scheme, "select", lr, 0, sel_train, sel_held) for lr in grid}
-            ok = {lr: r["val_loss"] for lr, r in sel.items() if r["val_loss"] is not None and np.isfinite(r["val_loss"])}
+            for _ in range(EDGE_EXTENSIONS):  # the best lr at an edge of the grid: one more decade that way
+                ok = {k: r["val_loss"] for k, r in sel.items() if r["val_loss"] is not None and np.isfinite(r["val_loss"])}
+                best = min(ok, key=ok.get) if ok else None
+                if best is None or len(grid) < 2 or best not in (min(grid), max(grid)):
+                    break
+                more = float(f"{best / 10 if best == min(grid) else best * 10:.3g}")
+                grid.append(more)
+                sel[more] = run(model, name, scheme, "select", more, 0, sel_train, sel_held)
+            ok = {k: r["val_loss"] for k, r in sel.items() if r["val_loss"] is not None and np.isfinite(r["val_loss"])}
             lr = min(ok, key=ok.get) if ok else min(grid)
             finals = [run(model, name, scheme, "final", lr, s, train, val) for s in args.seeds]
             accs = [r["val_acc"] if r["val_acc"] is not None else 1 / train.num_classes for r in finals]
-            row = {"lr": lr, "selection_loss": {f"{k:g}": v["val_loss"] for k, v in sel.items()},
+            row = {"lr": lr, "selection_loss": {f"{k:g}": v["val_loss"] for k, v in sorted(sel.items())},
                    "seeds": list(args.seeds), "val_acc": accs, "mean": float(np.mean(accs)),
                    "std": float(np.std(accs)), "balanced": [r.get("val_balanced_acc") for r in finals],
                    "rolled_back": [s for s, r in zip(args.seeds, finals) if r.get("collapse_rollbacks")],
@@ -330,7 +339,8 @@ def main(argv=None) -> int:
         "lr_grid": list(args.lrs) if args.lrs else {"head, searched": list(LR_GRID), "full": FULL_LR_GRID},
         "cifar_train": args.cifar_train, "fw_steps": FW_STEPS,
         "selection": "fixed stratified 80/20 split of train/ (seed 0), seed 0, the final epochs; lowest held-out "
-                     "loss; diverged runs rejected; val/ never used for a choice",
+                     f"loss; while the best lr is at an edge of the grid, one more decade beyond it (at most "
+                     f"{EDGE_EXTENSIONS}); diverged runs rejected; val/ never used for a choice",
         "training": "int8 + QAS, stochastic rounding, SGD without momentum, 1 warm-up epoch then cosine; the "
                     "models' own heads (classes match the folders)",
         "searched": f"contribution analysis ({args.analysis_epochs} epochs, lr {args.analysis_lr:g}, batch 16, 20 % "
