@@ -238,7 +238,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="pipeline check in seconds: ResNet-8, at most 30 train / 20 val images, 1 epoch, 1 seed, "
                          "1 lr, a small analysis, no firmware")
+    ap.add_argument("--report", action="store_true", help="only rewrite the .md from the stored .json")
     args = ap.parse_args(argv)
+    if args.report:
+        doc = json.loads((Path(args.out) / "tflite_train.json").read_text())
+        (Path(args.out) / "tflite_train.md").write_text(markdown(doc))
+        return 0
     if args.quick:
         args.models, args.epochs, args.seeds, args.lrs = ["ic_resnet8_cifar10_int8"], 1, [0], [1e-2]
         args.cifar_train, args.val_limit, args.views, args.candidates, args.bias_points = 30, 20, 1, 1, 2
@@ -386,8 +391,11 @@ def markdown(doc) -> str:
     lines = []
     for model, e in doc["models"].items():
         a = e["as_shipped"]
+        lab = e.get("labels") or {}
+        mapping = (f" Outputs {', '.join(lab['model_outputs'])} = class folders {', '.join(lab['folder_classes'])} "
+                   f"in this order." if lab else "")
         lines += [f"**{model}** on {e['data']} ({e['n_train']} train / {e['n_val']} val images, input {e['input']}); "
-                  f"as shipped: **{100 * a['val_acc']:.1f} %** ({a['correct']}/{a['n']})", "",
+                  f"as shipped: **{100 * a['val_acc']:.1f} %** ({a['correct']}/{a['n']}).{mapping}", "",
                   "| update | val top-1 % (mean ± std) | lr | peak SRAM | flash | M7 instr/step | fits 256 KB / 1 MB | QEMU = host |",
                   "|---|---|---|---|---|---|---|---|"]
         for name in SCHEMES:

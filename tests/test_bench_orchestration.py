@@ -104,7 +104,7 @@ def test_tflite_step_copies_the_stored_tables_into_their_own_readme_block(tmp_pa
     assert run_all.readme_block(text) == "old main" and not (tmp_path / "headline.md").exists()
     block = run_all.readme_block(text, run_all.TFLITE_MARKERS)
     assert block == (tmp_path / "headline_tflite.md").read_text().strip("\n") and text.endswith("tail\n")
-    assert "as shipped: **76.0 %** (1520/2000)" in block and "| head only | 81.0 ± 1.0 | 0.01 | 51.3 KB |" in block
+    assert "as shipped: **76.0 %** (1520/2000)." in block and "| head only | 81.0 ± 1.0 | 0.01 | 51.3 KB |" in block
     assert "| full (simulation) |" in block and "| no | yes |" in block
 
 
@@ -130,6 +130,16 @@ def test_readme_figures_are_the_bench_headline():
     block = run_all.readme_block((REPO / "README.md").read_text())
     assert block == (REPO / "benchmarks" / "results" / "headline.md").read_text().strip("\n")
     assert "REDUCED" not in block and "stale" not in block  # the committed headline is a full, fresh run
+
+
+def test_readme_tflite_tables_are_the_stored_experiment():
+    """The README's tflite block is `microtrain bench` output from the stored exp_tflite.py result, unedited,
+    with the three models' tables and their as-shipped accuracy."""
+    import run_all
+
+    block = run_all.readme_block((REPO / "README.md").read_text(), run_all.TFLITE_MARKERS)
+    assert block == (REPO / "benchmarks" / "results" / "headline_tflite.md").read_text().strip("\n")
+    assert "not shown" not in block and block.count("as shipped: **") == 3
 
 
 def test_qas_section_reports_averages_collapses_and_gradient_scales():
