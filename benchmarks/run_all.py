@@ -17,8 +17,12 @@ Steps (each result says whether it was measured now, reused from an earlier run,
             reused when newer than the code they depend on; otherwise a reduced run is made (marked so);
             the time-series scenario (results/vowels.json: `microtrain demo --task vowels` and
             bench_vowels_m4.py --save) is reused only, never re-run here
-Writes benchmarks/results/bench_*.json, bench_*.png and headline.md; --update-readme copies headline.md into
-README.md between its bench markers (tests/test_readme_bench.py checks that the two agree).
+  tflite    the training tables of the int8 TensorFlow Lite models (exp_tflite.py, about an hour): read from
+            results/tflite_train.json while its numerics fingerprint is the code's, never re-run here
+Writes benchmarks/results/bench_*.json, bench_*.png and headline.md (and headline_tflite.md); --update-readme
+copies headline.md into README.md between its bench markers and headline_tflite.md between its tflite markers
+(tests/test_bench_orchestration.py checks that they agree). With every step but tflite skipped, only the
+tflite block is written.
 --reuse STEP: take that step's committed result (results/bench_*.json) instead of measuring (e.g. host timings
 on a loaded machine); the headline names each reused table and the run it comes from.
 --quick: fewer timed steps, no firmware link of the memory figures, mcunet-5fps only on Cortex-M; its
@@ -44,7 +48,8 @@ RESULTS = HERE / "results"  # the committed full results (the README block is co
 QUICK_SUBDIR = "quick"  # --quick writes its reduced figures to RESULTS/quick, never over the full ones
 OUT = RESULTS  # where this run writes: set by main()
 MODELS = ("mcunet-5fps", "mbv2-w0.35", "proxyless-w0.3")
-STEPS = ("memory", "host", "cortexm", "patching", "accuracy")
+STEPS = ("memory", "host", "cortexm", "patching", "accuracy", "tflite")
+MAIN_STEPS = STEPS[:5]  # the steps of headline.md (the README's bench block)
 STEP_RESULTS = {"memory": "bench_memory.json", "host": "bench_host_step.json", "cortexm": "bench_cortexm.json"}
 UPSTREAM_49KB_SRAM = 237_456  # upstream codegen, MCUNet-5fps 49 KB scheme (../shared/notes/paper-facts.md)
 UPSTREAM_CYCLES = 118e6  # upstream engine, MCUNet-5fps sparse update, STM32F746 (paper: 546 ms at 216 MHz)
@@ -468,6 +473,31 @@ def step_accuracy(args) -> dict:
     return doc
 
 
+def step_tflite(args) -> dict:
+    """The int8 TensorFlow Lite training tables: exp_tflite.py's stored result, shown only while fresh."""
+    log("\n== tflite: training tables of the int8 TensorFlow Lite models (exp_tflite.py, reused only) ==")
+    path = RESULTS / "tflite_train.json"
+    fresh, why = _freshness(path, ["benchmarks/exp_tflite.py", "src/microtrain"])
+    doc = {"date": now(), "source": why if fresh else f"not shown ({why}); run nice -n 19 python "
+                                                      "benchmarks/exp_tflite.py"}
+    if fresh:
+        doc["record"] = json.loads(path.read_text())
+    log(f"  tflite: {doc['source']}")
+    return doc
+
+
+def headline_tflite(entry: dict) -> str:
+    import exp_tflite
+
+    lines = ["<!-- written by benchmarks/run_all.py (`microtrain bench`) from benchmarks/results/tflite_train.json "
+             "(benchmarks/exp_tflite.py); not measured by bench itself. -->", "",
+             f"**Training int8 TensorFlow Lite models** (validation top-1 %, mean ± std over seeds; Cortex-M7 "
+             f"firmware per update, linked and trained under QEMU). Source: {entry['source']}.", ""]
+    if entry.get("record"):
+        lines.append(exp_tflite.markdown(entry["record"]))
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
 # ----- plots and the headline table --------------------------------------------------------------------------
 _PATCHED_AS = {"like-mcunet-49kb": "like-49kb"}  # bench_memory's scheme name -> bench_patching's for the same scheme
 
@@ -832,22 +862,25 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
 
 README = REPO / "README.md"
 README_BEGIN, README_END = "<!-- bench:begin -->", "<!-- bench:end -->"
+TFLITE_MARKERS = ("<!-- bench:tflite:begin -->", "<!-- bench:tflite:end -->")
 
 
-def readme_block(text: str) -> str:
-    """What README.md holds between its bench markers (tests compare it with headline.md)."""
-    if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f"{README}: bench markers {README_BEGIN} ... {README_END} missing")
-    return text.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip("\n")
+def readme_block(text: str, markers=(README_BEGIN, README_END)) -> str:
+    """What README.md holds between a pair of bench markers (tests compare it with headline.md)."""
+    begin, end = markers
+    if begin not in text or end not in text:
+        raise ValueError(f"{README}: bench markers {begin} ... {end} missing")
+    return text.split(begin, 1)[1].split(end, 1)[0].strip("\n")
 
 
-def update_readme(headline_text: str, path: Path = README) -> Path:
+def update_readme(headline_text: str, path: Path = README, markers=(README_BEGIN, README_END)) -> Path:
     """Replace README's bench block by the headline, so every figure there comes from this run."""
+    begin, end = markers
     text = path.read_text()
-    readme_block(text)  # markers present
-    head, rest = text.split(README_BEGIN, 1)
-    tail = rest.split(README_END, 1)[1]
-    path.write_text(f"{head}{README_BEGIN}\n{headline_text.strip()}\n{README_END}{tail}")
+    readme_block(text, markers)  # markers present
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    path.write_text(f"{head}{begin}\n{headline_text.strip()}\n{end}{tail}")
     return path
 
 
@@ -874,7 +907,7 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     results, status = {}, {}
     for name, fn in (("memory", step_memory), ("host", step_host), ("cortexm", step_cortexm),
-                     ("patching", step_patching), ("accuracy", step_accuracy)):
+                     ("patching", step_patching), ("accuracy", step_accuracy), ("tflite", step_tflite)):
         if name in args.skip:
             status[name] = "skipped"
             continue
@@ -900,17 +933,27 @@ def main(argv=None) -> int:
     failed = {k: v for k, v in status.items() if v.startswith("FAILED")}
     if failed:
         text += "\n" + "\n".join(f"**Step {k} {v}** (no figures from it above)." for k, v in failed.items()) + "\n"
-    (OUT / "headline.md").write_text(text)
-    if args.update_readme:
-        log(f"updated {update_readme(text)}")
-    save("bench_summary.json", {"date": now(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
-                                "quick": args.quick, "accuracy": args.accuracy, "step_seconds": status,
-                                "total_seconds": round(seconds, 1),
-                                "sources": {k: v.get("source") or {part: v[part].get("source") for part in ("qas", "qas_digits", "sparse", "vowels")
-                                                                   if isinstance(v.get(part), dict)}
-                                            for k, v in results.items() if isinstance(v, dict)}})
+    main_ran = any(status[k] != "skipped" for k in MAIN_STEPS)
+    if main_ran:  # every main step skipped (a tflite-only run): the main headline and README block stay
+        (OUT / "headline.md").write_text(text)
+        if args.update_readme:
+            log(f"updated {update_readme(text, README)}")
+    if "tflite" in results:
+        tflite_text = headline_tflite(results["tflite"])
+        (OUT / "headline_tflite.md").write_text(tflite_text)
+        text += "\n" + tflite_text
+        if args.update_readme:
+            log(f"updated the tflite block of {update_readme(tflite_text, README, TFLITE_MARKERS)}")
+    if main_ran:  # a tflite-only run leaves the summary of the last full bench run in place
+        save("bench_summary.json", {"date": now(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                                    "quick": args.quick, "accuracy": args.accuracy, "step_seconds": status,
+                                    "total_seconds": round(seconds, 1),
+                                    "sources": {k: v.get("source") or {part: v[part].get("source") for part in ("qas", "qas_digits", "sparse", "vowels")
+                                                                       if isinstance(v.get(part), dict)}
+                                                for k, v in results.items() if isinstance(v, dict)}})
     log("\n" + text)
-    log(f"wrote {OUT / 'headline.md'}; steps: {status}; total {seconds / 60:.1f} min")
+    log(f"wrote {OUT / ('headline.md' if main_ran else 'headline_tflite.md')}; steps: {status}; "
+        f"total {seconds / 60:.1f} min")
     return 1 if any(v.startswith("FAILED") for v in status.values()) else 0
 
 

@@ -81,6 +81,34 @@ def test_a_failing_step_is_reported_and_the_others_still_written(tmp_path, monke
     assert (tmp_path / "bench_accuracy.json").exists()
 
 
+def test_tflite_step_copies_the_stored_tables_into_their_own_readme_block(tmp_path, monkeypatch):
+    """`bench --skip memory host cortexm accuracy --update-readme`: the tflite tables come from the stored
+    exp_tflite.py result (never re-run), go between the tflite markers, and the main block is left alone."""
+    import run_all
+
+    row = {"lr": 0.01, "seeds": [0, 1, 2], "val_acc": [0.8, 0.81, 0.82], "mean": 0.81, "std": 0.01,
+           "firmware": {"linked_sram": 52548, "linked_flash": 106120, "instructions_per_step": 1.677e8,
+                        "fits": True, "identical_to_host": True}}
+    doc = {"models": {"ic_resnet8_cifar10_int8": {
+        "data": "cifar10", "n_train": 1000, "n_val": 2000, "input": "32x32x3",
+        "as_shipped": {"val_acc": 0.76, "correct": 1520, "n": 2000}, "searched": {"budget": "64KB"},
+        "schemes": {"head": row, "searched": row, "full": dict(row, firmware=dict(row["firmware"], fits=False))}}}}
+    (tmp_path / "tflite_train.json").write_text(json.dumps(doc))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"x\n{run_all.README_BEGIN}\nold main\n{run_all.README_END}\n"
+                      f"{run_all.TFLITE_MARKERS[0]}\nold\n{run_all.TFLITE_MARKERS[1]}\ntail\n")
+    monkeypatch.setattr(run_all, "RESULTS", tmp_path)
+    monkeypatch.setattr(run_all, "README", readme)
+    monkeypatch.setattr(run_all, "_freshness", lambda path, deps: (True, f"reused {path.name}"))
+    assert run_all.main(["--skip", "memory", "host", "cortexm", "patching", "accuracy", "--update-readme"]) == 0
+    text = readme.read_text()
+    assert run_all.readme_block(text) == "old main" and not (tmp_path / "headline.md").exists()
+    block = run_all.readme_block(text, run_all.TFLITE_MARKERS)
+    assert block == (tmp_path / "headline_tflite.md").read_text().strip("\n") and text.endswith("tail\n")
+    assert "as shipped: **76.0 %** (1520/2000)." in block and "| head only | 81.0 ± 1.0 | 0.01 | 51.3 KB |" in block
+    assert "| full (simulation) |" in block and "| no | yes |" in block
+
+
 def test_update_readme_replaces_only_the_bench_block(tmp_path):
     import pytest
     import run_all
@@ -103,6 +131,16 @@ def test_readme_figures_are_the_bench_headline():
     block = run_all.readme_block((REPO / "README.md").read_text())
     assert block == (REPO / "benchmarks" / "results" / "headline.md").read_text().strip("\n")
     assert "REDUCED" not in block and "stale" not in block  # the committed headline is a full, fresh run
+
+
+def test_readme_tflite_tables_are_the_stored_experiment():
+    """The README's tflite block is `microtrain bench` output from the stored exp_tflite.py result, unedited,
+    with the three models' tables and their as-shipped accuracy."""
+    import run_all
+
+    block = run_all.readme_block((REPO / "README.md").read_text(), run_all.TFLITE_MARKERS)
+    assert block == (REPO / "benchmarks" / "results" / "headline_tflite.md").read_text().strip("\n")
+    assert "not shown" not in block and block.count("as shipped: **") == 3
 
 
 def test_qas_section_reports_averages_collapses_and_gradient_scales():

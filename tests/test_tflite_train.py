@@ -125,3 +125,28 @@ def test_fp32_baseline_keeps_a_fused_activation_clamp(resnet8):
     vals = run_float(f, dequantize_input(g, x), keep=True)
     y, _ = op_module(n).forward_train(f, n, [vals[n.inputs[0]]])  # what fp32 training runs
     assert y.min() == 0.0 and (y == 0).mean() > 0.2
+
+
+def test_grayscale_model_trains_on_the_luma_predict_sees(tmp_path):
+    """person_detect (96x96x1): the training loader takes the same luma as predict (PIL "L" after the RGB
+    resize/crop), and RGB data given to a grayscale model is refused in one line before any training."""
+    from conftest import DATA_DIR, tiny_image_folder
+    from microtrain.commands.predict import load_model_pixels
+    from microtrain.errors import GraphError
+    from microtrain.quant.arith import pixels_to_int8
+    from microtrain.runtime.datasets import load_image_folder
+    from microtrain.runtime.trainer import fine_tune
+
+    g = load_tflite(str(tflite_path("person_detect_int8")))
+    root = tiny_image_folder(DATA_DIR / "person", tmp_path / "person", 2, 1)
+    gray = load_image_folder(root / "train", 96, channels=1)
+    assert gray.views.shape == (4, 1, 96, 96, 1)
+    want = pixels_to_int8(np.stack([load_model_pixels(p, 96, 1) for p in gray.paths]))
+    np.testing.assert_array_equal(gray.views[:, 0], want)
+    rgb = load_image_folder(root / "train", 96)
+    luma = 0.299 * rgb.views[..., 0] + 0.587 * rgb.views[..., 1] + 0.114 * rgb.views[..., 2]
+    assert np.abs(gray.views[..., 0] - luma).max() <= 1  # ITU-R 601 (integer rounding of PIL)
+    with pytest.raises(GraphError, match="input has 1 channels, the training data 3"):
+        fine_tune(g, UpdateScheme.head_only(), rgb, None, epochs=1, lr=0.01)
+    r = fine_tune(g, UpdateScheme.head_only(), gray, None, epochs=1, lr=0.01)
+    assert r["steps"] == 1

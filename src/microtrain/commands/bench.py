@@ -1,8 +1,9 @@
 """`microtrain bench`: run every benchmark against the anchors (memory, step time, Cortex-M instructions,
 accuracy tables) and write benchmarks/results/bench_*.json, the plots and headline.md.
 
-    microtrain bench [--quick] [--accuracy auto|reuse|rerun|skip] [--skip memory host cortexm patching accuracy]
-                     [--reuse memory host cortexm] [--update-readme]
+    microtrain bench [--quick] [--accuracy auto|reuse|rerun|skip]
+                     [--skip memory host cortexm patching accuracy tflite] [--reuse memory host cortexm]
+                     [--update-readme]
 
 The benchmarks live in the source checkout (benchmarks/run_all.py), not in the installed package: this
 verb finds them next to the package's source tree, or in $MICROTRAIN_REPO.
@@ -40,7 +41,8 @@ def register(subparsers) -> None:
     p.add_argument("--accuracy", choices=("auto", "reuse", "rerun", "skip"), default="auto",
                    help="auto (default): reuse the accuracy experiments' results when newer than their code, "
                         "else run them with reduced settings; the output says which")
-    p.add_argument("--skip", nargs="*", default=[], choices=("memory", "host", "cortexm", "patching", "accuracy"),
+    p.add_argument("--skip", nargs="*", default=[],
+                   choices=("memory", "host", "cortexm", "patching", "accuracy", "tflite"),
                    help="steps to leave out")
     p.add_argument("--reuse", nargs="*", default=[], choices=("memory", "host", "cortexm"),
                    help="steps whose committed benchmarks/results/bench_*.json is shown instead of measuring now "

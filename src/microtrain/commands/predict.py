@@ -77,12 +77,9 @@ def image_channels(graph) -> int:
 
 
 def load_model_pixels(path, res: int, channels: int) -> np.ndarray:
-    from PIL import Image
-
     from ..runtime.images import load_pixels
 
-    px = load_pixels(path, res)
-    return px if channels == 3 else np.asarray(Image.fromarray(px).convert("L"), dtype=np.uint8)[..., None]
+    return load_pixels(path, res, channels)
 
 
 def classify(graph, files, batch_size=32, progress=None):

@@ -33,13 +33,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def model_shape(project: Path) -> tuple[int, int]:
-    """(resolution, classes) from the generated mt_model.h."""
+def model_shape(project: Path) -> tuple[int, int, int]:
+    """(resolution, classes, input channels) from the generated mt_model.h."""
     header = (project / "mt_model.h").read_text()
     defs = dict(re.findall(r"#define (MT_\w+) (-?\d+)", header))
     if int(defs["MT_INPUT_H"]) != int(defs["MT_INPUT_W"]):
         raise MicrotrainError(f"{project}: non-square input {defs['MT_INPUT_H']}x{defs['MT_INPUT_W']}")
-    return int(defs["MT_INPUT_H"]), int(defs["MT_NUM_CLASSES"])
+    return int(defs["MT_INPUT_H"]), int(defs["MT_NUM_CLASSES"]), int(defs.get("MT_INPUT_C", 3))
 
 
 def check_class_names(project: Path, classes: list[str]) -> None:
@@ -67,12 +67,12 @@ def run(args) -> int:
     cpu = args.target or target.get("target", "cortex-m7")
     simd = not args.portable and target.get("simd", True)
     ck.check_output_dir(project / f"build-{cpu}", "project", force=True)
-    resolution, num_classes = model_shape(project)
+    resolution, num_classes, channels = model_shape(project)
 
     # the data first: a bad folder fails before the firmware build; undecodable training images are
     # reported now and replaced by others, so the run trains exactly --steps steps
     train, evaluate, classes, skipped = session_data(args.data, resolution, num_classes, args.steps, args.n_eval,
-                                                     args.seed)
+                                                     args.seed, channels)
     check_class_names(project, classes)
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)

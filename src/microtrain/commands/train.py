@@ -151,9 +151,10 @@ def run(args) -> int:
     if is_series_model(graph):  # a 1-D model: .ts files or recording folders (runtime/timeseries.py)
         train, val = load_for_model(graph, train_dir, val_dir, views=args.views, seed=args.seed)
     else:
+        channels = graph.input_spec.shape[-1]  # 1: a grayscale model takes the luma (runtime/images.to_channels)
         train = load_image_folder(train_dir, graph.resolution, views=args.views, seed=args.seed,
-                                  progress=not args.quiet)
-        val = load_image_folder(val_dir, graph.resolution, classes=train.classes) if val_dir else None
+                                  progress=not args.quiet, channels=channels)
+        val = load_image_folder(val_dir, graph.resolution, classes=train.classes, channels=channels) if val_dir else None
     skipped = train.skipped + (val.skipped if val else [])
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)

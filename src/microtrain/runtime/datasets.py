@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..quant.arith import pixels_to_int8
-from .images import TooLargeImage, decode_errors, open_image, resize_center_crop
+from .images import TooLargeImage, decode_errors, open_image, resize_center_crop, to_channels
 
 FORMATS = ("JPEG", "PNG")
 
@@ -163,9 +163,10 @@ def list_image_folder(root) -> tuple[list[str], list[tuple[Path, int]]]:
 
 
 def load_image_folder(root, resolution: int, views: int = 1, seed: int = 0, classes=None,
-                      progress: bool = False) -> ImageData:
-    """Load root/<class>/* as int8 views (N, V, res, res, 3). `classes` fixes the class order (use the
-    training set's for the validation set). Undecodable and non-JPEG/PNG files go to `skipped`."""
+                      progress: bool = False, channels: int = 3) -> ImageData:
+    """Load root/<class>/* as int8 views (N, V, res, res, channels). `classes` fixes the class order (use the
+    training set's for the validation set). Undecodable and non-JPEG/PNG files go to `skipped`. channels=1
+    (a grayscale model) takes the luma of each view (images.to_channels)."""
     from ..progress import Progress
 
     root = Path(root)
@@ -195,7 +196,8 @@ def load_image_folder(root, resolution: int, views: int = 1, seed: int = 0, clas
     if unreadable:
         raise DatasetError(f"{root}: no readable JPEG/PNG image in class folder{'s' if len(unreadable) > 1 else ''} "
                            f"{', '.join(str(root / c) for c in unreadable)} ({len(skipped)} files skipped)")
-    return ImageData(pixels_to_int8(np.stack(xs)), np.asarray(labels, np.int64), classes, paths, skipped)
+    return ImageData(pixels_to_int8(to_channels(np.stack(xs), channels)), np.asarray(labels, np.int64), classes,
+                     paths, skipped)
 
 
 # ----- an offline 10-class task: scikit-learn's handwritten digits ---------------------------------------

@@ -86,14 +86,30 @@ def resize_center_crop(im, resolution: int, crop_ratio: float = 0.875):
     return im.crop((left, top, left + resolution, top + resolution))
 
 
-def load_pixels(path, resolution: int) -> np.ndarray:
-    """uint8 (res, res, 3) pixels of an image file, evaluation transform."""
-    return np.asarray(resize_center_crop(decode_rgb(path), resolution), dtype=np.uint8)
+def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 RGB pixels (..., W, 3) in the model's input channels: 3 as they are; 1 (a grayscale model such as
+    TFLM's person_detect) the ITU-R 601-2 luma of PIL's "L" mode, L = R 299/1000 + G 587/1000 + B 114/1000
+    (PIL's integer rounding), taken after the resize/crop and before the k - 128 mapping."""
+    if channels == 3:
+        return pixels
+    if channels != 1:
+        raise DatasetError(f"image input with {channels} channels: only RGB (3) and grayscale (1) models read images")
+    from PIL import Image
+
+    px = np.ascontiguousarray(pixels, dtype=np.uint8)
+    flat = px.reshape((-1,) + px.shape[-2:])  # one tall RGB image: PIL converts pixel by pixel
+    luma = np.asarray(Image.fromarray(flat.reshape(-1, px.shape[-2], 3)).convert("L"), dtype=np.uint8)
+    return luma.reshape(px.shape[:-1] + (1,))
 
 
-def load_int8(paths, resolution: int) -> np.ndarray:
+def load_pixels(path, resolution: int, channels: int = 3) -> np.ndarray:
+    """uint8 (res, res, channels) pixels of an image file, evaluation transform (to_channels for 1 channel)."""
+    return to_channels(np.asarray(resize_center_crop(decode_rgb(path), resolution), dtype=np.uint8), channels)
+
+
+def load_int8(paths, resolution: int, channels: int = 3) -> np.ndarray:
     """int8 NHWC batch of image files (evaluation transform + fixed input mapping)."""
-    return pixels_to_int8(np.stack([load_pixels(p, resolution) for p in paths]))
+    return pixels_to_int8(np.stack([load_pixels(p, resolution, channels) for p in paths]))
 
 
 def is_image_file(path: Path) -> bool:

@@ -223,6 +223,10 @@ def _fine_tune(graph, scheme, train_data, val_data, *, epochs, lr, seed, batch_s
         raise GraphError(f"graph {graph.name!r}: fine_tune needs an int8 graph (use fp32=True for float training)")
     n_classes = max(train.num_classes, int(train.labels.max()) + 1)
     g = replace_head(graph, n_classes) if graph.num_classes != n_classes else graph.copy()
+    for name, d in (("training", train), ("validation", val)):  # else the convs silently read other channels
+        if d is not None and d.views.shape[-1] != g.input_spec.shape[-1]:
+            raise GraphError(f"graph {graph.name!r}: input has {g.input_spec.shape[-1]} channels, the {name} data "
+                             f"{d.views.shape[-1]} (a grayscale model: load images with channels=1)")
     if g.resolution != train.views.shape[2]:
         g = g.with_resolution(train.views.shape[2])
     resolution = scheme.resolve(g) if isinstance(scheme, UpdateScheme) else dict(scheme)

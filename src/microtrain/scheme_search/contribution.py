@@ -183,7 +183,8 @@ def analyze(
     if data is None:
         if train_dir is None:
             raise DatasetError("contribution analysis needs a training folder (or data=)")
-        data = load_image_folder(train_dir, graph.resolution, views=settings.views, seed=settings.seed)
+        data = load_image_folder(train_dir, graph.resolution, views=settings.views, seed=settings.seed,
+                                 channels=graph.input_spec.shape[-1])
         for path, reason in data.skipped:
             log(f"skipped {path}: {reason}")
     tr_idx, ho_idx = holdout_split(data.labels, settings.holdout, settings.seed)

@@ -33,20 +33,20 @@ def pick(files, n: int, rng: np.random.Generator, cycle: bool) -> list[tuple[Pat
     return chosen[:n]
 
 
-def load_samples(chosen, resolution: int) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+def load_samples(chosen, resolution: int, channels: int = 3) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
     """int8 samples and labels of the chosen files; undecodable files are skipped and reported."""
     xs, labels, skipped = [], [], []
     for path, label in chosen:
         try:
-            xs.append(load_int8([path], resolution)[0])
+            xs.append(load_int8([path], resolution, channels)[0])
             labels.append(label)
         except DatasetError as e:
             skipped.append((str(path), str(e)))
-    x = np.stack(xs) if xs else np.zeros((0, resolution, resolution, 3), np.int8)
+    x = np.stack(xs) if xs else np.zeros((0, resolution, resolution, channels), np.int8)
     return x, np.asarray(labels, np.int32), skipped
 
 
-def load_training(files, steps: int, resolution: int, rng: np.random.Generator):
+def load_training(files, steps: int, resolution: int, rng: np.random.Generator, channels: int = 3):
     """`steps` training samples, the training set reshuffled each epoch (as pick(cycle=True)). A file that
     does not decode is reported once and left out of later epochs' draws, so the run keeps its step count."""
     xs, labels, skipped, bad = [], [], [], set()
@@ -59,7 +59,7 @@ def load_training(files, steps: int, resolution: int, rng: np.random.Generator):
             if path in bad:
                 continue
             try:
-                xs.append(load_int8([path], resolution)[0])
+                xs.append(load_int8([path], resolution, channels)[0])
                 labels.append(label)
             except DatasetError as e:
                 bad.add(path)
@@ -68,13 +68,14 @@ def load_training(files, steps: int, resolution: int, rng: np.random.Generator):
             if len(xs) == steps:
                 break
         pool = [f for f in pool if f[0] not in bad]
-    x = np.stack(xs) if xs else np.zeros((0, resolution, resolution, 3), np.int8)
+    x = np.stack(xs) if xs else np.zeros((0, resolution, resolution, channels), np.int8)
     return x, np.asarray(labels, np.int32), skipped
 
 
-def session_data(root: Path | str, resolution: int, num_classes: int, steps: int, n_eval: int, seed: int = 0):
+def session_data(root: Path | str, resolution: int, num_classes: int, steps: int, n_eval: int, seed: int = 0,
+                 channels: int = 3):
     """(train x, y), (eval x, y), classes, skipped: `steps` training samples (the training set reshuffled
-    each epoch) and `n_eval` held-out samples (all of val/ when n_eval < 0)."""
+    each epoch) and `n_eval` held-out samples (all of val/ when n_eval < 0); channels=1: grayscale (luma)."""
     train_dir, val_dir = split_folders(root)
     classes, train_files = list_image_folder(train_dir)
     val_classes, val_files = list_image_folder(val_dir)
@@ -84,7 +85,7 @@ def session_data(root: Path | str, resolution: int, num_classes: int, steps: int
         raise DatasetError(f"{root}: {len(classes)} classes ({', '.join(classes)}) but the compiled model has "
                            f"{num_classes} outputs; compile it with a {len(classes)}-class head")
     rng = np.random.default_rng(seed)
-    x_tr, y_tr, skip_tr = load_training(train_files, steps, resolution, rng)
+    x_tr, y_tr, skip_tr = load_training(train_files, steps, resolution, rng, channels)
     eval_files = pick(val_files, len(val_files) if n_eval < 0 else n_eval, rng, cycle=False)
-    x_ev, y_ev, skip_ev = load_samples(eval_files, resolution)
+    x_ev, y_ev, skip_ev = load_samples(eval_files, resolution, channels)
     return (x_tr, y_tr), (x_ev, y_ev), classes, skip_tr + skip_ev
