@@ -1,4 +1,4 @@
-"""Test helper: the exported parameter blob (mt_export_params) <-> graph parameters.
+"""The exported parameter blob (mt_export_params, `microtrain run --params-out`) <-> graph parameters.
 
 The blob is every trainable SRAM array's bytes in program order (native endianness): int8 weight
 slices in the kernel layout of their family, int32 biases. `trainable_layout` (Program.meta, also
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from microtrain.errors import MicrotrainError
-from microtrain.ops.conv import oihw_weight
+from ..errors import MicrotrainError
+from ..ops.conv import oihw_weight
 
 
 def decode_params(blob: bytes, layout: list[dict]) -> list[tuple[dict, np.ndarray]]:
