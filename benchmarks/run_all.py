@@ -379,6 +379,12 @@ def step_accuracy(args) -> dict:
             doc["qas_datasets"] = {"source": f"not shown ({why_s}); run benchmarks/exp_datasets.py, then "
                                              "benchmarks/qas_datasets.py"}
         log(f"  QAS on the real datasets: {doc['qas_datasets']['source']}")
+    # the device learning curve (exp_device_curve.py: QEMU, about an hour): read from its JSON, never re-run here
+    curve = RESULTS / "device_curve.json"
+    if curve.exists() and args.accuracy != "skip":
+        doc["device_curve"] = {"source": f"reused {curve.name} (produced by `{json.loads(curve.read_text())['command']}`)",
+                               "record": json.loads(curve.read_text())}
+        log(f"  device learning curve: {doc['device_curve']['source']}")
     # sparse update
     sparse_json = RESULTS / "sparse.json"
     fresh, why = _freshness(sparse_json, ACCURACY_DEPS["sparse"])
@@ -594,6 +600,34 @@ def _qas_section(title: str, entry: dict) -> list[str]:
     return [ln for ln in lines if ln is not None] + [""]
 
 
+def _device_curve_section(entry: dict) -> list[str]:
+    """Learning on the device (exp_device_curve.py): one row per dataset, the curve, and the minutes answer."""
+    docs = entry["record"]["datasets"]
+    lines = ["**Learning on the device** (mcunet-5fps, 49 KB scheme, new head, Cortex-M7 firmware trained in QEMU "
+             "at batch 1 on samples streamed from files; held-out accuracy of the device's parameters; minutes are "
+             f"an estimate: instructions / 216e6; {entry['source']}; plot benchmarks/results/device_curve.png, "
+             "details benchmarks/results/device_curve.md):", "",
+             "| dataset | classes | train / val | lr | steps (epochs) | M instructions / step | top-1 % at step 0 "
+             "-> final (95 % interval) | within 1 point of final after (est. device min) | host simulation params "
+             "identical | QAS table: head-only / last two blocks |",
+             "|---|---:|---|---:|---|---:|---|---:|---|---|"]
+    for name, d in docs.items():
+        lo, hi = d["final_acc_wilson95"]
+        w = d["within_1pt"]["first_reached"]
+        ref = d.get("reference") or {}
+        refs = (f"{100 * ref['head-only']:.1f} / {100 * ref['int8+QAS']:.1f}" if ref else "")
+        lines.append(f"| {name} | {len(d['classes'])} | {d['n_train']} / {d['n_val']} | {d['lr']:g} | {d['steps']} "
+                     f"({d['epochs']:.0f}) | {d['instructions_per_step'] / 1e6:.1f} | {100 * d['curve'][0]['acc']:.1f} "
+                     f"-> {100 * d['final_acc']:.1f} ({100 * lo:.1f}-{100 * hi:.1f}) | {w['device_minutes_est']:.1f} "
+                     f"(step {w['step']}) | {'yes, every checkpoint' if d['host_c_identical_all'] else 'NO'} | {refs} |")
+    lines.append("")
+    for name, d in docs.items():
+        lines.append(f"{name} curve (est. device minutes: top-1 %): " + ", ".join(
+            f"{r['device_minutes_est']:.1f}: {100 * r['acc']:.1f}" for r in d["curve"]) + ".")
+    lines.append("")
+    return lines
+
+
 def headline(results: dict, args, seconds: float, plotted=()) -> str:
     lines = ["<!-- written by benchmarks/run_all.py (`microtrain bench`); every figure below comes from its run "
              f"of {now()}{' with --quick' if args.quick else ''}. -->", ""]
@@ -672,6 +706,9 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
                     sram = f"{r['planned_training_sram'] / 1024:.1f}" if r.get("planned_training_sram") else "n/a"
                     lines.append(f"| {name} | {r['kind']} | {r['extra_kb']:.1f} | {sram} | {100 * r['val_acc']:.1f} |")
             lines.append("")
+    dc = (acc or {}).get("device_curve")
+    if dc:
+        lines += _device_curve_section(dc)
     names = ", ".join(f"benchmarks/results/{Path(p).name}" for p in plotted) or "none"
     lines.append(f"Plots: {names}. Whole run: {seconds / 60:.1f} min on {os.cpu_count()} cores.")
     return "\n".join(lines) + "\n"
