@@ -49,7 +49,7 @@ CACHE = Path(os.environ.get("MICROTRAIN_CACHE", Path.home() / ".cache" / "microt
 
 MODEL, SCHEME, CPU = "mcunet-5fps", "mcunet-5fps-49kb", "cortex-m7"
 CLOCK_HZ = 216e6  # STM32F746 (the paper's board)
-LR_GRID = (0.001, 0.003, 0.01, 0.03)  # around the QAS table's 0.03 (batch 32); batch 1 takes 32x more steps
+LR_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03)  # around the QAS table's 0.03 (batch 32); batch 1 takes 32x more steps
 SEED = 0  # stream order and the compiled stochastic-rounding seed
 
 
@@ -306,6 +306,42 @@ def numpy_sim(graph, lr: float, x_train, order, y_train, val_x, points, layout, 
     return results
 
 
+def first_numpy_difference(graph, model, lr, x_train, y_train, order, start: int, stop: int, start_blob: bytes,
+                           numpy_state: Path, layout) -> dict | None:
+    """Both simulations stepped one update at a time from checkpoint `start` (where they agree) to `stop`: the
+    first update after which the NumPy simulation's parameters differ from the host build's (= the device's)."""
+    from microtrain.codegen.lower_train import training_graph_for
+    from microtrain.codegen.param_blob import decode_params, graph_slice
+    from microtrain.runtime.training import TrainingRuntime, run_nodes
+    from microtrain.sparse.fixtures import load_scheme
+
+    g = graph.copy()
+    tg = training_graph_for(g, load_scheme(SCHEME))
+    rt = TrainingRuntime(tg, seed=SEED)
+    z = np.load(numpy_state, allow_pickle=False)
+    for key in z.files:
+        if key != "val_logits":
+            n, p = key.split("|")
+            g.node(n).params[p][...] = z[key]
+    model.import_params(start_blob)
+    model.set_rounding_state(SEED, start)
+    idx = order[start:stop]
+    pre = run_nodes(g.copy(), {g.input: x_train[idx]}, 0, tg.n_prefix)
+    for k, i in enumerate(range(start, stop)):
+        j = order[i]
+        model.train_step(x_train[j], int(y_train[j]))
+        rt.train_step({t: pre[t][k : k + 1] for t in tg.boundary}, y_train[j : j + 1], lr, i)
+        diffs = []
+        for item, arr in decode_params(model.export_params(), layout):
+            d = np.abs(arr.astype(np.int64) - graph_slice(g, item).astype(np.int64))
+            if d.any():
+                diffs.append({"node": item["node"], "param": item["param"], "elements": int((d > 0).sum()),
+                              "max_abs": int(d.max())})
+        if diffs:
+            return {"after_update": i, "differences": diffs}
+    return None
+
+
 def compare_params(blob: bytes, layout, numpy_slices) -> dict:
     """Elements of the trained slices where the NumPy simulation differs from the device, and by how much."""
     from microtrain.codegen.param_blob import decode_params
@@ -387,17 +423,27 @@ def run_dataset(name: str, args) -> dict:
     device_eval_equal = bool(np.array_equal(dev_logits, evals[-1][0]))
 
     sim = None
+    np_points = [c for c in points if args.numpy_steps is None or c <= args.numpy_steps]
     if not args.no_numpy:
         (run_cache / "numpy").mkdir(exist_ok=True)
-        sim = numpy_sim(graph, lr, x_tr, order, y_tr, x_va, points, layout, run_cache / "numpy")
+        sim = numpy_sim(graph, lr, x_tr, order, y_tr, x_va, np_points, layout, run_cache / "numpy")
 
+    first_diff = None
+    if sim is not None:
+        same = [c for c in np_points if compare_params(segs[points.index(c)]["params"], layout, sim[c][1])["differing"] == 0]
+        later = [c for c in np_points if c not in same]
+        a = max([c for c in same if later and c < later[0]], default=None)
+        if a is not None:  # the update at which they part, stepped from the last agreeing checkpoint
+            first_diff = first_numpy_difference(graph, model, lr, x_tr, y_tr, order, a, later[0],
+                                                segs[points.index(a)]["params"],
+                                                run_cache / "numpy" / f"numpy-{a:05d}.npz", layout)
     cum, rows = 0, []
     for c, s, (logits, m), hm in zip(points, segs, evals, host_evals):
         cum += s["instructions"]
         row = {"step": c, "epochs": c / len(y_tr), "instructions": cum, "device_minutes_est": cum / CLOCK_HZ / 60,
                "acc": m["acc"], "balanced_acc": m["balanced"], "loss": m["loss"],
                "host_c_params_identical": identical[c], "host_c_acc": hm["acc"]}
-        if sim is not None:
+        if sim is not None and c in sim:
             sim_logits, sim_slices = sim[c]
             row["numpy_sim"] = {**metrics(sim_logits, y_va, quant), **compare_params(s["params"], layout, sim_slices)}
         rows.append(row)
@@ -425,7 +471,10 @@ def run_dataset(name: str, args) -> dict:
         "host_c_max_loss_gap": loss_gap,
         "device_eval_matches_host": device_eval_equal,
         "device_eval_acc": float((dev_logits.argmax(1) == y_va).mean()),
-        "numpy_sim_identical_all": None if sim is None else all(r["numpy_sim"]["differing"] == 0 for r in rows),
+        "numpy_sim_identical_all": None if sim is None else all(r["numpy_sim"]["differing"] == 0
+                                                                for r in rows if "numpy_sim" in r),
+        "numpy_sim_steps": None if sim is None else np_points[-1],
+        "numpy_first_difference": first_diff,
         "reference": reference_accuracies(label),
         "reference_note": "benchmarks/results/qas/<dataset>.json averages (host NumPy, batch 32, 12 epochs, 4 views "
                           "per image): head-only and last two blocks + head (int8 + QAS)",
@@ -455,13 +504,14 @@ def reference_accuracies(label: str) -> dict:
 
 def markdown(docs: dict, command: str) -> str:
     lines = ["# Learning on the device: mcunet-5fps, 49 KB scheme, Cortex-M7 under QEMU", "",
-             f"Produced by `{command}` (benchmarks/exp_device_curve.py); data in device_curve.json, plot in "
-             "device_curve.png.", ""]
+             "Produced by benchmarks/exp_device_curve.py (commands per dataset below); data in device_curve.json, "
+             "plot in device_curve.png.", ""]
     for label, d in docs.items():
         ref = d.get("reference") or {}
         lo, hi = d["final_acc_wilson95"]
         w = d["within_1pt"]
-        lines += [f"## {label} ({d['n_train']} train / {d['n_val']} val, {len(d['classes'])} classes)", ""]
+        lines += [f"## {label} ({d['n_train']} train / {d['n_val']} val, {len(d['classes'])} classes)", "",
+                  f"Command: `{d.get('command', command)}`", ""]
         if ref:
             lines += [f"Why this dataset: in the QAS experiment (benchmarks/results/qas/{label}.md; batch 32, 12 "
                       f"epochs, 4 views per image) a new head alone reaches {100 * ref['head-only']:.1f} % and the last "
@@ -497,6 +547,8 @@ def markdown(docs: dict, command: str) -> str:
             if r.get("numpy_sim"):
                 s = r["numpy_sim"]
                 cells += [f"{100 * s['acc']:.1f}", f"{s['differing']} of {s['of']} (max {s['max_abs']})"]
+            elif d["curve"][0].get("numpy_sim"):
+                cells += ["", ""]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"Host simulation: the same generated C built for the host and trained on the same stream "
                   f"(same samples, order, lr and rounding seed) ends every checkpoint with exactly the device's "
@@ -506,15 +558,23 @@ def markdown(docs: dict, command: str) -> str:
                   "is evaluated on the host from the device's exported parameters; at the last checkpoint the "
                   f"device's own logits (QEMU) equal the host's: {'yes' if d['device_eval_matches_host'] else 'NO'}."]
         if d.get("numpy_sim_identical_all") is not None:
-            last = d["curve"][-1]["numpy_sim"]
-            lines += ["", "NumPy simulation (runtime.TrainingRuntime, the tool of the host-side accuracy experiments): "
-                      + ("its parameters equal the device's at every checkpoint." if d["numpy_sim_identical_all"] else
+            last = [r for r in d["curve"] if "numpy_sim" in r][-1]["numpy_sim"]
+            lines += ["", f"NumPy simulation (runtime.TrainingRuntime, the tool of the host-side accuracy experiments; "
+                      f"run over the first {d['numpy_sim_steps']} steps): "
+                      + ("its parameters equal the device's at every checkpoint it reached." if d["numpy_sim_identical_all"] else
                          f"its parameters drift from the device's (at the last checkpoint {last['differing']} of "
-                         f"{last['of']} trained values differ, by at most {last['max_abs']}): its float32 gradient "
-                         "sums are not ordered like the C kernels', and a stochastic-rounding decision that falls "
-                         "within a few ulps of a rounding boundary can go the other way (tests/"
-                         "test_codegen_lower_train.py bounds this per step); once one value differs the runs "
-                         "diverge slowly. Its curve is plotted beside the device's.")]
+                         f"{last['of']} trained values differ, by at most {last['max_abs']} LSB)"
+                         + (f"; stepped one update at a time from the last agreeing checkpoint, the first difference "
+                            f"appears after update {d['numpy_first_difference']['after_update']}: "
+                            + ", ".join(f"{x['node']}.{x['param']} {x['elements']} value(s) by {x['max_abs']}"
+                                        for x in d["numpy_first_difference"]["differences"])
+                            if d.get("numpy_first_difference") else "")
+                         + ". The NumPy runtime sums float32 gradients in another order than the C kernels, so a "
+                         "stochastic-rounding decision within a few ulps of its threshold can go the other way "
+                         "(tests/test_codegen_lower_train.py bounds this per step, and re-synchronises); from one "
+                         "different value on, batch-1 SGD takes another trajectory. Its accuracy curve is plotted "
+                         "beside the device's. The host build of the generated C, not the NumPy runtime, is the "
+                         "simulation that holds the device's parameters bit for bit.")]
         lines.append("")
     return "\n".join(lines)
 
@@ -533,8 +593,9 @@ def plot(docs: dict, path: Path) -> None:
         ax.plot(steps, [100 * r["host_c_acc"] for r in d["curve"]], "-", lw=1.2,
                 label="host simulation (same C on the host)" + (": identical parameters, coincides"
                                                                  if d["host_c_identical_all"] else ""))
-        if d["curve"][0].get("numpy_sim"):
-            ax.plot(steps, [100 * r["numpy_sim"]["acc"] for r in d["curve"]], "--", lw=1, label="NumPy simulation")
+        sim = [(r["step"], 100 * r["numpy_sim"]["acc"]) for r in d["curve"] if "numpy_sim" in r]
+        if sim:
+            ax.plot(*zip(*sim), "x--", ms=5, lw=1, label="NumPy simulation")
         for name, v in (d.get("reference") or {}).items():
             ax.axhline(100 * v, ls=":", lw=0.8, color="gray")
             ax.annotate(f"QAS table: {name} {100 * v:.1f} %", (steps[-1], 100 * v), fontsize=7, ha="right",
@@ -567,6 +628,7 @@ def main(argv=None) -> int:
     ap.add_argument("--select-epochs", type=int, default=1, help="passes of the lr check (default 1)")
     ap.add_argument("--select-orders", type=int, default=1, help="stream orders of the lr check (default 1)")
     ap.add_argument("--no-numpy", action="store_true", help="leave out the NumPy simulation")
+    ap.add_argument("--numpy-steps", type=int, help="the NumPy simulation covers the checkpoints up to this step only")
     ap.add_argument("--max-train", type=int, help="N training files spread over the classes (CI)")
     ap.add_argument("--max-val", type=int, help="N held-out files spread over the classes (CI)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per QEMU session")
@@ -580,8 +642,11 @@ def main(argv=None) -> int:
     command = "python benchmarks/exp_device_curve.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for name in args.datasets:
         d = run_dataset(name, args)
+        d["command"] = command
         docs[d["dataset"]] = d
-        json_path.write_text(json.dumps({"command": command, "datasets": docs}, indent=1) + "\n")
+        json_path.write_text(json.dumps({"command": " ; ".join(dict.fromkeys(v.get("command", command)
+                                                                             for v in docs.values())),
+                                         "datasets": docs}, indent=1) + "\n")
         (out / "device_curve.md").write_text(markdown(docs, command))
         plot(docs, out / "device_curve.png")
         w = d["within_1pt"]["first_reached"]

@@ -617,13 +617,19 @@ def _device_curve_section(entry: dict) -> list[str]:
         ref = d.get("reference") or {}
         refs = (f"{100 * ref['head-only']:.1f} / {100 * ref['int8+QAS']:.1f}" if ref else "")
         lines.append(f"| {name} | {len(d['classes'])} | {d['n_train']} / {d['n_val']} | {d['lr']:g} | {d['steps']} "
-                     f"({d['epochs']:.0f}) | {d['instructions_per_step'] / 1e6:.1f} | {100 * d['curve'][0]['acc']:.1f} "
+                     f"({d['epochs']:.3g}) | {d['instructions_per_step'] / 1e6:.1f} | {100 * d['curve'][0]['acc']:.1f} "
                      f"-> {100 * d['final_acc']:.1f} ({100 * lo:.1f}-{100 * hi:.1f}) | {w['device_minutes_est']:.1f} "
                      f"(step {w['step']}) | {'yes, every checkpoint' if d['host_c_identical_all'] else 'NO'} | {refs} |")
     lines.append("")
     for name, d in docs.items():
-        lines.append(f"{name} curve (est. device minutes: top-1 %): " + ", ".join(
-            f"{r['device_minutes_est']:.1f}: {100 * r['acc']:.1f}" for r in d["curve"]) + ".")
+        w = d["within_1pt"]
+        lines.append(f"Answer, {name}: within 1 point of its final {100 * d['final_acc']:.1f} % after "
+                     f"{w['first_reached']['device_minutes_est']:.1f} estimated device minutes (step "
+                     f"{w['first_reached']['step']}" + ("" if w["stays_from"]["step"] == w["first_reached"]["step"]
+                                                        else f"; stays within from {w['stays_from']['device_minutes_est']:.1f} "
+                                                             f"min, step {w['stays_from']['step']}")
+                     + f"). Curve (est. device minutes: top-1 %): " + ", ".join(
+                         f"{r['device_minutes_est']:.1f}: {100 * r['acc']:.1f}" for r in d["curve"]) + ".")
     lines.append("")
     return lines
 
