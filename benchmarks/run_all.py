@@ -623,13 +623,16 @@ def _device_curve_section(entry: dict) -> list[str]:
     lines.append("")
     for name, d in docs.items():
         w = d["within_1pt"]
+        half = [100 * r["acc"] for r in d["curve"] if r["step"] >= d["steps"] / 2]
         lines.append(f"Answer, {name}: within 1 point of its final {100 * d['final_acc']:.1f} % after "
                      f"{w['first_reached']['device_minutes_est']:.1f} estimated device minutes (step "
                      f"{w['first_reached']['step']}" + ("" if w["stays_from"]["step"] == w["first_reached"]["step"]
                                                         else f"; stays within from {w['stays_from']['device_minutes_est']:.1f} "
                                                              f"min, step {w['stays_from']['step']}")
-                     + f"). Curve (est. device minutes: top-1 %): " + ", ".join(
-                         f"{r['device_minutes_est']:.1f}: {100 * r['acc']:.1f}" for r in d["curve"]) + ".")
+                     + f"). The second half of the run ranges {min(half):.1f}-{max(half):.1f} % (constant lr, "
+                       f"batch 1: the final figure is one noisy point). Curve (est. device minutes: top-1 %): "
+                     + ", ".join(f"{r['device_minutes_est']:.1f}: {100 * r['acc']:.1f}" for r in d["curve"]) + ".")
+        lines.append("")
     lines.append("")
     return lines
 
