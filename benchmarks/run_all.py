@@ -434,6 +434,12 @@ def step_accuracy(args) -> dict:
             doc["vowels"] = {"source": f"not shown ({why_v}); run `microtrain demo --task vowels --out D`, then "
                                        "benchmarks/bench_vowels_m4.py D --save"}
         log(f"  time series (vowels): {doc['vowels']['source']}")
+    # the device learning curve (exp_device_curve.py: QEMU, about an hour): read from its JSON, never re-run here
+    curve = RESULTS / "device_curve.json"
+    if curve.exists() and args.accuracy != "skip":
+        doc["device_curve"] = {"source": f"reused {curve.name} (produced by `{json.loads(curve.read_text())['command']}`)",
+                               "record": json.loads(curve.read_text())}
+        log(f"  device learning curve: {doc['device_curve']['source']}")
     # sparse update
     sparse_json = RESULTS / "sparse.json"
     fresh, why = _freshness(sparse_json, ACCURACY_DEPS["sparse"])
@@ -769,6 +775,43 @@ def _patching_section(patching: dict | None) -> list[str]:
     return lines + [""]
 
 
+def _device_curve_section(entry: dict) -> list[str]:
+    """Learning on the device (exp_device_curve.py): one row per dataset, the curve, and the minutes answer."""
+    docs = entry["record"]["datasets"]
+    lines = ["**Learning on the device** (mcunet-5fps, 49 KB scheme, new head, Cortex-M7 firmware trained in QEMU "
+             "at batch 1 on samples streamed from files; held-out accuracy of the device's parameters; minutes are "
+             f"an estimate: instructions / 216e6; {entry['source']}; plot benchmarks/results/device_curve.png, "
+             "details benchmarks/results/device_curve.md):", "",
+             "| dataset | classes | train / val | lr | steps (epochs) | M instructions / step | top-1 % at step 0 "
+             "-> final (95 % interval) | within 1 point of final after (est. device min) | host simulation params "
+             "identical | QAS table: head-only / last two blocks |",
+             "|---|---:|---|---:|---|---:|---|---:|---|---|"]
+    for name, d in docs.items():
+        lo, hi = d["final_acc_wilson95"]
+        w = d["within_1pt"]["first_reached"]
+        ref = d.get("reference") or {}
+        refs = (f"{100 * ref['head-only']:.1f} / {100 * ref['int8+QAS']:.1f}" if ref else "")
+        lines.append(f"| {name} | {len(d['classes'])} | {d['n_train']} / {d['n_val']} | {d['lr']:g} | {d['steps']} "
+                     f"({d['epochs']:.3g}) | {d['instructions_per_step'] / 1e6:.1f} | {100 * d['curve'][0]['acc']:.1f} "
+                     f"-> {100 * d['final_acc']:.1f} ({100 * lo:.1f}-{100 * hi:.1f}) | {w['device_minutes_est']:.1f} "
+                     f"(step {w['step']}) | {'yes, every checkpoint' if d['host_c_identical_all'] else 'NO'} | {refs} |")
+    lines.append("")
+    for name, d in docs.items():
+        w = d["within_1pt"]
+        half = [100 * r["acc"] for r in d["curve"] if r["step"] >= d["steps"] / 2]
+        lines.append(f"Answer, {name}: within 1 point of its final {100 * d['final_acc']:.1f} % after "
+                     f"{w['first_reached']['device_minutes_est']:.1f} estimated device minutes (step "
+                     f"{w['first_reached']['step']}" + ("" if w["stays_from"]["step"] == w["first_reached"]["step"]
+                                                        else f"; stays within from {w['stays_from']['device_minutes_est']:.1f} "
+                                                             f"min, step {w['stays_from']['step']}")
+                     + f"). The second half of the run ranges {min(half):.1f}-{max(half):.1f} % (constant lr, "
+                       f"batch 1: the final figure is one noisy point). Curve (est. device minutes: top-1 %): "
+                     + ", ".join(f"{r['device_minutes_est']:.1f}: {100 * r['acc']:.1f}" for r in d["curve"]) + ".")
+        lines.append("")
+    lines.append("")
+    return lines
+
+
 def headline(results: dict, args, seconds: float, plotted=()) -> str:
     reused = [k for k, v in results.items() if isinstance(v, dict) and str(v.get("source", "")).startswith("reused ")
               and k in STEP_RESULTS]
@@ -855,6 +898,9 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
             lines.append("")
         if acc.get("vowels"):
             lines += _vowels_section(acc["vowels"])
+    dc = (acc or {}).get("device_curve")
+    if dc:
+        lines += _device_curve_section(dc)
     names = ", ".join(f"benchmarks/results/{Path(p).name}" for p in plotted) or "none"
     lines.append(f"Plots: {names}. Whole run: {seconds / 60:.1f} min on {os.cpu_count()} cores.")
     return "\n".join(lines) + "\n"
@@ -948,7 +994,7 @@ def main(argv=None) -> int:
         save("bench_summary.json", {"date": now(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
                                     "quick": args.quick, "accuracy": args.accuracy, "step_seconds": status,
                                     "total_seconds": round(seconds, 1),
-                                    "sources": {k: v.get("source") or {part: v[part].get("source") for part in ("qas", "qas_digits", "sparse", "vowels")
+                                    "sources": {k: v.get("source") or {part: v[part].get("source") for part in ("qas", "qas_digits", "sparse", "vowels", "device_curve")
                                                                        if isinstance(v.get(part), dict)}
                                                 for k, v in results.items() if isinstance(v, dict)}})
     log("\n" + text)

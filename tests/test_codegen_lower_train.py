@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import hymenoptera, like_mcunet_49kb, model_path
-from param_blob import decode_params, graph_slice
+from microtrain.codegen.param_blob import decode_params, graph_slice
 
 from microtrain.codegen import compile_model
 from microtrain.codegen.lower_train import training_graph_for
@@ -129,7 +129,7 @@ def _record_rounding_margins(rt, monkeypatch) -> dict:
 
 
 def test_100_steps_on_real_images_match_numpy(built, base_graph, scheme49, images, monkeypatch):
-    from param_blob import apply_params
+    from microtrain.codegen.param_blob import apply_params
 
     cm, model = built
     train, val = images

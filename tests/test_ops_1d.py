@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from param_blob import decode_params, graph_slice
+from microtrain.codegen.param_blob import decode_params, graph_slice
 
 import torch
 import torch.nn as nn

@@ -185,7 +185,7 @@ def test_generated_c_equals_numpy(tmp_path):
     """Inference logits and training steps of the dilated model (dense, split depthwise, dense k2) in C and
     NumPy, bit for bit; then the trained parameters. (The depthwise weight slice does not move in these
     steps: test_dilated_kernels_equal_numpy checks its fused update.)"""
-    from param_blob import decode_params, graph_slice
+    from microtrain.codegen.param_blob import decode_params, graph_slice
 
     from microtrain.codegen import compile_model
     from microtrain.codegen.lower_train import training_graph_for

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from param_blob import decode_params, graph_slice
+from microtrain.codegen.param_blob import decode_params, graph_slice
 from test_tflite import model_inputs, tflite_path
 
 from microtrain.codegen import compile_model

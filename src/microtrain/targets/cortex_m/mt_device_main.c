@@ -5,6 +5,9 @@
  *
  * Files (in QEMU's working directory): train.bin and eval.bin = header {"MTDS", u32 count, u32 sample_bytes}
  * then per sample {i32 label, sample_bytes int8}; params.bin (written) = mt_export_params().
+ * resume.bin (optional, read first) = header {"MTRS", u32 step, u32 param_bytes} then mt_export_params() bytes
+ * of an earlier session: training continues from those parameters and that stochastic-rounding counter
+ * (the compiled seed), so sessions of k and n - k steps end where one session of n steps ends.
  * Output lines: "step I loss L", "pred I CLASS LOGITS...", "eval CORRECT TOTAL",
  * "params N", "stack USED SIZE".
  * Cost markers (mt_mark): the generated kernel calls carry their own ids (see regions.json); id 0 is this
@@ -19,6 +22,8 @@
 int8_t *mt_train_input_buffer(void);
 /* Writes the trainable arrays (the bytes of mt_export_params, in order) straight to a host file: no SRAM copy. */
 uint32_t mt_write_params(int fd);
+/* Its inverse: reads the trainable arrays straight from a host file. */
+uint32_t mt_read_params(int fd);
 
 #define EXIT_BAD_DATA 2
 #define EXIT_TRAIN_FAILED 3
@@ -58,11 +63,32 @@ static int32_t read_sample(Dataset *d, int8_t *dst, const char *path)
     return label;
 }
 
+#if MT_HAS_TRAINING
+static void resume_session(void)
+{
+    uint32_t header[3];
+    int fd = mt_open("resume.bin", "rb");
+    if (fd < 0) return; /* absent: start from the compiled parameters */
+    if (mt_read(fd, header, sizeof header) != sizeof header || header[0] != 0x5352544Du /* "MTRS" */ ||
+        header[2] != mt_params_size() || mt_read_params(fd) != mt_params_size()) {
+        mt_printf("error: resume.bin is not a parameter file of this model (%u bytes expected)\n",
+                  (unsigned)mt_params_size());
+        mt_exit(EXIT_BAD_DATA);
+    }
+    mt_close(fd);
+    mt_set_rounding_state(MT_DEFAULT_SEED, header[1]);
+    mt_printf("resumed at step %u\n", (unsigned)header[1]);
+}
+#endif
+
 int main(void)
 {
     Dataset d;
     mt_mark(0);
     mt_init();
+#if MT_HAS_TRAINING
+    resume_session();
+#endif
 #if MT_HAS_TRAINING
     if (open_dataset("train.bin", &d)) {
         int8_t *input = mt_train_input_buffer();

@@ -6,7 +6,8 @@ The project is not modified: the build directory gets mt_model_marked.c, a copy 
   or input-gradient call, read from its mt_conv_params, for instructions per MAC);
 - mt_train_input_buffer(): the arena slot mt_train_step copies its input from (the harness streams each
   sample straight there);
-- mt_write_params(fd): the bytes of mt_export_params written to a host file array by array (no SRAM copy).
+- mt_write_params(fd): the bytes of mt_export_params written to a host file array by array (no SRAM copy);
+- mt_read_params(fd): its inverse, the arrays read straight from a host file (a session resumes a previous one).
 The harness mt_device_main.c, the project's kernels and the firmware support are linked against the
 256 KB / 1 MB linker script: a model that does not fit fails here with LinkBudgetError."""
 from __future__ import annotations
@@ -87,11 +88,18 @@ def instrument(source: str) -> tuple[str, list[Region]]:
     out.append("/* ---- added for the Cortex-M harness (targets/cortex_m/project.py) ---- */")
     out.append("int8_t *mt_train_input_buffer(void);")
     out.append("uint32_t mt_write_params(int fd);")
+    out.append("uint32_t mt_read_params(int fd);")
     out.append(f"int8_t *mt_train_input_buffer(void) {{ return {train_input or 'mt_input_buffer()'}; }}")
     out.append("uint32_t mt_write_params(int fd) {")
     out.append("    uint32_t n = 0;")
     for size, name in params:
         out.append(f"    n += (uint32_t)mt_write(fd, {name}, {size}u);")
+    out.append("    return n;")
+    out.append("}")
+    out.append("uint32_t mt_read_params(int fd) {")
+    out.append("    uint32_t n = 0;")
+    for size, name in params:
+        out.append(f"    n += (uint32_t)mt_read(fd, {name}, {size}u);")
     out.append("    return n;")
     out.append("}")
     return "\n".join(out) + "\n", regions

@@ -16,6 +16,7 @@ from .project import Region
 from .qemu import InstructionCount, run_firmware
 
 MAGIC = b"MTDS"
+RESUME_MAGIC = b"MTRS"
 
 
 class FirmwareError(MicrotrainError):
@@ -34,6 +35,12 @@ def write_samples(path: Path | str, x: np.ndarray, labels) -> Path:
         for sample, label in zip(x, labels):
             f.write(struct.pack("<i", int(label)))
             f.write(sample.tobytes())
+    return Path(path)
+
+
+def write_resume(path: Path | str, params: bytes, step: int) -> Path:
+    """The resume.bin mt_device_main.c reads first: a previous session's parameters and update counter."""
+    Path(path).write_bytes(RESUME_MAGIC + struct.pack("<II", int(step), len(params)) + bytes(params))
     return Path(path)
 
 
@@ -56,8 +63,10 @@ class Session:
 
 
 def run_session(elf: Path | str, cpu: str = "cortex-m7", *, train=None, evaluate=None, timeout: float = 600,
-                count: bool = False, workdir: Path | str | None = None, check: bool = True) -> Session:
-    """train / evaluate: (int8 samples NHWC, labels) or None.
+                count: bool = False, workdir: Path | str | None = None, check: bool = True,
+                resume: tuple[bytes, int] | None = None) -> Session:
+    """train / evaluate: (int8 samples NHWC, labels) or None. resume: (parameters of an earlier session, its
+    update counter): training continues from there, as if the sessions were one.
 
     check=True raises FirmwareError when the firmware fails; check=False returns the Session with its status
     (the errors it printed are in stdout)."""
@@ -70,6 +79,10 @@ def run_session(elf: Path | str, cpu: str = "cortex-m7", *, train=None, evaluate
                 target.unlink(missing_ok=True)
             else:
                 write_samples(target, *data)
+        if resume is None:
+            (work / "resume.bin").unlink(missing_ok=True)
+        else:
+            write_resume(work / "resume.bin", *resume)
         res = run_firmware(elf, cpu, timeout=timeout, cwd=work, count=count)
         params_file = work / "params.bin"
         params = params_file.read_bytes() if params_file.exists() else b""
