@@ -69,8 +69,15 @@ static const Case cases[] = {
     /* in_c 24 and 32 without a mask (the quads, not pointwise_narrow): stride 2, odd channel counts */
     {"pointwise", 7, 6, 24, 31, 1, 2, 0},  {"pointwise", 9, 9, 32, 21, 1, 1, 0},
     {"pointwise", 8, 8, 24, 120, 1, 1, 0},
+    /* in_c 24-48 without a mask through pointwise_wtab: odd channel counts, stride 2 (one run per output row),
+     * two tables at in_c 48; then multipliers too large for int16 outputs (WIDE_EFF_CASE on: one channel's
+     * outputs beyond int16 before the clamp): the byte-at-a-time stores (quads, narrow) */
+    {"pointwise", 8, 8, 40, 13, 1, 1, 0},  {"pointwise", 9, 8, 48, 18, 1, 1, 0},
+    {"pointwise", 15, 17, 24, 12, 1, 2, 0},
+    {"pointwise", 8, 8, 16, 20, 1, 1, 0},  {"pointwise", 8, 8, 8, 20, 1, 1, 0},
 };
 #define NARROW_LAYER_CASE 43 /* and 47: in_c 16 */
+#define WIDE_EFF_CASE 54
 #define FIRST_GROUPED_SPLIT 38
 #define MANY_DEAD_CASE 33 /* more dead channels than the SIMD kernels list (MT_DEAD_MAX) */
 #define FIRST_FOLD_CASE 19
@@ -237,6 +244,7 @@ int main(void)
         if (fold_mode == 0 || fold_mode == 2) /* odd channels clamp at some pixels only: mixed clamp bits */
             for (int32_t o = 1; o < p.out_c; o += 2) eff[o] *= 32.0f;
         if (i == 1 || i == 5) eff[0] = __builtin_inff(); /* a degenerate multiplier: the fallback path */
+        if (i >= WIDE_EFF_CASE) eff[2] = 4.0f; /* |rint(t)| up to about 2^20 */
         if (split) /* a pseudo-random partition of the input channels into frozen and trained */
             for (int32_t ch = 0; ch < p.in_c; ch++) {
                 int trained = i >= FIRST_GROUPED_SPLIT ? (ch / 4) % 3 == 1 : (int)(next() & 1);

@@ -865,6 +865,69 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
     return pix;
 }
 
+/* The four sums of a channel quad in s8-s11 to rint((float)sum * eff) in place (eff in s12-s15). */
+#define QUAD_FLOAT_STEPS                                                                                             \
+    "vcvt.f32.s32 s8, s8\n\t"                                                                                        \
+    "vcvt.f32.s32 s9, s9\n\t"                                                                                        \
+    "vcvt.f32.s32 s10, s10\n\t"                                                                                      \
+    "vcvt.f32.s32 s11, s11\n\t"                                                                                      \
+    "vmul.f32 s8, s8, s12\n\t"                                                                                       \
+    "vmul.f32 s9, s9, s13\n\t"                                                                                       \
+    "vmul.f32 s10, s10, s14\n\t"                                                                                     \
+    "vmul.f32 s11, s11, s15\n\t"                                                                                     \
+    "vcvtr.s32.f32 s8, s8\n\t"                                                                                       \
+    "vcvtr.s32.f32 s9, s9\n\t"                                                                                       \
+    "vcvtr.s32.f32 s10, s10\n\t"                                                                                     \
+    "vcvtr.s32.f32 s11, s11\n\t"
+/* The quad's channels 0-3 (rint values in A-D, each within int16) stored as four contiguous int8 at r12 (post-
+ * incremented): two to a register (PKHBT), Z = y_zero + 128 in both lanes added by QADD16, the int8 clamp by
+ * USAT16 on [0, 255] (the result of QADD and SSAT: a saturated lane stays beyond the clamp), the bytes packed,
+ * their top bits flipped (u - 128 as int8 is u ^ 0x80), one STR: 9 instructions against 12 for QADD, SSAT and
+ * STRB. A and B are overwritten. */
+#define PACKED_STORE4(A, B, C, D, Z)                                                                                 \
+    "pkhbt   " A ", " A ", " C ", lsl #16\n\t" /* channels 0 and 2 */                                                \
+    "pkhbt   " B ", " B ", " D ", lsl #16\n\t" /* 1 and 3 */                                                         \
+    "qadd16  " A ", " A ", " Z "\n\t"                                                                                \
+    "qadd16  " B ", " B ", " Z "\n\t"                                                                                \
+    "usat16  " A ", #8, " A "\n\t"                                                                                   \
+    "usat16  " B ", #8, " B "\n\t"                                                                                   \
+    "orr     " A ", " A ", " B ", lsl #8\n\t"                                                                        \
+    "eor     " A ", " A ", #0x80808080\n\t"                                                                          \
+    "str     " A ", [r12], #4\n\t"
+/* narrow_rows' stores: a byte at a time after QADD and SSAT (lr: y_zero), or packed (lr: y_zero + 128 in both
+ * int16 lanes; every output within int16 reach, wtab_fits). */
+#define NARROW_STORE_S8                                                                                              \
+    "vmov    r6, r7, s8, s9\n\t"                                                                                     \
+    "vmov    r8, r9, s10, s11\n\t"                                                                                   \
+    "qadd    r6, r6, lr\n\t"                                                                                         \
+    "qadd    r7, r7, lr\n\t"                                                                                         \
+    "qadd    r8, r8, lr\n\t"                                                                                         \
+    "qadd    r9, r9, lr\n\t"                                                                                         \
+    "ssat    r6, #8, r6\n\t"                                                                                         \
+    "ssat    r7, #8, r7\n\t"                                                                                         \
+    "ssat    r8, #8, r8\n\t"                                                                                         \
+    "ssat    r9, #8, r9\n\t"                                                                                         \
+    "strb    r6, [r12], #1\n\t"                                                                                      \
+    "strb    r7, [r12], #1\n\t"                                                                                      \
+    "strb    r8, [r12], #1\n\t"                                                                                      \
+    "strb    r9, [r12], #1\n\t"
+#define NARROW_STORE_PACKED                                                                                          \
+    "vmov    r6, r7, s8, s9\n\t"                                                                                     \
+    "vmov    r8, r9, s10, s11\n\t" PACKED_STORE4("r6", "r7", "r8", "r9", "lr")
+
+/* Every folded channel's |rint(t)| <= 32767, t = (float)sum * eff, |sum| <= |bias| + in_c * 255 * 128 (the
+ * margin covers the float roundings); the other channels are redone. */
+static int wtab_fits(const mt_conv_params *p, const int32_t *bias, const float *eff)
+{
+    const float dot = (float)p->in_c * (255.0f * 128.0f);
+    int ok = 1;
+    for (int32_t ch = 0; ch < p->out_c; ch++) {
+        const float b = fold_one(bias[ch]) ? __builtin_fabsf((float)bias[ch]) : 0.0f;
+        ok &= (b + dot) * __builtin_fabsf(eff[ch]) < 32000.0f;
+    }
+    return ok;
+}
+
 /* Pointwise conv with in_c 8 or 16, no mask, finite multipliers: one pixel at a time, its inputs unpacked once
  * (x-stationary: channels 0-7 in four registers, 8-15 in words after the table), and the output channels four
  * at a time from a per-call table of (multipliers, folded bias, weights unpacked to int16 lanes), all in one asm
@@ -884,7 +947,7 @@ typedef struct {
     const uint32_t *tab;      /* 16 */
     uint32_t *tab_end;        /* 20: followed by in_c / 2 - 4 words: the pixel's inputs 8 on, unpacked */
     int32_t neg_zero;         /* 24 */
-    int32_t y_zero;           /* 28 */
+    int32_t y_zero;           /* 28: or y_zero + 128 in both int16 lanes (packed stores) */
     int32_t x_step;           /* 32: bytes between the run's pixels' inputs */
 } narrow_ctx;
 
@@ -912,7 +975,7 @@ typedef struct {
     "ldrd    r8, r10, [r1, #" OFF "]\n\t" NARROW_UNPACK("r2", "r3", "r8") NARROW_UNPACK("r4", "r5", "r10")          \
     "stmia   r6!, {r2, r3, r4, r5}\n\t"
 #define NARROW_IN_1 "ldr     r6, [r0, #20]\n\t" NARROW_IN8("8")
-#define NARROW_ROWS_ASM(IN_HIGH, HIGH_A, HIGH_B)                                                                    \
+#define NARROW_ROWS_ASM(IN_HIGH, HIGH_A, HIGH_B, STORE)                                                              \
     "push    {r0}\n\t"                                                                                           \
     "0:\n\t"                                                                                                     \
     "ldr     r0, [sp]\n\t"                                                                                       \
@@ -931,32 +994,8 @@ typedef struct {
     "vldmia  r1!, {s12-s15}\n\t" NARROW_CHANNEL("r6", HIGH_A) NARROW_CHANNEL("r7", HIGH_B)                      \
     "vmov    s8, s9, r6, r7\n\t" NARROW_CHANNEL("r6", HIGH_A) NARROW_CHANNEL("r7", HIGH_B)                       \
     "vmov    s10, s11, r6, r7\n\t"                                                                               \
-    "vcvt.f32.s32 s8, s8\n\t"                                                                                    \
-    "vcvt.f32.s32 s9, s9\n\t"                                                                                    \
-    "vcvt.f32.s32 s10, s10\n\t"                                                                                  \
-    "vcvt.f32.s32 s11, s11\n\t"                                                                                  \
-    "vmul.f32 s8, s8, s12\n\t"                                                                                   \
-    "vmul.f32 s9, s9, s13\n\t"                                                                                   \
-    "vmul.f32 s10, s10, s14\n\t"                                                                                 \
-    "vmul.f32 s11, s11, s15\n\t"                                                                                 \
-    "vcvtr.s32.f32 s8, s8\n\t"                                                                                   \
-    "vcvtr.s32.f32 s9, s9\n\t"                                                                                   \
-    "vcvtr.s32.f32 s10, s10\n\t"                                                                                 \
-    "vcvtr.s32.f32 s11, s11\n\t"                                                                                 \
-    "vmov    r6, r7, s8, s9\n\t"                                                                                 \
-    "vmov    r8, r9, s10, s11\n\t"                                                                               \
-    "qadd    r6, r6, lr\n\t"                                                                                     \
-    "qadd    r7, r7, lr\n\t"                                                                                     \
-    "qadd    r8, r8, lr\n\t"                                                                                     \
-    "qadd    r9, r9, lr\n\t"                                                                                     \
-    "ssat    r6, #8, r6\n\t"                                                                                     \
-    "ssat    r7, #8, r7\n\t"                                                                                     \
-    "ssat    r8, #8, r8\n\t"                                                                                     \
-    "ssat    r9, #8, r9\n\t"                                                                                     \
-    "strb    r6, [r12], #1\n\t"                                                                                  \
-    "strb    r7, [r12], #1\n\t"                                                                                  \
-    "strb    r8, [r12], #1\n\t"                                                                                  \
-    "strb    r9, [r12], #1\n\t"                                                                                  \
+    QUAD_FLOAT_STEPS                                                                                                 \
+    STORE                                                                                                            \
     "cmp     r1, r0\n\t"                                                                                         \
     "bne     1b\n\t"                                                                                             \
     "ldr     r0, [sp]\n\t"                                                                                       \
@@ -973,11 +1012,13 @@ typedef struct {
 
 /* The run of pixels ctx describes (at least one), every channel quad of the table (at least one). The loop
  * needs r1-r12 and lr, so ctx waits on the stack (one push) and is reloaded once per pixel. */
-static __attribute__((noinline)) void narrow_rows(narrow_ctx *ctx, int32_t in_c)
+static __attribute__((noinline)) void narrow_rows(narrow_ctx *ctx, int32_t in_c, int packed)
 {
     register narrow_ctx *c __asm__("r0") = ctx;
-    if (in_c == 16) NARROW_ROWS_CALL(NARROW_ROWS_ASM(NARROW_IN_1, NARROW_HIGH_1("r6"), NARROW_HIGH_1("r7")));
-    else NARROW_ROWS_CALL(NARROW_ROWS_ASM("", "", ""));
+    if (in_c == 16)
+        NARROW_ROWS_CALL(NARROW_ROWS_ASM(NARROW_IN_1, NARROW_HIGH_1("r6"), NARROW_HIGH_1("r7"), NARROW_STORE_S8));
+    else if (packed) NARROW_ROWS_CALL(NARROW_ROWS_ASM("", "", "", NARROW_STORE_PACKED));
+    else NARROW_ROWS_CALL(NARROW_ROWS_ASM("", "", "", NARROW_STORE_S8));
 }
 
 static inline uint32_t float_bits(float f)
@@ -1004,6 +1045,20 @@ static void narrow_table(const int8_t *w, int32_t in_c, const int32_t *bias, con
     }
 }
 
+/* After pointwise_narrow or pointwise_wtab, redone with the bias added in float: the channels from `quads` on
+ * (out_c % 4 last ones) and those whose bias was not folded. */
+static void redo_unfolded(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                          const float *eff, int8_t *y, int32_t quads)
+{
+    const int32_t in_c = p->in_c, out_c = p->out_c, n_pix = p->out_h * p->out_w, neg_zero = pack_neg_zero(p->x_zero);
+    for (int32_t ch = 0; ch < out_c; ch++) {
+        if (ch < quads && fold_one(bias[ch])) continue;
+        for (int32_t pix = 0; pix < n_pix; pix++)
+            y[pix * out_c + ch] = requant_finite(dot1_s8(pixel_in(p, x, pix), neg_zero, w + ch * in_c, in_c),
+                                                 (float)bias[ch], eff[ch], p->y_zero);
+    }
+}
+
 static __attribute__((noinline)) void pointwise_narrow(const mt_conv_params *p, const int8_t *x, const int8_t *w,
                                                        const int32_t *bias, const float *eff, int8_t *y)
 {
@@ -1013,31 +1068,188 @@ static __attribute__((noinline)) void pointwise_narrow(const mt_conv_params *p, 
     const int32_t quads = out_c & ~3;
     /* stride 1: all pixels are one run; otherwise one run per output row */
     const int32_t run = p->stride == 1 ? n_pix : p->out_w, x_step = p->stride * in_c;
+    /* in_c 8: the packed stores when every output is within int16 reach (in_c 16 goes to pointwise_wtab then) */
+    const int packed = in_c == 8 && wtab_fits(p, bias, eff);
+    const int32_t y_zero = packed ? (int32_t)((uint32_t)(p->y_zero + 128) * 0x00010001u) : p->y_zero;
     for (int32_t o = 0; o < quads; o += block) {
         const int32_t n = quads - o < block ? quads - o : block;
         narrow_table(w, in_c, bias, eff, o, n, tab);
         for (int32_t pix = 0; pix < n_pix; pix += run) {
             const int8_t *xr = pixel_in(p, x, pix);
             narrow_ctx ctx = {xr, xr + run * x_step, y + pix * out_c + o, out_c, tab, tab + n / 4 * quad_words,
-                              neg_zero, p->y_zero, x_step};
-            narrow_rows(&ctx, in_c);
+                              neg_zero, y_zero, x_step};
+            narrow_rows(&ctx, in_c, packed);
         }
     }
-    /* redone with the bias added in float: the out_c % 4 last channels, the channels whose bias was not folded */
-    for (int32_t ch = 0; ch < out_c; ch++) {
-        if (ch < quads && fold_one(bias[ch])) continue;
-        for (int32_t pix = 0; pix < n_pix; pix++)
-            y[pix * out_c + ch] = requant_finite(dot1_s8(pixel_in(p, x, pix), neg_zero, w + ch * in_c, in_c),
-                                                 (float)bias[ch], eff[ch], p->y_zero);
+    redo_unfolded(p, x, w, bias, eff, y, quads);
+}
+
+/* pointwise_wtab: in_c 16, 24, 32, 40 or 48 (in_c % 8 == 0) without a mask, every multiplier finite, the
+ * outputs within reach of int16 (wtab_fits): the weights of a block of output channels unpacked once per call
+ * into a stack table (per four channels: their multipliers, then per channel pair and group of 8 inputs the two
+ * channels' lane words, the bias in front of each channel's first group), the pixel's inputs unpacked once per
+ * table into a lane buffer. Per group of 8 inputs and channel pair: one LDM of the pixel's lanes, one LDM per
+ * channel of its weights, 8 SMLAD (11 instructions for 16 MACs, against 13 in quad_mac). The four outputs of a
+ * channel quad are contiguous: requantised as in QUAD_STORE up to VCVTR, then two to a register (PKHBT), the
+ * zero point + 128 added by QADD16 and the int8 clamp done by USAT16 on [0, 255] (the same result as QADD and
+ * SSAT: |rint(t)| <= 32767 fits a lane, and a saturated lane stays beyond the clamp), the four bytes packed, their
+ * top bits flipped (u - 128 as int8 is u ^ 0x80) and stored by one STR: 24 instructions for four outputs
+ * against 28. */
+#define MT_WTAB_WORDS 256    /* 1 KB of stack */
+#define MT_WTAB_MAX_IN 48
+
+typedef struct {
+    const int8_t *x;       /* 0: input of the current pixel */
+    int32_t x_step;        /* 4: bytes between the run's pixels' inputs */
+    int8_t *y;             /* 8: output of the current pixel, first channel of the table */
+    int32_t y_step;        /* 12: out_c */
+    const uint32_t *tab;   /* 16 */
+    const uint32_t *tab_end; /* 20 */
+    uint32_t *lanes;       /* 24: the pixel's inputs unpacked, in_c / 2 words */
+    int32_t neg_zero;      /* 28 */
+    const int8_t *x_end;   /* 32: input of the pixel after the run */
+    uint32_t zero_128;     /* 36: y_zero + 128 in both int16 lanes */
+} wtab_ctx;
+
+/* Per group of 8 inputs: two words of input bytes (r1) unpacked into four lane words (r7: -x_zero) stored at lr. */
+#define WTAB_UNPACK                                                                                              \
+    "ldrd    r8, r10, [r1], #8\n\t"                                                                              \
+    "sxtab16 r2, r7, r8\n\t"                                                                                     \
+    "sxtab16 r3, r7, r8, ror #8\n\t"                                                                             \
+    "sxtab16 r4, r7, r10\n\t"                                                                                    \
+    "sxtab16 r5, r7, r10, ror #8\n\t"                                                                            \
+    "stmia   lr!, {r2, r3, r4, r5}\n\t"
+#define WTAB_SMLAD4(BR)                                                                                          \
+    "smlad   " BR ", r2, r8, " BR "\n\t"                                                                         \
+    "smlad   " BR ", r3, r9, " BR "\n\t"                                                                         \
+    "smlad   " BR ", r4, r10, " BR "\n\t"                                                                        \
+    "smlad   " BR ", r5, r11, " BR "\n\t"
+/* One channel pair into r6, r7 (started from their biases): the first group, then G - 1 more; lr back after. */
+#define WTAB_PAIR                                                                                                \
+    "ldmia   lr!, {r2, r3, r4, r5}\n\t"                                                                          \
+    "ldmia   r1!, {r6, r8, r9, r10, r11}\n\t" WTAB_SMLAD4("r6")                                                  \
+    "ldmia   r1!, {r7, r8, r9, r10, r11}\n\t" WTAB_SMLAD4("r7")                                                  \
+    ".rept   %c[g] - 1\n\t"                                                                                      \
+    "ldmia   lr!, {r2, r3, r4, r5}\n\t"                                                                          \
+    "ldmia   r1!, {r8, r9, r10, r11}\n\t" WTAB_SMLAD4("r6")                                                      \
+    "ldmia   r1!, {r8, r9, r10, r11}\n\t" WTAB_SMLAD4("r7")                                                      \
+    ".endr\n\t"                                                                                                  \
+    "sub     lr, lr, %[lane_bytes]\n\t"
+#define WTAB_ROWS_ASM                                                                                            \
+    "push    {r0}\n\t"                                                                                           \
+    "ldr     r2, [r0, #36]\n\t"                                                                                  \
+    "vmov    s7, r2\n\t"                                                                                         \
+    "0:\n\t"                                                                                                     \
+    "ldr     r0, [sp]\n\t"                                                                                       \
+    "ldrd    r1, r6, [r0]\n\t" /* x, x_step */                                                                   \
+    "add     r6, r1, r6\n\t"                                                                                     \
+    "str     r6, [r0]\n\t"                                                                                       \
+    "ldr     r7, [r0, #28]\n\t"                                                                                  \
+    "ldr     lr, [r0, #24]\n\t"                                                                                  \
+    ".rept   %c[g]\n\t" WTAB_UNPACK ".endr\n\t"                                                                  \
+    "sub     lr, lr, %[lane_bytes]\n\t"                                                                          \
+    "ldrd    r12, r6, [r0, #8]\n\t" /* y, y_step */                                                              \
+    "add     r6, r12, r6\n\t"                                                                                    \
+    "str     r6, [r0, #8]\n\t"                                                                                   \
+    "ldrd    r1, r0, [r0, #16]\n\t" /* the table, its end */                                                     \
+    "1:\n\t"                                                                                                     \
+    "vldmia  r1!, {s12-s15}\n\t" WTAB_PAIR "vmov    s8, s9, r6, r7\n\t" WTAB_PAIR "vmov    s10, s11, r6, r7\n\t" \
+    QUAD_FLOAT_STEPS                                                                                                 \
+    "vmov    r2, r3, s8, s9\n\t"                                                                                 \
+    "vmov    r4, r5, s10, s11\n\t"                                                                               \
+    "vmov    r9, s7\n\t" PACKED_STORE4("r2", "r3", "r4", "r5", "r9")                                                 \
+    "cmp     r1, r0\n\t"                                                                                         \
+    "bne     1b\n\t"                                                                                             \
+    "ldr     r0, [sp]\n\t"                                                                                       \
+    "ldr     r1, [r0]\n\t"                                                                                       \
+    "ldr     r6, [r0, #32]\n\t"                                                                                  \
+    "cmp     r1, r6\n\t"                                                                                         \
+    "bne     0b\n\t"                                                                                             \
+    "add     sp, sp, #4\n\t"
+#define WTAB_ROWS_CALL(G)                                                                                        \
+    __asm__ volatile(WTAB_ROWS_ASM                                                                               \
+                     : "+r"(c)                                                                                   \
+                     : [g] "i"(G), [lane_bytes] "i"(16 * (G))                                                    \
+                     : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s7", "s8",  \
+                       "s9", "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
+
+/* The run of pixels ctx describes (at least one), every channel quad of the table (at least one); one asm
+ * text per group count (the groups are unrolled). ctx waits on the stack as in narrow_rows. */
+static __attribute__((noinline)) void wtab_rows(wtab_ctx *ctx, int32_t in_c)
+{
+    register wtab_ctx *c __asm__("r0") = ctx;
+    switch (in_c) {
+    case 16: WTAB_ROWS_CALL(2); break;
+    case 24: WTAB_ROWS_CALL(3); break;
+    case 32: WTAB_ROWS_CALL(4); break;
+    case 40: WTAB_ROWS_CALL(5); break;
+    default: WTAB_ROWS_CALL(6); break;
     }
+}
+
+static inline int wtab_shape(const mt_conv_params *p, const int8_t *x)
+{
+    /* LDRD on the input: word-aligned pixels */
+    /* the tables pay from about 64 pixels on (measured: 36 pixels at in_c 40 and 48 cost 1.26x and 1.08x the
+     * quads, 12 pixels in runs of 3 1.4x; 64 pixels at in_c 24 0.90x) */
+    const int32_t n_pix = p->out_h * p->out_w;
+    return p->in_c % 8 == 0 && p->in_c >= 16 && p->in_c <= MT_WTAB_MAX_IN && p->out_c >= 4 &&
+           ((uintptr_t)x & 3u) == 0 && n_pix >= 64 && (p->stride == 1 || p->out_w >= 8);
+}
+
+/* Channels o .. o + n - 1 (n % 4 == 0) into wtab_rows' table (layout above). */
+static void wtab_table(const int8_t *w, int32_t in_c, const int32_t *bias, const float *eff, int32_t o, int32_t n,
+                       uint32_t *tab)
+{
+    for (int32_t k = o; k < o + n; k += 4) {
+        for (int32_t j = 0; j < 4; j++) *tab++ = float_bits(eff[k + j]);
+        for (int32_t ca = k; ca < k + 4; ca += 2)
+            for (int32_t g = 0; g < in_c; g += 8)
+                for (int32_t ch = ca; ch < ca + 2; ch++) {
+                    if (g == 0) *tab++ = fold_one(bias[ch]) ? (uint32_t)bias[ch] : 0u;
+                    for (int32_t i = g; i < g + 8; i += 4) {
+                        const uint32_t v = load_u32(w + ch * in_c + i);
+                        *tab++ = __sxtb16(v), *tab++ = sxtb16_ror8(v);
+                    }
+                }
+    }
+}
+
+static __attribute__((noinline)) void pointwise_wtab(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                                     const int32_t *bias, const float *eff, int8_t *y)
+{
+    uint32_t tab[MT_WTAB_WORDS], lanes[MT_WTAB_MAX_IN / 2];
+    const int32_t in_c = p->in_c, out_c = p->out_c, n_pix = p->out_h * p->out_w;
+    const int32_t quad_words = 8 + 2 * in_c, quads = out_c / 4, max_quads = MT_WTAB_WORDS / quad_words;
+    /* blocks of equal size: as few as the table allows */
+    const int32_t n_blocks = (quads + max_quads - 1) / max_quads, per_block = (quads + n_blocks - 1) / n_blocks;
+    const int32_t run = p->stride == 1 ? n_pix : p->out_w, x_step = p->stride * in_c;
+    const uint32_t zero_128 = (uint32_t)(p->y_zero + 128) * 0x00010001u;
+    for (int32_t q = 0; q < quads; q += per_block) {
+        const int32_t n = 4 * (quads - q < per_block ? quads - q : per_block);
+        wtab_table(w, in_c, bias, eff, 4 * q, n, tab);
+        for (int32_t pix = 0; pix < n_pix; pix += run) {
+            const int8_t *xr = pixel_in(p, x, pix);
+            wtab_ctx ctx = {xr, x_step, y + pix * out_c + 4 * q, out_c, tab, tab + n / 4 * quad_words, lanes,
+                            pack_neg_zero(p->x_zero), xr + run * x_step, zero_128};
+            wtab_rows(&ctx, in_c);
+        }
+    }
+    redo_unfolded(p, x, w, bias, eff, y, 4 * quads);
 }
 
 void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask)
 {
-    if ((p->in_c == 8 || p->in_c == 16) && !mask && p->out_c >= 4 && all_finite(eff, p->out_c)) {
-        pointwise_narrow(p, x, w, bias, eff, y);
-        return;
+    if (!mask && p->out_c >= 4 && all_finite(eff, p->out_c)) {
+        if (wtab_shape(p, x) && wtab_fits(p, bias, eff)) {
+            pointwise_wtab(p, x, w, bias, eff, y);
+            return;
+        }
+        if (p->in_c == 8 || p->in_c == 16) {
+            pointwise_narrow(p, x, w, bias, eff, y);
+            return;
+        }
     }
     const int32_t in_c = p->in_c, out_c = p->out_c, neg_zero = pack_neg_zero(p->x_zero), n4 = in_c & ~3;
     if (n4 == 0) {
