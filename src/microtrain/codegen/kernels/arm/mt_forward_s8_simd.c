@@ -879,12 +879,11 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
     "vcvtr.s32.f32 s9, s9\n\t"                                                                                       \
     "vcvtr.s32.f32 s10, s10\n\t"                                                                                     \
     "vcvtr.s32.f32 s11, s11\n\t"
-/* The quad's channels 0-3 (rint values in A-D, each within int16) stored as four contiguous int8 at r12 (post-
- * incremented): two to a register (PKHBT), Z = y_zero + 128 in both lanes added by QADD16, the int8 clamp by
+/* The quad's channels 0-3 (rint values in A-D, each within int16) stored as four contiguous int8 at DEST: two to a register (PKHBT), Z = y_zero + 128 in both lanes added by QADD16, the int8 clamp by
  * USAT16 on [0, 255] (the result of QADD and SSAT: a saturated lane stays beyond the clamp), the bytes packed,
- * their top bits flipped (u - 128 as int8 is u ^ 0x80), one STR: 9 instructions against 12 for QADD, SSAT and
- * STRB. A and B are overwritten. */
-#define PACKED_STORE4(A, B, C, D, Z)                                                                                 \
+ * their top bits flipped (u - 128 as int8 is u ^ 0x80), one STR (to DEST): 9 instructions against 12 for QADD,
+ * SSAT and STRB. A and B are overwritten. */
+#define PACKED_STORE4(A, B, C, D, Z, DEST)                                                                             \
     "pkhbt   " A ", " A ", " C ", lsl #16\n\t" /* channels 0 and 2 */                                                \
     "pkhbt   " B ", " B ", " D ", lsl #16\n\t" /* 1 and 3 */                                                         \
     "qadd16  " A ", " A ", " Z "\n\t"                                                                                \
@@ -893,7 +892,7 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
     "usat16  " B ", #8, " B "\n\t"                                                                                   \
     "orr     " A ", " A ", " B ", lsl #8\n\t"                                                                        \
     "eor     " A ", " A ", #0x80808080\n\t"                                                                          \
-    "str     " A ", [r12], #4\n\t"
+    "str     " A ", " DEST "\n\t"
 /* narrow_rows' stores: a byte at a time after QADD and SSAT (lr: y_zero), or packed (lr: y_zero + 128 in both
  * int16 lanes; every output within int16 reach, wtab_fits). */
 #define NARROW_STORE_S8                                                                                              \
@@ -913,7 +912,7 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
     "strb    r9, [r12], #1\n\t"
 #define NARROW_STORE_PACKED                                                                                          \
     "vmov    r6, r7, s8, s9\n\t"                                                                                     \
-    "vmov    r8, r9, s10, s11\n\t" PACKED_STORE4("r6", "r7", "r8", "r9", "lr")
+    "vmov    r8, r9, s10, s11\n\t" PACKED_STORE4("r6", "r7", "r8", "r9", "lr", "[r12], #4")
 
 /* Every folded channel's |rint(t)| <= 32767, t = (float)sum * eff, |sum| <= |bias| + in_c * 255 * 128 (the
  * margin covers the float roundings); the other channels are redone. */
@@ -1157,7 +1156,7 @@ typedef struct {
     QUAD_FLOAT_STEPS                                                                                                 \
     "vmov    r2, r3, s8, s9\n\t"                                                                                 \
     "vmov    r4, r5, s10, s11\n\t"                                                                               \
-    "vmov    r9, s7\n\t" PACKED_STORE4("r2", "r3", "r4", "r5", "r9")                                                 \
+    "vmov    r9, s7\n\t" PACKED_STORE4("r2", "r3", "r4", "r5", "r9", "[r12], #4")                                                 \
     "cmp     r1, r0\n\t"                                                                                         \
     "bne     1b\n\t"                                                                                             \
     "ldr     r0, [sp]\n\t"                                                                                       \
@@ -1766,8 +1765,25 @@ typedef struct {
 #define DW_TAPS_25 DW_TAPS_5 DW_TAPS_5 DW_TAPS_5 DW_TAPS_5 DW_TAPS_5
 #define DW_TAPS_7 DW_TAP DW_TAP DW_TAP DW_TAP DW_TAP DW_TAP DW_TAP
 #define DW_TAPS_49 DW_TAPS_7 DW_TAPS_7 DW_TAPS_7 DW_TAPS_7 DW_TAPS_7 DW_TAPS_7 DW_TAPS_7
-/* TAPS: DW_TAPS_LOOP(...) or DW_TAPS_n; MASK_BITS, MASK_STORE: DW_ROWS_MASK_* or "". */
-#define DW_ROWS_ASM(TAPS, MASK_BITS, MASK_STORE)                                                                 \
+/* dw_rows' stores (r9-r12 the rint values, r7 from y_zero's field, lr the pixel's output): a byte at a time after
+ * QADD and SSAT (with the clamp bits MASK_BITS, MASK_STORE: DW_ROWS_MASK_* or ""), or packed (PACKED_STORE4;
+ * r7: y_zero + 128 in both int16 lanes). */
+#define DW_STORE_S8(MASK_BITS, MASK_STORE)                                                                       \
+    "qadd    r9, r9, r7\n\t"                                                                                     \
+    "qadd    r10, r10, r7\n\t"                                                                                   \
+    "qadd    r11, r11, r7\n\t"                                                                                   \
+    "qadd    r12, r12, r7\n\t" MASK_BITS                                                                          \
+    "ssat    r9, #8, r9\n\t"                                                                                     \
+    "ssat    r10, #8, r10\n\t"                                                                                   \
+    "ssat    r11, #8, r11\n\t"                                                                                   \
+    "ssat    r12, #8, r12\n\t"                                                                                   \
+    "strb    r9, [lr]\n\t"                                                                                       \
+    "strb    r10, [lr, #1]\n\t"                                                                                  \
+    "strb    r11, [lr, #2]\n\t"                                                                                  \
+    "strb    r12, [lr, #3]\n\t" MASK_STORE
+#define DW_STORE_PACKED PACKED_STORE4("r9", "r10", "r11", "r12", "r7", "[lr]")
+/* TAPS: DW_TAPS_LOOP(...) or DW_TAPS_n; STORE: DW_STORE_S8(mask bits, mask store), DW_STORE_PACKED. */
+#define DW_ROWS_ASM(TAPS, STORE)                                                                                \
     "ldr     r4, [r0, #44]\n\t"                                                                                  \
     "ldr     r3, [r0, #24]\n\t"                                                                                  \
     "ldr     lr, [r0, #64]\n\t"                                                                                  \
@@ -1794,18 +1810,7 @@ typedef struct {
     "vcvtr.s32.f32 s11, s11\n\t"                                                                                 \
     "vmov    r9, r10, s8, s9\n\t"                                                                                \
     "vmov    r11, r12, s10, s11\n\t"                                                                             \
-    "qadd    r9, r9, r7\n\t"                                                                                     \
-    "qadd    r10, r10, r7\n\t"                                                                                   \
-    "qadd    r11, r11, r7\n\t"                                                                                   \
-    "qadd    r12, r12, r7\n\t" MASK_BITS                                                                          \
-    "ssat    r9, #8, r9\n\t"                                                                                     \
-    "ssat    r10, #8, r10\n\t"                                                                                   \
-    "ssat    r11, #8, r11\n\t"                                                                                   \
-    "ssat    r12, #8, r12\n\t"                                                                                   \
-    "strb    r9, [lr]\n\t"                                                                                       \
-    "strb    r10, [lr, #1]\n\t"                                                                                  \
-    "strb    r11, [lr, #2]\n\t"                                                                                  \
-    "strb    r12, [lr, #3]\n\t" MASK_STORE                                                                        \
+    STORE                                                                                                            \
     "add     lr, lr, r6\n\t"                                                                                     \
     "add     r3, r3, r5\n\t"                                                                                     \
     "cmp     lr, r8\n\t"                                                                                         \
@@ -1843,23 +1848,32 @@ typedef struct {
 
 /* The run described by ctx (at least one pixel and one tap); with ctx->mask the four clamp bits of each pixel
  * are written as a nibble (out_c % 4 == 0). */
-static __attribute__((noinline)) void dw_rows(const dw_rows_ctx *ctx)
+static __attribute__((noinline)) void dw_rows(const dw_rows_ctx *ctx, int packed)
 {
     register const dw_rows_ctx *c __asm__("r0") = ctx;
     const int32_t n = (int32_t)(ctx->end - ctx->taps);
     if (ctx->mask) {
-        if (n == 9) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_9, DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
-        else if (n == 25) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_25, DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
-        else if (n == 49) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_49, DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
-        else if (n & 1) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(DW_ROWS_ODD), DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
-        else DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(""), DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE));
+#define DW_MASKED DW_STORE_S8(DW_ROWS_MASK_BITS, DW_ROWS_MASK_STORE)
+        if (n == 9) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_9, DW_MASKED));
+        else if (n == 25) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_25, DW_MASKED));
+        else if (n == 49) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_49, DW_MASKED));
+        else if (n & 1) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(DW_ROWS_ODD), DW_MASKED));
+        else DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(""), DW_MASKED));
         return;
     }
-    if (n == 9) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_9, "", ""));
-    else if (n == 25) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_25, "", ""));
-    else if (n == 49) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_49, "", ""));
-    else if (n & 1) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(DW_ROWS_ODD), "", ""));
-    else DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(""), "", ""));
+    if (packed) {
+        if (n == 9) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_9, DW_STORE_PACKED));
+        else if (n == 25) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_25, DW_STORE_PACKED));
+        else if (n == 49) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_49, DW_STORE_PACKED));
+        else if (n & 1) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(DW_ROWS_ODD), DW_STORE_PACKED));
+        else DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(""), DW_STORE_PACKED));
+        return;
+    }
+    if (n == 9) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_9, DW_STORE_S8("", "")));
+    else if (n == 25) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_25, DW_STORE_S8("", "")));
+    else if (n == 49) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_49, DW_STORE_S8("", "")));
+    else if (n & 1) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(DW_ROWS_ODD), DW_STORE_S8("", "")));
+    else DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(""), DW_STORE_S8("", "")));
 }
 
 /* n consecutive interior pixels of one output row, channels c..c+3, finite multipliers: inputs advance by
@@ -1904,13 +1918,19 @@ static __attribute__((noinline)) void dw_block_inside(const mt_conv_params *p, c
     const float e[4] = {eff[c], eff[c + 1], eff[c + 2], eff[c + 3]};
     const float fb[4] = {(float)rb[0], (float)rb[1], (float)rb[2], (float)rb[3]};
     if ((rb[0] | rb[1] | rb[2] | rb[3]) == 0 && (!mask || (c_n & 3) == 0)) { /* the common case: one asm loop per row */
-        dw_rows_ctx r = {{b[0], b[1], b[2], b[3]}, taps, taps + kh * kw, NULL, stride * c_n, c_n, p->y_zero, NULL,
+        /* without a mask, the packed stores when the four channels' outputs are within int16 reach */
+        int packed = !mask;
+        for (int32_t j = 0; j < 4; j++)
+            packed &= (__builtin_fabsf((float)b[j]) + (float)(kh * kw) * (255.0f * 128.0f)) * __builtin_fabsf(e[j]) <
+                      32000.0f;
+        const int32_t zero = packed ? (int32_t)((uint32_t)(p->y_zero + 128) * 0x00010001u) : p->y_zero;
+        dw_rows_ctx r = {{b[0], b[1], b[2], b[3]}, taps, taps + kh * kw, NULL, stride * c_n, c_n, zero, NULL,
                          pack_neg_zero(p->x_zero), {e[0], e[1], e[2], e[3]}, NULL, mask, y};
         for (int32_t oy = oy_lo; oy < oy_hi; oy++) {
             r.xc = x + ((oy * stride - pad) * in_w + ox_lo * stride - pad) * c_n + c;
             r.y = y + (oy * p->out_w + ox_lo) * c_n + c;
             r.y_end = r.y + (ox_hi - ox_lo) * c_n;
-            dw_rows(&r);
+            dw_rows(&r, packed);
         }
         return;
     }
