@@ -70,15 +70,20 @@ static const Case cases[] = {
     {"pointwise", 7, 6, 24, 31, 1, 2, 0},  {"pointwise", 9, 9, 32, 21, 1, 1, 0},
     {"pointwise", 8, 8, 24, 120, 1, 1, 0},
     /* in_c 24-48 without a mask through pointwise_wtab: odd channel counts, stride 2 (one run per output row),
-     * two tables at in_c 48; then multipliers too large for int16 outputs (WIDE_EFF_CASE on: one channel's
-     * outputs beyond int16 before the clamp): the byte-at-a-time stores (quads, narrow, depthwise rows) */
+     * two tables at in_c 48 */
     {"pointwise", 8, 8, 40, 13, 1, 1, 0},  {"pointwise", 9, 8, 48, 18, 1, 1, 0},
     {"pointwise", 15, 17, 24, 12, 1, 2, 0},
+    /* dense convs through conv_wtab (k_n 27 -> 32, 36 -> 40): one bias too large to fold (float biases in the
+     * quad headers), all folded, biases near 2^24 */
+    {"conv", 48, 48, 3, 16, 3, 2, 1},     {"conv", 19, 17, 3, 8, 3, 2, 1},
+    {"conv", 12, 12, 4, 8, 3, 1, 1},
+    /* multipliers too large for int16 outputs (WIDE_EFF_CASE on: one channel's outputs beyond int16 before the
+     * clamp): the byte-at-a-time stores (quads, narrow, depthwise rows) */
     {"pointwise", 8, 8, 16, 20, 1, 1, 0},  {"pointwise", 8, 8, 8, 20, 1, 1, 0},
     {"depthwise", 9, 9, 12, 12, 3, 1, 1},
 };
 #define NARROW_LAYER_CASE 43 /* and 47: in_c 16 */
-#define WIDE_EFF_CASE 54
+#define WIDE_EFF_CASE 57
 #define FIRST_GROUPED_SPLIT 38
 #define MANY_DEAD_CASE 33 /* more dead channels than the SIMD kernels list (MT_DEAD_MAX) */
 #define FIRST_FOLD_CASE 19

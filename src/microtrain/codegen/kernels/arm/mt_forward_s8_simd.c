@@ -865,12 +865,18 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
     return pix;
 }
 
-/* The four sums of a channel quad in s8-s11 to rint((float)sum * eff) in place (eff in s12-s15). */
-#define QUAD_FLOAT_STEPS                                                                                             \
+/* The four sums of a channel quad in s8-s11 to rint((float)sum * eff) in place (eff in s12-s15); BIAS_ADD:
+ * "" or QUAD_FB_ADD, the float biases s0-s3 added after the conversion (unfolded biases). */
+#define QUAD_FB_ADD                                                                                                  \
+    "vadd.f32 s8, s8, s0\n\t"                                                                                        \
+    "vadd.f32 s9, s9, s1\n\t"                                                                                        \
+    "vadd.f32 s10, s10, s2\n\t"                                                                                      \
+    "vadd.f32 s11, s11, s3\n\t"
+#define QUAD_FLOAT_STEPS_B(BIAS_ADD)                                                                                 \
     "vcvt.f32.s32 s8, s8\n\t"                                                                                        \
     "vcvt.f32.s32 s9, s9\n\t"                                                                                        \
     "vcvt.f32.s32 s10, s10\n\t"                                                                                      \
-    "vcvt.f32.s32 s11, s11\n\t"                                                                                      \
+    "vcvt.f32.s32 s11, s11\n\t" BIAS_ADD                                                                             \
     "vmul.f32 s8, s8, s12\n\t"                                                                                       \
     "vmul.f32 s9, s9, s13\n\t"                                                                                       \
     "vmul.f32 s10, s10, s14\n\t"                                                                                     \
@@ -879,6 +885,7 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
     "vcvtr.s32.f32 s9, s9\n\t"                                                                                       \
     "vcvtr.s32.f32 s10, s10\n\t"                                                                                     \
     "vcvtr.s32.f32 s11, s11\n\t"
+#define QUAD_FLOAT_STEPS QUAD_FLOAT_STEPS_B("")
 /* The quad's channels 0-3 (rint values in A-D, each within int16) stored as four contiguous int8 at DEST: two to a register (PKHBT), Z = y_zero + 128 in both lanes added by QADD16, the int8 clamp by
  * USAT16 on [0, 255] (the result of QADD and SSAT: a saturated lane stays beyond the clamp), the bytes packed,
  * their top bits flipped (u - 128 as int8 is u ^ 0x80), one STR (to DEST): 9 instructions against 12 for QADD,
@@ -914,14 +921,14 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
     "vmov    r6, r7, s8, s9\n\t"                                                                                     \
     "vmov    r8, r9, s10, s11\n\t" PACKED_STORE4("r6", "r7", "r8", "r9", "lr", "[r12], #4")
 
-/* Every folded channel's |rint(t)| <= 32767, t = (float)sum * eff, |sum| <= |bias| + in_c * 255 * 128 (the
- * margin covers the float roundings); the other channels are redone. */
-static int wtab_fits(const mt_conv_params *p, const int32_t *bias, const float *eff)
+/* Every channel's |rint(t)| <= 32767, t = ((float)acc + (float)bias) * eff, |acc| <= k_n * 255 * 128 (the
+ * margin covers the float roundings); unfolded channels count only with fb (else they are redone). */
+static int wtab_fits(const mt_conv_params *p, int32_t k_n, const int32_t *bias, const float *eff, int fb)
 {
-    const float dot = (float)p->in_c * (255.0f * 128.0f);
+    const float dot = (float)k_n * (255.0f * 128.0f);
     int ok = 1;
     for (int32_t ch = 0; ch < p->out_c; ch++) {
-        const float b = fold_one(bias[ch]) ? __builtin_fabsf((float)bias[ch]) : 0.0f;
+        const float b = fb || fold_one(bias[ch]) ? __builtin_fabsf((float)bias[ch]) : 0.0f;
         ok &= (b + dot) * __builtin_fabsf(eff[ch]) < 32000.0f;
     }
     return ok;
@@ -1068,7 +1075,7 @@ static __attribute__((noinline)) void pointwise_narrow(const mt_conv_params *p, 
     /* stride 1: all pixels are one run; otherwise one run per output row */
     const int32_t run = p->stride == 1 ? n_pix : p->out_w, x_step = p->stride * in_c;
     /* in_c 8: the packed stores when every output is within int16 reach (in_c 16 goes to pointwise_wtab then) */
-    const int packed = in_c == 8 && wtab_fits(p, bias, eff);
+    const int packed = in_c == 8 && wtab_fits(p, in_c, bias, eff, 0);
     const int32_t y_zero = packed ? (int32_t)((uint32_t)(p->y_zero + 128) * 0x00010001u) : p->y_zero;
     for (int32_t o = 0; o < quads; o += block) {
         const int32_t n = quads - o < block ? quads - o : block;
@@ -1134,7 +1141,7 @@ typedef struct {
     "ldmia   r1!, {r8, r9, r10, r11}\n\t" WTAB_SMLAD4("r7")                                                      \
     ".endr\n\t"                                                                                                  \
     "sub     lr, lr, %[lane_bytes]\n\t"
-#define WTAB_ROWS_ASM                                                                                            \
+#define WTAB_ROWS_ASM(HEAD, BIAS_ADD)                                                                            \
     "push    {r0}\n\t"                                                                                           \
     "ldr     r2, [r0, #36]\n\t"                                                                                  \
     "vmov    s7, r2\n\t"                                                                                         \
@@ -1152,8 +1159,8 @@ typedef struct {
     "str     r6, [r0, #8]\n\t"                                                                                   \
     "ldrd    r1, r0, [r0, #16]\n\t" /* the table, its end */                                                     \
     "1:\n\t"                                                                                                     \
-    "vldmia  r1!, {s12-s15}\n\t" WTAB_PAIR "vmov    s8, s9, r6, r7\n\t" WTAB_PAIR "vmov    s10, s11, r6, r7\n\t" \
-    QUAD_FLOAT_STEPS                                                                                                 \
+    HEAD WTAB_PAIR "vmov    s8, s9, r6, r7\n\t" WTAB_PAIR "vmov    s10, s11, r6, r7\n\t"                         \
+    QUAD_FLOAT_STEPS_B(BIAS_ADD)                                                                                     \
     "vmov    r2, r3, s8, s9\n\t"                                                                                 \
     "vmov    r4, r5, s10, s11\n\t"                                                                               \
     "vmov    r9, s7\n\t" PACKED_STORE4("r2", "r3", "r4", "r5", "r9", "[r12], #4")                                                 \
@@ -1165,24 +1172,38 @@ typedef struct {
     "cmp     r1, r6\n\t"                                                                                         \
     "bne     0b\n\t"                                                                                             \
     "add     sp, sp, #4\n\t"
-#define WTAB_ROWS_CALL(G)                                                                                        \
-    __asm__ volatile(WTAB_ROWS_ASM                                                                               \
+/* Quad headers: the four multipliers, or the four float biases then the multipliers. */
+#define WTAB_HEAD "vldmia  r1!, {s12-s15}\n\t"
+#define WTAB_HEAD_FB "vldmia  r1!, {s0-s3}\n\t" "vldmia  r1!, {s12-s15}\n\t"
+#define WTAB_ROWS_CALL(G, HEAD, BIAS_ADD)                                                                         \
+    __asm__ volatile(WTAB_ROWS_ASM(HEAD, BIAS_ADD)                                                               \
                      : "+r"(c)                                                                                   \
                      : [g] "i"(G), [lane_bytes] "i"(16 * (G))                                                    \
-                     : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s7", "s8",  \
-                       "s9", "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
+                     : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s0", "s1",  \
+                       "s2", "s3", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
 
 /* The run of pixels ctx describes (at least one), every channel quad of the table (at least one); one asm
- * text per group count (the groups are unrolled). ctx waits on the stack as in narrow_rows. */
-static __attribute__((noinline)) void wtab_rows(wtab_ctx *ctx, int32_t in_c)
+ * text per group count (the groups are unrolled) and header kind (fb: float biases). ctx waits on the stack as
+ * in narrow_rows. */
+static __attribute__((noinline)) void wtab_rows(wtab_ctx *ctx, int32_t k8, int fb)
 {
     register wtab_ctx *c __asm__("r0") = ctx;
-    switch (in_c) {
-    case 16: WTAB_ROWS_CALL(2); break;
-    case 24: WTAB_ROWS_CALL(3); break;
-    case 32: WTAB_ROWS_CALL(4); break;
-    case 40: WTAB_ROWS_CALL(5); break;
-    default: WTAB_ROWS_CALL(6); break;
+    if (fb) {
+        switch (k8) {
+        case 16: WTAB_ROWS_CALL(2, WTAB_HEAD_FB, QUAD_FB_ADD); break;
+        case 24: WTAB_ROWS_CALL(3, WTAB_HEAD_FB, QUAD_FB_ADD); break;
+        case 32: WTAB_ROWS_CALL(4, WTAB_HEAD_FB, QUAD_FB_ADD); break;
+        case 40: WTAB_ROWS_CALL(5, WTAB_HEAD_FB, QUAD_FB_ADD); break;
+        default: WTAB_ROWS_CALL(6, WTAB_HEAD_FB, QUAD_FB_ADD); break;
+        }
+        return;
+    }
+    switch (k8) {
+    case 16: WTAB_ROWS_CALL(2, WTAB_HEAD, ""); break;
+    case 24: WTAB_ROWS_CALL(3, WTAB_HEAD, ""); break;
+    case 32: WTAB_ROWS_CALL(4, WTAB_HEAD, ""); break;
+    case 40: WTAB_ROWS_CALL(5, WTAB_HEAD, ""); break;
+    default: WTAB_ROWS_CALL(6, WTAB_HEAD, ""); break;
     }
 }
 
@@ -1196,18 +1217,31 @@ static inline int wtab_shape(const mt_conv_params *p, const int8_t *x)
            ((uintptr_t)x & 3u) == 0 && n_pix >= 64 && (p->stride == 1 || p->out_w >= 8);
 }
 
-/* Channels o .. o + n - 1 (n % 4 == 0) into wtab_rows' table (layout above). */
-static void wtab_table(const int8_t *w, int32_t in_c, const int32_t *bias, const float *eff, int32_t o, int32_t n,
-                       uint32_t *tab)
+/* Four weights from row[i] on, those at k_n and beyond zero (a row padded to a multiple of 8). */
+static inline uint32_t load_row4(const int8_t *row, int32_t i, int32_t k_n)
+{
+    if (i + 4 <= k_n) return load_u32(row + i);
+    uint32_t v = 0;
+    for (int32_t b = 0; b < 4 && i + b < k_n; b++) v |= (uint32_t)(uint8_t)row[i + b] << (8 * b);
+    return v;
+}
+
+/* Channels o .. o + n - 1 (n % 4 == 0) into wtab_rows' table (layout above): weight rows of k_n bytes padded
+ * with zeros to k8; fb: the quad headers carry the float biases of the unfolded channels (0.0f for the others,
+ * whose sums start from their bias), else those channels are left to redo_unfolded. */
+static void wtab_table(const int8_t *w, int32_t k_n, int32_t k8, const int32_t *bias, const float *eff, int32_t o,
+                       int32_t n, int fb, uint32_t *tab)
 {
     for (int32_t k = o; k < o + n; k += 4) {
+        if (fb)
+            for (int32_t j = 0; j < 4; j++) *tab++ = float_bits(fold_one(bias[k + j]) ? 0.0f : (float)bias[k + j]);
         for (int32_t j = 0; j < 4; j++) *tab++ = float_bits(eff[k + j]);
         for (int32_t ca = k; ca < k + 4; ca += 2)
-            for (int32_t g = 0; g < in_c; g += 8)
+            for (int32_t g = 0; g < k8; g += 8)
                 for (int32_t ch = ca; ch < ca + 2; ch++) {
                     if (g == 0) *tab++ = fold_one(bias[ch]) ? (uint32_t)bias[ch] : 0u;
                     for (int32_t i = g; i < g + 8; i += 4) {
-                        const uint32_t v = load_u32(w + ch * in_c + i);
+                        const uint32_t v = load_row4(w + ch * k_n, i, k_n);
                         *tab++ = __sxtb16(v), *tab++ = sxtb16_ror8(v);
                     }
                 }
@@ -1226,12 +1260,12 @@ static __attribute__((noinline)) void pointwise_wtab(const mt_conv_params *p, co
     const uint32_t zero_128 = (uint32_t)(p->y_zero + 128) * 0x00010001u;
     for (int32_t q = 0; q < quads; q += per_block) {
         const int32_t n = 4 * (quads - q < per_block ? quads - q : per_block);
-        wtab_table(w, in_c, bias, eff, 4 * q, n, tab);
+        wtab_table(w, in_c, in_c, bias, eff, 4 * q, n, 0, tab);
         for (int32_t pix = 0; pix < n_pix; pix += run) {
             const int8_t *xr = pixel_in(p, x, pix);
             wtab_ctx ctx = {xr, x_step, y + pix * out_c + 4 * q, out_c, tab, tab + n / 4 * quad_words, lanes,
                             pack_neg_zero(p->x_zero), xr + run * x_step, zero_128};
-            wtab_rows(&ctx, in_c);
+            wtab_rows(&ctx, in_c, 0);
         }
     }
     redo_unfolded(p, x, w, bias, eff, y, 4 * quads);
@@ -1241,7 +1275,7 @@ void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
                           const float *eff, int8_t *y, uint8_t *mask)
 {
     if (!mask && p->out_c >= 4 && all_finite(eff, p->out_c)) {
-        if (wtab_shape(p, x) && wtab_fits(p, bias, eff)) {
+        if (wtab_shape(p, x) && wtab_fits(p, p->in_c, bias, eff, 0)) {
             pointwise_wtab(p, x, w, bias, eff, y);
             return;
         }
@@ -1468,12 +1502,102 @@ static __attribute__((noinline)) void conv_patches(const mt_conv_params *p, cons
     }
 }
 
+/* Dense conv (first_conv: 3x3x3, k_n 27) through pointwise_wtab's loop: receptive fields padded with the zero
+ * point to k8 = k_n rounded up to 8 (16 <= k8 <= 48), gathered MT_WTAB_CHUNK pixels at a time into the words of
+ * the table array after the weights, then read as pointwise inputs of k8 channels. Unfolded biases (dead
+ * channels) ride in the quad headers (WTAB_HEAD_FB). Without a mask, out_c % 4 == 0, finite multipliers and
+ * outputs within int16 reach only. */
+#define MT_WTAB_CHUNK 8
+/* The receptive fields of n output pixels from pix on, k8 bytes apart: a window inside the input a kernel row
+ * (kw * in_c >= 4 contiguous bytes) at a time in word copies, the last one overlapping its predecessor (no
+ * byte loop, nothing read past the row), bytes k_n..k8 untouched (set once by the caller: their weights are
+ * zero); a border window as the zero point and the valid part of each valid kernel row. */
+static void gather_fields(const mt_conv_params *p, const int8_t *x, int32_t pix, int32_t n, int32_t k8,
+                          int8_t *fields)
+{
+    const int32_t row = p->kw * p->in_c, last = row - 4, x_row = p->in_w * p->in_c, kh = p->kh;
+    int32_t oy = pix / p->out_w, ox = pix - oy * p->out_w;
+    for (int32_t j = 0; j < n; j++, fields += k8) {
+        const int32_t iy0 = oy * p->stride - p->pad, ix0 = ox * p->stride - p->pad;
+        if (iy0 < 0 || ix0 < 0 || iy0 + kh > p->in_h || ix0 + p->kw > p->in_w) {
+            /* the zero point everywhere, then the valid part of each valid kernel row */
+            const uint32_t zz = (uint32_t)(uint8_t)p->x_zero * 0x01010101u;
+            for (int32_t k = 0; k < k8; k += 4) __builtin_memcpy(fields + k, &zz, 4);
+            const int32_t ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + kh > p->in_h ? p->in_h - iy0 : kh;
+            const int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = ix0 + p->kw > p->in_w ? p->in_w - ix0 : p->kw;
+            for (int32_t ky = ky0; ky < ky1; ky++) {
+                const int8_t *xr = x + ((iy0 + ky) * p->in_w + ix0 + kx0) * p->in_c;
+                int8_t *f = fields + (ky * p->kw + kx0) * p->in_c;
+                for (int32_t i = 0; i < (kx1 - kx0) * p->in_c; i++) f[i] = xr[i];
+            }
+        } else if (row == 9 && kh == 3) { /* 3x3 windows of 3 channels (first convs): nine word copies */
+            const int8_t *x0 = x + (iy0 * p->in_w + ix0) * p->in_c, *x1 = x0 + x_row, *x2 = x1 + x_row;
+            const uint32_t a0 = load_u32(x0), a1 = load_u32(x0 + 4), a2 = load_u32(x0 + 5);
+            const uint32_t b0 = load_u32(x1), b1 = load_u32(x1 + 4), b2 = load_u32(x1 + 5);
+            const uint32_t c0 = load_u32(x2), c1 = load_u32(x2 + 4), c2 = load_u32(x2 + 5);
+            __builtin_memcpy(fields, &a0, 4), __builtin_memcpy(fields + 4, &a1, 4);
+            __builtin_memcpy(fields + 5, &a2, 4), __builtin_memcpy(fields + 9, &b0, 4);
+            __builtin_memcpy(fields + 13, &b1, 4), __builtin_memcpy(fields + 14, &b2, 4);
+            __builtin_memcpy(fields + 18, &c0, 4), __builtin_memcpy(fields + 22, &c1, 4);
+            __builtin_memcpy(fields + 23, &c2, 4);
+        } else {
+            const int8_t *xr = x + (iy0 * p->in_w + ix0) * p->in_c;
+            int8_t *f = fields;
+            for (int32_t ky = 0; ky < kh; ky++, xr += x_row, f += row) {
+                for (int32_t i = 0; i < last; i += 4) {
+                    const uint32_t v = load_u32(xr + i);
+                    __builtin_memcpy(f + i, &v, 4);
+                }
+                const uint32_t v = load_u32(xr + last);
+                __builtin_memcpy(f + last, &v, 4);
+            }
+        }
+        if (++ox == p->out_w) ox = 0, oy++;
+    }
+}
+
+static inline int conv_wtab_shape(const mt_conv_params *p, int32_t k_n, uint8_t *mask)
+{
+    const int32_t k8 = (k_n + 7) & ~7;
+    return !mask && k8 >= 16 && k8 <= MT_WTAB_MAX_IN && p->kw * p->in_c >= 4 && p->out_c % 4 == 0 &&
+           p->out_h * p->out_w >= 64;
+}
+
+static __attribute__((noinline)) void conv_wtab(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                                const int32_t *bias, const float *eff, int8_t *y)
+{
+    uint32_t tab[MT_WTAB_WORDS], lanes[MT_WTAB_MAX_IN / 2];
+    const int32_t k_n = p->kh * p->kw * p->in_c, k8 = (k_n + 7) & ~7, out_c = p->out_c, n_pix = p->out_h * p->out_w;
+    const int fb = !bias_foldable(bias, out_c, k_n);
+    const int32_t quad_words = (fb ? 12 : 8) + 2 * k8, quads = out_c / 4;
+    const int32_t max_quads = (MT_WTAB_WORDS - MT_WTAB_CHUNK * k8 / 4) / quad_words;
+    const int32_t n_blocks = (quads + max_quads - 1) / max_quads, per_block = (quads + n_blocks - 1) / n_blocks;
+    const uint32_t zero_128 = (uint32_t)(p->y_zero + 128) * 0x00010001u;
+    int8_t *fields = (int8_t *)(tab + per_block * quad_words);
+    for (int32_t k = 0; k < MT_WTAB_CHUNK * k8; k++) fields[k] = (int8_t)p->x_zero;
+    for (int32_t q = 0; q < quads; q += per_block) {
+        const int32_t n = 4 * (quads - q < per_block ? quads - q : per_block);
+        wtab_table(w, k_n, k8, bias, eff, 4 * q, n, fb, tab);
+        for (int32_t pix = 0; pix < n_pix; pix += MT_WTAB_CHUNK) {
+            const int32_t run = n_pix - pix < MT_WTAB_CHUNK ? n_pix - pix : MT_WTAB_CHUNK;
+            gather_fields(p, x, pix, run, k8, fields);
+            wtab_ctx ctx = {fields, k8, y + pix * out_c + 4 * q, out_c, tab, tab + n / 4 * quad_words, lanes,
+                            pack_neg_zero(p->x_zero), fields + run * k8, zero_128};
+            wtab_rows(&ctx, k8, fb);
+        }
+    }
+}
+
 void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                 const float *eff, int8_t *y, uint8_t *mask)
 {
     const int32_t k_n = p->kh * p->kw * p->in_c;
     if (k_n > MT_SIMD_PATCH_MAX || p->dilation != 1) {
         mt_conv_s8_portable(p, x, w, bias, eff, y, mask);
+        return;
+    }
+    if (conv_wtab_shape(p, k_n, mask) && all_finite(eff, p->out_c) && wtab_fits(p, k_n, bias, eff, 1)) {
+        conv_wtab(p, x, w, bias, eff, y);
         return;
     }
     const int32_t first = k_n <= MT_CONV_QUAD_MAX_K ? conv_quads(p, x, w, bias, eff, y, mask) : 0;
