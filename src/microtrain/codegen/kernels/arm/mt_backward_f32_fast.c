@@ -125,8 +125,10 @@ static inline float *float6_s8(const int8_t *src, float *dst)
 }
 
 /* One output channel of a 4-pixel x 6-channel tile: gradient value of pixel k (post-incremented pointer gk)
- * into s30, times the six weights s24-s29, each product (s31) added to its accumulator s(6k)..s(6k+5). */
-#define GI_MA(acc, w) "vmul.f32 s31, s30, " w "\n\tvadd.f32 " acc ", " acc ", s31\n\t"
+ * into s30, times the six weights s24-s29, each product added to its accumulator s(6k)..s(6k+5) by VMLA: the
+ * product rounded to float, then the sum rounded (FPMul then FPAdd in the ARMv7-M pseudocode; not fused like
+ * VFMA), the same two operations as VMUL and VADD in one instruction. */
+#define GI_MA(acc, w) "vmla.f32 " acc ", s30, " w "\n\t"
 #define GI_PIXEL(g, a0, a1, a2, a3, a4, a5)                                                                       \
     "vldmia  %[" g "]!, {s30}\n\t" GI_MA(a0, "s24") GI_MA(a1, "s25") GI_MA(a2, "s26") GI_MA(a3, "s27")             \
         GI_MA(a4, "s28") GI_MA(a5, "s29")
