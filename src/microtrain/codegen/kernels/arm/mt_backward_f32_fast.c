@@ -3,7 +3,8 @@
  *
  * Every output element is computed by exactly the float32 operation sequence of the portable kernel (same
  * terms, same order, separate multiply and add: built with -ffp-contract=off), so nothing changes but the
- * loop structure, which cuts executed instructions:
+ * loop structure, which cuts executed instructions, and each multiply-add is one VMLA (mla_f32: the product
+ * rounded, then the sum; not fused) where gcc emits VMUL and VADD:
  * - input gradient of a pointwise conv: register blocking, 4 pixels x 4 input channels per pass (16
  *   accumulators in the 32 single-precision registers), each gradient value loaded once for four channels,
  *   the four weights by one VLDM, and the int8 weights converted to float (four per word load) once per 4
@@ -23,6 +24,19 @@
 #include "mt_arith.h"
 #include "mt_kernels.h"
 #include "mt_update.h"
+
+/* acc + a * b with the product rounded to float before the add: VMLA (FPMul then FPAdd in the ARMv7-M
+ * pseudocode, not fused like VFMA), the same result as `acc += a * b` under -ffp-contract=off in one
+ * instruction where gcc emits VMUL and VADD. */
+static inline float mla_f32(float acc, float a, float b)
+{
+#if defined(__ARM_FP)
+    __asm__("vmla.f32 %0, %1, %2" : "+t"(acc) : "t"(a), "t"(b));
+    return acc;
+#else
+    return acc + a * b;
+#endif
+}
 
 static inline int32_t chan(const int16_t *idx, int32_t j) { return idx ? idx[j] : j; }
 
@@ -190,10 +204,10 @@ static void grad_input_tile_4x4(const float *g, int32_t out_c, const float *wf, 
                          :
                          : "memory");
         float h0 = gp[0], h1 = gp[out_c], h2 = gp[2 * out_c], h3 = gp[3 * out_c];
-        a00 += h0 * w0; a01 += h0 * w1; a02 += h0 * w2; a03 += h0 * w3;
-        a10 += h1 * w0; a11 += h1 * w1; a12 += h1 * w2; a13 += h1 * w3;
-        a20 += h2 * w0; a21 += h2 * w1; a22 += h2 * w2; a23 += h2 * w3;
-        a30 += h3 * w0; a31 += h3 * w1; a32 += h3 * w2; a33 += h3 * w3;
+        a00 = mla_f32(a00, h0, w0); a01 = mla_f32(a01, h0, w1); a02 = mla_f32(a02, h0, w2); a03 = mla_f32(a03, h0, w3);
+        a10 = mla_f32(a10, h1, w0); a11 = mla_f32(a11, h1, w1); a12 = mla_f32(a12, h1, w2); a13 = mla_f32(a13, h1, w3);
+        a20 = mla_f32(a20, h2, w0); a21 = mla_f32(a21, h2, w1); a22 = mla_f32(a22, h2, w2); a23 = mla_f32(a23, h2, w3);
+        a30 = mla_f32(a30, h3, w0); a31 = mla_f32(a31, h3, w1); a32 = mla_f32(a32, h3, w2); a33 = mla_f32(a33, h3, w3);
     }
     x0[c0] = a00; x0[c1] = a01; x0[c2] = a02; x0[c3] = a03;
     x1[c0] = a10; x1[c1] = a11; x1[c2] = a12; x1[c3] = a13;
@@ -281,10 +295,10 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
             float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
             for (int32_t o = 0; o < out_c; o++) {
                 float w0 = (float)wb[o * nb + j];
-                a0 += g[o] * w0;
-                a1 += g[out_c + o] * w0;
-                a2 += g[2 * out_c + o] * w0;
-                a3 += g[3 * out_c + o] * w0;
+                a0 = mla_f32(a0, g[o], w0);
+                a1 = mla_f32(a1, g[out_c + o], w0);
+                a2 = mla_f32(a2, g[2 * out_c + o], w0);
+                a3 = mla_f32(a3, g[3 * out_c + o], w0);
             }
             int32_t c = chan(idx, j);
             x0[c] = a0; x1[c] = a1; x2[c] = a2; x3[c] = a3;
@@ -295,7 +309,7 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
         float *x0 = grad_pixel(p, gx, pix);
         for (int32_t j = 0; j < nb; j++) {
             float acc = 0.0f;
-            for (int32_t o = 0; o < out_c; o++) acc += g[o] * (float)wb[o * nb + j];
+            for (int32_t o = 0; o < out_c; o++) acc = mla_f32(acc, g[o], (float)wb[o * nb + j]);
             x0[chan(idx, j)] = acc;
         }
     }
@@ -322,10 +336,10 @@ static void dw_block_tap(float *out, const float *g, const int8_t *wt, const int
     if (idx) {
         for (int32_t j = 0; j < nb; j++) {
             int32_t c = idx[j];
-            out[c] += g[c] * (float)wt[j];
+            out[c] = mla_f32(out[c], g[c], (float)wt[j]);
         }
     } else {
-        for (int32_t j = 0; j < nb; j++) out[j] += g[j] * (float)wt[j];
+        for (int32_t j = 0; j < nb; j++) out[j] = mla_f32(out[j], g[j], (float)wt[j]);
     }
 }
 
@@ -372,14 +386,14 @@ static void dw_grad_in_group8(const mt_conv_params *p, const float *gacc, const 
                                        "=t"(e0), "=t"(e1), "=t"(e2), "=t"(e3), "=t"(e4), "=t"(e5), "=t"(e6), "=t"(e7)
                                      : [gp] "r"(gp), [wp] "r"(wp)
                                      : "memory");
-                    a0 += h0 * e0;
-                    a1 += h1 * e1;
-                    a2 += h2 * e2;
-                    a3 += h3 * e3;
-                    a4 += h4 * e4;
-                    a5 += h5 * e5;
-                    a6 += h6 * e6;
-                    a7 += h7 * e7;
+                    a0 = mla_f32(a0, h0, e0);
+                    a1 = mla_f32(a1, h1, e1);
+                    a2 = mla_f32(a2, h2, e2);
+                    a3 = mla_f32(a3, h3, e3);
+                    a4 = mla_f32(a4, h4, e4);
+                    a5 = mla_f32(a5, h5, e5);
+                    a6 = mla_f32(a6, h6, e6);
+                    a7 = mla_f32(a7, h7, e7);
                 }
             }
             float *out = gx + (iy * p->in_w + ix) * c_n + c;
@@ -421,16 +435,16 @@ static void dw_grad_in_whole(const mt_conv_params *p, const float *gacc, const i
                 for (int32_t t = 0; t < n; t++) {
                     const float *g = gacc + tg[t] + c;
                     const int8_t *wt = w + tw[t] + c;
-                    a0 += g[0] * (float)wt[0];
-                    a1 += g[1] * (float)wt[1];
-                    a2 += g[2] * (float)wt[2];
-                    a3 += g[3] * (float)wt[3];
+                    a0 = mla_f32(a0, g[0], (float)wt[0]);
+                    a1 = mla_f32(a1, g[1], (float)wt[1]);
+                    a2 = mla_f32(a2, g[2], (float)wt[2]);
+                    a3 = mla_f32(a3, g[3], (float)wt[3]);
                 }
                 out[c] = a0, out[c + 1] = a1, out[c + 2] = a2, out[c + 3] = a3;
             }
             for (; c < c_n; c++) {
                 float a = 0.0f;
-                for (int32_t t = 0; t < n; t++) a += gacc[tg[t] + c] * (float)w[tw[t] + c];
+                for (int32_t t = 0; t < n; t++) a = mla_f32(a, gacc[tg[t] + c], (float)w[tw[t] + c]);
                 out[c] = a;
             }
         }
@@ -504,10 +518,10 @@ static void update_1x4(const mt_conv_params *p, const int8_t *x, int32_t x_c, co
         const float *gr = gacc + (oy * p->out_w) * out_c + o;
         for (int32_t ox = 0; ox < p->out_w; ox++, xr += p->stride * x_c, gr += out_c) {
             float xv = (float)*xr - zero;
-            g0 += xv * gr[0];
-            g1 += xv * gr[1];
-            g2 += xv * gr[2];
-            g3 += xv * gr[3];
+            g0 = mla_f32(g0, xv, gr[0]);
+            g1 = mla_f32(g1, xv, gr[1]);
+            g2 = mla_f32(g2, xv, gr[2]);
+            g3 = mla_f32(g3, xv, gr[3]);
         }
     }
     apply_update(w, u, key, neg_lr, o, j, g0);
@@ -537,22 +551,22 @@ static void grad_tile_8x2(const mt_conv_params *p, const int8_t *x, int32_t x_c,
                              : [gr] "r"(gr)
                              : "memory");
             float xv = (float)xr[xa] - zero, yv = (float)xr[xb] - zero;
-            g0 += xv * e0;
-            g1 += xv * e1;
-            g2 += xv * e2;
-            g3 += xv * e3;
-            g4 += xv * e4;
-            g5 += xv * e5;
-            g6 += xv * e6;
-            g7 += xv * e7;
-            h0 += yv * e0;
-            h1 += yv * e1;
-            h2 += yv * e2;
-            h3 += yv * e3;
-            h4 += yv * e4;
-            h5 += yv * e5;
-            h6 += yv * e6;
-            h7 += yv * e7;
+            g0 = mla_f32(g0, xv, e0);
+            g1 = mla_f32(g1, xv, e1);
+            g2 = mla_f32(g2, xv, e2);
+            g3 = mla_f32(g3, xv, e3);
+            g4 = mla_f32(g4, xv, e4);
+            g5 = mla_f32(g5, xv, e5);
+            g6 = mla_f32(g6, xv, e6);
+            g7 = mla_f32(g7, xv, e7);
+            h0 = mla_f32(h0, yv, e0);
+            h1 = mla_f32(h1, yv, e1);
+            h2 = mla_f32(h2, yv, e2);
+            h3 = mla_f32(h3, yv, e3);
+            h4 = mla_f32(h4, yv, e4);
+            h5 = mla_f32(h5, yv, e5);
+            h6 = mla_f32(h6, yv, e6);
+            h7 = mla_f32(h7, yv, e7);
         }
     }
     g[0] = g0, g[1] = g1, g[2] = g2, g[3] = g3, g[4] = g4, g[5] = g5, g[6] = g6, g[7] = g7;
@@ -577,22 +591,22 @@ static void grad_tile_8x2_xf(const float *xf, int32_t n_pix, const float *gacc, 
                            "=t"(e7), "=t"(xv), "=t"(yv)
                          : [gr] "r"(gr)
                          : "memory");
-        g0 += xv * e0;
-        g1 += xv * e1;
-        g2 += xv * e2;
-        g3 += xv * e3;
-        g4 += xv * e4;
-        g5 += xv * e5;
-        g6 += xv * e6;
-        g7 += xv * e7;
-        h0 += yv * e0;
-        h1 += yv * e1;
-        h2 += yv * e2;
-        h3 += yv * e3;
-        h4 += yv * e4;
-        h5 += yv * e5;
-        h6 += yv * e6;
-        h7 += yv * e7;
+        g0 = mla_f32(g0, xv, e0);
+        g1 = mla_f32(g1, xv, e1);
+        g2 = mla_f32(g2, xv, e2);
+        g3 = mla_f32(g3, xv, e3);
+        g4 = mla_f32(g4, xv, e4);
+        g5 = mla_f32(g5, xv, e5);
+        g6 = mla_f32(g6, xv, e6);
+        g7 = mla_f32(g7, xv, e7);
+        h0 = mla_f32(h0, yv, e0);
+        h1 = mla_f32(h1, yv, e1);
+        h2 = mla_f32(h2, yv, e2);
+        h3 = mla_f32(h3, yv, e3);
+        h4 = mla_f32(h4, yv, e4);
+        h5 = mla_f32(h5, yv, e5);
+        h6 = mla_f32(h6, yv, e6);
+        h7 = mla_f32(h7, yv, e7);
     }
     g[0] = g0, g[1] = g1, g[2] = g2, g[3] = g3, g[4] = g4, g[5] = g5, g[6] = g6, g[7] = g7;
     g[8] = h0, g[9] = h1, g[10] = h2, g[11] = h3, g[12] = h4, g[13] = h5, g[14] = h6, g[15] = h7;
@@ -667,14 +681,14 @@ void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *
                 for (int32_t ox = 0; ox < p->out_w; ox++, xr += p->stride * x_c, gr += out_c) {
                     float xv = (float)xr[xa] - zero, yv = (float)xr[xb] - zero;
                     float e0 = gr[0], e1 = gr[1], e2 = gr[2], e3 = gr[3];
-                    g0 += xv * e0;
-                    g1 += xv * e1;
-                    g2 += xv * e2;
-                    g3 += xv * e3;
-                    h0 += yv * e0;
-                    h1 += yv * e1;
-                    h2 += yv * e2;
-                    h3 += yv * e3;
+                    g0 = mla_f32(g0, xv, e0);
+                    g1 = mla_f32(g1, xv, e1);
+                    g2 = mla_f32(g2, xv, e2);
+                    g3 = mla_f32(g3, xv, e3);
+                    h0 = mla_f32(h0, yv, e0);
+                    h1 = mla_f32(h1, yv, e1);
+                    h2 = mla_f32(h2, yv, e2);
+                    h3 = mla_f32(h3, yv, e3);
                 }
             }
             apply_update(w, u, key, neg_lr, o, j, g0);
@@ -694,8 +708,8 @@ void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *
             float g = 0.0f;
             for (int32_t oy = 0; oy < p->out_h; oy++)
                 for (int32_t ox = 0; ox < p->out_w; ox++)
-                    g += ((float)x[((oy * p->stride) * p->in_w + ox * p->stride) * x_c + xc] - zero) *
-                         gacc[(oy * p->out_w + ox) * out_c + o];
+                    g = mla_f32(g, (float)x[((oy * p->stride) * p->in_w + ox * p->stride) * x_c + xc] - zero,
+                                gacc[(oy * p->out_w + ox) * out_c + o]);
             apply_update(w, u, key, neg_lr, o, j, g);
         }
     }
