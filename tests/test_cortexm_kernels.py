@@ -31,6 +31,8 @@ def test_simd_kernels_are_bit_exact_and_cheaper(tmp_path, cpu):
     for idx, kind, saturated, differ, mask_differ, nomask_differ in cases:
         # nomask: the mask-free fast path (portable and SIMD) gives the same outputs as the masked kernels
         assert (differ, mask_differ, nomask_differ) == ("0", "0", "0"), f"case {idx} ({kind}) differs"
+    adds = re.findall(r"add (\d+) n=\d+ differ=(\d+) mask_differ=(\d+)", run.stdout)  # the residual add
+    assert len(adds) == 3 and all((d, m) == ("0", "0") for _, d, m in adds), run.stdout
     assert run.status == 0
     assert any(0 < int(s) for _, _, s, _, _, _ in cases)  # clamping was exercised
     regions = run.instructions.regions

@@ -19,6 +19,8 @@ void mt_conv_pointwise_split_s8_portable(const mt_conv_params *p, const int8_t *
                                          const float *eff, int8_t *y, uint8_t *mask);
 void mt_conv_depthwise_s8_portable(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                                    const float *eff, int8_t *y, uint8_t *mask);
+void mt_add_s8_portable(const mt_add_params *p, const int8_t *skip, const int8_t *main_in, int8_t *y,
+                        uint8_t *mask);
 void mt_conv_depthwise_inplace_s8_portable(const mt_conv_params *p, const int8_t *x, const int8_t *w,
                                            const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask,
                                            int8_t *plane);
@@ -207,6 +209,37 @@ static int backward_checks(void)
 }
 #endif
 
+/* The residual add (mt_add_s8, Cortex-M twin in the SIMD build) against its portable twin: outputs and clamp
+ * bits with and without a mask, in place over the skip input; scales: typical, saturating most elements, output
+ * scale 0 (the fallback). Prints one "add" line per case; returns the number that differ. */
+static int add_checks(void)
+{
+    static const float scales[][3] = {{0.02f, 0.03f, 0.04f}, {0.5f, 0.7f, 0.01f}, {0.02f, 0.03f, 0.0f}};
+    int failures = 0;
+    for (int k = 0; k < 3; k++) {
+        mt_add_params a = {.size = 999 + k, .z1 = (int32_t)rand_s8(), .z2 = -128, .zy = (int32_t)rand_s8() / 2,
+                           .s1 = scales[k][0], .s2 = scales[k][1], .sy = scales[k][2]};
+        for (int32_t j = 0; j < a.size; j++) x[j] = rand_s8(), w[j] = rand_s8();
+        int32_t differ = 0, mask_differ = 0;
+        for (int masked = 0; masked < 2; masked++) {
+            memset(m_ref, 0xAA, sizeof m_ref);
+            memset(m_simd, 0x55, sizeof m_simd);
+            mt_add_s8_portable(&a, x, w, y_ref, masked ? m_ref : NULL);
+            mt_add_s8(&a, x, w, y_simd, masked ? m_simd : NULL);
+            memcpy(y_nomask, x, (size_t)a.size); /* in place over the skip input */
+            mt_add_s8(&a, y_nomask, w, y_nomask, NULL);
+            for (int32_t j = 0; j < a.size; j++) {
+                const int b = 1 << (j & 7);
+                differ += (y_ref[j] != y_simd[j]) + (y_ref[j] != y_nomask[j]);
+                mask_differ += masked && (m_ref[j >> 3] & b) != (m_simd[j >> 3] & b);
+            }
+        }
+        failures += differ || mask_differ;
+        mt_printf("add %d n=%d differ=%d mask_differ=%d\n", k, (int)a.size, (int)differ, (int)mask_differ);
+    }
+    return failures;
+}
+
 int main(void)
 {
     int failures = 0;
@@ -316,6 +349,7 @@ int main(void)
                   "nomask_differ=%d\n", i, c->kind, (int)c->h, (int)c->w, (int)c->in_c, (int)c->out_c, (int)c->k,
                   (int)c->stride, (int)n_y, (int)saturated, (int)diff, (int)mask_diff, (int)nomask_diff);
     }
+    failures += add_checks();
 #ifdef MT_CHECK_BACKWARD
     failures += backward_checks();
 #endif

@@ -2211,26 +2211,6 @@ void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
     for (int32_t c = c_n & ~3; c < c_n; c++) dw_channel(p, x, w, bias, eff, y, mask, c);
 }
 
-/* Residual add: mt_add_requant_s8's float32 sequence, rounded and clamped like store_out (VCVTR, QADD, SSAT). */
-void mt_add_s8(const mt_add_params *p, const int8_t *skip, const int8_t *main_in, int8_t *y, uint8_t *mask)
-{
-    const float z1 = (float)p->z1, z2 = (float)p->z2, s1 = p->s1, s2 = p->s2, sy = p->sy;
-    for (int32_t i = 0; i < p->size; i++) {
-        /* y may alias skip or main_in (in place): each element is read before it is written */
-        float a = ((float)skip[i] - z1) * s1;
-        float b = ((float)main_in[i] - z2) * s2;
-        float t = (a + b) / sy;
-        int32_t v = __builtin_expect(t != t, 0) ? -(1 << 16) : __qadd(rint_s32(t), p->zy);
-        int32_t q = __ssat(v, 8);
-        y[i] = (int8_t)q;
-        if (mask) {
-            uint8_t bit = (uint8_t)(1u << (i & 7));
-            if (q == v) mask[i >> 3] = (uint8_t)(mask[i >> 3] | bit);
-            else mask[i >> 3] = (uint8_t)(mask[i >> 3] & (uint8_t)~bit);
-        }
-    }
-}
-
 /* Depthwise conv that may write over its own input (y == x allowed), as the portable kernel: channel by channel,
  * the input plane copied to `plane` before that channel's outputs are written; the same int32 sums (inside the
  * input: sum of x * w minus x_zero * sum(w), exact; border windows: their valid taps only) and store_out's
@@ -2300,6 +2280,47 @@ void mt_conv_depthwise_inplace_s8(const mt_conv_params *p, const int8_t *x, cons
                 }
                 store_out(y, mask, i, acc, b, e, zy);
             }
+        }
+    }
+}
+
+/* Residual add, mt_add_requant_s8's result and clamp bit: (float)q - (float)z is the exact small integer q - z
+ * converted once, the sum divided by sy (VDIV: correctly rounded, as the C division), and the rounding and
+ * clamp done as in store_out (VCVTR, QADD, SSAT: the same result as the magic-number rounding after clamping
+ * t to +-MT_SAT_LIMIT, both saturating beyond it). Two elements per pass; scales that are not finite, or
+ * sy == 0, go to the portable kernel. y may alias skip or main_in (each element read before written). */
+void mt_add_s8_portable(const mt_add_params *p, const int8_t *skip, const int8_t *main_in, int8_t *y,
+                        uint8_t *mask);
+static inline int32_t add_one(int32_t q1, int32_t q2, const mt_add_params *p, float s1, float s2, float sy,
+                              int32_t *v)
+{
+    const float a = (float)(q1 - p->z1) * s1, b = (float)(q2 - p->z2) * s2;
+    *v = __qadd(rint_s32((a + b) / sy), p->zy);
+    return __ssat(*v, 8);
+}
+
+void mt_add_s8(const mt_add_params *p, const int8_t *skip, const int8_t *main_in, int8_t *y, uint8_t *mask)
+{
+    const float s1 = p->s1, s2 = p->s2, sy = p->sy;
+    if (!is_finite(s1) || !is_finite(s2) || !is_finite(sy) || sy == 0.0f) {
+        mt_add_s8_portable(p, skip, main_in, y, mask);
+        return;
+    }
+    const int32_t n = p->size;
+    int32_t i = 0, v0, v1;
+    if (!mask) {
+        for (; i + 2 <= n; i += 2) {
+            const int32_t a0 = skip[i], b0 = main_in[i], a1 = skip[i + 1], b1 = main_in[i + 1];
+            y[i] = (int8_t)add_one(a0, b0, p, s1, s2, sy, &v0);
+            y[i + 1] = (int8_t)add_one(a1, b1, p, s1, s2, sy, &v1);
+        }
+    }
+    for (; i < n; i++) {
+        const int32_t q = add_one(skip[i], main_in[i], p, s1, s2, sy, &v0);
+        y[i] = (int8_t)q;
+        if (mask) {
+            const uint8_t bit = (uint8_t)(1u << (i & 7));
+            mask[i >> 3] = q == v0 ? (uint8_t)(mask[i >> 3] | bit) : (uint8_t)(mask[i >> 3] & (uint8_t)~bit);
         }
     }
 }
