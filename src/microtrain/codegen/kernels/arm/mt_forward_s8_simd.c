@@ -1101,7 +1101,9 @@ static __attribute__((noinline)) void pointwise_narrow(const mt_conv_params *p, 
  * SSAT: |rint(t)| <= 32767 fits a lane, and a saturated lane stays beyond the clamp), the four bytes packed, their
  * top bits flipped (u - 128 as int8 is u ^ 0x80) and stored by one STR: 24 instructions for four outputs
  * against 28. */
-#define MT_WTAB_WORDS 256    /* 1 KB of stack */
+/* 1.3 KB of stack (the deepest frame stays a backward one: 2,204 B measured for the mcunet-5fps step); first_conv's
+ * four quads of 76 words and a chunk of four 32-byte fields fit, so its fields are gathered once */
+#define MT_WTAB_WORDS 336
 #define MT_WTAB_MAX_IN 48
 
 typedef struct {
@@ -1507,7 +1509,7 @@ static __attribute__((noinline)) void conv_patches(const mt_conv_params *p, cons
  * the table array after the weights, then read as pointwise inputs of k8 channels. Unfolded biases (dead
  * channels) ride in the quad headers (WTAB_HEAD_FB). Without a mask, out_c % 4 == 0, finite multipliers and
  * outputs within int16 reach only. */
-#define MT_WTAB_CHUNK 8
+#define MT_WTAB_CHUNK 4
 /* The receptive fields of n output pixels from pix on, k8 bytes apart: a window inside the input a kernel row
  * (kw * in_c >= 4 contiguous bytes) at a time in word copies, the last one overlapping its predecessor (no
  * byte loop, nothing read past the row), bytes k_n..k8 untouched (set once by the caller: their weights are
