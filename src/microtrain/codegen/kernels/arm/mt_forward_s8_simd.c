@@ -18,6 +18,12 @@
  *   whole pointwise channel loop is one asm loop (quad_rows). Pointwise inputs wider than the buffer go through
  *   it in chunks, partial sums kept per block of output channels. Leftover pixels (n_pix % 4) and
  *   in_c % 4 != 0 use the per-pixel paths below.
+ * - without a mask (frozen layers), weights unpacked to int16 lanes once per call into stack tables: pointwise
+ *   with 16-48 input channels (pointwise_wtab: one pixel at a time, two output channels per LDM of its input
+ *   lanes), 8 (pointwise_narrow: the pixel's lanes in registers) and first-conv-like dense convs (conv_wtab:
+ *   receptive fields gathered a few pixels at a time, then pointwise_wtab's loop). A channel quad's four
+ *   outputs are contiguous there (and in dw_rows): stored packed (PACKED_STORE4) when every output of the call
+ *   provably fits int16 before the int8 clamp (wtab_fits), byte by byte otherwise;
  * - per-pixel paths: one pixel x four output channels (dot4_asm), or an int16 patch per pixel; the dense
  *   receptive field of a window inside the input is copied a kernel row (kw * in_c contiguous bytes) at a time;
  * - depthwise: four channels in four accumulators (SMLABB/SMLATT). Pixels whose window lies inside the input
@@ -29,8 +35,9 @@
  * Unmasked outputs of a call whose multipliers are all finite skip the NaN test and the mask update
  * (requant_finite); the result is the same. Shapes beyond the stack patch / tap list sizes call the portable
  * kernel, and so does a dilated window (dilation > 1: the 1-D models' dilated convs run the portable loops;
- * pointwise kernels have no window to dilate). Stack: the deepest kernel frame is about 1.2 KB
- * (pointwise_quads_chunked). */
+ * pointwise kernels have no window to dilate). The residual add has a twin too (mt_add_s8). Stack (gcc
+ * -fstack-usage, Cortex-M7): the deepest frames are conv_wtab's 1,680 B and pointwise_wtab's 1,600 B (1,344 B of
+ * table), below the float backward's 1,952 B (dw_grad_in_whole). */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 
 #include <arm_acle.h>
@@ -1101,8 +1108,9 @@ static __attribute__((noinline)) void pointwise_narrow(const mt_conv_params *p, 
  * SSAT: |rint(t)| <= 32767 fits a lane, and a saturated lane stays beyond the clamp), the four bytes packed, their
  * top bits flipped (u - 128 as int8 is u ^ 0x80) and stored by one STR: 24 instructions for four outputs
  * against 28. */
-/* 1.3 KB of stack (the deepest frame stays a backward one: 2,204 B measured for the mcunet-5fps step); first_conv's
- * four quads of 76 words and a chunk of four 32-byte fields fit, so its fields are gathered once */
+/* 1,344 B of stack (the deepest frame stays a float backward one: 2,204 B high-water for the mcunet-5fps step,
+ * unchanged); first_conv's four quads of 76 words and a chunk of four 32-byte fields fit: its fields are gathered
+ * once */
 #define MT_WTAB_WORDS 336
 #define MT_WTAB_MAX_IN 48
 
