@@ -140,6 +140,8 @@ static const BCase bcases[] = {
     {"gi_dw", 7, 6, 24, 24, 5, 1, 2, 0},  {"gi_dw", 9, 7, 16, 16, 3, 2, 1, 0},
     {"upd_pw", 5, 3, 10, 13, 1, 1, 0, 4}, {"upd_pw", 6, 6, 9, 24, 1, 2, 0, 9},
     {"upd_pw", 9, 9, 8, 16, 1, 1, 0, 4}, /* 81 pixels: beyond MT_WU_PIXELS, each tile converts its inputs */
+    /* 3-pixel then 4-pixel tiles (20 pixels: 3 + 3 + 3 + 3 + 4 + 4) over a split weight, odd output channels */
+    {"gi_pw", 4, 5, 18, 21, 1, 1, 0, 7},
 };
 #define N_BCASES (int)(sizeof bcases / sizeof bcases[0])
 

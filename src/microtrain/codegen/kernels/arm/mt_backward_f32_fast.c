@@ -5,11 +5,11 @@
  * terms, same order, separate multiply and add: built with -ffp-contract=off), so nothing changes but the
  * loop structure, which cuts executed instructions, and each multiply-add is one VMLA (mla_f32: the product
  * rounded, then the sum; not fused) where gcc emits VMUL and VADD:
- * - input gradient of a pointwise conv: register blocking, 4 pixels x 4 input channels per pass (16
- *   accumulators in the 32 single-precision registers), each gradient value loaded once for four channels,
- *   the four weights by one VLDM, and the int8 weights converted to float (four per word load) once per 4
- *   input channels x MT_GI_CHUNK output channels into a stack buffer (reused by every pixel) rather than
- *   once per 4 pixels;
+ * - input gradient of a pointwise conv: register blocking, 3 or 4 pixels x 6 input channels per pass (18 or 24
+ *   accumulators in the 32 single-precision registers; 4 x 4 for a last group of 4 channels), each gradient
+ *   value loaded once for six channels (the 3-pixel tile: two adjacent output channels' values by one VLDM),
+ *   the weights by one VLDM, and the int8 weights converted to float once per 6 input channels x
+ *   MT_GI_CHUNK output channels into a stack buffer (reused by every pixel) rather than once per tile;
  * - input gradient of a depthwise conv: the valid taps are found once per pixel (not per channel); a whole
  *   weight (no channel index) sums 8 or 4 channels in registers over them in tap order, otherwise the
  *   channel loop runs innermost, accumulating in place in tap order;
@@ -178,6 +178,47 @@ static void grad_input_tile_4x6(const float *g, int32_t out_c, const float *wf, 
                        "s28", "s29", "s30", "s31", "memory", "cc");
 }
 
+/* The same for a 3-pixel x 6-channel tile, two output channels per step: their twelve weights in s18-s29, each
+ * pixel's two gradient values (adjacent in gacc) by one VLDM into s30-s31, each accumulator s(6k)..s(6k+5) taking
+ * output channel o's product then o + 1's (ascending o, as in the portable kernel): 40 instructions for 36 MACs
+ * (the 4-pixel tile: 29 for 24). An odd channel count starts with one single step. */
+#define GI3_MA2(acc, j) "vmla.f32 " acc ", s30, s" #j "\n\t"
+#define GI3_PIXEL2(g, a0, a1, a2, a3, a4, a5)                                                                     \
+    "vldmia  %[" g "]!, {s30-s31}\n\t" GI3_MA2(a0, 18) GI3_MA2(a1, 19) GI3_MA2(a2, 20) GI3_MA2(a3, 21)          \
+        GI3_MA2(a4, 22) GI3_MA2(a5, 23) "vmla.f32 " a0 ", s31, s24\n\t" "vmla.f32 " a1 ", s31, s25\n\t"         \
+        "vmla.f32 " a2 ", s31, s26\n\t" "vmla.f32 " a3 ", s31, s27\n\t" "vmla.f32 " a4 ", s31, s28\n\t"        \
+        "vmla.f32 " a5 ", s31, s29\n\t"
+#define GI3_PIXEL1(g, a0, a1, a2, a3, a4, a5)                                                                     \
+    "vldmia  %[" g "]!, {s30}\n\t" GI3_MA2(a0, 18) GI3_MA2(a1, 19) GI3_MA2(a2, 20) GI3_MA2(a3, 21)               \
+        GI3_MA2(a4, 22) GI3_MA2(a5, 23)
+#define GI3_STEP2                                                                                                 \
+    "vldmia  %[wp]!, {s18-s29}\n\t" GI3_PIXEL2("g0", "s0", "s1", "s2", "s3", "s4", "s5")                          \
+        GI3_PIXEL2("g1", "s6", "s7", "s8", "s9", "s10", "s11") GI3_PIXEL2("g2", "s12", "s13", "s14", "s15", "s16", "s17")
+#define GI3_STEP1                                                                                                 \
+    "vldmia  %[wp]!, {s18-s23}\n\t" GI3_PIXEL1("g0", "s0", "s1", "s2", "s3", "s4", "s5")                          \
+        GI3_PIXEL1("g1", "s6", "s7", "s8", "s9", "s10", "s11") GI3_PIXEL1("g2", "s12", "s13", "s14", "s15", "s16", "s17")
+
+static void grad_input_tile_3x6(const float *g, int32_t out_c, const float *wf, int32_t on, const float *const *src,
+                                float *const *dst)
+{
+    const float *g0 = g, *g1 = g + out_c, *g2 = g + 2 * out_c, *wp = wf, *end = wf + 6 * on;
+    uint32_t t;
+    __asm__ volatile(GI_LOAD(0, "s0-s5") GI_LOAD(1, "s6-s11") GI_LOAD(2, "s12-s17")
+                     "tst     %[on], #1\n\t"
+                     "beq     1f\n\t" GI3_STEP1
+                     "cmp     %[wp], %[end]\n\t"
+                     "beq     2f\n"
+                     "1:\n\t" GI3_STEP2
+                     "cmp     %[wp], %[end]\n\t"
+                     "bne     1b\n"
+                     "2:\n\t" GI_STORE(0, "s0-s5") GI_STORE(1, "s6-s11") GI_STORE(2, "s12-s17")
+                     : [wp] "+r"(wp), [g0] "+r"(g0), [g1] "+r"(g1), [g2] "+r"(g2), [t] "=&r"(t)
+                     : [src] "r"(src), [dst] "r"(dst), [end] "r"(end), [on] "r"(on)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14",
+                       "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27",
+                       "s28", "s29", "s30", "s31", "memory", "cc");
+}
+
 /* 4 pixels x 4 input channels of gx for output channels o0 .. o0 + on - 1, continuing the sums already in gx
  * (or from 0.0f for the first chunk, first = 1): each element's terms are added in ascending o as in the
  * portable kernel, and a float stored and reloaded between chunks is unchanged, so the result is the same.
@@ -225,31 +266,35 @@ static void grad_input_group6(const mt_conv_params *p, const float *gacc, const 
     static const float zeros[6];
     float acc[24];
     const int32_t out_c = p->out_c;
-    for (int32_t pix = 0; pix < pix4; pix += 4) {
-        float *x[4] = {grad_pixel(p, gx, pix), grad_pixel(p, gx, pix + 1), grad_pixel(p, gx, pix + 2),
-                       grad_pixel(p, gx, pix + 3)};
+    /* pix4 = 3a + 4b pixels: a 3-pixel tiles (cheaper per MAC), then b = (pix4 / 4) % 3 4-pixel ones */
+    const int32_t n3 = pix4 - 4 * ((pix4 / 4) % 3);
+    for (int32_t pix = 0, n = 3; pix < pix4; pix += n) {
+        n = pix < n3 ? 3 : 4;
+        float *x[4];
+        for (int32_t k = 0; k < n; k++) x[k] = grad_pixel(p, gx, pix + k);
         const float *g = gacc + pix * out_c + o0;
+        float *rows[4];
         if (contiguous) {
-            float *const rows[4] = {x[0] + c[0], x[1] + c[0], x[2] + c[0], x[3] + c[0]};
-            const float *const first[4] = {zeros, zeros, zeros, zeros};
-            grad_input_tile_4x6(g, out_c, wf, on, o0 ? (const float *const *)rows : first, rows);
-            continue;
+            for (int32_t k = 0; k < n; k++) rows[k] = x[k] + c[0];
+        } else {
+            for (int32_t k = 0; k < n; k++) {
+                const float *xk = x[k];
+                float *a = rows[k] = acc + 6 * k;
+                if (o0)
+                    a[0] = xk[c[0]], a[1] = xk[c[1]], a[2] = xk[c[2]], a[3] = xk[c[3]], a[4] = xk[c[4]],
+                    a[5] = xk[c[5]];
+            }
         }
-        float *const rows[4] = {acc, acc + 6, acc + 12, acc + 18};
-        for (int32_t k = 0; k < 4; k++) {
-            const float *xk = x[k];
-            float *a = acc + 6 * k;
-            if (o0)
-                a[0] = xk[c[0]], a[1] = xk[c[1]], a[2] = xk[c[2]], a[3] = xk[c[3]], a[4] = xk[c[4]], a[5] = xk[c[5]];
-            else
-                a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = 0.0f;
-        }
-        grad_input_tile_4x6(g, out_c, wf, on, (const float *const *)rows, rows);
-        for (int32_t k = 0; k < 4; k++) {
-            float *xk = x[k];
-            const float *a = acc + 6 * k;
-            xk[c[0]] = a[0], xk[c[1]] = a[1], xk[c[2]] = a[2], xk[c[3]] = a[3], xk[c[4]] = a[4], xk[c[5]] = a[5];
-        }
+        const float *const first[4] = {zeros, zeros, zeros, zeros};
+        const float *const *src = o0 ? (const float *const *)rows : first;
+        if (n == 3) grad_input_tile_3x6(g, out_c, wf, on, src, rows);
+        else grad_input_tile_4x6(g, out_c, wf, on, src, rows);
+        if (!contiguous)
+            for (int32_t k = 0; k < n; k++) {
+                float *xk = x[k];
+                const float *a = acc + 6 * k;
+                xk[c[0]] = a[0], xk[c[1]] = a[1], xk[c[2]] = a[2], xk[c[3]] = a[3], xk[c[4]] = a[4], xk[c[5]] = a[5];
+            }
     }
 }
 
