@@ -2060,18 +2060,23 @@ static __attribute__((noinline)) void dw_block_inside(const mt_conv_params *p, c
         const int32_t zero = packed ? (int32_t)((uint32_t)(p->y_zero + 128) * 0x00010001u) : p->y_zero;
         dw_rows_ctx r = {{b[0], b[1], b[2], b[3]}, taps, taps + kh * kw, NULL, stride * c_n, c_n, zero, NULL,
                          pack_neg_zero(p->x_zero), {e[0], e[1], e[2], e[3]}, NULL, mask, y};
-        for (int32_t oy = oy_lo; oy < oy_hi; oy++) {
-            r.xc = x + ((oy * stride - pad) * in_w + ox_lo * stride - pad) * c_n + c;
+        for (int32_t oy = 0; oy < p->out_h; oy++) {
+            const int32_t iy0 = oy * stride - pad, ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + kh > p->in_h ? p->in_h - iy0 : kh;
+            if (ky0 >= ky1) continue;
+            r.taps = taps + ky0 * kw, r.end = taps + ky1 * kw;
+            r.xc = (const int8_t *)((uintptr_t)x + (uintptr_t)(intptr_t)((iy0 * in_w + ox_lo * stride - pad) * c_n + c));
             r.y = y + (oy * p->out_w + ox_lo) * c_n + c;
             r.y_end = r.y + (ox_hi - ox_lo) * c_n;
             dw_rows(&r, packed);
         }
         return;
     }
-    for (int32_t oy = oy_lo; oy < oy_hi; oy++) {
-        const int8_t *xc = x + ((oy * stride - pad) * in_w + ox_lo * stride - pad) * c_n + c;
-        dw_run(xc, stride * c_n, y, mask, (oy * p->out_w + ox_lo) * c_n + c, c_n, ox_hi - ox_lo, taps, taps + kh * kw,
-               pack_neg_zero(p->x_zero), b, fb, e, p->y_zero);
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        const int32_t iy0 = oy * stride - pad, ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + kh > p->in_h ? p->in_h - iy0 : kh;
+        if (ky0 >= ky1) continue;
+        const int8_t *xc = (const int8_t *)((uintptr_t)x + (uintptr_t)(intptr_t)((iy0 * in_w + ox_lo * stride - pad) * c_n + c));
+        dw_run(xc, stride * c_n, y, mask, (oy * p->out_w + ox_lo) * c_n + c, c_n, ox_hi - ox_lo, taps + ky0 * kw,
+               taps + ky1 * kw, pack_neg_zero(p->x_zero), b, fb, e, p->y_zero);
     }
 }
 
@@ -2133,8 +2138,8 @@ static __attribute__((noinline)) void dw_border(const mt_conv_params *p, const i
         const int32_t iy0 = oy * p->stride - p->pad;
         const int32_t ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + kh > in_h ? in_h - iy0 : kh;
         for (int32_t ox = 0; ox < p->out_w; ox++) {
-            if (skip_inside && oy >= oy_lo && oy < oy_hi && ox >= ox_lo && ox < ox_hi) {
-                ox = ox_hi - 1; /* done by dw_block_inside */
+            if (skip_inside && ky0 < ky1 && ox >= ox_lo && ox < ox_hi) {
+                ox = ox_hi - 1; /* done by dw_block_inside (its rows of inside columns) */
                 continue;
             }
             const int32_t ix0 = ox * p->stride - p->pad;
@@ -2225,8 +2230,8 @@ static __attribute__((noinline)) void dw_border_rect(const mt_conv_params *p, co
             const int32_t iy0 = oy * p->stride - p->pad;
             const int32_t ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + kh > in_h ? in_h - iy0 : kh;
             for (int32_t ox = 0; ox < p->out_w; ox++) {
-                if (skip_inside && oy >= oy_lo && oy < oy_hi && ox >= ox_lo && ox < ox_hi) {
-                    ox = ox_hi - 1; /* done by dw_block_inside */
+                if (skip_inside && ky0 < ky1 && ox >= ox_lo && ox < ox_hi) {
+                    ox = ox_hi - 1; /* done by dw_block_inside (its rows of inside columns) */
                     continue;
                 }
                 const int32_t ix0 = ox * p->stride - p->pad;
