@@ -2037,46 +2037,82 @@ static __attribute__((noinline)) void dw_run(const int8_t *xc, int32_t x_step, i
     }
 }
 
-/* Channels c..c+3 of the output pixels whose window lies inside the input (finite multipliers): each row's
- * run of them goes to dw_run. taps: the block's kh * kw unpacked taps. */
+/* Border columns over the inside rows run through dw_rows for windows up to 3 wide (1.04x the per-pixel paths
+ * measured for 5x5 and 7x7 windows in the mcunet-5fps step: their columns stay with dw_border / dw_border_rect). */
+static inline int dw_columns_inside(const mt_conv_params *p) { return p->kw <= 3; }
+
+/* The taps of columns kx0..kx1-1 of every kernel row (a border column's window), in (ky, kx) order. */
+static int32_t dw_column_taps(const dw_tap *taps, int32_t kh, int32_t kw, int32_t kx0, int32_t kx1, dw_tap *out)
+{
+    int32_t n = 0;
+    for (int32_t ky = 0; ky < kh; ky++)
+        for (int32_t kx = kx0; kx < kx1; kx++) out[n++] = taps[ky * kw + kx];
+    return n;
+}
+
+/* Channels c..c+3 (finite multipliers) of the output pixels in inside columns (every row whose window reaches the
+ * input) and of those in inside rows (every column likewise): runs through dw_rows, or dw_run for unfolded
+ * biases. taps: the block's kh * kw unpacked taps. What is left (the corners) is dw_border's. */
 static __attribute__((noinline)) void dw_block_inside(const mt_conv_params *p, const int8_t *x, const dw_tap *taps,
                                                       const int32_t *bias, const float *eff, int8_t *y,
                                                       uint8_t *mask, int32_t c)
 {
     const int32_t c_n = p->out_c, kh = p->kh, kw = p->kw, in_w = p->in_w, stride = p->stride, pad = p->pad;
+    const int32_t out_w = p->out_w, neg_zero = pack_neg_zero(p->x_zero);
     int32_t b[4], rb[4], ox_lo, ox_hi, oy_lo, oy_hi;
-    inside_range(pad, stride, kw, in_w, p->out_w, &ox_lo, &ox_hi);
+    dw_tap column[MT_DW_MAX_TAPS];
+    inside_range(pad, stride, kw, in_w, out_w, &ox_lo, &ox_hi);
     inside_range(pad, stride, kh, p->in_h, p->out_h, &oy_lo, &oy_hi);
     if (ox_lo >= ox_hi) return;
     fold_biases(bias + c, kh * kw, b, rb);
     const float e[4] = {eff[c], eff[c + 1], eff[c + 2], eff[c + 3]};
     const float fb[4] = {(float)rb[0], (float)rb[1], (float)rb[2], (float)rb[3]};
-    if ((rb[0] | rb[1] | rb[2] | rb[3]) == 0 && (!mask || (c_n & 3) == 0)) { /* the common case: one asm loop per row */
+    /* runs of pixels whose windows reach the same taps: each row of inside columns (the rows of the tap list its
+     * window reaches), then each border column over the inside rows (its columns of the tap list, copied) */
+    const int rows = (rb[0] | rb[1] | rb[2] | rb[3]) == 0 && (!mask || (c_n & 3) == 0);
+    int packed = 0;
+    dw_rows_ctx r;
+    if (rows) { /* the common case: one asm loop per run */
         /* without a mask, the packed stores when the four channels' outputs are within int16 reach */
-        int packed = !mask;
+        packed = !mask;
         for (int32_t j = 0; j < 4; j++)
             packed &= (__builtin_fabsf((float)b[j]) + (float)(kh * kw) * (255.0f * 128.0f)) * __builtin_fabsf(e[j]) <
                       32000.0f;
         const int32_t zero = packed ? (int32_t)((uint32_t)(p->y_zero + 128) * 0x00010001u) : p->y_zero;
-        dw_rows_ctx r = {{b[0], b[1], b[2], b[3]}, taps, taps + kh * kw, NULL, stride * c_n, c_n, zero, NULL,
-                         pack_neg_zero(p->x_zero), {e[0], e[1], e[2], e[3]}, NULL, mask, y};
-        for (int32_t oy = 0; oy < p->out_h; oy++) {
-            const int32_t iy0 = oy * stride - pad, ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + kh > p->in_h ? p->in_h - iy0 : kh;
-            if (ky0 >= ky1) continue;
-            r.taps = taps + ky0 * kw, r.end = taps + ky1 * kw;
-            r.xc = (const int8_t *)((uintptr_t)x + (uintptr_t)(intptr_t)((iy0 * in_w + ox_lo * stride - pad) * c_n + c));
-            r.y = y + (oy * p->out_w + ox_lo) * c_n + c;
-            r.y_end = r.y + (ox_hi - ox_lo) * c_n;
-            dw_rows(&r, packed);
-        }
-        return;
+        r = (dw_rows_ctx){{b[0], b[1], b[2], b[3]}, taps, taps + kh * kw, NULL, stride * c_n, c_n, zero, NULL,
+                          neg_zero, {e[0], e[1], e[2], e[3]}, NULL, mask, y};
     }
     for (int32_t oy = 0; oy < p->out_h; oy++) {
         const int32_t iy0 = oy * stride - pad, ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + kh > p->in_h ? p->in_h - iy0 : kh;
         if (ky0 >= ky1) continue;
         const int8_t *xc = (const int8_t *)((uintptr_t)x + (uintptr_t)(intptr_t)((iy0 * in_w + ox_lo * stride - pad) * c_n + c));
-        dw_run(xc, stride * c_n, y, mask, (oy * p->out_w + ox_lo) * c_n + c, c_n, ox_hi - ox_lo, taps + ky0 * kw,
-               taps + ky1 * kw, pack_neg_zero(p->x_zero), b, fb, e, p->y_zero);
+        int8_t *yc = y + (oy * out_w + ox_lo) * c_n + c;
+        if (rows) {
+            r.taps = taps + ky0 * kw, r.end = taps + ky1 * kw, r.xc = xc, r.y = yc, r.y_end = yc + (ox_hi - ox_lo) * c_n;
+            dw_rows(&r, packed);
+        } else {
+            dw_run(xc, stride * c_n, y, mask, (int32_t)(yc - y), c_n, ox_hi - ox_lo, taps + ky0 * kw, taps + ky1 * kw,
+                   neg_zero, b, fb, e, p->y_zero);
+        }
+    }
+    if (oy_lo >= oy_hi || !dw_columns_inside(p)) return;
+    for (int32_t ox = 0; ox < out_w; ox++) {
+        if (ox == ox_lo) ox = ox_hi;
+        if (ox >= out_w) break;
+        const int32_t ix0 = ox * stride - pad, kx0 = ix0 < 0 ? -ix0 : 0, kx1 = ix0 + kw > in_w ? in_w - ix0 : kw;
+        if (kx0 >= kx1) continue;
+        const int32_t n = dw_column_taps(taps, kh, kw, kx0, kx1, column);
+        const int8_t *xc = (const int8_t *)((uintptr_t)x + (uintptr_t)(intptr_t)(((oy_lo * stride - pad) * in_w + ix0) * c_n + c));
+        int8_t *yc = y + (oy_lo * out_w + ox) * c_n + c;
+        if (rows) { /* down the column: inputs stride rows apart, outputs a row apart */
+            r.taps = column, r.end = column + n, r.xc = xc, r.y = yc, r.y_end = yc + (oy_hi - oy_lo) * out_w * c_n;
+            r.x_step = stride * in_w * c_n, r.c_n = out_w * c_n;
+            dw_rows(&r, packed);
+            r.x_step = stride * c_n, r.c_n = c_n;
+        } else {
+            dw_run(xc, stride * in_w * c_n, y, mask, (int32_t)(yc - y), out_w * c_n, oy_hi - oy_lo, column, column + n,
+                   neg_zero, b, fb, e, p->y_zero);
+        }
     }
 }
 
@@ -2144,6 +2180,8 @@ static __attribute__((noinline)) void dw_border(const mt_conv_params *p, const i
             }
             const int32_t ix0 = ox * p->stride - p->pad;
             const int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = ix0 + kw > in_w ? in_w - ix0 : kw;
+            if (skip_inside && dw_columns_inside(p) && kx0 < kx1 && oy >= oy_lo && oy < oy_hi)
+                continue; /* dw_block_inside's columns */
             int32_t n_taps = 0, first_in = 0;
             if (ky0 < ky1 && kx0 < kx1) {
                 first_in = ((iy0 + ky0) * in_w + ix0 + kx0) * c_n;
@@ -2236,6 +2274,8 @@ static __attribute__((noinline)) void dw_border_rect(const mt_conv_params *p, co
                 }
                 const int32_t ix0 = ox * p->stride - p->pad;
                 const int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = ix0 + kw > in_w ? in_w - ix0 : kw;
+                if (skip_inside && dw_columns_inside(p) && kx0 < kx1 && oy >= oy_lo && oy < oy_hi)
+                    continue; /* dw_block_inside's columns */
                 int32_t acc[4] = {0, 0, 0, 0};
                 if (ky0 < ky1 && kx0 < kx1)
                     dw_rect4((uintptr_t)x + (uintptr_t)(intptr_t)((iy0 * in_w + ix0) * c_n + c),
