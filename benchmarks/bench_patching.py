@@ -42,6 +42,7 @@ def _scheme(graph, name):
 
 
 def _measure(graph, scheme, out: Path, options: dict, ram: int | None, qemu: bool, data) -> dict:
+    from microtrain.budget import part_sram_budget
     from microtrain.codegen import compile_model
     from microtrain.codegen.patch import model_macs
     from microtrain.targets.cortex_m.build import LinkBudgetError
@@ -56,6 +57,9 @@ def _measure(graph, scheme, out: Path, options: dict, ram: int | None, qemu: boo
            "extra_macs": 0 if patch is None else patch["extra_macs"], "model_macs": model_macs(graph),
            "inplace": sorted({f"{s.node} ({s.kernel})" for s in cm.program.train_steps + cm.program.infer_steps
                               if "inplace" in s.kernel})}
+    if ram < 4096 * KB:  # a real part: the arena it leaves beside the trained parameters, state and stack
+        row["arena_limit"] = part_sram_budget(ram) - (r.total_sram_bytes - r.arena_bytes)
+    row["peaks"] = peak_steps(cm)
     try:
         build, _ = emit_firmware(out, "cortex-m7", ram=ram, flash=1024 * KB)
         row["fits_part"] = True
@@ -70,6 +74,23 @@ def _measure(graph, scheme, out: Path, options: dict, ram: int | None, qemu: boo
         row["instructions_by_phase"] = cost.by_phase
         row["params_sha"] = __import__("hashlib").sha256(s.params).hexdigest()
     return row
+
+
+def peak_steps(cm, n: int = 6) -> list[dict]:
+    """The n steps (inference and training program) with the most live arena bytes, one per (node, kernel),
+    with their three largest live buffers: the places a smaller arena has to change."""
+    found = {}
+    for program, steps, plan in (("infer", cm.program.infer_steps, cm.infer_plan),
+                                 ("train", cm.program.train_steps, cm.train_plan)):
+        for i, s in enumerate(steps):
+            live = plan.live_at(i)
+            key = (program, s.node, s.kernel)
+            total = sum(live.values())
+            if total > found.get(key, {}).get("live_bytes", -1):
+                top = sorted(live.items(), key=lambda kv: -kv[1])[:3]
+                found[key] = {"program": program, "step": i, "node": s.node, "kernel": s.kernel, "live_bytes": total,
+                              "largest": [f"{b} {v}" for b, v in top]}
+    return sorted(found.values(), key=lambda d: -d["live_bytes"])[:n]
 
 
 def main(argv=None) -> int:
@@ -105,7 +126,8 @@ def main(argv=None) -> int:
             after = _measure(graph, scheme, Path(tmp) / "after",
                              {"patch": "fit", "max_extra_macs": cap, "sram_budget": part_sram_budget(ram)},
                              ram, not args.no_qemu, data)
-        row = {"model": model, "scheme": scheme_name, "part_ram": ram, "before": before, "after": after}
+        row = {"model": model, "scheme": scheme_name, "part_ram": ram, "date": doc["date"], "before": before,
+               "after": after}
         if "instructions_per_step" in before:
             row["extra_instructions_ratio"] = after["instructions_per_step"] / before["instructions_per_step"] - 1
             row["same_params"] = before["params_sha"] == after["params_sha"]
