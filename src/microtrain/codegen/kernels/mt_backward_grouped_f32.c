@@ -14,15 +14,6 @@ static void grad_acc_group(float *g, const uint8_t *mask, const float *eff, int3
         for (j = 0; j < k; j++) g[i * k + j] = MT_BIT(mask, i * c + c0 + j) ? g[i * k + j] * eff[c0 + j] : 0.0f;
 }
 
-/* The bias update of channels c0 .. c0 + k - 1 from their k-wide gradient. */
-static void bias_update_group(const float *g, int32_t n, int32_t k, int32_t c0, int32_t *bias,
-                              const mt_update_params *u, const mt_train_ctx *ctx) {
-    mt_update_params uk = *u;
-    uk.divisor += c0;
-    uk.row0 = c0;
-    mt_bias_update_f32(g, n, k, bias + c0, &uk, ctx);
-}
-
 void mt_block_grad_grouped_f32(const mt_conv_params *pq, const float *gq, const int8_t *wq_groups,
                                const mt_conv_params *pd, const uint8_t *mask_d, const float *eff_d, int32_t *bias_d,
                                const mt_update_params *ub_d, const int8_t *wd_groups, const mt_conv_params *pp,
@@ -31,38 +22,52 @@ void mt_block_grad_grouped_f32(const mt_conv_params *pq, const float *gq, const 
                                const mt_update_params *uw_p, const mt_train_ctx *ctx, int32_t group, float *gd,
                                float *gp, float *gx) {
     const int32_t e = pd->in_c, nq = pq->out_h * pq->out_w, np = pp->out_h * pp->out_w;
+    /* one params / weight view / update struct, rewritten for each call: the frame stays small (the planner's
+     * stack estimate holds the entry point, this frame and the deepest callee's) */
+    mt_conv_params pk;
+    mt_weight_s8 wk;
+    mt_update_params uk;
     int32_t c0;
     for (c0 = 0; c0 < e; c0 += group) {
         const int32_t k = e - c0 < group ? e - c0 : group;
-        mt_conv_params pqk = *pq, pdk = *pd, ppk = *pp;
-        mt_weight_s8 wqk = {0, 0, 0, 0, 0, 0}, wdk = {0, 0, 0, 0, 0, 0}, wpk = *wp;
-        pqk.in_c = k;
-        pdk.in_c = pdk.out_c = k;
-        ppk.out_c = k;
-        wqk.frozen = wq_groups + c0 * pq->out_c;
-        wqk.n_frozen = k;
-        wdk.frozen = wd_groups + c0 * pd->kh * pd->kw;
-        wdk.n_frozen = k;
-        mt_conv_grad_input_pointwise_f32(&pqk, gq, &wqk, gd); /* q's input gradient, channels c0 .. */
+        pk = *pq; /* q's input gradient, channels c0 .. */
+        pk.in_c = k;
+        wk = *wp;
+        wk.frozen = wq_groups + c0 * pq->out_c, wk.frozen_idx = 0, wk.n_frozen = k;
+        wk.train = 0, wk.train_idx = 0, wk.n_train = 0;
+        mt_conv_grad_input_pointwise_f32(&pk, gq, &wk, gd);
         grad_acc_group(gd, mask_d, eff_d, nq, e, c0, k);
-        if (bias_d) bias_update_group(gd, nq, k, c0, bias_d, ub_d, ctx);
-        mt_conv_grad_input_depthwise_f32(&pdk, gd, &wdk, gp);
+        if (bias_d) {
+            uk = *ub_d;
+            uk.divisor += c0, uk.row0 = c0;
+            mt_bias_update_f32(gd, nq, k, bias_d + c0, &uk, ctx);
+        }
+        pk = *pd; /* d's input gradient */
+        pk.in_c = pk.out_c = k;
+        wk.frozen = wd_groups + c0 * pd->kh * pd->kw;
+        mt_conv_grad_input_depthwise_f32(&pk, gd, &wk, gp);
         grad_acc_group(gp, mask_p, eff_p, np, e, c0, k);
-        if (bias_p) bias_update_group(gp, np, k, c0, bias_p, ub_p, ctx);
+        if (bias_p) {
+            uk = *ub_p;
+            uk.divisor += c0, uk.row0 = c0;
+            mt_bias_update_f32(gp, np, k, bias_p + c0, &uk, ctx);
+        }
         /* p's rows c0 ..: their input gradient first (it reads the weights before their update) */
-        wpk.frozen = wp->frozen ? wp->frozen + c0 * wp->n_frozen : 0;
-        wpk.train = wp->train ? wp->train + c0 * wp->n_train : 0;
+        pk = *pp;
+        pk.out_c = k;
+        wk = *wp;
+        wk.frozen = wp->frozen ? wp->frozen + c0 * wp->n_frozen : 0;
+        wk.train = wp->train ? wp->train + c0 * wp->n_train : 0;
         if (gx) {
             if (c0 == 0)
-                mt_conv_grad_input_pointwise_f32(&ppk, gp, &wpk, gx);
+                mt_conv_grad_input_pointwise_f32(&pk, gp, &wk, gx);
             else
-                mt_conv_grad_input_pointwise_acc_f32(&ppk, gp, &wpk, gx);
+                mt_conv_grad_input_pointwise_acc_f32(&pk, gp, &wk, gx);
         }
         if (uw_p) {
-            mt_update_params u = *uw_p;
-            u.divisor += c0;
-            u.row0 = c0;
-            mt_conv_weight_update_pointwise_f32(&ppk, x, x_c, gp, &wpk, &u, ctx);
+            uk = *uw_p;
+            uk.divisor += c0, uk.row0 = c0;
+            mt_conv_weight_update_pointwise_f32(&pk, x, x_c, gp, &wk, &uk, ctx);
         }
     }
 }
