@@ -60,7 +60,8 @@ def _host_run(graph, scheme, out, patch, x, **options):
 @needs_gcc
 @pytest.mark.parametrize("name,resolution,patch,ram,scheme_name,cap", [
     ("mcunet-5fps", 128, "fit", 128, "mcunet-5fps-49kb", 0.10),
-    ("mcunet-5fps", 128, "fit", 160, "mcunet-5fps-99kb", 0.10), ("mcunet-5fps", 128, "fit", 160, "mcunet-5fps-99kb", 0.15),
+    ("mcunet-5fps", 128, "fit", 160, "mcunet-5fps-99kb", 0.10),
+    ("mcunet-5fps", 128, "fit", 160, "mcunet-5fps-99kb", 0.15),
     ("mbv2-w0.35", 64, "auto", None, None, 0.10), ("proxyless-w0.3", 64, (10, (2, 2)), None, None, 0.10)])
 def test_c_patched_equals_whole(name, resolution, patch, ram, scheme_name, cap, tmp_path):
     """Host C: logits, losses, trained parameters after 3 steps and logits after training are identical with
