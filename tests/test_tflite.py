@@ -417,6 +417,8 @@ def test_dilated_convs_equal_tflite_reference():
     ((1, 2), UnsupportedOpError, r"operator 0 \(CONV_2D\): dilation 1x2 \(h x w\) of a 3x3 kernel; .*equal dilation "
                                  r"factors.*re-export"),
     ((0, 1), ModelFormatError, r"operator 0 \(CONV_2D\): dilation factors 0x1 \(h x w\) must be >= 1"),
+    ((2**30, 2**30), ModelFormatError, r"operator 0 \(CONV_2D\): 'SAME' padding .* dilated 1073741824 pads the "
+                                       r"12x12x4 input beyond"),  # refused before any allocation
 ])
 def test_unequal_or_bad_dilation_is_refused_in_one_line(dil, error, match):
     from tflite_builder import dilated_model
