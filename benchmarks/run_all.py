@@ -754,7 +754,8 @@ def _patching_section(patching: dict | None) -> list[str]:
     if not rows:
         return []
     lines = ["**Smaller parts** (`microtrain compile --ram 128K` / `160K`: the frozen prefix runs on spatial tiles "
-             f"within {patching.get('max_extra_macs', '10%')} extra MACs, depthwise convs in place where needed; "
+             f"within {patching.get('max_extra_macs', '10%')} extra MACs, depthwise convs in place and trained blocks' "
+             "backward by channel groups where needed; "
              "before: the default 256 KB build. SRAM as linked for the Cortex-M7, the part's RAM given to the "
              "linker; instructions of one training step in QEMU; same parameters: the two builds' trained "
              f"parameters after 2 steps are identical). Source: {patching['source']}.", "",

@@ -136,10 +136,12 @@ def test_mbv2_trains_on_the_device_after_its_depthwise_conv_goes_in_place(tmp_pa
     assert device.stack_used < build.usage.stack
 
 
-def test_mcunet_trains_on_a_128k_part_with_a_patched_prefix(tmp_path):
-    """mcunet-5fps, 49 KB scheme, 2 classes, planned for a 128 KB part: the frozen prefix runs on tiles and
-    depthwise input gradients in place; the firmware links with RAM = 128 KB (the linker enforces it) and two
-    training steps in QEMU end with the host build's parameters and logits."""
+@pytest.mark.parametrize("scheme,ram,cap", [("mcunet-5fps-49kb", 128, 0.10), ("mcunet-5fps-99kb", 160, 0.15)])
+def test_mcunet_trains_on_a_small_part_with_a_patched_prefix(scheme, ram, cap, tmp_path):
+    """mcunet-5fps, 2 classes: the 49 KB scheme planned for a 128 KB part (the frozen prefix on tiles, depthwise
+    input gradients in place), the 99 KB one for a 160 KB part (prefix on 4x4 tiles, blocks 9 and 10's backward
+    by channel groups); the firmware links with the part's RAM (the linker enforces it) and two training steps in
+    QEMU end with the host build's parameters and logits."""
     require_arm_tools()
     from microtrain.budget import KB, part_sram_budget
     from microtrain.codegen import compile_model
@@ -152,13 +154,15 @@ def test_mcunet_trains_on_a_128k_part_with_a_patched_prefix(tmp_path):
     from microtrain.targets.host import HostModel, build_host
 
     graph = replace_head(load_mcunet_pkl(model_path("mcunet-5fps")), 2)
-    compiled = compile_model(graph, load_scheme("mcunet-5fps-49kb"), out_dir=tmp_path, patch="fit",
-                             sram_budget=part_sram_budget(128 * KB))
+    compiled = compile_model(graph, load_scheme(scheme), out_dir=tmp_path, patch="fit", max_extra_macs=cap,
+                             sram_budget=part_sram_budget(ram * KB))
     assert compiled.program.meta["patch"]["extra_macs"] > 0
-    build, _ = emit_firmware(tmp_path, "cortex-m7", ram=128 * KB, flash=1024 * KB)  # LinkBudgetError otherwise
-    assert build.usage.ram <= 128 * KB and read_target(tmp_path)["ram"] == 128 * KB
+    grouped = any(s.kernel == "mt_block_grad_grouped_f32" for s in compiled.program.train_steps)
+    assert grouped == (ram == 160)
+    build, _ = emit_firmware(tmp_path, "cortex-m7", ram=ram * KB, flash=1024 * KB)  # LinkBudgetError otherwise
+    assert build.usage.ram <= ram * KB and read_target(tmp_path)["ram"] == ram * KB
     memory_map = (tmp_path / "build-cortex-m7" / "firmware.map").read_text()
-    assert re.search(r"^RAM\s+0x20000000\s+0x00020000", memory_map, re.M)  # the linker's RAM region is 128 KB
+    assert re.search(rf"^RAM\s+0x20000000\s+0x{ram * KB:08x}", memory_map, re.M)  # the linker's RAM region
     train, evaluate, _, _ = session_data(hymenoptera(), 128, 2, steps=2, n_eval=2, seed=5)
     device = run_session(build.elf, "cortex-m7", train=train, evaluate=evaluate, count=False, timeout=300)
     host = HostModel(build_host(tmp_path, opt="-O1"))

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from microtrain.autodiff import build_training_graph
-from microtrain.errors import GraphError, UnsupportedOpError
+from microtrain.errors import GraphError, SchemeError, UnsupportedOpError
 from microtrain.frontends.torch_fx import import_torch
 from microtrain.ops import conv
 from microtrain.quant.ptq import input_to_float, quantize
@@ -318,3 +318,45 @@ def test_patched_prefix_with_a_dilated_conv_equals_the_whole_run():
     x = np.random.default_rng(1).integers(-128, 128, (3, 8, 8, 3)).astype(np.int8)
     for grid in ((2, 2), (4, 1), (3, 4)):
         assert np.array_equal(run_patched(g, x, 5, grid), run_int8(g, x)), grid
+
+
+# fingerprints of undilated models computed before dilation was hashed (main at 59b1deb): the shipped
+# mcunet-5fps schemes record the first, stored contribution analyses are keyed by the others
+MCUNET_FINGERPRINTS = ("12fa85829f5b4856", "a5988273a37ba675e47ef264")
+RESNET8_FINGERPRINTS = ("768a2f1140590c91", "6bcc4e70429a36bb7a9ec352")
+
+
+def test_graph_fingerprints_tell_dilations_apart_and_keep_older_ones(mcunet):
+    """A scheme's model check (sparse/scheme.py) and the contribution analysis's cache key
+    (scheme_search/contribution.py) differ for a graph differing only in one conv's dilation, and are
+    unchanged for undilated graphs (an explicit dilation 1 included)."""
+    from conftest import SHARED, require
+
+    from microtrain.frontends.tflite import load_tflite
+    from microtrain.ir.validate import validate
+    from microtrain.scheme_search.contribution import graph_fingerprint as cache_key
+    from microtrain.sparse.fixtures import load_fixture
+    from microtrain.sparse.scheme import graph_fingerprint
+
+    def both(g):
+        return graph_fingerprint(g), cache_key(g)
+
+    assert both(mcunet) == MCUNET_FINGERPRINTS
+    assert both(load_tflite(require(SHARED / "models" / "tflite" / "ic_resnet8_cifar10_int8.tflite"))) == RESNET8_FINGERPRINTS
+    node = next(n for n in mcunet.indexed_convs() if conv.kind(n) == "depthwise" and n.attrs["kernel"] == (3, 3)
+                and n.attrs["stride"] == 1)
+    variant = mcunet.copy()
+    variant.node(node.name).attrs.update(dilation=2, padding=2)  # same shapes, same parameters
+    validate(variant)
+    dilated = both(variant)
+    assert dilated[0] != MCUNET_FINGERPRINTS[0] and dilated[1] != MCUNET_FINGERPRINTS[1]
+    variant.node(node.name).attrs["dilation"] = np.int64(3)
+    assert both(variant) not in (dilated, MCUNET_FINGERPRINTS)
+    variant.node(node.name).attrs.update(dilation=1, padding=1)
+    assert both(variant) == MCUNET_FINGERPRINTS
+    scheme = load_fixture("mcunet-5fps-49kb")
+    assert scheme.fingerprint == MCUNET_FINGERPRINTS[0]
+    scheme.resolve(mcunet)
+    variant.node(node.name).attrs.update(dilation=2, padding=2)
+    with pytest.raises(SchemeError, match="does not fit"):
+        scheme.resolve(variant)

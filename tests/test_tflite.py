@@ -384,3 +384,47 @@ def test_per_channel_fully_connected_rounds_once_like_litert():
         it.invoke()
         ref[i] = it.get_tensor(it.get_output_details()[0]["index"])[0]
     np.testing.assert_array_equal(ours, ref)
+
+
+def test_dilated_convs_equal_tflite_reference():
+    """CONV_2D and DEPTHWISE_CONV_2D with dilation factors (SAME padding from the dilated window's span,
+    symmetric and asymmetric; a 1x3 kernel whose h factor differs): every tensor equals LiteRT's."""
+    from tflite_builder import dilated_model
+
+    from microtrain.frontends.tflite import tflite_to_graph
+    from microtrain.runtime.forward import run_int8
+
+    data = dilated_model()
+    graph = tflite_to_graph(data, "dilated")
+    convs = [n for n in graph.nodes if n.op == "conv2d"]
+    assert [n.attrs.get("dilation") for n in convs] == [2, 3, 2, None]
+    assert [n.attrs["padding"] for n in convs[:2]] == [2, 0] and graph.node("op1_depthwise_pad").attrs["pads"] == (2, 3, 2, 3)
+    it = reference_interpreter(data)
+    xs = np.random.default_rng(11).integers(-128, 128, (8, 12, 12, 4), dtype=np.int8)
+    ours = run_int8(graph, xs, keep=True)
+    probs = arith.softmax_int8_tflite(ours[graph.output].reshape(len(xs), -1), graph.output_spec.quant.scale, 1.0)
+    for i, x in enumerate(xs):
+        it.set_tensor(0, x[None])
+        it.invoke()
+        for ir, ks in graph.meta["tflite_tensors"].items():
+            for k in ks:
+                assert np.array_equal(ours[ir][i].reshape(-1), it.get_tensor(k).reshape(-1)), (ir, k, i)
+        assert np.array_equal(probs[i], it.get_tensor(graph.meta["softmax"]["output_index"])[0])
+    assert len(np.unique(ours[graph.output].reshape(len(xs), -1).argmax(1))) > 1  # not a constant answer
+
+
+@pytest.mark.parametrize("dil,error,match", [
+    ((1, 2), UnsupportedOpError, r"operator 0 \(CONV_2D\): dilation 1x2 \(h x w\) of a 3x3 kernel; .*equal dilation "
+                                 r"factors.*re-export"),
+    ((0, 1), ModelFormatError, r"operator 0 \(CONV_2D\): dilation factors 0x1 \(h x w\) must be >= 1"),
+    ((2**30, 2**30), ModelFormatError, r"operator 0 \(CONV_2D\): 'SAME' padding .* dilated 1073741824 pads the "
+                                       r"12x12x4 input beyond"),  # refused before any allocation
+])
+def test_unequal_or_bad_dilation_is_refused_in_one_line(dil, error, match):
+    from tflite_builder import dilated_model
+
+    from microtrain.frontends.tflite import tflite_to_graph
+
+    with pytest.raises(error, match=match) as e:
+        tflite_to_graph(dilated_model(conv_dilation=dil), "dilated")
+    assert "\n" not in str(e.value)

@@ -146,3 +146,31 @@ def test_cortex_m7_training_equals_host_build(tmp_path):
     np.testing.assert_array_equal(device.logits, host.infer(evaluate[0]))
     np.testing.assert_allclose(device.losses, host_losses, atol=1e-6)
     assert host_losses[0] != host_losses[-1]
+
+
+def test_dilated_tflite_model_in_c_equals_numpy(tmp_path):
+    """Dilated CONV_2D / DEPTHWISE_CONV_2D read from a .tflite (tests/tflite_builder.py): the host build's
+    logits and two SGD steps through every dilated conv equal NumPy's."""
+    from tflite_builder import dilated_model
+
+    from microtrain.frontends.tflite import tflite_to_graph
+    from microtrain.targets.host import HostModel, build_host
+
+    g = tflite_to_graph(dilated_model(), "dilated")
+    x = np.random.default_rng(6).integers(-128, 128, (6, 12, 12, 4), dtype=np.int8)
+    y = np.arange(6) % 3
+    scheme = UpdateScheme(3, {0: 0.5, 1: 1.0, 2: 1.0}, name="dilated")
+    cm = compile_model(g.copy(), scheme, out_dir=tmp_path, lr=0.05, seed=2)
+    assert "mt_conv_tfl_s8(" in (tmp_path / "mt_model.c").read_text()
+    model = HostModel(build_host(tmp_path, opt="-O1"))
+    assert np.array_equal(model.infer(x), run_int8(g, x).reshape(len(x), -1))
+    gn = g.copy()
+    rt = TrainingRuntime(training_graph_for(gn, scheme), seed=2)
+    for i in range(2):
+        want = rt.train_step({gn.input: x[i : i + 1]}, y[i : i + 1], 0.05, i)["loss"]
+        assert model.train_step(x[i], int(y[i])) == pytest.approx(want, rel=1e-5)
+    changed = 0
+    for item, arr in decode_params(model.export_params(), cm.program.meta["trainable_layout"]):
+        assert np.array_equal(arr, graph_slice(gn, item)), item
+        changed += int((graph_slice(gn, item) != graph_slice(g, item)).sum())
+    assert changed > 0

@@ -245,3 +245,40 @@ def test_a_graph_that_is_not_the_source_network_is_refused(saved):
     with pytest.raises(ExportError, match="not read from a .tflite"):
         export_to_file(other, tmp / "x.tflite")
     assert not (tmp / "x.tflite").exists()
+
+
+def test_dilated_convs_export_round_trip(tmp_path):
+    """A model with dilated CONV_2D and DEPTHWISE_CONV_2D (tests/tflite_builder.py), a new 2-class head and
+    its three dilated convs trained: the exported file keeps every dilation factor (reads back as the
+    trained graph, dilation attrs included), LiteRT computes microtrain's numbers on it, and a graph whose
+    dilation changed is refused (export writes parameters, never operator options)."""
+    from tflite_builder import dilated_model
+
+    from microtrain.frontends.tflite_export import export_to_file
+    from microtrain.frontends.tflite_reader import TfliteFile
+
+    src = tmp_path / "dilated.tflite"
+    src.write_bytes(dilated_model())
+    g = replace_head(load_tflite(src), 2)
+    x = np.random.default_rng(2).integers(-128, 128, (4, 12, 12, 4), dtype=np.int8)
+    scheme = UpdateScheme(3, {0: 0.5, 1: 1.0, 2: 1.0}, name="dilated")
+    rt = TrainingRuntime(training_graph_for(g, scheme), seed=1)
+    for t in range(3):
+        rt.train_step({g.input: x}, np.array([0, 1, 1, 0]), 0.05, t)
+    source = load_tflite(src)
+    assert all(not np.array_equal(g.node(n).params["weight"], source.node(n).params["weight"])
+               for n in ("op0_conv", "op1_depthwise", "op2_conv"))
+    out = export_to_file(g, tmp_path / "out.tflite").read_bytes()
+    assert_reimport_equals(out, g)
+    assert [g.node(n).attrs.get("dilation") for n in ("op0_conv", "op1_depthwise", "op2_conv")] == [2, 3, 2]
+    m = TfliteFile(out, "exported")
+    factors = [(m.f.scalar(m.f.child(m.operators[i], 12, getattr(m.tfl, cls), "o"), slot, "i", 1, "w"),
+                m.f.scalar(m.f.child(m.operators[i], 12, getattr(m.tfl, cls), "o"), slot + 2, "i", 1, "h"))
+               for i, cls, slot in ((0, "Conv2DOptions", 12), (1, "DepthwiseConv2DOptions", 14), (2, "Conv2DOptions", 12))]
+    assert factors == [(2, 2), (3, 3), (2, 4)]  # (w, h) as written by the source, the 1-tap axis's factor too
+    assert_litert_equals_microtrain(out, g, x)
+    bad = g.copy()
+    bad.node("op1_depthwise").attrs["dilation"] = 1
+    with pytest.raises(ExportError, match="op1_depthwise"):
+        export_to_file(bad, tmp_path / "bad.tflite")
+    assert not (tmp_path / "bad.tflite").exists()

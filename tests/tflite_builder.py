@@ -198,3 +198,41 @@ def per_channel_fc_model(seed: int = 0) -> bytes:
     y = m.tensor([1, 32], scale=[0.02], zero_point=[-7])
     m.op("FULLY_CONNECTED", [x, w, b], [y], FusedActivationFunction=0)
     return m.build([x], [y])
+
+
+def dilated_model(seed: int = 3, conv_dilation=(2, 2)) -> bytes:
+    """input 12x12x4 -> CONV_2D 3x3 dilated `conv_dilation` (h, w) SAME (symmetric padding 2, RELU) ->
+    DEPTHWISE 3x3/2 dilated 3 SAME (asymmetric padding (2, 3): a pad node) -> CONV_2D 1x3 dilated 4x2
+    VALID (the h factor of a 1-tap kernel axis changes nothing) -> AVERAGE_POOL_2D (global) -> RESHAPE ->
+    FULLY_CONNECTED 6 -> 3 -> SOFTMAX."""
+    rng = np.random.default_rng(seed)
+    m = TinyModel()
+    x = m.tensor([1, 12, 12, 4], scale=[0.02], zero_point=[-3])
+
+    def conv_params(shape, x_scale, qdim, o):
+        ws = rng.uniform(0.002, 0.01, o).astype(np.float32)
+        w = m.const(rng.integers(-127, 128, shape, dtype=np.int8), scale=ws, zero_point=np.zeros(o), qdim=qdim)
+        b = m.const(rng.integers(-800, 800, o, dtype=np.int32), scale=np.float32(x_scale) * ws, zero_point=np.zeros(o))
+        return w, b
+
+    dh, dw = conv_dilation
+    y1 = m.tensor([1, 12, 12, 8], scale=[0.03], zero_point=[-128])
+    m.op("CONV_2D", [x, *conv_params((8, 3, 3, 4), 0.02, 0, 8)], [y1], Padding=0, StrideW=1, StrideH=1,
+         FusedActivationFunction=1, DilationWFactor=dw, DilationHFactor=dh)
+    y2 = m.tensor([1, 6, 6, 8], scale=[0.04], zero_point=[5])
+    m.op("DEPTHWISE_CONV_2D", [y1, *conv_params((1, 3, 3, 8), 0.03, 3, 8)], [y2], Padding=0, StrideW=2,
+         StrideH=2, DepthMultiplier=1, FusedActivationFunction=0, DilationWFactor=3, DilationHFactor=3)
+    y3 = m.tensor([1, 6, 2, 6], scale=[0.05], zero_point=[-10])
+    m.op("CONV_2D", [y2, *conv_params((6, 1, 3, 8), 0.04, 0, 6)], [y3], Padding=1, StrideW=1, StrideH=1,
+         FusedActivationFunction=0, DilationWFactor=2, DilationHFactor=4)
+    y4 = m.tensor([1, 1, 1, 6], scale=[0.05], zero_point=[-10])
+    m.op("AVERAGE_POOL_2D", [y3], [y4], Padding=1, StrideW=1, StrideH=1, FilterWidth=2, FilterHeight=6,
+         FusedActivationFunction=0)
+    y5 = m.tensor([1, 6], scale=[0.05], zero_point=[-10])
+    m.op("RESHAPE", [y4, m.const(np.array([1, 6], np.int32))], [y5])
+    w6, b6 = conv_params((3, 6), 0.05, 0, 3)
+    y6 = m.tensor([1, 3], scale=[0.04], zero_point=[2])
+    m.op("FULLY_CONNECTED", [y5, w6, b6], [y6], FusedActivationFunction=0)
+    y7 = m.tensor([1, 3], scale=[1 / 256], zero_point=[-128])
+    m.op("SOFTMAX", [y6], [y7], Beta=1.0)
+    return m.build([x], [y7])

@@ -5,6 +5,7 @@ bounds check of every offset and length: a malformed file is a ModelFormatError,
 
 Mapping (NHWC throughout; the IR's per-sample shape drops the batch dimension of 1):
 - CONV_2D, DEPTHWISE_CONV_2D (depth multiplier M: groups = input channels) -> conv2d with OIHW weights;
+  dilation factors -> attrs "dilation" (when not 1; equal on both axes, or one axis with a 1-tap kernel);
   FULLY_CONNECTED on a (1, 1, C) map -> a 1x1 conv2d, so every conv path (training included) applies (on a
   flattened (H, W, C) map: an HxW conv);
 - TF 'SAME' padding: symmetric -> the conv's own padding; asymmetric (strided convs on even sizes)
@@ -30,6 +31,7 @@ import numpy as np
 from ..errors import GraphError, ModelFormatError, UnsupportedOpError
 from ..ir.graph import Graph, Node, QuantParams, TensorSpec
 from ..ir.validate import validate
+from ..ops.conv import span
 from .tflite_reader import FULL_INT8_HINT, INT8, MAX_DIM, TYPE_NAMES, TfliteFile
 
 MAX_FILE_BYTES = 256 * 2**20  # a microcontroller model is far smaller; refuse before reading
@@ -139,8 +141,20 @@ class _Converter:
             hi = 127 if six > 256 else min(127, yq.zero_point + int(np.floor(six + 0.5)))
         return None if (lo, hi) == (-128, 127) else (int(lo), int(hi))
 
+    def dilation(self, dh, dw, kh, kw, where) -> int:
+        """The conv's one dilation (attrs "dilation"): a factor along an axis where the kernel has one tap
+        changes nothing (a Keras Conv1D's (1, k) kernel dilated (1, d)); the others must be equal and >= 1."""
+        if dh < 1 or dw < 1:
+            raise ModelFormatError(f"{where}: dilation factors {dh}x{dw} (h x w) must be >= 1")
+        used = {f for f, k in ((dh, kh), (dw, kw)) if k > 1}
+        if len(used) > 1:
+            raise UnsupportedOpError(f"{where}: dilation {dh}x{dw} (h x w) of a {kh}x{kw} kernel; microtrain needs "
+                                     "equal dilation factors on both axes: re-export the model with them equal")
+        return used.pop() if used else 1
+
     def same_padding(self, h, w, kh, kw, s, padding, where):
-        """(top, bottom, left, right) of TF 'SAME' (extra row/column at the end) or 'VALID'."""
+        """(top, bottom, left, right) of TF 'SAME' (extra row/column at the end) or 'VALID'; kh, kw: the
+        window's extent (a dilated kernel's span, as TFLite's ComputePaddingHeightWidth)."""
         if padding == PAD_VALID:
             return (0, 0, 0, 0)
         if padding != PAD_SAME:
@@ -224,7 +238,7 @@ class _Converter:
         if depthwise:
             opts = self.options(op, "DepthwiseConv2DOptions", 2, where)
             pad, sw, sh, act = (self.opt(opts, s, "b" if s in (4, 12) else "i", 0, where) for s in (4, 6, 8, 12))
-            dil = (self.opt(opts, 14, "i", 1, where), self.opt(opts, 16, "i", 1, where))
+            dw, dh = self.opt(opts, 14, "i", 1, where), self.opt(opts, 16, "i", 1, where)
             _, kh, kw, o = wt.shape
             if wt.shape[0] != 1 or o % c:
                 raise ModelFormatError(f"{where}: depthwise filter {list(wt.shape)} does not fit {c} input channels")
@@ -233,7 +247,7 @@ class _Converter:
         else:
             opts = self.options(op, "Conv2DOptions", 1, where)
             pad, sw, sh, act = (self.opt(opts, s, "b" if s in (4, 10) else "i", 0, where) for s in (4, 6, 8, 10))
-            dil = (self.opt(opts, 12, "i", 1, where), self.opt(opts, 14, "i", 1, where))
+            dw, dh = self.opt(opts, 12, "i", 1, where), self.opt(opts, 14, "i", 1, where)
             o, kh, kw, ci = wt.shape
             if ci != c:
                 raise UnsupportedOpError(f"{where}: filter has {ci} input channels for a {c}-channel input "
@@ -242,17 +256,21 @@ class _Converter:
             groups, qdim = 1, 0
         if sh != sw or sh < 1:
             raise UnsupportedOpError(f"{where}: stride {sh}x{sw}; microtrain needs equal strides >= 1")
-        if dil != (1, 1):
-            raise UnsupportedOpError(f"{where}: dilation {dil} is not supported")
+        d = self.dilation(dh, dw, kh, kw, where)
         w_scales = self.weight_scales(winfo, o, qdim, where)
         bias = self.bias(ins, o, where)
-        pads = self.same_padding(h, w, kh, kw, sh, pad, where)
+        pads = self.same_padding(h, w, span(kh, d), span(kw, d), sh, pad, where)
+        if (h + pads[0] + pads[1]) * (w + pads[2] + pads[3]) * c > MAX_ACTIVATION_ELEMS:
+            raise ModelFormatError(f"{where}: 'SAME' padding of the {kh}x{kw} window dilated {d} pads the {h}x{w}x{c} "
+                                   f"input beyond {MAX_ACTIVATION_ELEMS} elements")
         name = f"op{i}_{'depthwise' if depthwise else 'conv'}"
         self.param_tensors[name] = {"op": i, "kind": "depthwise" if depthwise else "conv", "weight": ins[1],
                                     "bias": ins[2] if len(ins) > 2 else -1}
         x, p = self.padded(x, pads, name)
         yq = self.quant(self.m.info(out_idx, where), where)
         attrs = {"kernel": (kh, kw), "stride": sh, "padding": p, "groups": groups}
+        if d != 1:  # absent when 1, as the torch importer does: an undilated graph is unchanged
+            attrs["dilation"] = d
         clamp = self.clamp(act, yq, where, "the conv")
         if clamp:
             attrs["clamp"] = clamp

@@ -1,7 +1,8 @@
 """Writing a trained graph back into its .tflite file (`microtrain export TRAINED --tflite OUT.tflite`).
 
 The exported model is the original flatbuffer with only the trained numbers changed, so its operators,
-options, tensors, names, quantisation, metadata and signatures are the original's byte for byte:
+options (strides, padding, dilation factors), tensors, names, quantisation, metadata and signatures are the
+original's byte for byte (a graph whose attributes differ from the source's is refused):
 - a trained weight or bias of the same size is written over the original bytes (int8 weights back in
   TFLite's layout: OHWI, depthwise 1HWC, FULLY_CONNECTED [out, in]; int32 biases stay int32);
 - what changes size (a new head with another class count: its weight, bias, the scale vectors, the shapes

@@ -147,6 +147,19 @@ class Graph:
         return g
 
 
+# Attributes the IR gained after the graph fingerprints (sparse/scheme.py: a scheme's model check;
+# scheme_search/contribution.py: the contribution analysis's cache key) were fixed, each with the value every
+# older graph has. A fingerprint hashes one only when it differs from that value: graphs that differ in it
+# never share a key, and older graphs keep theirs (the shipped schemes and stored caches stay valid).
+LATER_ATTRS = {"dilation": 1}
+
+
+def later_attrs(node: Node) -> tuple:
+    """(name, value) of the node's LATER_ATTRS that are not at their old value, values as plain Python."""
+    return tuple((k, type(old)(node.attrs[k])) for k, old in LATER_ATTRS.items()
+                 if k in node.attrs and node.attrs[k] != old)
+
+
 def _trainable(node) -> bool:
     """A layer whose op module has trainable weight and bias (today the convs): the layers schemes number."""
     module = REGISTRY.get(node.op)

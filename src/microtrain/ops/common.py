@@ -57,5 +57,5 @@ def update_params(prog, name: str, divisor_name: str, divisor, attrs, full_in: i
         raise UnsupportedOpError(f"rounding {attrs['rounding']!r} has no C implementation (int8 training only)")
     prog.add_const(Const(divisor_name, np.asarray(divisor, np.float32), "float32"))
     prog.add_params(Params(name, "mt_update_params", [divisor_name, int(attrs["param_id"]) & 0xFFFFFFFF,
-                                                      ROUNDING_C[attrs["rounding"]], full_in]))
+                                                      ROUNDING_C[attrs["rounding"]], full_in, 0]))
     return name

@@ -581,6 +581,7 @@ KERNEL_SCRATCH = {
     "mt_conv_grad_input_depthwise_f32": 4 * 64,  # acc[64] float
     "mt_conv_grad_input_depthwise_inplace_f32": 4 * 8,  # acc[8] float: one channel group's sums
     "mt_conv_weight_update_pointwise_f32": (4 + 4) * 16,  # g[16] float, xc[16] int32
+    "mt_block_grad_grouped_f32": 4 * 64,  # its deepest helper: the depthwise input gradient's acc[64] float
 }
 WEIGHT_UPDATE_KERNEL = {"pointwise": "mt_conv_weight_update_pointwise_f32",
                         "depthwise": "mt_conv_weight_update_depthwise_f32", "conv": "mt_conv_weight_update_f32"}

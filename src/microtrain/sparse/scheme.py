@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SchemeError
-from ..ir.graph import Graph, Node
+from ..ir.graph import Graph, Node, later_attrs
 
 RATIOS = (Fraction(1, 8), Fraction(1, 4), Fraction(1, 2), Fraction(1, 1))
 SELECTIONS = ("norm", "first")
@@ -37,11 +37,13 @@ OPTIONAL_KEYS = ("name", "selection", "channels", "model", "fingerprint", "layer
 
 
 def graph_fingerprint(graph: Graph) -> str:
-    """What a scheme depends on: the indexed convs' names, weight shapes, strides and groups (not the
-    head, the resolution or the weight values, so a retrained or re-headed model keeps it)."""
+    """What a scheme depends on: the indexed convs' names, weight shapes (kernels), strides, groups and
+    dilations (ir.graph.later_attrs: hashed only when not 1) (not the head, the resolution, the padding or
+    the weight values, so a retrained or re-headed model keeps it)."""
     h = hashlib.blake2b(digest_size=8)
     for n in graph.indexed_convs():
-        h.update(repr((n.name, tuple(n.params["weight"].shape), n.attrs.get("stride"), n.attrs.get("groups", 1))).encode())
+        h.update(repr((n.name, tuple(n.params["weight"].shape), n.attrs.get("stride"), n.attrs.get("groups", 1))
+                      + later_attrs(n)).encode())
     return h.hexdigest()
 
 

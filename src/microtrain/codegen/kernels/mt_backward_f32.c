@@ -88,13 +88,15 @@ static int32_t mt_chan(const int16_t *idx, int32_t j) { return idx ? idx[j] : j;
 #define MT_PWG_CHUNK 16 /* gathered input channels summed together (64-byte stack array) */
 
 /* gx[j] = sum over o (ascending) of g[o] * W[o, j]: the o loop is outside so the j loop runs over
- * contiguous weights (the per-element summation order is unchanged). */
+ * contiguous weights (the per-element summation order is unchanged). acc: go on from the sums in gxp (rows
+ * given group by group: the same additions in the same order as one call with all rows). */
 static void mt_pw_grad_in_block(const float *g, int32_t out_c, const int8_t *wb, const int16_t *idx, int32_t nb,
-                                float *gxp) {
+                                float *gxp, int32_t acc) {
     float t[MT_PWG_CHUNK];
     int32_t o, j, j0;
     if (!idx) {
-        for (j = 0; j < nb; j++) gxp[j] = 0.0f;
+        if (!acc)
+            for (j = 0; j < nb; j++) gxp[j] = 0.0f;
         for (o = 0; o < out_c; o++) {
             const int8_t *wr = wb + o * nb;
             float go = g[o];
@@ -106,7 +108,7 @@ static void mt_pw_grad_in_block(const float *g, int32_t out_c, const int8_t *wb,
      * one block (frozen and trained channels are disjoint), so it is the same sum in the same order. */
     for (j0 = 0; j0 < nb; j0 += MT_PWG_CHUNK) {
         int32_t n = nb - j0 < MT_PWG_CHUNK ? nb - j0 : MT_PWG_CHUNK;
-        for (j = 0; j < n; j++) t[j] = 0.0f;
+        for (j = 0; j < n; j++) t[j] = acc ? gxp[idx[j0 + j]] : 0.0f;
         for (o = 0; o < out_c; o++) {
             const int8_t *wr = wb + o * nb + j0;
             float go = g[o];
@@ -125,9 +127,20 @@ void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc
         for (ox = 0; ox < p->out_w; ox++) {
             const float *g = gacc + (oy * p->out_w + ox) * p->out_c;
             float *gxp = gx + ((oy * p->stride) * p->in_w + ox * p->stride) * p->in_c;
-            mt_pw_grad_in_block(g, p->out_c, w->frozen, w->frozen_idx, w->n_frozen, gxp);
-            mt_pw_grad_in_block(g, p->out_c, w->train, w->train_idx, w->n_train, gxp);
+            mt_pw_grad_in_block(g, p->out_c, w->frozen, w->frozen_idx, w->n_frozen, gxp, 0);
+            mt_pw_grad_in_block(g, p->out_c, w->train, w->train_idx, w->n_train, gxp, 0);
         }
+    }
+}
+
+void mt_conv_grad_input_pointwise_acc_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
+                                          float *gx) {
+    int32_t pix;
+    for (pix = 0; pix < p->out_h * p->out_w; pix++) {
+        const float *g = gacc + pix * p->out_c;
+        float *gxp = gx + pix * p->in_c;
+        mt_pw_grad_in_block(g, p->out_c, w->frozen, w->frozen_idx, w->n_frozen, gxp, 1);
+        mt_pw_grad_in_block(g, p->out_c, w->train, w->train_idx, w->n_train, gxp, 1);
     }
 }
 
@@ -385,7 +398,7 @@ void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *
                 }
             for (j = 0; j < n; j++) {
                 int8_t *wp = w->train + o * w->n_train + j0 + j;
-                uint32_t index = (uint32_t)(o * u->full_in + mt_chan(w->train_idx, j0 + j));
+                uint32_t index = (uint32_t)((o + u->row0) * u->full_in + mt_chan(w->train_idx, j0 + j));
                 float d = g[j] / u->divisor[o];
                 *wp = mt_update_s8(*wp, neg_lr * d, u->rounding, key, index);
             }
@@ -432,7 +445,8 @@ void mt_conv_weight_update_f32(const mt_conv_params *p, const int8_t *x, int32_t
             for (b = 0; b < p->kw; b++) {
                 for (j = 0; j < w->n_train; j++) {
                     int32_t xc = mt_saved_chan(w, x_c, j);
-                    uint32_t index = (uint32_t)(((o * u->full_in + mt_chan(w->train_idx, j)) * p->kh + a) * p->kw + b);
+                    int32_t flat = (o + u->row0) * u->full_in + mt_chan(w->train_idx, j);
+                    uint32_t index = (uint32_t)((flat * p->kh + a) * p->kw + b);
                     int8_t *wp = w->train + ((o * p->kh + a) * p->kw + b) * w->n_train + j;
                     float g = 0.0f, d;
                     for (oy = 0; oy < p->out_h; oy++) {
@@ -462,7 +476,7 @@ void mt_bias_update_f32(const float *gacc, int32_t hw, int32_t c, int32_t *bias,
         float g = 0.0f, d;
         for (i = 0; i < hw; i++) g += gacc[i * c + o];
         d = g / u->divisor[o];
-        bias[o] = mt_update_s32(bias[o], neg_lr * d, u->rounding, key, (uint32_t)o);
+        bias[o] = mt_update_s32(bias[o], neg_lr * d, u->rounding, key, (uint32_t)(o + u->row0));
     }
 }
 
@@ -495,6 +509,11 @@ void mt_slice_channels_s8(const int8_t *x, int32_t n, int32_t c, const int16_t *
 int32_t mt_conv_grad_input_pointwise_f32_scratch_bytes(const mt_conv_params *p) {
     (void)p;
     return (int32_t)(sizeof(float) * MT_PWG_CHUNK); /* mt_pw_grad_in_block's t[] */
+}
+
+int32_t mt_block_grad_grouped_f32_scratch_bytes(const mt_conv_params *p) {
+    (void)p; /* its deepest callee (kernels/mt_backward_grouped_f32.c): mt_dw_grad_in_dense's acc[] */
+    return (int32_t)(sizeof(float) * MT_DWG_CHUNK);
 }
 
 int32_t mt_conv_grad_input_depthwise_f32_scratch_bytes(const mt_conv_params *p) {

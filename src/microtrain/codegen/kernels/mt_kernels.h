@@ -130,12 +130,15 @@ typedef struct mt_weight_s8_ {
 
 /* Per-parameter update constants: QAS divisor per output channel, the hash id, the rounding mode
  * (MT_ROUND_NEAREST | MT_ROUND_STOCHASTIC), and the input-channel count of the FULL weight tensor
- * (O, I/groups, kh, kw) so the stochastic-rounding hash sees the element's full flat index. */
+ * (O, I/groups, kh, kw) so the stochastic-rounding hash sees the element's full flat index. row0: the
+ * output channel the call's first row is (0, or a channel group's first channel in
+ * mt_block_grad_grouped_f32; divisor then points at that channel's divisor). */
 typedef struct {
     const float *divisor;
     uint32_t param_id;
     int32_t rounding;
     int32_t full_in;
+    int32_t row0;
 } mt_update_params;
 
 /* Mutable training state: learning rate, rounding seed, global update counter, and the divergence
@@ -157,6 +160,10 @@ void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff
 void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx);
 void mt_conv_grad_input_depthwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx);
 void mt_conv_grad_input_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx);
+/* gx += the pointwise input gradient (stride 1): each sum goes on from gx, so calls over consecutive blocks of
+ * output channels make the same additions as one call over all of them. */
+void mt_conv_grad_input_pointwise_acc_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
+                                          float *gx);
 /* The depthwise one in place (gx over gacc, any stride), `group` (1..8) channels at a time through `plane`:
  * group * (out_h * out_w + kh * kw) floats of scratch (the channels' gacc values and their taps). */
 void mt_conv_grad_input_depthwise_inplace_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
@@ -174,6 +181,21 @@ void mt_conv_weight_update_f32(const mt_conv_params *p, const int8_t *x, int32_t
 /* Fused bias gradient (sum over positions of gacc) + SGD update of an int32 bias. */
 void mt_bias_update_f32(const float *gacc, int32_t hw, int32_t c, int32_t *bias, const mt_update_params *u,
                         const mt_train_ctx *ctx);
+/* The backward of an inverted-residual block (pointwise q <- depthwise d <- pointwise p, read backward) by
+ * groups of `group` expanded channels (kernels/mt_backward_grouped_f32.c), so the expanded gradients exist only
+ * `group` channels wide (gd: d's output positions x group floats, gp: p's output positions x group): per group,
+ * q's input gradient, d's clamp mask, bias update and input gradient, p's clamp mask, bias update, input
+ * gradient (its sum over channels continued group after group, ascending, like one whole call) and weight
+ * update (of the group's rows, after their use above). Every float is computed by the same operations in the
+ * same order as by the ungrouped kernels. q's and d's frozen weights come regrouped (wq_groups: for each group
+ * its (q's out_c, k) columns; wd_groups: its (kh, kw, k) taps). bias_d / bias_p / uw_p / gx may be NULL. */
+void mt_block_grad_grouped_f32(const mt_conv_params *pq, const float *gq, const int8_t *wq_groups,
+                               const mt_conv_params *pd, const uint8_t *mask_d, const float *eff_d, int32_t *bias_d,
+                               const mt_update_params *ub_d, const int8_t *wd_groups, const mt_conv_params *pp,
+                               const uint8_t *mask_p, const float *eff_p, int32_t *bias_p,
+                               const mt_update_params *ub_p, const int8_t *x, int32_t x_c, const mt_weight_s8 *wp,
+                               const mt_update_params *uw_p, const mt_train_ctx *ctx, int32_t group, float *gd,
+                               float *gp, float *gx);
 /* Residual add: g = mask ? gy * scale : 0 (one addend); g may alias gy. */
 void mt_add_grad_f32(const float *gy, const uint8_t *mask, float scale, int32_t n, float *g);
 /* Global average pool: gx[h, w, c] = gy[c] / (hw). */
@@ -190,6 +212,7 @@ void mt_slice_channels_s8(const int8_t *x, int32_t n, int32_t c, const int16_t *
  * models. The Cortex-M SIMD variants (kernels/arm) have no query yet. */
 int32_t mt_conv_s8_scratch_bytes(const mt_conv_params *p);
 int32_t mt_conv_pointwise_s8_scratch_bytes(const mt_conv_params *p);
+int32_t mt_block_grad_grouped_f32_scratch_bytes(const mt_conv_params *pd);
 int32_t mt_conv_pointwise_split_s8_scratch_bytes(const mt_conv_params *p);
 int32_t mt_conv_depthwise_s8_scratch_bytes(const mt_conv_params *p);
 int32_t mt_conv_depthwise_inplace_s8_scratch_bytes(const mt_conv_params *p);

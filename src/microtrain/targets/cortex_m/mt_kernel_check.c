@@ -117,6 +117,8 @@ void mt_conv_grad_acc_f32_portable(const float *gy, const uint8_t *mask, const f
                                    float *g);
 void mt_conv_grad_input_pointwise_f32_portable(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
                                                float *gx);
+void mt_conv_grad_input_pointwise_acc_f32_portable(const mt_conv_params *p, const float *gacc,
+                                                   const mt_weight_s8 *w, float *gx);
 void mt_conv_grad_input_depthwise_f32_portable(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
                                                float *gx);
 void mt_conv_weight_update_pointwise_f32_portable(const mt_conv_params *p, const int8_t *x, int32_t x_c,
@@ -124,7 +126,8 @@ void mt_conv_weight_update_pointwise_f32_portable(const mt_conv_params *p, const
                                                   const mt_update_params *u, const mt_train_ctx *ctx);
 
 typedef struct {
-    const char *kind; /* "gacc", "gi_pw" (pointwise input gradient), "gi_dw" (depthwise), "upd_pw" */
+    const char *kind; /* "gacc", "gi_pw" (pointwise input gradient), "acc_pw" (the same added to gx), "gi_dw"
+                       * (depthwise), "upd_pw" */
     int32_t h, w, in_c, out_c, k, stride, pad, n_train;
 } BCase;
 
@@ -140,6 +143,8 @@ static const BCase bcases[] = {
     {"gi_dw", 7, 6, 24, 24, 5, 1, 2, 0},  {"gi_dw", 9, 7, 16, 16, 3, 2, 1, 0},
     {"upd_pw", 5, 3, 10, 13, 1, 1, 0, 4}, {"upd_pw", 6, 6, 9, 24, 1, 2, 0, 9},
     {"upd_pw", 9, 9, 8, 16, 1, 1, 0, 4}, /* 81 pixels: beyond MT_WU_PIXELS, each tile converts its inputs */
+    /* the input gradient added to gx (mt_block_grad_grouped_f32's later channel groups) */
+    {"acc_pw", 5, 4, 13, 10, 1, 1, 0, 0}, {"acc_pw", 3, 3, 24, 50, 1, 1, 0, 9}, {"acc_pw", 4, 4, 22, 127, 1, 1, 0, 0},
     /* 3-pixel then 4-pixel tiles (20 pixels: 3 + 3 + 3 + 3 + 4 + 4) over a split weight, odd output channels */
     {"gi_pw", 4, 5, 18, 21, 1, 1, 0, 7},
 };
@@ -185,6 +190,12 @@ static int backward_checks(void)
             mt_conv_grad_input_depthwise_f32_portable(&p, ga, &wv, gr);
             mt_conv_grad_input_depthwise_f32(&p, ga, &wv, gf);
             n_cmp = n_in;
+        } else if (c->kind[0] == 'a') { /* added to gx: both start from the same random sums */
+            mt_weight_s8 wv = {w, n_train ? fidx : NULL, n_frozen, (int8_t *)w + 4096, n_train ? tidx : NULL, n_train};
+            for (int32_t j = 0; j < n_in; j++) gr[j] = gf[j] = rand_f();
+            mt_conv_grad_input_pointwise_acc_f32_portable(&p, ga, &wv, gr);
+            mt_conv_grad_input_pointwise_acc_f32(&p, ga, &wv, gf);
+            n_cmp = n_in;
         } else if (c->kind[3] == 'p') { /* pointwise input gradient, the weight split when n_train > 0 */
             mt_weight_s8 wv = {w, n_train ? fidx : NULL, n_frozen, (int8_t *)w + 4096, n_train ? tidx : NULL, n_train};
             mt_conv_grad_input_pointwise_f32_portable(&p, ga, &wv, gr);
@@ -192,7 +203,7 @@ static int backward_checks(void)
             n_cmp = n_in;
         } else { /* fused weight update: saved whole input (odd cases) or the trained channels only */
             const int32_t x_c = (i & 1) ? p.in_c : n_train;
-            mt_update_params u = {dv, 7u, (int32_t)(i & 1), p.in_c};
+            mt_update_params u = {dv, 7u, (int32_t)(i & 1), p.in_c, (int32_t)(i % 3)}; /* row0: a group's rows */
             mt_train_ctx ctx = {0.05f, 1234u, (uint32_t)i, 0u};
             for (int32_t j = 0; j < p.out_c * n_train; j++) wt_ref[j] = wt_fast[j] = rand_s8();
             mt_weight_s8 wr = {w, fidx, n_frozen, wt_ref, tidx, n_train};

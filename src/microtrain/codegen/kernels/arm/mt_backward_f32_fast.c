@@ -261,7 +261,7 @@ static void grad_input_tile_4x4(const float *g, int32_t out_c, const float *wf, 
  * (or start from zeros for the first chunk). Contiguous channels (no index) are read and written in place, six
  * at a time; indexed ones go through a gathered copy. */
 static void grad_input_group6(const mt_conv_params *p, const float *gacc, const float *wf, int32_t o0, int32_t on,
-                              int32_t pix4, const int32_t *c, int contiguous, float *gx)
+                              int32_t pix4, const int32_t *c, int contiguous, int go_on, float *gx)
 {
     static const float zeros[6];
     float acc[24];
@@ -280,13 +280,13 @@ static void grad_input_group6(const mt_conv_params *p, const float *gacc, const 
             for (int32_t k = 0; k < n; k++) {
                 const float *xk = x[k];
                 float *a = rows[k] = acc + 6 * k;
-                if (o0)
+                if (o0 || go_on)
                     a[0] = xk[c[0]], a[1] = xk[c[1]], a[2] = xk[c[2]], a[3] = xk[c[3]], a[4] = xk[c[4]],
                     a[5] = xk[c[5]];
             }
         }
         const float *const first[4] = {zeros, zeros, zeros, zeros};
-        const float *const *src = o0 ? (const float *const *)rows : first;
+        const float *const *src = o0 || go_on ? (const float *const *)rows : first;
         if (n == 3) grad_input_tile_3x6(g, out_c, wf, on, src, rows);
         else grad_input_tile_4x6(g, out_c, wf, on, src, rows);
         if (!contiguous)
@@ -298,11 +298,11 @@ static void grad_input_group6(const mt_conv_params *p, const float *gacc, const 
     }
 }
 
-/* One weight block (O, nb) of a pointwise conv: gx[pixel, idx[j]] = sum over o of gacc[pixel, o] * w[o, j].
- * Groups of 6 input channels (then one of 4) x 4 pixels: the group's weights are converted to float once per
- * chunk of output channels (not once per 4 pixels), the rest as before. */
+/* One weight block (O, nb) of a pointwise conv: gx[pixel, idx[j]] = sum over o of gacc[pixel, o] * w[o, j]
+ * (acc: the sums go on from gx). Groups of 6 input channels (then one of 4) x 4 pixels: the group's weights are
+ * converted to float once per chunk of output channels (not once per 4 pixels), the rest as before. */
 static void grad_input_pointwise_block(const mt_conv_params *p, const float *gacc, const int8_t *wb,
-                                       const int16_t *idx, int32_t nb, float *gx)
+                                       const int16_t *idx, int32_t nb, int acc, float *gx)
 {
     const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w, pix4 = n_pix & ~3;
     const int32_t nb6 = nb - nb % 6, nb4 = nb6 + ((nb - nb6) & 4);
@@ -315,7 +315,7 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
             const int8_t *wr = wb + o0 * nb + j;
             float *wo = wf;
             for (int32_t o = 0; o < on; o++, wr += nb) wo = float6_s8(wr, wo);
-            grad_input_group6(p, gacc, wf, o0, on, pix4, c, !idx, gx);
+            grad_input_group6(p, gacc, wf, o0, on, pix4, c, !idx, acc, gx);
         }
     }
     for (int32_t j = nb6; j < nb4; j += 4) {
@@ -326,7 +326,7 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
             float *wo = wf;
             for (int32_t o = 0; o < on; o++, wr += nb) wo = float4_s8(wr, wo);
             for (int32_t pix = 0; pix < pix4; pix += 4)
-                grad_input_tile_4x4(gacc + pix * out_c + o0, out_c, wf, on, o0 == 0, grad_pixel(p, gx, pix),
+                grad_input_tile_4x4(gacc + pix * out_c + o0, out_c, wf, on, o0 == 0 && !acc, grad_pixel(p, gx, pix),
                                     grad_pixel(p, gx, pix + 1), grad_pixel(p, gx, pix + 2),
                                     grad_pixel(p, gx, pix + 3), c0, c1, c2, c3);
         }
@@ -337,7 +337,8 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
         float *x0 = grad_pixel(p, gx, pix), *x1 = grad_pixel(p, gx, pix + 1);
         float *x2 = grad_pixel(p, gx, pix + 2), *x3 = grad_pixel(p, gx, pix + 3);
         for (int32_t j = nb4; j < nb; j++) { /* the channels left over (at most 3) */
-            float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+            int32_t c = chan(idx, j);
+            float a0 = acc ? x0[c] : 0.0f, a1 = acc ? x1[c] : 0.0f, a2 = acc ? x2[c] : 0.0f, a3 = acc ? x3[c] : 0.0f;
             for (int32_t o = 0; o < out_c; o++) {
                 float w0 = (float)wb[o * nb + j];
                 a0 = mla_f32(a0, g[o], w0);
@@ -345,7 +346,6 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
                 a2 = mla_f32(a2, g[2 * out_c + o], w0);
                 a3 = mla_f32(a3, g[3 * out_c + o], w0);
             }
-            int32_t c = chan(idx, j);
             x0[c] = a0; x1[c] = a1; x2[c] = a2; x3[c] = a3;
         }
     }
@@ -353,9 +353,9 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
         const float *g = gacc + pix * out_c;
         float *x0 = grad_pixel(p, gx, pix);
         for (int32_t j = 0; j < nb; j++) {
-            float acc = 0.0f;
-            for (int32_t o = 0; o < out_c; o++) acc = mla_f32(acc, g[o], (float)wb[o * nb + j]);
-            x0[chan(idx, j)] = acc;
+            float s = acc ? x0[chan(idx, j)] : 0.0f;
+            for (int32_t o = 0; o < out_c; o++) s = mla_f32(s, g[o], (float)wb[o * nb + j]);
+            x0[chan(idx, j)] = s;
         }
     }
 }
@@ -366,8 +366,15 @@ void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc
     /* with stride 1 and the two blocks covering every channel, each element is assigned below */
     if (p->stride != 1 || p->out_h != p->in_h || p->out_w != p->in_w || w->n_frozen + w->n_train != p->in_c)
         for (int32_t i = 0; i < n_in; i++) gx[i] = 0.0f;
-    grad_input_pointwise_block(p, gacc, w->frozen, w->frozen_idx, w->n_frozen, gx);
-    grad_input_pointwise_block(p, gacc, w->train, w->train_idx, w->n_train, gx);
+    grad_input_pointwise_block(p, gacc, w->frozen, w->frozen_idx, w->n_frozen, 0, gx);
+    grad_input_pointwise_block(p, gacc, w->train, w->train_idx, w->n_train, 0, gx);
+}
+
+void mt_conv_grad_input_pointwise_acc_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
+                                          float *gx)
+{
+    grad_input_pointwise_block(p, gacc, w->frozen, w->frozen_idx, w->n_frozen, 1, gx);
+    grad_input_pointwise_block(p, gacc, w->train, w->train_idx, w->n_train, 1, gx);
 }
 
 /* gx[iy, ix, c] = sum over taps (u, v ascending) reaching output (oy, ox) of gacc[oy, ox, c] * w[u, v, c]. */
@@ -546,7 +553,7 @@ static inline int32_t saved_chan(const mt_weight_s8 *w, int32_t x_c, int32_t j)
 static inline void apply_update(const mt_weight_s8 *w, const mt_update_params *u, uint32_t key, float neg_lr,
                                 int32_t o, int32_t j, float g)
 {
-    uint32_t index = (uint32_t)(o * u->full_in + chan(w->train_idx, j));
+    uint32_t index = (uint32_t)((o + u->row0) * u->full_in + chan(w->train_idx, j));
     float d = g / u->divisor[o];
     w->train[o * w->n_train + j] = mt_update_s8(w->train[o * w->n_train + j], neg_lr * d, u->rounding, key, index);
 }
@@ -779,13 +786,13 @@ void mt_bias_update_f32(const float *gacc, int32_t hw, int32_t c, int32_t *bias,
         float g[4] = {g0, g1, g2, g3};
         for (int32_t j = 0; j < 4; j++) {
             float d = g[j] / u->divisor[o + j];
-            bias[o + j] = mt_update_s32(bias[o + j], neg_lr * d, u->rounding, key, (uint32_t)(o + j));
+            bias[o + j] = mt_update_s32(bias[o + j], neg_lr * d, u->rounding, key, (uint32_t)(o + j + u->row0));
         }
     }
     for (; o < c; o++) {
         float g = 0.0f, d;
         for (int32_t i = 0; i < hw; i++) g += gacc[i * c + o];
         d = g / u->divisor[o];
-        bias[o] = mt_update_s32(bias[o], neg_lr * d, u->rounding, key, (uint32_t)o);
+        bias[o] = mt_update_s32(bias[o], neg_lr * d, u->rounding, key, (uint32_t)(o + u->row0));
     }
 }
