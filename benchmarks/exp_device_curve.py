@@ -257,6 +257,7 @@ def numpy_sim(graph, lr: float, x_train, order, y_train, val_x, points, layout, 
     Returns {checkpoint: (val int8 logits, trained-slices dict)}; resumable from its per-checkpoint state."""
     from microtrain.codegen.lower_train import training_graph_for
     from microtrain.codegen.param_blob import graph_slice
+    from microtrain.runtime.trainer import single_threaded_blas
     from microtrain.runtime.training import TrainingRuntime, run_nodes
     from microtrain.sparse.fixtures import load_scheme
 
@@ -286,9 +287,10 @@ def numpy_sim(graph, lr: float, x_train, order, y_train, val_x, points, layout, 
     for c in points:
         if paths[c].exists():
             continue
-        for i in range(start, c):
-            j = order[i]
-            rt.train_step({t: pre_tr[t][j : j + 1] for t in tg.boundary}, y_train[j : j + 1], lr, i)
+        with single_threaded_blas():  # fine_tune's numerics: sgemm's float32 sums change with the thread count
+            for i in range(start, c):
+                j = order[i]
+                rt.train_step({t: pre_tr[t][j : j + 1] for t in tg.boundary}, y_train[j : j + 1], lr, i)
         start = c
         out = rt.forward({t: pre_va[t] for t in tg.boundary}, with_masks=False)[g.output]
         np.savez(paths[c], val_logits=out.reshape(len(out), -1),
@@ -312,6 +314,7 @@ def first_numpy_difference(graph, model, lr, x_train, y_train, order, start: int
     first update after which the NumPy simulation's parameters differ from the host build's (= the device's)."""
     from microtrain.codegen.lower_train import training_graph_for
     from microtrain.codegen.param_blob import decode_params, graph_slice
+    from microtrain.runtime.trainer import single_threaded_blas
     from microtrain.runtime.training import TrainingRuntime, run_nodes
     from microtrain.sparse.fixtures import load_scheme
 
@@ -330,7 +333,8 @@ def first_numpy_difference(graph, model, lr, x_train, y_train, order, start: int
     for k, i in enumerate(range(start, stop)):
         j = order[i]
         model.train_step(x_train[j], int(y_train[j]))
-        rt.train_step({t: pre[t][k : k + 1] for t in tg.boundary}, y_train[j : j + 1], lr, i)
+        with single_threaded_blas():
+            rt.train_step({t: pre[t][k : k + 1] for t in tg.boundary}, y_train[j : j + 1], lr, i)
         diffs = []
         for item, arr in decode_params(model.export_params(), layout):
             d = np.abs(arr.astype(np.int64) - graph_slice(g, item).astype(np.int64))
