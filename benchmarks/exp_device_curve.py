@@ -263,7 +263,7 @@ def numpy_sim(graph, lr: float, x_train, order, y_train, val_x, points, layout, 
 
     g = graph.copy()
     tg = training_graph_for(g, load_scheme(SCHEME))
-    rt = TrainingRuntime(tg, seed=SEED)
+    rt = TrainingRuntime(tg, seed=SEED, sums="c")
     pre_path = cache / "numpy-prefix.npz"
     if pre_path.exists():
         z = np.load(pre_path, allow_pickle=False)
@@ -320,7 +320,7 @@ def first_numpy_difference(graph, model, lr, x_train, y_train, order, start: int
 
     g = graph.copy()
     tg = training_graph_for(g, load_scheme(SCHEME))
-    rt = TrainingRuntime(tg, seed=SEED)
+    rt = TrainingRuntime(tg, seed=SEED, sums="c")
     z = np.load(numpy_state, allow_pickle=False)
     for key in z.files:
         if key != "val_logits":
