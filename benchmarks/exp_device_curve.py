@@ -21,8 +21,9 @@ Protocol, per dataset:
    an ESTIMATE (one instruction per cycle, no wait states, sample I/O not counted).
 4. Host: (a) the same generated C built with gcc trains on the same stream (same order, lr and rounding seed):
    its parameters must equal the device's at every checkpoint (asserted; recorded in the JSON); (b) the NumPy
-   simulation (runtime.TrainingRuntime, the accuracy tool of the other experiments) trains on the same stream:
-   its parameter differences from the device are recorded at every checkpoint. Held-out accuracy is evaluated
+   simulation (runtime.TrainingRuntime, the accuracy tool of the other experiments, with sums="c": the C kernels'
+   float32 summation order, one BLAS thread) trains on the same stream: its parameter differences from the device
+   are recorded at every checkpoint. Held-out accuracy is evaluated
    on the host from the device's exported parameters (the host C build's int8 inference, bit-identical to the
    device's: checked once on QEMU at the last checkpoint).
 
@@ -582,7 +583,8 @@ def markdown(docs: dict, command: str) -> str:
                   f"device's own logits (QEMU) equal the host's: {'yes' if d['device_eval_matches_host'] else 'NO'}."]
         if d.get("numpy_sim_identical_all") is not None:
             last = [r for r in d["curve"] if "numpy_sim" in r][-1]["numpy_sim"]
-            lines += ["", f"NumPy simulation (runtime.TrainingRuntime, the tool of the host-side accuracy experiments; "
+            lines += ["", f"NumPy simulation (runtime.TrainingRuntime, the tool of the host-side accuracy experiments, "
+                      f"here with sums='c': the C kernels' float32 summation order and exp, ops/c_sums.py; "
                       f"run over the first {d['numpy_sim_steps']} steps): "
                       + ("its parameters equal the device's at every checkpoint it reached." if d["numpy_sim_identical_all"] else
                          f"its parameters drift from the device's (at the last checkpoint {last['differing']} of "
@@ -592,12 +594,12 @@ def markdown(docs: dict, command: str) -> str:
                             + ", ".join(f"{x['node']}.{x['param']} {x['elements']} value(s) by {x['max_abs']}"
                                         for x in d["numpy_first_difference"]["differences"])
                             if d.get("numpy_first_difference") else "")
-                         + ". The NumPy runtime sums float32 gradients in another order than the C kernels, so a "
-                         "stochastic-rounding decision within a few ulps of its threshold can go the other way "
-                         "(tests/test_codegen_lower_train.py bounds this per step, and re-synchronises); from one "
-                         "different value on, batch-1 SGD takes another trajectory. Its accuracy curve is plotted "
-                         "beside the device's. The host build of the generated C, not the NumPy runtime, is the "
-                         "simulation that holds the device's parameters bit for bit.")]
+                         + ". A float32 gradient that differs in its last bits turns a stochastic-rounding decision "
+                         "within a few ulps of its threshold the other way; from one different value on, batch-1 "
+                         "SGD takes another trajectory (with sums='c' this should not happen: "
+                         "docs/measurements.md, learning on the device). Its accuracy curve is plotted "
+                         "beside the device's. The host build of the generated C holds the device's parameters "
+                         "bit for bit.")]
         lines.append("")
     return "\n".join(lines)
 
