@@ -21,8 +21,9 @@ Protocol, per dataset:
    an ESTIMATE (one instruction per cycle, no wait states, sample I/O not counted).
 4. Host: (a) the same generated C built with gcc trains on the same stream (same order, lr and rounding seed):
    its parameters must equal the device's at every checkpoint (asserted; recorded in the JSON); (b) the NumPy
-   simulation (runtime.TrainingRuntime, the accuracy tool of the other experiments) trains on the same stream:
-   its parameter differences from the device are recorded at every checkpoint. Held-out accuracy is evaluated
+   simulation (runtime.TrainingRuntime, the accuracy tool of the other experiments, with sums="c": the C kernels'
+   float32 summation order, one BLAS thread) trains on the same stream: its parameter differences from the device
+   are recorded at every checkpoint. Held-out accuracy is evaluated
    on the host from the device's exported parameters (the host C build's int8 inference, bit-identical to the
    device's: checked once on QEMU at the last checkpoint).
 
@@ -257,12 +258,13 @@ def numpy_sim(graph, lr: float, x_train, order, y_train, val_x, points, layout, 
     Returns {checkpoint: (val int8 logits, trained-slices dict)}; resumable from its per-checkpoint state."""
     from microtrain.codegen.lower_train import training_graph_for
     from microtrain.codegen.param_blob import graph_slice
+    from microtrain.runtime.trainer import single_threaded_blas
     from microtrain.runtime.training import TrainingRuntime, run_nodes
     from microtrain.sparse.fixtures import load_scheme
 
     g = graph.copy()
     tg = training_graph_for(g, load_scheme(SCHEME))
-    rt = TrainingRuntime(tg, seed=SEED)
+    rt = TrainingRuntime(tg, seed=SEED, sums="c")
     pre_path = cache / "numpy-prefix.npz"
     if pre_path.exists():
         z = np.load(pre_path, allow_pickle=False)
@@ -286,9 +288,10 @@ def numpy_sim(graph, lr: float, x_train, order, y_train, val_x, points, layout, 
     for c in points:
         if paths[c].exists():
             continue
-        for i in range(start, c):
-            j = order[i]
-            rt.train_step({t: pre_tr[t][j : j + 1] for t in tg.boundary}, y_train[j : j + 1], lr, i)
+        with single_threaded_blas():  # fine_tune's numerics: sgemm's float32 sums change with the thread count
+            for i in range(start, c):
+                j = order[i]
+                rt.train_step({t: pre_tr[t][j : j + 1] for t in tg.boundary}, y_train[j : j + 1], lr, i)
         start = c
         out = rt.forward({t: pre_va[t] for t in tg.boundary}, with_masks=False)[g.output]
         np.savez(paths[c], val_logits=out.reshape(len(out), -1),
@@ -312,12 +315,13 @@ def first_numpy_difference(graph, model, lr, x_train, y_train, order, start: int
     first update after which the NumPy simulation's parameters differ from the host build's (= the device's)."""
     from microtrain.codegen.lower_train import training_graph_for
     from microtrain.codegen.param_blob import decode_params, graph_slice
+    from microtrain.runtime.trainer import single_threaded_blas
     from microtrain.runtime.training import TrainingRuntime, run_nodes
     from microtrain.sparse.fixtures import load_scheme
 
     g = graph.copy()
     tg = training_graph_for(g, load_scheme(SCHEME))
-    rt = TrainingRuntime(tg, seed=SEED)
+    rt = TrainingRuntime(tg, seed=SEED, sums="c")
     z = np.load(numpy_state, allow_pickle=False)
     for key in z.files:
         if key != "val_logits":
@@ -330,7 +334,8 @@ def first_numpy_difference(graph, model, lr, x_train, y_train, order, start: int
     for k, i in enumerate(range(start, stop)):
         j = order[i]
         model.train_step(x_train[j], int(y_train[j]))
-        rt.train_step({t: pre[t][k : k + 1] for t in tg.boundary}, y_train[j : j + 1], lr, i)
+        with single_threaded_blas():
+            rt.train_step({t: pre[t][k : k + 1] for t in tg.boundary}, y_train[j : j + 1], lr, i)
         diffs = []
         for item, arr in decode_params(model.export_params(), layout):
             d = np.abs(arr.astype(np.int64) - graph_slice(g, item).astype(np.int64))
@@ -578,7 +583,8 @@ def markdown(docs: dict, command: str) -> str:
                   f"device's own logits (QEMU) equal the host's: {'yes' if d['device_eval_matches_host'] else 'NO'}."]
         if d.get("numpy_sim_identical_all") is not None:
             last = [r for r in d["curve"] if "numpy_sim" in r][-1]["numpy_sim"]
-            lines += ["", f"NumPy simulation (runtime.TrainingRuntime, the tool of the host-side accuracy experiments; "
+            lines += ["", f"NumPy simulation (runtime.TrainingRuntime, the tool of the host-side accuracy experiments, "
+                      f"here with sums='c': the C kernels' float32 summation order and exp, ops/c_sums.py; "
                       f"run over the first {d['numpy_sim_steps']} steps): "
                       + ("its parameters equal the device's at every checkpoint it reached." if d["numpy_sim_identical_all"] else
                          f"its parameters drift from the device's (at the last checkpoint {last['differing']} of "
@@ -588,12 +594,12 @@ def markdown(docs: dict, command: str) -> str:
                             + ", ".join(f"{x['node']}.{x['param']} {x['elements']} value(s) by {x['max_abs']}"
                                         for x in d["numpy_first_difference"]["differences"])
                             if d.get("numpy_first_difference") else "")
-                         + ". The NumPy runtime sums float32 gradients in another order than the C kernels, so a "
-                         "stochastic-rounding decision within a few ulps of its threshold can go the other way "
-                         "(tests/test_codegen_lower_train.py bounds this per step, and re-synchronises); from one "
-                         "different value on, batch-1 SGD takes another trajectory. Its accuracy curve is plotted "
-                         "beside the device's. The host build of the generated C, not the NumPy runtime, is the "
-                         "simulation that holds the device's parameters bit for bit.")]
+                         + ". A float32 gradient that differs in its last bits turns a stochastic-rounding decision "
+                         "within a few ulps of its threshold the other way; from one different value on, batch-1 "
+                         "SGD takes another trajectory (with sums='c' this should not happen: "
+                         "docs/measurements.md, learning on the device). Its accuracy curve is plotted "
+                         "beside the device's. The host build of the generated C holds the device's parameters "
+                         "bit for bit.")]
         lines.append("")
     return "\n".join(lines)
 

@@ -52,9 +52,9 @@ def _run_loss(rt, s, values, lr, t):
     n = logits.shape[0]
     labels = values[s.inputs[1]]
     if rt.tg.numerics == "int8":
-        loss, g = grad_int8_logits(logits.reshape(n, -1), labels, s.attrs["scale"], s.attrs["zero_point"])
+        loss, g = grad_int8_logits(logits.reshape(n, -1), labels, s.attrs["scale"], s.attrs["zero_point"], rt.sums)
     else:
-        loss, g = softmax_cross_entropy(logits.reshape(n, -1), labels)
+        loss, g = softmax_cross_entropy(logits.reshape(n, -1), labels, rt.sums)
     values[s.outputs[0]] = loss
     values[s.outputs[1]] = g.reshape(logits.shape)
 

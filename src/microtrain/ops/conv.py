@@ -23,7 +23,7 @@ from ..ir.training import Step as TrainStep
 from ..quant.arith import (conv_multipliers, conv_preclamp, conv_preclamp_tflite, requant_mode, requantize_conv,
                            tflite_conv_multipliers)
 from ..quant.qas import qas_divisors
-from . import einsum_order
+from . import c_sums, einsum_order
 from .common import clamp_float, clamp_int8, int8_clamp, refuse_tiles_in_tflite_mode, update_params
 
 OP = "conv2d"
@@ -425,12 +425,15 @@ def grad_accumulator(g_y: np.ndarray, mask: np.ndarray, scale: np.ndarray) -> np
     return np.where(mask, g, np.float32(0)).astype(np.float32, copy=False)
 
 
-def grad_bias(g_acc: np.ndarray) -> np.ndarray:
-    """d loss / d bias[c] = sum over batch and positions of g_acc[..., c]."""
+def grad_bias(g_acc: np.ndarray, sums: str = "numpy") -> np.ndarray:
+    """d loss / d bias[c] = sum over batch and positions of g_acc[..., c]. sums="c": the C kernels' order
+    (ops/c_sums.py), as in grad_input and grad_weight."""
+    if sums == "c":
+        return c_sums.sequential_rows(g_acc.reshape(-1, g_acc.shape[-1]))
     return g_acc.sum(axis=(0, 1, 2), dtype=np.float32)
 
 
-def grad_input(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape) -> np.ndarray:
+def grad_input(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape, sums: str = "numpy") -> np.ndarray:
     """d loss / d x (the zero-point-shifted input): the transposed convolution of g_acc with W.
 
     in_shape = (H, W, C) of the forward input (strided convs cannot recover it from the output).
@@ -441,7 +444,8 @@ def grad_input(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape) -> 
     h, w, c = in_shape
     wf = weight.astype(np.float32)
     if kh == kw == 1 and g == 1 and p == 0:
-        gx2 = (g_acc.reshape(-1, o) @ wf.reshape(o, c)).reshape(n, ho, wo, c)
+        g2, w2 = g_acc.reshape(-1, o), wf.reshape(o, c)
+        gx2 = (c_sums.sequential_matmul(g2, w2) if sums == "c" else g2 @ w2).reshape(n, ho, wo, c)
         if s == 1 and (ho, wo) == (h, w):
             return gx2
         gx = np.zeros((n, h, w, c), np.float32)
@@ -449,6 +453,8 @@ def grad_input(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape) -> 
         return gx
     gxp = np.zeros((n, h + 2 * p, w + 2 * p, c), np.float32)
     depthwise = ig == 1 and g == c == o
+    if sums == "c" and not depthwise:  # (depthwise: the taps in (u, v) order, as the C kernels add them)
+        raise NotImplementedError(f"sums='c' covers pointwise and depthwise convs, not a {kh}x{kw} conv of {g} groups")
     if depthwise and s == 1:  # (strided: the phases' copies cost more than they save)
         depthwise_grad_input(g_acc, wf[:, 0], gxp, d)
         return gxp[:, p : p + h, p : p + w, :]
@@ -465,7 +471,7 @@ def grad_input(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape) -> 
     return gxp[:, p : p + h, p : p + w, :]
 
 
-def grad_weight(xs: np.ndarray, g_acc: np.ndarray, weight_shape, attrs: dict, channels) -> np.ndarray:
+def grad_weight(xs: np.ndarray, g_acc: np.ndarray, weight_shape, attrs: dict, channels, sums: str = "numpy") -> np.ndarray:
     """d loss / d W restricted to the trained input channels `channels` (tuple of indices).
 
     xs = q_x - x_zero as float32 (or the float input). Result shape: dense/pointwise (O, len(channels),
@@ -477,6 +483,8 @@ def grad_weight(xs: np.ndarray, g_acc: np.ndarray, weight_shape, attrs: dict, ch
     c = xs.shape[-1]
     ch = np.asarray(channels, dtype=np.int64)
     if ig == 1 and g == c == o:  # depthwise: channel c of the input feeds output c only
+        if sums == "c":
+            return c_sums.depthwise_grad_weight(xs, g_acc, ch, kh, kw, s, p, d)
         fast = depthwise_grad_weight(xs, g_acc, ch, kh, kw, s, p) if d == 1 and einsum_reproduced() else None
         return fast if fast is not None else einsum_grad_weight(xs, g_acc, ch, kh, kw, s, p, d)
     if g != 1:
@@ -484,7 +492,10 @@ def grad_weight(xs: np.ndarray, g_acc: np.ndarray, weight_shape, attrs: dict, ch
     ga2 = g_acc.reshape(-1, o)
     if kh == kw == 1 and p == 0:
         x2 = xs[:, : s * ho : s, : s * wo : s, :][..., ch].reshape(-1, len(ch))
-        return (ga2.T @ x2).astype(np.float32).reshape(o, len(ch), 1, 1)
+        gw = c_sums.sequential_matmul(np.ascontiguousarray(ga2.T), x2) if sums == "c" else ga2.T @ x2
+        return gw.astype(np.float32).reshape(o, len(ch), 1, 1)
+    if sums == "c":
+        raise NotImplementedError(f"sums='c' covers pointwise and depthwise convs, not a {kh}x{kw} conv")
     cols = im2col(pad_nhwc(np.ascontiguousarray(xs[..., ch]), p), kh, kw, s, ho, wo, d)
     gw = ga2.T @ cols.reshape(-1, kh * kw * len(ch))  # (O, kh*kw*k)
     return gw.reshape(o, kh, kw, len(ch)).transpose(0, 3, 1, 2).astype(np.float32)
@@ -776,7 +787,8 @@ def _lower_grad_acc(lx, s):
 
 def _run_grad_input(rt, s, values, lr, t):
     node = rt.nodes[s.node]
-    values[s.outputs[0]] = grad_input(values[s.inputs[0]], node.params["weight"], node.attrs, s.attrs["in_shape"])
+    values[s.outputs[0]] = grad_input(values[s.inputs[0]], node.params["weight"], node.attrs, s.attrs["in_shape"],
+                                      rt.sums)
 
 
 def _lower_grad_input(lx, s):
@@ -795,7 +807,7 @@ def _weight_grad(rt, s, values):
         full = np.zeros(xs.shape[:-1] + (rt.graph.tensors[node.inputs[0]].shape[-1],), np.float32)
         full[..., list(a["channels"])] = xs
         xs = full
-    return grad_weight(xs, values[s.inputs[1]], node.params["weight"].shape, node.attrs, a["channels"])
+    return grad_weight(xs, values[s.inputs[1]], node.params["weight"].shape, node.attrs, a["channels"], rt.sums)
 
 
 def _run_grad_weight(rt, s, values, lr, t):
@@ -803,7 +815,7 @@ def _run_grad_weight(rt, s, values, lr, t):
 
 
 def _run_grad_bias(rt, s, values, lr, t):
-    values[s.outputs[0]] = grad_bias(values[s.inputs[0]])
+    values[s.outputs[0]] = grad_bias(values[s.inputs[0]], rt.sums)
 
 
 def _run_weight_update(rt, s, values, lr, t):
@@ -826,7 +838,7 @@ def _lower_weight_update(lx, s):
 
 
 def _run_bias_update(rt, s, values, lr, t):
-    rt.update(s.attrs["update"], rt.nodes[s.node], grad_bias(values[s.inputs[0]]), lr, t)
+    rt.update(s.attrs["update"], rt.nodes[s.node], grad_bias(values[s.inputs[0]], rt.sums), lr, t)
 
 
 def _lower_bias_update(lx, s):

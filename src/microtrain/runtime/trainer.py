@@ -193,7 +193,7 @@ def fine_tune(graph: Graph, scheme, train_data, val_data, *, epochs: int, lr: fl
     3 times); the epoch's record says so (`collapse_rollback`, `lr_scale`).
     """
     retain_freed_memory()  # the step's large temporaries are reused, not faulted in again (runtime/memory.py)
-    with _single_threaded_blas():
+    with single_threaded_blas():
         return _fine_tune(graph, scheme, train_data, val_data, epochs=epochs, lr=lr, seed=seed,
                           batch_size=batch_size, qas=qas, fp32=fp32, rounding=rounding, momentum=momentum,
                           warmup_epochs=warmup_epochs, eval_every=eval_every, progress=progress,
@@ -201,9 +201,11 @@ def fine_tune(graph: Graph, scheme, train_data, val_data, *, epochs: int, lr: fl
                           recover_collapse=recover_collapse)
 
 
-def _single_threaded_blas():
+def single_threaded_blas():
     """The trained suffix multiplies small matrices: BLAS threads only spin (10x slower on a busy
-    2-core machine), so training runs BLAS on one thread."""
+    2-core machine), so training runs BLAS on one thread. It also fixes the float32 results: OpenBLAS's
+    sgemm sums in another order with more threads (measured: most elements of a (16, 96) @ (96, 576)
+    product change in the last bits), so a simulation outside fine_tune takes this too."""
     try:
         from threadpoolctl import threadpool_limits
 

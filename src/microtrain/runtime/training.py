@@ -41,10 +41,14 @@ def live_tensors(graph: Graph, index: int) -> list[str]:
 
 # ----- the executor -------------------------------------------------------------------------------------
 class TrainingRuntime:
-    """Executes a TrainingGraph. `seed` feeds stochastic rounding; momentum buffers live here."""
+    """Executes a TrainingGraph. `seed` feeds stochastic rounding; momentum buffers live here.
+    sums="c": the backward's float32 sums (and the loss's exp) in the generated C kernels' order
+    (ops/c_sums.py): the C build's parameters bit for bit, slower; "numpy" (BLAS) for the experiments."""
 
-    def __init__(self, tg: TrainingGraph, seed: int = 0):
-        self.tg, self.seed = tg, int(seed)
+    def __init__(self, tg: TrainingGraph, seed: int = 0, sums: str = "numpy"):
+        if sums not in ("numpy", "c"):
+            raise ValueError(f"sums must be 'numpy' or 'c', not {sums!r}")
+        self.tg, self.seed, self.sums = tg, int(seed), sums
         self.graph = tg.graph
         self.momentum: dict[int, np.ndarray] = {}
         self._index_cache: dict[int, np.ndarray] = {}
