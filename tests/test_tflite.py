@@ -270,20 +270,14 @@ def test_tflite_graph_refuses_another_resolution():
         g.with_resolution(97)
 
 
-def test_conv_flatten_dense_pattern_equals_tflite_reference():
-    """Keras Conv -> Flatten -> Dense: the RESHAPE is an alias and the FC an HxW conv over the map."""
-    from tflite_builder import flatten_fc_model
 
-    from microtrain.frontends.tflite import tflite_to_graph
+def assert_every_tensor_equals_litert(graph, xs, it):
+    """microtrain's int8 forward of xs equals the LiteRT interpreter `it` on every mapped tensor and on the
+    softmax; returns microtrain's tensors."""
     from microtrain.runtime.forward import run_int8
 
-    data = flatten_fc_model()
-    graph = tflite_to_graph(data, "flatten")
-    assert [(n.op, tuple(n.attrs["kernel"])) for n in graph.nodes] == [("conv2d", (3, 3)), ("conv2d", (6, 6))]
-    it = reference_interpreter(data)
-    xs = np.random.default_rng(9).integers(-128, 128, (10, 6, 6, 3), dtype=np.int8)
     ours = run_int8(graph, xs, keep=True)
-    probs = arith.softmax_int8_tflite(ours[graph.output].reshape(10, -1), graph.output_spec.quant.scale, 1.0)
+    probs = arith.softmax_int8_tflite(ours[graph.output].reshape(len(xs), -1), graph.output_spec.quant.scale, 1.0)
     for i, x in enumerate(xs):
         it.set_tensor(0, x[None])
         it.invoke()
@@ -291,6 +285,20 @@ def test_conv_flatten_dense_pattern_equals_tflite_reference():
             for k in ks:
                 assert np.array_equal(ours[ir][i].reshape(-1), it.get_tensor(k).reshape(-1)), (ir, k, i)
         assert np.array_equal(probs[i], it.get_tensor(graph.meta["softmax"]["output_index"])[0])
+    return ours
+
+def test_conv_flatten_dense_pattern_equals_tflite_reference():
+    """Keras Conv -> Flatten -> Dense: the RESHAPE is an alias and the FC an HxW conv over the map."""
+    from tflite_builder import flatten_fc_model
+
+    from microtrain.frontends.tflite import tflite_to_graph
+
+    data = flatten_fc_model()
+    graph = tflite_to_graph(data, "flatten")
+    assert [(n.op, tuple(n.attrs["kernel"])) for n in graph.nodes] == [("conv2d", (3, 3)), ("conv2d", (6, 6))]
+    it = reference_interpreter(data)
+    xs = np.random.default_rng(9).integers(-128, 128, (10, 6, 6, 3), dtype=np.int8)
+    assert_every_tensor_equals_litert(graph, xs, it)
 
 
 @pytest.mark.parametrize("op,attrs", [
@@ -392,7 +400,6 @@ def test_dilated_convs_equal_tflite_reference():
     from tflite_builder import dilated_model
 
     from microtrain.frontends.tflite import tflite_to_graph
-    from microtrain.runtime.forward import run_int8
 
     data = dilated_model()
     graph = tflite_to_graph(data, "dilated")
@@ -401,15 +408,7 @@ def test_dilated_convs_equal_tflite_reference():
     assert [n.attrs["padding"] for n in convs[:2]] == [2, 0] and graph.node("op1_depthwise_pad").attrs["pads"] == (2, 3, 2, 3)
     it = reference_interpreter(data)
     xs = np.random.default_rng(11).integers(-128, 128, (8, 12, 12, 4), dtype=np.int8)
-    ours = run_int8(graph, xs, keep=True)
-    probs = arith.softmax_int8_tflite(ours[graph.output].reshape(len(xs), -1), graph.output_spec.quant.scale, 1.0)
-    for i, x in enumerate(xs):
-        it.set_tensor(0, x[None])
-        it.invoke()
-        for ir, ks in graph.meta["tflite_tensors"].items():
-            for k in ks:
-                assert np.array_equal(ours[ir][i].reshape(-1), it.get_tensor(k).reshape(-1)), (ir, k, i)
-        assert np.array_equal(probs[i], it.get_tensor(graph.meta["softmax"]["output_index"])[0])
+    ours = assert_every_tensor_equals_litert(graph, xs, it)
     assert len(np.unique(ours[graph.output].reshape(len(xs), -1).argmax(1))) > 1  # not a constant answer
 
 
