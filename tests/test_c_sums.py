@@ -60,3 +60,35 @@ def test_pointwise_input_gradient_equals_the_kernel(lib):
     weight = wt[:, :, None, None]
     np.testing.assert_array_equal(_bits(grad_input(gacc, weight, attrs, (h, h, in_c), "c")[0]), _bits(gx))
     assert (_bits(grad_input(gacc, weight, attrs, (h, h, in_c))[0]) != _bits(gx)).any()  # BLAS: another order
+
+
+def test_sums_c_refuses_a_dense_conv_gradient_at_construction():
+    """ops/c_sums.py has the C order of pointwise and depthwise gradients only: a trained step that needs a dense
+    k x k conv's input or weight gradient is refused naming the layer before any step runs, not mid-backward."""
+    from conftest import small_graph
+
+    from microtrain.autodiff import build_training_graph
+    from microtrain.errors import UnsupportedOpError
+    from microtrain.passes import run_passes
+    from microtrain.runtime.training import TrainingRuntime
+    from microtrain.sparse.scheme import TrainSpec
+
+    g = small_graph()  # conv0: a dense 3x3 stride-2 conv on the input; pw1, dw, pw2, head after it
+    covered = {"conv0": TrainSpec("conv0", True, None), "pw1": TrainSpec("pw1", True, (1, 4)),
+               "dw": TrainSpec("dw", True, (0, 3))}
+    for trained in (covered, {**covered, "conv0": TrainSpec("conv0", True, (0, 2))}):
+        for tg in (build_training_graph(g, trained), run_passes(build_training_graph(g, trained))):
+            if trained is covered:  # bias only on the dense conv: no dense gradient rule runs
+                TrainingRuntime(tg, sums="c").train_step({g.input: np.zeros((1, 8, 8, 3), np.int8)}, [0], 0.1, 0)
+                continue
+            with pytest.raises(UnsupportedOpError, match=r"conv0.*3x3") as err:
+                TrainingRuntime(tg, sums="c")
+            assert "\n" not in str(err.value)
+            TrainingRuntime(tg)  # the default sums run it
+    # a dense conv between trained layers: its input gradient is needed
+    g2 = small_graph()
+    dense = g2.node("pw2")
+    dense.attrs.update(kernel=(3, 3), padding=1)
+    dense.params["weight"] = np.resize(dense.params["weight"], dense.params["weight"].shape[:2] + (3, 3))
+    with pytest.raises(UnsupportedOpError, match="pw2"):
+        TrainingRuntime(build_training_graph(g2, {"dw": TrainSpec("dw", True, None)}), sums="c")

@@ -33,7 +33,8 @@ class Kind:
     (step, graph) -> that index or None. reads_params: reads its node's current parameters (an
     update of that node must come after it). fuses_to: the update kind a gradient and its sgd_update
     become (passes.fuse_updates). slices_input: reads only input channels attrs["channels"] of
-    inputs[0] (passes.slice_inputs)."""
+    inputs[0] (passes.slice_inputs). c_sums: a function (step, graph) -> None, or the one-line reason
+    TrainingRuntime(sums="c") cannot run the step (ops/c_sums.py has the C order of some operands only)."""
 
     run: Callable
     lower: Callable | None
@@ -42,3 +43,4 @@ class Kind:
     reads_params: bool = False
     fuses_to: str | None = None
     slices_input: bool = False
+    c_sums: Callable | None = None

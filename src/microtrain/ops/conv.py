@@ -433,6 +433,14 @@ def grad_bias(g_acc: np.ndarray, sums: str = "numpy") -> np.ndarray:
     return g_acc.sum(axis=(0, 1, 2), dtype=np.float32)
 
 
+def c_sums_cover(weight_shape, attrs: dict, in_channels: int) -> bool:
+    """Whether grad_input and grad_weight have a sums="c" order (ops/c_sums.py) for this conv: pointwise
+    (1x1, one group, no padding) and depthwise convs, the ones the device experiments train."""
+    o, ig, kh, kw = weight_shape
+    g = attrs.get("groups", 1)
+    return (kh == kw == 1 and g == 1 and attrs["padding"] == 0) or (ig == 1 and g == in_channels == o)
+
+
 def grad_input(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape, sums: str = "numpy") -> np.ndarray:
     """d loss / d x (the zero-point-shifted input): the transposed convolution of g_acc with W.
 
@@ -453,7 +461,7 @@ def grad_input(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape, sum
         return gx
     gxp = np.zeros((n, h + 2 * p, w + 2 * p, c), np.float32)
     depthwise = ig == 1 and g == c == o
-    if sums == "c" and not depthwise:  # (depthwise: the taps in (u, v) order, as the C kernels add them)
+    if sums == "c" and not c_sums_cover(weight.shape, attrs, c):  # (TrainingRuntime refuses it up front)
         raise NotImplementedError(f"sums='c' covers pointwise and depthwise convs, not a {kh}x{kw} conv of {g} groups")
     if depthwise and s == 1:  # (strided: the phases' copies cost more than they save)
         depthwise_grad_input(g_acc, wf[:, 0], gxp, d)
@@ -494,7 +502,7 @@ def grad_weight(xs: np.ndarray, g_acc: np.ndarray, weight_shape, attrs: dict, ch
         x2 = xs[:, : s * ho : s, : s * wo : s, :][..., ch].reshape(-1, len(ch))
         gw = c_sums.sequential_matmul(np.ascontiguousarray(ga2.T), x2) if sums == "c" else ga2.T @ x2
         return gw.astype(np.float32).reshape(o, len(ch), 1, 1)
-    if sums == "c":
+    if sums == "c":  # (not c_sums_cover: TrainingRuntime refuses it up front)
         raise NotImplementedError(f"sums='c' covers pointwise and depthwise convs, not a {kh}x{kw} conv")
     cols = im2col(pad_nhwc(np.ascontiguousarray(xs[..., ch]), p), kh, kw, s, ho, wo, d)
     gw = ga2.T @ cols.reshape(-1, kh * kw * len(ch))  # (O, kh*kw*k)
@@ -850,11 +858,25 @@ def _lower_bias_update(lx, s):
                                         Arg("params", up), lit("&mt_ctx")], [gacc], [], s.node, "update")]
 
 
+def _c_sums_refusal(s, graph) -> str | None:
+    """Why TrainingRuntime(sums="c") cannot run this input- or weight-gradient step (None: it can)."""
+    node = graph.node(s.node)
+    if c_sums_cover(node.params["weight"].shape, node.attrs, graph.tensors[node.inputs[0]].shape[-1]):
+        return None
+    what = "input" if s.kind == "conv_grad_input" else "weight"
+    return (f"conv {node.name!r} ({describe(node)}, groups {node.attrs.get('groups', 1)}): sums='c' has the C "
+            f"kernels' order of pointwise and depthwise gradients only, not this conv's {what} gradient; "
+            "use sums='numpy'")
+
+
 KINDS = {
     "conv_grad_acc": Kind(_run_grad_acc, _lower_grad_acc, "backward", inplace=0),
-    "conv_grad_input": Kind(_run_grad_input, _lower_grad_input, "backward", reads_params=True),
-    "conv_grad_weight": Kind(_run_grad_weight, None, "backward", fuses_to="conv_weight_update", slices_input=True),
+    "conv_grad_input": Kind(_run_grad_input, _lower_grad_input, "backward", reads_params=True,
+                            c_sums=_c_sums_refusal),
+    "conv_grad_weight": Kind(_run_grad_weight, None, "backward", fuses_to="conv_weight_update", slices_input=True,
+                             c_sums=_c_sums_refusal),
     "conv_grad_bias": Kind(_run_grad_bias, None, "backward", fuses_to="conv_bias_update"),
-    "conv_weight_update": Kind(_run_weight_update, _lower_weight_update, "update", slices_input=True),
+    "conv_weight_update": Kind(_run_weight_update, _lower_weight_update, "update", slices_input=True,
+                               c_sums=_c_sums_refusal),
     "conv_bias_update": Kind(_run_bias_update, _lower_bias_update, "update"),
 }

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import steps as step_table
 from ..autodiff import TrainingGraph
-from ..errors import GraphError
+from ..errors import GraphError, UnsupportedOpError
 from ..ir.graph import Graph, Node
 from ..ops import op_module
 from ..quant.update import apply_update
@@ -57,6 +57,12 @@ class TrainingRuntime:
         self._forward = [s for s in tg.steps if step_table.is_forward(s)]
         self._backward = [s for s in tg.steps if not step_table.is_forward(s)]
         self._runs = {s.kind: step_table.kind(s.kind).run for s in self._backward}  # unknown kinds fail here
+        if sums == "c":  # refused before any work, not mid-backward
+            for s in self._backward:
+                refuse = step_table.kind(s.kind).c_sums
+                reason = refuse(s, self.graph) if refuse else None
+                if reason:
+                    raise UnsupportedOpError(reason)
         self._first = first
         last_read = {}
         for i, st in enumerate(self._backward):
