@@ -87,3 +87,32 @@ def test_analysis_with_the_real_trainer(mcunet, tmp_path):
     assert 0 <= table.base_acc <= 1 and len(table.meta["runs"]) == 5
     res = search(table, MemoryModel(g), 50 * 1024, generations=5)
     assert res.bytes <= 50 * 1024
+
+
+def test_cache_key_tells_apart_every_attribute_that_changes_the_numbers():
+    """Graphs differing only in a stride, padding, groups, clamp, dilation, rounding mode or a tensor's
+    quantisation compute other numbers: they never share cached fine-tunes (the key is ir.graph's fingerprint)."""
+    from conftest import small_graph
+
+    from microtrain.ir.graph import QuantParams
+    from microtrain.scheme_search.contribution import graph_fingerprint
+
+    base = small_graph()
+
+    def variant(change):
+        g = base.copy()
+        change(g)
+        return graph_fingerprint(g)
+
+    changes = {
+        "stride": lambda g: g.node("dw").attrs.update(stride=2),
+        "padding": lambda g: g.node("conv0").attrs.update(padding=0),
+        "groups": lambda g: g.node("pw1").attrs.update(groups=2),
+        "clamp": lambda g: g.node("pw2").attrs.update(requant="tflite", clamp=(-5, 127)),
+        "dilation": lambda g: g.node("dw").attrs.update(dilation=2, padding=2),
+        "quantisation": lambda g: setattr(g.tensors["d"], "quant", QuantParams(0.0611, -127)),
+        "wiring": lambda g: g.node("res").inputs.reverse(),
+    }
+    keys = {name: variant(change) for name, change in changes.items()}
+    assert len(set(keys.values())) == len(keys) and graph_fingerprint(base) not in keys.values(), keys
+    assert variant(lambda g: None) == graph_fingerprint(base)  # a copy keeps its key

@@ -10,6 +10,7 @@ The classifier is a 1x1 conv2d on the pooled 1x1 map (attrs role="classifier").
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -147,10 +148,9 @@ class Graph:
         return g
 
 
-# Attributes the IR gained after the graph fingerprints (sparse/scheme.py: a scheme's model check;
-# scheme_search/contribution.py: the contribution analysis's cache key) were fixed, each with the value every
-# older graph has. A fingerprint hashes one only when it differs from that value: graphs that differ in it
-# never share a key, and older graphs keep theirs (the shipped schemes and stored caches stay valid).
+# Attributes the IR gained after a scheme's model check (sparse/scheme.py: graph_fingerprint) was fixed, each
+# with the value every older graph has. The check hashes one only when it differs from that value: graphs that
+# differ in it never share a fingerprint, and older graphs keep theirs (the shipped schemes stay valid).
 LATER_ATTRS = {"dilation": 1}
 
 
@@ -158,6 +158,25 @@ def later_attrs(node: Node) -> tuple:
     """(name, value) of the node's LATER_ATTRS that are not at their old value, values as plain Python."""
     return tuple((k, type(old)(node.attrs[k])) for k, old in LATER_ATTRS.items()
                  if k in node.attrs and node.attrs[k] != old)
+
+
+def prefix_fingerprints(graph: Graph) -> list[str]:
+    """fp[k] identifies what computes nodes[:k], chained: the graph's dtype, input name, shape and quantisation,
+    then each node's name, op, wiring, every attribute (but a LATER_ATTRS one at its old value: an explicit
+    dilation 1 is none), output quantisation and parameters. fp[-1] identifies
+    the whole graph's numbers: the key of every cache of computed results (the trainer's frozen-prefix features,
+    the contribution analysis's fine-tunes, the fleet's features)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((graph.dtype, graph.input, graph.input_spec.shape, graph.input_spec.quant)).encode())
+    fps = [h.hexdigest()]
+    for n in graph.nodes:
+        attrs = sorted((k, v) for k, v in n.attrs.items() if not (k in LATER_ATTRS and v == LATER_ATTRS[k]))
+        h.update(repr((n.name, n.op, n.inputs, n.output, attrs, graph.tensors[n.output].quant)).encode())
+        for k in sorted(n.params):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(n.params[k]).data)
+        fps.append(h.hexdigest())
+    return fps
 
 
 def _trainable(node) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..autodiff import build_training_graph
 from ..errors import GraphError, MicrotrainError
-from ..ir.graph import Graph
+from ..ir.graph import Graph, prefix_fingerprints
 from ..progress import Progress
 from ..quant.dequantize import dequantize_graph, dequantize_input
 from ..quant.head import replace_head
@@ -50,27 +50,13 @@ def _disk_path(key) -> Path | None:
     return _PREFIX_DISK["dir"] / (hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest() + ".npz")
 
 
-def _prefix_fingerprints(graph: Graph) -> list[str]:
-    """fp[k] identifies nodes[:k] (structure, quantisation and parameters), chained."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(repr((graph.dtype, graph.input, graph.input_spec.shape, graph.input_spec.quant)).encode())
-    fps = [h.hexdigest()]
-    for n in graph.nodes:
-        h.update(repr((n.name, n.op, n.inputs, n.output, sorted(n.attrs.items()), graph.tensors[n.output].quant)).encode())
-        for k in sorted(n.params):
-            h.update(k.encode())
-            h.update(np.ascontiguousarray(n.params[k]).data)
-        fps.append(h.hexdigest())
-    return fps
-
-
 def prefix_features(graph: Graph, data: ImageData, stop: int, numerics: str, batch_size: int = 64,
                     progress: bool = False) -> dict[str, np.ndarray]:
     """{tensor: (N, V, ...)} the live tensors entering node `stop`, for every view of every image."""
     if data._parent is not None:  # a subset: slice the parent's features (computed once for all subsets)
         parent = prefix_features(graph, data._parent, stop, numerics, batch_size, progress)
         return {t: a[data._index] for t, a in parent.items()}
-    fps = _prefix_fingerprints(graph)
+    fps = prefix_fingerprints(graph)
     key = (numerics, data.fingerprint(), fps[stop])
     if key in _PREFIX_CACHE:
         return _PREFIX_CACHE[key]

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError, SchemeError
-from ..ir.graph import Graph, later_attrs
+from ..ir.graph import Graph, prefix_fingerprints
 from ..runtime.datasets import load_image_folder
 from ..runtime.trainer import fine_tune as default_fine_tune
 from ..sparse.scheme import RATIOS, UpdateScheme
@@ -112,22 +112,11 @@ def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
 
 
 def graph_fingerprint(graph: Graph) -> str:
-    """The model part of the cache key of every fine-tune: the graph's name, input shape, node names,
-    parameters and the attributes the IR gained later (ir.graph.later_attrs: a dilation, only when not 1,
-    so the keys of undilated graphs, and the runs cached under them, are unchanged). Other attributes
-    (stride, padding, groups, clamps) and the activations' quantisation are not hashed: the name and the
-    parameters stand for the model file that fixes them."""
-    h = hashlib.blake2b(digest_size=12)
-    h.update(graph.name.encode())
-    h.update(repr(graph.input_spec.shape).encode())
-    for node in graph.nodes:
-        h.update(node.name.encode())
-        later = later_attrs(node)
-        if later:
-            h.update(repr(later).encode())
-        for k in sorted(node.params):
-            h.update(np.ascontiguousarray(node.params[k]).data)
-    return h.hexdigest()
+    """The model part of the cache key of every fine-tune: everything that changes the numbers (every node's
+    op, wiring, attributes, output quantisation and parameters, the input's shape and quantisation;
+    ir.graph.prefix_fingerprints). Analyses stored under the older key (name, node names, parameters and a
+    dilation, not the other attributes) are not found by it: they are recomputed once."""
+    return prefix_fingerprints(graph)[-1]
 
 
 def job_key(context: dict, scheme: UpdateScheme) -> str:
