@@ -4,6 +4,9 @@ client sending a malformed update: its result equals replaying the same client f
 hand, outside Flower. Needs `microtrain[fleet]` (CI installs it)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Error, Message, Metadata, MetricRecord, RecordDict
@@ -14,6 +17,7 @@ from microtrain.fleet.client import from_record, to_record
 from microtrain.fleet.engine import LocalEngine, fleet_model
 from microtrain.fleet.strategy import SparseInt8FedAvg
 from microtrain.runtime.datasets import ImageData
+from microtrain.runtime.trainer import prefix_features
 from microtrain.sparse.fixtures import load_fixture
 
 _NODE = iter(range(1000, 10**6))
@@ -147,3 +151,35 @@ def test_three_client_flower_simulation_with_a_malformed_client(base, tmp_path):
         g = aggregate(engine.layout, g, ups)
     assert all(np.array_equal(result["final"][k], g[k]) for k in g)
     assert not np.array_equal(g["classifier.weight"], engine.layout.extract(prep.graph)["classifier.weight"])
+
+
+def test_cached_features_and_runs_are_keyed_by_everything_that_changes_them(base, tmp_path):
+    """The feature cache is keyed by the data's content and the prefix's numbers (not only the parameters: a
+    tensor's quantisation changes the features), a run folder also by the labels it stores: nothing stale is
+    reused."""
+    from microtrain.fleet.simulation import FleetSettings, prepare
+    from microtrain.ir.graph import QuantParams
+
+    train, val = _synthetic(9, 0), _synthetic(6, 1)
+    settings = FleetSettings(clients=2, rounds=1, batch_size=4, seed=5)
+    scheme = load_fixture("mcunet-5fps-49kb")
+
+    def prep(graph, train):
+        p = prepare(graph, scheme, train, val, settings, cache=tmp_path)
+        spec = json.loads((p.folder / "engine.json").read_text())
+        return p.folder, Path(spec["features"]), p
+
+    first = prep(base, train)
+    assert prep(base, train)[:2] == first[:2]  # the same inputs reuse both
+    requantised = base.copy()  # same parameters: only the first conv's output quantisation differs
+    t = requantised.tensors[requantised.nodes[0].output]
+    t.quant = QuantParams(t.quant.scale * 1.5, t.quant.zero_point)
+    again = prep(requantised, train)
+    assert again[1] != first[1] and again[0] != first[0]
+    fresh = prefix_features(again[2].graph, train, again[2].engine.tg.n_prefix, "int8")
+    stored = np.load(again[1] / "train_0.npy")
+    assert np.array_equal(stored, fresh[again[2].engine.boundary[0]])
+    relabelled = ImageData(train.views, (train.labels + 1) % 3, train.classes)  # same images, other labels
+    moved = prep(base, relabelled)
+    assert moved[1] == first[1] and moved[0] != first[0]  # the features are the images', the run stores labels
+    assert np.array_equal(np.load(moved[0] / "labels.npy"), relabelled.labels)

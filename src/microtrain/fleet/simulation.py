@@ -23,6 +23,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from ..errors import MicrotrainError
+from ..ir.graph import prefix_fingerprints
 from ..ir.serialize import load_graph, save_graph
 from ..runtime.datasets import ImageData
 from ..runtime.trainer import prefix_features
@@ -75,12 +76,12 @@ def train_config(settings: FleetSettings) -> dict:
 
 
 # ----- driver side --------------------------------------------------------------------------------------------
-def _digest(*parts, graph=None) -> str:
-    h = hashlib.blake2b(repr(parts).encode(), digest_size=10)
-    for node in graph.nodes if graph is not None else ():  # the model's parameters, not just its name
-        for k in sorted(node.params):
-            h.update(np.ascontiguousarray(node.params[k]).data)
-    return h.hexdigest()
+def _digest(*parts) -> str:
+    return hashlib.blake2b(repr(parts).encode(), digest_size=10).hexdigest()
+
+
+def _labels_digest(labels: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(labels, np.int64).data, digest_size=16).hexdigest()
 
 
 def _features(g, data: ImageData, stop: int, folder: Path, name: str, boundary: list[str], progress: bool) -> dict:
@@ -103,13 +104,17 @@ def prepare(graph, scheme: UpdateScheme, train: ImageData, val: ImageData, setti
                                   batch_size=settings.batch_size)
     g = engine.graph.copy()  # before any round: the engine's own graph changes as it trains
     stop = engine.tg.n_prefix
-    # features depend on the data and the frozen prefix; a run folder on the fleet's shape too
-    features = Path(cache) / "features" / _digest(train.fingerprint(), val.fingerprint(), stop, graph=g)
+    # features depend on the images (content hashes) and the numbers of the frozen prefix (ir.graph's
+    # fingerprint: every node's attributes, quantisation and parameters), as the trainer's prefix cache; a run
+    # folder also on the whole fleet model, the labels it stores and the fleet's shape
+    fps = prefix_fingerprints(g)
+    features = Path(cache) / "features" / _digest(train.fingerprint(), val.fingerprint(), fps[stop], engine.boundary)
     _features(g, train, stop, features, "train", engine.boundary, progress)
     val_feats = _features(g, val, stop, features, "val", engine.boundary, progress)
     parts = partition(train.labels, settings.clients, settings.partition, settings.seed)
-    folder = Path(cache) / _digest(features.name, scheme.to_dict(), settings.partition, settings.clients,
-                                   settings.seed, settings.qas, settings.rounding, settings.batch_size)
+    folder = Path(cache) / _digest(features.name, fps[-1], _labels_digest(train.labels), scheme.to_dict(),
+                                   settings.partition, settings.clients, settings.seed, settings.qas,
+                                   settings.rounding, settings.batch_size)
     if not (folder / "done").exists():
         folder.mkdir(parents=True, exist_ok=True)
         save_graph(g, folder / "model.json")
