@@ -290,7 +290,7 @@ def test_training_under_sanitizers(base_graph, tmp_path):
 def test_stack_estimate_covers_the_deepest_call(built, tmp_path):
     """gcc -fstack-usage: entry point frame + deepest kernel frame + helper frame <= the planner's estimate
     (a conservative chain: kernels call only static helpers, except mt_block_grad_grouped_f32, which calls
-    kernels: its frame + its deepest callee + that one's helper)."""
+    kernels, also through one static helper: its frame + that helper's + its deepest callee + that one's helper)."""
     from microtrain.budget import DEFAULT_SRAM_BUDGET, STACK_ESTIMATE
 
     cm, _ = built
@@ -313,7 +313,10 @@ def test_stack_estimate_covers_the_deepest_call(built, tmp_path):
     callees = ("mt_conv_grad_input_pointwise_f32", "mt_conv_grad_input_pointwise_acc_f32", "mt_bias_update_f32",
                "mt_conv_grad_input_depthwise_f32", "mt_conv_weight_update_pointwise_f32")
     helpers = ("mt_pw_grad_in_block", "mt_dw_grad_in_dense", "mt_dw_grad_in", "mt_saved_chan")
-    chain = grouped + max(frames.get(c, 0) for c in callees) + max(frames.get(h, 0) for h in helpers)
+    # masked_bias_update, its static helper, calls mt_bias_update_f32: counted when gcc does not inline it
+    # (-O2 does; -Os and -O1 keep its frame)
+    bridge = frames.get("masked_bias_update", 0)
+    chain = grouped + bridge + max(frames.get(c, 0) for c in callees) + max(frames.get(h, 0) for h in helpers)
     assert api + chain <= STACK_ESTIMATE, (api, grouped, chain)
 
 

@@ -14,6 +14,20 @@ static void grad_acc_group(float *g, const uint8_t *mask, const float *eff, int3
         for (j = 0; j < k; j++) g[i * k + j] = MT_BIT(mask, i * c + c0 + j) ? g[i * k + j] * eff[c0 + j] : 0.0f;
 }
 
+/* A conv's clamp mask on the group's gradient (grad_acc_group), then, when its bias trains, the update of the
+ * group's biases from it: the divisors and hash rows from c0 (mt_update_params.row0). uk: the caller's update
+ * struct, rewritten here (one struct in the frames, as before this helper). */
+static void masked_bias_update(float *g, const uint8_t *mask, const float *eff, int32_t n, int32_t c, int32_t c0,
+                               int32_t k, int32_t *bias, const mt_update_params *ub, mt_update_params *uk,
+                               const mt_train_ctx *ctx) {
+    grad_acc_group(g, mask, eff, n, c, c0, k);
+    if (bias) {
+        *uk = *ub;
+        uk->divisor += c0, uk->row0 = c0;
+        mt_bias_update_f32(g, n, k, bias + c0, uk, ctx);
+    }
+}
+
 void mt_block_grad_grouped_f32(const mt_conv_params *pq, const float *gq, const int8_t *wq_groups,
                                const mt_conv_params *pd, const uint8_t *mask_d, const float *eff_d, int32_t *bias_d,
                                const mt_update_params *ub_d, const int8_t *wd_groups, const mt_conv_params *pp,
@@ -36,22 +50,12 @@ void mt_block_grad_grouped_f32(const mt_conv_params *pq, const float *gq, const 
         wk.frozen = wq_groups + c0 * pq->out_c, wk.frozen_idx = 0, wk.n_frozen = k;
         wk.train = 0, wk.train_idx = 0, wk.n_train = 0;
         mt_conv_grad_input_pointwise_f32(&pk, gq, &wk, gd);
-        grad_acc_group(gd, mask_d, eff_d, nq, e, c0, k);
-        if (bias_d) {
-            uk = *ub_d;
-            uk.divisor += c0, uk.row0 = c0;
-            mt_bias_update_f32(gd, nq, k, bias_d + c0, &uk, ctx);
-        }
+        masked_bias_update(gd, mask_d, eff_d, nq, e, c0, k, bias_d, ub_d, &uk, ctx);
         pk = *pd; /* d's input gradient */
         pk.in_c = pk.out_c = k;
         wk.frozen = wd_groups + c0 * pd->kh * pd->kw;
         mt_conv_grad_input_depthwise_f32(&pk, gd, &wk, gp);
-        grad_acc_group(gp, mask_p, eff_p, np, e, c0, k);
-        if (bias_p) {
-            uk = *ub_p;
-            uk.divisor += c0, uk.row0 = c0;
-            mt_bias_update_f32(gp, np, k, bias_p + c0, &uk, ctx);
-        }
+        masked_bias_update(gp, mask_p, eff_p, np, e, c0, k, bias_p, ub_p, &uk, ctx);
         /* p's rows c0 ..: their input gradient first (it reads the weights before their update) */
         pk = *pp;
         pk.out_c = k;
