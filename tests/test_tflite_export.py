@@ -282,3 +282,30 @@ def test_dilated_convs_export_round_trip(tmp_path):
     with pytest.raises(ExportError, match="op1_depthwise"):
         export_to_file(bad, tmp_path / "bad.tflite")
     assert not (tmp_path / "bad.tflite").exists()
+
+
+def test_one_bounded_read_for_the_reader_and_the_export(saved, monkeypatch, tmp_path):
+    """Reading a model (frontends/tflite.py) and its export's source and target checks read a .tflite file through
+    one helper: one size limit (lowered here below the file's size, it refuses the file everywhere), and only a
+    regular file is read (a device's size says nothing: /dev/zero would never end)."""
+    from microtrain.errors import ModelFormatError
+    from microtrain.frontends import tflite
+    from microtrain.frontends.tflite_export import export_to_file, is_microtrain_tflite
+
+    tmp, src, g = saved
+    out = tmp / "out.tflite"
+    export_to_file(g, out)
+    assert is_microtrain_tflite(out)
+    monkeypatch.setattr(tflite, "MAX_FILE_BYTES", src.stat().st_size - 1)
+    with pytest.raises(ModelFormatError, match="resnet8.tflite.*at most"):
+        load_tflite(src)
+    with pytest.raises(ExportError, match="resnet8.tflite.*at most"):
+        source_file(g)
+    assert not is_microtrain_tflite(out)
+    monkeypatch.undo()
+    for device in ("/dev/zero", tmp_path):
+        with pytest.raises(ModelFormatError, match=f"{device}: not a regular file"):
+            load_tflite(device)
+        with pytest.raises(ExportError, match="not a regular file"):
+            source_file(g, device)
+        assert not is_microtrain_tflite(device)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import stat
 import struct
 from pathlib import Path
 
@@ -437,14 +438,30 @@ def tflite_to_graph(data: bytes, source: str, name: str | None = None, path=None
     return graph
 
 
+def read_tflite_bytes(path) -> bytes:
+    """The bytes of a .tflite file, refused (ModelFormatError naming it) unless a regular file of at most
+    MAX_FILE_BYTES: a device or a pipe has no size to check (/dev/zero never ends), and at most MAX_FILE_BYTES + 1
+    bytes are read, so a file growing meanwhile is refused too. OSErrors (missing, unreadable) propagate: each
+    caller says what the file was for. The one read of a .tflite file (here and frontends/tflite_export.py)."""
+    path = Path(path)
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelFormatError(f"{path}: not a regular file; a .tflite model is read from a file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ModelFormatError(f"{path}: {st.st_size} bytes; a .tflite model for microtrain is at most {MAX_FILE_BYTES}")
+    with open(path, "rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ModelFormatError(f"{path}: grew past {MAX_FILE_BYTES} bytes while read; a .tflite model for microtrain "
+                               f"is at most {MAX_FILE_BYTES}")
+    return data
+
+
 def load_tflite(path, name: str | None = None) -> Graph:
     """Load an int8 .tflite file as an int8 Graph (bounds-checked: see module docstring)."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ModelFormatError(f"{path}: {size} bytes; a .tflite model for microtrain is at most {MAX_FILE_BYTES}")
-        data = path.read_bytes()
+        data = read_tflite_bytes(path)
     except FileNotFoundError:
         raise ModelFormatError(f"{path}: file not found") from None
     except OSError as e:

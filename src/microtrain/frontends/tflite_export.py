@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MicrotrainError
+from ..errors import MicrotrainError, ModelFormatError
 from ..ir.graph import Graph
-from .tflite import MAX_FILE_BYTES, tflite_to_graph
+from .tflite import read_tflite_bytes, tflite_to_graph
 from .tflite_reader import TfliteFile
 
 MARK = "microtrain export"  # appended to the model's description: tells a file microtrain wrote
@@ -55,9 +55,9 @@ def source_file(graph: Graph, override=None) -> tuple[bytes, Path]:
     path = Path(path)
     hint = "" if override is not None else " (give --source FILE.tflite if you moved it)"
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ExportError(f"{path}: larger than any .tflite microtrain reads, not the model's source")
-        data = path.read_bytes()
+        data = read_tflite_bytes(path)
+    except ModelFormatError as e:
+        raise ExportError(f"{e} (not graph {graph.name!r}'s source)") from None
     except FileNotFoundError:
         raise ExportError(f"{path}: the .tflite file graph {graph.name!r} was read from is missing{hint}") from None
     except OSError as e:
@@ -76,10 +76,7 @@ def is_microtrain_tflite(path) -> bool:
     """A .tflite file microtrain exported (its description carries MARK)."""
     try:
         path = Path(path)
-        if path.stat().st_size > MAX_FILE_BYTES:
-            return False
-        data = path.read_bytes()
-        m = TfliteFile(data, str(path))
+        m = TfliteFile(read_tflite_bytes(path), str(path))
         return MARK in m.f.string(m.model, 10, "description")
     except (OSError, MicrotrainError, struct.error, ValueError, IndexError, TypeError):
         return False
