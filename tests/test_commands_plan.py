@@ -45,3 +45,20 @@ def test_plan_budget_errors(budget, message, status, capsys):
         code = e.code
     err = capsys.readouterr().err
     assert code == status and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content", [None, "{}", '{"format": "microtrain-gains", "model": "mbv2-w0.35"}'])
+def test_plan_reads_the_gain_table_before_deciding_nothing_fits(content, tmp_path, capsys):
+    """A --gains file that is missing, malformed or measured on another model is refused in one line (naming
+    it), also at a budget where nothing fits and no table is needed, not silently ignored."""
+    from conftest import model_path
+
+    gains = tmp_path / "gains.json"
+    if content is not None:
+        gains.write_text(content)
+    code = main(["plan", str(model_path("mcunet-5fps")), "--budget", "1KB", "--gains", str(gains),
+                 "--out", str(tmp_path / "s.json")])
+    captured = capsys.readouterr()
+    assert code == 1 and "nothing fits" not in captured.out and not (tmp_path / "s.json").exists()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "gains.json" in err[0], err

@@ -59,6 +59,7 @@ def run(args) -> int:
         raise BudgetError("plan needs --budget (e.g. --budget 100KB), or --scheme to report a scheme's memory")
     part = _part(args)  # a bad --board/--ram fails before any work
     graph = load_model(args.model)
+    gains = _read_gains(graph, args.gains) if args.gains and not args.scheme else None  # even if nothing fits
     model = MemoryModel(graph)
     classes = None
     if args.scheme:
@@ -87,7 +88,7 @@ def run(args) -> int:
               "head-only (no contribution analysis run)")
         scheme = UpdateScheme(0, {}, name=name)
     else:
-        table = _gain_table(graph, args)
+        table = gains if gains is not None else _gain_table(graph, args)
         from ..scheme_search.search import search
 
         result = search(table, model, budget, seed=args.seed, selection=args.selection, name=name)
@@ -119,14 +120,18 @@ def data_classes(data) -> list[str]:
     return classes
 
 
-def _gain_table(graph, args):
+def _read_gains(graph, path):
+    """The --gains table, checked against the model."""
     from ..scheme_search.search import GainTable
 
-    if args.gains:
-        table = GainTable.load(args.gains)
-        if table.model != graph.name:
-            raise BudgetError(f"{args.gains}: gain table was measured on {table.model!r}, not {graph.name!r}")
-        return table
+    table = GainTable.load(path)
+    if table.model != graph.name:
+        raise BudgetError(f"{path}: gain table was measured on {table.model!r}, not {graph.name!r}")
+    return table
+
+
+def _gain_table(graph, args):
+    """The gain table measured by the contribution analysis on --data (cached)."""
     if not args.data:
         raise DatasetError("plan needs --data DIR (the training images) to measure gains, or --gains FILE")
     from ..scheme_search.contribution import AnalysisSettings, analyze
