@@ -147,6 +147,11 @@ static const BCase bcases[] = {
     {"acc_pw", 5, 4, 13, 10, 1, 1, 0, 0}, {"acc_pw", 3, 3, 24, 50, 1, 1, 0, 9}, {"acc_pw", 4, 4, 22, 127, 1, 1, 0, 0},
     /* 3-pixel then 4-pixel tiles (20 pixels: 3 + 3 + 3 + 3 + 4 + 4) over a split weight, odd output channels */
     {"gi_pw", 4, 5, 18, 21, 1, 1, 0, 7},
+    /* 8-channel groups (then 6, 4 and single channels left over), chunks of 48 output channels then a short one
+     * (on % 4 single steps first, an odd or even number of 4-channel steps), indexed channels, an odd pixel
+     * count, stride 2, added to gx */
+    {"gi_pw", 4, 4, 30, 77, 1, 1, 0, 0}, {"gi_pw", 5, 5, 44, 50, 1, 1, 0, 12}, {"gi_pw", 6, 6, 16, 12, 1, 2, 0, 0},
+    {"acc_pw", 4, 4, 31, 53, 1, 1, 0, 9},
 };
 #define N_BCASES (int)(sizeof bcases / sizeof bcases[0])
 

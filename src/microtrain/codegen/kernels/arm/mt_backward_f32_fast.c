@@ -83,6 +83,10 @@ static inline float *grad_pixel(const mt_conv_params *p, float *gx, int32_t pix)
 #ifndef MT_GI_CHUNK
 #define MT_GI_CHUNK 64
 #endif
+/* The same for groups of 8 input channels (the same stack buffer: 32 * MT_GI8_CHUNK bytes). */
+#ifndef MT_GI8_CHUNK
+#define MT_GI8_CHUNK 48
+#endif
 
 /* dst[0..3] = (float)src[0..3]; returns dst + 4. One word load, the bytes sign-extended, moved to the FPU two
  * at a time and stored by one VSTM (gcc converts byte by byte: 4 loads, 4 moves, 4 stores). The conversions
@@ -256,6 +260,108 @@ static void grad_input_tile_4x4(const float *g, int32_t out_c, const float *wf, 
     x3[c0] = a30; x3[c1] = a31; x3[c2] = a32; x3[c3] = a33;
 }
 
+/* (float)(int8_t)u for every byte u: converting a weight is then one byte load and one word load (1 KB of flash) */
+#define S8F1(n) ((n) < 128 ? (float)(n) : (float)((n) - 256))
+#define S8F4(n) S8F1(n), S8F1((n) + 1), S8F1((n) + 2), S8F1((n) + 3)
+#define S8F16(n) S8F4(n), S8F4((n) + 4), S8F4((n) + 8), S8F4((n) + 12)
+#define S8F64(n) S8F16(n), S8F16((n) + 16), S8F16((n) + 32), S8F16((n) + 48)
+static const float s8_float[256] = {S8F64(0), S8F64(64), S8F64(128), S8F64(192)};
+
+/* dst[0..3] = (float)src[0..3] by table: four byte loads, four table loads, two STRD (10 instructions; float4_s8
+ * takes 12). */
+static inline float *float4_s8_tab(const int8_t *src, float *dst)
+{
+    uint32_t a, b, c, d;
+    __asm__ volatile("ldrb    %[a], [%[src]]\n\t"
+                     "ldrb    %[b], [%[src], #1]\n\t"
+                     "ldrb    %[c], [%[src], #2]\n\t"
+                     "ldrb    %[d], [%[src], #3]\n\t"
+                     "ldr     %[a], [%[tab], %[a], lsl #2]\n\t"
+                     "ldr     %[b], [%[tab], %[b], lsl #2]\n\t"
+                     "ldr     %[c], [%[tab], %[c], lsl #2]\n\t"
+                     "ldr     %[d], [%[tab], %[d], lsl #2]\n\t"
+                     "strd    %[a], %[b], [%[dst]], #8\n\t"
+                     "strd    %[c], %[d], [%[dst]], #8\n\t"
+                     : [dst] "+r"(dst), [a] "=&r"(a), [b] "=&r"(b), [c] "=&r"(c), [d] "=&r"(d)
+                     : [src] "r"(src), [tab] "r"(s8_float)
+                     : "memory");
+    return dst;
+}
+
+/* One output channel of a 2-pixel x 8-channel tile: its eight weights by one VLDM into s16-s23, then the products
+ * with pixel 0's gradient value (register ga) into s0-s7 and pixel 1's (gb) into s8-s15, each by one VMLA. */
+#define GI8_MA(acc, g, w) "vmla.f32 s" #acc ", s" g ", s" #w "\n\t"
+#define GI8_O(ga, gb)                                                                                             \
+    "vldmia  %[wp]!, {s16-s23}\n\t" GI8_MA(0, ga, 16) GI8_MA(1, ga, 17) GI8_MA(2, ga, 18) GI8_MA(3, ga, 19)      \
+        GI8_MA(4, ga, 20) GI8_MA(5, ga, 21) GI8_MA(6, ga, 22) GI8_MA(7, ga, 23) GI8_MA(8, gb, 16)                 \
+            GI8_MA(9, gb, 17) GI8_MA(10, gb, 18) GI8_MA(11, gb, 19) GI8_MA(12, gb, 20) GI8_MA(13, gb, 21)         \
+                GI8_MA(14, gb, 22) GI8_MA(15, gb, 23)
+/* four output channels: each pixel's four gradient values by one VLDM (s24-s27, s28-s31) */
+#define GI8_STEP4                                                                                                 \
+    "vldmia  %[g0]!, {s24-s27}\n\t"                                                                               \
+    "vldmia  %[g1]!, {s28-s31}\n\t" GI8_O("24", "28") GI8_O("25", "29") GI8_O("26", "30") GI8_O("27", "31")
+#define GI8_STEP1 "vldmia  %[g0]!, {s24}\n\tvldmia  %[g1]!, {s28}\n\t" GI8_O("24", "28")
+
+/* d0[j] = s0[j] + sum over the on output channels of g0[o] * wf[8o + j] (pixel 0; d1, s1, g1: pixel 1), j < 8,
+ * each sum in ascending o, one product added at a time (the portable order); the 16 sums stay in s0-s15 for the
+ * whole chunk: 70 instructions per 4 output channels (64 MACs). on % 4 single channels first, then four at a
+ * time, two steps per loop pass (entering at the second when on / 4 is odd). */
+static void grad_input_tile_2x8(const float *g0, const float *g1, const float *wf, int32_t on, const float *s0,
+                                const float *s1, float *d0, float *d1)
+{
+    const float *wp = wf, *end = wf + 8 * on;
+    uint32_t t;
+    __asm__ volatile("vldmia  %[s0], {s0-s7}\n\t"
+                     "vldmia  %[s1], {s8-s15}\n\t"
+                     "ands    %[t], %[on], #3\n\t"
+                     "beq     3f\n"
+                     "4:\n\t" GI8_STEP1
+                     "subs    %[t], %[t], #1\n\t"
+                     "bne     4b\n"
+                     "3:\n\t"
+                     "cmp     %[wp], %[end]\n\t"
+                     "beq     2f\n\t"
+                     "tst     %[on], #4\n\t"
+                     "bne     5f\n"
+                     "1:\n\t" GI8_STEP4 "5:\n\t" GI8_STEP4
+                     "cmp     %[wp], %[end]\n\t"
+                     "bne     1b\n"
+                     "2:\n\t"
+                     "vstmia  %[d0], {s0-s7}\n\t"
+                     "vstmia  %[d1], {s8-s15}\n\t"
+                     : [wp] "+r"(wp), [g0] "+r"(g0), [g1] "+r"(g1), [t] "=&r"(t)
+                     : [s0] "r"(s0), [s1] "r"(s1), [d0] "r"(d0), [d1] "r"(d1), [end] "r"(end), [on] "r"(on)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14",
+                       "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27",
+                       "s28", "s29", "s30", "s31", "memory", "cc");
+}
+
+/* The 2 x 8 tiles of one group of 8 input channels c[0..7] over the pixels 0 .. pix2 - 1 (pix2 even), for output
+ * channels o0 .. o0 + on - 1 (weights as float in wf, 8 per output channel): each tile's 16 sums continue from gx
+ * (or start from zeros for the first chunk). Contiguous channels (no index) are read and written in place, eight
+ * at a time; indexed ones go through a gathered copy. */
+static void grad_input_group8(const mt_conv_params *p, const float *gacc, const float *wf, int32_t o0, int32_t on,
+                              int32_t pix2, const int32_t *c, int contiguous, int go_on, float *gx)
+{
+    static const float zeros[8];
+    float acc[16];
+    const int32_t out_c = p->out_c, in_c = p->in_c, dense = p->stride == 1 && p->out_w == p->in_w;
+    const int from_gx = o0 || go_on;
+    const float *g = gacc + o0;
+    for (int32_t pix = 0; pix < pix2; pix += 2, g += 2 * out_c) {
+        float *x0 = dense ? gx + pix * in_c : grad_pixel(p, gx, pix);
+        float *x1 = dense ? x0 + in_c : grad_pixel(p, gx, pix + 1), *d0 = acc, *d1 = acc + 8;
+        if (contiguous) {
+            d0 = x0 + c[0], d1 = x1 + c[0];
+        } else if (from_gx) {
+            for (int32_t j = 0; j < 8; j++) d0[j] = x0[c[j]], d1[j] = x1[c[j]];
+        }
+        grad_input_tile_2x8(g, g + out_c, wf, on, from_gx ? d0 : zeros, from_gx ? d1 : zeros, d0, d1);
+        if (!contiguous)
+            for (int32_t j = 0; j < 8; j++) x0[c[j]] = d0[j], x1[c[j]] = d1[j];
+    }
+}
+
 /* The 4 x 6 tiles of one group of 6 input channels c[0..5] over the pixels pix4 (a multiple of 4), for output
  * channels o0 .. o0 + on - 1 (weights as float in wf, 6 per output channel): each tile's 24 sums continue from gx
  * (or start from zeros for the first chunk). Contiguous channels (no index) are read and written in place, six
@@ -305,9 +411,20 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
                                        const int16_t *idx, int32_t nb, int acc, float *gx)
 {
     const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w, pix4 = n_pix & ~3;
-    const int32_t nb6 = nb - nb % 6, nb4 = nb6 + ((nb - nb6) & 4);
-    float wf[6 * MT_GI_CHUNK];
-    for (int32_t j = 0; j < nb6; j += 6) {
+    const int32_t nb8 = nb & ~7, nb6 = nb8 + (nb - nb8 >= 6 ? 6 : 0), nb4 = nb6 + ((nb - nb6) & 4);
+    float wf[8 * MT_GI8_CHUNK > 6 * MT_GI_CHUNK ? 8 * MT_GI8_CHUNK : 6 * MT_GI_CHUNK];
+    for (int32_t j = 0; j < nb8; j += 8) {
+        int32_t c[8];
+        for (int32_t k = 0; k < 8; k++) c[k] = chan(idx, j + k);
+        for (int32_t o0 = 0; o0 < out_c; o0 += MT_GI8_CHUNK) {
+            const int32_t on = out_c - o0 < MT_GI8_CHUNK ? out_c - o0 : MT_GI8_CHUNK;
+            const int8_t *wr = wb + o0 * nb + j;
+            float *wo = wf;
+            for (int32_t o = 0; o < on; o++, wr += nb) wo = float4_s8_tab(wr + 4, float4_s8_tab(wr, wo));
+            grad_input_group8(p, gacc, wf, o0, on, pix4, c, !idx, acc, gx);
+        }
+    }
+    for (int32_t j = nb8; j < nb6; j += 6) {
         const int32_t c[6] = {chan(idx, j), chan(idx, j + 1), chan(idx, j + 2), chan(idx, j + 3), chan(idx, j + 4),
                               chan(idx, j + 5)};
         for (int32_t o0 = 0; o0 < out_c; o0 += MT_GI_CHUNK) {
@@ -550,12 +667,35 @@ static inline int32_t saved_chan(const mt_weight_s8 *w, int32_t x_c, int32_t j)
     return x_c == w->n_train ? j : chan(w->train_idx, j);
 }
 
+/* mt_update_s8 (mt_update.h) with its usual case in 32-bit integers: for |t| < 2^30 (t the rounded value's
+ * argument: delta, or delta + u when stochastic) floor(t) and rint(t) fit an int32 and so does p + them, so the
+ * result is the same as through mt_floor_i64 / mt_rint_i64 and the int64 clamp; anything else (huge, infinite,
+ * NaN) goes through mt_update_s8 itself. */
+#define MT_UPD_FAST_LIMIT 1073741824.0f
+static inline int8_t update_s8_fast(int8_t p, float delta, int32_t rounding, uint32_t key, uint32_t index)
+{
+    const int stochastic = rounding == MT_ROUND_STOCHASTIC;
+    const float t = stochastic ? delta + mt_uniform_f32(key, index) : delta;
+    if (!(t > -MT_UPD_FAST_LIMIT && t < MT_UPD_FAST_LIMIT)) return mt_update_s8(p, delta, rounding, key, index);
+    int32_t i = (int32_t)t; /* toward zero */
+    if (stochastic) {
+        if ((float)i > t) i -= 1; /* floor */
+    } else {
+        const float f = t - (float)i; /* rint, ties to even, as mt_rint_i64 */
+        if (f > 0.5f || (f == 0.5f && (i & 1))) i += 1;
+        else if (f < -0.5f || (f == -0.5f && (i & 1))) i -= 1;
+    }
+    const int32_t v = (int32_t)p + i;
+    return (int8_t)(v > 127 ? 127 : (v < -128 ? -128 : v));
+}
+
 static inline void apply_update(const mt_weight_s8 *w, const mt_update_params *u, uint32_t key, float neg_lr,
                                 int32_t o, int32_t j, float g)
 {
     uint32_t index = (uint32_t)((o + u->row0) * u->full_in + chan(w->train_idx, j));
     float d = g / u->divisor[o];
-    w->train[o * w->n_train + j] = mt_update_s8(w->train[o * w->n_train + j], neg_lr * d, u->rounding, key, index);
+    int8_t *wp = &w->train[o * w->n_train + j];
+    *wp = update_s8_fast(*wp, neg_lr * d, u->rounding, key, index);
 }
 
 /* Output channels o..o+3 x trained channel j: the weight gradients, then their updates. */
