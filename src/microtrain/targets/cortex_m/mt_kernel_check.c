@@ -152,6 +152,8 @@ static const BCase bcases[] = {
      * count, stride 2, added to gx */
     {"gi_pw", 4, 4, 30, 77, 1, 1, 0, 0}, {"gi_pw", 5, 5, 44, 50, 1, 1, 0, 12}, {"gi_pw", 6, 6, 16, 12, 1, 2, 0, 0},
     {"acc_pw", 4, 4, 31, 53, 1, 1, 0, 9},
+    /* whole chunks of 48 output channels (the pair loop), from zeros and from gx; a split weight in block order */
+    {"gi_pw", 4, 4, 16, 96, 1, 1, 0, 0}, {"acc_pw", 2, 3, 24, 48, 1, 1, 0, 0}, {"gi_pw", 4, 4, 48, 56, 1, 1, 0, 20},
 };
 #define N_BCASES (int)(sizeof bcases / sizeof bcases[0])
 

@@ -336,6 +336,51 @@ static void grad_input_tile_2x8(const float *g0, const float *g1, const float *w
                        "s28", "s29", "s30", "s31", "memory", "cc");
 }
 
+/* grad_input_tile_2x8 over npairs pixel pairs of a stride-1 map, channels contiguous, on % 8 == 0: the pair loop
+ * in the asm too (about 20 instructions per pair around the output-channel loop instead of some 50). Pair k:
+ * pixels 2k, 2k + 1 of g (rows of out_c4 bytes) and of x (rows of in_c4 bytes, x at the group's first channel);
+ * the sums start from src (row offset soff, advanced by sstep per pair: x itself, or a zero row for the first
+ * chunk) and are stored to x. */
+typedef struct {
+    const float *wf, *end; /* the chunk's weights, 8 per output channel, and their end */
+    int32_t out_c4, in_c4, soff, sstep;
+} gi8_pairs;
+
+static void grad_input_pairs_2x8(const gi8_pairs *a, const float *g, float *x, const float *src, int32_t npairs)
+{
+    const float *wp, *g0, *g1;
+    uint32_t t;
+    __asm__ volatile("0:\n\t"
+                     "ldr     %[wp], [%[a], #0]\n\t"
+                     "ldr     %[t], [%[a], #8]\n\t"
+                     "mov     %[g0], %[g]\n\t"
+                     "add     %[g1], %[g], %[t]\n\t"
+                     "add     %[g], %[g1], %[t]\n\t"
+                     "ldr     %[t], [%[a], #16]\n\t"
+                     "vldmia  %[src], {s0-s7}\n\t"
+                     "add     %[t], %[src], %[t]\n\t"
+                     "vldmia  %[t], {s8-s15}\n\t"
+                     "ldr     %[t], [%[a], #20]\n\t"
+                     "add     %[src], %[src], %[t]\n\t"
+                     "ldr     %[t], [%[a], #4]\n"
+                     "1:\n\t" GI8_STEP4 GI8_STEP4
+                     "cmp     %[wp], %[t]\n\t"
+                     "bne     1b\n\t"
+                     "ldr     %[t], [%[a], #12]\n\t"
+                     "vstmia  %[x], {s0-s7}\n\t"
+                     "add     %[x], %[x], %[t]\n\t"
+                     "vstmia  %[x], {s8-s15}\n\t"
+                     "add     %[x], %[x], %[t]\n\t"
+                     "subs    %[n], %[n], #1\n\t"
+                     "bne     0b\n\t"
+                     : [g] "+r"(g), [x] "+r"(x), [src] "+r"(src), [n] "+r"(npairs), [wp] "=&r"(wp), [g0] "=&r"(g0),
+                       [g1] "=&r"(g1), [t] "=&r"(t)
+                     : [a] "r"(a)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14",
+                       "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27",
+                       "s28", "s29", "s30", "s31", "memory", "cc");
+}
+
 /* The 2 x 8 tiles of one group of 8 input channels c[0..7] over the pixels 0 .. pix2 - 1 (pix2 even), for output
  * channels o0 .. o0 + on - 1 (weights as float in wf, 8 per output channel): each tile's 16 sums continue from gx
  * (or start from zeros for the first chunk). Contiguous channels (no index) are read and written in place, eight
@@ -348,6 +393,11 @@ static void grad_input_group8(const mt_conv_params *p, const float *gacc, const 
     const int32_t out_c = p->out_c, in_c = p->in_c, dense = p->stride == 1 && p->out_w == p->in_w;
     const int from_gx = o0 || go_on;
     const float *g = gacc + o0;
+    if (dense && contiguous && on % 8 == 0 && pix2 > 0) {
+        const gi8_pairs a = {wf, wf + 8 * on, 4 * out_c, 4 * in_c, from_gx ? 4 * in_c : 0, from_gx ? 8 * in_c : 0};
+        grad_input_pairs_2x8(&a, g, gx + c[0], from_gx ? gx + c[0] : zeros, pix2 / 2);
+        return;
+    }
     for (int32_t pix = 0; pix < pix2; pix += 2, g += 2 * out_c) {
         float *x0 = dense ? gx + pix * in_c : grad_pixel(p, gx, pix);
         float *x1 = dense ? x0 + in_c : grad_pixel(p, gx, pix + 1), *d0 = acc, *d1 = acc + 8;
@@ -477,9 +527,48 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
     }
 }
 
+/* A weight split into indexed frozen and trained channels (covering all in_c <= this many) of a stride-1 map is
+ * computed in "block order" (the frozen block's channels first, then the trained ones, each contiguous in a gx
+ * row, so the contiguous tiles apply) and each row permuted once at the end (and, when the sums go on from gx,
+ * into block order first): moving floats changes no bits, and each sum keeps its terms and order. */
+#ifndef MT_GI_PERM_MAX
+#define MT_GI_PERM_MAX 64
+#endif
+
+static inline int split_in_block_order(const mt_conv_params *p, const mt_weight_s8 *w)
+{
+    return p->stride == 1 && p->out_h == p->in_h && p->out_w == p->in_w && (w->frozen_idx || w->train_idx) &&
+           w->n_frozen + w->n_train == p->in_c && p->in_c <= MT_GI_PERM_MAX;
+}
+
+/* Every row of gx from block order to channel order (to_channels) or back; noinline: its row buffer is not on
+ * the stack while the tiles run. */
+static __attribute__((noinline)) void permute_rows(const mt_conv_params *p, const mt_weight_s8 *w, float *gx,
+                                                   int to_channels)
+{
+    float tmp[MT_GI_PERM_MAX];
+    const int32_t in_c = p->in_c, nf = w->n_frozen, nt = w->n_train, n_pix = p->in_h * p->in_w;
+    for (float *row = gx, *end = gx + n_pix * in_c; row != end; row += in_c) {
+        for (int32_t k = 0; k < in_c; k++) tmp[k] = row[k];
+        if (to_channels) {
+            for (int32_t j = 0; j < nf; j++) row[chan(w->frozen_idx, j)] = tmp[j];
+            for (int32_t j = 0; j < nt; j++) row[chan(w->train_idx, j)] = tmp[nf + j];
+        } else {
+            for (int32_t j = 0; j < nf; j++) row[j] = tmp[chan(w->frozen_idx, j)];
+            for (int32_t j = 0; j < nt; j++) row[nf + j] = tmp[chan(w->train_idx, j)];
+        }
+    }
+}
+
 void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx)
 {
     int32_t n_in = p->in_h * p->in_w * p->in_c;
+    if (split_in_block_order(p, w)) {
+        grad_input_pointwise_block(p, gacc, w->frozen, NULL, w->n_frozen, 0, gx);
+        grad_input_pointwise_block(p, gacc, w->train, NULL, w->n_train, 0, gx + w->n_frozen);
+        permute_rows(p, w, gx, 1);
+        return;
+    }
     /* with stride 1 and the two blocks covering every channel, each element is assigned below */
     if (p->stride != 1 || p->out_h != p->in_h || p->out_w != p->in_w || w->n_frozen + w->n_train != p->in_c)
         for (int32_t i = 0; i < n_in; i++) gx[i] = 0.0f;
@@ -490,6 +579,13 @@ void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc
 void mt_conv_grad_input_pointwise_acc_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
                                           float *gx)
 {
+    if (split_in_block_order(p, w)) {
+        permute_rows(p, w, gx, 0);
+        grad_input_pointwise_block(p, gacc, w->frozen, NULL, w->n_frozen, 1, gx);
+        grad_input_pointwise_block(p, gacc, w->train, NULL, w->n_train, 1, gx + w->n_frozen);
+        permute_rows(p, w, gx, 1);
+        return;
+    }
     grad_input_pointwise_block(p, gacc, w->frozen, w->frozen_idx, w->n_frozen, 1, gx);
     grad_input_pointwise_block(p, gacc, w->train, w->train_idx, w->n_train, 1, gx);
 }
