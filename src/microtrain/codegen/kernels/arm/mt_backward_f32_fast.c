@@ -627,7 +627,8 @@ static inline int32_t tap_range(int32_t i, int32_t pad, int32_t s, int32_t k, in
  * once (wf, 8 per tap), then per pixel its taps, found as a row range times a column range (no per-tap tests),
  * are summed in (u, v) order from 0.0f, eight channels at a time: one VLDM of eight gradient values and one of
  * eight weights per tap (pinned registers for their register lists). */
-static void dw_grad_in_group8(const mt_conv_params *p, const float *gacc, const int8_t *w, int32_t c, float *gx)
+static __attribute__((noinline)) void dw_grad_in_group8(const mt_conv_params *p, const float *gacc,
+                                                        const int8_t *w, int32_t c, float *gx)
 {
     const int32_t c_n = p->in_c, kw = p->kw, s = p->stride;
     float wf[MT_DWG_MAX_TAPS * 8];
@@ -667,15 +668,122 @@ static void dw_grad_in_group8(const mt_conv_params *p, const float *gacc, const 
     }
 }
 
-/* Whole-weight depthwise (one block, no channel index: the usual case): groups of eight channels by
- * dw_grad_in_group8; for the rest, per input pixel the taps reaching it are listed once, in (u, v) order, as
- * (gradient row, weight row) offsets, then four channels at a time (then one) sum them in registers from 0.0f
- * in that order (the portable kernel's sequence) and store once. */
+/* Sixteen channels of one input pixel, stride 1: the sum over its nu x nv taps in (u, v) order from 0.0f, in
+ * s0-s15, stored to out. Per tap: the gradient row's 16 values and the tap's 16 weights by four VLDM, 16 VMLA;
+ * along a row of taps the output column goes down by one (g back by gstep bytes) and the weight up by one tap
+ * (16 floats, the VLDM writeback); then the next row of taps (g back by growstep, w on by wrowstep). */
+typedef struct {
+    int32_t gstep, growstep, wrowstep;
+} dw16_steps;
+
+static const float zeros16[16];
+
+static void dw_grad_in_pixel16(const dw16_steps *st, const float *gp, const float *wp, int32_t nu, int32_t nv,
+                               float *out)
+{
+    const float *g, *w;
+    int32_t k, t;
+    __asm__ volatile("vldmia  %[z], {s0-s15}\n"
+                     "0:\n\t"
+                     "mov     %[g], %[gp]\n\t"
+                     "mov     %[w], %[wp]\n\t"
+                     "mov     %[k], %[nv]\n\t"
+                     "ldr     %[t], [%[st], #0]\n"
+                     "1:\n\t"
+                     "vldmia  %[g]!, {s16-s23}\n\t"
+                     "vldmia  %[w]!, {s24-s31}\n\t"
+                     "vmla.f32 s0, s16, s24\n\tvmla.f32 s1, s17, s25\n\tvmla.f32 s2, s18, s26\n\t"
+                     "vmla.f32 s3, s19, s27\n\tvmla.f32 s4, s20, s28\n\tvmla.f32 s5, s21, s29\n\t"
+                     "vmla.f32 s6, s22, s30\n\tvmla.f32 s7, s23, s31\n\t"
+                     "vldmia  %[g], {s16-s23}\n\t"
+                     "vldmia  %[w]!, {s24-s31}\n\t"
+                     "vmla.f32 s8, s16, s24\n\tvmla.f32 s9, s17, s25\n\tvmla.f32 s10, s18, s26\n\t"
+                     "vmla.f32 s11, s19, s27\n\tvmla.f32 s12, s20, s28\n\tvmla.f32 s13, s21, s29\n\t"
+                     "vmla.f32 s14, s22, s30\n\tvmla.f32 s15, s23, s31\n\t"
+                     "sub     %[g], %[g], %[t]\n\t"
+                     "subs    %[k], %[k], #1\n\t"
+                     "bne     1b\n\t"
+                     "ldr     %[t], [%[st], #4]\n\t"
+                     "sub     %[gp], %[gp], %[t]\n\t"
+                     "ldr     %[t], [%[st], #8]\n\t"
+                     "add     %[wp], %[wp], %[t]\n\t"
+                     "subs    %[nu], %[nu], #1\n\t"
+                     "bne     0b\n\t"
+                     "vstmia  %[out], {s0-s15}\n\t"
+                     : [g] "=&r"(g), [w] "=&r"(w), [k] "=&r"(k), [t] "=&r"(t), [gp] "+r"(gp), [wp] "+r"(wp),
+                       [nu] "+r"(nu)
+                     : [st] "r"(st), [nv] "r"(nv), [out] "r"(out), [z] "r"(zeros16)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14",
+                       "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27",
+                       "s28", "s29", "s30", "s31", "memory", "cc");
+}
+
+#ifndef MT_DWG16_MAX_TAPS
+#define MT_DWG16_MAX_TAPS 25
+#endif
+#ifndef MT_DWG_MAX_W
+#define MT_DWG_MAX_W 32
+#endif
+
+/* Whole-weight depthwise with stride 1, channels c .. c + 15 over every input pixel: the group's weights
+ * converted to float once (16 per tap, a 1,600-byte stack buffer at 25 taps), then each pixel by
+ * dw_grad_in_pixel16, its taps a row range (per row) times a column range (per column, tabulated once per call
+ * in v0s / ox0s / nvs). noinline, like the other groups: one group's buffers on the stack at a time. */
+static __attribute__((noinline)) void dw_grad_in_group16(const mt_conv_params *p, const float *gacc,
+                                                         const int8_t *w, int32_t c, float *gx)
+{
+    const int32_t c_n = p->in_c, kw = p->kw;
+    float wf[MT_DWG16_MAX_TAPS * 16];
+    uint8_t v0s[MT_DWG_MAX_W], ox0s[MT_DWG_MAX_W], nvs[MT_DWG_MAX_W];
+    for (int32_t ix = 0; ix < p->in_w; ix++) {
+        int32_t v0, ox0;
+        nvs[ix] = (uint8_t)tap_range(ix, p->pad, 1, kw, p->out_w, &v0, &ox0);
+        v0s[ix] = (uint8_t)v0, ox0s[ix] = (uint8_t)ox0;
+    }
+    for (int32_t t = 0; t < p->kh * kw; t++) {
+        float *d = wf + 16 * t;
+        const int8_t *src = w + t * c_n + c;
+        float4_s8_tab(src + 12, float4_s8_tab(src + 8, float4_s8_tab(src + 4, float4_s8_tab(src, d))));
+    }
+    const dw16_steps st = {4 * c_n + 32, 4 * p->out_w * c_n, 64 * kw};
+    float *out = gx + c;
+    for (int32_t iy = 0; iy < p->in_h; iy++) {
+        int32_t u0, oy0;
+        const int32_t nu = tap_range(iy, p->pad, 1, p->kh, p->out_h, &u0, &oy0);
+        for (int32_t ix = 0; ix < p->in_w; ix++, out += c_n) {
+            const int32_t nv = nvs[ix];
+            if (nu == 0 || nv == 0) {
+                for (int32_t j = 0; j < 16; j++) out[j] = 0.0f;
+                continue;
+            }
+            dw_grad_in_pixel16(&st, gacc + (oy0 * p->out_w + ox0s[ix]) * c_n + c, wf + 16 * (u0 * kw + v0s[ix]),
+                               nu, nv, out);
+        }
+    }
+}
+
+/* Whole-weight depthwise (one block, no channel index: the usual case): with stride 1 and at most 25 taps
+ * groups of sixteen channels by dw_grad_in_group16, then groups of eight by dw_grad_in_group8, the rest by
+ * dw_grad_in_rest (each noinline: only one group's stack buffers at a time). */
+static void dw_grad_in_rest(const mt_conv_params *p, const float *gacc, const int8_t *w, float *gx);
+
 static void dw_grad_in_whole(const mt_conv_params *p, const float *gacc, const int8_t *w, float *gx)
 {
+    const int32_t c_n = p->in_c, c8 = c_n & ~7;
+    int32_t c = 0;
+    if (p->stride == 1 && p->kh * p->kw <= MT_DWG16_MAX_TAPS && p->in_w <= MT_DWG_MAX_W)
+        for (; c + 16 <= c_n; c += 16) dw_grad_in_group16(p, gacc, w, c, gx);
+    for (; c < c8; c += 8) dw_grad_in_group8(p, gacc, w, c, gx);
+    if (c8 != c_n) dw_grad_in_rest(p, gacc, w, gx);
+}
+
+/* The channels beyond the last group of eight: per input pixel the taps reaching it are listed once, in (u, v)
+ * order, as (gradient row, weight row) offsets, then four channels at a time (then one) sum them in registers
+ * from 0.0f in that order (the portable kernel's sequence) and store once. */
+static __attribute__((noinline)) void dw_grad_in_rest(const mt_conv_params *p, const float *gacc, const int8_t *w,
+                                                      float *gx)
+{
     const int32_t c_n = p->in_c, c8 = c_n & ~7, c4 = c_n & ~3;
-    for (int32_t c = 0; c < c8; c += 8) dw_grad_in_group8(p, gacc, w, c, gx);
-    if (c8 == c_n) return;
     int32_t tg[MT_DWG_MAX_TAPS], tw[MT_DWG_MAX_TAPS];
     for (int32_t iy = 0; iy < p->in_h; iy++) {
         for (int32_t ix = 0; ix < p->in_w; ix++) {
