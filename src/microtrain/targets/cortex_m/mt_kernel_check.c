@@ -156,6 +156,8 @@ static const BCase bcases[] = {
     {"gi_pw", 4, 4, 16, 96, 1, 1, 0, 0}, {"acc_pw", 2, 3, 24, 48, 1, 1, 0, 0}, {"gi_pw", 4, 4, 48, 56, 1, 1, 0, 20},
     /* depthwise, stride 1: 16-channel groups (then 8, then the rest), padding 0 / 1 / 2 */
     {"gi_dw", 5, 4, 40, 40, 3, 1, 1, 0}, {"gi_dw", 4, 4, 48, 48, 5, 1, 2, 0}, {"gi_dw", 6, 5, 33, 33, 3, 1, 0, 0},
+    /* 8-channel groups: a map wider than MT_DWG_MAX_W (taps found per pixel), a 4-wide kernel with stride 3 */
+    {"gi_dw", 2, 36, 8, 8, 3, 2, 1, 0}, {"gi_dw", 7, 8, 8, 8, 4, 3, 1, 0},
 };
 #define N_BCASES (int)(sizeof bcases / sizeof bcases[0])
 

@@ -623,47 +623,98 @@ static inline int32_t tap_range(int32_t i, int32_t pad, int32_t s, int32_t k, in
     return *t0 > hi ? 0 : (hi - *t0) / s + 1;
 }
 
+/* Eight channels of one input pixel: the sum over its nu x nv taps in (u, v) order from 0.0f, in s0-s7, stored to
+ * out. Per tap one VLDM of the gradient row's 8 values, one of the tap's 8 weights (the next tap of the row is
+ * the next 8 floats: dw_grad_in_group8's table order), 8 VMLA; along a row of taps the output column goes down
+ * by one (g back by gstep bytes); then the next row of taps (g back by growstep, w on by wrowstep). */
+typedef struct {
+    int32_t gstep, growstep, wrowstep;
+} dw_steps;
+
+static const float zeros16[16];
+
+static void dw_grad_in_pixel8(const dw_steps *st, const float *gp, const float *wp, int32_t nu, int32_t nv,
+                              float *out)
+{
+    const float *g, *w;
+    int32_t k, t;
+    __asm__ volatile("vldmia  %[z], {s0-s7}\n"
+                     "0:\n\t"
+                     "mov     %[g], %[gp]\n\t"
+                     "mov     %[w], %[wp]\n\t"
+                     "mov     %[k], %[nv]\n\t"
+                     "ldr     %[t], [%[st], #0]\n"
+                     "1:\n\t"
+                     "vldmia  %[g], {s16-s23}\n\t"
+                     "vldmia  %[w]!, {s24-s31}\n\t"
+                     "vmla.f32 s0, s16, s24\n\tvmla.f32 s1, s17, s25\n\tvmla.f32 s2, s18, s26\n\t"
+                     "vmla.f32 s3, s19, s27\n\tvmla.f32 s4, s20, s28\n\tvmla.f32 s5, s21, s29\n\t"
+                     "vmla.f32 s6, s22, s30\n\tvmla.f32 s7, s23, s31\n\t"
+                     "sub     %[g], %[g], %[t]\n\t"
+                     "subs    %[k], %[k], #1\n\t"
+                     "bne     1b\n\t"
+                     "ldr     %[t], [%[st], #4]\n\t"
+                     "sub     %[gp], %[gp], %[t]\n\t"
+                     "ldr     %[t], [%[st], #8]\n\t"
+                     "add     %[wp], %[wp], %[t]\n\t"
+                     "subs    %[nu], %[nu], #1\n\t"
+                     "bne     0b\n\t"
+                     "vstmia  %[out], {s0-s7}\n\t"
+                     : [g] "=&r"(g), [w] "=&r"(w), [k] "=&r"(k), [t] "=&r"(t), [gp] "+r"(gp), [wp] "+r"(wp),
+                       [nu] "+r"(nu)
+                     : [st] "r"(st), [nv] "r"(nv), [out] "r"(out), [z] "r"(zeros16)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s16", "s17", "s18", "s19", "s20", "s21",
+                       "s22", "s23", "s24", "s25", "s26", "s27", "s28", "s29", "s30", "s31", "memory", "cc");
+}
+
+#ifndef MT_DWG_MAX_W
+#define MT_DWG_MAX_W 32
+#endif
+
+/* The taps of one row reaching an input pixel are v0, v0 + s, ...: in the weight table the columns of a row are
+ * ordered by v mod s, then v (v -> col[v]), so those taps are consecutive. */
+static void dw_columns(int32_t kw, int32_t s, uint8_t *col)
+{
+    int32_t k = 0;
+    for (int32_t r = 0; r < s && r < kw; r++)
+        for (int32_t v = r; v < kw; v += s) col[v] = (uint8_t)k++;
+}
+
 /* Whole-weight depthwise, channels c .. c + 7 over every input pixel: the group's weights are converted to float
- * once (wf, 8 per tap), then per pixel its taps, found as a row range times a column range (no per-tap tests),
- * are summed in (u, v) order from 0.0f, eight channels at a time: one VLDM of eight gradient values and one of
- * eight weights per tap (pinned registers for their register lists). */
+ * once (wf, 8 per tap, the columns of each row in dw_columns order), then each pixel by dw_grad_in_pixel8, its
+ * taps a row range (per row) times a column range (per column: tabulated once for maps up to MT_DWG_MAX_W
+ * wide). */
 static __attribute__((noinline)) void dw_grad_in_group8(const mt_conv_params *p, const float *gacc,
                                                         const int8_t *w, int32_t c, float *gx)
 {
-    const int32_t c_n = p->in_c, kw = p->kw, s = p->stride;
+    const int32_t c_n = p->in_c, kw = p->kw, s = p->stride, tab = p->in_w <= MT_DWG_MAX_W;
     float wf[MT_DWG_MAX_TAPS * 8];
-    for (int32_t t = 0; t < p->kh * kw; t++) float4_s8(w + t * c_n + c + 4, float4_s8(w + t * c_n + c, wf + 8 * t));
+    uint8_t col[MT_DWG_MAX_TAPS], v0s[MT_DWG_MAX_W], ox0s[MT_DWG_MAX_W], nvs[MT_DWG_MAX_W];
+    dw_columns(kw, s, col);
+    for (int32_t u = 0; u < p->kh; u++)
+        for (int32_t v = 0; v < kw; v++) {
+            const int8_t *src = w + (u * kw + v) * c_n + c;
+            float4_s8_tab(src + 4, float4_s8_tab(src, wf + 8 * (u * kw + col[v])));
+        }
+    for (int32_t ix = 0; tab && ix < p->in_w; ix++) {
+        int32_t v0, ox0;
+        nvs[ix] = (uint8_t)tap_range(ix, p->pad, s, kw, p->out_w, &v0, &ox0);
+        v0s[ix] = nvs[ix] ? col[v0] : 0, ox0s[ix] = (uint8_t)ox0;
+    }
+    const dw_steps st = {4 * c_n, 4 * p->out_w * c_n, 32 * s * kw};
+    float *out = gx + c;
     for (int32_t iy = 0; iy < p->in_h; iy++) {
-        int32_t u0, oy0, v0, ox0;
+        int32_t u0, oy0;
         const int32_t nu = tap_range(iy, p->pad, s, p->kh, p->out_h, &u0, &oy0);
-        for (int32_t ix = 0; ix < p->in_w; ix++) {
-            const int32_t nv = tap_range(ix, p->pad, s, kw, p->out_w, &v0, &ox0);
-            float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f, a7 = 0.0f;
-            for (int32_t i = 0; i < nu; i++) {
-                const float *gp = gacc + ((oy0 - i) * p->out_w + ox0) * c_n + c;
-                const float *wp = wf + 8 * ((u0 + s * i) * kw + v0);
-                for (int32_t j = 0; j < nv; j++, gp -= c_n, wp += 8 * s) {
-                    register float h0 __asm__("s16"), h1 __asm__("s17"), h2 __asm__("s18"), h3 __asm__("s19");
-                    register float h4 __asm__("s20"), h5 __asm__("s21"), h6 __asm__("s22"), h7 __asm__("s23");
-                    register float e0 __asm__("s24"), e1 __asm__("s25"), e2 __asm__("s26"), e3 __asm__("s27");
-                    register float e4 __asm__("s28"), e5 __asm__("s29"), e6 __asm__("s30"), e7 __asm__("s31");
-                    __asm__ volatile("vldmia %[gp], {s16-s23}\n\tvldmia %[wp], {s24-s31}"
-                                     : "=t"(h0), "=t"(h1), "=t"(h2), "=t"(h3), "=t"(h4), "=t"(h5), "=t"(h6), "=t"(h7),
-                                       "=t"(e0), "=t"(e1), "=t"(e2), "=t"(e3), "=t"(e4), "=t"(e5), "=t"(e6), "=t"(e7)
-                                     : [gp] "r"(gp), [wp] "r"(wp)
-                                     : "memory");
-                    a0 = mla_f32(a0, h0, e0);
-                    a1 = mla_f32(a1, h1, e1);
-                    a2 = mla_f32(a2, h2, e2);
-                    a3 = mla_f32(a3, h3, e3);
-                    a4 = mla_f32(a4, h4, e4);
-                    a5 = mla_f32(a5, h5, e5);
-                    a6 = mla_f32(a6, h6, e6);
-                    a7 = mla_f32(a7, h7, e7);
-                }
+        for (int32_t ix = 0; ix < p->in_w; ix++, out += c_n) {
+            int32_t nv, v0, ox0;
+            if (tab) nv = nvs[ix], v0 = v0s[ix], ox0 = ox0s[ix];
+            else nv = tap_range(ix, p->pad, s, kw, p->out_w, &v0, &ox0), v0 = nv ? col[v0] : 0;
+            if (nu == 0 || nv == 0) {
+                for (int32_t j = 0; j < 8; j++) out[j] = 0.0f;
+                continue;
             }
-            float *out = gx + (iy * p->in_w + ix) * c_n + c;
-            out[0] = a0, out[1] = a1, out[2] = a2, out[3] = a3, out[4] = a4, out[5] = a5, out[6] = a6, out[7] = a7;
+            dw_grad_in_pixel8(&st, gacc + (oy0 * p->out_w + ox0) * c_n + c, wf + 8 * (u0 * kw + v0), nu, nv, out);
         }
     }
 }
@@ -672,13 +723,7 @@ static __attribute__((noinline)) void dw_grad_in_group8(const mt_conv_params *p,
  * s0-s15, stored to out. Per tap: the gradient row's 16 values and the tap's 16 weights by four VLDM, 16 VMLA;
  * along a row of taps the output column goes down by one (g back by gstep bytes) and the weight up by one tap
  * (16 floats, the VLDM writeback); then the next row of taps (g back by growstep, w on by wrowstep). */
-typedef struct {
-    int32_t gstep, growstep, wrowstep;
-} dw16_steps;
-
-static const float zeros16[16];
-
-static void dw_grad_in_pixel16(const dw16_steps *st, const float *gp, const float *wp, int32_t nu, int32_t nv,
+static void dw_grad_in_pixel16(const dw_steps *st, const float *gp, const float *wp, int32_t nu, int32_t nv,
                                float *out)
 {
     const float *g, *w;
@@ -721,10 +766,6 @@ static void dw_grad_in_pixel16(const dw16_steps *st, const float *gp, const floa
 #ifndef MT_DWG16_MAX_TAPS
 #define MT_DWG16_MAX_TAPS 25
 #endif
-#ifndef MT_DWG_MAX_W
-#define MT_DWG_MAX_W 32
-#endif
-
 /* Whole-weight depthwise with stride 1, channels c .. c + 15 over every input pixel: the group's weights
  * converted to float once (16 per tap, a 1,600-byte stack buffer at 25 taps), then each pixel by
  * dw_grad_in_pixel16, its taps a row range (per row) times a column range (per column, tabulated once per call
@@ -745,7 +786,7 @@ static __attribute__((noinline)) void dw_grad_in_group16(const mt_conv_params *p
         const int8_t *src = w + t * c_n + c;
         float4_s8_tab(src + 12, float4_s8_tab(src + 8, float4_s8_tab(src + 4, float4_s8_tab(src, d))));
     }
-    const dw16_steps st = {4 * c_n + 32, 4 * p->out_w * c_n, 64 * kw};
+    const dw_steps st = {4 * c_n + 32, 4 * p->out_w * c_n, 64 * kw};
     float *out = gx + c;
     for (int32_t iy = 0; iy < p->in_h; iy++) {
         int32_t u0, oy0;
