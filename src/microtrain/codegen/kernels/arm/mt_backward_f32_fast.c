@@ -943,6 +943,25 @@ static inline void apply_update(const mt_weight_s8 *w, const mt_update_params *u
     *wp = update_s8_fast(*wp, neg_lr * d, u->rounding, key, index);
 }
 
+/* The updates of output channels o..o+7 x trained channels j, j + 1 from their gradients g[0..7], g[8..15]
+ * (apply_update's arithmetic): the struct fields in locals, which the int8 stores cannot alias, so they are
+ * not reloaded for every weight. */
+static void update_8x2(const mt_weight_s8 *w, const mt_update_params *u, uint32_t key, float neg_lr, int32_t o,
+                       int32_t j, const float *g)
+{
+    int8_t *const train = w->train;
+    const float *const divisor = u->divisor;
+    const int32_t n_train = w->n_train, full_in = u->full_in, rounding = u->rounding;
+    const int32_t ca = chan(w->train_idx, j), cb = chan(w->train_idx, j + 1);
+    uint32_t index = (uint32_t)((o + u->row0) * full_in);
+    int8_t *wp = train + o * n_train + j;
+    for (int32_t k = 0; k < 8; k++, index += (uint32_t)full_in, wp += n_train) {
+        const float dv = divisor[o + k], da = g[k] / dv, db = g[8 + k] / dv;
+        wp[0] = update_s8_fast(wp[0], neg_lr * da, rounding, key, index + (uint32_t)ca);
+        wp[1] = update_s8_fast(wp[1], neg_lr * db, rounding, key, index + (uint32_t)cb);
+    }
+}
+
 /* Output channels o..o+3 x trained channel j: the weight gradients, then their updates. */
 static void update_1x4(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc, const mt_weight_s8 *w,
                        const mt_update_params *u, uint32_t key, float neg_lr, int32_t o, int32_t j)
@@ -1079,10 +1098,7 @@ void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *
             for (int32_t ob = 0; ob < o8; ob += 8) {
                 float g[16];
                 grad_tile_8x2_xf(xf, n_pix, gacc, out_c, ob, g);
-                for (int32_t k = 0; k < 8; k++) {
-                    apply_update(w, u, key, neg_lr, ob + k, j, g[k]);
-                    apply_update(w, u, key, neg_lr, ob + k, j + 1, g[8 + k]);
-                }
+                update_8x2(w, u, key, neg_lr, ob, j, g);
             }
         }
         for (; j < w->n_train; j++)
@@ -1097,10 +1113,7 @@ void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *
         for (; j + 2 <= w->n_train; j += 2) {
             float g[16];
             grad_tile_8x2(p, x, x_c, gacc, o, saved_chan(w, x_c, j), saved_chan(w, x_c, j + 1), g);
-            for (int32_t k = 0; k < 8; k++) {
-                apply_update(w, u, key, neg_lr, o + k, j, g[k]);
-                apply_update(w, u, key, neg_lr, o + k, j + 1, g[8 + k]);
-            }
+            update_8x2(w, u, key, neg_lr, o, j, g);
         }
         for (; j < w->n_train; j++) {
             update_1x4(p, x, x_c, gacc, w, u, key, neg_lr, o, j);
