@@ -917,11 +917,11 @@ static inline int32_t saved_chan(const mt_weight_s8 *w, int32_t x_c, int32_t j)
  * result is the same as through mt_floor_i64 / mt_rint_i64 and the int64 clamp; anything else (huge, infinite,
  * NaN) goes through mt_update_s8 itself. */
 #define MT_UPD_FAST_LIMIT 1073741824.0f
-static inline int8_t update_s8_fast(int8_t p, float delta, int32_t rounding, uint32_t key, uint32_t index)
+static inline __attribute__((always_inline)) int8_t update_s8_fast(int8_t p, float delta, int32_t rounding, uint32_t key, uint32_t index)
 {
     const int stochastic = rounding == MT_ROUND_STOCHASTIC;
     const float t = stochastic ? delta + mt_uniform_f32(key, index) : delta;
-    if (!(t > -MT_UPD_FAST_LIMIT && t < MT_UPD_FAST_LIMIT)) return mt_update_s8(p, delta, rounding, key, index);
+    if (!(__builtin_fabsf(t) < MT_UPD_FAST_LIMIT)) return mt_update_s8(p, delta, rounding, key, index); /* NaN too */
     int32_t i = (int32_t)t; /* toward zero */
     if (stochastic) {
         if ((float)i > t) i -= 1; /* floor */
