@@ -5,20 +5,31 @@
  * terms, same order, separate multiply and add: built with -ffp-contract=off), so nothing changes but the
  * loop structure, which cuts executed instructions, and each multiply-add is one VMLA (mla_f32: the product
  * rounded, then the sum; not fused) where gcc emits VMUL and VADD:
- * - input gradient of a pointwise conv: register blocking, 3 or 4 pixels x 6 input channels per pass (18 or 24
- *   accumulators in the 32 single-precision registers; 4 x 4 for a last group of 4 channels), each gradient
- *   value loaded once for six channels (the 3-pixel tile: two adjacent output channels' values by one VLDM),
- *   the weights by one VLDM, and the int8 weights converted to float once per 6 input channels x
- *   MT_GI_CHUNK output channels into a stack buffer (reused by every pixel) rather than once per tile;
- * - input gradient of a depthwise conv: the valid taps are found once per pixel (not per channel); a whole
- *   weight (no channel index) sums 8 or 4 channels in registers over them in tap order, otherwise the
- *   channel loop runs innermost, accumulating in place in tap order;
+ * - input gradient of a pointwise conv: groups of 8 input channels in 2-pixel x 8-channel tiles (16 accumulators
+ *   in s0-s15; per 4 output channels one VLDM of each pixel's 4 gradient values, per output channel one VLDM of
+ *   its 8 weights and 16 VMLA: 70 instructions for 64 MACs), the int8 weights converted to float once per call,
+ *   8 channels x MT_GI8_CHUNK output channels at a time, into a stack buffer reused by every pixel (a byte-indexed
+ *   table of the 256 floats and one STM: 20 instructions per 8 weights); on a stride-1 map with whole chunks the
+ *   pixel-pair loop runs inside the asm too. Channels left over: one group of 6 (3 or 4 pixels x 6 channels per
+ *   tile, the same buffer), one of 4 (4 x 4), then one at a time. A weight split into indexed frozen and trained
+ *   channels (at most MT_GI_PERM_MAX of them, stride 1) is computed in block order, each block's channels
+ *   contiguous, and every row permuted once at the end;
+ * - input gradient of a depthwise conv (one whole weight, no channel index): with stride 1 and at most 25 taps,
+ *   16 channels per pass (per tap four VLDM and 16 VMLA), else 8 (two VLDM, 8 VMLA), the tap loops of each pixel
+ *   in asm; the valid taps of a pixel are a row range times a column range (the columns tabulated once per call,
+ *   the weight columns of a row ordered by v mod stride so a pixel's taps are consecutive), summed in (u, v)
+ *   order from 0.0f; the channels beyond the last group of 8 as before (tap list, 4 channels then 1); an indexed
+ *   weight: the channel loop innermost, accumulating in place in tap order;
  * - fused weight update of a pointwise conv: 8 output x 2 input channels per pass (the 8 gradient values by
  *   one VLDM), else 4 x 2, so each (x - x_zero) and each gradient value is loaded and converted once for
- *   several products; on maps of up to MT_WU_PIXELS pixels each pair of inputs is converted once per call;
+ *   several products; on maps of up to MT_WU_PIXELS pixels each pair of inputs is converted once per call; the
+ *   int8 update itself in 32-bit integers when |t| < 2^30 (update_s8_fast: the same result as mt_update_s8);
  * - the masked gradient of a conv output: a pixel loop over channels instead of a per-element counter, one
  *   mask byte per 8 channels when c % 8 == 0;
  * - fused bias update: four channels per pass over the positions.
+ * Stack (gcc -fstack-usage, Cortex-M7 -O2): the deepest frames are grad_input_pointwise_block's 1,944 B (its
+ * 1,536-byte weight buffer), dw_grad_in_group8's 1,880 B and dw_grad_in_group16's 1,872 B; the depthwise groups
+ * are noinline so only one group's buffers are on the stack at a time.
  * A dilated depthwise conv (dilation > 1) runs the portable kernel.
  * Chosen at build time like the SIMD kernels (targets/cortex_m/mt_cortex_m.mk renames the portable ones). */
 #include "mt_arith.h"
@@ -490,8 +501,9 @@ static void grad_input_group6(const mt_conv_params *p, const float *gacc, const 
 }
 
 /* One weight block (O, nb) of a pointwise conv: gx[pixel, idx[j]] = sum over o of gacc[pixel, o] * w[o, j]
- * (acc: the sums go on from gx). Groups of 6 input channels (then one of 4) x 4 pixels: the group's weights are
- * converted to float once per chunk of output channels (not once per 4 pixels), the rest as before. */
+ * (acc: the sums go on from gx). Groups of 8 input channels (then one of 6, one of 4) over the pixels up to a
+ * multiple of 4: each group's weights converted to float once per chunk of output channels (not once per tile);
+ * the channels and pixels left over one at a time. */
 static void grad_input_pointwise_block(const mt_conv_params *p, const float *gacc, const int8_t *wb,
                                        const int16_t *idx, int32_t nb, int acc, float *gx)
 {
