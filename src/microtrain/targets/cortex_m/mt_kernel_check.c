@@ -121,6 +121,8 @@ void mt_conv_grad_input_pointwise_acc_f32_portable(const mt_conv_params *p, cons
                                                    const mt_weight_s8 *w, float *gx);
 void mt_conv_grad_input_depthwise_f32_portable(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
                                                float *gx);
+void mt_bias_update_f32_portable(const float *gacc, int32_t hw, int32_t c, int32_t *bias, const mt_update_params *u,
+                                 const mt_train_ctx *ctx);
 void mt_conv_weight_update_pointwise_f32_portable(const mt_conv_params *p, const int8_t *x, int32_t x_c,
                                                   const float *gacc, const mt_weight_s8 *w,
                                                   const mt_update_params *u, const mt_train_ctx *ctx);
@@ -228,6 +230,26 @@ static int backward_checks(void)
         failures += diff != 0;
         mt_printf("bcase %d %s in=%dx%dx%d out_c=%d k=%d s=%d differ=%d\n", i, c->kind, (int)c->h, (int)c->w,
                   (int)c->in_c, (int)c->out_c, (int)c->k, (int)c->stride, (int)diff);
+    }
+    /* fused bias update: both roundings, steps of a few units, and huge ones (lr 1e9: past the fast path's 2^30
+     * and saturating) on biases next to the int32 bounds */
+    static int32_t b_ref[MAX_C], b_fast[MAX_C];
+    for (int k = 0; k < 4; k++) {
+        const int32_t hw = 9 + k, c = 37 + 8 * k;
+        mt_update_params u = {dv, 11u, k & 1, 0, 3 * k};
+        mt_train_ctx ctx = {k < 2 ? 0.05f : 1e9f, 99u, (uint32_t)k, 0u};
+        for (int32_t j = 0; j < hw * c; j++) ga[j] = rand_f() * (1.0f / 1024.0f);
+        for (int32_t j = 0; j < c; j++) {
+            const int32_t r = (int32_t)next();
+            b_ref[j] = b_fast[j] = j % 3 == 0 ? INT32_MAX - (r & 7) : j % 3 == 1 ? INT32_MIN + (r & 7) : r / 256;
+        }
+        mt_bias_update_f32_portable(ga, hw, c, b_ref, &u, &ctx);
+        mt_bias_update_f32(ga, hw, c, b_fast, &u, &ctx);
+        int32_t diff = 0;
+        for (int32_t j = 0; j < c; j++) diff += b_ref[j] != b_fast[j];
+        failures += diff != 0;
+        mt_printf("bcase %d bias in=%dx%d out_c=%d k=1 s=1 differ=%d\n", N_BCASES + k, (int)hw, (int)c, (int)c,
+                  (int)diff);
     }
     return failures;
 }

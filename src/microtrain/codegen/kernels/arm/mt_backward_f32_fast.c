@@ -979,6 +979,27 @@ static inline __attribute__((always_inline)) int8_t update_s8_fast(int8_t p, flo
     return (int8_t)(v > 127 ? 127 : (v < -128 ? -128 : v));
 }
 
+/* mt_update_s32 the same way: the rounded step as above, p + step saturated to int32 (an int32 overflow can only
+ * go past the bound the step points to, which is where the int64 clamp puts it). */
+static inline __attribute__((always_inline)) int32_t update_s32_fast(int32_t p, float delta, int32_t rounding,
+                                                                     uint32_t key, uint32_t index)
+{
+    const int stochastic = rounding == MT_ROUND_STOCHASTIC;
+    const float t = stochastic ? delta + mt_uniform_f32(key, index) : delta;
+    if (!(__builtin_fabsf(t) < MT_UPD_FAST_LIMIT)) return mt_update_s32(p, delta, rounding, key, index);
+    int32_t i = (int32_t)t;
+    if (stochastic) {
+        if ((float)i > t) i -= 1;
+    } else {
+        const float f = t - (float)i;
+        if (f > 0.5f || (f == 0.5f && (i & 1))) i += 1;
+        else if (f < -0.5f || (f == -0.5f && (i & 1))) i -= 1;
+    }
+    int32_t v;
+    if (__builtin_add_overflow(p, i, &v)) v = i > 0 ? INT32_MAX : INT32_MIN;
+    return v;
+}
+
 static inline void apply_update(const mt_weight_s8 *w, const mt_update_params *u, uint32_t key, float neg_lr,
                                 int32_t o, int32_t j, float g)
 {
@@ -1214,8 +1235,9 @@ void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *
 void mt_bias_update_f32(const float *gacc, int32_t hw, int32_t c, int32_t *bias, const mt_update_params *u,
                         const mt_train_ctx *ctx)
 {
-    uint32_t key = mt_hash_key(ctx->seed, ctx->step, u->param_id);
-    const float neg_lr = -ctx->lr;
+    const uint32_t key = mt_hash_key(ctx->seed, ctx->step, u->param_id);
+    const float neg_lr = -ctx->lr, *const divisor = u->divisor; /* locals: the int32 stores may not alias them */
+    const int32_t rounding = u->rounding, row0 = u->row0;
     int32_t o = 0;
     for (; o + 4 <= c; o += 4) {
         float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f;
@@ -1228,14 +1250,14 @@ void mt_bias_update_f32(const float *gacc, int32_t hw, int32_t c, int32_t *bias,
         }
         float g[4] = {g0, g1, g2, g3};
         for (int32_t j = 0; j < 4; j++) {
-            float d = g[j] / u->divisor[o + j];
-            bias[o + j] = mt_update_s32(bias[o + j], neg_lr * d, u->rounding, key, (uint32_t)(o + j + u->row0));
+            float d = g[j] / divisor[o + j];
+            bias[o + j] = update_s32_fast(bias[o + j], neg_lr * d, rounding, key, (uint32_t)(o + j + row0));
         }
     }
     for (; o < c; o++) {
         float g = 0.0f, d;
         for (int32_t i = 0; i < hw; i++) g += gacc[i * c + o];
-        d = g / u->divisor[o];
-        bias[o] = mt_update_s32(bias[o], neg_lr * d, u->rounding, key, (uint32_t)(o + u->row0));
+        d = g / divisor[o];
+        bias[o] = update_s32_fast(bias[o], neg_lr * d, rounding, key, (uint32_t)(o + row0));
     }
 }
