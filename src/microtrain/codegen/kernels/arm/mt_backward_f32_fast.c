@@ -51,18 +51,35 @@ static inline float mla_f32(float acc, float a, float b)
 
 static inline int32_t chan(const int16_t *idx, int32_t j) { return idx ? idx[j] : j; }
 
-/* Eight elements whose clamp bits are the byte m (g may alias gy: each element is read before written). */
+static const float zeros8[8];
+
+/* Eight elements whose clamp bits are the byte m (g may alias gy: all eight are loaded before any store): the
+ * gradients and factors by two VLDM, the results preset to +0.0f by a third, then each product by a VMUL made
+ * conditional on its bit (LSLS puts two bits in N and C), the eight results stored by one VSTM: 24
+ * instructions (gcc: about 6 per element). */
 static inline void grad_acc8(const float *gy, uint32_t m, const float *e, float *g)
 {
-    /* written out: gcc -O2 keeps the loop (and the shifts) otherwise */
-    g[0] = (m & 0x01u) ? gy[0] * e[0] : 0.0f;
-    g[1] = (m & 0x02u) ? gy[1] * e[1] : 0.0f;
-    g[2] = (m & 0x04u) ? gy[2] * e[2] : 0.0f;
-    g[3] = (m & 0x08u) ? gy[3] * e[3] : 0.0f;
-    g[4] = (m & 0x10u) ? gy[4] * e[4] : 0.0f;
-    g[5] = (m & 0x20u) ? gy[5] * e[5] : 0.0f;
-    g[6] = (m & 0x40u) ? gy[6] * e[6] : 0.0f;
-    g[7] = (m & 0x80u) ? gy[7] * e[7] : 0.0f;
+    uint32_t t;
+    __asm__ volatile("vldmia  %[gy], {s0-s7}\n\t"
+                     "vldmia  %[e], {s8-s15}\n\t"
+                     "vldmia  %[z], {s16-s23}\n\t"
+                     "lsls    %[t], %[m], #31\n\t"
+                     "it      mi\n\tvmulmi.f32 s16, s0, s8\n\t"
+                     "it      cs\n\tvmulcs.f32 s17, s1, s9\n\t"
+                     "lsls    %[t], %[m], #29\n\t"
+                     "it      mi\n\tvmulmi.f32 s18, s2, s10\n\t"
+                     "it      cs\n\tvmulcs.f32 s19, s3, s11\n\t"
+                     "lsls    %[t], %[m], #27\n\t"
+                     "it      mi\n\tvmulmi.f32 s20, s4, s12\n\t"
+                     "it      cs\n\tvmulcs.f32 s21, s5, s13\n\t"
+                     "lsls    %[t], %[m], #25\n\t"
+                     "it      mi\n\tvmulmi.f32 s22, s6, s14\n\t"
+                     "it      cs\n\tvmulcs.f32 s23, s7, s15\n\t"
+                     "vstmia  %[g], {s16-s23}\n\t"
+                     : [t] "=&r"(t)
+                     : [gy] "r"(gy), [e] "r"(e), [g] "r"(g), [m] "r"(m), [z] "r"(zeros8)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14",
+                       "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "memory", "cc");
 }
 
 /* g = mask ? gy * eff[channel] : 0, pixel by pixel (no per-element channel counter); with c % 8 == 0 every
