@@ -121,6 +121,7 @@ void mt_conv_grad_input_pointwise_acc_f32_portable(const mt_conv_params *p, cons
                                                    const mt_weight_s8 *w, float *gx);
 void mt_conv_grad_input_depthwise_f32_portable(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
                                                float *gx);
+void mt_add_grad_f32_portable(const float *gy, const uint8_t *mask, float scale, int32_t n, float *g);
 void mt_bias_update_f32_portable(const float *gacc, int32_t hw, int32_t c, int32_t *bias, const mt_update_params *u,
                                  const mt_train_ctx *ctx);
 void mt_conv_weight_update_pointwise_f32_portable(const mt_conv_params *p, const int8_t *x, int32_t x_c,
@@ -250,6 +251,18 @@ static int backward_checks(void)
         failures += diff != 0;
         mt_printf("bcase %d bias in=%dx%d out_c=%d k=1 s=1 differ=%d\n", N_BCASES + k, (int)hw, (int)c, (int)c,
                   (int)diff);
+    }
+    /* a residual add's input gradient, in place for the fast kernel: a whole number of mask bytes and not */
+    for (int k = 0; k < 2; k++) {
+        const int32_t n = k ? 1000 : 1536 + 5;
+        for (int32_t j = 0; j < n; j++) ga[j] = gf[j] = rand_f();
+        for (int32_t j = 0; j < n / 8 + 1; j++) m_ref[j] = (uint8_t)next();
+        mt_add_grad_f32_portable(ga, m_ref, 0.7f, n, gr);
+        mt_add_grad_f32(gf, m_ref, 0.7f, n, gf);
+        int32_t diff = 0;
+        for (int32_t j = 0; j < n; j++) diff += memcmp(&gr[j], &gf[j], sizeof(float)) != 0;
+        failures += diff != 0;
+        mt_printf("bcase %d addg in=%d out_c=1 k=1 s=1 differ=%d\n", N_BCASES + 4 + k, (int)n, (int)diff);
     }
     return failures;
 }

@@ -26,7 +26,8 @@
  *   int8 update itself in 32-bit integers when |t| < 2^30 (update_s8_fast: the same result as mt_update_s8);
  * - the masked gradient of a conv output: a pixel loop over channels instead of a per-element counter, one
  *   mask byte per 8 channels when c % 8 == 0;
- * - fused bias update: four channels per pass over the positions.
+ * - fused bias update: four channels per pass over the positions, the int32 update as the int8 one;
+ * - a residual add's input gradient (mt_add_grad_f32): eight elements per pass as the masked gradient.
  * Stack (gcc -fstack-usage, Cortex-M7 -O2): the deepest frames are grad_input_pointwise_block's 1,944 B (its
  * 1,536-byte weight buffer), dw_grad_in_group8's 1,880 B and dw_grad_in_group16's 1,872 B; the depthwise groups
  * are noinline so only one group's buffers are on the stack at a time.
@@ -98,6 +99,37 @@ void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff
         }
     for (int32_t ch = 0; i < n; i++, ch++) /* n is a whole number of pixels; kept for safety */
         g[i] = ((mask[i >> 3] >> (i & 7)) & 1) ? gy[i] * eff[ch] : 0.0f;
+}
+
+/* g = mask ? gy * scale : 0 over n elements (a residual add's input gradient), eight at a time as grad_acc8 with
+ * one factor (g may alias gy). */
+void mt_add_grad_f32(const float *gy, const uint8_t *mask, float scale, int32_t n, float *g)
+{
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const uint32_t m = mask[i >> 3];
+        uint32_t t;
+        __asm__ volatile("vldmia  %[gy], {s0-s7}\n\t"
+                         "vldmia  %[z], {s16-s23}\n\t"
+                         "lsls    %[t], %[m], #31\n\t"
+                         "it      mi\n\tvmulmi.f32 s16, s0, %[sc]\n\t"
+                         "it      cs\n\tvmulcs.f32 s17, s1, %[sc]\n\t"
+                         "lsls    %[t], %[m], #29\n\t"
+                         "it      mi\n\tvmulmi.f32 s18, s2, %[sc]\n\t"
+                         "it      cs\n\tvmulcs.f32 s19, s3, %[sc]\n\t"
+                         "lsls    %[t], %[m], #27\n\t"
+                         "it      mi\n\tvmulmi.f32 s20, s4, %[sc]\n\t"
+                         "it      cs\n\tvmulcs.f32 s21, s5, %[sc]\n\t"
+                         "lsls    %[t], %[m], #25\n\t"
+                         "it      mi\n\tvmulmi.f32 s22, s6, %[sc]\n\t"
+                         "it      cs\n\tvmulcs.f32 s23, s7, %[sc]\n\t"
+                         "vstmia  %[g], {s16-s23}\n\t"
+                         : [t] "=&r"(t)
+                         : [gy] "r"(gy + i), [g] "r"(g + i), [m] "r"(m), [z] "r"(zeros8), [sc] "t"(scale)
+                         : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s16", "s17", "s18", "s19", "s20", "s21",
+                           "s22", "s23", "memory", "cc");
+    }
+    for (; i < n; i++) g[i] = ((mask[i >> 3] >> (i & 7)) & 1) ? gy[i] * scale : 0.0f;
 }
 
 static inline float *grad_pixel(const mt_conv_params *p, float *gx, int32_t pix)
