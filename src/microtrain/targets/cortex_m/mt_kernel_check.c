@@ -121,6 +121,9 @@ void mt_conv_grad_input_pointwise_acc_f32_portable(const mt_conv_params *p, cons
                                                    const mt_weight_s8 *w, float *gx);
 void mt_conv_grad_input_depthwise_f32_portable(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
                                                float *gx);
+void mt_add_grad_f32_portable(const float *gy, const uint8_t *mask, float scale, int32_t n, float *g);
+void mt_bias_update_f32_portable(const float *gacc, int32_t hw, int32_t c, int32_t *bias, const mt_update_params *u,
+                                 const mt_train_ctx *ctx);
 void mt_conv_weight_update_pointwise_f32_portable(const mt_conv_params *p, const int8_t *x, int32_t x_c,
                                                   const float *gacc, const mt_weight_s8 *w,
                                                   const mt_update_params *u, const mt_train_ctx *ctx);
@@ -147,6 +150,17 @@ static const BCase bcases[] = {
     {"acc_pw", 5, 4, 13, 10, 1, 1, 0, 0}, {"acc_pw", 3, 3, 24, 50, 1, 1, 0, 9}, {"acc_pw", 4, 4, 22, 127, 1, 1, 0, 0},
     /* 3-pixel then 4-pixel tiles (20 pixels: 3 + 3 + 3 + 3 + 4 + 4) over a split weight, odd output channels */
     {"gi_pw", 4, 5, 18, 21, 1, 1, 0, 7},
+    /* 8-channel groups (then 6, 4 and single channels left over), chunks of 48 output channels then a short one
+     * (on % 4 single steps first, an odd or even number of 4-channel steps), indexed channels, an odd pixel
+     * count, stride 2, added to gx */
+    {"gi_pw", 4, 4, 30, 77, 1, 1, 0, 0}, {"gi_pw", 5, 5, 44, 50, 1, 1, 0, 12}, {"gi_pw", 6, 6, 16, 12, 1, 2, 0, 0},
+    {"acc_pw", 4, 4, 31, 53, 1, 1, 0, 9},
+    /* whole chunks of 48 output channels (the pair loop), from zeros and from gx; a split weight in block order */
+    {"gi_pw", 4, 4, 16, 96, 1, 1, 0, 0}, {"acc_pw", 2, 3, 24, 48, 1, 1, 0, 0}, {"gi_pw", 4, 4, 48, 56, 1, 1, 0, 20},
+    /* depthwise, stride 1: 16-channel groups (then 8, then the rest), padding 0 / 1 / 2 */
+    {"gi_dw", 5, 4, 40, 40, 3, 1, 1, 0}, {"gi_dw", 4, 4, 48, 48, 5, 1, 2, 0}, {"gi_dw", 6, 5, 33, 33, 3, 1, 0, 0},
+    /* 8-channel groups: a map wider than MT_DWG_MAX_W (taps found per pixel), a 4-wide kernel with stride 3 */
+    {"gi_dw", 2, 36, 8, 8, 3, 2, 1, 0}, {"gi_dw", 7, 8, 8, 8, 4, 3, 1, 0},
 };
 #define N_BCASES (int)(sizeof bcases / sizeof bcases[0])
 
@@ -217,6 +231,38 @@ static int backward_checks(void)
         failures += diff != 0;
         mt_printf("bcase %d %s in=%dx%dx%d out_c=%d k=%d s=%d differ=%d\n", i, c->kind, (int)c->h, (int)c->w,
                   (int)c->in_c, (int)c->out_c, (int)c->k, (int)c->stride, (int)diff);
+    }
+    /* fused bias update: both roundings, steps of a few units, and huge ones (lr 1e9: past the fast path's 2^30
+     * and saturating) on biases next to the int32 bounds */
+    static int32_t b_ref[MAX_C], b_fast[MAX_C];
+    for (int k = 0; k < 4; k++) {
+        const int32_t hw = 9 + k, c = 37 + 8 * k;
+        mt_update_params u = {dv, 11u, k & 1, 0, 3 * k};
+        mt_train_ctx ctx = {k < 2 ? 0.05f : 1e9f, 99u, (uint32_t)k, 0u};
+        for (int32_t j = 0; j < hw * c; j++) ga[j] = rand_f() * (1.0f / 1024.0f);
+        for (int32_t j = 0; j < c; j++) {
+            const int32_t r = (int32_t)next();
+            b_ref[j] = b_fast[j] = j % 3 == 0 ? INT32_MAX - (r & 7) : j % 3 == 1 ? INT32_MIN + (r & 7) : r / 256;
+        }
+        mt_bias_update_f32_portable(ga, hw, c, b_ref, &u, &ctx);
+        mt_bias_update_f32(ga, hw, c, b_fast, &u, &ctx);
+        int32_t diff = 0;
+        for (int32_t j = 0; j < c; j++) diff += b_ref[j] != b_fast[j];
+        failures += diff != 0;
+        mt_printf("bcase %d bias in=%dx%d out_c=%d k=1 s=1 differ=%d\n", N_BCASES + k, (int)hw, (int)c, (int)c,
+                  (int)diff);
+    }
+    /* a residual add's input gradient, in place for the fast kernel: a whole number of mask bytes and not */
+    for (int k = 0; k < 2; k++) {
+        const int32_t n = k ? 1000 : 1536 + 5;
+        for (int32_t j = 0; j < n; j++) ga[j] = gf[j] = rand_f();
+        for (int32_t j = 0; j < n / 8 + 1; j++) m_ref[j] = (uint8_t)next();
+        mt_add_grad_f32_portable(ga, m_ref, 0.7f, n, gr);
+        mt_add_grad_f32(gf, m_ref, 0.7f, n, gf);
+        int32_t diff = 0;
+        for (int32_t j = 0; j < n; j++) diff += memcmp(&gr[j], &gf[j], sizeof(float)) != 0;
+        failures += diff != 0;
+        mt_printf("bcase %d addg in=%d out_c=1 k=1 s=1 differ=%d\n", N_BCASES + 4 + k, (int)n, (int)diff);
     }
     return failures;
 }

@@ -5,20 +5,32 @@
  * terms, same order, separate multiply and add: built with -ffp-contract=off), so nothing changes but the
  * loop structure, which cuts executed instructions, and each multiply-add is one VMLA (mla_f32: the product
  * rounded, then the sum; not fused) where gcc emits VMUL and VADD:
- * - input gradient of a pointwise conv: register blocking, 3 or 4 pixels x 6 input channels per pass (18 or 24
- *   accumulators in the 32 single-precision registers; 4 x 4 for a last group of 4 channels), each gradient
- *   value loaded once for six channels (the 3-pixel tile: two adjacent output channels' values by one VLDM),
- *   the weights by one VLDM, and the int8 weights converted to float once per 6 input channels x
- *   MT_GI_CHUNK output channels into a stack buffer (reused by every pixel) rather than once per tile;
- * - input gradient of a depthwise conv: the valid taps are found once per pixel (not per channel); a whole
- *   weight (no channel index) sums 8 or 4 channels in registers over them in tap order, otherwise the
- *   channel loop runs innermost, accumulating in place in tap order;
+ * - input gradient of a pointwise conv: groups of 8 input channels in 2-pixel x 8-channel tiles (16 accumulators
+ *   in s0-s15; per 4 output channels one VLDM of each pixel's 4 gradient values, per output channel one VLDM of
+ *   its 8 weights and 16 VMLA: 70 instructions for 64 MACs), the int8 weights converted to float once per call,
+ *   8 channels x MT_GI8_CHUNK output channels at a time, into a stack buffer reused by every pixel (a byte-indexed
+ *   table of the 256 floats and one STM: 20 instructions per 8 weights); on a stride-1 map with whole chunks the
+ *   pixel-pair loop runs inside the asm too. Channels left over: one group of 6 (3 or 4 pixels x 6 channels per
+ *   tile, the same buffer), one of 4 (4 x 4), then one at a time. A weight split into indexed frozen and trained
+ *   channels (at most MT_GI_PERM_MAX of them, stride 1) is computed in block order, each block's channels
+ *   contiguous, and every row permuted once at the end;
+ * - input gradient of a depthwise conv (one whole weight, no channel index): with stride 1 and at most 25 taps,
+ *   16 channels per pass (per tap four VLDM and 16 VMLA), else 8 (two VLDM, 8 VMLA), the tap loops of each pixel
+ *   in asm; the valid taps of a pixel are a row range times a column range (the columns tabulated once per call,
+ *   the weight columns of a row ordered by v mod stride so a pixel's taps are consecutive), summed in (u, v)
+ *   order from 0.0f; the channels beyond the last group of 8 as before (tap list, 4 channels then 1); an indexed
+ *   weight: the channel loop innermost, accumulating in place in tap order;
  * - fused weight update of a pointwise conv: 8 output x 2 input channels per pass (the 8 gradient values by
  *   one VLDM), else 4 x 2, so each (x - x_zero) and each gradient value is loaded and converted once for
- *   several products; on maps of up to MT_WU_PIXELS pixels each pair of inputs is converted once per call;
+ *   several products; on maps of up to MT_WU_PIXELS pixels each pair of inputs is converted once per call; the
+ *   int8 update itself in 32-bit integers when |t| < 2^30 (update_s8_fast: the same result as mt_update_s8);
  * - the masked gradient of a conv output: a pixel loop over channels instead of a per-element counter, one
  *   mask byte per 8 channels when c % 8 == 0;
- * - fused bias update: four channels per pass over the positions.
+ * - fused bias update: four channels per pass over the positions, the int32 update as the int8 one;
+ * - a residual add's input gradient (mt_add_grad_f32): eight elements per pass as the masked gradient.
+ * Stack (gcc -fstack-usage, Cortex-M7 -O2): the deepest frames are grad_input_pointwise_block's 1,944 B (its
+ * 1,536-byte weight buffer), dw_grad_in_group8's 1,880 B and dw_grad_in_group16's 1,872 B; the depthwise groups
+ * are noinline so only one group's buffers are on the stack at a time.
  * A dilated depthwise conv (dilation > 1) runs the portable kernel.
  * Chosen at build time like the SIMD kernels (targets/cortex_m/mt_cortex_m.mk renames the portable ones). */
 #include "mt_arith.h"
@@ -40,18 +52,35 @@ static inline float mla_f32(float acc, float a, float b)
 
 static inline int32_t chan(const int16_t *idx, int32_t j) { return idx ? idx[j] : j; }
 
-/* Eight elements whose clamp bits are the byte m (g may alias gy: each element is read before written). */
+static const float zeros8[8];
+
+/* Eight elements whose clamp bits are the byte m (g may alias gy: all eight are loaded before any store): the
+ * gradients and factors by two VLDM, the results preset to +0.0f by a third, then each product by a VMUL made
+ * conditional on its bit (LSLS puts two bits in N and C), the eight results stored by one VSTM: 24
+ * instructions (gcc: about 6 per element). */
 static inline void grad_acc8(const float *gy, uint32_t m, const float *e, float *g)
 {
-    /* written out: gcc -O2 keeps the loop (and the shifts) otherwise */
-    g[0] = (m & 0x01u) ? gy[0] * e[0] : 0.0f;
-    g[1] = (m & 0x02u) ? gy[1] * e[1] : 0.0f;
-    g[2] = (m & 0x04u) ? gy[2] * e[2] : 0.0f;
-    g[3] = (m & 0x08u) ? gy[3] * e[3] : 0.0f;
-    g[4] = (m & 0x10u) ? gy[4] * e[4] : 0.0f;
-    g[5] = (m & 0x20u) ? gy[5] * e[5] : 0.0f;
-    g[6] = (m & 0x40u) ? gy[6] * e[6] : 0.0f;
-    g[7] = (m & 0x80u) ? gy[7] * e[7] : 0.0f;
+    uint32_t t;
+    __asm__ volatile("vldmia  %[gy], {s0-s7}\n\t"
+                     "vldmia  %[e], {s8-s15}\n\t"
+                     "vldmia  %[z], {s16-s23}\n\t"
+                     "lsls    %[t], %[m], #31\n\t"
+                     "it      mi\n\tvmulmi.f32 s16, s0, s8\n\t"
+                     "it      cs\n\tvmulcs.f32 s17, s1, s9\n\t"
+                     "lsls    %[t], %[m], #29\n\t"
+                     "it      mi\n\tvmulmi.f32 s18, s2, s10\n\t"
+                     "it      cs\n\tvmulcs.f32 s19, s3, s11\n\t"
+                     "lsls    %[t], %[m], #27\n\t"
+                     "it      mi\n\tvmulmi.f32 s20, s4, s12\n\t"
+                     "it      cs\n\tvmulcs.f32 s21, s5, s13\n\t"
+                     "lsls    %[t], %[m], #25\n\t"
+                     "it      mi\n\tvmulmi.f32 s22, s6, s14\n\t"
+                     "it      cs\n\tvmulcs.f32 s23, s7, s15\n\t"
+                     "vstmia  %[g], {s16-s23}\n\t"
+                     : [t] "=&r"(t)
+                     : [gy] "r"(gy), [e] "r"(e), [g] "r"(g), [m] "r"(m), [z] "r"(zeros8)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14",
+                       "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "memory", "cc");
 }
 
 /* g = mask ? gy * eff[channel] : 0, pixel by pixel (no per-element channel counter); with c % 8 == 0 every
@@ -72,6 +101,37 @@ void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff
         g[i] = ((mask[i >> 3] >> (i & 7)) & 1) ? gy[i] * eff[ch] : 0.0f;
 }
 
+/* g = mask ? gy * scale : 0 over n elements (a residual add's input gradient), eight at a time as grad_acc8 with
+ * one factor (g may alias gy). */
+void mt_add_grad_f32(const float *gy, const uint8_t *mask, float scale, int32_t n, float *g)
+{
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const uint32_t m = mask[i >> 3];
+        uint32_t t;
+        __asm__ volatile("vldmia  %[gy], {s0-s7}\n\t"
+                         "vldmia  %[z], {s16-s23}\n\t"
+                         "lsls    %[t], %[m], #31\n\t"
+                         "it      mi\n\tvmulmi.f32 s16, s0, %[sc]\n\t"
+                         "it      cs\n\tvmulcs.f32 s17, s1, %[sc]\n\t"
+                         "lsls    %[t], %[m], #29\n\t"
+                         "it      mi\n\tvmulmi.f32 s18, s2, %[sc]\n\t"
+                         "it      cs\n\tvmulcs.f32 s19, s3, %[sc]\n\t"
+                         "lsls    %[t], %[m], #27\n\t"
+                         "it      mi\n\tvmulmi.f32 s20, s4, %[sc]\n\t"
+                         "it      cs\n\tvmulcs.f32 s21, s5, %[sc]\n\t"
+                         "lsls    %[t], %[m], #25\n\t"
+                         "it      mi\n\tvmulmi.f32 s22, s6, %[sc]\n\t"
+                         "it      cs\n\tvmulcs.f32 s23, s7, %[sc]\n\t"
+                         "vstmia  %[g], {s16-s23}\n\t"
+                         : [t] "=&r"(t)
+                         : [gy] "r"(gy + i), [g] "r"(g + i), [m] "r"(m), [z] "r"(zeros8), [sc] "t"(scale)
+                         : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s16", "s17", "s18", "s19", "s20", "s21",
+                           "s22", "s23", "memory", "cc");
+    }
+    for (; i < n; i++) g[i] = ((mask[i >> 3] >> (i & 7)) & 1) ? gy[i] * scale : 0.0f;
+}
+
 static inline float *grad_pixel(const mt_conv_params *p, float *gx, int32_t pix)
 {
     int32_t oy = pix / p->out_w, ox = pix - oy * p->out_w;
@@ -82,6 +142,10 @@ static inline float *grad_pixel(const mt_conv_params *p, float *gx, int32_t pix)
  * channels (a stack buffer of 24 * MT_GI_CHUNK bytes). */
 #ifndef MT_GI_CHUNK
 #define MT_GI_CHUNK 64
+#endif
+/* The same for groups of 8 input channels (the same stack buffer: 32 * MT_GI8_CHUNK bytes). */
+#ifndef MT_GI8_CHUNK
+#define MT_GI8_CHUNK 48
 #endif
 
 /* dst[0..3] = (float)src[0..3]; returns dst + 4. One word load, the bytes sign-extended, moved to the FPU two
@@ -256,6 +320,193 @@ static void grad_input_tile_4x4(const float *g, int32_t out_c, const float *wf, 
     x3[c0] = a30; x3[c1] = a31; x3[c2] = a32; x3[c3] = a33;
 }
 
+/* (float)(int8_t)u for every byte u: converting a weight is then one byte load and one word load (1 KB of flash) */
+#define S8F1(n) ((n) < 128 ? (float)(n) : (float)((n) - 256))
+#define S8F4(n) S8F1(n), S8F1((n) + 1), S8F1((n) + 2), S8F1((n) + 3)
+#define S8F16(n) S8F4(n), S8F4((n) + 4), S8F4((n) + 8), S8F4((n) + 12)
+#define S8F64(n) S8F16(n), S8F16((n) + 16), S8F16((n) + 32), S8F16((n) + 48)
+static const float s8_float[256] = {S8F64(0), S8F64(64), S8F64(128), S8F64(192)};
+
+/* dst[0..3] = (float)src[0..3] by table: four byte loads, four table loads, two STRD (10 instructions; float4_s8
+ * takes 12). */
+static inline float *float4_s8_tab(const int8_t *src, float *dst)
+{
+    uint32_t a, b, c, d;
+    __asm__ volatile("ldrb    %[a], [%[src]]\n\t"
+                     "ldrb    %[b], [%[src], #1]\n\t"
+                     "ldrb    %[c], [%[src], #2]\n\t"
+                     "ldrb    %[d], [%[src], #3]\n\t"
+                     "ldr     %[a], [%[tab], %[a], lsl #2]\n\t"
+                     "ldr     %[b], [%[tab], %[b], lsl #2]\n\t"
+                     "ldr     %[c], [%[tab], %[c], lsl #2]\n\t"
+                     "ldr     %[d], [%[tab], %[d], lsl #2]\n\t"
+                     "strd    %[a], %[b], [%[dst]], #8\n\t"
+                     "strd    %[c], %[d], [%[dst]], #8\n\t"
+                     : [dst] "+r"(dst), [a] "=&r"(a), [b] "=&r"(b), [c] "=&r"(c), [d] "=&r"(d)
+                     : [src] "r"(src), [tab] "r"(s8_float)
+                     : "memory");
+    return dst;
+}
+
+/* dst[8o + j] = (float)src[o * nb + j], j < 8, o < on: the 8 weights of each output channel by 8 byte loads, 8
+ * table loads and one STM (20 instructions per output channel with the loop; two float4_s8_tab: 23). STM stores
+ * its registers in ascending number, hence the pinned ones (r7 left out: a frame pointer in some builds). */
+static __attribute__((noinline)) void float_rows8(const int8_t *src, int32_t nb, int32_t on, float *dst)
+{
+    register uint32_t a0 __asm__("r3"), a1 __asm__("r4"), a2 __asm__("r5"), a3 __asm__("r6");
+    register uint32_t a4 __asm__("r8"), a5 __asm__("r9"), a6 __asm__("r10"), a7 __asm__("r11");
+    const float *end = dst + 8 * on;
+    __asm__ volatile("1:\n\t"
+                     "ldrb    %[a0], [%[src]]\n\t"
+                     "ldrb    %[a1], [%[src], #1]\n\t"
+                     "ldrb    %[a2], [%[src], #2]\n\t"
+                     "ldrb    %[a3], [%[src], #3]\n\t"
+                     "ldrb    %[a4], [%[src], #4]\n\t"
+                     "ldrb    %[a5], [%[src], #5]\n\t"
+                     "ldrb    %[a6], [%[src], #6]\n\t"
+                     "ldrb    %[a7], [%[src], #7]\n\t"
+                     "ldr     %[a0], [%[tab], %[a0], lsl #2]\n\t"
+                     "ldr     %[a1], [%[tab], %[a1], lsl #2]\n\t"
+                     "ldr     %[a2], [%[tab], %[a2], lsl #2]\n\t"
+                     "ldr     %[a3], [%[tab], %[a3], lsl #2]\n\t"
+                     "ldr     %[a4], [%[tab], %[a4], lsl #2]\n\t"
+                     "ldr     %[a5], [%[tab], %[a5], lsl #2]\n\t"
+                     "ldr     %[a6], [%[tab], %[a6], lsl #2]\n\t"
+                     "ldr     %[a7], [%[tab], %[a7], lsl #2]\n\t"
+                     "stmia   %[dst]!, {%[a0], %[a1], %[a2], %[a3], %[a4], %[a5], %[a6], %[a7]}\n\t"
+                     "add     %[src], %[src], %[nb]\n\t"
+                     "cmp     %[dst], %[end]\n\t"
+                     "bne     1b\n\t"
+                     : [src] "+r"(src), [dst] "+r"(dst), [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2),
+                       [a3] "=&r"(a3), [a4] "=&r"(a4), [a5] "=&r"(a5), [a6] "=&r"(a6), [a7] "=&r"(a7)
+                     : [nb] "r"(nb), [end] "r"(end), [tab] "r"(s8_float)
+                     : "memory", "cc");
+}
+
+/* One output channel of a 2-pixel x 8-channel tile: its eight weights by one VLDM into s16-s23, then the products
+ * with pixel 0's gradient value (register ga) into s0-s7 and pixel 1's (gb) into s8-s15, each by one VMLA. */
+#define GI8_MA(acc, g, w) "vmla.f32 s" #acc ", s" g ", s" #w "\n\t"
+#define GI8_O(ga, gb)                                                                                             \
+    "vldmia  %[wp]!, {s16-s23}\n\t" GI8_MA(0, ga, 16) GI8_MA(1, ga, 17) GI8_MA(2, ga, 18) GI8_MA(3, ga, 19)      \
+        GI8_MA(4, ga, 20) GI8_MA(5, ga, 21) GI8_MA(6, ga, 22) GI8_MA(7, ga, 23) GI8_MA(8, gb, 16)                 \
+            GI8_MA(9, gb, 17) GI8_MA(10, gb, 18) GI8_MA(11, gb, 19) GI8_MA(12, gb, 20) GI8_MA(13, gb, 21)         \
+                GI8_MA(14, gb, 22) GI8_MA(15, gb, 23)
+/* four output channels: each pixel's four gradient values by one VLDM (s24-s27, s28-s31) */
+#define GI8_STEP4                                                                                                 \
+    "vldmia  %[g0]!, {s24-s27}\n\t"                                                                               \
+    "vldmia  %[g1]!, {s28-s31}\n\t" GI8_O("24", "28") GI8_O("25", "29") GI8_O("26", "30") GI8_O("27", "31")
+#define GI8_STEP1 "vldmia  %[g0]!, {s24}\n\tvldmia  %[g1]!, {s28}\n\t" GI8_O("24", "28")
+
+/* d0[j] = s0[j] + sum over the on output channels of g0[o] * wf[8o + j] (pixel 0; d1, s1, g1: pixel 1), j < 8,
+ * each sum in ascending o, one product added at a time (the portable order); the 16 sums stay in s0-s15 for the
+ * whole chunk: 70 instructions per 4 output channels (64 MACs). on % 4 single channels first, then four at a
+ * time, two steps per loop pass (entering at the second when on / 4 is odd). */
+static __attribute__((noinline)) void grad_input_tile_2x8(const float *g0, const float *g1, const float *wf, int32_t on, const float *s0,
+                                const float *s1, float *d0, float *d1)
+{
+    const float *wp = wf, *end = wf + 8 * on;
+    uint32_t t;
+    __asm__ volatile("vldmia  %[s0], {s0-s7}\n\t"
+                     "vldmia  %[s1], {s8-s15}\n\t"
+                     "ands    %[t], %[on], #3\n\t"
+                     "beq     3f\n"
+                     "4:\n\t" GI8_STEP1
+                     "subs    %[t], %[t], #1\n\t"
+                     "bne     4b\n"
+                     "3:\n\t"
+                     "cmp     %[wp], %[end]\n\t"
+                     "beq     2f\n\t"
+                     "tst     %[on], #4\n\t"
+                     "bne     5f\n"
+                     "1:\n\t" GI8_STEP4 "5:\n\t" GI8_STEP4
+                     "cmp     %[wp], %[end]\n\t"
+                     "bne     1b\n"
+                     "2:\n\t"
+                     "vstmia  %[d0], {s0-s7}\n\t"
+                     "vstmia  %[d1], {s8-s15}\n\t"
+                     : [wp] "+r"(wp), [g0] "+r"(g0), [g1] "+r"(g1), [t] "=&r"(t)
+                     : [s0] "r"(s0), [s1] "r"(s1), [d0] "r"(d0), [d1] "r"(d1), [end] "r"(end), [on] "r"(on)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14",
+                       "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27",
+                       "s28", "s29", "s30", "s31", "memory", "cc");
+}
+
+/* grad_input_tile_2x8 over npairs pixel pairs of a stride-1 map, channels contiguous, on % 8 == 0: the pair loop
+ * in the asm too (about 20 instructions per pair around the output-channel loop instead of some 50). Pair k:
+ * pixels 2k, 2k + 1 of g (rows of out_c4 bytes) and of x (rows of in_c4 bytes, x at the group's first channel);
+ * the sums start from src (row offset soff, advanced by sstep per pair: x itself, or a zero row for the first
+ * chunk) and are stored to x. */
+typedef struct {
+    const float *wf, *end; /* the chunk's weights, 8 per output channel, and their end */
+    int32_t out_c4, in_c4, soff, sstep;
+} gi8_pairs;
+
+static void grad_input_pairs_2x8(const gi8_pairs *a, const float *g, float *x, const float *src, int32_t npairs)
+{
+    const float *wp, *g0, *g1;
+    uint32_t t;
+    __asm__ volatile("0:\n\t"
+                     "ldr     %[wp], [%[a], #0]\n\t"
+                     "ldr     %[t], [%[a], #8]\n\t"
+                     "mov     %[g0], %[g]\n\t"
+                     "add     %[g1], %[g], %[t]\n\t"
+                     "add     %[g], %[g1], %[t]\n\t"
+                     "ldr     %[t], [%[a], #16]\n\t"
+                     "vldmia  %[src], {s0-s7}\n\t"
+                     "add     %[t], %[src], %[t]\n\t"
+                     "vldmia  %[t], {s8-s15}\n\t"
+                     "ldr     %[t], [%[a], #20]\n\t"
+                     "add     %[src], %[src], %[t]\n\t"
+                     "ldr     %[t], [%[a], #4]\n"
+                     "1:\n\t" GI8_STEP4 GI8_STEP4
+                     "cmp     %[wp], %[t]\n\t"
+                     "bne     1b\n\t"
+                     "ldr     %[t], [%[a], #12]\n\t"
+                     "vstmia  %[x], {s0-s7}\n\t"
+                     "add     %[x], %[x], %[t]\n\t"
+                     "vstmia  %[x], {s8-s15}\n\t"
+                     "add     %[x], %[x], %[t]\n\t"
+                     "subs    %[n], %[n], #1\n\t"
+                     "bne     0b\n\t"
+                     : [g] "+r"(g), [x] "+r"(x), [src] "+r"(src), [n] "+r"(npairs), [wp] "=&r"(wp), [g0] "=&r"(g0),
+                       [g1] "=&r"(g1), [t] "=&r"(t)
+                     : [a] "r"(a)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14",
+                       "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27",
+                       "s28", "s29", "s30", "s31", "memory", "cc");
+}
+
+/* The 2 x 8 tiles of one group of 8 input channels c[0..7] over the pixels 0 .. pix2 - 1 (pix2 even), for output
+ * channels o0 .. o0 + on - 1 (weights as float in wf, 8 per output channel): each tile's 16 sums continue from gx
+ * (or start from zeros for the first chunk). Contiguous channels (no index) are read and written in place, eight
+ * at a time; indexed ones go through a gathered copy. */
+static void grad_input_group8(const mt_conv_params *p, const float *gacc, const float *wf, int32_t o0, int32_t on,
+                              int32_t pix2, const int32_t *c, int contiguous, int go_on, float *gx)
+{
+    static const float zeros[8];
+    float acc[16];
+    const int32_t out_c = p->out_c, in_c = p->in_c, dense = p->stride == 1 && p->out_w == p->in_w;
+    const int from_gx = o0 || go_on;
+    const float *g = gacc + o0;
+    if (dense && contiguous && on % 8 == 0 && pix2 > 0) {
+        const gi8_pairs a = {wf, wf + 8 * on, 4 * out_c, 4 * in_c, from_gx ? 4 * in_c : 0, from_gx ? 8 * in_c : 0};
+        grad_input_pairs_2x8(&a, g, gx + c[0], from_gx ? gx + c[0] : zeros, pix2 / 2);
+        return;
+    }
+    for (int32_t pix = 0; pix < pix2; pix += 2, g += 2 * out_c) {
+        float *x0 = dense ? gx + pix * in_c : grad_pixel(p, gx, pix);
+        float *x1 = dense ? x0 + in_c : grad_pixel(p, gx, pix + 1), *d0 = acc, *d1 = acc + 8;
+        if (contiguous) {
+            d0 = x0 + c[0], d1 = x1 + c[0];
+        } else if (from_gx) {
+            for (int32_t j = 0; j < 8; j++) d0[j] = x0[c[j]], d1[j] = x1[c[j]];
+        }
+        grad_input_tile_2x8(g, g + out_c, wf, on, from_gx ? d0 : zeros, from_gx ? d1 : zeros, d0, d1);
+        if (!contiguous)
+            for (int32_t j = 0; j < 8; j++) x0[c[j]] = d0[j], x1[c[j]] = d1[j];
+    }
+}
+
 /* The 4 x 6 tiles of one group of 6 input channels c[0..5] over the pixels pix4 (a multiple of 4), for output
  * channels o0 .. o0 + on - 1 (weights as float in wf, 6 per output channel): each tile's 24 sums continue from gx
  * (or start from zeros for the first chunk). Contiguous channels (no index) are read and written in place, six
@@ -299,15 +550,25 @@ static void grad_input_group6(const mt_conv_params *p, const float *gacc, const 
 }
 
 /* One weight block (O, nb) of a pointwise conv: gx[pixel, idx[j]] = sum over o of gacc[pixel, o] * w[o, j]
- * (acc: the sums go on from gx). Groups of 6 input channels (then one of 4) x 4 pixels: the group's weights are
- * converted to float once per chunk of output channels (not once per 4 pixels), the rest as before. */
+ * (acc: the sums go on from gx). Groups of 8 input channels (then one of 6, one of 4) over the pixels up to a
+ * multiple of 4: each group's weights converted to float once per chunk of output channels (not once per tile);
+ * the channels and pixels left over one at a time. */
 static void grad_input_pointwise_block(const mt_conv_params *p, const float *gacc, const int8_t *wb,
                                        const int16_t *idx, int32_t nb, int acc, float *gx)
 {
     const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w, pix4 = n_pix & ~3;
-    const int32_t nb6 = nb - nb % 6, nb4 = nb6 + ((nb - nb6) & 4);
-    float wf[6 * MT_GI_CHUNK];
-    for (int32_t j = 0; j < nb6; j += 6) {
+    const int32_t nb8 = nb & ~7, nb6 = nb8 + (nb - nb8 >= 6 ? 6 : 0), nb4 = nb6 + ((nb - nb6) & 4);
+    float wf[8 * MT_GI8_CHUNK > 6 * MT_GI_CHUNK ? 8 * MT_GI8_CHUNK : 6 * MT_GI_CHUNK];
+    for (int32_t j = 0; j < nb8; j += 8) {
+        int32_t c[8];
+        for (int32_t k = 0; k < 8; k++) c[k] = chan(idx, j + k);
+        for (int32_t o0 = 0; o0 < out_c; o0 += MT_GI8_CHUNK) {
+            const int32_t on = out_c - o0 < MT_GI8_CHUNK ? out_c - o0 : MT_GI8_CHUNK;
+            float_rows8(wb + o0 * nb + j, nb, on, wf);
+            grad_input_group8(p, gacc, wf, o0, on, pix4, c, !idx, acc, gx);
+        }
+    }
+    for (int32_t j = nb8; j < nb6; j += 6) {
         const int32_t c[6] = {chan(idx, j), chan(idx, j + 1), chan(idx, j + 2), chan(idx, j + 3), chan(idx, j + 4),
                               chan(idx, j + 5)};
         for (int32_t o0 = 0; o0 < out_c; o0 += MT_GI_CHUNK) {
@@ -360,9 +621,48 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
     }
 }
 
+/* A weight split into indexed frozen and trained channels (covering all in_c <= this many) of a stride-1 map is
+ * computed in "block order" (the frozen block's channels first, then the trained ones, each contiguous in a gx
+ * row, so the contiguous tiles apply) and each row permuted once at the end (and, when the sums go on from gx,
+ * into block order first): moving floats changes no bits, and each sum keeps its terms and order. */
+#ifndef MT_GI_PERM_MAX
+#define MT_GI_PERM_MAX 64
+#endif
+
+static inline int split_in_block_order(const mt_conv_params *p, const mt_weight_s8 *w)
+{
+    return p->stride == 1 && p->out_h == p->in_h && p->out_w == p->in_w && (w->frozen_idx || w->train_idx) &&
+           w->n_frozen + w->n_train == p->in_c && p->in_c <= MT_GI_PERM_MAX;
+}
+
+/* Every row of gx from block order to channel order (to_channels) or back; noinline: its row buffer is not on
+ * the stack while the tiles run. */
+static __attribute__((noinline)) void permute_rows(const mt_conv_params *p, const mt_weight_s8 *w, float *gx,
+                                                   int to_channels)
+{
+    float tmp[MT_GI_PERM_MAX];
+    const int32_t in_c = p->in_c, nf = w->n_frozen, nt = w->n_train, n_pix = p->in_h * p->in_w;
+    for (float *row = gx, *end = gx + n_pix * in_c; row != end; row += in_c) {
+        for (int32_t k = 0; k < in_c; k++) tmp[k] = row[k];
+        if (to_channels) {
+            for (int32_t j = 0; j < nf; j++) row[chan(w->frozen_idx, j)] = tmp[j];
+            for (int32_t j = 0; j < nt; j++) row[chan(w->train_idx, j)] = tmp[nf + j];
+        } else {
+            for (int32_t j = 0; j < nf; j++) row[j] = tmp[chan(w->frozen_idx, j)];
+            for (int32_t j = 0; j < nt; j++) row[nf + j] = tmp[chan(w->train_idx, j)];
+        }
+    }
+}
+
 void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx)
 {
     int32_t n_in = p->in_h * p->in_w * p->in_c;
+    if (split_in_block_order(p, w)) {
+        grad_input_pointwise_block(p, gacc, w->frozen, NULL, w->n_frozen, 0, gx);
+        grad_input_pointwise_block(p, gacc, w->train, NULL, w->n_train, 0, gx + w->n_frozen);
+        permute_rows(p, w, gx, 1);
+        return;
+    }
     /* with stride 1 and the two blocks covering every channel, each element is assigned below */
     if (p->stride != 1 || p->out_h != p->in_h || p->out_w != p->in_w || w->n_frozen + w->n_train != p->in_c)
         for (int32_t i = 0; i < n_in; i++) gx[i] = 0.0f;
@@ -373,6 +673,13 @@ void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc
 void mt_conv_grad_input_pointwise_acc_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
                                           float *gx)
 {
+    if (split_in_block_order(p, w)) {
+        permute_rows(p, w, gx, 0);
+        grad_input_pointwise_block(p, gacc, w->frozen, NULL, w->n_frozen, 1, gx);
+        grad_input_pointwise_block(p, gacc, w->train, NULL, w->n_train, 1, gx + w->n_frozen);
+        permute_rows(p, w, gx, 1);
+        return;
+    }
     grad_input_pointwise_block(p, gacc, w->frozen, w->frozen_idx, w->n_frozen, 1, gx);
     grad_input_pointwise_block(p, gacc, w->train, w->train_idx, w->n_train, 1, gx);
 }
@@ -410,59 +717,208 @@ static inline int32_t tap_range(int32_t i, int32_t pad, int32_t s, int32_t k, in
     return *t0 > hi ? 0 : (hi - *t0) / s + 1;
 }
 
-/* Whole-weight depthwise, channels c .. c + 7 over every input pixel: the group's weights are converted to float
- * once (wf, 8 per tap), then per pixel its taps, found as a row range times a column range (no per-tap tests),
- * are summed in (u, v) order from 0.0f, eight channels at a time: one VLDM of eight gradient values and one of
- * eight weights per tap (pinned registers for their register lists). */
-static void dw_grad_in_group8(const mt_conv_params *p, const float *gacc, const int8_t *w, int32_t c, float *gx)
+/* Eight channels of one input pixel: the sum over its nu x nv taps in (u, v) order from 0.0f, in s0-s7, stored to
+ * out. Per tap one VLDM of the gradient row's 8 values, one of the tap's 8 weights (the next tap of the row is
+ * the next 8 floats: dw_grad_in_group8's table order), 8 VMLA; along a row of taps the output column goes down
+ * by one (g back by gstep bytes); then the next row of taps (g back by growstep, w on by wrowstep). */
+typedef struct {
+    int32_t gstep, growstep, wrowstep;
+} dw_steps;
+
+static const float zeros16[16];
+
+static void dw_grad_in_pixel8(const dw_steps *st, const float *gp, const float *wp, int32_t nu, int32_t nv,
+                              float *out)
 {
-    const int32_t c_n = p->in_c, kw = p->kw, s = p->stride;
+    const float *g, *w;
+    int32_t k, t;
+    __asm__ volatile("vldmia  %[z], {s0-s7}\n"
+                     "0:\n\t"
+                     "mov     %[g], %[gp]\n\t"
+                     "mov     %[w], %[wp]\n\t"
+                     "mov     %[k], %[nv]\n\t"
+                     "ldr     %[t], [%[st], #0]\n"
+                     "1:\n\t"
+                     "vldmia  %[g], {s16-s23}\n\t"
+                     "vldmia  %[w]!, {s24-s31}\n\t"
+                     "vmla.f32 s0, s16, s24\n\tvmla.f32 s1, s17, s25\n\tvmla.f32 s2, s18, s26\n\t"
+                     "vmla.f32 s3, s19, s27\n\tvmla.f32 s4, s20, s28\n\tvmla.f32 s5, s21, s29\n\t"
+                     "vmla.f32 s6, s22, s30\n\tvmla.f32 s7, s23, s31\n\t"
+                     "sub     %[g], %[g], %[t]\n\t"
+                     "subs    %[k], %[k], #1\n\t"
+                     "bne     1b\n\t"
+                     "ldr     %[t], [%[st], #4]\n\t"
+                     "sub     %[gp], %[gp], %[t]\n\t"
+                     "ldr     %[t], [%[st], #8]\n\t"
+                     "add     %[wp], %[wp], %[t]\n\t"
+                     "subs    %[nu], %[nu], #1\n\t"
+                     "bne     0b\n\t"
+                     "vstmia  %[out], {s0-s7}\n\t"
+                     : [g] "=&r"(g), [w] "=&r"(w), [k] "=&r"(k), [t] "=&r"(t), [gp] "+r"(gp), [wp] "+r"(wp),
+                       [nu] "+r"(nu)
+                     : [st] "r"(st), [nv] "r"(nv), [out] "r"(out), [z] "r"(zeros16)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s16", "s17", "s18", "s19", "s20", "s21",
+                       "s22", "s23", "s24", "s25", "s26", "s27", "s28", "s29", "s30", "s31", "memory", "cc");
+}
+
+#ifndef MT_DWG_MAX_W
+#define MT_DWG_MAX_W 32
+#endif
+
+/* The taps of one row reaching an input pixel are v0, v0 + s, ...: in the weight table the columns of a row are
+ * ordered by v mod s, then v (v -> col[v]), so those taps are consecutive. */
+static void dw_columns(int32_t kw, int32_t s, uint8_t *col)
+{
+    int32_t k = 0;
+    for (int32_t r = 0; r < s && r < kw; r++)
+        for (int32_t v = r; v < kw; v += s) col[v] = (uint8_t)k++;
+}
+
+/* Whole-weight depthwise, channels c .. c + 7 over every input pixel: the group's weights are converted to float
+ * once (wf, 8 per tap, the columns of each row in dw_columns order), then each pixel by dw_grad_in_pixel8, its
+ * taps a row range (per row) times a column range (per column: tabulated once for maps up to MT_DWG_MAX_W
+ * wide). */
+static __attribute__((noinline)) void dw_grad_in_group8(const mt_conv_params *p, const float *gacc,
+                                                        const int8_t *w, int32_t c, float *gx)
+{
+    const int32_t c_n = p->in_c, kw = p->kw, s = p->stride, tab = p->in_w <= MT_DWG_MAX_W;
     float wf[MT_DWG_MAX_TAPS * 8];
-    for (int32_t t = 0; t < p->kh * kw; t++) float4_s8(w + t * c_n + c + 4, float4_s8(w + t * c_n + c, wf + 8 * t));
+    uint8_t col[MT_DWG_MAX_TAPS], v0s[MT_DWG_MAX_W], ox0s[MT_DWG_MAX_W], nvs[MT_DWG_MAX_W];
+    dw_columns(kw, s, col);
+    for (int32_t u = 0; u < p->kh; u++)
+        for (int32_t v = 0; v < kw; v++) {
+            const int8_t *src = w + (u * kw + v) * c_n + c;
+            float4_s8_tab(src + 4, float4_s8_tab(src, wf + 8 * (u * kw + col[v])));
+        }
+    for (int32_t ix = 0; tab && ix < p->in_w; ix++) {
+        int32_t v0, ox0;
+        nvs[ix] = (uint8_t)tap_range(ix, p->pad, s, kw, p->out_w, &v0, &ox0);
+        v0s[ix] = nvs[ix] ? col[v0] : 0, ox0s[ix] = (uint8_t)ox0;
+    }
+    const dw_steps st = {4 * c_n, 4 * p->out_w * c_n, 32 * s * kw};
+    float *out = gx + c;
     for (int32_t iy = 0; iy < p->in_h; iy++) {
-        int32_t u0, oy0, v0, ox0;
+        int32_t u0, oy0;
         const int32_t nu = tap_range(iy, p->pad, s, p->kh, p->out_h, &u0, &oy0);
-        for (int32_t ix = 0; ix < p->in_w; ix++) {
-            const int32_t nv = tap_range(ix, p->pad, s, kw, p->out_w, &v0, &ox0);
-            float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f, a7 = 0.0f;
-            for (int32_t i = 0; i < nu; i++) {
-                const float *gp = gacc + ((oy0 - i) * p->out_w + ox0) * c_n + c;
-                const float *wp = wf + 8 * ((u0 + s * i) * kw + v0);
-                for (int32_t j = 0; j < nv; j++, gp -= c_n, wp += 8 * s) {
-                    register float h0 __asm__("s16"), h1 __asm__("s17"), h2 __asm__("s18"), h3 __asm__("s19");
-                    register float h4 __asm__("s20"), h5 __asm__("s21"), h6 __asm__("s22"), h7 __asm__("s23");
-                    register float e0 __asm__("s24"), e1 __asm__("s25"), e2 __asm__("s26"), e3 __asm__("s27");
-                    register float e4 __asm__("s28"), e5 __asm__("s29"), e6 __asm__("s30"), e7 __asm__("s31");
-                    __asm__ volatile("vldmia %[gp], {s16-s23}\n\tvldmia %[wp], {s24-s31}"
-                                     : "=t"(h0), "=t"(h1), "=t"(h2), "=t"(h3), "=t"(h4), "=t"(h5), "=t"(h6), "=t"(h7),
-                                       "=t"(e0), "=t"(e1), "=t"(e2), "=t"(e3), "=t"(e4), "=t"(e5), "=t"(e6), "=t"(e7)
-                                     : [gp] "r"(gp), [wp] "r"(wp)
-                                     : "memory");
-                    a0 = mla_f32(a0, h0, e0);
-                    a1 = mla_f32(a1, h1, e1);
-                    a2 = mla_f32(a2, h2, e2);
-                    a3 = mla_f32(a3, h3, e3);
-                    a4 = mla_f32(a4, h4, e4);
-                    a5 = mla_f32(a5, h5, e5);
-                    a6 = mla_f32(a6, h6, e6);
-                    a7 = mla_f32(a7, h7, e7);
-                }
+        for (int32_t ix = 0; ix < p->in_w; ix++, out += c_n) {
+            int32_t nv, v0, ox0;
+            if (tab) nv = nvs[ix], v0 = v0s[ix], ox0 = ox0s[ix];
+            else nv = tap_range(ix, p->pad, s, kw, p->out_w, &v0, &ox0), v0 = nv ? col[v0] : 0;
+            if (nu == 0 || nv == 0) {
+                for (int32_t j = 0; j < 8; j++) out[j] = 0.0f;
+                continue;
             }
-            float *out = gx + (iy * p->in_w + ix) * c_n + c;
-            out[0] = a0, out[1] = a1, out[2] = a2, out[3] = a3, out[4] = a4, out[5] = a5, out[6] = a6, out[7] = a7;
+            dw_grad_in_pixel8(&st, gacc + (oy0 * p->out_w + ox0) * c_n + c, wf + 8 * (u0 * kw + v0), nu, nv, out);
         }
     }
 }
 
-/* Whole-weight depthwise (one block, no channel index: the usual case): groups of eight channels by
- * dw_grad_in_group8; for the rest, per input pixel the taps reaching it are listed once, in (u, v) order, as
- * (gradient row, weight row) offsets, then four channels at a time (then one) sum them in registers from 0.0f
- * in that order (the portable kernel's sequence) and store once. */
+/* Sixteen channels of one input pixel, stride 1: the sum over its nu x nv taps in (u, v) order from 0.0f, in
+ * s0-s15, stored to out. Per tap: the gradient row's 16 values and the tap's 16 weights by four VLDM, 16 VMLA;
+ * along a row of taps the output column goes down by one (g back by gstep bytes) and the weight up by one tap
+ * (16 floats, the VLDM writeback); then the next row of taps (g back by growstep, w on by wrowstep). */
+static void dw_grad_in_pixel16(const dw_steps *st, const float *gp, const float *wp, int32_t nu, int32_t nv,
+                               float *out)
+{
+    const float *g, *w;
+    int32_t k, t;
+    __asm__ volatile("vldmia  %[z], {s0-s15}\n"
+                     "0:\n\t"
+                     "mov     %[g], %[gp]\n\t"
+                     "mov     %[w], %[wp]\n\t"
+                     "mov     %[k], %[nv]\n\t"
+                     "ldr     %[t], [%[st], #0]\n"
+                     "1:\n\t"
+                     "vldmia  %[g]!, {s16-s23}\n\t"
+                     "vldmia  %[w]!, {s24-s31}\n\t"
+                     "vmla.f32 s0, s16, s24\n\tvmla.f32 s1, s17, s25\n\tvmla.f32 s2, s18, s26\n\t"
+                     "vmla.f32 s3, s19, s27\n\tvmla.f32 s4, s20, s28\n\tvmla.f32 s5, s21, s29\n\t"
+                     "vmla.f32 s6, s22, s30\n\tvmla.f32 s7, s23, s31\n\t"
+                     "vldmia  %[g], {s16-s23}\n\t"
+                     "vldmia  %[w]!, {s24-s31}\n\t"
+                     "vmla.f32 s8, s16, s24\n\tvmla.f32 s9, s17, s25\n\tvmla.f32 s10, s18, s26\n\t"
+                     "vmla.f32 s11, s19, s27\n\tvmla.f32 s12, s20, s28\n\tvmla.f32 s13, s21, s29\n\t"
+                     "vmla.f32 s14, s22, s30\n\tvmla.f32 s15, s23, s31\n\t"
+                     "sub     %[g], %[g], %[t]\n\t"
+                     "subs    %[k], %[k], #1\n\t"
+                     "bne     1b\n\t"
+                     "ldr     %[t], [%[st], #4]\n\t"
+                     "sub     %[gp], %[gp], %[t]\n\t"
+                     "ldr     %[t], [%[st], #8]\n\t"
+                     "add     %[wp], %[wp], %[t]\n\t"
+                     "subs    %[nu], %[nu], #1\n\t"
+                     "bne     0b\n\t"
+                     "vstmia  %[out], {s0-s15}\n\t"
+                     : [g] "=&r"(g), [w] "=&r"(w), [k] "=&r"(k), [t] "=&r"(t), [gp] "+r"(gp), [wp] "+r"(wp),
+                       [nu] "+r"(nu)
+                     : [st] "r"(st), [nv] "r"(nv), [out] "r"(out), [z] "r"(zeros16)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14",
+                       "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27",
+                       "s28", "s29", "s30", "s31", "memory", "cc");
+}
+
+#ifndef MT_DWG16_MAX_TAPS
+#define MT_DWG16_MAX_TAPS 25
+#endif
+/* Whole-weight depthwise with stride 1, channels c .. c + 15 over every input pixel: the group's weights
+ * converted to float once (16 per tap, a 1,600-byte stack buffer at 25 taps), then each pixel by
+ * dw_grad_in_pixel16, its taps a row range (per row) times a column range (per column, tabulated once per call
+ * in v0s / ox0s / nvs). noinline, like the other groups: one group's buffers on the stack at a time. */
+static __attribute__((noinline)) void dw_grad_in_group16(const mt_conv_params *p, const float *gacc,
+                                                         const int8_t *w, int32_t c, float *gx)
+{
+    const int32_t c_n = p->in_c, kw = p->kw;
+    float wf[MT_DWG16_MAX_TAPS * 16];
+    uint8_t v0s[MT_DWG_MAX_W], ox0s[MT_DWG_MAX_W], nvs[MT_DWG_MAX_W];
+    for (int32_t ix = 0; ix < p->in_w; ix++) {
+        int32_t v0, ox0;
+        nvs[ix] = (uint8_t)tap_range(ix, p->pad, 1, kw, p->out_w, &v0, &ox0);
+        v0s[ix] = (uint8_t)v0, ox0s[ix] = (uint8_t)ox0;
+    }
+    for (int32_t t = 0; t < p->kh * kw; t++) {
+        float *d = wf + 16 * t;
+        const int8_t *src = w + t * c_n + c;
+        float4_s8_tab(src + 12, float4_s8_tab(src + 8, float4_s8_tab(src + 4, float4_s8_tab(src, d))));
+    }
+    const dw_steps st = {4 * c_n + 32, 4 * p->out_w * c_n, 64 * kw};
+    float *out = gx + c;
+    for (int32_t iy = 0; iy < p->in_h; iy++) {
+        int32_t u0, oy0;
+        const int32_t nu = tap_range(iy, p->pad, 1, p->kh, p->out_h, &u0, &oy0);
+        for (int32_t ix = 0; ix < p->in_w; ix++, out += c_n) {
+            const int32_t nv = nvs[ix];
+            if (nu == 0 || nv == 0) {
+                for (int32_t j = 0; j < 16; j++) out[j] = 0.0f;
+                continue;
+            }
+            dw_grad_in_pixel16(&st, gacc + (oy0 * p->out_w + ox0s[ix]) * c_n + c, wf + 16 * (u0 * kw + v0s[ix]),
+                               nu, nv, out);
+        }
+    }
+}
+
+/* Whole-weight depthwise (one block, no channel index: the usual case): with stride 1 and at most 25 taps
+ * groups of sixteen channels by dw_grad_in_group16, then groups of eight by dw_grad_in_group8, the rest by
+ * dw_grad_in_rest (each noinline: only one group's stack buffers at a time). */
+static void dw_grad_in_rest(const mt_conv_params *p, const float *gacc, const int8_t *w, float *gx);
+
 static void dw_grad_in_whole(const mt_conv_params *p, const float *gacc, const int8_t *w, float *gx)
 {
+    const int32_t c_n = p->in_c, c8 = c_n & ~7;
+    int32_t c = 0;
+    if (p->stride == 1 && p->kh * p->kw <= MT_DWG16_MAX_TAPS && p->in_w <= MT_DWG_MAX_W)
+        for (; c + 16 <= c_n; c += 16) dw_grad_in_group16(p, gacc, w, c, gx);
+    for (; c < c8; c += 8) dw_grad_in_group8(p, gacc, w, c, gx);
+    if (c8 != c_n) dw_grad_in_rest(p, gacc, w, gx);
+}
+
+/* The channels beyond the last group of eight: per input pixel the taps reaching it are listed once, in (u, v)
+ * order, as (gradient row, weight row) offsets, then four channels at a time (then one) sum them in registers
+ * from 0.0f in that order (the portable kernel's sequence) and store once. */
+static __attribute__((noinline)) void dw_grad_in_rest(const mt_conv_params *p, const float *gacc, const int8_t *w,
+                                                      float *gx)
+{
     const int32_t c_n = p->in_c, c8 = c_n & ~7, c4 = c_n & ~3;
-    for (int32_t c = 0; c < c8; c += 8) dw_grad_in_group8(p, gacc, w, c, gx);
-    if (c8 == c_n) return;
     int32_t tg[MT_DWG_MAX_TAPS], tw[MT_DWG_MAX_TAPS];
     for (int32_t iy = 0; iy < p->in_h; iy++) {
         for (int32_t ix = 0; ix < p->in_w; ix++) {
@@ -550,12 +1006,75 @@ static inline int32_t saved_chan(const mt_weight_s8 *w, int32_t x_c, int32_t j)
     return x_c == w->n_train ? j : chan(w->train_idx, j);
 }
 
+/* mt_update_s8 (mt_update.h) with its usual case in 32-bit integers: for |t| < 2^30 (t the rounded value's
+ * argument: delta, or delta + u when stochastic) floor(t) and rint(t) fit an int32 and so does p + them, so the
+ * result is the same as through mt_floor_i64 / mt_rint_i64 and the int64 clamp; anything else (huge, infinite,
+ * NaN) goes through mt_update_s8 itself. */
+#define MT_UPD_FAST_LIMIT 1073741824.0f
+static inline __attribute__((always_inline)) int8_t update_s8_fast(int8_t p, float delta, int32_t rounding, uint32_t key, uint32_t index)
+{
+    const int stochastic = rounding == MT_ROUND_STOCHASTIC;
+    const float t = stochastic ? delta + mt_uniform_f32(key, index) : delta;
+    if (!(__builtin_fabsf(t) < MT_UPD_FAST_LIMIT)) return mt_update_s8(p, delta, rounding, key, index); /* NaN too */
+    int32_t i = (int32_t)t; /* toward zero */
+    if (stochastic) {
+        if ((float)i > t) i -= 1; /* floor */
+    } else {
+        const float f = t - (float)i; /* rint, ties to even, as mt_rint_i64 */
+        if (f > 0.5f || (f == 0.5f && (i & 1))) i += 1;
+        else if (f < -0.5f || (f == -0.5f && (i & 1))) i -= 1;
+    }
+    const int32_t v = (int32_t)p + i;
+    return (int8_t)(v > 127 ? 127 : (v < -128 ? -128 : v));
+}
+
+/* mt_update_s32 the same way: the rounded step as above, p + step saturated to int32 (an int32 overflow can only
+ * go past the bound the step points to, which is where the int64 clamp puts it). */
+static inline __attribute__((always_inline)) int32_t update_s32_fast(int32_t p, float delta, int32_t rounding,
+                                                                     uint32_t key, uint32_t index)
+{
+    const int stochastic = rounding == MT_ROUND_STOCHASTIC;
+    const float t = stochastic ? delta + mt_uniform_f32(key, index) : delta;
+    if (!(__builtin_fabsf(t) < MT_UPD_FAST_LIMIT)) return mt_update_s32(p, delta, rounding, key, index);
+    int32_t i = (int32_t)t;
+    if (stochastic) {
+        if ((float)i > t) i -= 1;
+    } else {
+        const float f = t - (float)i;
+        if (f > 0.5f || (f == 0.5f && (i & 1))) i += 1;
+        else if (f < -0.5f || (f == -0.5f && (i & 1))) i -= 1;
+    }
+    int32_t v;
+    if (__builtin_add_overflow(p, i, &v)) v = i > 0 ? INT32_MAX : INT32_MIN;
+    return v;
+}
+
 static inline void apply_update(const mt_weight_s8 *w, const mt_update_params *u, uint32_t key, float neg_lr,
                                 int32_t o, int32_t j, float g)
 {
     uint32_t index = (uint32_t)((o + u->row0) * u->full_in + chan(w->train_idx, j));
     float d = g / u->divisor[o];
-    w->train[o * w->n_train + j] = mt_update_s8(w->train[o * w->n_train + j], neg_lr * d, u->rounding, key, index);
+    int8_t *wp = &w->train[o * w->n_train + j];
+    *wp = update_s8_fast(*wp, neg_lr * d, u->rounding, key, index);
+}
+
+/* The updates of output channels o..o+7 x trained channels j, j + 1 from their gradients g[0..7], g[8..15]
+ * (apply_update's arithmetic): the struct fields in locals, which the int8 stores cannot alias, so they are
+ * not reloaded for every weight. */
+static void update_8x2(const mt_weight_s8 *w, const mt_update_params *u, uint32_t key, float neg_lr, int32_t o,
+                       int32_t j, const float *g)
+{
+    int8_t *const train = w->train;
+    const float *const divisor = u->divisor;
+    const int32_t n_train = w->n_train, full_in = u->full_in, rounding = u->rounding;
+    const int32_t ca = chan(w->train_idx, j), cb = chan(w->train_idx, j + 1);
+    uint32_t index = (uint32_t)((o + u->row0) * full_in);
+    int8_t *wp = train + o * n_train + j;
+    for (int32_t k = 0; k < 8; k++, index += (uint32_t)full_in, wp += n_train) {
+        const float dv = divisor[o + k], da = g[k] / dv, db = g[8 + k] / dv;
+        wp[0] = update_s8_fast(wp[0], neg_lr * da, rounding, key, index + (uint32_t)ca);
+        wp[1] = update_s8_fast(wp[1], neg_lr * db, rounding, key, index + (uint32_t)cb);
+    }
 }
 
 /* Output channels o..o+3 x trained channel j: the weight gradients, then their updates. */
@@ -694,10 +1213,7 @@ void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *
             for (int32_t ob = 0; ob < o8; ob += 8) {
                 float g[16];
                 grad_tile_8x2_xf(xf, n_pix, gacc, out_c, ob, g);
-                for (int32_t k = 0; k < 8; k++) {
-                    apply_update(w, u, key, neg_lr, ob + k, j, g[k]);
-                    apply_update(w, u, key, neg_lr, ob + k, j + 1, g[8 + k]);
-                }
+                update_8x2(w, u, key, neg_lr, ob, j, g);
             }
         }
         for (; j < w->n_train; j++)
@@ -712,10 +1228,7 @@ void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *
         for (; j + 2 <= w->n_train; j += 2) {
             float g[16];
             grad_tile_8x2(p, x, x_c, gacc, o, saved_chan(w, x_c, j), saved_chan(w, x_c, j + 1), g);
-            for (int32_t k = 0; k < 8; k++) {
-                apply_update(w, u, key, neg_lr, o + k, j, g[k]);
-                apply_update(w, u, key, neg_lr, o + k, j + 1, g[8 + k]);
-            }
+            update_8x2(w, u, key, neg_lr, o, j, g);
         }
         for (; j < w->n_train; j++) {
             update_1x4(p, x, x_c, gacc, w, u, key, neg_lr, o, j);
@@ -771,8 +1284,9 @@ void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *
 void mt_bias_update_f32(const float *gacc, int32_t hw, int32_t c, int32_t *bias, const mt_update_params *u,
                         const mt_train_ctx *ctx)
 {
-    uint32_t key = mt_hash_key(ctx->seed, ctx->step, u->param_id);
-    const float neg_lr = -ctx->lr;
+    const uint32_t key = mt_hash_key(ctx->seed, ctx->step, u->param_id);
+    const float neg_lr = -ctx->lr, *const divisor = u->divisor; /* locals: the int32 stores may not alias them */
+    const int32_t rounding = u->rounding, row0 = u->row0;
     int32_t o = 0;
     for (; o + 4 <= c; o += 4) {
         float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f;
@@ -785,14 +1299,14 @@ void mt_bias_update_f32(const float *gacc, int32_t hw, int32_t c, int32_t *bias,
         }
         float g[4] = {g0, g1, g2, g3};
         for (int32_t j = 0; j < 4; j++) {
-            float d = g[j] / u->divisor[o + j];
-            bias[o + j] = mt_update_s32(bias[o + j], neg_lr * d, u->rounding, key, (uint32_t)(o + j + u->row0));
+            float d = g[j] / divisor[o + j];
+            bias[o + j] = update_s32_fast(bias[o + j], neg_lr * d, rounding, key, (uint32_t)(o + j + row0));
         }
     }
     for (; o < c; o++) {
         float g = 0.0f, d;
         for (int32_t i = 0; i < hw; i++) g += gacc[i * c + o];
-        d = g / u->divisor[o];
-        bias[o] = mt_update_s32(bias[o], neg_lr * d, u->rounding, key, (uint32_t)(o + u->row0));
+        d = g / divisor[o];
+        bias[o] = update_s32_fast(bias[o], neg_lr * d, rounding, key, (uint32_t)(o + row0));
     }
 }
