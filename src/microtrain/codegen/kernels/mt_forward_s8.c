@@ -1,6 +1,9 @@
 /* mt_forward_s8.c: int8 forward reference kernels (see mt_kernels.h for layouts and conventions). */
 #include "mt_arith.h"
 #include "mt_kernels.h"
+#if defined(__AVX2__)
+#include "mt_x86_avx2.h" /* host builds targeting AVX2: vector twins of inner loops below */
+#endif
 
 /* bit i of the mask := ok (0 or 1) */
 static inline void mt_mask_put(uint8_t *mask, int32_t i, uint32_t ok) {
@@ -26,6 +29,20 @@ static void mt_store_run(int8_t *y, uint8_t *mask, int32_t base, const int32_t *
     uint8_t ok[MT_RUN_MAX];
     int8_t *yo = y + base;
     int32_t o;
+#if defined(__AVX2__)
+    { /* 8 outputs per vector sequence (mt_x86_avx2.h), the rest scalar; mask bits a byte at a time */
+        uint32_t bits = 0;
+        (void)ok;
+        for (o = 0; o + 8 <= n; o += 8) bits |= mt_requant8_avx2(acc + o, bias + o, eff + o, y_zero, yo + o) << o;
+        for (; o < n; o++) {
+            uint8_t in_range;
+            yo[o] = mt_requant_s8(acc[o], bias[o], eff[o], y_zero, &in_range);
+            bits |= (uint32_t)in_range << o;
+        }
+        if (mask) mt_mask_put_bits(mask, base, bits, n);
+        return;
+    }
+#endif
     if (!mask) {
         for (o = 0; o < n; o++) yo[o] = mt_requant_s8(acc[o], bias[o], eff[o], y_zero, NULL);
         return;
@@ -55,32 +72,7 @@ static inline int32_t mt_dot_raw_s8(const int8_t *x, const int8_t *w, int32_t n)
     return acc;
 }
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-
-/* out[k] = mt_dot_raw_s8(x, w + k * w_stride, n) for k = 0..3, the same exact int32 sums: each x block is
- * widened to int16 once for four weight rows, _mm256_madd_epi16 adds pairs of products (|x * w| <= 2^14),
- * and one horizontal-add tree reduces the four accumulators. Host builds with AVX2 (-march=native). */
-static inline void mt_dot4_raw_s8(const int8_t *x, const int8_t *w, int32_t w_stride, int32_t n, int32_t *out) {
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, s;
-    __m128i r;
-    int32_t i = 0, k;
-    for (; i + 16 <= n; i += 16) {
-        __m256i xv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x + i)));
-#define MT_ROW16(k) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + (k) * w_stride + i)))
-        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(xv, MT_ROW16(0)));
-        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(xv, MT_ROW16(1)));
-        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(xv, MT_ROW16(2)));
-        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(xv, MT_ROW16(3)));
-#undef MT_ROW16
-    }
-    s = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
-    r = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    _mm_storeu_si128((__m128i *)out, r);
-    for (; i < n; i++)
-        for (k = 0; k < 4; k++) out[k] += (int32_t)x[i] * (int32_t)w[k * w_stride + i];
-}
-#else
+#if !defined(__AVX2__) /* else mt_x86_avx2.h's */
 static inline void mt_dot4_raw_s8(const int8_t *x, const int8_t *w, int32_t w_stride, int32_t n, int32_t *out) {
     int32_t k;
     for (k = 0; k < 4; k++) out[k] = mt_dot_raw_s8(x, w + k * w_stride, n);

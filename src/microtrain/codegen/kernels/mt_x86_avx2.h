@@ -1,0 +1,77 @@
+/* mt_x86_avx2.h: AVX2 twins of the portable kernels' inner loops, for host builds whose compiler targets AVX2
+ * (-march=native on x86-64). Included by the portable kernel files only under `#if defined(__AVX2__)`; the
+ * portable C beside each call stays the fallback and the reference (tests/test_host_fast_kernels.py builds
+ * both and compares them byte for byte with NumPy).
+ *
+ * Same numbers as the portable code by construction: integer sums are exact in any order, and every float
+ * operation is mt_arith.h's, lane by lane, in its order (mt_requant8_avx2 is mt_requant_s8 on 8 lanes:
+ * minps/maxps with the limit as first operand are exactly the C ternaries `t > L ? L : t`, NaN included).
+ */
+#ifndef MT_X86_AVX2_H
+#define MT_X86_AVX2_H
+
+#include <immintrin.h>
+#include <stdint.h>
+
+#include "mt_arith.h"
+
+/* y[0..8) = mt_requant_s8(acc[k], bias[k], eff[k], y_zero); returns the 8 in-range bits (bit k = output k) */
+static inline uint32_t mt_requant8_avx2(const int32_t *acc, const int32_t *bias, const float *eff, int32_t y_zero,
+                                        int8_t *y) {
+    const __m256 lim = _mm256_set1_ps(MT_SAT_LIMIT), nlim = _mm256_set1_ps(-MT_SAT_LIMIT);
+    const __m256 magic = _mm256_set1_ps(MT_ROUND_MAGIC), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-128.0f);
+    __m256 t = _mm256_add_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)acc)),
+                             _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)bias)));
+    __m256 r;
+    __m256i q;
+    __m128i q16;
+    uint32_t ok;
+    t = _mm256_mul_ps(t, _mm256_loadu_ps(eff));
+    t = _mm256_min_ps(lim, t);  /* t > L ? L : t */
+    t = _mm256_max_ps(nlim, t); /* t < -L ? -L : t */
+    r = _mm256_sub_ps(_mm256_add_ps(t, magic), magic);
+    r = _mm256_add_ps(r, _mm256_set1_ps((float)y_zero));
+    ok = (uint32_t)_mm256_movemask_ps(_mm256_and_ps(_mm256_cmp_ps(r, lo, _CMP_GE_OQ), _mm256_cmp_ps(r, hi, _CMP_LE_OQ)));
+    r = _mm256_max_ps(lo, _mm256_min_ps(hi, r));
+    q = _mm256_cvttps_epi32(r); /* integral values in [-128, 127]: the C cast's result */
+    q16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    _mm_storel_epi64((__m128i *)y, _mm_packs_epi16(q16, q16));
+    return ok;
+}
+
+/* bits base..base+n of the mask := the low n bits of `bits` (n <= 32), a byte at a time */
+static inline void mt_mask_put_bits(uint8_t *mask, int32_t base, uint32_t bits, int32_t n) {
+    while (n > 0) {
+        int32_t sh = base & 7, take = 8 - sh < n ? 8 - sh : n;
+        uint32_t m = ((1u << take) - 1u) << sh;
+        mask[base >> 3] = (uint8_t)((mask[base >> 3] & ~m) | ((bits << sh) & m));
+        bits >>= take;
+        base += take;
+        n -= take;
+    }
+}
+
+/* out[k] = sum over i < n of x[i] * w[k * w_stride + i] for k = 0..3, the same exact int32 sums: each x block is
+ * widened to int16 once for four weight rows, _mm256_madd_epi16 adds pairs of products (|x * w| <= 2^14),
+ * and one horizontal-add tree reduces the four accumulators. */
+static inline void mt_dot4_raw_s8(const int8_t *x, const int8_t *w, int32_t w_stride, int32_t n, int32_t *out) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, s;
+    __m128i r;
+    int32_t i = 0, k;
+    for (; i + 16 <= n; i += 16) {
+        __m256i xv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x + i)));
+#define MT_ROW16(k) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + (k) * w_stride + i)))
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(xv, MT_ROW16(0)));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(xv, MT_ROW16(1)));
+        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(xv, MT_ROW16(2)));
+        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(xv, MT_ROW16(3)));
+#undef MT_ROW16
+    }
+    s = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+    r = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    _mm_storeu_si128((__m128i *)out, r);
+    for (; i < n; i++)
+        for (k = 0; k < 4; k++) out[k] += (int32_t)x[i] * (int32_t)w[k * w_stride + i];
+}
+
+#endif /* MT_X86_AVX2_H */
