@@ -90,11 +90,51 @@ static void mt_dots_s8(const int8_t *x, const int8_t *w, int32_t w_stride, int32
     for (; o < n_out; o++) acc[o] += mt_dot_raw_s8(x, w + o * w_stride, n);
 }
 
+#if defined(__AVX2__)
+#define MT_PW_WIDE_MAX 1024 /* input channels whose int16 weights the host AVX2 path keeps on the stack (32 KB) */
+
+/* mt_conv_pointwise_s8 for in_c in [8, MT_PW_WIDE_MAX] on AVX2 hosts: the chunk's weight rows widened to int16
+ * once per call, eight output channels per pass over a pixel (mt_dot8_s8_w16_avx2); the same exact int32 sums */
+static void mt_conv_pointwise_avx2(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                                   const float *eff, int8_t *y, uint8_t *mask) {
+    int16_t wv[MT_PW_CHUNK * MT_PW_WIDE_MAX];
+    int32_t wsum[MT_PW_CHUNK], acc[MT_PW_CHUNK];
+    int32_t oy, ox, o, o0, i, c = p->in_c, c8 = p->in_c & ~7;
+    for (o0 = 0; o0 < p->out_c; o0 += MT_PW_CHUNK) {
+        int32_t n = p->out_c - o0 < MT_PW_CHUNK ? p->out_c - o0 : MT_PW_CHUNK;
+        for (o = 0; o < n; o++) {
+            const int8_t *wr = w + (o0 + o) * c;
+            int32_t s = 0;
+            for (i = 0; i < c; i++) s += wr[i];
+            wsum[o] = s * p->x_zero;
+        }
+        mt_widen_rows_s8(w + o0 * c, c, c8, n, wv, c8);
+        for (oy = 0; oy < p->out_h; oy++) {
+            for (ox = 0; ox < p->out_w; ox++) {
+                const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * c;
+                for (o = 0; o < n; o++) acc[o] = -wsum[o];
+                for (o = 0; o + 8 <= n; o += 8) mt_dot8_s8_w16_avx2(xp, wv + o * c8, c8, c8, acc + o);
+                for (; o < n; o++) acc[o] += mt_dot_raw_s8(xp, w + (o0 + o) * c, c8);
+                if (c8 < c)
+                    for (o = 0; o < n; o++) acc[o] += mt_dot_raw_s8(xp + c8, w + (o0 + o) * c + c8, c - c8);
+                mt_store_run(y, mask, (oy * p->out_w + ox) * p->out_c + o0, acc, bias + o0, eff + o0, p->y_zero, n);
+            }
+        }
+    }
+}
+#endif
+
 /* acc = sum (x - x_zero) * w = sum x * w - x_zero * sum w (exact in int32) */
 void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask) {
     int32_t wsum[MT_PW_CHUNK], acc[MT_PW_CHUNK];
     int32_t oy, ox, o, o0, i, c = p->in_c;
+#if defined(__AVX2__)
+    if (c >= 8 && c <= MT_PW_WIDE_MAX) {
+        mt_conv_pointwise_avx2(p, x, w, bias, eff, y, mask);
+        return;
+    }
+#endif
     for (o0 = 0; o0 < p->out_c; o0 += MT_PW_CHUNK) {
         int32_t n = p->out_c - o0 < MT_PW_CHUNK ? p->out_c - o0 : MT_PW_CHUNK;
         for (o = 0; o < n; o++) {
@@ -270,6 +310,25 @@ void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
             int32_t base = (oy * p->out_w + ox) * p->out_c;
             for (c0 = 0; c0 < p->out_c; c0 += MT_DW_CHUNK) {
                 int32_t n = p->out_c - c0 < MT_DW_CHUNK ? p->out_c - c0 : MT_DW_CHUNK;
+#if defined(__AVX2__)
+                if (n == MT_DW_CHUNK) { /* 16 channels in two int32 vectors (mt_x86_avx2.h) */
+                    __m256i lo = _mm256_setzero_si256(), hi = lo, xz = _mm256_set1_epi16((int16_t)p->x_zero);
+                    for (ky = 0; ky < p->kh; ky++) {
+                        int32_t iy = oy * p->stride - p->pad + ky * p->dilation;
+                        if (iy < 0 || iy >= p->in_h) continue;
+                        for (kx = 0; kx < p->kw; kx++) {
+                            int32_t ix = ox * p->stride - p->pad + kx * p->dilation;
+                            if (ix < 0 || ix >= p->in_w) continue;
+                            mt_dw16_tap_avx2(x + (iy * p->in_w + ix) * p->in_c + c0, w + (ky * p->kw + kx) * p->out_c + c0,
+                                             xz, &lo, &hi);
+                        }
+                    }
+                    _mm256_storeu_si256((__m256i *)acc, lo);
+                    _mm256_storeu_si256((__m256i *)(acc + 8), hi);
+                    mt_store_run(y, mask, base + c0, acc, bias + c0, eff + c0, p->y_zero, n);
+                    continue;
+                }
+#endif
                 for (j = 0; j < n; j++) acc[j] = 0;
                 for (ky = 0; ky < p->kh; ky++) {
                     int32_t iy = oy * p->stride - p->pad + ky * p->dilation;

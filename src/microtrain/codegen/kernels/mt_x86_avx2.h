@@ -74,4 +74,62 @@ static inline void mt_dot4_raw_s8(const int8_t *x, const int8_t *w, int32_t w_st
         for (k = 0; k < 4; k++) out[k] += (int32_t)x[i] * (int32_t)w[k * w_stride + i];
 }
 
+/* out[k] += the 8 lane sums of a[k], k < 8 (one add tree for eight accumulators) */
+static inline void mt_reduce8_avx2(const __m256i *a, int32_t *out) {
+    __m256i s0 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+    __m256i s1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[4], a[5]), _mm256_hadd_epi32(a[6], a[7]));
+    __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(s0, s1, 0x20), _mm256_permute2x128_si256(s0, s1, 0x31));
+    _mm256_storeu_si256((__m256i *)out, _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)out), s));
+}
+
+/* out[k] += sum over i < n8 of x[i] * w[k * w_stride + i], k < 8, n8 a multiple of 8: weights widened to
+ * int16 beforehand (mt_widen_rows_s8), so each x block is widened once for eight rows */
+static inline void mt_dot8_s8_w16_avx2(const int8_t *x, const int16_t *w, int32_t w_stride, int32_t n8, int32_t *out) {
+    __m256i a[8];
+    int32_t i, k;
+    for (k = 0; k < 8; k++) a[k] = _mm256_setzero_si256();
+    for (i = 0; i + 16 <= n8; i += 16) {
+        __m256i xv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x + i)));
+        for (k = 0; k < 8; k++)
+            a[k] = _mm256_add_epi32(a[k], _mm256_madd_epi16(xv, _mm256_loadu_si256((const __m256i *)(w + k * w_stride + i))));
+    }
+    if (i < n8) { /* a last block of 8 */
+        __m128i xv = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(x + i)));
+        for (k = 0; k < 8; k++)
+            a[k] = _mm256_add_epi32(a[k], _mm256_inserti128_si256(_mm256_setzero_si256(),
+                                    _mm_madd_epi16(xv, _mm_loadu_si128((const __m128i *)(w + k * w_stride + i))), 0));
+    }
+    mt_reduce8_avx2(a, out);
+}
+
+/* the same with an int16 x (the dense conv's gathered patch) */
+static inline void mt_dot8_s16_w16_avx2(const int16_t *x, const int16_t *w, int32_t w_stride, int32_t n16, int32_t *out) {
+    __m256i a[8];
+    int32_t i, k;
+    for (k = 0; k < 8; k++) a[k] = _mm256_setzero_si256();
+    for (i = 0; i < n16; i += 16) {
+        __m256i xv = _mm256_loadu_si256((const __m256i *)(x + i));
+        for (k = 0; k < 8; k++)
+            a[k] = _mm256_add_epi32(a[k], _mm256_madd_epi16(xv, _mm256_loadu_si256((const __m256i *)(w + k * w_stride + i))));
+    }
+    mt_reduce8_avx2(a, out);
+}
+
+/* dst[r * dst_stride + i] = src[r * src_stride + i] widened to int16 for i < n, zero for n <= i < dst_stride */
+static inline void mt_widen_rows_s8(const int8_t *src, int32_t src_stride, int32_t n, int32_t rows, int16_t *dst,
+                                    int32_t dst_stride) {
+    int32_t r, i;
+    for (r = 0; r < rows; r++)
+        for (i = 0; i < dst_stride; i++) dst[r * dst_stride + i] = (int16_t)(i < n ? src[r * src_stride + i] : 0);
+}
+
+/* lo/hi (channels 0-7 / 8-15) += (x[j] - x_zero) * w[j] for 16 depthwise channels: each product is exact in
+ * int16 (|x - x_zero| <= 255, |w| <= 128), the sums are int32 */
+static inline void mt_dw16_tap_avx2(const int8_t *x, const int8_t *w, __m256i x_zero16, __m256i *lo, __m256i *hi) {
+    __m256i xv = _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x)), x_zero16);
+    __m256i pr = _mm256_mullo_epi16(xv, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w)));
+    *lo = _mm256_add_epi32(*lo, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(pr)));
+    *hi = _mm256_add_epi32(*hi, _mm256_cvtepi16_epi32(_mm256_extracti128_si256(pr, 1)));
+}
+
 #endif /* MT_X86_AVX2_H */
