@@ -4,6 +4,9 @@
 #include "mt_arith.h"
 #include "mt_kernels.h"
 #include "mt_update.h"
+#if defined(__AVX2__)
+#include "mt_x86_avx2.h" /* host builds targeting AVX2: vector twins of inner loops below */
+#endif
 
 #define MT_BIT(mask, i) (((mask)[(i) >> 3] >> ((i) & 7)) & 1)
 
@@ -86,12 +89,29 @@ void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff
 static int32_t mt_chan(const int16_t *idx, int32_t j) { return idx ? idx[j] : j; }
 
 #define MT_PWG_CHUNK 16 /* gathered input channels summed together (64-byte stack array) */
+#define MT_PWG_WIDE 256 /* the same on AVX2 hosts (mt_x86_avx2.h; host stack, not a device budget) */
 
 /* gx[j] = sum over o (ascending) of g[o] * W[o, j]: the o loop is outside so the j loop runs over
  * contiguous weights (the per-element summation order is unchanged). acc: go on from the sums in gxp (rows
  * given group by group: the same additions in the same order as one call with all rows). */
 static void mt_pw_grad_in_block(const float *g, int32_t out_c, const int8_t *wb, const int16_t *idx, int32_t nb,
                                 float *gxp, int32_t acc) {
+#if defined(__AVX2__) /* the same sums, columns in vector registers (mt_x86_avx2.h) */
+    float t[MT_PWG_WIDE];
+    int32_t j, j0;
+    if (!idx) {
+        if (!acc)
+            for (j = 0; j < nb; j++) gxp[j] = 0.0f;
+        mt_pw_grad_in_avx2(g, out_c, wb, nb, nb, gxp);
+        return;
+    }
+    for (j0 = 0; j0 < nb; j0 += MT_PWG_WIDE) {
+        int32_t n = nb - j0 < MT_PWG_WIDE ? nb - j0 : MT_PWG_WIDE;
+        for (j = 0; j < n; j++) t[j] = acc ? gxp[idx[j0 + j]] : 0.0f;
+        mt_pw_grad_in_avx2(g, out_c, wb + j0, nb, n, t);
+        for (j = 0; j < n; j++) gxp[idx[j0 + j]] = t[j];
+    }
+#else
     float t[MT_PWG_CHUNK];
     int32_t o, j, j0;
     if (!idx) {
@@ -116,6 +136,7 @@ static void mt_pw_grad_in_block(const float *g, int32_t out_c, const int8_t *wb,
         }
         for (j = 0; j < n; j++) gxp[idx[j0 + j]] = t[j];
     }
+#endif
 }
 
 void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx) {
@@ -375,15 +396,63 @@ static int32_t mt_saved_chan(const mt_weight_s8 *w, int32_t x_c, int32_t j) {
     return x_c == w->n_train ? j : mt_chan(w->train_idx, j);
 }
 
+#if defined(__AVX2__)
+/* The gradients of weights (o0 + k, j0 + j), k < 4, j < 16, trained input channels contiguous in x from channel j0:
+ * g[k][j] = sum over pixels (ascending) of ((float)x - (float)x_zero) * gacc[pixel, o0 + k], the portable
+ * kernel's products and additions in its order, 4 x 16 sums in vector registers (mt_x86_avx2.h) */
+static void mt_wu_sums4x16_avx2(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc, int32_t o0,
+                                int32_t j0, float g[4][16]) {
+    __m256 a[4][2], xz = _mm256_set1_ps((float)p->x_zero);
+    int32_t k, oy, ox;
+    for (k = 0; k < 4; k++) a[k][0] = a[k][1] = _mm256_setzero_ps();
+    for (oy = 0; oy < p->out_h; oy++)
+        for (ox = 0; ox < p->out_w; ox++) {
+            const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * x_c + j0;
+            const float *gp = gacc + (oy * p->out_w + ox) * p->out_c + o0;
+            __m256 x0 = _mm256_sub_ps(mt_s8x8_to_f32(xp), xz), x1 = _mm256_sub_ps(mt_s8x8_to_f32(xp + 8), xz);
+            for (k = 0; k < 4; k++) {
+                __m256 go = _mm256_broadcast_ss(gp + k);
+                a[k][0] = _mm256_add_ps(a[k][0], _mm256_mul_ps(x0, go));
+                a[k][1] = _mm256_add_ps(a[k][1], _mm256_mul_ps(x1, go));
+            }
+        }
+    for (k = 0; k < 4; k++) {
+        _mm256_storeu_ps(g[k], a[k][0]);
+        _mm256_storeu_ps(g[k] + 8, a[k][1]);
+    }
+}
+#endif
+
 void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc,
                                          const mt_weight_s8 *w, const mt_update_params *u, const mt_train_ctx *ctx) {
     uint32_t key = mt_hash_key(ctx->seed, ctx->step, u->param_id);
     float neg_lr = -ctx->lr;
     float g[MT_WU_CHUNK];
     int32_t xc[MT_WU_CHUNK];
-    int32_t o, j, j0, oy, ox;
+    int32_t o, j, j0, oy, ox, o_fast = 0, j_fast = 0;
+#if defined(__AVX2__)
+    /* trained channels contiguous in x (a sliced input, or all channels): blocks of 4 rows x 16 columns in
+     * vectors; the rows and columns left over go through the portable loops below */
+    if (x_c == w->n_train || !w->train_idx) {
+        float gb[4][16];
+        int32_t k;
+        o_fast = p->out_c & ~3;
+        j_fast = w->n_train & ~15;
+        for (o = 0; o < o_fast; o += 4)
+            for (j0 = 0; j0 < j_fast; j0 += 16) {
+                mt_wu_sums4x16_avx2(p, x, x_c, gacc, o, j0, gb);
+                for (k = 0; k < 4; k++)
+                    for (j = 0; j < 16; j++) {
+                        int8_t *wp = w->train + (o + k) * w->n_train + j0 + j;
+                        uint32_t index = (uint32_t)((o + k + u->row0) * u->full_in + mt_chan(w->train_idx, j0 + j));
+                        float d = gb[k][j] / u->divisor[o + k];
+                        *wp = mt_update_s8(*wp, neg_lr * d, u->rounding, key, index);
+                    }
+            }
+    }
+#endif
     for (o = 0; o < p->out_c; o++) {
-        for (j0 = 0; j0 < w->n_train; j0 += MT_WU_CHUNK) {
+        for (j0 = o < o_fast ? j_fast : 0; j0 < w->n_train; j0 += MT_WU_CHUNK) { /* what the fast blocks left */
             int32_t n = w->n_train - j0 < MT_WU_CHUNK ? w->n_train - j0 : MT_WU_CHUNK;
             for (j = 0; j < n; j++) {
                 xc[j] = mt_saved_chan(w, x_c, j0 + j);

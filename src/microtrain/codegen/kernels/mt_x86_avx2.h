@@ -132,4 +132,42 @@ static inline void mt_dw16_tap_avx2(const int8_t *x, const int8_t *w, __m256i x_
     *hi = _mm256_add_epi32(*hi, _mm256_cvtepi16_epi32(_mm256_extracti128_si256(pr, 1)));
 }
 
+/* ---- float backward: the portable loops' multiplications and additions, per element in their order ---- */
+
+/* 8 int8 weights as floats */
+static inline __m256 mt_s8x8_to_f32(const int8_t *w) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)w)));
+}
+
+/* t[j] += g[o] * (float)w[o * w_stride + j] for o = 0, 1, ..., out_c - 1 in turn, j < n (mul then add, each
+ * rounded: no FMA), 32 then 8 columns in registers, the last n % 8 scalar */
+static inline void mt_pw_grad_in_avx2(const float *g, int32_t out_c, const int8_t *w, int32_t w_stride, int32_t n,
+                                      float *t) {
+    int32_t j = 0, o;
+    for (; j + 32 <= n; j += 32) {
+        __m256 a0 = _mm256_loadu_ps(t + j), a1 = _mm256_loadu_ps(t + j + 8), a2 = _mm256_loadu_ps(t + j + 16),
+               a3 = _mm256_loadu_ps(t + j + 24);
+        for (o = 0; o < out_c; o++) {
+            const int8_t *wr = w + o * w_stride + j;
+            __m256 go = _mm256_broadcast_ss(g + o);
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(go, mt_s8x8_to_f32(wr)));
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(go, mt_s8x8_to_f32(wr + 8)));
+            a2 = _mm256_add_ps(a2, _mm256_mul_ps(go, mt_s8x8_to_f32(wr + 16)));
+            a3 = _mm256_add_ps(a3, _mm256_mul_ps(go, mt_s8x8_to_f32(wr + 24)));
+        }
+        _mm256_storeu_ps(t + j, a0);
+        _mm256_storeu_ps(t + j + 8, a1);
+        _mm256_storeu_ps(t + j + 16, a2);
+        _mm256_storeu_ps(t + j + 24, a3);
+    }
+    for (; j + 8 <= n; j += 8) {
+        __m256 a = _mm256_loadu_ps(t + j);
+        for (o = 0; o < out_c; o++)
+            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_broadcast_ss(g + o), mt_s8x8_to_f32(w + o * w_stride + j)));
+        _mm256_storeu_ps(t + j, a);
+    }
+    for (; j < n; j++)
+        for (o = 0; o < out_c; o++) t[j] += g[o] * (float)w[o * w_stride + j];
+}
+
 #endif /* MT_X86_AVX2_H */
