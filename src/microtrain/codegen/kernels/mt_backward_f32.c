@@ -79,10 +79,22 @@ void mt_loss_softmax_ce_s8(const int8_t *logits, int32_t k, int32_t zero, float 
 
 void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff, int32_t n, int32_t c, float *g) {
     int32_t i, ch = 0;
+#if defined(__AVX2__)
+    /* pixel by pixel, 8 channels per vector: the product where the bit is set, +0.0f elsewhere (an and) */
+    int32_t c8 = c & ~7;
+    for (i = 0; i + c <= n; i += c) {
+        for (ch = 0; ch < c8; ch += 8)
+            _mm256_storeu_ps(g + i + ch, _mm256_and_ps(mt_mask8_avx2(mask, i + ch),
+                                                       _mm256_mul_ps(_mm256_loadu_ps(gy + i + ch), _mm256_loadu_ps(eff + ch))));
+        for (; ch < c; ch++) g[i + ch] = MT_BIT(mask, i + ch) ? gy[i + ch] * eff[ch] : 0.0f;
+    }
+    for (ch = 0; i < n; i++, ch++) g[i] = MT_BIT(mask, i) ? gy[i] * eff[ch] : 0.0f; /* a partial last pixel */
+#else
     for (i = 0; i < n; i++) {
         g[i] = MT_BIT(mask, i) ? gy[i] * eff[ch] : 0.0f;
         if (++ch == c) ch = 0;
     }
+#endif
 }
 
 /* The weight of input channel j of block b (frozen or trained) as (pointer, stride, channel). */
@@ -397,29 +409,22 @@ static int32_t mt_saved_chan(const mt_weight_s8 *w, int32_t x_c, int32_t j) {
 }
 
 #if defined(__AVX2__)
-/* The gradients of weights (o0 + k, j0 + j), k < 4, j < 16, trained input channels contiguous in x from channel j0:
+/* The gradients of weights (o0 + k, j0 + j), k < 8, j < 8, trained input channels contiguous in x from channel j0:
  * g[k][j] = sum over pixels (ascending) of ((float)x - (float)x_zero) * gacc[pixel, o0 + k], the portable
- * kernel's products and additions in its order, 4 x 16 sums in vector registers (mt_x86_avx2.h) */
-static void mt_wu_sums4x16_avx2(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc, int32_t o0,
-                                int32_t j0, float g[4][16]) {
-    __m256 a[4][2], xz = _mm256_set1_ps((float)p->x_zero);
+ * kernel's products and additions in its order, 8 x 8 sums in vector registers (mt_x86_avx2.h) */
+static void mt_wu_sums8x8_avx2(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc, int32_t o0,
+                               int32_t j0, float g[8][8]) {
+    __m256 a[8], xz = _mm256_set1_ps((float)p->x_zero);
     int32_t k, oy, ox;
-    for (k = 0; k < 4; k++) a[k][0] = a[k][1] = _mm256_setzero_ps();
+    for (k = 0; k < 8; k++) a[k] = _mm256_setzero_ps();
     for (oy = 0; oy < p->out_h; oy++)
         for (ox = 0; ox < p->out_w; ox++) {
             const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * x_c + j0;
             const float *gp = gacc + (oy * p->out_w + ox) * p->out_c + o0;
-            __m256 x0 = _mm256_sub_ps(mt_s8x8_to_f32(xp), xz), x1 = _mm256_sub_ps(mt_s8x8_to_f32(xp + 8), xz);
-            for (k = 0; k < 4; k++) {
-                __m256 go = _mm256_broadcast_ss(gp + k);
-                a[k][0] = _mm256_add_ps(a[k][0], _mm256_mul_ps(x0, go));
-                a[k][1] = _mm256_add_ps(a[k][1], _mm256_mul_ps(x1, go));
-            }
+            __m256 xv = _mm256_sub_ps(mt_s8x8_to_f32(xp), xz);
+            for (k = 0; k < 8; k++) a[k] = _mm256_add_ps(a[k], _mm256_mul_ps(xv, _mm256_broadcast_ss(gp + k)));
         }
-    for (k = 0; k < 4; k++) {
-        _mm256_storeu_ps(g[k], a[k][0]);
-        _mm256_storeu_ps(g[k] + 8, a[k][1]);
-    }
+    for (k = 0; k < 8; k++) _mm256_storeu_ps(g[k], a[k]);
 }
 #endif
 
@@ -431,18 +436,18 @@ void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *
     int32_t xc[MT_WU_CHUNK];
     int32_t o, j, j0, oy, ox, o_fast = 0, j_fast = 0;
 #if defined(__AVX2__)
-    /* trained channels contiguous in x (a sliced input, or all channels): blocks of 4 rows x 16 columns in
+    /* trained channels contiguous in x (a sliced input, or all channels): blocks of 8 rows x 8 columns in
      * vectors; the rows and columns left over go through the portable loops below */
     if (x_c == w->n_train || !w->train_idx) {
-        float gb[4][16];
+        float gb[8][8];
         int32_t k;
-        o_fast = p->out_c & ~3;
-        j_fast = w->n_train & ~15;
-        for (o = 0; o < o_fast; o += 4)
-            for (j0 = 0; j0 < j_fast; j0 += 16) {
-                mt_wu_sums4x16_avx2(p, x, x_c, gacc, o, j0, gb);
-                for (k = 0; k < 4; k++)
-                    for (j = 0; j < 16; j++) {
+        o_fast = p->out_c & ~7;
+        j_fast = w->n_train & ~7;
+        for (o = 0; o < o_fast; o += 8)
+            for (j0 = 0; j0 < j_fast; j0 += 8) {
+                mt_wu_sums8x8_avx2(p, x, x_c, gacc, o, j0, gb);
+                for (k = 0; k < 8; k++)
+                    for (j = 0; j < 8; j++) {
                         int8_t *wp = w->train + (o + k) * w->n_train + j0 + j;
                         uint32_t index = (uint32_t)((o + k + u->row0) * u->full_in + mt_chan(w->train_idx, j0 + j));
                         float d = gb[k][j] / u->divisor[o + k];

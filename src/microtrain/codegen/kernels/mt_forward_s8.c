@@ -199,11 +199,25 @@ void mt_conv_pointwise_split_s8(const mt_conv_params *p, const int8_t *x, const 
 
 #define MT_PATCH_MAX 80 /* window elements (kh * kw * in_c) gathered on the stack (160 bytes; frame within budget.STACK_ESTIMATE) */
 
+#if defined(__AVX2__)
+#define MT_CONV_WIDE_ROWS 64 /* output channels whose int16 weights the host AVX2 path keeps on the stack (10 KB) */
+#endif
+
 void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                 const float *eff, int8_t *y, uint8_t *mask) {
     int16_t patch[MT_PATCH_MAX];
     int32_t acc[MT_RUN_MAX];
     int32_t oy, ox, o, o0, ky, kx, i, k = p->kh * p->kw * p->in_c;
+#if defined(__AVX2__)
+    /* small windows on AVX2 hosts: weights widened to int16 rows padded with zeros to kp (a multiple of 16),
+     * the patch padded likewise, eight output channels per pass (mt_dot8_s16_w16_avx2); same exact sums */
+    int16_t wv[MT_CONV_WIDE_ROWS * MT_PATCH_MAX];
+    int32_t kp = (k + 15) & ~15, wide = kp <= MT_PATCH_MAX && p->out_c <= MT_CONV_WIDE_ROWS;
+    if (wide) {
+        mt_widen_rows_s8(w, k, k, p->out_c, wv, kp);
+        for (i = k; i < kp; i++) patch[i] = 0;
+    }
+#endif
     for (oy = 0; oy < p->out_h; oy++) {
         for (ox = 0; ox < p->out_w; ox++) {
             int32_t base = (oy * p->out_w + ox) * p->out_c;
@@ -225,7 +239,16 @@ void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const
                 }
                 for (o0 = 0; o0 < p->out_c; o0 += MT_RUN_MAX) {
                     int32_t n = p->out_c - o0 < MT_RUN_MAX ? p->out_c - o0 : MT_RUN_MAX;
-                    for (o = 0; o < n; o++) {
+                    o = 0;
+#if defined(__AVX2__)
+                    if (wide)
+                        for (; o + 8 <= n; o += 8) {
+                            int32_t j;
+                            for (j = 0; j < 8; j++) acc[o + j] = 0;
+                            mt_dot8_s16_w16_avx2(patch, wv + (o0 + o) * kp, kp, kp, acc + o);
+                        }
+#endif
+                    for (; o < n; o++) {
                         const int8_t *wr = w + (o0 + o) * k;
                         int32_t a = 0;
                         for (i = 0; i < k; i++) a += (int32_t)patch[i] * (int32_t)wr[i];

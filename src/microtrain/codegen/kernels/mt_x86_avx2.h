@@ -170,4 +170,12 @@ static inline void mt_pw_grad_in_avx2(const float *g, int32_t out_c, const int8_
         for (o = 0; o < out_c; o++) t[j] += g[o] * (float)w[o * w_stride + j];
 }
 
+/* lanes k < 8 all ones where bit (i + k) of the mask is set (the 8 bits i..i+7 lie inside the mask) */
+static inline __m256 mt_mask8_avx2(const uint8_t *mask, int32_t i) {
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    uint32_t b = mask[i >> 3] | ((i & 7) ? (uint32_t)mask[(i >> 3) + 1] << 8 : 0u);
+    __m256i m = _mm256_and_si256(_mm256_set1_epi32((int32_t)(b >> (i & 7))), bit);
+    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(m, bit));
+}
+
 #endif /* MT_X86_AVX2_H */
