@@ -269,12 +269,14 @@ def test_sliced_input_weight_update_and_grad_acc_agree_across_builds(libs):
             np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32), err_msg=f"{name} build, c {c}")
 
 
-@pytest.mark.parametrize("k,stride", [(3, 1), (3, 2), (5, 1), (5, 2), (7, 2), (9, 1)])  # 9x9: beyond the local taps
-def test_inplace_depthwise_over_its_own_input_equals_the_plain_kernel(libs, k, stride):
+@pytest.mark.parametrize("k,stride,h", [(3, 1, 11), (3, 2, 11), (5, 1, 11), (5, 2, 11), (7, 2, 11),
+                                        (9, 1, 11),  # 9x9: beyond the local taps
+                                        (3, 2, 24), (7, 2, 27), (5, 1, 20)])  # rows of 8+ interior outputs (AVX2)
+def test_inplace_depthwise_over_its_own_input_equals_the_plain_kernel(libs, k, stride, h):
     """mt_conv_depthwise_inplace_s8 with y == x (what the planner emits) gives mt_conv_depthwise_s8's bytes
     and mask, inside and on the border; stride 1 reads the rows above each output, so it fails unless every
     channel goes through the plane first."""
-    h, c = 11, 19
+    c = 19
     p, x, wt, bias, eff = _depthwise_case(np.random.default_rng(k * 10 + stride), h, c, stride, 5, -3, k)
     eff = eff / k  # larger windows, larger sums: keep the outputs off the clamps
     n = p.out_h * p.out_w * c

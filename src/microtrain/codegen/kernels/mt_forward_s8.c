@@ -382,6 +382,36 @@ static void mt_inside_range(int32_t n, int32_t k, int32_t stride, int32_t pad, i
     if (*lo > *hi) *lo = *hi;
 }
 
+#if defined(__AVX2__)
+/* 8 interior outputs (oy, ox..ox+7) of channel c of the in-place depthwise conv: the same integer sums
+ * (-zsum + sum of plane * taps) 8 pixels per vector, stride 1 (contiguous bytes) or 2 (even bytes of 16),
+ * requantised together and written to their channel-strided places; returns 8 */
+static int32_t mt_dw_inplace_row8_avx2(const mt_conv_params *p, const int8_t *plane, const int16_t *wv, int32_t zsum,
+                                       int32_t bias, float eff, int32_t c, int32_t oy, int32_t ox, int8_t *y,
+                                       uint8_t *mask) {
+    const __m128i even = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+    const int8_t *row = plane + (oy * p->stride - p->pad) * p->in_w + ox * p->stride - p->pad;
+    __m256i acc = _mm256_set1_epi32(-zsum);
+    int8_t q[8];
+    uint32_t ok;
+    int32_t ky, kx, k, d = p->dilation;
+    for (ky = 0; ky < p->kh; ky++, row += p->in_w * d)
+        for (kx = 0; kx < p->kw; kx++) {
+            __m128i b = _mm_loadu_si128((const __m128i *)(row + kx * d));
+            if (p->stride == 2) b = _mm_shuffle_epi8(b, even);
+            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(_mm256_cvtepi8_epi32(b),
+                                                           _mm256_set1_epi32(wv[ky * p->kw + kx])));
+        }
+    ok = mt_requant8v_avx2(acc, _mm256_set1_ps((float)bias), _mm256_set1_ps(eff), p->y_zero, q);
+    for (k = 0; k < 8; k++) {
+        int32_t i = (oy * p->out_w + ox + k) * p->out_c + c;
+        y[i] = q[k];
+        if (mask) mt_mask_put(mask, i, (ok >> k) & 1u);
+    }
+    return 8;
+}
+#endif
+
 /* Depthwise conv that may write over its own input (y == x allowed): channel by channel, the input plane
  * is copied to `plane` (in_h * in_w bytes) before that channel's outputs are written. Output (pixel q,
  * channel c) lands on input (q, c) of the same channel (out_h * out_w <= in_h * in_w), already copied;
@@ -408,6 +438,15 @@ void mt_conv_depthwise_inplace_s8(const mt_conv_params *p, const int8_t *x, cons
         for (oy = 0; oy < p->out_h; oy++) {
             for (ox = 0; ox < p->out_w; ox++) {
                 int32_t acc;
+#if defined(__AVX2__)
+                /* 8 interior outputs of a row at once (stride 1 or 2), while the 16-byte loads stay in the plane */
+                if (oy >= y0 && oy < y1 && ox >= x0 && ox + 8 <= x1 && p->stride <= 2 &&
+                    (oy * p->stride - p->pad + (p->kh - 1) * d) * p->in_w + (ox * p->stride - p->pad) +
+                    (p->kw - 1) * d + 16 <= n_in) {
+                    ox += mt_dw_inplace_row8_avx2(p, plane, wv, zsum, bias[c], eff[c], c, oy, ox, y, mask) - 1;
+                    continue;
+                }
+#endif
                 if (oy >= y0 && oy < y1 && ox >= x0 && ox < x1) {
                     const int8_t *row = plane + (oy * p->stride - p->pad) * p->in_w + ox * p->stride - p->pad;
                     const int16_t *wt = wv;

@@ -15,18 +15,17 @@
 
 #include "mt_arith.h"
 
-/* y[0..8) = mt_requant_s8(acc[k], bias[k], eff[k], y_zero); returns the 8 in-range bits (bit k = output k) */
-static inline uint32_t mt_requant8_avx2(const int32_t *acc, const int32_t *bias, const float *eff, int32_t y_zero,
-                                        int8_t *y) {
+/* y[k] = mt_requant_s8(acc[k], bias[k], eff[k], y_zero) for the 8 lanes k (bias given as (float)bias);
+ * returns the 8 in-range bits (bit k = output k) */
+static inline uint32_t mt_requant8v_avx2(__m256i acc, __m256 bias_f, __m256 eff, int32_t y_zero, int8_t *y) {
     const __m256 lim = _mm256_set1_ps(MT_SAT_LIMIT), nlim = _mm256_set1_ps(-MT_SAT_LIMIT);
     const __m256 magic = _mm256_set1_ps(MT_ROUND_MAGIC), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-128.0f);
-    __m256 t = _mm256_add_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)acc)),
-                             _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)bias)));
+    __m256 t = _mm256_add_ps(_mm256_cvtepi32_ps(acc), bias_f);
     __m256 r;
     __m256i q;
     __m128i q16;
     uint32_t ok;
-    t = _mm256_mul_ps(t, _mm256_loadu_ps(eff));
+    t = _mm256_mul_ps(t, eff);
     t = _mm256_min_ps(lim, t);  /* t > L ? L : t */
     t = _mm256_max_ps(nlim, t); /* t < -L ? -L : t */
     r = _mm256_sub_ps(_mm256_add_ps(t, magic), magic);
@@ -37,6 +36,13 @@ static inline uint32_t mt_requant8_avx2(const int32_t *acc, const int32_t *bias,
     q16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
     _mm_storel_epi64((__m128i *)y, _mm_packs_epi16(q16, q16));
     return ok;
+}
+
+/* y[0..8) = mt_requant_s8(acc[k], bias[k], eff[k], y_zero); returns the 8 in-range bits */
+static inline uint32_t mt_requant8_avx2(const int32_t *acc, const int32_t *bias, const float *eff, int32_t y_zero,
+                                        int8_t *y) {
+    return mt_requant8v_avx2(_mm256_loadu_si256((const __m256i *)acc),
+                             _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)bias)), _mm256_loadu_ps(eff), y_zero, y);
 }
 
 /* bits base..base+n of the mask := the low n bits of `bits` (n <= 32), a byte at a time */
