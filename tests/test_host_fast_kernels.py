@@ -144,6 +144,29 @@ def test_split_pointwise_and_depthwise_forward_agree_across_builds(libs):
         assert len(np.unique(outs["native", False][0])) > 10  # not a constant (saturated) output
 
 
+def test_depthwise_windows_and_dilation_agree_across_builds(libs):
+    """5x5 and 7x7 windows, strides and dilation through the depthwise kernel: the AVX2 tap pairs inside the
+    input, the per-tap vectors on the border and the scalar channels left over give the scalar build's bytes."""
+    rng = np.random.default_rng(21)
+    h = 13
+    for k, stride, dil, c in ((5, 1, 1, 32), (7, 2, 1, 48), (3, 1, 2, 16), (5, 2, 2, 40), (3, 1, 1, 19)):
+        pad = dil * (k // 2)
+        o = (h + 2 * pad - dil * (k - 1) - 1) // stride + 1
+        p = ConvParams(h, h, c, o, o, c, k, k, stride, pad, 7, -2, dilation=dil)
+        x = rng.integers(-128, 128, (h, h, c)).astype(np.int8)
+        wt = rng.integers(-128, 128, (k, k, c)).astype(np.int8)
+        bias = rng.integers(-3000, 3000, c).astype(np.int32)
+        eff = (rng.uniform(1e-4, 3e-3, c) / k).astype(np.float32)
+        outs = {}
+        for name, lib in libs.items():
+            y, mask = np.zeros(o * o * c, np.int8), np.zeros((o * o * c + 7) // 8, np.uint8)
+            lib.mt_conv_depthwise_s8(ctypes.byref(p), ptr(x), ptr(wt), ptr(bias), ptr(eff), ptr(y), ptr(mask))
+            outs[name] = (y, mask)
+        np.testing.assert_array_equal(outs["native"][0], outs["scalar"][0], err_msg=f"k {k} stride {stride} dil {dil}")
+        np.testing.assert_array_equal(outs["native"][1], outs["scalar"][1])
+        assert len(np.unique(outs["native"][0])) > 10
+
+
 @pytest.mark.parametrize("in_c,out_c", [(3, 16), (3, 21), (8, 5), (9, 7)])  # 9: window beyond the stack patch
 def test_dense_forward_equals_numpy(libs, in_c, out_c):
     rng = np.random.default_rng(in_c * 10 + out_c)

@@ -322,18 +322,53 @@ static int32_t mt_dw_acc(const mt_conv_params *p, const int8_t *x, const int8_t 
     return acc;
 }
 
+#define MT_DW_TAPS_MAX 49 /* windows up to 7x7: the in-place kernel keeps a channel's taps in a local array */
+
+/* First and one-past-last output index whose window lies inside an input of size n (pad, window span k). */
+static void mt_inside_range(int32_t n, int32_t k, int32_t stride, int32_t pad, int32_t n_out, int32_t *lo, int32_t *hi) {
+    int32_t last = n - k + pad; /* largest window start (+ pad) that still fits */
+    *lo = (pad + stride - 1) / stride;
+    *hi = last < 0 ? 0 : last / stride + 1;
+    if (*hi > n_out) *hi = n_out;
+    if (*lo > *hi) *lo = *hi;
+}
+
 #define MT_DW_CHUNK MT_RUN_MAX /* channels accumulated together: a 64-byte stack array, vectorisable loops */
+
+#if defined(__AVX2__)
+#define MT_DW_PAIRS_MAX 32768 /* int16 pair-interleaved depthwise weights the host AVX2 path keeps on the stack (64 KB) */
+#endif
 
 void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask) {
     int32_t acc[MT_DW_CHUNK];
     int32_t oy, ox, c0, j, ky, kx;
+#if defined(__AVX2__)
+    /* windows inside the input: taps two at a time on pre-interleaved int16 weights (mt_dw16_pairs_avx2) */
+    int16_t wpair[MT_DW_PAIRS_MAX];
+    int32_t off[MT_DW_TAPS_MAX];
+    int32_t taps = p->kh * p->kw, chunks = p->out_c / MT_DW_CHUNK, y0 = 0, y1 = 0, x0 = 0, x1 = 0;
+    if (taps <= MT_DW_TAPS_MAX && chunks * ((taps + 1) / 2) * 32 <= MT_DW_PAIRS_MAX) {
+        mt_inside_range(p->in_h, (p->kh - 1) * p->dilation + 1, p->stride, p->pad, p->out_h, &y0, &y1);
+        mt_inside_range(p->in_w, (p->kw - 1) * p->dilation + 1, p->stride, p->pad, p->out_w, &x0, &x1);
+        mt_dw_pair_weights_avx2(w, taps, p->out_c, chunks, wpair);
+        for (ky = 0; ky < p->kh; ky++)
+            for (kx = 0; kx < p->kw; kx++) off[ky * p->kw + kx] = (ky * p->in_w + kx) * p->dilation * p->in_c;
+    }
+#endif
     for (oy = 0; oy < p->out_h; oy++) {
         for (ox = 0; ox < p->out_w; ox++) {
             int32_t base = (oy * p->out_w + ox) * p->out_c;
             for (c0 = 0; c0 < p->out_c; c0 += MT_DW_CHUNK) {
                 int32_t n = p->out_c - c0 < MT_DW_CHUNK ? p->out_c - c0 : MT_DW_CHUNK;
 #if defined(__AVX2__)
+                if (n == MT_DW_CHUNK && oy >= y0 && oy < y1 && ox >= x0 && ox < x1) {
+                    const int8_t *xw = x + ((oy * p->stride - p->pad) * p->in_w + ox * p->stride - p->pad) * p->in_c + c0;
+                    mt_dw16_pairs_avx2(xw, off, taps, wpair + (c0 / MT_DW_CHUNK) * ((taps + 1) / 2) * 32,
+                                       _mm256_set1_epi16((int16_t)p->x_zero), acc);
+                    mt_store_run(y, mask, base + c0, acc, bias + c0, eff + c0, p->y_zero, n);
+                    continue;
+                }
                 if (n == MT_DW_CHUNK) { /* 16 channels in two int32 vectors (mt_x86_avx2.h) */
                     __m256i lo = _mm256_setzero_si256(), hi = lo, xz = _mm256_set1_epi16((int16_t)p->x_zero);
                     for (ky = 0; ky < p->kh; ky++) {
@@ -371,16 +406,6 @@ void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
     }
 }
 
-#define MT_DW_TAPS_MAX 49 /* windows up to 7x7: the in-place kernel keeps a channel's taps in a local array */
-
-/* First and one-past-last output index whose window lies inside an input of size n (pad, window span k). */
-static void mt_inside_range(int32_t n, int32_t k, int32_t stride, int32_t pad, int32_t n_out, int32_t *lo, int32_t *hi) {
-    int32_t last = n - k + pad; /* largest window start (+ pad) that still fits */
-    *lo = (pad + stride - 1) / stride;
-    *hi = last < 0 ? 0 : last / stride + 1;
-    if (*hi > n_out) *hi = n_out;
-    if (*lo > *hi) *lo = *hi;
-}
 
 #if defined(__AVX2__)
 /* 8 interior outputs (oy, ox..ox+7) of channel c of the in-place depthwise conv: the same integer sums

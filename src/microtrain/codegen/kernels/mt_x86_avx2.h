@@ -184,4 +184,38 @@ static inline __m256 mt_mask8_avx2(const uint8_t *mask, int32_t i) {
     return _mm256_castsi256_ps(_mm256_cmpeq_epi32(m, bit));
 }
 
+/* Depthwise taps in pairs for madd: for each 16-channel chunk and tap pair (t, t+1), the int16 weights
+ * interleaved as _mm256_unpacklo/hi_epi16(w_t, w_t+1) (a lone last tap paired with zeros) */
+static inline void mt_dw_pair_weights_avx2(const int8_t *w, int32_t taps, int32_t out_c, int32_t chunks, int16_t *dst) {
+    int32_t ch, t;
+    for (ch = 0; ch < chunks; ch++)
+        for (t = 0; t < taps; t += 2) {
+            __m256i a = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + t * out_c + ch * 16)));
+            __m256i b = t + 1 < taps ? _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + (t + 1) * out_c + ch * 16)))
+                                     : _mm256_setzero_si256();
+            _mm256_storeu_si256((__m256i *)dst, _mm256_unpacklo_epi16(a, b));
+            _mm256_storeu_si256((__m256i *)(dst + 16), _mm256_unpackhi_epi16(a, b));
+            dst += 32;
+        }
+}
+
+/* acc[0..16) = sum over taps of (x[off[t]] - x_zero) * w[t] for 16 channels of a window inside the input, two taps
+ * per madd (each product exact in int16, pairs summed in int32); wp from mt_dw_pair_weights_avx2 */
+static inline void mt_dw16_pairs_avx2(const int8_t *x, const int32_t *off, int32_t taps, const int16_t *wp,
+                                      __m256i x_zero16, int32_t *acc) {
+    __m256i a = _mm256_setzero_si256(), b = a;
+    int32_t t;
+    for (t = 0; t < taps; t += 2, wp += 32) {
+        __m256i xa = _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x + off[t]))), x_zero16);
+        __m256i xb = t + 1 < taps
+                         ? _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x + off[t + 1]))), x_zero16)
+                         : xa; /* its weights are zero */
+        a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), _mm256_loadu_si256((const __m256i *)wp)));
+        b = _mm256_add_epi32(b, _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), _mm256_loadu_si256((const __m256i *)(wp + 16))));
+    }
+    /* a holds channels 0-3 and 8-11, b 4-7 and 12-15 (unpack works per 128-bit lane) */
+    _mm256_storeu_si256((__m256i *)acc, _mm256_permute2x128_si256(a, b, 0x20));
+    _mm256_storeu_si256((__m256i *)(acc + 8), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
 #endif /* MT_X86_AVX2_H */
