@@ -243,6 +243,27 @@ def test_pointwise_backward_chunks_agree_across_builds(libs):
         np.testing.assert_array_equal(w_n, w_ref)
 
 
+def test_whole_weight_pointwise_input_gradient_equals_numpy(libs):
+    """Whole (frozen) weights: the AVX2 build takes two pixels per pass, 32 and 8 columns in registers, the rest
+    scalar, an odd last pixel alone; every float is the sum over output channels in ascending order."""
+    rng = np.random.default_rng(13)
+    for in_c, out_c, h, stride in ((45, 30, 5, 1), (96, 17, 4, 1), (13, 9, 7, 2)):  # 25 and 16 pixels; stride 2
+        o = (h - 1) // stride + 1
+        p = ConvParams(h, h, in_c, o, o, out_c, 1, 1, stride, 0, 0, 0)
+        wt = rng.integers(-128, 128, (out_c, in_c)).astype(np.int8)
+        gacc = rng.standard_normal((o, o, out_c)).astype(np.float32)
+        want = np.zeros((h, h, in_c), np.float32)
+        acc = np.zeros((o, o, in_c), np.float32)
+        for k in range(out_c):
+            acc = acc + gacc[:, :, k : k + 1] * wt[k].astype(np.float32)
+        want[::stride, ::stride] = acc
+        wobj = WeightS8(ptr(wt).value, None, in_c, None, None, 0)
+        for name, lib in libs.items():
+            gx = np.full((h, h, in_c), np.nan, np.float32)
+            lib.mt_conv_grad_input_pointwise_f32(ctypes.byref(p), ptr(gacc), ctypes.byref(wobj), ptr(gx))
+            np.testing.assert_array_equal(gx.view(np.uint32), want.view(np.uint32), err_msg=f"{name} build, in_c {in_c}")
+
+
 def test_sliced_input_weight_update_and_grad_acc_agree_across_builds(libs):
     """The weight update reading a sliced input (x_c == n_train, trained channels gathered by the slice: the
     layout the planner emits, which the 8 x 8 vector blocks take) equals NumPy's sums and the scalar build;

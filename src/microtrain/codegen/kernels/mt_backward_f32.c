@@ -156,6 +156,23 @@ void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc
     int32_t n_in = p->in_h * p->in_w * p->in_c;
     if (p->stride != 1)
         for (i = 0; i < n_in; i++) gx[i] = 0.0f; /* positions no output reads */
+#if defined(__AVX2__)
+    if (!w->frozen_idx && w->n_train == 0) { /* whole weights: two pixels per pass over them (mt_x86_avx2.h) */
+        int32_t pix, n_pix = p->out_h * p->out_w, nb = w->n_frozen;
+        for (pix = 0; pix < n_pix; pix += 2) {
+            float *gx0 = gx + (((pix / p->out_w) * p->stride) * p->in_w + (pix % p->out_w) * p->stride) * p->in_c, *gx1;
+            for (i = 0; i < nb; i++) gx0[i] = 0.0f;
+            if (pix + 1 == n_pix) { /* an odd last pixel alone */
+                mt_pw_grad_in_avx2(gacc + pix * p->out_c, p->out_c, w->frozen, nb, nb, gx0);
+                break;
+            }
+            gx1 = gx + ((((pix + 1) / p->out_w) * p->stride) * p->in_w + ((pix + 1) % p->out_w) * p->stride) * p->in_c;
+            for (i = 0; i < nb; i++) gx1[i] = 0.0f;
+            mt_pw_grad_in2_avx2(gacc + pix * p->out_c, gacc + (pix + 1) * p->out_c, p->out_c, w->frozen, nb, nb, gx0, gx1);
+        }
+        return;
+    }
+#endif
     for (oy = 0; oy < p->out_h; oy++) {
         for (ox = 0; ox < p->out_w; ox++) {
             const float *g = gacc + (oy * p->out_w + ox) * p->out_c;

@@ -218,4 +218,43 @@ static inline void mt_dw16_pairs_avx2(const int8_t *x, const int32_t *off, int32
     _mm256_storeu_si256((__m256i *)(acc + 8), _mm256_permute2x128_si256(a, b, 0x31));
 }
 
+/* mt_pw_grad_in_avx2 for two pixels at once (t0 from g0, t1 from g1): each weight block converted once for both */
+static inline void mt_pw_grad_in2_avx2(const float *g0, const float *g1, int32_t out_c, const int8_t *w, int32_t w_stride,
+                                       int32_t n, float *t0, float *t1) {
+    int32_t j = 0, o;
+    for (; j + 32 <= n; j += 32) {
+        __m256 a[4], b[4];
+        int32_t k;
+        for (k = 0; k < 4; k++) {
+            a[k] = _mm256_loadu_ps(t0 + j + 8 * k);
+            b[k] = _mm256_loadu_ps(t1 + j + 8 * k);
+        }
+        for (o = 0; o < out_c; o++) {
+            const int8_t *wr = w + o * w_stride + j;
+            __m256 ga = _mm256_broadcast_ss(g0 + o), gb = _mm256_broadcast_ss(g1 + o);
+            for (k = 0; k < 4; k++) {
+                __m256 wv = mt_s8x8_to_f32(wr + 8 * k);
+                a[k] = _mm256_add_ps(a[k], _mm256_mul_ps(ga, wv));
+                b[k] = _mm256_add_ps(b[k], _mm256_mul_ps(gb, wv));
+            }
+        }
+        for (k = 0; k < 4; k++) {
+            _mm256_storeu_ps(t0 + j + 8 * k, a[k]);
+            _mm256_storeu_ps(t1 + j + 8 * k, b[k]);
+        }
+    }
+    for (; j + 8 <= n; j += 8) {
+        __m256 a = _mm256_loadu_ps(t0 + j), b = _mm256_loadu_ps(t1 + j);
+        for (o = 0; o < out_c; o++) {
+            __m256 wv = mt_s8x8_to_f32(w + o * w_stride + j);
+            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_broadcast_ss(g0 + o), wv));
+            b = _mm256_add_ps(b, _mm256_mul_ps(_mm256_broadcast_ss(g1 + o), wv));
+        }
+        _mm256_storeu_ps(t0 + j, a);
+        _mm256_storeu_ps(t1 + j, b);
+    }
+    mt_pw_grad_in_avx2(g0, out_c, w + j, w_stride, n - j, t0 + j); /* the last n % 8 columns */
+    mt_pw_grad_in_avx2(g1, out_c, w + j, w_stride, n - j, t1 + j);
+}
+
 #endif /* MT_X86_AVX2_H */
