@@ -1,7 +1,8 @@
-"""The host build's fast paths against NumPy, byte for byte: the AVX2 pointwise dot products
-(mt_dot4_raw_s8, compiled when the host flags enable AVX2), the gathered split-pointwise dots, the
-requantisation runs the compiler vectorises (mt_store_run; dense, pointwise, depthwise), the chunked
-gathered input gradient and the chunked pointwise weight update.
+"""The host build's fast paths against NumPy, byte for byte: the AVX2 kernels of kernels/mt_x86_avx2.h
+(compiled when the host flags enable AVX2: requantisation runs, pointwise and dense dot products on
+int16-widened weights, depthwise channel vectors, the float input gradient, weight gradient and gradient
+through the requantisation), the gathered split-pointwise dots, the chunked gathered input gradient and
+the chunked pointwise weight update.
 Each kernel is built twice, with the host default flags (-O3 -march=native where supported) and with
 -O1 (scalar code), on shapes that leave every tail path something to do (in_c not a multiple of 16 or 8,
 out_c not a multiple of 4 or 16, strides, masks, gathered channels)."""
@@ -94,7 +95,7 @@ def _pointwise_case(rng, in_c, out_c, stride, with_mask):
     return p, x, wt, bias, eff, want, (pre >= -128) & (pre <= 127)
 
 
-@pytest.mark.parametrize("in_c", [3, 8, 16, 17, 24, 40, 100])
+@pytest.mark.parametrize("in_c", [3, 8, 16, 17, 24, 40, 100, 1030])  # 1030: beyond the int16 weight block
 @pytest.mark.parametrize("out_c", [1, 5, 16, 35])
 def test_pointwise_forward_equals_numpy(libs, in_c, out_c):
     rng = np.random.default_rng(in_c * 100 + out_c)
@@ -141,6 +142,29 @@ def test_split_pointwise_and_depthwise_forward_agree_across_builds(libs):
             np.testing.assert_array_equal(outs["native", with_mask][0], outs["scalar", with_mask][0])
             np.testing.assert_array_equal(outs["native", with_mask][1], outs["scalar", with_mask][1])
         assert len(np.unique(outs["native", False][0])) > 10  # not a constant (saturated) output
+
+
+def test_depthwise_windows_and_dilation_agree_across_builds(libs):
+    """5x5 and 7x7 windows, strides and dilation through the depthwise kernel: the AVX2 tap pairs inside the
+    input, the per-tap vectors on the border and the scalar channels left over give the scalar build's bytes."""
+    rng = np.random.default_rng(21)
+    h = 13
+    for k, stride, dil, c in ((5, 1, 1, 32), (7, 2, 1, 48), (3, 1, 2, 16), (5, 2, 2, 40), (3, 1, 1, 19)):
+        pad = dil * (k // 2)
+        o = (h + 2 * pad - dil * (k - 1) - 1) // stride + 1
+        p = ConvParams(h, h, c, o, o, c, k, k, stride, pad, 7, -2, dilation=dil)
+        x = rng.integers(-128, 128, (h, h, c)).astype(np.int8)
+        wt = rng.integers(-128, 128, (k, k, c)).astype(np.int8)
+        bias = rng.integers(-3000, 3000, c).astype(np.int32)
+        eff = (rng.uniform(1e-4, 3e-3, c) / k).astype(np.float32)
+        outs = {}
+        for name, lib in libs.items():
+            y, mask = np.zeros(o * o * c, np.int8), np.zeros((o * o * c + 7) // 8, np.uint8)
+            lib.mt_conv_depthwise_s8(ctypes.byref(p), ptr(x), ptr(wt), ptr(bias), ptr(eff), ptr(y), ptr(mask))
+            outs[name] = (y, mask)
+        np.testing.assert_array_equal(outs["native"][0], outs["scalar"][0], err_msg=f"k {k} stride {stride} dil {dil}")
+        np.testing.assert_array_equal(outs["native"][1], outs["scalar"][1])
+        assert len(np.unique(outs["native"][0])) > 10
 
 
 @pytest.mark.parametrize("in_c,out_c", [(3, 16), (3, 21), (8, 5), (9, 7)])  # 9: window beyond the stack patch
@@ -219,12 +243,84 @@ def test_pointwise_backward_chunks_agree_across_builds(libs):
         np.testing.assert_array_equal(w_n, w_ref)
 
 
-@pytest.mark.parametrize("k,stride", [(3, 1), (3, 2), (5, 1), (5, 2), (7, 2), (9, 1)])  # 9x9: beyond the local taps
-def test_inplace_depthwise_over_its_own_input_equals_the_plain_kernel(libs, k, stride):
+def test_whole_weight_pointwise_input_gradient_equals_numpy(libs):
+    """Whole (frozen) weights: the AVX2 build takes two pixels per pass, 32 and 8 columns in registers, the rest
+    scalar, an odd last pixel alone; every float is the sum over output channels in ascending order."""
+    rng = np.random.default_rng(13)
+    for in_c, out_c, h, stride in ((45, 30, 5, 1), (96, 17, 4, 1), (13, 9, 7, 2)):  # 25 and 16 pixels; stride 2
+        o = (h - 1) // stride + 1
+        p = ConvParams(h, h, in_c, o, o, out_c, 1, 1, stride, 0, 0, 0)
+        wt = rng.integers(-128, 128, (out_c, in_c)).astype(np.int8)
+        gacc = rng.standard_normal((o, o, out_c)).astype(np.float32)
+        want = np.zeros((h, h, in_c), np.float32)
+        acc = np.zeros((o, o, in_c), np.float32)
+        for k in range(out_c):
+            acc = acc + gacc[:, :, k : k + 1] * wt[k].astype(np.float32)
+        want[::stride, ::stride] = acc
+        wobj = WeightS8(ptr(wt).value, None, in_c, None, None, 0)
+        for name, lib in libs.items():
+            gx = np.full((h, h, in_c), np.nan, np.float32)
+            lib.mt_conv_grad_input_pointwise_f32(ctypes.byref(p), ptr(gacc), ctypes.byref(wobj), ptr(gx))
+            np.testing.assert_array_equal(gx.view(np.uint32), want.view(np.uint32), err_msg=f"{name} build, in_c {in_c}")
+
+
+def test_sliced_input_weight_update_and_grad_acc_agree_across_builds(libs):
+    """The weight update reading a sliced input (x_c == n_train, trained channels gathered by the slice: the
+    layout the planner emits, which the 8 x 8 vector blocks take) equals NumPy's sums and the scalar build;
+    mt_conv_grad_acc_f32 (8 channels per vector, the rest scalar) equals where(mask, gy * eff, 0)."""
+    rng = np.random.default_rng(12)
+    for in_c, n_train, out_c, stride in ((48, 24, 20, 1), (48, 12, 16, 2), (30, 19, 9, 1)):
+        h = 7
+        o = (h - 1) // stride + 1
+        p = ConvParams(h, h, in_c, o, o, out_c, 1, 1, stride, 0, 5, 0)
+        train_idx = np.sort(rng.choice(in_c, n_train, replace=False)).astype(np.int16)
+        frozen_idx = np.setdiff1d(np.arange(in_c), train_idx).astype(np.int16)
+        wt = rng.integers(-128, 128, (out_c, in_c)).astype(np.int8)
+        wf, wtr0 = np.ascontiguousarray(wt[:, frozen_idx]), np.ascontiguousarray(wt[:, train_idx])
+        gacc = rng.standard_normal((o, o, out_c)).astype(np.float32)
+        xs = np.ascontiguousarray(rng.integers(-128, 128, (h, h, n_train)).astype(np.int8))  # the sliced input
+        div = rng.uniform(0.5, 4.0, out_c).astype(np.float32)
+        results = {}
+        for name, lib in libs.items():
+            wtr = wtr0.copy()
+            wobj = WeightS8(ptr(wf).value, ptr(frozen_idx).value, len(frozen_idx), ptr(wtr).value,
+                            ptr(train_idx).value, n_train)
+            lib.mt_conv_weight_update_pointwise_f32(ctypes.byref(p), ptr(xs), n_train, ptr(gacc), ctypes.byref(wobj),
+                                                    ctypes.byref(UpdateParams(ptr(div).value, 5, 0, in_c)),
+                                                    ctypes.byref(TrainCtx(0.01, 1, 2, 0)))
+            results[name] = wtr
+        xf = xs[::stride, ::stride].astype(np.float32) - np.float32(p.x_zero)
+        g = np.zeros((out_c, n_train), np.float32)
+        for i in range(o):
+            for j in range(o):
+                g = g + xf[i, j][None, :] * gacc[i, j][:, None]
+        w_ref = np.clip(wtr0.astype(np.int32) + np.rint(np.float32(-0.01) * (g / div[:, None])).astype(np.int32),
+                        -128, 127)
+        np.testing.assert_array_equal(results["native"], w_ref, err_msg=f"sliced {in_c}/{n_train}")
+        np.testing.assert_array_equal(results["scalar"], w_ref)
+        assert (w_ref != wtr0).mean() > 0.3
+    lib_fn = {name: lib.mt_conv_grad_acc_f32 for name, lib in libs.items()}
+    for c, pixels in ((5, 9), (8, 4), (21, 6), (40, 3)):
+        n = c * pixels
+        gy = rng.standard_normal(n).astype(np.float32)
+        eff = rng.uniform(1e-3, 2.0, c).astype(np.float32)
+        mask = rng.integers(0, 256, (n + 7) // 8).astype(np.uint8)
+        bits = np.unpackbits(mask, bitorder="little")[:n].astype(bool)
+        want = np.where(bits, gy * np.tile(eff, pixels), np.float32(0))
+        for name, fn in lib_fn.items():
+            got = np.full(n, np.nan, np.float32)
+            fn(ptr(gy), ptr(mask), ptr(eff), n, c, ptr(got))
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32), err_msg=f"{name} build, c {c}")
+
+
+@pytest.mark.parametrize("k,stride,h", [(3, 1, 11), (3, 2, 11), (5, 1, 11), (5, 2, 11), (7, 2, 11),
+                                        (9, 1, 11),  # 9x9: beyond the local taps
+                                        (3, 2, 24), (7, 2, 27), (5, 1, 20)])  # rows of 8+ interior outputs (AVX2)
+def test_inplace_depthwise_over_its_own_input_equals_the_plain_kernel(libs, k, stride, h):
     """mt_conv_depthwise_inplace_s8 with y == x (what the planner emits) gives mt_conv_depthwise_s8's bytes
     and mask, inside and on the border; stride 1 reads the rows above each output, so it fails unless every
     channel goes through the plane first."""
-    h, c = 11, 19
+    c = 19
     p, x, wt, bias, eff = _depthwise_case(np.random.default_rng(k * 10 + stride), h, c, stride, 5, -3, k)
     eff = eff / k  # larger windows, larger sums: keep the outputs off the clamps
     n = p.out_h * p.out_w * c

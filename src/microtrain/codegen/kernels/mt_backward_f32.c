@@ -4,6 +4,9 @@
 #include "mt_arith.h"
 #include "mt_kernels.h"
 #include "mt_update.h"
+#if defined(__AVX2__)
+#include "mt_x86_avx2.h" /* host builds targeting AVX2: vector twins of inner loops below */
+#endif
 
 #define MT_BIT(mask, i) (((mask)[(i) >> 3] >> ((i) & 7)) & 1)
 
@@ -76,22 +79,51 @@ void mt_loss_softmax_ce_s8(const int8_t *logits, int32_t k, int32_t zero, float 
 
 void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff, int32_t n, int32_t c, float *g) {
     int32_t i, ch = 0;
+#if defined(__AVX2__)
+    /* pixel by pixel, 8 channels per vector: the product where the bit is set, +0.0f elsewhere (an and) */
+    int32_t c8 = c & ~7;
+    for (i = 0; i + c <= n; i += c) {
+        for (ch = 0; ch < c8; ch += 8)
+            _mm256_storeu_ps(g + i + ch, _mm256_and_ps(mt_mask8_avx2(mask, i + ch),
+                                                       _mm256_mul_ps(_mm256_loadu_ps(gy + i + ch), _mm256_loadu_ps(eff + ch))));
+        for (; ch < c; ch++) g[i + ch] = MT_BIT(mask, i + ch) ? gy[i + ch] * eff[ch] : 0.0f;
+    }
+    for (ch = 0; i < n; i++, ch++) g[i] = MT_BIT(mask, i) ? gy[i] * eff[ch] : 0.0f; /* a partial last pixel */
+#else
     for (i = 0; i < n; i++) {
         g[i] = MT_BIT(mask, i) ? gy[i] * eff[ch] : 0.0f;
         if (++ch == c) ch = 0;
     }
+#endif
 }
 
 /* The weight of input channel j of block b (frozen or trained) as (pointer, stride, channel). */
 static int32_t mt_chan(const int16_t *idx, int32_t j) { return idx ? idx[j] : j; }
 
 #define MT_PWG_CHUNK 16 /* gathered input channels summed together (64-byte stack array) */
+#define MT_PWG_WIDE 256 /* the same on AVX2 hosts (mt_x86_avx2.h; host stack, not a device budget) */
 
 /* gx[j] = sum over o (ascending) of g[o] * W[o, j]: the o loop is outside so the j loop runs over
  * contiguous weights (the per-element summation order is unchanged). acc: go on from the sums in gxp (rows
  * given group by group: the same additions in the same order as one call with all rows). */
 static void mt_pw_grad_in_block(const float *g, int32_t out_c, const int8_t *wb, const int16_t *idx, int32_t nb,
                                 float *gxp, int32_t acc) {
+#if defined(__AVX2__) /* the same sums, columns in vector registers (mt_x86_avx2.h) */
+    float t[MT_PWG_WIDE];
+    int32_t j, j0;
+    if (!idx) {
+        if (!acc)
+            for (j = 0; j < nb; j++) gxp[j] = 0.0f;
+        mt_pw_grad_in_avx2(g, out_c, wb, nb, nb, gxp);
+        return;
+    }
+    for (j0 = 0; j0 < nb; j0 += MT_PWG_WIDE) {
+        int32_t n = nb - j0 < MT_PWG_WIDE ? nb - j0 : MT_PWG_WIDE;
+        for (j = 0; j < n; j++) t[j] = acc ? gxp[idx[j0 + j]] : 0.0f;
+        mt_pw_grad_in_avx2(g, out_c, wb + j0, nb, n, t);
+        for (j = 0; j < n; j++) gxp[idx[j0 + j]] = t[j];
+    }
+#else
     float t[MT_PWG_CHUNK];
     int32_t o, j, j0;
     if (!idx) {
@@ -116,6 +148,7 @@ static void mt_pw_grad_in_block(const float *g, int32_t out_c, const int8_t *wb,
         }
         for (j = 0; j < n; j++) gxp[idx[j0 + j]] = t[j];
     }
+#endif
 }
 
 void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx) {
@@ -123,6 +156,23 @@ void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc
     int32_t n_in = p->in_h * p->in_w * p->in_c;
     if (p->stride != 1)
         for (i = 0; i < n_in; i++) gx[i] = 0.0f; /* positions no output reads */
+#if defined(__AVX2__)
+    if (!w->frozen_idx && w->n_train == 0) { /* whole weights: two pixels per pass over them (mt_x86_avx2.h) */
+        int32_t pix, n_pix = p->out_h * p->out_w, nb = w->n_frozen;
+        for (pix = 0; pix < n_pix; pix += 2) {
+            float *gx0 = gx + (((pix / p->out_w) * p->stride) * p->in_w + (pix % p->out_w) * p->stride) * p->in_c, *gx1;
+            for (i = 0; i < nb; i++) gx0[i] = 0.0f;
+            if (pix + 1 == n_pix) { /* an odd last pixel alone */
+                mt_pw_grad_in_avx2(gacc + pix * p->out_c, p->out_c, w->frozen, nb, nb, gx0);
+                break;
+            }
+            gx1 = gx + ((((pix + 1) / p->out_w) * p->stride) * p->in_w + ((pix + 1) % p->out_w) * p->stride) * p->in_c;
+            for (i = 0; i < nb; i++) gx1[i] = 0.0f;
+            mt_pw_grad_in2_avx2(gacc + pix * p->out_c, gacc + (pix + 1) * p->out_c, p->out_c, w->frozen, nb, nb, gx0, gx1);
+        }
+        return;
+    }
+#endif
     for (oy = 0; oy < p->out_h; oy++) {
         for (ox = 0; ox < p->out_w; ox++) {
             const float *g = gacc + (oy * p->out_w + ox) * p->out_c;
@@ -375,15 +425,56 @@ static int32_t mt_saved_chan(const mt_weight_s8 *w, int32_t x_c, int32_t j) {
     return x_c == w->n_train ? j : mt_chan(w->train_idx, j);
 }
 
+#if defined(__AVX2__)
+/* The gradients of weights (o0 + k, j0 + j), k < 8, j < 8, trained input channels contiguous in x from channel j0:
+ * g[k][j] = sum over pixels (ascending) of ((float)x - (float)x_zero) * gacc[pixel, o0 + k], the portable
+ * kernel's products and additions in its order, 8 x 8 sums in vector registers (mt_x86_avx2.h) */
+static void mt_wu_sums8x8_avx2(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc, int32_t o0,
+                               int32_t j0, float g[8][8]) {
+    __m256 a[8], xz = _mm256_set1_ps((float)p->x_zero);
+    int32_t k, oy, ox;
+    for (k = 0; k < 8; k++) a[k] = _mm256_setzero_ps();
+    for (oy = 0; oy < p->out_h; oy++)
+        for (ox = 0; ox < p->out_w; ox++) {
+            const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * x_c + j0;
+            const float *gp = gacc + (oy * p->out_w + ox) * p->out_c + o0;
+            __m256 xv = _mm256_sub_ps(mt_s8x8_to_f32(xp), xz);
+            for (k = 0; k < 8; k++) a[k] = _mm256_add_ps(a[k], _mm256_mul_ps(xv, _mm256_broadcast_ss(gp + k)));
+        }
+    for (k = 0; k < 8; k++) _mm256_storeu_ps(g[k], a[k]);
+}
+#endif
+
 void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *x, int32_t x_c, const float *gacc,
                                          const mt_weight_s8 *w, const mt_update_params *u, const mt_train_ctx *ctx) {
     uint32_t key = mt_hash_key(ctx->seed, ctx->step, u->param_id);
     float neg_lr = -ctx->lr;
     float g[MT_WU_CHUNK];
     int32_t xc[MT_WU_CHUNK];
-    int32_t o, j, j0, oy, ox;
+    int32_t o, j, j0, oy, ox, o_fast = 0, j_fast = 0;
+#if defined(__AVX2__)
+    /* trained channels contiguous in x (a sliced input, or all channels): blocks of 8 rows x 8 columns in
+     * vectors; the rows and columns left over go through the portable loops below */
+    if (x_c == w->n_train || !w->train_idx) {
+        float gb[8][8];
+        int32_t k;
+        o_fast = p->out_c & ~7;
+        j_fast = w->n_train & ~7;
+        for (o = 0; o < o_fast; o += 8)
+            for (j0 = 0; j0 < j_fast; j0 += 8) {
+                mt_wu_sums8x8_avx2(p, x, x_c, gacc, o, j0, gb);
+                for (k = 0; k < 8; k++)
+                    for (j = 0; j < 8; j++) {
+                        int8_t *wp = w->train + (o + k) * w->n_train + j0 + j;
+                        uint32_t index = (uint32_t)((o + k + u->row0) * u->full_in + mt_chan(w->train_idx, j0 + j));
+                        float d = gb[k][j] / u->divisor[o + k];
+                        *wp = mt_update_s8(*wp, neg_lr * d, u->rounding, key, index);
+                    }
+            }
+    }
+#endif
     for (o = 0; o < p->out_c; o++) {
-        for (j0 = 0; j0 < w->n_train; j0 += MT_WU_CHUNK) {
+        for (j0 = o < o_fast ? j_fast : 0; j0 < w->n_train; j0 += MT_WU_CHUNK) { /* what the fast blocks left */
             int32_t n = w->n_train - j0 < MT_WU_CHUNK ? w->n_train - j0 : MT_WU_CHUNK;
             for (j = 0; j < n; j++) {
                 xc[j] = mt_saved_chan(w, x_c, j0 + j);

@@ -1,6 +1,9 @@
 /* mt_forward_s8.c: int8 forward reference kernels (see mt_kernels.h for layouts and conventions). */
 #include "mt_arith.h"
 #include "mt_kernels.h"
+#if defined(__AVX2__)
+#include "mt_x86_avx2.h" /* host builds targeting AVX2: vector twins of inner loops below */
+#endif
 
 /* bit i of the mask := ok (0 or 1) */
 static inline void mt_mask_put(uint8_t *mask, int32_t i, uint32_t ok) {
@@ -26,6 +29,20 @@ static void mt_store_run(int8_t *y, uint8_t *mask, int32_t base, const int32_t *
     uint8_t ok[MT_RUN_MAX];
     int8_t *yo = y + base;
     int32_t o;
+#if defined(__AVX2__)
+    { /* 8 outputs per vector sequence (mt_x86_avx2.h), the rest scalar; mask bits a byte at a time */
+        uint32_t bits = 0;
+        (void)ok;
+        for (o = 0; o + 8 <= n; o += 8) bits |= mt_requant8_avx2(acc + o, bias + o, eff + o, y_zero, yo + o) << o;
+        for (; o < n; o++) {
+            uint8_t in_range;
+            yo[o] = mt_requant_s8(acc[o], bias[o], eff[o], y_zero, &in_range);
+            bits |= (uint32_t)in_range << o;
+        }
+        if (mask) mt_mask_put_bits(mask, base, bits, n);
+        return;
+    }
+#endif
     if (!mask) {
         for (o = 0; o < n; o++) yo[o] = mt_requant_s8(acc[o], bias[o], eff[o], y_zero, NULL);
         return;
@@ -55,32 +72,7 @@ static inline int32_t mt_dot_raw_s8(const int8_t *x, const int8_t *w, int32_t n)
     return acc;
 }
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-
-/* out[k] = mt_dot_raw_s8(x, w + k * w_stride, n) for k = 0..3, the same exact int32 sums: each x block is
- * widened to int16 once for four weight rows, _mm256_madd_epi16 adds pairs of products (|x * w| <= 2^14),
- * and one horizontal-add tree reduces the four accumulators. Host builds with AVX2 (-march=native). */
-static inline void mt_dot4_raw_s8(const int8_t *x, const int8_t *w, int32_t w_stride, int32_t n, int32_t *out) {
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, s;
-    __m128i r;
-    int32_t i = 0, k;
-    for (; i + 16 <= n; i += 16) {
-        __m256i xv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(x + i)));
-#define MT_ROW16(k) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + (k) * w_stride + i)))
-        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(xv, MT_ROW16(0)));
-        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(xv, MT_ROW16(1)));
-        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(xv, MT_ROW16(2)));
-        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(xv, MT_ROW16(3)));
-#undef MT_ROW16
-    }
-    s = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
-    r = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    _mm_storeu_si128((__m128i *)out, r);
-    for (; i < n; i++)
-        for (k = 0; k < 4; k++) out[k] += (int32_t)x[i] * (int32_t)w[k * w_stride + i];
-}
-#else
+#if !defined(__AVX2__) /* else mt_x86_avx2.h's */
 static inline void mt_dot4_raw_s8(const int8_t *x, const int8_t *w, int32_t w_stride, int32_t n, int32_t *out) {
     int32_t k;
     for (k = 0; k < 4; k++) out[k] = mt_dot_raw_s8(x, w + k * w_stride, n);
@@ -98,11 +90,51 @@ static void mt_dots_s8(const int8_t *x, const int8_t *w, int32_t w_stride, int32
     for (; o < n_out; o++) acc[o] += mt_dot_raw_s8(x, w + o * w_stride, n);
 }
 
+#if defined(__AVX2__)
+#define MT_PW_WIDE_MAX 1024 /* input channels whose int16 weights the host AVX2 path keeps on the stack (32 KB) */
+
+/* mt_conv_pointwise_s8 for in_c in [8, MT_PW_WIDE_MAX] on AVX2 hosts: the chunk's weight rows widened to int16
+ * once per call, eight output channels per pass over a pixel (mt_dot8_s8_w16_avx2); the same exact int32 sums */
+static void mt_conv_pointwise_avx2(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                                   const float *eff, int8_t *y, uint8_t *mask) {
+    int16_t wv[MT_PW_CHUNK * MT_PW_WIDE_MAX];
+    int32_t wsum[MT_PW_CHUNK], acc[MT_PW_CHUNK];
+    int32_t oy, ox, o, o0, i, c = p->in_c, c8 = p->in_c & ~7;
+    for (o0 = 0; o0 < p->out_c; o0 += MT_PW_CHUNK) {
+        int32_t n = p->out_c - o0 < MT_PW_CHUNK ? p->out_c - o0 : MT_PW_CHUNK;
+        for (o = 0; o < n; o++) {
+            const int8_t *wr = w + (o0 + o) * c;
+            int32_t s = 0;
+            for (i = 0; i < c; i++) s += wr[i];
+            wsum[o] = s * p->x_zero;
+        }
+        mt_widen_rows_s8(w + o0 * c, c, c8, n, wv, c8);
+        for (oy = 0; oy < p->out_h; oy++) {
+            for (ox = 0; ox < p->out_w; ox++) {
+                const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * c;
+                for (o = 0; o < n; o++) acc[o] = -wsum[o];
+                for (o = 0; o + 8 <= n; o += 8) mt_dot8_s8_w16_avx2(xp, wv + o * c8, c8, c8, acc + o);
+                for (; o < n; o++) acc[o] += mt_dot_raw_s8(xp, w + (o0 + o) * c, c8);
+                if (c8 < c)
+                    for (o = 0; o < n; o++) acc[o] += mt_dot_raw_s8(xp + c8, w + (o0 + o) * c + c8, c - c8);
+                mt_store_run(y, mask, (oy * p->out_w + ox) * p->out_c + o0, acc, bias + o0, eff + o0, p->y_zero, n);
+            }
+        }
+    }
+}
+#endif
+
 /* acc = sum (x - x_zero) * w = sum x * w - x_zero * sum w (exact in int32) */
 void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask) {
     int32_t wsum[MT_PW_CHUNK], acc[MT_PW_CHUNK];
     int32_t oy, ox, o, o0, i, c = p->in_c;
+#if defined(__AVX2__)
+    if (c >= 8 && c <= MT_PW_WIDE_MAX) {
+        mt_conv_pointwise_avx2(p, x, w, bias, eff, y, mask);
+        return;
+    }
+#endif
     for (o0 = 0; o0 < p->out_c; o0 += MT_PW_CHUNK) {
         int32_t n = p->out_c - o0 < MT_PW_CHUNK ? p->out_c - o0 : MT_PW_CHUNK;
         for (o = 0; o < n; o++) {
@@ -167,11 +199,25 @@ void mt_conv_pointwise_split_s8(const mt_conv_params *p, const int8_t *x, const 
 
 #define MT_PATCH_MAX 80 /* window elements (kh * kw * in_c) gathered on the stack (160 bytes; frame within budget.STACK_ESTIMATE) */
 
+#if defined(__AVX2__)
+#define MT_CONV_WIDE_ROWS 64 /* output channels whose int16 weights the host AVX2 path keeps on the stack (10 KB) */
+#endif
+
 void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                 const float *eff, int8_t *y, uint8_t *mask) {
     int16_t patch[MT_PATCH_MAX];
     int32_t acc[MT_RUN_MAX];
     int32_t oy, ox, o, o0, ky, kx, i, k = p->kh * p->kw * p->in_c;
+#if defined(__AVX2__)
+    /* small windows on AVX2 hosts: weights widened to int16 rows padded with zeros to kp (a multiple of 16),
+     * the patch padded likewise, eight output channels per pass (mt_dot8_s16_w16_avx2); same exact sums */
+    int16_t wv[MT_CONV_WIDE_ROWS * MT_PATCH_MAX];
+    int32_t kp = (k + 15) & ~15, wide = kp <= MT_PATCH_MAX && p->out_c <= MT_CONV_WIDE_ROWS;
+    if (wide) {
+        mt_widen_rows_s8(w, k, k, p->out_c, wv, kp);
+        for (i = k; i < kp; i++) patch[i] = 0;
+    }
+#endif
     for (oy = 0; oy < p->out_h; oy++) {
         for (ox = 0; ox < p->out_w; ox++) {
             int32_t base = (oy * p->out_w + ox) * p->out_c;
@@ -193,7 +239,16 @@ void mt_conv_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const
                 }
                 for (o0 = 0; o0 < p->out_c; o0 += MT_RUN_MAX) {
                     int32_t n = p->out_c - o0 < MT_RUN_MAX ? p->out_c - o0 : MT_RUN_MAX;
-                    for (o = 0; o < n; o++) {
+                    o = 0;
+#if defined(__AVX2__)
+                    if (wide)
+                        for (; o + 8 <= n; o += 8) {
+                            int32_t j;
+                            for (j = 0; j < 8; j++) acc[o + j] = 0;
+                            mt_dot8_s16_w16_avx2(patch, wv + (o0 + o) * kp, kp, kp, acc + o);
+                        }
+#endif
+                    for (; o < n; o++) {
                         const int8_t *wr = w + (o0 + o) * k;
                         int32_t a = 0;
                         for (i = 0; i < k; i++) a += (int32_t)patch[i] * (int32_t)wr[i];
@@ -267,17 +322,71 @@ static int32_t mt_dw_acc(const mt_conv_params *p, const int8_t *x, const int8_t 
     return acc;
 }
 
+#define MT_DW_TAPS_MAX 49 /* windows up to 7x7: the in-place kernel keeps a channel's taps in a local array */
+
+/* First and one-past-last output index whose window lies inside an input of size n (pad, window span k). */
+static void mt_inside_range(int32_t n, int32_t k, int32_t stride, int32_t pad, int32_t n_out, int32_t *lo, int32_t *hi) {
+    int32_t last = n - k + pad; /* largest window start (+ pad) that still fits */
+    *lo = (pad + stride - 1) / stride;
+    *hi = last < 0 ? 0 : last / stride + 1;
+    if (*hi > n_out) *hi = n_out;
+    if (*lo > *hi) *lo = *hi;
+}
+
 #define MT_DW_CHUNK MT_RUN_MAX /* channels accumulated together: a 64-byte stack array, vectorisable loops */
+
+#if defined(__AVX2__)
+#define MT_DW_PAIRS_MAX 32768 /* int16 pair-interleaved depthwise weights the host AVX2 path keeps on the stack (64 KB) */
+#endif
 
 void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask) {
     int32_t acc[MT_DW_CHUNK];
     int32_t oy, ox, c0, j, ky, kx;
+#if defined(__AVX2__)
+    /* windows inside the input: taps two at a time on pre-interleaved int16 weights (mt_dw16_pairs_avx2) */
+    int16_t wpair[MT_DW_PAIRS_MAX];
+    int32_t off[MT_DW_TAPS_MAX];
+    int32_t taps = p->kh * p->kw, chunks = p->out_c / MT_DW_CHUNK, y0 = 0, y1 = 0, x0 = 0, x1 = 0;
+    if (taps <= MT_DW_TAPS_MAX && chunks * ((taps + 1) / 2) * 32 <= MT_DW_PAIRS_MAX) {
+        mt_inside_range(p->in_h, (p->kh - 1) * p->dilation + 1, p->stride, p->pad, p->out_h, &y0, &y1);
+        mt_inside_range(p->in_w, (p->kw - 1) * p->dilation + 1, p->stride, p->pad, p->out_w, &x0, &x1);
+        mt_dw_pair_weights_avx2(w, taps, p->out_c, chunks, wpair);
+        for (ky = 0; ky < p->kh; ky++)
+            for (kx = 0; kx < p->kw; kx++) off[ky * p->kw + kx] = (ky * p->in_w + kx) * p->dilation * p->in_c;
+    }
+#endif
     for (oy = 0; oy < p->out_h; oy++) {
         for (ox = 0; ox < p->out_w; ox++) {
             int32_t base = (oy * p->out_w + ox) * p->out_c;
             for (c0 = 0; c0 < p->out_c; c0 += MT_DW_CHUNK) {
                 int32_t n = p->out_c - c0 < MT_DW_CHUNK ? p->out_c - c0 : MT_DW_CHUNK;
+#if defined(__AVX2__)
+                if (n == MT_DW_CHUNK && oy >= y0 && oy < y1 && ox >= x0 && ox < x1) {
+                    const int8_t *xw = x + ((oy * p->stride - p->pad) * p->in_w + ox * p->stride - p->pad) * p->in_c + c0;
+                    mt_dw16_pairs_avx2(xw, off, taps, wpair + (c0 / MT_DW_CHUNK) * ((taps + 1) / 2) * 32,
+                                       _mm256_set1_epi16((int16_t)p->x_zero), acc);
+                    mt_store_run(y, mask, base + c0, acc, bias + c0, eff + c0, p->y_zero, n);
+                    continue;
+                }
+                if (n == MT_DW_CHUNK) { /* 16 channels in two int32 vectors (mt_x86_avx2.h) */
+                    __m256i lo = _mm256_setzero_si256(), hi = lo, xz = _mm256_set1_epi16((int16_t)p->x_zero);
+                    for (ky = 0; ky < p->kh; ky++) {
+                        int32_t iy = oy * p->stride - p->pad + ky * p->dilation;
+                        if (iy < 0 || iy >= p->in_h) continue;
+                        for (kx = 0; kx < p->kw; kx++) {
+                            int32_t ix = ox * p->stride - p->pad + kx * p->dilation;
+                            if (ix < 0 || ix >= p->in_w) continue;
+                            mt_dw16_tap_avx2(x + (iy * p->in_w + ix) * p->in_c + c0, w + (ky * p->kw + kx) * p->out_c + c0,
+                                             xz, &lo, &hi);
+                        }
+                    }
+                    _mm256_storeu_si256((__m256i *)acc, lo);
+                    _mm256_storeu_si256((__m256i *)(acc + 8), hi);
+                    mt_store_run(y, mask, base + c0, acc, bias + c0, eff + c0, p->y_zero, n);
+                    continue;
+                }
+#endif
                 for (j = 0; j < n; j++) acc[j] = 0;
                 for (ky = 0; ky < p->kh; ky++) {
                     int32_t iy = oy * p->stride - p->pad + ky * p->dilation;
@@ -297,16 +406,36 @@ void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
     }
 }
 
-#define MT_DW_TAPS_MAX 49 /* windows up to 7x7: the in-place kernel keeps a channel's taps in a local array */
 
-/* First and one-past-last output index whose window lies inside an input of size n (pad, window span k). */
-static void mt_inside_range(int32_t n, int32_t k, int32_t stride, int32_t pad, int32_t n_out, int32_t *lo, int32_t *hi) {
-    int32_t last = n - k + pad; /* largest window start (+ pad) that still fits */
-    *lo = (pad + stride - 1) / stride;
-    *hi = last < 0 ? 0 : last / stride + 1;
-    if (*hi > n_out) *hi = n_out;
-    if (*lo > *hi) *lo = *hi;
+#if defined(__AVX2__)
+/* 8 interior outputs (oy, ox..ox+7) of channel c of the in-place depthwise conv: the same integer sums
+ * (-zsum + sum of plane * taps) 8 pixels per vector, stride 1 (contiguous bytes) or 2 (even bytes of 16),
+ * requantised together and written to their channel-strided places; returns 8 */
+static int32_t mt_dw_inplace_row8_avx2(const mt_conv_params *p, const int8_t *plane, const int16_t *wv, int32_t zsum,
+                                       int32_t bias, float eff, int32_t c, int32_t oy, int32_t ox, int8_t *y,
+                                       uint8_t *mask) {
+    const __m128i even = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+    const int8_t *row = plane + (oy * p->stride - p->pad) * p->in_w + ox * p->stride - p->pad;
+    __m256i acc = _mm256_set1_epi32(-zsum);
+    int8_t q[8];
+    uint32_t ok;
+    int32_t ky, kx, k, d = p->dilation;
+    for (ky = 0; ky < p->kh; ky++, row += p->in_w * d)
+        for (kx = 0; kx < p->kw; kx++) {
+            __m128i b = _mm_loadu_si128((const __m128i *)(row + kx * d));
+            if (p->stride == 2) b = _mm_shuffle_epi8(b, even);
+            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(_mm256_cvtepi8_epi32(b),
+                                                           _mm256_set1_epi32(wv[ky * p->kw + kx])));
+        }
+    ok = mt_requant8v_avx2(acc, _mm256_set1_ps((float)bias), _mm256_set1_ps(eff), p->y_zero, q);
+    for (k = 0; k < 8; k++) {
+        int32_t i = (oy * p->out_w + ox + k) * p->out_c + c;
+        y[i] = q[k];
+        if (mask) mt_mask_put(mask, i, (ok >> k) & 1u);
+    }
+    return 8;
 }
+#endif
 
 /* Depthwise conv that may write over its own input (y == x allowed): channel by channel, the input plane
  * is copied to `plane` (in_h * in_w bytes) before that channel's outputs are written. Output (pixel q,
@@ -334,6 +463,15 @@ void mt_conv_depthwise_inplace_s8(const mt_conv_params *p, const int8_t *x, cons
         for (oy = 0; oy < p->out_h; oy++) {
             for (ox = 0; ox < p->out_w; ox++) {
                 int32_t acc;
+#if defined(__AVX2__)
+                /* 8 interior outputs of a row at once (stride 1 or 2), while the 16-byte loads stay in the plane */
+                if (oy >= y0 && oy < y1 && ox >= x0 && ox + 8 <= x1 && p->stride <= 2 &&
+                    (oy * p->stride - p->pad + (p->kh - 1) * d) * p->in_w + (ox * p->stride - p->pad) +
+                    (p->kw - 1) * d + 16 <= n_in) {
+                    ox += mt_dw_inplace_row8_avx2(p, plane, wv, zsum, bias[c], eff[c], c, oy, ox, y, mask) - 1;
+                    continue;
+                }
+#endif
                 if (oy >= y0 && oy < y1 && ox >= x0 && ox < x1) {
                     const int8_t *row = plane + (oy * p->stride - p->pad) * p->in_w + ox * p->stride - p->pad;
                     const int16_t *wt = wv;
