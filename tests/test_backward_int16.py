@@ -1,0 +1,111 @@
+"""The int16 backward (docs/training-semantics.md, section 4b): pointwise input gradients from int16 gradient codes
+and int8 weights with exact int32 sums. Against the float rule within the quantisation bound; the scale rule;
+the option reaches only pointwise convs' conv_grad_input steps, and the default graph is unchanged."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from conftest import small_graph
+from microtrain.autodiff import build_training_graph
+from microtrain.errors import GraphError, UnsupportedOpError
+from microtrain.ops import conv
+from microtrain.ops.conv import grad_input, grad_input_int16, int16_gradient
+from microtrain.runtime.training import TrainingRuntime
+from microtrain.sparse.scheme import UpdateScheme
+
+
+def _operands(rng, n=3, h=5, o=96, c=40, spread=6.0):
+    """Gradients spanning several decades (as real ones do) and int8 weights."""
+    g = (rng.standard_normal((n, h, h, o)) * np.exp(rng.uniform(-spread, 0, (n, h, h, o)))).astype(np.float32)
+    g *= np.float32(1e-3)
+    w = rng.integers(-128, 128, (o, c, 1, 1)).astype(np.int8)
+    return g, w
+
+
+def test_codes_use_14_bits_per_sample():
+    rng = np.random.default_rng(0)
+    g, _ = _operands(rng)
+    g[1] *= np.float32(2.0**-40)  # a sample 40 binades lower gets its own scale
+    g[2] = 0
+    q, e = int16_gradient(g)
+    peak = np.abs(q.reshape(3, -1).astype(np.int32)).max(axis=1)
+    assert 2**13 <= peak[0] <= 2**14 and 2**13 <= peak[1] <= 2**14 and peak[2] == 0
+    assert e[1] == e[0] + 40
+    # q = rint(g * 2**e), ties to even, from one exact float32 product
+    np.testing.assert_array_equal(q[0], np.rint(g[0].astype(np.float64) * 2.0 ** e[0]).astype(np.int16))
+
+
+def test_agrees_with_the_float_rule_within_the_quantisation_bound():
+    rng = np.random.default_rng(1)
+    g, w = _operands(rng)
+    attrs, shape = {"stride": 1, "padding": 0}, (5, 5, 40)
+    exact = np.einsum("nhwo,oc->nhwc", g.astype(np.float64), w[:, :, 0, 0].astype(np.float64))
+    got = grad_input_int16(g, w, attrs, shape)
+    ref = grad_input(g, w, attrs, shape)
+    _, e = int16_gradient(g)
+    lsb = 2.0 ** -e.astype(np.float64)
+    # each code is within half an LSB of its gradient; the int32 -> float32 conversion adds one rounding
+    bound = 0.5 * lsb[:, None, None, None] * np.abs(w[:, :, 0, 0]).sum(axis=0) + np.abs(exact) * 2.0**-24
+    err = np.abs(got - exact)
+    assert (err <= bound).all()
+    assert err.max() > 0.01 * bound.max()  # the codes really lost precision: the bound is not vacuous
+    # relative to the float rule: the int16 error is small against the gradient's size
+    scale = np.abs(ref).max()
+    assert np.abs(got - ref).max() < 2**-11 * scale
+
+
+def test_strided_zero_and_nonfinite_samples():
+    rng = np.random.default_rng(2)
+    g, w = _operands(rng, h=3)
+    g[1] = 0
+    g[2, 0, 0, 0] = np.inf
+    got = grad_input_int16(g, w, {"stride": 2, "padding": 0}, (6, 6, 40))
+    assert (got[:, 1::2] == 0).all() and (got[:, :, 1::2] == 0).all()  # positions no output reads
+    assert (got[1] == 0).all() and np.isnan(got[2, ::2, ::2]).all()  # the guard sees a non-finite gradient
+    np.testing.assert_array_equal(got[0], grad_input_int16(g[:1], w, {"stride": 2, "padding": 0}, (6, 6, 40))[0])
+
+
+def test_option_marks_pointwise_input_gradients_only_and_trains():
+    g = small_graph()
+    resolution = UpdateScheme.full(g).resolve(g)
+    tg_f = build_training_graph(g.copy(), resolution)
+    tg_i = build_training_graph(g.copy(), resolution, backward="int16")
+    assert [s.kind for s in tg_f.steps] == [s.kind for s in tg_i.steps]
+    marked = {s.node for s in tg_i.steps_of("conv_grad_input") if s.attrs.get("backward") == "int16"}
+    unmarked = {s.node for s in tg_i.steps_of("conv_grad_input")} - marked
+    assert marked and marked <= {"pw1", "pw2", "head"} and unmarked <= {"dw", "conv0"}
+    assert not any("backward" in s.attrs for s in tg_f.steps)  # the default graph is today's
+    rng = np.random.default_rng(3)
+    x = rng.integers(-128, 128, (4, 8, 8, 3)).astype(np.int8)
+    labels = np.array([0, 1, 2, 1])
+    grads = {}
+    for name, tg in (("float", tg_f), ("int16", tg_i)):
+        grads[name] = TrainingRuntime(tg).gradients({g.input: x}, labels)
+    for k, v in grads["float"].items():  # the same gradients up to the int16 codes' precision
+        if k != "loss":
+            np.testing.assert_allclose(grads["int16"][k], v, rtol=0, atol=2**-10 * np.abs(v).max() + 1e-30)
+    differ = [k for k, v in grads["float"].items() if k != "loss" and not np.array_equal(grads["int16"][k], v)]
+    assert differ  # the option changed something
+    out = TrainingRuntime(tg_i).train_step({g.input: x}, labels, 0.01, 0)
+    assert np.isfinite(out["loss"])
+
+
+def test_bad_options_fail_with_one_line():
+    g = small_graph()
+    resolution = UpdateScheme.last_blocks(g, 2).resolve(g)
+    with pytest.raises(GraphError, match="backward must be one of"):
+        build_training_graph(g, resolution, backward="int8")
+    from microtrain.quant.dequantize import dequantize_graph
+
+    with pytest.raises(GraphError, match="needs an int8 graph"):
+        build_training_graph(dequantize_graph(g), resolution, backward="int16")
+    wide = small_graph()  # a pointwise conv of 1024 output channels: its int32 sums could overflow
+    pw = wide.node("pw1")
+    pw.params["weight"] = np.zeros((1024,) + pw.params["weight"].shape[1:], np.int8)
+    cx = SimpleNamespace(graph=wide, int8=True, trained={}, needs={pw.inputs[0]}, backward="int16", tensors={},
+                         grad_target=lambda t, n: "grad:" + t)
+    with pytest.raises(UnsupportedOpError, match="at most 1023"):
+        conv.backward(cx, pw)
