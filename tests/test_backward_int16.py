@@ -109,3 +109,106 @@ def test_bad_options_fail_with_one_line():
                          grad_target=lambda t, n: "grad:" + t)
     with pytest.raises(UnsupportedOpError, match="at most 1023"):
         conv.backward(cx, pw)
+
+
+# ----- the portable C kernel (kernels/mt_backward_i16.c) and the generated training step -----------------------
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    import shutil
+
+    from c_lib import build_shared
+    from microtrain.codegen.emit import KERNEL_DIR
+
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc")
+    return build_shared(tmp_path_factory.mktemp("i16") / "k.so", [KERNEL_DIR / "mt_backward_i16.c"])
+
+
+def _kernel(lib, g, wt, in_hw, stride, trained=()):
+    """mt_conv_grad_input_pointwise_i16 on one sample; `trained` input channels in the SRAM block, the rest
+    frozen (the split weight view of a partly trained conv)."""
+    import ctypes
+
+    from c_lib import ConvParams, WeightS8, ptr
+
+    _, ho, wo, o = g.shape
+    c = wt.shape[1]
+    frozen = [j for j in range(c) if j not in trained]
+    keep = []
+
+    def block(ch):
+        if not ch:
+            return None, None
+        w = np.ascontiguousarray(wt[:, ch])
+        idx = np.array(ch, np.int16)
+        keep.extend([w, idx])
+        return ptr(w).value, ptr(idx).value
+
+    wf, fi = block(frozen)
+    wtr, ti = block(list(trained))
+    p = ConvParams(in_hw, in_hw, c, ho, wo, o, 1, 1, stride, 0, 0, 0)
+    view = WeightS8(wf, fi, len(frozen), wtr, ti, len(trained))
+    gx = np.full((in_hw, in_hw, c), 7.0, np.float32)  # garbage: the kernel writes every element
+    g32 = np.ascontiguousarray(g[0], np.float32)
+    lib.mt_conv_grad_input_pointwise_i16(ctypes.byref(p), ptr(g32), ctypes.byref(view), ptr(gx))
+    return gx
+
+
+@pytest.mark.parametrize("case", ["plain", "split", "strided", "zero", "inf", "nan", "tiny", "wide"])
+def test_portable_kernel_equals_numpy_bit_for_bit(lib, case):
+    rng = np.random.default_rng(["plain", "split", "strided", "zero", "inf", "nan", "tiny", "wide"].index(case))
+    o, c, h = (1023, 24, 2) if case == "wide" else (150, 37, 4)  # 150: two full code chunks and a partial one
+    g, w = _operands(rng, n=1, h=h, o=o, c=c)
+    stride, in_hw = (2, 2 * h) if case == "strided" else (1, h)
+    if case == "zero":
+        g[:] = 0
+    if case in ("inf", "nan"):
+        g[0, 1, 2, 3] = np.inf if case == "inf" else np.nan
+    if case == "tiny":  # subnormal gradients: the clamped exponent
+        g = (g * np.float32(2.0**-120)).astype(np.float32)
+    if case == "wide":  # the int32 bound: every code (-2^14: rint of -(1 - 2^-24) * 2^14) and weight at -128
+        g[:] = -np.nextafter(np.float32(1), np.float32(0))
+        w[:] = -128
+    trained = (3, 0, 17, 36) if case == "split" else ()
+    got = _kernel(lib, g, w[:, :, 0, 0], in_hw, stride, trained)
+    ref = grad_input_int16(g, w, {"stride": stride, "padding": 0}, (in_hw, in_hw, c))[0]
+    np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32))
+    if case == "wide":
+        assert (ref == np.float32(1023 * 2**14 * 128 * 2.0**-14)).all()  # int32 sums of 2^31 - 2^21: no wrap
+
+
+def test_generated_training_step_equals_numpy(tmp_path):
+    """mbv2-w0.35 (40x40, 3-class head) compiled with --backward int16: the C step (portable kernels, host) and
+    TrainingRuntime(sums="c") give the same loss and the same trained parameters bit for bit over 4 steps; the
+    pointwise input gradients run the int16 kernel."""
+    import shutil
+
+    from conftest import model_path
+    from microtrain.codegen import compile_model
+    from microtrain.codegen.lower_train import training_graph_for
+    from microtrain.codegen.param_blob import decode_params, graph_slice
+    from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
+    from microtrain.quant.head import replace_head
+    from microtrain.targets.host import HostModel, build_host
+
+    if shutil.which("gcc") is None or shutil.which("make") is None:
+        pytest.skip("needs gcc and make")
+    g = replace_head(load_mcunet_pkl(model_path("mbv2-w0.35")), 3).with_resolution(40)
+    n = len(g.indexed_convs())
+    scheme = UpdateScheme(n_bias=15, weights={n - 6: 1.0, n - 3: 0.5, n - 2: 0.25}, name="test")
+    cm = compile_model(g, scheme, out_dir=tmp_path, lr=1e-2, seed=7, backward="int16")
+    kernels = [s.kernel for s in cm.program.train_steps]
+    assert kernels.count("mt_conv_grad_input_pointwise_i16") >= 4 and "mt_conv_grad_input_pointwise_f32" not in kernels
+    model = HostModel(build_host(tmp_path, opt="-O1"))
+    gn = g.copy()
+    rt = TrainingRuntime(training_graph_for(gn, scheme, backward="int16"), seed=7, sums="c")
+    x = np.random.default_rng(5).integers(-128, 128, size=(4, 40, 40, 3)).astype(np.int8)
+    for i in range(4):
+        loss_c = model.train_step(x[i], i % 3)
+        loss_n = rt.train_step({gn.input: x[i : i + 1]}, np.array([i % 3]), 1e-2, i)["loss"]
+        assert np.float32(loss_c) == np.float32(loss_n)
+    moved = 0
+    for item, arr in decode_params(model.export_params(), cm.program.meta["trainable_layout"]):
+        np.testing.assert_array_equal(arr, graph_slice(gn, item), err_msg=str(item["const"]))
+        moved += int((graph_slice(g, item) != arr).sum())
+    assert moved > 0  # training moved the parameters: the comparison is not vacuous

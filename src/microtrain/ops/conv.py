@@ -629,6 +629,7 @@ FORWARD_KERNEL = {"pointwise": "mt_conv_pointwise", "depthwise": "mt_conv_depthw
 DEPTHWISE_KERNEL, DEPTHWISE_INPLACE_KERNEL = "mt_conv_depthwise_s8", "mt_conv_depthwise_inplace_s8"
 GRAD_INPUT_KERNEL = {"pointwise": "mt_conv_grad_input_pointwise_f32", "depthwise": "mt_conv_grad_input_depthwise_f32",
                      "conv": "mt_conv_grad_input_f32"}
+GRAD_INPUT_I16_KERNEL = "mt_conv_grad_input_pointwise_i16"  # the int16 backward's (kernels/mt_backward_i16.c)
 # stack scratch (bytes) of the kernels that keep work arrays: the Python twin of their
 # mt_<kernel>_scratch_bytes queries (kernels/mt_kernels.h); codegen.scratch gives the planner the largest
 KERNEL_SCRATCH = {
@@ -638,6 +639,7 @@ KERNEL_SCRATCH = {
     "mt_conv_depthwise_s8": 4 * 16 + 16,  # acc[16] int32, mt_store_run's ok[16]
     "mt_conv_depthwise_inplace_s8": 2 * 49,  # wv[49] int16: a 7x7 window's taps
     "mt_conv_grad_input_pointwise_f32": 4 * 16,  # t[16] float
+    "mt_conv_grad_input_pointwise_i16": 2 * 2 * 64,  # int16 codes of 64 channels of two pixels (Cortex-M)
     "mt_conv_grad_input_depthwise_f32": 4 * 64,  # acc[64] float
     "mt_conv_grad_input_depthwise_inplace_f32": 4 * 8,  # acc[8] float: one channel group's sums
     "mt_conv_weight_update_pointwise_f32": (4 + 4) * 16,  # g[16] float, xc[16] int32
@@ -846,11 +848,14 @@ def _run_grad_input(rt, s, values, lr, t):
 
 def _lower_grad_input(lx, s):
     gacc, gx = s.inputs[0], s.outputs[0]
-    if s.attrs.get("backward") == "int16":
-        raise UnsupportedOpError(f"conv {s.node!r}: the int16 backward has no C kernel yet")
     lay = lx.layouts[s.node]
+    kernel = GRAD_INPUT_KERNEL[lay.family]
+    if s.attrs.get("backward") == "int16":
+        if lay.family != "pointwise":
+            raise UnsupportedOpError(f"conv {s.node!r}: the int16 backward has a pointwise kernel only")
+        kernel = GRAD_INPUT_I16_KERNEL
     wv = weight_view(lx.prog, lay, input_channels(lx.graph.node(s.node), lay.family))
-    return [Step(GRAD_INPUT_KERNEL[lay.family], [Arg("params", lay.params), buf(gacc), Arg("params", wv), buf(gx)],
+    return [Step(kernel, [Arg("params", lay.params), buf(gacc), Arg("params", wv), buf(gx)],
                  [gacc], [gx], s.node, "backward")]
 
 

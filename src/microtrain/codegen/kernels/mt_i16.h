@@ -1,0 +1,57 @@
+/* mt_i16.h: the int16 backward's gradient codes (docs/training-semantics.md, section 4b), shared by the portable
+ * kernel (mt_backward_i16.c) and its Cortex-M twin (arm/mt_backward_i16_smlad.c): both compute the same codes
+ * and the same exact int32 sums, so their input gradients are equal bit for bit. */
+#ifndef MT_I16_H
+#define MT_I16_H
+
+#include <stdint.h>
+
+#include "mt_arith.h"
+
+#define MT_I16_BITS 14      /* codes within +-2^14: one bit of headroom below int16 */
+#define MT_I16_EXP_MAX 126  /* e in [-126, 126]: 2^e and 2^-e are normal floats */
+#define MT_I16_BAD (-127)   /* the exponent of a tensor holding inf or NaN */
+#define MT_I16_OCHUNK 64    /* output channels whose codes a kernel keeps on the stack at a time (per pixel) */
+
+/* int32 accumulators kept in the float output buffer until converted (same size; may_alias: no aliasing
+ * assumption between the two views of that memory) */
+typedef int32_t mt_i32_alias __attribute__((may_alias));
+
+typedef union {
+    float f;
+    uint32_t u;
+} mt_i16_bits;
+
+/* 2^e as a float, e in [-126, 127] */
+static inline float mt_i16_pow2(int32_t e) {
+    mt_i16_bits b;
+    b.u = (uint32_t)(e + 127) << 23;
+    return b.f;
+}
+
+/* e = clamp(14 - k, -126, 126) with max |g| = f * 2^k (frexp, f in [0.5, 1)); max 0: e = 14. The bit patterns of
+ * non-negative floats order like the floats, and inf / NaN lie above every finite one: integers only. */
+static inline int32_t mt_i16_exponent(const float *g, int32_t n) {
+    uint32_t m = 0, biased;
+    int32_t i, e;
+    for (i = 0; i < n; i++) {
+        mt_i16_bits b;
+        b.f = g[i];
+        b.u &= 0x7fffffffu;
+        if (b.u > m) m = b.u;
+    }
+    if (m >= 0x7f800000u) return MT_I16_BAD;
+    if (m == 0) return MT_I16_BITS;                /* frexp(0) = (0, 0) */
+    biased = m >> 23;
+    if (biased == 0) return MT_I16_EXP_MAX;        /* subnormal: k <= -126, clamped */
+    e = MT_I16_BITS - ((int32_t)biased - 126);     /* k = biased - 126 */
+    return e > MT_I16_EXP_MAX ? MT_I16_EXP_MAX : (e < -MT_I16_EXP_MAX ? -MT_I16_EXP_MAX : e);
+}
+
+/* q[i] = rint(g[i] * 2^e), ties to even (|g * 2^e| <= 2^14, inside mt_rint_small_f32's exact range) */
+static inline void mt_i16_codes(const float *g, int32_t n, float up, int16_t *q) {
+    int32_t i;
+    for (i = 0; i < n; i++) q[i] = (int16_t)mt_rint_small_f32(g[i] * up);
+}
+
+#endif
