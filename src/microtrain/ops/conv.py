@@ -639,7 +639,7 @@ KERNEL_SCRATCH = {
     "mt_conv_depthwise_s8": 4 * 16 + 16,  # acc[16] int32, mt_store_run's ok[16]
     "mt_conv_depthwise_inplace_s8": 2 * 49,  # wv[49] int16: a 7x7 window's taps
     "mt_conv_grad_input_pointwise_f32": 4 * 16,  # t[16] float
-    "mt_conv_grad_input_pointwise_i16": 2 * 2 * 64,  # int16 codes of 64 channels of two pixels (Cortex-M)
+    "mt_conv_grad_input_pointwise_i16": 2 * 4 * 64,  # int16 codes of 64 channels of 4 pixels (the Cortex-M twin)
     "mt_conv_grad_input_depthwise_f32": 4 * 64,  # acc[64] float
     "mt_conv_grad_input_depthwise_inplace_f32": 4 * 8,  # acc[8] float: one channel group's sums
     "mt_conv_weight_update_pointwise_f32": (4 + 4) * 16,  # g[16] float, xc[16] int32

@@ -54,6 +54,6 @@ void mt_conv_grad_input_pointwise_i16(const mt_conv_params *p, const float *gacc
 }
 
 int32_t mt_conv_grad_input_pointwise_i16_scratch_bytes(const mt_conv_params *p) {
-    (void)p; /* the codes of MT_I16_OCHUNK channels of two pixels (the Cortex-M twin's; this one keeps one) */
-    return (int32_t)(2 * sizeof(int16_t) * MT_I16_OCHUNK);
+    (void)p; /* the codes of MT_I16_OCHUNK channels of four pixels (the Cortex-M twin's; this one keeps one) */
+    return (int32_t)(4 * sizeof(int16_t) * MT_I16_OCHUNK);
 }
