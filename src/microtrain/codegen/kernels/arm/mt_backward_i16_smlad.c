@@ -34,10 +34,11 @@ static inline uint32_t sxtb16_ror8(uint32_t v)
 typedef char mt_i16_chunk_is_64[MT_I16_OCHUNK == 64 ? 1 : -1];
 
 /* The tile: s[k][c0], s[k][c1] += sum over o < n of q[k][o] * (W[o, j], W[o, j + 1]) for the 4 pixels k, n a
- * positive multiple of 8, wr = &W[0, j], rows nb apart. Per two output channels: two halfword loads of the weights, one ORR pairing them by channel, two
- * SXTB16 (lanes (W[o, j], W[o+1, j]) and (W[o, j+1], W[o+1, j+1])), four code-pair loads and eight SMLAD (16
- * MACs). The o loop is asm: its 8 accumulators, 3 pointers and 3 temporaries take all 14 registers, which gcc's
- * allocation spills otherwise. */
+ * positive multiple of 8, wr = &W[0, j], rows nb apart. Per two output channels: two halfword loads of the
+ * weights, one ORR pairing them by channel, two SXTB16 (lanes (W[o, j], W[o+1, j]) and (W[o, j+1], W[o+1, j+1])),
+ * four code-pair loads and eight SMLAD (16 MACs). The o loop is asm: its 8 accumulators, 2 pointers, the row
+ * stride and 3 temporaries take 14 registers, which gcc's allocation spills otherwise (noinline: the caller's
+ * values are saved around the call, not around the asm). */
 __attribute__((noinline)) static void tile4x2(const int16_t *q, int32_t n, const int8_t *wr, int32_t nb,
                                               mt_i32_alias *const *s, int32_t c0, int32_t c1)
 {
