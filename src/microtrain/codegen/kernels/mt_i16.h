@@ -32,14 +32,21 @@ static inline float mt_i16_pow2(int32_t e) {
 /* e = clamp(14 - k, -126, 126) with max |g| = f * 2^k (frexp, f in [0.5, 1)); max 0: e = 14. The bit patterns of
  * non-negative floats order like the floats, and inf / NaN lie above every finite one: integers only. */
 static inline int32_t mt_i16_exponent(const float *g, int32_t n) {
-    uint32_t m = 0, biased;
+    uint32_t m = 0, m1 = 0, m2 = 0, m3 = 0, biased; /* four running maxima: no dependency chain between them */
     int32_t i, e;
-    for (i = 0; i < n; i++) {
-        mt_i16_bits b;
-        b.f = g[i];
-        b.u &= 0x7fffffffu;
-        if (b.u > m) m = b.u;
+    for (i = 0; i + 4 <= n; i += 4) {
+        mt_i16_bits a, b, c, d;
+        a.f = g[i], b.f = g[i + 1], c.f = g[i + 2], d.f = g[i + 3];
+        a.u &= 0x7fffffffu, b.u &= 0x7fffffffu, c.u &= 0x7fffffffu, d.u &= 0x7fffffffu;
+        m = a.u > m ? a.u : m, m1 = b.u > m1 ? b.u : m1, m2 = c.u > m2 ? c.u : m2, m3 = d.u > m3 ? d.u : m3;
     }
+    for (; i < n; i++) {
+        mt_i16_bits a;
+        a.f = g[i];
+        a.u &= 0x7fffffffu;
+        if (a.u > m) m = a.u;
+    }
+    m = m1 > m ? m1 : m, m = m2 > m ? m2 : m, m = m3 > m ? m3 : m;
     if (m >= 0x7f800000u) return MT_I16_BAD;
     if (m == 0) return MT_I16_BITS;                /* frexp(0) = (0, 0) */
     biased = m >> 23;

@@ -114,17 +114,31 @@ static void block(int16_t (*q)[MT_I16_OCHUNK], int32_t np, int32_t n, const int8
 static void codes(const float *g, int32_t n, float up, int16_t *q)
 {
 #if defined(__ARM_FP)
-    for (int32_t i = 0; i < n; i++) {
+    int32_t i = 0;
+    for (; i + 2 <= n; i += 2) { /* two codes per word store (q is word-aligned, i even) */
         union {
             float f;
             int32_t i;
-        } r;
-        __asm__("vcvtr.s32.f32 %0, %1" : "=t"(r.f) : "t"(g[i] * up));
-        q[i] = (int16_t)r.i;
+        } r0, r1;
+        __asm__("vcvtr.s32.f32 %0, %1" : "=t"(r0.f) : "t"(g[i] * up));
+        __asm__("vcvtr.s32.f32 %0, %1" : "=t"(r1.f) : "t"(g[i + 1] * up));
+        *(uint32_t *)(void *)(q + i) = ((uint32_t)r0.i & 0xffffu) | ((uint32_t)r1.i << 16);
     }
+    if (i < n) mt_i16_codes(g + i, n - i, up, q + i);
 #else
     mt_i16_codes(g, n, up, q);
 #endif
+}
+
+/* gx = float(sum) * 2^-e over one pixel's n sums (four per pass) */
+static void to_float(mt_i32_alias *s, float *x, int32_t n, float down)
+{
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const int32_t a = s[i], b = s[i + 1], c = s[i + 2], d = s[i + 3];
+        x[i] = (float)a * down, x[i + 1] = (float)b * down, x[i + 2] = (float)c * down, x[i + 3] = (float)d * down;
+    }
+    for (; i < n; i++) x[i] = (float)s[i] * down;
 }
 
 void mt_conv_grad_input_pointwise_i16(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx)
@@ -159,8 +173,7 @@ void mt_conv_grad_input_pointwise_i16(const mt_conv_params *p, const float *gacc
             block(q, np, n, w->frozen + o0 * w->n_frozen, w->frozen_idx, w->n_frozen, s);
             block(q, np, n, w->train + o0 * w->n_train, w->train_idx, w->n_train, s);
         }
-        for (int32_t k = 0; k < np; k++)
-            for (int32_t i = 0; i < in_c; i++) xs[k][i] = (float)s[k][i] * down;
+        for (int32_t k = 0; k < np; k++) to_float(s[k], xs[k], in_c, down);
     }
 }
 
