@@ -17,7 +17,7 @@ import numpy as np
 from dataclasses import dataclass, replace
 
 from ..errors import GraphError, UnsupportedOpError
-from ..ir.program import Arg, Const, Params, Step, buf, const, lit
+from ..ir.program import Arg, Buffer, Const, Params, Step, buf, const, lit
 from ..ir.training import Kind, TensorInfo
 from ..ir.training import Step as TrainStep
 from ..quant.arith import (conv_multipliers, conv_preclamp, conv_preclamp_tflite, requant_mode, requantize_conv,
@@ -639,7 +639,7 @@ KERNEL_SCRATCH = {
     "mt_conv_depthwise_s8": 4 * 16 + 16,  # acc[16] int32, mt_store_run's ok[16]
     "mt_conv_depthwise_inplace_s8": 2 * 49,  # wv[49] int16: a 7x7 window's taps
     "mt_conv_grad_input_pointwise_f32": 4 * 16,  # t[16] float
-    "mt_conv_grad_input_pointwise_i16": 2 * 4 * 64,  # int16 codes of 64 channels of 4 pixels (the Cortex-M twin)
+    "mt_conv_grad_input_pointwise_i16": 4 * 64,  # the Cortex-M twin's paired weights of 64 output-channel pairs
     "mt_conv_grad_input_depthwise_f32": 4 * 64,  # acc[64] float
     "mt_conv_grad_input_depthwise_inplace_f32": 4 * 8,  # acc[8] float: one channel group's sums
     "mt_conv_weight_update_pointwise_f32": (4 + 4) * 16,  # g[16] float, xc[16] int32
@@ -849,14 +849,24 @@ def _run_grad_input(rt, s, values, lr, t):
 def _lower_grad_input(lx, s):
     gacc, gx = s.inputs[0], s.outputs[0]
     lay = lx.layouts[s.node]
-    kernel = GRAD_INPUT_KERNEL[lay.family]
+    wv = weight_view(lx.prog, lay, input_channels(lx.graph.node(s.node), lay.family))
     if s.attrs.get("backward") == "int16":
         if lay.family != "pointwise":
             raise UnsupportedOpError(f"conv {s.node!r}: the int16 backward has a pointwise kernel only")
-        kernel = GRAD_INPUT_I16_KERNEL
-    wv = weight_view(lx.prog, lay, input_channels(lx.graph.node(s.node), lay.family))
-    return [Step(kernel, [Arg("params", lay.params), buf(gacc), Arg("params", wv), buf(gx)],
+        codes = f"i16codes:{s.node}"  # the whole tensor's codes: scratch, dead after the call
+        if codes not in lx.prog.buffers:
+            lx.prog.add_buffer(Buffer(codes, int16_codes_numel(lx.tg.tensors[gacc].shape), "int16", "scratch"))
+        return [Step(GRAD_INPUT_I16_KERNEL, [Arg("params", lay.params), buf(gacc), Arg("params", wv), buf(codes),
+                                             buf(gx)], [gacc], [gx, codes], s.node, "backward")]
+    return [Step(GRAD_INPUT_KERNEL[lay.family], [Arg("params", lay.params), buf(gacc), Arg("params", wv), buf(gx)],
                  [gacc], [gx], s.node, "backward")]
+
+
+def int16_codes_numel(gacc_shape) -> int:
+    """int16 elements of the C kernels' codes scratch (kernels/mt_i16.h: mt_i16_codes_bytes): groups of 4 pixels x
+    output-channel pairs x 4 pixels x 2 codes, for a gradient of shape (N, H, W, O) with N = 1."""
+    *_, h, w, o = gacc_shape
+    return (h * w + 3) // 4 * ((o + 1) // 2) * 8
 
 
 def _weight_grad(rt, s, values):

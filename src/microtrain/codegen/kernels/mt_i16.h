@@ -11,7 +11,7 @@
 #define MT_I16_BITS 14      /* codes within +-2^14: one bit of headroom below int16 */
 #define MT_I16_EXP_MAX 126  /* e in [-126, 126]: 2^e and 2^-e are normal floats */
 #define MT_I16_BAD (-127)   /* the exponent of a tensor holding inf or NaN */
-#define MT_I16_OCHUNK 64    /* output channels whose codes a kernel keeps on the stack at a time (per pixel) */
+#define MT_I16_OPAIRS 64    /* output-channel pairs whose paired weights the Cortex-M kernel keeps on the stack */
 
 /* int32 accumulators kept in the float output buffer until converted (same size; may_alias: no aliasing
  * assumption between the two views of that memory) */
@@ -59,6 +59,27 @@ static inline int32_t mt_i16_exponent(const float *g, int32_t n) {
 static inline void mt_i16_codes(const float *g, int32_t n, float up, int16_t *q) {
     int32_t i;
     for (i = 0; i < n; i++) q[i] = (int16_t)mt_rint_small_f32(g[i] * up);
+}
+
+/* The codes of the whole gradient tensor, in the scratch buffer the kernels get (mt_i16_codes_bytes): by groups
+ * of 4 pixels, then output-channel pairs, then the group's 4 pixels, each a word of 2 codes (o even, o + 1): the
+ * Cortex-M kernel loads the 4 pixels' code pairs of one output-channel pair consecutively. A last group's missing
+ * pixels and an odd out_c's missing channel have code 0. */
+static inline int32_t mt_i16_codes_bytes(int32_t npix, int32_t out_c) {
+    return (int32_t)(((npix + 3) / 4) * ((out_c + 1) / 2) * 4 * 2 * (int32_t)sizeof(int16_t));
+}
+
+static inline int32_t mt_i16_code_index(int32_t opairs, int32_t pix, int32_t o) {
+    return ((((pix >> 2) * opairs + (o >> 1)) << 2) + (pix & 3)) * 2 + (o & 1);
+}
+
+static inline void mt_i16_code_tensor(const float *g, int32_t npix, int32_t out_c, float up, int16_t *codes) {
+    const int32_t opairs = (out_c + 1) / 2, n = (npix + 3) / 4 * 4;
+    int32_t pix, o;
+    for (pix = 0; pix < n; pix++)
+        for (o = 0; o < 2 * opairs; o++)
+            codes[mt_i16_code_index(opairs, pix, o)] =
+                pix < npix && o < out_c ? (int16_t)mt_rint_small_f32(g[pix * out_c + o] * up) : 0;
 }
 
 #endif

@@ -11,7 +11,7 @@
 #include "mt_semihost.h"
 
 void mt_conv_grad_input_pointwise_i16_portable(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
-                                               float *gx);
+                                               int16_t *codes, float *gx);
 
 typedef struct {
     int32_t h, w, in_c, out_c, stride, split, grad_exp, special; /* special: 0, 1 all zero, 2 one inf */
@@ -32,6 +32,7 @@ static const ICase cases[] = {
 #define MAX_W (240 * 40)
 static float g[MAX_GACC], gp[MAX_GX], gs[MAX_GX], gflt[MAX_GX];
 static int8_t wfull[MAX_W], wf[MAX_W], wt[MAX_W];
+static int16_t codes[(8 * 8 / 4) * (144 / 2) * 8]; /* the largest case's codes scratch (mt_i16_codes_bytes) */
 static int16_t fidx[256], tidx[256];
 
 static uint32_t rng = 2026u;
@@ -81,9 +82,9 @@ int main(void)
         mt_weight_s8 wv = {wf, c->split ? fidx : NULL, nf, wt, c->split ? tidx : NULL, nt};
         for (int32_t j = 0; j < n_in; j++) gp[j] = 3.0f, gs[j] = -5.0f; /* every element must be written */
         mt_mark(1 + 3 * i);
-        mt_conv_grad_input_pointwise_i16_portable(&p, g, &wv, gp);
+        mt_conv_grad_input_pointwise_i16_portable(&p, g, &wv, codes, gp);
         mt_mark(2 + 3 * i);
-        mt_conv_grad_input_pointwise_i16(&p, g, &wv, gs);
+        mt_conv_grad_input_pointwise_i16(&p, g, &wv, codes, gs);
         mt_mark(0);
         if (i >= FIRST_LAYER_CASE) { /* the float backward on the same operands: its instruction count */
             mt_mark(3 + 3 * i);
