@@ -16,6 +16,14 @@
 #include "../mt_i16.h"
 #include "../mt_kernels.h"
 
+/* two int8 weights as the low halfword (LDRH: unaligned halfword loads are allowed on ARMv7E-M) */
+static inline uint32_t ld16(const int8_t *p)
+{
+    uint16_t v;
+    __builtin_memcpy(&v, p, 2);
+    return v;
+}
+
 /* the odd bytes (1 and 3) sign-extended into int16 lanes: SXTB16 with its ROR #8 operand (no ACLE form) */
 static inline uint32_t sxtb16_ror8(uint32_t v)
 {
@@ -121,13 +129,11 @@ static void block(const mt_conv_params *p, const int16_t *codes, const int8_t *w
     for (int32_t op0 = 0; op0 < opairs; op0 += MT_I16_OPAIRS) {
         const int32_t n = opairs - op0 < MT_I16_OPAIRS ? opairs - op0 : MT_I16_OPAIRS;
         for (int32_t j = 0; j + 1 < nb; j += 2) {
-            for (int32_t k = 0; k < n; k++) { /* the weights of this channel pair, paired by output channel */
-                const int32_t o = 2 * (op0 + k);
-                const int8_t *w0 = wb + o * nb + j;
-                const uint32_t r0 = (uint8_t)w0[0] | ((uint32_t)(uint8_t)w0[1] << 8);
-                const uint32_t r1 = o + 1 < out_c ? (uint8_t)w0[nb] | ((uint32_t)(uint8_t)w0[nb + 1] << 8) : 0;
-                pw[k] = r0 | (r1 << 16);
-            }
+            /* the weights of this channel pair, paired by output channel: two halfword loads per word */
+            const int32_t whole = 2 * (op0 + n) <= out_c ? n : n - 1; /* an odd out_c's last pair: one row */
+            const int8_t *w0 = wb + 2 * op0 * nb + j;
+            for (int32_t k = 0; k < whole; k++, w0 += 2 * nb) pw[k] = ld16(w0) | (ld16(w0 + nb) << 16);
+            if (whole < n) pw[whole] = ld16(w0);
             const int32_t c0 = idx ? idx[j] : j, c1 = idx ? idx[j + 1] : j + 1;
             for (int32_t g = 0; g < full; g += 4) {
                 mt_i32_alias *const sg[4] = {sums(p, gx, g), sums(p, gx, g + 1), sums(p, gx, g + 2), sums(p, gx, g + 3)};
