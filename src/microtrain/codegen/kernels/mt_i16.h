@@ -55,16 +55,11 @@ static inline int32_t mt_i16_exponent(const float *g, int32_t n) {
     return e > MT_I16_EXP_MAX ? MT_I16_EXP_MAX : (e < -MT_I16_EXP_MAX ? -MT_I16_EXP_MAX : e);
 }
 
-/* q[i] = rint(g[i] * 2^e), ties to even (|g * 2^e| <= 2^14, inside mt_rint_small_f32's exact range) */
-static inline void mt_i16_codes(const float *g, int32_t n, float up, int16_t *q) {
-    int32_t i;
-    for (i = 0; i < n; i++) q[i] = (int16_t)mt_rint_small_f32(g[i] * up);
-}
-
 /* The codes of the whole gradient tensor, in the scratch buffer the kernels get (mt_i16_codes_bytes): by groups
  * of 4 pixels, then output-channel pairs, then the group's 4 pixels, each a word of 2 codes (o even, o + 1): the
  * Cortex-M kernel loads the 4 pixels' code pairs of one output-channel pair consecutively. A last group's missing
- * pixels and an odd out_c's missing channel have code 0. */
+ * pixels and an odd out_c's missing channel have code 0. Code = rint(g * 2^e), ties to even (|g * 2^e| <= 2^14,
+ * inside mt_rint_small_f32's exact range). */
 static inline int32_t mt_i16_codes_bytes(int32_t npix, int32_t out_c) {
     return (int32_t)(((npix + 3) / 4) * ((out_c + 1) / 2) * 4 * 2 * (int32_t)sizeof(int16_t));
 }
