@@ -24,7 +24,7 @@ def queries(tmp_path_factory):
         pytest.skip("needs gcc")
     lib = tmp_path_factory.mktemp("scratch") / "libscratch.so"
     subprocess.run(["gcc", "-std=c99", "-O1", "-shared", "-fPIC", f"-I{KERNEL_DIR}", str(KERNEL_DIR / "mt_forward_s8.c"),
-                    str(KERNEL_DIR / "mt_backward_f32.c"), "-o", str(lib)], check=True, capture_output=True)
+                    str(KERNEL_DIR / "mt_backward_f32.c"), str(KERNEL_DIR / "mt_backward_i16.c"), "-o", str(lib)], check=True, capture_output=True)
     so = ctypes.CDLL(str(lib))
 
     def query(kernel):

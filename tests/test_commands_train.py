@@ -52,6 +52,10 @@ def test_train_accepts_scheme_files_and_reports_bad_arguments(tiny_dataset, tmp_
     assert main(["train", *args, "--update", "last-blocks:two"]) == 1
     assert "last-blocks:K" in capsys.readouterr().err
     assert main(["train", *args, "--fp32", "--no-qas"]) == 1
+    assert main(["train", *args, "--fp32", "--backward", "int16"]) == 1  # the integer backward is int8 training's
+    assert "--backward int16" in capsys.readouterr().err
+    assert main(["train", *args, "--scheme", str(scheme), "--backward", "int16"]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["backward"] == "int16"
     assert main(["train", model, "--data", str(tmp_path / "missing"), "--quiet"]) == 1
     assert "not found" in capsys.readouterr().err
 

@@ -26,7 +26,8 @@ emits its own backward steps (ops/<op>.py: backward), autodiff only orders them:
                        (scale = eff = x_scale * w_scale[c] / y_scale as float32; ones in float numerics).
     conv_grad_input    inputs [grad_acc:node] -> [grad:x or grad:x@node]; transposed conv with the node's
                        CURRENT weight (the update of this node's weight comes after this step);
-                       attrs in_shape (H, W, C).
+                       attrs in_shape (H, W, C); attrs.backward "int16" (build_training_graph's
+                       backward="int16", pointwise convs only): g_acc quantised to int16, exact int32 sums.
     conv_grad_weight   inputs [x, grad_acc:node] -> [grad:node.weight]; correlation of (x - x_zero) with
                        g_acc over the trained input channels attrs.channels only; attrs x_zero.
                        Shape (O, k, kh, kw) = W[:, channels]; depthwise (k, 1, kh, kw) = W[channels].
@@ -63,6 +64,7 @@ from .sparse.scheme import TrainSpec
 from .steps import SGD_UPDATE, kinds
 
 ROUNDINGS = ("nearest", "stochastic", "none")
+BACKWARDS = ("float", "int16")  # the input-gradient arithmetic (docs/training-semantics.md, section 4b)
 
 
 @dataclass
@@ -98,13 +100,19 @@ class TrainingGraph:
 
 
 def build_training_graph(graph: Graph, trained: dict[str, TrainSpec], *, qas: bool = True,
-                         rounding: str = "stochastic", momentum: float = 0.0) -> TrainingGraph:
-    """Build the training steps of `graph` for the trained parameters `trained` (UpdateScheme.resolve)."""
+                         rounding: str = "stochastic", momentum: float = 0.0,
+                         backward: str = "float") -> TrainingGraph:
+    """Build the training steps of `graph` for the trained parameters `trained` (UpdateScheme.resolve).
+    backward="int16": pointwise convs' input gradients in integers (conv_grad_input attrs.backward)."""
     if graph.dtype not in ("int8", "float32"):
         raise GraphError(f"graph {graph.name!r}: cannot train dtype {graph.dtype!r}")
     if rounding not in ROUNDINGS:
         raise GraphError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    if backward not in BACKWARDS:
+        raise GraphError(f"backward must be one of {BACKWARDS}, got {backward!r}")
     int8 = graph.dtype == "int8"
+    if backward != "float" and not int8:
+        raise GraphError(f"graph {graph.name!r}: the {backward} backward needs an int8 graph, got {graph.dtype}")
     names = {n.name for n in graph.nodes}
     for name, spec in trained.items():
         if name not in names:
@@ -150,7 +158,7 @@ def build_training_graph(graph: Graph, trained: dict[str, TrainSpec], *, qas: bo
     steps.append(Step("loss_softmax_ce", "", [graph.output, "labels"], ["loss", f"grad:{graph.output}"],
                       {"scale": scale, "zero_point": zero}))
 
-    cx = _Backward(graph, int8, needs, dict(trained), tensors, qas, rounding, momentum)
+    cx = _Backward(graph, int8, needs, dict(trained), tensors, qas, rounding, momentum, backward)
     for n in graph.nodes:
         for t in n.inputs:
             if t in needs:
@@ -184,6 +192,7 @@ class _Backward:
     qas: bool
     rounding: str
     momentum: float
+    backward: str = "float"  # "int16": integer input gradients where the op has them (ops/conv.py)
     senders: dict = field(default_factory=dict)  # tensor -> the nodes sending it a gradient (fan-outs sum)
     param_id: int = 0
 

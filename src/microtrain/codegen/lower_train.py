@@ -22,9 +22,10 @@ from .lower import Lowering, copy_in, declare_params, lower_inference
 from .patch import DEFAULT_MAX_EXTRA_MACS, patch_program
 
 
-def training_graph_for(graph, scheme, rounding: str = "stochastic", qas: bool = True, passes=None):
+def training_graph_for(graph, scheme, rounding: str = "stochastic", qas: bool = True, passes=None,
+                       backward: str = "float"):
     """autodiff + the default passes: the TrainingGraph the C code implements."""
-    tg = build_training_graph(graph, scheme.resolve(graph), qas=qas, rounding=rounding)
+    tg = build_training_graph(graph, scheme.resolve(graph), qas=qas, rounding=rounding, backward=backward)
     return run_passes(tg) if passes is None else run_passes(tg, passes)
 
 
@@ -48,18 +49,20 @@ def _declare(prog: Program, tg, name: str) -> str:
 
 def build_training_program(graph, scheme, *, lr: float = 0.01, seed: int = 0, rounding: str = "stochastic",
                            qas: bool = True, passes=None, sram_budget: int | None = DEFAULT_SRAM_BUDGET,
-                           patch=None, max_extra_macs: float = DEFAULT_MAX_EXTRA_MACS) -> Program:
+                           patch=None, max_extra_macs: float = DEFAULT_MAX_EXTRA_MACS,
+                           backward: str = "float") -> Program:
     """sram_budget: planned SRAM in bytes above which depthwise convs run in place (largest input first) until
     the model fits; None: never (codegen.inplace_depthwise). patch: None (whole tensors), 'auto' (the split
     and grid of smallest arena within max_extra_macs * the model's MACs), 'fit' (only above sram_budget: the
     fewest extra MACs that fit) or (split, (gh, gw)): the frozen prefix runs tile by tile (codegen.patch),
-    before the in-place depthwise fit."""
+    before the in-place depthwise fit. backward: "float" or "int16" (integer pointwise input gradients)."""
     if graph.dtype != "int8":
         raise GraphError(f"graph {graph.name!r}: C training needs an int8 graph, got {graph.dtype}")
-    tg = training_graph_for(graph, scheme, rounding, qas, passes)
+    tg = training_graph_for(graph, scheme, rounding, qas, passes, backward)
     trained = tg.trained
     prog = Program(graph.name, graph.input, graph.output, graph.input_spec.numel, graph.num_classes)
-    prog.meta.update(scheme=scheme.name or "custom", lr=float(lr), seed=int(seed), rounding=rounding, qas=qas)
+    prog.meta.update(scheme=scheme.name or "custom", lr=float(lr), seed=int(seed), rounding=rounding, qas=qas,
+                     backward=backward)
     lx = Lowering(prog, graph, declare_params(prog, graph, trained), tg)
     prog.trainable = [c.name for c in prog.consts.values() if c.storage == "sram"]
     prog.meta["trainable_layout"] = _trainable_layout(prog, lx.layouts, graph)

@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=ck.seed, default=0, help="stochastic-rounding seed (default 0)")
     p.add_argument("--rounding", choices=("stochastic", "nearest"), default="stochastic", help="update rounding")
     p.add_argument("--no-qas", action="store_true", help="train without quantization-aware scaling")
+    p.add_argument("--backward", choices=("float", "int16"), default="float",
+                   help="input-gradient arithmetic: float (default) or int16 (pointwise convs: int16 gradient x "
+                        "int8 weight, exact int32 sums; docs/training-semantics.md)")
     p.add_argument("--timeline", type=ck.nonnegative_int, default=40, help="rows of the printed per-tensor timeline (0: none)")
     p.add_argument("--sram-budget", type=ck.sram_budget, default=DEFAULT_SRAM_BUDGET, metavar="KB",
                    help="planned SRAM (arena + trained parameters + stack) above which depthwise convs run in "
@@ -178,7 +181,7 @@ def run(args) -> int:
     scheme = resolve_scheme(args.scheme, graph)
     part, options = target_options(args)
     if scheme is not None:
-        options.update(lr=args.lr, seed=args.seed, rounding=args.rounding, qas=not args.no_qas)
+        options.update(lr=args.lr, seed=args.seed, rounding=args.rounding, qas=not args.no_qas, backward=args.backward)
     compiled = graph.copy()  # the parameters the firmware starts from (export rebuilds the trained graph on it)
     with _head_hint(args, graph):
         planned = compile_model(graph, scheme, **options)  # the plan, before anything is written or built

@@ -50,6 +50,9 @@ def register(subparsers):
     p.add_argument("--momentum", type=ck.momentum, default=0.0, help="SGD momentum (default 0: off)")
     p.add_argument("--rounding", choices=("stochastic", "nearest"), default="stochastic",
                    help="rounding of int8/int32 updates (default stochastic)")
+    p.add_argument("--backward", choices=("float", "int16"), default="float",
+                   help="input-gradient arithmetic of int8 training: float (default) or int16 (pointwise convs: "
+                        "int16 gradient x int8 weight, exact int32 sums; docs/training-semantics.md)")
     p.add_argument("--views", type=positive_int, default=8, metavar="V",
                    help="precomputed augmented views per training image (crop/flip; default 8)")
     p.add_argument("--resolution", type=positive_int, default=None, metavar="R", help="input resolution")
@@ -141,6 +144,9 @@ def run(args) -> int:
     val_dir = Path(args.val) if args.val else (data / "val" if (data / "val").is_dir() else None)
     if args.fp32 and args.no_qas:
         raise SchemeError("--fp32 and --no-qas exclude each other (QAS only concerns int8 training)")
+    if args.fp32 and args.backward != "float":
+        raise SchemeError(f"--fp32 and --backward {args.backward} exclude each other (the integer backward is int8 "
+                          "training's)")
     scheme = UpdateScheme.load(args.scheme) if args.scheme else parse_update(args.update, graph)
     mode = "fp32" if args.fp32 else ("no-qas" if args.no_qas else "qas")
     lr = DEFAULT_LR[mode] if args.lr is None else args.lr
@@ -175,14 +181,16 @@ def run(args) -> int:
     result = fine_tune(graph, scheme, train, val, epochs=args.epochs, lr=lr, seed=args.seed,
                        batch_size=args.batch_size, qas=not args.no_qas, fp32=args.fp32, rounding=args.rounding,
                        momentum=args.momentum, warmup_epochs=args.warmup_epochs, eval_every=1 if val else 0,
-                       progress=not args.quiet, checkpoint_dir=args.checkpoint, resume=args.resume, log=log)
+                       progress=not args.quiet, checkpoint_dir=args.checkpoint, resume=args.resume, log=log,
+                       backward=args.backward)
     metrics = {
         "format": "microtrain-metrics", "model": graph.name, "data": str(data), "train_dir": str(train_dir), "val_dir": str(val_dir) if val_dir else None,
         "classes": train.classes, "n_train": len(train), "n_val": len(val) if val else 0,
         "skipped": [{"file": p, "reason": r} for p, r in skipped],
         "mode": mode, "scheme": scheme.to_dict(), "trained_layers": sorted(result["training_graph"].trained),
         "epochs": args.epochs, "lr": lr, "seed": args.seed, "batch_size": args.batch_size,
-        "rounding": None if args.fp32 else args.rounding, "momentum": args.momentum, "views": args.views,
+        "rounding": None if args.fp32 else args.rounding, "backward": None if args.fp32 else args.backward,
+        "momentum": args.momentum, "views": args.views,
         "val_acc": result["val_acc"], "val_loss": result["val_loss"], "train_acc": result["train_acc"],
         "val_balanced_acc": result["val_balanced_acc"], "val_confusion": result["val_confusion"],
         "history": result["history"], "seconds": round(time.monotonic() - t0, 2),

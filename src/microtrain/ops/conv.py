@@ -17,7 +17,7 @@ import numpy as np
 from dataclasses import dataclass, replace
 
 from ..errors import GraphError, UnsupportedOpError
-from ..ir.program import Arg, Const, Params, Step, buf, const, lit
+from ..ir.program import Arg, Buffer, Const, Params, Step, buf, const, lit
 from ..ir.training import Kind, TensorInfo
 from ..ir.training import Step as TrainStep
 from ..quant.arith import (conv_multipliers, conv_preclamp, conv_preclamp_tflite, requant_mode, requantize_conv,
@@ -479,6 +479,50 @@ def grad_input(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape, sum
     return gxp[:, p : p + h, p : p + w, :]
 
 
+# ----- the int16 backward (build_training_graph(backward="int16"); docs/training-semantics.md, section 4b) ----
+INT16_GRAD_BITS = 14  # |q| <= 2**14: one bit of headroom below int16, and O * 2**14 * 128 < 2**31 for O <= 1023
+INT16_EXP_MIN, INT16_EXP_MAX = -126, 126  # 2**e and 2**-e are normal float32 numbers
+INT16_MAX_OUT_C = (2**31 - 1) // (2**INT16_GRAD_BITS * 128)  # 1023: more output channels could overflow int32
+
+
+def int16_gradient(g_acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(q, e): each sample's float32 gradient as int16 codes q = rint(g * 2**e) (ties to even), e the largest
+    exponent with max |g| * 2**e < 2**14 (from frexp of the max), clipped to [-126, 126]; a sample whose max is
+    0 gets e = 14 - 0 and all-zero codes. q: int16, g_acc's shape; e: int32 (N,). A non-finite sample gives
+    e = INT16_EXP_MIN - 1 (the caller makes its gradient NaN)."""
+    n = g_acc.shape[0]
+    g = g_acc.reshape(n, -1).astype(np.float32, copy=False)
+    m = np.abs(g).max(axis=1, initial=np.float32(0))
+    bad = ~np.isfinite(m)
+    _, k = np.frexp(np.where(bad, np.float32(0), m))
+    e = np.clip(INT16_GRAD_BITS - k.astype(np.int32), INT16_EXP_MIN, INT16_EXP_MAX)
+    up = np.ldexp(np.float32(1), e).astype(np.float32)
+    q = np.rint(np.where(bad[:, None], np.float32(0), g) * up[:, None])  # one float32 product: exact, then rint
+    e[bad] = INT16_EXP_MIN - 1
+    return q.astype(np.int16).reshape(g_acc.shape), e
+
+
+def grad_input_int16(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape) -> np.ndarray:
+    """The pointwise input gradient of the int16 backward: per sample, q, e = int16_gradient(g_acc), the exact
+    int32 sums acc[j] = sum_o q[o] * W[o, j] (int8 codes; exact in float64 in any order), then
+    gx = float32(acc) * 2**-e (the int32 -> float32 conversion rounds to nearest even, the power of two is
+    exact). Strided: positions no output reads get 0, as in grad_input."""
+    o, c = weight.shape[:2]
+    n, ho, wo, _ = g_acc.shape
+    h, w, _ = in_shape
+    q, e = int16_gradient(g_acc)
+    acc = q.reshape(-1, o).astype(np.float64) @ weight.reshape(o, c).astype(np.float64)
+    down = np.ldexp(np.float32(1), -np.clip(e, INT16_EXP_MIN, INT16_EXP_MAX)).astype(np.float32)
+    gx2 = acc.astype(np.float32).reshape(n, ho, wo, c) * down[:, None, None, None]
+    gx2[e < INT16_EXP_MIN] = np.float32(np.nan)
+    s = attrs["stride"]
+    if s == 1 and (ho, wo) == (h, w):
+        return gx2
+    gx = np.zeros((n, h, w, c), np.float32)
+    gx[:, : s * ho : s, : s * wo : s, :] = gx2
+    return gx
+
+
 def grad_weight(xs: np.ndarray, g_acc: np.ndarray, weight_shape, attrs: dict, channels, sums: str = "numpy") -> np.ndarray:
     """d loss / d W restricted to the trained input channels `channels` (tuple of indices).
 
@@ -548,8 +592,13 @@ def backward(cx, n) -> list:
     cx.tensors[gacc] = TensorInfo(gacc, tuple(graph.tensors[n.output].shape), "float32", "grad")
     steps = [TrainStep("conv_grad_acc", n.name, [gy, f"mask:{n.name}"], [gacc], {"scale": scale})]
     if x in cx.needs:
-        steps.append(TrainStep("conv_grad_input", n.name, [gacc], [cx.grad_target(x, n)],
-                               {"in_shape": tuple(graph.tensors[x].shape)}))
+        attrs = {"in_shape": tuple(graph.tensors[x].shape)}
+        if cx.backward == "int16" and is_pointwise(n):  # other convs keep the float rule
+            if o > INT16_MAX_OUT_C:
+                raise UnsupportedOpError(f"conv {n.name!r}: the int16 backward sums at most {INT16_MAX_OUT_C} "
+                                         f"output channels in int32, this conv has {o}")
+            attrs["backward"] = "int16"
+        steps.append(TrainStep("conv_grad_input", n.name, [gacc], [cx.grad_target(x, n)], attrs))
     if spec is not None and spec.channels is not None:
         w = n.params["weight"]
         k = len(spec.channels)
@@ -588,6 +637,7 @@ FORWARD_KERNEL = {"pointwise": "mt_conv_pointwise", "depthwise": "mt_conv_depthw
 DEPTHWISE_KERNEL, DEPTHWISE_INPLACE_KERNEL = "mt_conv_depthwise_s8", "mt_conv_depthwise_inplace_s8"
 GRAD_INPUT_KERNEL = {"pointwise": "mt_conv_grad_input_pointwise_f32", "depthwise": "mt_conv_grad_input_depthwise_f32",
                      "conv": "mt_conv_grad_input_f32"}
+GRAD_INPUT_I16_KERNEL = "mt_conv_grad_input_pointwise_i16"  # the int16 backward's (kernels/mt_backward_i16.c)
 # stack scratch (bytes) of the kernels that keep work arrays: the Python twin of their
 # mt_<kernel>_scratch_bytes queries (kernels/mt_kernels.h); codegen.scratch gives the planner the largest
 KERNEL_SCRATCH = {
@@ -597,6 +647,7 @@ KERNEL_SCRATCH = {
     "mt_conv_depthwise_s8": 4 * 16 + 16,  # acc[16] int32, mt_store_run's ok[16]
     "mt_conv_depthwise_inplace_s8": 2 * 49,  # wv[49] int16: a 7x7 window's taps
     "mt_conv_grad_input_pointwise_f32": 4 * 16,  # t[16] float
+    "mt_conv_grad_input_pointwise_i16": 4 * 64,  # the Cortex-M twin's paired weights of 64 output-channel pairs
     "mt_conv_grad_input_depthwise_f32": 4 * 64,  # acc[64] float
     "mt_conv_grad_input_depthwise_inplace_f32": 4 * 8,  # acc[8] float: one channel group's sums
     "mt_conv_weight_update_pointwise_f32": (4 + 4) * 16,  # g[16] float, xc[16] int32
@@ -795,6 +846,10 @@ def _lower_grad_acc(lx, s):
 
 def _run_grad_input(rt, s, values, lr, t):
     node = rt.nodes[s.node]
+    if s.attrs.get("backward") == "int16":
+        values[s.outputs[0]] = grad_input_int16(values[s.inputs[0]], node.params["weight"], node.attrs,
+                                                s.attrs["in_shape"])
+        return
     values[s.outputs[0]] = grad_input(values[s.inputs[0]], node.params["weight"], node.attrs, s.attrs["in_shape"],
                                       rt.sums)
 
@@ -803,8 +858,23 @@ def _lower_grad_input(lx, s):
     gacc, gx = s.inputs[0], s.outputs[0]
     lay = lx.layouts[s.node]
     wv = weight_view(lx.prog, lay, input_channels(lx.graph.node(s.node), lay.family))
+    if s.attrs.get("backward") == "int16":
+        if lay.family != "pointwise":
+            raise UnsupportedOpError(f"conv {s.node!r}: the int16 backward has a pointwise kernel only")
+        codes = f"i16codes:{s.node}"  # the whole tensor's codes: scratch, dead after the call
+        if codes not in lx.prog.buffers:
+            lx.prog.add_buffer(Buffer(codes, int16_codes_numel(lx.tg.tensors[gacc].shape), "int16", "scratch"))
+        return [Step(GRAD_INPUT_I16_KERNEL, [Arg("params", lay.params), buf(gacc), Arg("params", wv), buf(codes),
+                                             buf(gx)], [gacc], [gx, codes], s.node, "backward")]
     return [Step(GRAD_INPUT_KERNEL[lay.family], [Arg("params", lay.params), buf(gacc), Arg("params", wv), buf(gx)],
                  [gacc], [gx], s.node, "backward")]
+
+
+def int16_codes_numel(gacc_shape) -> int:
+    """int16 elements of the C kernels' codes scratch (kernels/mt_i16.h: mt_i16_codes_bytes): groups of 4 pixels x
+    output-channel pairs x 4 pixels x 2 codes, for a gradient of shape (N, H, W, O) with N = 1."""
+    *_, h, w, o = gacc_shape
+    return (h * w + 3) // 4 * ((o + 1) // 2) * 8
 
 
 def _weight_grad(rt, s, values):

@@ -160,7 +160,7 @@ def fine_tune(graph: Graph, scheme, train_data, val_data, *, epochs: int, lr: fl
               batch_size: int = 32, qas: bool = True, fp32: bool = False, rounding: str = "stochastic",
               momentum: float = 0.0, warmup_epochs: float | None = None, eval_every: int = 0,
               progress: bool = False, checkpoint_dir=None, resume=None, log=None, guard=True,
-              recover_collapse: bool = True) -> dict:
+              recover_collapse: bool = True, backward: str = "float") -> dict:
     """Fine-tune `graph` (an int8 Graph, e.g. the pretrained ImageNet model) on `train_data`.
 
     scheme: an UpdateScheme, or a resolution {node: TrainSpec} (UpdateScheme.resolve). If the graph's
@@ -177,6 +177,8 @@ def fine_tune(graph: Graph, scheme, train_data, val_data, *, epochs: int, lr: fl
     (CollapseRecovery: the loss stays finite, so the step guard cannot see it), restore the parameters of
     the epoch with the lowest training loss and continue with the learning rate divided by 3 (at most
     3 times); the epoch's record says so (`collapse_rollback`, `lr_scale`).
+    backward: "float" (default) or "int16" (pointwise input gradients in integers; int8 training only,
+    docs/training-semantics.md section 4b).
     """
     retain_freed_memory()  # the step's large temporaries are reused, not faulted in again (runtime/memory.py)
     with single_threaded_blas():
@@ -184,7 +186,7 @@ def fine_tune(graph: Graph, scheme, train_data, val_data, *, epochs: int, lr: fl
                           batch_size=batch_size, qas=qas, fp32=fp32, rounding=rounding, momentum=momentum,
                           warmup_epochs=warmup_epochs, eval_every=eval_every, progress=progress,
                           checkpoint_dir=checkpoint_dir, resume=resume, log=log, guard=guard,
-                          recover_collapse=recover_collapse)
+                          recover_collapse=recover_collapse, backward=backward)
 
 
 def single_threaded_blas():
@@ -204,7 +206,7 @@ def single_threaded_blas():
 
 def _fine_tune(graph, scheme, train_data, val_data, *, epochs, lr, seed, batch_size, qas, fp32, rounding,
                momentum, warmup_epochs, eval_every, progress, checkpoint_dir, resume, log, guard,
-               recover_collapse) -> dict:
+               recover_collapse, backward="float") -> dict:
     t0 = time.monotonic()
     train, val = as_image_data(train_data), as_image_data(val_data) if val_data is not None else None
     if graph.dtype != "int8":
@@ -230,7 +232,7 @@ def _fine_tune(graph, scheme, train_data, val_data, *, epochs, lr, seed, batch_s
     gt = dequantize_graph(g) if fp32 else g
     if resume is not None:
         _load_params(gt, g_saved, resume)
-    tg = build_training_graph(gt, resolution, qas=qas, rounding=rounding, momentum=momentum)
+    tg = build_training_graph(gt, resolution, qas=qas, rounding=rounding, momentum=momentum, backward=backward)
     rt = TrainingRuntime(tg, seed=seed)
     rt.load_state_arrays(arrays)
     numerics = tg.numerics
@@ -289,7 +291,8 @@ def _fine_tune(graph, scheme, train_data, val_data, *, epochs, lr, seed, batch_s
                                                  "lr_scale": lr_scale,
                                                  "args": {"epochs": epochs, "lr": lr, "seed": seed, "qas": qas,
                                                           "fp32": fp32, "rounding": rounding,
-                                                          "batch_size": batch_size, "momentum": momentum}},
+                                                          "batch_size": batch_size, "momentum": momentum,
+                                                          "backward": backward}},
                             rt.state_arrays())
         if log is not None:  # after the checkpoint: a log that stops the run leaves this epoch saved
             log(rec)

@@ -160,6 +160,10 @@ void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff
 void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx);
 void mt_conv_grad_input_depthwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx);
 void mt_conv_grad_input_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx);
+/* The int16 backward's pointwise input gradient (mt_backward_i16.c; docs/training-semantics.md section 4b); codes:
+ * scratch of mt_i16_codes_bytes(out_h * out_w, out_c) bytes (mt_i16.h). */
+void mt_conv_grad_input_pointwise_i16(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, int16_t *codes,
+                                      float *gx);
 /* gx += the pointwise input gradient (stride 1): each sum goes on from gx, so calls over consecutive blocks of
  * output channels make the same additions as one call over all of them. */
 void mt_conv_grad_input_pointwise_acc_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
@@ -232,6 +236,7 @@ void mt_max_pool1d_s8(const mt_max_pool1d_params *p, const int8_t *x, int8_t *y)
 void mt_max_pool1d_grad_f32(const mt_max_pool1d_params *p, const float *gy, const int8_t *x, float *gx);
 
 int32_t mt_conv_grad_input_pointwise_f32_scratch_bytes(const mt_conv_params *p);
+int32_t mt_conv_grad_input_pointwise_i16_scratch_bytes(const mt_conv_params *p);
 int32_t mt_conv_grad_input_depthwise_f32_scratch_bytes(const mt_conv_params *p);
 int32_t mt_conv_grad_input_depthwise_inplace_f32_scratch_bytes(const mt_conv_params *p);
 int32_t mt_conv_weight_update_pointwise_f32_scratch_bytes(const mt_conv_params *p);

@@ -76,6 +76,7 @@ $(BUILD_DIR)obj/%.o: %.c $(FLAGS_STAMP) | $(BUILD_DIR)obj
 
 $(BUILD_DIR)obj/mt_forward_s8.o: CFLAGS += $(PORTABLE_RENAMES)
 $(BUILD_DIR)obj/mt_backward_f32.o: CFLAGS += $(BACKWARD_RENAMES)
+$(BUILD_DIR)obj/mt_backward_i16.o: CFLAGS += $(BACKWARD_RENAMES)
 
 $(BUILD_DIR)obj:
 	mkdir -p $@
