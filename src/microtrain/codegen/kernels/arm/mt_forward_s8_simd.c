@@ -518,18 +518,22 @@ typedef struct {
     "ldmia   r0, {r2, r3, r4, r5, r6, r7, r12, lr}\n\t" /* bias, eff, y, out_c, y_zero, y_end, buf, n */           \
     INIT                                                                                                         \
     "vldmia  r3!, {s12}\n\t"                                                                                     \
-    "stmia   r0, {r2, r3}\n\t"                                                                                   \
+    "stmia   r0, {r2, r3}\n\t" QUAD_GROUPS("1", "q")
+
+/* The groups of one weight row (r1, lr bytes, lr % 16 == 4 * count, lr > 0), four per loop pass, the count
+ * over whole passes first (see QUAD_ROWS_MAC). L: a local label digit, P: a label letter, unique in the asm. */
+#define QUAD_GROUPS(L, P)                                                                                        \
     "ubfx    r2, lr, #2, #2\n\t"                                                                                 \
     "add     lr, r1, lr\n\t"                                                                                     \
     "tbb     [pc, r2]\n"                                                                                         \
-    ".Lqt%=:\n\t"                                                                                                \
-    ".byte   (1f - .Lqt%=) / 2, (.Lq3%= - .Lqt%=) / 2, (.Lq2%= - .Lqt%=) / 2, (.Lq1%= - .Lqt%=) / 2\n"            \
-    "1:\n\t" QUAD_GROUP_FIXED                                                                                    \
-    ".Lq1%=:\n\t" QUAD_GROUP_FIXED                                                                               \
-    ".Lq2%=:\n\t" QUAD_GROUP_FIXED                                                                               \
-    ".Lq3%=:\n\t" QUAD_GROUP_FIXED                                                                               \
+    ".L" P "t%=:\n\t"                                                                                            \
+    ".byte   (" L "f - .L" P "t%=) / 2, (.L" P "3%= - .L" P "t%=) / 2, (.L" P "2%= - .L" P "t%=) / 2, (.L" P      \
+    "1%= - .L" P "t%=) / 2\n" L ":\n\t" QUAD_GROUP_FIXED                                                          \
+    ".L" P "1%=:\n\t" QUAD_GROUP_FIXED                                                                           \
+    ".L" P "2%=:\n\t" QUAD_GROUP_FIXED                                                                           \
+    ".L" P "3%=:\n\t" QUAD_GROUP_FIXED                                                                           \
     "cmp     r1, lr\n\t"                                                                                         \
-    "bne     1b\n\t"
+    "bne     " L "b\n\t"
 
 /* After QUAD_ROWS_MAC: the four sums requantised up to the clamp (QUAD_STORE's steps; y_zero added). */
 #define QUAD_ROWS_REQ QUAD_ROWS_REQ_BIAS("", "")
@@ -1663,25 +1667,48 @@ static void padded_last_row(const int8_t *w, int32_t rows, int32_t n, int32_t n4
     for (int32_t k = 0; k < n4; k++) out[k] = k < n ? w[(rows - 1) * n + k] : 0;
 }
 
+/* split_rows' loop state: quad_rows_ctx (n: n_frozen, buf: the gathered pixels, frozen lanes then trained) and
+ * the trained weight row of the current channel. */
+typedef struct {
+    quad_rows_ctx q;
+    const int8_t *w_train; /* 68: advanced by one row per output channel */
+    int32_t n_train;       /* 72 */
+    const int8_t *w_frozen; /* 76: r1 (the frozen row) while the trained groups run */
+} split_rows_ctx;
+_Static_assert(sizeof(quad_rows_ctx) == 68, "split_rows_ctx offsets");
+
+/* QUAD_ROWS_MAC over two weight rows per output channel: the frozen row (r1, rows contiguous) then the trained
+ * one (ctx->w_train), both into the same four sums started from the bias; r12 walks on from the frozen lanes
+ * into the trained ones. */
+#define SPLIT_ROWS_MAC                                                                                           \
+    "0:\n\t"                                                                                                     \
+    "ldmia   r0, {r2, r3, r4, r5, r6, r7, r12, lr}\n\t" /* bias, eff, y, out_c, y_zero, y_end, buf, n_frozen */  \
+    QUAD_INIT_BIAS                                                                                               \
+    "vldmia  r3!, {s12}\n\t"                                                                                     \
+    "stmia   r0, {r2, r3}\n\t" QUAD_GROUPS("1", "q")                                                              \
+    "ldrd    r2, lr, [r0, #68]\n\t" /* w_train, n_train */                                                        \
+    "str     r1, [r0, #76]\n\t"                                                                                  \
+    "mov     r1, r2\n\t" QUAD_GROUPS("4", "r")                                                                    \
+    "str     r1, [r0, #68]\n\t"                                                                                  \
+    "ldr     r1, [r0, #76]\n\t"
+
 /* All output channels of four gathered pixels of a split pointwise conv (both blocks whole groups of 4, no
- * padding), blocks of MT_QUAD_O_BLOCK channels: the frozen block's sums kept (quad_rows_chunk stage 0), then
- * the trained block's added and requantised (stage 1, or 2 with the mask); channels whose bias cannot be
- * folded are redone apart. */
+ * padding; with a mask out_c % 8 == 0) in one asm loop, SPLIT_ROWS_MAC then quad_rows' requantisation (and clamp
+ * bits); channels whose bias cannot be folded are redone apart. */
 static __attribute__((noinline)) void split_rows(const uint32_t *buf, const int8_t *w_frozen, int32_t n_frozen,
                                                  const int8_t *w_train, int32_t n_train, const int32_t *bias,
                                                  const float *eff, int32_t out_c, int32_t y_zero, int32_t pix,
                                                  int8_t *y, uint8_t *mask, const int16_t *dead, int32_t n_dead)
 {
-    quad_acc acc[MT_QUAD_O_BLOCK];
-    for (int32_t o0 = 0; o0 < out_c; o0 += MT_QUAD_O_BLOCK) {
-        const int32_t on = out_c - o0 < MT_QUAD_O_BLOCK ? out_c - o0 : MT_QUAD_O_BLOCK;
-        for (int32_t o = 0; o < on; o++) acc[o] = (quad_acc){bias[o0 + o], bias[o0 + o], bias[o0 + o], bias[o0 + o]};
-        int8_t *yo = y + pix * out_c + o0;
-        quad_rows_ctx ctx = {(const int32_t *)acc, eff + o0, yo, out_c, y_zero, yo + on, buf, n_frozen, o0,
-                             out_c >> 3, mask ? mask + ((pix * out_c) >> 3) : NULL, {0, 0, 0, 0}, 0, NULL};
-        quad_rows_chunk(&ctx, w_frozen + o0 * n_frozen, 0);
-        ctx.bias = (const int32_t *)acc, ctx.eff = eff + o0, ctx.y = yo, ctx.buf = buf + 2 * n_frozen, ctx.n = n_train;
-        quad_rows_chunk(&ctx, w_train + o0 * n_train, mask ? 2 : 1);
+    int8_t *yo = y + pix * out_c;
+    split_rows_ctx ctx = {{bias, eff, yo, out_c, y_zero, yo + out_c, buf, n_frozen, 0, out_c >> 3,
+                           mask ? mask + ((pix * out_c) >> 3) : NULL, {0, 0, 0, 0}, 0, NULL},
+                          w_train, n_train, NULL};
+    {
+        register split_rows_ctx *c __asm__("r0") = &ctx;
+        register const int8_t *wp __asm__("r1") = w_frozen;
+        if (mask) QUAD_ROWS_CALL(SPLIT_ROWS_MAC QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(""));
+        else QUAD_ROWS_CALL(SPLIT_ROWS_MAC QUAD_ROWS_REQ QUAD_ROWS_TAIL(""));
     }
     for (int32_t k = 0; k < n_dead; k++) {
         const int32_t d = dead[k];
