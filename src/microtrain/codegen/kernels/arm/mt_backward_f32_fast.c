@@ -1145,41 +1145,52 @@ static void grad_tile_8x2(const mt_conv_params *p, const int8_t *x, int32_t x_c,
     g[8] = h0, g[9] = h1, g[10] = h2, g[11] = h3, g[12] = h4, g[13] = h5, g[14] = h6, g[15] = h7;
 }
 
+/* One pixel of grad_tile_8x2_xf: the 8 gradient values at gr and the 2 inputs at xp (advanced) by two VLDM,
+ * then the 16 products and sums. */
+#define GRAD_8X2_PIXEL                                                                                           \
+    do {                                                                                                         \
+        register float e0 __asm__("s24"), e1 __asm__("s25"), e2 __asm__("s26"), e3 __asm__("s27");               \
+        register float e4 __asm__("s28"), e5 __asm__("s29"), e6 __asm__("s30"), e7 __asm__("s31");               \
+        register float xv __asm__("s22"), yv __asm__("s23");                                                     \
+        __asm__ volatile("vldmia %[gr], {s24-s31}\n\t"                                                            \
+                         "vldmia %[xp]!, {s22-s23}"                                                               \
+                         : [xp] "+r"(xp), "=t"(e0), "=t"(e1), "=t"(e2), "=t"(e3), "=t"(e4), "=t"(e5), "=t"(e6),   \
+                           "=t"(e7), "=t"(xv), "=t"(yv)                                                          \
+                         : [gr] "r"(gr)                                                                          \
+                         : "memory");                                                                            \
+        g0 = mla_f32(g0, xv, e0);                                                                                \
+        g1 = mla_f32(g1, xv, e1);                                                                                \
+        g2 = mla_f32(g2, xv, e2);                                                                                \
+        g3 = mla_f32(g3, xv, e3);                                                                                \
+        g4 = mla_f32(g4, xv, e4);                                                                                \
+        g5 = mla_f32(g5, xv, e5);                                                                                \
+        g6 = mla_f32(g6, xv, e6);                                                                                \
+        g7 = mla_f32(g7, xv, e7);                                                                                \
+        h0 = mla_f32(h0, yv, e0);                                                                                \
+        h1 = mla_f32(h1, yv, e1);                                                                                \
+        h2 = mla_f32(h2, yv, e2);                                                                                \
+        h3 = mla_f32(h3, yv, e3);                                                                                \
+        h4 = mla_f32(h4, yv, e4);                                                                                \
+        h5 = mla_f32(h5, yv, e5);                                                                                \
+        h6 = mla_f32(h6, yv, e6);                                                                                \
+        h7 = mla_f32(h7, yv, e7);                                                                                \
+        gr += out_c;                                                                                             \
+    } while (0)
+
 /* grad_tile_8x2 with both channels' (x - x_zero) already converted, pixel by pixel in xf (2 floats per output
  * pixel, the same values grad_tile_8x2 computes): per pixel one VLDM of the 8 gradient values and one of the
- * 2 inputs, then the 16 products and sums in the same order. */
+ * 2 inputs, then the 16 products and sums in the same order; two pixels per loop pass (the odd last one
+ * after). */
 static void grad_tile_8x2_xf(const float *xf, int32_t n_pix, const float *gacc, int32_t out_c, int32_t o, float *g)
 {
     float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f;
     float h0 = 0.0f, h1 = 0.0f, h2 = 0.0f, h3 = 0.0f, h4 = 0.0f, h5 = 0.0f, h6 = 0.0f, h7 = 0.0f;
-    const float *gr = gacc + o, *xp = xf, *end = xf + 2 * n_pix;
-    for (; xp != end; gr += out_c) {
-        register float e0 __asm__("s24"), e1 __asm__("s25"), e2 __asm__("s26"), e3 __asm__("s27");
-        register float e4 __asm__("s28"), e5 __asm__("s29"), e6 __asm__("s30"), e7 __asm__("s31");
-        register float xv __asm__("s22"), yv __asm__("s23");
-        __asm__ volatile("vldmia %[gr], {s24-s31}\n\t"
-                         "vldmia %[xp]!, {s22-s23}"
-                         : [xp] "+r"(xp), "=t"(e0), "=t"(e1), "=t"(e2), "=t"(e3), "=t"(e4), "=t"(e5), "=t"(e6),
-                           "=t"(e7), "=t"(xv), "=t"(yv)
-                         : [gr] "r"(gr)
-                         : "memory");
-        g0 = mla_f32(g0, xv, e0);
-        g1 = mla_f32(g1, xv, e1);
-        g2 = mla_f32(g2, xv, e2);
-        g3 = mla_f32(g3, xv, e3);
-        g4 = mla_f32(g4, xv, e4);
-        g5 = mla_f32(g5, xv, e5);
-        g6 = mla_f32(g6, xv, e6);
-        g7 = mla_f32(g7, xv, e7);
-        h0 = mla_f32(h0, yv, e0);
-        h1 = mla_f32(h1, yv, e1);
-        h2 = mla_f32(h2, yv, e2);
-        h3 = mla_f32(h3, yv, e3);
-        h4 = mla_f32(h4, yv, e4);
-        h5 = mla_f32(h5, yv, e5);
-        h6 = mla_f32(h6, yv, e6);
-        h7 = mla_f32(h7, yv, e7);
+    const float *gr = gacc + o, *xp = xf, *pairs_end = xf + 2 * (n_pix & ~1);
+    while (xp != pairs_end) {
+        GRAD_8X2_PIXEL;
+        GRAD_8X2_PIXEL;
     }
+    if (n_pix & 1) GRAD_8X2_PIXEL;
     g[0] = g0, g[1] = g1, g[2] = g2, g[3] = g3, g[4] = g4, g[5] = g5, g[6] = g6, g[7] = g7;
     g[8] = h0, g[9] = h1, g[10] = h2, g[11] = h3, g[12] = h4, g[13] = h5, g[14] = h6, g[15] = h7;
 }
