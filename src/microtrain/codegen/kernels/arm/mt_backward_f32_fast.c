@@ -34,6 +34,8 @@
  * are noinline so only one group's buffers are on the stack at a time.
  * A dilated depthwise conv (dilation > 1) runs the portable kernel.
  * Chosen at build time like the SIMD kernels (targets/cortex_m/mt_cortex_m.mk renames the portable ones). */
+#include <arm_acle.h>
+
 #include "mt_arith.h"
 #include "mt_kernels.h"
 #include "mt_update.h"
@@ -1012,21 +1014,39 @@ static inline int32_t saved_chan(const mt_weight_s8 *w, int32_t x_c, int32_t j)
  * result is the same as through mt_floor_i64 / mt_rint_i64 and the int64 clamp; anything else (huge, infinite,
  * NaN) goes through mt_update_s8 itself. */
 #define MT_UPD_FAST_LIMIT 1073741824.0f
+
+/* floor(t) for |t| < 2^30: one VCVTM (FPv5, Cortex-M7), else the conversion toward zero, one down for a negative
+ * non-integer. */
+static inline int32_t floor_s32(float t)
+{
+#if defined(MT_FPV5)
+    union {
+        float f;
+        int32_t i;
+    } r;
+    __asm__("vcvtm.s32.f32 %0, %1" : "=t"(r.f) : "t"(t));
+    return r.i;
+#else
+    int32_t i = (int32_t)t;
+    return (float)i > t ? i - 1 : i;
+#endif
+}
+
 static inline __attribute__((always_inline)) int8_t update_s8_fast(int8_t p, float delta, int32_t rounding, uint32_t key, uint32_t index)
 {
     const int stochastic = rounding == MT_ROUND_STOCHASTIC;
     const float t = stochastic ? delta + mt_uniform_f32(key, index) : delta;
     if (!(__builtin_fabsf(t) < MT_UPD_FAST_LIMIT)) return mt_update_s8(p, delta, rounding, key, index); /* NaN too */
-    int32_t i = (int32_t)t; /* toward zero */
+    int32_t i;
     if (stochastic) {
-        if ((float)i > t) i -= 1; /* floor */
+        i = floor_s32(t);
     } else {
+        i = (int32_t)t; /* toward zero */
         const float f = t - (float)i; /* rint, ties to even, as mt_rint_i64 */
         if (f > 0.5f || (f == 0.5f && (i & 1))) i += 1;
         else if (f < -0.5f || (f == -0.5f && (i & 1))) i -= 1;
     }
-    const int32_t v = (int32_t)p + i;
-    return (int8_t)(v > 127 ? 127 : (v < -128 ? -128 : v));
+    return (int8_t)__ssat((int32_t)p + i, 8); /* the int8 clamp */
 }
 
 /* mt_update_s32 the same way: the rounded step as above, p + step saturated to int32 (an int32 overflow can only
@@ -1037,10 +1057,11 @@ static inline __attribute__((always_inline)) int32_t update_s32_fast(int32_t p, 
     const int stochastic = rounding == MT_ROUND_STOCHASTIC;
     const float t = stochastic ? delta + mt_uniform_f32(key, index) : delta;
     if (!(__builtin_fabsf(t) < MT_UPD_FAST_LIMIT)) return mt_update_s32(p, delta, rounding, key, index);
-    int32_t i = (int32_t)t;
+    int32_t i;
     if (stochastic) {
-        if ((float)i > t) i -= 1;
+        i = floor_s32(t);
     } else {
+        i = (int32_t)t;
         const float f = t - (float)i;
         if (f > 0.5f || (f == 0.5f && (i & 1))) i += 1;
         else if (f < -0.5f || (f == -0.5f && (i & 1))) i -= 1;
