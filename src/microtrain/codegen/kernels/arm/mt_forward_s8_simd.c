@@ -1718,10 +1718,23 @@ static __attribute__((noinline)) void split_rows(const uint32_t *buf, const int8
     }
 }
 
+/* Channels idx[0..n) of one pixel xp (n % 4 == 0), four at a time packed into a word and expanded as expand_quad's
+ * pixel: to out[0], out[1], then 8 words on. */
+static inline void gather_expand(const int8_t *xp, const int16_t *idx, int32_t n, int32_t neg_zero, uint32_t *out)
+{
+    const uint8_t *xu = (const uint8_t *)xp;
+    for (const int16_t *end = idx + n; idx != end; idx += 4, out += 8) {
+        const uint32_t v = (uint32_t)xu[idx[0]] | (uint32_t)xu[idx[1]] << 8 | (uint32_t)xu[idx[2]] << 16 |
+                           (uint32_t)xu[idx[3]] << 24;
+        out[0] = __sxtab16((uint32_t)neg_zero, v);
+        out[1] = sxtab16_ror8((uint32_t)neg_zero, v);
+    }
+}
+
 /* Split pointwise conv, four pixels per pass (nf4 + nt4 <= MT_QUAD_MAX_K, the channel counts rounded up to
  * 4): each pixel's frozen then trained channels are gathered into an int8 field, each block padded to a
- * multiple of 4 with the zero point (value 0), and expanded like pointwise inputs; every output channel is
- * then two quad_mac passes into the same sums. Returns the number of pixels done. */
+ * multiple of 4 with the zero point (value 0), and expanded like pointwise inputs (whole groups: gather_expand);
+ * every output channel is then two quad_mac passes into the same sums. Returns the number of pixels done. */
 static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
                                                      const int16_t *frozen_idx, int32_t n_frozen,
                                                      const int8_t *w_train, const int16_t *train_idx, int32_t n_train,
@@ -1735,15 +1748,21 @@ static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, co
     const int8_t zero = (int8_t)p->x_zero;
     const int finite = all_finite(eff, out_c), fold = finite && fold_k(nf4 + nt4);
     int16_t dead[MT_DEAD_MAX];
-    /* both blocks whole groups of 4 channels, every bias folded or listed: the asm channel loop (two stages) */
+    /* both blocks whole groups of 4 channels, every bias folded or listed: the asm channel loop (split_rows) */
     const int32_t n_dead = fold && nf4 == n_frozen && nt4 == n_train && n_frozen && n_train
                                ? unfoldable_channels(bias, out_c, dead) : -1;
     const int rows = n_dead >= 0 && (!mask || (out_c & 7) == 0);
     padded_last_row(w_frozen, out_c, n_frozen, nf4, last_f);
     padded_last_row(w_train, out_c, n_train, nt4, last_t);
+    const int whole = nf4 == n_frozen && nt4 == n_train;
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
-        for (int32_t j = 0; j < 4; j++) { /* pixel j into lanes 2j, 2j + 1 of each 8-word group */
+        for (int32_t j = 0; j < 4 && whole; j++) { /* both blocks whole groups: each word built directly */
+            const int8_t *xp = pixel_in(p, x, pix + j);
+            gather_expand(xp, frozen_idx, n_frozen, neg_zero, buf + 2 * j);
+            gather_expand(xp, train_idx, n_train, neg_zero, buf + 2 * (nf4 + j));
+        }
+        for (int32_t j = 0; j < 4 && !whole; j++) { /* pixel j into lanes 2j, 2j + 1 of each 8-word group */
             const int8_t *xp = pixel_in(p, x, pix + j);
             int32_t k = 0;
             for (int32_t i = 0; i < n_frozen; i++) field[k++] = xp[frozen_idx[i]];
