@@ -16,7 +16,9 @@
  *   MACs). The sums start from the bias (bias folding, below) and the four outputs of a channel are
  *   requantised by one asm block (QUAD_STORE: sums to and from the FPU two at a time); without a mask, the
  *   whole pointwise channel loop is one asm loop (quad_rows). Pointwise inputs wider than the buffer go through
- *   it in chunks, partial sums kept per block of output channels. Leftover pixels (n_pix % 4) and
+ *   it in chunks, partial sums kept per block of output channels. A split pointwise conv whose two blocks are
+ *   whole groups of 4 channels runs the frozen and the trained row of each output channel in one such loop
+ *   (split_rows, with the mask too). Leftover pixels (n_pix % 4) and
  *   in_c % 4 != 0 use the per-pixel paths below.
  * - without a mask (frozen layers), weights unpacked to int16 lanes once per call into stack tables: pointwise
  *   with 16-48 input channels (pointwise_wtab: one pixel at a time, two output channels per LDM of its input
