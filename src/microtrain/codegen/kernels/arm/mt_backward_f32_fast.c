@@ -1166,41 +1166,38 @@ static void grad_tile_8x2(const mt_conv_params *p, const int8_t *x, int32_t x_c,
     g[8] = h0, g[9] = h1, g[10] = h2, g[11] = h3, g[12] = h4, g[13] = h5, g[14] = h6, g[15] = h7;
 }
 
-/* One pixel of grad_tile_8x2_xf: the 8 gradient values at gr and the 2 inputs at xp (advanced) by two VLDM,
- * then the 16 products and sums. */
-#define GRAD_8X2_PIXEL                                                                                           \
+/* One pixel of grad_tile_8x2_xf, its two inputs in XV, YV: the 8 gradient values at gr by one VLDM, then the 16
+ * products and sums; gr on to the next pixel. */
+#define GRAD_8X2_PIXEL(XV, YV)                                                                                   \
     do {                                                                                                         \
         register float e0 __asm__("s24"), e1 __asm__("s25"), e2 __asm__("s26"), e3 __asm__("s27");               \
         register float e4 __asm__("s28"), e5 __asm__("s29"), e6 __asm__("s30"), e7 __asm__("s31");               \
-        register float xv __asm__("s22"), yv __asm__("s23");                                                     \
-        __asm__ volatile("vldmia %[gr], {s24-s31}\n\t"                                                            \
-                         "vldmia %[xp]!, {s22-s23}"                                                               \
-                         : [xp] "+r"(xp), "=t"(e0), "=t"(e1), "=t"(e2), "=t"(e3), "=t"(e4), "=t"(e5), "=t"(e6),   \
-                           "=t"(e7), "=t"(xv), "=t"(yv)                                                          \
+        __asm__ volatile("vldmia %[gr], {s24-s31}"                                                                \
+                         : "=t"(e0), "=t"(e1), "=t"(e2), "=t"(e3), "=t"(e4), "=t"(e5), "=t"(e6), "=t"(e7)         \
                          : [gr] "r"(gr)                                                                          \
                          : "memory");                                                                            \
-        g0 = mla_f32(g0, xv, e0);                                                                                \
-        g1 = mla_f32(g1, xv, e1);                                                                                \
-        g2 = mla_f32(g2, xv, e2);                                                                                \
-        g3 = mla_f32(g3, xv, e3);                                                                                \
-        g4 = mla_f32(g4, xv, e4);                                                                                \
-        g5 = mla_f32(g5, xv, e5);                                                                                \
-        g6 = mla_f32(g6, xv, e6);                                                                                \
-        g7 = mla_f32(g7, xv, e7);                                                                                \
-        h0 = mla_f32(h0, yv, e0);                                                                                \
-        h1 = mla_f32(h1, yv, e1);                                                                                \
-        h2 = mla_f32(h2, yv, e2);                                                                                \
-        h3 = mla_f32(h3, yv, e3);                                                                                \
-        h4 = mla_f32(h4, yv, e4);                                                                                \
-        h5 = mla_f32(h5, yv, e5);                                                                                \
-        h6 = mla_f32(h6, yv, e6);                                                                                \
-        h7 = mla_f32(h7, yv, e7);                                                                                \
+        g0 = mla_f32(g0, XV, e0);                                                                                \
+        g1 = mla_f32(g1, XV, e1);                                                                                \
+        g2 = mla_f32(g2, XV, e2);                                                                                \
+        g3 = mla_f32(g3, XV, e3);                                                                                \
+        g4 = mla_f32(g4, XV, e4);                                                                                \
+        g5 = mla_f32(g5, XV, e5);                                                                                \
+        g6 = mla_f32(g6, XV, e6);                                                                                \
+        g7 = mla_f32(g7, XV, e7);                                                                                \
+        h0 = mla_f32(h0, YV, e0);                                                                                \
+        h1 = mla_f32(h1, YV, e1);                                                                                \
+        h2 = mla_f32(h2, YV, e2);                                                                                \
+        h3 = mla_f32(h3, YV, e3);                                                                                \
+        h4 = mla_f32(h4, YV, e4);                                                                                \
+        h5 = mla_f32(h5, YV, e5);                                                                                \
+        h6 = mla_f32(h6, YV, e6);                                                                                \
+        h7 = mla_f32(h7, YV, e7);                                                                                \
         gr += out_c;                                                                                             \
     } while (0)
 
 /* grad_tile_8x2 with both channels' (x - x_zero) already converted, pixel by pixel in xf (2 floats per output
- * pixel, the same values grad_tile_8x2 computes): per pixel one VLDM of the 8 gradient values and one of the
- * 2 inputs, then the 16 products and sums in the same order; two pixels per loop pass (the odd last one
+ * pixel, the same values grad_tile_8x2 computes): two pixels per loop pass, their 4 inputs by one VLDM, then per
+ * pixel one VLDM of the 8 gradient values and the 16 products and sums in the same order (the odd last pixel
  * after). */
 static void grad_tile_8x2_xf(const float *xf, int32_t n_pix, const float *gacc, int32_t out_c, int32_t o, float *g)
 {
@@ -1208,10 +1205,15 @@ static void grad_tile_8x2_xf(const float *xf, int32_t n_pix, const float *gacc, 
     float h0 = 0.0f, h1 = 0.0f, h2 = 0.0f, h3 = 0.0f, h4 = 0.0f, h5 = 0.0f, h6 = 0.0f, h7 = 0.0f;
     const float *gr = gacc + o, *xp = xf, *pairs_end = xf + 2 * (n_pix & ~1);
     while (xp != pairs_end) {
-        GRAD_8X2_PIXEL;
-        GRAD_8X2_PIXEL;
+        register float xa __asm__("s20"), ya __asm__("s21"), xb __asm__("s22"), yb __asm__("s23");
+        __asm__ volatile("vldmia %[xp]!, {s20-s23}"
+                         : [xp] "+r"(xp), "=t"(xa), "=t"(ya), "=t"(xb), "=t"(yb)
+                         :
+                         : "memory");
+        GRAD_8X2_PIXEL(xa, ya);
+        GRAD_8X2_PIXEL(xb, yb);
     }
-    if (n_pix & 1) GRAD_8X2_PIXEL;
+    if (n_pix & 1) GRAD_8X2_PIXEL(xp[0], xp[1]);
     g[0] = g0, g[1] = g1, g[2] = g2, g[3] = g3, g[4] = g4, g[5] = g5, g[6] = g6, g[7] = g7;
     g[8] = h0, g[9] = h1, g[10] = h2, g[11] = h3, g[12] = h4, g[13] = h5, g[14] = h6, g[15] = h7;
 }
