@@ -423,6 +423,16 @@ def step_accuracy(args) -> dict:
             doc["qas_datasets"] = {"source": f"not shown ({why_s}); run benchmarks/exp_datasets.py, then "
                                              "benchmarks/qas_datasets.py"}
         log(f"  QAS on the real datasets: {doc['qas_datasets']['source']}")
+    # integer vs float backward (exp_backward.py: reruns the int8+QAS final runs with backward="int16")
+    bwd = RESULTS / "backward.json"
+    if bwd.exists() and args.accuracy != "skip":
+        fresh_b, why_b = _freshness(bwd, ACCURACY_DEPS["qas"])
+        if fresh_b and bwd.with_suffix(".md").exists():
+            doc["backward"] = {"source": why_b, "record": json.loads(bwd.read_text()),
+                               "markdown": bwd.with_suffix(".md").read_text()}
+        else:
+            doc["backward"] = {"source": f"not shown ({why_b}); run benchmarks/exp_backward.py"}
+        log(f"  integer backward: {doc['backward']['source']}")
     # the time-series scenario (demo --task vowels + bench_vowels_m4.py --save): reused only, never re-run here
     vowels = RESULTS / "vowels.json"
     if vowels.exists() and args.accuracy != "skip":
@@ -886,6 +896,12 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
                       f"{qd['source']}):", ""] + _first_table(qd["markdown"]) + [""]
             if t.get("acceptance"):
                 lines += [f"Acceptance: {t['acceptance']}", ""]
+        bw = acc.get("backward")
+        if bw and bw.get("markdown"):
+            lines += [f"**Integer backward** (`--backward int16`: pointwise input gradients as int16 codes with a "
+                      f"power-of-two scale, exact int32 sums, docs/training-semantics.md 4b) vs the float backward, "
+                      f"mcunet-5fps int8 + QAS at the float setting's lr, paired by seed ({bw['source']}):", "",
+                      bw["markdown"].strip(), ""]
         s = acc.get("sparse", {})
         lines += [f"**Sparse update, accuracy vs memory** ({s.get('source', 'n/a')}):", ""]
         rec = s.get("record") or {}

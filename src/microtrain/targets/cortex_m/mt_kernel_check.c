@@ -75,10 +75,14 @@ static const Case cases[] = {
      * two tables at in_c 48 */
     {"pointwise", 8, 8, 40, 13, 1, 1, 0},  {"pointwise", 9, 8, 48, 18, 1, 1, 0},
     {"pointwise", 15, 17, 24, 12, 1, 2, 0},
-    /* dense convs through conv_wtab (k_n 27 -> 32, 36 -> 40): one bias too large to fold (float biases in the
-     * quad headers), all folded, biases near 2^24 */
+    /* dense convs through conv_wtab (k_n 27 -> 28, 36 -> 36: a last half group of 4): one bias too large to fold
+     * (float biases in the quad headers), all folded, biases near 2^24 */
     {"conv", 48, 48, 3, 16, 3, 2, 1},     {"conv", 19, 17, 3, 8, 3, 2, 1},
     {"conv", 12, 12, 4, 8, 3, 1, 1},
+    /* conv_wtab's other half-group widths (k_n 18 -> 20, 44 -> 44): one bias too large to fold, small, near
+     * 2^24; stride 2 */
+    {"conv", 11, 10, 2, 12, 3, 1, 1},     {"conv", 10, 10, 11, 8, 2, 1, 0},
+    {"conv", 17, 15, 2, 8, 3, 2, 1},
     /* multipliers too large for int16 outputs (WIDE_EFF_CASE on: one channel's outputs beyond int16 before the
      * clamp): the byte-at-a-time stores (quads, narrow, depthwise rows) */
     {"pointwise", 8, 8, 16, 20, 1, 1, 0},  {"pointwise", 8, 8, 8, 20, 1, 1, 0},
@@ -88,8 +92,8 @@ static const Case cases[] = {
     {"split", 4, 4, 40, 24, 1, 1, 0},      {"split", 5, 4, 28, 16, 1, 1, 0},
 };
 #define NARROW_LAYER_CASE 43 /* and 47: in_c 16 */
-#define WIDE_EFF_CASE 57
-#define FIRST_GROUPED_SPLIT 38 /* and 60, 61 */
+#define WIDE_EFF_CASE 60
+#define FIRST_GROUPED_SPLIT 38 /* and 63, 64 */
 #define MANY_DEAD_CASE 33 /* more dead channels than the SIMD kernels list (MT_DEAD_MAX) */
 #define FIRST_FOLD_CASE 19
 #define NOMASK_REGION 1000

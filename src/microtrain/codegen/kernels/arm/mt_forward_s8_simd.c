@@ -23,9 +23,10 @@
  * - without a mask (frozen layers), weights unpacked to int16 lanes once per call into stack tables: pointwise
  *   with 16-48 input channels (pointwise_wtab: one pixel at a time, two output channels per LDM of its input
  *   lanes), 8 (pointwise_narrow: the pixel's lanes in registers) and first-conv-like dense convs (conv_wtab:
- *   receptive fields gathered a few pixels at a time, then pointwise_wtab's loop). A channel quad's four
- *   outputs are contiguous there (and in dw_rows): stored packed (PACKED_STORE4) when every output of the call
- *   provably fits int16 before the int8 clamp (wtab_fits), byte by byte otherwise;
+ *   receptive fields padded to a multiple of 4, a last half group of 4 inputs when not of 8, gathered eight
+ *   pixels at a time, a row of inside 3x3x3 windows by pointer steps; then pointwise_wtab's loop). A channel
+ *   quad's four outputs are contiguous there (and in dw_rows): stored packed (PACKED_STORE4) when every output of
+ *   the call provably fits int16 before the int8 clamp (wtab_fits), byte by byte otherwise;
  * - per-pixel paths: one pixel x four output channels (dot4_asm), or an int16 patch per pixel; the dense
  *   receptive field of a window inside the input is copied a kernel row (kw * in_c contiguous bytes) at a time;
  * - depthwise: four channels in four accumulators (SMLABB/SMLATT). Pixels whose window lies inside the input
@@ -38,7 +39,7 @@
  * (requant_finite); the result is the same. Shapes beyond the stack patch / tap list sizes call the portable
  * kernel, and so does a dilated window (dilation > 1: the 1-D models' dilated convs run the portable loops;
  * pointwise kernels have no window to dilate). The residual add has a twin too (mt_add_s8). Stack (gcc
- * -fstack-usage, Cortex-M7): the deepest frames are conv_wtab's 1,680 B and pointwise_wtab's 1,600 B (1,344 B of
+ * -fstack-usage, Cortex-M7): the deepest frames are conv_wtab's 1,704 B and pointwise_wtab's 1,600 B (1,344 B of
  * table), below the float backward's 1,952 B (dw_grad_in_whole). */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 
@@ -1115,8 +1116,8 @@ static __attribute__((noinline)) void pointwise_narrow(const mt_conv_params *p, 
  * top bits flipped (u - 128 as int8 is u ^ 0x80) and stored by one STR: 24 instructions for four outputs
  * against 28. */
 /* 1,344 B of stack (the deepest frame stays a float backward one: 2,204 B high-water for the mcunet-5fps step,
- * unchanged); first_conv's four quads of 76 words and a chunk of four 32-byte fields fit: its fields are gathered
- * once */
+ * unchanged); first_conv's four quads of 64 (68 with float biases) words and a chunk of eight 28-byte fields fit:
+ * its fields are gathered once */
 #define MT_WTAB_WORDS 336
 #define MT_WTAB_MAX_IN 48
 
@@ -1141,6 +1142,14 @@ typedef struct {
     "sxtab16 r4, r7, r10\n\t"                                                                                    \
     "sxtab16 r5, r7, r10, ror #8\n\t"                                                                            \
     "stmia   lr!, {r2, r3, r4, r5}\n\t"
+/* The half group of 4 inputs (when %[h]): one word unpacked into two lane words. */
+#define WTAB_UNPACK_HALF                                                                                         \
+    ".if     %c[h]\n\t"                                                                                           \
+    "ldr     r8, [r1], #4\n\t"                                                                                   \
+    "sxtab16 r2, r7, r8\n\t"                                                                                     \
+    "sxtab16 r3, r7, r8, ror #8\n\t"                                                                             \
+    "stmia   lr!, {r2, r3}\n\t"                                                                                  \
+    ".endif\n\t"
 #define WTAB_SMLAD4(BR)                                                                                          \
     "smlad   " BR ", r2, r8, " BR "\n\t"                                                                         \
     "smlad   " BR ", r3, r9, " BR "\n\t"                                                                         \
@@ -1156,6 +1165,15 @@ typedef struct {
     "ldmia   r1!, {r8, r9, r10, r11}\n\t" WTAB_SMLAD4("r6")                                                      \
     "ldmia   r1!, {r8, r9, r10, r11}\n\t" WTAB_SMLAD4("r7")                                                      \
     ".endr\n\t"                                                                                                  \
+    ".if     %c[h]\n\t" /* a last half group of 4 inputs (conv_wtab, k4 % 8 == 4) */                              \
+    "ldmia   lr!, {r2, r3}\n\t"                                                                                  \
+    "ldmia   r1!, {r8, r9}\n\t"                                                                                  \
+    "smlad   r6, r2, r8, r6\n\t"                                                                                 \
+    "smlad   r6, r3, r9, r6\n\t"                                                                                 \
+    "ldmia   r1!, {r8, r9}\n\t"                                                                                  \
+    "smlad   r7, r2, r8, r7\n\t"                                                                                 \
+    "smlad   r7, r3, r9, r7\n\t"                                                                                 \
+    ".endif\n\t"                                                                                                 \
     "sub     lr, lr, %[lane_bytes]\n\t"
 #define WTAB_ROWS_ASM(HEAD, BIAS_ADD)                                                                            \
     "push    {r0}\n\t"                                                                                           \
@@ -1168,7 +1186,7 @@ typedef struct {
     "str     r6, [r0]\n\t"                                                                                       \
     "ldr     r7, [r0, #28]\n\t"                                                                                  \
     "ldr     lr, [r0, #24]\n\t"                                                                                  \
-    ".rept   %c[g]\n\t" WTAB_UNPACK ".endr\n\t"                                                                  \
+    ".rept   %c[g]\n\t" WTAB_UNPACK ".endr\n\t" WTAB_UNPACK_HALF                                               \
     "sub     lr, lr, %[lane_bytes]\n\t"                                                                          \
     "ldrd    r12, r6, [r0, #8]\n\t" /* y, y_step */                                                              \
     "add     r6, r12, r6\n\t"                                                                                    \
@@ -1191,10 +1209,11 @@ typedef struct {
 /* Quad headers: the four multipliers, or the four float biases then the multipliers. */
 #define WTAB_HEAD "vldmia  r1!, {s12-s15}\n\t"
 #define WTAB_HEAD_FB "vldmia  r1!, {s0-s3}\n\t" "vldmia  r1!, {s12-s15}\n\t"
-#define WTAB_ROWS_CALL(G, HEAD, BIAS_ADD)                                                                         \
+#define WTAB_ROWS_CALL(G, HEAD, BIAS_ADD) WTAB_ROWS_CALL_H(G, 0, HEAD, BIAS_ADD)
+#define WTAB_ROWS_CALL_H(G, H, HEAD, BIAS_ADD)                                                                    \
     __asm__ volatile(WTAB_ROWS_ASM(HEAD, BIAS_ADD)                                                               \
                      : "+r"(c)                                                                                   \
-                     : [g] "i"(G), [lane_bytes] "i"(16 * (G))                                                    \
+                     : [g] "i"(G), [h] "i"(H), [lane_bytes] "i"(16 * (G) + 8 * (H))                              \
                      : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s0", "s1",  \
                        "s2", "s3", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
 
@@ -1223,6 +1242,28 @@ static __attribute__((noinline)) void wtab_rows(wtab_ctx *ctx, int32_t k8, int f
     }
 }
 
+/* wtab_rows for conv_wtab's fields of k4 = 8 * G + 4 bytes (k4 20, 28, 36 or 44): G groups of 8 inputs and a
+ * half group (first_conv: k_n 27 padded to 28, not 32: an eighth fewer MACs and unpacks). */
+static __attribute__((noinline)) void wtab_rows_half(wtab_ctx *ctx, int32_t k4, int fb)
+{
+    register wtab_ctx *c __asm__("r0") = ctx;
+    if (fb) {
+        switch (k4) {
+        case 20: WTAB_ROWS_CALL_H(2, 1, WTAB_HEAD_FB, QUAD_FB_ADD); break;
+        case 28: WTAB_ROWS_CALL_H(3, 1, WTAB_HEAD_FB, QUAD_FB_ADD); break;
+        case 36: WTAB_ROWS_CALL_H(4, 1, WTAB_HEAD_FB, QUAD_FB_ADD); break;
+        default: WTAB_ROWS_CALL_H(5, 1, WTAB_HEAD_FB, QUAD_FB_ADD); break;
+        }
+        return;
+    }
+    switch (k4) {
+    case 20: WTAB_ROWS_CALL_H(2, 1, WTAB_HEAD, ""); break;
+    case 28: WTAB_ROWS_CALL_H(3, 1, WTAB_HEAD, ""); break;
+    case 36: WTAB_ROWS_CALL_H(4, 1, WTAB_HEAD, ""); break;
+    default: WTAB_ROWS_CALL_H(5, 1, WTAB_HEAD, ""); break;
+    }
+}
+
 static inline int wtab_shape(const mt_conv_params *p, const int8_t *x)
 {
     /* LDRD on the input: word-aligned pixels */
@@ -1243,9 +1284,10 @@ static inline uint32_t load_row4(const int8_t *row, int32_t i, int32_t k_n)
 }
 
 /* Channels o .. o + n - 1 (n % 4 == 0) into wtab_rows' table (layout above): weight rows of k_n bytes padded
- * with zeros to k8; fb: the quad headers carry the float biases of the unfolded channels (0.0f for the others,
- * whose sums start from their bias), else those channels are left to redo_unfolded. */
-static void wtab_table(const int8_t *w, int32_t k_n, int32_t k8, const int32_t *bias, const float *eff, int32_t o,
+ * with zeros to kp (a multiple of 4: groups of 8, a last half group of 4 when kp % 8 == 4); fb: the quad headers
+ * carry the float biases of the unfolded channels (0.0f for the others, whose sums start from their bias), else
+ * those channels are left to redo_unfolded. */
+static void wtab_table(const int8_t *w, int32_t k_n, int32_t kp, const int32_t *bias, const float *eff, int32_t o,
                        int32_t n, int fb, uint32_t *tab)
 {
     for (int32_t k = o; k < o + n; k += 4) {
@@ -1253,10 +1295,10 @@ static void wtab_table(const int8_t *w, int32_t k_n, int32_t k8, const int32_t *
             for (int32_t j = 0; j < 4; j++) *tab++ = float_bits(fold_one(bias[k + j]) ? 0.0f : (float)bias[k + j]);
         for (int32_t j = 0; j < 4; j++) *tab++ = float_bits(eff[k + j]);
         for (int32_t ca = k; ca < k + 4; ca += 2)
-            for (int32_t g = 0; g < k8; g += 8)
+            for (int32_t g = 0; g < kp; g += 8)
                 for (int32_t ch = ca; ch < ca + 2; ch++) {
                     if (g == 0) *tab++ = fold_one(bias[ch]) ? (uint32_t)bias[ch] : 0u;
-                    for (int32_t i = g; i < g + 8; i += 4) {
+                    for (int32_t i = g; i < g + 8 && i < kp; i += 4) {
                         const uint32_t v = load_row4(w + ch * k_n, i, k_n);
                         *tab++ = __sxtb16(v), *tab++ = sxtb16_ror8(v);
                     }
@@ -1519,23 +1561,51 @@ static __attribute__((noinline)) void conv_patches(const mt_conv_params *p, cons
 }
 
 /* Dense conv (first_conv: 3x3x3, k_n 27) through pointwise_wtab's loop: receptive fields padded with the zero
- * point to k8 = k_n rounded up to 8 (16 <= k8 <= 48), gathered MT_WTAB_CHUNK pixels at a time into the words of
- * the table array after the weights, then read as pointwise inputs of k8 channels. Unfolded biases (dead
- * channels) ride in the quad headers (WTAB_HEAD_FB). Without a mask, out_c % 4 == 0, finite multipliers and
- * outputs within int16 reach only. */
-#define MT_WTAB_CHUNK 4
-/* The receptive fields of n output pixels from pix on, k8 bytes apart: a window inside the input a kernel row
+ * point to k4 = k_n rounded up to 4 (16 <= k4 <= 48), gathered MT_WTAB_CHUNK pixels at a time into the words of
+ * the table array after the weights, then read as pointwise inputs of k4 channels (k4 % 8 == 4: wtab_rows_half,
+ * a last half group; first_conv 28 lanes, not 32: 2.43 M against 2.57 M instructions on the mcunet-5fps step).
+ * Unfolded biases (dead channels) ride in the quad headers (WTAB_HEAD_FB). Without a mask, out_c % 4 == 0,
+ * finite multipliers and outputs within int16 reach only. Chunks of 8 pixels (first_conv's four quads of 64 or
+ * 68 words and eight 28-byte fields fit the table array; 2.27 M against 2.35 M with chunks of 4). */
+#define MT_WTAB_CHUNK 8
+/* The receptive fields of n output pixels from pix on, k8 (here k4) bytes apart: a window inside the input a kernel row
  * (kw * in_c >= 4 contiguous bytes) at a time in word copies, the last one overlapping its predecessor (no
  * byte loop, nothing read past the row), bytes k_n..k8 untouched (set once by the caller: their weights are
  * zero); a border window as the zero point and the valid part of each valid kernel row. */
+/* m receptive fields of 3x3 windows of 3 channels (first convs) inside the input, consecutive in an output row
+ * (x0: the first one's top left, step bytes apart in the input, k4 in fields): nine word copies each. */
+static void gather_stem_run(const int8_t *x0, int32_t x_row, int32_t step, int32_t m, int32_t k4, int8_t *f)
+{
+    for (; m > 0; m--, x0 += step, f += k4) {
+        const int8_t *x1 = x0 + x_row, *x2 = x1 + x_row;
+        const uint32_t a0 = load_u32(x0), a1 = load_u32(x0 + 4), a2 = load_u32(x0 + 5);
+        const uint32_t b0 = load_u32(x1), b1 = load_u32(x1 + 4), b2 = load_u32(x1 + 5);
+        const uint32_t c0 = load_u32(x2), c1 = load_u32(x2 + 4), c2 = load_u32(x2 + 5);
+        __builtin_memcpy(f, &a0, 4), __builtin_memcpy(f + 4, &a1, 4);
+        __builtin_memcpy(f + 5, &a2, 4), __builtin_memcpy(f + 9, &b0, 4);
+        __builtin_memcpy(f + 13, &b1, 4), __builtin_memcpy(f + 14, &b2, 4);
+        __builtin_memcpy(f + 18, &c0, 4), __builtin_memcpy(f + 22, &c1, 4);
+        __builtin_memcpy(f + 23, &c2, 4);
+    }
+}
+
 static void gather_fields(const mt_conv_params *p, const int8_t *x, int32_t pix, int32_t n, int32_t k8,
                           int8_t *fields)
 {
     const int32_t row = p->kw * p->in_c, last = row - 4, x_row = p->in_w * p->in_c, kh = p->kh;
     int32_t oy = pix / p->out_w, ox = pix - oy * p->out_w;
+    /* the last output column whose window ends inside the input */
+    const int32_t ox_in = (p->in_w - p->kw + p->pad) / p->stride;
     for (int32_t j = 0; j < n; j++, fields += k8) {
         const int32_t iy0 = oy * p->stride - p->pad, ix0 = ox * p->stride - p->pad;
-        if (iy0 < 0 || ix0 < 0 || iy0 + kh > p->in_h || ix0 + p->kw > p->in_w) {
+        const int inside = iy0 >= 0 && ix0 >= 0 && iy0 + kh <= p->in_h && ix0 + p->kw <= p->in_w;
+        if (inside && row == 9 && kh == 3) {
+            /* the run of inside windows in this output row, up to the chunk's end */
+            int32_t m = ox_in - ox + 1;
+            m = m < n - j ? m : n - j;
+            gather_stem_run(x + (iy0 * p->in_w + ix0) * 3, x_row, p->stride * 3, m, k8, fields);
+            j += m - 1, fields += (m - 1) * k8, ox += m - 1;
+        } else if (!inside) {
             /* the zero point everywhere, then the valid part of each valid kernel row */
             const uint32_t zz = (uint32_t)(uint8_t)p->x_zero * 0x01010101u;
             for (int32_t k = 0; k < k8; k += 4) __builtin_memcpy(fields + k, &zz, 4);
@@ -1546,16 +1616,6 @@ static void gather_fields(const mt_conv_params *p, const int8_t *x, int32_t pix,
                 int8_t *f = fields + (ky * p->kw + kx0) * p->in_c;
                 for (int32_t i = 0; i < (kx1 - kx0) * p->in_c; i++) f[i] = xr[i];
             }
-        } else if (row == 9 && kh == 3) { /* 3x3 windows of 3 channels (first convs): nine word copies */
-            const int8_t *x0 = x + (iy0 * p->in_w + ix0) * p->in_c, *x1 = x0 + x_row, *x2 = x1 + x_row;
-            const uint32_t a0 = load_u32(x0), a1 = load_u32(x0 + 4), a2 = load_u32(x0 + 5);
-            const uint32_t b0 = load_u32(x1), b1 = load_u32(x1 + 4), b2 = load_u32(x1 + 5);
-            const uint32_t c0 = load_u32(x2), c1 = load_u32(x2 + 4), c2 = load_u32(x2 + 5);
-            __builtin_memcpy(fields, &a0, 4), __builtin_memcpy(fields + 4, &a1, 4);
-            __builtin_memcpy(fields + 5, &a2, 4), __builtin_memcpy(fields + 9, &b0, 4);
-            __builtin_memcpy(fields + 13, &b1, 4), __builtin_memcpy(fields + 14, &b2, 4);
-            __builtin_memcpy(fields + 18, &c0, 4), __builtin_memcpy(fields + 22, &c1, 4);
-            __builtin_memcpy(fields + 23, &c2, 4);
         } else {
             const int8_t *xr = x + (iy0 * p->in_w + ix0) * p->in_c;
             int8_t *f = fields;
@@ -1574,8 +1634,8 @@ static void gather_fields(const mt_conv_params *p, const int8_t *x, int32_t pix,
 
 static inline int conv_wtab_shape(const mt_conv_params *p, int32_t k_n, uint8_t *mask)
 {
-    const int32_t k8 = (k_n + 7) & ~7;
-    return !mask && k8 >= 16 && k8 <= MT_WTAB_MAX_IN && p->kw * p->in_c >= 4 && p->out_c % 4 == 0 &&
+    const int32_t k4 = (k_n + 3) & ~3;
+    return !mask && k4 >= 16 && k4 <= MT_WTAB_MAX_IN && p->kw * p->in_c >= 4 && p->out_c % 4 == 0 &&
            p->out_h * p->out_w >= 64;
 }
 
@@ -1583,23 +1643,24 @@ static __attribute__((noinline)) void conv_wtab(const mt_conv_params *p, const i
                                                 const int32_t *bias, const float *eff, int8_t *y)
 {
     uint32_t tab[MT_WTAB_WORDS], lanes[MT_WTAB_MAX_IN / 2];
-    const int32_t k_n = p->kh * p->kw * p->in_c, k8 = (k_n + 7) & ~7, out_c = p->out_c, n_pix = p->out_h * p->out_w;
+    const int32_t k_n = p->kh * p->kw * p->in_c, k4 = (k_n + 3) & ~3, out_c = p->out_c, n_pix = p->out_h * p->out_w;
     const int fb = !bias_foldable(bias, out_c, k_n);
-    const int32_t quad_words = (fb ? 12 : 8) + 2 * k8, quads = out_c / 4;
-    const int32_t max_quads = (MT_WTAB_WORDS - MT_WTAB_CHUNK * k8 / 4) / quad_words;
+    const int32_t quad_words = (fb ? 12 : 8) + 2 * k4, quads = out_c / 4;
+    const int32_t max_quads = (MT_WTAB_WORDS - MT_WTAB_CHUNK * k4 / 4) / quad_words;
     const int32_t n_blocks = (quads + max_quads - 1) / max_quads, per_block = (quads + n_blocks - 1) / n_blocks;
     const uint32_t zero_128 = (uint32_t)(p->y_zero + 128) * 0x00010001u;
     int8_t *fields = (int8_t *)(tab + per_block * quad_words);
-    for (int32_t k = 0; k < MT_WTAB_CHUNK * k8; k++) fields[k] = (int8_t)p->x_zero;
+    for (int32_t k = 0; k < MT_WTAB_CHUNK * k4; k++) fields[k] = (int8_t)p->x_zero;
     for (int32_t q = 0; q < quads; q += per_block) {
         const int32_t n = 4 * (quads - q < per_block ? quads - q : per_block);
-        wtab_table(w, k_n, k8, bias, eff, 4 * q, n, fb, tab);
+        wtab_table(w, k_n, k4, bias, eff, 4 * q, n, fb, tab);
         for (int32_t pix = 0; pix < n_pix; pix += MT_WTAB_CHUNK) {
             const int32_t run = n_pix - pix < MT_WTAB_CHUNK ? n_pix - pix : MT_WTAB_CHUNK;
-            gather_fields(p, x, pix, run, k8, fields);
-            wtab_ctx ctx = {fields, k8, y + pix * out_c + 4 * q, out_c, tab, tab + n / 4 * quad_words, lanes,
-                            pack_neg_zero(p->x_zero), fields + run * k8, zero_128};
-            wtab_rows(&ctx, k8, fb);
+            gather_fields(p, x, pix, run, k4, fields);
+            wtab_ctx ctx = {fields, k4, y + pix * out_c + 4 * q, out_c, tab, tab + n / 4 * quad_words, lanes,
+                            pack_neg_zero(p->x_zero), fields + run * k4, zero_128};
+            if (k4 & 4) wtab_rows_half(&ctx, k4, fb);
+            else wtab_rows(&ctx, k4, fb);
         }
     }
 }
