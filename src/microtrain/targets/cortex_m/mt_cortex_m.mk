@@ -19,6 +19,8 @@ RAM_LIMIT  ?=
 comma := ,
 ifeq ($(CPU),cortex-m7)
 FPU := -mfpu=fpv5-sp-d16
+# FPv5's directed-rounding conversions (VCVTM), which gcc announces by no macro of its own
+FPU_DEFINES := -DMT_FPV5=1
 else ifeq ($(CPU),cortex-m4)
 FPU := -mfpu=fpv4-sp-d16
 else
@@ -29,7 +31,7 @@ endif
 ARCH_FLAGS := -mcpu=$(CPU) -mthumb $(FPU) -mfloat-abi=hard
 CFLAGS := $(ARCH_FLAGS) $(OPT) -std=c99 -ffreestanding -fno-builtin-printf -ffp-contract=off \
           -fno-math-errno -ffunction-sections -fdata-sections -Wall -Wno-unused-function -Werror=implicit-function-declaration \
-          -I$(FIRMWARE_DIR) $(INCLUDES) $(DEFINES) -DMT_TARGET_CORTEX_M=1 -DMT_SIMD=$(SIMD)
+          -I$(FIRMWARE_DIR) $(INCLUDES) $(DEFINES) $(FPU_DEFINES) -DMT_TARGET_CORTEX_M=1 -DMT_SIMD=$(SIMD)
 LDFLAGS := $(ARCH_FLAGS) -nostartfiles -nostdlib -T$(FIRMWARE_DIR)mt_firmware.ld \
            -Wl,--defsym=__stack_size=$(STACK_SIZE) -Wl,--gc-sections -Wl,-Map=$(OUT:.elf=.map) \
            -Wl,--print-memory-usage $(if $(RAM_LIMIT),-Wl$(comma)--defsym=__ram_length=$(RAM_LIMIT)) \

@@ -87,10 +87,13 @@ static const Case cases[] = {
      * clamp): the byte-at-a-time stores (quads, narrow, depthwise rows) */
     {"pointwise", 8, 8, 16, 20, 1, 1, 0},  {"pointwise", 8, 8, 8, 20, 1, 1, 0},
     {"depthwise", 9, 9, 12, 12, 3, 1, 1},
+    /* split into whole groups whose counts enter split_rows' loop passes part way (frozen 28 + trained 12
+     * channels; 20 + 8), channel 2 wide as above: one bias too large to fold; small biases, mixed clamp bits */
+    {"split", 4, 4, 40, 24, 1, 1, 0},      {"split", 5, 4, 28, 16, 1, 1, 0},
 };
 #define NARROW_LAYER_CASE 43 /* and 47: in_c 16 */
 #define WIDE_EFF_CASE 60
-#define FIRST_GROUPED_SPLIT 38
+#define FIRST_GROUPED_SPLIT 38 /* and 63, 64 */
 #define MANY_DEAD_CASE 33 /* more dead channels than the SIMD kernels list (MT_DEAD_MAX) */
 #define FIRST_FOLD_CASE 19
 #define NOMASK_REGION 1000

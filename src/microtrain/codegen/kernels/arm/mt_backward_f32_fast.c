@@ -22,17 +22,22 @@
  *   weight: the channel loop innermost, accumulating in place in tap order;
  * - fused weight update of a pointwise conv: 8 output x 2 input channels per pass (the 8 gradient values by
  *   one VLDM), else 4 x 2, so each (x - x_zero) and each gradient value is loaded and converted once for
- *   several products; on maps of up to MT_WU_PIXELS pixels each pair of inputs is converted once per call; the
- *   int8 update itself in 32-bit integers when |t| < 2^30 (update_s8_fast: the same result as mt_update_s8);
+ *   several products; on maps of up to MT_WU_PIXELS pixels each pair of inputs is converted once per call (two
+ *   pixels per pass: 38 instructions for 32 MACs); the int8 update itself in 32-bit integers when |t| < 2^30
+ *   (update_s8_fast: the same result as mt_update_s8; the uniform draw by a fixed-point VCVT, floor by VCVTM on
+ *   the Cortex-M7, the clamp by SSAT);
  * - the masked gradient of a conv output: a pixel loop over channels instead of a per-element counter, one
  *   mask byte per 8 channels when c % 8 == 0;
- * - fused bias update: four channels per pass over the positions, the int32 update as the int8 one;
+ * - fused bias update: 16 channels per pass over the positions (one VLDM, 16 VADD), then four; the int32 update
+ *   as the int8 one;
  * - a residual add's input gradient (mt_add_grad_f32): eight elements per pass as the masked gradient.
  * Stack (gcc -fstack-usage, Cortex-M7 -O2): the deepest frames are grad_input_pointwise_block's 1,944 B (its
  * 1,536-byte weight buffer), dw_grad_in_group8's 1,880 B and dw_grad_in_group16's 1,872 B; the depthwise groups
  * are noinline so only one group's buffers are on the stack at a time.
  * A dilated depthwise conv (dilation > 1) runs the portable kernel.
  * Chosen at build time like the SIMD kernels (targets/cortex_m/mt_cortex_m.mk renames the portable ones). */
+#include <arm_acle.h>
+
 #include "mt_arith.h"
 #include "mt_kernels.h"
 #include "mt_update.h"
@@ -1011,21 +1016,56 @@ static inline int32_t saved_chan(const mt_weight_s8 *w, int32_t x_c, int32_t j)
  * result is the same as through mt_floor_i64 / mt_rint_i64 and the int64 clamp; anything else (huge, infinite,
  * NaN) goes through mt_update_s8 itself. */
 #define MT_UPD_FAST_LIMIT 1073741824.0f
+
+/* floor(t) for |t| < 2^30: one VCVTM (FPv5, Cortex-M7), else the conversion toward zero, one down for a negative
+ * non-integer. */
+static inline int32_t floor_s32(float t)
+{
+#if defined(MT_FPV5)
+    union {
+        float f;
+        int32_t i;
+    } r;
+    __asm__("vcvtm.s32.f32 %0, %1" : "=t"(r.f) : "t"(t));
+    return r.i;
+#else
+    int32_t i = (int32_t)t;
+    return (float)i > t ? i - 1 : i;
+#endif
+}
+
+/* mt_uniform_f32 (mt_update.h): (h >> 8) * 2^-24 by one fixed-point VCVT (24 fraction bits; exact, h >> 8 < 2^24)
+ * instead of a conversion and a multiply. */
+static inline float uniform_fast(uint32_t key, uint32_t index)
+{
+#if defined(__ARM_FP)
+    union {
+        float f;
+        uint32_t u;
+    } r;
+    r.u = mt_fmix32(key ^ index) >> 8;
+    __asm__("vcvt.f32.u32 %0, %0, #24" : "+t"(r.f));
+    return r.f;
+#else
+    return mt_uniform_f32(key, index);
+#endif
+}
+
 static inline __attribute__((always_inline)) int8_t update_s8_fast(int8_t p, float delta, int32_t rounding, uint32_t key, uint32_t index)
 {
     const int stochastic = rounding == MT_ROUND_STOCHASTIC;
-    const float t = stochastic ? delta + mt_uniform_f32(key, index) : delta;
+    const float t = stochastic ? delta + uniform_fast(key, index) : delta;
     if (!(__builtin_fabsf(t) < MT_UPD_FAST_LIMIT)) return mt_update_s8(p, delta, rounding, key, index); /* NaN too */
-    int32_t i = (int32_t)t; /* toward zero */
+    int32_t i;
     if (stochastic) {
-        if ((float)i > t) i -= 1; /* floor */
+        i = floor_s32(t);
     } else {
+        i = (int32_t)t; /* toward zero */
         const float f = t - (float)i; /* rint, ties to even, as mt_rint_i64 */
         if (f > 0.5f || (f == 0.5f && (i & 1))) i += 1;
         else if (f < -0.5f || (f == -0.5f && (i & 1))) i -= 1;
     }
-    const int32_t v = (int32_t)p + i;
-    return (int8_t)(v > 127 ? 127 : (v < -128 ? -128 : v));
+    return (int8_t)__ssat((int32_t)p + i, 8); /* the int8 clamp */
 }
 
 /* mt_update_s32 the same way: the rounded step as above, p + step saturated to int32 (an int32 overflow can only
@@ -1034,12 +1074,13 @@ static inline __attribute__((always_inline)) int32_t update_s32_fast(int32_t p, 
                                                                      uint32_t key, uint32_t index)
 {
     const int stochastic = rounding == MT_ROUND_STOCHASTIC;
-    const float t = stochastic ? delta + mt_uniform_f32(key, index) : delta;
+    const float t = stochastic ? delta + uniform_fast(key, index) : delta;
     if (!(__builtin_fabsf(t) < MT_UPD_FAST_LIMIT)) return mt_update_s32(p, delta, rounding, key, index);
-    int32_t i = (int32_t)t;
+    int32_t i;
     if (stochastic) {
-        if ((float)i > t) i -= 1;
+        i = floor_s32(t);
     } else {
+        i = (int32_t)t;
         const float f = t - (float)i;
         if (f > 0.5f || (f == 0.5f && (i & 1))) i += 1;
         else if (f < -0.5f || (f == -0.5f && (i & 1))) i -= 1;
@@ -1144,41 +1185,54 @@ static void grad_tile_8x2(const mt_conv_params *p, const int8_t *x, int32_t x_c,
     g[8] = h0, g[9] = h1, g[10] = h2, g[11] = h3, g[12] = h4, g[13] = h5, g[14] = h6, g[15] = h7;
 }
 
+/* One pixel of grad_tile_8x2_xf, its two inputs in XV, YV: the 8 gradient values at gr by one VLDM, then the 16
+ * products and sums; gr on to the next pixel. */
+#define GRAD_8X2_PIXEL(XV, YV)                                                                                   \
+    do {                                                                                                         \
+        register float e0 __asm__("s24"), e1 __asm__("s25"), e2 __asm__("s26"), e3 __asm__("s27");               \
+        register float e4 __asm__("s28"), e5 __asm__("s29"), e6 __asm__("s30"), e7 __asm__("s31");               \
+        __asm__ volatile("vldmia %[gr], {s24-s31}"                                                                \
+                         : "=t"(e0), "=t"(e1), "=t"(e2), "=t"(e3), "=t"(e4), "=t"(e5), "=t"(e6), "=t"(e7)         \
+                         : [gr] "r"(gr)                                                                          \
+                         : "memory");                                                                            \
+        g0 = mla_f32(g0, XV, e0);                                                                                \
+        g1 = mla_f32(g1, XV, e1);                                                                                \
+        g2 = mla_f32(g2, XV, e2);                                                                                \
+        g3 = mla_f32(g3, XV, e3);                                                                                \
+        g4 = mla_f32(g4, XV, e4);                                                                                \
+        g5 = mla_f32(g5, XV, e5);                                                                                \
+        g6 = mla_f32(g6, XV, e6);                                                                                \
+        g7 = mla_f32(g7, XV, e7);                                                                                \
+        h0 = mla_f32(h0, YV, e0);                                                                                \
+        h1 = mla_f32(h1, YV, e1);                                                                                \
+        h2 = mla_f32(h2, YV, e2);                                                                                \
+        h3 = mla_f32(h3, YV, e3);                                                                                \
+        h4 = mla_f32(h4, YV, e4);                                                                                \
+        h5 = mla_f32(h5, YV, e5);                                                                                \
+        h6 = mla_f32(h6, YV, e6);                                                                                \
+        h7 = mla_f32(h7, YV, e7);                                                                                \
+        gr += out_c;                                                                                             \
+    } while (0)
+
 /* grad_tile_8x2 with both channels' (x - x_zero) already converted, pixel by pixel in xf (2 floats per output
- * pixel, the same values grad_tile_8x2 computes): per pixel one VLDM of the 8 gradient values and one of the
- * 2 inputs, then the 16 products and sums in the same order. */
+ * pixel, the same values grad_tile_8x2 computes): two pixels per loop pass, their 4 inputs by one VLDM, then per
+ * pixel one VLDM of the 8 gradient values and the 16 products and sums in the same order (the odd last pixel
+ * after). */
 static void grad_tile_8x2_xf(const float *xf, int32_t n_pix, const float *gacc, int32_t out_c, int32_t o, float *g)
 {
     float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, g4 = 0.0f, g5 = 0.0f, g6 = 0.0f, g7 = 0.0f;
     float h0 = 0.0f, h1 = 0.0f, h2 = 0.0f, h3 = 0.0f, h4 = 0.0f, h5 = 0.0f, h6 = 0.0f, h7 = 0.0f;
-    const float *gr = gacc + o, *xp = xf, *end = xf + 2 * n_pix;
-    for (; xp != end; gr += out_c) {
-        register float e0 __asm__("s24"), e1 __asm__("s25"), e2 __asm__("s26"), e3 __asm__("s27");
-        register float e4 __asm__("s28"), e5 __asm__("s29"), e6 __asm__("s30"), e7 __asm__("s31");
-        register float xv __asm__("s22"), yv __asm__("s23");
-        __asm__ volatile("vldmia %[gr], {s24-s31}\n\t"
-                         "vldmia %[xp]!, {s22-s23}"
-                         : [xp] "+r"(xp), "=t"(e0), "=t"(e1), "=t"(e2), "=t"(e3), "=t"(e4), "=t"(e5), "=t"(e6),
-                           "=t"(e7), "=t"(xv), "=t"(yv)
-                         : [gr] "r"(gr)
+    const float *gr = gacc + o, *xp = xf, *pairs_end = xf + 2 * (n_pix & ~1);
+    while (xp != pairs_end) {
+        register float xa __asm__("s20"), ya __asm__("s21"), xb __asm__("s22"), yb __asm__("s23");
+        __asm__ volatile("vldmia %[xp]!, {s20-s23}"
+                         : [xp] "+r"(xp), "=t"(xa), "=t"(ya), "=t"(xb), "=t"(yb)
+                         :
                          : "memory");
-        g0 = mla_f32(g0, xv, e0);
-        g1 = mla_f32(g1, xv, e1);
-        g2 = mla_f32(g2, xv, e2);
-        g3 = mla_f32(g3, xv, e3);
-        g4 = mla_f32(g4, xv, e4);
-        g5 = mla_f32(g5, xv, e5);
-        g6 = mla_f32(g6, xv, e6);
-        g7 = mla_f32(g7, xv, e7);
-        h0 = mla_f32(h0, yv, e0);
-        h1 = mla_f32(h1, yv, e1);
-        h2 = mla_f32(h2, yv, e2);
-        h3 = mla_f32(h3, yv, e3);
-        h4 = mla_f32(h4, yv, e4);
-        h5 = mla_f32(h5, yv, e5);
-        h6 = mla_f32(h6, yv, e6);
-        h7 = mla_f32(h7, yv, e7);
+        GRAD_8X2_PIXEL(xa, ya);
+        GRAD_8X2_PIXEL(xb, yb);
     }
+    if (n_pix & 1) GRAD_8X2_PIXEL(xp[0], xp[1]);
     g[0] = g0, g[1] = g1, g[2] = g2, g[3] = g3, g[4] = g4, g[5] = g5, g[6] = g6, g[7] = g7;
     g[8] = h0, g[9] = h1, g[10] = h2, g[11] = h3, g[12] = h4, g[13] = h5, g[14] = h6, g[15] = h7;
 }
@@ -1280,7 +1334,46 @@ void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *
     }
 }
 
-/* Fused bias gradient + update, four channels per pass over the positions (each channel's sum keeps its order). */
+#if defined(__ARM_FP)
+/* The sums over hw >= 1 positions (rows c floats apart) of 16 channels from gp on, each from +0.0f in position
+ * order, into g[0..15]: sums in s0-s15, per position one VLDM of the 16 values and 16 VADD (20 instructions). */
+static void bias_sums16(const float *gp, int32_t hw, int32_t c, float *g)
+{
+    const float *end = gp + hw * c;
+    __asm__ volatile("vldmia  %[z], {s0-s7}\n\t"
+                     "vldmia  %[z], {s8-s15}\n"
+                     "1:\n\t"
+                     "vldmia  %[gp], {s16-s31}\n\t"
+                     "add     %[gp], %[gp], %[row]\n\t"
+                     "vadd.f32 s0, s0, s16\n\t"
+                     "vadd.f32 s1, s1, s17\n\t"
+                     "vadd.f32 s2, s2, s18\n\t"
+                     "vadd.f32 s3, s3, s19\n\t"
+                     "vadd.f32 s4, s4, s20\n\t"
+                     "vadd.f32 s5, s5, s21\n\t"
+                     "vadd.f32 s6, s6, s22\n\t"
+                     "vadd.f32 s7, s7, s23\n\t"
+                     "vadd.f32 s8, s8, s24\n\t"
+                     "vadd.f32 s9, s9, s25\n\t"
+                     "vadd.f32 s10, s10, s26\n\t"
+                     "vadd.f32 s11, s11, s27\n\t"
+                     "vadd.f32 s12, s12, s28\n\t"
+                     "vadd.f32 s13, s13, s29\n\t"
+                     "vadd.f32 s14, s14, s30\n\t"
+                     "vadd.f32 s15, s15, s31\n\t"
+                     "cmp     %[gp], %[end]\n\t"
+                     "bne     1b\n\t"
+                     "vstmia  %[g], {s0-s15}"
+                     : [gp] "+r"(gp)
+                     : [z] "r"(zeros8), [row] "r"(c * (int32_t)sizeof(float)), [end] "r"(end), [g] "r"(g)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14",
+                       "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27", "s28",
+                       "s29", "s30", "s31", "cc", "memory");
+}
+#endif
+
+/* Fused bias gradient + update, 16 channels per pass over the positions (bias_sums16), then four (each channel's
+ * sum keeps its order). */
 void mt_bias_update_f32(const float *gacc, int32_t hw, int32_t c, int32_t *bias, const mt_update_params *u,
                         const mt_train_ctx *ctx)
 {
@@ -1288,6 +1381,16 @@ void mt_bias_update_f32(const float *gacc, int32_t hw, int32_t c, int32_t *bias,
     const float neg_lr = -ctx->lr, *const divisor = u->divisor; /* locals: the int32 stores may not alias them */
     const int32_t rounding = u->rounding, row0 = u->row0;
     int32_t o = 0;
+#if defined(__ARM_FP)
+    for (; hw > 0 && o + 16 <= c; o += 16) {
+        float g[16];
+        bias_sums16(gacc + o, hw, c, g);
+        for (int32_t j = 0; j < 16; j++) {
+            float d = g[j] / divisor[o + j];
+            bias[o + j] = update_s32_fast(bias[o + j], neg_lr * d, rounding, key, (uint32_t)(o + j + row0));
+        }
+    }
+#endif
     for (; o + 4 <= c; o += 4) {
         float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f;
         const float *gp = gacc + o;

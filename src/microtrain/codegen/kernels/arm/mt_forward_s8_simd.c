@@ -16,7 +16,9 @@
  *   MACs). The sums start from the bias (bias folding, below) and the four outputs of a channel are
  *   requantised by one asm block (QUAD_STORE: sums to and from the FPU two at a time); without a mask, the
  *   whole pointwise channel loop is one asm loop (quad_rows). Pointwise inputs wider than the buffer go through
- *   it in chunks, partial sums kept per block of output channels. Leftover pixels (n_pix % 4) and
+ *   it in chunks, partial sums kept per block of output channels. A split pointwise conv whose two blocks are
+ *   whole groups of 4 channels runs the frozen and the trained row of each output channel in one such loop
+ *   (split_rows, with the mask too). Leftover pixels (n_pix % 4) and
  *   in_c % 4 != 0 use the per-pixel paths below.
  * - without a mask (frozen layers), weights unpacked to int16 lanes once per call into stack tables: pointwise
  *   with 16-48 input channels (pointwise_wtab: one pixel at a time, two output channels per LDM of its input
@@ -519,18 +521,22 @@ typedef struct {
     "ldmia   r0, {r2, r3, r4, r5, r6, r7, r12, lr}\n\t" /* bias, eff, y, out_c, y_zero, y_end, buf, n */           \
     INIT                                                                                                         \
     "vldmia  r3!, {s12}\n\t"                                                                                     \
-    "stmia   r0, {r2, r3}\n\t"                                                                                   \
+    "stmia   r0, {r2, r3}\n\t" QUAD_GROUPS("1", "q")
+
+/* The groups of one weight row (r1, lr bytes, lr % 16 == 4 * count, lr > 0), four per loop pass, the count
+ * over whole passes first (see QUAD_ROWS_MAC). L: a local label digit, P: a label letter, unique in the asm. */
+#define QUAD_GROUPS(L, P)                                                                                        \
     "ubfx    r2, lr, #2, #2\n\t"                                                                                 \
     "add     lr, r1, lr\n\t"                                                                                     \
     "tbb     [pc, r2]\n"                                                                                         \
-    ".Lqt%=:\n\t"                                                                                                \
-    ".byte   (1f - .Lqt%=) / 2, (.Lq3%= - .Lqt%=) / 2, (.Lq2%= - .Lqt%=) / 2, (.Lq1%= - .Lqt%=) / 2\n"            \
-    "1:\n\t" QUAD_GROUP_FIXED                                                                                    \
-    ".Lq1%=:\n\t" QUAD_GROUP_FIXED                                                                               \
-    ".Lq2%=:\n\t" QUAD_GROUP_FIXED                                                                               \
-    ".Lq3%=:\n\t" QUAD_GROUP_FIXED                                                                               \
+    ".L" P "t%=:\n\t"                                                                                            \
+    ".byte   (" L "f - .L" P "t%=) / 2, (.L" P "3%= - .L" P "t%=) / 2, (.L" P "2%= - .L" P "t%=) / 2, (.L" P      \
+    "1%= - .L" P "t%=) / 2\n" L ":\n\t" QUAD_GROUP_FIXED                                                          \
+    ".L" P "1%=:\n\t" QUAD_GROUP_FIXED                                                                           \
+    ".L" P "2%=:\n\t" QUAD_GROUP_FIXED                                                                           \
+    ".L" P "3%=:\n\t" QUAD_GROUP_FIXED                                                                           \
     "cmp     r1, lr\n\t"                                                                                         \
-    "bne     1b\n\t"
+    "bne     " L "b\n\t"
 
 /* After QUAD_ROWS_MAC: the four sums requantised up to the clamp (QUAD_STORE's steps; y_zero added). */
 #define QUAD_ROWS_REQ QUAD_ROWS_REQ_BIAS("", "")
@@ -1724,25 +1730,48 @@ static void padded_last_row(const int8_t *w, int32_t rows, int32_t n, int32_t n4
     for (int32_t k = 0; k < n4; k++) out[k] = k < n ? w[(rows - 1) * n + k] : 0;
 }
 
+/* split_rows' loop state: quad_rows_ctx (n: n_frozen, buf: the gathered pixels, frozen lanes then trained) and
+ * the trained weight row of the current channel. */
+typedef struct {
+    quad_rows_ctx q;
+    const int8_t *w_train; /* 68: advanced by one row per output channel */
+    int32_t n_train;       /* 72 */
+    const int8_t *w_frozen; /* 76: r1 (the frozen row) while the trained groups run */
+} split_rows_ctx;
+_Static_assert(sizeof(quad_rows_ctx) == 68, "split_rows_ctx offsets");
+
+/* QUAD_ROWS_MAC over two weight rows per output channel: the frozen row (r1, rows contiguous) then the trained
+ * one (ctx->w_train), both into the same four sums started from the bias; r12 walks on from the frozen lanes
+ * into the trained ones. */
+#define SPLIT_ROWS_MAC                                                                                           \
+    "0:\n\t"                                                                                                     \
+    "ldmia   r0, {r2, r3, r4, r5, r6, r7, r12, lr}\n\t" /* bias, eff, y, out_c, y_zero, y_end, buf, n_frozen */  \
+    QUAD_INIT_BIAS                                                                                               \
+    "vldmia  r3!, {s12}\n\t"                                                                                     \
+    "stmia   r0, {r2, r3}\n\t" QUAD_GROUPS("1", "q")                                                              \
+    "ldrd    r2, lr, [r0, #68]\n\t" /* w_train, n_train */                                                        \
+    "str     r1, [r0, #76]\n\t"                                                                                  \
+    "mov     r1, r2\n\t" QUAD_GROUPS("4", "r")                                                                    \
+    "str     r1, [r0, #68]\n\t"                                                                                  \
+    "ldr     r1, [r0, #76]\n\t"
+
 /* All output channels of four gathered pixels of a split pointwise conv (both blocks whole groups of 4, no
- * padding), blocks of MT_QUAD_O_BLOCK channels: the frozen block's sums kept (quad_rows_chunk stage 0), then
- * the trained block's added and requantised (stage 1, or 2 with the mask); channels whose bias cannot be
- * folded are redone apart. */
+ * padding; with a mask out_c % 8 == 0) in one asm loop, SPLIT_ROWS_MAC then quad_rows' requantisation (and clamp
+ * bits); channels whose bias cannot be folded are redone apart. */
 static __attribute__((noinline)) void split_rows(const uint32_t *buf, const int8_t *w_frozen, int32_t n_frozen,
                                                  const int8_t *w_train, int32_t n_train, const int32_t *bias,
                                                  const float *eff, int32_t out_c, int32_t y_zero, int32_t pix,
                                                  int8_t *y, uint8_t *mask, const int16_t *dead, int32_t n_dead)
 {
-    quad_acc acc[MT_QUAD_O_BLOCK];
-    for (int32_t o0 = 0; o0 < out_c; o0 += MT_QUAD_O_BLOCK) {
-        const int32_t on = out_c - o0 < MT_QUAD_O_BLOCK ? out_c - o0 : MT_QUAD_O_BLOCK;
-        for (int32_t o = 0; o < on; o++) acc[o] = (quad_acc){bias[o0 + o], bias[o0 + o], bias[o0 + o], bias[o0 + o]};
-        int8_t *yo = y + pix * out_c + o0;
-        quad_rows_ctx ctx = {(const int32_t *)acc, eff + o0, yo, out_c, y_zero, yo + on, buf, n_frozen, o0,
-                             out_c >> 3, mask ? mask + ((pix * out_c) >> 3) : NULL, {0, 0, 0, 0}, 0, NULL};
-        quad_rows_chunk(&ctx, w_frozen + o0 * n_frozen, 0);
-        ctx.bias = (const int32_t *)acc, ctx.eff = eff + o0, ctx.y = yo, ctx.buf = buf + 2 * n_frozen, ctx.n = n_train;
-        quad_rows_chunk(&ctx, w_train + o0 * n_train, mask ? 2 : 1);
+    int8_t *yo = y + pix * out_c;
+    split_rows_ctx ctx = {{bias, eff, yo, out_c, y_zero, yo + out_c, buf, n_frozen, 0, out_c >> 3,
+                           mask ? mask + ((pix * out_c) >> 3) : NULL, {0, 0, 0, 0}, 0, NULL},
+                          w_train, n_train, NULL};
+    {
+        register split_rows_ctx *c __asm__("r0") = &ctx;
+        register const int8_t *wp __asm__("r1") = w_frozen;
+        if (mask) QUAD_ROWS_CALL(SPLIT_ROWS_MAC QUAD_ROWS_REQ QUAD_ROWS_TAIL_MASKED(""));
+        else QUAD_ROWS_CALL(SPLIT_ROWS_MAC QUAD_ROWS_REQ QUAD_ROWS_TAIL(""));
     }
     for (int32_t k = 0; k < n_dead; k++) {
         const int32_t d = dead[k];
@@ -1752,10 +1781,23 @@ static __attribute__((noinline)) void split_rows(const uint32_t *buf, const int8
     }
 }
 
+/* Channels idx[0..n) of one pixel xp (n % 4 == 0), four at a time packed into a word and expanded as expand_quad's
+ * pixel: to out[0], out[1], then 8 words on. */
+static inline void gather_expand(const int8_t *xp, const int16_t *idx, int32_t n, int32_t neg_zero, uint32_t *out)
+{
+    const uint8_t *xu = (const uint8_t *)xp;
+    for (const int16_t *end = idx + n; idx != end; idx += 4, out += 8) {
+        const uint32_t v = (uint32_t)xu[idx[0]] | (uint32_t)xu[idx[1]] << 8 | (uint32_t)xu[idx[2]] << 16 |
+                           (uint32_t)xu[idx[3]] << 24;
+        out[0] = __sxtab16((uint32_t)neg_zero, v);
+        out[1] = sxtab16_ror8((uint32_t)neg_zero, v);
+    }
+}
+
 /* Split pointwise conv, four pixels per pass (nf4 + nt4 <= MT_QUAD_MAX_K, the channel counts rounded up to
  * 4): each pixel's frozen then trained channels are gathered into an int8 field, each block padded to a
- * multiple of 4 with the zero point (value 0), and expanded like pointwise inputs; every output channel is
- * then two quad_mac passes into the same sums. Returns the number of pixels done. */
+ * multiple of 4 with the zero point (value 0), and expanded like pointwise inputs (whole groups: gather_expand);
+ * every output channel is then two quad_mac passes into the same sums. Returns the number of pixels done. */
 static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
                                                      const int16_t *frozen_idx, int32_t n_frozen,
                                                      const int8_t *w_train, const int16_t *train_idx, int32_t n_train,
@@ -1769,15 +1811,21 @@ static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, co
     const int8_t zero = (int8_t)p->x_zero;
     const int finite = all_finite(eff, out_c), fold = finite && fold_k(nf4 + nt4);
     int16_t dead[MT_DEAD_MAX];
-    /* both blocks whole groups of 4 channels, every bias folded or listed: the asm channel loop (two stages) */
+    /* both blocks whole groups of 4 channels, every bias folded or listed: the asm channel loop (split_rows) */
     const int32_t n_dead = fold && nf4 == n_frozen && nt4 == n_train && n_frozen && n_train
                                ? unfoldable_channels(bias, out_c, dead) : -1;
     const int rows = n_dead >= 0 && (!mask || (out_c & 7) == 0);
     padded_last_row(w_frozen, out_c, n_frozen, nf4, last_f);
     padded_last_row(w_train, out_c, n_train, nt4, last_t);
+    const int whole = nf4 == n_frozen && nt4 == n_train;
     int32_t pix = 0;
     for (; pix + 4 <= n_pix; pix += 4) {
-        for (int32_t j = 0; j < 4; j++) { /* pixel j into lanes 2j, 2j + 1 of each 8-word group */
+        for (int32_t j = 0; j < 4 && whole; j++) { /* both blocks whole groups: each word built directly */
+            const int8_t *xp = pixel_in(p, x, pix + j);
+            gather_expand(xp, frozen_idx, n_frozen, neg_zero, buf + 2 * j);
+            gather_expand(xp, train_idx, n_train, neg_zero, buf + 2 * (nf4 + j));
+        }
+        for (int32_t j = 0; j < 4 && !whole; j++) { /* pixel j into lanes 2j, 2j + 1 of each 8-word group */
             const int8_t *xp = pixel_in(p, x, pix + j);
             int32_t k = 0;
             for (int32_t i = 0; i < n_frozen; i++) field[k++] = xp[frozen_idx[i]];
