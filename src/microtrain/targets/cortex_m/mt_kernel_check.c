@@ -90,6 +90,10 @@ static const Case cases[] = {
     /* split into whole groups whose counts enter split_rows' loop passes part way (frozen 28 + trained 12
      * channels; 20 + 8), channel 2 wide as above: one bias too large to fold; small biases, mixed clamp bits */
     {"split", 4, 4, 40, 24, 1, 1, 0},      {"split", 5, 4, 28, 16, 1, 1, 0},
+    /* 3x3 stride 1, two pixels per pass (dw_pairs, runs of >= 12 inside columns): an odd run (a last pixel by
+     * dw_rows), an even run without padding, channels 4 + 2 */
+    {"depthwise", 5, 15, 13, 13, 3, 1, 1}, {"depthwise", 4, 14, 20, 20, 3, 1, 0},
+    {"depthwise", 3, 16, 6, 6, 3, 1, 1},
 };
 #define NARROW_LAYER_CASE 43 /* and 47: in_c 16 */
 #define WIDE_EFF_CASE 60
