@@ -2138,8 +2138,9 @@ typedef struct {
     int32_t c_n;                 /* 204 */
     int32_t row_adv;             /* 208: (in_w - 1) * c_n: from a kernel row's second word to the next row */
     uint32_t zero;               /* 212: y_zero, packed stores: y_zero + 128 in both int16 lanes */
+    int32_t back;                /* 216: (1 - 2 * in_w) * c_n: from the third row's second word to the next pair */
 } dw_pairs_ctx;
-#define DW_PAIRS_CTX_BYTES "216"
+#define DW_PAIRS_CTX_BYTES "224" /* 220 copied, sp kept 8-byte aligned */
 
 /* kernel row R (its weights from sp + OFF): r12 the row's first word, lr c_n, r0-r3 scratch */
 #define DW_PAIR_ROW(OFF0, OFF1, OFF2, OFF3, OFF4, OFF5)                                                          \
@@ -2200,14 +2201,14 @@ typedef struct {
         "ldmia   r0!, {r1-r12}\n\t" "stmia   lr!, {r1-r12}\n\t"                                                      \
         "ldmia   r0!, {r1-r12}\n\t" "stmia   lr!, {r1-r12}\n\t"                                                      \
         "ldmia   r0!, {r1-r12}\n\t" "stmia   lr!, {r1-r12}\n\t"                                                      \
-        "ldmia   r0!, {r1-r6}\n\t" "stmia   lr!, {r1-r6}\n\t"                                                        \
+        "ldmia   r0!, {r1-r7}\n\t" "stmia   lr!, {r1-r7}\n\t"                                                        \
         "add     r0, sp, #176\n\t"                                                                                   \
         "vldmia  r0, {s12-s15}\n\t"                                                                                  \
         "ldr     lr, [sp, #204]\n\t"                                                                                 \
+        "ldr     r12, [sp, #192]\n\t"                                                                                \
         "0:\n\t"                                                                                                     \
         "add     r0, sp, #144\n\t"                                                                                   \
         "ldmia   r0, {r4-r11}\n\t"                                                                                   \
-        "ldr     r12, [sp, #192]\n\t"                                                                                \
         DW_PAIR_ROW("0", "8", "16", "24", "32", "40") DW_PAIR_ADV                                                    \
         DW_PAIR_ROW("48", "56", "64", "72", "80", "88") DW_PAIR_ADV                                                  \
         DW_PAIR_ROW("96", "104", "112", "120", "128", "136")                                                         \
@@ -2230,9 +2231,8 @@ typedef struct {
         STORE                                                                                                        \
         "add     r1, r1, lr, lsl #1\n\t"                                                                             \
         "str     r1, [sp, #196]\n\t"                                                                                 \
-        "ldr     r12, [sp, #192]\n\t"                                                                                \
-        "add     r12, r12, lr, lsl #1\n\t"                                                                           \
-        "str     r12, [sp, #192]\n\t"                                                                                \
+        "ldr     r0, [sp, #216]\n\t"                                                                                 \
+        "add     r12, r12, r0\n\t"                                                                                   \
         "ldr     r2, [sp, #200]\n\t"                                                                                 \
         "cmp     r1, r2\n\t"                                                                                         \
         "bne     0b\n\t"                                                                                             \
@@ -2292,6 +2292,7 @@ static void dw_pairs_setup(const dw_tap *taps, const int32_t *b, const float *e,
         r->e[j] = e[j];
     }
     r->c_n = p->out_c, r->row_adv = (p->in_w - 1) * p->out_c, r->zero = (uint32_t)zero;
+    r->back = (1 - 2 * p->in_w) * p->out_c;
 }
 
 /* dw_block_inside's rows of inside columns for channels c..c+3 when dw_pairs_shape holds (r: dw_rows' context
