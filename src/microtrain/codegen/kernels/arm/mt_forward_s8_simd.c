@@ -2139,8 +2139,9 @@ typedef struct {
     int32_t row_adv;             /* 208: (in_w - 1) * c_n: from a kernel row's second word to the next row */
     uint32_t zero;               /* 212: y_zero, packed stores: y_zero + 128 in both int16 lanes */
     int32_t back;                /* 216: (1 - 2 * in_w) * c_n: from the third row's second word to the next pair */
+    float fb[4];                 /* 220: the biases left out of the sums (unfolded: dead channels), else 0 */
 } dw_pairs_ctx;
-#define DW_PAIRS_CTX_BYTES "224" /* 220 copied, sp kept 8-byte aligned */
+#define DW_PAIRS_CTX_BYTES "240" /* 236 copied, sp kept 8-byte aligned */
 
 /* kernel row R (its weights from sp + OFF): r12 the row's first word, lr c_n, r0-r3 scratch */
 #define DW_PAIR_ROW(OFF0, OFF1, OFF2, OFF3, OFF4, OFF5)                                                          \
@@ -2193,7 +2194,7 @@ typedef struct {
     "strb    " RA ", [" DEST "]\n\t" "strb    " RB ", [" DEST ", #1]\n\t"                                           \
     "strb    " RC ", [" DEST ", #2]\n\t" "strb    " RD ", [" DEST ", #3]\n\t"
 #define DW_PAIR_STORE_S8 DW_PAIR_S8("r4", "r5", "r6", "r7", "r1") "add     r2, r1, lr\n\t" DW_PAIR_S8("r8", "r9", "r10", "r11", "r2")
-#define DW_PAIRS_CALL(STORE)                                                                                         \
+#define DW_PAIRS_CALL(STORE, BIAS_ADD)                                                                               \
     __asm__ volatile(                                                                                                \
         "sub     sp, sp, #" DW_PAIRS_CTX_BYTES "\n\t"                                                                \
         "mov     lr, sp\n\t"                                                                                         \
@@ -2201,9 +2202,11 @@ typedef struct {
         "ldmia   r0!, {r1-r12}\n\t" "stmia   lr!, {r1-r12}\n\t"                                                      \
         "ldmia   r0!, {r1-r12}\n\t" "stmia   lr!, {r1-r12}\n\t"                                                      \
         "ldmia   r0!, {r1-r12}\n\t" "stmia   lr!, {r1-r12}\n\t"                                                      \
-        "ldmia   r0!, {r1-r7}\n\t" "stmia   lr!, {r1-r7}\n\t"                                                        \
+        "ldmia   r0!, {r1-r11}\n\t" "stmia   lr!, {r1-r11}\n\t"                                                      \
         "add     r0, sp, #176\n\t"                                                                                   \
         "vldmia  r0, {s12-s15}\n\t"                                                                                  \
+        "add     r0, sp, #220\n\t"                                                                                   \
+        "vldmia  r0, {s16-s19}\n\t"                                                                                  \
         "ldr     lr, [sp, #204]\n\t"                                                                                 \
         "ldr     r12, [sp, #192]\n\t"                                                                                \
         "0:\n\t"                                                                                                     \
@@ -2218,6 +2221,7 @@ typedef struct {
         "vmov    s6, s7, r10, r11\n\t"                                                                               \
         "vcvt.f32.s32 s0, s0\n\t" "vcvt.f32.s32 s1, s1\n\t" "vcvt.f32.s32 s2, s2\n\t" "vcvt.f32.s32 s3, s3\n\t"      \
         "vcvt.f32.s32 s4, s4\n\t" "vcvt.f32.s32 s5, s5\n\t" "vcvt.f32.s32 s6, s6\n\t" "vcvt.f32.s32 s7, s7\n\t"      \
+        BIAS_ADD                                                                                                     \
         "vmul.f32 s0, s0, s12\n\t" "vmul.f32 s1, s1, s13\n\t" "vmul.f32 s2, s2, s14\n\t" "vmul.f32 s3, s3, s15\n\t"  \
         "vmul.f32 s4, s4, s12\n\t" "vmul.f32 s5, s5, s13\n\t" "vmul.f32 s6, s6, s14\n\t" "vmul.f32 s7, s7, s15\n\t"  \
         "vcvtr.s32.f32 s0, s0\n\t" "vcvtr.s32.f32 s1, s1\n\t" "vcvtr.s32.f32 s2, s2\n\t" "vcvtr.s32.f32 s3, s3\n\t"  \
@@ -2240,14 +2244,20 @@ typedef struct {
         : "+r"(c)                                                                                                    \
         :                                                                                                            \
         : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s0", "s1", "s2", "s3",   \
-          "s4", "s5", "s6", "s7", "s12", "s13", "s14", "s15", "cc", "memory")
+          "s4", "s5", "s6", "s7", "s12", "s13", "s14", "s15", "s16", "s17", "s18", "s19", "cc", "memory")
 
-/* The pairs described by ctx (at least one). */
-static __attribute__((noinline)) void dw_pairs(const dw_pairs_ctx *ctx, int packed)
+/* the unfolded biases (s16-s19) added to the converted sums */
+#define DW_PAIR_BIAS_ADD                                                                                         \
+    "vadd.f32 s0, s0, s16\n\t" "vadd.f32 s1, s1, s17\n\t" "vadd.f32 s2, s2, s18\n\t" "vadd.f32 s3, s3, s19\n\t" \
+    "vadd.f32 s4, s4, s16\n\t" "vadd.f32 s5, s5, s17\n\t" "vadd.f32 s6, s6, s18\n\t" "vadd.f32 s7, s7, s19\n\t"
+
+/* The pairs described by ctx (at least one); packed stores, byte stores, or byte stores with ctx->fb added. */
+static __attribute__((noinline)) void dw_pairs(const dw_pairs_ctx *ctx, int packed, int unfolded)
 {
     register const dw_pairs_ctx *c __asm__("r0") = ctx;
-    if (packed) DW_PAIRS_CALL(DW_PAIR_STORE_PACKED);
-    else DW_PAIRS_CALL(DW_PAIR_STORE_S8);
+    if (unfolded) DW_PAIRS_CALL(DW_PAIR_STORE_S8, DW_PAIR_BIAS_ADD);
+    else if (packed) DW_PAIRS_CALL(DW_PAIR_STORE_PACKED, "");
+    else DW_PAIRS_CALL(DW_PAIR_STORE_S8, "");
 }
 
 /* dw_pairs' weights of channels c..c+3 from the block's nine unpacked taps. */
@@ -2278,8 +2288,8 @@ static inline int dw_pairs_shape(const mt_conv_params *p, const uint8_t *mask, i
 
 /* dw_pairs' context for channels c..c+3 from dw_rows' (starting sums b, multipliers e, zero: the store's zero
  * field); the pointers are set per run. */
-static void dw_pairs_setup(const dw_tap *taps, const int32_t *b, const float *e, const mt_conv_params *p,
-                           int32_t zero, dw_pairs_ctx *r)
+static void dw_pairs_setup(const dw_tap *taps, const int32_t *b, const float *fb, const float *e,
+                           const mt_conv_params *p, int32_t zero, dw_pairs_ctx *r)
 {
     dw_pairs_weights(taps, r);
     for (int32_t j = 0; j < 4; j++) { /* the zero point's share of the sums: x_zero * (sum of the nine weights) */
@@ -2289,35 +2299,10 @@ static void dw_pairs_setup(const dw_tap *taps, const int32_t *b, const float *e,
             sw += (int16_t)(j & 2 ? v >> 16 : v & 0xFFFFu);
         }
         r->b[j] = r->b[j + 4] = b[j] - p->x_zero * sw;
-        r->e[j] = e[j];
+        r->e[j] = e[j], r->fb[j] = fb[j];
     }
     r->c_n = p->out_c, r->row_adv = (p->in_w - 1) * p->out_c, r->zero = (uint32_t)zero;
     r->back = (1 - 2 * p->in_w) * p->out_c;
-}
-
-/* dw_block_inside's rows of inside columns for channels c..c+3 when dw_pairs_shape holds (r: dw_rows' context
- * of the block): whole windows by dw_pairs (a last odd pixel by dw_rows), the top and bottom rows by dw_rows. */
-static __attribute__((noinline)) void dw_pairs_rows(const mt_conv_params *p, const int8_t *x, const dw_tap *taps,
-                                                    dw_rows_ctx *r, int packed, int32_t ox_lo, int32_t ox_hi, int32_t c)
-{
-    const int32_t c_n = p->out_c, in_w = p->in_w, out_w = p->out_w, n = ox_hi - ox_lo, n2 = n & ~1;
-    dw_pairs_ctx pr;
-    dw_pairs_setup(taps, r->b, r->e, p, r->y_zero, &pr);
-    for (int32_t oy = 0; oy < p->out_h; oy++) {
-        const int32_t iy0 = oy - p->pad, ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + 3 > p->in_h ? p->in_h - iy0 : 3;
-        if (ky0 >= ky1) continue;
-        const int8_t *xc = (const int8_t *)((uintptr_t)x + (uintptr_t)(intptr_t)((iy0 * in_w + ox_lo - p->pad) * c_n + c));
-        int8_t *yc = (int8_t *)(uintptr_t)r->y0 + (oy * out_w + ox_lo) * c_n + c; /* y0: the output y */
-        if (ky0 == 0 && ky1 == 3) { /* whole windows: two pixels per pass, a last odd one by dw_rows */
-            pr.xc = xc, pr.y = yc, pr.y_end = yc + n2 * c_n;
-            dw_pairs(&pr, packed);
-            if (!(n & 1)) continue;
-            r->taps = taps, r->end = taps + 9, r->xc = xc + n2 * c_n, r->y = yc + n2 * c_n, r->y_end = r->y + c_n;
-        } else {
-            r->taps = taps + ky0 * 3, r->end = taps + ky1 * 3, r->xc = xc, r->y = yc, r->y_end = yc + n * c_n;
-        }
-        dw_rows(r, packed);
-    }
 }
 
 /* n consecutive interior pixels of one output row, channels c..c+3, finite multipliers: inputs advance by
@@ -2344,6 +2329,39 @@ static __attribute__((noinline)) void dw_run(const int8_t *xc, int32_t x_step, i
         yp[1] = requant_finite(acc[1], f1, e1, y_zero);
         yp[2] = requant_finite(acc[2], f2, e2, y_zero);
         yp[3] = requant_finite(acc[3], f3, e3, y_zero);
+    }
+}
+
+/* dw_block_inside's rows of inside columns for channels c..c+3 when dw_pairs_shape holds (no mask): whole windows
+ * by dw_pairs, the odd last pixel and the top and bottom rows by dw_rows (r: its context, folded biases) or, with
+ * biases left unfolded (r NULL: starting sums b, float biases fb), by dw_run. */
+static __attribute__((noinline)) void dw_pairs_rows(const mt_conv_params *p, const int8_t *x, const dw_tap *taps,
+                                                    dw_rows_ctx *r, int packed, const int32_t *b, const float *fb,
+                                                    const float *e, int32_t ox_lo, int32_t ox_hi, int32_t c, int8_t *y)
+{
+    const int32_t c_n = p->out_c, in_w = p->in_w, out_w = p->out_w, n = ox_hi - ox_lo, n2 = n & ~1;
+    const int unfolded = r == NULL, neg_zero = pack_neg_zero(p->x_zero);
+    dw_pairs_ctx pr;
+    dw_pairs_setup(taps, b, fb, e, p, unfolded ? p->y_zero : r->y_zero, &pr);
+    for (int32_t oy = 0; oy < p->out_h; oy++) {
+        const int32_t iy0 = oy - p->pad, ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + 3 > p->in_h ? p->in_h - iy0 : 3;
+        if (ky0 >= ky1) continue;
+        const int8_t *xc = (const int8_t *)((uintptr_t)x + (uintptr_t)(intptr_t)((iy0 * in_w + ox_lo - p->pad) * c_n + c));
+        int8_t *yc = y + (oy * out_w + ox_lo) * c_n + c;
+        int32_t m = n; /* the pixels left for dw_rows / dw_run */
+        if (ky0 == 0 && ky1 == 3) { /* whole windows: two pixels per pass */
+            pr.xc = xc, pr.y = yc, pr.y_end = yc + n2 * c_n;
+            dw_pairs(&pr, packed, unfolded);
+            if (!(n & 1)) continue;
+            xc += n2 * c_n, yc += n2 * c_n, m = 1;
+        }
+        if (unfolded) {
+            dw_run(xc, c_n, y, NULL, (int32_t)(yc - y), c_n, m, taps + ky0 * 3, taps + ky1 * 3, neg_zero, b, fb, e,
+                   p->y_zero);
+        } else {
+            r->taps = taps + ky0 * 3, r->end = taps + ky1 * 3, r->xc = xc, r->y = yc, r->y_end = yc + m * c_n;
+            dw_rows(r, packed);
+        }
     }
 }
 
@@ -2392,7 +2410,8 @@ static __attribute__((noinline)) void dw_block_inside(const mt_conv_params *p, c
         r = (dw_rows_ctx){{b[0], b[1], b[2], b[3]}, taps, taps + kh * kw, NULL, stride * c_n, c_n, zero, NULL,
                           neg_zero, {e[0], e[1], e[2], e[3]}, NULL, mask, y};
     }
-    if (rows && dw_pairs_shape(p, mask, ox_hi - ox_lo)) dw_pairs_rows(p, x, taps, &r, packed, ox_lo, ox_hi, c);
+    if (dw_pairs_shape(p, mask, ox_hi - ox_lo)) /* rows, or the block has unfolded biases (r not used) */
+        dw_pairs_rows(p, x, taps, rows ? &r : NULL, packed, b, fb, e, ox_lo, ox_hi, c, y);
     else for (int32_t oy = 0; oy < p->out_h; oy++) {
         const int32_t iy0 = oy * stride - pad, ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + kh > p->in_h ? p->in_h - iy0 : kh;
         if (ky0 >= ky1) continue;
