@@ -31,7 +31,8 @@
  *   receptive field of a window inside the input is copied a kernel row (kw * in_c contiguous bytes) at a time;
  * - depthwise: four channels in four accumulators (SMLABB/SMLATT). Pixels whose window lies inside the input
  *   run, four channels at a time, over a per-call list of (input offset, weights unpacked to int16 lanes)
- *   (dw_rows: a whole row of them in one asm loop, else dw_run); border pixels over a per-pixel list of their
+ *   (dw_rows: a whole row of them in one asm loop, else dw_run; unmasked 3x3 stride-1 rows of whole windows two
+ *   pixels per pass, dw_pairs); border pixels over a per-pixel list of their
  *   valid taps on the raw weights (dw_border). Sums
  *   start from the bias when |bias| <= 2^24 (bias folding: the same float, see bias_foldable), and with a
  *   mask the four clamp bits of a channel block are written as one nibble.
@@ -2125,7 +2126,8 @@ static __attribute__((noinline)) void dw_rows(const dw_rows_ctx *ctx, int packed
  * (8 sums in r4-r11): words 1 and 2 multiply int16 lanes holding the weights of two taps of one channel (SMLAxB
  * for pixel ox, SMLAxT for pixel ox + 1). The zero point leaves the loop: the sums start from bias - x_zero *
  * (sum of the channel's nine weights), and the inputs are sign-extended by SXTB16 (same exact int32 sums). Per
- * pair ~200 instructions against ~214 for two dw_rows pixels. The context is copied below sp (the weights and
+ * pair 194 instructions in the loop (packed stores) against ~212 for two dw_rows pixels; blocks with unfolded
+ * biases (dead channels, which dw_rows cannot take) add them after the conversion (8 more). The context is copied below sp (the weights and
  * fields addressed by sp offsets: no register left for a base). */
 typedef struct {
     uint32_t w[3][12];           /* 0: per kernel row: tap 0 (w02, w13), word 1 (c t1|t0, c2, c1, c3), word 2 (same
