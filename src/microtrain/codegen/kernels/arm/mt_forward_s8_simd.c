@@ -2336,15 +2336,16 @@ static __attribute__((noinline)) void dw_run(const int8_t *xc, int32_t x_step, i
 
 /* dw_block_inside's rows of inside columns for channels c..c+3 when dw_pairs_shape holds (no mask): whole windows
  * by dw_pairs, the odd last pixel and the top and bottom rows by dw_rows (r: its context, folded biases) or, with
- * biases left unfolded (r NULL: starting sums b, float biases fb), by dw_run. */
+ * biases left unfolded (r NULL: starting sums b, float biases fb), by dw_run. ctx: dw_pairs' context, in the
+ * caller's frame (its border-column buffer) to keep the stack shallow. */
 static __attribute__((noinline)) void dw_pairs_rows(const mt_conv_params *p, const int8_t *x, const dw_tap *taps,
                                                     dw_rows_ctx *r, int packed, const int32_t *b, const float *fb,
-                                                    const float *e, int32_t ox_lo, int32_t ox_hi, int32_t c, int8_t *y)
+                                                    const float *e, int32_t ox_lo, int32_t ox_hi, int32_t c, int8_t *y,
+                                                    dw_pairs_ctx *ctx)
 {
     const int32_t c_n = p->out_c, in_w = p->in_w, out_w = p->out_w, n = ox_hi - ox_lo, n2 = n & ~1;
     const int unfolded = r == NULL, neg_zero = pack_neg_zero(p->x_zero);
-    dw_pairs_ctx pr;
-    dw_pairs_setup(taps, b, fb, e, p, unfolded ? p->y_zero : r->y_zero, &pr);
+    dw_pairs_setup(taps, b, fb, e, p, unfolded ? p->y_zero : r->y_zero, ctx);
     for (int32_t oy = 0; oy < p->out_h; oy++) {
         const int32_t iy0 = oy - p->pad, ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + 3 > p->in_h ? p->in_h - iy0 : 3;
         if (ky0 >= ky1) continue;
@@ -2352,8 +2353,8 @@ static __attribute__((noinline)) void dw_pairs_rows(const mt_conv_params *p, con
         int8_t *yc = y + (oy * out_w + ox_lo) * c_n + c;
         int32_t m = n; /* the pixels left for dw_rows / dw_run */
         if (ky0 == 0 && ky1 == 3) { /* whole windows: two pixels per pass */
-            pr.xc = xc, pr.y = yc, pr.y_end = yc + n2 * c_n;
-            dw_pairs(&pr, packed, unfolded);
+            ctx->xc = xc, ctx->y = yc, ctx->y_end = yc + n2 * c_n;
+            dw_pairs(ctx, packed, unfolded);
             if (!(n & 1)) continue;
             xc += n2 * c_n, yc += n2 * c_n, m = 1;
         }
@@ -2390,7 +2391,11 @@ static __attribute__((noinline)) void dw_block_inside(const mt_conv_params *p, c
     const int32_t c_n = p->out_c, kh = p->kh, kw = p->kw, in_w = p->in_w, stride = p->stride, pad = p->pad;
     const int32_t out_w = p->out_w, neg_zero = pack_neg_zero(p->x_zero);
     int32_t b[4], rb[4], ox_lo, ox_hi, oy_lo, oy_hi;
-    dw_tap column[MT_DW_MAX_TAPS];
+    union { /* the border columns' taps, or before them dw_pairs_rows' context (stack depth) */
+        dw_tap column[MT_DW_MAX_TAPS];
+        dw_pairs_ctx pairs;
+    } buf;
+    dw_tap *const column = buf.column;
     inside_range(pad, stride, kw, in_w, out_w, &ox_lo, &ox_hi);
     inside_range(pad, stride, kh, p->in_h, p->out_h, &oy_lo, &oy_hi);
     if (ox_lo >= ox_hi) return;
@@ -2413,7 +2418,7 @@ static __attribute__((noinline)) void dw_block_inside(const mt_conv_params *p, c
                           neg_zero, {e[0], e[1], e[2], e[3]}, NULL, mask, y};
     }
     if (dw_pairs_shape(p, mask, ox_hi - ox_lo)) /* rows, or the block has unfolded biases (r not used) */
-        dw_pairs_rows(p, x, taps, rows ? &r : NULL, packed, b, fb, e, ox_lo, ox_hi, c, y);
+        dw_pairs_rows(p, x, taps, rows ? &r : NULL, packed, b, fb, e, ox_lo, ox_hi, c, y, &buf.pairs);
     else for (int32_t oy = 0; oy < p->out_h; oy++) {
         const int32_t iy0 = oy * stride - pad, ky0 = iy0 < 0 ? -iy0 : 0, ky1 = iy0 + kh > p->in_h ? p->in_h - iy0 : kh;
         if (ky0 >= ky1) continue;
