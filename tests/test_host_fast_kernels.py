@@ -95,6 +95,19 @@ def _pointwise_case(rng, in_c, out_c, stride, with_mask):
     return p, x, wt, bias, eff, want, (pre >= -128) & (pre <= 127)
 
 
+def _split_channels(rng, in_c, n_train):
+    """The trained input channels (sorted) and the frozen rest, as the sparse-update split weights index them."""
+    train_idx = np.sort(rng.choice(in_c, n_train, replace=False)).astype(np.int16)
+    return train_idx, np.setdiff1d(np.arange(in_c), train_idx).astype(np.int16)
+
+
+def _split_weight_and_gradient(rng, out_c, in_c, o, frozen_idx, train_idx):
+    """A random int8 weight, its frozen and trained columns, and a random o x o x out_c gradient."""
+    wt = rng.integers(-128, 128, (out_c, in_c)).astype(np.int8)
+    wf, wtr = np.ascontiguousarray(wt[:, frozen_idx]), np.ascontiguousarray(wt[:, train_idx])
+    return wt, wf, wtr, rng.standard_normal((o, o, out_c)).astype(np.float32)
+
+
 @pytest.mark.parametrize("in_c", [3, 8, 16, 17, 24, 40, 100, 1030])  # 1030: beyond the int16 weight block
 @pytest.mark.parametrize("out_c", [1, 5, 16, 35])
 def test_pointwise_forward_equals_numpy(libs, in_c, out_c):
@@ -119,8 +132,7 @@ def test_split_pointwise_and_depthwise_forward_agree_across_builds(libs):
     for in_c, n_train in ((20, 3), (33, 17), (48, 16), (150, 70)):  # blocks wider than the 64-channel gather
         out_c = 37
         p, x, wt, bias, eff, want, ok = _pointwise_case(rng, in_c, out_c, 1, True)
-        train_idx = np.sort(rng.choice(in_c, n_train, replace=False)).astype(np.int16)
-        frozen_idx = np.setdiff1d(np.arange(in_c), train_idx).astype(np.int16)
+        train_idx, frozen_idx = _split_channels(rng, in_c, n_train)
         wf, wtr = np.ascontiguousarray(wt[:, frozen_idx]), np.ascontiguousarray(wt[:, train_idx])
         for name, lib in libs.items():
             y, mask = np.zeros(want.size, np.int8), np.zeros((want.size + 7) // 8, np.uint8)
@@ -202,11 +214,8 @@ def test_pointwise_backward_chunks_agree_across_builds(libs):
         out_c, h = 21, 6
         o = (h - 1) // stride + 1
         p = ConvParams(h, h, in_c, o, o, out_c, 1, 1, stride, 0, -7, 2)
-        train_idx = np.sort(rng.choice(in_c, n_train, replace=False)).astype(np.int16)
-        frozen_idx = np.setdiff1d(np.arange(in_c), train_idx).astype(np.int16)
-        wt = rng.integers(-128, 128, (out_c, in_c)).astype(np.int8)
-        wf, wtr0 = np.ascontiguousarray(wt[:, frozen_idx]), np.ascontiguousarray(wt[:, train_idx])
-        gacc = rng.standard_normal((o, o, out_c)).astype(np.float32)
+        train_idx, frozen_idx = _split_channels(rng, in_c, n_train)
+        wt, wf, wtr0, gacc = _split_weight_and_gradient(rng, out_c, in_c, o, frozen_idx, train_idx)
         x = rng.integers(-128, 128, (h, h, in_c)).astype(np.int8)
         div = rng.uniform(0.5, 4.0, out_c).astype(np.float32)
         results = {}
@@ -273,11 +282,8 @@ def test_sliced_input_weight_update_and_grad_acc_agree_across_builds(libs):
         h = 7
         o = (h - 1) // stride + 1
         p = ConvParams(h, h, in_c, o, o, out_c, 1, 1, stride, 0, 5, 0)
-        train_idx = np.sort(rng.choice(in_c, n_train, replace=False)).astype(np.int16)
-        frozen_idx = np.setdiff1d(np.arange(in_c), train_idx).astype(np.int16)
-        wt = rng.integers(-128, 128, (out_c, in_c)).astype(np.int8)
-        wf, wtr0 = np.ascontiguousarray(wt[:, frozen_idx]), np.ascontiguousarray(wt[:, train_idx])
-        gacc = rng.standard_normal((o, o, out_c)).astype(np.float32)
+        train_idx, frozen_idx = _split_channels(rng, in_c, n_train)
+        wt, wf, wtr0, gacc = _split_weight_and_gradient(rng, out_c, in_c, o, frozen_idx, train_idx)
         xs = np.ascontiguousarray(rng.integers(-128, 128, (h, h, n_train)).astype(np.int8))  # the sliced input
         div = rng.uniform(0.5, 4.0, out_c).astype(np.float32)
         results = {}
