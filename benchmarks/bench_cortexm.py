@@ -79,7 +79,7 @@ def model_setups(quick: bool):
     return setups
 
 
-def compile_project(name, make_scheme, out: Path):
+def compile_project(name, make_scheme, out: Path, **options):
     from microtrain.codegen import compile_model
     from microtrain.quant.head import replace_head
 
@@ -87,7 +87,7 @@ def compile_project(name, make_scheme, out: Path):
 
     graph = replace_head(load_model(name), 2)
     scheme = make_scheme(graph)
-    compiled = compile_model(graph, scheme, out_dir=out, lr=LR)
+    compiled = compile_model(graph, scheme, out_dir=out, lr=LR, **options)
     return graph, scheme, compiled
 
 

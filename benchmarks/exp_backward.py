@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -107,19 +105,22 @@ def main(argv=None) -> int:
 
 
 def m7_step(backward: str) -> dict:
-    """Instructions of one mcunet-5fps 49 KB training step on the emulated Cortex-M7 (QEMU), by phase."""
+    """Instructions of one mcunet-5fps 49 KB training step on the emulated Cortex-M7 (QEMU), by phase: built and
+    counted as bench_cortexm.py does (ants vs bees samples: the count does not depend on the images)."""
+    from bench_cortexm import compile_project
+    from microtrain.sparse.fixtures import load_scheme
+    from microtrain.targets.cortex_m.data import session_data
+    from microtrain.targets.cortex_m.project import build_project
+    from microtrain.targets.cortex_m.session import cost_report, run_session
+
+    train, evaluate, _, _ = session_data(DATA, 128, 2, steps=2, n_eval=1, seed=0)
     with tempfile.TemporaryDirectory(prefix="mt-bwd-") as tmp:
-        cli = [sys.executable, "-m", "microtrain.cli"]
-        subprocess.run([*cli, "compile", MODEL, "--scheme", "mcunet-5fps-49kb", "--target", "cortex-m7", "--out",
-                        f"{tmp}/p", "--classes", "2", "--timeline", "0", "--backward", backward],
-                       check=True, capture_output=True, text=True)
-        data = DATA  # ants vs bees: the instruction count does not depend on the images
-        out = subprocess.run([*cli, "run", f"{tmp}/p", "--data", str(data), "--steps", "2", "--eval", "2"],
-                             check=True, capture_output=True, text=True).stdout
-    got = {"train": float(re.search(r"instructions per train call: ([\d.]+) M", out).group(1)) * 1e6}
-    for phase in ("forward", "backward", "update"):
-        got[phase] = float(re.search(rf"^\s+{phase}\s+([\d.]+) M", out, re.M).group(1)) * 1e6
-    return got
+        project = Path(tmp) / "p"
+        compile_project(MODEL, lambda g: load_scheme("mcunet-5fps-49kb"), project, backward=backward)
+        build, regions = build_project(project, project / "build", "cortex-m7", simd=True)
+        s = run_session(build.elf, "cortex-m7", train=train, evaluate=evaluate, count=True, timeout=1200)
+    step = cost_report(s.instructions, regions, "train")
+    return {"train": step.per_call, **{ph: step.by_phase.get(ph, 0.0) for ph in ("forward", "backward", "update")}}
 
 
 def markdown(doc: dict) -> str:
