@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", nargs="+", default=["cub50", "food101_10", "gtsrb"])
     ap.add_argument("--cache", default=str(DEFAULT_CACHE), help="frozen-prefix feature cache")
     ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("--no-device", action="store_true", help="skip the Cortex-M7 instruction counts")
+    ap.add_argument("--no-device", action="store_true", help="skip the Cortex-M7 / Cortex-M3 instruction counts")
     args = ap.parse_args(argv)
 
     from microtrain.commands.train import parse_update
@@ -87,15 +87,21 @@ def main(argv=None) -> int:
                    "int16": accs, "diff": dict(t_interval(diff), diffs=[round(x, 3) for x in diff])}
     across = t_interval([r["diff"]["mean"] for r in rows.values()])
     accurate = all(abs(r["diff"]["mean"]) <= TOLERANCE for r in rows.values())
-    device = None if args.no_device else {b: m7_step(b) for b in ("float", "int16")}
+    device = None if args.no_device else {b: device_step(b, "cortex-m7") for b in ("float", "int16")}
+    # a part without an FPU (software float): where the integer backward matters most
+    fpu_less = None if args.no_device else {b: device_step(b, "cortex-m3") for b in ("float", "int16")}
     faster = device is not None and device["int16"]["train"] < device["float"]["train"]
     decision = ("int16 adopted as the default" if accurate and faster else
                 "float backward stays the default: int16 is "
                 + " and ".join(([] if accurate else [f"not within {TOLERANCE} points on every dataset"])
                                + ([] if faster or device is None else ["not faster on the Cortex-M7"])
                                + (["not measured on the device (--no-device)"] if device is None else [])))
+    if fpu_less and not decision.startswith("int16") and fpu_less["int16"]["train"] < fpu_less["float"]["train"]:
+        decision += ("; on a part without an FPU int16 is the faster choice and `microtrain compile --target "
+                     "cortex-m3` says so")
     doc = {"model": MODEL, "setting": BASE, "rows": rows, "across_datasets": across, "tolerance_points": TOLERANCE,
-           "within_tolerance_on_every_dataset": accurate, "cortex_m7": device, "decision": decision,
+           "within_tolerance_on_every_dataset": accurate, "cortex_m7": device, "cortex_m3": fpu_less,
+           "decision": decision,
            "numerics_fingerprint": fingerprint,
            "command": "python benchmarks/exp_backward.py --datasets " + " ".join(args.datasets)}
     (out / "backward.json").write_text(json.dumps(doc, indent=1) + "\n")
@@ -104,11 +110,13 @@ def main(argv=None) -> int:
     return 0
 
 
-def m7_step(backward: str) -> dict:
-    """Instructions of one mcunet-5fps 49 KB training step on the emulated Cortex-M7 (QEMU), by phase: built and
-    counted as bench_cortexm.py does (ants vs bees samples: the count does not depend on the images)."""
+def device_step(backward: str, cpu: str) -> dict:
+    """Instructions of one mcunet-5fps 49 KB training step on the emulated `cpu` (QEMU), by phase: built and
+    counted as bench_cortexm.py does (ants vs bees samples: the count does not depend on the images). The
+    Cortex-M3 has no FPU and no DSP extension: software float and the portable kernels."""
     from bench_cortexm import compile_project
     from microtrain.sparse.fixtures import load_scheme
+    from microtrain.targets.cortex_m.build import simd_for
     from microtrain.targets.cortex_m.data import session_data
     from microtrain.targets.cortex_m.project import build_project
     from microtrain.targets.cortex_m.session import cost_report, run_session
@@ -117,8 +125,8 @@ def m7_step(backward: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="mt-bwd-") as tmp:
         project = Path(tmp) / "p"
         compile_project(MODEL, lambda g: load_scheme("mcunet-5fps-49kb"), project, backward=backward)
-        build, regions = build_project(project, project / "build", "cortex-m7", simd=True)
-        s = run_session(build.elf, "cortex-m7", train=train, evaluate=evaluate, count=True, timeout=1200)
+        build, regions = build_project(project, project / "build", cpu, simd=simd_for(cpu))
+        s = run_session(build.elf, cpu, train=train, evaluate=evaluate, count=True, timeout=1200)
     step = cost_report(s.instructions, regions, "train")
     return {"train": step.per_call, **{ph: step.by_phase.get(ph, 0.0) for ph in ("forward", "backward", "update")}}
 
@@ -139,6 +147,14 @@ def markdown(doc: dict) -> str:
         lines += ["", "Cortex-M7 (QEMU), mcunet-5fps 49 KB step, instructions: "
                   + "; ".join(f"{b} backward {d['train'] / 1e6:.2f} M (backward {d['backward'] / 1e6:.2f} M)"
                               for b, d in dev.items()) + "."]
+    m3 = doc.get("cortex_m3")
+    if m3:
+        f, i = m3["float"], m3["int16"]
+        lines += ["", "Cortex-M3 (QEMU mps2-an385: no FPU, software float, portable kernels), the same step: "
+                  + "; ".join(f"{b} backward {d['train'] / 1e6:.0f} M (backward {d['backward'] / 1e6:.0f} M)"
+                              for b, d in m3.items())
+                  + f": int16 makes the step {f['train'] / i['train']:.2f}x shorter there "
+                  f"(backward {f['backward'] / i['backward']:.1f}x)."]
     lines += ["", f"Decision: {doc['decision']}."]
     return "\n".join(lines) + "\n"
 

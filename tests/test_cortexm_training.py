@@ -170,3 +170,35 @@ def test_mcunet_trains_on_a_small_part_with_a_patched_prefix(scheme, ram, cap, t
         host.train_step(x, int(y))
     assert device.params == host.export_params() and len(device.params) == compiled.report.trainable_sram_bytes
     np.testing.assert_array_equal(device.logits, host.infer(evaluate[0]))
+
+
+@pytest.mark.parametrize("backward", ["float", "int16"])
+def test_fpu_less_cortex_m3_trains_like_the_host(backward, tmp_path):
+    """A part without an FPU (Cortex-M3, QEMU mps2-an385): software floating point and the portable kernels,
+    the same parameters and logits as the host build after the same steps, with either backward."""
+    require_arm_tools()
+    from microtrain.codegen import compile_model
+    from microtrain.frontends.mcunet_pkl import load_mcunet_pkl
+    from microtrain.quant.head import replace_head
+    from microtrain.sparse.fixtures import load_scheme
+    from microtrain.targets.cortex_m.build import symbol_sizes
+    from microtrain.targets.cortex_m.data import session_data
+    from microtrain.targets.cortex_m.project import emit_firmware, read_target
+    from microtrain.targets.cortex_m.session import run_session
+    from microtrain.targets.host import HostModel, build_host
+
+    graph = replace_head(load_mcunet_pkl(model_path("mcunet-5fps")), 2)
+    compile_model(graph, load_scheme("mcunet-5fps-49kb"), out_dir=tmp_path, backward=backward)
+    build, _ = emit_firmware(tmp_path, "cortex-m3")
+    assert read_target(tmp_path)["simd"] is False and read_target(tmp_path)["machine"] == "mps2-an385"
+    syms = symbol_sizes(build.elf)
+    assert "__aeabi_fmul" in syms or any(s.startswith("__aeabi_fmul") for s in syms)  # software float
+    assert not any(s.endswith("_portable") for s in syms)  # no SIMD kernels linked beside the portable ones
+    train, evaluate, _, _ = session_data(hymenoptera(), 128, 2, steps=2, n_eval=1, seed=2)
+    device = run_session(build.elf, "cortex-m3", train=train, evaluate=evaluate, count=False, timeout=300)
+    host = HostModel(build_host(tmp_path, opt="-O1"))
+    host_losses = [host.train_step(x, int(y)) for x, y in zip(*train)]
+    assert device.status == 0
+    assert device.params == host.export_params()
+    np.testing.assert_array_equal(device.logits, host.infer(evaluate[0]))
+    np.testing.assert_allclose(device.losses, host_losses, atol=1e-6)

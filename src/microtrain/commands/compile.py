@@ -20,8 +20,9 @@ from pathlib import Path
 from .. import cli_checks as ck
 from ..budget import BOARDS, DEFAULT_SRAM_BUDGET
 from ..errors import BudgetError, MicrotrainError, SchemeError
+from ..targets.cortex_m.build import CPUS
 
-TARGETS = ("host", "c", "cortex-m7", "cortex-m4")
+TARGETS = ("host", "c", *CPUS)
 COMPILED_GRAPH = "model.json"  # a project compiled from a .tflite model keeps the graph it was compiled from
 
 
@@ -37,7 +38,8 @@ def register(subparsers) -> None:
                    help="update scheme: JSON file, shipped name (e.g. mcunet-5fps-49kb), 'full', 'bias-only', "
                         "'head-only', or 'none' (inference only)")
     p.add_argument("--target", choices=TARGETS, default="host",
-                   help="host: also build libmt.so with gcc (default); c: sources only; cortex-m7 / cortex-m4: "
+                   help="host: also build libmt.so with gcc (default); c: sources only; cortex-m7 / cortex-m4 / cortex-m3 "
+                        "(no FPU: software float, portable kernels): "
                         "also a firmware project (startup, linker script 256 KB SRAM / 1 MB flash, semihosting), "
                         "linked to check the budget; run it with `microtrain run`")
     p.add_argument("--out", required=True, help="output folder of the generated project")
@@ -227,6 +229,11 @@ def run(args) -> int:
         print(f"built {build.elf} (arm-none-eabi-gcc, {args.target}; firmware/, Makefile.firmware, target.json)")
         for line in budget_lines(build, out):
             print(line)
+        from ..targets.cortex_m.build import CORES
+
+        if scheme is not None and args.backward == "float" and not CORES[args.target].fpu:
+            print(f"note: {args.target} has no FPU, so float arithmetic is software: --backward int16 makes "
+                  "the backward several times shorter there (benchmarks/results/backward.md)")
     ck.write_project_marker(out, before, project_facts)
     return 0
 

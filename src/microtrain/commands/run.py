@@ -1,5 +1,5 @@
 """`microtrain run DIR --data FOLDER --steps N`: build a compiled project's Cortex-M firmware, run it under
-qemu-system-arm (mps2-an500 for Cortex-M7, mps2-an386 for Cortex-M4), train N steps on real images streamed
+qemu-system-arm (mps2-an500 for Cortex-M7, mps2-an386 for Cortex-M4, mps2-an385 for the FPU-less Cortex-M3), train N steps on real images streamed
 from the host, evaluate on held-out images, and report loss, accuracy and executed instructions per step."""
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .. import cli_checks as ck
 from ..errors import MicrotrainError
+from ..targets.cortex_m.build import CPUS
 
 
 def register(subparsers) -> None:
@@ -19,7 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=ck.nonnegative_int, default=10, help="training steps (batch 1), default 10")
     p.add_argument("--eval", type=ck.eval_count, default=20, dest="n_eval",
                    help="held-out images to evaluate after training (-1: all of val/), default 20")
-    p.add_argument("--target", choices=("cortex-m7", "cortex-m4"),
+    p.add_argument("--target", choices=CPUS,
                    help="default: the project's target.json, else cortex-m7")
     p.add_argument("--portable", action="store_true", help="portable C kernels only (no Cortex-M SIMD)")
     p.add_argument("--no-count", action="store_true", help="skip the instruction counter (faster)")
@@ -54,6 +55,7 @@ def check_class_names(project: Path, classes: list[str]) -> None:
 
 def run(args) -> int:
     from ..targets.cortex_m.data import session_data
+    from ..targets.cortex_m.build import simd_for
     from ..targets.cortex_m.project import budget_lines, build_project, read_target
     from ..targets.cortex_m.session import cost_report, run_session
 
@@ -65,7 +67,7 @@ def run(args) -> int:
                               "`microtrain compile MODEL --scheme S --classes N --target cortex-m7 --out DIR`")
     target = read_target(project)
     cpu = args.target or target.get("target", "cortex-m7")
-    simd = not args.portable and target.get("simd", True)
+    simd = simd_for(cpu, not args.portable and target.get("simd", True))
     ck.check_output_dir(project / f"build-{cpu}", "project", force=True)
     resolution, num_classes, channels = model_shape(project)
 

@@ -1,4 +1,4 @@
-"""Cortex-M4F / Cortex-M7 target: bare-metal firmware built with arm-none-eabi-gcc against a linker script
+"""Cortex-M7 / Cortex-M4F / Cortex-M3 (no FPU) target: bare-metal firmware built with arm-none-eabi-gcc against a linker script
 that enforces the MCU's 256 KB SRAM / 1 MB flash, run under qemu-system-arm (mps2 boards) with semihosting
 for I/O, and measured in executed instructions by a QEMU TCG plugin built on demand.
 

@@ -12,7 +12,22 @@ from ...errors import BudgetError, MicrotrainError
 
 FIRMWARE_DIR = Path(__file__).resolve().parent
 KERNELS_DIR = FIRMWARE_DIR.parent.parent / "codegen" / "kernels"  # portable kernels; SIMD ones in arm/
-CPUS = ("cortex-m7", "cortex-m4")
+
+
+@dataclass(frozen=True)
+class Core:
+    """A Cortex-M core microtrain builds for: the QEMU board that emulates it and what its ISA offers."""
+    machine: str  # qemu-system-arm -M
+    fpu: bool  # single-precision FPU: without one, float arithmetic is gcc's software floating point
+    dsp: bool  # DSP extension (SMLAD, SXTB16): the SIMD kernels of codegen/kernels/arm need it and the FPU
+
+
+CORES = {
+    "cortex-m7": Core("mps2-an500", fpu=True, dsp=True),
+    "cortex-m4": Core("mps2-an386", fpu=True, dsp=True),
+    "cortex-m3": Core("mps2-an385", fpu=False, dsp=False),  # FPU-less: portable kernels, software float
+}
+CPUS = tuple(CORES)
 RAM_BYTES = 256 * 1024
 FLASH_BYTES = 1024 * 1024
 RAM_ORIGIN = 0x20000000
@@ -71,18 +86,26 @@ def _check_cpu(cpu: str) -> None:
         raise ToolchainError(f"unknown Cortex-M target {cpu!r}; choose one of {', '.join(CPUS)}")
 
 
+def simd_for(cpu: str, simd: bool = True) -> bool:
+    """Whether a build for `cpu` links the SIMD kernels: asked for, and the core has what they need."""
+    _check_cpu(cpu)
+    return bool(simd) and CORES[cpu].dsp and CORES[cpu].fpu
+
+
 def build_firmware(sources: Sequence[Path | str], out: Path | str, cpu: str = "cortex-m7", *,
                    include_dirs: Iterable[Path | str] = (), defines: Iterable[str] = (),
                    stack_size: int = 8192, simd: bool = True, opt: str = "-O2",
                    ram_limit: int | None = None, flash_limit: int | None = None) -> BuildResult:
     """Compile and link `sources` with the firmware support into `out` (an ELF; the map file lands beside it).
 
-    simd=True links codegen/kernels/arm/*.c in place of the portable pointwise/depthwise kernels.
+    simd=True links codegen/kernels/arm/*.c in place of the portable pointwise/depthwise kernels (on a core
+    with the DSP extension and an FPU; elsewhere the portable kernels are the only ones: simd_for).
 
     Raises LinkBudgetError when the program does not fit 256 KB SRAM / 1 MB flash, saying by how much.
     ram_limit / flash_limit: the part's memory (compile --ram/--flash/--board), or a raised SRAM limit for a
     measurement-only build (never for firmware meant for the MCU)."""
     _check_cpu(cpu)
+    simd = simd_for(cpu, simd)
     tools = find_toolchain()
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-# Building a microtrain firmware for Cortex-M4F / Cortex-M7 (arm-none-eabi-gcc). Usable on its own:
+# Building a microtrain firmware for Cortex-M7 / Cortex-M4F / Cortex-M3 (arm-none-eabi-gcc). Usable on its own:
 #   make -f mt_cortex_m.mk CPU=cortex-m7 SRCS="main.c model.c" INCLUDES="-I." OUT=build/firmware.elf \
 #        SIMD=1 SIMD_SRCS=kernels/arm/mt_forward_s8_simd.c
 # microtrain's Python side (targets/cortex_m) runs exactly this file, so the two cannot drift apart.
@@ -23,12 +23,20 @@ FPU := -mfpu=fpv5-sp-d16
 FPU_DEFINES := -DMT_FPV5=1
 else ifeq ($(CPU),cortex-m4)
 FPU := -mfpu=fpv4-sp-d16
-else
-$(error CPU must be cortex-m7 or cortex-m4, not '$(CPU)')
+else ifeq ($(CPU),cortex-m3)
+# no FPU: float arithmetic in software (libgcc, IEEE single precision, so the same bits as the host); no DSP
+# extension, so only the portable kernels
+FLOAT_ABI := soft
+ifeq ($(SIMD),1)
+$(error cortex-m3 has no DSP extension and no FPU: build it with SIMD=0)
 endif
+else
+$(error CPU must be cortex-m7, cortex-m4 or cortex-m3, not '$(CPU)')
+endif
+FLOAT_ABI ?= hard
 
 # -ffp-contract=off: no fused multiply-add, the int8 arithmetic is defined without it (quant/arith.py).
-ARCH_FLAGS := -mcpu=$(CPU) -mthumb $(FPU) -mfloat-abi=hard
+ARCH_FLAGS := -mcpu=$(CPU) -mthumb $(FPU) -mfloat-abi=$(FLOAT_ABI)
 CFLAGS := $(ARCH_FLAGS) $(OPT) -std=c99 -ffreestanding -fno-builtin-printf -ffp-contract=off \
           -fno-math-errno -ffunction-sections -fdata-sections -Wall -Wno-unused-function -Werror=implicit-function-declaration \
           -I$(FIRMWARE_DIR) $(INCLUDES) $(DEFINES) $(FPU_DEFINES) -DMT_TARGET_CORTEX_M=1 -DMT_SIMD=$(SIMD)

@@ -1,4 +1,4 @@
-/* Reset and fault handling for Cortex-M4F/M7 under QEMU's mps2 boards (and real parts with the same core):
+/* Reset and fault handling for Cortex-M7/M4F/M3 under QEMU's mps2 boards (and real parts with the same core):
  * vector table, FPU enable, .data copy, .bss zeroing, stack painting; main's return value becomes QEMU's exit
  * status. Symbols come from mt_firmware.ld. */
 #include <stdint.h>
@@ -36,9 +36,12 @@ __attribute__((section(".vectors"), used)) static void (*const vector_table[16])
 /* Plain loops: this must not be turned back into calls to memcpy/memset (not yet safe before .data). */
 __attribute__((optimize("no-tree-loop-distribute-patterns"))) void Reset_Handler(void)
 {
-    /* CPACR: full access to CP10/CP11 before any floating-point instruction. */
+#if defined(__ARM_FP)
+    /* CPACR: full access to CP10/CP11 before any floating-point instruction (a core without an FPU, built
+     * with software floating point, has no CPACR to write). */
     *(volatile uint32_t *)0xE000ED88u |= 0xFu << 20;
     __asm__ volatile("dsb\n\tisb" ::: "memory");
+#endif
 
     for (uint32_t *src = __data_load, *dst = __data_start; dst < __data_end;) *dst++ = *src++;
     for (uint32_t *p = __bss_start; p < __bss_end; p++) *p = 0;

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ...errors import MicrotrainError
 from ...budget import HARNESS_STACK
-from .build import CPUS, FIRMWARE_DIR, FLASH_BYTES, KERNELS_DIR, RAM_BYTES, BuildResult, build_firmware, symbol_sizes
+from .build import (CPUS, FIRMWARE_DIR, FLASH_BYTES, KERNELS_DIR, RAM_BYTES, BuildResult, build_firmware, simd_for,
+                    symbol_sizes)
 
 CALL = re.compile(r"^    (mt_\w+)\((.*)\);$")
 NOTE = re.compile(r"^    /\* (\w+) (.*) \*/$")
@@ -201,6 +202,7 @@ def emit_firmware(project: Path | str, cpu: str = "cortex-m7", *, simd: bool = T
 
     if cpu not in CPUS:
         raise ProjectError(f"unknown Cortex-M target {cpu!r}; choose one of {', '.join(CPUS)}")
+    simd = simd_for(cpu, simd)
     project = Path(project).resolve()
     project_sources(project)
     fw = project / "firmware"

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import MicrotrainError
-from .build import INSTALL_HINT, ToolchainError, symbol_address
+from .build import CORES, INSTALL_HINT, ToolchainError, symbol_address
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "qemu_plugin"
-MACHINES = {"cortex-m7": "mps2-an500", "cortex-m4": "mps2-an386"}
+MACHINES = {cpu: core.machine for cpu, core in CORES.items()}
 MAX_MARKS = 4096  # MT_MAX_MARKS in mt_semihost.h
 
 
