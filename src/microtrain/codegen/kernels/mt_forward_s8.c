@@ -90,6 +90,16 @@ static void mt_dots_s8(const int8_t *x, const int8_t *w, int32_t w_stride, int32
     for (; o < n_out; o++) acc[o] += mt_dot_raw_s8(x, w + o * w_stride, n);
 }
 
+/* x_zero * sum of each of the n weight rows (length c): the zero point's part of every output's sum */
+static void mt_zero_terms(const int8_t *w, int32_t c, int32_t n, int32_t x_zero, int32_t *wsum) {
+    int32_t o, i;
+    for (o = 0; o < n; o++) {
+        int32_t s = 0;
+        for (i = 0; i < c; i++) s += w[o * c + i];
+        wsum[o] = s * x_zero;
+    }
+}
+
 #if defined(__AVX2__)
 #define MT_PW_WIDE_MAX 1024 /* input channels whose int16 weights the host AVX2 path keeps on the stack (32 KB) */
 
@@ -99,15 +109,10 @@ static void mt_conv_pointwise_avx2(const mt_conv_params *p, const int8_t *x, con
                                    const float *eff, int8_t *y, uint8_t *mask) {
     int16_t wv[MT_PW_CHUNK * MT_PW_WIDE_MAX];
     int32_t wsum[MT_PW_CHUNK], acc[MT_PW_CHUNK];
-    int32_t oy, ox, o, o0, i, c = p->in_c, c8 = p->in_c & ~7;
+    int32_t oy, ox, o, o0, c = p->in_c, c8 = p->in_c & ~7;
     for (o0 = 0; o0 < p->out_c; o0 += MT_PW_CHUNK) {
         int32_t n = p->out_c - o0 < MT_PW_CHUNK ? p->out_c - o0 : MT_PW_CHUNK;
-        for (o = 0; o < n; o++) {
-            const int8_t *wr = w + (o0 + o) * c;
-            int32_t s = 0;
-            for (i = 0; i < c; i++) s += wr[i];
-            wsum[o] = s * p->x_zero;
-        }
+        mt_zero_terms(w + o0 * c, c, n, p->x_zero, wsum);
         mt_widen_rows_s8(w + o0 * c, c, c8, n, wv, c8);
         for (oy = 0; oy < p->out_h; oy++) {
             for (ox = 0; ox < p->out_w; ox++) {
@@ -128,7 +133,7 @@ static void mt_conv_pointwise_avx2(const mt_conv_params *p, const int8_t *x, con
 void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask) {
     int32_t wsum[MT_PW_CHUNK], acc[MT_PW_CHUNK];
-    int32_t oy, ox, o, o0, i, c = p->in_c;
+    int32_t oy, ox, o, o0, c = p->in_c;
 #if defined(__AVX2__)
     if (c >= 8 && c <= MT_PW_WIDE_MAX) {
         mt_conv_pointwise_avx2(p, x, w, bias, eff, y, mask);
@@ -137,12 +142,7 @@ void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
 #endif
     for (o0 = 0; o0 < p->out_c; o0 += MT_PW_CHUNK) {
         int32_t n = p->out_c - o0 < MT_PW_CHUNK ? p->out_c - o0 : MT_PW_CHUNK;
-        for (o = 0; o < n; o++) {
-            const int8_t *wr = w + (o0 + o) * c;
-            int32_t s = 0;
-            for (i = 0; i < c; i++) s += wr[i];
-            wsum[o] = s * p->x_zero;
-        }
+        mt_zero_terms(w + o0 * c, c, n, p->x_zero, wsum);
         for (oy = 0; oy < p->out_h; oy++) {
             for (ox = 0; ox < p->out_w; ox++) {
                 const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * c;
