@@ -309,3 +309,32 @@ def test_one_bounded_read_for_the_reader_and_the_export(saved, monkeypatch, tmp_
         with pytest.raises(ExportError, match="not a regular file"):
             source_file(g, device)
         assert not is_microtrain_tflite(device)
+
+
+def test_class_names_travel_with_the_exported_model(tmp_path):
+    """A new head's class names are written into the model's description and read back (the last ones when
+    a model is exported again); names that do not fit the head are a one-line format error."""
+    from microtrain.errors import ModelFormatError
+    from microtrain.frontends.tflite import tflite_to_graph
+
+    g, _ = trained(RESNET8, 3)
+    names = ["cat", "dog", 'frog "x"; microtrain labels ["a"]']
+    g.meta["labels"] = names
+    data, path = source_file(g)
+    out = export_tflite(g, data, str(path))
+    assert tflite_to_graph(out, "exported").meta["labels"] == names
+    assert "labels" not in tflite_to_graph(data, "source").meta or \
+        tflite_to_graph(data, "source").meta["labels"] != names
+    # exported again (trained from the exported file): the newer names win
+    exported = tmp_path / "once.tflite"
+    exported.write_bytes(out)
+    g2 = load_tflite(exported)
+    assert g2.meta["labels"] == names
+    g2.meta["labels"] = ["x", "y", "z"]
+    out2 = export_tflite(g2, exported.read_bytes(), str(exported))
+    assert tflite_to_graph(out2, "exported twice").meta["labels"] == ["x", "y", "z"]
+    # a description whose names do not fit the head: refused, naming the file
+    bad = out.replace(b'["cat","dog",', b'["cat",12345,')
+    assert bad != out
+    with pytest.raises(ModelFormatError, match="hostile.tflite.*class names"):
+        tflite_to_graph(bad, "hostile.tflite")

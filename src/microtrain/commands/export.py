@@ -75,6 +75,9 @@ def load_trained(args):
         apply_params(graph, trained.read_bytes(), layout["arrays"])
     except MicrotrainError as e:
         raise MicrotrainError(f"{trained}: not the parameters of {project} ({e})") from None
+    classes = (ck.read_project_marker(project) or {}).get("classes")  # the names the project was compiled for
+    if isinstance(classes, list) and len(classes) == graph.num_classes:
+        graph.meta["labels"] = [str(c) for c in classes]
     return graph
 
 
@@ -91,5 +94,6 @@ def run(args) -> int:
     export_to_file(graph, out, args.source)
     shape = "x".join(str(v) for v in graph.output_spec.shape)
     print(f"wrote {out} ({out.stat().st_size:,} bytes): {source.name} with the trained parameters of "
-          f"{graph.name} (output {shape}, {graph.num_classes} classes)")
+          f"{graph.name} (output {shape}, {graph.num_classes} classes"
+          + (f": {', '.join(map(str, graph.meta['labels']))}" if graph.meta.get("labels") else "") + ")")
     return 0

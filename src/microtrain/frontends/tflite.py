@@ -403,6 +403,32 @@ class _Converter:
                         "output_index": out_idx}
 
 
+LABELS_KEY = "microtrain labels "  # in the description of a model `microtrain export` wrote, then a JSON list
+MAX_LABEL = 256  # characters of one class name
+
+
+def exported_labels(m: TfliteFile, source: str, n_classes: int) -> list[str] | None:
+    """The class names `microtrain export --tflite` wrote into the model's description (the last ones, if it was
+    exported more than once), or None. A description that names them wrongly is a format error, not a guess."""
+    import json
+
+    if m.f.field(m.model, 10, 4, "description") == 0:
+        return None
+    text = m.f.string(m.model, 10, "description")
+    at = text.rfind(LABELS_KEY)
+    if at < 0:
+        return None
+    try:
+        labels, _ = json.JSONDecoder().raw_decode(text, at + len(LABELS_KEY))
+    except ValueError:
+        labels = None
+    if (not isinstance(labels, list) or len(labels) != n_classes
+            or not all(isinstance(v, str) and 0 < len(v) <= MAX_LABEL for v in labels)):
+        raise ModelFormatError(f"{source}: the description's class names ({LABELS_KEY.strip()}) are not a JSON "
+                               f"list of {n_classes} names of 1 to {MAX_LABEL} characters")
+    return labels
+
+
 def tflite_to_graph(data: bytes, source: str, name: str | None = None, path=None) -> Graph:
     """Convert a .tflite flatbuffer's bytes to an int8 Graph; errors name the file, operator and tensor.
     meta["tflite_file"] remembers the file (its absolute `path` when read from one, sha256, size): `microtrain
@@ -427,7 +453,9 @@ def tflite_to_graph(data: bytes, source: str, name: str | None = None, path=None
                             "bytes": len(data)}}
     if conv.softmax_info is not None:
         meta["softmax"] = {k: v for k, v in conv.softmax_info.items() if k != "logits"}
-    labels = KNOWN_LABELS.get(digest)
+    labels = exported_labels(m, source, conv.tensors[out].shape[-1])
+    if labels is None:
+        labels = KNOWN_LABELS.get(digest)
     if labels is not None and len(labels) == conv.tensors[out].shape[-1]:
         meta["labels"] = labels
     graph = Graph(name or Path(source).stem, "int8", conv.input, out, conv.tensors, conv.nodes, meta)

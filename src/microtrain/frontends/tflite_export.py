@@ -20,6 +20,7 @@ changed file is refused (frontends/tflite.py records it)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from ..errors import MicrotrainError, ModelFormatError
 from ..ir.graph import Graph
-from .tflite import read_tflite_bytes, tflite_to_graph
+from .tflite import LABELS_KEY, read_tflite_bytes, tflite_to_graph
 from .tflite_reader import TfliteFile
 
 MARK = "microtrain export"  # appended to the model's description: tells a file microtrain wrote
@@ -298,7 +299,11 @@ def export_tflite(graph: Graph, data: bytes, source: str) -> bytes:
         if t.quant != ref.tensors[name].quant:
             for idx in tensors.get(name, []):
                 p.quantization(idx, [t.quant.scale], [t.quant.zero_point], None, source)
-    p.describe(f"{MARK} {__version__} from sha256 {hashlib.sha256(data).hexdigest()[:16]}")
+    labels = graph.meta.get("labels")  # written when the source does not already name them so
+    named = (f"; {LABELS_KEY}{labels_json(labels)}"  # read back by frontends/tflite.py
+             if isinstance(labels, (list, tuple)) and len(labels) == graph.num_classes
+             and list(labels) != ref.meta.get("labels") else "")
+    p.describe(f"{MARK} {__version__} from sha256 {hashlib.sha256(data).hexdigest()[:16]}{named}")
     result = p.result()
     _check_quantization(TfliteFile(result, f"exported {source}"), graph, rescaled_nodes)
     back = tflite_to_graph(result, f"exported {source}")
@@ -306,6 +311,12 @@ def export_tflite(graph: Graph, data: bytes, source: str) -> bytes:
     if diff:  # never write a file that would not give the trained graph's numbers
         raise ExportError(f"the exported model would differ from graph {graph.name!r} in {', '.join(diff[:5])}")
     return result
+
+
+def labels_json(labels) -> str:
+    """The names as JSON without a single space (spaces inside names escaped as \\u0020), so that LABELS_KEY
+    (which ends in a space) cannot occur inside it and the reader's last LABELS_KEY is the newest export's."""
+    return json.dumps([str(v) for v in labels], separators=(",", ":")).replace(" ", "\\u0020")
 
 
 def _check_quantization(m: TfliteFile, graph: Graph, nodes: dict) -> None:
