@@ -94,6 +94,10 @@ static const Case cases[] = {
      * dw_rows), an even run without padding, channels 4 + 2 */
     {"depthwise", 5, 15, 13, 13, 3, 1, 1}, {"depthwise", 4, 14, 20, 20, 3, 1, 0},
     {"depthwise", 3, 16, 6, 6, 3, 1, 1},
+    /* layer-like depthwise shapes of mcunet-5fps (channels cut to MAX_C) for dw_planar's instruction counts */
+    {"depthwise", 4, 4, 128, 128, 3, 1, 1}, {"depthwise", 8, 8, 128, 128, 5, 1, 2},
+    {"depthwise", 8, 8, 120, 120, 7, 2, 3}, {"depthwise", 32, 32, 32, 32, 7, 2, 3},
+    {"depthwise", 8, 8, 128, 128, 7, 1, 3}, {"depthwise", 8, 8, 128, 128, 3, 1, 1},
 };
 #define NARROW_LAYER_CASE 43 /* and 47: in_c 16 */
 #define WIDE_EFF_CASE 60

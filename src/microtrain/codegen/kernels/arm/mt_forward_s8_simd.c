@@ -2666,12 +2666,356 @@ static __attribute__((noinline)) void dw_inside(const mt_conv_params *p, const i
     }
 }
 
+/* dw_quad: depthwise convs with 3x3, 5x5 or 7x7 windows at stride 1 or 2, four channels at a time, two taps per
+ * SMLAD. For a block of channels c..c+3 the input rows the windows reach are converted once each into a ring of kh
+ * slots on the stack (column-major: per ring column its kh slots of 16 bytes): a slot's column holds four words
+ * P_j = (x[ix][c+j] - x_zero, x[ix+1][c+j] - x_zero), int16 lanes, for the pixel pair (ix, ix + 1) starting at that
+ * column (zeros in the padding, which adds nothing, as the portable kernel's skipped taps); at stride 1 every
+ * padded column has a ring column, at stride 2 only the even ones (a window's tap pairs start there). One LDM then
+ * brings four channels' pairs of adjacent taps and four SMLAD do 8 MACs against the weight pairs (w[kx], w[kx+1]);
+ * a kernel row's last tap is a bottom lane (SMLABB / SMLABT). An output pixel is one asm pass (DWQ_CALL): per
+ * kernel row and tap pair 2 LDM + 4 SMLAD, for the last tap 2 LDM + 4 MACs (7x7: 24 instructions per 28 MACs
+ * against 56 in dw_rows); the four sums start from the biases (folded, see bias_foldable; unfolded ones are added
+ * as floats) and are requantised as in dw_rows (packed stores, byte stores, or with the clamp bits as a nibble).
+ * The ring's slot of input row iy is iy mod kh; the weights are held twice over (kernel rows 0..kh-1, 0..kh-1) so
+ * that the rows in slot order are consecutive from any start. Maps wider than the ring go in strips of output
+ * columns. Finite multipliers; the out_c % 4 leftover channels take dw_channel. */
+#ifndef MT_DWQ_RING_BYTES
+#define MT_DWQ_RING_BYTES 1024 /* the ring: strips of 19 / 8 / 3 output columns (3x3 / 5x5 / 7x7, stride 1) */
+#endif
+
+/* DWQ_CALL's context; words 0-9 are copied below sp for the loop (offsets there). */
+typedef struct {
+    int32_t b[4];              /* 0: starting sums */
+    int8_t *y, *y_end;         /* 16, 20: the first pixel's output (channel c), after the last */
+    int32_t c_n;               /* 24 */
+    uint32_t zero;             /* 28: y_zero, packed stores: y_zero + 128 in both int16 lanes */
+    uint8_t *mask;             /* 32 */
+    const int8_t *y0;          /* 36: the output tensor (mask bit index = y - y0) */
+    const uint32_t *ring, *wq; /* 40, 44: the first pixel's ring column, the weights from the window's first slot */
+    float fb[4], e[4];         /* 48, 64: biases left out of the sums (0 when folded), multipliers */
+} dwq_ctx;
+
+/* One slot of a tap-pair column (r12 the ring, lr the weights, r4-r7 the sums of channels c..c+3), one of the last
+ * tap's column (weight words (w_c, w_c+1), (w_c+2, w_c+3), 0, 0). */
+#define DWQ_PAIR                                                                                                 \
+    "ldmia   r12!, {r8, r9, r10, r11}\n\t"                                                                       \
+    "ldmia   lr!, {r0, r1, r2, r3}\n\t"                                                                          \
+    "smlad   r4, r8, r0, r4\n\t"                                                                                 \
+    "smlad   r5, r9, r1, r5\n\t"                                                                                 \
+    "smlad   r6, r10, r2, r6\n\t"                                                                                \
+    "smlad   r7, r11, r3, r7\n\t"
+#define DWQ_LAST                                                                                                 \
+    "ldmia   r12!, {r8, r9, r10, r11}\n\t"                                                                       \
+    "ldmia   lr!, {r0, r1, r2, r3}\n\t"                                                                          \
+    "smlabb  r4, r8, r0, r4\n\t"                                                                                 \
+    "smlabt  r5, r9, r0, r5\n\t"                                                                                 \
+    "smlabb  r6, r10, r1, r6\n\t"                                                                                \
+    "smlabt  r7, r11, r1, r7\n\t"
+#define DWQ_3(T) T T T
+#define DWQ_5(T) T T T T T
+#define DWQ_7(T) T T T T T T T
+/* a tap-pair column, then past the other copy of the weights (kh * 16 bytes) and at stride 1 past the ring column
+ * of the odd taps (the next pair starts two columns on) */
+#define DWQ_COLUMN_1(SLOTS, SKIP) SLOTS "add     r12, r12, #" SKIP "\n\t" "add     lr, lr, #" SKIP "\n\t"
+#define DWQ_COLUMN_2(SLOTS, SKIP) SLOTS "add     lr, lr, #" SKIP "\n\t"
+/* the window of one pixel, then back to the next pixel's first ring column and the weights' first slot */
+#define DWQ_MAC_3_1 DWQ_COLUMN_1(DWQ_3(DWQ_PAIR), "48") DWQ_3(DWQ_LAST) "sub     r12, r12, #96\n\t" "sub     lr, lr, #144\n\t"
+#define DWQ_MAC_5_1                                                                                              \
+    DWQ_COLUMN_1(DWQ_5(DWQ_PAIR), "80") DWQ_COLUMN_1(DWQ_5(DWQ_PAIR), "80") DWQ_5(DWQ_LAST)                      \
+    "sub     r12, r12, #320\n\t" "sub     lr, lr, #400\n\t"
+#define DWQ_MAC_7_1                                                                                              \
+    DWQ_COLUMN_1(DWQ_7(DWQ_PAIR), "112") DWQ_COLUMN_1(DWQ_7(DWQ_PAIR), "112")                                    \
+    DWQ_COLUMN_1(DWQ_7(DWQ_PAIR), "112") DWQ_7(DWQ_LAST) "sub     r12, r12, #672\n\t" "sub     lr, lr, #784\n\t"
+#define DWQ_MAC_3_2 DWQ_COLUMN_2(DWQ_3(DWQ_PAIR), "48") DWQ_3(DWQ_LAST) "sub     r12, r12, #48\n\t" "sub     lr, lr, #144\n\t"
+#define DWQ_MAC_5_2                                                                                              \
+    DWQ_COLUMN_2(DWQ_5(DWQ_PAIR), "80") DWQ_COLUMN_2(DWQ_5(DWQ_PAIR), "80") DWQ_5(DWQ_LAST)                      \
+    "sub     r12, r12, #160\n\t" "sub     lr, lr, #400\n\t"
+#define DWQ_MAC_7_2                                                                                              \
+    DWQ_COLUMN_2(DWQ_7(DWQ_PAIR), "112") DWQ_COLUMN_2(DWQ_7(DWQ_PAIR), "112")                                    \
+    DWQ_COLUMN_2(DWQ_7(DWQ_PAIR), "112") DWQ_7(DWQ_LAST) "sub     r12, r12, #336\n\t" "sub     lr, lr, #784\n\t"
+#define DWQ_BIAS_ADD "vadd.f32 s0, s0, s8\n\t" "vadd.f32 s1, s1, s9\n\t" "vadd.f32 s2, s2, s10\n\t" "vadd.f32 s3, s3, s11\n\t"
+/* stores of the four rint values r4-r7 at r1 (r0: the zero field): packed, bytes, bytes with the clamp nibble */
+#define DWQ_STORE_PACKED PACKED_STORE4("r4", "r5", "r6", "r7", "r0", "[r1]")
+#define DWQ_QADD "qadd    r4, r4, r0\n\t" "qadd    r5, r5, r0\n\t" "qadd    r6, r6, r0\n\t" "qadd    r7, r7, r0\n\t"
+#define DWQ_SSAT_STRB                                                                                            \
+    "ssat    r4, #8, r4\n\t" "ssat    r5, #8, r5\n\t" "ssat    r6, #8, r6\n\t" "ssat    r7, #8, r7\n\t"        \
+    "strb    r4, [r1]\n\t" "strb    r5, [r1, #1]\n\t" "strb    r6, [r1, #2]\n\t" "strb    r7, [r1, #3]\n\t"
+#define DWQ_STORE_S8 DWQ_QADD DWQ_SSAT_STRB
+/* the clamp bit of a value (before SSAT) shifted into r2 from the bottom: channel 3 first, bit j = channel j */
+#define DWQ_CLAMP_BIT(RV) "add     r3, " RV ", #128\n\t" "rsbs    r3, r3, #255\n\t" "adc     r2, r2, r2\n\t"
+#define DWQ_STORE_MASKED                                                                                         \
+    DWQ_QADD "mov     r2, #0\n\t" DWQ_CLAMP_BIT("r7") DWQ_CLAMP_BIT("r6") DWQ_CLAMP_BIT("r5") DWQ_CLAMP_BIT("r4")   \
+    DWQ_SSAT_STRB                                                                                                \
+    "ldrd    r8, r9, [sp, #32]\n\t" /* mask, y0: the nibble at bit index y - y0 (a multiple of 4) */             \
+    "sub     r9, r1, r9\n\t"                                                                                     \
+    "add     r8, r8, r9, lsr #3\n\t"                                                                             \
+    "and     r9, r9, #7\n\t"                                                                                     \
+    "ldrb    r10, [r8]\n\t"                                                                                      \
+    "mov     r11, #15\n\t"                                                                                       \
+    "lsl     r11, r11, r9\n\t"                                                                                   \
+    "bic     r10, r10, r11\n\t"                                                                                  \
+    "lsl     r2, r2, r9\n\t"                                                                                     \
+    "orr     r10, r10, r2\n\t"                                                                                   \
+    "strb    r10, [r8]\n\t"
+/* The pixels of the context, one pass each: MAC (DWQ_MAC_k_s), BIAS_ADD ("" or DWQ_BIAS_ADD), STORE. */
+#define DWQ_CALL(MAC, BIAS_ADD, STORE)                                                                           \
+    __asm__ volatile("add     r1, r0, #48\n\t"                                                                   \
+                     "vldmia  r1, {s8-s15}\n\t"                                                                  \
+                     "ldrd    r12, lr, [r0, #40]\n\t"                                                            \
+                     "ldmia   r0, {r0-r9}\n\t"                                                                   \
+                     "push    {r0-r9}\n\t"                                                                       \
+                     "0:\n\t"                                                                                    \
+                     "ldmia   sp, {r4-r7}\n\t" MAC                                                               \
+                     "vmov    s0, s1, r4, r5\n\t"                                                                \
+                     "vmov    s2, s3, r6, r7\n\t"                                                                \
+                     "vcvt.f32.s32 s0, s0\n\t" "vcvt.f32.s32 s1, s1\n\t" "vcvt.f32.s32 s2, s2\n\t"             \
+                     "vcvt.f32.s32 s3, s3\n\t" BIAS_ADD                                                          \
+                     "vmul.f32 s0, s0, s12\n\t" "vmul.f32 s1, s1, s13\n\t" "vmul.f32 s2, s2, s14\n\t"          \
+                     "vmul.f32 s3, s3, s15\n\t"                                                                  \
+                     "vcvtr.s32.f32 s0, s0\n\t" "vcvtr.s32.f32 s1, s1\n\t" "vcvtr.s32.f32 s2, s2\n\t"          \
+                     "vcvtr.s32.f32 s3, s3\n\t"                                                                  \
+                     "vmov    r4, r5, s0, s1\n\t"                                                                \
+                     "vmov    r6, r7, s2, s3\n\t"                                                                \
+                     "ldr     r0, [sp, #28]\n\t"                                                                 \
+                     "ldr     r1, [sp, #16]\n\t" STORE                                                           \
+                     "ldrd    r2, r3, [sp, #20]\n\t" /* y_end, c_n */                                            \
+                     "add     r1, r1, r3\n\t"                                                                    \
+                     "str     r1, [sp, #16]\n\t"                                                                 \
+                     "cmp     r1, r2\n\t"                                                                        \
+                     "bne     0b\n\t"                                                                            \
+                     "add     sp, sp, #40\n\t"                                                                   \
+                     : "+r"(c)                                                                                   \
+                     :                                                                                           \
+                     : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s0", "s1",  \
+                       "s2", "s3", "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
+
+enum { DWQ_PACKED, DWQ_BYTES, DWQ_MASKED };
+#define DWQ_KERNEL(MAC)                                                                                          \
+    if (store == DWQ_PACKED) DWQ_CALL(MAC, "", DWQ_STORE_PACKED);                                                \
+    else if (store == DWQ_BYTES && !unfolded) DWQ_CALL(MAC, "", DWQ_STORE_S8);                                   \
+    else if (store == DWQ_BYTES) DWQ_CALL(MAC, DWQ_BIAS_ADD, DWQ_STORE_S8);                                      \
+    else if (!unfolded) DWQ_CALL(MAC, "", DWQ_STORE_MASKED);                                                     \
+    else DWQ_CALL(MAC, DWQ_BIAS_ADD, DWQ_STORE_MASKED)
+
+/* The pixels described by ctx (at least one); k, stride: the window; store: DWQ_*; unfolded: some bias not folded
+ * (added as a float, ctx->fb; packed stores only with every bias folded). */
+static __attribute__((noinline)) void dwq_pixels(const dwq_ctx *ctx, int32_t k, int32_t stride, int store, int unfolded)
+{
+    register const dwq_ctx *c __asm__("r0") = ctx;
+    if (stride == 1) {
+        if (k == 3) {
+            DWQ_KERNEL(DWQ_MAC_3_1);
+        } else if (k == 5) {
+            DWQ_KERNEL(DWQ_MAC_5_1);
+        } else {
+            DWQ_KERNEL(DWQ_MAC_7_1);
+        }
+    } else if (k == 3) {
+        DWQ_KERNEL(DWQ_MAC_3_2);
+    } else if (k == 5) {
+        DWQ_KERNEL(DWQ_MAC_5_2);
+    } else {
+        DWQ_KERNEL(DWQ_MAC_7_2);
+    }
+}
+
+/* PKHBT / PKHTB: (lo.lo, hi.lo) and (lo.hi, hi.hi) as int16 lanes (gcc 12 does not form them from the C). */
+static inline uint32_t pack_lo(uint32_t lo, uint32_t hi)
+{
+    uint32_t r;
+    __asm__("pkhbt   %0, %1, %2, lsl #16" : "=r"(r) : "r"(lo), "r"(hi));
+    return r;
+}
+static inline uint32_t pack_hi(uint32_t lo, uint32_t hi)
+{
+    uint32_t r;
+    __asm__("pkhtb   %0, %1, %2, asr #16" : "=r"(r) : "r"(hi), "r"(lo));
+    return r;
+}
+
+/* The four words of a ring column (or of a weight pair): channels 0-3 of the pixel pair whose unpacked lanes are
+ * (a02, a13) and (b02, b13). */
+static inline void dwq_pair_words(uint32_t *d, uint32_t a02, uint32_t a13, uint32_t b02, uint32_t b13)
+{
+    d[0] = pack_lo(a02, b02), d[1] = pack_lo(a13, b13), d[2] = pack_hi(a02, b02), d[3] = pack_hi(a13, b13);
+}
+
+/* n ring columns (n >= 1), stride 1: consecutive pixel pairs of one input row (each pixel the right one of a column
+ * and the left one of the next); r1 the first column's right pixel (pixels c_n apart: r2), r3 the first column's
+ * slot (columns r4 bytes apart), r6 / r7 the first left pixel's lanes, r5 -x_zero in both lanes. The loop is
+ * written twice with the roles of the lane registers swapped. */
+#define DWQ_COL(A02, A13, B02, B13)                                                                              \
+    "ldr     r0, [r1]\n\t"                                                                                       \
+    "add     r1, r1, r2\n\t"                                                                                     \
+    "sxtab16 " B02 ", r5, r0\n\t"                                                                                \
+    "sxtab16 " B13 ", r5, r0, ror #8\n\t"                                                                        \
+    "pkhbt   r10, " A02 ", " B02 ", lsl #16\n\t"                                                                 \
+    "pkhbt   r11, " A13 ", " B13 ", lsl #16\n\t"                                                                 \
+    "strd    r10, r11, [r3]\n\t"                                                                                 \
+    "pkhtb   r10, " B02 ", " A02 ", asr #16\n\t"                                                                 \
+    "pkhtb   r11, " B13 ", " A13 ", asr #16\n\t"                                                                 \
+    "strd    r10, r11, [r3, #8]\n\t"                                                                             \
+    "add     r3, r3, r4\n\t"                                                                                     \
+    "subs    r12, r12, #1\n\t"
+/* the same at stride 2: disjoint pixel pairs (r1 the first column's left pixel, both pixels loaded per column) */
+#define DWQ_COL2                                                                                                 \
+    "ldr     r0, [r1]\n\t"                                                                                       \
+    "ldr     r8, [r1, r2]\n\t"                                                                                   \
+    "add     r1, r1, r2, lsl #1\n\t"                                                                             \
+    "sxtab16 r6, r5, r0\n\t"                                                                                     \
+    "sxtab16 r7, r5, r0, ror #8\n\t"                                                                             \
+    "sxtab16 r9, r5, r8\n\t"                                                                                     \
+    "sxtab16 r8, r5, r8, ror #8\n\t"                                                                             \
+    "pkhbt   r10, r6, r9, lsl #16\n\t"                                                                           \
+    "pkhbt   r11, r7, r8, lsl #16\n\t"                                                                           \
+    "strd    r10, r11, [r3]\n\t"                                                                                 \
+    "pkhtb   r10, r9, r6, asr #16\n\t"                                                                           \
+    "pkhtb   r11, r8, r7, asr #16\n\t"                                                                           \
+    "strd    r10, r11, [r3, #8]\n\t"                                                                             \
+    "add     r3, r3, r4\n\t"                                                                                     \
+    "subs    r12, r12, #1\n\t"
+static __attribute__((noinline)) void dwq_columns(const int8_t *s, int32_t c_n, uint32_t *d, int32_t step, int32_t n,
+                                                  int32_t nz, uint32_t a02, uint32_t a13, int32_t stride)
+{
+    register const int8_t *r1 __asm__("r1") = s;
+    register int32_t r2 __asm__("r2") = c_n, r4 __asm__("r4") = step, r5 __asm__("r5") = nz, r12 __asm__("r12") = n;
+    register uint32_t *r3 __asm__("r3") = d;
+    register uint32_t r6 __asm__("r6") = a02, r7 __asm__("r7") = a13;
+    if (stride == 1)
+        __asm__ volatile("1:\n\t" DWQ_COL("r6", "r7", "r8", "r9") "beq     2f\n\t" DWQ_COL("r8", "r9", "r6", "r7")
+                         "bne     1b\n\t"
+                         "2:\n\t"
+                         : "+r"(r1), "+r"(r3), "+r"(r12), "+r"(r6), "+r"(r7)
+                         : "r"(r2), "r"(r4), "r"(r5)
+                         : "r0", "r8", "r9", "r10", "r11", "cc", "memory");
+    else
+        __asm__ volatile("1:\n\t" DWQ_COL2 "bne     1b\n\t"
+                         : "+r"(r1), "+r"(r3), "+r"(r12), "+r"(r6), "+r"(r7)
+                         : "r"(r2), "r"(r4), "r"(r5)
+                         : "r0", "r8", "r9", "r10", "r11", "cc", "memory");
+}
+
+/* The unpacked lanes (x - x_zero) of input pixel ix of a row (channels c..c+3 at row + ix * c_n), zero outside. */
+static inline void dwq_pixel(const int8_t *row, int32_t ix, int32_t w, int32_t c_n, int32_t nz, uint32_t *l02,
+                             uint32_t *l13)
+{
+    *l02 = *l13 = 0;
+    if (ix >= 0 && ix < w) {
+        const uint32_t v = load_u32(row + ix * c_n);
+        *l02 = __sxtab16(nz, v), *l13 = sxtab16_ror8(nz, v);
+    }
+}
+
+/* Input row iy of channels c..c+3 (xc = x + c) into a ring slot d (ncols ring columns, kh slots of 16 bytes each):
+ * ring column i holds the pixel pair (ix, ix + 1), ix = pc0 + stride * i - pad. */
+static void dwq_convert(const mt_conv_params *p, const int8_t *xc, int32_t iy, int32_t pc0, int32_t ncols, uint32_t *d,
+                        int32_t nz)
+{
+    const int32_t step = 4 * p->kw, w = p->in_w, c_n = p->in_c, s = p->stride;
+    if (iy < 0 || iy >= p->in_h) {
+        for (int32_t i = 0; i < ncols; i++, d += step) d[0] = d[1] = d[2] = d[3] = 0;
+        return;
+    }
+    const int8_t *row = xc + iy * w * c_n;
+    int32_t ix = pc0 - p->pad, i = 0;
+    uint32_t a02, a13, b02, b13;
+    for (; i < ncols && ix < 0; i++, ix += s, d += step) { /* the left pixel in the padding */
+        dwq_pixel(row, ix, w, c_n, nz, &a02, &a13);
+        dwq_pixel(row, ix + 1, w, c_n, nz, &b02, &b13);
+        dwq_pair_words(d, a02, a13, b02, b13);
+    }
+    int32_t m = (w - 2 - ix) / s + 1; /* columns whose pixels are both inside */
+    if (ix > w - 2) m = 0;
+    if (m > ncols - i) m = ncols - i;
+    if (m > 0) {
+        dwq_pixel(row, ix, w, c_n, nz, &a02, &a13);
+        dwq_columns(row + (ix + (s == 1)) * c_n, c_n, d, step * 4, m, nz, a02, a13, s);
+        i += m, ix += m * s, d += m * step;
+    }
+    for (; i < ncols; i++, ix += s, d += step) { /* the right pixel beyond the input */
+        dwq_pixel(row, ix, w, c_n, nz, &a02, &a13);
+        dwq_pixel(row, ix + 1, w, c_n, nz, &b02, &b13);
+        dwq_pair_words(d, a02, a13, b02, b13);
+    }
+}
+
+/* dw_quad's shapes: square 3, 5 or 7 windows at stride 1 or 2, padding below the window, a strip of at least one
+ * output column in the ring, out_c >= 4; with a mask out_c % 4 == 0 (the clamp nibbles). */
+static inline int dw_quad_fits(const mt_conv_params *p, const uint8_t *mask)
+{
+    const int32_t k = p->kw;
+    return p->kh == k && (k == 3 || k == 5 || k == 7) && (p->stride == 1 || p->stride == 2) && p->dilation == 1 &&
+           p->pad < k && k * k * 16 <= MT_DWQ_RING_BYTES && p->out_c >= 4 && (!mask || (p->out_c & 3) == 0);
+}
+
+/* Where dw_quad measured a gain over dw_inside / dw_border (mcunet-5fps step, Cortex-M7): TODO */
+static inline int dw_quad_wanted(const mt_conv_params *p, const uint8_t *mask)
+{
+    return dw_quad_fits(p, mask) && p->kw >= 5 && p->in_h * p->in_w >= 64;
+}
+
+static __attribute__((noinline)) void dw_quad(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                              const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask)
+{
+    uint32_t ring[MT_DWQ_RING_BYTES / 4];
+    uint32_t wq[4 * 2 * 7 * 4]; /* per tap-pair column and the last column: kernel rows 0..k-1 twice, 4 words */
+    const int32_t k = p->kw, np = k / 2, c_n = p->out_c, out_w = p->out_w, pad = p->pad, s = p->stride;
+    const int32_t cols = MT_DWQ_RING_BYTES / (k * 16), nz = pack_neg_zero(p->x_zero);
+    const int32_t strip = s == 1 ? cols - (k - 1) : cols - np; /* output columns per strip */
+    dwq_ctx ctx;
+    ctx.c_n = c_n, ctx.mask = mask, ctx.y0 = y, ctx.ring = ring;
+    for (int32_t c = 0; c + 4 <= c_n; c += 4) {
+        for (int32_t ky = 0; ky < k; ky++) /* the weight pairs of channels c..c+3, rows ky and ky + k */
+            for (int32_t j = 0; j <= np; j++) {
+                uint32_t *q = wq + (j * 2 * k + ky) * 4, l02, l13, h02 = 0, h13 = 0;
+                dwq_pixel(w + (ky * k + 2 * j) * c_n + c, 0, 1, 0, 0, &l02, &l13);
+                if (j < np) {
+                    dwq_pixel(w + (ky * k + 2 * j + 1) * c_n + c, 0, 1, 0, 0, &h02, &h13);
+                    dwq_pair_words(q, l02, l13, h02, h13);
+                } else {
+                    q[0] = pack_lo(l02, l13), q[1] = pack_hi(l02, l13), q[2] = q[3] = 0;
+                }
+                __builtin_memcpy(q + 4 * k, q, 16);
+            }
+        int32_t b[4], rb[4];
+        fold_biases(bias + c, k * k, b, rb);
+        const int unfolded = (rb[0] | rb[1] | rb[2] | rb[3]) != 0;
+        int packed = !mask && !unfolded;
+        for (int32_t j = 0; j < 4; j++) {
+            ctx.b[j] = b[j], ctx.fb[j] = (float)rb[j], ctx.e[j] = eff[c + j];
+            packed &= (__builtin_fabsf((float)b[j]) + (float)(k * k) * (255.0f * 128.0f)) * __builtin_fabsf(eff[c + j]) <
+                      32000.0f;
+        }
+        const int store = mask ? DWQ_MASKED : packed ? DWQ_PACKED : DWQ_BYTES;
+        ctx.zero = packed ? (uint32_t)(p->y_zero + 128) * 0x00010001u : (uint32_t)p->y_zero;
+        for (int32_t ox0 = 0; ox0 < out_w; ox0 += strip) {
+            const int32_t n = out_w - ox0 < strip ? out_w - ox0 : strip;
+            const int32_t ncols = s == 1 ? n + k - 1 : n + np;
+            int32_t next = -pad; /* the next input row to convert into the ring */
+            for (int32_t oy = 0; oy < p->out_h; oy++) {
+                const int32_t iy0 = oy * s - pad;
+                for (; next < iy0 + k; next++)
+                    dwq_convert(p, x + c, next, s * ox0, ncols, ring + ((next + k) % k) * 4, nz);
+                ctx.wq = wq + ((k - iy0 % k) % k) * 4; /* slot t holds kernel row (t - iy0) mod k */
+                ctx.y = y + (oy * out_w + ox0) * c_n + c, ctx.y_end = ctx.y + n * c_n;
+                dwq_pixels(&ctx, k, s, store, unfolded);
+            }
+        }
+    }
+    for (int32_t c = c_n & ~3; c < c_n; c++) dw_channel(p, x, w, bias, eff, y, mask, c);
+}
+
 void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask)
 {
     const int32_t c_n = p->out_c, n_taps = p->kh * p->kw;
     if (n_taps > MT_DW_MAX_TAPS || p->dilation != 1) {
         mt_conv_depthwise_s8_portable(p, x, w, bias, eff, y, mask);
+        return;
+    }
+    if (dw_quad_wanted(p, mask) && all_finite(eff, c_n)) {
+        dw_quad(p, x, w, bias, eff, y, mask);
         return;
     }
     int32_t ox_lo, ox_hi, oy_lo, oy_hi;
