@@ -2680,9 +2680,11 @@ static __attribute__((noinline)) void dw_inside(const mt_conv_params *p, const i
  * The ring's slot of input row iy is iy mod kh; the weights are held twice over (kernel rows 0..kh-1, 0..kh-1) so
  * that the rows in slot order are consecutive from any start. Maps wider than the ring go in strips of output
  * columns. Finite multipliers; the out_c % 4 leftover channels take dw_channel. */
-#ifndef MT_DWQ_RING_BYTES
-#define MT_DWQ_RING_BYTES 1024 /* the ring: strips of 19 / 8 / 3 output columns (3x3 / 5x5 / 7x7, stride 1) */
+#ifndef MT_DWQ_BYTES
+#define MT_DWQ_BYTES 1920 /* stack for the weights ((k / 2 + 1) * 2k * 16 bytes) and the ring (the rest): strips of
+                             34 / 14 / 3 output columns for 3x3 / 5x5 / 7x7 windows at stride 1, 6 for 7x7 at stride 2 */
 #endif
+static inline int32_t dwq_weight_bytes(int32_t k) { return (k / 2 + 1) * 2 * k * 16; }
 
 /* DWQ_CALL's context; words 0-9 are copied below sp for the loop (offsets there). */
 typedef struct {
@@ -2876,16 +2878,20 @@ static inline void dwq_pair_words(uint32_t *d, uint32_t a02, uint32_t a13, uint3
     "add     r3, r3, r4\n\t"                                                                                     \
     "subs    r12, r12, #1\n\t"
 static __attribute__((noinline)) void dwq_columns(const int8_t *s, int32_t c_n, uint32_t *d, int32_t step, int32_t n,
-                                                  int32_t nz, uint32_t a02, uint32_t a13, int32_t stride)
+                                                  int32_t nz, uint32_t *a02, uint32_t *a13, int32_t stride)
 {
     register const int8_t *r1 __asm__("r1") = s;
     register int32_t r2 __asm__("r2") = c_n, r4 __asm__("r4") = step, r5 __asm__("r5") = nz, r12 __asm__("r12") = n;
     register uint32_t *r3 __asm__("r3") = d;
-    register uint32_t r6 __asm__("r6") = a02, r7 __asm__("r7") = a13;
+    register uint32_t r6 __asm__("r6") = *a02, r7 __asm__("r7") = *a13;
     if (stride == 1)
         __asm__ volatile("1:\n\t" DWQ_COL("r6", "r7", "r8", "r9") "beq     2f\n\t" DWQ_COL("r8", "r9", "r6", "r7")
                          "bne     1b\n\t"
+                         "b       3f\n\t"
                          "2:\n\t"
+                         "mov     r6, r8\n\t"
+                         "mov     r7, r9\n\t"
+                         "3:\n\t"
                          : "+r"(r1), "+r"(r3), "+r"(r12), "+r"(r6), "+r"(r7)
                          : "r"(r2), "r"(r4), "r"(r5)
                          : "r0", "r8", "r9", "r10", "r11", "cc", "memory");
@@ -2894,6 +2900,7 @@ static __attribute__((noinline)) void dwq_columns(const int8_t *s, int32_t c_n, 
                          : "+r"(r1), "+r"(r3), "+r"(r12), "+r"(r6), "+r"(r7)
                          : "r"(r2), "r"(r4), "r"(r5)
                          : "r0", "r8", "r9", "r10", "r11", "cc", "memory");
+    *a02 = r6, *a13 = r7; /* stride 1: the last right pixel's lanes */
 }
 
 /* The unpacked lanes (x - x_zero) of input pixel ix of a row (channels c..c+3 at row + ix * c_n), zero outside. */
@@ -2907,36 +2914,48 @@ static inline void dwq_pixel(const int8_t *row, int32_t ix, int32_t w, int32_t c
     }
 }
 
-/* Input row iy of channels c..c+3 (xc = x + c) into a ring slot d (ncols ring columns, kh slots of 16 bytes each):
- * ring column i holds the pixel pair (ix, ix + 1), ix = pc0 + stride * i - pad. */
-static void dwq_convert(const mt_conv_params *p, const int8_t *xc, int32_t iy, int32_t pc0, int32_t ncols, uint32_t *d,
-                        int32_t nz)
+/* Input row iy of channels c..c+3 (xc = x + c) into a ring slot (ring columns [lo, hi): the columns whose pixel
+ * pair reaches the input; the others stay zero from the call's start): ring column i holds the pixel pair
+ * (ix, ix + 1), ix = pc0 + stride * i - pad. d: ring column lo's slot. */
+static __attribute__((noinline)) void dwq_convert(const mt_conv_params *p, const int8_t *xc, int32_t iy, int32_t pc0,
+                                                  int32_t lo, int32_t hi,
+                        uint32_t *d, int32_t nz)
 {
     const int32_t step = 4 * p->kw, w = p->in_w, c_n = p->in_c, s = p->stride;
     if (iy < 0 || iy >= p->in_h) {
-        for (int32_t i = 0; i < ncols; i++, d += step) d[0] = d[1] = d[2] = d[3] = 0;
+        for (int32_t i = lo; i < hi; i++, d += step) d[0] = d[1] = d[2] = d[3] = 0;
         return;
     }
     const int8_t *row = xc + iy * w * c_n;
-    int32_t ix = pc0 - p->pad, i = 0;
-    uint32_t a02, a13, b02, b13;
-    for (; i < ncols && ix < 0; i++, ix += s, d += step) { /* the left pixel in the padding */
+    int32_t ix = pc0 + s * lo - p->pad, i = lo;
+    uint32_t a02 = 0, a13 = 0, b02, b13;
+    if (s == 1) { /* one asm run from the first column (its left pixel inside or the padding's last) */
         dwq_pixel(row, ix, w, c_n, nz, &a02, &a13);
-        dwq_pixel(row, ix + 1, w, c_n, nz, &b02, &b13);
-        dwq_pair_words(d, a02, a13, b02, b13);
+        int32_t m = w - 1 - ix; /* columns whose right pixel ix + 1 is inside */
+        if (m > hi - i) m = hi - i;
+        if (m > 0) {
+            dwq_columns(row + (ix + 1) * c_n, c_n, d, step * 4, m, nz, &a02, &a13, 1);
+            i += m, ix += m, d += m * step;
+        }
+        if (i < hi) { /* (the last pixel, the padding) */
+            d[0] = a02 & 0xFFFFu, d[1] = a13 & 0xFFFFu, d[2] = a02 >> 16, d[3] = a13 >> 16;
+            i++, ix++, d += step;
+        }
+        return;
     }
-    int32_t m = (w - 2 - ix) / s + 1; /* columns whose pixels are both inside */
-    if (ix > w - 2) m = 0;
-    if (m > ncols - i) m = ncols - i;
+    for (; i < hi && ix < 0; i++, ix += 2, d += step) { /* stride 2: the left pixel in the padding */
+        dwq_pixel(row, ix + 1, w, c_n, nz, &b02, &b13);
+        dwq_pair_words(d, 0, 0, b02, b13);
+    }
+    int32_t m = ix > w - 2 ? 0 : (w - 2 - ix) / 2 + 1; /* columns whose pixels are both inside */
+    if (m > hi - i) m = hi - i;
     if (m > 0) {
-        dwq_pixel(row, ix, w, c_n, nz, &a02, &a13);
-        dwq_columns(row + (ix + (s == 1)) * c_n, c_n, d, step * 4, m, nz, a02, a13, s);
-        i += m, ix += m * s, d += m * step;
+        dwq_columns(row + ix * c_n, c_n, d, step * 4, m, nz, &a02, &a13, 2);
+        i += m, ix += 2 * m, d += m * step;
     }
-    for (; i < ncols; i++, ix += s, d += step) { /* the right pixel beyond the input */
+    if (i < hi) { /* the right pixel in the padding */
         dwq_pixel(row, ix, w, c_n, nz, &a02, &a13);
-        dwq_pixel(row, ix + 1, w, c_n, nz, &b02, &b13);
-        dwq_pair_words(d, a02, a13, b02, b13);
+        dwq_pair_words(d, a02, a13, 0, 0);
     }
 }
 
@@ -2946,65 +2965,90 @@ static inline int dw_quad_fits(const mt_conv_params *p, const uint8_t *mask)
 {
     const int32_t k = p->kw;
     return p->kh == k && (k == 3 || k == 5 || k == 7) && (p->stride == 1 || p->stride == 2) && p->dilation == 1 &&
-           p->pad < k && k * k * 16 <= MT_DWQ_RING_BYTES && p->out_c >= 4 && (!mask || (p->out_c & 3) == 0);
+           p->pad < k && (p->stride == 1 ? k : k / 2 + 1) * k * 16 <= MT_DWQ_BYTES - dwq_weight_bytes(k) && p->out_c >= 4 &&
+           (!mask || (p->out_c & 3) == 0);
 }
 
 /* Where dw_quad measured a gain over dw_inside / dw_border (mcunet-5fps step, Cortex-M7): TODO */
 static inline int dw_quad_wanted(const mt_conv_params *p, const uint8_t *mask)
 {
-    return dw_quad_fits(p, mask) && p->kw >= 5 && p->in_h * p->in_w >= 64;
+    return dw_quad_fits(p, mask) && (p->kw >= 5 || p->stride == 1) && p->kw <= p->in_w && p->kh <= p->in_h;
+}
+
+/* The weight words of channels c..c+3 (wc = w + c) for dw_quad: per tap-pair column j and the last column, kernel
+ * rows 0..k-1 and again (rows k..2k-1), four words each (pairs of taps 2j, 2j + 1 per channel; the last column's
+ * (w_c, w_c+1), (w_c+2, w_c+3), 0, 0). */
+static __attribute__((noinline)) void dwq_weights(const int8_t *wc, int32_t k, int32_t c_n, uint32_t *wq)
+{
+    const int32_t np = k / 2;
+    for (int32_t ky = 0; ky < k; ky++) {
+        const int8_t *t = wc + ky * k * c_n;
+        uint32_t *q = wq + ky * 4;
+        for (int32_t j = 0; j < np; j++, t += 2 * c_n, q += 8 * k) {
+            const uint32_t a = load_u32(t), b = load_u32(t + c_n);
+            dwq_pair_words(q, __sxtb16(a), sxtb16_ror8(a), __sxtb16(b), sxtb16_ror8(b));
+            __builtin_memcpy(q + 4 * k, q, 16);
+        }
+        const uint32_t a = load_u32(t), l02 = __sxtb16(a), l13 = sxtb16_ror8(a);
+        q[0] = q[4 * k] = pack_lo(l02, l13), q[1] = q[4 * k + 1] = pack_hi(l02, l13);
+        q[2] = q[3] = q[4 * k + 2] = q[4 * k + 3] = 0;
+    }
+}
+
+/* Channels c..c+3 of every output pixel (buf: the caller's stack array, weights then ring). */
+static __attribute__((noinline)) void dwq_block(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                                const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask,
+                                                int32_t c, uint32_t *buf)
+{
+    const int32_t k = p->kw, np = k / 2, c_n = p->out_c, out_w = p->out_w, pad = p->pad, s = p->stride;
+    uint32_t *const wq = buf, *const ring = buf + dwq_weight_bytes(k) / 4;
+    const int32_t cols = (MT_DWQ_BYTES - dwq_weight_bytes(k)) / (k * 16), nz = pack_neg_zero(p->x_zero);
+    const int32_t strip = s == 1 ? cols - (k - 1) : cols - np; /* output columns per strip */
+    dwq_ctx ctx;
+    ctx.c_n = c_n, ctx.mask = mask, ctx.y0 = y, ctx.ring = ring;
+    dwq_weights(w + c, k, c_n, wq);
+    int unfolded = 0, packed = !mask;
+    for (int32_t j = 0; j < 4; j++) { /* bias folding as fold_biases */
+        const int fold = bias_foldable(bias + c + j, 1, k * k);
+        ctx.b[j] = fold ? bias[c + j] : 0, ctx.fb[j] = fold ? 0.0f : (float)bias[c + j], ctx.e[j] = eff[c + j];
+        unfolded |= !fold;
+        packed &= fold && (__builtin_fabsf((float)ctx.b[j]) + (float)(k * k) * (255.0f * 128.0f)) *
+                                  __builtin_fabsf(eff[c + j]) < 32000.0f;
+    }
+    const int store = mask ? DWQ_MASKED : packed ? DWQ_PACKED : DWQ_BYTES;
+    ctx.zero = packed ? (uint32_t)(p->y_zero + 128) * 0x00010001u : (uint32_t)p->y_zero;
+    for (int32_t ox0 = 0; ox0 < out_w; ox0 += strip) {
+        const int32_t n = out_w - ox0 < strip ? out_w - ox0 : strip;
+        const int32_t ncols = s == 1 ? n + k - 1 : n + np;
+        /* the ring columns whose pixel pair (ix, ix + 1) reaches the input: ix in [-1, in_w - 1] */
+        const int32_t ix0 = s * ox0 - pad, lo = ix0 >= -1 ? 0 : (-1 - ix0 + s - 1) / s;
+        int32_t hi = (p->in_w - 1 - ix0) / s + 1;
+        if (hi > ncols) hi = ncols;
+        for (int32_t i = 0; i < ncols; i++) /* columns wholly in the padding: 0 (never converted) */
+            if (i == lo) i = hi - 1;
+            else for (int32_t t = 0; t < 4 * k; t++) ring[i * 4 * k + t] = 0;
+        int32_t next = -pad; /* the next input row to convert into the ring */
+        for (int32_t oy = 0; oy < p->out_h; oy++) {
+            const int32_t iy0 = oy * s - pad;
+            for (; next < iy0 + k; next++)
+                dwq_convert(p, x + c, next, s * ox0, lo, hi, ring + (((next + k) % k) + lo * k) * 4, nz);
+            ctx.wq = wq + ((k - iy0 % k) % k) * 4; /* slot t holds kernel row (t - iy0) mod k */
+            ctx.y = y + (oy * out_w + ox0) * c_n + c, ctx.y_end = ctx.y + n * c_n;
+            dwq_pixels(&ctx, k, s, store, unfolded);
+        }
+    }
 }
 
 static __attribute__((noinline)) void dw_quad(const mt_conv_params *p, const int8_t *x, const int8_t *w,
                                               const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask)
 {
-    uint32_t ring[MT_DWQ_RING_BYTES / 4];
-    uint32_t wq[4 * 2 * 7 * 4]; /* per tap-pair column and the last column: kernel rows 0..k-1 twice, 4 words */
-    const int32_t k = p->kw, np = k / 2, c_n = p->out_c, out_w = p->out_w, pad = p->pad, s = p->stride;
-    const int32_t cols = MT_DWQ_RING_BYTES / (k * 16), nz = pack_neg_zero(p->x_zero);
-    const int32_t strip = s == 1 ? cols - (k - 1) : cols - np; /* output columns per strip */
-    dwq_ctx ctx;
-    ctx.c_n = c_n, ctx.mask = mask, ctx.y0 = y, ctx.ring = ring;
-    for (int32_t c = 0; c + 4 <= c_n; c += 4) {
-        for (int32_t ky = 0; ky < k; ky++) /* the weight pairs of channels c..c+3, rows ky and ky + k */
-            for (int32_t j = 0; j <= np; j++) {
-                uint32_t *q = wq + (j * 2 * k + ky) * 4, l02, l13, h02 = 0, h13 = 0;
-                dwq_pixel(w + (ky * k + 2 * j) * c_n + c, 0, 1, 0, 0, &l02, &l13);
-                if (j < np) {
-                    dwq_pixel(w + (ky * k + 2 * j + 1) * c_n + c, 0, 1, 0, 0, &h02, &h13);
-                    dwq_pair_words(q, l02, l13, h02, h13);
-                } else {
-                    q[0] = pack_lo(l02, l13), q[1] = pack_hi(l02, l13), q[2] = q[3] = 0;
-                }
-                __builtin_memcpy(q + 4 * k, q, 16);
-            }
-        int32_t b[4], rb[4];
-        fold_biases(bias + c, k * k, b, rb);
-        const int unfolded = (rb[0] | rb[1] | rb[2] | rb[3]) != 0;
-        int packed = !mask && !unfolded;
-        for (int32_t j = 0; j < 4; j++) {
-            ctx.b[j] = b[j], ctx.fb[j] = (float)rb[j], ctx.e[j] = eff[c + j];
-            packed &= (__builtin_fabsf((float)b[j]) + (float)(k * k) * (255.0f * 128.0f)) * __builtin_fabsf(eff[c + j]) <
-                      32000.0f;
-        }
-        const int store = mask ? DWQ_MASKED : packed ? DWQ_PACKED : DWQ_BYTES;
-        ctx.zero = packed ? (uint32_t)(p->y_zero + 128) * 0x00010001u : (uint32_t)p->y_zero;
-        for (int32_t ox0 = 0; ox0 < out_w; ox0 += strip) {
-            const int32_t n = out_w - ox0 < strip ? out_w - ox0 : strip;
-            const int32_t ncols = s == 1 ? n + k - 1 : n + np;
-            int32_t next = -pad; /* the next input row to convert into the ring */
-            for (int32_t oy = 0; oy < p->out_h; oy++) {
-                const int32_t iy0 = oy * s - pad;
-                for (; next < iy0 + k; next++)
-                    dwq_convert(p, x + c, next, s * ox0, ncols, ring + ((next + k) % k) * 4, nz);
-                ctx.wq = wq + ((k - iy0 % k) % k) * 4; /* slot t holds kernel row (t - iy0) mod k */
-                ctx.y = y + (oy * out_w + ox0) * c_n + c, ctx.y_end = ctx.y + n * c_n;
-                dwq_pixels(&ctx, k, s, store, unfolded);
-            }
-        }
-    }
-    for (int32_t c = c_n & ~3; c < c_n; c++) dw_channel(p, x, w, bias, eff, y, mask, c);
+    uint32_t buf[MT_DWQ_BYTES / 4];
+    for (int32_t c = 0; c + 4 <= p->out_c; c += 4) dwq_block(p, x, w, bias, eff, y, mask, c, buf);
+    for (int32_t c = p->out_c & ~3; c < p->out_c; c++) dw_channel(p, x, w, bias, eff, y, mask, c);
 }
+
+static void dw_general(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                       const float *eff, int8_t *y, uint8_t *mask);
 
 void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask)
@@ -3014,10 +3058,16 @@ void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
         mt_conv_depthwise_s8_portable(p, x, w, bias, eff, y, mask);
         return;
     }
-    if (dw_quad_wanted(p, mask) && all_finite(eff, c_n)) {
-        dw_quad(p, x, w, bias, eff, y, mask);
-        return;
-    }
+    if (dw_quad_wanted(p, mask) && all_finite(eff, c_n)) dw_quad(p, x, w, bias, eff, y, mask);
+    else dw_general(p, x, w, bias, eff, y, mask);
+}
+
+/* mt_conv_depthwise_s8 by dw_inside (and dw_pairs), dw_border / dw_border_rect and dw_channel: a call of its own, so
+ * that dw_quad's stack array does not add to its frame. */
+static __attribute__((noinline)) void dw_general(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                                 const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask)
+{
+    const int32_t c_n = p->out_c, n_taps = p->kh * p->kw;
     int32_t ox_lo, ox_hi, oy_lo, oy_hi;
     inside_range(p->pad, p->stride, p->kw, p->in_w, p->out_w, &ox_lo, &ox_hi);
     inside_range(p->pad, p->stride, p->kh, p->in_h, p->out_h, &oy_lo, &oy_hi);
