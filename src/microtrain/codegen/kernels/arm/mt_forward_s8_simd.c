@@ -2792,34 +2792,38 @@ typedef struct {
                      : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s0", "s1",  \
                        "s2", "s3", "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
 
-enum { DWQ_PACKED, DWQ_BYTES, DWQ_MASKED };
-#define DWQ_KERNEL(MAC)                                                                                          \
-    if (store == DWQ_PACKED) DWQ_CALL(MAC, "", DWQ_STORE_PACKED);                                                \
-    else if (store == DWQ_BYTES && !unfolded) DWQ_CALL(MAC, "", DWQ_STORE_S8);                                   \
-    else if (store == DWQ_BYTES) DWQ_CALL(MAC, DWQ_BIAS_ADD, DWQ_STORE_S8);                                      \
-    else if (!unfolded) DWQ_CALL(MAC, "", DWQ_STORE_MASKED);                                                     \
-    else DWQ_CALL(MAC, DWQ_BIAS_ADD, DWQ_STORE_MASKED)
-
-/* The pixels described by ctx (at least one); k, stride: the window; store: DWQ_*; unfolded: some bias not folded
- * (added as a float, ctx->fb; packed stores only with every bias folded). */
-static __attribute__((noinline)) void dwq_pixels(const dwq_ctx *ctx, int32_t k, int32_t stride, int store, int unfolded)
-{
-    register const dwq_ctx *c __asm__("r0") = ctx;
-    if (stride == 1) {
-        if (k == 3) {
-            DWQ_KERNEL(DWQ_MAC_3_1);
-        } else if (k == 5) {
-            DWQ_KERNEL(DWQ_MAC_5_1);
-        } else {
-            DWQ_KERNEL(DWQ_MAC_7_1);
-        }
-    } else if (k == 3) {
-        DWQ_KERNEL(DWQ_MAC_3_2);
-    } else if (k == 5) {
-        DWQ_KERNEL(DWQ_MAC_5_2);
-    } else {
-        DWQ_KERNEL(DWQ_MAC_7_2);
+/* One function per window, stride and store (packed; bytes; bytes with float biases; masked; masked with float
+ * biases), chosen once per channel block (dwq_kernel): the pixels described by ctx, at least one. */
+typedef void (*dwq_fn)(const dwq_ctx *ctx);
+#define DWQ_FN(NAME, MAC, BIAS_ADD, STORE)                                                                       \
+    static __attribute__((noinline)) void NAME(const dwq_ctx *ctx)                                               \
+    {                                                                                                            \
+        register const dwq_ctx *c __asm__("r0") = ctx;                                                           \
+        DWQ_CALL(MAC, BIAS_ADD, STORE);                                                                          \
     }
+#define DWQ_FNS(K, S)                                                                                            \
+    DWQ_FN(dwq_##K##_##S##_packed, DWQ_MAC_##K##_##S, "", DWQ_STORE_PACKED)                                     \
+    DWQ_FN(dwq_##K##_##S##_s8, DWQ_MAC_##K##_##S, "", DWQ_STORE_S8)                                             \
+    DWQ_FN(dwq_##K##_##S##_s8_fb, DWQ_MAC_##K##_##S, DWQ_BIAS_ADD, DWQ_STORE_S8)                                \
+    DWQ_FN(dwq_##K##_##S##_masked, DWQ_MAC_##K##_##S, "", DWQ_STORE_MASKED)                                     \
+    DWQ_FN(dwq_##K##_##S##_masked_fb, DWQ_MAC_##K##_##S, DWQ_BIAS_ADD, DWQ_STORE_MASKED)
+DWQ_FNS(3, 1)
+DWQ_FNS(5, 1)
+DWQ_FNS(7, 1)
+DWQ_FNS(3, 2)
+DWQ_FNS(5, 2)
+DWQ_FNS(7, 2)
+#define DWQ_ROW(K, S)                                                                                            \
+    {dwq_##K##_##S##_packed, dwq_##K##_##S##_s8, dwq_##K##_##S##_s8_fb, dwq_##K##_##S##_masked,                 \
+     dwq_##K##_##S##_masked_fb}
+static const dwq_fn dwq_table[2][3][5] = {{DWQ_ROW(3, 1), DWQ_ROW(5, 1), DWQ_ROW(7, 1)},
+                                          {DWQ_ROW(3, 2), DWQ_ROW(5, 2), DWQ_ROW(7, 2)}};
+
+/* The kernel of a window k, stride, store (mask, packed) and biases (unfolded: some added as floats). */
+static inline dwq_fn dwq_kernel(int32_t k, int32_t stride, int masked, int packed, int unfolded)
+{
+    const int store = masked ? 3 + unfolded : packed ? 0 : 1 + unfolded;
+    return dwq_table[stride - 1][k / 2 - 1][store];
 }
 
 /* PKHBT / PKHTB: (lo.lo, hi.lo) and (lo.hi, hi.hi) as int16 lanes (gcc 12 does not form them from the C). */
@@ -2914,48 +2918,53 @@ static inline void dwq_pixel(const int8_t *row, int32_t ix, int32_t w, int32_t c
     }
 }
 
-/* Input row iy of channels c..c+3 (xc = x + c) into a ring slot (ring columns [lo, hi): the columns whose pixel
- * pair reaches the input; the others stay zero from the call's start): ring column i holds the pixel pair
- * (ix, ix + 1), ix = pc0 + stride * i - pad. d: ring column lo's slot. */
-static __attribute__((noinline)) void dwq_convert(const mt_conv_params *p, const int8_t *xc, int32_t iy, int32_t pc0,
-                                                  int32_t lo, int32_t hi,
-                        uint32_t *d, int32_t nz)
+/* How dwq_convert fills the live ring columns [lo, hi) of a strip's slot from an input row (the same in every
+ * row): `lead` columns whose left pixel is in the padding (stride 2: at most one, its right pixel the row's first),
+ * then m columns by dwq_columns starting at pixel `first` (stride 1: its left pixel, or -1 for the padding), then
+ * `tail` columns (at most one) whose right pixel is past the row's end. */
+typedef struct {
+    int32_t lo, hi, lead, first, m, tail;
+} dwq_strip;
+
+static void dwq_plan(const mt_conv_params *p, int32_t ix0, int32_t lo, int32_t hi, dwq_strip *st)
+{
+    const int32_t s = p->stride, w = p->in_w;
+    int32_t ix = ix0 + s * lo, i = lo; /* column i holds the pixel pair (ix, ix + 1) */
+    st->lo = lo, st->hi = hi, st->lead = 0;
+    if (s == 2 && ix < 0 && i < hi) st->lead = 1, i++, ix += 2;
+    st->first = ix;
+    int32_t m = s == 1 ? w - 1 - ix : (ix > w - 2 ? 0 : (w - 2 - ix) / 2 + 1);
+    if (m > hi - i) m = hi - i;
+    if (m < 0) m = 0;
+    st->m = m, st->tail = hi - i - m;
+}
+
+/* Input row iy of channels c..c+3 (xc = x + c) into a ring slot (d: its column lo) as planned by st (padding rows:
+ * zeros). */
+static __attribute__((noinline)) void dwq_convert(const mt_conv_params *p, const int8_t *xc, int32_t iy,
+                                                  const dwq_strip *st, uint32_t *d, int32_t nz)
 {
     const int32_t step = 4 * p->kw, w = p->in_w, c_n = p->in_c, s = p->stride;
     if (iy < 0 || iy >= p->in_h) {
-        for (int32_t i = lo; i < hi; i++, d += step) d[0] = d[1] = d[2] = d[3] = 0;
+        for (int32_t i = st->lo; i < st->hi; i++, d += step) d[0] = d[1] = d[2] = d[3] = 0;
         return;
     }
     const int8_t *row = xc + iy * w * c_n;
-    int32_t ix = pc0 + s * lo - p->pad, i = lo;
     uint32_t a02 = 0, a13 = 0, b02, b13;
-    if (s == 1) { /* one asm run from the first column (its left pixel inside or the padding's last) */
-        dwq_pixel(row, ix, w, c_n, nz, &a02, &a13);
-        int32_t m = w - 1 - ix; /* columns whose right pixel ix + 1 is inside */
-        if (m > hi - i) m = hi - i;
-        if (m > 0) {
-            dwq_columns(row + (ix + 1) * c_n, c_n, d, step * 4, m, nz, &a02, &a13, 1);
-            i += m, ix += m, d += m * step;
-        }
-        if (i < hi) { /* (the last pixel, the padding) */
-            d[0] = a02 & 0xFFFFu, d[1] = a13 & 0xFFFFu, d[2] = a02 >> 16, d[3] = a13 >> 16;
-            i++, ix++, d += step;
-        }
-        return;
-    }
-    for (; i < hi && ix < 0; i++, ix += 2, d += step) { /* stride 2: the left pixel in the padding */
-        dwq_pixel(row, ix + 1, w, c_n, nz, &b02, &b13);
+    if (st->lead) { /* (padding, pixel 0) */
+        dwq_pixel(row, 0, w, c_n, nz, &b02, &b13);
         dwq_pair_words(d, 0, 0, b02, b13);
+        d += step;
     }
-    int32_t m = ix > w - 2 ? 0 : (w - 2 - ix) / 2 + 1; /* columns whose pixels are both inside */
-    if (m > hi - i) m = hi - i;
-    if (m > 0) {
-        dwq_columns(row + ix * c_n, c_n, d, step * 4, m, nz, &a02, &a13, 2);
-        i += m, ix += 2 * m, d += m * step;
+    const int32_t ix = st->first;
+    if (s == 1) dwq_pixel(row, ix, w, c_n, nz, &a02, &a13);
+    if (st->m) {
+        dwq_columns(row + (ix + (s == 1)) * c_n, c_n, d, step * 4, st->m, nz, &a02, &a13, s);
+        d += st->m * step;
     }
-    if (i < hi) { /* the right pixel in the padding */
-        dwq_pixel(row, ix, w, c_n, nz, &a02, &a13);
-        dwq_pair_words(d, a02, a13, 0, 0);
+    if (st->tail) { /* (the row's last pixel, padding) */
+        if (s == 2) dwq_pixel(row, ix + 2 * st->m, w, c_n, nz, &a02, &a13);
+        d[0] = a02 & 0xFFFFu, d[1] = a13 & 0xFFFFu, d[2] = a02 >> 16, d[3] = a13 >> 16;
     }
 }
 
@@ -3015,7 +3024,7 @@ static __attribute__((noinline)) void dwq_block(const mt_conv_params *p, const i
         packed &= fold && (__builtin_fabsf((float)ctx.b[j]) + (float)(k * k) * (255.0f * 128.0f)) *
                                   __builtin_fabsf(eff[c + j]) < 32000.0f;
     }
-    const int store = mask ? DWQ_MASKED : packed ? DWQ_PACKED : DWQ_BYTES;
+    const dwq_fn kernel = dwq_kernel(k, s, mask != NULL, packed, unfolded);
     ctx.zero = packed ? (uint32_t)(p->y_zero + 128) * 0x00010001u : (uint32_t)p->y_zero;
     for (int32_t ox0 = 0; ox0 < out_w; ox0 += strip) {
         const int32_t n = out_w - ox0 < strip ? out_w - ox0 : strip;
@@ -3027,14 +3036,16 @@ static __attribute__((noinline)) void dwq_block(const mt_conv_params *p, const i
         for (int32_t i = 0; i < ncols; i++) /* columns wholly in the padding: 0 (never converted) */
             if (i == lo) i = hi - 1;
             else for (int32_t t = 0; t < 4 * k; t++) ring[i * 4 * k + t] = 0;
+        dwq_strip st;
+        dwq_plan(p, ix0, lo, hi, &st);
         int32_t next = -pad; /* the next input row to convert into the ring */
         for (int32_t oy = 0; oy < p->out_h; oy++) {
             const int32_t iy0 = oy * s - pad;
             for (; next < iy0 + k; next++)
-                dwq_convert(p, x + c, next, s * ox0, lo, hi, ring + (((next + k) % k) + lo * k) * 4, nz);
+                dwq_convert(p, x + c, next, &st, ring + (((next + k) % k) + lo * k) * 4, nz);
             ctx.wq = wq + ((k - iy0 % k) % k) * 4; /* slot t holds kernel row (t - iy0) mod k */
             ctx.y = y + (oy * out_w + ox0) * c_n + c, ctx.y_end = ctx.y + n * c_n;
-            dwq_pixels(&ctx, k, s, store, unfolded);
+            kernel(&ctx);
         }
     }
 }
