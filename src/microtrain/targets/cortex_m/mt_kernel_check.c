@@ -94,11 +94,18 @@ static const Case cases[] = {
      * dw_rows), an even run without padding, channels 4 + 2 */
     {"depthwise", 5, 15, 13, 13, 3, 1, 1}, {"depthwise", 4, 14, 20, 20, 3, 1, 0},
     {"depthwise", 3, 16, 6, 6, 3, 1, 1},
-    /* layer-like depthwise shapes of mcunet-5fps (channels cut to MAX_C) for dw_planar's instruction counts */
+    /* dw_quad (3x3 / 5x5 / 7x7 at stride 1, 5x5 / 7x7 at stride 2, four channels per pass from a ring of pixel
+     * pairs): depthwise layers of mcunet-5fps with the channels cut to MAX_C (DWQ_LAYER_CASE on: 4x4 3x3, 8x8 5x5,
+     * 8x8 -> 4x4 7x7/2, 32x32 -> 16x16 7x7/2 in three strips, 8x8 7x7 in three strips, 8x8 3x3), then 5x5/2 on an
+     * odd width (a last column half in the padding), a window as wide as the map with 8 + 2 channels, 7x7/2 on odd
+     * sizes, 3x3 over two strips */
     {"depthwise", 4, 4, 128, 128, 3, 1, 1}, {"depthwise", 8, 8, 128, 128, 5, 1, 2},
     {"depthwise", 8, 8, 120, 120, 7, 2, 3}, {"depthwise", 32, 32, 32, 32, 7, 2, 3},
     {"depthwise", 8, 8, 128, 128, 7, 1, 3}, {"depthwise", 8, 8, 128, 128, 3, 1, 1},
+    {"depthwise", 9, 11, 12, 12, 5, 2, 2},  {"depthwise", 5, 5, 10, 10, 5, 1, 2},
+    {"depthwise", 11, 9, 16, 16, 7, 2, 3},  {"depthwise", 6, 40, 8, 8, 3, 1, 1},
 };
+#define DWQ_LAYER_CASE 68
 #define NARROW_LAYER_CASE 43 /* and 47: in_c 16 */
 #define WIDE_EFF_CASE 60
 #define FIRST_GROUPED_SPLIT 38 /* and 63, 64 */
