@@ -29,19 +29,24 @@
  *   the call provably fits int16 before the int8 clamp (wtab_fits), byte by byte otherwise;
  * - per-pixel paths: one pixel x four output channels (dot4_asm), or an int16 patch per pixel; the dense
  *   receptive field of a window inside the input is copied a kernel row (kw * in_c contiguous bytes) at a time;
- * - depthwise: four channels in four accumulators (SMLABB/SMLATT). Pixels whose window lies inside the input
- *   run, four channels at a time, over a per-call list of (input offset, weights unpacked to int16 lanes)
- *   (dw_rows: a whole row of them in one asm loop, else dw_run; unmasked 3x3 stride-1 rows of whole windows two
- *   pixels per pass, dw_pairs); border pixels over a per-pixel list of their
- *   valid taps on the raw weights (dw_border). Sums
- *   start from the bias when |bias| <= 2^24 (bias folding: the same float, see bias_foldable), and with a
- *   mask the four clamp bits of a channel block are written as one nibble.
+ * - depthwise: 3x3, 5x5 and 7x7 windows at stride 1 (5x5 and 7x7 also at stride 2) no wider than the map go through
+ *   dw_quad: four channels at a time, two taps per SMLAD, from a ring of the input rows converted once into int16
+ *   pixel pairs (padding as zeros: every window whole, no border code). The other shapes (3x3 stride 2, windows
+ *   wider than the map, a mask with out_c % 4 != 0): four channels in four accumulators (SMLABB/SMLATT). Pixels
+ *   whose window lies inside the input run, four channels at a time, over a per-call list of (input offset,
+ *   weights unpacked to int16 lanes) (dw_rows: a whole row of them in one asm loop, else dw_run; unmasked 3x3
+ *   stride-1 rows of whole windows two pixels per pass, dw_pairs); border pixels over a per-pixel list of their
+ *   valid taps on the raw weights (dw_border). Sums start from the bias when |bias| <= 2^24 (bias folding: the
+ *   same float, see bias_foldable), and with a mask the four clamp bits of a channel block are written as one
+ *   nibble.
  * Unmasked outputs of a call whose multipliers are all finite skip the NaN test and the mask update
  * (requant_finite); the result is the same. Shapes beyond the stack patch / tap list sizes call the portable
  * kernel, and so does a dilated window (dilation > 1: the 1-D models' dilated convs run the portable loops;
  * pointwise kernels have no window to dilate). The residual add has a twin too (mt_add_s8). Stack (gcc
- * -fstack-usage, Cortex-M7): the deepest frames are conv_wtab's 1,704 B and pointwise_wtab's 1,600 B (1,344 B of
- * table), below the float backward's 1,952 B (dw_grad_in_whole). */
+ * -fstack-usage, Cortex-M7): the deepest frames are dw_quad's 1,992 B (1,920 B of weights and ring, MT_DWQ_BYTES;
+ * its chain mt_conv_depthwise_s8 + dw_quad + dwq_block + conversion: 2,384 B, the step's high-water mark), then
+ * conv_wtab's 1,704 B and pointwise_wtab's 1,600 B (1,344 B of table); the float backward's dw_grad_in_whole
+ * 1,952 B. */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 
 #include <arm_acle.h>
@@ -2978,7 +2983,10 @@ static inline int dw_quad_fits(const mt_conv_params *p, const uint8_t *mask)
            (!mask || (p->out_c & 3) == 0);
 }
 
-/* Where dw_quad measured a gain over dw_inside / dw_border (mcunet-5fps step, Cortex-M7): TODO */
+/* Where dw_quad measured a gain over dw_inside / dw_border (mcunet-5fps, mbv2-w0.35, proxyless-w0.3 steps,
+ * Cortex-M7): every fitting 5x5 / 7x7 layer (0.65-0.85x the instructions) and 3x3 at stride 1 (0.92-0.96x), when
+ * the window is no wider than the map (5x5 on 4x4: 1.02x, 7x7 on 4x4 1.6x: the padding's MACs and the per-block
+ * ring outweigh it); not 3x3 at stride 2 (1.06-1.22x: two converted ring rows per output row for 9 taps). */
 static inline int dw_quad_wanted(const mt_conv_params *p, const uint8_t *mask)
 {
     return dw_quad_fits(p, mask) && (p->kw >= 5 || p->stride == 1) && p->kw <= p->in_w && p->kh <= p->in_h;
