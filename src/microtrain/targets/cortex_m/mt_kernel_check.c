@@ -104,6 +104,8 @@ static const Case cases[] = {
     {"depthwise", 8, 8, 128, 128, 7, 1, 3}, {"depthwise", 8, 8, 128, 128, 3, 1, 1},
     {"depthwise", 9, 11, 12, 12, 5, 2, 2},  {"depthwise", 5, 5, 10, 10, 5, 1, 2},
     {"depthwise", 11, 9, 16, 16, 7, 2, 3},  {"depthwise", 6, 40, 8, 8, 3, 1, 1},
+    /* in place without a mask, 3x3 (dwi_run3): stride 2 on an even map (mbv2-w0.35's blocks.1), stride 1 on odd */
+    {"depthwise", 32, 32, 24, 24, 3, 2, 1}, {"depthwise", 15, 13, 12, 12, 3, 1, 1},
 };
 #define DWQ_LAYER_CASE 68
 #define NARROW_LAYER_CASE 43 /* and 47: in_c 16 */
@@ -412,15 +414,20 @@ int main(void)
             for (int32_t j = 0; j < n_y; j++) nomask_diff += y_ref[j] != y_nomask[j];
         }
         /* depthwise in place (output over a copy of the input, when it fits there), portable and SIMD: the
-         * outputs and clamp bits of the depthwise kernel, counted into differ / mask_differ */
+         * outputs and clamp bits of the depthwise kernel, counted into differ / mask_differ; then without a mask
+         * (the SIMD kernel's 3x3 runs, dwi_run3), counted into nomask_differ */
         if (depthwise && p.out_h * p.out_w <= p.in_h * p.in_w && p.in_h * p.in_w <= (int32_t)sizeof plane)
-            for (int pass = 0; pass < 2; pass++) {
+            for (int pass = 0; pass < 4; pass++) {
                 memcpy(y_nomask, x, (size_t)n_x);
                 memset(m_simd, 0x55, sizeof m_simd);
-                (pass ? mt_conv_depthwise_inplace_s8 : mt_conv_depthwise_inplace_s8_portable)(
-                    &p, y_nomask, w, bias, eff, y_nomask, m_simd, plane);
+                ((pass & 1) ? mt_conv_depthwise_inplace_s8 : mt_conv_depthwise_inplace_s8_portable)(
+                    &p, y_nomask, w, bias, eff, y_nomask, pass < 2 ? m_simd : NULL, plane);
                 for (int32_t j = 0; j < n_y; j++) {
                     int b = 1 << (j & 7);
+                    if (pass >= 2) {
+                        nomask_diff += y_ref[j] != y_nomask[j];
+                        continue;
+                    }
                     diff += y_ref[j] != y_nomask[j];
                     mask_diff += (m_ref[j >> 3] & b) != (m_simd[j >> 3] & b);
                 }

@@ -3126,6 +3126,35 @@ static int32_t dw_plane_border(const mt_conv_params *p, const int8_t *plane, con
     return acc;
 }
 
+/* dwi_run3's per-channel values: per window row the taps 0 and 2 as int16 lanes and tap 1, -x_zero * sum(w), the
+ * plane's row length, the stride, the output step, y_zero, the float bias and the (finite) multiplier. */
+typedef struct {
+    int32_t w[6];
+    int32_t nzsum, in_w, stride, c_n, y_zero;
+    float fb, e;
+} dwi_run;
+
+/* n outputs (c_n apart from y) of 3x3 windows inside an int8 channel plane, the first at r, `stride` apart: a word
+ * per window row (bytes 0..3; the caller keeps the 4th inside the plane), taps 0 and 2 by one SMLAD on the SXTB16
+ * lanes, tap 1 by SMLABB on the odd lanes: the exact int32 sum of x * w minus x_zero * sum(w), as the scalar loop;
+ * requantised as store_out without a mask (requant_finite). */
+static __attribute__((noinline)) void dwi_run3(const dwi_run *q, const int8_t *r, int8_t *y, int32_t n)
+{
+    const int32_t w02a = q->w[0], w1a = q->w[1], w02b = q->w[2], w1b = q->w[3], w02c = q->w[4], w1c = q->w[5];
+    const int32_t nzsum = q->nzsum, in_w = q->in_w, stride = q->stride, c_n = q->c_n, y_zero = q->y_zero;
+    const float fb = q->fb, e = q->e;
+    for (; n > 0; n--, r += stride, y += c_n) {
+        const uint32_t v0 = load_u32(r), v1 = load_u32(r + in_w), v2 = load_u32(r + 2 * in_w);
+        int32_t acc = __smlad(__sxtb16(v0), w02a, nzsum);
+        acc = __smlabb(sxtb16_ror8(v0), w1a, acc);
+        acc = __smlad(__sxtb16(v1), w02b, acc);
+        acc = __smlabb(sxtb16_ror8(v1), w1b, acc);
+        acc = __smlad(__sxtb16(v2), w02c, acc);
+        acc = __smlabb(sxtb16_ror8(v2), w1c, acc);
+        *y = requant_finite(acc, fb, e, y_zero);
+    }
+}
+
 void mt_conv_depthwise_inplace_s8_portable(const mt_conv_params *p, const int8_t *x, const int8_t *w,
                                            const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask,
                                            int8_t *plane);
@@ -3150,12 +3179,29 @@ void mt_conv_depthwise_inplace_s8(const mt_conv_params *p, const int8_t *x, cons
                       w8 = wv[8]; /* used only when k3 */
         const int32_t b = bias[c], zy = p->y_zero;
         const float e = eff[c];
+        /* 3x3 windows inside the input, no mask, finite multiplier: runs of a row by dwi_run3 */
+        const int run3 = k3 && inside_ok && !mask && is_finite(e);
+        const dwi_run ctx3 = {{(int32_t)(((uint32_t)w0 & 0xFFFFu) | ((uint32_t)w2 << 16)), w1,
+                               (int32_t)(((uint32_t)w3 & 0xFFFFu) | ((uint32_t)w5 << 16)), w4,
+                               (int32_t)(((uint32_t)w6 & 0xFFFFu) | ((uint32_t)w8 << 16)), w7},
+                              -zsum, in_w, s, out_c, zy, (float)b, e};
         for (int32_t oy = 0; oy < p->out_h; oy++) {
             const int32_t iy0 = oy * s - p->pad, row_inside = inside_ok && iy0 >= 0 && iy0 + p->kh <= p->in_h;
             int32_t i = oy * p->out_w * out_c + c;
             for (int32_t ox = 0; ox < p->out_w; ox++, i += out_c) {
                 const int32_t ix0 = ox * s - p->pad;
                 int32_t acc;
+                if (run3 && row_inside && ix0 >= 0 && ix0 + 3 <= in_w) { /* the row's inside windows whose word
+                                                                                  * loads stay in the plane */
+                    int32_t n = (in_w - 3 - ix0) / s + 1;
+                    if (n > p->out_w - ox) n = p->out_w - ox;
+                    if ((iy0 + 2) * in_w + ix0 + (n - 1) * s + 4 > n_in) n--; /* the plane's last window: bytes */
+                    if (n > 0) {
+                        dwi_run3(&ctx3, plane + iy0 * in_w + ix0, y + i, n);
+                        ox += n - 1, i += (n - 1) * out_c;
+                        continue;
+                    }
+                }
                 if (row_inside && ix0 >= 0 && ix0 + p->kw <= in_w) {
                     const int8_t *r = plane + iy0 * in_w + ix0;
                     if (k3) {
