@@ -27,7 +27,7 @@ def test_simd_kernels_are_bit_exact_and_cheaper(tmp_path, cpu):
     run = run_firmware(res.elf, cpu, timeout=60, count=True)
     cases = re.findall(r"case (\d+) (\w+) .* saturated=(\d+) differ=(\d+) mask_differ=(\d+) nomask_differ=(\d+)",
                        run.stdout)
-    assert len(cases) == 68, run.stdout + run.stderr
+    assert len(cases) == 80, run.stdout + run.stderr
     for idx, kind, saturated, differ, mask_differ, nomask_differ in cases:
         # nomask: the mask-free fast path (portable and SIMD) gives the same outputs as the masked kernels
         assert (differ, mask_differ, nomask_differ) == ("0", "0", "0"), f"case {idx} ({kind}) differs"
@@ -55,6 +55,13 @@ def test_simd_kernels_are_bit_exact_and_cheaper(tmp_path, cpu):
     # the first-conv-like case (48x48x3 -> 24x24x16, 3x3/2) without a mask through conv_wtab: 1.49 per MAC measured
     # (2.01 through the quads)
     assert regions[NOMASK_REGION + 2 * 54 + 1][1] < 1.6 * 24 * 24 * 16 * 27
+    # depthwise through dw_quad (mt_kernel_check.c DWQ_LAYER_CASE on: two taps per SMLAD, four channels per pass);
+    # measured on the M7: 32x32x32 -> 16x16 7x7/2 1.56 per MAC (2.20 through dw_inside / dw_border), 8x8x128 7x7 1.81
+    # (2.16), 8x8x128 5x5 with a mask 2.13 (3.07)
+    dwq = 68
+    assert regions[NOMASK_REGION + 2 * (dwq + 3) + 1][1] < 1.8 * 16 * 16 * 32 * 49
+    assert regions[NOMASK_REGION + 2 * (dwq + 4) + 1][1] < 2.0 * 8 * 8 * 128 * 49
+    assert regions[2 + 2 * (dwq + 1)][1] < 2.5 * 8 * 8 * 128 * 25
 
 
 @pytest.mark.parametrize("cpu", ["cortex-m7", "cortex-m4"])

@@ -94,7 +94,20 @@ static const Case cases[] = {
      * dw_rows), an even run without padding, channels 4 + 2 */
     {"depthwise", 5, 15, 13, 13, 3, 1, 1}, {"depthwise", 4, 14, 20, 20, 3, 1, 0},
     {"depthwise", 3, 16, 6, 6, 3, 1, 1},
+    /* dw_quad (3x3 / 5x5 / 7x7 at stride 1, 5x5 / 7x7 at stride 2, four channels per pass from a ring of pixel
+     * pairs): depthwise layers of mcunet-5fps with the channels cut to MAX_C (DWQ_LAYER_CASE on: 4x4 3x3, 8x8 5x5,
+     * 8x8 -> 4x4 7x7/2, 32x32 -> 16x16 7x7/2 in three strips, 8x8 7x7 in three strips, 8x8 3x3), then 5x5/2 on an
+     * odd width (a last column half in the padding), a window as wide as the map with 8 + 2 channels, 7x7/2 on odd
+     * sizes, 3x3 over two strips */
+    {"depthwise", 4, 4, 128, 128, 3, 1, 1}, {"depthwise", 8, 8, 128, 128, 5, 1, 2},
+    {"depthwise", 8, 8, 120, 120, 7, 2, 3}, {"depthwise", 32, 32, 32, 32, 7, 2, 3},
+    {"depthwise", 8, 8, 128, 128, 7, 1, 3}, {"depthwise", 8, 8, 128, 128, 3, 1, 1},
+    {"depthwise", 9, 11, 12, 12, 5, 2, 2},  {"depthwise", 5, 5, 10, 10, 5, 1, 2},
+    {"depthwise", 11, 9, 16, 16, 7, 2, 3},  {"depthwise", 6, 40, 8, 8, 3, 1, 1},
+    /* in place without a mask, 3x3 (dwi_run3): stride 2 on an even map (mbv2-w0.35's blocks.1), stride 1 on odd */
+    {"depthwise", 32, 32, 24, 24, 3, 2, 1}, {"depthwise", 15, 13, 12, 12, 3, 1, 1},
 };
+#define DWQ_LAYER_CASE 68
 #define NARROW_LAYER_CASE 43 /* and 47: in_c 16 */
 #define WIDE_EFF_CASE 60
 #define FIRST_GROUPED_SPLIT 38 /* and 63, 64 */
@@ -401,15 +414,20 @@ int main(void)
             for (int32_t j = 0; j < n_y; j++) nomask_diff += y_ref[j] != y_nomask[j];
         }
         /* depthwise in place (output over a copy of the input, when it fits there), portable and SIMD: the
-         * outputs and clamp bits of the depthwise kernel, counted into differ / mask_differ */
+         * outputs and clamp bits of the depthwise kernel, counted into differ / mask_differ; then without a mask
+         * (the SIMD kernel's 3x3 runs, dwi_run3), counted into nomask_differ */
         if (depthwise && p.out_h * p.out_w <= p.in_h * p.in_w && p.in_h * p.in_w <= (int32_t)sizeof plane)
-            for (int pass = 0; pass < 2; pass++) {
+            for (int pass = 0; pass < 4; pass++) {
                 memcpy(y_nomask, x, (size_t)n_x);
                 memset(m_simd, 0x55, sizeof m_simd);
-                (pass ? mt_conv_depthwise_inplace_s8 : mt_conv_depthwise_inplace_s8_portable)(
-                    &p, y_nomask, w, bias, eff, y_nomask, m_simd, plane);
+                ((pass & 1) ? mt_conv_depthwise_inplace_s8 : mt_conv_depthwise_inplace_s8_portable)(
+                    &p, y_nomask, w, bias, eff, y_nomask, pass < 2 ? m_simd : NULL, plane);
                 for (int32_t j = 0; j < n_y; j++) {
                     int b = 1 << (j & 7);
+                    if (pass >= 2) {
+                        nomask_diff += y_ref[j] != y_nomask[j];
+                        continue;
+                    }
                     diff += y_ref[j] != y_nomask[j];
                     mask_diff += (m_ref[j >> 3] & b) != (m_simd[j >> 3] & b);
                 }

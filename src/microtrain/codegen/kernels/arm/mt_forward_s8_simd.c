@@ -29,19 +29,24 @@
  *   the call provably fits int16 before the int8 clamp (wtab_fits), byte by byte otherwise;
  * - per-pixel paths: one pixel x four output channels (dot4_asm), or an int16 patch per pixel; the dense
  *   receptive field of a window inside the input is copied a kernel row (kw * in_c contiguous bytes) at a time;
- * - depthwise: four channels in four accumulators (SMLABB/SMLATT). Pixels whose window lies inside the input
- *   run, four channels at a time, over a per-call list of (input offset, weights unpacked to int16 lanes)
- *   (dw_rows: a whole row of them in one asm loop, else dw_run; unmasked 3x3 stride-1 rows of whole windows two
- *   pixels per pass, dw_pairs); border pixels over a per-pixel list of their
- *   valid taps on the raw weights (dw_border). Sums
- *   start from the bias when |bias| <= 2^24 (bias folding: the same float, see bias_foldable), and with a
- *   mask the four clamp bits of a channel block are written as one nibble.
+ * - depthwise: 3x3, 5x5 and 7x7 windows at stride 1 (5x5 and 7x7 also at stride 2) no wider than the map go through
+ *   dw_quad: four channels at a time, two taps per SMLAD, from a ring of the input rows converted once into int16
+ *   pixel pairs (padding as zeros: every window whole, no border code). The other shapes (3x3 stride 2, windows
+ *   wider than the map, a mask with out_c % 4 != 0): four channels in four accumulators (SMLABB/SMLATT). Pixels
+ *   whose window lies inside the input run, four channels at a time, over a per-call list of (input offset,
+ *   weights unpacked to int16 lanes) (dw_rows: a whole row of them in one asm loop, else dw_run; unmasked 3x3
+ *   stride-1 rows of whole windows two pixels per pass, dw_pairs); border pixels over a per-pixel list of their
+ *   valid taps on the raw weights (dw_border). Sums start from the bias when |bias| <= 2^24 (bias folding: the
+ *   same float, see bias_foldable), and with a mask the four clamp bits of a channel block are written as one
+ *   nibble.
  * Unmasked outputs of a call whose multipliers are all finite skip the NaN test and the mask update
  * (requant_finite); the result is the same. Shapes beyond the stack patch / tap list sizes call the portable
  * kernel, and so does a dilated window (dilation > 1: the 1-D models' dilated convs run the portable loops;
  * pointwise kernels have no window to dilate). The residual add has a twin too (mt_add_s8). Stack (gcc
- * -fstack-usage, Cortex-M7): the deepest frames are conv_wtab's 1,704 B and pointwise_wtab's 1,600 B (1,344 B of
- * table), below the float backward's 1,952 B (dw_grad_in_whole). */
+ * -fstack-usage, Cortex-M7): the deepest frames are dw_quad's 1,992 B (1,920 B of weights and ring, MT_DWQ_BYTES;
+ * its chain mt_conv_depthwise_s8 + dw_quad + dwq_block + conversion: 2,384 B, the step's high-water mark), then
+ * conv_wtab's 1,704 B and pointwise_wtab's 1,600 B (1,344 B of table); the float backward's dw_grad_in_whole
+ * 1,952 B. */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 
 #include <arm_acle.h>
@@ -2666,6 +2671,404 @@ static __attribute__((noinline)) void dw_inside(const mt_conv_params *p, const i
     }
 }
 
+/* dw_quad: depthwise convs with 3x3, 5x5 or 7x7 windows at stride 1 or 2, four channels at a time, two taps per
+ * SMLAD. For a block of channels c..c+3 the input rows the windows reach are converted once each into a ring of kh
+ * slots on the stack (column-major: per ring column its kh slots of 16 bytes): a slot's column holds four words
+ * P_j = (x[ix][c+j] - x_zero, x[ix+1][c+j] - x_zero), int16 lanes, for the pixel pair (ix, ix + 1) starting at that
+ * column (zeros in the padding, which adds nothing, as the portable kernel's skipped taps); at stride 1 every
+ * padded column has a ring column, at stride 2 only the even ones (a window's tap pairs start there). One LDM then
+ * brings four channels' pairs of adjacent taps and four SMLAD do 8 MACs against the weight pairs (w[kx], w[kx+1]);
+ * a kernel row's last tap is a bottom lane (SMLABB / SMLABT). An output pixel is one asm pass (DWQ_CALL): per
+ * kernel row and tap pair 2 LDM + 4 SMLAD, for the last tap 2 LDM + 4 MACs (7x7: 24 instructions per 28 MACs
+ * against 56 in dw_rows); the four sums start from the biases (folded, see bias_foldable; unfolded ones are added
+ * as floats) and are requantised as in dw_rows (packed stores, byte stores, or with the clamp bits as a nibble).
+ * The ring's slot of input row iy is iy mod kh; the weights are held twice over (kernel rows 0..kh-1, 0..kh-1) so
+ * that the rows in slot order are consecutive from any start. Maps wider than the ring go in strips of output
+ * columns. Finite multipliers; the out_c % 4 leftover channels take dw_channel. */
+#ifndef MT_DWQ_BYTES
+#define MT_DWQ_BYTES 1920 /* stack for the weights ((k / 2 + 1) * 2k * 16 bytes) and the ring (the rest): strips of
+                             34 / 14 / 3 output columns for 3x3 / 5x5 / 7x7 windows at stride 1, 6 for 7x7 at stride 2 */
+#endif
+static inline int32_t dwq_weight_bytes(int32_t k) { return (k / 2 + 1) * 2 * k * 16; }
+
+/* DWQ_CALL's context; words 0-9 are copied below sp for the loop (offsets there). */
+typedef struct {
+    int32_t b[4];              /* 0: starting sums */
+    int8_t *y, *y_end;         /* 16, 20: the first pixel's output (channel c), after the last */
+    int32_t c_n;               /* 24 */
+    uint32_t zero;             /* 28: y_zero, packed stores: y_zero + 128 in both int16 lanes */
+    uint8_t *mask;             /* 32 */
+    const int8_t *y0;          /* 36: the output tensor (mask bit index = y - y0) */
+    const uint32_t *ring, *wq; /* 40, 44: the first pixel's ring column, the weights from the window's first slot */
+    float fb[4], e[4];         /* 48, 64: biases left out of the sums (0 when folded), multipliers */
+} dwq_ctx;
+
+/* One slot of a tap-pair column (r12 the ring, lr the weights, r4-r7 the sums of channels c..c+3), one of the last
+ * tap's column (weight words (w_c, w_c+1), (w_c+2, w_c+3), 0, 0). */
+#define DWQ_PAIR                                                                                                 \
+    "ldmia   r12!, {r8, r9, r10, r11}\n\t"                                                                       \
+    "ldmia   lr!, {r0, r1, r2, r3}\n\t"                                                                          \
+    "smlad   r4, r8, r0, r4\n\t"                                                                                 \
+    "smlad   r5, r9, r1, r5\n\t"                                                                                 \
+    "smlad   r6, r10, r2, r6\n\t"                                                                                \
+    "smlad   r7, r11, r3, r7\n\t"
+#define DWQ_LAST                                                                                                 \
+    "ldmia   r12!, {r8, r9, r10, r11}\n\t"                                                                       \
+    "ldmia   lr!, {r0, r1, r2, r3}\n\t"                                                                          \
+    "smlabb  r4, r8, r0, r4\n\t"                                                                                 \
+    "smlabt  r5, r9, r0, r5\n\t"                                                                                 \
+    "smlabb  r6, r10, r1, r6\n\t"                                                                                \
+    "smlabt  r7, r11, r1, r7\n\t"
+#define DWQ_3(T) T T T
+#define DWQ_5(T) T T T T T
+#define DWQ_7(T) T T T T T T T
+/* a tap-pair column, then past the other copy of the weights (kh * 16 bytes) and at stride 1 past the ring column
+ * of the odd taps (the next pair starts two columns on) */
+#define DWQ_COLUMN_1(SLOTS, SKIP) SLOTS "add     r12, r12, #" SKIP "\n\t" "add     lr, lr, #" SKIP "\n\t"
+#define DWQ_COLUMN_2(SLOTS, SKIP) SLOTS "add     lr, lr, #" SKIP "\n\t"
+/* the window of one pixel, then back to the next pixel's first ring column and the weights' first slot */
+#define DWQ_MAC_3_1 DWQ_COLUMN_1(DWQ_3(DWQ_PAIR), "48") DWQ_3(DWQ_LAST) "sub     r12, r12, #96\n\t" "sub     lr, lr, #144\n\t"
+#define DWQ_MAC_5_1                                                                                              \
+    DWQ_COLUMN_1(DWQ_5(DWQ_PAIR), "80") DWQ_COLUMN_1(DWQ_5(DWQ_PAIR), "80") DWQ_5(DWQ_LAST)                      \
+    "sub     r12, r12, #320\n\t" "sub     lr, lr, #400\n\t"
+#define DWQ_MAC_7_1                                                                                              \
+    DWQ_COLUMN_1(DWQ_7(DWQ_PAIR), "112") DWQ_COLUMN_1(DWQ_7(DWQ_PAIR), "112")                                    \
+    DWQ_COLUMN_1(DWQ_7(DWQ_PAIR), "112") DWQ_7(DWQ_LAST) "sub     r12, r12, #672\n\t" "sub     lr, lr, #784\n\t"
+#define DWQ_MAC_3_2 DWQ_COLUMN_2(DWQ_3(DWQ_PAIR), "48") DWQ_3(DWQ_LAST) "sub     r12, r12, #48\n\t" "sub     lr, lr, #144\n\t"
+#define DWQ_MAC_5_2                                                                                              \
+    DWQ_COLUMN_2(DWQ_5(DWQ_PAIR), "80") DWQ_COLUMN_2(DWQ_5(DWQ_PAIR), "80") DWQ_5(DWQ_LAST)                      \
+    "sub     r12, r12, #160\n\t" "sub     lr, lr, #400\n\t"
+#define DWQ_MAC_7_2                                                                                              \
+    DWQ_COLUMN_2(DWQ_7(DWQ_PAIR), "112") DWQ_COLUMN_2(DWQ_7(DWQ_PAIR), "112")                                    \
+    DWQ_COLUMN_2(DWQ_7(DWQ_PAIR), "112") DWQ_7(DWQ_LAST) "sub     r12, r12, #336\n\t" "sub     lr, lr, #784\n\t"
+#define DWQ_BIAS_ADD "vadd.f32 s0, s0, s8\n\t" "vadd.f32 s1, s1, s9\n\t" "vadd.f32 s2, s2, s10\n\t" "vadd.f32 s3, s3, s11\n\t"
+/* stores of the four rint values r4-r7 at r1 (r0: the zero field): packed, bytes, bytes with the clamp nibble */
+#define DWQ_STORE_PACKED PACKED_STORE4("r4", "r5", "r6", "r7", "r0", "[r1]")
+#define DWQ_QADD "qadd    r4, r4, r0\n\t" "qadd    r5, r5, r0\n\t" "qadd    r6, r6, r0\n\t" "qadd    r7, r7, r0\n\t"
+#define DWQ_SSAT_STRB                                                                                            \
+    "ssat    r4, #8, r4\n\t" "ssat    r5, #8, r5\n\t" "ssat    r6, #8, r6\n\t" "ssat    r7, #8, r7\n\t"        \
+    "strb    r4, [r1]\n\t" "strb    r5, [r1, #1]\n\t" "strb    r6, [r1, #2]\n\t" "strb    r7, [r1, #3]\n\t"
+#define DWQ_STORE_S8 DWQ_QADD DWQ_SSAT_STRB
+/* the clamp bit of a value (before SSAT) shifted into r2 from the bottom: channel 3 first, bit j = channel j */
+#define DWQ_CLAMP_BIT(RV) "add     r3, " RV ", #128\n\t" "rsbs    r3, r3, #255\n\t" "adc     r2, r2, r2\n\t"
+#define DWQ_STORE_MASKED                                                                                         \
+    DWQ_QADD "mov     r2, #0\n\t" DWQ_CLAMP_BIT("r7") DWQ_CLAMP_BIT("r6") DWQ_CLAMP_BIT("r5") DWQ_CLAMP_BIT("r4")   \
+    DWQ_SSAT_STRB                                                                                                \
+    "ldrd    r8, r9, [sp, #32]\n\t" /* mask, y0: the nibble at bit index y - y0 (a multiple of 4) */             \
+    "sub     r9, r1, r9\n\t"                                                                                     \
+    "add     r8, r8, r9, lsr #3\n\t"                                                                             \
+    "and     r9, r9, #7\n\t"                                                                                     \
+    "ldrb    r10, [r8]\n\t"                                                                                      \
+    "mov     r11, #15\n\t"                                                                                       \
+    "lsl     r11, r11, r9\n\t"                                                                                   \
+    "bic     r10, r10, r11\n\t"                                                                                  \
+    "lsl     r2, r2, r9\n\t"                                                                                     \
+    "orr     r10, r10, r2\n\t"                                                                                   \
+    "strb    r10, [r8]\n\t"
+/* The pixels of the context, one pass each: MAC (DWQ_MAC_k_s), BIAS_ADD ("" or DWQ_BIAS_ADD), STORE. */
+#define DWQ_CALL(MAC, BIAS_ADD, STORE)                                                                           \
+    __asm__ volatile("add     r1, r0, #48\n\t"                                                                   \
+                     "vldmia  r1, {s8-s15}\n\t"                                                                  \
+                     "ldrd    r12, lr, [r0, #40]\n\t"                                                            \
+                     "ldmia   r0, {r0-r9}\n\t"                                                                   \
+                     "push    {r0-r9}\n\t"                                                                       \
+                     "0:\n\t"                                                                                    \
+                     "ldmia   sp, {r4-r7}\n\t" MAC                                                               \
+                     "vmov    s0, s1, r4, r5\n\t"                                                                \
+                     "vmov    s2, s3, r6, r7\n\t"                                                                \
+                     "vcvt.f32.s32 s0, s0\n\t" "vcvt.f32.s32 s1, s1\n\t" "vcvt.f32.s32 s2, s2\n\t"             \
+                     "vcvt.f32.s32 s3, s3\n\t" BIAS_ADD                                                          \
+                     "vmul.f32 s0, s0, s12\n\t" "vmul.f32 s1, s1, s13\n\t" "vmul.f32 s2, s2, s14\n\t"          \
+                     "vmul.f32 s3, s3, s15\n\t"                                                                  \
+                     "vcvtr.s32.f32 s0, s0\n\t" "vcvtr.s32.f32 s1, s1\n\t" "vcvtr.s32.f32 s2, s2\n\t"          \
+                     "vcvtr.s32.f32 s3, s3\n\t"                                                                  \
+                     "vmov    r4, r5, s0, s1\n\t"                                                                \
+                     "vmov    r6, r7, s2, s3\n\t"                                                                \
+                     "ldr     r0, [sp, #28]\n\t"                                                                 \
+                     "ldr     r1, [sp, #16]\n\t" STORE                                                           \
+                     "ldrd    r2, r3, [sp, #20]\n\t" /* y_end, c_n */                                            \
+                     "add     r1, r1, r3\n\t"                                                                    \
+                     "str     r1, [sp, #16]\n\t"                                                                 \
+                     "cmp     r1, r2\n\t"                                                                        \
+                     "bne     0b\n\t"                                                                            \
+                     "add     sp, sp, #40\n\t"                                                                   \
+                     : "+r"(c)                                                                                   \
+                     :                                                                                           \
+                     : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s0", "s1",  \
+                       "s2", "s3", "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
+
+/* One function per window, stride and store (packed; bytes; bytes with float biases; masked; masked with float
+ * biases), chosen once per channel block (dwq_kernel): the pixels described by ctx, at least one. */
+typedef void (*dwq_fn)(const dwq_ctx *ctx);
+#define DWQ_FN(NAME, MAC, BIAS_ADD, STORE)                                                                       \
+    static __attribute__((noinline)) void NAME(const dwq_ctx *ctx)                                               \
+    {                                                                                                            \
+        register const dwq_ctx *c __asm__("r0") = ctx;                                                           \
+        DWQ_CALL(MAC, BIAS_ADD, STORE);                                                                          \
+    }
+#define DWQ_FNS(K, S)                                                                                            \
+    DWQ_FN(dwq_##K##_##S##_packed, DWQ_MAC_##K##_##S, "", DWQ_STORE_PACKED)                                     \
+    DWQ_FN(dwq_##K##_##S##_s8, DWQ_MAC_##K##_##S, "", DWQ_STORE_S8)                                             \
+    DWQ_FN(dwq_##K##_##S##_s8_fb, DWQ_MAC_##K##_##S, DWQ_BIAS_ADD, DWQ_STORE_S8)                                \
+    DWQ_FN(dwq_##K##_##S##_masked, DWQ_MAC_##K##_##S, "", DWQ_STORE_MASKED)                                     \
+    DWQ_FN(dwq_##K##_##S##_masked_fb, DWQ_MAC_##K##_##S, DWQ_BIAS_ADD, DWQ_STORE_MASKED)
+DWQ_FNS(3, 1)
+DWQ_FNS(5, 1)
+DWQ_FNS(7, 1)
+DWQ_FNS(3, 2)
+DWQ_FNS(5, 2)
+DWQ_FNS(7, 2)
+#define DWQ_ROW(K, S)                                                                                            \
+    {dwq_##K##_##S##_packed, dwq_##K##_##S##_s8, dwq_##K##_##S##_s8_fb, dwq_##K##_##S##_masked,                 \
+     dwq_##K##_##S##_masked_fb}
+static const dwq_fn dwq_table[2][3][5] = {{DWQ_ROW(3, 1), DWQ_ROW(5, 1), DWQ_ROW(7, 1)},
+                                          {DWQ_ROW(3, 2), DWQ_ROW(5, 2), DWQ_ROW(7, 2)}};
+
+/* The kernel of a window k, stride, store (mask, packed) and biases (unfolded: some added as floats). */
+static inline dwq_fn dwq_kernel(int32_t k, int32_t stride, int masked, int packed, int unfolded)
+{
+    const int store = masked ? 3 + unfolded : packed ? 0 : 1 + unfolded;
+    return dwq_table[stride - 1][k / 2 - 1][store];
+}
+
+/* PKHBT / PKHTB: (lo.lo, hi.lo) and (lo.hi, hi.hi) as int16 lanes (gcc 12 does not form them from the C). */
+static inline uint32_t pack_lo(uint32_t lo, uint32_t hi)
+{
+    uint32_t r;
+    __asm__("pkhbt   %0, %1, %2, lsl #16" : "=r"(r) : "r"(lo), "r"(hi));
+    return r;
+}
+static inline uint32_t pack_hi(uint32_t lo, uint32_t hi)
+{
+    uint32_t r;
+    __asm__("pkhtb   %0, %1, %2, asr #16" : "=r"(r) : "r"(hi), "r"(lo));
+    return r;
+}
+
+/* The four words of a ring column (or of a weight pair): channels 0-3 of the pixel pair whose unpacked lanes are
+ * (a02, a13) and (b02, b13). */
+static inline void dwq_pair_words(uint32_t *d, uint32_t a02, uint32_t a13, uint32_t b02, uint32_t b13)
+{
+    d[0] = pack_lo(a02, b02), d[1] = pack_lo(a13, b13), d[2] = pack_hi(a02, b02), d[3] = pack_hi(a13, b13);
+}
+
+/* n ring columns (n >= 1), stride 1: consecutive pixel pairs of one input row (each pixel the right one of a column
+ * and the left one of the next); r1 the first column's right pixel (pixels c_n apart: r2), r3 the first column's
+ * slot (columns r4 bytes apart), r6 / r7 the first left pixel's lanes, r5 -x_zero in both lanes. The loop is
+ * written twice with the roles of the lane registers swapped. */
+#define DWQ_COL(A02, A13, B02, B13)                                                                              \
+    "ldr     r0, [r1]\n\t"                                                                                       \
+    "add     r1, r1, r2\n\t"                                                                                     \
+    "sxtab16 " B02 ", r5, r0\n\t"                                                                                \
+    "sxtab16 " B13 ", r5, r0, ror #8\n\t"                                                                        \
+    "pkhbt   r10, " A02 ", " B02 ", lsl #16\n\t"                                                                 \
+    "pkhbt   r11, " A13 ", " B13 ", lsl #16\n\t"                                                                 \
+    "strd    r10, r11, [r3]\n\t"                                                                                 \
+    "pkhtb   r10, " B02 ", " A02 ", asr #16\n\t"                                                                 \
+    "pkhtb   r11, " B13 ", " A13 ", asr #16\n\t"                                                                 \
+    "strd    r10, r11, [r3, #8]\n\t"                                                                             \
+    "add     r3, r3, r4\n\t"                                                                                     \
+    "subs    r12, r12, #1\n\t"
+/* the same at stride 2: disjoint pixel pairs (r1 the first column's left pixel, both pixels loaded per column) */
+#define DWQ_COL2                                                                                                 \
+    "ldr     r0, [r1]\n\t"                                                                                       \
+    "ldr     r8, [r1, r2]\n\t"                                                                                   \
+    "add     r1, r1, r2, lsl #1\n\t"                                                                             \
+    "sxtab16 r6, r5, r0\n\t"                                                                                     \
+    "sxtab16 r7, r5, r0, ror #8\n\t"                                                                             \
+    "sxtab16 r9, r5, r8\n\t"                                                                                     \
+    "sxtab16 r8, r5, r8, ror #8\n\t"                                                                             \
+    "pkhbt   r10, r6, r9, lsl #16\n\t"                                                                           \
+    "pkhbt   r11, r7, r8, lsl #16\n\t"                                                                           \
+    "strd    r10, r11, [r3]\n\t"                                                                                 \
+    "pkhtb   r10, r9, r6, asr #16\n\t"                                                                           \
+    "pkhtb   r11, r8, r7, asr #16\n\t"                                                                           \
+    "strd    r10, r11, [r3, #8]\n\t"                                                                             \
+    "add     r3, r3, r4\n\t"                                                                                     \
+    "subs    r12, r12, #1\n\t"
+static __attribute__((noinline)) void dwq_columns(const int8_t *s, int32_t c_n, uint32_t *d, int32_t step, int32_t n,
+                                                  int32_t nz, uint32_t *a02, uint32_t *a13, int32_t stride)
+{
+    register const int8_t *r1 __asm__("r1") = s;
+    register int32_t r2 __asm__("r2") = c_n, r4 __asm__("r4") = step, r5 __asm__("r5") = nz, r12 __asm__("r12") = n;
+    register uint32_t *r3 __asm__("r3") = d;
+    register uint32_t r6 __asm__("r6") = *a02, r7 __asm__("r7") = *a13;
+    if (stride == 1)
+        __asm__ volatile("1:\n\t" DWQ_COL("r6", "r7", "r8", "r9") "beq     2f\n\t" DWQ_COL("r8", "r9", "r6", "r7")
+                         "bne     1b\n\t"
+                         "b       3f\n\t"
+                         "2:\n\t"
+                         "mov     r6, r8\n\t"
+                         "mov     r7, r9\n\t"
+                         "3:\n\t"
+                         : "+r"(r1), "+r"(r3), "+r"(r12), "+r"(r6), "+r"(r7)
+                         : "r"(r2), "r"(r4), "r"(r5)
+                         : "r0", "r8", "r9", "r10", "r11", "cc", "memory");
+    else
+        __asm__ volatile("1:\n\t" DWQ_COL2 "bne     1b\n\t"
+                         : "+r"(r1), "+r"(r3), "+r"(r12), "+r"(r6), "+r"(r7)
+                         : "r"(r2), "r"(r4), "r"(r5)
+                         : "r0", "r8", "r9", "r10", "r11", "cc", "memory");
+    *a02 = r6, *a13 = r7; /* stride 1: the last right pixel's lanes */
+}
+
+/* The unpacked lanes (x - x_zero) of input pixel ix of a row (channels c..c+3 at row + ix * c_n), zero outside. */
+static inline void dwq_pixel(const int8_t *row, int32_t ix, int32_t w, int32_t c_n, int32_t nz, uint32_t *l02,
+                             uint32_t *l13)
+{
+    *l02 = *l13 = 0;
+    if (ix >= 0 && ix < w) {
+        const uint32_t v = load_u32(row + ix * c_n);
+        *l02 = __sxtab16(nz, v), *l13 = sxtab16_ror8(nz, v);
+    }
+}
+
+/* How dwq_convert fills the live ring columns [lo, hi) of a strip's slot from an input row (the same in every
+ * row): `lead` columns whose left pixel is in the padding (stride 2: at most one, its right pixel the row's first),
+ * then m columns by dwq_columns starting at pixel `first` (stride 1: its left pixel, or -1 for the padding), then
+ * `tail` columns (at most one) whose right pixel is past the row's end. */
+typedef struct {
+    int32_t lo, hi, lead, first, m, tail;
+} dwq_strip;
+
+static void dwq_plan(const mt_conv_params *p, int32_t ix0, int32_t lo, int32_t hi, dwq_strip *st)
+{
+    const int32_t s = p->stride, w = p->in_w;
+    int32_t ix = ix0 + s * lo, i = lo; /* column i holds the pixel pair (ix, ix + 1) */
+    st->lo = lo, st->hi = hi, st->lead = 0;
+    if (s == 2 && ix < 0 && i < hi) st->lead = 1, i++, ix += 2;
+    st->first = ix;
+    int32_t m = s == 1 ? w - 1 - ix : (ix > w - 2 ? 0 : (w - 2 - ix) / 2 + 1);
+    if (m > hi - i) m = hi - i;
+    if (m < 0) m = 0;
+    st->m = m, st->tail = hi - i - m;
+}
+
+/* Input row iy of channels c..c+3 (xc = x + c) into a ring slot (d: its column lo) as planned by st (padding rows:
+ * zeros). */
+static __attribute__((noinline)) void dwq_convert(const mt_conv_params *p, const int8_t *xc, int32_t iy,
+                                                  const dwq_strip *st, uint32_t *d, int32_t nz)
+{
+    const int32_t step = 4 * p->kw, w = p->in_w, c_n = p->in_c, s = p->stride;
+    if (iy < 0 || iy >= p->in_h) {
+        for (int32_t i = st->lo; i < st->hi; i++, d += step) d[0] = d[1] = d[2] = d[3] = 0;
+        return;
+    }
+    const int8_t *row = xc + iy * w * c_n;
+    uint32_t a02 = 0, a13 = 0, b02, b13;
+    if (st->lead) { /* (padding, pixel 0) */
+        dwq_pixel(row, 0, w, c_n, nz, &b02, &b13);
+        dwq_pair_words(d, 0, 0, b02, b13);
+        d += step;
+    }
+    const int32_t ix = st->first;
+    if (s == 1) dwq_pixel(row, ix, w, c_n, nz, &a02, &a13);
+    if (st->m) {
+        dwq_columns(row + (ix + (s == 1)) * c_n, c_n, d, step * 4, st->m, nz, &a02, &a13, s);
+        d += st->m * step;
+    }
+    if (st->tail) { /* (the row's last pixel, padding) */
+        if (s == 2) dwq_pixel(row, ix + 2 * st->m, w, c_n, nz, &a02, &a13);
+        d[0] = a02 & 0xFFFFu, d[1] = a13 & 0xFFFFu, d[2] = a02 >> 16, d[3] = a13 >> 16;
+    }
+}
+
+/* dw_quad's shapes: square 3, 5 or 7 windows at stride 1 or 2, padding below the window, a strip of at least one
+ * output column in the ring, out_c >= 4; with a mask out_c % 4 == 0 (the clamp nibbles). */
+static inline int dw_quad_fits(const mt_conv_params *p, const uint8_t *mask)
+{
+    const int32_t k = p->kw;
+    return p->kh == k && (k == 3 || k == 5 || k == 7) && (p->stride == 1 || p->stride == 2) && p->dilation == 1 &&
+           p->pad < k && (p->stride == 1 ? k : k / 2 + 1) * k * 16 <= MT_DWQ_BYTES - dwq_weight_bytes(k) && p->out_c >= 4 &&
+           (!mask || (p->out_c & 3) == 0);
+}
+
+/* Where dw_quad measured a gain over dw_inside / dw_border (mcunet-5fps, mbv2-w0.35, proxyless-w0.3 steps,
+ * Cortex-M7): every fitting 5x5 / 7x7 layer (0.65-0.85x the instructions) and 3x3 at stride 1 (0.92-0.96x), when
+ * the window is no wider than the map (5x5 on 4x4: 1.02x, 7x7 on 4x4 1.6x: the padding's MACs and the per-block
+ * ring outweigh it); not 3x3 at stride 2 (1.06-1.22x: two converted ring rows per output row for 9 taps). */
+static inline int dw_quad_wanted(const mt_conv_params *p, const uint8_t *mask)
+{
+    return dw_quad_fits(p, mask) && (p->kw >= 5 || p->stride == 1) && p->kw <= p->in_w && p->kh <= p->in_h;
+}
+
+/* The weight words of channels c..c+3 (wc = w + c) for dw_quad: per tap-pair column j and the last column, kernel
+ * rows 0..k-1 and again (rows k..2k-1), four words each (pairs of taps 2j, 2j + 1 per channel; the last column's
+ * (w_c, w_c+1), (w_c+2, w_c+3), 0, 0). */
+static __attribute__((noinline)) void dwq_weights(const int8_t *wc, int32_t k, int32_t c_n, uint32_t *wq)
+{
+    const int32_t np = k / 2;
+    for (int32_t ky = 0; ky < k; ky++) {
+        const int8_t *t = wc + ky * k * c_n;
+        uint32_t *q = wq + ky * 4;
+        for (int32_t j = 0; j < np; j++, t += 2 * c_n, q += 8 * k) {
+            const uint32_t a = load_u32(t), b = load_u32(t + c_n);
+            dwq_pair_words(q, __sxtb16(a), sxtb16_ror8(a), __sxtb16(b), sxtb16_ror8(b));
+            __builtin_memcpy(q + 4 * k, q, 16);
+        }
+        const uint32_t a = load_u32(t), l02 = __sxtb16(a), l13 = sxtb16_ror8(a);
+        q[0] = q[4 * k] = pack_lo(l02, l13), q[1] = q[4 * k + 1] = pack_hi(l02, l13);
+        q[2] = q[3] = q[4 * k + 2] = q[4 * k + 3] = 0;
+    }
+}
+
+/* Channels c..c+3 of every output pixel (buf: the caller's stack array, weights then ring). */
+static __attribute__((noinline)) void dwq_block(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                                const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask,
+                                                int32_t c, uint32_t *buf)
+{
+    const int32_t k = p->kw, np = k / 2, c_n = p->out_c, out_w = p->out_w, pad = p->pad, s = p->stride;
+    uint32_t *const wq = buf, *const ring = buf + dwq_weight_bytes(k) / 4;
+    const int32_t cols = (MT_DWQ_BYTES - dwq_weight_bytes(k)) / (k * 16), nz = pack_neg_zero(p->x_zero);
+    const int32_t strip = s == 1 ? cols - (k - 1) : cols - np; /* output columns per strip */
+    dwq_ctx ctx;
+    ctx.c_n = c_n, ctx.mask = mask, ctx.y0 = y, ctx.ring = ring;
+    dwq_weights(w + c, k, c_n, wq);
+    int unfolded = 0, packed = !mask;
+    for (int32_t j = 0; j < 4; j++) { /* bias folding as fold_biases */
+        const int fold = bias_foldable(bias + c + j, 1, k * k);
+        ctx.b[j] = fold ? bias[c + j] : 0, ctx.fb[j] = fold ? 0.0f : (float)bias[c + j], ctx.e[j] = eff[c + j];
+        unfolded |= !fold;
+        packed &= fold && (__builtin_fabsf((float)ctx.b[j]) + (float)(k * k) * (255.0f * 128.0f)) *
+                                  __builtin_fabsf(eff[c + j]) < 32000.0f;
+    }
+    const dwq_fn kernel = dwq_kernel(k, s, mask != NULL, packed, unfolded);
+    ctx.zero = packed ? (uint32_t)(p->y_zero + 128) * 0x00010001u : (uint32_t)p->y_zero;
+    for (int32_t ox0 = 0; ox0 < out_w; ox0 += strip) {
+        const int32_t n = out_w - ox0 < strip ? out_w - ox0 : strip;
+        const int32_t ncols = s == 1 ? n + k - 1 : n + np;
+        /* the ring columns whose pixel pair (ix, ix + 1) reaches the input: ix in [-1, in_w - 1] */
+        const int32_t ix0 = s * ox0 - pad, lo = ix0 >= -1 ? 0 : (-1 - ix0 + s - 1) / s;
+        int32_t hi = (p->in_w - 1 - ix0) / s + 1;
+        if (hi > ncols) hi = ncols;
+        for (int32_t i = 0; i < ncols; i++) /* columns wholly in the padding: 0 (never converted) */
+            if (i == lo) i = hi - 1;
+            else for (int32_t t = 0; t < 4 * k; t++) ring[i * 4 * k + t] = 0;
+        dwq_strip st;
+        dwq_plan(p, ix0, lo, hi, &st);
+        int32_t next = -pad; /* the next input row to convert into the ring */
+        for (int32_t oy = 0; oy < p->out_h; oy++) {
+            const int32_t iy0 = oy * s - pad;
+            for (; next < iy0 + k; next++)
+                dwq_convert(p, x + c, next, &st, ring + (((next + k) % k) + lo * k) * 4, nz);
+            ctx.wq = wq + ((k - iy0 % k) % k) * 4; /* slot t holds kernel row (t - iy0) mod k */
+            ctx.y = y + (oy * out_w + ox0) * c_n + c, ctx.y_end = ctx.y + n * c_n;
+            kernel(&ctx);
+        }
+    }
+}
+
+static __attribute__((noinline)) void dw_quad(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                              const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask)
+{
+    uint32_t buf[MT_DWQ_BYTES / 4];
+    for (int32_t c = 0; c + 4 <= p->out_c; c += 4) dwq_block(p, x, w, bias, eff, y, mask, c, buf);
+    for (int32_t c = p->out_c & ~3; c < p->out_c; c++) dw_channel(p, x, w, bias, eff, y, mask, c);
+}
+
+static void dw_general(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
+                       const float *eff, int8_t *y, uint8_t *mask);
+
 void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask)
 {
@@ -2674,6 +3077,16 @@ void mt_conv_depthwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t
         mt_conv_depthwise_s8_portable(p, x, w, bias, eff, y, mask);
         return;
     }
+    if (dw_quad_wanted(p, mask) && all_finite(eff, c_n)) dw_quad(p, x, w, bias, eff, y, mask);
+    else dw_general(p, x, w, bias, eff, y, mask);
+}
+
+/* mt_conv_depthwise_s8 by dw_inside (and dw_pairs), dw_border / dw_border_rect and dw_channel: a call of its own, so
+ * that dw_quad's stack array does not add to its frame. */
+static __attribute__((noinline)) void dw_general(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                                 const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask)
+{
+    const int32_t c_n = p->out_c, n_taps = p->kh * p->kw;
     int32_t ox_lo, ox_hi, oy_lo, oy_hi;
     inside_range(p->pad, p->stride, p->kw, p->in_w, p->out_w, &ox_lo, &ox_hi);
     inside_range(p->pad, p->stride, p->kh, p->in_h, p->out_h, &oy_lo, &oy_hi);
@@ -2713,6 +3126,35 @@ static int32_t dw_plane_border(const mt_conv_params *p, const int8_t *plane, con
     return acc;
 }
 
+/* dwi_run3's per-channel values: per window row the taps 0 and 2 as int16 lanes and tap 1, -x_zero * sum(w), the
+ * plane's row length, the stride, the output step, y_zero, the float bias and the (finite) multiplier. */
+typedef struct {
+    int32_t w[6];
+    int32_t nzsum, in_w, stride, c_n, y_zero;
+    float fb, e;
+} dwi_run;
+
+/* n outputs (c_n apart from y) of 3x3 windows inside an int8 channel plane, the first at r, `stride` apart: a word
+ * per window row (bytes 0..3; the caller keeps the 4th inside the plane), taps 0 and 2 by one SMLAD on the SXTB16
+ * lanes, tap 1 by SMLABB on the odd lanes: the exact int32 sum of x * w minus x_zero * sum(w), as the scalar loop;
+ * requantised as store_out without a mask (requant_finite). */
+static __attribute__((noinline)) void dwi_run3(const dwi_run *q, const int8_t *r, int8_t *y, int32_t n)
+{
+    const int32_t w02a = q->w[0], w1a = q->w[1], w02b = q->w[2], w1b = q->w[3], w02c = q->w[4], w1c = q->w[5];
+    const int32_t nzsum = q->nzsum, in_w = q->in_w, stride = q->stride, c_n = q->c_n, y_zero = q->y_zero;
+    const float fb = q->fb, e = q->e;
+    for (; n > 0; n--, r += stride, y += c_n) {
+        const uint32_t v0 = load_u32(r), v1 = load_u32(r + in_w), v2 = load_u32(r + 2 * in_w);
+        int32_t acc = __smlad(__sxtb16(v0), w02a, nzsum);
+        acc = __smlabb(sxtb16_ror8(v0), w1a, acc);
+        acc = __smlad(__sxtb16(v1), w02b, acc);
+        acc = __smlabb(sxtb16_ror8(v1), w1b, acc);
+        acc = __smlad(__sxtb16(v2), w02c, acc);
+        acc = __smlabb(sxtb16_ror8(v2), w1c, acc);
+        *y = requant_finite(acc, fb, e, y_zero);
+    }
+}
+
 void mt_conv_depthwise_inplace_s8_portable(const mt_conv_params *p, const int8_t *x, const int8_t *w,
                                            const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask,
                                            int8_t *plane);
@@ -2737,12 +3179,29 @@ void mt_conv_depthwise_inplace_s8(const mt_conv_params *p, const int8_t *x, cons
                       w8 = wv[8]; /* used only when k3 */
         const int32_t b = bias[c], zy = p->y_zero;
         const float e = eff[c];
+        /* 3x3 windows inside the input, no mask, finite multiplier: runs of a row by dwi_run3 */
+        const int run3 = k3 && inside_ok && !mask && is_finite(e);
+        const dwi_run ctx3 = {{(int32_t)(((uint32_t)w0 & 0xFFFFu) | ((uint32_t)w2 << 16)), w1,
+                               (int32_t)(((uint32_t)w3 & 0xFFFFu) | ((uint32_t)w5 << 16)), w4,
+                               (int32_t)(((uint32_t)w6 & 0xFFFFu) | ((uint32_t)w8 << 16)), w7},
+                              -zsum, in_w, s, out_c, zy, (float)b, e};
         for (int32_t oy = 0; oy < p->out_h; oy++) {
             const int32_t iy0 = oy * s - p->pad, row_inside = inside_ok && iy0 >= 0 && iy0 + p->kh <= p->in_h;
             int32_t i = oy * p->out_w * out_c + c;
             for (int32_t ox = 0; ox < p->out_w; ox++, i += out_c) {
                 const int32_t ix0 = ox * s - p->pad;
                 int32_t acc;
+                if (run3 && row_inside && ix0 >= 0 && ix0 + 3 <= in_w) { /* the row's inside windows whose word
+                                                                                  * loads stay in the plane */
+                    int32_t n = (in_w - 3 - ix0) / s + 1;
+                    if (n > p->out_w - ox) n = p->out_w - ox;
+                    if ((iy0 + 2) * in_w + ix0 + (n - 1) * s + 4 > n_in) n--; /* the plane's last window: bytes */
+                    if (n > 0) {
+                        dwi_run3(&ctx3, plane + iy0 * in_w + ix0, y + i, n);
+                        ox += n - 1, i += (n - 1) * out_c;
+                        continue;
+                    }
+                }
                 if (row_inside && ix0 >= 0 && ix0 + p->kw <= in_w) {
                     const int8_t *r = plane + iy0 * in_w + ix0;
                     if (k3) {
