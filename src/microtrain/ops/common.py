@@ -38,8 +38,8 @@ def refuse_tiles_in_tflite_mode(node) -> None:
 
 def clamp_int8(r: np.ndarray, lo: int = -128, hi: int = 127):
     """(int8 output, clamp mask) of a pre-clamp integer result."""
-    mask = (r >= lo) & (r <= hi)
-    return np.clip(r, lo, hi).astype(np.int8), mask
+    y = np.clip(r, lo, hi)
+    return y.astype(np.int8), y == r  # in range <=> unchanged by the clip (NaN: False either way)
 
 
 def clamp_float(graph, node, pre: np.ndarray, save_mask: bool):

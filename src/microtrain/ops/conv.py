@@ -23,7 +23,7 @@ from ..ir.training import Step as TrainStep
 from ..quant.arith import (conv_multipliers, conv_preclamp, conv_preclamp_tflite, requant_mode, requantize_conv,
                            tflite_conv_multipliers)
 from ..quant.qas import qas_divisors
-from . import c_sums, einsum_order
+from . import c_sums, einsum_order, torch_sums
 from .common import clamp_float, clamp_int8, int8_clamp, refuse_tiles_in_tflite_mode, update_params
 
 OP = "conv2d"
@@ -172,6 +172,10 @@ def conv_accumulate(xs: np.ndarray, weight: np.ndarray, attrs: dict) -> np.ndarr
         x2 = xs[:, : s * ho : s, : s * wo : s, :].reshape(-1, c).astype(dtype, copy=False)
         return (x2 @ rows.T.astype(dtype)).reshape(n, ho, wo, o)
     if ig == 1 and g == c == o:
+        if weight.dtype.kind in "iu":  # integer operands: exact sums, any evaluation order (ops/torch_sums.py)
+            fast = torch_sums.depthwise_accumulate(xs.astype(dtype, copy=False), weight.astype(dtype), s, p, d)
+            if fast is not None:
+                return fast
         return depthwise_accumulate(xs, weight[:, 0].astype(dtype), s, p, ho, wo, d)
     cols = im2col(pad_nhwc(xs, p), kh, kw, s, ho, wo, d)  # (N, Ho, Wo, kh, kw, C)
     og = o // g
@@ -422,6 +426,9 @@ def forward_float(node, x: np.ndarray) -> np.ndarray:
 def grad_accumulator(g_y: np.ndarray, mask: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """g_acc = g_y * mask * scale[c] (scale = eff in int8 numerics, 1 in float numerics)."""
     g = g_y.astype(np.float32, copy=False) * np.asarray(scale, dtype=np.float32)
+    if mask.dtype == np.bool_ and mask.shape == g.shape and g.flags.c_contiguous:
+        np.putmask(g, ~mask, np.float32(0))  # np.where's values in place: one array fewer to fill
+        return g
     return np.where(mask, g, np.float32(0)).astype(np.float32, copy=False)
 
 
