@@ -6,7 +6,9 @@ multiplications and additions, with or without FMA, gives the same number (ops/c
 what lets a faster evaluation replace NumPy's tap loop without changing a bit: torch's direct depthwise kernel
 (oneDNN; no Winograd or FFT, which would not be exact) is about 10x faster than the NumPy tap loop at the
 shapes of mcunet-5fps (benchmarks/profile_fine_tune.py). Only integer-valued operands may come here: float
-graphs (the fp32 baseline) and every gradient keep NumPy's order, since their sums round.
+graphs (the fp32 baseline) and every gradient keep NumPy's order, since their sums round. The one thing the
+order can change is the sign of a zero sum (-0.0 or 0.0); no consumer sees it: requantisation adds the
+float32 bias first (x + 0.0 and x + b are the same for both zeros), the tflite mode converts to int64.
 
 Checked once per process against NumPy's exact loop on random operands at the bound (`agrees`); if torch is
 missing or disagrees, `depthwise_accumulate` returns None and the caller runs the NumPy loop. torch runs on
