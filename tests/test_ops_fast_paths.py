@@ -117,3 +117,32 @@ def test_requantisation_is_the_reference_sequence():
         same_bits(arith.conv_preclamp(acc, bias, eff, -7), r)
         same_bits(arith.requantize_conv(acc, bias, eff, -7), np.clip(r, -128, 127).astype(np.int8))
         assert acc.dtype == dt  # the accumulator is not overwritten
+
+
+def test_static_int8_bound_makes_the_same_exactness_decision():
+    """exact_dtype with the int8 range's bound decides as the data scan does (the bound only skips the scan)."""
+    rng = np.random.default_rng(6)
+    for _ in range(200):
+        zero = int(rng.integers(-128, 128))
+        x_q = rng.integers(-128, 128, (2, 3, 3, 4)).astype(np.int8)
+        if rng.random() < 0.5:
+            x_q = np.clip(x_q, -20, 20).astype(np.int8)  # data well inside the range: the scan may say float32
+        rows = rng.integers(-128, 128, (5, int(rng.choice([9, 64, 600, 1200])))).astype(np.int8)
+        xs = conv_op.shifted_input(x_q, zero)
+        bound = conv_op.int8_bound(x_q, zero)
+        assert bound >= np.abs(xs).max()
+        assert conv_op.exact_dtype(xs, rows, bound) == conv_op.exact_dtype(xs, rows)
+    assert conv_op.int8_bound(np.zeros(3, np.int16), 0) is None
+
+
+def test_pointwise_weight_gradient_of_all_channels_skips_the_gather_not_a_bit():
+    rng = np.random.default_rng(7)
+    for s in (1, 2):
+        xs = rng.integers(-255, 256, (3, 8, 8, 24)).astype(F32)
+        ho = (8 - 1) // s + 1
+        g = _special(rng, (3, ho, ho, 40))
+        g.flat[:3] = 1.0
+        ch = np.arange(24)
+        want = (g.reshape(-1, 40).T @ xs[:, ::s, ::s, :][..., ch].reshape(-1, 24)).reshape(40, 24, 1, 1)
+        got = conv_op.grad_weight(xs, g, (40, 24, 1, 1), {"kernel": (1, 1), "stride": s, "padding": 0}, tuple(ch))
+        same_bits(got, want.astype(F32))

@@ -141,20 +141,29 @@ F32_EXACT = 2**24  # float32 holds every integer of magnitude <= 2**24 exactly
 CHUNK_ELEMS = 2**18  # per-chunk output elements of the depthwise / forward loops: temporaries stay in cache
 
 
-def exact_dtype(xs: np.ndarray, weight_rows: np.ndarray):
+def exact_dtype(xs: np.ndarray, weight_rows: np.ndarray, x_bound: float | None = None):
     """float32 if every partial sum of an integer window sum stays within 2**24 (then float32 is exact in
-    any summation order, FMA or not), else float64 (exact below 2**53). weight_rows: (O, K) integers."""
-    xmax = max(abs(float(xs.max(initial=0))), abs(float(xs.min(initial=0))))
+    any summation order, FMA or not), else float64 (exact below 2**53). weight_rows: (O, K) integers.
+    x_bound: a known bound on |xs| (an int8 input's range less its zero point): when it already proves
+    float32 exact, the data is not scanned (the data's own max is within it: the same decision)."""
     wsum = float(np.abs(weight_rows.astype(np.int64)).sum(axis=1).max(initial=0))
+    if x_bound is not None and x_bound * wsum <= F32_EXACT:
+        return np.float32
+    xmax = max(abs(float(xs.max(initial=0))), abs(float(xs.min(initial=0))))
     return np.float32 if xmax * wsum <= F32_EXACT else np.float64
 
 
-def conv_accumulate(xs: np.ndarray, weight: np.ndarray, attrs: dict) -> np.ndarray:
+def int8_bound(x_q: np.ndarray, x_zero: int) -> int | None:
+    """max |q - x_zero| over int8 codes q: the bound on shifted_input(x_q, x_zero) (None unless x_q is int8)."""
+    return max(abs(-128 - int(x_zero)), abs(127 - int(x_zero))) if x_q.dtype == np.int8 else None
+
+
+def conv_accumulate(xs: np.ndarray, weight: np.ndarray, attrs: dict, x_bound: float | None = None) -> np.ndarray:
     """Exact sum over each window of xs * W, NHWC in, NHWC out.
 
     xs holds integers (the zero-point-shifted input, integer weights) or floats (a float graph: float32
     weights, float32 result). Integer results are exact: each sum runs in float32 when its magnitude
-    bound (max |xs| * max over outputs of sum |W|) is within 2**24, else in float64.
+    bound (max |xs| * max over outputs of sum |W|) is within 2**24, else in float64. x_bound: see exact_dtype.
     """
     o, ig, kh, kw = weight.shape
     s, p, g, d = attrs["stride"], attrs["padding"], attrs.get("groups", 1), dilation(attrs)
@@ -167,7 +176,7 @@ def conv_accumulate(xs: np.ndarray, weight: np.ndarray, attrs: dict) -> np.ndarr
     elif weight.dtype.kind == "f":
         dtype = np.float64
     else:
-        dtype = exact_dtype(xs, rows)
+        dtype = exact_dtype(xs, rows, x_bound)
     if kh == kw == 1 and g == 1 and p == 0:
         x2 = xs[:, : s * ho : s, : s * wo : s, :].reshape(-1, c).astype(dtype, copy=False)
         return (x2 @ rows.T.astype(dtype)).reshape(n, ho, wo, o)
@@ -376,11 +385,13 @@ def forward_int8(node, x_q: np.ndarray, x_quant, y_quant) -> np.ndarray:
     ho, wo = out_hw(h, w, node.attrs)
     per = max(1, CHUNK_ELEMS // (ho * wo * weight.shape[0]))
     if per >= n:
-        acc = conv_accumulate(shifted_input(x_q, x_quant.zero_point), weight, node.attrs)
+        acc = conv_accumulate(shifted_input(x_q, x_quant.zero_point), weight, node.attrs,
+                              int8_bound(x_q, x_quant.zero_point))
         return requantize_conv(acc, bias, eff, y_quant.zero_point)
     out = np.empty((n, ho, wo, weight.shape[0]), dtype=np.int8)
     for start in range(0, n, per):
-        acc = conv_accumulate(shifted_input(x_q[start : start + per], x_quant.zero_point), weight, node.attrs)
+        acc = conv_accumulate(shifted_input(x_q[start : start + per], x_quant.zero_point), weight, node.attrs,
+                              int8_bound(x_q, x_quant.zero_point))
         out[start : start + per] = requantize_conv(acc, bias, eff, y_quant.zero_point)
     return out
 
@@ -550,7 +561,11 @@ def grad_weight(xs: np.ndarray, g_acc: np.ndarray, weight_shape, attrs: dict, ch
         raise NotImplementedError("weight gradients of grouped (non-depthwise) convs are not supported")
     ga2 = g_acc.reshape(-1, o)
     if kh == kw == 1 and p == 0:
-        x2 = xs[:, : s * ho : s, : s * wo : s, :][..., ch].reshape(-1, len(ch))
+        x2 = xs[:, : s * ho : s, : s * wo : s, :]
+        if np.array_equal(ch, np.arange(c)):  # every channel in order: the gather would copy x2 as it is
+            x2 = np.ascontiguousarray(x2).reshape(-1, c)
+        else:
+            x2 = x2[..., ch].reshape(-1, len(ch))
         gw = c_sums.sequential_matmul(np.ascontiguousarray(ga2.T), x2) if sums == "c" else ga2.T @ x2
         return gw.astype(np.float32).reshape(o, len(ch), 1, 1)
     if sums == "c":  # (not c_sums_cover: TrainingRuntime refuses it up front)
@@ -574,7 +589,8 @@ def forward_train(graph, node, ins, save_mask=False):
             return forward_int8(node, ins[0], qx, qy), None
         if requant_mode(node) == "tflite":
             return clamp_int8(preclamp_tflite(node, ins[0], qx, qy), *int8_clamp(node))
-        acc = conv_accumulate(shifted_input(ins[0], qx.zero_point), node.params["weight"], node.attrs)
+        acc = conv_accumulate(shifted_input(ins[0], qx.zero_point), node.params["weight"], node.attrs,
+                              int8_bound(ins[0], qx.zero_point))
         eff = conv_multipliers(qx.scale, node.params["w_scales"], qy.scale)
         return clamp_int8(conv_preclamp(acc, node.params["bias"], eff, qy.zero_point))
     pre = conv_accumulate(ins[0].astype(np.float32), node.params["weight"].astype(np.float32), node.attrs)
