@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--limit", type=int, default=0, help="first N training images only (0: all)")
+    ap.add_argument("--val-limit", type=int, default=0, help="first N validation images only (0: all)")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--no-profile", action="store_true", help="time only (cProfile adds overhead per call)")
     ap.add_argument("--prefix-cache", default=str(Path.home() / ".cache" / "microtrain" / "h14sim" / "prefix"))
@@ -89,6 +90,10 @@ def main(argv=None) -> int:
         import numpy as np
 
         train = train.subset(np.arange(min(args.limit, len(train))))
+    if args.val_limit:
+        import numpy as np
+
+        val = val.subset(np.arange(min(args.val_limit, len(val))))
     print(f"{args.dataset}: {len(train)} train / {len(val)} val images loaded in {time.monotonic() - t:.0f} s",
           flush=True)
     report = {"dataset": args.dataset, "model": args.model, "n_train": len(train), "n_val": len(val),

@@ -2,12 +2,13 @@
 (stored accuracy results are reused while the numerics fingerprint stays; benchmarks/check_fine_tune_identical.py
 checks whole fine-tunes): the depthwise forward's exact window sums through torch (ops/torch_sums.py), the
 requantisation and clamp mask with fewer temporaries (quant/arith.py, ops/common.py) and the accumulator
-gradient masked in place (ops/conv.grad_accumulator). Signed zeros, NaN and inf included."""
+gradient and add's addend gradients masked in place (ops/common.masked_gradient). Signed zeros, NaN and inf included."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from microtrain.ops import add as add_op
 from microtrain.ops import common, torch_sums
 from microtrain.ops import conv as conv_op
 from microtrain.quant import arith
@@ -90,6 +91,9 @@ def test_grad_accumulator_is_the_np_where_definition():
                 got = conv_op.grad_accumulator(gy, mask, scale)
                 same_bits(got, want)
                 assert got.flags.c_contiguous == want.flags.c_contiguous
+                s1 = float(scale[0])  # add's addend gradient: a scalar scale
+                want = np.where(mask, gy.astype(F32) * F32(s1), F32(0)).astype(F32, copy=False)
+                same_bits(add_op.grad_addend(gy, mask, s1), want)
 
 
 def test_clamp_mask_is_the_two_sided_comparison():

@@ -24,7 +24,8 @@ from ..quant.arith import (conv_multipliers, conv_preclamp, conv_preclamp_tflite
                            tflite_conv_multipliers)
 from ..quant.qas import qas_divisors
 from . import c_sums, einsum_order, torch_sums
-from .common import clamp_float, clamp_int8, int8_clamp, refuse_tiles_in_tflite_mode, update_params
+from .common import (clamp_float, clamp_int8, int8_clamp, masked_gradient, refuse_tiles_in_tflite_mode,
+                     update_params)
 
 OP = "conv2d"
 CLAMPS_OUTPUT = True  # output clamped to its range (an activation may fuse in); training saves the mask
@@ -436,11 +437,7 @@ def forward_float(node, x: np.ndarray) -> np.ndarray:
 # w.r.t. the integer accumulator: g_acc = g_y * clamp_mask * eff (per output channel).
 def grad_accumulator(g_y: np.ndarray, mask: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """g_acc = g_y * mask * scale[c] (scale = eff in int8 numerics, 1 in float numerics)."""
-    g = g_y.astype(np.float32, copy=False) * np.asarray(scale, dtype=np.float32)
-    if mask.dtype == np.bool_ and mask.shape == g.shape and g.flags.c_contiguous:
-        np.putmask(g, ~mask, np.float32(0))  # np.where's values in place: one array fewer to fill
-        return g
-    return np.where(mask, g, np.float32(0)).astype(np.float32, copy=False)
+    return masked_gradient(g_y, scale, mask)
 
 
 def grad_bias(g_acc: np.ndarray, sums: str = "numpy") -> np.ndarray:
@@ -485,11 +482,12 @@ def grad_input(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape, sum
         depthwise_grad_input(g_acc, wf[:, 0], gxp, d)
         return gxp[:, p : p + h, p : p + w, :]
     og = o // g
+    tmp = np.empty(g_acc.shape, np.result_type(g_acc, wf)) if depthwise else None  # one product buffer for all taps
     for i in range(kh):
         for j in range(kw):
             win = gxp[:, i * d : i * d + s * ho : s, j * d : j * d + s * wo : s, :]
             if depthwise:
-                win += g_acc * wf[:, 0, i, j]
+                win += np.multiply(g_acc, wf[:, 0, i, j], out=tmp)
             else:
                 for gi in range(g):
                     wg = wf[gi * og : (gi + 1) * og, :, i, j]  # (og, ig)
