@@ -11,7 +11,8 @@ split, scored on the 30 %; a bias-k run costs what the measured bias-k' with the
 run (the last 12 biases + one candidate conv's slice) what w30-1/8 (the deepest candidate) costs. Final: each
 scheme 3 lr runs (5 epochs on the 70 % split, scored on the 30 %) + 3 seeds (5 epochs on train/, scored on
 val/); the 10 searched schemes (5 budgets x 2 metrics, 32-150 KB) are unknown before the analysis and costed as
-the mean of upstream's five schemes (49-148 KB). Not counted: loading images and the frozen-prefix features
+last-12 (cub50's, measured 2026-12-03: the biases of the last 8-16 convs and slices of convs 30-41, i.e. a
+suffix like last-12's with fewer weights). Not counted: loading images and the frozen-prefix features
 (computed once per data set and boundary, cached on disk). CPU hours; exp_datasets runs two jobs at a time
 on the 2 cores, so wall hours on an otherwise idle machine are about half.
 """
@@ -60,11 +61,7 @@ def hours(sweep: dict) -> dict:
             analysis += ANALYSIS_EPOCHS * n_tr * tr + n_ho * ev
         final = {}
         for name in FINAL + ["searched"] * SEARCHED:
-            if name == "searched":
-                tr = sum(cost(sweep, u)[0] for u in UPSTREAM) / len(UPSTREAM)
-                ev = sum(cost(sweep, u)[1] for u in UPSTREAM) / len(UPSTREAM)
-            else:
-                tr, ev = cost(sweep, name)
+            tr, ev = cost(sweep, "last-12" if name == "searched" else name)
             ms = LRS * (FINAL_EPOCHS * n_tr * tr + n_ho * ev) + SEEDS * (FINAL_EPOCHS * n * tr + m * ev)
             final[name] = final.get(name, 0.0) + ms
         out[ds] = {"analysis_h": analysis / 3.6e6, "final_h": sum(final.values()) / 3.6e6,
