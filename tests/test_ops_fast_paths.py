@@ -5,6 +5,8 @@ requantisation and clamp mask with fewer temporaries (quant/arith.py, ops/common
 gradient and add's addend gradients masked in place (ops/common.masked_gradient). Signed zeros, NaN and inf included."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -150,3 +152,15 @@ def test_pointwise_weight_gradient_of_all_channels_skips_the_gather_not_a_bit():
         want = (g.reshape(-1, 40).T @ xs[:, ::s, ::s, :][..., ch].reshape(-1, 24)).reshape(40, 24, 1, 1)
         got = conv_op.grad_weight(xs, g, (40, 24, 1, 1), {"kernel": (1, 1), "stride": s, "padding": 0}, tuple(ch))
         same_bits(got, want.astype(F32))
+
+
+def test_torch_sums_take_empty_batches_and_read_only_inputs():
+    w = np.arange(-18, 18, dtype=np.int8).reshape(4, 1, 3, 3)
+    attrs = {"kernel": (3, 3), "stride": 2, "padding": 1, "groups": 4}
+    assert conv_op.conv_accumulate(np.zeros((0, 6, 6, 4), F32), w, attrs).shape == (0, 3, 3, 4)
+    x = np.arange(2 * 6 * 6 * 4, dtype=F32).reshape(2, 6, 6, 4) - 100
+    x.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch.from_numpy's read-only warning would be one
+        got = conv_op.conv_accumulate(x, w, attrs)
+    assert np.array_equal(got, conv_op.depthwise_accumulate(x, w[:, 0].astype(F32), 2, 1, 3, 3))

@@ -79,4 +79,7 @@ def depthwise_accumulate(xs: np.ndarray, wt: np.ndarray, s: int, p: int, d: int 
     torch = _torch()
     if torch is None or not agrees():
         return None
-    return _conv(torch, np.ascontiguousarray(xs), np.ascontiguousarray(wt), s, p, d)
+    xs = np.ascontiguousarray(xs)
+    if not xs.flags.writeable:  # torch.from_numpy warns about read-only arrays (it never writes here)
+        xs = xs.copy()
+    return _conv(torch, xs, np.ascontiguousarray(wt), s, p, d)
