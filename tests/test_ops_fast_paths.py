@@ -8,7 +8,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pytest
 
 from microtrain.ops import add as add_op
 from microtrain.ops import common, torch_sums
