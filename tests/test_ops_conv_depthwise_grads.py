@@ -113,6 +113,23 @@ def test_weight_gradient_matches_einsum_over_several_buffer_pieces(shape, fast):
               einsum_grad_weight(xs, g, k, k, s, attrs["padding"], ch))
 
 
+@pytest.mark.parametrize("shape", [(16, 4, 384, 5, 1), (16, 8, 160, 7, 1), (13, 8, 240, 7, 2), (16, 64, 16, 3, 1)])
+def test_weight_gradient_of_mcunets_layers_at_batch_16(shape):
+    """The shapes the sparse-update experiments train (batch 16, a short last batch): one buffer per tap holds
+    many samples of the channel-rich small maps, a few of the large ones; still einsum's sums bit for bit."""
+    n, h, c, k, s = shape
+    rng = np.random.default_rng(h * c)
+    p = (k - 1) // 2
+    attrs = {"kernel": (k, k), "stride": s, "padding": p, "groups": c}
+    ho, wo = conv_op.out_hw(h, h, attrs)
+    xs = rng.integers(-255, 256, (n, h, h, c)).astype(np.float32)
+    g = (rng.standard_normal((n, ho, wo, c)) * np.exp(rng.uniform(-8, 4, (n, ho, wo, c)))).astype(np.float32)
+    g[rng.random(g.shape) < 0.2] = 0.0
+    ch = np.arange(c)
+    assert conv_op.depthwise_grad_weight(xs, g, ch, k, k, s, p) is not None
+    same_bits(conv_op.grad_weight(xs, g, (c, 1, k, k), attrs, tuple(ch)), einsum_grad_weight(xs, g, k, k, s, p, ch))
+
+
 @pytest.mark.parametrize("chunk", [conv_op.CHUNK_ELEMS, 1, 200])
 def test_depthwise_input_gradient_is_the_tap_loop_bit_for_bit(monkeypatch, chunk):
     monkeypatch.setattr(conv_op, "CHUNK_ELEMS", chunk)

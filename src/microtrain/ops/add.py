@@ -13,7 +13,7 @@ from ..ir.training import Kind
 from ..ir.training import Step as TrainStep
 from ..quant.arith import (add_params_tflite, add_preclamp, add_preclamp_tflite, add_requant, add_requant_tflite,
                            requant_mode)
-from .common import clamp_float, clamp_int8, int8_clamp, refuse_tiles_in_tflite_mode
+from .common import clamp_float, clamp_int8, int8_clamp, masked_gradient, refuse_tiles_in_tflite_mode
 from .conv import apply_activation
 
 OP = "add"
@@ -63,8 +63,7 @@ def grad_addend(g_y, mask, scale):
     Each addend gets its own contribution; a tensor that also feeds other ops (the skip branch)
     sums every contribution (autodiff emits a grad_sum step): none is dropped.
     """
-    g = g_y.astype(np.float32) * np.float32(scale)
-    return np.where(mask, g, np.float32(0)).astype(np.float32, copy=False)
+    return masked_gradient(g_y, scale, mask)
 
 
 def torch_forward(module, a, b):

@@ -38,8 +38,19 @@ def refuse_tiles_in_tflite_mode(node) -> None:
 
 def clamp_int8(r: np.ndarray, lo: int = -128, hi: int = 127):
     """(int8 output, clamp mask) of a pre-clamp integer result."""
-    mask = (r >= lo) & (r <= hi)
-    return np.clip(r, lo, hi).astype(np.int8), mask
+    y = np.clip(r, lo, hi)
+    return y.astype(np.int8), y == r  # in range <=> unchanged by the clip (NaN: False either way)
+
+
+def masked_gradient(g_y: np.ndarray, scale, mask: np.ndarray) -> np.ndarray:
+    """np.where(mask, float32(g_y) * float32(scale), 0) as float32: the gradient through a clamp (conv's
+    accumulator gradient, add's addend gradients). A bool mask of the product's shape zeroes the fresh product
+    in place (np.putmask: the same values, signed zeros and NaN included, one array fewer to fill)."""
+    g = g_y.astype(np.float32, copy=False) * np.asarray(scale, dtype=np.float32)
+    if mask.dtype == np.bool_ and mask.shape == g.shape and g.flags.c_contiguous:
+        np.putmask(g, ~mask, np.float32(0))
+        return g
+    return np.where(mask, g, np.float32(0)).astype(np.float32, copy=False)
 
 
 def clamp_float(graph, node, pre: np.ndarray, save_mask: bool):

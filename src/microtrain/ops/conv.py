@@ -23,8 +23,9 @@ from ..ir.training import Step as TrainStep
 from ..quant.arith import (conv_multipliers, conv_preclamp, conv_preclamp_tflite, requant_mode, requantize_conv,
                            tflite_conv_multipliers)
 from ..quant.qas import qas_divisors
-from . import c_sums, einsum_order
-from .common import clamp_float, clamp_int8, int8_clamp, refuse_tiles_in_tflite_mode, update_params
+from . import c_sums, einsum_order, torch_sums
+from .common import (clamp_float, clamp_int8, int8_clamp, masked_gradient, refuse_tiles_in_tflite_mode,
+                     update_params)
 
 OP = "conv2d"
 CLAMPS_OUTPUT = True  # output clamped to its range (an activation may fuse in); training saves the mask
@@ -141,20 +142,29 @@ F32_EXACT = 2**24  # float32 holds every integer of magnitude <= 2**24 exactly
 CHUNK_ELEMS = 2**18  # per-chunk output elements of the depthwise / forward loops: temporaries stay in cache
 
 
-def exact_dtype(xs: np.ndarray, weight_rows: np.ndarray):
+def exact_dtype(xs: np.ndarray, weight_rows: np.ndarray, x_bound: float | None = None):
     """float32 if every partial sum of an integer window sum stays within 2**24 (then float32 is exact in
-    any summation order, FMA or not), else float64 (exact below 2**53). weight_rows: (O, K) integers."""
-    xmax = max(abs(float(xs.max(initial=0))), abs(float(xs.min(initial=0))))
+    any summation order, FMA or not), else float64 (exact below 2**53). weight_rows: (O, K) integers.
+    x_bound: a known bound on |xs| (an int8 input's range less its zero point): when it already proves
+    float32 exact, the data is not scanned (the data's own max is within it: the same decision)."""
     wsum = float(np.abs(weight_rows.astype(np.int64)).sum(axis=1).max(initial=0))
+    if x_bound is not None and x_bound * wsum <= F32_EXACT:
+        return np.float32
+    xmax = max(abs(float(xs.max(initial=0))), abs(float(xs.min(initial=0))))
     return np.float32 if xmax * wsum <= F32_EXACT else np.float64
 
 
-def conv_accumulate(xs: np.ndarray, weight: np.ndarray, attrs: dict) -> np.ndarray:
+def int8_bound(x_q: np.ndarray, x_zero: int) -> int | None:
+    """max |q - x_zero| over int8 codes q: the bound on shifted_input(x_q, x_zero) (None unless x_q is int8)."""
+    return max(abs(-128 - int(x_zero)), abs(127 - int(x_zero))) if x_q.dtype == np.int8 else None
+
+
+def conv_accumulate(xs: np.ndarray, weight: np.ndarray, attrs: dict, x_bound: float | None = None) -> np.ndarray:
     """Exact sum over each window of xs * W, NHWC in, NHWC out.
 
     xs holds integers (the zero-point-shifted input, integer weights) or floats (a float graph: float32
     weights, float32 result). Integer results are exact: each sum runs in float32 when its magnitude
-    bound (max |xs| * max over outputs of sum |W|) is within 2**24, else in float64.
+    bound (max |xs| * max over outputs of sum |W|) is within 2**24, else in float64. x_bound: see exact_dtype.
     """
     o, ig, kh, kw = weight.shape
     s, p, g, d = attrs["stride"], attrs["padding"], attrs.get("groups", 1), dilation(attrs)
@@ -167,11 +177,15 @@ def conv_accumulate(xs: np.ndarray, weight: np.ndarray, attrs: dict) -> np.ndarr
     elif weight.dtype.kind == "f":
         dtype = np.float64
     else:
-        dtype = exact_dtype(xs, rows)
+        dtype = exact_dtype(xs, rows, x_bound)
     if kh == kw == 1 and g == 1 and p == 0:
         x2 = xs[:, : s * ho : s, : s * wo : s, :].reshape(-1, c).astype(dtype, copy=False)
         return (x2 @ rows.T.astype(dtype)).reshape(n, ho, wo, o)
     if ig == 1 and g == c == o:
+        if weight.dtype.kind in "iu":  # integer operands: exact sums, any evaluation order (ops/torch_sums.py)
+            fast = torch_sums.depthwise_accumulate(xs.astype(dtype, copy=False), weight.astype(dtype), s, p, d)
+            if fast is not None:
+                return fast
         return depthwise_accumulate(xs, weight[:, 0].astype(dtype), s, p, ho, wo, d)
     cols = im2col(pad_nhwc(xs, p), kh, kw, s, ho, wo, d)  # (N, Ho, Wo, kh, kw, C)
     og = o // g
@@ -317,9 +331,12 @@ def depthwise_grad_weight(xs: np.ndarray, g_acc: np.ndarray, ch: np.ndarray, kh:
     taps at once; None when einsum would iterate its operands in a way this does not reproduce (the caller
     then runs np.einsum).
 
-    Every piece of einsum's inner loop is whole samples here; a block of samples writes its products straight
-    into the kernel's schedule: buffer rows (16-position block, quarter in reverse), then (tap, lane, channel),
-    row 0 carrying the lane sums; np.add.reduce over the rows continues them in order."""
+    Every piece of einsum's inner loop is whole samples here. Tap by tap, a block of samples writes its products
+    straight into the kernel's schedule: buffer rows (16-position block, quarter in reverse), then (lane,
+    channel), row 0 carrying the tap's lane sums; np.add.reduce over the rows continues them in order. (Each
+    tap's sums are independent of the others', so one buffer per tap adds the same numbers in the same order as
+    one buffer for all taps, in taps times fewer, larger calls: the channel-rich 4x4 and 8x8 layers went one
+    sample at a time before.)"""
     n, ho, wo, _ = g_acc.shape
     hw, taps, c = ho * wo, kh * kw, len(ch)
     split = einsum_order.block_split(ho, wo)
@@ -331,25 +348,26 @@ def depthwise_grad_weight(xs: np.ndarray, g_acc: np.ndarray, ch: np.ndarray, kh:
     xp = pad_nhwc(xs, p)
     blocks, quarters = split
     lanes_n = einsum_order.LANES
-    gv = np.ascontiguousarray(g_acc).reshape((n,) + blocks + quarters + (lanes_n, c))
+    shape = blocks + quarters + (lanes_n, c)
+    gv = np.ascontiguousarray(g_acc).reshape((n,) + shape)
     rev = (slice(None),) * (1 + len(blocks)) + (slice(None, None, -1),) * len(quarters)
-    per = max(1, einsum_order.BLOCK_ELEMS // (hw * taps * c))  # samples per buffer
+    per = max(1, einsum_order.BLOCK_ELEMS // (hw * c))  # samples per buffer
     total = np.zeros((taps, c), np.float32)
     s0 = 0
     for piece in pieces:
         lanes = np.zeros((taps, lanes_n, c), np.float32)
         stop = s0 + piece // hw
-        for a in range(s0, stop, per):
-            b = min(stop, a + per)
-            buf = np.empty((1 + (b - a) * hw // lanes_n, taps, lanes_n, c), np.float32)
-            buf[0] = lanes
-            body = buf[1:].reshape((b - a,) + blocks + quarters + (taps, lanes_n, c))[rev]
-            for i in range(kh):
-                for j in range(kw):
+        for i in range(kh):
+            for j in range(kw):
+                lane = lanes[i * kw + j]
+                for a in range(s0, stop, per):
+                    b = min(stop, a + per)
+                    buf = np.empty((1 + (b - a) * hw // lanes_n, lanes_n, c), np.float32)
+                    buf[0] = lane
                     win = xp[a:b, i : i + s * ho : s, j : j + s * wo : s, :]
-                    np.multiply(win.reshape((b - a,) + blocks + quarters + (lanes_n, c)), gv[a:b],
-                                out=body[..., i * kw + j, :, :])
-            lanes = np.add.reduce(buf, axis=0)  # row by row: out += row (a sequential loop per element)
+                    np.multiply(win.reshape((b - a,) + shape), gv[a:b], out=buf[1:].reshape((b - a,) + shape)[rev])
+                    lane = np.add.reduce(buf, axis=0)  # row by row: out += row (a sequential loop per element)
+                lanes[i * kw + j] = lane
         total = einsum_order.combine_lanes(lanes.transpose(1, 0, 2)) + total
         s0 = stop
     return np.ascontiguousarray(total.reshape(kh, kw, c).transpose(2, 0, 1))[:, None]
@@ -372,11 +390,13 @@ def forward_int8(node, x_q: np.ndarray, x_quant, y_quant) -> np.ndarray:
     ho, wo = out_hw(h, w, node.attrs)
     per = max(1, CHUNK_ELEMS // (ho * wo * weight.shape[0]))
     if per >= n:
-        acc = conv_accumulate(shifted_input(x_q, x_quant.zero_point), weight, node.attrs)
+        acc = conv_accumulate(shifted_input(x_q, x_quant.zero_point), weight, node.attrs,
+                              int8_bound(x_q, x_quant.zero_point))
         return requantize_conv(acc, bias, eff, y_quant.zero_point)
     out = np.empty((n, ho, wo, weight.shape[0]), dtype=np.int8)
     for start in range(0, n, per):
-        acc = conv_accumulate(shifted_input(x_q[start : start + per], x_quant.zero_point), weight, node.attrs)
+        acc = conv_accumulate(shifted_input(x_q[start : start + per], x_quant.zero_point), weight, node.attrs,
+                              int8_bound(x_q, x_quant.zero_point))
         out[start : start + per] = requantize_conv(acc, bias, eff, y_quant.zero_point)
     return out
 
@@ -421,8 +441,7 @@ def forward_float(node, x: np.ndarray) -> np.ndarray:
 # w.r.t. the integer accumulator: g_acc = g_y * clamp_mask * eff (per output channel).
 def grad_accumulator(g_y: np.ndarray, mask: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """g_acc = g_y * mask * scale[c] (scale = eff in int8 numerics, 1 in float numerics)."""
-    g = g_y.astype(np.float32, copy=False) * np.asarray(scale, dtype=np.float32)
-    return np.where(mask, g, np.float32(0)).astype(np.float32, copy=False)
+    return masked_gradient(g_y, scale, mask)
 
 
 def grad_bias(g_acc: np.ndarray, sums: str = "numpy") -> np.ndarray:
@@ -467,11 +486,12 @@ def grad_input(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape, sum
         depthwise_grad_input(g_acc, wf[:, 0], gxp, d)
         return gxp[:, p : p + h, p : p + w, :]
     og = o // g
+    tmp = np.empty(g_acc.shape, np.result_type(g_acc, wf)) if depthwise else None  # one product buffer for all taps
     for i in range(kh):
         for j in range(kw):
             win = gxp[:, i * d : i * d + s * ho : s, j * d : j * d + s * wo : s, :]
             if depthwise:
-                win += g_acc * wf[:, 0, i, j]
+                win += np.multiply(g_acc, wf[:, 0, i, j], out=tmp)
             else:
                 for gi in range(g):
                     wg = wf[gi * og : (gi + 1) * og, :, i, j]  # (og, ig)
@@ -543,7 +563,11 @@ def grad_weight(xs: np.ndarray, g_acc: np.ndarray, weight_shape, attrs: dict, ch
         raise NotImplementedError("weight gradients of grouped (non-depthwise) convs are not supported")
     ga2 = g_acc.reshape(-1, o)
     if kh == kw == 1 and p == 0:
-        x2 = xs[:, : s * ho : s, : s * wo : s, :][..., ch].reshape(-1, len(ch))
+        x2 = xs[:, : s * ho : s, : s * wo : s, :]
+        if np.array_equal(ch, np.arange(c)):  # every channel in order: the gather would copy x2 as it is
+            x2 = np.ascontiguousarray(x2).reshape(-1, c)
+        else:
+            x2 = x2[..., ch].reshape(-1, len(ch))
         gw = c_sums.sequential_matmul(np.ascontiguousarray(ga2.T), x2) if sums == "c" else ga2.T @ x2
         return gw.astype(np.float32).reshape(o, len(ch), 1, 1)
     if sums == "c":  # (not c_sums_cover: TrainingRuntime refuses it up front)
@@ -567,7 +591,8 @@ def forward_train(graph, node, ins, save_mask=False):
             return forward_int8(node, ins[0], qx, qy), None
         if requant_mode(node) == "tflite":
             return clamp_int8(preclamp_tflite(node, ins[0], qx, qy), *int8_clamp(node))
-        acc = conv_accumulate(shifted_input(ins[0], qx.zero_point), node.params["weight"], node.attrs)
+        acc = conv_accumulate(shifted_input(ins[0], qx.zero_point), node.params["weight"], node.attrs,
+                              int8_bound(ins[0], qx.zero_point))
         eff = conv_multipliers(qx.scale, node.params["w_scales"], qy.scale)
         return clamp_int8(conv_preclamp(acc, node.params["bias"], eff, qy.zero_point))
     pre = conv_accumulate(ins[0].astype(np.float32), node.params["weight"].astype(np.float32), node.attrs)

@@ -29,20 +29,18 @@ def requantize_conv(acc: np.ndarray, bias: np.ndarray, eff: np.ndarray, y_zero: 
     t = float32(acc) + float32(bias); t = t * eff; q = clamp(rint(t) + y_zero, -128, 127).
     `acc` may be int32/int64 or float64 holding exact integers: float32() rounds all the same way.
     """
-    t = np.asarray(acc).astype(F32) + np.asarray(bias).astype(F32)
-    t *= eff
-    r = np.rint(t)
-    r += F32(y_zero)
-    return np.clip(r, INT8_MIN, INT8_MAX).astype(np.int8)
+    r = conv_preclamp(acc, bias, eff, y_zero)
+    return np.clip(r, INT8_MIN, INT8_MAX, out=r).astype(np.int8)
 
 
 def conv_preclamp(acc: np.ndarray, bias: np.ndarray, eff: np.ndarray, y_zero: int) -> np.ndarray:
     """The float32 value requantize_conv clamps (rint(t) + y_zero): the clamp gradient mask needs it."""
-    t = np.asarray(acc).astype(F32) + np.asarray(bias).astype(F32)
+    # the same float32 operations in place on one fresh array (np.add casts acc to float32 first, as astype)
+    t = np.add(np.asarray(acc), np.asarray(bias).astype(F32), dtype=F32)
     t *= eff
-    r = np.rint(t)
-    r += F32(y_zero)
-    return r
+    np.rint(t, out=t)
+    t += F32(y_zero)
+    return t
 
 
 def add_requant(q1, z1, s1, q2, z2, s2, sy, zy) -> np.ndarray:
