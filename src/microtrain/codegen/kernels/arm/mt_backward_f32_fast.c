@@ -57,6 +57,9 @@ static inline float mla_f32(float acc, float a, float b)
 
 static inline int32_t chan(const int16_t *idx, int32_t j) { return idx ? idx[j] : j; }
 
+/* The weight row of (compacted) output channel o: rows[o] when the dead channels were dropped (live_compact). */
+static inline int32_t wrow(const uint16_t *rows, int32_t o) { return rows ? rows[o] : o; }
+
 static const float zeros8[8];
 
 /* Eight elements whose clamp bits are the byte m (g may alias gy: all eight are loaded before any store): the
@@ -388,6 +391,42 @@ static __attribute__((noinline)) void float_rows8(const int8_t *src, int32_t nb,
                      : "memory", "cc");
 }
 
+/* float_rows8 over the rows rows[0..on-1] of the weight at base (row o at base + o * nb): the row address from
+ * the list (LDRH, MLA) instead of the step (21 instructions per output channel). */
+static __attribute__((noinline)) void float_rows8_list(const int8_t *base, int32_t nb, const uint16_t *rows,
+                                                       int32_t on, float *dst)
+{
+    register uint32_t a0 __asm__("r3"), a1 __asm__("r4"), a2 __asm__("r5"), a3 __asm__("r6");
+    register uint32_t a4 __asm__("r8"), a5 __asm__("r9"), a6 __asm__("r10"), a7 __asm__("r11");
+    const float *end = dst + 8 * on;
+    __asm__ volatile("1:\n\t"
+                     "ldrh    %[a0], [%[rows]], #2\n\t"
+                     "mla     %[a0], %[a0], %[nb], %[base]\n\t"
+                     "ldrb    %[a1], [%[a0], #1]\n\t"
+                     "ldrb    %[a2], [%[a0], #2]\n\t"
+                     "ldrb    %[a3], [%[a0], #3]\n\t"
+                     "ldrb    %[a4], [%[a0], #4]\n\t"
+                     "ldrb    %[a5], [%[a0], #5]\n\t"
+                     "ldrb    %[a6], [%[a0], #6]\n\t"
+                     "ldrb    %[a7], [%[a0], #7]\n\t"
+                     "ldrb    %[a0], [%[a0]]\n\t"
+                     "ldr     %[a0], [%[tab], %[a0], lsl #2]\n\t"
+                     "ldr     %[a1], [%[tab], %[a1], lsl #2]\n\t"
+                     "ldr     %[a2], [%[tab], %[a2], lsl #2]\n\t"
+                     "ldr     %[a3], [%[tab], %[a3], lsl #2]\n\t"
+                     "ldr     %[a4], [%[tab], %[a4], lsl #2]\n\t"
+                     "ldr     %[a5], [%[tab], %[a5], lsl #2]\n\t"
+                     "ldr     %[a6], [%[tab], %[a6], lsl #2]\n\t"
+                     "ldr     %[a7], [%[tab], %[a7], lsl #2]\n\t"
+                     "stmia   %[dst]!, {%[a0], %[a1], %[a2], %[a3], %[a4], %[a5], %[a6], %[a7]}\n\t"
+                     "cmp     %[dst], %[end]\n\t"
+                     "bne     1b\n\t"
+                     : [rows] "+r"(rows), [dst] "+r"(dst), [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2),
+                       [a3] "=&r"(a3), [a4] "=&r"(a4), [a5] "=&r"(a5), [a6] "=&r"(a6), [a7] "=&r"(a7)
+                     : [base] "r"(base), [nb] "r"(nb), [end] "r"(end), [tab] "r"(s8_float)
+                     : "memory", "cc");
+}
+
 /* One output channel of a 2-pixel x 8-channel tile: its eight weights by one VLDM into s16-s23, then the products
  * with pixel 0's gradient value (register ga) into s0-s7 and pixel 1's (gb) into s8-s15, each by one VMLA. */
 #define GI8_MA(acc, g, w) "vmla.f32 s" #acc ", s" g ", s" #w "\n\t"
@@ -559,7 +598,7 @@ static void grad_input_group6(const mt_conv_params *p, const float *gacc, const 
  * multiple of 4: each group's weights converted to float once per chunk of output channels (not once per tile);
  * the channels and pixels left over one at a time. */
 static void grad_input_pointwise_block(const mt_conv_params *p, const float *gacc, const int8_t *wb,
-                                       const int16_t *idx, int32_t nb, int acc, float *gx)
+                                       const int16_t *idx, int32_t nb, int acc, const uint16_t *rows, float *gx)
 {
     const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w, pix4 = n_pix & ~3;
     const int32_t nb8 = nb & ~7, nb6 = nb8 + (nb - nb8 >= 6 ? 6 : 0), nb4 = nb6 + ((nb - nb6) & 4);
@@ -569,7 +608,8 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
         for (int32_t k = 0; k < 8; k++) c[k] = chan(idx, j + k);
         for (int32_t o0 = 0; o0 < out_c; o0 += MT_GI8_CHUNK) {
             const int32_t on = out_c - o0 < MT_GI8_CHUNK ? out_c - o0 : MT_GI8_CHUNK;
-            float_rows8(wb + o0 * nb + j, nb, on, wf);
+            if (rows) float_rows8_list(wb + j, nb, rows + o0, on, wf);
+            else float_rows8(wb + o0 * nb + j, nb, on, wf);
             grad_input_group8(p, gacc, wf, o0, on, pix4, c, !idx, acc, gx);
         }
     }
@@ -578,9 +618,8 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
                               chan(idx, j + 5)};
         for (int32_t o0 = 0; o0 < out_c; o0 += MT_GI_CHUNK) {
             const int32_t on = out_c - o0 < MT_GI_CHUNK ? out_c - o0 : MT_GI_CHUNK;
-            const int8_t *wr = wb + o0 * nb + j;
             float *wo = wf;
-            for (int32_t o = 0; o < on; o++, wr += nb) wo = float6_s8(wr, wo);
+            for (int32_t o = o0; o < o0 + on; o++) wo = float6_s8(wb + wrow(rows, o) * nb + j, wo);
             grad_input_group6(p, gacc, wf, o0, on, pix4, c, !idx, acc, gx);
         }
     }
@@ -588,9 +627,8 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
         const int32_t c0 = chan(idx, j), c1 = chan(idx, j + 1), c2 = chan(idx, j + 2), c3 = chan(idx, j + 3);
         for (int32_t o0 = 0; o0 < out_c; o0 += MT_GI_CHUNK) {
             const int32_t on = out_c - o0 < MT_GI_CHUNK ? out_c - o0 : MT_GI_CHUNK;
-            const int8_t *wr = wb + o0 * nb + j;
             float *wo = wf;
-            for (int32_t o = 0; o < on; o++, wr += nb) wo = float4_s8(wr, wo);
+            for (int32_t o = o0; o < o0 + on; o++) wo = float4_s8(wb + wrow(rows, o) * nb + j, wo);
             for (int32_t pix = 0; pix < pix4; pix += 4)
                 grad_input_tile_4x4(gacc + pix * out_c + o0, out_c, wf, on, o0 == 0 && !acc, grad_pixel(p, gx, pix),
                                     grad_pixel(p, gx, pix + 1), grad_pixel(p, gx, pix + 2),
@@ -606,7 +644,7 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
             int32_t c = chan(idx, j);
             float a0 = acc ? x0[c] : 0.0f, a1 = acc ? x1[c] : 0.0f, a2 = acc ? x2[c] : 0.0f, a3 = acc ? x3[c] : 0.0f;
             for (int32_t o = 0; o < out_c; o++) {
-                float w0 = (float)wb[o * nb + j];
+                float w0 = (float)wb[wrow(rows, o) * nb + j];
                 a0 = mla_f32(a0, g[o], w0);
                 a1 = mla_f32(a1, g[out_c + o], w0);
                 a2 = mla_f32(a2, g[2 * out_c + o], w0);
@@ -620,7 +658,7 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
         float *x0 = grad_pixel(p, gx, pix);
         for (int32_t j = 0; j < nb; j++) {
             float s = acc ? x0[chan(idx, j)] : 0.0f;
-            for (int32_t o = 0; o < out_c; o++) s = mla_f32(s, g[o], (float)wb[o * nb + j]);
+            for (int32_t o = 0; o < out_c; o++) s = mla_f32(s, g[o], (float)wb[wrow(rows, o) * nb + j]);
             x0[chan(idx, j)] = s;
         }
     }
@@ -659,20 +697,121 @@ static __attribute__((noinline)) void permute_rows(const mt_conv_params *p, cons
     }
 }
 
-void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx)
+/* Output channels whose gradient is +0.0 at every pixel ("dead": a ReLU channel clamped all over the map; every
+ * channel on the first step after a zero-initialised head) add only +-0.0 terms, which leave every sum unchanged:
+ * a sum starts from +0.0 and, rounding to nearest, never becomes -0.0, and s + (+-0.0) == s for any other s (NaN
+ * and infinities included). So the input gradient is computed over the live channels only: gacc is compacted in
+ * place (row q of the n_live live values at gacc + q * n_live; their weight rows listed, as uint16, in the last
+ * 2 * n_live bytes of gacc's storage, which the compacted rows leave free) and restored bit for bit before the
+ * kernel returns (a dead value was +0.0). Worth it when the dead channels' share of the work (n_dead * in_c MACs
+ * per pixel) outweighs compacting and restoring (some 10 instructions per gacc element): n_dead * in_c >=
+ * MT_GI_DEAD_FACTOR * out_c. The search stops after the first pixel when it cannot find enough candidates (a map
+ * without dead channels costs one pass over one gacc row). */
+#ifndef MT_GI_LIVE_MAX
+#define MT_GI_LIVE_MAX 768 /* output channels searched (the channel list: 1,536 bytes of stack) */
+#endif
+#ifndef MT_GI_DEAD_FACTOR
+#define MT_GI_DEAD_FACTOR 8
+#endif
+
+static inline uint32_t f32_bits(const float *g) { return *(const uint32_t *)g; }
+
+/* The live channels of gacc (p->out_c per pixel) compacted as above; returns n_live, or -1 (gacc unchanged) when
+ * compacting does not pay or does not fit. noinline: its list is not on the stack while the tiles run. */
+static __attribute__((noinline)) int32_t live_compact(const mt_conv_params *p, int32_t in_c, float *gacc)
+{
+    uint16_t list[MT_GI_LIVE_MAX];
+    const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w;
+    if (out_c > MT_GI_LIVE_MAX || n_pix < 1) return -1;
+    /* the fewest dead channels that pay (n_dead * in_c >= MT_GI_DEAD_FACTOR * out_c; at least one) */
+    const int32_t n_min = in_c > 0 ? (MT_GI_DEAD_FACTOR * out_c + in_c - 1) / in_c : out_c + 1;
+    int32_t n_dead = 0; /* candidates: +0.0 at the first pixel, then at every pixel so far */
+    for (int32_t o = 0; o < out_c; o++)
+        if (f32_bits(gacc + o) == 0) list[n_dead++] = (uint16_t)o;
+    for (int32_t q = 1; q < n_pix && n_dead >= n_min; q++) {
+        const uint32_t *row = (const uint32_t *)gacc + q * out_c;
+        int32_t n = 0;
+        for (int32_t k = 0; k < n_dead; k++)
+            if (row[list[k]] == 0) list[n++] = list[k];
+        n_dead = n;
+    }
+    const int32_t n_live = out_c - n_dead;
+    if (n_dead == 0 || n_dead < n_min || 2 * n_pix * n_dead < n_live) return -1;
+    /* the live list (the complement, ascending) in place of the dead one, through a bit per channel */
+    uint32_t dead[MT_GI_LIVE_MAX / 32];
+    for (int32_t k = 0; k < MT_GI_LIVE_MAX / 32; k++) dead[k] = 0u;
+    for (int32_t k = 0; k < n_dead; k++) dead[list[k] >> 5] |= 1u << (list[k] & 31);
+    for (int32_t o = 0, i = 0; o < out_c; o++)
+        if (!((dead[o >> 5] >> (o & 31)) & 1u)) list[i++] = (uint16_t)o;
+    uint32_t *g = (uint32_t *)gacc;
+    for (int32_t q = 0; q < n_pix; q++) {
+        const uint32_t *src = g + q * out_c;
+        uint32_t *dst = g + q * n_live;
+        for (int32_t k = 0; k < n_live; k++) dst[k] = src[list[k]];
+    }
+    uint16_t *tail = (uint16_t *)(gacc + n_pix * out_c) - n_live;
+    for (int32_t k = 0; k < n_live; k++) tail[k] = list[k];
+    return n_live;
+}
+
+/* Undoes live_compact: every row back to out_c values (rows from the last, each from its last live channel: a value
+ * is moved up or stays, never over one not yet moved), then +0.0 in the dead channels. */
+static __attribute__((noinline)) void live_expand(const mt_conv_params *p, float *gacc, int32_t n_live)
+{
+    uint16_t list[MT_GI_LIVE_MAX];
+    uint32_t live[MT_GI_LIVE_MAX / 32];
+    const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w;
+    const uint16_t *tail = (const uint16_t *)(gacc + n_pix * out_c) - n_live;
+    for (int32_t k = 0; k < MT_GI_LIVE_MAX / 32; k++) live[k] = 0u;
+    for (int32_t k = 0; k < n_live; k++) {
+        const uint32_t o = tail[k];
+        list[k] = (uint16_t)o;
+        live[o >> 5] |= 1u << (o & 31);
+    }
+    uint32_t *g = (uint32_t *)gacc;
+    for (int32_t q = n_pix - 1; q >= 0; q--) {
+        const uint32_t *src = g + q * n_live;
+        uint32_t *dst = g + q * out_c;
+        for (int32_t k = n_live - 1; k >= 0; k--) dst[list[k]] = src[k];
+    }
+    for (int32_t o = 0; o < out_c; o++)
+        if (!((live[o >> 5] >> (o & 31)) & 1u))
+            for (int32_t q = 0; q < n_pix; q++) g[q * out_c + o] = 0u;
+}
+
+static void grad_input_pointwise(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
+                                 const uint16_t *rows, float *gx)
 {
     int32_t n_in = p->in_h * p->in_w * p->in_c;
     if (split_in_block_order(p, w)) {
-        grad_input_pointwise_block(p, gacc, w->frozen, NULL, w->n_frozen, 0, gx);
-        grad_input_pointwise_block(p, gacc, w->train, NULL, w->n_train, 0, gx + w->n_frozen);
+        grad_input_pointwise_block(p, gacc, w->frozen, NULL, w->n_frozen, 0, rows, gx);
+        grad_input_pointwise_block(p, gacc, w->train, NULL, w->n_train, 0, rows, gx + w->n_frozen);
         permute_rows(p, w, gx, 1);
         return;
     }
     /* with stride 1 and the two blocks covering every channel, each element is assigned below */
     if (p->stride != 1 || p->out_h != p->in_h || p->out_w != p->in_w || w->n_frozen + w->n_train != p->in_c)
         for (int32_t i = 0; i < n_in; i++) gx[i] = 0.0f;
-    grad_input_pointwise_block(p, gacc, w->frozen, w->frozen_idx, w->n_frozen, 0, gx);
-    grad_input_pointwise_block(p, gacc, w->train, w->train_idx, w->n_train, 0, gx);
+    grad_input_pointwise_block(p, gacc, w->frozen, w->frozen_idx, w->n_frozen, 0, rows, gx);
+    grad_input_pointwise_block(p, gacc, w->train, w->train_idx, w->n_train, 0, rows, gx);
+}
+
+void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx)
+{
+    float *const g = (float *)gacc; /* compacted and restored in place (live_compact) */
+    const int32_t n_live = live_compact(p, w->n_frozen + w->n_train, g);
+    if (n_live < 0) {
+        grad_input_pointwise(p, gacc, w, NULL, gx);
+        return;
+    }
+    if (n_live == 0) { /* every sum is +0.0 (gacc untouched: nothing was moved) */
+        for (int32_t i = 0, n_in = p->in_h * p->in_w * p->in_c; i < n_in; i++) gx[i] = 0.0f;
+        return;
+    }
+    mt_conv_params live = *p;
+    live.out_c = n_live;
+    grad_input_pointwise(&live, gacc, w, (const uint16_t *)(gacc + p->out_h * p->out_w * p->out_c) - n_live, gx);
+    live_expand(p, g, n_live);
 }
 
 void mt_conv_grad_input_pointwise_acc_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
@@ -680,13 +819,13 @@ void mt_conv_grad_input_pointwise_acc_f32(const mt_conv_params *p, const float *
 {
     if (split_in_block_order(p, w)) {
         permute_rows(p, w, gx, 0);
-        grad_input_pointwise_block(p, gacc, w->frozen, NULL, w->n_frozen, 1, gx);
-        grad_input_pointwise_block(p, gacc, w->train, NULL, w->n_train, 1, gx + w->n_frozen);
+        grad_input_pointwise_block(p, gacc, w->frozen, NULL, w->n_frozen, 1, NULL, gx);
+        grad_input_pointwise_block(p, gacc, w->train, NULL, w->n_train, 1, NULL, gx + w->n_frozen);
         permute_rows(p, w, gx, 1);
         return;
     }
-    grad_input_pointwise_block(p, gacc, w->frozen, w->frozen_idx, w->n_frozen, 1, gx);
-    grad_input_pointwise_block(p, gacc, w->train, w->train_idx, w->n_train, 1, gx);
+    grad_input_pointwise_block(p, gacc, w->frozen, w->frozen_idx, w->n_frozen, 1, NULL, gx);
+    grad_input_pointwise_block(p, gacc, w->train, w->train_idx, w->n_train, 1, NULL, gx);
 }
 
 /* gx[iy, ix, c] = sum over taps (u, v ascending) reaching output (oy, ox) of gacc[oy, ox, c] * w[u, v, c]. */
