@@ -172,6 +172,12 @@ static const BCase bcases[] = {
     {"gi_dw", 5, 4, 40, 40, 3, 1, 1, 0}, {"gi_dw", 4, 4, 48, 48, 5, 1, 2, 0}, {"gi_dw", 6, 5, 33, 33, 3, 1, 0, 0},
     /* 8-channel groups: a map wider than MT_DWG_MAX_W (taps found per pixel), a 4-wide kernel with stride 3 */
     {"gi_dw", 2, 36, 8, 8, 3, 2, 1, 0}, {"gi_dw", 7, 8, 8, 8, 4, 3, 1, 0},
+    /* dead output channels ("gi_pd": +0.0 at every pixel in 2 of every 5, so the fast kernel drops them; decoys
+     * +0.0 at all pixels but the last, or -0.0 everywhere): live counts off the 8-channel steps, a split weight
+     * in block order, stride 2 with indexed channels and 6-, 4- and single-channel groups, 3-pixel tiles; every
+     * channel dead ("gi_pz"). gacc must come back unchanged. */
+    {"gi_pd", 4, 4, 96, 100, 1, 1, 0, 0}, {"gi_pd", 4, 4, 48, 64, 1, 1, 0, 20}, {"gi_pd", 6, 6, 30, 77, 1, 2, 0, 11},
+    {"gi_pd", 5, 4, 22, 127, 1, 1, 0, 0}, {"gi_pz", 4, 4, 24, 40, 1, 1, 0, 0},
 };
 #define N_BCASES (int)(sizeof bcases / sizeof bcases[0])
 
@@ -181,6 +187,17 @@ static int16_t fidx[64], tidx[64];
 
 /* a float with a random 20-bit mantissa, sign and a small exponent spread: sums of products round */
 static float rand_f(void) { return ((float)(int32_t)(next() & 0xFFFFF) - 524288.0f) * (1.0f / (float)(1 << (next() % 12u))); }
+
+/* FNV-1a over the bits of n floats (gacc before and after a kernel that compacts it in place) */
+static uint32_t bits_hash(const float *v, int32_t n)
+{
+    uint32_t h = 2166136261u, u;
+    for (int32_t j = 0; j < n; j++) {
+        memcpy(&u, &v[j], sizeof u);
+        h = (h ^ u) * 16777619u;
+    }
+    return h;
+}
 
 static int backward_checks(void)
 {
@@ -223,8 +240,18 @@ static int backward_checks(void)
             n_cmp = n_in;
         } else if (c->kind[3] == 'p') { /* pointwise input gradient, the weight split when n_train > 0 */
             mt_weight_s8 wv = {w, n_train ? fidx : NULL, n_frozen, (int8_t *)w + 4096, n_train ? tidx : NULL, n_train};
+            const int32_t n_pix = p.out_h * p.out_w;
+            for (int32_t o = 0; c->kind[4] != 'w' && o < p.out_c; o++) /* dead channels and decoys */
+                for (int32_t q = 0; q < n_pix; q++) {
+                    float *v = &ga[q * p.out_c + o];
+                    if (c->kind[4] == 'z' || o % 5 == 0 || o % 5 == 2) *v = 0.0f;
+                    else if (o % 5 == 3 && q + 1 < n_pix) *v = 0.0f;
+                    else if (o % 10 == 4) *v = -0.0f;
+                }
+            const uint32_t before = bits_hash(ga, n_out);
             mt_conv_grad_input_pointwise_f32_portable(&p, ga, &wv, gr);
             mt_conv_grad_input_pointwise_f32(&p, ga, &wv, gf);
+            diff += bits_hash(ga, n_out) != before; /* gacc restored */
             n_cmp = n_in;
         } else { /* fused weight update: saved whole input (odd cases) or the trained channels only */
             const int32_t x_c = (i & 1) ? p.in_c : n_train;
