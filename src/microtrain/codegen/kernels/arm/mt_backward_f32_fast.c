@@ -13,7 +13,9 @@
  *   pixel-pair loop runs inside the asm too. Channels left over: one group of 6 (3 or 4 pixels x 6 channels per
  *   tile, the same buffer), one of 4 (4 x 4), then one at a time. A weight split into indexed frozen and trained
  *   channels (at most MT_GI_PERM_MAX of them, stride 1) is computed in block order, each block's channels
- *   contiguous, and every row permuted once at the end;
+ *   contiguous, and every row permuted once at the end. Output channels whose gradient is +0.0 at every pixel
+ *   (dead ReLU channels; all of them on the first step after a zero-initialised head) are left out when that
+ *   pays (live_compact: gacc compacted in place and restored bit for bit; the weight rows by a list);
  * - input gradient of a depthwise conv (one whole weight, no channel index): with stride 1 and at most 25 taps,
  *   16 channels per pass (per tap four VLDM and 16 VMLA), else 8 (two VLDM, 8 VMLA), the tap loops of each pixel
  *   in asm; the valid taps of a pixel are a row range times a column range (the columns tabulated once per call,
@@ -31,9 +33,10 @@
  * - fused bias update: 16 channels per pass over the positions (one VLDM, 16 VADD), then four; the int32 update
  *   as the int8 one;
  * - a residual add's input gradient (mt_add_grad_f32): eight elements per pass as the masked gradient.
- * Stack (gcc -fstack-usage, Cortex-M7 -O2): the deepest frames are grad_input_pointwise_block's 1,944 B (its
- * 1,536-byte weight buffer), dw_grad_in_group8's 1,880 B and dw_grad_in_group16's 1,872 B; the depthwise groups
- * are noinline so only one group's buffers are on the stack at a time.
+ * Stack (gcc -fstack-usage, Cortex-M7 -O2): the deepest frames are grad_input_pointwise_block's 1,936 B (its
+ * 1,536-byte weight buffer, below mt_conv_grad_input_pointwise_f32's 128 B), dw_grad_in_group8's 1,880 B,
+ * dw_grad_in_group16's 1,872 B and live_compact's 1,680 B (its channel list); the depthwise groups and
+ * live_compact / live_expand are noinline so only one of these buffers is on the stack at a time.
  * A dilated depthwise conv (dilation > 1) runs the portable kernel.
  * Chosen at build time like the SIMD kernels (targets/cortex_m/mt_cortex_m.mk renames the portable ones). */
 #include <arm_acle.h>
@@ -779,8 +782,9 @@ static __attribute__((noinline)) void live_expand(const mt_conv_params *p, float
             for (int32_t q = 0; q < n_pix; q++) g[q * out_c + o] = 0u;
 }
 
-static void grad_input_pointwise(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
-                                 const uint16_t *rows, float *gx)
+static inline __attribute__((always_inline)) void grad_input_pointwise(const mt_conv_params *p, const float *gacc,
+                                                                      const mt_weight_s8 *w, const uint16_t *rows,
+                                                                      float *gx)
 {
     int32_t n_in = p->in_h * p->in_w * p->in_c;
     if (split_in_block_order(p, w)) {
