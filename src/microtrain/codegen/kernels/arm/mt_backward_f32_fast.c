@@ -728,15 +728,23 @@ static __attribute__((noinline)) int32_t live_compact(const mt_conv_params *p, i
     if (out_c > MT_GI_LIVE_MAX || n_pix < 1) return -1;
     /* the fewest dead channels that pay (n_dead * in_c >= MT_GI_DEAD_FACTOR * out_c; at least one) */
     const int32_t n_min = in_c > 0 ? (MT_GI_DEAD_FACTOR * out_c + in_c - 1) / in_c : out_c + 1;
-    int32_t n_dead = 0; /* candidates: +0.0 at the first pixel, then at every pixel so far */
+    int32_t n_cand = 0; /* candidates: +0.0 at the first pixel */
     for (int32_t o = 0; o < out_c; o++)
-        if (f32_bits(gacc + o) == 0) list[n_dead++] = (uint16_t)o;
-    for (int32_t q = 1; q < n_pix && n_dead >= n_min; q++) {
-        const uint32_t *row = (const uint32_t *)gacc + q * out_c;
-        int32_t n = 0;
-        for (int32_t k = 0; k < n_dead; k++)
-            if (row[list[k]] == 0) list[n++] = list[k];
-        n_dead = n;
+        if (f32_bits(gacc + o) == 0) list[n_cand++] = (uint16_t)o;
+    /* the candidates +0.0 at every other pixel too, kept in order: each column read down, four pixels per test,
+     * until a value is not +0.0; given up as soon as too few can be left */
+    const uint32_t *const g0 = (const uint32_t *)gacc;
+    const int32_t rest = n_pix - 1, rest4 = rest & ~3;
+    int32_t n_dead = 0;
+    for (int32_t k = 0; k < n_cand; k++) {
+        if (n_dead + n_cand - k < n_min) return -1;
+        const uint32_t *c = g0 + out_c + list[k];
+        int32_t q = 0;
+        for (; q < rest4; q += 4, c += 4 * out_c)
+            if (c[0] | c[out_c] | c[2 * out_c] | c[3 * out_c]) break;
+        if (q < rest4) continue;
+        for (; q < rest && *c == 0; q++) c += out_c;
+        if (q == rest) list[n_dead++] = list[k];
     }
     const int32_t n_live = out_c - n_dead;
     if (n_dead == 0 || n_dead < n_min || 2 * n_pix * n_dead < n_live) return -1;
