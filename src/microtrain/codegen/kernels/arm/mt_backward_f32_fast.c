@@ -29,10 +29,10 @@
  *   (update_s8_fast: the same result as mt_update_s8; the uniform draw by a fixed-point VCVT, floor by VCVTM on
  *   the Cortex-M7, the clamp by SSAT);
  * - the masked gradient of a conv output: a pixel loop over channels instead of a per-element counter, one
- *   mask byte per 8 channels when c % 8 == 0;
+ *   mask byte per 8 channels when c % 8 == 0, both loops in asm (27 instructions per 8 elements);
  * - fused bias update: 16 channels per pass over the positions (one VLDM, 16 VADD), then four; the int32 update
  *   as the int8 one;
- * - a residual add's input gradient (mt_add_grad_f32): eight elements per pass as the masked gradient.
+ * - a residual add's input gradient (mt_add_grad_f32): eight elements per pass as the masked gradient (25).
  * Stack (gcc -fstack-usage, Cortex-M7 -O2): the deepest frames are grad_input_pointwise_block's 1,936 B (its
  * 1,536-byte weight buffer, below mt_conv_grad_input_pointwise_f32's 128 B), dw_grad_in_group8's 1,880 B,
  * dw_grad_in_group16's 1,872 B and live_compact's 1,680 B (its channel list); the depthwise groups and
@@ -65,43 +65,61 @@ static inline int32_t wrow(const uint16_t *rows, int32_t o) { return rows ? rows
 
 static const float zeros8[8];
 
-/* Eight elements whose clamp bits are the byte m (g may alias gy: all eight are loaded before any store): the
- * gradients and factors by two VLDM, the results preset to +0.0f by a third, then each product by a VMUL made
- * conditional on its bit (LSLS puts two bits in N and C), the eight results stored by one VSTM: 24
- * instructions (gcc: about 6 per element). */
-static inline void grad_acc8(const float *gy, uint32_t m, const float *e, float *g)
+/* Products of one 8-element block whose clamp bits are the byte in m: gy in s0-s7, factors in s8-s15, the results
+ * (preset to +0.0) in s16-s23, each VMUL conditional on its bit (LSLS puts two bits in N and C). */
+#define GACC_BLOCK                                                                                                \
+    "lsls    %[t], %[m], #31\n\t"                                                                                 \
+    "it      mi\n\tvmulmi.f32 s16, s0, s8\n\t"                                                                    \
+    "it      cs\n\tvmulcs.f32 s17, s1, s9\n\t"                                                                    \
+    "lsls    %[t], %[m], #29\n\t"                                                                                 \
+    "it      mi\n\tvmulmi.f32 s18, s2, s10\n\t"                                                                   \
+    "it      cs\n\tvmulcs.f32 s19, s3, s11\n\t"                                                                   \
+    "lsls    %[t], %[m], #27\n\t"                                                                                 \
+    "it      mi\n\tvmulmi.f32 s20, s4, s12\n\t"                                                                   \
+    "it      cs\n\tvmulcs.f32 s21, s5, s13\n\t"                                                                   \
+    "lsls    %[t], %[m], #25\n\t"                                                                                 \
+    "it      mi\n\tvmulmi.f32 s22, s6, s14\n\t"                                                                   \
+    "it      cs\n\tvmulcs.f32 s23, s7, s15\n\t"
+
+/* g = mask ? gy * eff[channel] : 0 over `pixels` pixels of c8 * 8 channels (c % 8 == 0: every mask byte holds
+ * eight channels of one pixel), both loops in asm: per 8 elements the mask byte, three VLDM (gradients, factors,
+ * zeros), the conditional products and one VSTM: 27 instructions (g may alias gy: a block is loaded before it
+ * is stored). */
+static void grad_acc_pixels(const float *gy, const uint8_t *mask, const float *eff, int32_t c8, int32_t pixels,
+                            float *g)
 {
-    uint32_t t;
-    __asm__ volatile("vldmia  %[gy], {s0-s7}\n\t"
-                     "vldmia  %[e], {s8-s15}\n\t"
-                     "vldmia  %[z], {s16-s23}\n\t"
-                     "lsls    %[t], %[m], #31\n\t"
-                     "it      mi\n\tvmulmi.f32 s16, s0, s8\n\t"
-                     "it      cs\n\tvmulcs.f32 s17, s1, s9\n\t"
-                     "lsls    %[t], %[m], #29\n\t"
-                     "it      mi\n\tvmulmi.f32 s18, s2, s10\n\t"
-                     "it      cs\n\tvmulcs.f32 s19, s3, s11\n\t"
-                     "lsls    %[t], %[m], #27\n\t"
-                     "it      mi\n\tvmulmi.f32 s20, s4, s12\n\t"
-                     "it      cs\n\tvmulcs.f32 s21, s5, s13\n\t"
-                     "lsls    %[t], %[m], #25\n\t"
-                     "it      mi\n\tvmulmi.f32 s22, s6, s14\n\t"
-                     "it      cs\n\tvmulcs.f32 s23, s7, s15\n\t"
-                     "vstmia  %[g], {s16-s23}\n\t"
-                     : [t] "=&r"(t)
-                     : [gy] "r"(gy), [e] "r"(e), [g] "r"(g), [m] "r"(m), [z] "r"(zeros8)
+    const float *e;
+    int32_t k;
+    uint32_t m, t;
+    __asm__ volatile("0:\n\t"
+                     "mov     %[e], %[eff]\n\t"
+                     "mov     %[k], %[c8]\n"
+                     "1:\n\t"
+                     "ldrb    %[m], [%[mask]], #1\n\t"
+                     "vldmia  %[gy]!, {s0-s7}\n\t"
+                     "vldmia  %[e]!, {s8-s15}\n\t"
+                     "vldmia  %[z], {s16-s23}\n\t" GACC_BLOCK
+                     "vstmia  %[g]!, {s16-s23}\n\t"
+                     "subs    %[k], %[k], #1\n\t"
+                     "bne     1b\n\t"
+                     "subs    %[n], %[n], #1\n\t"
+                     "bne     0b\n\t"
+                     : [gy] "+r"(gy), [mask] "+r"(mask), [g] "+r"(g), [n] "+r"(pixels), [e] "=&r"(e), [k] "=&r"(k),
+                       [m] "=&r"(m), [t] "=&r"(t)
+                     : [eff] "r"(eff), [c8] "r"(c8), [z] "r"(zeros8)
                      : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14",
                        "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "memory", "cc");
 }
 
 /* g = mask ? gy * eff[channel] : 0, pixel by pixel (no per-element channel counter); with c % 8 == 0 every
- * mask byte holds eight channels of one pixel and is loaded once for them. */
+ * mask byte holds eight channels of one pixel and is loaded once for them (grad_acc_pixels). */
 void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff, int32_t n, int32_t c, float *g)
 {
     int32_t i = 0;
-    if ((c & 7) == 0) {
-        for (; i + c <= n; i += c)
-            for (int32_t ch = 0; ch < c; ch += 8) grad_acc8(gy + i + ch, mask[(i + ch) >> 3], eff + ch, g + i + ch);
+    if ((c & 7) == 0 && c > 0 && n >= c) {
+        const int32_t pixels = n / c;
+        grad_acc_pixels(gy, mask, eff, c >> 3, pixels, g);
+        i = pixels * c;
     }
     for (; i + c <= n; i += c)
         for (int32_t ch = 0; ch < c; ch++) {
@@ -112,15 +130,19 @@ void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff
         g[i] = ((mask[i >> 3] >> (i & 7)) & 1) ? gy[i] * eff[ch] : 0.0f;
 }
 
-/* g = mask ? gy * scale : 0 over n elements (a residual add's input gradient), eight at a time as grad_acc8 with
- * one factor (g may alias gy). */
+/* g = mask ? gy * scale : 0 over n elements (a residual add's input gradient; g may alias gy): eight at a time
+ * as grad_acc_pixels with one factor, the loop in asm (25 instructions per 8), the rest one by one. */
 void mt_add_grad_f32(const float *gy, const uint8_t *mask, float scale, int32_t n, float *g)
 {
-    int32_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const uint32_t m = mask[i >> 3];
-        uint32_t t;
-        __asm__ volatile("vldmia  %[gy], {s0-s7}\n\t"
+    int32_t blocks = n >> 3, i = blocks << 3;
+    if (blocks > 0) {
+        const float *gp = gy;
+        const uint8_t *mp = mask;
+        float *out = g;
+        uint32_t m, t;
+        __asm__ volatile("1:\n\t"
+                         "ldrb    %[m], [%[mp]], #1\n\t"
+                         "vldmia  %[gp]!, {s0-s7}\n\t"
                          "vldmia  %[z], {s16-s23}\n\t"
                          "lsls    %[t], %[m], #31\n\t"
                          "it      mi\n\tvmulmi.f32 s16, s0, %[sc]\n\t"
@@ -134,9 +156,11 @@ void mt_add_grad_f32(const float *gy, const uint8_t *mask, float scale, int32_t 
                          "lsls    %[t], %[m], #25\n\t"
                          "it      mi\n\tvmulmi.f32 s22, s6, %[sc]\n\t"
                          "it      cs\n\tvmulcs.f32 s23, s7, %[sc]\n\t"
-                         "vstmia  %[g], {s16-s23}\n\t"
-                         : [t] "=&r"(t)
-                         : [gy] "r"(gy + i), [g] "r"(g + i), [m] "r"(m), [z] "r"(zeros8), [sc] "t"(scale)
+                         "vstmia  %[out]!, {s16-s23}\n\t"
+                         "subs    %[n], %[n], #1\n\t"
+                         "bne     1b\n\t"
+                         : [gp] "+r"(gp), [mp] "+r"(mp), [out] "+r"(out), [n] "+r"(blocks), [m] "=&r"(m), [t] "=&r"(t)
+                         : [z] "r"(zeros8), [sc] "t"(scale)
                          : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s16", "s17", "s18", "s19", "s20", "s21",
                            "s22", "s23", "memory", "cc");
     }
