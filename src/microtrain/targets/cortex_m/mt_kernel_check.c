@@ -273,11 +273,13 @@ static int backward_checks(void)
     /* fused bias update: both roundings, steps of a few units, and huge ones (lr 1e9: past the fast path's 2^30
      * and saturating) on biases next to the int32 bounds */
     static int32_t b_ref[MAX_C], b_fast[MAX_C];
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < 5; k++) { /* the last with an infinite learning rate: inf * 0 is NaN, not a skip */
         const int32_t hw = 9 + k, c = 37 + 8 * k;
         mt_update_params u = {dv, 11u, k & 1, 0, 3 * k};
-        mt_train_ctx ctx = {k < 2 ? 0.05f : 1e9f, 99u, (uint32_t)k, 0u};
-        for (int32_t j = 0; j < hw * c; j++) ga[j] = rand_f() * (1.0f / 1024.0f);
+        mt_train_ctx ctx = {k < 2 ? 0.05f : k < 4 ? 1e9f : __builtin_inff(), 99u, (uint32_t)k, 0u};
+        for (int32_t j = 0; j < hw * c; j++) /* dead channels (sums of +0.0, skipped by the fast kernel) too */
+            ga[j] = j % c % 5 == 1 ? 0.0f : rand_f() * (1.0f / 1024.0f);
+        for (int32_t j = 6; j < c; j += 13) dv[j] = 0.0f; /* 0 / 0: a NaN step, not skipped */
         for (int32_t j = 0; j < c; j++) {
             const int32_t r = (int32_t)next();
             b_ref[j] = b_fast[j] = j % 3 == 0 ? INT32_MAX - (r & 7) : j % 3 == 1 ? INT32_MIN + (r & 7) : r / 256;
@@ -300,7 +302,7 @@ static int backward_checks(void)
         int32_t diff = 0;
         for (int32_t j = 0; j < n; j++) diff += memcmp(&gr[j], &gf[j], sizeof(float)) != 0;
         failures += diff != 0;
-        mt_printf("bcase %d addg in=%d out_c=1 k=1 s=1 differ=%d\n", N_BCASES + 4 + k, (int)n, (int)diff);
+        mt_printf("bcase %d addg in=%d out_c=1 k=1 s=1 differ=%d\n", N_BCASES + 5 + k, (int)n, (int)diff);
     }
     return failures;
 }

@@ -31,7 +31,7 @@
  * - the masked gradient of a conv output: a pixel loop over channels instead of a per-element counter, one
  *   mask byte per 8 channels when c % 8 == 0, both loops in asm (27 instructions per 8 elements);
  * - fused bias update: 16 channels per pass over the positions (one VLDM, 16 VADD), then four; the int32 update
- *   as the int8 one;
+ *   as the int8 one, none for a sum of +0.0 (dead channels: the bias would not change);
  * - a residual add's input gradient (mt_add_grad_f32): eight elements per pass as the masked gradient (25).
  * Stack (gcc -fstack-usage, Cortex-M7 -O2): the deepest frames are grad_input_pointwise_block's 1,936 B (its
  * 1,536-byte weight buffer, below mt_conv_grad_input_pointwise_f32's 128 B), dw_grad_in_group8's 1,880 B,
@@ -741,7 +741,12 @@ static __attribute__((noinline)) void permute_rows(const mt_conv_params *p, cons
 #define MT_GI_DEAD_FACTOR 8
 #endif
 
-static inline uint32_t f32_bits(const float *g) { return *(const uint32_t *)g; }
+static inline uint32_t f32_bits(const float *g)
+{
+    uint32_t u;
+    __builtin_memcpy(&u, g, sizeof u);
+    return u;
+}
 
 /* The live channels of gacc (p->out_c per pixel) compacted as above; returns n_live, or -1 (gacc unchanged) when
  * compacting does not pay or does not fit. noinline: its list is not on the stack while the tiles run. */
@@ -1555,13 +1560,18 @@ void mt_bias_update_f32(const float *gacc, int32_t hw, int32_t c, int32_t *bias,
     const uint32_t key = mt_hash_key(ctx->seed, ctx->step, u->param_id);
     const float neg_lr = -ctx->lr, *const divisor = u->divisor; /* locals: the int32 stores may not alias them */
     const int32_t rounding = u->rounding, row0 = u->row0;
+    /* a sum of exactly +0.0 (a dead channel) leaves its bias as it is when the divisor is positive and finite and
+     * so is the learning rate: the step is +-0.0 (+ u < 1, floored) and rounds to 0 */
+    const int finite_lr = __builtin_fabsf(neg_lr) < __builtin_inff();
     int32_t o = 0;
 #if defined(__ARM_FP)
     for (; hw > 0 && o + 16 <= c; o += 16) {
         float g[16];
         bias_sums16(gacc + o, hw, c, g);
         for (int32_t j = 0; j < 16; j++) {
-            float d = g[j] / divisor[o + j];
+            const float dv = divisor[o + j];
+            if (f32_bits(&g[j]) == 0 && finite_lr && dv > 0.0f && dv < __builtin_inff()) continue;
+            float d = g[j] / dv;
             bias[o + j] = update_s32_fast(bias[o + j], neg_lr * d, rounding, key, (uint32_t)(o + j + row0));
         }
     }
