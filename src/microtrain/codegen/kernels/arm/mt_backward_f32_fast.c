@@ -711,15 +711,29 @@ static __attribute__((noinline)) void permute_rows(const mt_conv_params *p, cons
                                                    int to_channels)
 {
     float tmp[MT_GI_PERM_MAX];
-    const int32_t in_c = p->in_c, nf = w->n_frozen, nt = w->n_train, n_pix = p->in_h * p->in_w;
+    uint8_t perm[MT_GI_PERM_MAX]; /* block-order position -> channel, listed once (MT_GI_PERM_MAX <= 256) */
+    const int32_t in_c = p->in_c, nf = w->n_frozen, nt = w->n_train, n_pix = p->in_h * p->in_w, in4 = in_c & ~3;
+    for (int32_t j = 0; j < nf; j++) perm[j] = (uint8_t)chan(w->frozen_idx, j);
+    for (int32_t j = 0; j < nt; j++) perm[nf + j] = (uint8_t)chan(w->train_idx, j);
     for (float *row = gx, *end = gx + n_pix * in_c; row != end; row += in_c) {
-        for (int32_t k = 0; k < in_c; k++) tmp[k] = row[k];
+        int32_t k = 0;
+        for (; k < in4; k += 4) {
+            const float a = row[k], b = row[k + 1], c = row[k + 2], d = row[k + 3];
+            tmp[k] = a, tmp[k + 1] = b, tmp[k + 2] = c, tmp[k + 3] = d;
+        }
+        for (; k < in_c; k++) tmp[k] = row[k];
         if (to_channels) {
-            for (int32_t j = 0; j < nf; j++) row[chan(w->frozen_idx, j)] = tmp[j];
-            for (int32_t j = 0; j < nt; j++) row[chan(w->train_idx, j)] = tmp[nf + j];
+            for (k = 0; k < in4; k += 4) {
+                row[perm[k]] = tmp[k], row[perm[k + 1]] = tmp[k + 1];
+                row[perm[k + 2]] = tmp[k + 2], row[perm[k + 3]] = tmp[k + 3];
+            }
+            for (; k < in_c; k++) row[perm[k]] = tmp[k];
         } else {
-            for (int32_t j = 0; j < nf; j++) row[j] = tmp[chan(w->frozen_idx, j)];
-            for (int32_t j = 0; j < nt; j++) row[nf + j] = tmp[chan(w->train_idx, j)];
+            for (k = 0; k < in4; k += 4) {
+                const float a = tmp[perm[k]], b = tmp[perm[k + 1]], c = tmp[perm[k + 2]], d = tmp[perm[k + 3]];
+                row[k] = a, row[k + 1] = b, row[k + 2] = c, row[k + 3] = d;
+            }
+            for (; k < in_c; k++) row[k] = tmp[perm[k]];
         }
     }
 }
