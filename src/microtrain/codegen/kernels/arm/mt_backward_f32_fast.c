@@ -383,35 +383,57 @@ static inline float *float4_s8_tab(const int8_t *src, float *dst)
     return dst;
 }
 
-/* dst[8o + j] = (float)src[o * nb + j], j < 8, o < on: the 8 weights of each output channel by 8 byte loads, 8
- * table loads and one STM (20 instructions per output channel with the loop; two float4_s8_tab: 23). STM stores
- * its registers in ascending number, hence the pinned ones (r7 left out: a frame pointer in some builds). */
+/* The table loads and the STM of one row of float_rows8 (the bytes in a0-a7). */
+#define F8_TAB_STORE                                                                                              \
+    "ldr     %[a0], [%[tab], %[a0], lsl #2]\n\t"                                                                  \
+    "ldr     %[a1], [%[tab], %[a1], lsl #2]\n\t"                                                                  \
+    "ldr     %[a2], [%[tab], %[a2], lsl #2]\n\t"                                                                  \
+    "ldr     %[a3], [%[tab], %[a3], lsl #2]\n\t"                                                                  \
+    "ldr     %[a4], [%[tab], %[a4], lsl #2]\n\t"                                                                  \
+    "ldr     %[a5], [%[tab], %[a5], lsl #2]\n\t"                                                                  \
+    "ldr     %[a6], [%[tab], %[a6], lsl #2]\n\t"                                                                  \
+    "ldr     %[a7], [%[tab], %[a7], lsl #2]\n\t"                                                                  \
+    "stmia   %[dst]!, {%[a0], %[a1], %[a2], %[a3], %[a4], %[a5], %[a6], %[a7]}\n\t"
+#define F8_ROW                                                                                                    \
+    "ldrb    %[a0], [%[src]]\n\t"                                                                                 \
+    "ldrb    %[a1], [%[src], #1]\n\t"                                                                             \
+    "ldrb    %[a2], [%[src], #2]\n\t"                                                                             \
+    "ldrb    %[a3], [%[src], #3]\n\t"                                                                             \
+    "ldrb    %[a4], [%[src], #4]\n\t"                                                                             \
+    "ldrb    %[a5], [%[src], #5]\n\t"                                                                             \
+    "ldrb    %[a6], [%[src], #6]\n\t"                                                                             \
+    "ldrb    %[a7], [%[src], #7]\n\t" F8_TAB_STORE "add     %[src], %[src], %[nb]\n\t"
+/* the same, the row address from the list: rows[k] * nb + base */
+#define F8_LIST_ROW                                                                                               \
+    "ldrh    %[a0], [%[rows]], #2\n\t"                                                                            \
+    "mla     %[a0], %[a0], %[nb], %[base]\n\t"                                                                    \
+    "ldrb    %[a1], [%[a0], #1]\n\t"                                                                              \
+    "ldrb    %[a2], [%[a0], #2]\n\t"                                                                              \
+    "ldrb    %[a3], [%[a0], #3]\n\t"                                                                              \
+    "ldrb    %[a4], [%[a0], #4]\n\t"                                                                              \
+    "ldrb    %[a5], [%[a0], #5]\n\t"                                                                              \
+    "ldrb    %[a6], [%[a0], #6]\n\t"                                                                              \
+    "ldrb    %[a7], [%[a0], #7]\n\t"                                                                              \
+    "ldrb    %[a0], [%[a0]]\n\t" F8_TAB_STORE
+/* two rows per loop pass, entering at the second for an odd count (a row is 32 bytes of dst) */
+#define F8_LOOP(ROW)                                                                                              \
+    "sub     %[a0], %[end], %[dst]\n\t"                                                                           \
+    "tst     %[a0], #32\n\t"                                                                                      \
+    "bne     2f\n"                                                                                                \
+    "1:\n\t" ROW "2:\n\t" ROW                                                                                     \
+    "cmp     %[dst], %[end]\n\t"                                                                                  \
+    "bne     1b\n\t"
+
+/* dst[8o + j] = (float)src[o * nb + j], j < 8, 1 <= on: the 8 weights of each output channel by 8 byte loads, 8
+ * table loads and one STM (19 instructions per output channel with the loop, two per pass; two float4_s8_tab:
+ * 23). STM stores its registers in ascending number, hence the pinned ones (r7 left out: a frame pointer in some
+ * builds). */
 static __attribute__((noinline)) void float_rows8(const int8_t *src, int32_t nb, int32_t on, float *dst)
 {
     register uint32_t a0 __asm__("r3"), a1 __asm__("r4"), a2 __asm__("r5"), a3 __asm__("r6");
     register uint32_t a4 __asm__("r8"), a5 __asm__("r9"), a6 __asm__("r10"), a7 __asm__("r11");
     const float *end = dst + 8 * on;
-    __asm__ volatile("1:\n\t"
-                     "ldrb    %[a0], [%[src]]\n\t"
-                     "ldrb    %[a1], [%[src], #1]\n\t"
-                     "ldrb    %[a2], [%[src], #2]\n\t"
-                     "ldrb    %[a3], [%[src], #3]\n\t"
-                     "ldrb    %[a4], [%[src], #4]\n\t"
-                     "ldrb    %[a5], [%[src], #5]\n\t"
-                     "ldrb    %[a6], [%[src], #6]\n\t"
-                     "ldrb    %[a7], [%[src], #7]\n\t"
-                     "ldr     %[a0], [%[tab], %[a0], lsl #2]\n\t"
-                     "ldr     %[a1], [%[tab], %[a1], lsl #2]\n\t"
-                     "ldr     %[a2], [%[tab], %[a2], lsl #2]\n\t"
-                     "ldr     %[a3], [%[tab], %[a3], lsl #2]\n\t"
-                     "ldr     %[a4], [%[tab], %[a4], lsl #2]\n\t"
-                     "ldr     %[a5], [%[tab], %[a5], lsl #2]\n\t"
-                     "ldr     %[a6], [%[tab], %[a6], lsl #2]\n\t"
-                     "ldr     %[a7], [%[tab], %[a7], lsl #2]\n\t"
-                     "stmia   %[dst]!, {%[a0], %[a1], %[a2], %[a3], %[a4], %[a5], %[a6], %[a7]}\n\t"
-                     "add     %[src], %[src], %[nb]\n\t"
-                     "cmp     %[dst], %[end]\n\t"
-                     "bne     1b\n\t"
+    __asm__ volatile(F8_LOOP(F8_ROW)
                      : [src] "+r"(src), [dst] "+r"(dst), [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2),
                        [a3] "=&r"(a3), [a4] "=&r"(a4), [a5] "=&r"(a5), [a6] "=&r"(a6), [a7] "=&r"(a7)
                      : [nb] "r"(nb), [end] "r"(end), [tab] "r"(s8_float)
@@ -419,35 +441,14 @@ static __attribute__((noinline)) void float_rows8(const int8_t *src, int32_t nb,
 }
 
 /* float_rows8 over the rows rows[0..on-1] of the weight at base (row o at base + o * nb): the row address from
- * the list (LDRH, MLA) instead of the step (21 instructions per output channel). */
+ * the list (LDRH, MLA) instead of the step (20 instructions per output channel). */
 static __attribute__((noinline)) void float_rows8_list(const int8_t *base, int32_t nb, const uint16_t *rows,
                                                        int32_t on, float *dst)
 {
     register uint32_t a0 __asm__("r3"), a1 __asm__("r4"), a2 __asm__("r5"), a3 __asm__("r6");
     register uint32_t a4 __asm__("r8"), a5 __asm__("r9"), a6 __asm__("r10"), a7 __asm__("r11");
     const float *end = dst + 8 * on;
-    __asm__ volatile("1:\n\t"
-                     "ldrh    %[a0], [%[rows]], #2\n\t"
-                     "mla     %[a0], %[a0], %[nb], %[base]\n\t"
-                     "ldrb    %[a1], [%[a0], #1]\n\t"
-                     "ldrb    %[a2], [%[a0], #2]\n\t"
-                     "ldrb    %[a3], [%[a0], #3]\n\t"
-                     "ldrb    %[a4], [%[a0], #4]\n\t"
-                     "ldrb    %[a5], [%[a0], #5]\n\t"
-                     "ldrb    %[a6], [%[a0], #6]\n\t"
-                     "ldrb    %[a7], [%[a0], #7]\n\t"
-                     "ldrb    %[a0], [%[a0]]\n\t"
-                     "ldr     %[a0], [%[tab], %[a0], lsl #2]\n\t"
-                     "ldr     %[a1], [%[tab], %[a1], lsl #2]\n\t"
-                     "ldr     %[a2], [%[tab], %[a2], lsl #2]\n\t"
-                     "ldr     %[a3], [%[tab], %[a3], lsl #2]\n\t"
-                     "ldr     %[a4], [%[tab], %[a4], lsl #2]\n\t"
-                     "ldr     %[a5], [%[tab], %[a5], lsl #2]\n\t"
-                     "ldr     %[a6], [%[tab], %[a6], lsl #2]\n\t"
-                     "ldr     %[a7], [%[tab], %[a7], lsl #2]\n\t"
-                     "stmia   %[dst]!, {%[a0], %[a1], %[a2], %[a3], %[a4], %[a5], %[a6], %[a7]}\n\t"
-                     "cmp     %[dst], %[end]\n\t"
-                     "bne     1b\n\t"
+    __asm__ volatile(F8_LOOP(F8_LIST_ROW)
                      : [rows] "+r"(rows), [dst] "+r"(dst), [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2),
                        [a3] "=&r"(a3), [a4] "=&r"(a4), [a5] "=&r"(a5), [a6] "=&r"(a6), [a7] "=&r"(a7)
                      : [base] "r"(base), [nb] "r"(nb), [end] "r"(end), [tab] "r"(s8_float)
