@@ -133,6 +133,7 @@ void mt_conv_grad_input_pointwise_acc_f32_portable(const mt_conv_params *p, cons
 void mt_conv_grad_input_depthwise_f32_portable(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
                                                float *gx);
 void mt_add_grad_f32_portable(const float *gy, const uint8_t *mask, float scale, int32_t n, float *g);
+void mt_grad_sum_f32_portable(const float *a, const float *b, int32_t n, float *out);
 void mt_bias_update_f32_portable(const float *gacc, int32_t hw, int32_t c, int32_t *bias, const mt_update_params *u,
                                  const mt_train_ctx *ctx);
 void mt_conv_weight_update_pointwise_f32_portable(const mt_conv_params *p, const int8_t *x, int32_t x_c,
@@ -303,6 +304,19 @@ static int backward_checks(void)
         for (int32_t j = 0; j < n; j++) diff += memcmp(&gr[j], &gf[j], sizeof(float)) != 0;
         failures += diff != 0;
         mt_printf("bcase %d addg in=%d out_c=1 k=1 s=1 differ=%d\n", N_BCASES + 5 + k, (int)n, (int)diff);
+    }
+    /* the sum of two gradients, in place over the first and over the second: a whole number of blocks and not */
+    for (int k = 0; k < 2; k++) {
+        const int32_t n = k ? 1024 : 1021;
+        float *const a = ga, *const b = ga + 2048;
+        for (int32_t j = 0; j < n; j++) a[j] = rand_f(), b[j] = rand_f(), gf[j] = k ? b[j] : a[j];
+        mt_grad_sum_f32_portable(a, b, n, gr);
+        if (k) mt_grad_sum_f32(a, gf, n, gf);
+        else mt_grad_sum_f32(gf, b, n, gf);
+        int32_t diff = 0;
+        for (int32_t j = 0; j < n; j++) diff += memcmp(&gr[j], &gf[j], sizeof(float)) != 0;
+        failures += diff != 0;
+        mt_printf("bcase %d gsum in=%d out_c=1 k=1 s=1 differ=%d\n", N_BCASES + 7 + k, (int)n, (int)diff);
     }
     return failures;
 }

@@ -32,7 +32,8 @@
  *   mask byte per 8 channels when c % 8 == 0, both loops in asm (27 instructions per 8 elements);
  * - fused bias update: 16 channels per pass over the positions (one VLDM, 16 VADD), then four; the int32 update
  *   as the int8 one, none for a sum of +0.0 (dead channels: the bias would not change);
- * - a residual add's input gradient (mt_add_grad_f32): eight elements per pass as the masked gradient (25).
+ * - a residual add's input gradient (mt_add_grad_f32): eight elements per pass as the masked gradient (25);
+ * - the sum of two gradients (mt_grad_sum_f32): eight elements per pass (13 instructions).
  * Stack (gcc -fstack-usage, Cortex-M7 -O2): the deepest frames are grad_input_pointwise_block's 1,936 B (its
  * 1,536-byte weight buffer, below mt_conv_grad_input_pointwise_f32's 128 B), dw_grad_in_group8's 1,880 B,
  * dw_grad_in_group16's 1,872 B and live_compact's 1,680 B (its channel list); the depthwise groups and
@@ -165,6 +166,31 @@ void mt_add_grad_f32(const float *gy, const uint8_t *mask, float scale, int32_t 
                            "s22", "s23", "memory", "cc");
     }
     for (; i < n; i++) g[i] = ((mask[i >> 3] >> (i & 7)) & 1) ? gy[i] * scale : 0.0f;
+}
+
+/* out = a + b over n elements (two gradients of one tensor; out may alias a or b: a block is loaded before it is
+ * stored): 8 per loop pass by two VLDM, 8 VADD and one VSTM (13 instructions), the rest one by one. */
+void mt_grad_sum_f32(const float *a, const float *b, int32_t n, float *out)
+{
+    int32_t blocks = n >> 3, i = blocks << 3;
+    if (blocks > 0) {
+        const float *pa = a, *pb = b;
+        float *po = out;
+        __asm__ volatile("1:\n\t"
+                         "vldmia  %[pa]!, {s0-s7}\n\t"
+                         "vldmia  %[pb]!, {s8-s15}\n\t"
+                         "vadd.f32 s0, s0, s8\n\tvadd.f32 s1, s1, s9\n\tvadd.f32 s2, s2, s10\n\t"
+                         "vadd.f32 s3, s3, s11\n\tvadd.f32 s4, s4, s12\n\tvadd.f32 s5, s5, s13\n\t"
+                         "vadd.f32 s6, s6, s14\n\tvadd.f32 s7, s7, s15\n\t"
+                         "vstmia  %[po]!, {s0-s7}\n\t"
+                         "subs    %[n], %[n], #1\n\t"
+                         "bne     1b\n\t"
+                         : [pa] "+r"(pa), [pb] "+r"(pb), [po] "+r"(po), [n] "+r"(blocks)
+                         :
+                         : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13",
+                           "s14", "s15", "memory", "cc");
+    }
+    for (; i < n; i++) out[i] = a[i] + b[i];
 }
 
 static inline float *grad_pixel(const mt_conv_params *p, float *gx, int32_t pix)
