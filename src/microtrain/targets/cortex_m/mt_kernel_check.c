@@ -134,6 +134,7 @@ void mt_conv_grad_input_depthwise_f32_portable(const mt_conv_params *p, const fl
                                                float *gx);
 void mt_add_grad_f32_portable(const float *gy, const uint8_t *mask, float scale, int32_t n, float *g);
 void mt_grad_sum_f32_portable(const float *a, const float *b, int32_t n, float *out);
+void mt_pool_grad_f32_portable(const float *gy, int32_t hw, int32_t c, float *gx);
 void mt_bias_update_f32_portable(const float *gacc, int32_t hw, int32_t c, int32_t *bias, const mt_update_params *u,
                                  const mt_train_ctx *ctx);
 void mt_conv_weight_update_pointwise_f32_portable(const mt_conv_params *p, const int8_t *x, int32_t x_c,
@@ -317,6 +318,22 @@ static int backward_checks(void)
         for (int32_t j = 0; j < n; j++) diff += memcmp(&gr[j], &gf[j], sizeof(float)) != 0;
         failures += diff != 0;
         mt_printf("bcase %d gsum in=%d out_c=1 k=1 s=1 differ=%d\n", N_BCASES + 7 + k, (int)n, (int)diff);
+    }
+    /* a global average pool's input gradient: channels a multiple of 8 and not, and gy over gx's first row */
+    for (int k = 0; k < 3; k++) {
+        const int32_t hw = k ? 16 : 9, c = k == 1 ? 37 : 160, n = hw * c;
+        for (int32_t j = 0; j < c; j++) ga[j] = rand_f();
+        for (int32_t j = 0; j < n; j++) gr[j] = gf[j] = rand_f();
+        const float *gy = ga;
+        if (k == 2)
+            for (int32_t j = 0; j < c; j++) gf[j] = ga[j], gy = gf;
+        mt_pool_grad_f32_portable(ga, hw, c, gr);
+        mt_pool_grad_f32(gy, hw, c, gf);
+        int32_t diff = 0;
+        for (int32_t j = 0; j < n; j++) diff += memcmp(&gr[j], &gf[j], sizeof(float)) != 0;
+        failures += diff != 0;
+        mt_printf("bcase %d pool in=%dx%d out_c=%d k=1 s=1 differ=%d\n", N_BCASES + 9 + k, (int)hw, (int)c, (int)c,
+                  (int)diff);
     }
     return failures;
 }

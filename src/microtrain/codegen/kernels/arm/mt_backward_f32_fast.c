@@ -33,7 +33,8 @@
  * - fused bias update: 16 channels per pass over the positions (one VLDM, 16 VADD), then four; the int32 update
  *   as the int8 one, none for a sum of +0.0 (dead channels: the bias would not change);
  * - a residual add's input gradient (mt_add_grad_f32): eight elements per pass as the masked gradient (25);
- * - the sum of two gradients (mt_grad_sum_f32): eight elements per pass (13 instructions).
+ * - the sum of two gradients (mt_grad_sum_f32): eight elements per pass (13 instructions);
+ * - a global average pool's input gradient: one row divided, the others copied by VLDM / VSTM.
  * Stack (gcc -fstack-usage, Cortex-M7 -O2): the deepest frames are grad_input_pointwise_block's 1,936 B (its
  * 1,536-byte weight buffer, below mt_conv_grad_input_pointwise_f32's 128 B), dw_grad_in_group8's 1,880 B,
  * dw_grad_in_group16's 1,872 B and live_compact's 1,680 B (its channel list); the depthwise groups and
@@ -191,6 +192,33 @@ void mt_grad_sum_f32(const float *a, const float *b, int32_t n, float *out)
                            "s14", "s15", "memory", "cc");
     }
     for (; i < n; i++) out[i] = a[i] + b[i];
+}
+
+/* The input gradient of a global average pool: every position gets gy[ch] / hw. The first row computed (each
+ * channel's one division, as the portable kernel), the others copied from it eight floats per VLDM / VSTM pair;
+ * the portable loops when gy lies in those other rows. */
+void mt_pool_grad_f32_portable(const float *gy, int32_t hw, int32_t c, float *gx);
+
+void mt_pool_grad_f32(const float *gy, int32_t hw, int32_t c, float *gx)
+{
+    if (hw < 1 || c < 1 || (gy + c > gx + c && gy < gx + hw * c)) {
+        mt_pool_grad_f32_portable(gy, hw, c, gx);
+        return;
+    }
+    const float n = (float)hw;
+    for (int32_t ch = 0; ch < c; ch++) gx[ch] = gy[ch] / n;
+    const int32_t c8 = c & ~7;
+    for (float *row = gx + c, *end = gx + hw * c; row != end; row += c) {
+        const float *src = gx;
+        float *dst = row;
+        for (int32_t k = 0; k < c8; k += 8)
+            __asm__ volatile("vldmia  %[s]!, {s0-s7}\n\t"
+                             "vstmia  %[d]!, {s0-s7}\n\t"
+                             : [s] "+r"(src), [d] "+r"(dst)
+                             :
+                             : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "memory");
+        for (int32_t k = c8; k < c; k++) row[k] = gx[k];
+    }
 }
 
 static inline float *grad_pixel(const mt_conv_params *p, float *gx, int32_t pix)
