@@ -74,7 +74,7 @@ def test_fast_backward_kernels_are_bit_exact(tmp_path, cpu):
     assert "mt_conv_grad_input_depthwise_f32_portable" in syms and "mt_conv_grad_input_depthwise_f32" in syms
     run = run_firmware(res.elf, cpu, timeout=60)
     cases = re.findall(r"bcase (\d+) (\w+) .* differ=(\d+)", run.stdout)
-    assert len(cases) == 50, run.stdout + run.stderr
+    assert len(cases) == 51, run.stdout + run.stderr
     for idx, kind, differ in cases:
         assert differ == "0", f"backward case {idx} ({kind}) differs"
     assert run.status == 0

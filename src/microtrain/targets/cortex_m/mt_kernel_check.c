@@ -180,6 +180,8 @@ static const BCase bcases[] = {
      * channel dead ("gi_pz"). gacc must come back unchanged. */
     {"gi_pd", 4, 4, 96, 100, 1, 1, 0, 0}, {"gi_pd", 4, 4, 48, 64, 1, 1, 0, 20}, {"gi_pd", 6, 6, 30, 77, 1, 2, 0, 11},
     {"gi_pd", 5, 4, 22, 127, 1, 1, 0, 0}, {"gi_pz", 4, 4, 24, 40, 1, 1, 0, 0},
+    /* 5 dead, 6 live: row 1's place starts one value before its compacted values end (rebuilt channel by channel) */
+    {"gi_pd", 4, 4, 24, 11, 1, 1, 0, 0},
 };
 #define N_BCASES (int)(sizeof bcases / sizeof bcases[0])
 

@@ -66,6 +66,7 @@ static inline int32_t chan(const int16_t *idx, int32_t j) { return idx ? idx[j] 
 static inline int32_t wrow(const uint16_t *rows, int32_t o) { return rows ? rows[o] : o; }
 
 static const float zeros8[8];
+static const float zeros16[16];
 
 /* Products of one 8-element block whose clamp bits are the byte in m: gy in s0-s7, factors in s8-s15, the results
  * (preset to +0.0) in s16-s23, each VMUL conditional on its bit (LSLS puts two bits in N and C). */
@@ -853,39 +854,67 @@ static __attribute__((noinline)) int32_t live_compact(const mt_conv_params *p, i
     for (int32_t o = 0, i = 0; o < out_c; o++)
         if (!((dead[o >> 5] >> (o & 31)) & 1u)) list[i++] = (uint16_t)o;
     uint32_t *g = (uint32_t *)gacc;
-    for (int32_t q = 0; q < n_pix; q++) {
+    const int32_t n4 = n_live & ~3;
+    for (int32_t q = 0; q < n_pix; q++) { /* each value moved down or kept (list[k] >= k), four loaded, then stored */
         const uint32_t *src = g + q * out_c;
         uint32_t *dst = g + q * n_live;
-        for (int32_t k = 0; k < n_live; k++) dst[k] = src[list[k]];
+        int32_t k = 0;
+        for (; k < n4; k += 4) {
+            const uint32_t a = src[list[k]], b = src[list[k + 1]], c = src[list[k + 2]], d = src[list[k + 3]];
+            dst[k] = a, dst[k + 1] = b, dst[k + 2] = c, dst[k + 3] = d;
+        }
+        for (; k < n_live; k++) dst[k] = src[list[k]];
     }
     uint16_t *tail = (uint16_t *)(gacc + n_pix * out_c) - n_live;
     for (int32_t k = 0; k < n_live; k++) tail[k] = list[k];
     return n_live;
 }
 
-/* Undoes live_compact: every row back to out_c values (rows from the last, each from its last live channel: a value
- * is moved up or stays, never over one not yet moved), then +0.0 in the dead channels. */
+/* dst[0..n) = 0, sixteen words per VSTM (from a zeroed register block), the rest one by one. */
+static void zero_words(uint32_t *dst, int32_t n)
+{
+    int32_t blocks = n >> 4;
+    if (blocks > 0)
+        __asm__ volatile("vldmia  %[z], {s0-s15}\n"
+                         "1:\n\t"
+                         "vstmia  %[d]!, {s0-s15}\n\t"
+                         "subs    %[n], %[n], #1\n\t"
+                         "bne     1b\n\t"
+                         : [d] "+r"(dst), [n] "+r"(blocks)
+                         : [z] "r"(zeros16)
+                         : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13",
+                           "s14", "s15", "memory", "cc");
+    for (int32_t k = 0; k < (n & 15); k++) dst[k] = 0u;
+}
+
+/* Undoes live_compact, rows from the last: a row whose place lies past its compacted values (q * n_dead >=
+ * n_live) is zeroed, then its live values scattered to it; a lower row is rebuilt from its last channel down,
+ * live or +0.0 (a value is moved up or stays, never over one not yet moved). */
 static __attribute__((noinline)) void live_expand(const mt_conv_params *p, float *gacc, int32_t n_live)
 {
     uint16_t list[MT_GI_LIVE_MAX];
-    uint32_t live[MT_GI_LIVE_MAX / 32];
-    const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w;
+    const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w, n_dead = out_c - n_live, n4 = n_live & ~3;
     const uint16_t *tail = (const uint16_t *)(gacc + n_pix * out_c) - n_live;
-    for (int32_t k = 0; k < MT_GI_LIVE_MAX / 32; k++) live[k] = 0u;
-    for (int32_t k = 0; k < n_live; k++) {
-        const uint32_t o = tail[k];
-        list[k] = (uint16_t)o;
-        live[o >> 5] |= 1u << (o & 31);
-    }
+    for (int32_t k = 0; k < n_live; k++) list[k] = tail[k];
     uint32_t *g = (uint32_t *)gacc;
     for (int32_t q = n_pix - 1; q >= 0; q--) {
         const uint32_t *src = g + q * n_live;
         uint32_t *dst = g + q * out_c;
-        for (int32_t k = n_live - 1; k >= 0; k--) dst[list[k]] = src[k];
+        if (q * n_dead >= n_live) {
+            zero_words(dst, out_c);
+            int32_t k = 0;
+            for (; k < n4; k += 4) {
+                const uint32_t a = src[k], b = src[k + 1], c = src[k + 2], d = src[k + 3];
+                dst[list[k]] = a, dst[list[k + 1]] = b, dst[list[k + 2]] = c, dst[list[k + 3]] = d;
+            }
+            for (; k < n_live; k++) dst[list[k]] = src[k];
+            continue;
+        }
+        for (int32_t o = out_c - 1, k = n_live - 1; o >= 0; o--) {
+            if (k >= 0 && list[k] == o) dst[o] = src[k--];
+            else dst[o] = 0u;
+        }
     }
-    for (int32_t o = 0; o < out_c; o++)
-        if (!((live[o >> 5] >> (o & 31)) & 1u))
-            for (int32_t q = 0; q < n_pix; q++) g[q * out_c + o] = 0u;
 }
 
 static inline __attribute__((always_inline)) void grad_input_pointwise(const mt_conv_params *p, const float *gacc,
@@ -979,7 +1008,6 @@ typedef struct {
     int32_t gstep, growstep, wrowstep;
 } dw_steps;
 
-static const float zeros16[16];
 
 static void dw_grad_in_pixel8(const dw_steps *st, const float *gp, const float *wp, int32_t nu, int32_t nv,
                               float *out)
