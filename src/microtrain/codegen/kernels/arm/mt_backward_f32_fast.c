@@ -796,12 +796,13 @@ static __attribute__((noinline)) void permute_rows(const mt_conv_params *p, cons
 
 /* Output channels whose gradient is +0.0 at every pixel ("dead": a ReLU channel clamped all over the map; every
  * channel on the first step after a zero-initialised head) add only +-0.0 terms, which leave every sum unchanged:
- * a sum starts from +0.0 and, rounding to nearest, never becomes -0.0, and s + (+-0.0) == s for any other s (NaN
- * and infinities included). So the input gradient is computed over the live channels only: gacc is compacted in
+ * a sum starts from +0.0 and, rounding to nearest, never becomes -0.0, and s + (+-0.0) == s for any other s (a
+ * quiet NaN, the only kind a sum can be, and infinities included; denormals too, flush-to-zero being off as the
+ * FPSCR resets). So the input gradient is computed over the live channels only: gacc is compacted in
  * place (row q of the n_live live values at gacc + q * n_live; their weight rows listed, as uint16, in the last
  * 2 * n_live bytes of gacc's storage, which the compacted rows leave free) and restored bit for bit before the
  * kernel returns (a dead value was +0.0). Worth it when the dead channels' share of the work (n_dead * in_c MACs
- * per pixel) outweighs compacting and restoring (some 10 instructions per gacc element): n_dead * in_c >=
+ * per pixel) outweighs compacting and restoring (some 5 to 10 instructions per gacc element): n_dead * in_c >=
  * MT_GI_DEAD_FACTOR * out_c. The search stops after the first pixel when it cannot find enough candidates (a map
  * without dead channels costs one pass over one gacc row). */
 #ifndef MT_GI_LIVE_MAX
