@@ -70,8 +70,10 @@ def test_device_training_equals_host_build(firmware):
     # the three phases are most of a step, and a step is hundreds of thousands of instructions at least
     assert step.by_phase["forward"] + step.by_phase["backward"] + step.by_phase["update"] > 0.95 * step.per_call
     assert step.per_call > 1e6
-    # instructions per MAC of the conv calls: the cost report prints them, and the averages are plausible
-    assert "/MAC" in step.text() and 0.5 < step.per_mac("forward") < 5 and 1 < step.per_mac("backward") < 10
+    # instructions per MAC of the conv calls: the cost report prints them, and the averages are plausible (the
+    # backward's below 1 now and then: the MACs are the nominal ones, and the fast pointwise input gradient skips
+    # output channels whose gradient is +0.0 everywhere, all of them on the first step after a zero-initialised head)
+    assert "/MAC" in step.text() and 0.5 < step.per_mac("forward") < 5 and 0.3 < step.per_mac("backward") < 10
 
 
 def test_cost_regions_carry_each_conv_calls_macs(firmware):

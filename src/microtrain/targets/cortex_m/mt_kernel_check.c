@@ -146,6 +146,8 @@ void mt_conv_grad_input_pointwise_acc_f32_portable(const mt_conv_params *p, cons
 void mt_conv_grad_input_depthwise_f32_portable(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
                                                float *gx);
 void mt_add_grad_f32_portable(const float *gy, const uint8_t *mask, float scale, int32_t n, float *g);
+void mt_grad_sum_f32_portable(const float *a, const float *b, int32_t n, float *out);
+void mt_pool_grad_f32_portable(const float *gy, int32_t hw, int32_t c, float *gx);
 void mt_bias_update_f32_portable(const float *gacc, int32_t hw, int32_t c, int32_t *bias, const mt_update_params *u,
                                  const mt_train_ctx *ctx);
 void mt_conv_weight_update_pointwise_f32_portable(const mt_conv_params *p, const int8_t *x, int32_t x_c,
@@ -185,6 +187,14 @@ static const BCase bcases[] = {
     {"gi_dw", 5, 4, 40, 40, 3, 1, 1, 0}, {"gi_dw", 4, 4, 48, 48, 5, 1, 2, 0}, {"gi_dw", 6, 5, 33, 33, 3, 1, 0, 0},
     /* 8-channel groups: a map wider than MT_DWG_MAX_W (taps found per pixel), a 4-wide kernel with stride 3 */
     {"gi_dw", 2, 36, 8, 8, 3, 2, 1, 0}, {"gi_dw", 7, 8, 8, 8, 4, 3, 1, 0},
+    /* dead output channels ("gi_pd": +0.0 at every pixel in 2 of every 5, so the fast kernel drops them; decoys
+     * +0.0 at all pixels but the last, or -0.0 everywhere): live counts off the 8-channel steps, a split weight
+     * in block order, stride 2 with indexed channels and 6-, 4- and single-channel groups, 3-pixel tiles; every
+     * channel dead ("gi_pz"). gacc must come back unchanged. */
+    {"gi_pd", 4, 4, 96, 100, 1, 1, 0, 0}, {"gi_pd", 4, 4, 48, 64, 1, 1, 0, 20}, {"gi_pd", 6, 6, 30, 77, 1, 2, 0, 11},
+    {"gi_pd", 5, 4, 22, 127, 1, 1, 0, 0}, {"gi_pz", 4, 4, 24, 40, 1, 1, 0, 0},
+    /* 5 dead, 6 live: row 1's place starts one value before its compacted values end (rebuilt channel by channel) */
+    {"gi_pd", 4, 4, 24, 11, 1, 1, 0, 0},
 };
 #define N_BCASES (int)(sizeof bcases / sizeof bcases[0])
 
@@ -194,6 +204,17 @@ static int16_t fidx[64], tidx[64];
 
 /* a float with a random 20-bit mantissa, sign and a small exponent spread: sums of products round */
 static float rand_f(void) { return ((float)(int32_t)(next() & 0xFFFFF) - 524288.0f) * (1.0f / (float)(1 << (next() % 12u))); }
+
+/* FNV-1a over the bits of n floats (gacc before and after a kernel that compacts it in place) */
+static uint32_t bits_hash(const float *v, int32_t n)
+{
+    uint32_t h = 2166136261u, u;
+    for (int32_t j = 0; j < n; j++) {
+        memcpy(&u, &v[j], sizeof u);
+        h = (h ^ u) * 16777619u;
+    }
+    return h;
+}
 
 static int backward_checks(void)
 {
@@ -236,8 +257,18 @@ static int backward_checks(void)
             n_cmp = n_in;
         } else if (c->kind[3] == 'p') { /* pointwise input gradient, the weight split when n_train > 0 */
             mt_weight_s8 wv = {w, n_train ? fidx : NULL, n_frozen, (int8_t *)w + 4096, n_train ? tidx : NULL, n_train};
+            const int32_t n_pix = p.out_h * p.out_w;
+            for (int32_t o = 0; c->kind[4] != 'w' && o < p.out_c; o++) /* dead channels and decoys */
+                for (int32_t q = 0; q < n_pix; q++) {
+                    float *v = &ga[q * p.out_c + o];
+                    if (c->kind[4] == 'z' || o % 5 == 0 || o % 5 == 2) *v = 0.0f;
+                    else if (o % 5 == 3 && q + 1 < n_pix) *v = 0.0f;
+                    else if (o % 10 == 4) *v = -0.0f;
+                }
+            const uint32_t before = bits_hash(ga, n_out);
             mt_conv_grad_input_pointwise_f32_portable(&p, ga, &wv, gr);
             mt_conv_grad_input_pointwise_f32(&p, ga, &wv, gf);
+            diff += bits_hash(ga, n_out) != before; /* gacc restored */
             n_cmp = n_in;
         } else { /* fused weight update: saved whole input (odd cases) or the trained channels only */
             const int32_t x_c = (i & 1) ? p.in_c : n_train;
@@ -259,11 +290,13 @@ static int backward_checks(void)
     /* fused bias update: both roundings, steps of a few units, and huge ones (lr 1e9: past the fast path's 2^30
      * and saturating) on biases next to the int32 bounds */
     static int32_t b_ref[MAX_C], b_fast[MAX_C];
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < 5; k++) { /* the last with an infinite learning rate: inf * 0 is NaN, not a skip */
         const int32_t hw = 9 + k, c = 37 + 8 * k;
         mt_update_params u = {dv, 11u, k & 1, 0, 3 * k};
-        mt_train_ctx ctx = {k < 2 ? 0.05f : 1e9f, 99u, (uint32_t)k, 0u};
-        for (int32_t j = 0; j < hw * c; j++) ga[j] = rand_f() * (1.0f / 1024.0f);
+        mt_train_ctx ctx = {k < 2 ? 0.05f : k < 4 ? 1e9f : __builtin_inff(), 99u, (uint32_t)k, 0u};
+        for (int32_t j = 0; j < hw * c; j++) /* dead channels (sums of +0.0, skipped by the fast kernel) too */
+            ga[j] = j % c % 5 == 1 ? 0.0f : rand_f() * (1.0f / 1024.0f);
+        for (int32_t j = 6; j < c; j += 13) dv[j] = 0.0f; /* 0 / 0: a NaN step, not skipped */
         for (int32_t j = 0; j < c; j++) {
             const int32_t r = (int32_t)next();
             b_ref[j] = b_fast[j] = j % 3 == 0 ? INT32_MAX - (r & 7) : j % 3 == 1 ? INT32_MIN + (r & 7) : r / 256;
@@ -286,7 +319,36 @@ static int backward_checks(void)
         int32_t diff = 0;
         for (int32_t j = 0; j < n; j++) diff += memcmp(&gr[j], &gf[j], sizeof(float)) != 0;
         failures += diff != 0;
-        mt_printf("bcase %d addg in=%d out_c=1 k=1 s=1 differ=%d\n", N_BCASES + 4 + k, (int)n, (int)diff);
+        mt_printf("bcase %d addg in=%d out_c=1 k=1 s=1 differ=%d\n", N_BCASES + 5 + k, (int)n, (int)diff);
+    }
+    /* the sum of two gradients, in place over the first and over the second: a whole number of blocks and not */
+    for (int k = 0; k < 2; k++) {
+        const int32_t n = k ? 1024 : 1021;
+        float *const a = ga, *const b = ga + 2048;
+        for (int32_t j = 0; j < n; j++) a[j] = rand_f(), b[j] = rand_f(), gf[j] = k ? b[j] : a[j];
+        mt_grad_sum_f32_portable(a, b, n, gr);
+        if (k) mt_grad_sum_f32(a, gf, n, gf);
+        else mt_grad_sum_f32(gf, b, n, gf);
+        int32_t diff = 0;
+        for (int32_t j = 0; j < n; j++) diff += memcmp(&gr[j], &gf[j], sizeof(float)) != 0;
+        failures += diff != 0;
+        mt_printf("bcase %d gsum in=%d out_c=1 k=1 s=1 differ=%d\n", N_BCASES + 7 + k, (int)n, (int)diff);
+    }
+    /* a global average pool's input gradient: channels a multiple of 8 and not, and gy over gx's first row */
+    for (int k = 0; k < 3; k++) {
+        const int32_t hw = k ? 16 : 9, c = k == 1 ? 37 : 160, n = hw * c;
+        for (int32_t j = 0; j < c; j++) ga[j] = rand_f();
+        for (int32_t j = 0; j < n; j++) gr[j] = gf[j] = rand_f();
+        const float *gy = ga;
+        if (k == 2)
+            for (int32_t j = 0; j < c; j++) gf[j] = ga[j], gy = gf;
+        mt_pool_grad_f32_portable(ga, hw, c, gr);
+        mt_pool_grad_f32(gy, hw, c, gf);
+        int32_t diff = 0;
+        for (int32_t j = 0; j < n; j++) diff += memcmp(&gr[j], &gf[j], sizeof(float)) != 0;
+        failures += diff != 0;
+        mt_printf("bcase %d pool in=%dx%d out_c=%d k=1 s=1 differ=%d\n", N_BCASES + 9 + k, (int)hw, (int)c, (int)c,
+                  (int)diff);
     }
     return failures;
 }

@@ -13,7 +13,9 @@
  *   pixel-pair loop runs inside the asm too. Channels left over: one group of 6 (3 or 4 pixels x 6 channels per
  *   tile, the same buffer), one of 4 (4 x 4), then one at a time. A weight split into indexed frozen and trained
  *   channels (at most MT_GI_PERM_MAX of them, stride 1) is computed in block order, each block's channels
- *   contiguous, and every row permuted once at the end;
+ *   contiguous, and every row permuted once at the end. Output channels whose gradient is +0.0 at every pixel
+ *   (dead ReLU channels; all of them on the first step after a zero-initialised head) are left out when that
+ *   pays (live_compact: gacc compacted in place and restored bit for bit; the weight rows by a list);
  * - input gradient of a depthwise conv (one whole weight, no channel index): with stride 1 and at most 25 taps,
  *   16 channels per pass (per tap four VLDM and 16 VMLA), else 8 (two VLDM, 8 VMLA), the tap loops of each pixel
  *   in asm; the valid taps of a pixel are a row range times a column range (the columns tabulated once per call,
@@ -27,13 +29,16 @@
  *   (update_s8_fast: the same result as mt_update_s8; the uniform draw by a fixed-point VCVT, floor by VCVTM on
  *   the Cortex-M7, the clamp by SSAT);
  * - the masked gradient of a conv output: a pixel loop over channels instead of a per-element counter, one
- *   mask byte per 8 channels when c % 8 == 0;
+ *   mask byte per 8 channels when c % 8 == 0, both loops in asm (27 instructions per 8 elements);
  * - fused bias update: 16 channels per pass over the positions (one VLDM, 16 VADD), then four; the int32 update
- *   as the int8 one;
- * - a residual add's input gradient (mt_add_grad_f32): eight elements per pass as the masked gradient.
- * Stack (gcc -fstack-usage, Cortex-M7 -O2): the deepest frames are grad_input_pointwise_block's 1,944 B (its
- * 1,536-byte weight buffer), dw_grad_in_group8's 1,880 B and dw_grad_in_group16's 1,872 B; the depthwise groups
- * are noinline so only one group's buffers are on the stack at a time.
+ *   as the int8 one, none for a sum of +0.0 (dead channels: the bias would not change);
+ * - a residual add's input gradient (mt_add_grad_f32): eight elements per pass as the masked gradient (25);
+ * - the sum of two gradients (mt_grad_sum_f32): eight elements per pass (13 instructions);
+ * - a global average pool's input gradient: one row divided, the others copied by VLDM / VSTM.
+ * Stack (gcc -fstack-usage, Cortex-M7 -O2): the deepest frames are grad_input_pointwise_block's 1,936 B (its
+ * 1,536-byte weight buffer, below mt_conv_grad_input_pointwise_f32's 128 B), dw_grad_in_group8's 1,880 B,
+ * dw_grad_in_group16's 1,872 B and live_compact's 1,680 B (its channel list); the depthwise groups and
+ * live_compact / live_expand are noinline so only one of these buffers is on the stack at a time.
  * A dilated depthwise conv (dilation > 1) runs the portable kernel.
  * Chosen at build time like the SIMD kernels (targets/cortex_m/mt_cortex_m.mk renames the portable ones). */
 #include <arm_acle.h>
@@ -57,45 +62,67 @@ static inline float mla_f32(float acc, float a, float b)
 
 static inline int32_t chan(const int16_t *idx, int32_t j) { return idx ? idx[j] : j; }
 
-static const float zeros8[8];
+/* The weight row of (compacted) output channel o: rows[o] when the dead channels were dropped (live_compact). */
+static inline int32_t wrow(const uint16_t *rows, int32_t o) { return rows ? rows[o] : o; }
 
-/* Eight elements whose clamp bits are the byte m (g may alias gy: all eight are loaded before any store): the
- * gradients and factors by two VLDM, the results preset to +0.0f by a third, then each product by a VMUL made
- * conditional on its bit (LSLS puts two bits in N and C), the eight results stored by one VSTM: 24
- * instructions (gcc: about 6 per element). */
-static inline void grad_acc8(const float *gy, uint32_t m, const float *e, float *g)
+static const float zeros8[8];
+static const float zeros16[16];
+
+/* Products of one 8-element block whose clamp bits are the byte in m: gy in s0-s7, factors in s8-s15, the results
+ * (preset to +0.0) in s16-s23, each VMUL conditional on its bit (LSLS puts two bits in N and C). */
+#define GACC_BLOCK                                                                                                \
+    "lsls    %[t], %[m], #31\n\t"                                                                                 \
+    "it      mi\n\tvmulmi.f32 s16, s0, s8\n\t"                                                                    \
+    "it      cs\n\tvmulcs.f32 s17, s1, s9\n\t"                                                                    \
+    "lsls    %[t], %[m], #29\n\t"                                                                                 \
+    "it      mi\n\tvmulmi.f32 s18, s2, s10\n\t"                                                                   \
+    "it      cs\n\tvmulcs.f32 s19, s3, s11\n\t"                                                                   \
+    "lsls    %[t], %[m], #27\n\t"                                                                                 \
+    "it      mi\n\tvmulmi.f32 s20, s4, s12\n\t"                                                                   \
+    "it      cs\n\tvmulcs.f32 s21, s5, s13\n\t"                                                                   \
+    "lsls    %[t], %[m], #25\n\t"                                                                                 \
+    "it      mi\n\tvmulmi.f32 s22, s6, s14\n\t"                                                                   \
+    "it      cs\n\tvmulcs.f32 s23, s7, s15\n\t"
+
+/* g = mask ? gy * eff[channel] : 0 over `pixels` pixels of c8 * 8 channels (c % 8 == 0: every mask byte holds
+ * eight channels of one pixel), both loops in asm: per 8 elements the mask byte, three VLDM (gradients, factors,
+ * zeros), the conditional products and one VSTM: 27 instructions (g may alias gy: a block is loaded before it
+ * is stored). */
+static void grad_acc_pixels(const float *gy, const uint8_t *mask, const float *eff, int32_t c8, int32_t pixels,
+                            float *g)
 {
-    uint32_t t;
-    __asm__ volatile("vldmia  %[gy], {s0-s7}\n\t"
-                     "vldmia  %[e], {s8-s15}\n\t"
-                     "vldmia  %[z], {s16-s23}\n\t"
-                     "lsls    %[t], %[m], #31\n\t"
-                     "it      mi\n\tvmulmi.f32 s16, s0, s8\n\t"
-                     "it      cs\n\tvmulcs.f32 s17, s1, s9\n\t"
-                     "lsls    %[t], %[m], #29\n\t"
-                     "it      mi\n\tvmulmi.f32 s18, s2, s10\n\t"
-                     "it      cs\n\tvmulcs.f32 s19, s3, s11\n\t"
-                     "lsls    %[t], %[m], #27\n\t"
-                     "it      mi\n\tvmulmi.f32 s20, s4, s12\n\t"
-                     "it      cs\n\tvmulcs.f32 s21, s5, s13\n\t"
-                     "lsls    %[t], %[m], #25\n\t"
-                     "it      mi\n\tvmulmi.f32 s22, s6, s14\n\t"
-                     "it      cs\n\tvmulcs.f32 s23, s7, s15\n\t"
-                     "vstmia  %[g], {s16-s23}\n\t"
-                     : [t] "=&r"(t)
-                     : [gy] "r"(gy), [e] "r"(e), [g] "r"(g), [m] "r"(m), [z] "r"(zeros8)
+    const float *e;
+    int32_t k;
+    uint32_t m, t;
+    __asm__ volatile("0:\n\t"
+                     "mov     %[e], %[eff]\n\t"
+                     "mov     %[k], %[c8]\n"
+                     "1:\n\t"
+                     "ldrb    %[m], [%[mask]], #1\n\t"
+                     "vldmia  %[gy]!, {s0-s7}\n\t"
+                     "vldmia  %[e]!, {s8-s15}\n\t"
+                     "vldmia  %[z], {s16-s23}\n\t" GACC_BLOCK
+                     "vstmia  %[g]!, {s16-s23}\n\t"
+                     "subs    %[k], %[k], #1\n\t"
+                     "bne     1b\n\t"
+                     "subs    %[n], %[n], #1\n\t"
+                     "bne     0b\n\t"
+                     : [gy] "+r"(gy), [mask] "+r"(mask), [g] "+r"(g), [n] "+r"(pixels), [e] "=&r"(e), [k] "=&r"(k),
+                       [m] "=&r"(m), [t] "=&r"(t)
+                     : [eff] "r"(eff), [c8] "r"(c8), [z] "r"(zeros8)
                      : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14",
                        "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "memory", "cc");
 }
 
 /* g = mask ? gy * eff[channel] : 0, pixel by pixel (no per-element channel counter); with c % 8 == 0 every
- * mask byte holds eight channels of one pixel and is loaded once for them. */
+ * mask byte holds eight channels of one pixel and is loaded once for them (grad_acc_pixels). */
 void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff, int32_t n, int32_t c, float *g)
 {
     int32_t i = 0;
-    if ((c & 7) == 0) {
-        for (; i + c <= n; i += c)
-            for (int32_t ch = 0; ch < c; ch += 8) grad_acc8(gy + i + ch, mask[(i + ch) >> 3], eff + ch, g + i + ch);
+    if ((c & 7) == 0 && c > 0 && n >= c) {
+        const int32_t pixels = n / c;
+        grad_acc_pixels(gy, mask, eff, c >> 3, pixels, g);
+        i = pixels * c;
     }
     for (; i + c <= n; i += c)
         for (int32_t ch = 0; ch < c; ch++) {
@@ -106,15 +133,19 @@ void mt_conv_grad_acc_f32(const float *gy, const uint8_t *mask, const float *eff
         g[i] = ((mask[i >> 3] >> (i & 7)) & 1) ? gy[i] * eff[ch] : 0.0f;
 }
 
-/* g = mask ? gy * scale : 0 over n elements (a residual add's input gradient), eight at a time as grad_acc8 with
- * one factor (g may alias gy). */
+/* g = mask ? gy * scale : 0 over n elements (a residual add's input gradient; g may alias gy): eight at a time
+ * as grad_acc_pixels with one factor, the loop in asm (25 instructions per 8), the rest one by one. */
 void mt_add_grad_f32(const float *gy, const uint8_t *mask, float scale, int32_t n, float *g)
 {
-    int32_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const uint32_t m = mask[i >> 3];
-        uint32_t t;
-        __asm__ volatile("vldmia  %[gy], {s0-s7}\n\t"
+    int32_t blocks = n >> 3, i = blocks << 3;
+    if (blocks > 0) {
+        const float *gp = gy;
+        const uint8_t *mp = mask;
+        float *out = g;
+        uint32_t m, t;
+        __asm__ volatile("1:\n\t"
+                         "ldrb    %[m], [%[mp]], #1\n\t"
+                         "vldmia  %[gp]!, {s0-s7}\n\t"
                          "vldmia  %[z], {s16-s23}\n\t"
                          "lsls    %[t], %[m], #31\n\t"
                          "it      mi\n\tvmulmi.f32 s16, s0, %[sc]\n\t"
@@ -128,13 +159,67 @@ void mt_add_grad_f32(const float *gy, const uint8_t *mask, float scale, int32_t 
                          "lsls    %[t], %[m], #25\n\t"
                          "it      mi\n\tvmulmi.f32 s22, s6, %[sc]\n\t"
                          "it      cs\n\tvmulcs.f32 s23, s7, %[sc]\n\t"
-                         "vstmia  %[g], {s16-s23}\n\t"
-                         : [t] "=&r"(t)
-                         : [gy] "r"(gy + i), [g] "r"(g + i), [m] "r"(m), [z] "r"(zeros8), [sc] "t"(scale)
+                         "vstmia  %[out]!, {s16-s23}\n\t"
+                         "subs    %[n], %[n], #1\n\t"
+                         "bne     1b\n\t"
+                         : [gp] "+r"(gp), [mp] "+r"(mp), [out] "+r"(out), [n] "+r"(blocks), [m] "=&r"(m), [t] "=&r"(t)
+                         : [z] "r"(zeros8), [sc] "t"(scale)
                          : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s16", "s17", "s18", "s19", "s20", "s21",
                            "s22", "s23", "memory", "cc");
     }
     for (; i < n; i++) g[i] = ((mask[i >> 3] >> (i & 7)) & 1) ? gy[i] * scale : 0.0f;
+}
+
+/* out = a + b over n elements (two gradients of one tensor; out may alias a or b: a block is loaded before it is
+ * stored): 8 per loop pass by two VLDM, 8 VADD and one VSTM (13 instructions), the rest one by one. */
+void mt_grad_sum_f32(const float *a, const float *b, int32_t n, float *out)
+{
+    int32_t blocks = n >> 3, i = blocks << 3;
+    if (blocks > 0) {
+        const float *pa = a, *pb = b;
+        float *po = out;
+        __asm__ volatile("1:\n\t"
+                         "vldmia  %[pa]!, {s0-s7}\n\t"
+                         "vldmia  %[pb]!, {s8-s15}\n\t"
+                         "vadd.f32 s0, s0, s8\n\tvadd.f32 s1, s1, s9\n\tvadd.f32 s2, s2, s10\n\t"
+                         "vadd.f32 s3, s3, s11\n\tvadd.f32 s4, s4, s12\n\tvadd.f32 s5, s5, s13\n\t"
+                         "vadd.f32 s6, s6, s14\n\tvadd.f32 s7, s7, s15\n\t"
+                         "vstmia  %[po]!, {s0-s7}\n\t"
+                         "subs    %[n], %[n], #1\n\t"
+                         "bne     1b\n\t"
+                         : [pa] "+r"(pa), [pb] "+r"(pb), [po] "+r"(po), [n] "+r"(blocks)
+                         :
+                         : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13",
+                           "s14", "s15", "memory", "cc");
+    }
+    for (; i < n; i++) out[i] = a[i] + b[i];
+}
+
+/* The input gradient of a global average pool: every position gets gy[ch] / hw. The first row computed (each
+ * channel's one division, as the portable kernel), the others copied from it eight floats per VLDM / VSTM pair;
+ * the portable loops when gy lies in those other rows. */
+void mt_pool_grad_f32_portable(const float *gy, int32_t hw, int32_t c, float *gx);
+
+void mt_pool_grad_f32(const float *gy, int32_t hw, int32_t c, float *gx)
+{
+    if (hw < 1 || c < 1 || (gy + c > gx + c && gy < gx + hw * c)) {
+        mt_pool_grad_f32_portable(gy, hw, c, gx);
+        return;
+    }
+    const float n = (float)hw;
+    for (int32_t ch = 0; ch < c; ch++) gx[ch] = gy[ch] / n;
+    const int32_t c8 = c & ~7;
+    for (float *row = gx + c, *end = gx + hw * c; row != end; row += c) {
+        const float *src = gx;
+        float *dst = row;
+        for (int32_t k = 0; k < c8; k += 8)
+            __asm__ volatile("vldmia  %[s]!, {s0-s7}\n\t"
+                             "vstmia  %[d]!, {s0-s7}\n\t"
+                             : [s] "+r"(src), [d] "+r"(dst)
+                             :
+                             : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "memory");
+        for (int32_t k = c8; k < c; k++) row[k] = gx[k];
+    }
 }
 
 static inline float *grad_pixel(const mt_conv_params *p, float *gx, int32_t pix)
@@ -353,38 +438,75 @@ static inline float *float4_s8_tab(const int8_t *src, float *dst)
     return dst;
 }
 
-/* dst[8o + j] = (float)src[o * nb + j], j < 8, o < on: the 8 weights of each output channel by 8 byte loads, 8
- * table loads and one STM (20 instructions per output channel with the loop; two float4_s8_tab: 23). STM stores
- * its registers in ascending number, hence the pinned ones (r7 left out: a frame pointer in some builds). */
+/* The table loads and the STM of one row of float_rows8 (the bytes in a0-a7). */
+#define F8_TAB_STORE                                                                                              \
+    "ldr     %[a0], [%[tab], %[a0], lsl #2]\n\t"                                                                  \
+    "ldr     %[a1], [%[tab], %[a1], lsl #2]\n\t"                                                                  \
+    "ldr     %[a2], [%[tab], %[a2], lsl #2]\n\t"                                                                  \
+    "ldr     %[a3], [%[tab], %[a3], lsl #2]\n\t"                                                                  \
+    "ldr     %[a4], [%[tab], %[a4], lsl #2]\n\t"                                                                  \
+    "ldr     %[a5], [%[tab], %[a5], lsl #2]\n\t"                                                                  \
+    "ldr     %[a6], [%[tab], %[a6], lsl #2]\n\t"                                                                  \
+    "ldr     %[a7], [%[tab], %[a7], lsl #2]\n\t"                                                                  \
+    "stmia   %[dst]!, {%[a0], %[a1], %[a2], %[a3], %[a4], %[a5], %[a6], %[a7]}\n\t"
+#define F8_ROW                                                                                                    \
+    "ldrb    %[a0], [%[src]]\n\t"                                                                                 \
+    "ldrb    %[a1], [%[src], #1]\n\t"                                                                             \
+    "ldrb    %[a2], [%[src], #2]\n\t"                                                                             \
+    "ldrb    %[a3], [%[src], #3]\n\t"                                                                             \
+    "ldrb    %[a4], [%[src], #4]\n\t"                                                                             \
+    "ldrb    %[a5], [%[src], #5]\n\t"                                                                             \
+    "ldrb    %[a6], [%[src], #6]\n\t"                                                                             \
+    "ldrb    %[a7], [%[src], #7]\n\t" F8_TAB_STORE "add     %[src], %[src], %[nb]\n\t"
+/* the same, the row address from the list: rows[k] * nb + base */
+#define F8_LIST_ROW                                                                                               \
+    "ldrh    %[a0], [%[rows]], #2\n\t"                                                                            \
+    "mla     %[a0], %[a0], %[nb], %[base]\n\t"                                                                    \
+    "ldrb    %[a1], [%[a0], #1]\n\t"                                                                              \
+    "ldrb    %[a2], [%[a0], #2]\n\t"                                                                              \
+    "ldrb    %[a3], [%[a0], #3]\n\t"                                                                              \
+    "ldrb    %[a4], [%[a0], #4]\n\t"                                                                              \
+    "ldrb    %[a5], [%[a0], #5]\n\t"                                                                              \
+    "ldrb    %[a6], [%[a0], #6]\n\t"                                                                              \
+    "ldrb    %[a7], [%[a0], #7]\n\t"                                                                              \
+    "ldrb    %[a0], [%[a0]]\n\t" F8_TAB_STORE
+/* two rows per loop pass, entering at the second for an odd count (a row is 32 bytes of dst) */
+#define F8_LOOP(ROW)                                                                                              \
+    "sub     %[a0], %[end], %[dst]\n\t"                                                                           \
+    "tst     %[a0], #32\n\t"                                                                                      \
+    "bne     2f\n"                                                                                                \
+    "1:\n\t" ROW "2:\n\t" ROW                                                                                     \
+    "cmp     %[dst], %[end]\n\t"                                                                                  \
+    "bne     1b\n\t"
+
+/* dst[8o + j] = (float)src[o * nb + j], j < 8, 1 <= on: the 8 weights of each output channel by 8 byte loads, 8
+ * table loads and one STM (19 instructions per output channel with the loop, two per pass; two float4_s8_tab:
+ * 23). STM stores its registers in ascending number, hence the pinned ones (r7 left out: a frame pointer in some
+ * builds). */
 static __attribute__((noinline)) void float_rows8(const int8_t *src, int32_t nb, int32_t on, float *dst)
 {
     register uint32_t a0 __asm__("r3"), a1 __asm__("r4"), a2 __asm__("r5"), a3 __asm__("r6");
     register uint32_t a4 __asm__("r8"), a5 __asm__("r9"), a6 __asm__("r10"), a7 __asm__("r11");
     const float *end = dst + 8 * on;
-    __asm__ volatile("1:\n\t"
-                     "ldrb    %[a0], [%[src]]\n\t"
-                     "ldrb    %[a1], [%[src], #1]\n\t"
-                     "ldrb    %[a2], [%[src], #2]\n\t"
-                     "ldrb    %[a3], [%[src], #3]\n\t"
-                     "ldrb    %[a4], [%[src], #4]\n\t"
-                     "ldrb    %[a5], [%[src], #5]\n\t"
-                     "ldrb    %[a6], [%[src], #6]\n\t"
-                     "ldrb    %[a7], [%[src], #7]\n\t"
-                     "ldr     %[a0], [%[tab], %[a0], lsl #2]\n\t"
-                     "ldr     %[a1], [%[tab], %[a1], lsl #2]\n\t"
-                     "ldr     %[a2], [%[tab], %[a2], lsl #2]\n\t"
-                     "ldr     %[a3], [%[tab], %[a3], lsl #2]\n\t"
-                     "ldr     %[a4], [%[tab], %[a4], lsl #2]\n\t"
-                     "ldr     %[a5], [%[tab], %[a5], lsl #2]\n\t"
-                     "ldr     %[a6], [%[tab], %[a6], lsl #2]\n\t"
-                     "ldr     %[a7], [%[tab], %[a7], lsl #2]\n\t"
-                     "stmia   %[dst]!, {%[a0], %[a1], %[a2], %[a3], %[a4], %[a5], %[a6], %[a7]}\n\t"
-                     "add     %[src], %[src], %[nb]\n\t"
-                     "cmp     %[dst], %[end]\n\t"
-                     "bne     1b\n\t"
+    __asm__ volatile(F8_LOOP(F8_ROW)
                      : [src] "+r"(src), [dst] "+r"(dst), [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2),
                        [a3] "=&r"(a3), [a4] "=&r"(a4), [a5] "=&r"(a5), [a6] "=&r"(a6), [a7] "=&r"(a7)
                      : [nb] "r"(nb), [end] "r"(end), [tab] "r"(s8_float)
+                     : "memory", "cc");
+}
+
+/* float_rows8 over the rows rows[0..on-1] of the weight at base (row o at base + o * nb): the row address from
+ * the list (LDRH, MLA) instead of the step (20 instructions per output channel). */
+static __attribute__((noinline)) void float_rows8_list(const int8_t *base, int32_t nb, const uint16_t *rows,
+                                                       int32_t on, float *dst)
+{
+    register uint32_t a0 __asm__("r3"), a1 __asm__("r4"), a2 __asm__("r5"), a3 __asm__("r6");
+    register uint32_t a4 __asm__("r8"), a5 __asm__("r9"), a6 __asm__("r10"), a7 __asm__("r11");
+    const float *end = dst + 8 * on;
+    __asm__ volatile(F8_LOOP(F8_LIST_ROW)
+                     : [rows] "+r"(rows), [dst] "+r"(dst), [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2),
+                       [a3] "=&r"(a3), [a4] "=&r"(a4), [a5] "=&r"(a5), [a6] "=&r"(a6), [a7] "=&r"(a7)
+                     : [base] "r"(base), [nb] "r"(nb), [end] "r"(end), [tab] "r"(s8_float)
                      : "memory", "cc");
 }
 
@@ -559,7 +681,7 @@ static void grad_input_group6(const mt_conv_params *p, const float *gacc, const 
  * multiple of 4: each group's weights converted to float once per chunk of output channels (not once per tile);
  * the channels and pixels left over one at a time. */
 static void grad_input_pointwise_block(const mt_conv_params *p, const float *gacc, const int8_t *wb,
-                                       const int16_t *idx, int32_t nb, int acc, float *gx)
+                                       const int16_t *idx, int32_t nb, int acc, const uint16_t *rows, float *gx)
 {
     const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w, pix4 = n_pix & ~3;
     const int32_t nb8 = nb & ~7, nb6 = nb8 + (nb - nb8 >= 6 ? 6 : 0), nb4 = nb6 + ((nb - nb6) & 4);
@@ -569,7 +691,8 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
         for (int32_t k = 0; k < 8; k++) c[k] = chan(idx, j + k);
         for (int32_t o0 = 0; o0 < out_c; o0 += MT_GI8_CHUNK) {
             const int32_t on = out_c - o0 < MT_GI8_CHUNK ? out_c - o0 : MT_GI8_CHUNK;
-            float_rows8(wb + o0 * nb + j, nb, on, wf);
+            if (rows) float_rows8_list(wb + j, nb, rows + o0, on, wf);
+            else float_rows8(wb + o0 * nb + j, nb, on, wf);
             grad_input_group8(p, gacc, wf, o0, on, pix4, c, !idx, acc, gx);
         }
     }
@@ -578,9 +701,8 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
                               chan(idx, j + 5)};
         for (int32_t o0 = 0; o0 < out_c; o0 += MT_GI_CHUNK) {
             const int32_t on = out_c - o0 < MT_GI_CHUNK ? out_c - o0 : MT_GI_CHUNK;
-            const int8_t *wr = wb + o0 * nb + j;
             float *wo = wf;
-            for (int32_t o = 0; o < on; o++, wr += nb) wo = float6_s8(wr, wo);
+            for (int32_t o = o0; o < o0 + on; o++) wo = float6_s8(wb + wrow(rows, o) * nb + j, wo);
             grad_input_group6(p, gacc, wf, o0, on, pix4, c, !idx, acc, gx);
         }
     }
@@ -588,9 +710,8 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
         const int32_t c0 = chan(idx, j), c1 = chan(idx, j + 1), c2 = chan(idx, j + 2), c3 = chan(idx, j + 3);
         for (int32_t o0 = 0; o0 < out_c; o0 += MT_GI_CHUNK) {
             const int32_t on = out_c - o0 < MT_GI_CHUNK ? out_c - o0 : MT_GI_CHUNK;
-            const int8_t *wr = wb + o0 * nb + j;
             float *wo = wf;
-            for (int32_t o = 0; o < on; o++, wr += nb) wo = float4_s8(wr, wo);
+            for (int32_t o = o0; o < o0 + on; o++) wo = float4_s8(wb + wrow(rows, o) * nb + j, wo);
             for (int32_t pix = 0; pix < pix4; pix += 4)
                 grad_input_tile_4x4(gacc + pix * out_c + o0, out_c, wf, on, o0 == 0 && !acc, grad_pixel(p, gx, pix),
                                     grad_pixel(p, gx, pix + 1), grad_pixel(p, gx, pix + 2),
@@ -606,7 +727,7 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
             int32_t c = chan(idx, j);
             float a0 = acc ? x0[c] : 0.0f, a1 = acc ? x1[c] : 0.0f, a2 = acc ? x2[c] : 0.0f, a3 = acc ? x3[c] : 0.0f;
             for (int32_t o = 0; o < out_c; o++) {
-                float w0 = (float)wb[o * nb + j];
+                float w0 = (float)wb[wrow(rows, o) * nb + j];
                 a0 = mla_f32(a0, g[o], w0);
                 a1 = mla_f32(a1, g[out_c + o], w0);
                 a2 = mla_f32(a2, g[2 * out_c + o], w0);
@@ -620,7 +741,7 @@ static void grad_input_pointwise_block(const mt_conv_params *p, const float *gac
         float *x0 = grad_pixel(p, gx, pix);
         for (int32_t j = 0; j < nb; j++) {
             float s = acc ? x0[chan(idx, j)] : 0.0f;
-            for (int32_t o = 0; o < out_c; o++) s = mla_f32(s, g[o], (float)wb[o * nb + j]);
+            for (int32_t o = 0; o < out_c; o++) s = mla_f32(s, g[o], (float)wb[wrow(rows, o) * nb + j]);
             x0[chan(idx, j)] = s;
         }
     }
@@ -646,33 +767,191 @@ static __attribute__((noinline)) void permute_rows(const mt_conv_params *p, cons
                                                    int to_channels)
 {
     float tmp[MT_GI_PERM_MAX];
-    const int32_t in_c = p->in_c, nf = w->n_frozen, nt = w->n_train, n_pix = p->in_h * p->in_w;
+    uint8_t perm[MT_GI_PERM_MAX]; /* block-order position -> channel, listed once (MT_GI_PERM_MAX <= 256) */
+    const int32_t in_c = p->in_c, nf = w->n_frozen, nt = w->n_train, n_pix = p->in_h * p->in_w, in4 = in_c & ~3;
+    for (int32_t j = 0; j < nf; j++) perm[j] = (uint8_t)chan(w->frozen_idx, j);
+    for (int32_t j = 0; j < nt; j++) perm[nf + j] = (uint8_t)chan(w->train_idx, j);
     for (float *row = gx, *end = gx + n_pix * in_c; row != end; row += in_c) {
-        for (int32_t k = 0; k < in_c; k++) tmp[k] = row[k];
+        int32_t k = 0;
+        for (; k < in4; k += 4) {
+            const float a = row[k], b = row[k + 1], c = row[k + 2], d = row[k + 3];
+            tmp[k] = a, tmp[k + 1] = b, tmp[k + 2] = c, tmp[k + 3] = d;
+        }
+        for (; k < in_c; k++) tmp[k] = row[k];
         if (to_channels) {
-            for (int32_t j = 0; j < nf; j++) row[chan(w->frozen_idx, j)] = tmp[j];
-            for (int32_t j = 0; j < nt; j++) row[chan(w->train_idx, j)] = tmp[nf + j];
+            for (k = 0; k < in4; k += 4) {
+                row[perm[k]] = tmp[k], row[perm[k + 1]] = tmp[k + 1];
+                row[perm[k + 2]] = tmp[k + 2], row[perm[k + 3]] = tmp[k + 3];
+            }
+            for (; k < in_c; k++) row[perm[k]] = tmp[k];
         } else {
-            for (int32_t j = 0; j < nf; j++) row[j] = tmp[chan(w->frozen_idx, j)];
-            for (int32_t j = 0; j < nt; j++) row[nf + j] = tmp[chan(w->train_idx, j)];
+            for (k = 0; k < in4; k += 4) {
+                const float a = tmp[perm[k]], b = tmp[perm[k + 1]], c = tmp[perm[k + 2]], d = tmp[perm[k + 3]];
+                row[k] = a, row[k + 1] = b, row[k + 2] = c, row[k + 3] = d;
+            }
+            for (; k < in_c; k++) row[k] = tmp[perm[k]];
         }
     }
 }
 
-void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx)
+/* Output channels whose gradient is +0.0 at every pixel ("dead": a ReLU channel clamped all over the map; every
+ * channel on the first step after a zero-initialised head) add only +-0.0 terms, which leave every sum unchanged:
+ * a sum starts from +0.0 and, rounding to nearest, never becomes -0.0, and s + (+-0.0) == s for any other s (a
+ * quiet NaN, the only kind a sum can be, and infinities included; denormals too, flush-to-zero being off as the
+ * FPSCR resets). So the input gradient is computed over the live channels only: gacc is compacted in
+ * place (row q of the n_live live values at gacc + q * n_live; their weight rows listed, as uint16, in the last
+ * 2 * n_live bytes of gacc's storage, which the compacted rows leave free) and restored bit for bit before the
+ * kernel returns (a dead value was +0.0). Worth it when the dead channels' share of the work (n_dead * in_c MACs
+ * per pixel) outweighs compacting and restoring (some 5 to 10 instructions per gacc element): n_dead * in_c >=
+ * MT_GI_DEAD_FACTOR * out_c. The search stops after the first pixel when it cannot find enough candidates (a map
+ * without dead channels costs one pass over one gacc row). */
+#ifndef MT_GI_LIVE_MAX
+#define MT_GI_LIVE_MAX 768 /* output channels searched (the channel list: 1,536 bytes of stack) */
+#endif
+#ifndef MT_GI_DEAD_FACTOR
+#define MT_GI_DEAD_FACTOR 8
+#endif
+
+static inline uint32_t f32_bits(const float *g)
+{
+    uint32_t u;
+    __builtin_memcpy(&u, g, sizeof u);
+    return u;
+}
+
+/* The live channels of gacc (p->out_c per pixel) compacted as above; returns n_live, or -1 (gacc unchanged) when
+ * compacting does not pay or does not fit. noinline: its list is not on the stack while the tiles run. */
+static __attribute__((noinline)) int32_t live_compact(const mt_conv_params *p, int32_t in_c, float *gacc)
+{
+    uint16_t list[MT_GI_LIVE_MAX];
+    const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w;
+    if (out_c > MT_GI_LIVE_MAX || n_pix < 1) return -1;
+    /* the fewest dead channels that pay (n_dead * in_c >= MT_GI_DEAD_FACTOR * out_c; at least one) */
+    const int32_t n_min = in_c > 0 ? (MT_GI_DEAD_FACTOR * out_c + in_c - 1) / in_c : out_c + 1;
+    int32_t n_cand = 0; /* candidates: +0.0 at the first pixel */
+    for (int32_t o = 0; o < out_c; o++)
+        if (f32_bits(gacc + o) == 0) list[n_cand++] = (uint16_t)o;
+    /* the candidates +0.0 at every other pixel too, kept in order: each column read down, four pixels per test,
+     * until a value is not +0.0; given up as soon as too few can be left */
+    const uint32_t *const g0 = (const uint32_t *)gacc;
+    const int32_t rest = n_pix - 1, rest4 = rest & ~3;
+    int32_t n_dead = 0;
+    for (int32_t k = 0; k < n_cand; k++) {
+        if (n_dead + n_cand - k < n_min) return -1;
+        const uint32_t *c = g0 + out_c + list[k];
+        int32_t q = 0;
+        for (; q < rest4; q += 4, c += 4 * out_c)
+            if (c[0] | c[out_c] | c[2 * out_c] | c[3 * out_c]) break;
+        if (q < rest4) continue;
+        for (; q < rest && *c == 0; q++) c += out_c;
+        if (q == rest) list[n_dead++] = list[k];
+    }
+    const int32_t n_live = out_c - n_dead;
+    if (n_dead == 0 || n_dead < n_min || 2 * n_pix * n_dead < n_live) return -1;
+    /* the live list (the complement, ascending) in place of the dead one, through a bit per channel */
+    uint32_t dead[MT_GI_LIVE_MAX / 32];
+    for (int32_t k = 0; k < MT_GI_LIVE_MAX / 32; k++) dead[k] = 0u;
+    for (int32_t k = 0; k < n_dead; k++) dead[list[k] >> 5] |= 1u << (list[k] & 31);
+    for (int32_t o = 0, i = 0; o < out_c; o++)
+        if (!((dead[o >> 5] >> (o & 31)) & 1u)) list[i++] = (uint16_t)o;
+    uint32_t *g = (uint32_t *)gacc;
+    const int32_t n4 = n_live & ~3;
+    for (int32_t q = 0; q < n_pix; q++) { /* each value moved down or kept (list[k] >= k), four loaded, then stored */
+        const uint32_t *src = g + q * out_c;
+        uint32_t *dst = g + q * n_live;
+        int32_t k = 0;
+        for (; k < n4; k += 4) {
+            const uint32_t a = src[list[k]], b = src[list[k + 1]], c = src[list[k + 2]], d = src[list[k + 3]];
+            dst[k] = a, dst[k + 1] = b, dst[k + 2] = c, dst[k + 3] = d;
+        }
+        for (; k < n_live; k++) dst[k] = src[list[k]];
+    }
+    uint16_t *tail = (uint16_t *)(gacc + n_pix * out_c) - n_live;
+    for (int32_t k = 0; k < n_live; k++) tail[k] = list[k];
+    return n_live;
+}
+
+/* dst[0..n) = 0, sixteen words per VSTM (from a zeroed register block), the rest one by one. */
+static void zero_words(uint32_t *dst, int32_t n)
+{
+    int32_t blocks = n >> 4;
+    if (blocks > 0)
+        __asm__ volatile("vldmia  %[z], {s0-s15}\n"
+                         "1:\n\t"
+                         "vstmia  %[d]!, {s0-s15}\n\t"
+                         "subs    %[n], %[n], #1\n\t"
+                         "bne     1b\n\t"
+                         : [d] "+r"(dst), [n] "+r"(blocks)
+                         : [z] "r"(zeros16)
+                         : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13",
+                           "s14", "s15", "memory", "cc");
+    for (int32_t k = 0; k < (n & 15); k++) dst[k] = 0u;
+}
+
+/* Undoes live_compact, rows from the last: a row whose place lies past its compacted values (q * n_dead >=
+ * n_live) is zeroed, then its live values scattered to it; a lower row is rebuilt from its last channel down,
+ * live or +0.0 (a value is moved up or stays, never over one not yet moved). */
+static __attribute__((noinline)) void live_expand(const mt_conv_params *p, float *gacc, int32_t n_live)
+{
+    uint16_t list[MT_GI_LIVE_MAX];
+    const int32_t out_c = p->out_c, n_pix = p->out_h * p->out_w, n_dead = out_c - n_live, n4 = n_live & ~3;
+    const uint16_t *tail = (const uint16_t *)(gacc + n_pix * out_c) - n_live;
+    for (int32_t k = 0; k < n_live; k++) list[k] = tail[k];
+    uint32_t *g = (uint32_t *)gacc;
+    for (int32_t q = n_pix - 1; q >= 0; q--) {
+        const uint32_t *src = g + q * n_live;
+        uint32_t *dst = g + q * out_c;
+        if (q * n_dead >= n_live) {
+            zero_words(dst, out_c);
+            int32_t k = 0;
+            for (; k < n4; k += 4) {
+                const uint32_t a = src[k], b = src[k + 1], c = src[k + 2], d = src[k + 3];
+                dst[list[k]] = a, dst[list[k + 1]] = b, dst[list[k + 2]] = c, dst[list[k + 3]] = d;
+            }
+            for (; k < n_live; k++) dst[list[k]] = src[k];
+            continue;
+        }
+        for (int32_t o = out_c - 1, k = n_live - 1; o >= 0; o--) {
+            if (k >= 0 && list[k] == o) dst[o] = src[k--];
+            else dst[o] = 0u;
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void grad_input_pointwise(const mt_conv_params *p, const float *gacc,
+                                                                      const mt_weight_s8 *w, const uint16_t *rows,
+                                                                      float *gx)
 {
     int32_t n_in = p->in_h * p->in_w * p->in_c;
     if (split_in_block_order(p, w)) {
-        grad_input_pointwise_block(p, gacc, w->frozen, NULL, w->n_frozen, 0, gx);
-        grad_input_pointwise_block(p, gacc, w->train, NULL, w->n_train, 0, gx + w->n_frozen);
+        grad_input_pointwise_block(p, gacc, w->frozen, NULL, w->n_frozen, 0, rows, gx);
+        grad_input_pointwise_block(p, gacc, w->train, NULL, w->n_train, 0, rows, gx + w->n_frozen);
         permute_rows(p, w, gx, 1);
         return;
     }
     /* with stride 1 and the two blocks covering every channel, each element is assigned below */
     if (p->stride != 1 || p->out_h != p->in_h || p->out_w != p->in_w || w->n_frozen + w->n_train != p->in_c)
         for (int32_t i = 0; i < n_in; i++) gx[i] = 0.0f;
-    grad_input_pointwise_block(p, gacc, w->frozen, w->frozen_idx, w->n_frozen, 0, gx);
-    grad_input_pointwise_block(p, gacc, w->train, w->train_idx, w->n_train, 0, gx);
+    grad_input_pointwise_block(p, gacc, w->frozen, w->frozen_idx, w->n_frozen, 0, rows, gx);
+    grad_input_pointwise_block(p, gacc, w->train, w->train_idx, w->n_train, 0, rows, gx);
+}
+
+void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx)
+{
+    float *const g = (float *)gacc; /* compacted and restored in place (live_compact) */
+    const int32_t n_live = live_compact(p, w->n_frozen + w->n_train, g);
+    if (n_live < 0) {
+        grad_input_pointwise(p, gacc, w, NULL, gx);
+        return;
+    }
+    if (n_live == 0) { /* every sum is +0.0 (gacc untouched: nothing was moved) */
+        for (int32_t i = 0, n_in = p->in_h * p->in_w * p->in_c; i < n_in; i++) gx[i] = 0.0f;
+        return;
+    }
+    mt_conv_params live = *p;
+    live.out_c = n_live;
+    grad_input_pointwise(&live, gacc, w, (const uint16_t *)(gacc + p->out_h * p->out_w * p->out_c) - n_live, gx);
+    live_expand(p, g, n_live);
 }
 
 void mt_conv_grad_input_pointwise_acc_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w,
@@ -680,13 +959,13 @@ void mt_conv_grad_input_pointwise_acc_f32(const mt_conv_params *p, const float *
 {
     if (split_in_block_order(p, w)) {
         permute_rows(p, w, gx, 0);
-        grad_input_pointwise_block(p, gacc, w->frozen, NULL, w->n_frozen, 1, gx);
-        grad_input_pointwise_block(p, gacc, w->train, NULL, w->n_train, 1, gx + w->n_frozen);
+        grad_input_pointwise_block(p, gacc, w->frozen, NULL, w->n_frozen, 1, NULL, gx);
+        grad_input_pointwise_block(p, gacc, w->train, NULL, w->n_train, 1, NULL, gx + w->n_frozen);
         permute_rows(p, w, gx, 1);
         return;
     }
-    grad_input_pointwise_block(p, gacc, w->frozen, w->frozen_idx, w->n_frozen, 1, gx);
-    grad_input_pointwise_block(p, gacc, w->train, w->train_idx, w->n_train, 1, gx);
+    grad_input_pointwise_block(p, gacc, w->frozen, w->frozen_idx, w->n_frozen, 1, NULL, gx);
+    grad_input_pointwise_block(p, gacc, w->train, w->train_idx, w->n_train, 1, NULL, gx);
 }
 
 /* gx[iy, ix, c] = sum over taps (u, v ascending) reaching output (oy, ox) of gacc[oy, ox, c] * w[u, v, c]. */
@@ -730,7 +1009,6 @@ typedef struct {
     int32_t gstep, growstep, wrowstep;
 } dw_steps;
 
-static const float zeros16[16];
 
 static void dw_grad_in_pixel8(const dw_steps *st, const float *gp, const float *wp, int32_t nu, int32_t nv,
                               float *out)
@@ -1380,13 +1658,18 @@ void mt_bias_update_f32(const float *gacc, int32_t hw, int32_t c, int32_t *bias,
     const uint32_t key = mt_hash_key(ctx->seed, ctx->step, u->param_id);
     const float neg_lr = -ctx->lr, *const divisor = u->divisor; /* locals: the int32 stores may not alias them */
     const int32_t rounding = u->rounding, row0 = u->row0;
+    /* a sum of exactly +0.0 (a dead channel) leaves its bias as it is when the divisor is positive and finite and
+     * so is the learning rate: the step is +-0.0 (+ u < 1, floored) and rounds to 0 */
+    const int finite_lr = __builtin_fabsf(neg_lr) < __builtin_inff();
     int32_t o = 0;
 #if defined(__ARM_FP)
     for (; hw > 0 && o + 16 <= c; o += 16) {
         float g[16];
         bias_sums16(gacc + o, hw, c, g);
         for (int32_t j = 0; j < 16; j++) {
-            float d = g[j] / divisor[o + j];
+            const float dv = divisor[o + j];
+            if (f32_bits(&g[j]) == 0 && finite_lr && dv > 0.0f && dv < __builtin_inff()) continue;
+            float d = g[j] / dv;
             bias[o + j] = update_s32_fast(bias[o + j], neg_lr * d, rounding, key, (uint32_t)(o + j + row0));
         }
     }
