@@ -112,22 +112,20 @@ def main(argv=None) -> int:
 
 def device_step(backward: str, cpu: str) -> dict:
     """Instructions of one mcunet-5fps 49 KB training step on the emulated `cpu` (QEMU), by phase: built and
-    counted as bench_cortexm.py does (ants vs bees samples: the count does not depend on the images). The
+    counted as bench_cortexm.py does (steps 2..3 on ants vs bees samples: bench_cortexm.steady_step). The
     Cortex-M3 has no FPU and no DSP extension: software float and the portable kernels."""
-    from bench_cortexm import compile_project
+    from bench_cortexm import STEADY_STEPS, compile_project, steady_step
     from microtrain.sparse.fixtures import load_scheme
     from microtrain.targets.cortex_m.build import simd_for
     from microtrain.targets.cortex_m.data import session_data
     from microtrain.targets.cortex_m.project import build_project
-    from microtrain.targets.cortex_m.session import cost_report, run_session
 
-    train, evaluate, _, _ = session_data(DATA, 128, 2, steps=2, n_eval=1, seed=0)
+    train, evaluate, _, _ = session_data(DATA, 128, 2, steps=STEADY_STEPS, n_eval=1, seed=0)
     with tempfile.TemporaryDirectory(prefix="mt-bwd-") as tmp:
         project = Path(tmp) / "p"
         compile_project(MODEL, lambda g: load_scheme("mcunet-5fps-49kb"), project, backward=backward)
         build, regions = build_project(project, project / "build", cpu, simd=simd_for(cpu))
-        s = run_session(build.elf, cpu, train=train, evaluate=evaluate, count=True, timeout=1200)
-    step = cost_report(s.instructions, regions, "train")
+        step, _, _, _ = steady_step(build.elf, cpu, regions, train, evaluate)
     return {"train": step.per_call, **{ph: step.by_phase.get(ph, 0.0) for ph in ("forward", "backward", "update")}}
 
 

@@ -43,6 +43,16 @@ class InstructionCount:
             raise ToolchainError(f"instruction-count report is malformed:\n{text[:500]}")
         return count
 
+    def since(self, earlier: "InstructionCount") -> "InstructionCount":
+        """What this run executed beyond `earlier`, a run of the same firmware that stopped sooner on the same
+        inputs (e.g. steps 2..n of an n-step session, given the 1-step session): calls and instructions apart."""
+        regions = {}
+        for k, (calls, n) in self.regions.items():
+            c0, n0 = earlier.regions.get(k, (0, 0))
+            regions[k] = (calls - c0, n - n0)
+        symbols = {k: n - earlier.symbols.get(k, 0) for k, n in self.symbols.items()}
+        return InstructionCount(self.total - earlier.total, symbols, regions)
+
 
 @dataclass
 class RunResult:
