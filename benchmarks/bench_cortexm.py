@@ -125,7 +125,7 @@ def print_ops(title: str, ops: list[dict]) -> None:
               f"{op['macs']:>11,}{per_mac}")
 
 
-STEADY_STEPS = 3  # the figure is the mean of steps 2..3 (see steady_step)
+STEADY_STEPS = 10  # the figure is the mean of steps 2..10 (see steady_step)
 
 
 def steady_step(elf, cpu: str, regions, train, evaluate):

@@ -50,7 +50,7 @@ def _measure(graph, scheme, out: Path, options: dict, ram: int | None, qemu: boo
     from microtrain.codegen.patch import model_macs
     from microtrain.targets.cortex_m.build import LinkBudgetError
     from microtrain.targets.cortex_m.project import emit_firmware, load_regions
-    from microtrain.targets.cortex_m.session import cost_report, run_session
+    from bench_cortexm import steady_step
 
     cm = compile_model(graph, scheme, out_dir=out, **options)
     r = cm.report
@@ -72,8 +72,8 @@ def _measure(graph, scheme, out: Path, options: dict, ram: int | None, qemu: boo
         build, _ = emit_firmware(out, "cortex-m7", ram=4096 * KB, flash=1024 * KB)
     row["linked_sram_bytes"] = build.usage.ram
     if qemu:
-        s = run_session(build.elf, "cortex-m7", train=data, count=True, timeout=1200)
-        cost = cost_report(s.instructions, load_regions(out / "build-cortex-m7"), "train")
+        # steps 2..STEADY_STEPS (step 1 behind the zero head has an all-zero backward): bench_cortexm.steady_step
+        cost, _, _, s = steady_step(build.elf, "cortex-m7", load_regions(out / "build-cortex-m7"), data, None)
         row["instructions_per_step"] = cost.per_call
         row["instructions_by_phase"] = cost.by_phase
         row["params_sha"] = __import__("hashlib").sha256(s.params).hexdigest()
@@ -109,6 +109,7 @@ def main(argv=None) -> int:
     from microtrain.codegen.patch import parse_share
     from microtrain.models import load_model
     from microtrain.quant.head import replace_head
+    from bench_cortexm import STEADY_STEPS
     from microtrain.targets.cortex_m.data import session_data
 
     out_path = Path(args.out)
@@ -123,7 +124,8 @@ def main(argv=None) -> int:
         scheme = _scheme(graph, scheme_name)
         data = None
         if not args.no_qemu:
-            train, _, _, _ = session_data(data_root / "hymenoptera_data", graph.resolution, 2, steps=2, n_eval=0, seed=1)
+            train, _, _, _ = session_data(data_root / "hymenoptera_data", graph.resolution, 2, steps=STEADY_STEPS,
+                                          n_eval=0, seed=1)
             data = train
         with tempfile.TemporaryDirectory(prefix="mt-bench-patch-") as tmp:
             before = _measure(graph, scheme, Path(tmp) / "before", {}, 4096 * KB, not args.no_qemu, data)

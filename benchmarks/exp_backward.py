@@ -112,7 +112,7 @@ def main(argv=None) -> int:
 
 def device_step(backward: str, cpu: str) -> dict:
     """Instructions of one mcunet-5fps 49 KB training step on the emulated `cpu` (QEMU), by phase: built and
-    counted as bench_cortexm.py does (steps 2..3 on ants vs bees samples: bench_cortexm.steady_step). The
+    counted as bench_cortexm.py does (steps 2..10 on ants vs bees samples: bench_cortexm.steady_step). The
     Cortex-M3 has no FPU and no DSP extension: software float and the portable kernels."""
     from bench_cortexm import STEADY_STEPS, compile_project, steady_step
     from microtrain.sparse.fixtures import load_scheme

@@ -864,8 +864,9 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
         opts = sorted({r.get("opt") for r in (host or {}).get("results", []) if r.get("opt")})
         lines += ["**One training step, batch 1** (sparse scheme as above). Host: generated C (gcc "
                   f"{' / '.join(opts) or 'n/a'}) vs PyTorch CPU fp32, 1 thread each, median step (wall clock, and this process's CPU time: steadier on a shared machine). Cortex-M7: instructions executed in QEMU "
-                  "with the Cortex-M kernels, mean of training steps 2-3 on ants vs bees images (step 1, behind the "
-                  "new zero head, has an all-zero backward and costs less: `step1` in bench_cortexm.json), vs "
+                  "with the Cortex-M kernels, mean of training steps 2-10 on ants vs bees images (step 1, behind the "
+                  "new zero head, has an all-zero backward and costs less: `step1` in bench_cortexm.json; the fast "
+                  "input gradient skips channels whose gradient is zero everywhere, so steps differ a little), vs "
                   "upstream's ~118 M cycles and the lower bound MACs/2."
                   + "".join(_reused_note(d) for d in (host, cm) if d), "",
                   "| model | scheme | host C (ms) | PyTorch (ms) | C / PyTorch (wall) | C / PyTorch (CPU time) | "
