@@ -485,8 +485,39 @@ def step_accuracy(args) -> dict:
     if rec and rec.get("final"):
         _add_planned_sram(rec)
     log(f"  sparse: {doc['sparse']['source']}")
+    # the real datasets (exp_sparse.py --dataset, queued by exp_datasets.py): reused only, never re-run here
+    doc["sparse_datasets"] = {}
+    for path in sorted((RESULTS / "sparse").glob("*.json")) if args.accuracy != "skip" else []:
+        fresh_p, why_p = _freshness(path, ACCURACY_DEPS["qas"])
+        doc["sparse_datasets"][path.stem] = ({"source": why_p, "record": json.loads(path.read_text())} if fresh_p
+                                             else {"source": f"not shown ({why_p})"})
+        log(f"  sparse on {path.stem}: {why_p}")
     log(f"wrote {save('bench_accuracy.json', doc)}")
     return doc
+
+
+def _sparse_dataset_section(name: str, d: dict) -> list[str]:
+    """One dataset's sparse-update table (exp_sparse.py --dataset): every scheme finished so far, its memory,
+    lr and val accuracy over seeds; PARTIAL until the run has written its acceptance line."""
+    rec = d.get("record") or {}
+    final = rec.get("final") or {}
+    done = "complete" if rec.get("acceptance") else f"PARTIAL: {len(final)} schemes so far"
+    lines = [f"**Sparse update on {name}** (mcunet-5fps, int8 + QAS; {done}; {d['source']}):", ""]
+    if not final:
+        return lines + ["No scheme finished yet.", ""]
+    lines += ["| scheme | kind | extra memory (KB) | lr | val accuracy (%) | [min, max] over seeds |",
+              "|---|---|---:|---:|---:|---:|"]
+    for n, r in sorted(final.items(), key=lambda kv: kv[1]["extra_kb"]):
+        lines.append(f"| {n} | {r['kind']} | {r['extra_kb']:.1f} | {r['lr']:g} | {100 * r['val_acc']:.1f} | "
+                     f"[{100 * r['val_acc_min']:.1f}, {100 * r['val_acc_max']:.1f}] |")
+    acc = rec.get("acceptance")
+    if acc:
+        lo, hi = acc["ci95"]
+        lines += ["", f"Best searched scheme within 100 KB (chosen on train/'s held-out split): {acc['scheme']} "
+                      f"({acc['extra_kb']:.1f} KB) {100 * acc['val_acc']:.1f} % vs last-12 ({acc['last12_kb']:.1f} KB) "
+                      f"{100 * acc['last12_val_acc']:.1f} %: {acc['mean_points']:+.2f} points, 95 % interval "
+                      f"[{lo:+.2f}, {hi:+.2f}] (paired by seed {acc['seeds']})."]
+    return lines + [""]
 
 
 def step_tflite(args) -> dict:
@@ -916,6 +947,8 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
                     sram = f"{r['planned_training_sram'] / 1024:.1f}" if r.get("planned_training_sram") else "n/a"
                     lines.append(f"| {name} | {r['kind']} | {r['extra_kb']:.1f} | {sram} | {100 * r['val_acc']:.1f} |")
             lines.append("")
+        for name, d in (acc.get("sparse_datasets") or {}).items():
+            lines += _sparse_dataset_section(name, d)
         if acc.get("vowels"):
             lines += _vowels_section(acc["vowels"])
     dc = (acc or {}).get("device_curve")
