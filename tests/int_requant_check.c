@@ -1,4 +1,5 @@
-/* int_requant_check.c: mt_arith.h's integer requantisation (mt_requant_s8_int, mt_round_sat_s8_int) against
+/* int_requant_check.c: mt_arith.h's integer requantisation (mt_requant_s8_int with its inline common case and
+ * mt_requant_s8_general, each on every input; mt_round_sat_s8_int) against
  * its float spelling (mt_requant_s8_f32, mt_round_sat_s8_f32), output byte and clamp bit, on structured edge
  * sets (exhaustive over their product), constructed ties and random inputs. Built and run by
  * tests/test_int_requant.py; usage: int_requant_check RANDOM_COUNT FLOAT_STRIDE SEED [FULL]; FULL=1 checks
@@ -34,8 +35,10 @@ static void check(int32_t acc, int32_t bias, float eff, int32_t zero) {
     int8_t yf = mt_requant_s8_f32(acc, bias, eff, zero, &ok_f);
     int8_t yi = mt_requant_s8_int(acc, bias, eff, zero, &ok_i);
     int8_t yn = mt_requant_s8_int(acc, bias, eff, zero, NULL);
+    uint8_t ok_g = 4;
+    int8_t yg = mt_requant_s8_general(acc, bias, eff, zero, &ok_g); /* the rare-input path on every input too */
     checked++;
-    if (yf != yi || ok_f != ok_i || yn != yi) {
+    if (yf != yi || ok_f != ok_i || yn != yi || yg != yi || ok_g != ok_i) {
         if (mismatches++ < 10)
             printf("requant acc=%ld bias=%ld eff=%a (0x%08lx) zero=%ld: float %d/%d integer %d/%d\n", (long)acc,
                    (long)bias, (double)eff, (unsigned long)mt_bits_of_f32(eff), (long)zero, yf, ok_f, yi, ok_i);

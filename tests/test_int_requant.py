@@ -14,8 +14,15 @@ from microtrain.codegen.emit import C_FLAGS, KERNEL_DIR
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
 CHECK = Path(__file__).with_name("int_requant_check.c")
-# A product that is an exact 24-bit tie rounded up instead of to even: only constructed cases reach it.
-MUTATION = ("lo = q + (uint32_t)((rem > half) | ((rem == half) & q));", "lo = q + (uint32_t)(rem >= half);")
+# Broken copies the checker must catch: a product that is an exact 24-bit tie rounded up instead of to even
+# (in the general path and in the inline common case: only constructed cases reach these), and the common
+# case taking sums just beyond 2^24, where the float sum rounds (2 of the checked inputs tell).
+MUTATIONS = {
+    "general product tie": ("lo = q + (uint32_t)((rem > half) | ((rem == half) & q));",
+                            "lo = q + (uint32_t)(rem >= half);"),
+    "common product tie": ("q += (uint32_t)(rem > 0x80000000u - (q & 1u));", "q += (uint32_t)(rem >= 0x80000000u);"),
+    "common sum range": ("if (n > lim) return", "if (n > 2 * lim) return"),
+}
 
 
 def build_check(out, include_dir):
@@ -37,9 +44,11 @@ def test_integer_requantisation_equals_the_float_sequence(tmp_path):
     assert checked > 30_000_000
 
 
-def test_a_broken_integer_spelling_is_caught(tmp_path):
+@pytest.mark.parametrize("mutation", MUTATIONS)
+def test_a_broken_integer_spelling_is_caught(mutation, tmp_path):
+    old, new = MUTATIONS[mutation]
     header = (KERNEL_DIR / "mt_arith.h").read_text()
-    assert header.count(MUTATION[0]) == 1
-    (tmp_path / "mt_arith.h").write_text(header.replace(*MUTATION))
+    assert old in header
+    (tmp_path / "mt_arith.h").write_text(header.replace(old, new, 1))
     rc, checked, mismatches, out = run_check(build_check(tmp_path / "check", tmp_path), random_count=1000)
     assert rc == 1 and mismatches > 0, out

@@ -142,7 +142,12 @@ static inline int8_t mt_round_sat_s8_int(float t, int32_t zero, uint8_t *in_rang
     return mt_zero_sat_s8(u >> 31 ? -r : r, zero, in_range);
 }
 
-static inline int8_t mt_requant_s8_int(int32_t acc, int32_t bias, float eff, int32_t y_zero, uint8_t *in_range) {
+/* The general case: any finite eff (denormals too), any int32 acc, bias, y_zero. Out of line where it
+ * can be: the common case below leaves it to the rare inputs, and keeps its registers. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static int8_t mt_requant_s8_general(int32_t acc, int32_t bias, float eff, int32_t y_zero, uint8_t *in_range) {
     uint32_t u = mt_bits_of_f32(eff), ex = (u >> 23) & 0xFFu, me = u & 0x7FFFFFu, neg, n, hi, lo;
     int32_t k, e, len, r;
     uint64_t p;
@@ -163,22 +168,55 @@ static inline int8_t mt_requant_s8_int(int32_t acc, int32_t bias, float eff, int
     return mt_zero_sat_s8(neg ? -r : r, y_zero, in_range);
 }
 
-/* The spelling the kernels call: integer where MT_INT_REQUANT, float otherwise; the same bits either way. */
-static inline int8_t mt_round_sat_s8(float t, int32_t zero, uint8_t *in_range) {
-#if MT_INT_REQUANT
-    return mt_round_sat_s8_int(t, zero, in_range);
-#else
-    return mt_round_sat_s8_f32(t, zero, in_range);
-#endif
+/* The common case inline: eff normal, |acc|, |bias|, |y_zero| < 2^24 and |acc + bias| <= 2^24, so the float
+ * sum is the exact one; the product p = |acc + bias| * significand (< 2^48) is normalised to q * 2^-sh2 with
+ * 2^23 <= q <= 2^24 (rounded to 24 bits as the float product is), then rint needs one more shift. A
+ * remainder is kept left-aligned in 32 bits: "round up" is rem > 2^31 - (q & 1) (above half, or a tie to odd). */
+static inline int8_t mt_requant_s8_int(int32_t acc, int32_t bias, float eff, int32_t y_zero, uint8_t *in_range) {
+    const uint32_t lim = 1u << 24;
+    uint32_t u = mt_bits_of_f32(eff), ex = (u >> 23) & 0xFFu, n, hi, lo, q, rem;
+    int32_t s = acc + bias, sh, r, v;
+    uint64_t p;
+    if ((((uint32_t)acc + lim) | ((uint32_t)bias + lim) | ((uint32_t)y_zero + lim)) >= 2u * lim || ex - 1u >= 254u)
+        return mt_requant_s8_general(acc, bias, eff, y_zero, in_range);
+    n = s < 0 ? 0u - (uint32_t)s : (uint32_t)s;
+    if (n > lim) return mt_requant_s8_general(acc, bias, eff, y_zero, in_range);
+    p = (uint64_t)n * ((u & 0x7FFFFFu) | 0x800000u);
+    hi = (uint32_t)(p >> 32), lo = (uint32_t)p;
+    if (hi) { /* 33..48 bits: round to 24 */
+        sh = 8 + mt_bitlen_u32(hi);
+        q = (hi << (32 - sh)) | (lo >> sh), rem = lo << (32 - sh);
+        q += (uint32_t)(rem > 0x80000000u - (q & 1u));
+    } else if (lo >= lim) { /* 25..32 bits */
+        sh = mt_bitlen_u32(lo) - 24;
+        q = lo >> sh, rem = lo << (32 - sh);
+        q += (uint32_t)(rem > 0x80000000u - (q & 1u));
+    } else { /* exact in 24 bits: left-align */
+        if (!lo) return mt_zero_sat_s8(0, y_zero, in_range);
+        sh = mt_bitlen_u32(lo) - 24;
+        q = lo << -sh;
+    }
+    sh = 150 - (int32_t)ex - sh; /* |t| = q * 2^-sh */
+    if (sh <= 13) r = 1024;      /* q * 2^-sh >= 2^23 * 2^-13 = MT_SAT_LIMIT */
+    else if (sh >= 25) r = 0;    /* <= 2^24 * 2^-25 = 1/2, which rint makes 0 too */
+    else {
+        r = (int32_t)(q >> sh), rem = q << (32 - sh);
+        r += (int32_t)(rem > 0x80000000u - ((uint32_t)r & 1u));
+    }
+    v = ((s ^ (int32_t)u) < 0 ? -r : r) + y_zero; /* exact: |y_zero| < 2^24; far values saturate alike */
+    if (in_range) *in_range = (uint8_t)((v >= -128) & (v <= 127));
+    return mt_sat_s8(v);
 }
 
-static inline int8_t mt_requant_s8(int32_t acc, int32_t bias, float eff, int32_t y_zero, uint8_t *in_range) {
+/* The spelling the kernels call: integer where MT_INT_REQUANT, float otherwise; the same bits either way.
+ * (Names, not wrapper functions: a float build compiles to the same code as before the integer spelling.) */
 #if MT_INT_REQUANT
-    return mt_requant_s8_int(acc, bias, eff, y_zero, in_range);
+#define mt_round_sat_s8 mt_round_sat_s8_int
+#define mt_requant_s8 mt_requant_s8_int
 #else
-    return mt_requant_s8_f32(acc, bias, eff, y_zero, in_range);
+#define mt_round_sat_s8 mt_round_sat_s8_f32
+#define mt_requant_s8 mt_requant_s8_f32
 #endif
-}
 
 /* Residual add: r = (q1-z1)*s1 + (q2-z2)*s2; q = clamp(rint(r / sy) + zy). */
 static inline int8_t mt_add_requant_s8(int8_t q1, int32_t z1, float s1, int8_t q2, int32_t z2, float s2,
