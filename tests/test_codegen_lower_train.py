@@ -171,8 +171,8 @@ def test_100_steps_on_real_images_match_numpy(built, base_graph, scheme49, image
 
 
 def test_integer_requantisation_build_trains_bit_for_bit_alike(built, base_graph, scheme49, images, tmp_path):
-    """The same project built with -DMT_INT_REQUANT=1 (the integer requantisation FPU-less builds use,
-    mt_arith.h): 20 steps give the same losses and parameters as the default (float) build, byte for byte,
+    """The same project built with -DMT_INT_REQUANT=1 (the integer requantisation and weight-gradient step
+    FPU-less builds use, mt_arith.h and mt_wgrad_f32.h): 20 steps give the same losses and parameters as the default (float) build, byte for byte,
     and its validation logits equal NumPy's run_int8."""
     cm, model = built
     train, val = images

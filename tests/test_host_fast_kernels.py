@@ -4,7 +4,8 @@ int16-widened weights, depthwise channel vectors, the float input gradient, weig
 through the requantisation), the gathered split-pointwise dots, the chunked gathered input gradient and
 the chunked pointwise weight update.
 Each kernel is built three times, with the host default flags (-O3 -march=native where supported), with
--O1 (scalar code) and with -O1 -DMT_INT_REQUANT=1 (the integer requantisation of FPU-less builds), on shapes that leave every tail path something to do (in_c not a multiple of 16 or 8,
+-O1 (scalar code) and with -O1 -DMT_INT_REQUANT=1 (the integer requantisation and weight-gradient step of
+FPU-less builds), on shapes that leave every tail path something to do (in_c not a multiple of 16 or 8,
 out_c not a multiple of 4 or 16, strides, masks, gathered channels)."""
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def _build(tmp, opt):
 def libs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fast")
     return {"native": _build(tmp, native_opt()), "scalar": _build(tmp, "-O1"),
-            "integer": _build(tmp, "-O1 -DMT_INT_REQUANT=1")}  # the FPU-less requantisation (mt_arith.h)
+            "integer": _build(tmp, "-O1 -DMT_INT_REQUANT=1")}  # FPU-less spellings (mt_arith.h, mt_wgrad_f32.h)
 
 
 

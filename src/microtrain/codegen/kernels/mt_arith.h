@@ -9,7 +9,7 @@
  * MT_INT_REQUANT=1 (the default where there is no FPU: Cortex-M builds without __ARM_FP; -DMT_INT_REQUANT=1
  * or =0 chooses elsewhere) makes mt_requant_s8 and mt_round_sat_s8 an integer-only spelling of the same
  * float32 sequence: each float rounding step emulated exactly in integers, same result and clamp mask for
- * every input (tests/test_int_requant.py), at a fraction of the cost of software floating point.
+ * every input (tests/test_int_spelling.py), at a fraction of the cost of software floating point.
  */
 #ifndef MT_ARITH_H
 #define MT_ARITH_H

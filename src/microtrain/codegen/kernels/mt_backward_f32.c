@@ -4,6 +4,7 @@
 #include "mt_arith.h"
 #include "mt_kernels.h"
 #include "mt_update.h"
+#include "mt_wgrad_f32.h"
 #if defined(__AVX2__)
 #include "mt_x86_avx2.h" /* host builds targeting AVX2: vector twins of inner loops below */
 #endif
@@ -485,7 +486,7 @@ void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *
                 for (ox = 0; ox < p->out_w; ox++) {
                     const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * x_c;
                     float go = gacc[(oy * p->out_w + ox) * p->out_c + o];
-                    for (j = 0; j < n; j++) g[j] += ((float)xp[xc[j]] - (float)p->x_zero) * go;
+                    for (j = 0; j < n; j++) g[j] = mt_wgrad_step(g[j], xp[xc[j]], p->x_zero, go);
                 }
             for (j = 0; j < n; j++) {
                 int8_t *wp = w->train + o * w->n_train + j0 + j;
@@ -515,8 +516,8 @@ void mt_conv_weight_update_depthwise_f32(const mt_conv_params *p, const int8_t *
                     for (ox = 0; ox < p->out_w; ox++) {
                         int32_t ix = ox * p->stride - p->pad + b * p->dilation;
                         if (ix < 0 || ix >= p->in_w) continue;
-                        g += ((float)x[(iy * p->in_w + ix) * x_c + xc] - (float)p->x_zero) *
-                             gacc[(oy * p->out_w + ox) * p->out_c + c];
+                        g = mt_wgrad_step(g, x[(iy * p->in_w + ix) * x_c + xc], p->x_zero,
+                                          gacc[(oy * p->out_w + ox) * p->out_c + c]);
                     }
                 }
                 d = g / u->divisor[c];
@@ -546,8 +547,8 @@ void mt_conv_weight_update_f32(const mt_conv_params *p, const int8_t *x, int32_t
                         for (ox = 0; ox < p->out_w; ox++) {
                             int32_t ix = ox * p->stride - p->pad + b * p->dilation;
                             if (ix < 0 || ix >= p->in_w) continue;
-                            g += ((float)x[(iy * p->in_w + ix) * x_c + xc] - (float)p->x_zero) *
-                                 gacc[(oy * p->out_w + ox) * p->out_c + o];
+                            g = mt_wgrad_step(g, x[(iy * p->in_w + ix) * x_c + xc], p->x_zero,
+                                              gacc[(oy * p->out_w + ox) * p->out_c + o]);
                         }
                     }
                     d = g / u->divisor[o];

@@ -1,10 +1,12 @@
-/* int_requant_check.c: mt_arith.h's integer requantisation (mt_requant_s8_int with its inline common case and
- * mt_requant_s8_general, each on every input; mt_round_sat_s8_int) against
- * its float spelling (mt_requant_s8_f32, mt_round_sat_s8_f32), output byte and clamp bit, on structured edge
- * sets (exhaustive over their product), constructed ties and random inputs. Built and run by
- * tests/test_int_requant.py; usage: int_requant_check RANDOM_COUNT FLOAT_STRIDE SEED [FULL]; FULL=1 checks
- * the whole structured product (every zero point for every (acc, bias, eff): 3.5e9 cases, minutes), else
- * every 7th bias and one zero point per case (seconds).
+/* int_spelling_check.c: the integer spellings of FPU-less builds against their float spelling. mt_arith.h's
+ * requantisation (mt_requant_s8_int with its inline common case, and mt_requant_s8_general, each on every
+ * input; mt_round_sat_s8_int) against mt_requant_s8_f32 / mt_round_sat_s8_f32, output byte and clamp bit;
+ * mt_wgrad_f32.h's weight-gradient step against its float expression, the result's bits. Structured edge
+ * sets (exhaustive over their product), constructed ties, cancellations, overflows and random inputs. Built and run by
+ * tests/test_int_spelling.py; usage: int_spelling_check RANDOM_COUNT FLOAT_STRIDE SEED [LEVEL]; LEVEL=1 checks
+ * the whole structured products (requantisation: every zero point for every (acc, bias, eff), 3.5e9 cases;
+ * weight-gradient step: every g, go and x), minutes; 0 (default) every 7th bias and one zero point per case,
+ * every third g and 17th x (seconds); 2 fewer still, for the broken copies.
  * Prints "checked N mismatches M" and the first mismatches; exits 1 on any mismatch. */
 #include <math.h>
 #include <stdio.h>
@@ -12,6 +14,7 @@
 #include <string.h>
 
 #include "mt_arith.h"
+#include "mt_wgrad_f32.h"
 
 static unsigned long long checked, mismatches;
 
@@ -54,6 +57,17 @@ static void check_round(float t, int32_t zero) {
         if (mismatches++ < 10)
             printf("round t=%a (0x%08lx) zero=%ld: float %d/%d integer %d/%d\n", (double)t,
                    (unsigned long)mt_bits_of_f32(t), (long)zero, yf, ok_f, yi, ok_i);
+    }
+}
+
+static void check_wgrad(float g, int32_t x, int32_t x_zero, float go) {
+    float f = mt_wgrad_step_f32(g, x, x_zero, go), i = mt_wgrad_step_int(g, x, x_zero, go);
+    uint32_t bf = mt_bits_of_f32(f), bi = mt_bits_of_f32(i);
+    checked++;
+    if (bf != bi && !(f != f && i != i)) { /* the same bits; NaNs count as equal (the float code makes both) */
+        if (mismatches++ < 10)
+            printf("wgrad g=%a x=%ld x_zero=%ld go=%a: float %a (0x%08lx) integer %a (0x%08lx)\n", (double)g, (long)x,
+                   (long)x_zero, (double)go, (double)f, (unsigned long)bf, (double)i, (unsigned long)bi);
     }
 }
 
@@ -106,10 +120,12 @@ static void make_effs(void) {
 static const int32_t zeros[] = {-128, -127, -1, 0, 1, 5, 126, 127, 2047, -2048, 2049, -2049, INT32_MAX, INT32_MIN};
 #define N_ZEROS ((int)(sizeof zeros / sizeof zeros[0]))
 
-static void structured(int full) {
-    int a, b, f, z;
+static int level; /* 0 the suite's, 1 everything (minutes), 2 light (broken copies: seconds) */
+
+static void structured(void) {
+    int a, b, f, z, full = level == 1, step = level == 1 ? 1 : level == 2 ? 41 : 7;
     for (a = 0; a < n_ints; a++)
-        for (b = a % 7; b < n_ints; b += full ? 1 : 7)
+        for (b = a % step; b < n_ints; b += step)
             for (f = 0; f < n_effs; f++)
                 for (z = 0; z < (full ? N_ZEROS : 1); z++) check(ints[a], ints[b], effs[f], zeros[(z + a + b + f) % N_ZEROS]);
 }
@@ -224,17 +240,59 @@ static void all_floats(uint32_t stride) {
     }
 }
 
+/* Weight-gradient steps: g and go from the edge set of floats (every exponent, edge significands, zeros,
+ * denormals, inf, NaN, both signs) for every int8 x at a few zero points; g = -p +- a few ulps (cancellation,
+ * p the product); and random ones (random bits, and realistic magnitudes). */
+static void wgrad(unsigned long long count) {
+    static const int32_t x_zeros[] = {0, -128, 127, 5, -300, 200, INT32_MIN, INT32_MAX};
+    int i, j, x, z, d;
+    unsigned long long r;
+    for (i = 0; i < n_effs; i += level == 1 ? 1 : 3)
+        for (j = 0; j < n_effs; j++)
+            for (x = -128; x < 128; x += level == 1 ? 1 : level == 2 ? 67 : 17) {
+                float g = effs[i], go = effs[j];
+                check_wgrad(g, x, x_zeros[(i + j + x + 128) % 8], go);
+                check_wgrad(-g, x, 0, go);
+            }
+    for (i = 0; i < n_effs; i++)
+        for (x = -128; x < 128; x++)
+            for (d = -3; d <= 3; d++) {
+                float go = effs[i], p = ((float)x - 3.0f) * go;
+                check_wgrad(mt_f32_of_bits(mt_bits_of_f32(-p) + (uint32_t)d), x, 3, go);
+                check_wgrad(mt_f32_of_bits(mt_bits_of_f32(p * 0.5f) + (uint32_t)d), x, 3, -go); /* p/2 - p */
+            }
+    for (i = 0; i < 4000; i++) /* sums near FLT_MAX: overflow to inf, or not */
+        for (x = -128; x < 128; x += 3) {
+            static const uint32_t big[] = {0x7F7FFFFFu, 0x7F700000u, 0x7F400000u, 0x7F000001u, 0x7E800000u};
+            float g = from_bits(big[i % 5] | (i & 8 ? 0x80000000u : 0u));
+            float go = from_bits((rnd32() & 0x807FFFFFu) | (uint32_t)(238 + rnd32() % 8) << 23);
+            check_wgrad(g, x, 0, go);
+        }
+    for (r = 0; r < count; r++) {
+        float g, go;
+        if (rnd32() % 2) g = from_bits(rnd32()), go = from_bits(rnd32());
+        else {
+            g = from_bits((rnd32() & 0x807FFFFFu) | (uint32_t)(90 + rnd32() % 40) << 23);
+            go = from_bits((rnd32() & 0x807FFFFFu) | (uint32_t)(90 + rnd32() % 40) << 23);
+        }
+        z = rnd32() % 8 ? (int32_t)(rnd32() % 256) - 128 : (int32_t)rnd32();
+        check_wgrad(g, (int32_t)(rnd32() % 256) - 128, z, go);
+    }
+}
+
 int main(int argc, char **argv) {
     unsigned long long count = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000ull;
     uint32_t stride = argc > 2 ? (uint32_t)strtoul(argv[2], NULL, 10) : 4099u;
     rng_state = argc > 3 ? strtoull(argv[3], NULL, 10) : 1ull;
     make_ints();
     make_effs();
-    structured(argc > 4 && atoi(argv[4]) == 1);
+    level = argc > 4 ? atoi(argv[4]) : 0;
+    structured();
     ties(2000);
     double_rounding();
     random_inputs(count);
     all_floats(stride ? stride : 1u);
+    wgrad(count);
     printf("checked %llu mismatches %llu\n", checked, mismatches);
     return mismatches != 0;
 }
