@@ -71,6 +71,15 @@ static void check_wgrad(float g, int32_t x, int32_t x_zero, float go) {
     }
 }
 
+static void check_sum(float acc, int32_t w, float g) { /* mt_sum_step_s8's integer spelling */
+    float f = acc + g * (float)w, i = mt_wgrad_step_int(acc, w, 0, g);
+    checked++;
+    if (mt_bits_of_f32(f) != mt_bits_of_f32(i) && !(f != f && i != i)) {
+        if (mismatches++ < 10)
+            printf("sum acc=%a w=%ld g=%a: float %a integer %a\n", (double)acc, (long)w, (double)g, (double)f, (double)i);
+    }
+}
+
 /* integers around every power of two up to 2^31 (+-0..3), both signs, and the int32 limits */
 static int32_t ints[600];
 static int n_ints;
@@ -252,6 +261,7 @@ static void wgrad(unsigned long long count) {
             for (x = -128; x < 128; x += level == 1 ? 1 : level == 2 ? 67 : 17) {
                 float g = effs[i], go = effs[j];
                 check_wgrad(g, x, x_zeros[(i + j + x + 128) % 8], go);
+                check_sum(g, x, go);
                 check_wgrad(-g, x, 0, go);
             }
     for (i = 0; i < n_effs; i++)
@@ -277,6 +287,7 @@ static void wgrad(unsigned long long count) {
         }
         z = rnd32() % 8 ? (int32_t)(rnd32() % 256) - 128 : (int32_t)rnd32();
         check_wgrad(g, (int32_t)(rnd32() % 256) - 128, z, go);
+        check_sum(g, (int32_t)(rnd32() % 256) - 128, go);
     }
 }
 

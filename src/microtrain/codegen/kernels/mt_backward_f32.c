@@ -133,7 +133,7 @@ static void mt_pw_grad_in_block(const float *g, int32_t out_c, const int8_t *wb,
         for (o = 0; o < out_c; o++) {
             const int8_t *wr = wb + o * nb;
             float go = g[o];
-            for (j = 0; j < nb; j++) gxp[j] += go * (float)wr[j];
+            for (j = 0; j < nb; j++) gxp[j] = mt_sum_step_s8(gxp[j], go, wr[j]);
         }
         return;
     }
@@ -145,7 +145,7 @@ static void mt_pw_grad_in_block(const float *g, int32_t out_c, const int8_t *wb,
         for (o = 0; o < out_c; o++) {
             const int8_t *wr = wb + o * nb + j0;
             float go = g[o];
-            for (j = 0; j < n; j++) t[j] += go * (float)wr[j];
+            for (j = 0; j < n; j++) t[j] = mt_sum_step_s8(t[j], go, wr[j]);
         }
         for (j = 0; j < n; j++) gxp[idx[j0 + j]] = t[j];
     }
@@ -210,7 +210,7 @@ static float mt_dw_grad_in(const mt_conv_params *p, const float *gacc, const int
             if (tx < 0 || tx % p->stride) continue;
             ox = tx / p->stride;
             if (ox >= p->out_w) continue;
-            acc += gacc[(oy * p->out_w + ox) * p->out_c + c] * (float)wb[(u * p->kw + v) * wstride];
+            acc = mt_sum_step_s8(acc, gacc[(oy * p->out_w + ox) * p->out_c + c], wb[(u * p->kw + v) * wstride]);
         }
     }
     return acc;
@@ -243,7 +243,7 @@ static void mt_dw_grad_in_dense(const mt_conv_params *p, const float *gacc, cons
                         if (ox >= p->out_w) continue;
                         g = gacc + (oy * p->out_w + ox) * p->out_c + c0;
                         wt = w + (u * p->kw + v) * p->in_c + c0;
-                        for (j = 0; j < n; j++) acc[j] += g[j] * (float)wt[j];
+                        for (j = 0; j < n; j++) acc[j] = mt_sum_step_s8(acc[j], g[j], wt[j]);
                     }
                 }
                 for (j = 0; j < n; j++) out[c0 + j] = acc[j];
@@ -403,7 +403,7 @@ static void mt_dense_grad_in_block(const mt_conv_params *p, const float *gacc, c
                     gxp = gx + (iy * p->in_w + ix) * p->in_c;
                     for (j = 0; j < nb; j++) {
                         float acc = 0.0f;
-                        for (o = 0; o < p->out_c; o++) acc += g[o] * (float)wb[((o * p->kh + u) * p->kw + v) * nb + j];
+                        for (o = 0; o < p->out_c; o++) acc = mt_sum_step_s8(acc, g[o], wb[((o * p->kh + u) * p->kw + v) * nb + j]);
                         gxp[mt_chan(idx, j)] += acc;
                     }
                 }

@@ -1,6 +1,7 @@
-/* mt_wgrad_f32.h: one step of a weight-gradient sum, g + ((float)x - (float)x_zero) * go, in float32.
+/* mt_wgrad_f32.h: one step of a weight-gradient sum, g + ((float)x - (float)x_zero) * go, in float32, and of
+ * an input-gradient sum, acc + g * (float)w.
  *
- * The weight-update kernels (mt_backward_f32.c) sum these over pixels. Where float32 is gcc's software
+ * The weight-update and input-gradient kernels (mt_backward_f32.c) sum these over pixels and channels. Where float32 is gcc's software
  * floating point (no FPU: the MT_INT_WGRAD default follows MT_INT_REQUANT, mt_arith.h) the step is spelled in
  * integers, each float rounding emulated exactly (nearest, ties to even) so the sum has the same bits:
  * x - x_zero is an exact small integer a (|a| <= 255), the product |a| * significand(go) is exact in 32 bits
@@ -88,6 +89,14 @@ static inline float mt_wgrad_step_int(float g, int32_t x, int32_t x_zero, float 
 #define mt_wgrad_step mt_wgrad_step_int
 #else /* the expression itself: builds with an FPU compile to the same code as before this header */
 #define mt_wgrad_step(g, x, x_zero, go) ((g) + ((float)(x) - (float)(x_zero)) * (go))
+#endif
+
+/* acc + g * (float)w for an int8 w: the sums of the input-gradient kernels. The same float steps as
+ * mt_wgrad_step with x = w, x_zero = 0: (float)w - 0 is (float)w, and IEEE products commute. */
+#if MT_INT_WGRAD
+#define mt_sum_step_s8(acc, g, w) mt_wgrad_step_int((acc), (w), 0, (g))
+#else
+#define mt_sum_step_s8(acc, g, w) ((acc) + (g) * (float)(w))
 #endif
 
 #endif /* MT_WGRAD_F32_H */
