@@ -145,7 +145,7 @@ static inline int8_t mt_round_sat_s8_int(float t, int32_t zero, uint8_t *in_rang
 /* The general case: any finite eff (denormals too), any int32 acc, bias, y_zero. Out of line where it
  * can be: the common case below leaves it to the rare inputs, and keeps its registers. */
 #if defined(__GNUC__)
-__attribute__((noinline))
+__attribute__((noinline, unused))
 #endif
 static int8_t mt_requant_s8_general(int32_t acc, int32_t bias, float eff, int32_t y_zero, uint8_t *in_range) {
     uint32_t u = mt_bits_of_f32(eff), ex = (u >> 23) & 0xFFu, me = u & 0x7FFFFFu, neg, n, hi, lo;

@@ -37,7 +37,7 @@ static inline uint32_t mt_round_up_rem(uint32_t q, uint32_t rem) { return q + (u
 /* The float code for the cases the integer one leaves to it; out of line, so the common case keeps its
  * registers (a call to software float needs all the argument registers). */
 #if defined(__GNUC__)
-__attribute__((noinline))
+__attribute__((noinline, unused))
 #endif
 static float mt_wgrad_step_rare(float g, int32_t x, int32_t x_zero, float go) {
     return mt_wgrad_step_f32(g, x, x_zero, go);
