@@ -46,11 +46,12 @@ void t_update_s8(const int8_t *p, const float *d, int32_t rounding, uint32_t see
 """
 
 
-@pytest.fixture(scope="module")
-def lib(tmp_path_factory):
+@pytest.fixture(scope="module", params=["-O2", "-O2 -DMT_INT_REQUANT=1"], ids=["float", "integer"])
+def lib(request, tmp_path_factory):
+    """Both spellings of the requantisation: the float sequence and the integer one of FPU-less builds."""
     d = tmp_path_factory.mktemp("arith")
     (d / "w.c").write_text(WRAPPER)
-    return build_shared(d / "w.so", [d / "w.c"])
+    return build_shared(d / "w.so", [d / "w.c"], request.param)
 
 
 def test_requantisation_matches_numpy(lib):

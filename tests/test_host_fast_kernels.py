@@ -3,8 +3,9 @@
 int16-widened weights, depthwise channel vectors, the float input gradient, weight gradient and gradient
 through the requantisation), the gathered split-pointwise dots, the chunked gathered input gradient and
 the chunked pointwise weight update.
-Each kernel is built twice, with the host default flags (-O3 -march=native where supported) and with
--O1 (scalar code), on shapes that leave every tail path something to do (in_c not a multiple of 16 or 8,
+Each kernel is built three times, with the host default flags (-O3 -march=native where supported), with
+-O1 (scalar code) and with -O1 -DMT_INT_REQUANT=1 (the integer requantisation and weight-gradient step of
+FPU-less builds), on shapes that leave every tail path something to do (in_c not a multiple of 16 or 8,
 out_c not a multiple of 4 or 16, strides, masks, gathered channels)."""
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def _build(tmp, opt):
 @pytest.fixture(scope="module")
 def libs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fast")
-    return {"native": _build(tmp, native_opt()), "scalar": _build(tmp, "-O1")}
+    return {"native": _build(tmp, native_opt()), "scalar": _build(tmp, "-O1"),
+            "integer": _build(tmp, "-O1 -DMT_INT_REQUANT=1")}  # FPU-less spellings (mt_arith.h, mt_wgrad_f32.h)
 
 
 
@@ -66,7 +68,7 @@ def test_native_build_uses_the_avx2_path_where_the_cpu_has_it(libs):
     if " avx2" not in cpu or native_opt() == "-O3":
         pytest.skip("this CPU/compiler has no AVX2 -march=native")
     assert libs["native"].t_has_avx2() == 1
-    assert libs["scalar"].t_has_avx2() == 0
+    assert libs["scalar"].t_has_avx2() == 0 and libs["integer"].t_has_avx2() == 0
 
 
 def _depthwise_case(rng, h, c, stride, x_zero, y_zero, k=3):

@@ -4,6 +4,7 @@
 #include "mt_arith.h"
 #include "mt_kernels.h"
 #include "mt_update.h"
+#include "mt_wgrad_f32.h"
 #if defined(__AVX2__)
 #include "mt_x86_avx2.h" /* host builds targeting AVX2: vector twins of inner loops below */
 #endif
@@ -132,7 +133,7 @@ static void mt_pw_grad_in_block(const float *g, int32_t out_c, const int8_t *wb,
         for (o = 0; o < out_c; o++) {
             const int8_t *wr = wb + o * nb;
             float go = g[o];
-            for (j = 0; j < nb; j++) gxp[j] += go * (float)wr[j];
+            for (j = 0; j < nb; j++) gxp[j] = mt_sum_step_s8(gxp[j], go, wr[j]);
         }
         return;
     }
@@ -144,7 +145,7 @@ static void mt_pw_grad_in_block(const float *g, int32_t out_c, const int8_t *wb,
         for (o = 0; o < out_c; o++) {
             const int8_t *wr = wb + o * nb + j0;
             float go = g[o];
-            for (j = 0; j < n; j++) t[j] += go * (float)wr[j];
+            for (j = 0; j < n; j++) t[j] = mt_sum_step_s8(t[j], go, wr[j]);
         }
         for (j = 0; j < n; j++) gxp[idx[j0 + j]] = t[j];
     }
@@ -209,7 +210,7 @@ static float mt_dw_grad_in(const mt_conv_params *p, const float *gacc, const int
             if (tx < 0 || tx % p->stride) continue;
             ox = tx / p->stride;
             if (ox >= p->out_w) continue;
-            acc += gacc[(oy * p->out_w + ox) * p->out_c + c] * (float)wb[(u * p->kw + v) * wstride];
+            acc = mt_sum_step_s8(acc, gacc[(oy * p->out_w + ox) * p->out_c + c], wb[(u * p->kw + v) * wstride]);
         }
     }
     return acc;
@@ -242,7 +243,7 @@ static void mt_dw_grad_in_dense(const mt_conv_params *p, const float *gacc, cons
                         if (ox >= p->out_w) continue;
                         g = gacc + (oy * p->out_w + ox) * p->out_c + c0;
                         wt = w + (u * p->kw + v) * p->in_c + c0;
-                        for (j = 0; j < n; j++) acc[j] += g[j] * (float)wt[j];
+                        for (j = 0; j < n; j++) acc[j] = mt_sum_step_s8(acc[j], g[j], wt[j]);
                     }
                 }
                 for (j = 0; j < n; j++) out[c0 + j] = acc[j];
@@ -402,7 +403,7 @@ static void mt_dense_grad_in_block(const mt_conv_params *p, const float *gacc, c
                     gxp = gx + (iy * p->in_w + ix) * p->in_c;
                     for (j = 0; j < nb; j++) {
                         float acc = 0.0f;
-                        for (o = 0; o < p->out_c; o++) acc += g[o] * (float)wb[((o * p->kh + u) * p->kw + v) * nb + j];
+                        for (o = 0; o < p->out_c; o++) acc = mt_sum_step_s8(acc, g[o], wb[((o * p->kh + u) * p->kw + v) * nb + j]);
                         gxp[mt_chan(idx, j)] += acc;
                     }
                 }
@@ -485,7 +486,7 @@ void mt_conv_weight_update_pointwise_f32(const mt_conv_params *p, const int8_t *
                 for (ox = 0; ox < p->out_w; ox++) {
                     const int8_t *xp = x + ((oy * p->stride) * p->in_w + ox * p->stride) * x_c;
                     float go = gacc[(oy * p->out_w + ox) * p->out_c + o];
-                    for (j = 0; j < n; j++) g[j] += ((float)xp[xc[j]] - (float)p->x_zero) * go;
+                    for (j = 0; j < n; j++) g[j] = mt_wgrad_step(g[j], xp[xc[j]], p->x_zero, go);
                 }
             for (j = 0; j < n; j++) {
                 int8_t *wp = w->train + o * w->n_train + j0 + j;
@@ -515,8 +516,8 @@ void mt_conv_weight_update_depthwise_f32(const mt_conv_params *p, const int8_t *
                     for (ox = 0; ox < p->out_w; ox++) {
                         int32_t ix = ox * p->stride - p->pad + b * p->dilation;
                         if (ix < 0 || ix >= p->in_w) continue;
-                        g += ((float)x[(iy * p->in_w + ix) * x_c + xc] - (float)p->x_zero) *
-                             gacc[(oy * p->out_w + ox) * p->out_c + c];
+                        g = mt_wgrad_step(g, x[(iy * p->in_w + ix) * x_c + xc], p->x_zero,
+                                          gacc[(oy * p->out_w + ox) * p->out_c + c]);
                     }
                 }
                 d = g / u->divisor[c];
@@ -546,8 +547,8 @@ void mt_conv_weight_update_f32(const mt_conv_params *p, const int8_t *x, int32_t
                         for (ox = 0; ox < p->out_w; ox++) {
                             int32_t ix = ox * p->stride - p->pad + b * p->dilation;
                             if (ix < 0 || ix >= p->in_w) continue;
-                            g += ((float)x[(iy * p->in_w + ix) * x_c + xc] - (float)p->x_zero) *
-                                 gacc[(oy * p->out_w + ox) * p->out_c + o];
+                            g = mt_wgrad_step(g, x[(iy * p->in_w + ix) * x_c + xc], p->x_zero,
+                                              gacc[(oy * p->out_w + ox) * p->out_c + o]);
                         }
                     }
                     d = g / u->divisor[o];
