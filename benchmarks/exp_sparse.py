@@ -315,14 +315,18 @@ def write_markdown(record: dict, path: Path) -> None:
             verdict = "at least as accurate" if r["val_acc"] >= b["val_acc"] else "LESS accurate"
             lines.append(f"- {name} ({r['extra_kb']:.1f} KB, {100 * r['val_acc']:.1f} %) vs {bn} "
                          f"({b['extra_kb']:.1f} KB, {100 * b['val_acc']:.1f} %): {verdict}")
-    acc = record.get("acceptance")
-    if acc:
-        lo, hi = acc["ci95"]
-        lines += ["", f"Best searched scheme within 100 KB (chosen by held-out accuracy on train/, not val/): "
-                  f"{acc['scheme']} ({acc['extra_kb']:.1f} KB) {100 * acc['val_acc']:.1f} % vs last-12 "
-                  f"({acc['last12_kb']:.1f} KB) {100 * acc['last12_val_acc']:.1f} %: paired by seed {acc['seeds']}, "
-                  f"{acc['mean_points']:+.2f} points (s.e. {acc['se']:.2f}, 95 % interval [{lo:+.2f}, {hi:+.2f}])."]
+    if record.get("acceptance"):
+        lines += ["", acceptance_line(record["acceptance"])]
     path.write_text("\n".join(lines) + "\n")
+
+
+def acceptance_line(acc: dict) -> str:
+    """best_within_vs_last12's verdict in one sentence (also the README's, benchmarks/run_all.py)."""
+    lo, hi = acc["ci95"]
+    return (f"Best searched scheme within 100 KB (chosen by held-out accuracy on train/, not val/): "
+            f"{acc['scheme']} ({acc['extra_kb']:.1f} KB) {100 * acc['val_acc']:.1f} % vs last-12 "
+            f"({acc['last12_kb']:.1f} KB) {100 * acc['last12_val_acc']:.1f} %: paired by seed {acc['seeds']}, "
+            f"{acc['mean_points']:+.2f} points (s.e. {acc['se']:.2f}, 95 % interval [{lo:+.2f}, {hi:+.2f}]).")
 
 
 def plot(record: dict, path: Path) -> None:

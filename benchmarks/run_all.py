@@ -510,13 +510,10 @@ def _sparse_dataset_section(name: str, d: dict) -> list[str]:
     for n, r in sorted(final.items(), key=lambda kv: kv[1]["extra_kb"]):
         lines.append(f"| {n} | {r['kind']} | {r['extra_kb']:.1f} | {r['lr']:g} | {100 * r['val_acc']:.1f} | "
                      f"[{100 * r['val_acc_min']:.1f}, {100 * r['val_acc_max']:.1f}] |")
-    acc = rec.get("acceptance")
-    if acc:
-        lo, hi = acc["ci95"]
-        lines += ["", f"Best searched scheme within 100 KB (chosen on train/'s held-out split): {acc['scheme']} "
-                      f"({acc['extra_kb']:.1f} KB) {100 * acc['val_acc']:.1f} % vs last-12 ({acc['last12_kb']:.1f} KB) "
-                      f"{100 * acc['last12_val_acc']:.1f} %: {acc['mean_points']:+.2f} points, 95 % interval "
-                      f"[{lo:+.2f}, {hi:+.2f}] (paired by seed {acc['seeds']})."]
+    if rec.get("acceptance"):
+        from exp_sparse import acceptance_line
+
+        lines += ["", acceptance_line(rec["acceptance"])]
     return lines + [""]
 
 
