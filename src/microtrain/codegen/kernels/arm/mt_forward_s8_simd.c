@@ -3254,6 +3254,16 @@ void mt_add_s8(const mt_add_params *p, const int8_t *skip, const int8_t *main_in
             y[i + 1] = (int8_t)add_one(a1, b1, p, s1, s2, sy, &v1);
         }
     }
+    if (mask) /* a mask byte's eight clamp bits gathered in a register and stored once */
+        for (; i + 8 <= n; i += 8) {
+            uint32_t bits = 0;
+            for (int32_t k = 0; k < 8; k++) {
+                const int32_t q = add_one(skip[i + k], main_in[i + k], p, s1, s2, sy, &v0);
+                y[i + k] = (int8_t)q;
+                bits |= (uint32_t)(q == v0) << k;
+            }
+            mask[i >> 3] = (uint8_t)bits;
+        }
     for (; i < n; i++) {
         const int32_t q = add_one(skip[i], main_in[i], p, s1, s2, sy, &v0);
         y[i] = (int8_t)q;
