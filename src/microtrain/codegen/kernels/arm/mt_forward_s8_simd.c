@@ -1161,8 +1161,9 @@ typedef struct {
     "smlad   " BR ", r3, r9, " BR "\n\t"                                                                         \
     "smlad   " BR ", r4, r10, " BR "\n\t"                                                                        \
     "smlad   " BR ", r5, r11, " BR "\n\t"
-/* One channel pair into r6, r7 (started from their biases): the first group, then G - 1 more; lr back after. */
-#define WTAB_PAIR                                                                                                \
+/* One channel pair into r6, r7 (started from their biases), lr at the pixel's lanes: the first group, then G - 1
+ * more, the half group last; lr ends past the lanes. */
+#define WTAB_PAIR_FWD                                                                                            \
     "ldmia   lr!, {r2, r3, r4, r5}\n\t"                                                                          \
     "ldmia   r1!, {r6, r8, r9, r10, r11}\n\t" WTAB_SMLAD4("r6")                                                  \
     "ldmia   r1!, {r7, r8, r9, r10, r11}\n\t" WTAB_SMLAD4("r7")                                                  \
@@ -1179,8 +1180,29 @@ typedef struct {
     "ldmia   r1!, {r8, r9}\n\t"                                                                                  \
     "smlad   r7, r2, r8, r7\n\t"                                                                                 \
     "smlad   r7, r3, r9, r7\n\t"                                                                                 \
+    ".endif\n\t"
+/* The same backwards, lr past the lanes (LDMDB: the half group first, then the groups last to first; the table
+ * holds this pair's groups in that order, wtab_table); lr ends at the lanes, so no pointer reset between the
+ * quad's two pairs or quads (the exact int32 sums do not depend on the order). */
+#define WTAB_PAIR_BACK                                                                                           \
+    ".if     %c[h]\n\t"                                                                                           \
+    "ldmdb   lr!, {r2, r3}\n\t"                                                                                  \
+    "ldmia   r1!, {r6, r8, r9}\n\t"                                                                              \
+    "smlad   r6, r2, r8, r6\n\t"                                                                                 \
+    "smlad   r6, r3, r9, r6\n\t"                                                                                 \
+    "ldmia   r1!, {r7, r8, r9}\n\t"                                                                              \
+    "smlad   r7, r2, r8, r7\n\t"                                                                                 \
+    "smlad   r7, r3, r9, r7\n\t"                                                                                 \
+    ".else\n\t"                                                                                                  \
+    "ldmdb   lr!, {r2, r3, r4, r5}\n\t"                                                                          \
+    "ldmia   r1!, {r6, r8, r9, r10, r11}\n\t" WTAB_SMLAD4("r6")                                                  \
+    "ldmia   r1!, {r7, r8, r9, r10, r11}\n\t" WTAB_SMLAD4("r7")                                                  \
     ".endif\n\t"                                                                                                 \
-    "sub     lr, lr, %[lane_bytes]\n\t"
+    ".rept   %c[g] - 1 + %c[h]\n\t"                                                                              \
+    "ldmdb   lr!, {r2, r3, r4, r5}\n\t"                                                                          \
+    "ldmia   r1!, {r8, r9, r10, r11}\n\t" WTAB_SMLAD4("r6")                                                      \
+    "ldmia   r1!, {r8, r9, r10, r11}\n\t" WTAB_SMLAD4("r7")                                                      \
+    ".endr\n\t"
 #define WTAB_ROWS_ASM(HEAD, BIAS_ADD)                                                                            \
     "push    {r0}\n\t"                                                                                           \
     "ldr     r2, [r0, #36]\n\t"                                                                                  \
@@ -1192,14 +1214,13 @@ typedef struct {
     "str     r6, [r0]\n\t"                                                                                       \
     "ldr     r7, [r0, #28]\n\t"                                                                                  \
     "ldr     lr, [r0, #24]\n\t"                                                                                  \
-    ".rept   %c[g]\n\t" WTAB_UNPACK ".endr\n\t" WTAB_UNPACK_HALF                                               \
-    "sub     lr, lr, %[lane_bytes]\n\t"                                                                          \
+    ".rept   %c[g]\n\t" WTAB_UNPACK ".endr\n\t" WTAB_UNPACK_HALF /* lr past the lanes */                       \
     "ldrd    r12, r6, [r0, #8]\n\t" /* y, y_step */                                                              \
     "add     r6, r12, r6\n\t"                                                                                    \
     "str     r6, [r0, #8]\n\t"                                                                                   \
     "ldrd    r1, r0, [r0, #16]\n\t" /* the table, its end */                                                     \
     "1:\n\t"                                                                                                     \
-    HEAD WTAB_PAIR "vmov    s8, s9, r6, r7\n\t" WTAB_PAIR "vmov    s10, s11, r6, r7\n\t"                         \
+    HEAD WTAB_PAIR_BACK "vmov    s8, s9, r6, r7\n\t" WTAB_PAIR_FWD "vmov    s10, s11, r6, r7\n\t"                        \
     QUAD_FLOAT_STEPS_B(BIAS_ADD)                                                                                     \
     "vmov    r2, r3, s8, s9\n\t"                                                                                 \
     "vmov    r4, r5, s10, s11\n\t"                                                                               \
@@ -1219,7 +1240,7 @@ typedef struct {
 #define WTAB_ROWS_CALL_H(G, H, HEAD, BIAS_ADD)                                                                    \
     __asm__ volatile(WTAB_ROWS_ASM(HEAD, BIAS_ADD)                                                               \
                      : "+r"(c)                                                                                   \
-                     : [g] "i"(G), [h] "i"(H), [lane_bytes] "i"(16 * (G) + 8 * (H))                              \
+                     : [g] "i"(G), [h] "i"(H)                                                                    \
                      : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s0", "s1",  \
                        "s2", "s3", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
 
@@ -1301,14 +1322,17 @@ static void wtab_table(const int8_t *w, int32_t k_n, int32_t kp, const int32_t *
             for (int32_t j = 0; j < 4; j++) *tab++ = float_bits(fold_one(bias[k + j]) ? 0.0f : (float)bias[k + j]);
         for (int32_t j = 0; j < 4; j++) *tab++ = float_bits(eff[k + j]);
         for (int32_t ca = k; ca < k + 4; ca += 2)
-            for (int32_t g = 0; g < kp; g += 8)
+            for (int32_t gi = 0; gi < kp; gi += 8) {
+                /* the quad's first pair reads the lanes backwards (WTAB_PAIR_BACK): its groups last first */
+                const int32_t g = ca == k ? (kp - 1) / 8 * 8 - gi : gi;
                 for (int32_t ch = ca; ch < ca + 2; ch++) {
-                    if (g == 0) *tab++ = fold_one(bias[ch]) ? (uint32_t)bias[ch] : 0u;
+                    if (gi == 0) *tab++ = fold_one(bias[ch]) ? (uint32_t)bias[ch] : 0u;
                     for (int32_t i = g; i < g + 8 && i < kp; i += 4) {
                         const uint32_t v = load_row4(w + ch * k_n, i, k_n);
                         *tab++ = __sxtb16(v), *tab++ = sxtb16_ror8(v);
                     }
                 }
+            }
     }
 }
 
