@@ -1003,9 +1003,8 @@ typedef struct {
 #define NARROW_IN_1 "ldr     r6, [r0, #20]\n\t" NARROW_IN8("8")
 #define NARROW_ROWS_ASM(IN_HIGH, HIGH_A, HIGH_B, STORE)                                                              \
     "push    {r0}\n\t"                                                                                           \
+    "ldr     r1, [r0]\n\t" /* later pixels: r0 (ctx) and r1 (x) from the run test at the loop's end */           \
     "0:\n\t"                                                                                                     \
-    "ldr     r0, [sp]\n\t"                                                                                       \
-    "ldr     r1, [r0]\n\t"                                                                                       \
     "ldr     r6, [r0, #32]\n\t"                                                                                  \
     "add     r6, r1, r6\n\t"                                                                                     \
     "str     r6, [r0]\n\t"                                                                                       \
@@ -1207,8 +1206,7 @@ typedef struct {
     "push    {r0}\n\t"                                                                                           \
     "ldr     r2, [r0, #36]\n\t"                                                                                  \
     "vmov    s7, r2\n\t"                                                                                         \
-    "0:\n\t"                                                                                                     \
-    "ldr     r0, [sp]\n\t"                                                                                       \
+    "0:\n\t" /* r0: ctx (on entry, and from the run test at the loop's end) */                                 \
     "ldrd    r1, r6, [r0]\n\t" /* x, x_step */                                                                   \
     "add     r6, r1, r6\n\t"                                                                                     \
     "str     r6, [r0]\n\t"                                                                                       \
