@@ -964,6 +964,8 @@ static int wtab_fits(const mt_conv_params *p, int32_t k_n, const int32_t *bias, 
  * and 1.47 against 1.35 and 1.40 instructions per MAC; tables of few channels, the pixel unpacked again per
  * table). Channels whose bias cannot be folded (dead channels) and the out_c % 4 last ones are redone in C. */
 #define MT_NARROW_TAB_WORDS 192 /* 768 bytes of stack (+ 16 for the pixel's inputs 8-15) */
+/* a channel quad's table words: four multipliers, per channel its bias and in_c / 2 lane words */
+#define NARROW_QUAD_WORDS(in_c) (4 + 4 * (1 + (in_c) / 2))
 
 typedef struct {
     const int8_t *x;          /* 0: input of the current pixel */
@@ -1001,7 +1003,7 @@ typedef struct {
     "ldrd    r8, r10, [r1, #" OFF "]\n\t" NARROW_UNPACK("r2", "r3", "r8") NARROW_UNPACK("r4", "r5", "r10")          \
     "stmia   r6!, {r2, r3, r4, r5}\n\t"
 #define NARROW_IN_1 "ldr     r6, [r0, #20]\n\t" NARROW_IN8("8")
-#define NARROW_ROWS_ASM(IN_HIGH, HIGH_A, HIGH_B, STORE)                                                              \
+#define NARROW_ROWS_ASM(IN_HIGH, HIGH_A, HIGH_B, STORE, REPS)                                                              \
     "push    {r0}\n\t"                                                                                           \
     "ldr     r1, [r0]\n\t" /* later pixels: r0 (ctx) and r1 (x) from the run test at the loop's end */           \
     "0:\n\t"                                                                                                     \
@@ -1016,11 +1018,13 @@ typedef struct {
     "ldr     lr, [r0, #28]\n\t"                                                                                  \
     "ldrd    r1, r0, [r0, #16]\n\t" /* the table, its end */                                                     \
     "1:\n\t"                                                                                                     \
+    ".rept   " REPS "\n\t" /* channel quads per pass (2: the table's quad count even) */                         \
     "vldmia  r1!, {s12-s15}\n\t" NARROW_CHANNEL("r6", HIGH_A) NARROW_CHANNEL("r7", HIGH_B)                      \
     "vmov    s8, s9, r6, r7\n\t" NARROW_CHANNEL("r6", HIGH_A) NARROW_CHANNEL("r7", HIGH_B)                       \
     "vmov    s10, s11, r6, r7\n\t"                                                                               \
     QUAD_FLOAT_STEPS                                                                                                 \
     STORE                                                                                                            \
+    ".endr\n\t"                                                                                                  \
     "cmp     r1, r0\n\t"                                                                                         \
     "bne     1b\n\t"                                                                                             \
     "ldr     r0, [sp]\n\t"                                                                                       \
@@ -1040,10 +1044,14 @@ typedef struct {
 static __attribute__((noinline)) void narrow_rows(narrow_ctx *ctx, int32_t in_c, int packed)
 {
     register narrow_ctx *c __asm__("r0") = ctx;
+    /* in_c 8, packed: two quads per pass when the table holds an even number (one loop test per two quads) */
+    const int even = (ctx->tab_end - ctx->tab) % (2 * NARROW_QUAD_WORDS(in_c)) == 0;
     if (in_c == 16)
-        NARROW_ROWS_CALL(NARROW_ROWS_ASM(NARROW_IN_1, NARROW_HIGH_1("r6"), NARROW_HIGH_1("r7"), NARROW_STORE_S8));
-    else if (packed) NARROW_ROWS_CALL(NARROW_ROWS_ASM("", "", "", NARROW_STORE_PACKED));
-    else NARROW_ROWS_CALL(NARROW_ROWS_ASM("", "", "", NARROW_STORE_S8));
+        NARROW_ROWS_CALL(
+            NARROW_ROWS_ASM(NARROW_IN_1, NARROW_HIGH_1("r6"), NARROW_HIGH_1("r7"), NARROW_STORE_S8, "1"));
+    else if (packed && even) NARROW_ROWS_CALL(NARROW_ROWS_ASM("", "", "", NARROW_STORE_PACKED, "2"));
+    else if (packed) NARROW_ROWS_CALL(NARROW_ROWS_ASM("", "", "", NARROW_STORE_PACKED, "1"));
+    else NARROW_ROWS_CALL(NARROW_ROWS_ASM("", "", "", NARROW_STORE_S8, "1"));
 }
 
 static inline uint32_t float_bits(float f)
@@ -1089,7 +1097,7 @@ static __attribute__((noinline)) void pointwise_narrow(const mt_conv_params *p, 
 {
     uint32_t tab[MT_NARROW_TAB_WORDS + 4];
     const int32_t in_c = p->in_c, out_c = p->out_c, n_pix = p->out_h * p->out_w, neg_zero = pack_neg_zero(p->x_zero);
-    const int32_t quad_words = 4 + 4 * (1 + in_c / 2), block = 4 * (MT_NARROW_TAB_WORDS / quad_words);
+    const int32_t quad_words = NARROW_QUAD_WORDS(in_c), block = 4 * (MT_NARROW_TAB_WORDS / quad_words);
     const int32_t quads = out_c & ~3;
     /* stride 1: all pixels are one run; otherwise one run per output row */
     const int32_t run = p->stride == 1 ? n_pix : p->out_w, x_step = p->stride * in_c;
