@@ -962,7 +962,8 @@ static int wtab_fits(const mt_conv_params *p, int32_t k_n, const int32_t *bias, 
  * bias + weights, 16 SMLAD, QUAD_STORE's float steps, 4 STRB with post-increment), 16 more per channel and 8
  * inputs beyond, outputs contiguous. At in_c 24 and 32 the quads do better (measured with channel pairs: 1.42
  * and 1.47 against 1.35 and 1.40 instructions per MAC; tables of few channels, the pixel unpacked again per
- * table). Channels whose bias cannot be folded (dead channels) and the out_c % 4 last ones are redone in C. */
+ * table). Channels whose bias cannot be folded (dead channels) and the out_c % 4 last ones are redone in C. At
+ * in_c 8 with packed stores, a table of an even number of quads runs two per loop pass. */
 #define MT_NARROW_TAB_WORDS 192 /* 768 bytes of stack (+ 16 for the pixel's inputs 8-15) */
 /* a channel quad's table words: four multipliers, per channel its bias and in_c / 2 lane words */
 #define NARROW_QUAD_WORDS(in_c) (4 + 4 * (1 + (in_c) / 2))
