@@ -1212,6 +1212,9 @@ typedef struct {
     "ldmia   r1!, {r8, r9, r10, r11}\n\t" WTAB_SMLAD4("r7")                                                      \
     ".endr\n\t"
 #define WTAB_ROWS_ASM(HEAD, BIAS_ADD)                                                                            \
+    WTAB_ROWS_ASM_U(HEAD, BIAS_ADD, "1")
+/* REPS: channel quads per pass of the quad loop (2 when the table holds an even number: one loop test per two) */
+#define WTAB_ROWS_ASM_U(HEAD, BIAS_ADD, REPS)                                                                            \
     "push    {r0}\n\t"                                                                                           \
     "ldr     r2, [r0, #36]\n\t"                                                                                  \
     "vmov    s7, r2\n\t"                                                                                         \
@@ -1227,11 +1230,13 @@ typedef struct {
     "str     r6, [r0, #8]\n\t"                                                                                   \
     "ldrd    r1, r0, [r0, #16]\n\t" /* the table, its end */                                                     \
     "1:\n\t"                                                                                                     \
+    ".rept   " REPS "\n\t"                                                                                         \
     HEAD WTAB_PAIR_BACK "vmov    s8, s9, r6, r7\n\t" WTAB_PAIR_FWD "vmov    s10, s11, r6, r7\n\t"                        \
     QUAD_FLOAT_STEPS_B(BIAS_ADD)                                                                                     \
     "vmov    r2, r3, s8, s9\n\t"                                                                                 \
     "vmov    r4, r5, s10, s11\n\t"                                                                               \
     "vmov    r9, s7\n\t" PACKED_STORE4("r2", "r3", "r4", "r5", "r9", "[r12], #4")                                                 \
+    ".endr\n\t"                                                                                                  \
     "cmp     r1, r0\n\t"                                                                                         \
     "bne     1b\n\t"                                                                                             \
     "ldr     r0, [sp]\n\t"                                                                                       \
@@ -1244,8 +1249,9 @@ typedef struct {
 #define WTAB_HEAD "vldmia  r1!, {s12-s15}\n\t"
 #define WTAB_HEAD_FB "vldmia  r1!, {s0-s3}\n\t" "vldmia  r1!, {s12-s15}\n\t"
 #define WTAB_ROWS_CALL(G, HEAD, BIAS_ADD) WTAB_ROWS_CALL_H(G, 0, HEAD, BIAS_ADD)
-#define WTAB_ROWS_CALL_H(G, H, HEAD, BIAS_ADD)                                                                    \
-    __asm__ volatile(WTAB_ROWS_ASM(HEAD, BIAS_ADD)                                                               \
+#define WTAB_ROWS_CALL_H(G, H, HEAD, BIAS_ADD) WTAB_ROWS_CALL_HU(G, H, "1", HEAD, BIAS_ADD)
+#define WTAB_ROWS_CALL_HU(G, H, REPS, HEAD, BIAS_ADD)                                                             \
+    __asm__ volatile(WTAB_ROWS_ASM_U(HEAD, BIAS_ADD, REPS)                                                       \
                      : "+r"(c)                                                                                   \
                      : [g] "i"(G), [h] "i"(H)                                                                    \
                      : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s0", "s1",  \
@@ -1264,6 +1270,17 @@ static __attribute__((noinline)) void wtab_rows(wtab_ctx *ctx, int32_t k8, int f
         case 32: WTAB_ROWS_CALL(4, WTAB_HEAD_FB, QUAD_FB_ADD); break;
         case 40: WTAB_ROWS_CALL(5, WTAB_HEAD_FB, QUAD_FB_ADD); break;
         default: WTAB_ROWS_CALL(6, WTAB_HEAD_FB, QUAD_FB_ADD); break;
+        }
+        return;
+    }
+    /* without float biases a quad is 8 + 2 * k8 words; an even number of them: two per pass */
+    if ((ctx->tab_end - ctx->tab) / (8 + 2 * k8) % 2 == 0) {
+        switch (k8) {
+        case 16: WTAB_ROWS_CALL_HU(2, 0, "2", WTAB_HEAD, ""); break;
+        case 24: WTAB_ROWS_CALL_HU(3, 0, "2", WTAB_HEAD, ""); break;
+        case 32: WTAB_ROWS_CALL_HU(4, 0, "2", WTAB_HEAD, ""); break;
+        case 40: WTAB_ROWS_CALL_HU(5, 0, "2", WTAB_HEAD, ""); break;
+        default: WTAB_ROWS_CALL_HU(6, 0, "2", WTAB_HEAD, ""); break;
         }
         return;
     }
