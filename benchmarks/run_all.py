@@ -68,6 +68,7 @@ ACCURACY_DEPS = {
 }
 
 sys.path.insert(0, str(HERE))
+from bench_cortexm import STEADY_STEPS  # noqa: E402  (the steps the Cortex-M figures average: 2..STEADY_STEPS)
 
 
 def log(msg: str = "") -> None:
@@ -795,8 +796,8 @@ def _patching_section(patching: dict | None) -> list[str]:
              f"within {patching.get('max_extra_macs', '10%')} extra MACs, depthwise convs in place and trained blocks' "
              "backward by channel groups where needed; "
              "before: the default 256 KB build. SRAM as linked for the Cortex-M7, the part's RAM given to the "
-             "linker; instructions of one training step in QEMU; same parameters: the two builds' trained "
-             f"parameters after 2 steps are identical). Source: {patching['source']}.", "",
+             f"linker; instructions of one training step in QEMU, the mean of steps 2..{STEADY_STEPS} as above; same parameters: "
+             f"the two builds' trained parameters after those steps are identical). Source: {patching['source']}.", "",
              "| model | scheme | part | SRAM linked (KB) before -> after | fits the part | extra MACs | "
              "M7 instructions/step (M) before -> after | same parameters |",
              "|---|---|---:|---:|---|---:|---:|---|"]
@@ -892,7 +893,7 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
         opts = sorted({r.get("opt") for r in (host or {}).get("results", []) if r.get("opt")})
         lines += ["**One training step, batch 1** (sparse scheme as above). Host: generated C (gcc "
                   f"{' / '.join(opts) or 'n/a'}) vs PyTorch CPU fp32, 1 thread each, median step (wall clock, and this process's CPU time: steadier on a shared machine). Cortex-M7: instructions executed in QEMU "
-                  "with the Cortex-M kernels, mean of training steps 2-10 on ants vs bees images (step 1, behind the "
+                  f"with the Cortex-M kernels, mean of training steps 2-{STEADY_STEPS} on ants vs bees images (step 1, behind the "
                   "new zero head, has an all-zero backward and costs less: `step1` in bench_cortexm.json; the fast "
                   "input gradient skips channels whose gradient is zero everywhere, so steps differ a little), vs "
                   "upstream's ~118 M cycles and the lower bound MACs/2."
