@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import cli_checks as ck
 from ..budget import BOARDS, DEFAULT_SRAM_BUDGET
 from ..errors import BudgetError, MicrotrainError, SchemeError
-from ..targets.cortex_m.build import CPUS
+from ..targets.cortex_m.build import CORES, CPUS
 
 TARGETS = ("host", "c", *CPUS)
 COMPILED_GRAPH = "model.json"  # a project compiled from a .tflite model keeps the graph it was compiled from
@@ -229,8 +229,6 @@ def run(args) -> int:
         print(f"built {build.elf} (arm-none-eabi-gcc, {args.target}; firmware/, Makefile.firmware, target.json)")
         for line in budget_lines(build, out):
             print(line)
-        from ..targets.cortex_m.build import CORES
-
         if scheme is not None and args.backward == "float" and not CORES[args.target].fpu:
             print(f"note: {args.target} has no FPU, so float arithmetic is software: --backward int16 makes "
                   "the backward several times shorter there (benchmarks/results/backward.md)")

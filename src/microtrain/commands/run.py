@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import cli_checks as ck
 from ..errors import MicrotrainError
-from ..targets.cortex_m.build import CPUS
+from ..targets.cortex_m.build import CPUS, simd_for
 
 
 def register(subparsers) -> None:
@@ -55,7 +55,6 @@ def check_class_names(project: Path, classes: list[str]) -> None:
 
 def run(args) -> int:
     from ..targets.cortex_m.data import session_data
-    from ..targets.cortex_m.build import simd_for
     from ..targets.cortex_m.project import budget_lines, build_project, read_target
     from ..targets.cortex_m.session import cost_report, run_session
 

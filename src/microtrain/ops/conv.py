@@ -389,14 +389,14 @@ def forward_int8(node, x_q: np.ndarray, x_quant, y_quant) -> np.ndarray:
     n, h, w, _ = x_q.shape
     ho, wo = out_hw(h, w, node.attrs)
     per = max(1, CHUNK_ELEMS // (ho * wo * weight.shape[0]))
+    bound = int8_bound(x_q, x_quant.zero_point)
     if per >= n:
-        acc = conv_accumulate(shifted_input(x_q, x_quant.zero_point), weight, node.attrs,
-                              int8_bound(x_q, x_quant.zero_point))
+        acc = conv_accumulate(shifted_input(x_q, x_quant.zero_point), weight, node.attrs, bound)
         return requantize_conv(acc, bias, eff, y_quant.zero_point)
     out = np.empty((n, ho, wo, weight.shape[0]), dtype=np.int8)
     for start in range(0, n, per):
         acc = conv_accumulate(shifted_input(x_q[start : start + per], x_quant.zero_point), weight, node.attrs,
-                              int8_bound(x_q, x_quant.zero_point))
+                              bound)
         out[start : start + per] = requantize_conv(acc, bias, eff, y_quant.zero_point)
     return out
 

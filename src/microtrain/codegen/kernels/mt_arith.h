@@ -134,6 +134,15 @@ static inline uint32_t mt_bits_of_f32(float f) {
     return b.u;
 }
 
+static inline float mt_f32_of_bits(uint32_t u) {
+    union {
+        uint32_t u;
+        float f;
+    } b;
+    b.u = u;
+    return b.f;
+}
+
 static inline int8_t mt_round_sat_s8_int(float t, int32_t zero, uint8_t *in_range) {
     uint32_t u = mt_bits_of_f32(t), ex = (u >> 23) & 0xFFu, m = u & 0x7FFFFFu;
     int32_t r;

@@ -22,15 +22,6 @@ static inline float mt_wgrad_step_f32(float g, int32_t x, int32_t x_zero, float 
     return g + ((float)x - (float)x_zero) * go;
 }
 
-static inline float mt_f32_of_bits(uint32_t u) {
-    union {
-        uint32_t u;
-        float f;
-    } b;
-    b.u = u;
-    return b.f;
-}
-
 /* q + 1 when the left-aligned remainder rem asks for rounding up: above half, or a tie with q odd */
 static inline uint32_t mt_round_up_rem(uint32_t q, uint32_t rem) { return q + (uint32_t)(rem > 0x80000000u - (q & 1u)); }
 

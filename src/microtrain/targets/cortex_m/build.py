@@ -104,8 +104,7 @@ def build_firmware(sources: Sequence[Path | str], out: Path | str, cpu: str = "c
     Raises LinkBudgetError when the program does not fit 256 KB SRAM / 1 MB flash, saying by how much.
     ram_limit / flash_limit: the part's memory (compile --ram/--flash/--board), or a raised SRAM limit for a
     measurement-only build (never for firmware meant for the MCU)."""
-    _check_cpu(cpu)
-    simd = simd_for(cpu, simd)
+    simd = simd_for(cpu, simd)  # also refuses an unknown cpu
     tools = find_toolchain()
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
