@@ -106,7 +106,14 @@ static const Case cases[] = {
     {"depthwise", 11, 9, 16, 16, 7, 2, 3},  {"depthwise", 6, 40, 8, 8, 3, 1, 1},
     /* in place without a mask, 3x3 (dwi_run3): stride 2 on an even map (mbv2-w0.35's blocks.1), stride 1 on odd */
     {"depthwise", 32, 32, 24, 24, 3, 2, 1}, {"depthwise", 15, 13, 12, 12, 3, 1, 1},
+    /* pointwise_wtab with a mask (out_c % 8 == 0, in_c 24-48, >= 64 pixels) and split convs whose index lists
+     * partition the input channels through it (whole-weight tables): biases near 2^24, one too large to fold
+     * whose outputs all clamp (a dead channel carried in the table), mixed clamp bits; stride 2 */
+    {"pointwise", 8, 8, 48, 24, 1, 1, 0},  {"split", 8, 8, 48, 16, 1, 1, 0},
+    {"split", 9, 8, 32, 24, 1, 1, 0},      {"pointwise", 8, 9, 24, 16, 1, 1, 0},
+    {"pointwise", 10, 8, 40, 32, 1, 1, 0}, {"pointwise", 16, 16, 32, 16, 1, 2, 0},
 };
+#define FIRST_MASKED_WTAB_CASE 80
 #define DWQ_LAYER_CASE 68
 #define NARROW_LAYER_CASE 43 /* and 47: in_c 16 */
 #define WIDE_EFF_CASE 60
@@ -434,7 +441,7 @@ int main(void)
         if (fold_mode == 0 || fold_mode == 2) /* odd channels clamp at some pixels only: mixed clamp bits */
             for (int32_t o = 1; o < p.out_c; o += 2) eff[o] *= 32.0f;
         if (i == 1 || i == 5) eff[0] = __builtin_inff(); /* a degenerate multiplier: the fallback path */
-        if (i >= WIDE_EFF_CASE) eff[2] = 4.0f; /* |rint(t)| up to about 2^20 */
+        if (i >= WIDE_EFF_CASE && i < FIRST_MASKED_WTAB_CASE) eff[2] = 4.0f; /* |rint(t)| up to about 2^20 */
         if (split) /* a pseudo-random partition of the input channels into frozen and trained */
             for (int32_t ch = 0; ch < p.in_c; ch++) {
                 int trained = i >= FIRST_GROUPED_SPLIT ? (ch / 4) % 3 == 1 : (int)(next() & 1);

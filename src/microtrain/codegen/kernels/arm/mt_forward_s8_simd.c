@@ -26,7 +26,10 @@
  *   receptive fields padded to a multiple of 4, a last half group of 4 inputs when not of 8, gathered eight
  *   pixels at a time, a row of inside 3x3x3 windows by pointer steps; then pointwise_wtab's loop). A channel
  *   quad's four outputs are contiguous there (and in dw_rows): stored packed (PACKED_STORE4) when every output of
- *   the call provably fits int16 before the int8 clamp (wtab_fits), byte by byte otherwise;
+ *   the call provably fits int16 before the int8 clamp (wtab_fits), byte by byte otherwise. pointwise_wtab also
+ *   takes masked calls (out_c % 8 == 0, in_c 24-48: two quads per pass, their clamp bits from USUB16's GE flags
+ *   one mask byte) and split convs whose index lists partition the input channels (the table built from the
+ *   reassembled weight rows); dead channels whose outputs all clamp ride in the tables (table_bias);
  * - per-pixel paths: one pixel x four output channels (dot4_asm), or an int16 patch per pixel; the dense
  *   receptive field of a window inside the input is copied a kernel row (kw * in_c contiguous bytes) at a time;
  * - depthwise: 3x3, 5x5 and 7x7 windows at stride 1 (5x5 and 7x7 also at stride 2) no wider than the map go through
@@ -328,6 +331,37 @@ static inline void expand_quad(const int8_t *x0, const int8_t *x1, const int8_t 
 #define MT_FOLD_LIMIT (1 << 24)
 static inline int fold_k(int32_t k) { return k <= MT_FOLD_LIMIT / (255 * 128); }
 static inline int fold_one(int32_t b) { return (b >= -MT_FOLD_LIMIT) & (b <= MT_FOLD_LIMIT); }
+/* A dead channel: its bias cannot be folded but outweighs every possible sum of its k products so far that each
+ * of its outputs is clamped (|t| > lim for any sum, lim = 127.5 - y_zero on the high side, 129.5 + y_zero on the
+ * low one: the clamp value on the side of bias * eff, mask bit 0). Any bias and multiplier of the same signs
+ * that keep every output clamped give the same outputs and bits, so the tables carry such a channel as folded:
+ * table_bias, table_eff give sign(b) * 2^24 and sign(e) * 2^-12 (kmax <= 2^23: |t| between 2048 and 6144, so
+ * clamped, and within int16 reach for the packed stores), a foldable channel its own, the others bias 0 (they
+ * are redone apart). The test is exact in integers up to the float roundings of (|b| - kmax) * |e| (relative
+ * 2^-22, against a margin of 2). */
+static int table_dead(int32_t b, float e, int32_t k, int32_t y_zero)
+{
+    const uint32_t kmax = (uint32_t)k * (255u * 128u), mag = b < 0 ? 0u - (uint32_t)b : (uint32_t)b;
+    const float a = __builtin_fabsf(e), lim = ((b < 0) != (e < 0.0f)) ? 129.5f + (float)y_zero : 127.5f - (float)y_zero;
+    return !fold_one(b) && kmax <= (1u << 23) && (float)(mag - kmax) * a * 0.999f > lim + 2.0f;
+}
+
+static int32_t table_bias(int32_t b, float e, int32_t k, int32_t y_zero)
+{
+    if (fold_one(b)) return b;
+    return table_dead(b, e, k, y_zero) ? (b < 0 ? -MT_FOLD_LIMIT : MT_FOLD_LIMIT) : 0;
+}
+
+static float table_eff(int32_t b, float e, int32_t k, int32_t y_zero)
+{
+    return table_dead(b, e, k, y_zero) ? (e < 0.0f ? -1.0f / 4096.0f : 1.0f / 4096.0f) : e;
+}
+
+static inline int table_folds(int32_t b, float e, int32_t k, int32_t y_zero)
+{
+    return fold_one(b) || table_dead(b, e, k, y_zero);
+}
+
 static int bias_foldable(const int32_t *bias, int32_t n, int32_t k)
 {
     if (!fold_k(k)) return 0;
@@ -910,11 +944,13 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
  * USAT16 on [0, 255] (the result of QADD and SSAT: a saturated lane stays beyond the clamp), the bytes packed,
  * their top bits flipped (u - 128 as int8 is u ^ 0x80), one STR (to DEST): 9 instructions against 12 for QADD,
  * SSAT and STRB. A and B are overwritten. */
-#define PACKED_STORE4(A, B, C, D, Z, DEST)                                                                             \
+#define PACKED_STORE4(A, B, C, D, Z, DEST) PACKED_PACK4(A, B, C, D, Z) PACKED_PUT4(A, B, DEST)
+#define PACKED_PACK4(A, B, C, D, Z)                                                                                    \
     "pkhbt   " A ", " A ", " C ", lsl #16\n\t" /* channels 0 and 2 */                                                \
     "pkhbt   " B ", " B ", " D ", lsl #16\n\t" /* 1 and 3 */                                                         \
     "qadd16  " A ", " A ", " Z "\n\t"                                                                                \
-    "qadd16  " B ", " B ", " Z "\n\t"                                                                                \
+    "qadd16  " B ", " B ", " Z "\n\t"
+#define PACKED_PUT4(A, B, DEST)                                                                                        \
     "usat16  " A ", #8, " A "\n\t"                                                                                   \
     "usat16  " B ", #8, " B "\n\t"                                                                                   \
     "orr     " A ", " A ", " B ", lsl #8\n\t"                                                                        \
@@ -942,14 +978,15 @@ static __attribute__((noinline)) int32_t pointwise_quads_chunked(const mt_conv_p
     "vmov    r8, r9, s10, s11\n\t" PACKED_STORE4("r6", "r7", "r8", "r9", "lr", "[r12], #4")
 
 /* Every channel's |rint(t)| <= 32767, t = ((float)acc + (float)bias) * eff, |acc| <= k_n * 255 * 128 (the
- * margin covers the float roundings); unfolded channels count only with fb (else they are redone). */
+ * margin covers the float roundings), bias the table's (table_bias; unfolded channels count only with fb, else
+ * they are redone). */
 static int wtab_fits(const mt_conv_params *p, int32_t k_n, const int32_t *bias, const float *eff, int fb)
 {
     const float dot = (float)k_n * (255.0f * 128.0f);
     int ok = 1;
     for (int32_t ch = 0; ch < p->out_c; ch++) {
-        const float b = fb || fold_one(bias[ch]) ? __builtin_fabsf((float)bias[ch]) : 0.0f;
-        ok &= (b + dot) * __builtin_fabsf(eff[ch]) < 32000.0f;
+        const float b = __builtin_fabsf((float)(fb ? bias[ch] : table_bias(bias[ch], eff[ch], k_n, p->y_zero)));
+        ok &= (b + dot) * __builtin_fabsf(fb ? eff[ch] : table_eff(bias[ch], eff[ch], k_n, p->y_zero)) < 32000.0f;
     }
     return ok;
 }
@@ -1063,14 +1100,14 @@ static inline uint32_t float_bits(float f)
 }
 
 /* Channels o .. o + n - 1 (n % 4 == 0) of the weight (in_c 8 or 16) into narrow_rows' table: per four channels
- * their multipliers, then per channel its bias (0 when it cannot be folded) and in_c / 2 lane words. */
-static void narrow_table(const int8_t *w, int32_t in_c, const int32_t *bias, const float *eff, int32_t o, int32_t n,
-                         uint32_t *tab)
+ * their multipliers, then per channel its bias (table_bias) and in_c / 2 lane words. */
+static void narrow_table(const int8_t *w, int32_t in_c, const int32_t *bias, const float *eff, int32_t y_zero,
+                         int32_t o, int32_t n, uint32_t *tab)
 {
     for (int32_t k = 0; k < n; k += 4) {
-        for (int32_t j = 0; j < 4; j++) *tab++ = float_bits(eff[o + k + j]);
+        for (int32_t j = 0; j < 4; j++) *tab++ = float_bits(table_eff(bias[o + k + j], eff[o + k + j], in_c, y_zero));
         for (int32_t ch = o + k; ch < o + k + 4; ch++) {
-            *tab++ = fold_one(bias[ch]) ? (uint32_t)bias[ch] : 0u;
+            *tab++ = (uint32_t)table_bias(bias[ch], eff[ch], in_c, y_zero);
             for (int32_t i = 0; i < in_c; i += 4) {
                 const uint32_t v = load_u32(w + ch * in_c + i);
                 *tab++ = __sxtb16(v), *tab++ = sxtb16_ror8(v);
@@ -1086,7 +1123,7 @@ static void redo_unfolded(const mt_conv_params *p, const int8_t *x, const int8_t
 {
     const int32_t in_c = p->in_c, out_c = p->out_c, n_pix = p->out_h * p->out_w, neg_zero = pack_neg_zero(p->x_zero);
     for (int32_t ch = 0; ch < out_c; ch++) {
-        if (ch < quads && fold_one(bias[ch])) continue;
+        if (ch < quads && table_folds(bias[ch], eff[ch], in_c, p->y_zero)) continue;
         for (int32_t pix = 0; pix < n_pix; pix++)
             y[pix * out_c + ch] = requant_finite(dot1_s8(pixel_in(p, x, pix), neg_zero, w + ch * in_c, in_c),
                                                  (float)bias[ch], eff[ch], p->y_zero);
@@ -1107,7 +1144,7 @@ static __attribute__((noinline)) void pointwise_narrow(const mt_conv_params *p, 
     const int32_t y_zero = packed ? (int32_t)((uint32_t)(p->y_zero + 128) * 0x00010001u) : p->y_zero;
     for (int32_t o = 0; o < quads; o += block) {
         const int32_t n = quads - o < block ? quads - o : block;
-        narrow_table(w, in_c, bias, eff, o, n, tab);
+        narrow_table(w, in_c, bias, eff, p->y_zero, o, n, tab);
         for (int32_t pix = 0; pix < n_pix; pix += run) {
             const int8_t *xr = pixel_in(p, x, pix);
             narrow_ctx ctx = {xr, xr + run * x_step, y + pix * out_c + o, out_c, tab, tab + n / 4 * quad_words,
@@ -1146,6 +1183,8 @@ typedef struct {
     int32_t neg_zero;      /* 28 */
     const int8_t *x_end;   /* 32: input of the pixel after the run */
     uint32_t zero_128;     /* 36: y_zero + 128 in both int16 lanes */
+    uint8_t *m;            /* 40: wtab_rows_masked: mask byte of the current pixel's first channel of the table */
+    int32_t m_step;        /* 44: out_c / 8 */
 } wtab_ctx;
 
 /* Per group of 8 inputs: two words of input bytes (r1) unpacked into four lane words (r7: -x_zero) stored at lr. */
@@ -1293,6 +1332,78 @@ static __attribute__((noinline)) void wtab_rows(wtab_ctx *ctx, int32_t k8, int f
     }
 }
 
+/* wtab_rows with the clamp mask: two channel quads per pass (the table's quad count even, starting at a channel
+ * o % 8 == 0, out_c % 8 == 0), their eight bits one mask byte (ctx->m, advanced; the pass's first nibble waits in
+ * s5, the pointer in s6). A quad's bits from its packed lanes after QADD16 (r2: channels 0, 2, r3: 1, 3, each
+ * v + 128 as int16): in range (not clamped, bit 1) iff the lane is 0..255 as unsigned 16 bits, i.e. 255 - lane
+ * does not borrow: USUB16's GE bits, read by MRS (APSR bits 16-19: lane 0 twice, lane 1 twice). */
+#define WTAB_MASK_NIBBLE /* the quad's four bits to r10 bits 16-19 */                                              \
+    "mov     r8, #0x00FF00FF\n\t"                                                                                \
+    "usub16  r10, r8, r2\n\t"                                                                                    \
+    "mrs     r10, apsr\n\t"                                                                                      \
+    "usub16  r11, r8, r3\n\t"                                                                                    \
+    "mrs     r11, apsr\n\t"                                                                                      \
+    "and     r10, r10, #0x50000\n\t"                                                                             \
+    "and     r11, r11, #0xA0000\n\t"                                                                             \
+    "orr     r10, r10, r11\n\t"
+#define WTAB_QUAD_REQ                                                                                            \
+    WTAB_HEAD WTAB_PAIR_BACK "vmov    s8, s9, r6, r7\n\t" WTAB_PAIR_FWD "vmov    s10, s11, r6, r7\n\t"           \
+    QUAD_FLOAT_STEPS                                                                                             \
+    "vmov    r2, r3, s8, s9\n\t"                                                                                 \
+    "vmov    r4, r5, s10, s11\n\t"                                                                               \
+    "vmov    r9, s7\n\t" PACKED_PACK4("r2", "r3", "r4", "r5", "r9")
+#define WTAB_ROWS_MASKED_ASM                                                                                     \
+    "push    {r0}\n\t"                                                                                           \
+    "ldr     r2, [r0, #36]\n\t"                                                                                  \
+    "vmov    s7, r2\n\t"                                                                                         \
+    "0:\n\t"                                                                                                     \
+    "ldrd    r1, r6, [r0]\n\t" /* x, x_step */                                                                   \
+    "add     r6, r1, r6\n\t"                                                                                     \
+    "str     r6, [r0]\n\t"                                                                                       \
+    "ldr     r7, [r0, #28]\n\t"                                                                                  \
+    "ldr     lr, [r0, #24]\n\t"                                                                                  \
+    ".rept   %c[g]\n\t" WTAB_UNPACK ".endr\n\t"                                                                 \
+    "ldrd    r12, r6, [r0, #8]\n\t" /* y, y_step */                                                              \
+    "add     r6, r12, r6\n\t"                                                                                    \
+    "str     r6, [r0, #8]\n\t"                                                                                   \
+    "ldrd    r2, r6, [r0, #40]\n\t" /* m, m_step */                                                              \
+    "add     r6, r2, r6\n\t"                                                                                     \
+    "str     r6, [r0, #40]\n\t"                                                                                  \
+    "vmov    s6, r2\n\t"                                                                                         \
+    "ldrd    r1, r0, [r0, #16]\n\t" /* the table, its end */                                                     \
+    "1:\n\t" WTAB_QUAD_REQ WTAB_MASK_NIBBLE                                                                      \
+    "vmov    s5, r10\n\t" PACKED_PUT4("r2", "r3", "[r12], #4") WTAB_QUAD_REQ WTAB_MASK_NIBBLE                     \
+    "vmov    r11, s5\n\t"                                                                                        \
+    "orr     r10, r11, r10, lsl #4\n\t"                                                                          \
+    "lsr     r10, r10, #16\n\t"                                                                                  \
+    "vmov    r11, s6\n\t"                                                                                        \
+    "strb    r10, [r11], #1\n\t"                                                                                 \
+    "vmov    s6, r11\n\t" PACKED_PUT4("r2", "r3", "[r12], #4")                                                   \
+    "cmp     r1, r0\n\t"                                                                                         \
+    "bne     1b\n\t"                                                                                             \
+    "ldr     r0, [sp]\n\t"                                                                                       \
+    "ldr     r1, [r0]\n\t"                                                                                       \
+    "ldr     r6, [r0, #32]\n\t"                                                                                  \
+    "cmp     r1, r6\n\t"                                                                                         \
+    "bne     0b\n\t"                                                                                             \
+    "add     sp, sp, #4\n\t"
+#define WTAB_ROWS_MASKED_CALL(G)                                                                                 \
+    __asm__ volatile(WTAB_ROWS_MASKED_ASM                                                                        \
+                     : "+r"(c)                                                                                   \
+                     : [g] "i"(G), [h] "i"(0)                                                                    \
+                     : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s5", "s6",  \
+                       "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
+static __attribute__((noinline)) void wtab_rows_masked(wtab_ctx *ctx, int32_t k8)
+{
+    register wtab_ctx *c __asm__("r0") = ctx;
+    switch (k8) {
+    case 24: WTAB_ROWS_MASKED_CALL(3); break;
+    case 32: WTAB_ROWS_MASKED_CALL(4); break;
+    case 40: WTAB_ROWS_MASKED_CALL(5); break;
+    default: WTAB_ROWS_MASKED_CALL(6); break;
+    }
+}
+
 /* wtab_rows for conv_wtab's fields of k4 = 8 * G + 4 bytes (k4 20, 28, 36 or 44): G groups of 8 inputs and a
  * half group (first_conv: k_n 27 padded to 28, not 32: an eighth fewer MACs and unpacks). */
 static __attribute__((noinline)) void wtab_rows_half(wtab_ctx *ctx, int32_t k4, int fb)
@@ -1334,63 +1445,121 @@ static inline uint32_t load_row4(const int8_t *row, int32_t i, int32_t k_n)
     return v;
 }
 
+/* The weight of a split pointwise conv (mt_conv_pointwise_split_s8) whose two index lists partition the input
+ * channels: row o of the whole weight has w_frozen[o][i] at channel frozen_idx[i], w_train[o][i] at train_idx[i]. */
+typedef struct {
+    const int8_t *w_frozen, *w_train;
+    const int16_t *frozen_idx, *train_idx;
+    int32_t n_frozen, n_train;
+} split_weight;
+
+/* Rows ch and ch + 1 of the split weight s (k_n = in_c bytes each) assembled at rows. */
+static void split_rows_pair(const split_weight *s, int32_t ch, int32_t k_n, int8_t *rows)
+{
+    const int16_t *fi = s->frozen_idx, *ti = s->train_idx; /* locals: the stores cannot change them */
+    const int32_t nf = s->n_frozen, nt = s->n_train;
+    for (int32_t r = 0; r < 2; r++, rows += k_n) {
+        const int8_t *wf = s->w_frozen + (ch + r) * nf, *wt = s->w_train + (ch + r) * nt;
+        for (int32_t i = 0; i < nf; i++) rows[fi[i]] = wf[i];
+        for (int32_t i = 0; i < nt; i++) rows[ti[i]] = wt[i];
+    }
+}
+
 /* Channels o .. o + n - 1 (n % 4 == 0) into wtab_rows' table (layout above): weight rows of k_n bytes padded
  * with zeros to kp (a multiple of 4: groups of 8, a last half group of 4 when kp % 8 == 4); fb: the quad headers
  * carry the float biases of the unfolded channels (0.0f for the others, whose sums start from their bias), else
- * those channels are left to redo_unfolded. */
-static void wtab_table(const int8_t *w, int32_t k_n, int32_t kp, const int32_t *bias, const float *eff, int32_t o,
-                       int32_t n, int fb, uint32_t *tab)
+ * the channels carry table_bias (those it cannot fold are left to redo_unfolded). split (kp == k_n): the rows
+ * assembled from a split weight a pair at a time in pair_rows (2 * k_n bytes), w unused. */
+static void wtab_table(const int8_t *w, int32_t k_n, int32_t kp, const int32_t *bias, const float *eff, int32_t y_zero,
+                       int32_t o, int32_t n, int fb, uint32_t *tab, const split_weight *split, int8_t *pair_rows)
 {
     for (int32_t k = o; k < o + n; k += 4) {
         if (fb)
             for (int32_t j = 0; j < 4; j++) *tab++ = float_bits(fold_one(bias[k + j]) ? 0.0f : (float)bias[k + j]);
-        for (int32_t j = 0; j < 4; j++) *tab++ = float_bits(eff[k + j]);
-        for (int32_t ca = k; ca < k + 4; ca += 2)
+        for (int32_t j = 0; j < 4; j++)
+            *tab++ = float_bits(fb ? eff[k + j] : table_eff(bias[k + j], eff[k + j], k_n, y_zero));
+        for (int32_t ca = k; ca < k + 4; ca += 2) {
+            const int8_t *rows = w + ca * k_n;
+            if (split) {
+                split_rows_pair(split, ca, k_n, pair_rows);
+                rows = pair_rows;
+            }
             for (int32_t gi = 0; gi < kp; gi += 8) {
                 /* the quad's first pair reads the lanes backwards (WTAB_PAIR_BACK): its groups last first */
                 const int32_t g = ca == k ? (kp - 1) / 8 * 8 - gi : gi;
                 for (int32_t ch = ca; ch < ca + 2; ch++) {
-                    if (gi == 0) *tab++ = fold_one(bias[ch]) ? (uint32_t)bias[ch] : 0u;
+                    if (gi == 0)
+                        *tab++ = fb ? (fold_one(bias[ch]) ? (uint32_t)bias[ch] : 0u)
+                                    : (uint32_t)table_bias(bias[ch], eff[ch], k_n, y_zero);
                     for (int32_t i = g; i < g + 8 && i < kp; i += 4) {
-                        const uint32_t v = load_row4(w + ch * k_n, i, k_n);
+                        const uint32_t v = load_row4(rows + (ch - ca) * k_n, i, k_n);
                         *tab++ = __sxtb16(v), *tab++ = sxtb16_ror8(v);
                     }
                 }
             }
+        }
     }
 }
 
-static __attribute__((noinline)) void pointwise_wtab(const mt_conv_params *p, const int8_t *x, const int8_t *w,
-                                                     const int32_t *bias, const float *eff, int8_t *y)
+/* pointwise_wtab's table: larger than conv_wtab's (four quads of in_c 48; its chain stays below the depthwise
+ * one's, the step's stack high-water mark) */
+#define MT_WTAB_PW_WORDS 424
+
+/* pointwise_wtab with a mask (out_c % 8 == 0, in_c >= 24, whole mask bytes per pass) or a split weight: every
+ * channel's bias goes into the table (table_folds), as nothing is redone there. */
+static int wtab_all_fold(const mt_conv_params *p, const int32_t *bias, const float *eff)
 {
-    uint32_t tab[MT_WTAB_WORDS], lanes[MT_WTAB_MAX_IN / 2];
+    int ok = 1;
+    for (int32_t ch = 0; ch < p->out_c; ch++) ok &= table_folds(bias[ch], eff[ch], p->in_c, p->y_zero);
+    return ok;
+}
+
+static __attribute__((noinline)) void pointwise_wtab(const mt_conv_params *p, const int8_t *x, const int8_t *w,
+                                                     const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask,
+                                                     const split_weight *split)
+{
+    uint32_t tab[MT_WTAB_PW_WORDS], lanes[MT_WTAB_MAX_IN / 2];
     const int32_t in_c = p->in_c, out_c = p->out_c, n_pix = p->out_h * p->out_w;
-    const int32_t quad_words = 8 + 2 * in_c, quads = out_c / 4, max_quads = MT_WTAB_WORDS / quad_words;
+    const int32_t quad_words = 8 + 2 * in_c, quads = out_c / 4;
+    /* with a mask two quads per pass: blocks of an even number of quads */
+    const int32_t max_quads = MT_WTAB_PW_WORDS / quad_words & (mask ? ~1 : ~0);
     /* blocks of equal size: as few as the table allows */
-    const int32_t n_blocks = (quads + max_quads - 1) / max_quads, per_block = (quads + n_blocks - 1) / n_blocks;
+    const int32_t n_blocks = (quads + max_quads - 1) / max_quads;
+    const int32_t per_block = ((quads + n_blocks - 1) / n_blocks + (mask ? 1 : 0)) & (mask ? ~1 : ~0);
     const int32_t run = p->stride == 1 ? n_pix : p->out_w, x_step = p->stride * in_c;
     const uint32_t zero_128 = (uint32_t)(p->y_zero + 128) * 0x00010001u;
     for (int32_t q = 0; q < quads; q += per_block) {
         const int32_t n = 4 * (quads - q < per_block ? quads - q : per_block);
-        wtab_table(w, in_c, in_c, bias, eff, 4 * q, n, 0, tab);
+        wtab_table(w, in_c, in_c, bias, eff, p->y_zero, 4 * q, n, 0, tab, split, (int8_t *)lanes);
         for (int32_t pix = 0; pix < n_pix; pix += run) {
             const int8_t *xr = pixel_in(p, x, pix);
             wtab_ctx ctx = {xr, x_step, y + pix * out_c + 4 * q, out_c, tab, tab + n / 4 * quad_words, lanes,
-                            pack_neg_zero(p->x_zero), xr + run * x_step, zero_128};
-            wtab_rows(&ctx, in_c, 0);
+                            pack_neg_zero(p->x_zero), xr + run * x_step, zero_128,
+                            mask ? mask + ((pix * out_c + 4 * q) >> 3) : NULL, out_c >> 3};
+            if (mask) wtab_rows_masked(&ctx, in_c);
+            else wtab_rows(&ctx, in_c, 0);
         }
     }
-    redo_unfolded(p, x, w, bias, eff, y, 4 * quads);
+    if (!mask && !split) redo_unfolded(p, x, w, bias, eff, y, 4 * quads);
+}
+
+/* pointwise_wtab's conditions beyond wtab_shape; mask: see wtab_all_fold. */
+static int wtab_takes(const mt_conv_params *p, const int32_t *bias, const float *eff, const uint8_t *mask, int split)
+{
+    if (p->out_c < 4 || !all_finite(eff, p->out_c)) return 0;
+    if (mask && ((p->out_c & 7) || p->in_c < 24)) return 0;
+    if ((mask || split) && !wtab_all_fold(p, bias, eff)) return 0;
+    return wtab_fits(p, p->in_c, bias, eff, 0);
 }
 
 void mt_conv_pointwise_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w, const int32_t *bias,
                           const float *eff, int8_t *y, uint8_t *mask)
 {
+    if (wtab_shape(p, x) && wtab_takes(p, bias, eff, mask, 0)) {
+        pointwise_wtab(p, x, w, bias, eff, y, mask, NULL);
+        return;
+    }
     if (!mask && p->out_c >= 4 && all_finite(eff, p->out_c)) {
-        if (wtab_shape(p, x) && wtab_fits(p, p->in_c, bias, eff, 0)) {
-            pointwise_wtab(p, x, w, bias, eff, y);
-            return;
-        }
         if (p->in_c == 8 || p->in_c == 16) {
             pointwise_narrow(p, x, w, bias, eff, y);
             return;
@@ -1707,7 +1876,7 @@ static __attribute__((noinline)) void conv_wtab(const mt_conv_params *p, const i
     for (int32_t k = 0; k < MT_WTAB_CHUNK * k4; k++) fields[k] = (int8_t)p->x_zero;
     for (int32_t q = 0; q < quads; q += per_block) {
         const int32_t n = 4 * (quads - q < per_block ? quads - q : per_block);
-        wtab_table(w, k_n, k4, bias, eff, 4 * q, n, fb, tab);
+        wtab_table(w, k_n, k4, bias, eff, p->y_zero, 4 * q, n, fb, tab, NULL, NULL);
         for (int32_t pix = 0; pix < n_pix; pix += MT_WTAB_CHUNK) {
             const int32_t run = n_pix - pix < MT_WTAB_CHUNK ? n_pix - pix : MT_WTAB_CHUNK;
             gather_fields(p, x, pix, run, k4, fields);
@@ -1909,7 +2078,21 @@ static __attribute__((noinline)) int32_t split_quads(const mt_conv_params *p, co
     return pix;
 }
 
-/* Pointwise conv with the weight split by input channel (sparse update): split_quads when both gathered
+/* The two index lists of a split weight name every input channel exactly once (in_c <= MT_WTAB_MAX_IN). */
+static int split_partition(const split_weight *s, int32_t in_c)
+{
+    if (in_c > MT_WTAB_MAX_IN || s->n_frozen + s->n_train != in_c) return 0;
+    uint64_t seen = 0;
+    for (int32_t i = 0; i < s->n_frozen; i++) seen |= (uint64_t)1 << (s->frozen_idx[i] & 63);
+    for (int32_t i = 0; i < s->n_train; i++) seen |= (uint64_t)1 << (s->train_idx[i] & 63);
+    int ok = 1;
+    for (int32_t i = 0; i < s->n_frozen; i++) ok &= s->frozen_idx[i] >= 0 && s->frozen_idx[i] < in_c;
+    for (int32_t i = 0; i < s->n_train; i++) ok &= s->train_idx[i] >= 0 && s->train_idx[i] < in_c;
+    return ok && seen == ((uint64_t)1 << in_c) - 1;
+}
+
+/* Pointwise conv with the weight split by input channel (sparse update): whole-weight tables (pointwise_wtab)
+ * when the two index lists partition the input channels, else split_quads when both gathered
  * blocks fit its buffer, then split_patches for the rest. The integer accumulator is the same exact sum as
  * the portable kernel's. */
 void mt_conv_pointwise_split_s8(const mt_conv_params *p, const int8_t *x, const int8_t *w_frozen,
@@ -1917,6 +2100,11 @@ void mt_conv_pointwise_split_s8(const mt_conv_params *p, const int8_t *x, const 
                                 const int16_t *train_idx, int32_t n_train, const int32_t *bias,
                                 const float *eff, int8_t *y, uint8_t *mask)
 {
+    const split_weight split = {w_frozen, w_train, frozen_idx, train_idx, n_frozen, n_train};
+    if (split_partition(&split, p->in_c) && wtab_shape(p, x) && wtab_takes(p, bias, eff, mask, 1)) {
+        pointwise_wtab(p, x, NULL, bias, eff, y, mask, &split);
+        return;
+    }
     if (((n_frozen + 3) & ~3) + n_train > MT_SIMD_PATCH_MAX) {
         mt_conv_pointwise_split_s8_portable(p, x, w_frozen, frozen_idx, n_frozen, w_train, train_idx, n_train, bias,
                                             eff, y, mask);
