@@ -27,13 +27,23 @@ class InstructionCount:
     total: int
     symbols: dict[str, int] = field(default_factory=dict)  # function -> self instructions
     regions: dict[int, tuple[int, int]] = field(default_factory=dict)  # marker id -> (calls, instructions)
+    # run_firmware(classes=True) only: executed instructions per timing class (plugin mt_insn_class.h; "regs"
+    # is the registers moved by load/store multiples, not instructions), in total and per marker region
+    classes: dict[str, int] = field(default_factory=dict)
+    region_classes: dict[int, dict[str, int]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str) -> "InstructionCount":
-        count = cls(total=-1)
+        count, names = cls(total=-1), []
         for line in text.splitlines():
             parts = line.split()
-            if parts[:1] == ["total"]:
+            if parts[:1] == ["classes"]:
+                names = parts[1:]
+            elif parts[:1] == ["class_total"]:
+                count.classes = dict(zip(names, map(int, parts[1:]), strict=True))
+            elif parts[:1] == ["class_region"]:
+                count.region_classes[int(parts[1])] = dict(zip(names, map(int, parts[2:]), strict=True))
+            elif parts[:1] == ["total"]:
                 count.total = int(parts[1])
             elif parts[:1] == ["symbol"]:
                 count.symbols[" ".join(parts[1:-1])] = int(parts[-1])
@@ -51,7 +61,13 @@ class InstructionCount:
             c0, n0 = earlier.regions.get(k, (0, 0))
             regions[k] = (calls - c0, n - n0)
         symbols = {k: n - earlier.symbols.get(k, 0) for k, n in self.symbols.items()}
-        return InstructionCount(self.total - earlier.total, symbols, regions)
+
+        def minus(mine: dict, theirs: dict) -> dict:
+            return {k: n - theirs.get(k, 0) for k, n in mine.items()}
+
+        region_classes = {k: minus(h, earlier.region_classes.get(k, {})) for k, h in self.region_classes.items()}
+        return InstructionCount(self.total - earlier.total, symbols, regions, minus(self.classes, earlier.classes),
+                                region_classes)
 
 
 @dataclass
@@ -70,7 +86,7 @@ def _plugin_cache() -> Path:
 
 def build_icount_plugin(cache_dir: Path | str | None = None) -> Path:
     """The instruction-count plugin as a shared library, compiled with the host gcc when its source changed."""
-    sources = [PLUGIN_DIR / "mt_icount.c", PLUGIN_DIR / "mt_qemu_plugin_api.h"]
+    sources = [PLUGIN_DIR / "mt_icount.c", PLUGIN_DIR / "mt_qemu_plugin_api.h", PLUGIN_DIR / "mt_insn_class.h"]
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
     cache = Path(cache_dir) if cache_dir else _plugin_cache()
     lib = cache / f"libmt_icount-{digest}.so"
@@ -90,11 +106,14 @@ def build_icount_plugin(cache_dir: Path | str | None = None) -> Path:
 
 
 def run_firmware(elf: Path | str, cpu: str = "cortex-m7", *, timeout: float = 300, cwd: Path | str | None = None,
-                 count: bool = False, plugin: Path | None = None) -> RunResult:
+                 count: bool = False, plugin: Path | None = None, classes: bool = False) -> RunResult:
     """Run `elf` on the QEMU board for `cpu` until it exits (semihosting SYS_EXIT_EXTENDED gives its status).
 
     Semihosting file paths are relative to `cwd`. stdin is closed. A guest still running after `timeout`
-    seconds is killed and FirmwareTimeoutError says so. count=True loads the instruction counter."""
+    seconds is killed and FirmwareTimeoutError says so. count=True loads the instruction counter; classes=True
+    (with count) also counts instructions per timing class (the input of cycles.estimate_cycles)."""
+    if classes and not count:
+        raise ValueError("classes=True counts instructions per timing class: it needs count=True")
     if cpu not in MACHINES:
         raise ToolchainError(f"unknown Cortex-M target {cpu!r}; choose one of {', '.join(MACHINES)}")
     qemu = shutil.which("qemu-system-arm")
@@ -111,6 +130,8 @@ def run_firmware(elf: Path | str, cpu: str = "cortex-m7", *, timeout: float = 30
             marks = symbol_address(elf, "mt_marks")
             if marks is not None:
                 args += f",marks={marks:#x},nmarks={MAX_MARKS}"
+            if classes:
+                args += ",classes=on"
             cmd[1:1] = ["-plugin", args]
         try:
             proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,

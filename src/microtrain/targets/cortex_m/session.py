@@ -64,9 +64,10 @@ class Session:
 
 def run_session(elf: Path | str, cpu: str = "cortex-m7", *, train=None, evaluate=None, timeout: float = 600,
                 count: bool = False, workdir: Path | str | None = None, check: bool = True,
-                resume: tuple[bytes, int] | None = None) -> Session:
+                resume: tuple[bytes, int] | None = None, classes: bool = False) -> Session:
     """train / evaluate: (int8 samples NHWC, labels) or None. resume: (parameters of an earlier session, its
-    update counter): training continues from there, as if the sessions were one.
+    update counter): training continues from there, as if the sessions were one. classes=True (with count)
+    also counts instructions per timing class (qemu.run_firmware).
 
     check=True raises FirmwareError when the firmware fails; check=False returns the Session with its status
     (the errors it printed are in stdout)."""
@@ -83,7 +84,7 @@ def run_session(elf: Path | str, cpu: str = "cortex-m7", *, train=None, evaluate
             (work / "resume.bin").unlink(missing_ok=True)
         else:
             write_resume(work / "resume.bin", *resume)
-        res = run_firmware(elf, cpu, timeout=timeout, cwd=work, count=count)
+        res = run_firmware(elf, cpu, timeout=timeout, cwd=work, count=count, classes=classes)
         params_file = work / "params.bin"
         params = params_file.read_bytes() if params_file.exists() else b""
     out = res.stdout
@@ -117,6 +118,9 @@ class CostReport:
     # (phase, node, kernel, instructions per call, MACs per call or 0)
     by_op: list[tuple[str, str, str, float, int]] = field(default_factory=list)
     by_kernel: dict[str, float] = field(default_factory=dict)
+    # counted with classes=True only: executed instructions per timing class per call, overall and by phase
+    classes: dict[str, float] = field(default_factory=dict)
+    classes_by_phase: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def per_mac(self, phase: str) -> float | None:
         """Instructions per MAC over the conv calls of a phase (None: no such call)."""
@@ -147,11 +151,16 @@ def cost_report(icount: InstructionCount, regions: list[Region], function: str =
     if calls == 0:
         return None
     by_phase, by_kernel = defaultdict(float), defaultdict(float)
+    classes, classes_by_phase = defaultdict(float), defaultdict(lambda: defaultdict(float))
     by_op = []
     for r in mine:
         n = icount.regions.get(r.id, (0, 0))[1] / calls
         by_phase[r.phase] += n
         by_kernel[r.kernel] += n
         by_op.append((r.phase, r.node, r.kernel, n, r.macs))
+        for name, k in icount.region_classes.get(r.id, {}).items():
+            classes[name] += k / calls
+            classes_by_phase[r.phase][name] += k / calls
     by_op.sort(key=lambda t: -t[3])
-    return CostReport(function, calls, sum(by_phase.values()), dict(by_phase), by_op, dict(by_kernel))
+    return CostReport(function, calls, sum(by_phase.values()), dict(by_phase), by_op, dict(by_kernel), dict(classes),
+                      {phase: dict(h) for phase, h in classes_by_phase.items()})
