@@ -138,8 +138,9 @@ def steady_step(elf, cpu: str, regions, train, evaluate):
     the counts of a STEADY_STEPS-step session minus those of a 1-step session on the same first sample."""
     from microtrain.targets.cortex_m.session import cost_report, run_session
 
-    s = run_session(elf, cpu, train=train, evaluate=evaluate, count=True, timeout=1200)
-    first = run_session(elf, cpu, train=(train[0][:1], train[1][:1]), evaluate=None, count=True, timeout=1200)
+    s = run_session(elf, cpu, train=train, evaluate=evaluate, count=True, classes=True, timeout=1200)
+    first = run_session(elf, cpu, train=(train[0][:1], train[1][:1]), evaluate=None, count=True, classes=True,
+                        timeout=1200)
     later = s.instructions.since(first.instructions)
     step = cost_report(later, regions, "train")
     if step is None or step.calls != len(train[0]) - 1:
@@ -147,6 +148,21 @@ def steady_step(elf, cpu: str, regions, train, evaluate):
                            f"expected {len(train[0]) - 1}")
     return step, cost_report(first.instructions, regions, "train").per_call, cost_report(s.instructions, regions,
                                                                                            "infer"), s
+
+
+def cycles_estimate(step) -> dict | None:
+    """The Cortex-M7 cycle ESTIMATE of one step (cycles.py: low = ideal dual issue, high = no pairing; stalls,
+    mispredictions and wait states ignored), overall and by phase, from its instruction timing classes."""
+    from microtrain.targets.cortex_m.cycles import estimate_cycles
+
+    if not step.classes:
+        return None
+    est = estimate_cycles(step.classes)
+    by_phase = {ph: [round(e.low), round(e.high)] for ph, h in step.classes_by_phase.items()
+                for e in [estimate_cycles(h)]}
+    return dict(low=round(est.low), high=round(est.high), table=est.table, by_phase=by_phase,
+                classes={k: round(v) for k, v in sorted(step.classes.items())},
+                note="an estimate from instruction classes, not a measurement; instructions are the measured figure")
 
 
 def models_table(work: Path, quick: bool, data_root: Path) -> list[dict]:
@@ -177,22 +193,28 @@ def models_table(work: Path, quick: bool, data_root: Path) -> list[dict]:
                        linked_sram=build.usage.ram, linked_flash=build.usage.flash, stack_used=s.stack_used,
                        plan_vs_link=[list(r) for r in plan_vs_link(build.elf, project)],
                        top_ops=[list(op[:4]) for op in step.by_op[:8]], forward_per_mac=per_mac_by_kind(ops))
+            if cpu == "cortex-m7":  # the timing table is the Cortex-M7's
+                row["cycles_estimate"] = cycles_estimate(step)
             if cpu == "cortex-m7":  # every op: [phase, node, kernel, kind, instructions per step, MACs]
                 row["ops"] = [[op[k] for k in ("phase", "node", "kernel", "kind", "instructions", "macs")] for op in ops]
             rows.append(row)
             kinds = ", ".join(f"{k} {v:.2f}" for k, v in sorted(row["forward_per_mac"].items()))
-            print(f"  {name} {scheme.name} {cpu} {row['kernels']}: {step.per_call / 1e6:.1f} M/step; forward "
+            est = row.get("cycles_estimate")
+            cyc = f" (cycle estimate {est['low'] / 1e6:.1f}-{est['high'] / 1e6:.1f} M)" if est else ""
+            print(f"  {name} {scheme.name} {cpu} {row['kernels']}: {step.per_call / 1e6:.1f} M/step{cyc}; forward "
                   f"instructions per MAC: {kinds}", flush=True)
             if cpu == "cortex-m7" and simd and name == "mcunet-5fps":
                 print_ops(f"{name} {scheme.name} {cpu} Cortex-M kernels", ops)
     print("\n== instructions per training step (batch 1) and per inference, 2-class head ==")
-    print(f"{'model':<15}{'scheme':<19}{'cpu':<10}{'kernels':<9}{'step M':>8}{'fwd':>7}{'bwd':>7}{'upd':>7}"
+    print(f"{'model':<15}{'scheme':<19}{'cpu':<10}{'kernels':<9}{'step M':>8}{'cycles M (est.)':>16}{'fwd':>7}{'bwd':>7}{'upd':>7}"
           f"{'infer M':>9}{'pw/MAC':>8}{'dw/MAC':>8}{'SRAM KB':>9}{'flash KB':>9}  plan=link")
     for r in rows:
         ph = r["by_phase"]
         agree = all(p == lk for _, p, lk in r["plan_vs_link"])
         fit = "" if r["fits"] else "  (does NOT fit 256 KB: measured with a raised limit)"
-        print(f"{r['model']:<15}{r['scheme']:<19}{r['cpu']:<10}{r['kernels']:<9}{r['per_step'] / 1e6:>8.1f}"
+        est = r.get("cycles_estimate")
+        cyc = f"{est['low'] / 1e6:.1f}-{est['high'] / 1e6:.1f}" if est else "-"
+        print(f"{r['model']:<15}{r['scheme']:<19}{r['cpu']:<10}{r['kernels']:<9}{r['per_step'] / 1e6:>8.1f}{cyc:>16}"
               f"{ph.get('forward', 0) / 1e6:>7.1f}{ph.get('backward', 0) / 1e6:>7.1f}{ph.get('update', 0) / 1e6:>7.1f}"
               f"{r['per_inference'] / 1e6:>9.1f}{r['forward_per_mac'].get('pointwise', 0):>8.2f}"
               f"{r['forward_per_mac'].get('depthwise', 0):>8.2f}{r['linked_sram'] / 1024:>9.1f}{r['linked_flash'] / 1024:>9.1f}"
@@ -203,6 +225,8 @@ def models_table(work: Path, quick: bool, data_root: Path) -> list[dict]:
                     if r["model"] == model and r["scheme"] == scheme and r["cpu"] == "cortex-m7"}
             if len(pair) == 2:
                 print(f"  {model} {scheme}: portable / Cortex-M kernels = {pair['portable'] / pair['cortex-m']:.2f}x")
+    print("  cycles M (est.): Cortex-M7 cycle ESTIMATE per step, ideal dual issue - no pairing (targets/cortex_m/"
+          "cycles.py; stalls, mispredictions, wait states ignored); the instructions are the measured figure")
     best = min(r["per_step"] for r in rows if r["model"] == "mcunet-5fps")
     print(f"  mcunet-5fps best: {best / 1e6:.1f} M instructions per step; goal < {GOAL / 1e6:.0f} M: "
           f"{'met' if best < GOAL else 'NOT met'}; stretch < {STRETCH / 1e6:.0f} M: "

@@ -200,3 +200,25 @@ def test_reused_steps_are_shown_from_their_committed_results_and_named(tmp_path,
     assert json.loads((tmp_path / "bench_host_step.json").read_text()) == doc  # not rewritten
     (tmp_path / "bench_host_step.json").unlink()
     assert run_all.main(["--skip", "memory", "cortexm", "--accuracy", "skip", "--reuse", "host"]) == 1
+
+
+def test_headline_prints_the_cycle_estimate_beside_the_instructions():
+    """The Cortex-M7 row shows bench_cortexm's cycles_estimate as a labelled range next to the measured
+    instructions; a result without it (an older cortexm.json) says n/a."""
+    import argparse
+
+    import run_all
+
+    def row(model, est):
+        r = dict(model=model, scheme="s", cpu="cortex-m7", kernels="cortex-m", per_step=40.2e6,
+                 ratio_over_upstream_118M=40.2 / 118, step_macs={"total": 33e6}, ratio_over_lower_bound=2.44)
+        return r | ({"cycles_estimate": est} if est else {})
+
+    est = dict(low=25.46e6, high=44.01e6, table="t")
+    text = run_all.headline({"cortexm": {"source": "measured now", "results": [row("a", est), row("b", None)]}},
+                            argparse.Namespace(quick=False), 1.0)
+    lines = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert "| M7 instructions (M) | M7 cycles, estimate (M) |" in lines["| model"]
+    assert lines["| a"].endswith("| 40.2 | 25.5-44.0 (est.) | 0.34x | 33.0 | 2.44x |")
+    assert lines["| b"].endswith("| 40.2 | n/a | 0.34x | 33.0 | 2.44x |")
+    assert "not comparable to upstream's 118 M cycles" in text

@@ -159,14 +159,17 @@ static int mt_class32(unsigned h1, unsigned h2, unsigned *regs)
     return MT_OTHER;
 }
 
-/* Class of the instruction in `bytes` (size 2 or 4, memory order); *regs = registers moved by a
- * load/store multiple (0 for every other class). */
+/* Class of the instruction at `bytes` (memory order, `size` bytes readable); *regs = registers moved by a
+ * load/store multiple (0 for every other class). The width comes from the first halfword, not from `size`:
+ * QEMU 7.2 appends to an instruction's bytes the halfword it peeks at to see whether the next instruction
+ * crosses a page (4 bytes for a 16-bit, 6 for a 32-bit instruction ending 2 bytes before a page end). */
 static int mt_insn_class(const uint8_t *bytes, size_t size, unsigned *regs)
 {
     *regs = 0;
+    if (size < 2) return MT_OTHER;
     unsigned h1 = bytes[0] | (unsigned)bytes[1] << 8;
-    if (size == 2) return mt_class16(h1, regs);
-    if (size != 4) return MT_OTHER;
+    if ((h1 >> 11) < 0x1D) return mt_class16(h1, regs);
+    if (size < 4) return MT_OTHER;
     unsigned h2 = bytes[2] | (unsigned)bytes[3] << 8;
     return mt_class32(h1, h2, regs);
 }
