@@ -193,10 +193,9 @@ def models_table(work: Path, quick: bool, data_root: Path) -> list[dict]:
                        linked_sram=build.usage.ram, linked_flash=build.usage.flash, stack_used=s.stack_used,
                        plan_vs_link=[list(r) for r in plan_vs_link(build.elf, project)],
                        top_ops=[list(op[:4]) for op in step.by_op[:8]], forward_per_mac=per_mac_by_kind(ops))
-            if cpu == "cortex-m7":  # the timing table is the Cortex-M7's
-                row["cycles_estimate"] = cycles_estimate(step)
             if cpu == "cortex-m7":  # every op: [phase, node, kernel, kind, instructions per step, MACs]
                 row["ops"] = [[op[k] for k in ("phase", "node", "kernel", "kind", "instructions", "macs")] for op in ops]
+                row["cycles_estimate"] = cycles_estimate(step)  # the timing table is the Cortex-M7's
             rows.append(row)
             kinds = ", ".join(f"{k} {v:.2f}" for k, v in sorted(row["forward_per_mac"].items()))
             est = row.get("cycles_estimate")
@@ -206,7 +205,8 @@ def models_table(work: Path, quick: bool, data_root: Path) -> list[dict]:
             if cpu == "cortex-m7" and simd and name == "mcunet-5fps":
                 print_ops(f"{name} {scheme.name} {cpu} Cortex-M kernels", ops)
     print("\n== instructions per training step (batch 1) and per inference, 2-class head ==")
-    print(f"{'model':<15}{'scheme':<19}{'cpu':<10}{'kernels':<9}{'step M':>8}{'cycles M (est.)':>16}{'fwd':>7}{'bwd':>7}{'upd':>7}"
+    print(f"{'model':<15}{'scheme':<19}{'cpu':<10}{'kernels':<9}{'step M':>8}{'cycles M (est.)':>16}"
+          f"{'fwd':>7}{'bwd':>7}{'upd':>7}"
           f"{'infer M':>9}{'pw/MAC':>8}{'dw/MAC':>8}{'SRAM KB':>9}{'flash KB':>9}  plan=link")
     for r in rows:
         ph = r["by_phase"]

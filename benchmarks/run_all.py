@@ -925,7 +925,8 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
             cells = ([f"{h['c_ms_wall']:.1f}", f"{h['torch_ms_wall']:.1f}", f"{h['ratio_wall']:.2f}x",
                       f"{h['ratio_cpu']:.2f}x"] if h else [""] * 4)
             cells += ([f"{c['per_step'] / 1e6:.1f}", cycles_estimate_cell(c), f"{c['ratio_over_upstream_118M']:.2f}x",
-                       f"{c['step_macs']['total'] / 1e6:.1f}", f"{c['ratio_over_lower_bound']:.2f}x"] if c else [""] * 5)
+                       f"{c['step_macs']['total'] / 1e6:.1f}", f"{c['ratio_over_lower_bound']:.2f}x"]
+                      if c else [""] * 5)
             lines.append(f"| {model} | {scheme} | " + " | ".join(cells) + " |")
         lines.append("")
     acc = results.get("accuracy")

@@ -128,7 +128,11 @@ __attribute__((noinline)) int dot(const int *a, const int *b, int n) {
     for (int i = 0; i < n; i++) acc = __smlad(a[i], b[i], acc);
     return acc;
 }
-__attribute__((noinline)) float fwork(int n) { float x = fsink; for (int i = 0; i < n; i++) x = x / 1.5f + 1.0f; return x; }
+__attribute__((noinline)) float fwork(int n) {
+    float x = fsink;
+    for (int i = 0; i < n; i++) x = x / 1.5f + 1.0f;
+    return x;
+}
 static int a[256], b[256];
 int main(void) {
     for (int i = 0; i < 256; i++) { a[i] = i * 65537; b[i] = 3 - i; }

@@ -93,7 +93,8 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
             hist[MT_N_CLASSES] += regs;
         }
         for (int c = 0; c < CLASS_COLUMNS; c++)
-            if (hist[c]) qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &class_total[c], hist[c]);
+            if (hist[c])
+                qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &class_total[c], hist[c]);
     }
     /* One inline add per run of instructions of the same function. */
     size_t run_start = 0;
