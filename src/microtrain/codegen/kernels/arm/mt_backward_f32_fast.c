@@ -935,14 +935,28 @@ static __attribute__((noinline)) void live_expand(const mt_conv_params *p, float
 
 static inline int32_t sp_chunks(int32_t out_c) { return (out_c + MT_GI8_CHUNK - 1) / MT_GI8_CHUNK; }
 
-/* The chunk starts (n_chunks + 1 of them, the last = k) at the end of pair q's second row; its list before. */
+/* n rounded up to even: the list and the chunk starts take whole words, so they are copied a word at a time. */
+static inline int32_t sp_even(int32_t n) { return (n + 1) & ~1; }
+
+/* The chunk starts (n_chunks + 1 of them, the last = k) at the end of pair q's second row; its list before
+ * (sp_list), both word-aligned. */
 static inline uint16_t *sp_bounds(const float *gacc, int32_t out_c, int32_t q)
 {
-    return (uint16_t *)(gacc + (2 * q + 2) * out_c) - (sp_chunks(out_c) + 1);
+    return (uint16_t *)(gacc + (2 * q + 2) * out_c) - sp_even(sp_chunks(out_c) + 1);
 }
 
-/* The most live channels whose values (4 k bytes) and list (2 k) leave room for the chunk starts in a row. */
-static inline int32_t sp_fit(int32_t out_c) { return (4 * out_c - 2 * (sp_chunks(out_c) + 1)) / 6; }
+static inline const uint16_t *sp_list(const uint16_t *bounds, int32_t nc) { return bounds - sp_even(bounds[nc]); }
+
+/* The most live channels whose values (4 k bytes) and list (2 sp_even(k)) leave room for the chunk starts. */
+static inline int32_t sp_fit(int32_t out_c) { return (4 * out_c - 2 * sp_even(sp_chunks(out_c) + 1) - 2) / 6; }
+
+/* dst[0..n) = src[0..n) for word-aligned uint16 arrays, n rounded up to even (a word at a time). */
+static inline void copy_u16_words(uint16_t *dst, const uint16_t *src, int32_t n)
+{
+    uint32_t *d = (uint32_t *)(void *)dst;
+    const uint32_t *s = (const uint32_t *)(const void *)src;
+    for (int32_t i = 0, nw = sp_even(n) >> 1; i < nw; i++) d[i] = s[i];
+}
 
 static inline int sparse_applicable(const mt_conv_params *p, const mt_weight_s8 *w)
 {
@@ -959,25 +973,34 @@ static inline int sparse_applicable(const mt_conv_params *p, const mt_weight_s8 
  * channels listed; returns how many (list[i] >= i: each word moved down or kept, after it was read). */
 static int32_t pair_squeeze(uint32_t *r0, uint32_t *r1, int32_t n, uint16_t *list)
 {
-    uint32_t *w0 = r0, *w1 = r1, a, b, t;
+    uint32_t *w0 = r0, *w1 = r1, a0, a1, b0, b1, t;
     uint16_t *l = list;
-    const uint32_t *end = r0 + n;
+    const uint32_t *end = r0 + (n & ~1);
     uint32_t o = 0;
-    __asm__ volatile("1:\n\t"
-                     "ldr     %[a], [%[r0]], #4\n\t"
-                     "ldr     %[b], [%[r1]], #4\n\t"
-                     "orrs    %[t], %[a], %[b]\n\t"
-                     "ittt    ne\n\t"
-                     "strne   %[a], [%[w0]], #4\n\t"
-                     "strne   %[b], [%[w1]], #4\n\t"
-                     "strhne  %[o], [%[l]], #2\n\t"
-                     "add     %[o], %[o], #1\n\t"
-                     "cmp     %[r0], %[end]\n\t"
-                     "bne     1b\n\t"
-                     : [r0] "+&r"(r0), [r1] "+&r"(r1), [w0] "+&r"(w0), [w1] "+&r"(w1), [l] "+&r"(l), [o] "+&r"(o),
-                       [a] "=&r"(a), [b] "=&r"(b), [t] "=&r"(t) /* & : end may equal r1's first value */
-                     : [end] "r"(end)
-                     : "memory", "cc");
+    if (n > 1) /* two channels per pass: one LDRD per row */
+        __asm__ volatile("1:\n\t"
+                         "ldrd    %[a0], %[a1], [%[r0]], #8\n\t"
+                         "ldrd    %[b0], %[b1], [%[r1]], #8\n\t"
+                         "orrs    %[t], %[a0], %[b0]\n\t"
+                         "ittt    ne\n\t"
+                         "strne   %[a0], [%[w0]], #4\n\t"
+                         "strne   %[b0], [%[w1]], #4\n\t"
+                         "strhne  %[o], [%[l]], #2\n\t"
+                         "add     %[o], %[o], #1\n\t"
+                         "orrs    %[t], %[a1], %[b1]\n\t"
+                         "ittt    ne\n\t"
+                         "strne   %[a1], [%[w0]], #4\n\t"
+                         "strne   %[b1], [%[w1]], #4\n\t"
+                         "strhne  %[o], [%[l]], #2\n\t"
+                         "add     %[o], %[o], #1\n\t"
+                         "cmp     %[r0], %[end]\n\t"
+                         "bne     1b\n\t"
+                         : [r0] "+&r"(r0), [r1] "+&r"(r1), [w0] "+&r"(w0), [w1] "+&r"(w1), [l] "+&r"(l),
+                           [o] "+&r"(o), [a0] "=&r"(a0), [a1] "=&r"(a1), [b0] "=&r"(b0), [b1] "=&r"(b1),
+                           [t] "=&r"(t) /* & : end may equal r1's first value */
+                         : [end] "r"(end)
+                         : "memory", "cc");
+    if (n & 1 && (*r0 | *r1)) *w0 = *r0, *w1 = *r1, *l++ = (uint16_t)o;
     return (int32_t)(l - list);
 }
 
@@ -985,34 +1008,74 @@ static int32_t pair_squeeze(uint32_t *r0, uint32_t *r1, int32_t n, uint16_t *lis
  * moved or not listed), the channels between listed ones set to +0.0. */
 static void pair_unsqueeze(uint32_t *r0, uint32_t *r1, int32_t n, const uint16_t *list, int32_t k)
 {
-    int32_t top = n;
-    for (int32_t i = k - 1; i >= 0; i--) {
-        const int32_t o = list[i];
-        while (top > o + 1) top--, r0[top] = 0u, r1[top] = 0u;
-        const uint32_t a = r0[i], b = r1[i];
-        r0[o] = a, r1[o] = b;
-        top = o;
+    /* t: the lowest place of r0 done (r1's at t + d); s: the next value to move (from the last) */
+    uint32_t *t = r0 + n, *s = r0 + k, *p, a, b, o;
+    const uint16_t *l = list + k;
+    const int32_t d = (int32_t)((uintptr_t)r1 - (uintptr_t)r0);
+    __asm__ volatile("cmp     %[l], %[list]\n\t"
+                     "beq     3f\n"
+                     "1:\n\t"
+                     "ldrh    %[o], [%[l], #-2]!\n\t"
+                     "ldr     %[a], [%[s], #-4]!\n\t"
+                     "ldr     %[b], [%[s], %[d]]\n\t"
+                     "add     %[p], %[r0], %[o], lsl #2\n\t"
+                     "add     %[p], %[p], #4\n\t"
+                     "cmp     %[t], %[p]\n\t"
+                     "beq     2f\n"
+                     "4:\n\t"
+                     "str     %[z], [%[t], #-4]!\n\t"
+                     "str     %[z], [%[t], %[d]]\n\t"
+                     "cmp     %[t], %[p]\n\t"
+                     "bne     4b\n"
+                     "2:\n\t"
+                     "str     %[a], [%[t], #-4]!\n\t"
+                     "str     %[b], [%[t], %[d]]\n\t"
+                     "cmp     %[l], %[list]\n\t"
+                     "bne     1b\n"
+                     "3:\n\t"
+                     "cmp     %[t], %[r0]\n\t"
+                     "beq     5f\n"
+                     "6:\n\t"
+                     "str     %[z], [%[t], #-4]!\n\t"
+                     "str     %[z], [%[t], %[d]]\n\t"
+                     "cmp     %[t], %[r0]\n\t"
+                     "bne     6b\n"
+                     "5:\n\t"
+                     : [t] "+&r"(t), [s] "+&r"(s), [l] "+&r"(l), [p] "=&r"(p), [a] "=&r"(a), [b] "=&r"(b),
+                       [o] "=&r"(o)
+                     : [r0] "r"(r0), [d] "r"(d), [list] "r"(list), [z] "r"(0u)
+                     : "memory", "cc");
+}
+
+/* The first position of list[0..k) (ascending) holding a value >= v. */
+static inline int32_t lower_bound_u16(const uint16_t *list, int32_t k, int32_t v)
+{
+    int32_t lo = 0, hi = k;
+    while (lo < hi) {
+        const int32_t mid = (lo + hi) >> 1;
+        if (list[mid] < v) lo = mid + 1;
+        else hi = mid;
     }
-    while (top > 0) top--, r0[top] = 0u, r1[top] = 0u;
+    return lo;
 }
 
 /* Whether compacting pays, from the first pair's k live channels: per pair and group of 8 input channels a list
  * entry costs some 23.3 instructions (its loads and the call per chunk included), a channel of a whole tile
- * 17.5, compacting and restoring some 28 per channel (measured on the Cortex-M7), so when (in_c / 8) * 23.3 k +
- * 28 out_c < (in_c / 8) * 17.5 out_c; pairs with more than sp_fit live channels stay whole: the first must not.
+ * 17.5, compacting and restoring some 20 per channel (measured on the Cortex-M7), so when (in_c / 8) * 23.3 k +
+ * 20 out_c < (in_c / 8) * 17.5 out_c; pairs with more than sp_fit live channels stay whole: the first must not.
  * The usual path's dead channels (live_compact) are not counted: they are +0.0 in every pair, so compacting
  * drops them too. A first pair without live channels leaves it to the usual path (on a first step after a
  * zero-initialised head every channel is dead: live_compact finds it in one pass). */
 static inline int sparse_pays(const mt_conv_params *p, int32_t k)
 {
-    return k > 0 && k <= sp_fit(p->out_c) && 93 * p->in_c * k + 896 * p->out_c < 70 * p->in_c * p->out_c;
+    return k > 0 && k <= sp_fit(p->out_c) && 93 * p->in_c * k + 640 * p->out_c < 70 * p->in_c * p->out_c;
 }
 
 /* Compacts every pair that fits (bit q of sparse set) and returns how many, when sparse_pays; else 0 with gacc
  * as it was. noinline: its list is not on the stack while the tiles run. */
 static __attribute__((noinline)) int32_t pair_compact(const mt_conv_params *p, float *gacc, uint32_t *sparse)
 {
-    uint16_t list[MT_GI_LIVE_MAX];
+    uint16_t list[MT_GI_LIVE_MAX] __attribute__((aligned(4))); /* copied a word at a time */
     const int32_t out_c = p->out_c, n_pairs = p->out_h * p->out_w / 2, nc = sp_chunks(out_c), fit = sp_fit(out_c);
     int32_t n_sparse = 0;
     for (int32_t q = 0; q < n_pairs; q++) {
@@ -1026,12 +1089,10 @@ static __attribute__((noinline)) int32_t pair_compact(const mt_conv_params *p, f
             pair_unsqueeze(r0, r1, out_c, list, k);
             continue;
         }
-        uint16_t *bounds = sp_bounds(gacc, out_c, q), *lst = bounds - k;
-        for (int32_t i = 0; i < k; i++) lst[i] = list[i];
-        for (int32_t c = 0, i = 0; c < nc; c++) {
-            while (i < k && list[i] < c * MT_GI8_CHUNK) i++;
-            bounds[c] = (uint16_t)i;
-        }
+        uint16_t *bounds = sp_bounds(gacc, out_c, q);
+        copy_u16_words(bounds - sp_even(k), list, k);
+        bounds[0] = 0;
+        for (int32_t c = 1, i = 0; c < nc; c++) bounds[c] = (uint16_t)(i = i + lower_bound_u16(list + i, k - i, c * MT_GI8_CHUNK));
         bounds[nc] = (uint16_t)k;
         sparse[q >> 5] |= 1u << (q & 31);
         n_sparse++;
@@ -1042,13 +1103,13 @@ static __attribute__((noinline)) int32_t pair_compact(const mt_conv_params *p, f
 /* Undoes pair_compact. */
 static __attribute__((noinline)) void pair_expand(const mt_conv_params *p, float *gacc, const uint32_t *sparse)
 {
-    uint16_t list[MT_GI_LIVE_MAX];
+    uint16_t list[MT_GI_LIVE_MAX] __attribute__((aligned(4))); /* copied a word at a time */
     const int32_t out_c = p->out_c, n_pairs = p->out_h * p->out_w / 2, nc = sp_chunks(out_c);
     for (int32_t q = 0; q < n_pairs; q++) {
         if (!((sparse[q >> 5] >> (q & 31)) & 1u)) continue;
         const uint16_t *bounds = sp_bounds(gacc, out_c, q);
         const int32_t k = bounds[nc];
-        for (int32_t i = 0; i < k; i++) list[i] = bounds[i - k]; /* the list lies in the second row's tail */
+        copy_u16_words(list, sp_list(bounds, nc), k); /* the list lies in the second row's tail */
         uint32_t *r0 = (uint32_t *)gacc + 2 * q * out_c;
         pair_unsqueeze(r0, r0 + out_c, out_c, list, k);
     }
@@ -1130,9 +1191,9 @@ static __attribute__((noinline)) void grad_input_sparse_block(const mt_conv_para
             float *x0 = gx + c0 + j;
             for (int32_t q = 0; q < n_pairs; q++, r0 += 2 * out_c, x0 += 2 * in_c) {
                 if ((sparse[q >> 5] >> (q & 31)) & 1u) {
-                    const uint16_t *bounds = (const uint16_t *)(r0 + 2 * out_c) - (nc + 1);
+                    const uint16_t *bounds = (const uint16_t *)(r0 + 2 * out_c) - sp_even(nc + 1);
                     const int32_t lo = bounds[c];
-                    grad_input_sparse_2x8(&a, r0 + lo, bounds - bounds[nc] + lo, bounds[c + 1] - lo, x0);
+                    grad_input_sparse_2x8(&a, r0 + lo, sp_list(bounds, nc) + lo, bounds[c + 1] - lo, x0);
                 } else {
                     grad_input_tile_2x8(r0 + o0, r0 + out_c + o0, wf, on, o0 ? x0 : zeros8, o0 ? x0 + in_c : zeros8,
                                         x0, x0 + in_c);
