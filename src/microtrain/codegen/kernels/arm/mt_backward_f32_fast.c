@@ -15,7 +15,10 @@
  *   channels (at most MT_GI_PERM_MAX of them, stride 1) is computed in block order, each block's channels
  *   contiguous, and every row permuted once at the end. Output channels whose gradient is +0.0 at every pixel
  *   (dead ReLU channels; all of them on the first step after a zero-initialised head) are left out when that
- *   pays (live_compact: gacc compacted in place and restored bit for bit; the weight rows by a list);
+ *   pays (live_compact: gacc compacted in place and restored bit for bit; the weight rows by a list); on a
+ *   stride-1 map with contiguous weight blocks of multiples of 8 channels, the channels +0.0 at both pixels of
+ *   a pixel pair instead, when the first pair says it pays (pair_compact: each pair's live values compacted in
+ *   place, its channel list in the freed tail; grad_input_sparse_2x8 runs a tile over a list);
  * - input gradient of a depthwise conv (one whole weight, no channel index): with stride 1 and at most 25 taps,
  *   16 channels per pass (per tap four VLDM and 16 VMLA), else 8 (two VLDM, 8 VMLA), the tap loops of each pixel
  *   in asm; the valid taps of a pixel are a row range times a column range (the columns tabulated once per call,
