@@ -69,7 +69,7 @@ def test_fast_backward_kernels_are_bit_exact(tmp_path, cpu):
     """codegen/kernels/arm/mt_backward_f32_fast.c against the portable float kernels: the same float bits
     (masked gradient in place, depthwise and pointwise input gradients with channel counts off the 8- and
     4-channel blocks, split weights; pointwise ones with dead output channels, which the fast kernel drops from a
-    gacc it compacts in place and restores; the pointwise one added to gx; a residual add's input gradient; the sum
+    gacc it compacts in place and restores, and with sparse pixel pairs, which it compacts pair by pair; the pointwise one added to gx; a residual add's input gradient; the sum
     of two gradients; a global average pool's input gradient) and the same
     updated int8 weights and int32 biases (fused pointwise update, rows offset as in a channel group; fused bias
     update, saturating ones too, dead channels skipped)."""
@@ -81,7 +81,7 @@ def test_fast_backward_kernels_are_bit_exact(tmp_path, cpu):
     assert "mt_conv_grad_input_depthwise_f32_portable" in syms and "mt_conv_grad_input_depthwise_f32" in syms
     run = run_firmware(res.elf, cpu, timeout=60)
     cases = re.findall(r"bcase (\d+) (\w+) .* differ=(\d+)", run.stdout)
-    assert len(cases) == 51, run.stdout + run.stderr
+    assert len(cases) == 55, run.stdout + run.stderr
     for idx, kind, differ in cases:
         assert differ == "0", f"backward case {idx} ({kind}) differs"
     assert run.status == 0

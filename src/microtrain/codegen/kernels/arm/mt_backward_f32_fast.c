@@ -15,7 +15,10 @@
  *   channels (at most MT_GI_PERM_MAX of them, stride 1) is computed in block order, each block's channels
  *   contiguous, and every row permuted once at the end. Output channels whose gradient is +0.0 at every pixel
  *   (dead ReLU channels; all of them on the first step after a zero-initialised head) are left out when that
- *   pays (live_compact: gacc compacted in place and restored bit for bit; the weight rows by a list);
+ *   pays (live_compact: gacc compacted in place and restored bit for bit; the weight rows by a list); on a
+ *   stride-1 map with contiguous weight blocks of multiples of 8 channels, the channels +0.0 at both pixels of
+ *   a pixel pair instead, when the first pair says it pays (pair_compact: each pair's live values compacted in
+ *   place, its channel list in the freed tail; grad_input_sparse_2x8 runs a tile over a list);
  * - input gradient of a depthwise conv (one whole weight, no channel index): with stride 1 and at most 25 taps,
  *   16 channels per pass (per tap four VLDM and 16 VMLA), else 8 (two VLDM, 8 VMLA), the tap loops of each pixel
  *   in asm; the valid taps of a pixel are a row range times a column range (the columns tabulated once per call,
@@ -918,6 +921,306 @@ static __attribute__((noinline)) void live_expand(const mt_conv_params *p, float
     }
 }
 
+/* Sparse pixel pairs. In the expanded layers' gacc most values are +0.0 (ReLU6 clamps: 40 to 70 % of the
+ * elements of mcunet-5fps's pointwise1 gradients; per pixel pair 27 to 61 % of the channels +0.0 at both
+ * pixels), and a +-0.0 term leaves a sum unchanged (as for the dead channels above). On a stride-1 map whose
+ * weight blocks are contiguous multiples of 8 channels, each pair of pixels (2q, 2q + 1) is compacted in place:
+ * the k channels live at either pixel (value bits not 0: -0.0 counts as live) have their two values moved to
+ * the start of the pair's two rows (ascending channel), and the channel list (uint16) and, for each chunk of
+ * MT_GI8_CHUNK output channels, the list position where it starts are stored at the end of the second row,
+ * which its k values leave free (when k <= MT_SP_FIT(out_c); a pair with more is put back and stays whole). The
+ * 2 x 8 tiles of a compacted pair run over its list (grad_input_sparse_2x8: ascending channels, so every sum
+ * has the same nonzero terms in the same order), the other pairs' over every channel; gacc is restored bit for
+ * bit afterwards (a value not listed was +0.0 at both pixels). */
+#ifndef MT_GI_SP_PAIRS
+#define MT_GI_SP_PAIRS 64 /* pixel pairs at most (a bit each on the stack) */
+#endif
+
+static inline int32_t sp_chunks(int32_t out_c) { return (out_c + MT_GI8_CHUNK - 1) / MT_GI8_CHUNK; }
+
+/* n rounded up to even: the list and the chunk starts take whole words, so they are copied a word at a time. */
+static inline int32_t sp_even(int32_t n) { return (n + 1) & ~1; }
+
+/* The chunk starts (n_chunks + 1 of them, the last = k) at the end of pair q's second row; its list before
+ * (sp_list), both word-aligned. */
+static inline uint16_t *sp_bounds(const float *gacc, int32_t out_c, int32_t q)
+{
+    return (uint16_t *)(gacc + (2 * q + 2) * out_c) - sp_even(sp_chunks(out_c) + 1);
+}
+
+static inline const uint16_t *sp_list(const uint16_t *bounds, int32_t nc) { return bounds - sp_even(bounds[nc]); }
+
+/* The most live channels whose values (4 k bytes) and list (2 sp_even(k)) leave room for the chunk starts. */
+static inline int32_t sp_fit(int32_t out_c) { return (4 * out_c - 2 * sp_even(sp_chunks(out_c) + 1) - 2) / 6; }
+
+/* dst[0..n) = src[0..n) for word-aligned uint16 arrays, n rounded up to even (a word at a time). */
+static inline void copy_u16_words(uint16_t *dst, const uint16_t *src, int32_t n)
+{
+    uint32_t *d = (uint32_t *)(void *)dst;
+    const uint32_t *s = (const uint32_t *)(const void *)src;
+    for (int32_t i = 0, nw = sp_even(n) >> 1; i < nw; i++) d[i] = s[i];
+}
+
+static inline int sparse_applicable(const mt_conv_params *p, const mt_weight_s8 *w)
+{
+    const int32_t n_pix = p->out_h * p->out_w;
+    if (p->stride != 1 || p->out_h != p->in_h || p->out_w != p->in_w || (n_pix & 1) || n_pix < 2 ||
+        n_pix > 2 * MT_GI_SP_PAIRS || p->out_c > MT_GI_LIVE_MAX || p->out_c < 8 || (w->n_frozen & 7) ||
+        (w->n_train & 7))
+        return 0;
+    if (!w->frozen_idx && !w->train_idx && w->n_train == 0) return w->n_frozen == p->in_c;
+    return split_in_block_order(p, w);
+}
+
+/* The pair at r0, r1 (rows of n words) compacted: the words live at either row moved to the rows' starts, their
+ * channels listed; returns how many (list[i] >= i: each word moved down or kept, after it was read). */
+static int32_t pair_squeeze(uint32_t *r0, uint32_t *r1, int32_t n, uint16_t *list)
+{
+    uint32_t *w0 = r0, *w1 = r1, a0, a1, b0, b1, t;
+    uint16_t *l = list;
+    const uint32_t *end = r0 + (n & ~1);
+    uint32_t o = 0;
+    if (n > 1) /* two channels per pass: one LDRD per row */
+        __asm__ volatile("1:\n\t"
+                         "ldrd    %[a0], %[a1], [%[r0]], #8\n\t"
+                         "ldrd    %[b0], %[b1], [%[r1]], #8\n\t"
+                         "orrs    %[t], %[a0], %[b0]\n\t"
+                         "ittt    ne\n\t"
+                         "strne   %[a0], [%[w0]], #4\n\t"
+                         "strne   %[b0], [%[w1]], #4\n\t"
+                         "strhne  %[o], [%[l]], #2\n\t"
+                         "add     %[o], %[o], #1\n\t"
+                         "orrs    %[t], %[a1], %[b1]\n\t"
+                         "ittt    ne\n\t"
+                         "strne   %[a1], [%[w0]], #4\n\t"
+                         "strne   %[b1], [%[w1]], #4\n\t"
+                         "strhne  %[o], [%[l]], #2\n\t"
+                         "add     %[o], %[o], #1\n\t"
+                         "cmp     %[r0], %[end]\n\t"
+                         "bne     1b\n\t"
+                         : [r0] "+&r"(r0), [r1] "+&r"(r1), [w0] "+&r"(w0), [w1] "+&r"(w1), [l] "+&r"(l),
+                           [o] "+&r"(o), [a0] "=&r"(a0), [a1] "=&r"(a1), [b0] "=&r"(b0), [b1] "=&r"(b1),
+                           [t] "=&r"(t) /* & : end may equal r1's first value */
+                         : [end] "r"(end)
+                         : "memory", "cc");
+    if (n & 1 && (*r0 | *r1)) *w0 = *r0, *w1 = *r1, *l++ = (uint16_t)o;
+    return (int32_t)(l - list);
+}
+
+/* Undoes pair_squeeze: from the last listed channel down each word moved up to its channel (over words already
+ * moved or not listed), the channels between listed ones set to +0.0. */
+static void pair_unsqueeze(uint32_t *r0, uint32_t *r1, int32_t n, const uint16_t *list, int32_t k)
+{
+    /* t: the lowest place of r0 done (r1's at t + d); s: the next value to move (from the last) */
+    uint32_t *t = r0 + n, *s = r0 + k, *p, a, b, o;
+    const uint16_t *l = list + k;
+    const int32_t d = (int32_t)((uintptr_t)r1 - (uintptr_t)r0);
+    __asm__ volatile("cmp     %[l], %[list]\n\t"
+                     "beq     3f\n"
+                     "1:\n\t"
+                     "ldrh    %[o], [%[l], #-2]!\n\t"
+                     "ldr     %[a], [%[s], #-4]!\n\t"
+                     "ldr     %[b], [%[s], %[d]]\n\t"
+                     "add     %[p], %[r0], %[o], lsl #2\n\t"
+                     "add     %[p], %[p], #4\n\t"
+                     "cmp     %[t], %[p]\n\t"
+                     "beq     2f\n"
+                     "4:\n\t"
+                     "str     %[z], [%[t], #-4]!\n\t"
+                     "str     %[z], [%[t], %[d]]\n\t"
+                     "cmp     %[t], %[p]\n\t"
+                     "bne     4b\n"
+                     "2:\n\t"
+                     "str     %[a], [%[t], #-4]!\n\t"
+                     "str     %[b], [%[t], %[d]]\n\t"
+                     "cmp     %[l], %[list]\n\t"
+                     "bne     1b\n"
+                     "3:\n\t"
+                     "cmp     %[t], %[r0]\n\t"
+                     "beq     5f\n"
+                     "6:\n\t"
+                     "str     %[z], [%[t], #-4]!\n\t"
+                     "str     %[z], [%[t], %[d]]\n\t"
+                     "cmp     %[t], %[r0]\n\t"
+                     "bne     6b\n"
+                     "5:\n\t"
+                     : [t] "+&r"(t), [s] "+&r"(s), [l] "+&r"(l), [p] "=&r"(p), [a] "=&r"(a), [b] "=&r"(b),
+                       [o] "=&r"(o)
+                     : [r0] "r"(r0), [d] "r"(d), [list] "r"(list), [z] "r"(0u)
+                     : "memory", "cc");
+}
+
+/* The first position of list[0..k) (ascending) holding a value >= v. */
+static inline int32_t lower_bound_u16(const uint16_t *list, int32_t k, int32_t v)
+{
+    int32_t lo = 0, hi = k;
+    while (lo < hi) {
+        const int32_t mid = (lo + hi) >> 1;
+        if (list[mid] < v) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* Whether compacting pays, from the first pair's k live channels: per pair and group of 8 input channels a list
+ * entry costs some 23.3 instructions (its loads and the call per chunk included), a channel of a whole tile
+ * 17.5, compacting and restoring some 20 per channel (measured on the Cortex-M7), so when (in_c / 8) * 23.3 k +
+ * 20 out_c < (in_c / 8) * 17.5 out_c; pairs with more than sp_fit live channels stay whole: the first must not.
+ * The usual path's dead channels (live_compact) are not counted: they are +0.0 in every pair, so compacting
+ * drops them too. A first pair without live channels leaves it to the usual path (on a first step after a
+ * zero-initialised head every channel is dead: live_compact finds it in one pass). */
+static inline int sparse_pays(const mt_conv_params *p, int32_t k)
+{
+    return k > 0 && k <= sp_fit(p->out_c) && 93 * p->in_c * k + 640 * p->out_c < 70 * p->in_c * p->out_c;
+}
+
+/* Compacts every pair that fits (bit q of sparse set) and returns how many, when sparse_pays; else 0 with gacc
+ * as it was. noinline: its list is not on the stack while the tiles run. */
+static __attribute__((noinline)) int32_t pair_compact(const mt_conv_params *p, float *gacc, uint32_t *sparse)
+{
+    uint16_t list[MT_GI_LIVE_MAX] __attribute__((aligned(4))); /* copied a word at a time */
+    const int32_t out_c = p->out_c, n_pairs = p->out_h * p->out_w / 2, nc = sp_chunks(out_c), fit = sp_fit(out_c);
+    int32_t n_sparse = 0;
+    for (int32_t q = 0; q < n_pairs; q++) {
+        uint32_t *r0 = (uint32_t *)gacc + 2 * q * out_c, *r1 = r0 + out_c;
+        const int32_t k = pair_squeeze(r0, r1, out_c, list);
+        if (q == 0 && !sparse_pays(p, k)) {
+            pair_unsqueeze(r0, r1, out_c, list, k);
+            return 0;
+        }
+        if (k > fit) {
+            pair_unsqueeze(r0, r1, out_c, list, k);
+            continue;
+        }
+        uint16_t *bounds = sp_bounds(gacc, out_c, q);
+        copy_u16_words(bounds - sp_even(k), list, k);
+        bounds[0] = 0;
+        for (int32_t c = 1, i = 0; c < nc; c++) bounds[c] = (uint16_t)(i = i + lower_bound_u16(list + i, k - i, c * MT_GI8_CHUNK));
+        bounds[nc] = (uint16_t)k;
+        sparse[q >> 5] |= 1u << (q & 31);
+        n_sparse++;
+    }
+    return n_sparse;
+}
+
+/* Undoes pair_compact. */
+static __attribute__((noinline)) void pair_expand(const mt_conv_params *p, float *gacc, const uint32_t *sparse)
+{
+    uint16_t list[MT_GI_LIVE_MAX] __attribute__((aligned(4))); /* copied a word at a time */
+    const int32_t out_c = p->out_c, n_pairs = p->out_h * p->out_w / 2, nc = sp_chunks(out_c);
+    for (int32_t q = 0; q < n_pairs; q++) {
+        if (!((sparse[q >> 5] >> (q & 31)) & 1u)) continue;
+        const uint16_t *bounds = sp_bounds(gacc, out_c, q);
+        const int32_t k = bounds[nc];
+        copy_u16_words(list, sp_list(bounds, nc), k); /* the list lies in the second row's tail */
+        uint32_t *r0 = (uint32_t *)gacc + 2 * q * out_c;
+        pair_unsqueeze(r0, r0 + out_c, out_c, list, k);
+    }
+}
+
+/* One list entry of a sparse 2 x 8 tile: its output channel's 8 weights (row address wfb + 32 * o) by one VLDM
+ * into s16-s23, then the products with pixel 0's value (register ga) and pixel 1's (gb) as GI8_O. */
+#define GIS_O(ga, gb)                                                                                             \
+    "ldrh    %[t], [%[idx]], #2\n\t"                                                                              \
+    "add     %[t], %[wfb], %[t], lsl #5\n\t"                                                                      \
+    "vldmia  %[t], {s16-s23}\n\t" GI8_MA(0, ga, 16) GI8_MA(1, ga, 17) GI8_MA(2, ga, 18) GI8_MA(3, ga, 19)       \
+        GI8_MA(4, ga, 20) GI8_MA(5, ga, 21) GI8_MA(6, ga, 22) GI8_MA(7, ga, 23) GI8_MA(8, gb, 16)                 \
+            GI8_MA(9, gb, 17) GI8_MA(10, gb, 18) GI8_MA(11, gb, 19) GI8_MA(12, gb, 20) GI8_MA(13, gb, 21)         \
+                GI8_MA(14, gb, 22) GI8_MA(15, gb, 23)
+
+/* What grad_input_sparse_2x8 needs beyond the pair: the chunk's float weights less 32 * o0 bytes (entry o's
+ * row at wfb + 32 * o), the distance from a pair's first row of gacc to its second and of gx (bytes), whether
+ * the sums start from zeros (the first chunk). */
+typedef struct {
+    uintptr_t wfb;
+    int32_t grow, xrow, first;
+} sp_tile;
+
+/* grad_input_tile_2x8 over the n list entries idx[0..n) (ascending output channels) of one pair: pixel 0's
+ * compacted values at g0, pixel 1's at g0 + grow bytes; its 16 sums at x (pixel 0) and x + xrow bytes, from
+ * zeros or from x. n % 4 entries one at a time (23 instructions), then four per loop pass (80). */
+static __attribute__((noinline)) void grad_input_sparse_2x8(const sp_tile *a, const float *g0, const uint16_t *idx,
+                                                            int32_t n, float *x)
+{
+    const float *g1 = (const float *)((uintptr_t)g0 + (uintptr_t)a->grow), *s0 = a->first ? zeros16 : x;
+    float *x1 = (float *)((uintptr_t)x + (uintptr_t)a->xrow);
+    const float *s1 = a->first ? zeros16 + 8 : x1;
+    const uintptr_t wfb = a->wfb;
+    uint32_t t, r;
+    __asm__ volatile("vldmia  %[s0], {s0-s7}\n\t"
+                     "vldmia  %[s1], {s8-s15}\n\t"
+                     "ands    %[r], %[n], #3\n\t"
+                     "beq     3f\n"
+                     "4:\n\t"
+                     "vldmia  %[g0]!, {s24}\n\t"
+                     "vldmia  %[g1]!, {s28}\n\t" GIS_O("24", "28")
+                     "subs    %[r], %[r], #1\n\t"
+                     "bne     4b\n"
+                     "3:\n\t"
+                     "bics    %[n], %[n], #3\n\t"
+                     "beq     2f\n"
+                     "1:\n\t"
+                     "vldmia  %[g0]!, {s24-s27}\n\t"
+                     "vldmia  %[g1]!, {s28-s31}\n\t" GIS_O("24", "28") GIS_O("25", "29") GIS_O("26", "30")
+                         GIS_O("27", "31")
+                     "subs    %[n], %[n], #4\n\t"
+                     "bne     1b\n"
+                     "2:\n\t"
+                     "vstmia  %[x0], {s0-s7}\n\t"
+                     "vstmia  %[x1], {s8-s15}\n\t"
+                     : [g0] "+r"(g0), [g1] "+r"(g1), [idx] "+r"(idx), [n] "+r"(n), [t] "=&r"(t), [r] "=&r"(r)
+                     : [wfb] "r"(wfb), [s0] "r"(s0), [s1] "r"(s1), [x0] "r"(x), [x1] "r"(x1)
+                     : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14",
+                       "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27",
+                       "s28", "s29", "s30", "s31", "memory", "cc");
+}
+
+/* One contiguous weight block (O, nb), nb % 8 == 0, its channels at gx + c0 of each row: per group of 8 input
+ * channels and chunk of output channels (weights converted once, as grad_input_pointwise_block), every pair's
+ * tile, over its list or whole. noinline: one weight buffer on the stack at a time. */
+static __attribute__((noinline)) void grad_input_sparse_block(const mt_conv_params *p, const float *gacc,
+                                                              const int8_t *wb, int32_t nb, int32_t c0,
+                                                              const uint32_t *sparse, float *gx)
+{
+    float wf[8 * MT_GI8_CHUNK];
+    const int32_t out_c = p->out_c, in_c = p->in_c, n_pairs = p->out_h * p->out_w / 2, nc = sp_chunks(out_c);
+    sp_tile a = {0, 4 * out_c, 4 * in_c, 0};
+    for (int32_t j = 0; j < nb; j += 8)
+        for (int32_t c = 0, o0 = 0; o0 < out_c; c++, o0 += MT_GI8_CHUNK) {
+            const int32_t on = out_c - o0 < MT_GI8_CHUNK ? out_c - o0 : MT_GI8_CHUNK;
+            float_rows8(wb + o0 * nb + j, nb, on, wf);
+            a.wfb = (uintptr_t)wf - (uintptr_t)(32 * o0), a.first = o0 == 0;
+            const float *r0 = gacc;
+            float *x0 = gx + c0 + j;
+            for (int32_t q = 0; q < n_pairs; q++, r0 += 2 * out_c, x0 += 2 * in_c) {
+                if ((sparse[q >> 5] >> (q & 31)) & 1u) {
+                    const uint16_t *bounds = (const uint16_t *)(r0 + 2 * out_c) - sp_even(nc + 1);
+                    const int32_t lo = bounds[c];
+                    grad_input_sparse_2x8(&a, r0 + lo, sp_list(bounds, nc) + lo, bounds[c + 1] - lo, x0);
+                } else {
+                    grad_input_tile_2x8(r0 + o0, r0 + out_c + o0, wf, on, o0 ? x0 : zeros8, o0 ? x0 + in_c : zeros8,
+                                        x0, x0 + in_c);
+                }
+            }
+        }
+}
+
+/* The input gradient through the sparse pairs when they pay: returns 0 (nothing done, gacc as it was)
+ * otherwise. */
+static __attribute__((noinline)) int grad_input_sparse(const mt_conv_params *p, float *gacc, const mt_weight_s8 *w,
+                                                       float *gx)
+{
+    uint32_t sparse[MT_GI_SP_PAIRS / 32] = {0};
+    if (pair_compact(p, gacc, sparse) == 0) return 0;
+    grad_input_sparse_block(p, gacc, w->frozen, w->n_frozen, 0, sparse, gx);
+    if (w->n_train) { /* split_in_block_order */
+        grad_input_sparse_block(p, gacc, w->train, w->n_train, w->n_frozen, sparse, gx);
+        permute_rows(p, w, gx, 1);
+    }
+    pair_expand(p, gacc, sparse);
+    return 1;
+}
+
 static inline __attribute__((always_inline)) void grad_input_pointwise(const mt_conv_params *p, const float *gacc,
                                                                       const mt_weight_s8 *w, const uint16_t *rows,
                                                                       float *gx)
@@ -938,7 +1241,8 @@ static inline __attribute__((always_inline)) void grad_input_pointwise(const mt_
 
 void mt_conv_grad_input_pointwise_f32(const mt_conv_params *p, const float *gacc, const mt_weight_s8 *w, float *gx)
 {
-    float *const g = (float *)gacc; /* compacted and restored in place (live_compact) */
+    float *const g = (float *)gacc; /* compacted and restored in place (grad_input_sparse, live_compact) */
+    if (sparse_applicable(p, w) && grad_input_sparse(p, g, w, gx)) return;
     const int32_t n_live = live_compact(p, w->n_frozen + w->n_train, g);
     if (n_live < 0) {
         grad_input_pointwise(p, gacc, w, NULL, gx);
