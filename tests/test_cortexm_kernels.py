@@ -69,8 +69,8 @@ def test_fast_backward_kernels_are_bit_exact(tmp_path, cpu):
     """codegen/kernels/arm/mt_backward_f32_fast.c against the portable float kernels: the same float bits
     (masked gradient in place, depthwise and pointwise input gradients with channel counts off the 8- and
     4-channel blocks, split weights; pointwise ones with dead output channels, which the fast kernel drops from a
-    gacc it compacts in place and restores, and with sparse pixel pairs, which it compacts pair by pair; the pointwise one added to gx; a residual add's input gradient; the sum
-    of two gradients; a global average pool's input gradient) and the same
+    gacc it compacts in place and restores, and with sparse pixel pairs, which it compacts pair by pair; the
+    pointwise one added to gx; a residual add's input gradient; the sum of two gradients; a global average pool's input gradient) and the same
     updated int8 weights and int32 biases (fused pointwise update, rows offset as in a channel group; fused bias
     update, saturating ones too, dead channels skipped)."""
     require_arm_tools()
