@@ -5,6 +5,7 @@ import numpy as np
 
 from ..errors import UnsupportedOpError
 from ..ir.program import Const, Params
+from ..quant.arith import channel_rows
 
 ROUNDING_C = {"nearest": "MT_ROUND_NEAREST", "stochastic": "MT_ROUND_STOCHASTIC"}
 
@@ -47,7 +48,9 @@ def masked_gradient(g_y: np.ndarray, scale, mask: np.ndarray) -> np.ndarray:
     accumulator gradient, add's addend gradients). A bool mask of the product's shape zeroes the fresh product
     in place: its bits ANDed with all-ones where the mask holds and with 0 (the bits of +0.0) where not, the
     same values as np.where (signed zeros and NaN included) at about a third of np.putmask's time."""
-    g = g_y.astype(np.float32, copy=False) * np.asarray(scale, dtype=np.float32)
+    g_y = g_y.astype(np.float32, copy=False)
+    rows, (sc,) = channel_rows(g_y, np.asarray(scale, dtype=np.float32))
+    g = (rows * sc).reshape(np.broadcast_shapes(g_y.shape, np.shape(scale)))
     if mask.dtype == np.bool_ and mask.shape == g.shape and g.flags.c_contiguous and mask.flags.c_contiguous:
         keep = mask.astype(np.uint32)  # 1 or 0
         np.negative(keep, out=keep)  # 1 -> 0xFFFFFFFF, 0 -> 0

@@ -399,7 +399,7 @@ def depthwise_grad_weight(xs: np.ndarray, g_acc: np.ndarray, ch: np.ndarray, kh:
 # ----- forward ----------------------------------------------------------------------------------------
 def shifted_input(x_q: np.ndarray, x_zero: int) -> np.ndarray:
     """q_x - x_zero as float32 (exact): padding then adds real zeros, as the arithmetic requires."""
-    return x_q.astype(np.float32) - np.float32(x_zero)
+    return np.subtract(x_q, np.float32(x_zero), dtype=np.float32)  # (casts x_q to float32 first, as astype)
 
 
 def forward_int8(node, x_q: np.ndarray, x_quant, y_quant) -> np.ndarray:
@@ -924,7 +924,7 @@ def int16_codes_numel(gacc_shape) -> int:
 def _weight_grad(rt, s, values):
     a = s.attrs
     node = rt.nodes[s.node]
-    xs = values[s.inputs[0]].astype(np.float32) - np.float32(a["x_zero"])
+    xs = shifted_input(values[s.inputs[0]], a["x_zero"])
     if a.get("input_sliced"):  # back to full width: the untrained channels are never read
         full = np.zeros(xs.shape[:-1] + (rt.graph.tensors[node.inputs[0]].shape[-1],), np.float32)
         full[..., list(a["channels"])] = xs
