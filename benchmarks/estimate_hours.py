@@ -11,7 +11,8 @@ $MICROTRAIN_SHARED/data. Model: a fine-tune of E epochs on n training images eva
 E * n * train_ms(scheme) + m * eval_ms(scheme) (per image: every data set loads at the model's resolution, so
 the cost per image does not depend on the data set).
 
-QAS (exp_qas.py, per data set, model and setting; --views 4 images per training image, batch 32): the decade
+QAS (exp_qas.py, per data set, model and setting; batch 32; --views 4 augmented views per training image, of
+which each epoch trains one, drawn at random, so an epoch is n images; the prefix features hold all 4): the decade
 scan (select_epochs 5 on the 80 % split, scored on the 20 %; as many decades as the stored results of that
 table hold, else their mean over the stored tables: the scan stops early), refine (3 lrs x 3 seeds x 12
 epochs on the 80 %), final (3 seeds x 12 epochs on train/, scored on val/). int8 costs as int8 + QAS (the same
@@ -151,21 +152,20 @@ def qas_hours(costs: dict, fingerprint: str | None, forward_ms: float | None = N
     out = {}
     for (d, m, mo), table in tables.items():
         n, val = sizes(d)
-        n_views = n * QAS_VIEWS
-        sel, held = int(QAS_SPLIT * n_views), n_views - int(QAS_SPLIT * n_views)
+        sel, held = int(QAS_SPLIT * n), n - int(QAS_SPLIT * n)  # one view per image and epoch
         est = rem = stored_s = prefix = 0.0
         for setting, st in table.items():
             tr, ev = costs[(m, setting)]
             scan = len(st["select"]) or mean_scan
             stage_ms = {"select": QAS_SELECT_EPOCHS * sel * tr + held * ev,
                         "refine": QAS_EPOCHS * sel * tr + held * ev,
-                        "final": QAS_EPOCHS * n_views * tr + val * ev}
+                        "final": QAS_EPOCHS * n * tr + val * ev}
             planned = {"select": scan, "refine": 3 * QAS_SEEDS, "final": QAS_SEEDS}
             for stage, k in planned.items():
                 est += k * stage_ms[stage]
                 rem += max(0.0, k - len(st[stage])) * stage_ms[stage]
                 stored_s += sum(st[stage])
-        prefix = 2 * (n_views + val) * (forward_ms or 0.0)
+        prefix = 2 * (n * QAS_VIEWS + val) * (forward_ms or 0.0)
         out[f"{d}/{m}" + (f"/momentum{mo:g}" if mo else "")] = {
             "estimate_h": est / 3.6e6, "remaining_h": rem / 3.6e6, "stored_runs_wall_h": stored_s / 3600,
             "prefix_h": prefix / 3.6e6}
