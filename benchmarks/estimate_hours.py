@@ -232,7 +232,8 @@ def main(argv=None) -> int:
     report["total_cpu_h"], report["remaining_cpu_h"] = total, remaining
     print(f"TOTAL {total:.1f} CPU h = {total / 2:.1f} h on 2 idle cores (2-core wall); not yet stored: "
           f"{remaining:.1f} CPU h = {remaining / 2:.1f} h (the sparse part counted whole). Fits 6 h: "
-          f"{'yes' if total / 2 <= 6 else 'no'} for the whole set, {'yes' if remaining / 2 <= 6 else 'no'} for what remains")
+          f"{'yes' if total / 2 <= 6 else 'no'} for the whole set, "
+          f"{'yes' if remaining / 2 <= 6 else 'no'} for what remains")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1) + "\n")
