@@ -73,6 +73,12 @@ def digests(names) -> dict[str, str]:
     return out
 
 
+def archive_src(ref: str, dest: Path) -> Path:
+    """src/ as it is at git ref `ref`, extracted under dest: the old side of an A/B comparison."""
+    subprocess.run(f"git -C {REPO} archive {ref} src | tar -x -C {dest}", shell=True, check=True)
+    return Path(dest) / "src"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--baseline", default=None, help="git ref whose src/ is compared with this tree's")
@@ -85,8 +91,7 @@ def main(argv=None) -> int:
         return 0
     results = {}
     with tempfile.TemporaryDirectory(prefix="check_identical_") as tmp:
-        subprocess.run(f"git -C {REPO} archive {args.baseline} src | tar -x -C {tmp}", shell=True, check=True)
-        for side, src in (("old", Path(tmp) / "src"), ("new", REPO / "src")):
+        for side, src in (("old", archive_src(args.baseline, Path(tmp))), ("new", REPO / "src")):
             env = dict(os.environ, PYTHONPATH=str(src))
             p = subprocess.run([sys.executable, __file__, "--digest", "--runs", args.runs], env=env,
                                capture_output=True, text=True)

@@ -25,14 +25,14 @@ def einsum_grad_weight(xs, g_acc, kh, kw, s, p, ch):
     return out
 
 
-def loop_grad_input(g_acc, wf, s, p, h, w):
+def loop_grad_input(g_acc, wf, s, p, h, w, d=1):
     """The previous definition: per tap, add g_acc * w into the strided window of the padded gradient."""
     n, ho, wo, c = g_acc.shape
     _, kh, kw = wf.shape
     gxp = np.zeros((n, h + 2 * p, w + 2 * p, c), np.float32)
     for i in range(kh):
         for j in range(kw):
-            gxp[:, i : i + s * ho : s, j : j + s * wo : s, :] += g_acc * wf[:, i, j]
+            gxp[:, i * d : i * d + s * ho : s, j * d : j * d + s * wo : s, :] += g_acc * wf[:, i, j]
     return gxp[:, p : p + h, p : p + w, :]
 
 
@@ -139,6 +139,25 @@ def test_depthwise_input_gradient_is_the_tap_loop_bit_for_bit(monkeypatch, chunk
         got = conv_op.grad_input(g, w8, attrs, in_shape)
         same_bits(got, loop_grad_input(g, w8[:, 0].astype(np.float32), attrs["stride"], attrs["padding"],
                                        *in_shape[:2]))
+
+
+@pytest.mark.parametrize("chunk", [conv_op.CHUNK_ELEMS, 1])
+def test_strided_dilated_input_gradient_on_phase_planes_is_the_tap_loop(monkeypatch, chunk):
+    """Stride 2 and 3 (phase planes summed apart, then written back), dilation 1 and 2, odd and even sizes,
+    a map narrower than the stride (an empty phase), signed zeros: the tap loop's floats bit for bit."""
+    monkeypatch.setattr(conv_op, "CHUNK_ELEMS", chunk)
+    rng = np.random.default_rng(31)
+    for n, h, w, c, k, s, d in ((3, 9, 8, 5, 3, 2, 1), (2, 12, 11, 7, 5, 2, 2), (2, 10, 10, 4, 3, 3, 2),
+                                (4, 1, 1, 3, 1, 2, 1), (16, 16, 16, 48, 7, 2, 1)):
+        p = (conv_op.span(k, d) - 1) // 2
+        attrs = {"kernel": (k, k), "stride": s, "padding": p, "groups": c, "dilation": d}
+        ho, wo = conv_op.out_hw(h, w, attrs)
+        g = (rng.standard_normal((n, ho, wo, c)) * np.exp(rng.uniform(-8, 4, (n, ho, wo, c)))).astype(np.float32)
+        g[rng.random(g.shape) < 0.2] = -0.0
+        w8 = rng.integers(-128, 128, (c, 1, k, k)).astype(np.int8)
+        w8[0] = 0  # a channel of zero weights: -0.0 products summed from +0.0
+        got = conv_op.grad_input(g, w8, attrs, (h, w, c))
+        same_bits(got, loop_grad_input(g, w8[:, 0].astype(np.float32), s, p, h, w, d))
 
 
 def test_a_numpy_that_sums_otherwise_keeps_np_einsum(monkeypatch):

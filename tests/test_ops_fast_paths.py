@@ -1,8 +1,9 @@
 """The simulation's faster evaluations compute the same numbers as the definitions they replace, bit for bit
 (stored accuracy results are reused while the numerics fingerprint stays; benchmarks/check_fine_tune_identical.py
 checks whole fine-tunes): the depthwise forward's exact window sums through torch (ops/torch_sums.py), the
-requantisation and clamp mask with fewer temporaries (quant/arith.py, ops/common.py) and the accumulator
-gradient and add's addend gradients masked in place (ops/common.masked_gradient). Signed zeros, NaN and inf included."""
+requantisation and clamp mask with fewer temporaries (quant/arith.py, ops/common.py), per-channel vectors tiled
+along a row for few-channel maps (quant/arith.channel_rows) and the accumulator gradient and add's addend
+gradients masked in place by a bit AND (ops/common.masked_gradient). Signed zeros, NaN and inf included."""
 from __future__ import annotations
 
 import warnings
@@ -163,3 +164,34 @@ def test_torch_sums_take_empty_batches_and_read_only_inputs():
         warnings.simplefilter("error")  # torch.from_numpy's read-only warning would be one
         got = conv_op.conv_accumulate(x, w, attrs)
     assert np.array_equal(got, conv_op.depthwise_accumulate(x, w[:, 0].astype(F32), 2, 1, 3, 3))
+
+
+def test_channel_rows_tile_few_channels_and_compute_the_broadcast():
+    """Few channels: (rows, W*C) and the vectors tiled W times (the fast layout), the same elementwise results
+    as broadcasting; many channels, other layouts and scalars: unchanged."""
+    rng = np.random.default_rng(8)
+    for shape in ((2, 3, 4, 5), (16, 64, 64, 16), (3, 7, 1), (4, 63), (2, 2, 3, arith.ROW_TILE_MAX_C)):
+        x = _special(rng, shape)
+        v1, v2 = _special(rng, shape[-1:]), rng.random(shape[-1]).astype(F32)
+        rows, (t1, t2) = arith.channel_rows(x, v1, v2)
+        tiled = shape[-1] < arith.ROW_TILE_MAX_C
+        assert (rows.ndim == 2 and rows.shape[1] == shape[-2] * shape[-1]) == tiled
+        assert (t1.shape == (rows.shape[1],)) == tiled
+        with np.errstate(invalid="ignore"):
+            same_bits(((rows + t1) * t2).reshape(shape), (x + v1) * v2)
+    x = _special(rng, (3, 4, 5, 6))
+    for other in (np.asfortranarray(x), x[..., ::2]):
+        rows, (v,) = arith.channel_rows(other, np.ones(other.shape[-1], F32))
+        assert rows is other and v.shape == (other.shape[-1],)
+    rows, (v,) = arith.channel_rows(x, F32(2))
+    assert rows is x and v == 2
+
+
+def test_masked_gradient_bit_and_is_np_where_on_large_maps():
+    """The bit-AND path on an mcunet-sized map (tiled scale, 16 channels) and a channel-rich one (untiled)."""
+    rng = np.random.default_rng(9)
+    for shape in ((16, 32, 32, 16), (16, 4, 4, 576)):
+        g_y, mask, scale = _special(rng, shape), rng.random(shape) > 0.4, rng.random(shape[-1]).astype(F32)
+        scale[0] = -0.0
+        want = np.where(mask, g_y * scale, F32(0)).astype(F32)
+        same_bits(common.masked_gradient(g_y, scale, mask), want)

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..errors import UnsupportedOpError
 from ..ir.program import Const, Params
+from ..quant.arith import channel_rows
 
 ROUNDING_C = {"nearest": "MT_ROUND_NEAREST", "stochastic": "MT_ROUND_STOCHASTIC"}
 
@@ -45,10 +46,16 @@ def clamp_int8(r: np.ndarray, lo: int = -128, hi: int = 127):
 def masked_gradient(g_y: np.ndarray, scale, mask: np.ndarray) -> np.ndarray:
     """np.where(mask, float32(g_y) * float32(scale), 0) as float32: the gradient through a clamp (conv's
     accumulator gradient, add's addend gradients). A bool mask of the product's shape zeroes the fresh product
-    in place (np.putmask: the same values, signed zeros and NaN included, one array fewer to fill)."""
-    g = g_y.astype(np.float32, copy=False) * np.asarray(scale, dtype=np.float32)
-    if mask.dtype == np.bool_ and mask.shape == g.shape and g.flags.c_contiguous:
-        np.putmask(g, ~mask, np.float32(0))
+    in place: its bits ANDed with all-ones where the mask holds and with 0 (the bits of +0.0) where not, the
+    same values as np.where (signed zeros and NaN included) at about a third of np.putmask's time."""
+    g_y = g_y.astype(np.float32, copy=False)
+    rows, (sc,) = channel_rows(g_y, np.asarray(scale, dtype=np.float32))
+    g = (rows * sc).reshape(np.broadcast_shapes(g_y.shape, np.shape(scale)))
+    if mask.dtype == np.bool_ and mask.shape == g.shape and g.flags.c_contiguous and mask.flags.c_contiguous:
+        keep = mask.astype(np.uint32)  # 1 or 0
+        np.negative(keep, out=keep)  # 1 -> 0xFFFFFFFF, 0 -> 0
+        bits = g.view(np.uint32)
+        np.bitwise_and(bits, keep, out=bits)
         return g
     return np.where(mask, g, np.float32(0)).astype(np.float32, copy=False)
 

@@ -238,9 +238,26 @@ class StridePhases:
     stride-s window then reads a plain row-contiguous block of phase (i % s, j % s). At stride 1 a contiguous
     map is its own phase (a view: writing a tap writes xp)."""
 
-    def __init__(self, xp: np.ndarray, s: int):
-        self.xp, self.s, self.c = xp, s, xp.shape[-1]
+    def __init__(self, xp: np.ndarray | None, s: int, c: int | None = None):
+        self.xp, self.s, self.c = xp, s, xp.shape[-1] if xp is not None else c
         self.planes = {}
+
+    @classmethod
+    def zeros(cls, shape, s: int) -> "StridePhases":
+        """Zeroed float32 phase planes of an (N, Hp, Wp, C) map (no map behind them), to sum into; write_back
+        puts them in place."""
+        m, hp, wp, c = shape
+        self = cls(None, s, c)
+        for a in range(s):
+            for b in range(s):
+                self.planes[(a, b)] = np.zeros((m, len(range(a, hp, s)), len(range(b, wp, s)) * c), np.float32)
+        return self
+
+    def write_back(self, xp: np.ndarray) -> None:
+        """xp[:, a::s, b::s, :] = plane (a, b), for every phase."""
+        s, c = self.s, self.c
+        for (a, b), ph in self.planes.items():
+            xp[:, a::s, b::s, :] = ph.reshape(ph.shape[0], ph.shape[1], ph.shape[2] // c, c)
 
     def plane(self, a: int, b: int) -> np.ndarray:
         if (a, b) not in self.planes:
@@ -258,22 +275,28 @@ class StridePhases:
         return self.plane(i % s, j % s)[:, r0 : r0 + ho, c0 : c0 + wo * c]
 
 
-def depthwise_grad_input(g_acc: np.ndarray, wt: np.ndarray, gxp: np.ndarray, d: int = 1) -> None:
-    """Stride 1, taps d apart. gxp (N, Hp, Wp, C) zeros, contiguous, the padded input gradient:
-    gxp[:, i*d + y, j*d + x] += g_acc[:, y, x] * wt[:, i, j] for every tap in (i, j) order: the same float32
-    operations as a plain loop over taps, on row-contiguous (Ho, Wo*C) blocks in cache-sized batch chunks."""
+def depthwise_grad_input(g_acc: np.ndarray, wt: np.ndarray, gxp: np.ndarray, s: int = 1, d: int = 1) -> None:
+    """Stride s, taps d apart. gxp (N, Hp, Wp, C) zeros, contiguous, the padded input gradient:
+    gxp[:, i*d + s*y, j*d + s*x] += g_acc[:, y, x] * wt[:, i, j] for every tap in (i, j) order: the same float32
+    operations as a plain loop over taps, on row-contiguous (Ho, Wo*C) blocks in cache-sized batch chunks.
+    Stride s > 1: each padded position belongs to one stride phase (row % s, column % s), which receives the
+    taps of that phase as a contiguous block, in the same (i, j) order; zeroed phase planes are summed into and
+    then written back into gxp's positions (a copy: every element sees the same additions)."""
     n, ho, wo, c = g_acc.shape
     _, kh, kw = wt.shape
     wrow = tiled_taps(wt, wo)
     per = max(1, CHUNK_ELEMS // (gxp.shape[1] * gxp.shape[2] * c))
     for start in range(0, n, per):
         ga = np.ascontiguousarray(g_acc[start : start + per]).reshape(-1, ho, wo * c)
-        plane = StridePhases(gxp[start : start + per], 1)
+        gx = gxp[start : start + per]
+        plane = StridePhases(gx, s) if s == 1 else StridePhases.zeros(gx.shape, s)
         tmp = np.empty_like(ga)
         for i in range(kh):
             for j in range(kw):
                 np.multiply(ga, wrow[i, j], out=tmp)
                 plane.tap(i * d, j * d, ho, wo)[...] += tmp
+        if s != 1:
+            plane.write_back(gx)
 
 
 def einsum_grad_weight(xs, g_acc, ch, kh, kw, s, p, d=1) -> np.ndarray:
@@ -376,7 +399,7 @@ def depthwise_grad_weight(xs: np.ndarray, g_acc: np.ndarray, ch: np.ndarray, kh:
 # ----- forward ----------------------------------------------------------------------------------------
 def shifted_input(x_q: np.ndarray, x_zero: int) -> np.ndarray:
     """q_x - x_zero as float32 (exact): padding then adds real zeros, as the arithmetic requires."""
-    return x_q.astype(np.float32) - np.float32(x_zero)
+    return np.subtract(x_q, np.float32(x_zero), dtype=np.float32)  # (casts x_q to float32 first, as astype)
 
 
 def forward_int8(node, x_q: np.ndarray, x_quant, y_quant) -> np.ndarray:
@@ -482,20 +505,16 @@ def grad_input(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape, sum
     depthwise = ig == 1 and g == c == o
     if sums == "c" and not c_sums_cover(weight.shape, attrs, c):  # (TrainingRuntime refuses it up front)
         raise NotImplementedError(f"sums='c' covers pointwise and depthwise convs, not a {kh}x{kw} conv of {g} groups")
-    if depthwise and s == 1:  # (strided: the phases' copies cost more than they save)
-        depthwise_grad_input(g_acc, wf[:, 0], gxp, d)
+    if depthwise:
+        depthwise_grad_input(g_acc, wf[:, 0], gxp, s, d)
         return gxp[:, p : p + h, p : p + w, :]
     og = o // g
-    tmp = np.empty(g_acc.shape, np.result_type(g_acc, wf)) if depthwise else None  # one product buffer for all taps
     for i in range(kh):
         for j in range(kw):
             win = gxp[:, i * d : i * d + s * ho : s, j * d : j * d + s * wo : s, :]
-            if depthwise:
-                win += np.multiply(g_acc, wf[:, 0, i, j], out=tmp)
-            else:
-                for gi in range(g):
-                    wg = wf[gi * og : (gi + 1) * og, :, i, j]  # (og, ig)
-                    win[..., gi * ig : (gi + 1) * ig] += g_acc[..., gi * og : (gi + 1) * og] @ wg
+            for gi in range(g):
+                wg = wf[gi * og : (gi + 1) * og, :, i, j]  # (og, ig)
+                win[..., gi * ig : (gi + 1) * ig] += g_acc[..., gi * og : (gi + 1) * og] @ wg
     return gxp[:, p : p + h, p : p + w, :]
 
 
@@ -905,7 +924,7 @@ def int16_codes_numel(gacc_shape) -> int:
 def _weight_grad(rt, s, values):
     a = s.attrs
     node = rt.nodes[s.node]
-    xs = values[s.inputs[0]].astype(np.float32) - np.float32(a["x_zero"])
+    xs = shifted_input(values[s.inputs[0]], a["x_zero"])
     if a.get("input_sliced"):  # back to full width: the untrained channels are never read
         full = np.zeros(xs.shape[:-1] + (rt.graph.tensors[node.inputs[0]].shape[-1],), np.float32)
         full[..., list(a["channels"])] = xs
