@@ -3001,8 +3001,45 @@ typedef struct {
     "lsl     r2, r2, r9\n\t"                                                                                     \
     "orr     r10, r10, r2\n\t"                                                                                   \
     "strb    r10, [r8]\n\t"
-/* The pixels of the context, one pass each: MAC (DWQ_MAC_k_s), BIAS_ADD ("" or DWQ_BIAS_ADD), STORE. */
-#define DWQ_CALL(MAC, BIAS_ADD, STORE)                                                                           \
+/* Packed stores without the QADD16 of y_zero + 128 when that is 0 (y_zero -128, the ReLU outputs): 3 instructions
+ * fewer per pixel (the zero field is not loaded either). */
+#define DWQ_PACKED0(A, B, C, D, DEST)                                                                            \
+    "pkhbt   " A ", " A ", " C ", lsl #16\n\t" "pkhbt   " B ", " B ", " D ", lsl #16\n\t"                             \
+    "usat16  " A ", #8, " A "\n\t" "usat16  " B ", #8, " B "\n\t" "orr     " A ", " A ", " B ", lsl #8\n\t"          \
+    "eor     " A ", " A ", #0x80808080\n\t" "str     " A ", " DEST "\n\t"
+#define DWQ_STORE_PACKED0 DWQ_PACKED0("r4", "r5", "r6", "r7", "[r1]")
+/* Packed stores with the clamp nibble (every output within int16 reach, as for DWQ_STORE_PACKED): a lane u = v +
+ * y_zero + 128 is clamped iff its high byte is not 0; the four high bytes gathered into r3 (byte j: channel j),
+ * UADD8 of 0xFF sets GE bit j for a clamped channel, read from the APSR (bits 16-19); the nibble of the mask
+ * becomes ~GE: (m | 0xF << sh) ^ GE << sh. 27 instructions against 36 (QADD, SSAT, STRB and a carry per bit);
+ * ZADD: the QADD16 of the zero field (r0), or "" when it is 0. */
+#define DWQ_STORE_MASKED_PACKED(ZADD)                                                                            \
+    "pkhbt   r4, r4, r6, lsl #16\n\t" "pkhbt   r5, r5, r7, lsl #16\n\t" ZADD                                        \
+    "and     r2, r4, #0xFF00FF00\n\t"                                                                             \
+    "and     r3, r5, #0xFF00FF00\n\t"                                                                             \
+    "orr     r3, r3, r2, lsr #8\n\t"                                                                              \
+    "usat16  r4, #8, r4\n\t" "usat16  r5, #8, r5\n\t" "orr     r4, r4, r5, lsl #8\n\t"                            \
+    "eor     r4, r4, #0x80808080\n\t" "str     r4, [r1]\n\t"                                                     \
+    "mvn     r2, #0\n\t"                                                                                          \
+    "uadd8   r3, r3, r2\n\t"                                                                                      \
+    "mrs     r3, APSR\n\t"                                                                                        \
+    "ubfx    r3, r3, #16, #4\n\t"                                                                                 \
+    "ldrd    r8, r9, [sp, #32]\n\t" /* mask, y0: the nibble at bit index y - y0 (a multiple of 4) */             \
+    "sub     r9, r1, r9\n\t"                                                                                      \
+    "add     r8, r8, r9, lsr #3\n\t"                                                                              \
+    "and     r9, r9, #7\n\t"                                                                                      \
+    "ldrb    r10, [r8]\n\t"                                                                                       \
+    "mov     r11, #15\n\t"                                                                                        \
+    "lsl     r11, r11, r9\n\t"                                                                                    \
+    "orr     r10, r10, r11\n\t"                                                                                   \
+    "lsl     r3, r3, r9\n\t"                                                                                      \
+    "eor     r10, r10, r3\n\t"                                                                                    \
+    "strb    r10, [r8]\n\t"
+#define DWQ_ZADD "qadd16  r4, r4, r0\n\t" "qadd16  r5, r5, r0\n\t"
+#define DWQ_LOADZ "ldr     r0, [sp, #28]\n\t"
+/* The pixels of the context, one pass each: MAC (DWQ_MAC_k_s), BIAS_ADD ("" or DWQ_BIAS_ADD), LOADZ (DWQ_LOADZ, or
+ * "" for a STORE that does not read the zero field), STORE. */
+#define DWQ_CALL(MAC, BIAS_ADD, LOADZ, STORE)                                                                    \
     __asm__ volatile("add     r1, r0, #48\n\t"                                                                   \
                      "vldmia  r1, {s8-s15}\n\t"                                                                  \
                      "ldrd    r12, lr, [r0, #40]\n\t"                                                            \
@@ -3020,8 +3057,7 @@ typedef struct {
                      "vcvtr.s32.f32 s3, s3\n\t"                                                                  \
                      "vmov    r4, r5, s0, s1\n\t"                                                                \
                      "vmov    r6, r7, s2, s3\n\t"                                                                \
-                     "ldr     r0, [sp, #28]\n\t"                                                                 \
-                     "ldr     r1, [sp, #16]\n\t" STORE                                                           \
+                     LOADZ "ldr     r1, [sp, #16]\n\t" STORE                                                     \
                      "ldrd    r2, r3, [sp, #20]\n\t" /* y_end, c_n */                                            \
                      "add     r1, r1, r3\n\t"                                                                    \
                      "str     r1, [sp, #16]\n\t"                                                                 \
@@ -3036,18 +3072,21 @@ typedef struct {
 /* One function per window, stride and store (packed; bytes; bytes with float biases; masked; masked with float
  * biases), chosen once per channel block (dwq_kernel): the pixels described by ctx, at least one. */
 typedef void (*dwq_fn)(const dwq_ctx *ctx);
-#define DWQ_FN(NAME, MAC, BIAS_ADD, STORE)                                                                       \
+#define DWQ_FN(NAME, MAC, BIAS_ADD, LOADZ, STORE)                                                                \
     static __attribute__((noinline)) void NAME(const dwq_ctx *ctx)                                               \
     {                                                                                                            \
         register const dwq_ctx *c __asm__("r0") = ctx;                                                           \
-        DWQ_CALL(MAC, BIAS_ADD, STORE);                                                                          \
+        DWQ_CALL(MAC, BIAS_ADD, LOADZ, STORE);                                                                   \
     }
 #define DWQ_FNS(K, S)                                                                                            \
-    DWQ_FN(dwq_##K##_##S##_packed, DWQ_MAC_##K##_##S, "", DWQ_STORE_PACKED)                                     \
-    DWQ_FN(dwq_##K##_##S##_s8, DWQ_MAC_##K##_##S, "", DWQ_STORE_S8)                                             \
-    DWQ_FN(dwq_##K##_##S##_s8_fb, DWQ_MAC_##K##_##S, DWQ_BIAS_ADD, DWQ_STORE_S8)                                \
-    DWQ_FN(dwq_##K##_##S##_masked, DWQ_MAC_##K##_##S, "", DWQ_STORE_MASKED)                                     \
-    DWQ_FN(dwq_##K##_##S##_masked_fb, DWQ_MAC_##K##_##S, DWQ_BIAS_ADD, DWQ_STORE_MASKED)
+    DWQ_FN(dwq_##K##_##S##_packed, DWQ_MAC_##K##_##S, "", DWQ_LOADZ, DWQ_STORE_PACKED)                          \
+    DWQ_FN(dwq_##K##_##S##_s8, DWQ_MAC_##K##_##S, "", DWQ_LOADZ, DWQ_STORE_S8)                                  \
+    DWQ_FN(dwq_##K##_##S##_s8_fb, DWQ_MAC_##K##_##S, DWQ_BIAS_ADD, DWQ_LOADZ, DWQ_STORE_S8)                     \
+    DWQ_FN(dwq_##K##_##S##_masked, DWQ_MAC_##K##_##S, "", DWQ_LOADZ, DWQ_STORE_MASKED)                          \
+    DWQ_FN(dwq_##K##_##S##_masked_fb, DWQ_MAC_##K##_##S, DWQ_BIAS_ADD, DWQ_LOADZ, DWQ_STORE_MASKED)             \
+    DWQ_FN(dwq_##K##_##S##_packed0, DWQ_MAC_##K##_##S, "", "", DWQ_STORE_PACKED0)                               \
+    DWQ_FN(dwq_##K##_##S##_masked_packed, DWQ_MAC_##K##_##S, "", DWQ_LOADZ, DWQ_STORE_MASKED_PACKED(DWQ_ZADD))   \
+    DWQ_FN(dwq_##K##_##S##_masked_packed0, DWQ_MAC_##K##_##S, "", "", DWQ_STORE_MASKED_PACKED(""))
 DWQ_FNS(3, 1)
 DWQ_FNS(5, 1)
 DWQ_FNS(7, 1)
@@ -3056,14 +3095,16 @@ DWQ_FNS(5, 2)
 DWQ_FNS(7, 2)
 #define DWQ_ROW(K, S)                                                                                            \
     {dwq_##K##_##S##_packed, dwq_##K##_##S##_s8, dwq_##K##_##S##_s8_fb, dwq_##K##_##S##_masked,                 \
-     dwq_##K##_##S##_masked_fb}
-static const dwq_fn dwq_table[2][3][5] = {{DWQ_ROW(3, 1), DWQ_ROW(5, 1), DWQ_ROW(7, 1)},
+     dwq_##K##_##S##_masked_fb, dwq_##K##_##S##_packed0, dwq_##K##_##S##_masked_packed,                         \
+     dwq_##K##_##S##_masked_packed0}
+static const dwq_fn dwq_table[2][3][8] = {{DWQ_ROW(3, 1), DWQ_ROW(5, 1), DWQ_ROW(7, 1)},
                                           {DWQ_ROW(3, 2), DWQ_ROW(5, 2), DWQ_ROW(7, 2)}};
 
-/* The kernel of a window k, stride, store (mask, packed) and biases (unfolded: some added as floats). */
-static inline dwq_fn dwq_kernel(int32_t k, int32_t stride, int masked, int packed, int unfolded)
+/* The kernel of a window k, stride, store (mask, packed: every output within int16 reach and the biases folded;
+ * zero0: y_zero + 128 is 0) and biases (unfolded: some added as floats). */
+static inline dwq_fn dwq_kernel(int32_t k, int32_t stride, int masked, int packed, int zero0, int unfolded)
 {
-    const int store = masked ? 3 + unfolded : packed ? 0 : 1 + unfolded;
+    const int store = masked ? (packed ? 6 + zero0 : 3 + unfolded) : packed ? (zero0 ? 5 : 0) : 1 + unfolded;
     return dwq_table[stride - 1][k / 2 - 1][store];
 }
 
@@ -3260,7 +3301,7 @@ static __attribute__((noinline)) void dwq_block(const mt_conv_params *p, const i
     dwq_ctx ctx;
     ctx.c_n = c_n, ctx.mask = mask, ctx.y0 = y, ctx.ring = ring;
     dwq_weights(w + c, k, c_n, wq);
-    int unfolded = 0, packed = !mask;
+    int unfolded = 0, packed = 1;
     for (int32_t j = 0; j < 4; j++) { /* bias folding as fold_biases */
         const int fold = bias_foldable(bias + c + j, 1, k * k);
         ctx.b[j] = fold ? bias[c + j] : 0, ctx.fb[j] = fold ? 0.0f : (float)bias[c + j], ctx.e[j] = eff[c + j];
@@ -3268,7 +3309,7 @@ static __attribute__((noinline)) void dwq_block(const mt_conv_params *p, const i
         packed &= fold && (__builtin_fabsf((float)ctx.b[j]) + (float)(k * k) * (255.0f * 128.0f)) *
                                   __builtin_fabsf(eff[c + j]) < 32000.0f;
     }
-    const dwq_fn kernel = dwq_kernel(k, s, mask != NULL, packed, unfolded);
+    const dwq_fn kernel = dwq_kernel(k, s, mask != NULL, packed, p->y_zero == -128, unfolded);
     ctx.zero = packed ? (uint32_t)(p->y_zero + 128) * 0x00010001u : (uint32_t)p->y_zero;
     for (int32_t ox0 = 0; ox0 < out_w; ox0 += strip) {
         const int32_t n = out_w - ox0 < strip ? out_w - ox0 : strip;
