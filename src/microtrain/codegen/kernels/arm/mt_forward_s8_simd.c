@@ -2331,8 +2331,14 @@ typedef struct {
                      : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9",  \
                        "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
 
+/* Packed stores without the QADD16 of y_zero + 128 when that is 0 (y_zero -128, the ReLU outputs): 3 instructions
+ * fewer per pixel (the zero field is not loaded either). */
+#define DWQ_PACKED0(A, B, C, D, DEST)                                                                            \
+    "pkhbt   " A ", " A ", " C ", lsl #16\n\t" "pkhbt   " B ", " B ", " D ", lsl #16\n\t"                             \
+    "usat16  " A ", #8, " A "\n\t" "usat16  " B ", #8, " B "\n\t" "orr     " A ", " A ", " B ", lsl #8\n\t"          \
+    "eor     " A ", " A ", #0x80808080\n\t" "str     " A ", " DEST "\n\t"
 /* The run described by ctx (at least one pixel and one tap); with ctx->mask the four clamp bits of each pixel
- * are written as a nibble (out_c % 4 == 0). */
+ * are written as a nibble (out_c % 4 == 0); packed: 1 packed stores, 2 packed stores with y_zero + 128 == 0. */
 static __attribute__((noinline)) void dw_rows(const dw_rows_ctx *ctx, int packed)
 {
     register const dw_rows_ctx *c __asm__("r0") = ctx;
@@ -2344,6 +2350,13 @@ static __attribute__((noinline)) void dw_rows(const dw_rows_ctx *ctx, int packed
         else if (n == 49) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_49, DW_MASKED));
         else if (n & 1) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(DW_ROWS_ODD), DW_MASKED));
         else DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(""), DW_MASKED));
+        return;
+    }
+    if (packed == 2) { /* y_zero + 128 is 0: no zero add (DWQ_PACKED0) */
+#define DW_STORE_PACKED0 DWQ_PACKED0("r9", "r10", "r11", "r12", "[lr]")
+        if (n == 9) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_9, DW_STORE_PACKED0));
+        else if (n & 1) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(DW_ROWS_ODD), DW_STORE_PACKED0));
+        else DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(""), DW_STORE_PACKED0));
         return;
     }
     if (packed) {
@@ -2655,6 +2668,7 @@ static __attribute__((noinline)) void dw_block_inside(const mt_conv_params *p, c
             packed &= (__builtin_fabsf((float)b[j]) + (float)(kh * kw) * (255.0f * 128.0f)) * __builtin_fabsf(e[j]) <
                       32000.0f;
         const int32_t zero = packed ? (int32_t)((uint32_t)(p->y_zero + 128) * 0x00010001u) : p->y_zero;
+        if (packed && p->y_zero == -128 && !dw_pairs_shape(p, mask, ox_hi - ox_lo)) packed = 2;
         r = (dw_rows_ctx){{b[0], b[1], b[2], b[3]}, taps, taps + kh * kw, NULL, stride * c_n, c_n, zero, NULL,
                           neg_zero, {e[0], e[1], e[2], e[3]}, NULL, mask, y};
     }
@@ -3001,12 +3015,6 @@ typedef struct {
     "lsl     r2, r2, r9\n\t"                                                                                     \
     "orr     r10, r10, r2\n\t"                                                                                   \
     "strb    r10, [r8]\n\t"
-/* Packed stores without the QADD16 of y_zero + 128 when that is 0 (y_zero -128, the ReLU outputs): 3 instructions
- * fewer per pixel (the zero field is not loaded either). */
-#define DWQ_PACKED0(A, B, C, D, DEST)                                                                            \
-    "pkhbt   " A ", " A ", " C ", lsl #16\n\t" "pkhbt   " B ", " B ", " D ", lsl #16\n\t"                             \
-    "usat16  " A ", #8, " A "\n\t" "usat16  " B ", #8, " B "\n\t" "orr     " A ", " A ", " B ", lsl #8\n\t"          \
-    "eor     " A ", " A ", #0x80808080\n\t" "str     " A ", " DEST "\n\t"
 #define DWQ_STORE_PACKED0 DWQ_PACKED0("r4", "r5", "r6", "r7", "[r1]")
 /* Packed stores with the clamp nibble (every output within int16 reach, as for DWQ_STORE_PACKED): a lane u = v +
  * y_zero + 128 is clamped iff its high byte is not 0; the four high bytes gathered into r3 (byte j: channel j),
@@ -3262,11 +3270,12 @@ static inline int dw_quad_fits(const mt_conv_params *p, const uint8_t *mask)
 
 /* Where dw_quad measured a gain over dw_inside / dw_border (mcunet-5fps, mbv2-w0.35, proxyless-w0.3 steps,
  * Cortex-M7): every fitting 5x5 / 7x7 layer (0.65-0.85x the instructions) and 3x3 at stride 1 (0.92-0.96x), when
- * the window is no wider than the map (5x5 on 4x4: 1.02x, 7x7 on 4x4 1.6x: the padding's MACs and the per-block
- * ring outweigh it); not 3x3 at stride 2 (1.06-1.22x: two converted ring rows per output row for 9 taps). */
+ * the window is at most one wider than the map (5x5 on 4x4: 0.92x since the packed masked stores and the padding
+ * columns zeroed once; 7x7 on 4x4 1.6x: the padding's MACs and the per-block ring outweigh it); not 3x3 at stride
+ * 2 (1.06-1.22x: two converted ring rows per output row for 9 taps). */
 static inline int dw_quad_wanted(const mt_conv_params *p, const uint8_t *mask)
 {
-    return dw_quad_fits(p, mask) && (p->kw >= 5 || p->stride == 1) && p->kw <= p->in_w && p->kh <= p->in_h;
+    return dw_quad_fits(p, mask) && (p->kw >= 5 || p->stride == 1) && p->kw <= p->in_w + 1 && p->kh <= p->in_h + 1;
 }
 
 /* The weight words of channels c..c+3 (wc = w + c) for dw_quad: per tap-pair column j and the last column, kernel
@@ -3318,7 +3327,8 @@ static __attribute__((noinline)) void dwq_block(const mt_conv_params *p, const i
         const int32_t ix0 = s * ox0 - pad, lo = ix0 >= -1 ? 0 : (-1 - ix0 + s - 1) / s;
         int32_t hi = (p->in_w - 1 - ix0) / s + 1;
         if (hi > ncols) hi = ncols;
-        for (int32_t i = 0; i < ncols; i++) /* columns wholly in the padding: 0 (never converted) */
+        /* columns wholly in the padding: 0 (never converted; with one strip they stay 0 from the first block on) */
+        for (int32_t i = 0; i < ncols && (c == 0 || strip < out_w); i++)
             if (i == lo) i = hi - 1;
             else for (int32_t t = 0; t < 4 * k; t++) ring[i * 4 * k + t] = 0;
         dwq_strip st;
