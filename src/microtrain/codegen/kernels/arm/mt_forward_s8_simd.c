@@ -3139,23 +3139,22 @@ static inline void dwq_pair_words(uint32_t *d, uint32_t a02, uint32_t a13, uint3
 
 /* n ring columns (n >= 1), stride 1: consecutive pixel pairs of one input row (each pixel the right one of a column
  * and the left one of the next); r1 the first column's right pixel (pixels c_n apart: r2), r3 the first column's
- * slot (columns r4 bytes apart), r6 / r7 the first left pixel's lanes, r5 -x_zero in both lanes. The loop is
+ * slot (columns STEP bytes apart), r6 / r7 the first left pixel's lanes, r5 -x_zero in both lanes. The loop is
  * written twice with the roles of the lane registers swapped. */
-#define DWQ_COL(A02, A13, B02, B13)                                                                              \
+#define DWQ_COL(A02, A13, B02, B13, STEP)                                                                        \
     "ldr     r0, [r1]\n\t"                                                                                       \
     "add     r1, r1, r2\n\t"                                                                                     \
     "sxtab16 " B02 ", r5, r0\n\t"                                                                                \
     "sxtab16 " B13 ", r5, r0, ror #8\n\t"                                                                        \
-    "pkhbt   r10, " A02 ", " B02 ", lsl #16\n\t"                                                                 \
-    "pkhbt   r11, " A13 ", " B13 ", lsl #16\n\t"                                                                 \
-    "strd    r10, r11, [r3]\n\t"                                                                                 \
     "pkhtb   r10, " B02 ", " A02 ", asr #16\n\t"                                                                 \
     "pkhtb   r11, " B13 ", " A13 ", asr #16\n\t"                                                                 \
     "strd    r10, r11, [r3, #8]\n\t"                                                                             \
-    "add     r3, r3, r4\n\t"                                                                                     \
+    "pkhbt   r10, " A02 ", " B02 ", lsl #16\n\t"                                                                 \
+    "pkhbt   r11, " A13 ", " B13 ", lsl #16\n\t"                                                                 \
+    "strd    r10, r11, [r3], #" STEP "\n\t"                                                                      \
     "subs    r12, r12, #1\n\t"
 /* the same at stride 2: disjoint pixel pairs (r1 the first column's left pixel, both pixels loaded per column) */
-#define DWQ_COL2                                                                                                 \
+#define DWQ_COL2(STEP)                                                                                           \
     "ldr     r0, [r1]\n\t"                                                                                       \
     "ldr     r8, [r1, r2]\n\t"                                                                                   \
     "add     r1, r1, r2, lsl #1\n\t"                                                                             \
@@ -3163,37 +3162,47 @@ static inline void dwq_pair_words(uint32_t *d, uint32_t a02, uint32_t a13, uint3
     "sxtab16 r7, r5, r0, ror #8\n\t"                                                                             \
     "sxtab16 r9, r5, r8\n\t"                                                                                     \
     "sxtab16 r8, r5, r8, ror #8\n\t"                                                                             \
-    "pkhbt   r10, r6, r9, lsl #16\n\t"                                                                           \
-    "pkhbt   r11, r7, r8, lsl #16\n\t"                                                                           \
-    "strd    r10, r11, [r3]\n\t"                                                                                 \
     "pkhtb   r10, r9, r6, asr #16\n\t"                                                                           \
     "pkhtb   r11, r8, r7, asr #16\n\t"                                                                           \
     "strd    r10, r11, [r3, #8]\n\t"                                                                             \
-    "add     r3, r3, r4\n\t"                                                                                     \
+    "pkhbt   r10, r6, r9, lsl #16\n\t"                                                                           \
+    "pkhbt   r11, r7, r8, lsl #16\n\t"                                                                           \
+    "strd    r10, r11, [r3], #" STEP "\n\t"                                                                      \
     "subs    r12, r12, #1\n\t"
+/* the column step (16 * k bytes) is the post-increment of the second STRD: one instruction fewer per column */
+#define DWQ_COLUMNS_1(STEP)                                                                                      \
+    __asm__ volatile("1:\n\t" DWQ_COL("r6", "r7", "r8", "r9", STEP) "beq     2f\n\t"                            \
+                     DWQ_COL("r8", "r9", "r6", "r7", STEP) "bne     1b\n\t"                                      \
+                     "b       3f\n\t"                                                                            \
+                     "2:\n\t"                                                                                    \
+                     "mov     r6, r8\n\t"                                                                        \
+                     "mov     r7, r9\n\t"                                                                        \
+                     "3:\n\t"                                                                                    \
+                     : "+r"(r1), "+r"(r3), "+r"(r12), "+r"(r6), "+r"(r7)                                         \
+                     : "r"(r2), "r"(r5)                                                                          \
+                     : "r0", "r8", "r9", "r10", "r11", "cc", "memory")
+#define DWQ_COLUMNS_2(STEP)                                                                                      \
+    __asm__ volatile("1:\n\t" DWQ_COL2(STEP) "bne     1b\n\t"                                                   \
+                     : "+r"(r1), "+r"(r3), "+r"(r12), "+r"(r6), "+r"(r7)                                         \
+                     : "r"(r2), "r"(r5)                                                                          \
+                     : "r0", "r8", "r9", "r10", "r11", "cc", "memory")
+/* step: 16 * k bytes between ring columns (k 3, 5 or 7) */
 static __attribute__((noinline)) void dwq_columns(const int8_t *s, int32_t c_n, uint32_t *d, int32_t step, int32_t n,
                                                   int32_t nz, uint32_t *a02, uint32_t *a13, int32_t stride)
 {
     register const int8_t *r1 __asm__("r1") = s;
-    register int32_t r2 __asm__("r2") = c_n, r4 __asm__("r4") = step, r5 __asm__("r5") = nz, r12 __asm__("r12") = n;
+    register int32_t r2 __asm__("r2") = c_n, r5 __asm__("r5") = nz, r12 __asm__("r12") = n;
     register uint32_t *r3 __asm__("r3") = d;
     register uint32_t r6 __asm__("r6") = *a02, r7 __asm__("r7") = *a13;
-    if (stride == 1)
-        __asm__ volatile("1:\n\t" DWQ_COL("r6", "r7", "r8", "r9") "beq     2f\n\t" DWQ_COL("r8", "r9", "r6", "r7")
-                         "bne     1b\n\t"
-                         "b       3f\n\t"
-                         "2:\n\t"
-                         "mov     r6, r8\n\t"
-                         "mov     r7, r9\n\t"
-                         "3:\n\t"
-                         : "+r"(r1), "+r"(r3), "+r"(r12), "+r"(r6), "+r"(r7)
-                         : "r"(r2), "r"(r4), "r"(r5)
-                         : "r0", "r8", "r9", "r10", "r11", "cc", "memory");
-    else
-        __asm__ volatile("1:\n\t" DWQ_COL2 "bne     1b\n\t"
-                         : "+r"(r1), "+r"(r3), "+r"(r12), "+r"(r6), "+r"(r7)
-                         : "r"(r2), "r"(r4), "r"(r5)
-                         : "r0", "r8", "r9", "r10", "r11", "cc", "memory");
+    if (stride == 1) {
+        if (step == 48) DWQ_COLUMNS_1("48");
+        else if (step == 80) DWQ_COLUMNS_1("80");
+        else DWQ_COLUMNS_1("112");
+    } else {
+        if (step == 48) DWQ_COLUMNS_2("48");
+        else if (step == 80) DWQ_COLUMNS_2("80");
+        else DWQ_COLUMNS_2("112");
+    }
     *a02 = r6, *a13 = r7; /* stride 1: the last right pixel's lanes */
 }
 
