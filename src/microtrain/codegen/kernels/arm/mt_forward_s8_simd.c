@@ -3187,7 +3187,7 @@ static inline void dwq_pair_words(uint32_t *d, uint32_t a02, uint32_t a13, uint3
                      : "r"(r2), "r"(r5)                                                                          \
                      : "r0", "r8", "r9", "r10", "r11", "cc", "memory")
 /* step: 16 * k bytes between ring columns (k 3, 5 or 7) */
-static __attribute__((noinline)) void dwq_columns(const int8_t *s, int32_t c_n, uint32_t *d, int32_t step, int32_t n,
+static inline __attribute__((always_inline)) void dwq_columns(const int8_t *s, int32_t c_n, uint32_t *d, int32_t step, int32_t n,
                                                   int32_t nz, uint32_t *a02, uint32_t *a13, int32_t stride)
 {
     register const int8_t *r1 __asm__("r1") = s;
@@ -3206,63 +3206,63 @@ static __attribute__((noinline)) void dwq_columns(const int8_t *s, int32_t c_n, 
     *a02 = r6, *a13 = r7; /* stride 1: the last right pixel's lanes */
 }
 
-/* The unpacked lanes (x - x_zero) of input pixel ix of a row (channels c..c+3 at row + ix * c_n), zero outside. */
-static inline void dwq_pixel(const int8_t *row, int32_t ix, int32_t w, int32_t c_n, int32_t nz, uint32_t *l02,
-                             uint32_t *l13)
-{
-    *l02 = *l13 = 0;
-    if (ix >= 0 && ix < w) {
-        const uint32_t v = load_u32(row + ix * c_n);
-        *l02 = __sxtab16(nz, v), *l13 = sxtab16_ror8(nz, v);
-    }
-}
-
 /* How dwq_convert fills the live ring columns [lo, hi) of a strip's slot from an input row (the same in every
  * row): `lead` columns whose left pixel is in the padding (stride 2: at most one, its right pixel the row's first),
  * then m columns by dwq_columns starting at pixel `first` (stride 1: its left pixel, or -1 for the padding), then
- * `tail` columns (at most one) whose right pixel is past the row's end. */
+ * `tail` columns (at most one) whose right pixel is past the row's end. The byte offsets in a row of channel c are
+ * worked out once per strip: left (stride 1: pixel `first`, -1 in the padding), cols (dwq_columns' first pixel),
+ * last (stride 2: the tail column's pixel, -1 in the padding; stride 1: -2, the lanes dwq_columns leaves). */
 typedef struct {
-    int32_t lo, hi, lead, first, m, tail;
+    int32_t lo, hi, lead, m, tail;
+    int32_t left, cols, last;
+    int32_t c_n, nz, step, s; /* step: words from a ring column to the next (4 * k) */
 } dwq_strip;
 
-static void dwq_plan(const mt_conv_params *p, int32_t ix0, int32_t lo, int32_t hi, dwq_strip *st)
+static void dwq_plan(const mt_conv_params *p, int32_t ix0, int32_t lo, int32_t hi, int32_t nz, dwq_strip *st)
 {
-    const int32_t s = p->stride, w = p->in_w;
+    const int32_t s = p->stride, w = p->in_w, c_n = p->in_c;
     int32_t ix = ix0 + s * lo, i = lo; /* column i holds the pixel pair (ix, ix + 1) */
     st->lo = lo, st->hi = hi, st->lead = 0;
     if (s == 2 && ix < 0 && i < hi) st->lead = 1, i++, ix += 2;
-    st->first = ix;
     int32_t m = s == 1 ? w - 1 - ix : (ix > w - 2 ? 0 : (w - 2 - ix) / 2 + 1);
     if (m > hi - i) m = hi - i;
     if (m < 0) m = 0;
     st->m = m, st->tail = hi - i - m;
+    st->left = s == 1 && ix >= 0 && ix < w ? ix * c_n : -1;
+    st->cols = (ix + (s == 1)) * c_n;
+    st->last = s == 1 ? -2 : ix + 2 * m >= 0 && ix + 2 * m < w ? (ix + 2 * m) * c_n : -1;
+    st->c_n = c_n, st->nz = nz, st->step = 4 * p->kw, st->s = s;
 }
 
-/* Input row iy of channels c..c+3 (xc = x + c) into a ring slot (d: its column lo) as planned by st (padding rows:
- * zeros). */
-static __attribute__((noinline)) void dwq_convert(const mt_conv_params *p, const int8_t *xc, int32_t iy,
-                                                  const dwq_strip *st, uint32_t *d, int32_t nz)
+/* An input row of channels c..c+3 (row: its channel c; NULL: a padding row, zeros) into a ring slot (d: its column
+ * lo) as planned by st. */
+static __attribute__((noinline)) void dwq_convert(const dwq_strip *st, const int8_t *row, uint32_t *d)
 {
-    const int32_t step = 4 * p->kw, w = p->in_w, c_n = p->in_c, s = p->stride;
-    if (iy < 0 || iy >= p->in_h) {
-        for (int32_t i = st->lo; i < st->hi; i++, d += step) d[0] = d[1] = d[2] = d[3] = 0;
+    const int32_t step = st->step, nz = st->nz;
+    if (!row) {
+        for (int32_t i = st->hi - st->lo; i > 0; i--, d += step) d[0] = d[1] = d[2] = d[3] = 0;
         return;
     }
-    const int8_t *row = xc + iy * w * c_n;
-    uint32_t a02 = 0, a13 = 0, b02, b13;
+    uint32_t a02 = 0, a13 = 0;
     if (st->lead) { /* (padding, pixel 0) */
-        dwq_pixel(row, 0, w, c_n, nz, &b02, &b13);
-        dwq_pair_words(d, 0, 0, b02, b13);
+        const uint32_t v = load_u32(row);
+        dwq_pair_words(d, 0, 0, __sxtab16(nz, v), sxtab16_ror8(nz, v));
         d += step;
     }
-    const int32_t ix = st->first;
-    if (s == 1) dwq_pixel(row, ix, w, c_n, nz, &a02, &a13);
+    if (st->left >= 0) {
+        const uint32_t v = load_u32(row + st->left);
+        a02 = __sxtab16(nz, v), a13 = sxtab16_ror8(nz, v);
+    }
     if (st->m) {
-        dwq_columns(row + (ix + (s == 1)) * c_n, c_n, d, step * 4, st->m, nz, &a02, &a13, s);
+        dwq_columns(row + st->cols, st->c_n, d, step * 4, st->m, nz, &a02, &a13, st->s);
         d += st->m * step;
     }
     if (st->tail) { /* (the row's last pixel, padding) */
-        if (s == 2) dwq_pixel(row, ix + 2 * st->m, w, c_n, nz, &a02, &a13);
+        if (st->last != -2) a02 = a13 = 0;
+        if (st->last >= 0) {
+            const uint32_t v = load_u32(row + st->last);
+            a02 = __sxtab16(nz, v), a13 = sxtab16_ror8(nz, v);
+        }
         d[0] = a02 & 0xFFFFu, d[1] = a13 & 0xFFFFu, d[2] = a02 >> 16, d[3] = a13 >> 16;
     }
 }
@@ -3341,12 +3341,16 @@ static __attribute__((noinline)) void dwq_block(const mt_conv_params *p, const i
             if (i == lo) i = hi - 1;
             else for (int32_t t = 0; t < 4 * k; t++) ring[i * 4 * k + t] = 0;
         dwq_strip st;
-        dwq_plan(p, ix0, lo, hi, &st);
-        int32_t next = -pad; /* the next input row to convert into the ring */
+        dwq_plan(p, ix0, lo, hi, nz, &st);
+        const int32_t row_bytes = p->in_w * c_n;
+        int32_t next = -pad, slot = pad ? k - pad : 0; /* the next input row to convert into the ring, its slot */
         for (int32_t oy = 0; oy < p->out_h; oy++) {
             const int32_t iy0 = oy * s - pad;
-            for (; next < iy0 + k; next++)
-                dwq_convert(p, x + c, next, &st, ring + (((next + k) % k) + lo * k) * 4, nz);
+            for (; next < iy0 + k; next++) {
+                dwq_convert(&st, next >= 0 && next < p->in_h ? x + c + next * row_bytes : NULL,
+                            ring + (slot + lo * k) * 4);
+                if (++slot == k) slot = 0;
+            }
             ctx.wq = wq + ((k - iy0 % k) % k) * 4; /* slot t holds kernel row (t - iy0) mod k */
             ctx.y = y + (oy * out_w + ox0) * c_n + c, ctx.y_end = ctx.y + n * c_n;
             kernel(&ctx);
