@@ -3339,11 +3339,12 @@ static __attribute__((noinline)) void dwq_block(const mt_conv_params *p, const i
         /* columns wholly in the padding: 0 (never converted; with one strip they stay 0 from the first block on) */
         for (int32_t i = 0; i < ncols && (c == 0 || strip < out_w); i++)
             if (i == lo) i = hi - 1;
-            else for (int32_t t = 0; t < 4 * k; t++) ring[i * 4 * k + t] = 0;
+            else for (uint32_t *z = ring + i * 4 * k, *end = z + 4 * k; z != end; z += 4) z[0] = z[1] = z[2] = z[3] = 0;
         dwq_strip st;
         dwq_plan(p, ix0, lo, hi, nz, &st);
         const int32_t row_bytes = p->in_w * c_n;
         int32_t next = -pad, slot = pad ? k - pad : 0; /* the next input row to convert into the ring, its slot */
+        int32_t wrow = pad; /* (k - iy0 mod k) mod k: the weights' first row for the first ring slot */
         for (int32_t oy = 0; oy < p->out_h; oy++) {
             const int32_t iy0 = oy * s - pad;
             for (; next < iy0 + k; next++) {
@@ -3351,7 +3352,8 @@ static __attribute__((noinline)) void dwq_block(const mt_conv_params *p, const i
                             ring + (slot + lo * k) * 4);
                 if (++slot == k) slot = 0;
             }
-            ctx.wq = wq + ((k - iy0 % k) % k) * 4; /* slot t holds kernel row (t - iy0) mod k */
+            ctx.wq = wq + wrow * 4; /* slot t holds kernel row (t - iy0) mod k */
+            if ((wrow -= s) < 0) wrow += k;
             ctx.y = y + (oy * out_w + ox0) * c_n + c, ctx.y_end = ctx.y + n * c_n;
             kernel(&ctx);
         }
