@@ -3213,38 +3213,37 @@ static inline __attribute__((always_inline)) void dwq_columns(const int8_t *s, i
  * worked out once per strip: left (stride 1: pixel `first`, -1 in the padding), cols (dwq_columns' first pixel),
  * last (stride 2: the tail column's pixel, -1 in the padding; stride 1: -2, the lanes dwq_columns leaves). */
 typedef struct {
-    int32_t lo, hi, lead, m, tail;
+    int32_t zeros, flags, m; /* zeros: hi - lo; flags: 1 lead, 2 tail, 4 stride 2 */
     int32_t left, cols, last;
-    int32_t c_n, nz, step, s; /* step: words from a ring column to the next (4 * k) */
+    int32_t c_n, step; /* step: words from a ring column to the next (4 * k) */
 } dwq_strip;
 
-static void dwq_plan(const mt_conv_params *p, int32_t ix0, int32_t lo, int32_t hi, int32_t nz, dwq_strip *st)
+static void dwq_plan(const mt_conv_params *p, int32_t ix0, int32_t lo, int32_t hi, dwq_strip *st)
 {
     const int32_t s = p->stride, w = p->in_w, c_n = p->in_c;
-    int32_t ix = ix0 + s * lo, i = lo; /* column i holds the pixel pair (ix, ix + 1) */
-    st->lo = lo, st->hi = hi, st->lead = 0;
-    if (s == 2 && ix < 0 && i < hi) st->lead = 1, i++, ix += 2;
+    int32_t ix = ix0 + s * lo, i = lo, lead = 0; /* column i holds the pixel pair (ix, ix + 1) */
+    if (s == 2 && ix < 0 && i < hi) lead = 1, i++, ix += 2;
     int32_t m = s == 1 ? w - 1 - ix : (ix > w - 2 ? 0 : (w - 2 - ix) / 2 + 1);
     if (m > hi - i) m = hi - i;
     if (m < 0) m = 0;
-    st->m = m, st->tail = hi - i - m;
+    st->zeros = hi - lo, st->m = m, st->flags = lead | (hi - i - m ? 2 : 0) | (s == 2 ? 4 : 0);
     st->left = s == 1 && ix >= 0 && ix < w ? ix * c_n : -1;
     st->cols = (ix + (s == 1)) * c_n;
     st->last = s == 1 ? -2 : ix + 2 * m >= 0 && ix + 2 * m < w ? (ix + 2 * m) * c_n : -1;
-    st->c_n = c_n, st->nz = nz, st->step = 4 * p->kw, st->s = s;
+    st->c_n = c_n, st->step = 4 * p->kw;
 }
 
 /* An input row of channels c..c+3 (row: its channel c; NULL: a padding row, zeros) into a ring slot (d: its column
- * lo) as planned by st. */
-static __attribute__((noinline)) void dwq_convert(const dwq_strip *st, const int8_t *row, uint32_t *d)
+ * lo) as planned by st; nz: -x_zero in both int16 lanes. */
+static __attribute__((noinline)) void dwq_convert(const dwq_strip *st, const int8_t *row, uint32_t *d, int32_t nz)
 {
-    const int32_t step = st->step, nz = st->nz;
+    const int32_t step = st->step;
     if (!row) {
-        for (int32_t i = st->hi - st->lo; i > 0; i--, d += step) d[0] = d[1] = d[2] = d[3] = 0;
+        for (int32_t i = st->zeros; i > 0; i--, d += step) d[0] = d[1] = d[2] = d[3] = 0;
         return;
     }
     uint32_t a02 = 0, a13 = 0;
-    if (st->lead) { /* (padding, pixel 0) */
+    if (st->flags & 1) { /* (padding, pixel 0) */
         const uint32_t v = load_u32(row);
         dwq_pair_words(d, 0, 0, __sxtab16(nz, v), sxtab16_ror8(nz, v));
         d += step;
@@ -3254,10 +3253,10 @@ static __attribute__((noinline)) void dwq_convert(const dwq_strip *st, const int
         a02 = __sxtab16(nz, v), a13 = sxtab16_ror8(nz, v);
     }
     if (st->m) {
-        dwq_columns(row + st->cols, st->c_n, d, step * 4, st->m, nz, &a02, &a13, st->s);
+        dwq_columns(row + st->cols, st->c_n, d, step * 4, st->m, nz, &a02, &a13, st->flags & 4 ? 2 : 1);
         d += st->m * step;
     }
-    if (st->tail) { /* (the row's last pixel, padding) */
+    if (st->flags & 2) { /* (the row's last pixel, padding) */
         if (st->last != -2) a02 = a13 = 0;
         if (st->last >= 0) {
             const uint32_t v = load_u32(row + st->last);
@@ -3341,7 +3340,7 @@ static __attribute__((noinline)) void dwq_block(const mt_conv_params *p, const i
             if (i == lo) i = hi - 1;
             else for (uint32_t *z = ring + i * 4 * k, *end = z + 4 * k; z != end; z += 4) z[0] = z[1] = z[2] = z[3] = 0;
         dwq_strip st;
-        dwq_plan(p, ix0, lo, hi, nz, &st);
+        dwq_plan(p, ix0, lo, hi, &st);
         const int32_t row_bytes = p->in_w * c_n;
         int32_t next = -pad, slot = pad ? k - pad : 0; /* the next input row to convert into the ring, its slot */
         int32_t wrow = pad; /* (k - iy0 mod k) mod k: the weights' first row for the first ring slot */
@@ -3349,7 +3348,7 @@ static __attribute__((noinline)) void dwq_block(const mt_conv_params *p, const i
             const int32_t iy0 = oy * s - pad;
             for (; next < iy0 + k; next++) {
                 dwq_convert(&st, next >= 0 && next < p->in_h ? x + c + next * row_bytes : NULL,
-                            ring + (slot + lo * k) * 4);
+                            ring + (slot + lo * k) * 4, nz);
                 if (++slot == k) slot = 0;
             }
             ctx.wq = wq + wrow * 4; /* slot t holds kernel row (t - iy0) mod k */
