@@ -112,6 +112,9 @@ static const Case cases[] = {
     {"pointwise", 8, 8, 48, 24, 1, 1, 0},  {"split", 8, 8, 48, 16, 1, 1, 0},
     {"split", 9, 8, 32, 24, 1, 1, 0},      {"pointwise", 8, 9, 24, 16, 1, 1, 0},
     {"pointwise", 10, 8, 40, 32, 1, 1, 0}, {"pointwise", 16, 16, 32, 16, 1, 2, 0},
+    /* dw_quad with a 5x5 window one wider than the map (mcunet-5fps's 4x4 blocks.11-12), y_zero -128 (even case:
+     * packed stores without the zero add) and not */
+    {"depthwise", 4, 4, 16, 16, 5, 1, 2}, {"depthwise", 6, 4, 12, 12, 5, 1, 2},
 };
 #define FIRST_MASKED_WTAB_CASE 80
 #define DWQ_LAYER_CASE 68

@@ -2331,8 +2331,14 @@ typedef struct {
                      : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9",  \
                        "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
 
+/* Packed stores without the QADD16 of y_zero + 128 when that is 0 (y_zero -128, the ReLU outputs): 3 instructions
+ * fewer per pixel (the zero field is not loaded either). */
+#define DWQ_PACKED0(A, B, C, D, DEST)                                                                            \
+    "pkhbt   " A ", " A ", " C ", lsl #16\n\t" "pkhbt   " B ", " B ", " D ", lsl #16\n\t"                             \
+    "usat16  " A ", #8, " A "\n\t" "usat16  " B ", #8, " B "\n\t" "orr     " A ", " A ", " B ", lsl #8\n\t"          \
+    "eor     " A ", " A ", #0x80808080\n\t" "str     " A ", " DEST "\n\t"
 /* The run described by ctx (at least one pixel and one tap); with ctx->mask the four clamp bits of each pixel
- * are written as a nibble (out_c % 4 == 0). */
+ * are written as a nibble (out_c % 4 == 0); packed: 1 packed stores, 2 packed stores with y_zero + 128 == 0. */
 static __attribute__((noinline)) void dw_rows(const dw_rows_ctx *ctx, int packed)
 {
     register const dw_rows_ctx *c __asm__("r0") = ctx;
@@ -2344,6 +2350,13 @@ static __attribute__((noinline)) void dw_rows(const dw_rows_ctx *ctx, int packed
         else if (n == 49) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_49, DW_MASKED));
         else if (n & 1) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(DW_ROWS_ODD), DW_MASKED));
         else DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(""), DW_MASKED));
+        return;
+    }
+    if (packed == 2) { /* y_zero + 128 is 0: no zero add (DWQ_PACKED0) */
+#define DW_STORE_PACKED0 DWQ_PACKED0("r9", "r10", "r11", "r12", "[lr]")
+        if (n == 9) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_9, DW_STORE_PACKED0));
+        else if (n & 1) DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(DW_ROWS_ODD), DW_STORE_PACKED0));
+        else DW_ROWS_CALL(DW_ROWS_ASM(DW_TAPS_LOOP(""), DW_STORE_PACKED0));
         return;
     }
     if (packed) {
@@ -2655,6 +2668,7 @@ static __attribute__((noinline)) void dw_block_inside(const mt_conv_params *p, c
             packed &= (__builtin_fabsf((float)b[j]) + (float)(kh * kw) * (255.0f * 128.0f)) * __builtin_fabsf(e[j]) <
                       32000.0f;
         const int32_t zero = packed ? (int32_t)((uint32_t)(p->y_zero + 128) * 0x00010001u) : p->y_zero;
+        if (packed && p->y_zero == -128 && !dw_pairs_shape(p, mask, ox_hi - ox_lo)) packed = 2;
         r = (dw_rows_ctx){{b[0], b[1], b[2], b[3]}, taps, taps + kh * kw, NULL, stride * c_n, c_n, zero, NULL,
                           neg_zero, {e[0], e[1], e[2], e[3]}, NULL, mask, y};
     }
@@ -3001,8 +3015,39 @@ typedef struct {
     "lsl     r2, r2, r9\n\t"                                                                                     \
     "orr     r10, r10, r2\n\t"                                                                                   \
     "strb    r10, [r8]\n\t"
-/* The pixels of the context, one pass each: MAC (DWQ_MAC_k_s), BIAS_ADD ("" or DWQ_BIAS_ADD), STORE. */
-#define DWQ_CALL(MAC, BIAS_ADD, STORE)                                                                           \
+#define DWQ_STORE_PACKED0 DWQ_PACKED0("r4", "r5", "r6", "r7", "[r1]")
+/* Packed stores with the clamp nibble (every output within int16 reach, as for DWQ_STORE_PACKED): a lane u = v +
+ * y_zero + 128 is clamped iff its high byte is not 0; the four high bytes gathered into r3 (byte j: channel j),
+ * UADD8 of 0xFF sets GE bit j for a clamped channel, read from the APSR (bits 16-19); the nibble of the mask
+ * becomes ~GE: (m | 0xF << sh) ^ GE << sh. 27 instructions against 36 (QADD, SSAT, STRB and a carry per bit);
+ * ZADD: the QADD16 of the zero field (r0), or "" when it is 0. */
+#define DWQ_STORE_MASKED_PACKED(ZADD)                                                                            \
+    "pkhbt   r4, r4, r6, lsl #16\n\t" "pkhbt   r5, r5, r7, lsl #16\n\t" ZADD                                        \
+    "and     r2, r4, #0xFF00FF00\n\t"                                                                             \
+    "and     r3, r5, #0xFF00FF00\n\t"                                                                             \
+    "orr     r3, r3, r2, lsr #8\n\t"                                                                              \
+    "usat16  r4, #8, r4\n\t" "usat16  r5, #8, r5\n\t" "orr     r4, r4, r5, lsl #8\n\t"                            \
+    "eor     r4, r4, #0x80808080\n\t" "str     r4, [r1]\n\t"                                                     \
+    "mvn     r2, #0\n\t"                                                                                          \
+    "uadd8   r3, r3, r2\n\t"                                                                                      \
+    "mrs     r3, APSR\n\t"                                                                                        \
+    "ubfx    r3, r3, #16, #4\n\t"                                                                                 \
+    "ldrd    r8, r9, [sp, #32]\n\t" /* mask, y0: the nibble at bit index y - y0 (a multiple of 4) */             \
+    "sub     r9, r1, r9\n\t"                                                                                      \
+    "add     r8, r8, r9, lsr #3\n\t"                                                                              \
+    "and     r9, r9, #7\n\t"                                                                                      \
+    "ldrb    r10, [r8]\n\t"                                                                                       \
+    "mov     r11, #15\n\t"                                                                                        \
+    "lsl     r11, r11, r9\n\t"                                                                                    \
+    "orr     r10, r10, r11\n\t"                                                                                   \
+    "lsl     r3, r3, r9\n\t"                                                                                      \
+    "eor     r10, r10, r3\n\t"                                                                                    \
+    "strb    r10, [r8]\n\t"
+#define DWQ_ZADD "qadd16  r4, r4, r0\n\t" "qadd16  r5, r5, r0\n\t"
+#define DWQ_LOADZ "ldr     r0, [sp, #28]\n\t"
+/* The pixels of the context, one pass each: MAC (DWQ_MAC_k_s), BIAS_ADD ("" or DWQ_BIAS_ADD), LOADZ (DWQ_LOADZ, or
+ * "" for a STORE that does not read the zero field), STORE. */
+#define DWQ_CALL(MAC, BIAS_ADD, LOADZ, STORE)                                                                    \
     __asm__ volatile("add     r1, r0, #48\n\t"                                                                   \
                      "vldmia  r1, {s8-s15}\n\t"                                                                  \
                      "ldrd    r12, lr, [r0, #40]\n\t"                                                            \
@@ -3020,8 +3065,7 @@ typedef struct {
                      "vcvtr.s32.f32 s3, s3\n\t"                                                                  \
                      "vmov    r4, r5, s0, s1\n\t"                                                                \
                      "vmov    r6, r7, s2, s3\n\t"                                                                \
-                     "ldr     r0, [sp, #28]\n\t"                                                                 \
-                     "ldr     r1, [sp, #16]\n\t" STORE                                                           \
+                     LOADZ "ldr     r1, [sp, #16]\n\t" STORE                                                     \
                      "ldrd    r2, r3, [sp, #20]\n\t" /* y_end, c_n */                                            \
                      "add     r1, r1, r3\n\t"                                                                    \
                      "str     r1, [sp, #16]\n\t"                                                                 \
@@ -3036,18 +3080,21 @@ typedef struct {
 /* One function per window, stride and store (packed; bytes; bytes with float biases; masked; masked with float
  * biases), chosen once per channel block (dwq_kernel): the pixels described by ctx, at least one. */
 typedef void (*dwq_fn)(const dwq_ctx *ctx);
-#define DWQ_FN(NAME, MAC, BIAS_ADD, STORE)                                                                       \
+#define DWQ_FN(NAME, MAC, BIAS_ADD, LOADZ, STORE)                                                                \
     static __attribute__((noinline)) void NAME(const dwq_ctx *ctx)                                               \
     {                                                                                                            \
         register const dwq_ctx *c __asm__("r0") = ctx;                                                           \
-        DWQ_CALL(MAC, BIAS_ADD, STORE);                                                                          \
+        DWQ_CALL(MAC, BIAS_ADD, LOADZ, STORE);                                                                   \
     }
 #define DWQ_FNS(K, S)                                                                                            \
-    DWQ_FN(dwq_##K##_##S##_packed, DWQ_MAC_##K##_##S, "", DWQ_STORE_PACKED)                                     \
-    DWQ_FN(dwq_##K##_##S##_s8, DWQ_MAC_##K##_##S, "", DWQ_STORE_S8)                                             \
-    DWQ_FN(dwq_##K##_##S##_s8_fb, DWQ_MAC_##K##_##S, DWQ_BIAS_ADD, DWQ_STORE_S8)                                \
-    DWQ_FN(dwq_##K##_##S##_masked, DWQ_MAC_##K##_##S, "", DWQ_STORE_MASKED)                                     \
-    DWQ_FN(dwq_##K##_##S##_masked_fb, DWQ_MAC_##K##_##S, DWQ_BIAS_ADD, DWQ_STORE_MASKED)
+    DWQ_FN(dwq_##K##_##S##_packed, DWQ_MAC_##K##_##S, "", DWQ_LOADZ, DWQ_STORE_PACKED)                          \
+    DWQ_FN(dwq_##K##_##S##_s8, DWQ_MAC_##K##_##S, "", DWQ_LOADZ, DWQ_STORE_S8)                                  \
+    DWQ_FN(dwq_##K##_##S##_s8_fb, DWQ_MAC_##K##_##S, DWQ_BIAS_ADD, DWQ_LOADZ, DWQ_STORE_S8)                     \
+    DWQ_FN(dwq_##K##_##S##_masked, DWQ_MAC_##K##_##S, "", DWQ_LOADZ, DWQ_STORE_MASKED)                          \
+    DWQ_FN(dwq_##K##_##S##_masked_fb, DWQ_MAC_##K##_##S, DWQ_BIAS_ADD, DWQ_LOADZ, DWQ_STORE_MASKED)             \
+    DWQ_FN(dwq_##K##_##S##_packed0, DWQ_MAC_##K##_##S, "", "", DWQ_STORE_PACKED0)                               \
+    DWQ_FN(dwq_##K##_##S##_masked_packed, DWQ_MAC_##K##_##S, "", DWQ_LOADZ, DWQ_STORE_MASKED_PACKED(DWQ_ZADD))   \
+    DWQ_FN(dwq_##K##_##S##_masked_packed0, DWQ_MAC_##K##_##S, "", "", DWQ_STORE_MASKED_PACKED(""))
 DWQ_FNS(3, 1)
 DWQ_FNS(5, 1)
 DWQ_FNS(7, 1)
@@ -3056,14 +3103,16 @@ DWQ_FNS(5, 2)
 DWQ_FNS(7, 2)
 #define DWQ_ROW(K, S)                                                                                            \
     {dwq_##K##_##S##_packed, dwq_##K##_##S##_s8, dwq_##K##_##S##_s8_fb, dwq_##K##_##S##_masked,                 \
-     dwq_##K##_##S##_masked_fb}
-static const dwq_fn dwq_table[2][3][5] = {{DWQ_ROW(3, 1), DWQ_ROW(5, 1), DWQ_ROW(7, 1)},
+     dwq_##K##_##S##_masked_fb, dwq_##K##_##S##_packed0, dwq_##K##_##S##_masked_packed,                         \
+     dwq_##K##_##S##_masked_packed0}
+static const dwq_fn dwq_table[2][3][8] = {{DWQ_ROW(3, 1), DWQ_ROW(5, 1), DWQ_ROW(7, 1)},
                                           {DWQ_ROW(3, 2), DWQ_ROW(5, 2), DWQ_ROW(7, 2)}};
 
-/* The kernel of a window k, stride, store (mask, packed) and biases (unfolded: some added as floats). */
-static inline dwq_fn dwq_kernel(int32_t k, int32_t stride, int masked, int packed, int unfolded)
+/* The kernel of a window k, stride, store (mask, packed: every output within int16 reach and the biases folded;
+ * zero0: y_zero + 128 is 0) and biases (unfolded: some added as floats). */
+static inline dwq_fn dwq_kernel(int32_t k, int32_t stride, int masked, int packed, int zero0, int unfolded)
 {
-    const int store = masked ? 3 + unfolded : packed ? 0 : 1 + unfolded;
+    const int store = masked ? (packed ? 6 + zero0 : 3 + unfolded) : packed ? (zero0 ? 5 : 0) : 1 + unfolded;
     return dwq_table[stride - 1][k / 2 - 1][store];
 }
 
@@ -3090,23 +3139,22 @@ static inline void dwq_pair_words(uint32_t *d, uint32_t a02, uint32_t a13, uint3
 
 /* n ring columns (n >= 1), stride 1: consecutive pixel pairs of one input row (each pixel the right one of a column
  * and the left one of the next); r1 the first column's right pixel (pixels c_n apart: r2), r3 the first column's
- * slot (columns r4 bytes apart), r6 / r7 the first left pixel's lanes, r5 -x_zero in both lanes. The loop is
+ * slot (columns STEP bytes apart), r6 / r7 the first left pixel's lanes, r5 -x_zero in both lanes. The loop is
  * written twice with the roles of the lane registers swapped. */
-#define DWQ_COL(A02, A13, B02, B13)                                                                              \
+#define DWQ_COL(A02, A13, B02, B13, STEP)                                                                        \
     "ldr     r0, [r1]\n\t"                                                                                       \
     "add     r1, r1, r2\n\t"                                                                                     \
     "sxtab16 " B02 ", r5, r0\n\t"                                                                                \
     "sxtab16 " B13 ", r5, r0, ror #8\n\t"                                                                        \
-    "pkhbt   r10, " A02 ", " B02 ", lsl #16\n\t"                                                                 \
-    "pkhbt   r11, " A13 ", " B13 ", lsl #16\n\t"                                                                 \
-    "strd    r10, r11, [r3]\n\t"                                                                                 \
     "pkhtb   r10, " B02 ", " A02 ", asr #16\n\t"                                                                 \
     "pkhtb   r11, " B13 ", " A13 ", asr #16\n\t"                                                                 \
     "strd    r10, r11, [r3, #8]\n\t"                                                                             \
-    "add     r3, r3, r4\n\t"                                                                                     \
+    "pkhbt   r10, " A02 ", " B02 ", lsl #16\n\t"                                                                 \
+    "pkhbt   r11, " A13 ", " B13 ", lsl #16\n\t"                                                                 \
+    "strd    r10, r11, [r3], #" STEP "\n\t"                                                                      \
     "subs    r12, r12, #1\n\t"
 /* the same at stride 2: disjoint pixel pairs (r1 the first column's left pixel, both pixels loaded per column) */
-#define DWQ_COL2                                                                                                 \
+#define DWQ_COL2(STEP)                                                                                           \
     "ldr     r0, [r1]\n\t"                                                                                       \
     "ldr     r8, [r1, r2]\n\t"                                                                                   \
     "add     r1, r1, r2, lsl #1\n\t"                                                                             \
@@ -3114,97 +3162,106 @@ static inline void dwq_pair_words(uint32_t *d, uint32_t a02, uint32_t a13, uint3
     "sxtab16 r7, r5, r0, ror #8\n\t"                                                                             \
     "sxtab16 r9, r5, r8\n\t"                                                                                     \
     "sxtab16 r8, r5, r8, ror #8\n\t"                                                                             \
-    "pkhbt   r10, r6, r9, lsl #16\n\t"                                                                           \
-    "pkhbt   r11, r7, r8, lsl #16\n\t"                                                                           \
-    "strd    r10, r11, [r3]\n\t"                                                                                 \
     "pkhtb   r10, r9, r6, asr #16\n\t"                                                                           \
     "pkhtb   r11, r8, r7, asr #16\n\t"                                                                           \
     "strd    r10, r11, [r3, #8]\n\t"                                                                             \
-    "add     r3, r3, r4\n\t"                                                                                     \
+    "pkhbt   r10, r6, r9, lsl #16\n\t"                                                                           \
+    "pkhbt   r11, r7, r8, lsl #16\n\t"                                                                           \
+    "strd    r10, r11, [r3], #" STEP "\n\t"                                                                      \
     "subs    r12, r12, #1\n\t"
-static __attribute__((noinline)) void dwq_columns(const int8_t *s, int32_t c_n, uint32_t *d, int32_t step, int32_t n,
+/* the column step (16 * k bytes) is the post-increment of the second STRD: one instruction fewer per column */
+#define DWQ_COLUMNS_1(STEP)                                                                                      \
+    __asm__ volatile("1:\n\t" DWQ_COL("r6", "r7", "r8", "r9", STEP) "beq     2f\n\t"                            \
+                     DWQ_COL("r8", "r9", "r6", "r7", STEP) "bne     1b\n\t"                                      \
+                     "b       3f\n\t"                                                                            \
+                     "2:\n\t"                                                                                    \
+                     "mov     r6, r8\n\t"                                                                        \
+                     "mov     r7, r9\n\t"                                                                        \
+                     "3:\n\t"                                                                                    \
+                     : "+r"(r1), "+r"(r3), "+r"(r12), "+r"(r6), "+r"(r7)                                         \
+                     : "r"(r2), "r"(r5)                                                                          \
+                     : "r0", "r8", "r9", "r10", "r11", "cc", "memory")
+#define DWQ_COLUMNS_2(STEP)                                                                                      \
+    __asm__ volatile("1:\n\t" DWQ_COL2(STEP) "bne     1b\n\t"                                                   \
+                     : "+r"(r1), "+r"(r3), "+r"(r12), "+r"(r6), "+r"(r7)                                         \
+                     : "r"(r2), "r"(r5)                                                                          \
+                     : "r0", "r8", "r9", "r10", "r11", "cc", "memory")
+/* step: 16 * k bytes between ring columns (k 3, 5 or 7) */
+static inline __attribute__((always_inline)) void dwq_columns(const int8_t *s, int32_t c_n, uint32_t *d, int32_t step, int32_t n,
                                                   int32_t nz, uint32_t *a02, uint32_t *a13, int32_t stride)
 {
     register const int8_t *r1 __asm__("r1") = s;
-    register int32_t r2 __asm__("r2") = c_n, r4 __asm__("r4") = step, r5 __asm__("r5") = nz, r12 __asm__("r12") = n;
+    register int32_t r2 __asm__("r2") = c_n, r5 __asm__("r5") = nz, r12 __asm__("r12") = n;
     register uint32_t *r3 __asm__("r3") = d;
     register uint32_t r6 __asm__("r6") = *a02, r7 __asm__("r7") = *a13;
-    if (stride == 1)
-        __asm__ volatile("1:\n\t" DWQ_COL("r6", "r7", "r8", "r9") "beq     2f\n\t" DWQ_COL("r8", "r9", "r6", "r7")
-                         "bne     1b\n\t"
-                         "b       3f\n\t"
-                         "2:\n\t"
-                         "mov     r6, r8\n\t"
-                         "mov     r7, r9\n\t"
-                         "3:\n\t"
-                         : "+r"(r1), "+r"(r3), "+r"(r12), "+r"(r6), "+r"(r7)
-                         : "r"(r2), "r"(r4), "r"(r5)
-                         : "r0", "r8", "r9", "r10", "r11", "cc", "memory");
-    else
-        __asm__ volatile("1:\n\t" DWQ_COL2 "bne     1b\n\t"
-                         : "+r"(r1), "+r"(r3), "+r"(r12), "+r"(r6), "+r"(r7)
-                         : "r"(r2), "r"(r4), "r"(r5)
-                         : "r0", "r8", "r9", "r10", "r11", "cc", "memory");
-    *a02 = r6, *a13 = r7; /* stride 1: the last right pixel's lanes */
-}
-
-/* The unpacked lanes (x - x_zero) of input pixel ix of a row (channels c..c+3 at row + ix * c_n), zero outside. */
-static inline void dwq_pixel(const int8_t *row, int32_t ix, int32_t w, int32_t c_n, int32_t nz, uint32_t *l02,
-                             uint32_t *l13)
-{
-    *l02 = *l13 = 0;
-    if (ix >= 0 && ix < w) {
-        const uint32_t v = load_u32(row + ix * c_n);
-        *l02 = __sxtab16(nz, v), *l13 = sxtab16_ror8(nz, v);
+    if (stride == 1) {
+        if (step == 48) DWQ_COLUMNS_1("48");
+        else if (step == 80) DWQ_COLUMNS_1("80");
+        else DWQ_COLUMNS_1("112");
+    } else {
+        if (step == 48) DWQ_COLUMNS_2("48");
+        else if (step == 80) DWQ_COLUMNS_2("80");
+        else DWQ_COLUMNS_2("112");
     }
+    *a02 = r6, *a13 = r7; /* stride 1: the last right pixel's lanes */
 }
 
 /* How dwq_convert fills the live ring columns [lo, hi) of a strip's slot from an input row (the same in every
  * row): `lead` columns whose left pixel is in the padding (stride 2: at most one, its right pixel the row's first),
  * then m columns by dwq_columns starting at pixel `first` (stride 1: its left pixel, or -1 for the padding), then
- * `tail` columns (at most one) whose right pixel is past the row's end. */
+ * `tail` columns (at most one) whose right pixel is past the row's end. The byte offsets in a row of channel c are
+ * worked out once per strip: left (stride 1: pixel `first`, -1 in the padding), cols (dwq_columns' first pixel),
+ * last (stride 2: the tail column's pixel, -1 in the padding; stride 1: -2, the lanes dwq_columns leaves). */
 typedef struct {
-    int32_t lo, hi, lead, first, m, tail;
+    int32_t zeros, flags, m; /* zeros: hi - lo; flags: 1 lead, 2 tail, 4 stride 2 */
+    int32_t left, cols, last;
+    int32_t c_n, step; /* step: words from a ring column to the next (4 * k) */
 } dwq_strip;
 
 static void dwq_plan(const mt_conv_params *p, int32_t ix0, int32_t lo, int32_t hi, dwq_strip *st)
 {
-    const int32_t s = p->stride, w = p->in_w;
-    int32_t ix = ix0 + s * lo, i = lo; /* column i holds the pixel pair (ix, ix + 1) */
-    st->lo = lo, st->hi = hi, st->lead = 0;
-    if (s == 2 && ix < 0 && i < hi) st->lead = 1, i++, ix += 2;
-    st->first = ix;
+    const int32_t s = p->stride, w = p->in_w, c_n = p->in_c;
+    int32_t ix = ix0 + s * lo, i = lo, lead = 0; /* column i holds the pixel pair (ix, ix + 1) */
+    if (s == 2 && ix < 0 && i < hi) lead = 1, i++, ix += 2;
     int32_t m = s == 1 ? w - 1 - ix : (ix > w - 2 ? 0 : (w - 2 - ix) / 2 + 1);
     if (m > hi - i) m = hi - i;
     if (m < 0) m = 0;
-    st->m = m, st->tail = hi - i - m;
+    st->zeros = hi - lo, st->m = m, st->flags = lead | (hi - i - m ? 2 : 0) | (s == 2 ? 4 : 0);
+    st->left = s == 1 && ix >= 0 && ix < w ? ix * c_n : -1;
+    st->cols = (ix + (s == 1)) * c_n;
+    st->last = s == 1 ? -2 : ix + 2 * m >= 0 && ix + 2 * m < w ? (ix + 2 * m) * c_n : -1;
+    st->c_n = c_n, st->step = 4 * p->kw;
 }
 
-/* Input row iy of channels c..c+3 (xc = x + c) into a ring slot (d: its column lo) as planned by st (padding rows:
- * zeros). */
-static __attribute__((noinline)) void dwq_convert(const mt_conv_params *p, const int8_t *xc, int32_t iy,
-                                                  const dwq_strip *st, uint32_t *d, int32_t nz)
+/* An input row of channels c..c+3 (row: its channel c; NULL: a padding row, zeros) into a ring slot (d: its column
+ * lo) as planned by st; nz: -x_zero in both int16 lanes. */
+static __attribute__((noinline)) void dwq_convert(const dwq_strip *st, const int8_t *row, uint32_t *d, int32_t nz)
 {
-    const int32_t step = 4 * p->kw, w = p->in_w, c_n = p->in_c, s = p->stride;
-    if (iy < 0 || iy >= p->in_h) {
-        for (int32_t i = st->lo; i < st->hi; i++, d += step) d[0] = d[1] = d[2] = d[3] = 0;
+    const int32_t step = st->step;
+    if (!row) {
+        for (int32_t i = st->zeros; i > 0; i--, d += step) d[0] = d[1] = d[2] = d[3] = 0;
         return;
     }
-    const int8_t *row = xc + iy * w * c_n;
-    uint32_t a02 = 0, a13 = 0, b02, b13;
-    if (st->lead) { /* (padding, pixel 0) */
-        dwq_pixel(row, 0, w, c_n, nz, &b02, &b13);
-        dwq_pair_words(d, 0, 0, b02, b13);
+    uint32_t a02 = 0, a13 = 0;
+    if (st->flags & 1) { /* (padding, pixel 0) */
+        const uint32_t v = load_u32(row);
+        dwq_pair_words(d, 0, 0, __sxtab16(nz, v), sxtab16_ror8(nz, v));
         d += step;
     }
-    const int32_t ix = st->first;
-    if (s == 1) dwq_pixel(row, ix, w, c_n, nz, &a02, &a13);
+    if (st->left >= 0) {
+        const uint32_t v = load_u32(row + st->left);
+        a02 = __sxtab16(nz, v), a13 = sxtab16_ror8(nz, v);
+    }
     if (st->m) {
-        dwq_columns(row + (ix + (s == 1)) * c_n, c_n, d, step * 4, st->m, nz, &a02, &a13, s);
+        dwq_columns(row + st->cols, st->c_n, d, step * 4, st->m, nz, &a02, &a13, st->flags & 4 ? 2 : 1);
         d += st->m * step;
     }
-    if (st->tail) { /* (the row's last pixel, padding) */
-        if (s == 2) dwq_pixel(row, ix + 2 * st->m, w, c_n, nz, &a02, &a13);
+    if (st->flags & 2) { /* (the row's last pixel, padding) */
+        if (st->last != -2) a02 = a13 = 0;
+        if (st->last >= 0) {
+            const uint32_t v = load_u32(row + st->last);
+            a02 = __sxtab16(nz, v), a13 = sxtab16_ror8(nz, v);
+        }
         d[0] = a02 & 0xFFFFu, d[1] = a13 & 0xFFFFu, d[2] = a02 >> 16, d[3] = a13 >> 16;
     }
 }
@@ -3221,11 +3278,12 @@ static inline int dw_quad_fits(const mt_conv_params *p, const uint8_t *mask)
 
 /* Where dw_quad measured a gain over dw_inside / dw_border (mcunet-5fps, mbv2-w0.35, proxyless-w0.3 steps,
  * Cortex-M7): every fitting 5x5 / 7x7 layer (0.65-0.85x the instructions) and 3x3 at stride 1 (0.92-0.96x), when
- * the window is no wider than the map (5x5 on 4x4: 1.02x, 7x7 on 4x4 1.6x: the padding's MACs and the per-block
- * ring outweigh it); not 3x3 at stride 2 (1.06-1.22x: two converted ring rows per output row for 9 taps). */
+ * the window is at most one wider than the map (5x5 on 4x4: 0.92x since the packed masked stores and the padding
+ * columns zeroed once; 7x7 on 4x4 1.6x: the padding's MACs and the per-block ring outweigh it); not 3x3 at stride
+ * 2 (1.06-1.22x: two converted ring rows per output row for 9 taps). */
 static inline int dw_quad_wanted(const mt_conv_params *p, const uint8_t *mask)
 {
-    return dw_quad_fits(p, mask) && (p->kw >= 5 || p->stride == 1) && p->kw <= p->in_w && p->kh <= p->in_h;
+    return dw_quad_fits(p, mask) && (p->kw >= 5 || p->stride == 1) && p->kw <= p->in_w + 1 && p->kh <= p->in_h + 1;
 }
 
 /* The weight words of channels c..c+3 (wc = w + c) for dw_quad: per tap-pair column j and the last column, kernel
@@ -3260,7 +3318,7 @@ static __attribute__((noinline)) void dwq_block(const mt_conv_params *p, const i
     dwq_ctx ctx;
     ctx.c_n = c_n, ctx.mask = mask, ctx.y0 = y, ctx.ring = ring;
     dwq_weights(w + c, k, c_n, wq);
-    int unfolded = 0, packed = !mask;
+    int unfolded = 0, packed = 1;
     for (int32_t j = 0; j < 4; j++) { /* bias folding as fold_biases */
         const int fold = bias_foldable(bias + c + j, 1, k * k);
         ctx.b[j] = fold ? bias[c + j] : 0, ctx.fb[j] = fold ? 0.0f : (float)bias[c + j], ctx.e[j] = eff[c + j];
@@ -3268,7 +3326,7 @@ static __attribute__((noinline)) void dwq_block(const mt_conv_params *p, const i
         packed &= fold && (__builtin_fabsf((float)ctx.b[j]) + (float)(k * k) * (255.0f * 128.0f)) *
                                   __builtin_fabsf(eff[c + j]) < 32000.0f;
     }
-    const dwq_fn kernel = dwq_kernel(k, s, mask != NULL, packed, unfolded);
+    const dwq_fn kernel = dwq_kernel(k, s, mask != NULL, packed, p->y_zero == -128, unfolded);
     ctx.zero = packed ? (uint32_t)(p->y_zero + 128) * 0x00010001u : (uint32_t)p->y_zero;
     for (int32_t ox0 = 0; ox0 < out_w; ox0 += strip) {
         const int32_t n = out_w - ox0 < strip ? out_w - ox0 : strip;
@@ -3277,17 +3335,24 @@ static __attribute__((noinline)) void dwq_block(const mt_conv_params *p, const i
         const int32_t ix0 = s * ox0 - pad, lo = ix0 >= -1 ? 0 : (-1 - ix0 + s - 1) / s;
         int32_t hi = (p->in_w - 1 - ix0) / s + 1;
         if (hi > ncols) hi = ncols;
-        for (int32_t i = 0; i < ncols; i++) /* columns wholly in the padding: 0 (never converted) */
+        /* columns wholly in the padding: 0 (never converted; with one strip they stay 0 from the first block on) */
+        for (int32_t i = 0; i < ncols && (c == 0 || strip < out_w); i++)
             if (i == lo) i = hi - 1;
-            else for (int32_t t = 0; t < 4 * k; t++) ring[i * 4 * k + t] = 0;
+            else for (uint32_t *z = ring + i * 4 * k, *end = z + 4 * k; z != end; z += 4) z[0] = z[1] = z[2] = z[3] = 0;
         dwq_strip st;
         dwq_plan(p, ix0, lo, hi, &st);
-        int32_t next = -pad; /* the next input row to convert into the ring */
+        const int32_t row_bytes = p->in_w * c_n;
+        int32_t next = -pad, slot = pad ? k - pad : 0; /* the next input row to convert into the ring, its slot */
+        int32_t wrow = pad; /* (k - iy0 mod k) mod k: the weights' first row for the first ring slot */
         for (int32_t oy = 0; oy < p->out_h; oy++) {
             const int32_t iy0 = oy * s - pad;
-            for (; next < iy0 + k; next++)
-                dwq_convert(p, x + c, next, &st, ring + (((next + k) % k) + lo * k) * 4, nz);
-            ctx.wq = wq + ((k - iy0 % k) % k) * 4; /* slot t holds kernel row (t - iy0) mod k */
+            for (; next < iy0 + k; next++) {
+                dwq_convert(&st, next >= 0 && next < p->in_h ? x + c + next * row_bytes : NULL,
+                            ring + (slot + lo * k) * 4, nz);
+                if (++slot == k) slot = 0;
+            }
+            ctx.wq = wq + wrow * 4; /* slot t holds kernel row (t - iy0) mod k */
+            if ((wrow -= s) < 0) wrow += k;
             ctx.y = y + (oy * out_w + ox0) * c_n + c, ctx.y_end = ctx.y + n * c_n;
             kernel(&ctx);
         }
