@@ -46,6 +46,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from run_store import write_report  # noqa: E402
 SHARED = Path(os.environ.get("MICROTRAIN_SHARED", REPO.parent / "shared"))
 SETTINGS = {  # name: (update spec, fp32, qas)
     "qas": ("last-blocks:2", False, True),
@@ -254,9 +256,7 @@ def main(argv=None) -> int:
             for k, v in list(rec.get("profile_ms", {}).items())[:12]:
                 print(f"          {v:8.1f} ms  {k}")
             report["settings"][s] = rec
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_report(args.out, report)
     bad = [s for s, r in report["settings"].items() if r.get("identical") is False]
     if bad:
         print(f"DIFFERENT results in {bad}", file=sys.stderr)

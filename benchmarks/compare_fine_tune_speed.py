@@ -23,6 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from check_fine_tune_identical import REPO, archive_src  # noqa: E402
+from run_store import write_report  # noqa: E402
 
 
 def one_run(src: Path, scheme: str, args, out: Path) -> dict:
@@ -70,9 +71,7 @@ def main(argv=None) -> int:
             print(f"{scheme:14s} train {best['old']:7.2f} -> {best['new']:7.2f} ms/image-epoch "
                   f"(x{best['old'] / best['new']:.2f}), eval {best_eval['old']:.2f} -> {best_eval['new']:.2f} "
                   f"ms/image", flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_report(args.out, report)
     return 0
 
 

@@ -39,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from exp_datasets import MOMENTUM_ON, QAS_ALL, SPARSE_ON, THREE_MODELS_ON  # noqa: E402
 from exp_qas import LR_GRID  # noqa: E402
+from run_store import write_report  # noqa: E402
 
 SHARED = Path(os.environ.get("MICROTRAIN_SHARED", HERE.parents[1] / "shared"))
 RESULTS = HERE / "results"
@@ -234,9 +235,7 @@ def main(argv=None) -> int:
           f"{remaining:.1f} CPU h = {remaining / 2:.1f} h (the sparse part counted whole). Fits 6 h: "
           f"{'yes' if total / 2 <= 6 else 'no'} for the whole set, "
           f"{'yes' if remaining / 2 <= 6 else 'no'} for what remains")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_report(args.out, report)
     return 0
 
 

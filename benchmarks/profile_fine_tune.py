@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
-import json
 import os
 import pstats
 import sys
@@ -28,6 +26,8 @@ from fractions import Fraction
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from run_store import write_report  # noqa: E402
 SHARED = Path(os.environ.get("MICROTRAIN_SHARED", REPO.parent / "shared"))
 
 
@@ -156,9 +156,7 @@ def main(argv=None) -> int:
               f"total {cpu:.1f} CPU s / {wall:.1f} wall s", flush=True)
         for row in rec.get("top", []):
             print(f"      {row['tottime']:7.2f} s tot {row['cumtime']:7.2f} s cum {row['calls']:7d}  {row['function']}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_report(args.out, report)
     return 0
 
 

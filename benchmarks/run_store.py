@@ -13,6 +13,13 @@ import os
 from pathlib import Path
 
 
+def write_report(path: Path | None, report: dict) -> None:
+    """A benchmark's --out JSON (nothing when path is None), its folder made if needed."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1) + "\n")
+
+
 def run_key(model, setting, stage, lr, seed):
     return f"{model}|{setting}|{stage}|{lr:g}|{seed}"
 

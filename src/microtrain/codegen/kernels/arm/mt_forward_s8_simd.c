@@ -1250,6 +1250,16 @@ typedef struct {
     "ldmia   r1!, {r8, r9, r10, r11}\n\t" WTAB_SMLAD4("r6")                                                      \
     "ldmia   r1!, {r8, r9, r10, r11}\n\t" WTAB_SMLAD4("r7")                                                      \
     ".endr\n\t"
+/* The end of a wtab quad loop (table end) and of its pixel loop (ctx from the stack, the run test). */
+#define WTAB_LOOP_ENDS                                                                                           \
+    "cmp     r1, r0\n\t"                                                                                         \
+    "bne     1b\n\t"                                                                                             \
+    "ldr     r0, [sp]\n\t"                                                                                       \
+    "ldr     r1, [r0]\n\t"                                                                                       \
+    "ldr     r6, [r0, #32]\n\t"                                                                                  \
+    "cmp     r1, r6\n\t"                                                                                         \
+    "bne     0b\n\t"                                                                                             \
+    "add     sp, sp, #4\n\t"                                                                                     
 #define WTAB_ROWS_ASM(HEAD, BIAS_ADD)                                                                            \
     WTAB_ROWS_ASM_U(HEAD, BIAS_ADD, "1")
 /* REPS: channel quads per pass of the quad loop (2 when the table holds an even number: one loop test per two) */
@@ -1276,14 +1286,7 @@ typedef struct {
     "vmov    r4, r5, s10, s11\n\t"                                                                               \
     "vmov    r9, s7\n\t" PACKED_STORE4("r2", "r3", "r4", "r5", "r9", "[r12], #4")                                                 \
     ".endr\n\t"                                                                                                  \
-    "cmp     r1, r0\n\t"                                                                                         \
-    "bne     1b\n\t"                                                                                             \
-    "ldr     r0, [sp]\n\t"                                                                                       \
-    "ldr     r1, [r0]\n\t"                                                                                       \
-    "ldr     r6, [r0, #32]\n\t"                                                                                  \
-    "cmp     r1, r6\n\t"                                                                                         \
-    "bne     0b\n\t"                                                                                             \
-    "add     sp, sp, #4\n\t"
+    WTAB_LOOP_ENDS
 /* Quad headers: the four multipliers, or the four float biases then the multipliers. */
 #define WTAB_HEAD "vldmia  r1!, {s12-s15}\n\t"
 #define WTAB_HEAD_FB "vldmia  r1!, {s0-s3}\n\t" "vldmia  r1!, {s12-s15}\n\t"
@@ -1379,14 +1382,7 @@ static __attribute__((noinline)) void wtab_rows(wtab_ctx *ctx, int32_t k8, int f
     "vmov    r11, s6\n\t"                                                                                        \
     "strb    r10, [r11], #1\n\t"                                                                                 \
     "vmov    s6, r11\n\t" PACKED_PUT4("r2", "r3", "[r12], #4")                                                   \
-    "cmp     r1, r0\n\t"                                                                                         \
-    "bne     1b\n\t"                                                                                             \
-    "ldr     r0, [sp]\n\t"                                                                                       \
-    "ldr     r1, [r0]\n\t"                                                                                       \
-    "ldr     r6, [r0, #32]\n\t"                                                                                  \
-    "cmp     r1, r6\n\t"                                                                                         \
-    "bne     0b\n\t"                                                                                             \
-    "add     sp, sp, #4\n\t"
+    WTAB_LOOP_ENDS
 #define WTAB_ROWS_MASKED_CALL(G)                                                                                 \
     __asm__ volatile(WTAB_ROWS_MASKED_ASM                                                                        \
                      : "+r"(c)                                                                                   \
