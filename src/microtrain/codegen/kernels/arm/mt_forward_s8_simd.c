@@ -1453,16 +1453,24 @@ typedef struct {
     int32_t n_frozen, n_train;
 } split_weight;
 
+/* Both rows of one index list scattered: each index loaded once for the two rows. */
+static inline void scatter_pair(const int16_t *idx, const int8_t *w0, const int8_t *w1, int32_t n, int8_t *r0,
+                                int8_t *r1)
+{
+    for (int32_t i = 0; i < n; i++) {
+        const int32_t a = idx[i];
+        const int8_t a0 = w0[i], a1 = w1[i];
+        r0[a] = a0, r1[a] = a1;
+    }
+}
+
 /* Rows ch and ch + 1 of the split weight s (k_n = in_c bytes each) assembled at rows. */
 static void split_rows_pair(const split_weight *s, int32_t ch, int32_t k_n, int8_t *rows)
 {
-    const int16_t *fi = s->frozen_idx, *ti = s->train_idx; /* locals: the stores cannot change them */
     const int32_t nf = s->n_frozen, nt = s->n_train;
-    for (int32_t r = 0; r < 2; r++, rows += k_n) {
-        const int8_t *wf = s->w_frozen + (ch + r) * nf, *wt = s->w_train + (ch + r) * nt;
-        for (int32_t i = 0; i < nf; i++) rows[fi[i]] = wf[i];
-        for (int32_t i = 0; i < nt; i++) rows[ti[i]] = wt[i];
-    }
+    const int8_t *wf = s->w_frozen + ch * nf, *wt = s->w_train + ch * nt;
+    scatter_pair(s->frozen_idx, wf, wf + nf, nf, rows, rows + k_n);
+    scatter_pair(s->train_idx, wt, wt + nt, nt, rows, rows + k_n);
 }
 
 /* Channels o .. o + n - 1 (n % 4 == 0) into wtab_rows' table (layout above): weight rows of k_n bytes padded
