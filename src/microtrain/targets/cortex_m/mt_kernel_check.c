@@ -115,8 +115,8 @@ static const Case cases[] = {
     /* dw_quad with a 5x5 window one wider than the map (mcunet-5fps's 4x4 blocks.11-12), y_zero -128 (even case:
      * packed stores without the zero add) and not */
     {"depthwise", 4, 4, 16, 16, 5, 1, 2}, {"depthwise", 6, 4, 12, 12, 5, 1, 2},
-    /* split convs through pointwise_wtab with a pseudo-random partition (SCATTERED_WTAB_SPLIT on): groups of 4
-     * channels not at consecutive indices of one block, read a byte at a time */
+    /* split convs through pointwise_wtab with a pseudo-random partition (SCATTERED_WTAB_SPLIT on), as the sparse
+     * update's index lists are: the weight rows scattered a byte at a time (split_rows_pair) */
     {"split", 8, 8, 32, 24, 1, 1, 0},      {"split", 8, 9, 48, 16, 1, 1, 0},
 };
 #define FIRST_MASKED_WTAB_CASE 80
