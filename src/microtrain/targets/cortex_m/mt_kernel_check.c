@@ -61,11 +61,11 @@ static const Case cases[] = {
     /* split into whole groups of 4 channels (FIRST_GROUPED_SPLIT on): folded, and one bias too large to fold */
     {"split", 6, 6, 48, 16, 1, 1, 0},      {"split", 5, 4, 24, 24, 1, 1, 0},
     {"pointwise", 3, 4, 520, 8, 1, 1, 0}, /* in_c beyond the bias-folding bound */
-    /* in_c 8 without a mask (pointwise_narrow): out_c % 4 channels redone, stride 2 and three tables of channels,
+    /* in_c 8 without a mask (pointwise_narrow): out_c % 4 channels redone, stride 2 and two tables of channels (48 + 20),
      * a layer-sized case (NARROW_LAYER_CASE); biases near 2^24, one too large to fold, small */
     {"pointwise", 9, 7, 8, 13, 1, 1, 0},   {"pointwise", 7, 7, 8, 70, 1, 2, 0},
     {"pointwise", 16, 16, 8, 32, 1, 1, 0}, {"pointwise", 5, 5, 8, 2, 1, 1, 0},
-    /* in_c 16 the same way (tables of 16 channels): odd, stride 2 over three tables, layer-sized */
+    /* in_c 16 the same way (tables of 28 channels): odd, stride 2 over two tables, layer-sized */
     {"pointwise", 6, 7, 16, 9, 1, 1, 0},   {"pointwise", 9, 7, 16, 41, 1, 2, 0},
     {"pointwise", 16, 16, 16, 48, 1, 1, 0},
     /* in_c 24 and 32 without a mask (the quads, not pointwise_narrow): stride 2, odd channel counts */

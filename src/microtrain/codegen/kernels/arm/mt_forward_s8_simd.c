@@ -1001,7 +1001,11 @@ static int wtab_fits(const mt_conv_params *p, int32_t k_n, const int32_t *bias, 
  * and 1.47 against 1.35 and 1.40 instructions per MAC; tables of few channels, the pixel unpacked again per
  * table). Channels whose bias cannot be folded (dead channels) and the out_c % 4 last ones are redone in C. At
  * in_c 8 with packed stores, a table of an even number of quads runs two per loop pass. */
-#define MT_NARROW_TAB_WORDS 192 /* 768 bytes of stack (+ 16 for the pixel's inputs 8-15) */
+/* 1,152 bytes of stack (+ 16 for the pixel's inputs 8-15): twelve quads of in_c 8, so that the 48 output channels
+ * of mbv2-w0.35's in_c 8 layers take one table and one pass over the pixels (two cost about 18 instructions more
+ * per pixel: 602 instead of 584 per pixel at 64x64); pointwise_narrow's frame stays well below pointwise_wtab's,
+ * the pointwise chain's deepest */
+#define MT_NARROW_TAB_WORDS 288
 /* a channel quad's table words: four multipliers, per channel its bias and in_c / 2 lane words */
 #define NARROW_QUAD_WORDS(in_c) (4 + 4 * (1 + (in_c) / 2))
 
