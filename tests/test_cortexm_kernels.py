@@ -27,7 +27,7 @@ def test_simd_kernels_are_bit_exact_and_cheaper(tmp_path, cpu):
     run = run_firmware(res.elf, cpu, timeout=60, count=True)
     cases = re.findall(r"case (\d+) (\w+) .* saturated=(\d+) differ=(\d+) mask_differ=(\d+) nomask_differ=(\d+)",
                        run.stdout)
-    assert len(cases) == 88, run.stdout + run.stderr
+    assert len(cases) == 90, run.stdout + run.stderr
     for idx, kind, saturated, differ, mask_differ, nomask_differ in cases:
         # nomask: the mask-free fast path (portable and SIMD) gives the same outputs as the masked kernels
         assert (differ, mask_differ, nomask_differ) == ("0", "0", "0"), f"case {idx} ({kind}) differs"

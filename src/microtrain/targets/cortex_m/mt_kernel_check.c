@@ -61,11 +61,11 @@ static const Case cases[] = {
     /* split into whole groups of 4 channels (FIRST_GROUPED_SPLIT on): folded, and one bias too large to fold */
     {"split", 6, 6, 48, 16, 1, 1, 0},      {"split", 5, 4, 24, 24, 1, 1, 0},
     {"pointwise", 3, 4, 520, 8, 1, 1, 0}, /* in_c beyond the bias-folding bound */
-    /* in_c 8 without a mask (pointwise_narrow): out_c % 4 channels redone, stride 2 and three tables of channels,
+    /* in_c 8 without a mask (pointwise_narrow): out_c % 4 channels redone, stride 2 and two tables of channels (48 + 20),
      * a layer-sized case (NARROW_LAYER_CASE); biases near 2^24, one too large to fold, small */
     {"pointwise", 9, 7, 8, 13, 1, 1, 0},   {"pointwise", 7, 7, 8, 70, 1, 2, 0},
     {"pointwise", 16, 16, 8, 32, 1, 1, 0}, {"pointwise", 5, 5, 8, 2, 1, 1, 0},
-    /* in_c 16 the same way (tables of 16 channels): odd, stride 2 over three tables, layer-sized */
+    /* in_c 16 the same way (tables of 28 channels): odd, stride 2 over two tables, layer-sized */
     {"pointwise", 6, 7, 16, 9, 1, 1, 0},   {"pointwise", 9, 7, 16, 41, 1, 2, 0},
     {"pointwise", 16, 16, 16, 48, 1, 1, 0},
     /* in_c 24 and 32 without a mask (the quads, not pointwise_narrow): stride 2, odd channel counts */
@@ -115,12 +115,16 @@ static const Case cases[] = {
     /* dw_quad with a 5x5 window one wider than the map (mcunet-5fps's 4x4 blocks.11-12), y_zero -128 (even case:
      * packed stores without the zero add) and not */
     {"depthwise", 4, 4, 16, 16, 5, 1, 2}, {"depthwise", 6, 4, 12, 12, 5, 1, 2},
+    /* split convs through pointwise_wtab with a pseudo-random partition (SCATTERED_WTAB_SPLIT on), as the sparse
+     * update's index lists are: the weight rows scattered a byte at a time (split_rows_pair) */
+    {"split", 8, 8, 32, 24, 1, 1, 0},      {"split", 8, 9, 48, 16, 1, 1, 0},
 };
 #define FIRST_MASKED_WTAB_CASE 80
 #define DWQ_LAYER_CASE 68
 #define NARROW_LAYER_CASE 43 /* and 47: in_c 16 */
 #define WIDE_EFF_CASE 60
 #define FIRST_GROUPED_SPLIT 38 /* and 63, 64 */
+#define SCATTERED_WTAB_SPLIT 88 /* and 89 */
 #define MANY_DEAD_CASE 33 /* more dead channels than the SIMD kernels list (MT_DEAD_MAX) */
 #define FIRST_FOLD_CASE 19
 #define NOMASK_REGION 1000
@@ -457,7 +461,7 @@ int main(void)
         if (i >= WIDE_EFF_CASE && i < FIRST_MASKED_WTAB_CASE) eff[2] = 4.0f; /* |rint(t)| up to about 2^20 */
         if (split) /* a pseudo-random partition of the input channels into frozen and trained */
             for (int32_t ch = 0; ch < p.in_c; ch++) {
-                int trained = i >= FIRST_GROUPED_SPLIT ? (ch / 4) % 3 == 1 : (int)(next() & 1);
+                int trained = i >= FIRST_GROUPED_SPLIT && i < SCATTERED_WTAB_SPLIT ? (ch / 4) % 3 == 1 : (int)(next() & 1);
                 if (trained) train_idx[n_train++] = (int16_t)ch;
                 else frozen_idx[n_frozen++] = (int16_t)ch;
             }

@@ -1001,7 +1001,11 @@ static int wtab_fits(const mt_conv_params *p, int32_t k_n, const int32_t *bias, 
  * and 1.47 against 1.35 and 1.40 instructions per MAC; tables of few channels, the pixel unpacked again per
  * table). Channels whose bias cannot be folded (dead channels) and the out_c % 4 last ones are redone in C. At
  * in_c 8 with packed stores, a table of an even number of quads runs two per loop pass. */
-#define MT_NARROW_TAB_WORDS 192 /* 768 bytes of stack (+ 16 for the pixel's inputs 8-15) */
+/* 1,152 bytes of stack (+ 16 for the pixel's inputs 8-15): twelve quads of in_c 8, so that the 48 output channels
+ * of mbv2-w0.35's in_c 8 layers take one table and one pass over the pixels (two cost about 18 instructions more
+ * per pixel: 602 instead of 584 per pixel at 64x64); pointwise_narrow's frame stays well below pointwise_wtab's,
+ * the pointwise chain's deepest */
+#define MT_NARROW_TAB_WORDS 288
 /* a channel quad's table words: four multipliers, per channel its bias and in_c / 2 lane words */
 #define NARROW_QUAD_WORDS(in_c) (4 + 4 * (1 + (in_c) / 2))
 
@@ -1449,16 +1453,24 @@ typedef struct {
     int32_t n_frozen, n_train;
 } split_weight;
 
+/* Both rows of one index list scattered: each index loaded once for the two rows. */
+static inline void scatter_pair(const int16_t *idx, const int8_t *w0, const int8_t *w1, int32_t n, int8_t *r0,
+                                int8_t *r1)
+{
+    for (int32_t i = 0; i < n; i++) {
+        const int32_t a = idx[i];
+        const int8_t a0 = w0[i], a1 = w1[i];
+        r0[a] = a0, r1[a] = a1;
+    }
+}
+
 /* Rows ch and ch + 1 of the split weight s (k_n = in_c bytes each) assembled at rows. */
 static void split_rows_pair(const split_weight *s, int32_t ch, int32_t k_n, int8_t *rows)
 {
-    const int16_t *fi = s->frozen_idx, *ti = s->train_idx; /* locals: the stores cannot change them */
     const int32_t nf = s->n_frozen, nt = s->n_train;
-    for (int32_t r = 0; r < 2; r++, rows += k_n) {
-        const int8_t *wf = s->w_frozen + (ch + r) * nf, *wt = s->w_train + (ch + r) * nt;
-        for (int32_t i = 0; i < nf; i++) rows[fi[i]] = wf[i];
-        for (int32_t i = 0; i < nt; i++) rows[ti[i]] = wt[i];
-    }
+    const int8_t *wf = s->w_frozen + ch * nf, *wt = s->w_train + ch * nt;
+    scatter_pair(s->frozen_idx, wf, wf + nf, nf, rows, rows + k_n);
+    scatter_pair(s->train_idx, wt, wt + nt, nt, rows, rows + k_n);
 }
 
 /* Channels o .. o + n - 1 (n % 4 == 0) into wtab_rows' table (layout above): weight rows of k_n bytes padded
