@@ -3009,16 +3009,20 @@ typedef struct {
 #define DWQ_STORE_S8 DWQ_QADD DWQ_SSAT_STRB
 /* the clamp bit of a value (before SSAT) shifted into r2 from the bottom: channel 3 first, bit j = channel j */
 #define DWQ_CLAMP_BIT(RV) "add     r3, " RV ", #128\n\t" "rsbs    r3, r3, #255\n\t" "adc     r2, r2, r2\n\t"
-#define DWQ_STORE_MASKED                                                                                         \
-    DWQ_QADD "mov     r2, #0\n\t" DWQ_CLAMP_BIT("r7") DWQ_CLAMP_BIT("r6") DWQ_CLAMP_BIT("r5") DWQ_CLAMP_BIT("r4")   \
-    DWQ_SSAT_STRB                                                                                                \
+/* The mask byte holding output y's clamp nibble: its address in r8, its value in r10, the nibble's shift in r9
+ * and 0xF << shift in r11. */
+#define DWQ_NIBBLE_AT                                                                                            \
     "ldrd    r8, r9, [sp, #32]\n\t" /* mask, y0: the nibble at bit index y - y0 (a multiple of 4) */             \
     "sub     r9, r1, r9\n\t"                                                                                     \
     "add     r8, r8, r9, lsr #3\n\t"                                                                             \
     "and     r9, r9, #7\n\t"                                                                                     \
     "ldrb    r10, [r8]\n\t"                                                                                      \
     "mov     r11, #15\n\t"                                                                                       \
-    "lsl     r11, r11, r9\n\t"                                                                                   \
+    "lsl     r11, r11, r9\n\t"                                                                                   
+#define DWQ_STORE_MASKED                                                                                         \
+    DWQ_QADD "mov     r2, #0\n\t" DWQ_CLAMP_BIT("r7") DWQ_CLAMP_BIT("r6") DWQ_CLAMP_BIT("r5") DWQ_CLAMP_BIT("r4")   \
+    DWQ_SSAT_STRB                                                                                                \
+    DWQ_NIBBLE_AT                                                                                                \
     "bic     r10, r10, r11\n\t"                                                                                  \
     "lsl     r2, r2, r9\n\t"                                                                                     \
     "orr     r10, r10, r2\n\t"                                                                                   \
@@ -3040,13 +3044,7 @@ typedef struct {
     "uadd8   r3, r3, r2\n\t"                                                                                      \
     "mrs     r3, APSR\n\t"                                                                                        \
     "ubfx    r3, r3, #16, #4\n\t"                                                                                 \
-    "ldrd    r8, r9, [sp, #32]\n\t" /* mask, y0: the nibble at bit index y - y0 (a multiple of 4) */             \
-    "sub     r9, r1, r9\n\t"                                                                                      \
-    "add     r8, r8, r9, lsr #3\n\t"                                                                              \
-    "and     r9, r9, #7\n\t"                                                                                      \
-    "ldrb    r10, [r8]\n\t"                                                                                       \
-    "mov     r11, #15\n\t"                                                                                        \
-    "lsl     r11, r11, r9\n\t"                                                                                    \
+    DWQ_NIBBLE_AT                                                                                                \
     "orr     r10, r10, r11\n\t"                                                                                   \
     "lsl     r3, r3, r9\n\t"                                                                                      \
     "eor     r10, r10, r3\n\t"                                                                                    \
