@@ -3018,7 +3018,7 @@ typedef struct {
     "and     r9, r9, #7\n\t"                                                                                     \
     "ldrb    r10, [r8]\n\t"                                                                                      \
     "mov     r11, #15\n\t"                                                                                       \
-    "lsl     r11, r11, r9\n\t"                                                                                   
+    "lsl     r11, r11, r9\n\t"
 #define DWQ_STORE_MASKED                                                                                         \
     DWQ_QADD "mov     r2, #0\n\t" DWQ_CLAMP_BIT("r7") DWQ_CLAMP_BIT("r6") DWQ_CLAMP_BIT("r5") DWQ_CLAMP_BIT("r4")   \
     DWQ_SSAT_STRB                                                                                                \
