@@ -1263,7 +1263,7 @@ typedef struct {
     "ldr     r6, [r0, #32]\n\t"                                                                                  \
     "cmp     r1, r6\n\t"                                                                                         \
     "bne     0b\n\t"                                                                                             \
-    "add     sp, sp, #4\n\t"                                                                                     
+    "add     sp, sp, #4\n\t"
 #define WTAB_ROWS_ASM(HEAD, BIAS_ADD)                                                                            \
     WTAB_ROWS_ASM_U(HEAD, BIAS_ADD, "1")
 /* REPS: channel quads per pass of the quad loop (2 when the table holds an even number: one loop test per two) */
