@@ -1459,17 +1459,10 @@ typedef struct {
 static inline void scatter_pair(const int16_t *idx, const int8_t *w0, const int8_t *w1, int32_t n, int8_t *r0,
                                 int8_t *r1)
 {
-    int32_t i = 0;
-    for (; i + 4 <= n; i += 4, idx += 4, w0 += 4, w1 += 4) { /* one loop test per four indices */
-        const int32_t a = idx[0], b = idx[1], c = idx[2], d = idx[3];
-        r0[a] = w0[0], r1[a] = w1[0];
-        r0[b] = w0[1], r1[b] = w1[1];
-        r0[c] = w0[2], r1[c] = w1[2];
-        r0[d] = w0[3], r1[d] = w1[3];
-    }
-    for (; i < n; i++, idx++, w0++, w1++) {
-        const int32_t a = idx[0];
-        r0[a] = w0[0], r1[a] = w1[0];
+    for (int32_t i = 0; i < n; i++) {
+        const int32_t a = idx[i];
+        const int8_t a0 = w0[i], a1 = w1[i];
+        r0[a] = a0, r1[a] = a1;
     }
 }
 
