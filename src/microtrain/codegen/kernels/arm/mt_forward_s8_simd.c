@@ -346,14 +346,16 @@ static int table_dead(int32_t b, float e, int32_t k, int32_t y_zero)
     return !fold_one(b) && kmax <= (1u << 23) && (float)(mag - kmax) * a * 0.999f > lim + 2.0f;
 }
 
-static int32_t table_bias(int32_t b, float e, int32_t k, int32_t y_zero)
+/* inline with the foldable case first (table_dead is false there): no call for the usual channel */
+static inline int32_t table_bias(int32_t b, float e, int32_t k, int32_t y_zero)
 {
     if (fold_one(b)) return b;
     return table_dead(b, e, k, y_zero) ? (b < 0 ? -MT_FOLD_LIMIT : MT_FOLD_LIMIT) : 0;
 }
 
-static float table_eff(int32_t b, float e, int32_t k, int32_t y_zero)
+static inline float table_eff(int32_t b, float e, int32_t k, int32_t y_zero)
 {
+    if (fold_one(b)) return e;
     return table_dead(b, e, k, y_zero) ? (e < 0.0f ? -1.0f / 4096.0f : 1.0f / 4096.0f) : e;
 }
 
@@ -1464,13 +1466,30 @@ static inline void scatter_pair(const int16_t *idx, const int8_t *w0, const int8
     }
 }
 
-/* Rows ch and ch + 1 of the split weight s (k_n = in_c bytes each) assembled at rows. */
-static void split_rows_pair(const split_weight *s, int32_t ch, int32_t k_n, int8_t *rows)
+/* Rows ch and ch + 1 of the split weight s (k_n = in_c bytes each) assembled at rows (not inlined into
+ * wtab_table: its scatter loops keep their pointers in registers there). */
+static __attribute__((noinline)) void split_rows_pair(const split_weight *s, int32_t ch, int32_t k_n, int8_t *rows)
 {
     const int32_t nf = s->n_frozen, nt = s->n_train;
     const int8_t *wf = s->w_frozen + ch * nf, *wt = s->w_train + ch * nt;
     scatter_pair(s->frozen_idx, wf, wf + nf, nf, rows, rows + k_n);
     scatter_pair(s->train_idx, wt, wt + nt, nt, rows, rows + k_n);
+}
+
+/* One channel pair's part of wtab_table's layout when its rows (k_n bytes each, k_n % 8 == 0) need no padding:
+ * whole words loaded, no bound tests; back: the groups last first. */
+static uint32_t *wtab_pair_whole(const int8_t *rows, int32_t k_n, int back, const uint32_t *b2, uint32_t *tab)
+{
+    for (int32_t gi = 0; gi < k_n; gi += 8) {
+        const int32_t g = back ? k_n - 8 - gi : gi;
+        for (int32_t j = 0; j < 2; j++) {
+            if (gi == 0) *tab++ = b2[j];
+            const uint32_t u = load_u32(rows + j * k_n + g), v = load_u32(rows + j * k_n + g + 4);
+            tab[0] = __sxtb16(u), tab[1] = sxtb16_ror8(u), tab[2] = __sxtb16(v), tab[3] = sxtb16_ror8(v);
+            tab += 4;
+        }
+    }
+    return tab;
 }
 
 /* Channels o .. o + n - 1 (n % 4 == 0) into wtab_rows' table (layout above): weight rows of k_n bytes padded
@@ -1492,13 +1511,19 @@ static void wtab_table(const int8_t *w, int32_t k_n, int32_t kp, const int32_t *
                 split_rows_pair(split, ca, k_n, pair_rows);
                 rows = pair_rows;
             }
+            uint32_t b2[2];
+            for (int32_t j = 0; j < 2; j++)
+                b2[j] = fb ? (fold_one(bias[ca + j]) ? (uint32_t)bias[ca + j] : 0u)
+                           : (uint32_t)table_bias(bias[ca + j], eff[ca + j], k_n, y_zero);
+            if (kp == k_n && k_n % 8 == 0) {
+                tab = wtab_pair_whole(rows, k_n, ca == k, b2, tab);
+                continue;
+            }
             for (int32_t gi = 0; gi < kp; gi += 8) {
                 /* the quad's first pair reads the lanes backwards (WTAB_PAIR_BACK): its groups last first */
                 const int32_t g = ca == k ? (kp - 1) / 8 * 8 - gi : gi;
                 for (int32_t ch = ca; ch < ca + 2; ch++) {
-                    if (gi == 0)
-                        *tab++ = fb ? (fold_one(bias[ch]) ? (uint32_t)bias[ch] : 0u)
-                                    : (uint32_t)table_bias(bias[ch], eff[ch], k_n, y_zero);
+                    if (gi == 0) *tab++ = b2[ch - ca];
                     for (int32_t i = g; i < g + 8 && i < kp; i += 4) {
                         const uint32_t v = load_row4(rows + (ch - ca) * k_n, i, k_n);
                         *tab++ = __sxtb16(v), *tab++ = sxtb16_ror8(v);
@@ -1526,16 +1551,19 @@ static __attribute__((noinline)) void pointwise_wtab(const mt_conv_params *p, co
                                                      const int32_t *bias, const float *eff, int8_t *y, uint8_t *mask,
                                                      const split_weight *split)
 {
-    uint32_t tab[MT_WTAB_PW_WORDS], lanes[MT_WTAB_MAX_IN / 2];
+    /* the table and, right after the block's quads, the pixel's lanes (in_c / 2 words): one buffer, so that a
+     * narrower in_c lends the lanes' unused words to the table (in_c 32: six quads, not four) */
+    uint32_t tab[MT_WTAB_PW_WORDS + MT_WTAB_MAX_IN / 2];
     const int32_t in_c = p->in_c, out_c = p->out_c, n_pix = p->out_h * p->out_w;
     const int32_t quad_words = 8 + 2 * in_c, quads = out_c / 4;
     /* with a mask two quads per pass: blocks of an even number of quads */
-    const int32_t max_quads = MT_WTAB_PW_WORDS / quad_words & (mask ? ~1 : ~0);
+    const int32_t max_quads = (MT_WTAB_PW_WORDS + MT_WTAB_MAX_IN / 2 - in_c / 2) / quad_words & (mask ? ~1 : ~0);
     /* blocks of equal size: as few as the table allows */
     const int32_t n_blocks = (quads + max_quads - 1) / max_quads;
     const int32_t per_block = ((quads + n_blocks - 1) / n_blocks + (mask ? 1 : 0)) & (mask ? ~1 : ~0);
     const int32_t run = p->stride == 1 ? n_pix : p->out_w, x_step = p->stride * in_c;
     const uint32_t zero_128 = (uint32_t)(p->y_zero + 128) * 0x00010001u;
+    uint32_t *lanes = tab + per_block * quad_words;
     for (int32_t q = 0; q < quads; q += per_block) {
         const int32_t n = 4 * (quads - q < per_block ? quads - q : per_block);
         wtab_table(w, in_c, in_c, bias, eff, p->y_zero, 4 * q, n, 0, tab, split, (int8_t *)lanes);
