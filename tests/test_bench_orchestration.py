@@ -167,7 +167,7 @@ def test_vowels_scenario_goes_into_the_headline_from_its_stored_record(tmp_path,
     rec = json.loads((REPO / "benchmarks" / "results" / "vowels.json").read_text())
     (tmp_path / "vowels.json").write_text(json.dumps(rec))
     monkeypatch.setattr(run_all, "RESULTS", tmp_path)
-    assert run_all.main(["--skip", "memory", "host", "cortexm", "--accuracy", "reuse"]) == 0
+    assert run_all.main(["--skip", "memory", "host", "cortexm", "patching", "--accuracy", "reuse"]) == 0
     head = (tmp_path / "headline.md").read_text()
     for variant, accs in rec["demo"]["adapt"]["test_acc"].items():
         assert f"| {variant} | " + " | ".join(f"{v:.1%}" for v in accs) in head
@@ -178,7 +178,7 @@ def test_vowels_scenario_goes_into_the_headline_from_its_stored_record(tmp_path,
     assert f"linked {rec['demo']['device']['firmware_sram']:,} B" in head
     assert json.loads((tmp_path / "bench_accuracy.json").read_text())["vowels"]["source"].startswith("reused")
     (tmp_path / "vowels.json").unlink()
-    assert run_all.main(["--skip", "memory", "host", "cortexm", "--accuracy", "reuse"]) == 0
+    assert run_all.main(["--skip", "memory", "host", "cortexm", "patching", "--accuracy", "reuse"]) == 0
     assert "Time series" not in (tmp_path / "headline.md").read_text()
 
 
@@ -193,13 +193,13 @@ def test_reused_steps_are_shown_from_their_committed_results_and_named(tmp_path,
     (tmp_path / "bench_host_step.json").write_text(json.dumps(doc))
     monkeypatch.setattr(run_all, "RESULTS", tmp_path)
     monkeypatch.setattr(run_all, "step_host", lambda args: (_ for _ in ()).throw(AssertionError("measured")))
-    assert run_all.main(["--skip", "memory", "cortexm", "--accuracy", "skip", "--reuse", "host"]) == 0
+    assert run_all.main(["--skip", "memory", "cortexm", "patching", "--accuracy", "skip", "--reuse", "host"]) == 0
     head = (tmp_path / "headline.md").read_text()
     assert "| mcunet-5fps | s | 12.5 | 10.0 | 1.25x | 1.20x |" in head
     assert "except the tables of host" in head and "reused bench_host_step.json (measured 2026-01-01" in head
     assert json.loads((tmp_path / "bench_host_step.json").read_text()) == doc  # not rewritten
     (tmp_path / "bench_host_step.json").unlink()
-    assert run_all.main(["--skip", "memory", "cortexm", "--accuracy", "skip", "--reuse", "host"]) == 1
+    assert run_all.main(["--skip", "memory", "cortexm", "patching", "--accuracy", "skip", "--reuse", "host"]) == 1
 
 
 def test_headline_prints_the_cycle_estimate_beside_the_instructions():
