@@ -1041,7 +1041,8 @@ typedef struct {
     "smlad   " BR ", r10, r8, " BR "\n\t"                                                                        \
     "smlad   " BR ", r11, r9, " BR "\n\t"
 #define NARROW_HIGH_1(BR) NARROW_HIGH4(BR, "0") NARROW_HIGH4(BR, "8")
-/* Per pixel: ctx (on the stack) reloaded, x and y advanced, the inputs unpacked (IN_HIGH: inputs 8-15 first,
+/* Per pixel: x and y kept in s4, s5 across the quad loop, then advanced by ctx's steps (ctx, on the stack,
+ * reloaded once), the inputs unpacked (IN_HIGH: inputs 8-15 first,
  * into the words after the table), then the channel-pair loop. */
 #define NARROW_IN8(OFF)                                                                                          \
     "ldrd    r8, r10, [r1, #" OFF "]\n\t" NARROW_UNPACK("r2", "r3", "r8") NARROW_UNPACK("r4", "r5", "r10")          \
@@ -1049,17 +1050,15 @@ typedef struct {
 #define NARROW_IN_1 "ldr     r6, [r0, #20]\n\t" NARROW_IN8("8")
 #define NARROW_ROWS_ASM(IN_HIGH, HIGH_A, HIGH_B, STORE, REPS)                                                              \
     "push    {r0}\n\t"                                                                                           \
-    "ldr     r1, [r0]\n\t" /* later pixels: r0 (ctx) and r1 (x) from the run test at the loop's end */           \
-    "0:\n\t"                                                                                                     \
-    "ldr     r6, [r0, #32]\n\t"                                                                                  \
-    "add     r6, r1, r6\n\t"                                                                                     \
-    "str     r6, [r0]\n\t"                                                                                       \
-    "ldr     r7, [r0, #24]\n\t" IN_HIGH                                                                          \
+    "ldr     r1, [r0]\n\t" /* x */                                                                               \
+    "ldrd    r12, r3, [r0, #8]\n\t" /* y, y_step */                                                              \
+    "ldr     r2, [r0, #32]\n\t"                                                                                  \
+    "str     r2, [r0]\n\t" /* ctx words 0-2 now x_step, x_end, y_step: one LDM per pixel at the loop's end */   \
+    "str     r3, [r0, #8]\n\t"                                                                                   \
+    "0:\n\t" /* r0: ctx, r1: x, r12: y (on entry, and from the run test at the loop's end) */                  \
+    "vmov    s4, s5, r1, r12\n\t" /* kept across the quad loop */                                               \
+    "ldrd    r7, lr, [r0, #24]\n\t" IN_HIGH /* neg_zero, y_zero */                                              \
     "ldrd    r8, r10, [r1]\n\t" NARROW_UNPACK("r2", "r3", "r8") NARROW_UNPACK("r4", "r5", "r10")                   \
-    "ldrd    r12, r6, [r0, #8]\n\t" /* y, y_step */                                                              \
-    "add     r6, r12, r6\n\t"                                                                                    \
-    "str     r6, [r0, #8]\n\t"                                                                                   \
-    "ldr     lr, [r0, #28]\n\t"                                                                                  \
     "ldrd    r1, r0, [r0, #16]\n\t" /* the table, its end */                                                     \
     "1:\n\t"                                                                                                     \
     ".rept   " REPS "\n\t" /* channel quads per pass (2: the table's quad count even) */                         \
@@ -1072,15 +1071,19 @@ typedef struct {
     "cmp     r1, r0\n\t"                                                                                         \
     "bne     1b\n\t"                                                                                             \
     "ldr     r0, [sp]\n\t"                                                                                       \
-    "ldrd    r1, r6, [r0]\n\t"                                                                                   \
-    "cmp     r1, r6\n\t"                                                                                         \
+    "vmov    r1, r12, s4, s5\n\t"                                                                                \
+    "ldmia   r0, {r2, r3, r4}\n\t" /* x_step, x_end, y_step */                                                   \
+    "add     r1, r1, r2\n\t"                                                                                     \
+    "add     r12, r12, r4\n\t"                                                                                   \
+    "cmp     r1, r3\n\t"                                                                                         \
     "bne     0b\n\t"                                                                                             \
     "add     sp, sp, #4\n\t"
 #define NARROW_ROWS_CALL(TEXT)                                                                                   \
     __asm__ volatile(TEXT                                                                                        \
                      : "+r"(c)                                                                                   \
                      :                                                                                           \
-                     : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s8", "s9",  \
+                     : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s4", "s5",  \
+                       "s8", "s9",                                                                               \
                        "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
 
 /* The run of pixels ctx describes (at least one), every channel quad of the table (at least one). The loop
@@ -1266,6 +1269,20 @@ typedef struct {
     "cmp     r1, r6\n\t"                                                                                         \
     "bne     0b\n\t"                                                                                             \
     "add     sp, sp, #4\n\t"
+/* wtab_rows' loop ends: the pixel's x and y back from s4, s5 (kept there across the quad loop, not stored in
+ * ctx), advanced by x_step and y_step (ctx words 1, 2), the run test against x_end (word 0): 8 instructions per
+ * pixel against 12 with x and y advanced through ctx. */
+#define WTAB_RUN_END                                                                                             \
+    "cmp     r1, r0\n\t"                                                                                         \
+    "bne     1b\n\t"                                                                                             \
+    "ldr     r0, [sp]\n\t"                                                                                       \
+    "vmov    r1, r12, s4, s5\n\t"                                                                                \
+    "ldmia   r0, {r2, r3, r4}\n\t"                                                                               \
+    "add     r1, r1, r3\n\t"                                                                                     \
+    "add     r12, r12, r4\n\t"                                                                                   \
+    "cmp     r1, r2\n\t"                                                                                         \
+    "bne     0b\n\t"                                                                                             \
+    "add     sp, sp, #4\n\t"
 #define WTAB_ROWS_ASM(HEAD, BIAS_ADD)                                                                            \
     WTAB_ROWS_ASM_U(HEAD, BIAS_ADD, "1")
 /* REPS: channel quads per pass of the quad loop (2 when the table holds an even number: one loop test per two) */
@@ -1273,16 +1290,15 @@ typedef struct {
     "push    {r0}\n\t"                                                                                           \
     "ldr     r2, [r0, #36]\n\t"                                                                                  \
     "vmov    s7, r2\n\t"                                                                                         \
-    "0:\n\t" /* r0: ctx (on entry, and from the run test at the loop's end) */                                 \
-    "ldrd    r1, r6, [r0]\n\t" /* x, x_step */                                                                   \
-    "add     r6, r1, r6\n\t"                                                                                     \
-    "str     r6, [r0]\n\t"                                                                                       \
-    "ldr     r7, [r0, #28]\n\t"                                                                                  \
-    "ldr     lr, [r0, #24]\n\t"                                                                                  \
+    "ldmia   r0, {r1, r2, r3, r4}\n\t" /* x, x_step, y, y_step */                                                  \
+    "ldr     r5, [r0, #32]\n\t"                                                                                  \
+    "str     r5, [r0]\n\t" /* ctx words 0-2 now x_end, x_step, y_step: one LDM per pixel (WTAB_RUN_END) */      \
+    "str     r4, [r0, #8]\n\t"                                                                                   \
+    "mov     r12, r3\n\t"                                                                                        \
+    "0:\n\t" /* r0: ctx, r1: x, r12: y (on entry, and from the run test at the loop's end) */                  \
+    "vmov    s4, s5, r1, r12\n\t"                                                                                \
+    "ldrd    lr, r7, [r0, #24]\n\t" /* the lanes, neg_zero */                                                    \
     ".rept   %c[g]\n\t" WTAB_UNPACK ".endr\n\t" WTAB_UNPACK_HALF /* lr past the lanes */                       \
-    "ldrd    r12, r6, [r0, #8]\n\t" /* y, y_step */                                                              \
-    "add     r6, r12, r6\n\t"                                                                                    \
-    "str     r6, [r0, #8]\n\t"                                                                                   \
     "ldrd    r1, r0, [r0, #16]\n\t" /* the table, its end */                                                     \
     "1:\n\t"                                                                                                     \
     ".rept   " REPS "\n\t"                                                                                         \
@@ -1292,7 +1308,7 @@ typedef struct {
     "vmov    r4, r5, s10, s11\n\t"                                                                               \
     "vmov    r9, s7\n\t" PACKED_STORE4("r2", "r3", "r4", "r5", "r9", "[r12], #4")                                                 \
     ".endr\n\t"                                                                                                  \
-    WTAB_LOOP_ENDS
+    WTAB_RUN_END
 /* Quad headers: the four multipliers, or the four float biases then the multipliers. */
 #define WTAB_HEAD "vldmia  r1!, {s12-s15}\n\t"
 #define WTAB_HEAD_FB "vldmia  r1!, {s0-s3}\n\t" "vldmia  r1!, {s12-s15}\n\t"
@@ -1303,7 +1319,7 @@ typedef struct {
                      : "+r"(c)                                                                                   \
                      : [g] "i"(G), [h] "i"(H)                                                                    \
                      : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "s0", "s1",  \
-                       "s2", "s3", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
+                       "s2", "s3", "s4", "s5", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15", "cc", "memory")
 
 /* The run of pixels ctx describes (at least one), every channel quad of the table (at least one); one asm
  * text per group count (the groups are unrolled) and header kind (fb: float biases). ctx waits on the stack as
