@@ -51,6 +51,8 @@ def main(argv=None) -> int:
     ap.add_argument("--prefix-cache", default=str(Path.home() / ".cache" / "microtrain" / "speed-ab" / "prefix"))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error(f"--rounds must be at least 1, got {args.rounds}")
     report = {"baseline": args.baseline, "command": "python " + " ".join(sys.argv), "schemes": {}}
     with tempfile.TemporaryDirectory(prefix="speed_ab_") as tmp:
         old_src = archive_src(args.baseline, Path(tmp))

@@ -187,6 +187,9 @@ def main(argv=None) -> int:
     ap.add_argument("--any-fingerprint", action="store_true", help="count stored QAS runs of any numerics")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    missing = [f for f in [*args.sparse, *args.qas] if not Path(f).is_file()]
+    if missing:
+        ap.error(f"no such profile_fine_tune report: {missing[0]}")
     if not args.sparse and not args.qas:
         print(__doc__)
         return 2
