@@ -4,7 +4,7 @@ tree's src/, --rounds times each, in child processes; the minimum CPU seconds pe
 side is the figure (the least disturbed run: on a shared machine the other processes only ever add time).
 
     nice -n 10 python benchmarks/compare_fine_tune_speed.py --baseline main --schemes bias-only,full,last-6 \\
-        [--dataset cub50] [--limit 320] [--val-limit 160] [--rounds 2] [--out F.json]
+        [--dataset cub50] [--limit 320] [--val-limit 160] [--rounds 2] [--numerics fp32] [--out F.json]
 
 Prints one line per scheme (old ms, new ms, speed-up); --out writes them with every round's figures. The
 results are only comparable within one run (the load changes); pair it with check_fine_tune_identical.py,
@@ -31,7 +31,7 @@ def one_run(src: Path, scheme: str, args, out: Path) -> dict:
     cmd = [sys.executable, str(HERE / "profile_fine_tune.py"), "--no-profile", "--dataset", args.dataset,
            "--schemes", scheme, "--limit", str(args.limit), "--val-limit", str(args.val_limit),
            "--batch", str(args.batch), "--epochs", str(args.epochs), "--prefix-cache", args.prefix_cache,
-           "--out", str(out)]
+           "--numerics", args.numerics, "--out", str(out)]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if p.returncode:
         raise SystemExit(f"{scheme} with {src} failed:\n{p.stderr[-3000:]}")
@@ -47,13 +47,14 @@ def main(argv=None) -> int:
     ap.add_argument("--val-limit", type=int, default=160)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--numerics", default="int8+QAS", choices=("int8+QAS", "int8", "fp32"))
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--prefix-cache", default=str(Path.home() / ".cache" / "microtrain" / "speed-ab" / "prefix"))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error(f"--rounds must be at least 1, got {args.rounds}")
-    report = {"baseline": args.baseline, "command": "python " + " ".join(sys.argv), "schemes": {}}
+    report = {"baseline": args.baseline, "numerics": args.numerics, "command": "python " + " ".join(sys.argv), "schemes": {}}
     with tempfile.TemporaryDirectory(prefix="speed_ab_") as tmp:
         old_src = archive_src(args.baseline, Path(tmp))
         for scheme in args.schemes.split(","):

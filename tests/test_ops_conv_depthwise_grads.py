@@ -9,7 +9,20 @@ import numpy as np
 import pytest
 
 from microtrain.ops import conv as conv_op
-from microtrain.ops import einsum_order
+from microtrain.ops import einsum_order, sim_native
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def runtime(request, monkeypatch):
+    """Every test twice: with the compiled kernels (ops/sim_native.py; a machine with gcc must have them) and
+    with the NumPy code they replace."""
+    if request.param == "numpy":
+        monkeypatch.setattr(sim_native, "active", lambda: None)
+    elif sim_native.lib() is None:
+        import shutil
+        assert shutil.which("gcc") is None, "gcc is here but the compiled depthwise backward was not built or refused"
+        pytest.skip("no C compiler: only the NumPy code runs here")
+    return request.param
 
 
 def einsum_grad_weight(xs, g_acc, kh, kw, s, p, ch):

@@ -6,6 +6,7 @@ import numpy as np
 from ..errors import UnsupportedOpError
 from ..ir.program import Const, Params
 from ..quant.arith import channel_rows
+from . import sim_native
 
 ROUNDING_C = {"nearest": "MT_ROUND_NEAREST", "stochastic": "MT_ROUND_STOCHASTIC"}
 
@@ -43,11 +44,16 @@ def clamp_int8(r: np.ndarray, lo: int = -128, hi: int = 127):
     return y.astype(np.int8), y == r  # in range <=> unchanged by the clip (NaN: False either way)
 
 
-def masked_gradient(g_y: np.ndarray, scale, mask: np.ndarray) -> np.ndarray:
+def masked_gradient(g_y: np.ndarray, scale, mask: np.ndarray, native: bool = True) -> np.ndarray:
     """np.where(mask, float32(g_y) * float32(scale), 0) as float32: the gradient through a clamp (conv's
     accumulator gradient, add's addend gradients). A bool mask of the product's shape zeroes the fresh product
     in place: its bits ANDed with all-ones where the mask holds and with 0 (the bits of +0.0) where not, the
-    same values as np.where (signed zeros and NaN included) at about a third of np.putmask's time."""
+    same values as np.where (signed zeros and NaN included) at about a third of np.putmask's time. native: the
+    same operation compiled (ops/sim_native.py) when it applies."""
+    if native:
+        fast = sim_native.masked_grad(g_y, scale, mask)
+        if fast is not None:
+            return fast
     g_y = g_y.astype(np.float32, copy=False)
     rows, (sc,) = channel_rows(g_y, np.asarray(scale, dtype=np.float32))
     g = (rows * sc).reshape(np.broadcast_shapes(g_y.shape, np.shape(scale)))

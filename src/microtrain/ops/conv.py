@@ -23,7 +23,7 @@ from ..ir.training import Step as TrainStep
 from ..quant.arith import (conv_multipliers, conv_preclamp, conv_preclamp_tflite, requant_mode, requantize_conv,
                            tflite_conv_multipliers)
 from ..quant.qas import qas_divisors
-from . import c_sums, einsum_order, torch_sums
+from . import c_sums, einsum_order, sim_native, torch_sums
 from .common import (clamp_float, clamp_int8, int8_clamp, masked_gradient, refuse_tiles_in_tflite_mode,
                      update_params)
 
@@ -196,15 +196,19 @@ def conv_accumulate(xs: np.ndarray, weight: np.ndarray, attrs: dict, x_bound: fl
     return out
 
 
-def depthwise_accumulate(xs: np.ndarray, wt: np.ndarray, s: int, p: int, ho: int, wo: int, d: int = 1) -> np.ndarray:
+def depthwise_accumulate(xs: np.ndarray, wt: np.ndarray, s: int, p: int, ho: int, wo: int, d: int = 1,
+                         native: bool = True) -> np.ndarray:
     """Depthwise window sums, tap by tap: acc += tap * wt[:, i, j] (wt: (C, kh, kw) in the result dtype;
     tap (i, j) reads input (i * d, j * d) of the window).
 
     Speed without changing a single sum: the batch runs in cache-sized chunks; each stride phase of the
     padded input is made contiguous, so every tap is a row-contiguous (Ho, Wo*C) view multiplied by the
     weights tiled along a row (long inner loops instead of C-length ones). Taps are added in the same
-    order as a plain loop over (i, j).
+    order as a plain loop over (i, j). native: float32 operands by the same operations compiled
+    (ops/sim_native.py) when the library is available.
     """
+    if native and wt.dtype == np.float32 and xs.dtype == np.float32 and sim_native.active() is not None:
+        return sim_native.dw_forward(pad_nhwc(xs, p), wt, s, d, ho, wo)
     n, c = xs.shape[0], xs.shape[-1]
     _, kh, kw = wt.shape
     dtype = wt.dtype
@@ -275,13 +279,17 @@ class StridePhases:
         return self.plane(i % s, j % s)[:, r0 : r0 + ho, c0 : c0 + wo * c]
 
 
-def depthwise_grad_input(g_acc: np.ndarray, wt: np.ndarray, gxp: np.ndarray, s: int = 1, d: int = 1) -> None:
+def depthwise_grad_input(g_acc: np.ndarray, wt: np.ndarray, gxp: np.ndarray, s: int = 1, d: int = 1,
+                         native: bool = True) -> None:
     """Stride s, taps d apart. gxp (N, Hp, Wp, C) zeros, contiguous, the padded input gradient:
     gxp[:, i*d + s*y, j*d + s*x] += g_acc[:, y, x] * wt[:, i, j] for every tap in (i, j) order: the same float32
     operations as a plain loop over taps, on row-contiguous (Ho, Wo*C) blocks in cache-sized batch chunks.
     Stride s > 1: each padded position belongs to one stride phase (row % s, column % s), which receives the
     taps of that phase as a contiguous block, in the same (i, j) order; zeroed phase planes are summed into and
-    then written back into gxp's positions (a copy: every element sees the same additions)."""
+    then written back into gxp's positions (a copy: every element sees the same additions). native: the same
+    operations compiled (ops/sim_native.py) when the library is available."""
+    if native and sim_native.active() is not None:
+        return sim_native.dw_grad_input(g_acc, wt, gxp, s, d)
     n, ho, wo, c = g_acc.shape
     _, kh, kw = wt.shape
     wrow = tiled_taps(wt, wo)
@@ -326,7 +334,7 @@ def einsum_reproduced() -> bool:
         xs = rng.integers(-255, 256, (n, h, h, c)).astype(np.float32)
         g = (rng.standard_normal((n, ho, ho, c)) * np.exp(rng.uniform(-8, 4, (n, ho, ho, c)))).astype(np.float32)
         ch = np.arange(c)
-        fast = depthwise_grad_weight(xs, g, ch, k, k, s, p)
+        fast = depthwise_grad_weight(xs, g, ch, k, k, s, p, native=False)
         if fast is None or not np.array_equal(fast.view(np.uint32), einsum_grad_weight(xs, g, ch, k, k, s, p).view(np.uint32)):
             return False
     return True
@@ -348,7 +356,7 @@ def einsum_pieces(xs, g_acc, ch, kh, kw, s, p):
 
 
 def depthwise_grad_weight(xs: np.ndarray, g_acc: np.ndarray, ch: np.ndarray, kh: int, kw: int, s: int,
-                          p: int) -> np.ndarray | None:
+                          p: int, native: bool = True) -> np.ndarray | None:
     """(len(ch), 1, kh, kw) float32: grad_weight's per-tap np.einsum("nhwc,nhwc->c", tap window of
     pad_nhwc(xs[..., ch]), g_acc[..., ch]) bit for bit (ops/einsum_order.py: same products, same order), all
     taps at once; None when einsum would iterate its operands in a way this does not reproduce (the caller
@@ -369,6 +377,8 @@ def depthwise_grad_weight(xs: np.ndarray, g_acc: np.ndarray, ch: np.ndarray, kh:
     if not np.array_equal(ch, np.arange(xs.shape[-1])):  # (every channel in order: no gathered copies)
         xs, g_acc = xs[..., ch], g_acc[..., ch]
     xp = pad_nhwc(xs, p)
+    if native and sim_native.active() is not None:  # the same sums compiled
+        return sim_native.dw_grad_weight(xp, g_acc, kh, kw, s, [pc // hw for pc in pieces])
     blocks, quarters = split
     lanes_n = einsum_order.LANES
     shape = blocks + quarters + (lanes_n, c)
@@ -415,13 +425,19 @@ def forward_int8(node, x_q: np.ndarray, x_quant, y_quant) -> np.ndarray:
     bound = int8_bound(x_q, x_quant.zero_point)
     if per >= n:
         acc = conv_accumulate(shifted_input(x_q, x_quant.zero_point), weight, node.attrs, bound)
-        return requantize_conv(acc, bias, eff, y_quant.zero_point)
+        return requantize(acc, bias, eff, y_quant.zero_point)
     out = np.empty((n, ho, wo, weight.shape[0]), dtype=np.int8)
     for start in range(0, n, per):
         acc = conv_accumulate(shifted_input(x_q[start : start + per], x_quant.zero_point), weight, node.attrs,
                               bound)
-        out[start : start + per] = requantize_conv(acc, bias, eff, y_quant.zero_point)
+        out[start : start + per] = requantize(acc, bias, eff, y_quant.zero_point)
     return out
+
+
+def requantize(acc: np.ndarray, bias, eff, y_zero: int) -> np.ndarray:
+    """quant/arith.requantize_conv, by the C kernels' requantisation when it applies (ops/sim_native.py)."""
+    fast = sim_native.requant_s8(acc, bias, eff, y_zero, want_mask=False)
+    return fast[0] if fast is not None else requantize_conv(acc, bias, eff, y_zero)
 
 
 def forward_int8_tflite(node, x_q: np.ndarray, x_quant, y_quant) -> np.ndarray:
@@ -613,7 +629,8 @@ def forward_train(graph, node, ins, save_mask=False):
         acc = conv_accumulate(shifted_input(ins[0], qx.zero_point), node.params["weight"], node.attrs,
                               int8_bound(ins[0], qx.zero_point))
         eff = conv_multipliers(qx.scale, node.params["w_scales"], qy.scale)
-        return clamp_int8(conv_preclamp(acc, node.params["bias"], eff, qy.zero_point))
+        fast = sim_native.requant_s8(acc, node.params["bias"], eff, qy.zero_point, want_mask=True)
+        return fast if fast is not None else clamp_int8(conv_preclamp(acc, node.params["bias"], eff, qy.zero_point))
     pre = conv_accumulate(ins[0].astype(np.float32), node.params["weight"].astype(np.float32), node.attrs)
     pre = pre.astype(np.float32) + node.params["bias"].astype(np.float32)
     return clamp_float(graph, node, pre, save_mask)

@@ -12,7 +12,7 @@ from .. import steps as step_table
 from ..autodiff import TrainingGraph
 from ..errors import GraphError, UnsupportedOpError
 from ..ir.graph import Graph, Node
-from ..ops import op_module
+from ..ops import op_module, sim_native
 from ..quant.update import apply_update
 
 
@@ -149,8 +149,9 @@ class TrainingRuntime:
         delta = (np.float32(-lr) * d).astype(np.float32, copy=False)
         current = param[sl]
         index = self._flat_index(a["param_id"], param.shape, sl) if a["rounding"] == "stochastic" else None
-        param[sl] = apply_update(current, delta, a["rounding"], a["saturate"], seed=self.seed, step=step,
-                                 param_id=a["param_id"], index=index)
+        hash_args = dict(seed=self.seed, step=step, param_id=a["param_id"], index=index)
+        new = sim_native.apply_update(current, delta, a["rounding"], a["saturate"], **hash_args)  # the same, in C
+        param[sl] = new if new is not None else apply_update(current, delta, a["rounding"], a["saturate"], **hash_args)
 
     @staticmethod
     def _channels(ch, n: int):
