@@ -53,6 +53,16 @@ def parts(job) -> list[tuple[str, list[str]]]:
     return [(f"{name}-{s}", [*cmd, "--settings", s]) for s in QAS_SETTINGS]
 
 
+def run_child(argv: list[str], log, cwd) -> tuple[int, float]:
+    """(exit code, CPU seconds) of one job: user + system time of the child and of every descendant it waited
+    for (the contribution analysis's worker processes), the figure benchmarks/estimate_hours.py predicts; wall
+    time on a shared machine says more about the load than about the job."""
+    p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return p.returncode, usage.ru_utime + usage.ru_stime
+
+
 def claim(path: Path) -> Path | None:
     """A lock file naming this process; None if a live process holds it (a dead holder's lock is taken over).
     Lets several queue processes (e.g. one more worker started later) share the queue without running a job
@@ -109,10 +119,10 @@ def main(argv=None) -> int:
         with open(logs / f"{name}.log", "a") as f:
             f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC: {' '.join(cmd)}\n")
             f.flush()
-            rc = subprocess.run([sys.executable, str(HERE / cmd[0]), *cmd[1:], "--out", args.out], stdout=f,
-                                stderr=subprocess.STDOUT, cwd=HERE).returncode
-        print(f"{time.strftime('%H:%M:%S', time.gmtime())} {name}: exit {rc} after {time.monotonic() - t0:.0f} s",
-              flush=True)
+            rc, cpu = run_child([sys.executable, str(HERE / cmd[0]), *cmd[1:], "--out", args.out], f, HERE)
+            done = f"exit {rc} after {time.monotonic() - t0:.0f} s wall, {cpu:.0f} s CPU"
+            f.write(f"=== {done}\n")
+        print(f"{time.strftime('%H:%M:%S', time.gmtime())} {name}: {done}", flush=True)
         return rc
 
     # parts first, in queue order; a job's own (table) run goes to the FRONT of the queue when its last part

@@ -174,19 +174,16 @@ def test_queue_runs_a_jobs_settings_first_then_the_job(tmp_path, monkeypatch):
 
     order, mutex = [], threading.Lock()
 
-    class Done:
-        returncode = 0
-
-    def fake_run(cmd, **kw):
+    def fake_run(cmd, log, cwd):
         setting = cmd[cmd.index("--settings") + 1] if "--settings" in cmd else None
         with mutex:
             order.append((Path(cmd[1]).name, setting))
-        return Done()
+        return 0, 0.0
 
     monkeypatch.setattr(exp_datasets, "queue", lambda: [("qas-x", ["exp_qas.py", "--dataset", "x"]),
                                                         ("qas-y", ["exp_qas.py", "--dataset", "y"]),
                                                         ("sparse-x", ["exp_sparse.py", "--dataset", "x"])])
-    monkeypatch.setattr(exp_datasets.subprocess, "run", fake_run)
+    monkeypatch.setattr(exp_datasets, "run_child", fake_run)
     assert exp_datasets.main(["--workers", "1", "--log-dir", str(tmp_path), "--out", str(tmp_path)]) == 0
     settings = ["fp32", "int8", "int8+QAS", "head-only"]
     # one worker: x's four settings, x's table run at once (before y's parts), then y, then sparse
@@ -195,3 +192,13 @@ def test_queue_runs_a_jobs_settings_first_then_the_job(tmp_path, monkeypatch):
     order.clear()
     assert exp_datasets.main(["--workers", "3", "--log-dir", str(tmp_path), "--out", str(tmp_path)]) == 0
     assert len(order) == 11 and order.count(("exp_qas.py", None)) == 2
+
+
+def test_a_jobs_cpu_time_is_measured(tmp_path):
+    """The queue logs each job's CPU seconds (child and waited-for descendants), not only its wall time."""
+    import exp_datasets
+
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\nraise SystemExit(3)"
+    with open(tmp_path / "log", "w") as log:
+        rc, cpu = exp_datasets.run_child([sys.executable, "-c", busy], log, tmp_path)
+    assert rc == 3 and 0.3 <= cpu < 5
