@@ -517,10 +517,14 @@ def grad_input(g_acc: np.ndarray, weight: np.ndarray, attrs: dict, in_shape, sum
         gx = np.zeros((n, h, w, c), np.float32)
         gx[:, : s * ho : s, : s * wo : s, :] = gx2
         return gx
-    gxp = np.zeros((n, h + 2 * p, w + 2 * p, c), np.float32)
     depthwise = ig == 1 and g == c == o
     if sums == "c" and not c_sums_cover(weight.shape, attrs, c):  # (TrainingRuntime refuses it up front)
         raise NotImplementedError(f"sums='c' covers pointwise and depthwise convs, not a {kh}x{kw} conv of {g} groups")
+    if depthwise and sim_native.active() is not None:  # compiled: straight into the cropped, contiguous gradient
+        gx = np.zeros((n, h, w, c), np.float32)
+        sim_native.dw_grad_input(g_acc, wf[:, 0], gx, s, d, p)
+        return gx
+    gxp = np.zeros((n, h + 2 * p, w + 2 * p, c), np.float32)
     if depthwise:
         depthwise_grad_input(g_acc, wf[:, 0], gxp, s, d)
         return gxp[:, p : p + h, p : p + w, :]

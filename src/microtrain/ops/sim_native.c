@@ -11,21 +11,26 @@
 #include "../codegen/kernels/mt_arith.h"
 #include "../codegen/kernels/mt_update.h"
 
-/* gxp (n, hp, wp, c), zeros on entry, the padded input gradient:
- * gxp[:, i*d + s*y, j*d + s*x, :] += g[:, y, x, :] * w[:, i, j], taps in (i, j) order
- * (conv.depthwise_grad_input: per tap, tmp = g * w rounded, then gxp += tmp). w: (c, kh, kw). */
+/* gx (n, h, w, c), zeros on entry, the input gradient with the padding p cropped:
+ * gx[:, i*d + s*y - p, j*d + s*x - p, :] += g[:, y, x, :] * w[:, i, j], taps in (i, j) order, positions in the
+ * padding skipped (conv.depthwise_grad_input on the padded buffer: per tap, tmp = g * w rounded, then
+ * gxp += tmp; the crop keeps the same sums). p = 0: the padded buffer itself. w: (c, kh, kw). */
 void mt_sim_dw_grad_input(const float *g, int n, int ho, int wo, int c, const float *w, int kh, int kw,
-                          float *gxp, int hp, int wp, int s, int d, float *wtap /* c floats of scratch */) {
+                          float *gx, int h, int wx, int s, int d, int p, float *wtap /* c floats of scratch */) {
     for (int i = 0; i < kh; i++) {
         for (int j = 0; j < kw; j++) {
             for (int k = 0; k < c; k++) wtap[k] = w[((size_t)k * kh + i) * kw + j];
             for (int b = 0; b < n; b++) {
                 for (int y = 0; y < ho; y++) {
+                    const int iy = i * d + s * y - p;
+                    if (iy < 0 || iy >= h) continue;
                     const float *src = g + (((size_t)b * ho + y) * wo) * c;
-                    float *dst = gxp + (((size_t)b * hp + i * d + s * y) * wp + j * d) * c;
+                    float *dst = gx + (((size_t)b * h + iy) * wx) * c;
                     for (int x = 0; x < wo; x++) {
+                        const int ix = j * d + s * x - p;
+                        if (ix < 0 || ix >= wx) continue;
                         const float *sr = src + (size_t)x * c;
-                        float *dr = dst + (size_t)x * s * c;
+                        float *dr = dst + (size_t)ix * c;
                         for (int k = 0; k < c; k++) {
                             float prod = sr[k] * wtap[k];
                             dr[k] = dr[k] + prod;

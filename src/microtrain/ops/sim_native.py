@@ -63,7 +63,7 @@ def _build() -> Path | None:
 
 def _load(path: Path):
     so = ctypes.CDLL(str(path))
-    so.mt_sim_dw_grad_input.argtypes = [_F, _I, _I, _I, _I, _F, _I, _I, _F, _I, _I, _I, _I, _F]
+    so.mt_sim_dw_grad_input.argtypes = [_F, _I, _I, _I, _I, _F, _I, _I, _F, _I, _I, _I, _I, _I, _F]
     so.mt_sim_dw_grad_input.restype = None
     so.mt_sim_dw_grad_weight.argtypes = [_F, _I, _I, _I, _F, _I, _I, _I, _I, _I, _I, _I32, _I, _F, _F]
     so.mt_sim_dw_grad_weight.restype = None
@@ -110,14 +110,15 @@ def active():
     return _LIB[0] or lib()
 
 
-def dw_grad_input(g_acc: np.ndarray, wt: np.ndarray, gxp: np.ndarray, s: int, d: int, so=None) -> None:
-    """conv.depthwise_grad_input in C: gxp (N, Hp, Wp, C) float32 zeros, contiguous; wt (C, kh, kw)."""
+def dw_grad_input(g_acc: np.ndarray, wt: np.ndarray, gx: np.ndarray, s: int, d: int, p: int = 0, so=None) -> None:
+    """conv.depthwise_grad_input in C: gx float32 zeros, contiguous, (N, Hp, Wp, C) padded (p = 0) or
+    (N, H, W, C) with the padding p cropped (contributions to padding positions skipped); wt (C, kh, kw)."""
     so = so or active()
     n, ho, wo, c = g_acc.shape
     _, kh, kw = wt.shape
     g = np.ascontiguousarray(g_acc, dtype=np.float32)
     w = np.ascontiguousarray(wt, dtype=np.float32)
-    so.mt_sim_dw_grad_input(g, n, ho, wo, c, w, kh, kw, gxp, gxp.shape[1], gxp.shape[2], s, d,
+    so.mt_sim_dw_grad_input(g, n, ho, wo, c, w, kh, kw, gx, gx.shape[1], gx.shape[2], s, d, p,
                             np.empty(c, np.float32))
 
 
@@ -172,16 +173,17 @@ def requant_s8(acc: np.ndarray, bias, eff, y_zero: int, want_mask: bool):
 
 
 def masked_grad(g_y: np.ndarray, scale, mask: np.ndarray):
-    """common.masked_gradient in C, or None when it does not apply: g_y float32, mask bool of its shape, both
-    C-contiguous; scale per channel (C,) or one value, float32."""
+    """common.masked_gradient in C, or None when it does not apply: g_y float32, mask a C-contiguous bool array
+    of its shape; scale per channel (C,) or one value (rounded to float32 as masked_gradient does)."""
     so = active()
     if (so is None or g_y.dtype != np.float32 or mask.dtype != np.bool_ or mask.shape != g_y.shape or g_y.ndim < 1
-            or not (g_y.flags.c_contiguous and mask.flags.c_contiguous)):
+            or not mask.flags.c_contiguous):
         return None
     c = g_y.shape[-1]
-    sc = np.asarray(scale)
-    if sc.dtype != np.float32 or sc.shape not in ((), (c,), (1,)):
+    sc = np.asarray(scale, dtype=np.float32)  # (masked_gradient rounds the scale to float32 first too)
+    if sc.shape not in ((), (c,), (1,)):
         return None
+    g_y = np.ascontiguousarray(g_y)  # (a padded gradient's interior view: the same values)
     sc = np.ascontiguousarray(np.broadcast_to(sc.reshape(-1), (c,)))
     out = np.empty_like(g_y)
     so.mt_sim_masked_grad(g_y, g_y.size // max(c, 1), c, sc, mask.view(np.uint8), out)
@@ -232,7 +234,10 @@ def _matches_numpy() -> bool:
         b = np.zeros_like(a)
         conv.depthwise_grad_input(g, wt, a, s, native=False)
         dw_grad_input(g, wt, b, s, 1)
-        if not np.array_equal(a.view(np.uint32), b.view(np.uint32)):
+        cropped = np.zeros((n, h, h, c), np.float32)
+        dw_grad_input(g, wt, cropped, s, 1, p)
+        if not (np.array_equal(a.view(np.uint32), b.view(np.uint32))
+                and np.array_equal(a[:, p : p + h, p : p + h].view(np.uint32), cropped.view(np.uint32))):
             return False
         ch = np.arange(c)[::2] if sub else np.arange(c)
         ref = conv.depthwise_grad_weight(xs, g, ch, k, k, s, p, native=False)
@@ -270,10 +275,13 @@ def _masked_matches(rng) -> bool:
     g = (rng.standard_normal((3, 5, 24)) * np.exp(rng.uniform(-30, 30, (3, 5, 24)))).astype(np.float32)
     g.flat[:4] = (np.float32(-0.0), np.float32(np.nan), np.float32(np.inf), np.float32(-np.inf))
     mask = rng.random(g.shape) < 0.6
-    for scale in (np.exp(rng.uniform(-6, 2, 24)).astype(np.float32), np.float32(0.37)):
-        got = masked_grad(g, scale, mask)
-        if got is None or not np.array_equal(got.view(np.uint32), masked_gradient(g, scale, mask, native=False).view(np.uint32)):
-            return False
+    wide = np.pad(g, ((0, 0), (1, 1), (0, 0)))[:, 1:-1]  # a padded gradient's interior: not contiguous
+    for scale in (np.exp(rng.uniform(-6, 2, 24)).astype(np.float32), np.float32(0.37), 0.1234567891):
+        for gv in (g, wide):
+            got = masked_grad(gv, scale, mask)
+            ref = masked_gradient(gv, scale, mask, native=False)
+            if got is None or not np.array_equal(got.view(np.uint32), ref.view(np.uint32)):
+                return False
     return True
 
 
