@@ -15,7 +15,9 @@ Writes benchmarks/results/sparse.json (incrementally: a rerun skips finished run
 upstream's five hand-made schemes (49-148 KB) and the full update as the ceiling. Resumable across
 sessions: every final fine-tune (lr candidates on the held-out split, and the seeds) is one JSON file under
 results/sparse/<folder>/, keyed by scheme (name + content hash), stage, lr, seed and epochs and stamped with
-the numerics fingerprint (run_store.RunDir); the contribution analysis caches its fine-tunes in --cache;
+the numerics fingerprint (run_store.RunDir); the contribution analysis caches its fine-tunes in --cache, and
+a record that already holds the analysis of this model, these images and settings with this code is reused
+as it is (a fresh checkout has no cache);
 frozen-prefix features are cached on disk. Writes results/sparse/<folder>.json, .md and .png. The markdown
 ends with the acceptance check: the searched scheme within 100 KB with the best held-out accuracy against
 last-12 (448 KB), paired by seed, with a 95 % t interval.
@@ -34,6 +36,24 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SHARED = Path(os.environ.get("MICROTRAIN_SHARED", HERE.parent.parent / "shared"))
+
+
+def stored_analysis(analysis: dict | None, graph, data, settings):
+    """The accuracy GainTable a results record already holds, if it measured this model (graph fingerprint),
+    these training images (data fingerprint) and these settings; else None. The caller checks the numerics
+    fingerprint (same code, same numbers). The analysis cache lives outside the repository (a fresh checkout has
+    none) while the record is committed, so a resumed run need not repeat the analysis's fine-tunes."""
+    from microtrain.scheme_search.contribution import graph_fingerprint
+    from microtrain.scheme_search.search import GainTable
+
+    gains = (analysis or {}).get("gains_acc")
+    meta = (gains or {}).get("meta", {})
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # noqa: E731 (tuples = lists)
+    if not (gains and meta.get("runs") and same(meta.get("settings"), settings.key())
+            and meta.get("model_fingerprint") == graph_fingerprint(graph)
+            and meta.get("data_fingerprint") == data.fingerprint()):
+        return None
+    return GainTable.from_dict(gains, "stored analysis")
 
 
 def main(argv=None) -> int:
@@ -80,6 +100,7 @@ def main(argv=None) -> int:
     out_json = out / f"{stem}.json"
     out_json.parent.mkdir(parents=True, exist_ok=True)
     record = json.loads(out_json.read_text()) if out_json.exists() else {}
+    stored_fingerprint = record.get("numerics_fingerprint")
     graph = load_model(args.model)
     mem = MemoryModel(graph)
     data_root = Path(args.data)
@@ -101,7 +122,16 @@ def main(argv=None) -> int:
     # 1. contribution analysis (timed: the acceptance asks for analysis + search < 30 min on 2 cores)
     t0 = time.monotonic()
     settings = AnalysisSettings(epochs=args.analysis_epochs, lr=args.lr, seed=args.seed)
-    table_acc = analyze(graph, data_root / "train", settings=settings, cache_dir=args.cache, workers=args.workers)
+    data = load_image_folder(data_root / "train", graph.resolution, views=settings.views, seed=settings.seed,
+                             channels=graph.input_spec.shape[-1])  # as analyze() loads it
+    for path, reason in data.skipped:
+        print(f"skipped {path}: {reason}")
+    same_code = store is not None and stored_fingerprint == record.get("numerics_fingerprint")
+    table_acc = stored_analysis(record.get("analysis"), graph, data, settings) if same_code else None
+    if table_acc is None:
+        table_acc = analyze(graph, data=data, settings=settings, cache_dir=args.cache, workers=args.workers)
+    else:
+        print("contribution analysis: the one this record holds (same code, model, images and settings)")
     analysis_s = time.monotonic() - t0
     table_loss = GainTable.from_dict(dict(table_acc.to_dict(), metric="loss"))
     runs = table_acc.meta["runs"]

@@ -202,3 +202,31 @@ def test_a_jobs_cpu_time_is_measured(tmp_path):
     with open(tmp_path / "log", "w") as log:
         rc, cpu = exp_datasets.run_child([sys.executable, "-c", busy], log, tmp_path)
     assert rc == 3 and 0.3 <= cpu < 5
+
+
+def test_sparse_reuses_the_analysis_its_record_holds_only_for_the_same_model_images_and_settings(tiny_folder):
+    """A fresh checkout has no analysis cache: exp_sparse takes the committed record's gain table instead of
+    re-running the analysis's fine-tunes, but only when the model, the training images and the settings match."""
+    import exp_sparse
+    from microtrain.models import load_model
+    from microtrain.runtime.datasets import load_image_folder
+    from microtrain.scheme_search.contribution import AnalysisSettings, graph_fingerprint
+    from microtrain.scheme_search.search import GainTable
+
+    graph = load_model(model_path("mcunet-5fps"))
+    settings = AnalysisSettings(epochs=3, lr=0.01, seed=0)
+    data = load_image_folder(tiny_folder / "train", 32, views=settings.views, seed=settings.seed, channels=3)
+    meta = {"runs": {"bias-0": {"val_acc": 0.5, "val_loss": 0.7}}, "settings": json.loads(json.dumps(settings.key())),
+            "model_fingerprint": graph_fingerprint(graph), "data_fingerprint": data.fingerprint()}
+    table = GainTable(graph.name, 0.5, {0: 0.0, 4: 0.1}, {}, 4, meta)
+    record = {"gains_acc": json.loads(json.dumps(table.to_dict()))}  # as stored: through JSON
+    got = exp_sparse.stored_analysis(record, graph, data, settings)
+    assert got is not None and got.bias == {0: 0.0, 4: 0.1} and got.bias_ref == 4
+    assert exp_sparse.stored_analysis(record, graph, data, AnalysisSettings(epochs=2, lr=0.01, seed=0)) is None
+    other = data.subset(np.arange(1, len(data.labels)))  # one image fewer
+    assert other.fingerprint() != data.fingerprint()
+    assert exp_sparse.stored_analysis(record, graph, other, settings) is None
+    small = load_model(model_path("mcunet-5fps"))
+    small.nodes[-1].params["bias"] = small.nodes[-1].params["bias"] + 1  # another model
+    assert exp_sparse.stored_analysis(record, small, data, settings) is None
+    assert exp_sparse.stored_analysis({}, graph, data, settings) is None
