@@ -944,6 +944,10 @@ def headline(results: dict, args, seconds: float, plotted=()) -> str:
                       f"{qd['source']}):", ""] + _first_table(qd["markdown"]) + [""]
             if t.get("acceptance"):
                 lines += [f"Acceptance: {t['acceptance']}", ""]
+            others = qd["markdown"].split("Other models", 1)
+            if len(others) == 2 and _first_table(others[1]):  # mbv2-w0.35 / proxyless-w0.3 where they ran
+                lines += ["The other two models, same protocol (mean over seeds, top-1 %; only the data sets they "
+                          "have run on so far):", ""] + _first_table(others[1]) + [""]
         bw = acc.get("backward")
         if bw and bw.get("markdown"):
             lines += [f"**Integer backward** (`--backward int16`: pointwise input gradients as int16 codes with a "

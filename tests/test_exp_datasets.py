@@ -145,6 +145,8 @@ def test_bench_headline_shows_the_dataset_summary_as_partial(tmp_path, monkeypat
     monkeypatch.setattr(numerics_fingerprint, "numerics_fingerprint", lambda: "fp-now")
     for d in ("cub50", "gtsrb"):
         t = _table([0.6, 0.62, 0.61], [0.5, 0.52, 0.5], [0.6, 0.61, 0.61], [0.4, 0.4, 0.4])
+        if d == "cub50":  # another model has run on this one
+            t["models"].update(_table([0.7] * 3, [0.65] * 3, [0.71] * 3, [0.6] * 3, "mbv2-w0.35")["models"])
         t["numerics_fingerprint"] = "fp-now"
         (tmp_path / "qas" / f"{d}.json").write_text(json.dumps(t))
     qas_datasets.main()
@@ -152,6 +154,7 @@ def test_bench_headline_shows_the_dataset_summary_as_partial(tmp_path, monkeypat
     head = (tmp_path / "headline.md").read_text()
     assert "QAS on the real datasets** (mcunet-5fps; PARTIAL: 2 datasets" in head
     assert "| cub50 |" in head and "| gtsrb |" in head
+    assert "The other two models" in head and "| cub50 | mbv2-w0.35 | 70.0 | 65.0 | 71.0 | 60.0 |" in head
 
 
 def test_queue_lock_is_exclusive_and_taken_over_from_a_dead_holder(tmp_path):
