@@ -60,7 +60,7 @@ def test_a_library_that_computes_otherwise_is_refused(monkeypatch, fresh_lib, mu
     mutated.write_text(src.replace(mutation[0], mutation[1]))
     (fresh_lib / "codegen").symlink_to(sim_native.KERNELS.parent, target_is_directory=True)  # its #include
     monkeypatch.setattr(sim_native, "SOURCE", mutated)
-    with pytest.warns(UserWarning, match="differs from NumPy"):
+    with pytest.warns(UserWarning, match="differ from NumPy"):
         assert sim_native.lib() is None
 
 

@@ -1,11 +1,14 @@
-"""The host simulation's depthwise backward compiled (sim_native.c): the same float32 operations in the same
-order as the NumPy code of ops/conv.py, 3-6x faster, so every stored accuracy result stays valid.
+"""The training simulation's hottest loops compiled (sim_native.c), computing exactly what the NumPy code computes,
+so every stored accuracy result stays valid: the depthwise input and weight gradients and the float depthwise
+forward in the NumPy code's float32 order (ops/conv.py), the clamp gradient (ops/common.masked_gradient), and
+the requantisation with its clamp mask and the int8 / int32 update through the device kernels' own mt_arith.h and
+mt_update.h (quant/arith.py, quant/update.py). About 2x per training epoch (docs/measurements.md).
 
 The library is built with the host's C compiler on first use (cached by source hash under $MICROTRAIN_CACHE or
-~/.cache/microtrain) and then checked once per process against the NumPy code on random operands, bit for
-bit (strides 1 and 2, 3x3 and 5x5, channel subsets, several einsum pieces). Without a compiler, if the build or
-the check fails, or with MICROTRAIN_SIM_NATIVE=0, `lib()` is None and ops/conv.py runs NumPy: the same numbers,
-slower.
+~/.cache/microtrain) and then checked once per process against the NumPy code on random operands, bit for bit
+(`_matches_numpy`). Without a compiler, if the build or the check fails, or with MICROTRAIN_SIM_NATIVE=0,
+`lib()` is None and the NumPy code runs: the same numbers, slower. Each wrapper returns None for operands it does
+not cover, and its caller then runs NumPy.
 """
 from __future__ import annotations
 
@@ -97,7 +100,7 @@ def lib():
     finally:
         _LIB[0] = None
     if not ok:
-        warnings.warn(f"{path}: the compiled depthwise backward differs from NumPy's; using NumPy (slower)")
+        warnings.warn(f"{path}: the compiled simulation kernels differ from NumPy's; using NumPy (slower)")
         return None
     return so
 
