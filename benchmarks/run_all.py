@@ -500,7 +500,9 @@ def step_accuracy(args) -> dict:
 
 def _sparse_dataset_section(name: str, d: dict) -> list[str]:
     """One dataset's sparse-update table (exp_sparse.py --dataset): every scheme finished so far, its memory,
-    lr and val accuracy over seeds; PARTIAL until the run has written its acceptance line."""
+    lr and val accuracy over seeds; PARTIAL until the run has written its acceptance line. The acceptance line
+    (best searched scheme within 100 KB vs last-12) shows as soon as every searched scheme and last-12 have run:
+    the rest of the schemes cannot change it."""
     rec = d.get("record") or {}
     final = rec.get("final") or {}
     done = "complete" if rec.get("acceptance") else f"PARTIAL: {len(final)} schemes so far"
@@ -512,10 +514,17 @@ def _sparse_dataset_section(name: str, d: dict) -> list[str]:
     for n, r in sorted(final.items(), key=lambda kv: kv[1]["extra_kb"]):
         lines.append(f"| {n} | {r['kind']} | {r['extra_kb']:.1f} | {r['lr']:g} | {100 * r['val_acc']:.1f} | "
                      f"[{100 * r['val_acc_min']:.1f}, {100 * r['val_acc_max']:.1f}] |")
-    if rec.get("acceptance"):
+    acceptance = rec.get("acceptance")
+    searched = {f"searched-{x['metric']}-{x['budget_kb']:g}kb" for x in rec.get("searches", [])}
+    if acceptance is None and searched and searched <= set(final) and "last-12" in final:
+        # a partial run whose searched schemes and last-12 have all finished: the comparison is already final
+        from exp_sparse import best_within_vs_last12
+
+        acceptance = best_within_vs_last12(rec)
+    if acceptance:
         from exp_sparse import acceptance_line
 
-        lines += ["", acceptance_line(rec["acceptance"])]
+        lines += ["", acceptance_line(acceptance)]
     return lines + [""]
 
 

@@ -233,3 +233,27 @@ def test_sparse_reuses_the_analysis_its_record_holds_only_for_the_same_model_ima
     small.nodes[-1].params["bias"] = small.nodes[-1].params["bias"] + 1  # another model
     assert exp_sparse.stored_analysis(record, small, data, settings) is None
     assert exp_sparse.stored_analysis({}, graph, data, settings) is None
+
+
+def test_partial_sparse_table_shows_the_acceptance_line_once_its_schemes_have_run():
+    """The searched schemes and last-12 decide the acceptance comparison; the other baselines cannot change it,
+    so a partial run shows it as soon as those have finished, and not before."""
+    import run_all
+
+    def final(kind, kb, accs, held):
+        return {"kind": kind, "extra_kb": kb, "lr": 0.01, "val_acc": float(np.mean(accs)), "val_acc_min": min(accs),
+                "val_acc_max": max(accs), "heldout_by_lr": {"0.01": {"acc": held, "loss": 1.0}},
+                "seeds": {str(i): {"val_acc": a} for i, a in enumerate(accs)}}
+
+    searches = [{"budget_kb": kb, "metric": m} for kb in (32, 100) for m in ("acc", "loss")]
+    rec = {"searches": searches, "final": {
+        "searched-acc-32kb": final("searched (acc)", 31, [0.70, 0.71, 0.72], 0.5),
+        "searched-loss-32kb": final("searched (loss)", 31, [0.71, 0.72, 0.73], 0.6),
+        "searched-acc-100kb": final("searched (acc)", 98, [0.74, 0.75, 0.76], 0.7),
+        "last-12": final("last-k layers", 448, [0.72, 0.73, 0.74], 0.6)}}
+    text = "\n".join(run_all._sparse_dataset_section("x", {"record": rec, "source": "s"}))
+    assert "PARTIAL: 4 schemes" in text and "Best searched" not in text  # searched-loss-100kb has not run
+    rec["final"]["searched-loss-100kb"] = final("searched (loss)", 99, [0.76, 0.77, 0.78], 0.65)
+    text = "\n".join(run_all._sparse_dataset_section("x", {"record": rec, "source": "s"}))
+    assert "PARTIAL: 5 schemes" in text
+    assert "searched-acc-100kb (98.0 KB) 75.0 % vs last-12 (448.0 KB) 73.0 %" in text and "+2.00 points" in text
