@@ -229,9 +229,9 @@ def test_sparse_reuses_the_analysis_its_record_holds_only_for_the_same_model_ima
     other = data.subset(np.arange(1, len(data.labels)))  # one image fewer
     assert other.fingerprint() != data.fingerprint()
     assert exp_sparse.stored_analysis(record, graph, other, settings) is None
-    small = load_model(model_path("mcunet-5fps"))
-    small.nodes[-1].params["bias"] = small.nodes[-1].params["bias"] + 1  # another model
-    assert exp_sparse.stored_analysis(record, small, data, settings) is None
+    other_model = load_model(model_path("mcunet-5fps"))
+    other_model.nodes[-1].params["bias"] = other_model.nodes[-1].params["bias"] + 1  # another model
+    assert exp_sparse.stored_analysis(record, other_model, data, settings) is None
     assert exp_sparse.stored_analysis({}, graph, data, settings) is None
 
 

@@ -279,17 +279,14 @@ class StridePhases:
         return self.plane(i % s, j % s)[:, r0 : r0 + ho, c0 : c0 + wo * c]
 
 
-def depthwise_grad_input(g_acc: np.ndarray, wt: np.ndarray, gxp: np.ndarray, s: int = 1, d: int = 1,
-                         native: bool = True) -> None:
+def depthwise_grad_input(g_acc: np.ndarray, wt: np.ndarray, gxp: np.ndarray, s: int = 1, d: int = 1) -> None:
     """Stride s, taps d apart. gxp (N, Hp, Wp, C) zeros, contiguous, the padded input gradient:
     gxp[:, i*d + s*y, j*d + s*x] += g_acc[:, y, x] * wt[:, i, j] for every tap in (i, j) order: the same float32
     operations as a plain loop over taps, on row-contiguous (Ho, Wo*C) blocks in cache-sized batch chunks.
     Stride s > 1: each padded position belongs to one stride phase (row % s, column % s), which receives the
     taps of that phase as a contiguous block, in the same (i, j) order; zeroed phase planes are summed into and
-    then written back into gxp's positions (a copy: every element sees the same additions). native: the same
-    operations compiled (ops/sim_native.py) when the library is available."""
-    if native and sim_native.active() is not None:
-        return sim_native.dw_grad_input(g_acc, wt, gxp, s, d)
+    then written back into gxp's positions (a copy: every element sees the same additions). (grad_input calls
+    the compiled twin, ops/sim_native.dw_grad_input, when the library is available.)"""
     n, ho, wo, c = g_acc.shape
     _, kh, kw = wt.shape
     wrow = tiled_taps(wt, wo)

@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...cache import cache_root
 from ...errors import MicrotrainError
 from .build import CORES, INSTALL_HINT, ToolchainError, symbol_address
 
@@ -78,17 +79,11 @@ class RunResult:
     instructions: InstructionCount | None = None
 
 
-def _plugin_cache() -> Path:
-    base = os.environ.get("MICROTRAIN_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "microtrain")
-    return Path(base)
-
-
 def build_icount_plugin(cache_dir: Path | str | None = None) -> Path:
     """The instruction-count plugin as a shared library, compiled with the host gcc when its source changed."""
     sources = [PLUGIN_DIR / "mt_icount.c", PLUGIN_DIR / "mt_qemu_plugin_api.h", PLUGIN_DIR / "mt_insn_class.h"]
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
-    cache = Path(cache_dir) if cache_dir else _plugin_cache()
+    cache = Path(cache_dir) if cache_dir else cache_root()
     lib = cache / f"libmt_icount-{digest}.so"
     if lib.exists():
         return lib
