@@ -39,6 +39,10 @@ def test_the_library_builds_and_passes_its_check():
 def test_switched_off_by_the_environment(monkeypatch, fresh_lib):
     monkeypatch.setenv("MICROTRAIN_SIM_NATIVE", "0")
     assert sim_native.lib() is None
+    sim_native.lib.cache_clear()
+    monkeypatch.setenv("MICROTRAIN_SIM_NATIVE", "flase")  # neither on nor off: said, and the safe path
+    with pytest.warns(UserWarning, match="neither 1 nor 0"):
+        assert sim_native.lib() is None
     assert sim_native.requant_s8(np.zeros((2, 3), np.float32), np.zeros(3, np.int32), np.ones(3, np.float32), 0,
                                  True) is None
 

@@ -78,10 +78,16 @@ def _load(path: Path):
     return so
 
 
+SWITCH_ON, SWITCH_OFF = ("1", "on", "yes", "true", ""), ("0", "off", "no", "false")
+
+
 @functools.lru_cache(maxsize=None)
 def lib():
     """The loaded library, or None (NumPy then runs: see the module docstring)."""
-    if os.environ.get("MICROTRAIN_SIM_NATIVE", "1") == "0":
+    switch = os.environ.get("MICROTRAIN_SIM_NATIVE", "1").strip().lower()
+    if switch not in SWITCH_ON:
+        if switch not in SWITCH_OFF:  # a typo must not pass for "on" or "off" silently
+            warnings.warn(f"MICROTRAIN_SIM_NATIVE={switch!r} is neither 1 nor 0: running NumPy (same numbers, slower)")
         return None
     try:
         path = _build()
