@@ -12,7 +12,7 @@ SRC = Path(microtrain.__file__).parent
 # Low to high. A module may import a module of a lower layer, or of its own group; nothing else.
 LAYERS = [
     {"base": ["microtrain", "microtrain.errors", "microtrain.budget", "microtrain.labels", "microtrain.progress",
-              "microtrain.persist"]},
+              "microtrain.persist", "microtrain.cache"]},
     {"ir data": ["microtrain.ir.program", "microtrain.ir.training"],
      "int8 arithmetic": ["microtrain.quant.arith", "microtrain.quant.qas", "microtrain.quant.update",
                          "microtrain.quant"]},
