@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from microtrain.cache import cache_root
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from check_fine_tune_identical import REPO, archive_src  # noqa: E402
@@ -49,7 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--numerics", default="int8+QAS", choices=("int8+QAS", "int8", "fp32"))
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--prefix-cache", default=str(Path.home() / ".cache" / "microtrain" / "speed-ab" / "prefix"))
+    ap.add_argument("--prefix-cache", default=str(cache_root() / "speed-ab" / "prefix"))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.rounds < 1:

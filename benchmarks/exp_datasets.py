@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+from microtrain.cache import cache_root
+
 HERE = Path(__file__).resolve().parent
 QAS_ALL = ("cub50", "gtsrb", "food101_10", "cifar10", "flowers12", "trashnet", "clothing10", "sign_digits")
 THREE_MODELS_ON = ("cub50", "food101_10", "gtsrb", "cifar10")
@@ -86,7 +88,7 @@ def claim(path: Path) -> Path | None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--log-dir", default=str(Path.home() / ".cache" / "microtrain" / "exp14" / "logs"))
+    ap.add_argument("--log-dir", default=str(cache_root() / "exp14" / "logs"))
     ap.add_argument("--only", nargs="*", default=None, help="job names (or prefixes) to run, in this order, e.g. qas-cub50")
     ap.add_argument("--out", default=str(HERE / "results"), help="results folder passed to every job")
     ap.add_argument("--list", action="store_true")

@@ -42,11 +42,13 @@ from pathlib import Path
 
 import numpy as np
 
+from microtrain.cache import cache_root
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
 SHARED = Path(os.environ.get("MICROTRAIN_SHARED", REPO.parent / "shared"))
-CACHE = Path(os.environ.get("MICROTRAIN_CACHE", Path.home() / ".cache" / "microtrain")) / "device_curve"
+CACHE = cache_root() / "device_curve"
 
 MODEL, SCHEME, CPU = "mcunet-5fps", "mcunet-5fps-49kb", "cortex-m7"
 CLOCK_HZ = 216e6  # STM32F746 (the paper's board)

@@ -56,6 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
+from microtrain.cache import cache_root
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MICROTRAIN_SHARED", REPO.parent / "shared"))
 DATA = Path(os.environ.get("MICROTRAIN_DATA", SHARED / "data")) / "hymenoptera_data"
@@ -75,7 +77,7 @@ DATASETS = {  # name: (results file stem, title of the markdown table); other na
     "hymenoptera": ("qas", "ants vs bees (hymenoptera_data)"),
     "digits": ("qas_digits", "handwritten digits (scikit-learn, 10 classes, 500 train / 300 val)"),
 }
-DEFAULT_CACHE = Path.home() / ".cache" / "microtrain" / "exp14" / "prefix"
+DEFAULT_CACHE = cache_root() / "exp14" / "prefix"
 SCAN_PATIENCE = 2  # decades clearly worse than the best in a row that end the lr scan (folder datasets)
 SCAN_RISE = 1.05  # "clearly worse": held-out loss above 1.05 x the best so far, or diverged
 

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from microtrain.cache import cache_root
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SHARED = Path(os.environ.get("MICROTRAIN_SHARED", HERE.parent.parent / "shared"))
@@ -73,7 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", default=None, help="a folder under $MICROTRAIN_SHARED/data (replaces --data)")
     ap.add_argument("--out", default=str(RESULTS), help="results folder (default benchmarks/results)")
     ap.add_argument("--workers", type=int, default=1, help="processes of the contribution analysis")
-    ap.add_argument("--prefix-cache", default=str(Path.home() / ".cache" / "microtrain" / "exp14" / "prefix"))
+    ap.add_argument("--prefix-cache", default=str(cache_root() / "exp14" / "prefix"))
     ap.add_argument("--analysis-only", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="rewrite sparse.md/png from sparse.json")
     args = ap.parse_args(argv)
@@ -82,7 +84,7 @@ def main(argv=None) -> int:
     if args.dataset:
         args.data = str(SHARED / "data" / args.dataset)
         if args.cache == str(DEFAULT_CACHE):
-            args.cache = str(Path.home() / ".cache" / "microtrain" / "exp14" / "contribution")
+            args.cache = str(cache_root() / "exp14" / "contribution")
     if args.report_only:
         record = json.loads((out / f"{stem}.json").read_text())
         write_markdown(record, out / f"{stem}.md")

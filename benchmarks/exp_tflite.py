@@ -41,10 +41,12 @@ from pathlib import Path
 
 import numpy as np
 
+from microtrain.cache import cache_root
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MICROTRAIN_SHARED", REPO.parent / "shared"))
 RESULTS = REPO / "benchmarks" / "results"
-DEFAULT_CACHE = Path.home() / ".cache" / "microtrain" / "exp_tflite"
+DEFAULT_CACHE = cache_root() / "exp_tflite"
 
 MODELS = {  # name: data folder under $MICROTRAIN_SHARED/data
     "vww_96_int8": "person",

@@ -25,6 +25,8 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+from microtrain.cache import cache_root
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from run_store import write_report  # noqa: E402
@@ -79,7 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("--val-limit", type=int, default=0, help="first N validation images only (0: all)")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--no-profile", action="store_true", help="time only (cProfile adds overhead per call)")
-    ap.add_argument("--prefix-cache", default=str(Path.home() / ".cache" / "microtrain" / "h14sim" / "prefix"))
+    ap.add_argument("--prefix-cache", default=str(cache_root() / "h14sim" / "prefix"))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 

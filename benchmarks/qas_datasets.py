@@ -83,7 +83,7 @@ def markdown(doc: dict) -> str:
     s = doc["plain"]
     done, missing = list(s["rows"]), [d for d in DATASETS if d not in s["rows"]]
     lines = ["# QAS on the real datasets (mcunet-5fps, last two blocks + new head)", "",
-             f"Validation top-1 %, mean ± std over seeds [chosen lr]; SGD without momentum (the device's). "
+             "Validation top-1 %, mean ± std over seeds [chosen lr]; SGD without momentum (the device's). "
              f"Produced by `benchmarks/qas_datasets.py` from results/qas/<dataset>.json (exp_qas.py --dataset). "
              + (f"**PARTIAL: {len(done)} of {len(DATASETS)} datasets; missing: {', '.join(missing)}.**" if missing
                 else "All datasets."), "",

@@ -59,7 +59,7 @@ def register(subparsers):
     p.add_argument("--no-baseline", action="store_true", help="skip the centralised baseline")
     p.add_argument("--metrics", default="fleet-metrics.json", metavar="FILE",
                    help="where to write the report JSON (default fleet-metrics.json)")
-    p.add_argument("--cache", metavar="DIR", help="frozen-prefix feature cache (default ~/.cache/microtrain/fleet)")
+    p.add_argument("--cache", metavar="DIR", help="frozen-prefix feature cache (default $MICROTRAIN_CACHE/fleet, else ~/.cache/microtrain/fleet)")
     p.add_argument("--quiet", action="store_true", help="no per-round lines")
     p.add_argument("--force", action="store_true", help="replace a --metrics file microtrain did not write")
     p.set_defaults(func=run)

@@ -5,13 +5,13 @@
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .. import cli_checks as ck
+from ..cache import cache_root
 from ..errors import BudgetError, DatasetError
 
-DEFAULT_CACHE = Path(os.environ.get("MICROTRAIN_CACHE", Path.home() / ".cache" / "microtrain")) / "contribution"
+DEFAULT_CACHE = cache_root() / "contribution"
 
 
 def register(subparsers) -> None:

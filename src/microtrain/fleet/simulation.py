@@ -22,6 +22,7 @@ from flwr.app import ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
+from ..cache import cache_root
 from ..errors import MicrotrainError
 from ..ir.graph import prefix_fingerprints
 from ..ir.serialize import load_graph, save_graph
@@ -33,7 +34,7 @@ from .engine import LocalEngine, fleet_model
 from .partition import partition
 from .strategy import SparseInt8FedAvg
 
-DEFAULT_CACHE = Path.home() / ".cache" / "microtrain" / "fleet"
+DEFAULT_CACHE = cache_root() / "fleet"
 
 
 @dataclass

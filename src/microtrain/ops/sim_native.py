@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
-import shutil
-import subprocess
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..cache import cache_root
+from ..cache import cache_root, host_shared_library
 
 SOURCE = Path(__file__).with_name("sim_native.c")
 KERNELS = Path(__file__).parents[1] / "codegen" / "kernels"
 INCLUDED = (KERNELS / "mt_arith.h", KERNELS / "mt_update.h")  # the C kernels' requantisation and update
-FLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-trapping-math", "-fPIC", "-shared", "-std=c99", "-Wall", "-Werror"]
+FLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-trapping-math", "-std=c99", "-Wall", "-Werror"]
 _F = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
 _I = ctypes.c_int
 _I32 = np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS")
@@ -37,27 +34,9 @@ _U8 = np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS")
 
 
 def _build() -> Path | None:
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        return None
-    src = SOURCE.read_bytes() + b"".join(h.read_bytes() for h in INCLUDED)
-    for extra in (["-march=native"], []):  # native vectors where the compiler knows the host
-        digest = hashlib.sha256(src + " ".join(FLAGS + extra).encode()).hexdigest()[:16]
-        lib = cache_root() / "sim_native" / f"libmt_sim-{digest}.so"
-        if lib.exists():
-            return lib
-        lib.parent.mkdir(parents=True, exist_ok=True)
-        tmp = lib.with_suffix(f".{os.getpid()}.tmp")
-        try:
-            r = subprocess.run([cc, *FLAGS, *extra, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True,
-                               timeout=120)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if r.returncode == 0:
-            os.replace(tmp, lib)  # atomic: a concurrent process sees the whole library or none
-            return lib
-        tmp.unlink(missing_ok=True)
-    return None
+    lib, _ = host_shared_library("libmt_sim", SOURCE, INCLUDED, (FLAGS + ["-march=native"], FLAGS),
+                                 cache_root() / "sim_native")  # native vectors where the compiler knows the host
+    return lib
 
 
 def _load(path: Path):

@@ -2,15 +2,13 @@
 instructions with the mt_icount TCG plugin (built here with the host's gcc, cached by source hash)."""
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...cache import cache_root
+from ...cache import host_shared_library
 from ...errors import MicrotrainError
 from .build import CORES, INSTALL_HINT, ToolchainError, symbol_address
 
@@ -81,22 +79,11 @@ class RunResult:
 
 def build_icount_plugin(cache_dir: Path | str | None = None) -> Path:
     """The instruction-count plugin as a shared library, compiled with the host gcc when its source changed."""
-    sources = [PLUGIN_DIR / "mt_icount.c", PLUGIN_DIR / "mt_qemu_plugin_api.h", PLUGIN_DIR / "mt_insn_class.h"]
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
-    cache = Path(cache_dir) if cache_dir else cache_root()
-    lib = cache / f"libmt_icount-{digest}.so"
-    if lib.exists():
-        return lib
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        raise ToolchainError("a host C compiler (gcc) is needed to build the instruction-count plugin")
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = lib.with_suffix(f".{os.getpid()}.tmp")
-    proc = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-Wall", "-fvisibility=hidden", "-o", str(tmp),
-                           str(sources[0])], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ToolchainError(f"building the QEMU plugin {sources[0]} failed:\n{proc.stderr.strip()}")
-    os.replace(tmp, lib)
+    lib, why = host_shared_library("libmt_icount", PLUGIN_DIR / "mt_icount.c",
+                                   (PLUGIN_DIR / "mt_qemu_plugin_api.h", PLUGIN_DIR / "mt_insn_class.h"),
+                                   (["-O2", "-Wall", "-fvisibility=hidden"],), Path(cache_dir) if cache_dir else None)
+    if lib is None:
+        raise ToolchainError(f"the instruction-count plugin is built with the host gcc: {why}")
     return lib
 
 
