@@ -45,11 +45,12 @@
  * Unmasked outputs of a call whose multipliers are all finite skip the NaN test and the mask update
  * (requant_finite); the result is the same. Shapes beyond the stack patch / tap list sizes call the portable
  * kernel, and so does a dilated window (dilation > 1: the 1-D models' dilated convs run the portable loops;
- * pointwise kernels have no window to dilate). The residual add has a twin too (mt_add_s8). Stack (gcc
- * -fstack-usage, Cortex-M7): the deepest frames are dw_quad's 1,992 B (1,920 B of weights and ring, MT_DWQ_BYTES;
- * its chain mt_conv_depthwise_s8 + dw_quad + dwq_block + conversion: 2,384 B, the step's high-water mark), then
- * conv_wtab's 1,704 B and pointwise_wtab's 1,600 B (1,344 B of table); the float backward's dw_grad_in_whole
- * 1,952 B. */
+ * pointwise kernels have no window to dilate). The residual add has a twin too (mt_add_s8). Stack (arm-none-eabi-gcc
+ * -O2 -fstack-usage, Cortex-M7, measured 2026-12-03): the deepest frames are dw_quad's 1,992 B (1,920 B of weights
+ * and ring, MT_DWQ_BYTES; its chain mt_conv_depthwise_s8 + dw_quad + dwq_block + dwq_convert: 2,348 B), then
+ * pointwise_wtab's 1,976 B (1,344 B of table) and conv_wtab's 1,720 B; the float backward's deepest
+ * (mt_backward_f32_fast.c) is grad_input_pointwise_block's 1,936 B. A device run's measured high-water mark is
+ * printed by `microtrain run`. */
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 
 #include <arm_acle.h>
@@ -1175,8 +1176,8 @@ static __attribute__((noinline)) void pointwise_narrow(const mt_conv_params *p, 
  * SSAT: |rint(t)| <= 32767 fits a lane, and a saturated lane stays beyond the clamp), the four bytes packed, their
  * top bits flipped (u - 128 as int8 is u ^ 0x80) and stored by one STR: 24 instructions for four outputs
  * against 28. */
-/* 1,344 B of stack (the deepest frame stays a float backward one: 2,204 B high-water for the mcunet-5fps step,
- * unchanged); first_conv's four quads of 64 (68 with float biases) words and a chunk of eight 28-byte fields fit:
+/* 1,344 B of stack (pointwise_wtab's frame: 1,976 B in all, still below dw_quad's: see the top of this file);
+ * first_conv's four quads of 64 (68 with float biases) words and a chunk of eight 28-byte fields fit:
  * its fields are gathered once */
 #define MT_WTAB_WORDS 336
 #define MT_WTAB_MAX_IN 48
