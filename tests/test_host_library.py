@@ -28,3 +28,14 @@ def test_falls_back_through_flag_choices_and_says_why(tmp_path):
     lib, why = host_shared_library("libbad", bad, cache_dir=tmp_path / "cache")
     assert lib is None and str(bad) in why and "error" in why
     assert not list((tmp_path / "cache").glob("libbad*"))  # no half-written library left behind
+
+
+def test_a_built_library_is_reused_without_a_compiler(tmp_path, monkeypatch):
+    src = tmp_path / "one.c"
+    src.write_text("int one(void) { return 1; }\n")
+    lib, _ = host_shared_library("libone", src, cache_dir=tmp_path / "cache")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no gcc, no cc
+    assert host_shared_library("libone", src, cache_dir=tmp_path / "cache") == (lib, "")
+    src.write_text("int one(void) { return 2; }\n")
+    lib2, why = host_shared_library("libone", src, cache_dir=tmp_path / "cache")
+    assert lib2 is None and "no host C compiler" in why

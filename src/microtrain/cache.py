@@ -21,23 +21,24 @@ def host_shared_library(stem: str, source: Path, headers: tuple[Path, ...] = (),
     """`source` compiled with the host's gcc into `<cache>/<stem>-<hash>.so`, the hash covering the source, its
     `headers` and the flags, so an edit rebuilds it and an unchanged one is reused. Each entry of `flag_choices`
     is tried in order (e.g. -march=native, then without); returns (library, "") or (None, why it failed)."""
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        return None, "no host C compiler (gcc or cc) on PATH"
     text = source.read_bytes() + b"".join(h.read_bytes() for h in headers)
     cache = Path(cache_dir) if cache_dir else cache_root()
     why = ""
     for flags in flag_choices:
         digest = hashlib.sha256(text + " ".join(flags).encode()).hexdigest()[:16]
         lib = cache / f"{stem}-{digest}.so"
-        if lib.exists():
+        if lib.exists():  # a library already built needs no compiler
             return lib, ""
+        cc = shutil.which("gcc") or shutil.which("cc")
+        if cc is None:
+            return None, "no host C compiler (gcc or cc) on PATH"
         cache.mkdir(parents=True, exist_ok=True)
         tmp = lib.with_suffix(f".{os.getpid()}.tmp")
         try:
             r = subprocess.run([cc, "-shared", "-fPIC", *flags, "-o", str(tmp), str(source)], capture_output=True,
                                text=True, timeout=120)
         except (OSError, subprocess.TimeoutExpired) as e:
+            tmp.unlink(missing_ok=True)
             why = f"compiling {source} failed: {e}"
             continue
         if r.returncode == 0:
